@@ -1,0 +1,42 @@
+"""The ``iotpipe`` click group: global options and error-to-exit-code mapping."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from iotpipe.cli.common import CliContext
+from iotpipe.errors import IotpipeError
+
+
+class IotpipeGroup(click.Group):
+    """Maps :class:`IotpipeError` to a one-line message and its exit code (``--debug`` shows the traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IotpipeError as exc:
+            obj = ctx.find_object(CliContext)
+            if obj is not None and obj.debug:
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=IotpipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="iotpipe")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Compose, lint, deploy and operate the manufacturing IoT telemetry pipeline.
+
+    \b
+    Examples:
+      iotpipe render --env dev -o templates/TapStack.yml
+      iotpipe lint
+      iotpipe deploy --env dev --yes
+    """
+    obj = ctx.ensure_object(CliContext)
+    obj.debug = debug

@@ -1,0 +1,80 @@
+"""Options shared by iotpipe commands, and the context object the commands read them from."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import click
+
+from iotpipe.aws import ClientFactory
+from iotpipe.config import PipelineConfig, load_config
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class CliContext:
+    """What the group callback knows: debug flag and how to build boto3 clients (tests replace the factory)."""
+
+    debug: bool = False
+    factory_class: type[ClientFactory] = ClientFactory
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def config_options(func: F) -> F:
+    """Add ``--env`` and ``--config``."""
+    func = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                        help="Config file (default: ./iotpipe.toml when present).")(func)
+    func = click.option("--env", "env", default="dev", show_default=True,
+                        help="Environment section of the config file ([env.<name>]).")(func)
+    return func
+
+
+def aws_options(func: F) -> F:
+    """Add ``--region``, ``--profile`` and ``--endpoint-url``."""
+    func = click.option("--endpoint-url", help="Send AWS calls to this URL (moto, LocalStack).")(func)
+    func = click.option("--profile", help="AWS named profile.")(func)
+    func = click.option("--region", help="AWS region (default: config, then the profile's).")(func)
+    return func
+
+
+def output_option(func: F) -> F:
+    """Add ``--output table|json``."""
+    return click.option("--output", "output", type=click.Choice(["table", "json"]), default="table",
+                        show_default=True, help="Result format on stdout.")(func)
+
+
+def load_pipeline_config(config_path: str | None, env: str, **overrides: Any) -> PipelineConfig:
+    """Load the config for ``env`` with CLI overrides given as dotted keys; ``None`` values are ignored."""
+    ctx = click.get_current_context().find_object(CliContext)
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if ctx is not None:
+        given = {**ctx.overrides, **given}
+    return load_config(config_path, env, given)
+
+
+def client_factory(config: PipelineConfig, region: str | None, profile: str | None,
+                   endpoint_url: str | None) -> ClientFactory:
+    """The client factory for these options; the region falls back to the config's."""
+    ctx = click.get_current_context().find_object(CliContext)
+    factory_class = ctx.factory_class if ctx is not None else ClientFactory
+    return factory_class(region=region or config.region or None, profile=profile, endpoint_url=endpoint_url)
+
+
+def echo_json(data: Any) -> None:
+    """Print ``data`` as indented JSON on stdout."""
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def progress(message: str) -> None:
+    """Print a progress line on stderr (stdout carries results only)."""
+    click.echo(message, err=True)
+
+
+def is_interactive() -> bool:
+    """True when stdin is a terminal, so the user can be asked to confirm."""
+    return sys.stdin.isatty()

@@ -1,0 +1,344 @@
+"""Pipeline configuration: frozen dataclasses loaded from iotpipe.toml, an environment and CLI overrides.
+
+Values flow CLI overrides > ``[env.<name>]`` > ``[defaults]`` > built-in defaults. The built-in defaults
+reproduce the seed template's values. Every bad value raises :class:`ConfigError` naming the key path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from iotpipe.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "iotpipe.toml"
+ENV_NAME_PATTERN = re.compile(r"^[a-z0-9]{1,20}$")
+SENSOR_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+TAG_KEY_PATTERN = re.compile(r"^[\w .:/=+\-@]{1,128}$")
+KMS_KEY_PATTERN = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/.+|alias/.+)?$")
+EMAIL_PATTERN = re.compile(r"^([^@\s]+@[^@\s]+\.[^@\s]+)?$")
+PYTHON_RUNTIMES = ("python3.12", "python3.13", "python3.14")
+NODE_RUNTIMES = ("nodejs22.x", "nodejs24.x")
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
+                      2557, 2922, 3288, 3653)
+
+
+def _opt(default: Any, *, lo: float | None = None, hi: float | None = None,
+         choices: tuple[Any, ...] | None = None, pattern: re.Pattern[str] | None = None,
+         doc: str = "") -> Any:
+    """A dataclass field carrying its validation rule in metadata."""
+    meta = {"lo": lo, "hi": hi, "choices": choices, "pattern": pattern, "doc": doc}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Allowed range of one sensor type; a reading outside [min, max] is an anomaly."""
+
+    min: float | None = _opt(None)
+    max: float | None = _opt(None)
+    unit: str = _opt("", pattern=re.compile(r"^[\w/%.° -]{0,32}$"))
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """The Kinesis stream."""
+
+    mode: str = _opt("PROVISIONED", choices=("PROVISIONED", "ON_DEMAND"))
+    shard_count: int = _opt(1, lo=1, hi=500)
+    retention_hours: int = _opt(24, lo=24, hi=8760)
+    kms_key_arn: str = _opt("", pattern=KMS_KEY_PATTERN, doc="empty: the AWS-managed key alias/aws/kinesis")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """The raw-data bucket and the readings table."""
+
+    ttl_days: int = _opt(90, lo=1, hi=3650)
+    ia_transition_days: int = _opt(30, lo=30, hi=3650)
+    glacier_transition_days: int = _opt(90, lo=31, hi=3650)
+    noncurrent_expiry_days: int = _opt(30, lo=1, hi=3650)
+    access_log_expiry_days: int = _opt(365, lo=1, hi=3650)
+    table_kms_key_arn: str = _opt("", pattern=KMS_KEY_PATTERN, doc="empty: DynamoDB's AWS-owned key")
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    """The Lambda processor and its Kinesis event source mapping."""
+
+    runtime: str = _opt("python3.13", choices=PYTHON_RUNTIMES + NODE_RUNTIMES)
+    architecture: str = _opt("arm64", choices=("arm64", "x86_64"))
+    memory_mb: int = _opt(256, lo=128, hi=10240)
+    timeout_seconds: int = _opt(60, lo=3, hi=900)
+    batch_size: int = _opt(100, lo=1, hi=10000)
+    batching_window_seconds: int = _opt(5, lo=0, hi=300)
+    max_retry_attempts: int = _opt(3, lo=0, hi=10000)
+    max_record_age_seconds: int = _opt(3600, lo=60, hi=604800)
+    parallelization_factor: int = _opt(1, lo=1, hi=10)
+    reserved_concurrency: int = _opt(10, lo=1, hi=1000)
+    log_retention_days: int = _opt(7, choices=LOG_RETENTION_DAYS)
+    log_kms_key_arn: str = _opt("", pattern=KMS_KEY_PATTERN)
+    dlq_retention_days: int = _opt(14, lo=1, hi=14)
+    unknown_sensor: str = _opt("quarantine", choices=("quarantine", "store"),
+                               doc="what the processor does with a sensor type that has no threshold")
+
+
+@dataclass(frozen=True)
+class AlarmConfig:
+    """CloudWatch alarm thresholds and where alarms notify."""
+
+    period_seconds: int = _opt(300, choices=(60, 300, 900, 3600))
+    lambda_errors: int = _opt(5, lo=0, hi=1_000_000)
+    anomalies: int = _opt(10, lo=0, hi=1_000_000)
+    iterator_age_ms: int = _opt(60000, lo=1000, hi=604_800_000)
+    quarantined_records: int = _opt(0, lo=0, hi=1_000_000)
+    throttles: int = _opt(0, lo=0, hi=1_000_000)
+    email: str = _opt("", pattern=EMAIL_PATTERN, doc="default of the AlarmEmail parameter; empty: none")
+
+
+SEED_THRESHOLDS: Mapping[str, Threshold] = {
+    "temperature": Threshold(min=10.0, max=80.0, unit="celsius"),
+    "pressure": Threshold(min=30.0, max=150.0, unit="psi"),
+    "vibration": Threshold(min=None, max=5.0, unit="mm/s"),
+}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything needed to render, deploy and operate one environment of the pipeline."""
+
+    env: str = "dev"
+    stack_name: str = ""
+    region: str = ""
+    termination_protection: bool = False
+    thresholds: tuple[tuple[str, Threshold], ...] = tuple(SEED_THRESHOLDS.items())
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    processor: ProcessorConfig = field(default_factory=ProcessorConfig)
+    alarms: AlarmConfig = field(default_factory=AlarmConfig)
+    tags: tuple[tuple[str, str], ...] = ()
+    parameters: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def threshold_map(self) -> dict[str, Threshold]:
+        """Thresholds keyed by sensor type."""
+        return dict(self.thresholds)
+
+    @property
+    def resolved_stack_name(self) -> str:
+        """The CloudFormation stack name: ``stack_name`` if set, else ``iotpipe-<env>``."""
+        return self.stack_name or f"iotpipe-{self.env}"
+
+
+_SECTION_TYPES: dict[str, type] = {
+    "stream": StreamConfig,
+    "storage": StorageConfig,
+    "processor": ProcessorConfig,
+    "alarms": AlarmConfig,
+}
+_SCALAR_KEYS = ("stack_name", "region", "termination_protection")
+_TOP_KEYS = (*_SCALAR_KEYS, "thresholds", *_SECTION_TYPES, "tags", "parameters")
+
+
+def load_config(path: str | Path | None = None, env: str = "dev",
+                overrides: Mapping[str, Any] | None = None) -> PipelineConfig:
+    """Load ``path`` (default ./iotpipe.toml if present) for ``env``, applying dotted-key ``overrides``.
+
+    ``overrides`` maps dotted key paths (``processor.runtime``) to values, as the CLI flags give them.
+    """
+    document = read_config_file(path)
+    return build_config(document, env, overrides or {})
+
+
+def read_config_file(path: str | Path | None) -> dict[str, Any]:
+    """Parse the TOML file; a missing default file means an empty document, a missing named file is an error."""
+    if path is None:
+        candidate = Path(DEFAULT_CONFIG_FILE)
+        if not candidate.exists():
+            return {}
+        path = candidate
+    file_path = Path(path)
+    try:
+        with file_path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {file_path} does not exist; create it or drop --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {file_path} is not valid TOML: {exc}") from None
+
+
+def build_config(document: Mapping[str, Any], env: str, overrides: Mapping[str, Any]) -> PipelineConfig:
+    """Merge defaults, the env section and overrides from a parsed document into a validated config."""
+    if not isinstance(env, str) or not ENV_NAME_PATTERN.match(env):
+        raise ConfigError(f"env: {env!r} is not a valid environment name; use 1-20 lowercase letters or "
+                          "digits (it becomes part of bucket and stack names)")
+    _reject_unknown(document, ("defaults", "env"), "")
+    defaults = _table(document.get("defaults", {}), "defaults")
+    envs = _table(document.get("env", {}), "env")
+    env_section = _table(envs.get(env, {}), f"env.{env}")
+    for name, section in envs.items():
+        _reject_unknown(_table(section, f"env.{name}"), _TOP_KEYS, f"env.{name}")
+    _reject_unknown(defaults, _TOP_KEYS, "defaults")
+    merged = _deep_merge(_deep_merge(defaults, env_section), _expand_dotted(overrides))
+    _reject_unknown(merged, _TOP_KEYS, "override")
+    source = f"env.{env}" if env in envs else "defaults"
+    return _to_config(merged, env, source)
+
+
+def _to_config(merged: Mapping[str, Any], env: str, source: str) -> PipelineConfig:
+    sections = {name: _build_section(cls, merged.get(name, {}), f"{source}.{name}")
+                for name, cls in _SECTION_TYPES.items()}
+    scalars: dict[str, Any] = {}
+    for key in _SCALAR_KEYS:
+        if key in merged:
+            expected = bool if key == "termination_protection" else str
+            scalars[key] = _check_type(merged[key], expected, f"{source}.{key}")
+    config = PipelineConfig(
+        env=env,
+        thresholds=_build_thresholds(merged.get("thresholds"), f"{source}.thresholds"),
+        tags=_string_pairs(merged.get("tags", {}), f"{source}.tags", TAG_KEY_PATTERN),
+        parameters=_string_pairs(merged.get("parameters", {}), f"{source}.parameters",
+                                 re.compile(r"^[A-Za-z0-9]{1,255}$")),
+        **scalars,
+        **sections,
+    )
+    _check_cross_field(config, source)
+    return config
+
+
+def _build_thresholds(raw: Any, path: str) -> tuple[tuple[str, Threshold], ...]:
+    if raw is None:
+        return tuple(SEED_THRESHOLDS.items())
+    table = _table(raw, path)
+    merged: dict[str, Any] = {name: dataclasses.asdict(t) for name, t in SEED_THRESHOLDS.items()}
+    result = []
+    for name, spec in {**merged, **table}.items():
+        if not SENSOR_TYPE_PATTERN.match(name):
+            raise ConfigError(f"{path}.{name}: sensor type names start with a letter and use letters, digits "
+                              "and underscores (at most 64)")
+        threshold = _build_section(Threshold, spec, f"{path}.{name}")
+        if threshold.min is None and threshold.max is None:
+            raise ConfigError(f"{path}.{name}: set min, max or both")
+        if threshold.min is not None and threshold.max is not None and threshold.min > threshold.max:
+            raise ConfigError(f"{path}.{name}: min {threshold.min} is greater than max {threshold.max}")
+        result.append((name, threshold))
+    return tuple(sorted(result))
+
+
+def _check_cross_field(config: PipelineConfig, source: str) -> None:
+    processor, stream, storage = config.processor, config.stream, config.storage
+    if processor.max_record_age_seconds >= stream.retention_hours * 3600:
+        raise ConfigError(
+            f"{source}.processor.max_record_age_seconds: {processor.max_record_age_seconds} must be below the "
+            f"stream retention ({stream.retention_hours} h = {stream.retention_hours * 3600} s)")
+    if storage.glacier_transition_days < storage.ia_transition_days + 30:
+        raise ConfigError(
+            f"{source}.storage.glacier_transition_days: {storage.glacier_transition_days} must be at least 30 "
+            f"days after ia_transition_days ({storage.ia_transition_days}), as S3 requires")
+    if processor.batching_window_seconds and processor.batching_window_seconds > processor.timeout_seconds:
+        raise ConfigError(
+            f"{source}.processor.batching_window_seconds: {processor.batching_window_seconds} is longer than "
+            f"timeout_seconds ({processor.timeout_seconds})")
+    concurrency_needed = processor.parallelization_factor * (stream.shard_count
+                                                             if stream.mode == "PROVISIONED" else 1)
+    if processor.reserved_concurrency < concurrency_needed:
+        raise ConfigError(
+            f"{source}.processor.reserved_concurrency: {processor.reserved_concurrency} is below shards x "
+            f"parallelization_factor ({concurrency_needed}); the stream would be throttled")
+
+
+_T = typing.TypeVar("_T")
+
+
+def _build_section(cls: type[_T], raw: Any, path: str) -> _T:
+    table = _table(raw, path)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    _reject_unknown(table, tuple(fields), path)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in table.items():
+        key_path = f"{path}.{name}"
+        _check_type(value, hints[name], key_path)
+        _check_rule(value, fields[name].metadata, key_path)
+        values[name] = float(value) if hints[name] in (float, float | None) and value is not None else value
+    return cls(**values)
+
+
+def _check_type(value: Any, expected: Any, path: str) -> Any:
+    allowed = typing.get_args(expected) or (expected,)
+    ok = any(
+        (kind is float and isinstance(value, int | float) and not isinstance(value, bool))
+        or (kind is int and isinstance(value, int) and not isinstance(value, bool))
+        or (kind is type(None) and value is None)
+        or (kind in (str, bool) and type(value) is kind)
+        for kind in allowed
+    )
+    if not ok:
+        names = " or ".join(getattr(kind, "__name__", str(kind)) for kind in allowed if kind is not type(None))
+        raise ConfigError(f"{path}: expected {names}, got {type(value).__name__} {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path}: {value!r} is not a finite number")
+    return value
+
+
+def _check_rule(value: Any, rule: Mapping[str, Any], path: str) -> None:
+    lo, hi, choices, pattern = rule.get("lo"), rule.get("hi"), rule.get("choices"), rule.get("pattern")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{path}: {value!r} is not allowed; choose one of {', '.join(map(str, choices))}")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        raise ConfigError(f"{path}: {value!r} is out of range; allowed {lo} to {hi}")
+    if pattern is not None and not pattern.match(value):
+        raise ConfigError(f"{path}: {value!r} is not valid{'; ' + rule['doc'] if rule.get('doc') else ''}")
+
+
+def _string_pairs(raw: Any, path: str, key_pattern: re.Pattern[str]) -> tuple[tuple[str, str], ...]:
+    table = _table(raw, path)
+    pairs = []
+    for key, value in table.items():
+        if not key_pattern.match(key):
+            raise ConfigError(f"{path}.{key}: not a valid key")
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{path}.{key}: expected a string, got {type(value).__name__}")
+        pairs.append((key, str(value)))
+    return tuple(sorted(pairs))
+
+
+def _table(raw: Any, path: str) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: expected a table, got {type(raw).__name__} {raw!r}")
+    return dict(raw)
+
+
+def _reject_unknown(table: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
+    for key in table:
+        if key not in allowed:
+            where = f"{path}.{key}" if path else key
+            raise ConfigError(f"{where}: unknown key; allowed keys are {', '.join(allowed)}")
+
+
+def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _expand_dotted(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        node = tree
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree

@@ -1,0 +1,33 @@
+"""Errors the library raises; the CLI maps them to exit codes (2 for usage/config, 1 for operations)."""
+
+from __future__ import annotations
+
+
+class IotpipeError(Exception):
+    """Base of every error iotpipe raises on purpose; its message is meant for the user."""
+
+    exit_code = 1
+
+
+class ConfigError(IotpipeError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+    exit_code = 2
+
+
+class TemplateError(IotpipeError):
+    """A template could not be read or is not a CloudFormation template."""
+
+    exit_code = 2
+
+
+class LintError(IotpipeError):
+    """A template has lint findings that block the requested operation."""
+
+
+class AwsError(IotpipeError):
+    """An AWS call failed; the message names the call, the reason and what to do."""
+
+
+class DeployError(IotpipeError):
+    """A stack operation failed or was refused."""

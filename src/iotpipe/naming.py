@@ -1,0 +1,62 @@
+"""Logical ids, physical names and output/export names, kept equal to the seed's so its stacks can update."""
+
+from __future__ import annotations
+
+from troposphere import Sub
+
+ENV_PARAM = "EnvironmentSuffix"
+ALARM_EMAIL_PARAM = "AlarmEmail"
+METRIC_NAMESPACE = "IoT/Manufacturing"
+TOPIC_FILTER = "sensor/+/data"
+TOPIC_PATTERN = "sensor/{deviceId}/data"
+ANOMALY_INDEX = "AnomaliesByDay"
+
+# Logical ids of the seed template (kept verbatim).
+RAW_BUCKET = "RawDataBucket"
+TABLE = "SensorDataTable"
+STREAM = "SensorDataStream"
+PROCESSOR_ROLE = "DataProcessorRole"
+PROCESSOR_FUNCTION = "DataProcessorFunction"
+PROCESSOR_LOG_GROUP = "DataProcessorLogGroup"
+EVENT_SOURCE_MAPPING = "KinesisEventSourceMapping"
+RULE_ROLE = "IoTRuleRole"
+TOPIC_RULE = "SensorDataRule"
+DEVICE_POLICY = "SensorDevicePolicy"
+DEVICE_THING = "ManufacturingDevice"
+LAMBDA_ERROR_ALARM = "LambdaErrorAlarm"
+ANOMALY_ALARM = "AnomalyAlarm"
+ITERATOR_AGE_ALARM = "KinesisIteratorAgeAlarm"
+
+# Logical ids iotpipe adds.
+PROCESSOR_DLQ = "DataProcessorDeadLetterQueue"
+RULE_ERROR_LOG_GROUP = "SensorDataRuleErrorLogGroup"
+
+
+def sub(pattern: str) -> Sub:
+    """``Fn::Sub`` of a name pattern that may use ``${EnvironmentSuffix}`` and pseudo parameters."""
+    return Sub(pattern)
+
+
+def raw_bucket_name() -> Sub:
+    """Globally unique: the seed's ``iot-raw-data-<env>`` collided across accounts and regions."""
+    return sub("iot-raw-data-${AWS::AccountId}-${AWS::Region}-${EnvironmentSuffix}")
+
+
+def table_name() -> Sub:
+    """New name because the key schema changed (a custom-named table cannot be replaced in place)."""
+    return sub("SensorReadings-${EnvironmentSuffix}")
+
+
+def stream_name() -> Sub:
+    """Kinesis stream name (seed's)."""
+    return sub("sensor-data-stream-${EnvironmentSuffix}")
+
+
+def function_name_pattern() -> str:
+    """Lambda function name pattern (seed's), shared by the function and its log group."""
+    return "iot-data-processor-${EnvironmentSuffix}"
+
+
+def export_name(output_key: str) -> Sub:
+    """The seed's export naming: ``<stack name>-<suffix>``."""
+    return Sub("${AWS::StackName}-" + output_key)
