@@ -1,0 +1,407 @@
+"""A thin facade over the boto3 CloudFormation, S3 and STS clients used by deploy.
+
+Every AWS error is mapped to an :class:`~iotpipe.errors.IotpipeError` subclass whose message names the call,
+the reason and what to do; plan and execute never see a botocore exception.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    WaiterError,
+)
+
+from iotpipe.errors import AwsError, DeployError
+
+T = TypeVar("T")
+
+THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+                            "SlowDown"})
+ACCESS_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation",
+                          "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException"})
+NO_CHANGE_REASONS = ("didn't contain changes", "No updates are to be performed")
+MAX_PAGES = 1000
+DELETE_BATCH = 1000
+
+
+class StackNotFound(AwsError):
+    """The named stack does not exist (describe-stacks said so)."""
+
+
+@dataclass(frozen=True)
+class Stack:
+    """What describe-stacks says about one stack."""
+
+    name: str
+    stack_id: str
+    status: str
+    status_reason: str = ""
+    termination_protection: bool = False
+    outputs: tuple[tuple[str, str], ...] = ()
+    parameters: tuple[tuple[str, str], ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def output_map(self) -> dict[str, str]:
+        """Outputs as ``{OutputKey: OutputValue}``."""
+        return dict(self.outputs)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One row of a change set: what CloudFormation will do to one resource."""
+
+    action: str
+    logical_id: str
+    resource_type: str
+    replacement: str = ""
+    physical_id: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        """The row as JSON-friendly data."""
+        return {"action": self.action, "logicalId": self.logical_id, "type": self.resource_type,
+                "replacement": self.replacement, "physicalId": self.physical_id}
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """A described change set; ``no_changes`` when CloudFormation found nothing to do."""
+
+    change_set_id: str
+    stack_id: str
+    status: str
+    status_reason: str = ""
+    execution_status: str = ""
+    changes: tuple[Change, ...] = ()
+
+    @property
+    def no_changes(self) -> bool:
+        """True for the FAILED change set CloudFormation makes when the template and parameters are unchanged."""
+        return self.status == "FAILED" and any(reason in self.status_reason for reason in NO_CHANGE_REASONS)
+
+
+@dataclass(frozen=True)
+class StackEvent:
+    """One stack event."""
+
+    event_id: str
+    timestamp: datetime | None
+    logical_id: str
+    resource_type: str
+    status: str
+    reason: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """True for a resource that failed (the events whose reasons explain a failed deploy)."""
+        return self.status.endswith("_FAILED") and "cancelled" not in self.reason.lower()
+
+    def as_dict(self) -> dict[str, str]:
+        """The event as JSON-friendly data."""
+        return {"timestamp": self.timestamp.isoformat() if self.timestamp else "", "logicalId": self.logical_id,
+                "type": self.resource_type, "status": self.status, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Time source and sleep, injectable so tests of bounded waits need not wait."""
+
+    now: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _message(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
+
+
+def map_error(operation: str, exc: Exception) -> AwsError:
+    """The :class:`AwsError` a user should see for ``exc`` raised by ``operation``."""
+    if isinstance(exc, ClientError):
+        code, message = _code(exc), _message(exc)
+        if code in THROTTLE_CODES:
+            return AwsError(f"{operation} was throttled by AWS ({code}: {message}) even after retries; "
+                            "wait a minute and run the command again")
+        if code in ACCESS_CODES:
+            return AwsError(f"{operation} was denied ({code}: {message}); check the credentials and IAM "
+                            "permissions of the profile in use (--profile)")
+        if "does not exist" in message and operation in ("describe-stacks", "describe-stack-events",
+                                                         "list-stack-resources", "get-template"):
+            return StackNotFound(f"{operation}: {message}")
+        return AwsError(f"{operation} failed ({code}: {message})")
+    if isinstance(exc, NoCredentialsError):
+        return AwsError(f"{operation}: no AWS credentials found; configure them (aws configure, "
+                        "AWS_PROFILE or --profile)")
+    if isinstance(exc, NoRegionError):
+        return AwsError(f"{operation}: no AWS region; pass --region, set region in iotpipe.toml or "
+                        "AWS_DEFAULT_REGION")
+    if isinstance(exc, EndpointConnectionError):
+        return AwsError(f"{operation}: cannot reach the AWS endpoint ({exc}); check the network or --endpoint-url")
+    return AwsError(f"{operation} failed: {exc}")
+
+
+def _call(operation: str, func: Callable[..., T], **kwargs: Any) -> T:
+    try:
+        return func(**kwargs)
+    except (ClientError, BotoCoreError) as exc:
+        raise map_error(operation, exc) from None
+
+
+@dataclass
+class DeployClient:
+    """The AWS calls deploy needs, on injected boto3 clients (tests pass Stubber-wrapped or moto clients)."""
+
+    cloudformation: Any
+    s3: Any = None
+    sts: Any = None
+    region: str = ""
+    clock: Clock = field(default_factory=Clock)
+
+    @classmethod
+    def from_factory(cls, factory: Any) -> DeployClient:
+        """Build from an :class:`iotpipe.aws.ClientFactory`."""
+        cloudformation = factory.client("cloudformation")
+        return cls(cloudformation=cloudformation, s3=factory.client("s3"), sts=factory.client("sts"),
+                   region=cloudformation.meta.region_name or "")
+
+    # --- stacks -------------------------------------------------------------------------------------
+    def find_stack(self, name_or_id: str) -> Stack | None:
+        """The stack, or ``None`` when it does not exist (or was deleted, when looked up by id)."""
+        try:
+            stacks = _call("describe-stacks", self.cloudformation.describe_stacks, StackName=name_or_id)["Stacks"]
+        except StackNotFound:
+            return None
+        if not stacks:
+            return None
+        raw = stacks[0]
+        if raw.get("StackStatus") == "DELETE_COMPLETE" and not name_or_id.startswith("arn:"):
+            return None
+        return Stack(
+            name=raw["StackName"], stack_id=raw["StackId"], status=raw["StackStatus"],
+            status_reason=raw.get("StackStatusReason", "") or "",
+            termination_protection=bool(raw.get("EnableTerminationProtection", False)),
+            outputs=tuple((o["OutputKey"], o.get("OutputValue", "")) for o in raw.get("Outputs", []) or []),
+            parameters=tuple((p["ParameterKey"], p.get("ParameterValue", ""))
+                             for p in raw.get("Parameters", []) or []),
+            tags=tuple((t["Key"], t["Value"]) for t in raw.get("Tags", []) or []),
+        )
+
+    def delete_stack(self, stack_id: str) -> None:
+        """Start deleting the stack."""
+        _call("delete-stack", self.cloudformation.delete_stack, StackName=stack_id)
+
+    def set_termination_protection(self, stack_name: str, enabled: bool) -> None:
+        """Enable or disable termination protection."""
+        _call("update-termination-protection", self.cloudformation.update_termination_protection,
+              StackName=stack_name, EnableTerminationProtection=enabled)
+
+    def stack_resources(self, stack_name: str) -> list[dict[str, Any]]:
+        """All resource summaries of the stack (paginated)."""
+        resources: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"StackName": stack_name}
+        for _ in range(MAX_PAGES):
+            page = _call("list-stack-resources", self.cloudformation.list_stack_resources, **kwargs)
+            resources.extend(page.get("StackResourceSummaries", []))
+            if not page.get("NextToken"):
+                break
+            kwargs["NextToken"] = page["NextToken"]
+        return resources
+
+    def get_template(self, stack_name: str) -> Any:
+        """The stack's current template body (a string, or a mapping for JSON templates)."""
+        return _call("get-template", self.cloudformation.get_template, StackName=stack_name).get("TemplateBody")
+
+    def events_since(self, stack_id: str, last_seen: str | None, limit_pages: int = 20) -> list[StackEvent]:
+        """Events newer than the event ``last_seen`` (all of the first pages if None), oldest first."""
+        events: list[StackEvent] = []
+        kwargs: dict[str, Any] = {"StackName": stack_id}
+        for _ in range(limit_pages):
+            page = _call("describe-stack-events", self.cloudformation.describe_stack_events, **kwargs)
+            for raw in page.get("StackEvents", []):
+                if last_seen is not None and raw["EventId"] == last_seen:
+                    return list(reversed(events))
+                events.append(StackEvent(
+                    event_id=raw["EventId"], timestamp=raw.get("Timestamp"),
+                    logical_id=raw.get("LogicalResourceId", ""), resource_type=raw.get("ResourceType", ""),
+                    status=raw.get("ResourceStatus", ""), reason=raw.get("ResourceStatusReason", "") or ""))
+            if not page.get("NextToken"):
+                break
+            kwargs["NextToken"] = page["NextToken"]
+        return list(reversed(events))
+
+    def latest_event_id(self, stack_id: str) -> str | None:
+        """The id of the newest event, used as the point after which events are streamed."""
+        page = _call("describe-stack-events", self.cloudformation.describe_stack_events, StackName=stack_id)
+        events = page.get("StackEvents", [])
+        return str(events[0]["EventId"]) if events else None
+
+    # --- change sets --------------------------------------------------------------------------------
+    def create_change_set(self, **kwargs: Any) -> tuple[str, str] | None:
+        """Create a change set; ``(id, stack id)``, or None when CloudFormation refuses it as unchanged."""
+        try:
+            response = self.cloudformation.create_change_set(**kwargs)
+        except ClientError as exc:
+            if any(reason in _message(exc) for reason in NO_CHANGE_REASONS):
+                return None
+            raise map_error("create-change-set", exc) from None
+        except BotoCoreError as exc:
+            raise map_error("create-change-set", exc) from None
+        return str(response["Id"]), str(response["StackId"])
+
+    def wait_change_set(self, change_set_id: str, timeout_s: float, progress: Callable[[str], None],
+                        delay_s: int = 5) -> ChangeSet:
+        """Wait (boto3 waiter, bounded by ``timeout_s``) until the change set is ready or failed; describe it."""
+        waiter = self.cloudformation.get_waiter("change_set_create_complete")
+        start = self.clock.now()
+        chunk_attempts = max(1, 30 // max(delay_s, 1))
+        while True:
+            try:
+                waiter.wait(ChangeSetName=change_set_id, WaiterConfig={"Delay": delay_s,
+                                                                       "MaxAttempts": chunk_attempts})
+                break
+            except WaiterError as exc:
+                status = (exc.last_response or {}).get("Status", "")
+                if status in ("FAILED", "CREATE_COMPLETE") or "Error" in (exc.last_response or {}):
+                    break
+                elapsed = self.clock.now() - start
+                if elapsed >= timeout_s:
+                    raise DeployError(f"change set {change_set_id} was still {status or 'pending'} after "
+                                      f"{elapsed:.0f}s (--timeout); look at it in the CloudFormation console "
+                                      "and run the command again") from None
+                progress(f"  [{elapsed:5.0f}s] change set {status or 'pending'}")
+        return self.describe_change_set(change_set_id)
+
+    def describe_change_set(self, change_set_id: str) -> ChangeSet:
+        """The change set with all its changes (paginated)."""
+        changes: list[Change] = []
+        kwargs: dict[str, Any] = {"ChangeSetName": change_set_id}
+        first: dict[str, Any] = {}
+        for _ in range(MAX_PAGES):
+            page = _call("describe-change-set", self.cloudformation.describe_change_set, **kwargs)
+            first = first or page
+            for item in page.get("Changes", []):
+                rc = item.get("ResourceChange", {})
+                changes.append(Change(
+                    action=rc.get("Action", ""), logical_id=rc.get("LogicalResourceId", ""),
+                    resource_type=rc.get("ResourceType", ""), replacement=rc.get("Replacement", "") or "",
+                    physical_id=rc.get("PhysicalResourceId", "") or ""))
+            if not page.get("NextToken"):
+                break
+            kwargs["NextToken"] = page["NextToken"]
+        return ChangeSet(change_set_id=change_set_id, stack_id=str(first.get("StackId", "")),
+                         status=str(first.get("Status", "")), status_reason=str(first.get("StatusReason", "") or ""),
+                         execution_status=str(first.get("ExecutionStatus", "") or ""), changes=tuple(changes))
+
+    def delete_change_set(self, change_set_id: str) -> None:
+        """Delete the change set."""
+        _call("delete-change-set", self.cloudformation.delete_change_set, ChangeSetName=change_set_id)
+
+    def execute_change_set(self, change_set_id: str, disable_rollback: bool = False) -> None:
+        """Start executing the change set."""
+        kwargs: dict[str, Any] = {"ChangeSetName": change_set_id}
+        if disable_rollback:
+            kwargs["DisableRollback"] = True
+        _call("execute-change-set", self.cloudformation.execute_change_set, **kwargs)
+
+    # --- S3 -----------------------------------------------------------------------------------------
+    def account_id(self) -> str:
+        """The caller's account id."""
+        return str(_call("get-caller-identity", self.sts.get_caller_identity)["Account"])
+
+    def ensure_artefact_bucket(self, bucket: str) -> bool:
+        """Create the artefacts bucket (encrypted, private, public access blocked) unless it exists; True if made."""
+        try:
+            self.s3.head_bucket(Bucket=bucket)
+            return False
+        except ClientError as exc:
+            if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+                raise map_error("head-bucket", exc) from None
+        except BotoCoreError as exc:
+            raise map_error("head-bucket", exc) from None
+        kwargs: dict[str, Any] = {"Bucket": bucket}
+        if self.region and self.region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        _call("create-bucket", self.s3.create_bucket, **kwargs)
+        _call("put-public-access-block", self.s3.put_public_access_block, Bucket=bucket,
+              PublicAccessBlockConfiguration={"BlockPublicAcls": True, "IgnorePublicAcls": True,
+                                              "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+        _call("put-bucket-encryption", self.s3.put_bucket_encryption, Bucket=bucket,
+              ServerSideEncryptionConfiguration={"Rules": [
+                  {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}]})
+        _call("put-bucket-ownership-controls", self.s3.put_bucket_ownership_controls, Bucket=bucket,
+              OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
+        # Templates are only needed while a change set is created; old ones need not pile up.
+        _call("put-bucket-lifecycle-configuration", self.s3.put_bucket_lifecycle_configuration, Bucket=bucket,
+              LifecycleConfiguration={"Rules": [{"ID": "expire-templates", "Status": "Enabled",
+                                                 "Filter": {"Prefix": "templates/"},
+                                                 "Expiration": {"Days": 30}}]})
+        return True
+
+    def put_object(self, bucket: str, key: str, body: bytes) -> None:
+        """Upload one object (server-side encrypted)."""
+        _call("put-object", self.s3.put_object, Bucket=bucket, Key=key, Body=body, ServerSideEncryption="AES256")
+
+    def object_url(self, bucket: str, key: str) -> str:
+        """The https URL CloudFormation reads a TemplateURL from."""
+        endpoint = str(self.s3.meta.endpoint_url).rstrip("/")
+        if "amazonaws.com" in endpoint:
+            return f"https://{bucket}.s3.{self.region or 'us-east-1'}.amazonaws.com/{key}"
+        return f"{endpoint}/{bucket}/{key}"
+
+    def iter_object_versions(self, bucket: str) -> Iterator[list[dict[str, str]]]:
+        """Pages of ``{"Key", "VersionId"}`` for every object version and delete marker in the bucket."""
+        kwargs: dict[str, Any] = {"Bucket": bucket}
+        for _ in range(10 * MAX_PAGES):
+            page = _call("list-object-versions", self.s3.list_object_versions, **kwargs)
+            items = [{"Key": v["Key"], "VersionId": v.get("VersionId") or "null"}
+                     for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]]
+            if items:
+                yield items
+            if not page.get("IsTruncated"):
+                return
+            kwargs["KeyMarker"] = page.get("NextKeyMarker")
+            kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker")
+            if not kwargs["VersionIdMarker"]:
+                kwargs.pop("VersionIdMarker")
+        raise AwsError(f"list-object-versions {bucket}: more pages than expected; run destroy again")
+
+    def delete_versions(self, bucket: str, items: list[dict[str, str]]) -> int:
+        """Delete up to 1000 versions in one call; AwsError naming the first failure if any failed."""
+        deleted = 0
+        for start in range(0, len(items), DELETE_BATCH):
+            batch = items[start:start + DELETE_BATCH]
+            response = _call("delete-objects", self.s3.delete_objects, Bucket=bucket,
+                             Delete={"Objects": batch, "Quiet": True})
+            errors = response.get("Errors", [])
+            if errors:
+                first = errors[0]
+                raise AwsError(f"delete-objects {bucket}: {len(errors)} objects not deleted, e.g. "
+                               f"{first.get('Key')} ({first.get('Code')}: {first.get('Message')}); "
+                               "fix the permission or object lock and run destroy again")
+            deleted += len(batch)
+        return deleted
+
+    def bucket_exists(self, bucket: str) -> bool:
+        """True when the bucket exists (and we may see it)."""
+        try:
+            self.s3.head_bucket(Bucket=bucket)
+            return True
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                return False
+            raise map_error("head-bucket", exc) from None
+        except BotoCoreError as exc:
+            raise map_error("head-bucket", exc) from None

@@ -1,0 +1,310 @@
+"""Deploy execution: the calls that change a stack, and the display-only executor used by diff and --no-execute.
+
+Every wait is bounded by the request's timeout, streams stack events as they arrive through ``progress`` and
+never returns while the stack is still ``*_IN_PROGRESS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from iotpipe.deploy.client import Change, DeployClient, Stack, StackEvent
+from iotpipe.deploy.plan import (
+    CREATE_STATES,
+    DeployPlan,
+    change_set_kwargs,
+    create_changes,
+    parse_template,
+    wait_until_settled,
+)
+from iotpipe.errors import AwsError, DeployError
+
+Progress = Callable[[str], None]
+SUCCESS_STATES = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE", "DELETE_COMPLETE", "IMPORT_COMPLETE"})
+RETAIN_POLICIES = frozenset({"Retain", "RetainExceptOnCreate", "Snapshot"})
+POLL_SECONDS = 5.0
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """What a deploy (or a dry run of it) did."""
+
+    stack_name: str
+    action: str
+    executed: bool
+    status: str
+    changes: tuple[Change, ...] = ()
+    outputs: tuple[tuple[str, str], ...] = ()
+    termination_protection: bool | None = None
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as JSON-friendly data."""
+        return {"stackName": self.stack_name, "action": self.action, "executed": self.executed,
+                "status": self.status, "changes": [c.as_dict() for c in self.changes],
+                "outputs": dict(self.outputs), "terminationProtection": self.termination_protection,
+                "notes": list(self.notes)}
+
+
+def format_event(event: StackEvent, elapsed_s: float) -> str:
+    """One progress line for a stack event, with the elapsed time."""
+    reason = f"  {event.reason}" if event.reason else ""
+    return f"  [{elapsed_s:5.0f}s] {event.status:<28} {event.logical_id} ({event.resource_type}){reason}"
+
+
+def wait_for_stack(client: DeployClient, stack_id: str, operation: str, timeout_s: float,
+                   progress: Progress = _quiet, last_event: str | None = None,
+                   poll_s: float = POLL_SECONDS) -> tuple[str, tuple[StackEvent, ...]]:
+    """Poll until the stack leaves ``*_IN_PROGRESS``; (final status, events seen). Bounded by ``timeout_s``.
+
+    The stack is looked up by id so a deleted stack reads DELETE_COMPLETE rather than "does not exist".
+    """
+    start = client.clock.now()
+    seen: list[StackEvent] = []
+    max_polls = int(timeout_s / max(poll_s, 0.001)) + 2
+    for _ in range(max_polls):
+        try:
+            fresh = client.events_since(stack_id, last_event)
+        except AwsError:
+            fresh = []  # a deleted stack may no longer list events; its status below is what counts
+        for event in fresh:
+            progress(format_event(event, client.clock.now() - start))
+            last_event = event.event_id
+        seen.extend(fresh)
+        stack = client.find_stack(stack_id)
+        status = stack.status if stack is not None else "DELETE_COMPLETE"
+        if not status.endswith("_IN_PROGRESS"):
+            return status, tuple(seen)
+        elapsed = client.clock.now() - start
+        if elapsed >= timeout_s:
+            break
+        client.clock.sleep(min(poll_s, max(timeout_s - elapsed, 0.0)))
+    raise DeployError(f"{operation} of {stack_id} is still in progress after {timeout_s / 60:.0f} min (--timeout); "
+                      "it goes on in AWS. Watch it with `iotpipe status`, or raise --timeout next time")
+
+
+def failure_message(stack_name: str, operation: str, status: str, events: tuple[StackEvent, ...]) -> str:
+    """The failing resources and their reasons, oldest first (the first one is usually the cause)."""
+    failed = [e for e in events if e.failed]
+    lines = [f"{operation} of stack {stack_name} failed: it ended in {status}."]
+    if failed:
+        lines.append("Failed resources:")
+        lines.extend(f"  {e.logical_id} ({e.resource_type}) {e.status}: {e.reason or 'no reason given'}"
+                     for e in failed)
+    else:
+        lines.append("CloudFormation gave no resource failure; see `iotpipe status` for the last events.")
+    return "\n".join(lines)
+
+
+def _apply_termination_protection(client: DeployClient, plan: DeployPlan, progress: Progress) -> bool | None:
+    change = plan.termination_protection_change
+    if change is None:
+        return None
+    client.set_termination_protection(plan.request.stack_name, change)
+    progress(f"termination protection {'enabled' if change else 'disabled'} on {plan.request.stack_name} "
+             "(termination_protection in iotpipe.toml)")
+    return change
+
+
+def discard_plan(client: DeployClient, plan: DeployPlan, progress: Progress = _quiet) -> DeployResult:
+    """The display-only executor (diff, --no-execute, a declined prompt): delete the change set, change nothing."""
+    if plan.change_set_id:
+        client.delete_change_set(plan.change_set_id)
+    if plan.created_review_stack and plan.stack_id:
+        stack = client.find_stack(plan.stack_id)
+        if stack is not None and stack.status in CREATE_STATES:
+            client.delete_stack(plan.stack_id)  # the empty stack a CREATE change set leaves behind
+    notes: tuple[str, ...] = ()
+    if plan.action == "recreate":
+        notes = (f"stack {plan.request.stack_name} is in ROLLBACK_COMPLETE (a failed first create); deploy "
+                 "would delete it and create it again",)
+    progress("change set deleted; nothing was executed" if plan.change_set_id else "nothing was executed")
+    status = plan.stack.status if plan.stack is not None else ""
+    return DeployResult(stack_name=plan.request.stack_name, action=plan.action, executed=False, status=status,
+                        changes=plan.changes, outputs=plan.stack.outputs if plan.stack else (), notes=notes)
+
+
+def execute_plan(client: DeployClient, plan: DeployPlan, progress: Progress = _quiet) -> DeployResult:
+    """Run the plan: execute its change set (recreating a ROLLBACK_COMPLETE stack first) and wait for the result."""
+    request = plan.request
+    notes: list[str] = []
+    if plan.action == "none":
+        if plan.change_set_id:
+            client.delete_change_set(plan.change_set_id)
+        protection = _apply_termination_protection(client, plan, progress)
+        stack = client.find_stack(request.stack_name)
+        return DeployResult(stack_name=request.stack_name, action="none", executed=False,
+                            status=stack.status if stack else "", changes=(),
+                            outputs=stack.outputs if stack else (), termination_protection=protection,
+                            notes=("no changes: the stack already matches the template and parameters",))
+    if plan.action == "recreate":
+        plan = _recreate(client, plan, progress)
+        notes.append(f"stack {request.stack_name} was in ROLLBACK_COMPLETE (a failed first create); "
+                     "it was deleted and created again")
+    assert plan.change_set_id is not None and plan.stack_id is not None
+    operation = "create" if plan.action in ("create", "recreate") else "update"
+    last_event = client.latest_event_id(plan.stack_id)
+    progress(f"executing change set ({operation} of {request.stack_name}, timeout {request.timeout_minutes:g} min)")
+    client.execute_change_set(plan.change_set_id,
+                              disable_rollback=operation == "update" and request.on_failure == "do-nothing")
+    status, events = wait_for_stack(client, plan.stack_id, operation, request.timeout_s, progress, last_event)
+    if status not in SUCCESS_STATES or status == "DELETE_COMPLETE":
+        raise DeployError(failure_message(request.stack_name, operation, status, events))
+    protection = _apply_termination_protection(client, plan, progress)
+    stack = client.find_stack(plan.stack_id)
+    return DeployResult(stack_name=request.stack_name, action=plan.action, executed=True, status=status,
+                        changes=plan.changes, outputs=stack.outputs if stack else (),
+                        termination_protection=protection, notes=tuple(notes))
+
+
+def _recreate(client: DeployClient, plan: DeployPlan, progress: Progress) -> DeployPlan:
+    """Delete the ROLLBACK_COMPLETE stack, wait, and make the CREATE change set it could not have before."""
+    request = plan.request
+    assert plan.stack is not None
+    progress(f"stack {request.stack_name} is in ROLLBACK_COMPLETE (a failed first create, nothing to keep): "
+             "deleting it and creating it again")
+    last_event = client.latest_event_id(plan.stack.stack_id)
+    client.delete_stack(plan.stack.stack_id)
+    status, events = wait_for_stack(client, plan.stack.stack_id, "delete", request.timeout_s, progress, last_event)
+    if status != "DELETE_COMPLETE":
+        raise DeployError(failure_message(request.stack_name, "delete", status, events))
+    created = client.create_change_set(**change_set_kwargs(request, plan.source, "CREATE"))
+    if created is None:
+        raise DeployError(f"CloudFormation refused a CREATE change set for {request.stack_name} as unchanged; "
+                          "run the command again")
+    change_set_id, stack_id = created
+    described = client.wait_change_set(change_set_id, request.timeout_s, progress)
+    if described.status != "CREATE_COMPLETE":
+        raise DeployError(f"CloudFormation could not create the change set for {request.stack_name} "
+                          f"({described.status}): {described.status_reason or 'no reason given'}")
+    return replace(plan, change_set_id=change_set_id, stack_id=stack_id, stack=None,
+                   changes=described.changes or plan.changes, created_review_stack=True)
+
+
+# --- destroy ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DestroyPlan:
+    """What destroy would delete: the stack (None: nothing to do) and the buckets it empties first."""
+
+    stack_name: str
+    stack: Stack | None
+    buckets: tuple[str, ...] = ()
+    retained_buckets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DestroyResult:
+    """What destroy did."""
+
+    stack_name: str
+    deleted: bool
+    objects_deleted: tuple[tuple[str, int], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as JSON-friendly data."""
+        return {"stackName": self.stack_name, "deleted": self.deleted,
+                "objectsDeleted": dict(self.objects_deleted)}
+
+
+def lift_protection_hint(stack_name: str) -> str:
+    """How to turn termination protection off."""
+    return (f"run `aws cloudformation update-termination-protection --no-enable-termination-protection "
+            f"--stack-name {stack_name}`, or set termination_protection = false for this env in iotpipe.toml "
+            "and run iotpipe deploy, then destroy again")
+
+
+def plan_destroy(client: DeployClient, stack_name: str, timeout_s: float,
+                 progress: Progress = _quiet) -> DestroyPlan:
+    """Describe what destroy would delete; DeployError under termination protection (saying how to lift it)."""
+    stack = wait_until_settled(client, stack_name, timeout_s, progress)
+    if stack is None:
+        return DestroyPlan(stack_name=stack_name, stack=None)
+    if stack.termination_protection:
+        raise DeployError(f"stack {stack_name} has termination protection; not deleting it. To lift it, "
+                          + lift_protection_hint(stack_name))
+    resources = client.stack_resources(stack.stack_id) if stack.status not in CREATE_STATES else []
+    buckets = [r for r in resources if r.get("ResourceType") == "AWS::S3::Bucket" and r.get("PhysicalResourceId")
+               and r.get("ResourceStatus") != "DELETE_COMPLETE"]
+    retained = _retained_logical_ids(client, stack.stack_id) if buckets else set()
+    return DestroyPlan(
+        stack_name=stack_name, stack=stack,
+        buckets=tuple(r["PhysicalResourceId"] for r in buckets if r["LogicalResourceId"] not in retained),
+        retained_buckets=tuple(r["PhysicalResourceId"] for r in buckets if r["LogicalResourceId"] in retained))
+
+
+def _retained_logical_ids(client: DeployClient, stack_id: str) -> set[str]:
+    """Buckets the template keeps on delete are left alone: emptying them would destroy what they keep."""
+    body = client.get_template(stack_id)
+    template = body if isinstance(body, dict) else parse_template(str(body))
+    return {str(logical_id) for logical_id, spec in (template.get("Resources") or {}).items()
+            if spec.get("DeletionPolicy") in RETAIN_POLICIES}
+
+
+def empty_bucket(client: DeployClient, bucket: str, progress: Progress = _quiet) -> int:
+    """Delete every object version and delete marker (paginated, batched); the number deleted."""
+    if not client.bucket_exists(bucket):
+        return 0
+    total = 0
+    for page in client.iter_object_versions(bucket):
+        total += client.delete_versions(bucket, page)
+        progress(f"  emptied {total} object versions from {bucket}")
+    return total
+
+
+def execute_destroy(client: DeployClient, plan: DestroyPlan, timeout_s: float,
+                    progress: Progress = _quiet) -> DestroyResult:
+    """Empty the stack's buckets, delete the stack and wait (bounded) until it is gone."""
+    if plan.stack is None:
+        return DestroyResult(stack_name=plan.stack_name, deleted=False)
+    counts = tuple((bucket, empty_bucket(client, bucket, progress)) for bucket in plan.buckets)
+    last_event = client.latest_event_id(plan.stack.stack_id)
+    progress(f"deleting stack {plan.stack_name} (timeout {timeout_s / 60:g} min)")
+    client.delete_stack(plan.stack.stack_id)
+    status, events = wait_for_stack(client, plan.stack.stack_id, "delete", timeout_s, progress, last_event)
+    if status != "DELETE_COMPLETE":
+        raise DeployError(failure_message(plan.stack_name, "delete", status, events))
+    return DestroyResult(stack_name=plan.stack_name, deleted=True, objects_deleted=counts)
+
+
+# --- status -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """A stack's status, its last events and whether it matches the current template."""
+
+    stack: Stack
+    events: tuple[StackEvent, ...]
+    pending_changes: tuple[Change, ...] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-friendly data."""
+        return {"stackName": self.stack.name, "status": self.stack.status,
+                "statusReason": self.stack.status_reason,
+                "terminationProtection": self.stack.termination_protection,
+                "events": [e.as_dict() for e in self.events],
+                "pendingChanges": None if self.pending_changes is None
+                else [c.as_dict() for c in self.pending_changes]}
+
+
+def stack_status(client: DeployClient, stack: Stack, plan: DeployPlan | None, last: int = 10) -> StatusReport:
+    """The report for ``stack``; when ``plan`` is given its change set is discarded and its changes reported."""
+    events = client.events_since(stack.stack_id, None, limit_pages=1)[-last:]
+    pending: tuple[Change, ...] | None = None
+    if plan is not None:
+        discard_plan(client, plan)
+        pending = plan.changes
+    return StatusReport(stack=stack, events=tuple(events), pending_changes=pending)
+
+
+__all__ = ["DeployResult", "DestroyPlan", "DestroyResult", "StatusReport", "create_changes", "discard_plan",
+           "empty_bucket", "execute_destroy", "execute_plan", "failure_message", "format_event",
+           "lift_protection_hint", "plan_destroy", "stack_status", "wait_for_stack"]

@@ -1,0 +1,279 @@
+"""Deploy planning: find out what a deploy would do and return it as a frozen plan, executing nothing.
+
+The plan describes the stack (exists? in which state?) and asks CloudFormation what a change set would do.
+Creating a change set (and, for a large template, uploading it to the artefacts bucket) is the one write
+planning makes: it is how CloudFormation answers the question, and nothing in the stack changes until an
+executor runs the change set. Both executors (execute.py) delete the change set when they do not run it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from iotpipe.deploy.client import Change, DeployClient, Stack
+from iotpipe.errors import ConfigError, DeployError, LintError, TemplateError
+
+TEMPLATE_BODY_LIMIT = 51_200
+ON_FAILURE_CHOICES = ("rollback", "delete", "do-nothing")
+CAPABILITIES = ("CAPABILITY_IAM", "CAPABILITY_NAMED_IAM")
+RECREATE_STATES = frozenset({"ROLLBACK_COMPLETE"})
+CREATE_STATES = frozenset({"REVIEW_IN_PROGRESS"})
+REFUSED_STATES: Mapping[str, str] = {
+    "CREATE_FAILED": "its creation failed and rollback was disabled; delete it (iotpipe destroy --env {env}) "
+                     "and deploy again",
+    "ROLLBACK_FAILED": "its rollback failed; delete it (iotpipe destroy --env {env}, or the CloudFormation "
+                       "console, retaining the resources that cannot be deleted) and deploy again",
+    "DELETE_FAILED": "a delete failed; run iotpipe destroy --env {env} again (it empties the buckets first)",
+    "UPDATE_ROLLBACK_FAILED": "an update rollback failed; run `aws cloudformation continue-update-rollback "
+                              "--stack-name {stack}` and deploy again",
+    "IMPORT_ROLLBACK_FAILED": "an import rollback failed; fix it in the CloudFormation console and deploy again",
+}
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """What the user asked for: one template, its parameters and tags, and how to run the deploy."""
+
+    stack_name: str
+    template_body: str
+    env: str = "dev"
+    parameters: tuple[tuple[str, str], ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    termination_protection: bool = False
+    on_failure: str = "rollback"
+    timeout_minutes: float = 30.0
+
+    @property
+    def timeout_s(self) -> float:
+        """The bound of every wait, in seconds."""
+        return self.timeout_minutes * 60.0
+
+
+@dataclass(frozen=True)
+class TemplateSource:
+    """How CloudFormation gets the template: inline body, or a URL in the artefacts bucket."""
+
+    body: str | None = None
+    url: str | None = None
+    bucket: str | None = None
+    bucket_created: bool = False
+
+    def as_kwargs(self) -> dict[str, str]:
+        """``TemplateBody`` or ``TemplateURL``."""
+        return {"TemplateURL": self.url} if self.url else {"TemplateBody": self.body or ""}
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    """What a deploy would do. ``action``: create, update, recreate (delete a ROLLBACK_COMPLETE stack first) or none."""
+
+    request: DeployRequest
+    action: str
+    stack: Stack | None
+    changes: tuple[Change, ...]
+    source: TemplateSource
+    change_set_id: str | None = None
+    stack_id: str | None = None
+    created_review_stack: bool = False
+
+    @property
+    def has_changes(self) -> bool:
+        """False when CloudFormation found nothing to do."""
+        return self.action != "none"
+
+    @property
+    def termination_protection_change(self) -> bool | None:
+        """The termination protection value to set, or None when the stack already has it."""
+        wanted = self.request.termination_protection
+        fresh = self.stack is None or self.action == "recreate" or self.stack.status in CREATE_STATES
+        current = False if fresh or self.stack is None else self.stack.termination_protection
+        return None if wanted == current else wanted
+
+
+def parse_assignments(values: Iterable[str], option: str) -> tuple[tuple[str, str], ...]:
+    """``K=V`` strings from the command line as pairs; ConfigError (exit 2) on a value without ``=``."""
+    pairs = []
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} {value!r}: expected KEY=VALUE, e.g. {option} Owner=plant-7")
+        pairs.append((key.strip(), val))
+    return tuple(pairs)
+
+
+def merge_pairs(base: Iterable[tuple[str, str]], overrides: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """``base`` (config file) overridden key by key by ``overrides`` (command line); keys sorted."""
+    merged = dict(base)
+    merged.update(dict(overrides))
+    return tuple(sorted(merged.items()))
+
+
+def parse_template(body: str) -> dict[str, Any]:
+    """The template as data (JSON or YAML with short-form intrinsics); TemplateError if it is neither."""
+    from cfn_flip import load
+
+    try:
+        data, _ = load(body)
+    except Exception as exc:  # cfn_flip raises yaml and json errors of several types
+        raise TemplateError(f"the template is neither JSON nor YAML: {exc}") from None
+    if not isinstance(data, Mapping) or not isinstance(data.get("Resources"), Mapping):
+        raise TemplateError("the template has no Resources section; is it a CloudFormation template?")
+    return dict(data)
+
+
+def check_parameters(template: Mapping[str, Any], parameters: Iterable[tuple[str, str]]) -> None:
+    """ConfigError (exit 2) for a parameter the template does not declare, naming the ones it does."""
+    declared = sorted((template.get("Parameters") or {}).keys())
+    unknown = [key for key, _ in parameters if key not in declared]
+    if unknown:
+        raise ConfigError(f"parameter(s) {', '.join(unknown)} not declared by the template; it declares "
+                          f"{', '.join(declared) or 'none'} (check [env.<name>.parameters] and --param)")
+
+
+def create_changes(template: Mapping[str, Any]) -> tuple[Change, ...]:
+    """The change table of a create: every resource is Added (used when no change set can be made yet)."""
+    resources = template.get("Resources") or {}
+    return tuple(Change(action="Add", logical_id=str(logical_id), resource_type=str(spec.get("Type", "")))
+                 for logical_id, spec in sorted(resources.items()))
+
+
+def prepare_template(cfg: Any) -> tuple[str, list[Any]]:
+    """Render the template for ``cfg`` and lint it; LintError on any lint error, else (text, other findings)."""
+    from iotpipe.lint import lint_template
+    from iotpipe.render import render_template
+
+    text = render_template(cfg)
+    findings = list(lint_template(text))
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        listed = "\n".join(f"  {f.rule} line {f.line}: {f.message}" for f in errors[:20])
+        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise LintError(f"the rendered template has {len(errors)} lint error(s); not deploying it:\n{listed}{more}\n"
+                        "Fix the configuration (iotpipe lint --env <env> shows every finding).")
+    return text, [f for f in findings if f.severity != "error"]
+
+
+def artefact_bucket_name(account_id: str, region: str) -> str:
+    """One artefacts bucket per account and region, created on first need."""
+    return f"iotpipe-artefacts-{account_id}-{region or 'us-east-1'}"
+
+
+def template_source(client: DeployClient, request: DeployRequest, progress: Progress = _quiet) -> TemplateSource:
+    """Inline body when it fits CloudFormation's 51,200-byte limit, else an upload to the artefacts bucket."""
+    data = request.template_body.encode("utf-8")
+    if len(data) <= TEMPLATE_BODY_LIMIT:
+        return TemplateSource(body=request.template_body)
+    bucket = artefact_bucket_name(client.account_id(), client.region)
+    created = client.ensure_artefact_bucket(bucket)
+    if created:
+        progress(f"created artefacts bucket {bucket} (encrypted, private, public access blocked)")
+    key = f"templates/{request.stack_name}/{hashlib.sha256(data).hexdigest()}.yaml"
+    client.put_object(bucket, key, data)
+    progress(f"template is {len(data):,} bytes (> {TEMPLATE_BODY_LIMIT:,}): uploaded to s3://{bucket}/{key}")
+    return TemplateSource(url=client.object_url(bucket, key), bucket=bucket, bucket_created=created)
+
+
+def change_set_name(now: datetime | None = None) -> str:
+    """A fresh change set name, ``iotpipe-<UTC timestamp>``."""
+    moment = now or datetime.now(UTC)
+    return "iotpipe-" + moment.strftime("%Y%m%d%H%M%S%f")
+
+
+def change_set_kwargs(request: DeployRequest, source: TemplateSource, change_set_type: str) -> dict[str, Any]:
+    """The create-change-set arguments for ``request``."""
+    kwargs: dict[str, Any] = {
+        "StackName": request.stack_name,
+        "ChangeSetName": change_set_name(),
+        "ChangeSetType": change_set_type,
+        "Capabilities": list(CAPABILITIES),
+        "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in request.parameters],
+        "Tags": [{"Key": k, "Value": v} for k, v in request.tags],
+        "Description": f"iotpipe deploy of {request.stack_name}",
+        **source.as_kwargs(),
+    }
+    if change_set_type == "CREATE":
+        kwargs["OnStackFailure"] = {"rollback": "ROLLBACK", "delete": "DELETE",
+                                    "do-nothing": "DO_NOTHING"}[request.on_failure]
+    return kwargs
+
+
+def wait_until_settled(client: DeployClient, stack_name: str, timeout_s: float,
+                       progress: Progress = _quiet, poll_s: float = 10.0) -> Stack | None:
+    """Describe the stack until it is in no ``*_IN_PROGRESS`` state (review aside), bounded by ``timeout_s``."""
+    start = client.clock.now()
+    max_polls = int(timeout_s / max(poll_s, 0.001)) + 2
+    for _ in range(max_polls):
+        stack = client.find_stack(stack_name)
+        if stack is None or not stack.status.endswith("_IN_PROGRESS") or stack.status in CREATE_STATES:
+            return stack
+        elapsed = client.clock.now() - start
+        if elapsed >= timeout_s:
+            break
+        progress(f"  [{elapsed:5.0f}s] stack {stack_name} is {stack.status}; waiting for it to finish "
+                 "(another deploy or delete is running)")
+        client.clock.sleep(min(poll_s, max(timeout_s - elapsed, 0.0)))
+    raise DeployError(f"stack {stack_name} is still in progress after {timeout_s / 60:.0f} min (--timeout); "
+                      f"not racing it. Watch it with `iotpipe status`, then run the command again")
+
+
+def plan_deploy(client: DeployClient, request: DeployRequest, progress: Progress = _quiet) -> DeployPlan:
+    """Describe the stack and create (never execute) a change set for ``request``; the plan says what would change."""
+    if request.on_failure not in ON_FAILURE_CHOICES:
+        raise ConfigError(f"--on-failure {request.on_failure!r}: choose one of {', '.join(ON_FAILURE_CHOICES)}")
+    template = parse_template(request.template_body)
+    check_parameters(template, request.parameters)
+    stack = wait_until_settled(client, request.stack_name, request.timeout_s, progress)
+    if stack is not None and stack.status in REFUSED_STATES:
+        reason = REFUSED_STATES[stack.status].format(env=request.env, stack=request.stack_name)
+        raise DeployError(f"stack {request.stack_name} is in {stack.status}: {reason}")
+    source = template_source(client, request, progress)
+    if stack is not None and stack.status in RECREATE_STATES:
+        return DeployPlan(request=request, action="recreate", stack=stack, changes=create_changes(template),
+                          source=source, stack_id=stack.stack_id)
+    creating = stack is None or stack.status in CREATE_STATES
+    change_set_type = "CREATE" if creating else "UPDATE"
+    progress(f"creating {change_set_type} change set for stack {request.stack_name}")
+    created = client.create_change_set(**change_set_kwargs(request, source, change_set_type))
+    if created is None:
+        return DeployPlan(request=request, action="none", stack=stack, changes=(), source=source,
+                          stack_id=stack.stack_id if stack else None)
+    change_set_id, stack_id = created
+    described = client.wait_change_set(change_set_id, request.timeout_s, progress)
+    if described.no_changes or (described.status == "CREATE_COMPLETE" and not described.changes and not creating):
+        return DeployPlan(request=request, action="none", stack=stack, changes=(), source=source,
+                          change_set_id=change_set_id, stack_id=stack_id)
+    if described.status != "CREATE_COMPLETE":
+        client.delete_change_set(change_set_id)
+        if creating:
+            _delete_review_stack(client, stack_id)
+        raise DeployError(f"CloudFormation could not create the change set for {request.stack_name} "
+                          f"({described.status}): {described.status_reason or 'no reason given'}")
+    return DeployPlan(request=request, action="create" if creating else "update", stack=stack,
+                      changes=described.changes, source=source, change_set_id=change_set_id, stack_id=stack_id,
+                      created_review_stack=creating)
+
+
+def _delete_review_stack(client: DeployClient, stack_id: str) -> None:
+    """A CREATE change set leaves an empty REVIEW_IN_PROGRESS stack behind; remove it."""
+    stack = client.find_stack(stack_id)
+    if stack is not None and stack.status in CREATE_STATES:
+        client.delete_stack(stack_id)
+
+
+def describe_stack(client: DeployClient, stack_name: str, env: str = "dev") -> Stack:
+    """The stack, or DeployError (exit 1) saying it does not exist and how to deploy it."""
+    stack = client.find_stack(stack_name)
+    if stack is None or stack.status in CREATE_STATES:
+        raise DeployError(f"stack {stack_name} does not exist (or has never been deployed); "
+                          f"deploy it first: iotpipe deploy --env {env}")
+    return stack
