@@ -22,7 +22,8 @@ DEFAULT_CONFIG_FILE = "iotpipe.toml"
 ENV_NAME_PATTERN = re.compile(r"^[a-z0-9]{1,20}$")
 SENSOR_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 TAG_KEY_PATTERN = re.compile(r"^[\w .:/=+\-@]{1,128}$")
-KMS_KEY_PATTERN = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/.+|alias/.+)?$")
+# Key ARNs only (not aliases): IAM grants on the key are scoped to its ARN.
+KMS_KEY_PATTERN = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+)?$")
 EMAIL_PATTERN = re.compile(r"^([^@\s]+@[^@\s]+\.[^@\s]+)?$")
 PYTHON_RUNTIMES = ("python3.12", "python3.13", "python3.14")
 NODE_RUNTIMES = ("nodejs22.x", "nodejs24.x")
@@ -54,7 +55,8 @@ class StreamConfig:
     mode: str = _opt("PROVISIONED", choices=("PROVISIONED", "ON_DEMAND"))
     shard_count: int = _opt(1, lo=1, hi=500)
     retention_hours: int = _opt(24, lo=24, hi=8760)
-    kms_key_arn: str = _opt("", pattern=KMS_KEY_PATTERN, doc="empty: the AWS-managed key alias/aws/kinesis")
+    kms_key_arn: str = _opt("", pattern=KMS_KEY_PATTERN,
+                            doc="a KMS key ARN; empty: the AWS-managed key alias/aws/kinesis")
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,8 @@ class StorageConfig:
     glacier_transition_days: int = _opt(90, lo=31, hi=3650)
     noncurrent_expiry_days: int = _opt(30, lo=1, hi=3650)
     access_log_expiry_days: int = _opt(365, lo=1, hi=3650)
-    table_kms_key_arn: str = _opt("", pattern=KMS_KEY_PATTERN, doc="empty: DynamoDB's AWS-owned key")
+    table_kms_key_arn: str = _opt("", pattern=KMS_KEY_PATTERN,
+                                  doc="a KMS key ARN; empty: the AWS-managed key alias/aws/dynamodb")
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class ProcessorConfig:
     parallelization_factor: int = _opt(1, lo=1, hi=10)
     reserved_concurrency: int = _opt(10, lo=1, hi=1000)
     log_retention_days: int = _opt(7, choices=LOG_RETENTION_DAYS)
-    log_kms_key_arn: str = _opt("", pattern=KMS_KEY_PATTERN)
+    log_kms_key_arn: str = _opt("", pattern=KMS_KEY_PATTERN, doc="a KMS key ARN; empty: the pipeline's own key")
     dlq_retention_days: int = _opt(14, lo=1, hi=14)
     unknown_sensor: str = _opt("quarantine", choices=("quarantine", "store"),
                                doc="what the processor does with a sensor type that has no threshold")
@@ -193,7 +196,7 @@ def build_config(document: Mapping[str, Any], env: str, overrides: Mapping[str, 
 
 
 def _to_config(merged: Mapping[str, Any], env: str, source: str) -> PipelineConfig:
-    sections = {name: _build_section(cls, merged.get(name, {}), f"{source}.{name}")
+    sections: dict[str, Any] = {name: _build_section(cls, merged.get(name, {}), f"{source}.{name}")
                 for name, cls in _SECTION_TYPES.items()}
     scalars: dict[str, Any] = {}
     for key in _SCALAR_KEYS:
@@ -292,7 +295,7 @@ def _check_rule(value: Any, rule: Mapping[str, Any], path: str) -> None:
     lo, hi, choices, pattern = rule.get("lo"), rule.get("hi"), rule.get("choices"), rule.get("pattern")
     if choices is not None and value not in choices:
         raise ConfigError(f"{path}: {value!r} is not allowed; choose one of {', '.join(map(str, choices))}")
-    if lo is not None and value < lo or hi is not None and value > hi:
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ConfigError(f"{path}: {value!r} is out of range; allowed {lo} to {hi}")
     if pattern is not None and not pattern.match(value):
         raise ConfigError(f"{path}: {value!r} is not valid{'; ' + rule['doc'] if rule.get('doc') else ''}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from troposphere import Sub
+from troposphere import Export, Sub
 
 ENV_PARAM = "EnvironmentSuffix"
 ALARM_EMAIL_PARAM = "AlarmEmail"
@@ -28,8 +28,17 @@ ANOMALY_ALARM = "AnomalyAlarm"
 ITERATOR_AGE_ALARM = "KinesisIteratorAgeAlarm"
 
 # Logical ids iotpipe adds.
+RAW_BUCKET_POLICY = "RawDataBucketPolicy"
+ACCESS_LOG_BUCKET = "RawDataAccessLogBucket"
+ACCESS_LOG_BUCKET_POLICY = "RawDataAccessLogBucketPolicy"
 PROCESSOR_DLQ = "DataProcessorDeadLetterQueue"
-RULE_ERROR_LOG_GROUP = "SensorDataRuleErrorLogGroup"
+ALARM_TOPIC = "AlarmTopic"
+PIPELINE_KEY = "PipelineKey"
+PIPELINE_KEY_ALIAS = "PipelineKeyAlias"
+ALARM_TOPIC_POLICY = "AlarmTopicPolicy"
+ALARM_SUBSCRIPTION = "AlarmEmailSubscription"
+DASHBOARD = "PipelineDashboard"
+HAS_ALARM_EMAIL = "HasAlarmEmail"
 
 
 def sub(pattern: str) -> Sub:
@@ -57,6 +66,6 @@ def function_name_pattern() -> str:
     return "iot-data-processor-${EnvironmentSuffix}"
 
 
-def export_name(output_key: str) -> Sub:
+def export(suffix: str) -> Export:
     """The seed's export naming: ``<stack name>-<suffix>``."""
-    return Sub("${AWS::StackName}-" + output_key)
+    return Export(Sub("${AWS::StackName}-" + suffix))

@@ -12,9 +12,15 @@ import awacs.s3 as s3
 import awacs.sqs as sqs
 import awacs.sts as sts
 from awacs.aws import Action, Allow, Bool, Condition, Deny, PolicyDocument, Principal, Statement
-from troposphere import Join
+from troposphere import GetAtt, Sub
 
-Arn = Any  # a string or a troposphere intrinsic (GetAtt, Sub, Join) resolving to an ARN
+Arn = Any  # a string or a troposphere intrinsic (GetAtt, Sub) resolving to an ARN
+
+
+def under(arn: GetAtt, suffix: str) -> Sub:
+    """``Fn::Sub`` of a resource's ARN attribute followed by ``suffix`` (e.g. a bucket ARN + ``/raw/*``)."""
+    logical_id, attribute = arn.data["Fn::GetAtt"]
+    return Sub("${" + f"{logical_id}.{attribute}" + "}" + suffix)
 
 
 def document(*statements: Statement) -> PolicyDocument:
@@ -49,13 +55,13 @@ def table_writer(table_arn: Arn) -> Statement:
     return Statement(Sid="WriteReadings", Effect=Allow, Action=[dynamodb.BatchWriteItem], Resource=[table_arn])
 
 
-def object_writer(bucket_arn: Arn, *prefixes: str) -> Statement:
+def object_writer(bucket_arn: Arn, *prefixes: str, sid: str = "ArchiveRawRecords") -> Statement:
     """PutObject under the given key prefixes of one bucket (no ACL calls)."""
     return Statement(
-        Sid="ArchiveRawRecords",
+        Sid=sid,
         Effect=Allow,
         Action=[s3.PutObject],
-        Resource=[Join("", [bucket_arn, f"/{prefix}*"]) for prefix in prefixes],
+        Resource=[under(bucket_arn, f"/{prefix}*") for prefix in prefixes],
     )
 
 
@@ -82,7 +88,7 @@ def deny_insecure_transport(bucket_arn: Arn) -> Statement:
         Effect=Deny,
         Principal=Principal("*"),
         Action=[s3.Action("*")],
-        Resource=[bucket_arn, Join("", [bucket_arn, "/*"])],
+        Resource=[bucket_arn, under(bucket_arn, "/*")],
         Condition=Condition(Bool("aws:SecureTransport", "false")),
     )
 

@@ -1,0 +1,40 @@
+# iotpipe developer tasks. `make install` sets up everything (Python, npm and system packages);
+# `make test` is the CI gate: ruff, the template lint gate and the test suites.
+PYTHON ?= python3
+NODE_DIR := handler/node
+
+.PHONY: install test lint pytest node-test render bench golden clean
+
+install:
+	$(PYTHON) -m pip install --upgrade pip
+	$(PYTHON) -m pip install -e '.[dev]'
+	@if [ -f $(NODE_DIR)/package.json ]; then npm install --no-audit --no-fund --prefix $(NODE_DIR); fi
+	@command -v mosquitto >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; \
+	  else echo "mosquitto is missing: sudo apt-get install mosquitto (needed by the MQTT tests)" >&2; exit 1; fi; }
+
+test: lint pytest node-test
+
+lint:
+	ruff check src tests bench
+	mypy
+	iotpipe lint templates/TapStack.yml
+	iotpipe lint --env dev
+
+pytest:
+	$(PYTHON) -m pytest -q
+
+node-test:
+	@if [ -f $(NODE_DIR)/index.js ]; then cd $(NODE_DIR) && node --test; fi
+
+render:
+	iotpipe render --env dev -o templates/TapStack.yml
+
+golden:
+	UPDATE_GOLDEN=1 $(PYTHON) -m pytest -q tests/golden
+
+bench:
+	$(PYTHON) bench/bench_processor.py
+
+clean:
+	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache src/*.egg-info

@@ -1,0 +1,83 @@
+"""``iotpipe render`` and ``iotpipe lint``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from iotpipe.cli.app import main
+from iotpipe.cli.common import config_options, echo_json, load_pipeline_config, output_option
+from iotpipe.config import NODE_RUNTIMES, PYTHON_RUNTIMES
+from iotpipe.errors import TemplateError
+from iotpipe.lint import Finding, blocking, lint_template
+from iotpipe.render import render_template, write_atomically
+
+
+@main.command()
+@config_options
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the template to this file (default: stdout).")
+@click.option("--runtime", type=click.Choice(PYTHON_RUNTIMES + NODE_RUNTIMES),
+              help="Processor runtime (overrides processor.runtime).")
+def render(env: str, config_path: str | None, out: Path | None, runtime: str | None) -> None:
+    """Render the pipeline's CloudFormation template as YAML.
+
+    \b
+    Examples:
+      iotpipe render --env dev -o templates/TapStack.yml
+      iotpipe render --env prod --config plant.toml > prod.yml
+      iotpipe render --runtime nodejs24.x
+    """
+    cfg = load_pipeline_config(config_path, env, **{"processor.runtime": runtime})
+    text = render_template(cfg)
+    if out is None:
+        sys.stdout.write(text)
+        return
+    write_atomically(out, text)
+    click.echo(f"Wrote {out} ({len(text.encode('utf-8'))} bytes)", err=True)
+
+
+@main.command()
+@click.argument("template_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@config_options
+@output_option
+def lint(template_file: Path | None, env: str, config_path: str | None, output: str) -> None:
+    """Lint a template (default: the one --env renders) with cfn-lint; exit 1 on any error or warning.
+
+    \b
+    Examples:
+      iotpipe lint
+      iotpipe lint templates/TapStack.yml
+      iotpipe lint --env prod --output json
+    """
+    if template_file is None:
+        name = f"<render --env {env}>"
+        text = render_template(load_pipeline_config(config_path, env))
+    else:
+        name = str(template_file)
+        text = _read_template(template_file)
+    findings = lint_template(text)
+    _report(findings, name, output)
+    if blocking(findings):
+        sys.exit(1)
+
+
+def _read_template(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TemplateError(f"template {path} does not exist; render one with: iotpipe render -o {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(f"cannot read template {path}: {exc}") from None
+
+
+def _report(findings: list[Finding], name: str, output: str) -> None:
+    if output == "json":
+        echo_json([finding.as_dict() for finding in findings])
+        return
+    for finding in findings:
+        click.echo(finding.format(name))
+    failing = len(blocking(findings))
+    click.echo(f"{name}: {failing} blocking finding(s), {len(findings) - failing} informational", err=True)

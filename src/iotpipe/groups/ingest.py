@@ -1,0 +1,128 @@
+"""Ingest group: the IoT topic rule into Kinesis, its role and error log, the device policy and a sample thing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import awacs.iot as awsiot
+from awacs.aws import Allow, Bool, Condition, Statement
+from troposphere import AWSObject, GetAtt, Output, Ref, Sub, Tags, iam
+from troposphere import iot as tpiot
+
+from iotpipe import naming, policies
+from iotpipe.groups.storage import StorageGroup
+from iotpipe.groups.stream import StreamGroup
+
+THING = "${iot:Connection.Thing.ThingName}"
+RULE_ERROR_PREFIX = "rule-errors/"
+RULE_SQL = ("SELECT *, timestamp() AS receivedAt, topic(2) AS topicDeviceId "
+            f"FROM '{naming.TOPIC_FILTER}'")
+
+
+@dataclass(frozen=True)
+class IngestGroup:
+    """What the ingest group made, and the rule name the alarms watch."""
+
+    resources: tuple[AWSObject, ...]
+    outputs: tuple[Output, ...]
+    rule_name: Sub
+
+
+def build_ingest(*, stream: StreamGroup, storage: StorageGroup) -> IngestGroup:
+    """Rule and role into the stream, the per-thing device policy and the seed's sample thing."""
+    role = _rule_role(stream, storage)
+    rule = _topic_rule(stream, storage, role)
+    policy = _device_policy()
+    thing = _thing()
+    outputs = (
+        Output("IoTEndpoint", Description="IoT endpoint for device connections",
+               Value=Sub("${AWS::AccountId}.iot.${AWS::Region}.amazonaws.com"), Export=naming.export("IoTEndpoint")),
+        Output("IoTThingName", Description="IoT Thing name for manufacturing device", Value=Ref(thing),
+               Export=naming.export("IoTThingName")),
+        Output("IoTTopicPattern", Description="MQTT topic pattern for publishing sensor data",
+               Value=naming.TOPIC_PATTERN, Export=naming.export("IoTTopicPattern")),
+        Output("SensorDevicePolicyName", Description="IoT policy to attach to device certificates",
+               Value=Ref(policy)),
+    )
+    return IngestGroup((role, rule, policy, thing), outputs, Sub(_rule_name_pattern()))
+
+
+def _rule_name_pattern() -> str:
+    return "SensorDataRule_${EnvironmentSuffix}"
+
+
+def _rule_role(stream: StreamGroup, storage: StorageGroup) -> iam.Role:
+    statements = [
+        policies.stream_writer(stream.stream_arn),
+        policies.object_writer(storage.bucket_arn, RULE_ERROR_PREFIX, sid="KeepFailedMessages"),
+    ]
+    if stream.customer_key_arn:
+        statements.append(policies.key_user(stream.customer_key_arn, policies.KMS_GENERATE_DATA_KEY,
+                                            sid="EncryptStreamRecords"))
+    return iam.Role(
+        naming.RULE_ROLE,
+        RoleName=Sub("IoTRuleRole-${EnvironmentSuffix}"),
+        AssumeRolePolicyDocument=policies.assume_role_by("iot.amazonaws.com"),
+        Policies=[iam.Policy(PolicyName="KinesisWritePolicy", PolicyDocument=policies.document(*statements))],
+        Tags=Tags(Environment=Ref(naming.ENV_PARAM)),
+    )
+
+
+def _topic_rule(stream: StreamGroup, storage: StorageGroup, role: iam.Role) -> tpiot.TopicRule:
+    return tpiot.TopicRule(
+        naming.TOPIC_RULE,
+        RuleName=Sub(_rule_name_pattern()),
+        TopicRulePayload=tpiot.TopicRulePayload(
+            Description="Route sensor data from IoT devices to Kinesis stream",
+            # Seed overwrote the device's own timestamp with the rule time; keep both.
+            Sql=RULE_SQL,
+            AwsIotSqlVersion="2016-03-23",
+            RuleDisabled=False,
+            Actions=[tpiot.Action(Kinesis=tpiot.KinesisAction(
+                StreamName=stream.stream_name,
+                # Seed keyed on ${deviceId}: a payload without it failed the action and vanished.
+                PartitionKey="${topic(2)}",
+                RoleArn=GetAtt(role, "Arn"),
+            ))],
+            # Seed had no error action, so a failed Kinesis put lost the message silently; keep it instead.
+            ErrorAction=tpiot.Action(S3=tpiot.S3Action(
+                BucketName=storage.bucket_name,
+                Key=RULE_ERROR_PREFIX + "${topic(2)}/${timestamp()}-${newuuid()}.json",
+                RoleArn=GetAtt(role, "Arn"),
+            )),
+        ),
+    )
+
+
+def _iot_arn(kind: str, name: str) -> Sub:
+    return Sub("arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:" + f"{kind}/{name}")
+
+
+def _device_policy() -> tpiot.Policy:
+    thing = THING.replace("${", "${!")  # literal policy variable inside Fn::Sub
+    # Seed let any device publish as any other (sensor/*/data); policy variables pin each to its own topics.
+    statements = [
+        Statement(Sid="ConnectAsOwnThing", Effect=Allow, Action=[awsiot.Connect],
+                  Resource=[_iot_arn("client", thing)],
+                  Condition=Condition(Bool("iot:Connection.Thing.IsAttached", "true"))),
+        Statement(Sid="PublishOwnReadings", Effect=Allow, Action=[awsiot.Publish],
+                  Resource=[_iot_arn("topic", f"sensor/{thing}/data")]),
+        Statement(Sid="SubscribeOwnCommands", Effect=Allow, Action=[awsiot.Subscribe],
+                  Resource=[_iot_arn("topicfilter", f"sensor/{thing}/commands")]),
+        Statement(Sid="ReceiveOwnCommands", Effect=Allow, Action=[awsiot.Receive],
+                  Resource=[_iot_arn("topic", f"sensor/{thing}/commands")]),
+    ]
+    return tpiot.Policy(naming.DEVICE_POLICY, PolicyName=Sub("SensorDevicePolicy-${EnvironmentSuffix}"),
+                        PolicyDocument=policies.document(*statements))
+
+
+def _thing() -> tpiot.Thing:
+    return tpiot.Thing(
+        naming.DEVICE_THING,
+        ThingName=Sub("manufacturing-device-${EnvironmentSuffix}"),
+        AttributePayload=tpiot.AttributePayload(Attributes={
+            "deviceType": "sensor",
+            "location": "manufacturing-floor",
+            "environment": Ref(naming.ENV_PARAM),
+        }),
+    )

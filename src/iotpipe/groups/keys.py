@@ -1,0 +1,63 @@
+"""Keys group: the pipeline's customer-managed KMS key for the alarm topic, the log group and the table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import awacs.kms as kms
+from awacs.aws import Allow, ArnLike, Condition, Principal, Statement
+from troposphere import AWSObject, GetAtt, Output, Ref, Sub, Tags
+from troposphere import kms as tpkms
+
+from iotpipe import naming, policies
+
+
+@dataclass(frozen=True)
+class KeyGroup:
+    """The pipeline key and its ARN for the groups that encrypt with it."""
+
+    resources: tuple[AWSObject, ...]
+    outputs: tuple[Output, ...]
+    key_arn: GetAtt
+
+
+def build_keys() -> KeyGroup:
+    """One rotating customer-managed key (about $1 a month) that CloudWatch Logs and alarms may use.
+
+    CloudWatch alarms cannot publish to a topic encrypted with the AWS-managed aws/sns key, and log groups
+    can only be KMS-encrypted with a customer key whose policy lets CloudWatch Logs in.
+    """
+    key = tpkms.Key(
+        naming.PIPELINE_KEY,
+        DeletionPolicy="Delete",
+        UpdateReplacePolicy="Delete",
+        Description=Sub("iotpipe pipeline key (${EnvironmentSuffix}): alarm topic and processor logs"),
+        EnableKeyRotation=True,
+        PendingWindowInDays=7,
+        KeyPolicy=_key_policy(),
+        Tags=Tags(Environment=Ref(naming.ENV_PARAM)),
+    )
+    alias = tpkms.Alias(naming.PIPELINE_KEY_ALIAS, AliasName=Sub("alias/iotpipe-${EnvironmentSuffix}"),
+                        TargetKeyId=Ref(key))
+    outputs = (Output("PipelineKeyArn", Description="KMS key of the alarm topic and the processor logs",
+                      Value=GetAtt(key, "Arn")),)
+    return KeyGroup((key, alias), outputs, GetAtt(key, "Arn"))
+
+
+def _key_policy() -> object:
+    # A key policy's Resource is always "*": it means this key.
+    root = Sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root")
+    log_groups = Sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:*")
+    return policies.document(
+        Statement(Sid="AccountAdministers", Effect=Allow, Principal=Principal("AWS", [root]),
+                  Action=[kms.Action("*")], Resource=["*"]),
+        Statement(Sid="CloudWatchAlarmsPublish", Effect=Allow,
+                  Principal=Principal("Service", ["cloudwatch.amazonaws.com"]),
+                  Action=[kms.Decrypt, kms.GenerateDataKey], Resource=["*"]),
+        Statement(Sid="CloudWatchLogsEncrypt", Effect=Allow,
+                  Principal=Principal("Service", [Sub("logs.${AWS::Region}.amazonaws.com")]),
+                  Action=[kms.Encrypt, kms.Decrypt, kms.ReEncryptFrom, kms.ReEncryptTo, kms.GenerateDataKey,
+                          kms.DescribeKey],
+                  Resource=["*"],
+                  Condition=Condition(ArnLike("kms:EncryptionContext:aws:logs:arn", log_groups))),
+    )

@@ -1,0 +1,153 @@
+"""Monitoring group: alarms that notify an encrypted SNS topic, and the pipeline dashboard."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import awacs.sns as sns
+from awacs.aws import Allow, Principal, Statement
+from troposphere import AWSObject, Output, Ref, Sub, Tags
+from troposphere import cloudwatch as cw
+from troposphere import sns as tpsns
+
+from iotpipe import naming, policies
+from iotpipe.config import PipelineConfig
+from iotpipe.groups.ingest import IngestGroup
+from iotpipe.groups.keys import KeyGroup
+from iotpipe.groups.processor import ProcessorGroup
+from iotpipe.groups.stream import StreamGroup
+
+
+@dataclass(frozen=True)
+class MonitoringGroup:
+    """What the monitoring group made."""
+
+    resources: tuple[AWSObject, ...]
+    outputs: tuple[Output, ...]
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """One alarm: what it watches and when it fires."""
+
+    logical_id: str
+    name: str
+    description: str
+    namespace: str
+    metric: str
+    statistic: str
+    threshold: float
+    dimensions: tuple[tuple[str, object], ...]
+
+
+def build_monitoring(cfg: PipelineConfig, *, keys: KeyGroup, stream: StreamGroup, processor: ProcessorGroup,
+                     ingest: IngestGroup) -> MonitoringGroup:
+    """The encrypted alarm topic (optional e-mail subscription), every alarm and the dashboard."""
+    topic = tpsns.Topic(naming.ALARM_TOPIC, TopicName=Sub("iot-pipeline-alarms-${EnvironmentSuffix}"),
+                        KmsMasterKeyId=keys.key_arn, Tags=Tags(Environment=Ref(naming.ENV_PARAM)))
+    subscription = tpsns.SubscriptionResource(
+        naming.ALARM_SUBSCRIPTION, Condition=naming.HAS_ALARM_EMAIL, Protocol="email",
+        TopicArn=Ref(topic), Endpoint=Ref(naming.ALARM_EMAIL_PARAM))
+    alarms = tuple(_alarm(spec, cfg.alarms.period_seconds, Ref(topic))
+                   for spec in alarm_specs(cfg, stream=stream, processor=processor, ingest=ingest))
+    resources = (topic, _topic_policy(topic), subscription, *alarms, _dashboard(cfg, processor))
+    outputs = (Output("AlarmTopicArn", Description="SNS topic every alarm notifies", Value=Ref(topic)),)
+    return MonitoringGroup(resources, outputs)
+
+
+def alarm_specs(cfg: PipelineConfig, *, stream: StreamGroup, processor: ProcessorGroup,
+                ingest: IngestGroup) -> tuple[AlarmSpec, ...]:
+    """The seed's three alarms (same logical ids and names) and the ones iotpipe adds."""
+    env = Ref(naming.ENV_PARAM)
+    function = (("FunctionName", processor.function_name),)
+    limits = cfg.alarms
+    return (
+        AlarmSpec(naming.LAMBDA_ERROR_ALARM, "IoT-Lambda-Errors", "Alert when Lambda function has high error rate",
+                  "AWS/Lambda", "Errors", "Sum", limits.lambda_errors, function),
+        AlarmSpec(naming.ANOMALY_ALARM, "IoT-High-Anomalies", "Alert when anomaly detection rate is high",
+                  naming.METRIC_NAMESPACE, "AnomaliesDetected", "Sum", limits.anomalies, (("Environment", env),)),
+        # Seed watched AWS/Kinesis "IteratorAge", a metric that does not exist, so it never fired.
+        AlarmSpec(naming.ITERATOR_AGE_ALARM, "IoT-Kinesis-Iterator-Age",
+                  "Alert when Kinesis iterator age is high indicating processing lag",
+                  "AWS/Lambda", "IteratorAge", "Maximum", limits.iterator_age_ms, function),
+        AlarmSpec("DeadLetterQueueAlarm", "IoT-Processor-Dead-Letters",
+                  "Records exhausted their retries and wait in the dead-letter queue",
+                  "AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum", 0,
+                  (("QueueName", processor.queue_name),)),
+        AlarmSpec("ProcessorThrottleAlarm", "IoT-Processor-Throttles", "The processor is being throttled",
+                  "AWS/Lambda", "Throttles", "Sum", limits.throttles, function),
+        AlarmSpec("KinesisWriteThrottleAlarm", "IoT-Kinesis-Write-Throttled",
+                  "The stream refused writes: add shards or use on-demand mode",
+                  "AWS/Kinesis", "WriteProvisionedThroughputExceeded", "Sum", 0,
+                  (("StreamName", stream.stream_name),)),
+        AlarmSpec("RuleActionFailureAlarm", "IoT-Rule-Action-Failures",
+                  "The topic rule failed to put readings into Kinesis (see the rule error log group)",
+                  "AWS/IoT", "Failure", "Sum", 0, (("RuleName", ingest.rule_name), ("ActionType", "Kinesis"))),
+        AlarmSpec("QuarantineAlarm", "IoT-Records-Quarantined",
+                  "The processor quarantined records it could not understand",
+                  naming.METRIC_NAMESPACE, "RecordsQuarantined", "Sum", limits.quarantined_records,
+                  (("Environment", env),)),
+    )
+
+
+def _alarm(spec: AlarmSpec, period: int, topic: Ref) -> cw.Alarm:
+    return cw.Alarm(
+        spec.logical_id,
+        AlarmName=Sub(spec.name + "-${EnvironmentSuffix}"),
+        AlarmDescription=spec.description,
+        Namespace=spec.namespace,
+        MetricName=spec.metric,
+        Statistic=spec.statistic,
+        Period=period,
+        EvaluationPeriods=1,
+        Threshold=spec.threshold,
+        ComparisonOperator="GreaterThanThreshold",
+        Dimensions=[cw.MetricDimension(Name=name, Value=value) for name, value in spec.dimensions],
+        TreatMissingData="notBreaching",
+        # Seed alarms had no actions, so they notified nobody.
+        AlarmActions=[topic],
+        OKActions=[topic],
+    )
+
+
+def _topic_policy(topic: tpsns.Topic) -> tpsns.TopicPolicy:
+    publish = Statement(Sid="CloudWatchAlarmsPublish", Effect=Allow,
+                        Principal=Principal("Service", ["cloudwatch.amazonaws.com"]),
+                        Action=[sns.Publish], Resource=[Ref(topic)])
+    return tpsns.TopicPolicy(naming.ALARM_TOPIC_POLICY, Topics=[Ref(topic)], PolicyDocument=policies.document(publish))
+
+
+def _dashboard(cfg: PipelineConfig, processor: ProcessorGroup) -> cw.Dashboard:
+    sensors = [name for name, _ in cfg.thresholds]
+
+    def per_sensor(metric: str) -> list[list[object]]:
+        return [[naming.METRIC_NAMESPACE, metric, "Environment", "${EnvironmentSuffix}", "SensorType", s]
+                for s in sensors]
+
+    fn = naming.function_name_pattern()
+    widgets = [
+        _widget("Readings processed by sensor type", per_sensor("SensorReadingsProcessed"), 0, 0),
+        _widget("Anomalies by sensor type", per_sensor("AnomaliesDetected"), 12, 0),
+        _widget("Quarantined records",
+                [[naming.METRIC_NAMESPACE, "RecordsQuarantined", "Environment", "${EnvironmentSuffix}"]], 0, 6),
+        _widget("Iterator age (ms)", [["AWS/Lambda", "IteratorAge", "FunctionName", fn, {"stat": "Maximum"}]],
+                12, 6),
+        _widget("Processor errors, throttles and duration",
+                [["AWS/Lambda", "Errors", "FunctionName", fn], ["AWS/Lambda", "Throttles", "FunctionName", fn],
+                 ["AWS/Lambda", "Duration", "FunctionName", fn, {"stat": "Average", "yAxis": "right"}]], 0, 12),
+        _widget("Dead-letter queue depth",
+                [["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName",
+                  "iot-data-processor-dlq-${EnvironmentSuffix}", {"stat": "Maximum"}]], 12, 12),
+    ]
+    body = json.dumps({"widgets": widgets}, sort_keys=True, separators=(",", ":"))
+    return cw.Dashboard(naming.DASHBOARD, DashboardName=Sub("iot-pipeline-${EnvironmentSuffix}"),
+                        DashboardBody=Sub(body))
+
+
+def _widget(title: str, metrics: list[list[object]], x: int, y: int) -> dict[str, object]:
+    return {
+        "type": "metric", "x": x, "y": y, "width": 12, "height": 6,
+        "properties": {"title": title, "metrics": metrics, "region": "${AWS::Region}", "stat": "Sum",
+                       "period": 300, "view": "timeSeries"},
+    }
