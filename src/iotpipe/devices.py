@@ -1,0 +1,371 @@
+"""Device onboarding on AWS IoT: register (thing, keys, certificate, policy), list and revoke.
+
+A device's thing name is also its MQTT client id (the device policy allows
+``client/${iot:Connection.Thing.ThingName}``) and the middle of its topic ``sensor/<thing>/data``,
+so it must be valid for both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from iotpipe.aws import stack_outputs
+from iotpipe.config import PipelineConfig
+from iotpipe.errors import AwsError, ConfigError
+
+THING_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
+# AWS IoT attribute name/value syntax (CreateThing AttributePayload).
+ATTRIBUTE_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_.,@/:#-]{1,128}$")
+ATTRIBUTE_VALUE_PATTERN = re.compile(r"^[a-zA-Z0-9_.,@/:#=\[\]-]{0,800}$")
+MQTT_TLS_PORT = 8883
+MANAGED_BY = "iotpipe"
+
+
+@dataclass(frozen=True)
+class DeviceFiles:
+    """Where a registered device's credentials and connection settings are written."""
+
+    certificate: Path
+    private_key: Path
+    connection: Path
+
+    def all(self) -> tuple[Path, ...]:
+        """The three paths, in write order."""
+        return (self.certificate, self.private_key, self.connection)
+
+
+@dataclass(frozen=True)
+class RegisteredDevice:
+    """The outcome of :func:`register_device`."""
+
+    thing_name: str
+    thing_arn: str
+    certificate_id: str
+    certificate_arn: str
+    policy_name: str
+    endpoint: str
+    port: int
+    topic: str
+    files: DeviceFiles
+
+
+@dataclass(frozen=True)
+class Device:
+    """A thing as :func:`list_devices` reports it."""
+
+    thing_name: str
+    thing_arn: str
+    attributes: tuple[tuple[str, str], ...]
+    certificate_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RevokedDevice:
+    """What :func:`revoke_device` removed."""
+
+    thing_name: str
+    deleted_certificates: tuple[str, ...]
+    detached_only_certificates: tuple[str, ...]
+    detached_policies: tuple[str, ...]
+
+
+def validate_thing_name(name: str) -> str:
+    """Return ``name`` if it can be a thing name, MQTT client id and topic level; else ConfigError."""
+    if not THING_NAME_PATTERN.match(name or ""):
+        raise ConfigError(
+            f"device id {name!r} is not valid: use 1-128 letters, digits, '_' or '-' (it becomes the thing "
+            "name, the MQTT client id and the topic level in sensor/<id>/data)"
+        )
+    return name
+
+
+def topic_for(thing_name: str) -> str:
+    """The data topic of a device, as the data contract defines it."""
+    return f"sensor/{thing_name}/data"
+
+
+def device_files(out_dir: str | Path, thing_name: str) -> DeviceFiles:
+    """The file paths :func:`register_device` writes for ``thing_name`` under ``out_dir``."""
+    base = Path(out_dir)
+    return DeviceFiles(
+        certificate=base / f"{thing_name}.cert.pem",
+        private_key=base / f"{thing_name}.private.key",
+        connection=base / f"{thing_name}.json",
+    )
+
+
+def thing_attributes(environment: str, extra: Mapping[str, str]) -> dict[str, str]:
+    """The attributes a registered thing gets: the caller's plus ``environment`` and ``managedBy``."""
+    attributes = {
+        **{k: v for k, v in extra.items() if v is not None},
+        "environment": environment,
+        "managedBy": MANAGED_BY,
+    }
+    for key, value in attributes.items():
+        if not ATTRIBUTE_NAME_PATTERN.match(key):
+            raise ConfigError(
+                f"attribute name {key!r} is not valid for AWS IoT: use letters, digits and _.,@/:#-"
+            )
+        if not ATTRIBUTE_VALUE_PATTERN.match(value):
+            raise ConfigError(
+                f"attribute {key}={value!r} is not valid for AWS IoT: use letters, digits and "
+                "_.,@/:#=[]- (no spaces)"
+            )
+    if len(attributes) > 50:
+        raise ConfigError("too many attributes: AWS IoT allows at most 50 per thing")
+    return attributes
+
+
+def device_policy_name(cloudformation: Any, cfg: PipelineConfig) -> str:
+    """The stack's device policy name (output SensorDevicePolicyName)."""
+    outputs = stack_outputs(cloudformation, cfg.resolved_stack_name)
+    name = outputs.get("SensorDevicePolicyName")
+    if not name:
+        raise AwsError(
+            f"stack {cfg.resolved_stack_name} has no output SensorDevicePolicyName; redeploy it with "
+            "this version of iotpipe: iotpipe deploy --env " + cfg.env
+        )
+    return name
+
+
+def data_endpoint(iot: Any) -> str:
+    """The account's ATS data endpoint (``describe-endpoint --endpoint-type iot:Data-ATS``)."""
+    try:
+        return str(iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"])
+    except ClientError as exc:
+        raise AwsError(f"describe-endpoint failed: {_reason(exc)}; check credentials and region") from None
+
+
+def register_device(
+    iot: Any,
+    *,
+    thing_name: str,
+    policy_name: str,
+    out_dir: str | Path,
+    environment: str,
+    attributes: Mapping[str, str] | None = None,
+) -> RegisteredDevice:
+    """Create thing, keys and certificate, attach policy and thing, and write the device files.
+
+    Nothing is left half-done: existing files are refused before any AWS call, and if an AWS call or a
+    file write fails, what was created so far is removed again.
+    """
+    validate_thing_name(thing_name)
+    attrs = thing_attributes(environment, attributes or {})
+    files = device_files(out_dir, thing_name)
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ConfigError(f"--out-dir {out_dir} is a file; give a directory")
+    existing = [str(path) for path in files.all() if path.exists()]
+    if existing:
+        raise ConfigError(
+            f"refusing to overwrite {', '.join(existing)}; move them away or use another --out-dir"
+        )
+    if _thing_exists(iot, thing_name):
+        raise ConfigError(
+            f"thing {thing_name} already exists; revoke it first (iotpipe device revoke "
+            f"{thing_name}) or choose another device id"
+        )
+    endpoint = data_endpoint(iot)
+    undo: list[Callable[[], Any]] = []
+    try:
+        thing = _call(
+            iot.create_thing,
+            "create-thing",
+            thingName=thing_name,
+            attributePayload={"attributes": attrs, "merge": False},
+        )
+        undo.append(lambda: iot.delete_thing(thingName=thing_name))
+        keys = _call(iot.create_keys_and_certificate, "create-keys-and-certificate", setAsActive=True)
+        cert_arn, cert_id = keys["certificateArn"], keys["certificateId"]
+        undo.append(lambda: _delete_certificate(iot, cert_id))
+        _call(iot.attach_policy, "attach-policy", policyName=policy_name, target=cert_arn)
+        undo.append(lambda: iot.detach_policy(policyName=policy_name, target=cert_arn))
+        _call(iot.attach_thing_principal, "attach-thing-principal", thingName=thing_name, principal=cert_arn)
+        undo.append(lambda: iot.detach_thing_principal(thingName=thing_name, principal=cert_arn))
+        device = RegisteredDevice(
+            thing_name=thing_name,
+            thing_arn=thing["thingArn"],
+            certificate_id=cert_id,
+            certificate_arn=cert_arn,
+            policy_name=policy_name,
+            endpoint=endpoint,
+            port=MQTT_TLS_PORT,
+            topic=topic_for(thing_name),
+            files=files,
+        )
+        _write_files(device, keys["certificatePem"], keys["keyPair"]["PrivateKey"])
+    except BaseException:
+        for action in reversed(undo):
+            # best effort: the original error is the one the user needs to see
+            with contextlib.suppress(ClientError):
+                action()
+        raise
+    return device
+
+
+def connection_settings(device: RegisteredDevice) -> dict[str, Any]:
+    """The connection file's content: what a device (or ``iotpipe simulate --cert-dir``) needs to connect."""
+    return {
+        "thingName": device.thing_name,
+        "clientId": device.thing_name,
+        "endpoint": device.endpoint,
+        "port": device.port,
+        "topic": device.topic,
+        "certificateFile": device.files.certificate.name,
+        "privateKeyFile": device.files.private_key.name,
+        "certificateId": device.certificate_id,
+    }
+
+
+def list_devices(iot: Any, environment: str | None = None) -> list[Device]:
+    """Things (with their certificate ids), filtered to one environment attribute when given."""
+    kwargs: dict[str, str] = {}
+    if environment:
+        kwargs = {"attributeName": "environment", "attributeValue": environment}
+    devices = []
+    try:
+        for page in iot.get_paginator("list_things").paginate(**kwargs, PaginationConfig={"MaxItems": 10000}):
+            for thing in page.get("things", []):
+                name = thing["thingName"]
+                devices.append(
+                    Device(
+                        thing_name=name,
+                        thing_arn=thing.get("thingArn", ""),
+                        attributes=tuple(sorted(thing.get("attributes", {}).items())),
+                        certificate_ids=tuple(_cert_id(p) for p in _principals(iot, name)),
+                    )
+                )
+    except ClientError as exc:
+        raise AwsError(f"list-things failed: {_reason(exc)}") from None
+    return sorted(devices, key=lambda device: device.thing_name)
+
+
+def revoke_device(iot: Any, thing_name: str) -> RevokedDevice:
+    """Detach policies and thing, deactivate and delete each certificate, then delete the thing.
+
+    A certificate still attached to another thing is only detached from this one, never deleted.
+    """
+    validate_thing_name(thing_name)
+    if not _thing_exists(iot, thing_name):
+        raise AwsError(f"thing {thing_name} does not exist; see the devices with: iotpipe device list")
+    deleted, detached_only, policies = [], [], []
+    for principal in _principals(iot, thing_name):
+        _call(iot.detach_thing_principal, "detach-thing-principal", thingName=thing_name, principal=principal)
+        if ":cert/" not in principal:
+            continue
+        cert_id = _cert_id(principal)
+        others = _call(iot.list_principal_things, "list-principal-things", principal=principal).get(
+            "things", []
+        )
+        if others:
+            detached_only.append(cert_id)
+            continue
+        for policy in _attached_policies(iot, principal):
+            _call(iot.detach_policy, "detach-policy", policyName=policy, target=principal)
+            policies.append(policy)
+        _delete_certificate(iot, cert_id)
+        deleted.append(cert_id)
+    _call(iot.delete_thing, "delete-thing", thingName=thing_name)
+    return RevokedDevice(
+        thing_name=thing_name,
+        deleted_certificates=tuple(deleted),
+        detached_only_certificates=tuple(detached_only),
+        detached_policies=tuple(policies),
+    )
+
+
+def _write_files(device: RegisteredDevice, certificate_pem: str, private_key: str) -> None:
+    """Write the three files exclusively (O_EXCL); on any failure remove the ones already written."""
+    files = device.files
+    try:
+        files.certificate.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {files.certificate.parent}: {exc.strerror}") from None
+    contents: Iterable[tuple[Path, str, int]] = (
+        (files.certificate, certificate_pem, 0o644),
+        (files.private_key, private_key, 0o600),
+        (files.connection, json.dumps(connection_settings(device), indent=2, sort_keys=True) + "\n", 0o644),
+    )
+    written: list[Path] = []
+    try:
+        for path, text, mode in contents:
+            _write_exclusive(path, text, mode)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _write_exclusive(path: Path, text: str, mode: int) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        raise ConfigError(f"refusing to overwrite {path}; move it away or use another --out-dir") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}; choose a writable --out-dir") from None
+    try:
+        os.fchmod(fd, mode)  # the umask must not widen or narrow the key's mode
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _thing_exists(iot: Any, thing_name: str) -> bool:
+    try:
+        iot.describe_thing(thingName=thing_name)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return False
+        raise AwsError(f"describe-thing {thing_name} failed: {_reason(exc)}") from None
+    return True
+
+
+def _principals(iot: Any, thing_name: str) -> list[str]:
+    principals: list[str] = []
+    for page in iot.get_paginator("list_thing_principals").paginate(
+        thingName=thing_name, PaginationConfig={"MaxItems": 1000}
+    ):
+        principals.extend(page.get("principals", []))
+    return principals
+
+
+def _attached_policies(iot: Any, target: str) -> list[str]:
+    names: list[str] = []
+    for page in iot.get_paginator("list_attached_policies").paginate(
+        target=target, PaginationConfig={"MaxItems": 1000}
+    ):
+        names.extend(policy["policyName"] for policy in page.get("policies", []))
+    return names
+
+
+def _delete_certificate(iot: Any, cert_id: str) -> None:
+    _call(iot.update_certificate, "update-certificate", certificateId=cert_id, newStatus="INACTIVE")
+    _call(iot.delete_certificate, "delete-certificate", certificateId=cert_id)
+
+
+def _cert_id(principal: str) -> str:
+    return principal.rsplit("/", 1)[-1]
+
+
+def _call(method: Callable[..., Any], name: str, **kwargs: Any) -> Any:
+    try:
+        return method(**kwargs)
+    except ClientError as exc:
+        raise AwsError(f"{name} failed: {_reason(exc)}") from None
+
+
+def _reason(exc: ClientError) -> str:
+    error = exc.response.get("Error", {})
+    return f"{error.get('Code', 'Error')}: {error.get('Message', str(exc))}"

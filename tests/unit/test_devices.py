@@ -1,0 +1,159 @@
+"""Device register/list/revoke against moto's IoT."""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from iotpipe import devices
+from iotpipe.errors import AwsError, ConfigError
+
+POLICY = "SensorDevicePolicy-dev"
+
+
+@pytest.fixture
+def iot() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("iot", region_name="us-east-1")
+        document = {"Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}
+        client.create_policy(policyName=POLICY, policyDocument=json.dumps(document))
+        yield client
+
+
+def _register(iot: Any, out_dir: Path, name: str = "press-07", **kwargs: Any) -> devices.RegisteredDevice:
+    return devices.register_device(iot, thing_name=name, policy_name=kwargs.pop("policy", POLICY),
+                                   out_dir=out_dir, environment="dev", **kwargs)
+
+
+def test_register_creates_thing_certificate_and_files(iot: Any, tmp_path: Path) -> None:
+    out = tmp_path / "certs"
+    result = _register(iot, out, attributes={"location": "line-2", "equipmentType": "press"})
+
+    thing = iot.describe_thing(thingName="press-07")
+    assert thing["attributes"] == {"location": "line-2", "equipmentType": "press", "environment": "dev",
+                                   "managedBy": "iotpipe"}
+    assert iot.list_thing_principals(thingName="press-07")["principals"] == [result.certificate_arn]
+    policies = iot.list_attached_policies(target=result.certificate_arn)["policies"]
+    assert [p["policyName"] for p in policies] == [POLICY]
+    cert = iot.describe_certificate(certificateId=result.certificate_id)["certificateDescription"]
+    assert cert["status"] == "ACTIVE"
+
+    assert result.files.certificate.read_text() == cert["certificatePem"]
+    assert "PRIVATE KEY" in result.files.private_key.read_text()
+    assert stat.S_IMODE(result.files.private_key.stat().st_mode) == 0o600
+    connection = json.loads(result.files.connection.read_text())
+    # moto makes a new random prefix per call; the ATS form is "<prefix>-ats.iot.<region>.amazonaws.com"
+    assert re.fullmatch(r"[a-z0-9]+-ats\.iot\.us-east-1\.amazonaws\.com", result.endpoint)
+    assert connection == {
+        "thingName": "press-07", "clientId": "press-07", "endpoint": result.endpoint, "port": 8883,
+        "topic": "sensor/press-07/data", "certificateFile": "press-07.cert.pem",
+        "privateKeyFile": "press-07.private.key", "certificateId": result.certificate_id,
+    }
+
+
+@pytest.mark.parametrize("name", ["", "has space", "slash/name", "plus+", "hash#", "dollar$", "x" * 129, "ü"])
+def test_register_rejects_names_invalid_for_policy_and_topic(iot: Any, tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match="is not valid"):
+        _register(iot, tmp_path, name)
+    assert iot.list_things()["things"] == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_register_accepts_longest_valid_name(iot: Any, tmp_path: Path) -> None:
+    name = "A_b-9" * 25 + "xyz"  # 128 characters
+    assert _register(iot, tmp_path, name).topic == f"sensor/{name}/data"
+
+
+def test_register_refuses_to_overwrite_and_changes_nothing(iot: Any, tmp_path: Path) -> None:
+    key = tmp_path / "press-07.private.key"
+    key.write_text("old key")
+    with pytest.raises(ConfigError, match="refusing to overwrite"):
+        _register(iot, tmp_path)
+    assert key.read_text() == "old key"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["press-07.private.key"]
+    assert iot.list_things()["things"] == []
+    assert iot.list_certificates()["certificates"] == []
+
+
+def test_register_refuses_existing_thing(iot: Any, tmp_path: Path) -> None:
+    iot.create_thing(thingName="press-07")
+    with pytest.raises(ConfigError, match="already exists"):
+        _register(iot, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_register_rolls_back_when_policy_is_missing(iot: Any, tmp_path: Path) -> None:
+    with pytest.raises(AwsError, match="attach-policy failed"):
+        _register(iot, tmp_path, policy="NoSuchPolicy")
+    assert iot.list_things()["things"] == []
+    assert iot.list_certificates()["certificates"] == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_register_rolls_back_aws_and_files_when_a_write_fails(iot: Any, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    original = devices._write_exclusive
+
+    def failing(path: Path, text: str, mode: int) -> None:
+        if path.suffix == ".json":
+            raise OSError(28, "No space left on device")
+        original(path, text, mode)
+
+    monkeypatch.setattr(devices, "_write_exclusive", failing)
+    with pytest.raises(OSError, match="No space"):
+        _register(iot, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    assert iot.list_things()["things"] == []
+    assert iot.list_certificates()["certificates"] == []
+
+
+def test_register_rejects_bad_attributes(iot: Any, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="location"):
+        _register(iot, tmp_path, attributes={"location": "hall 2"})
+    assert iot.list_things()["things"] == []
+
+
+def test_list_filters_by_environment(iot: Any, tmp_path: Path) -> None:
+    result = _register(iot, tmp_path)
+    iot.create_thing(thingName="not-ours")
+    iot.create_thing(thingName="prod-one", attributePayload={"attributes": {"environment": "prod"}})
+
+    listed = devices.list_devices(iot, "dev")
+    assert [d.thing_name for d in listed] == ["press-07"]
+    assert listed[0].certificate_ids == (result.certificate_id,)
+    assert [d.thing_name for d in devices.list_devices(iot)] == ["not-ours", "press-07", "prod-one"]
+
+
+def test_revoke_deletes_certificate_and_thing(iot: Any, tmp_path: Path) -> None:
+    result = _register(iot, tmp_path)
+    revoked = devices.revoke_device(iot, "press-07")
+    assert revoked.deleted_certificates == (result.certificate_id,)
+    assert revoked.detached_policies == (POLICY,)
+    assert iot.list_things()["things"] == []
+    assert iot.list_certificates()["certificates"] == []
+
+
+def test_revoke_keeps_a_certificate_shared_with_another_thing(iot: Any, tmp_path: Path) -> None:
+    result = _register(iot, tmp_path)
+    iot.create_thing(thingName="twin")
+    iot.attach_thing_principal(thingName="twin", principal=result.certificate_arn)
+
+    revoked = devices.revoke_device(iot, "press-07")
+    assert revoked.deleted_certificates == ()
+    assert revoked.detached_only_certificates == (result.certificate_id,)
+    assert [c["certificateId"] for c in iot.list_certificates()["certificates"]] == [result.certificate_id]
+    assert [t["thingName"] for t in iot.list_things()["things"]] == ["twin"]
+
+
+def test_revoke_unknown_device_is_an_error(iot: Any) -> None:
+    with pytest.raises(AwsError, match="does not exist"):
+        devices.revoke_device(iot, "ghost")
