@@ -1,0 +1,247 @@
+"""Simulation plans, signal models, anomaly injection and the send loop (with a recording publisher)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from iotpipe import simulate
+from iotpipe.config import SEED_THRESHOLDS, Threshold
+from iotpipe.errors import ConfigError
+
+THRESHOLDS = {**SEED_THRESHOLDS, "humidity": Threshold(min=20.0, max=None, unit="%")}
+START = 1_790_000_000_000
+
+
+def _outside(sensor: str, value: float, thresholds: dict[str, Threshold] = THRESHOLDS) -> bool:
+    t = thresholds[sensor]
+    return (t.min is not None and value < t.min) or (t.max is not None and value > t.max)
+
+
+def _plan(**kwargs: object) -> simulate.SimPlan:
+    options: dict = {"count": 300, "rate_hz": 1.0, "seed": 7, **kwargs}
+    devices = options.pop("devices", ["sim-001"])
+    return simulate.build_plan(devices, THRESHOLDS, **options)
+
+
+def test_same_seed_same_messages_other_seed_other_values() -> None:
+    first = [m.body() for m in simulate.messages(_plan(anomaly_rate=0.1), START)]
+    again = [m.body() for m in simulate.messages(_plan(anomaly_rate=0.1), START)]
+    other = [m.body() for m in simulate.messages(_plan(anomaly_rate=0.1, seed=8), START)]
+    assert first == again
+    assert first != other
+
+
+def test_values_of_a_device_do_not_depend_on_other_devices() -> None:
+    alone = [m.body() for m in simulate.messages(_plan(devices=["sim-002"]), START)]
+    together = [m.body() for m in simulate.messages(_plan(devices=["sim-001", "sim-002"], count=600), START)
+                if json.loads(m.body())["deviceId"] == "sim-002"]
+    assert together == alone
+
+
+def test_single_payload_format_is_the_contract() -> None:
+    msgs = list(simulate.messages(_plan(devices=["a-1", "b_2"], count=12, rate_hz=2.0), START))
+    assert len(msgs) == 12
+    for message in msgs:
+        payload = json.loads(message.body())
+        assert set(payload) == {"deviceId", "sensorType", "value", "timestamp", "unit"}
+        assert message.topic == f"sensor/{payload['deviceId']}/data"
+        assert payload["unit"] == THRESHOLDS[payload["sensorType"]].unit
+        assert isinstance(payload["value"], float)
+        assert isinstance(payload["timestamp"], int)
+    # each device sends every sensor at each tick; ticks are 1/rate apart
+    assert [json.loads(m.body())["timestamp"] for m in msgs] == [START] * 8 + [START + 500] * 4
+    assert {json.loads(m.body())["sensorType"] for m in msgs} == set(THRESHOLDS)
+
+
+def test_multi_payload_format_is_the_contract() -> None:
+    msgs = list(simulate.messages(_plan(fmt="multi", count=3), START))
+    for index, message in enumerate(msgs):
+        payload = json.loads(message.body())
+        assert set(payload) == {"deviceId", "timestamp", "readings"}
+        assert payload["deviceId"] == "sim-001"
+        assert payload["timestamp"] == START + 1000 * index
+        assert set(payload["readings"]) == set(THRESHOLDS)
+        assert message.readings == len(THRESHOLDS)
+
+
+def test_without_injection_every_value_is_inside_its_threshold() -> None:
+    msgs = list(simulate.messages(_plan(count=20000, rate_hz=10.0), START))
+    values = [json.loads(m.body()) for m in msgs]
+    assert not [v for v in values if _outside(v["sensorType"], v["value"])]
+    assert sum(m.anomalies for m in msgs) == 0
+
+
+def test_injected_anomalies_are_outside_and_counted() -> None:
+    msgs = list(simulate.messages(_plan(count=20000, anomaly_rate=0.05), START))
+    flagged = [m for m in msgs if m.anomalies]
+    for message in msgs:
+        payload = json.loads(message.body())
+        assert _outside(payload["sensorType"], payload["value"]) == bool(message.anomalies)
+    share = len(flagged) / len(msgs)
+    assert 0.04 < share < 0.06  # binomial sd at n=20000 is 0.0015; this is a 6-sigma band
+
+
+def test_anomaly_rate_one_puts_every_value_out_of_range() -> None:
+    msgs = list(simulate.messages(_plan(fmt="multi", count=500, anomaly_rate=1.0), START))
+    for message in msgs:
+        readings = json.loads(message.body())["readings"]
+        assert all(_outside(sensor, value) for sensor, value in readings.items())
+    assert sum(m.anomalies for m in msgs) == 500 * len(THRESHOLDS)
+
+
+def test_anomaly_on_a_tight_range_is_still_strictly_outside() -> None:
+    tight = {"level": Threshold(min=1.0, max=1.0, unit="m")}
+    plan = simulate.build_plan(["tank-1"], tight, count=200, anomaly_rate=1.0, seed=1)
+    for message in simulate.messages(plan, START):
+        assert _outside("level", json.loads(message.body())["value"], tight)
+
+
+def _series(sensor: str, count: int, rate: float = 1.0) -> list[float]:
+    plan = _plan(sensors=[sensor], count=count, rate_hz=rate)
+    return [json.loads(m.body())["value"] for m in simulate.messages(plan, START)]
+
+
+def test_temperature_drifts_slowly() -> None:
+    values = _series("temperature", 600)
+    steps = [abs(b - a) for a, b in itertools.pairwise(values)]
+    low, high = simulate.normal_band(THRESHOLDS["temperature"])
+    assert statistics.mean(steps) < 0.08 * (high - low)  # neighbours are close: a drift, not white noise
+    assert max(values) - min(values) > 0.2 * (high - low)  # yet it moves over ten minutes
+
+
+def test_pressure_oscillates() -> None:
+    values = _series("pressure", 300)
+    low, high = simulate.normal_band(THRESHOLDS["pressure"])
+    mid = (low + high) / 2
+    crossings = sum(1 for a, b in itertools.pairwise(values) if (a - mid) * (b - mid) < 0)
+    assert crossings >= 10  # a 30 s cycle crosses the middle about 20 times in 300 s
+
+
+def test_vibration_shows_bearing_wear_trends() -> None:
+    values = _series("vibration", 3000)
+    baseline = statistics.median(values)
+    assert max(values) > 2 * baseline  # wear lifts the level well above the baseline
+    assert max(values) <= THRESHOLDS["vibration"].max  # but never past max unless injected
+
+
+def test_duration_bounds_the_number_of_messages() -> None:
+    plan = _plan(count=None, duration_s=5.0, rate_hz=2.0, devices=["a", "b"], fmt="multi")
+    assert len(list(simulate.messages(plan, START))) == 5 * 2 * 2
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"count": 5, "duration_s": 5.0}, "not both"),
+    ({"rate_hz": 0.0}, "--rate"),
+    ({"rate_hz": 1000.0}, "--rate"),
+    ({"anomaly_rate": 1.5}, "--anomaly-rate"),
+    ({"count": 0}, "--count"),
+    ({"count": None, "duration_s": 10 * 86400.0}, "--duration"),
+    ({"sensors": ["torque"]}, "torque"),
+    ({"devices": ["bad/id"]}, "is not valid"),
+    ({"devices": [f"d{i}" for i in range(201)]}, "too many"),
+    ({"fmt": "xml"}, "--format"),
+])
+def test_bad_options_are_config_errors(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _plan(**kwargs)
+
+
+class RecordingPublisher:
+    """Stands in for the MQTT clients: records messages, acknowledges all but the ids listed as lost."""
+
+    def __init__(self, lost: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+        self.sent: list[simulate.SimMessage] = []
+        self.lost = lost
+        self.closed = False
+
+    def publish(self, message: simulate.SimMessage) -> Callable[[float], bool]:
+        index = len(self.sent)
+        self.sent.append(message)
+        return lambda timeout: index not in self.lost
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_run_sends_on_schedule_and_summarises() -> None:
+    plan = _plan(devices=["a", "b"], count=12, rate_hz=2.0, anomaly_rate=0.3)
+    publisher, clock = RecordingPublisher(lost={3, 7}), FakeClock()
+    summary = simulate.run(plan, publisher, start_ms=START, clock=clock, sleep=clock.sleep)
+
+    expected = list(simulate.messages(plan, START))
+    assert [m.body() for m in publisher.sent] == [m.body() for m in expected]
+    assert summary.sent == 10
+    assert summary.failed == 2
+    assert summary.readings == 12
+    assert summary.anomalies_injected == sum(m.anomalies for m in expected)
+    assert publisher.closed
+    assert sum(clock.sleeps) == pytest.approx(expected[-1].offset_s)
+
+
+def test_run_closes_the_clients_when_publishing_fails() -> None:
+    class Broken(RecordingPublisher):
+        def publish(self, message: simulate.SimMessage) -> Callable[[float], bool]:
+            raise OSError("connection reset")
+
+    publisher = Broken()
+    with pytest.raises(OSError):
+        simulate.run(_plan(count=3), publisher, start_ms=START)
+    assert publisher.closed
+
+
+@pytest.mark.parametrize(("url", "host", "port"), [("mqtt://127.0.0.1:1884", "127.0.0.1", 1884),
+                                                    ("mqtt://broker.local", "broker.local", 1883)])
+def test_parse_broker_url(url: str, host: str, port: int) -> None:
+    assert simulate.parse_broker_url(url) == simulate.BrokerTarget(host, port)
+
+
+@pytest.mark.parametrize("url", ["tcp://x:1", "mqtt://", "mqtt://x:notaport", "127.0.0.1:1883"])
+def test_parse_broker_url_rejects(url: str) -> None:
+    with pytest.raises(ConfigError, match="--broker"):
+        simulate.parse_broker_url(url)
+
+
+def test_load_cert_dir_reads_connection_files(tmp_path: Path) -> None:
+    (tmp_path / "press-07.cert.pem").write_text("cert")
+    (tmp_path / "press-07.private.key").write_text("key")
+    (tmp_path / "press-07.json").write_text(json.dumps({
+        "clientId": "press-07", "endpoint": "abc-ats.iot.us-east-1.amazonaws.com", "port": 8883,
+        "certificateFile": "press-07.cert.pem", "privateKeyFile": "press-07.private.key"}))
+    (loaded,) = simulate.load_cert_dir(tmp_path)
+    assert loaded.device_id == "press-07"
+    assert loaded.endpoint == "abc-ats.iot.us-east-1.amazonaws.com"
+    assert loaded.private_key == tmp_path / "press-07.private.key"
+    assert loaded.ca_file is None
+
+
+def test_load_cert_dir_names_a_missing_key(tmp_path: Path) -> None:
+    (tmp_path / "press-07.cert.pem").write_text("cert")
+    (tmp_path / "press-07.json").write_text(json.dumps({
+        "clientId": "press-07", "endpoint": "e", "port": 8883,
+        "certificateFile": "press-07.cert.pem", "privateKeyFile": "press-07.private.key"}))
+    with pytest.raises(ConfigError, match=r"press-07\.private\.key"):
+        simulate.load_cert_dir(tmp_path)
+
+
+def test_load_cert_dir_without_devices(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="register devices first"):
+        simulate.load_cert_dir(tmp_path)
