@@ -7,7 +7,7 @@ the reason and what to do; plan and execute never see a botocore exception.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -169,6 +169,7 @@ class DeployClient:
     sts: Any = None
     region: str = ""
     clock: Clock = field(default_factory=Clock)
+    page_size: int = DELETE_BATCH
 
     @classmethod
     def from_factory(cls, factory: Any) -> DeployClient:
@@ -361,28 +362,22 @@ class DeployClient:
             return f"https://{bucket}.s3.{self.region or 'us-east-1'}.amazonaws.com/{key}"
         return f"{endpoint}/{bucket}/{key}"
 
-    def iter_object_versions(self, bucket: str) -> Iterator[list[dict[str, str]]]:
-        """Pages of ``{"Key", "VersionId"}`` for every object version and delete marker in the bucket."""
-        kwargs: dict[str, Any] = {"Bucket": bucket}
-        for _ in range(10 * MAX_PAGES):
-            page = _call("list-object-versions", self.s3.list_object_versions, **kwargs)
-            items = [{"Key": v["Key"], "VersionId": v.get("VersionId") or "null"}
-                     for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]]
-            if items:
-                yield items
-            if not page.get("IsTruncated"):
-                return
-            kwargs["KeyMarker"] = page.get("NextKeyMarker")
-            kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker")
-            if not kwargs["VersionIdMarker"]:
-                kwargs.pop("VersionIdMarker")
-        raise AwsError(f"list-object-versions {bucket}: more pages than expected; run destroy again")
+    def first_versions(self, bucket: str) -> list[dict[str, str]]:
+        """The first page of ``{"Key", "VersionId"}`` over every object version and delete marker.
+
+        Emptying deletes each page it lists, so it always asks for the first page again rather than
+        following markers that point at versions it has just deleted.
+        """
+        page = _call("list-object-versions", self.s3.list_object_versions, Bucket=bucket, MaxKeys=self.page_size)
+        return [{"Key": v["Key"], "VersionId": v.get("VersionId") or "null"}
+                for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]]
 
     def delete_versions(self, bucket: str, items: list[dict[str, str]]) -> int:
         """Delete up to 1000 versions in one call; AwsError naming the first failure if any failed."""
         deleted = 0
-        for start in range(0, len(items), DELETE_BATCH):
-            batch = items[start:start + DELETE_BATCH]
+        size = min(self.page_size, DELETE_BATCH)
+        for start in range(0, len(items), size):
+            batch = items[start:start + size]
             response = _call("delete-objects", self.s3.delete_objects, Bucket=bucket,
                              Delete={"Objects": batch, "Quiet": True})
             errors = response.get("Errors", [])

@@ -248,15 +248,20 @@ def _retained_logical_ids(client: DeployClient, stack_id: str) -> set[str]:
             if spec.get("DeletionPolicy") in RETAIN_POLICIES}
 
 
-def empty_bucket(client: DeployClient, bucket: str, progress: Progress = _quiet) -> int:
-    """Delete every object version and delete marker (paginated, batched); the number deleted."""
+def empty_bucket(client: DeployClient, bucket: str, progress: Progress = _quiet,
+                 max_rounds: int = 100_000) -> int:
+    """Delete every object version and delete marker (listed a page at a time, deleted in batches)."""
     if not client.bucket_exists(bucket):
         return 0
     total = 0
-    for page in client.iter_object_versions(bucket):
+    for _ in range(max_rounds):
+        page = client.first_versions(bucket)
+        if not page:
+            return total
         total += client.delete_versions(bucket, page)
-        progress(f"  emptied {total} object versions from {bucket}")
-    return total
+        progress(f"  emptied {total} object versions and delete markers from {bucket}")
+    raise DeployError(f"bucket {bucket} still has objects after {max_rounds} rounds of deletes; is something "
+                      "still writing to it? Stop the writers and run destroy again")
 
 
 def execute_destroy(client: DeployClient, plan: DestroyPlan, timeout_s: float,

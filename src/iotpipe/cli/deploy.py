@@ -1,0 +1,319 @@
+"""``iotpipe deploy | diff | outputs | status | destroy``: the stack lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from iotpipe.cli.app import main
+from iotpipe.cli.common import (
+    aws_options,
+    client_factory,
+    config_options,
+    echo_json,
+    is_interactive,
+    load_pipeline_config,
+    output_option,
+    progress,
+)
+from iotpipe.config import PipelineConfig
+from iotpipe.deploy.client import Change, DeployClient, Stack, StackEvent
+from iotpipe.deploy.execute import (
+    DeployResult,
+    discard_plan,
+    execute_destroy,
+    execute_plan,
+    plan_destroy,
+    stack_status,
+)
+from iotpipe.deploy.plan import (
+    CREATE_STATES,
+    ON_FAILURE_CHOICES,
+    DeployPlan,
+    DeployRequest,
+    describe_stack,
+    merge_pairs,
+    parse_assignments,
+    plan_deploy,
+    prepare_template,
+)
+from iotpipe.errors import DeployError, IotpipeError
+
+DEFAULT_TIMEOUT_MINUTES = 30.0
+
+
+def _timeout_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--timeout", "timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT_MINUTES,
+                        show_default=True, help="Bound of every wait, in minutes.")(func)
+
+
+def _deploy_client(cfg: PipelineConfig, region: str | None, profile: str | None,
+                   endpoint_url: str | None) -> DeployClient:
+    return DeployClient.from_factory(client_factory(cfg, region, profile, endpoint_url))
+
+
+def _require_consent(yes: bool, what: str) -> None:
+    """Without a terminal there is nobody to ask: demand --yes rather than guess."""
+    if not yes and not is_interactive():
+        raise click.UsageError(f"{what} needs confirmation and stdin is not a terminal; "
+                               "pass --yes to confirm (e.g. in CI)")
+
+
+def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
+    widths = [max(len(str(v)) for v in column) for column in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=False)).rstrip()
+             for row in [headers, *rows]]
+    return "\n".join(lines)
+
+
+def change_table(changes: Sequence[Change]) -> str:
+    """The change set as a table: Action, LogicalId, Type, Replacement."""
+    rows = [(c.action, c.logical_id, c.resource_type, c.replacement or "-") for c in changes]
+    return _table(rows, ("Action", "LogicalId", "Type", "Replacement"))
+
+
+def outputs_table(outputs: Sequence[tuple[str, str]]) -> str:
+    """Stack outputs as a two-column table."""
+    if not outputs:
+        return "(the stack has no outputs)"
+    return _table(sorted(outputs), ("OutputKey", "OutputValue"))
+
+
+def events_table(events: Sequence[StackEvent]) -> str:
+    """Stack events, oldest first."""
+    rows = [(e.timestamp.strftime("%Y-%m-%d %H:%M:%S") if e.timestamp else "", e.status, e.logical_id,
+             e.resource_type, e.reason) for e in events]
+    return _table(rows, ("Time", "Status", "LogicalId", "Type", "Reason"))
+
+
+def _request(cfg: PipelineConfig, template: str, params: Sequence[str], tags: Sequence[str], on_failure: str,
+             timeout: float) -> DeployRequest:
+    return DeployRequest(
+        stack_name=cfg.resolved_stack_name, template_body=template, env=cfg.env,
+        parameters=merge_pairs(cfg.parameters, parse_assignments(params, "--param")),
+        tags=merge_pairs(cfg.tags, parse_assignments(tags, "--tag")),
+        termination_protection=cfg.termination_protection, on_failure=on_failure, timeout_minutes=timeout)
+
+
+def _plan(cfg: PipelineConfig, client: DeployClient, params: Sequence[str], tags: Sequence[str],
+          on_failure: str, timeout: float) -> DeployPlan:
+    template, findings = prepare_template(cfg)
+    if findings:
+        progress(f"lint: {len(findings)} non-blocking finding(s); `iotpipe lint --env {cfg.env}` lists them")
+    return plan_deploy(client, _request(cfg, template, params, tags, on_failure, timeout), progress)
+
+
+def _show_plan(plan: DeployPlan, output: str) -> None:
+    """The change table: on stdout as the result, or on stderr when stdout carries JSON."""
+    to_stderr = output == "json"
+    if plan.action == "recreate":
+        progress(f"stack {plan.request.stack_name} is in ROLLBACK_COMPLETE (a failed first create): "
+                 "it will be deleted and created again")
+    if not plan.has_changes:
+        click.echo(f"No changes: stack {plan.request.stack_name} already matches the template and parameters.",
+                   err=to_stderr)
+        return
+    click.echo(f"Changes to stack {plan.request.stack_name} ({plan.action}):", err=to_stderr)
+    click.echo(change_table(plan.changes), err=to_stderr)
+
+
+def _show_result(result: DeployResult, output: str) -> None:
+    if output == "json":
+        echo_json(result.as_dict())
+        return
+    for note in result.notes:
+        progress(note)
+    if result.executed:
+        click.echo(f"Stack {result.stack_name}: {result.status}")
+    click.echo(outputs_table(result.outputs))
+
+
+@main.command()
+@config_options
+@aws_options
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required without a terminal).")
+@click.option("--no-execute", is_flag=True, help="Create the change set, show it, delete it; change nothing.")
+@click.option("--param", "params", multiple=True, metavar="K=V",
+              help="Template parameter; overrides [env.<name>.parameters] key by key. Repeatable.")
+@click.option("--tag", "tags", multiple=True, metavar="K=V",
+              help="Stack tag; overrides [env.<name>.tags] key by key. Repeatable.")
+@click.option("--on-failure", type=click.Choice(ON_FAILURE_CHOICES), default="rollback", show_default=True,
+              help="What CloudFormation does when a create fails (an update: rollback or do-nothing).")
+@_timeout_option
+@output_option
+def deploy(config_path: str | None, env: str, region: str | None, profile: str | None, endpoint_url: str | None,
+           yes: bool, no_execute: bool, params: tuple[str, ...], tags: tuple[str, ...], on_failure: str,
+           timeout: float, output: str) -> None:
+    """Render, lint and deploy the pipeline stack through a change set.
+
+    The stack is named iotpipe-<env> unless stack_name is set in the env section.
+    No changes is a success (exit 0, outputs printed). A stack left in ROLLBACK_COMPLETE by a failed
+    first create is deleted and created again; a stack in progress is waited for (up to --timeout).
+
+    \b
+    Examples:
+      iotpipe deploy --env dev
+      iotpipe deploy --env prod --yes --tag Owner=plant-7 --param AlarmEmail=ops@example.com
+      iotpipe deploy --env dev --no-execute --output json
+      iotpipe deploy --env dev --endpoint-url http://127.0.0.1:5000 --yes
+    """
+    if not no_execute:
+        _require_consent(yes, "deploy")
+    cfg = load_pipeline_config(config_path, env)
+    client = _deploy_client(cfg, region, profile, endpoint_url)
+    plan = _plan(cfg, client, params, tags, on_failure, timeout)
+    _show_plan(plan, output)
+    if no_execute:
+        result = discard_plan(client, plan, progress)
+        progress("--no-execute: nothing was executed")
+        _show_result(result, output)
+        return
+    if plan.has_changes and not yes and not click.confirm("Execute these changes?", default=False, err=True):
+        discard_plan(client, plan, progress)
+        raise DeployError("deploy cancelled at the prompt; nothing was executed (the change set was deleted)")
+    _show_result(execute_plan(client, plan, progress), output)
+
+
+@main.command()
+@config_options
+@aws_options
+@click.option("--param", "params", multiple=True, metavar="K=V", help="Template parameter override. Repeatable.")
+@click.option("--tag", "tags", multiple=True, metavar="K=V", help="Stack tag override. Repeatable.")
+@_timeout_option
+@output_option
+def diff(config_path: str | None, env: str, region: str | None, profile: str | None, endpoint_url: str | None,
+         params: tuple[str, ...], tags: tuple[str, ...], timeout: float, output: str) -> None:
+    """Show what deploy would change (Action, LogicalId, Type, Replacement) without changing anything.
+
+    The change set is created, described and deleted again.
+
+    \b
+    Examples:
+      iotpipe diff --env dev
+      iotpipe diff --env prod --output json
+    """
+    cfg = load_pipeline_config(config_path, env)
+    client = _deploy_client(cfg, region, profile, endpoint_url)
+    plan = _plan(cfg, client, params, tags, "rollback", timeout)
+    result = discard_plan(client, plan, progress)
+    if output == "json":
+        echo_json(result.as_dict())
+        return
+    _show_plan(plan, output)
+
+
+@main.command()
+@config_options
+@aws_options
+@output_option
+def outputs(config_path: str | None, env: str, region: str | None, profile: str | None,
+            endpoint_url: str | None, output: str) -> None:
+    """Print the stack outputs (bucket, table, stream and function names, IoT endpoint, ...).
+
+    \b
+    Examples:
+      iotpipe outputs --env dev
+      iotpipe outputs --env dev --output json | jq -r .RawDataBucketName
+    """
+    cfg = load_pipeline_config(config_path, env)
+    stack = describe_stack(_deploy_client(cfg, region, profile, endpoint_url), cfg.resolved_stack_name, cfg.env)
+    if output == "json":
+        echo_json(stack.output_map)
+        return
+    click.echo(outputs_table(stack.outputs))
+
+
+@main.command()
+@config_options
+@aws_options
+@click.option("--events", "last", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="How many of the last stack events to show.")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Compare the stack with the current config through a change set that is then deleted.")
+@_timeout_option
+@output_option
+def status(config_path: str | None, env: str, region: str | None, profile: str | None, endpoint_url: str | None,
+           last: int, check: bool, timeout: float, output: str) -> None:
+    """Show the stack status, its last events, and whether it matches the current config.
+
+    \b
+    Examples:
+      iotpipe status --env dev
+      iotpipe status --env prod --events 30 --no-check
+    """
+    cfg = load_pipeline_config(config_path, env)
+    client = _deploy_client(cfg, region, profile, endpoint_url)
+    stack = describe_stack(client, cfg.resolved_stack_name, cfg.env)
+    plan = _status_plan(cfg, client, stack, timeout) if check else None
+    report = stack_status(client, stack, plan, last)
+    if output == "json":
+        echo_json(report.as_dict())
+        return
+    click.echo(f"Stack {stack.name}: {stack.status}" + (f" ({stack.status_reason})" if stack.status_reason else ""))
+    click.echo(f"Termination protection: {'on' if stack.termination_protection else 'off'}")
+    click.echo(f"Last {len(report.events)} events:")
+    click.echo(events_table(report.events))
+    if report.pending_changes is None:
+        return
+    if not report.pending_changes:
+        click.echo(f"No changes: the stack matches the config for env {cfg.env}.")
+    else:
+        click.echo(f"{len(report.pending_changes)} pending change(s); `iotpipe diff --env {cfg.env}` shows them, "
+                   f"`iotpipe deploy --env {cfg.env}` applies them.")
+
+
+def _status_plan(cfg: PipelineConfig, client: DeployClient, stack: Stack, timeout: float) -> DeployPlan | None:
+    """A plan to compare against, unless the stack is busy or broken (status must still report then)."""
+    if stack.status.endswith("_IN_PROGRESS") or stack.status in CREATE_STATES or stack.status.endswith("FAILED") \
+            or stack.status == "ROLLBACK_COMPLETE":
+        progress(f"not comparing with the config while the stack is {stack.status}")
+        return None
+    try:
+        return _plan(cfg, client, (), (), "rollback", timeout)
+    except IotpipeError as exc:
+        progress(f"could not compare with the config: {exc}")
+        return None
+
+
+@main.command()
+@config_options
+@aws_options
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required without a terminal).")
+@_timeout_option
+@output_option
+def destroy(config_path: str | None, env: str, region: str | None, profile: str | None, endpoint_url: str | None,
+            yes: bool, timeout: float, output: str) -> None:
+    """Empty the stack's buckets (every object version and delete marker), delete the stack and wait.
+
+    Refuses while termination protection is on, and says how to lift it.
+
+    \b
+    Examples:
+      iotpipe destroy --env dev
+      iotpipe destroy --env ci --yes
+    """
+    _require_consent(yes, "destroy")
+    cfg = load_pipeline_config(config_path, env)
+    client = _deploy_client(cfg, region, profile, endpoint_url)
+    plan = plan_destroy(client, cfg.resolved_stack_name, timeout * 60, progress)
+    if plan.stack is None:
+        progress(f"stack {plan.stack_name} does not exist; nothing to destroy")
+        if output == "json":
+            echo_json({"stackName": plan.stack_name, "deleted": False, "objectsDeleted": {}})
+        return
+    buckets = ", ".join(plan.buckets) or "none"
+    progress(f"destroy will delete every object version in bucket(s) {buckets}, then stack {plan.stack_name} "
+             f"({plan.stack.status})")
+    for bucket in plan.retained_buckets:
+        progress(f"bucket {bucket} is retained by its DeletionPolicy and is left as it is")
+    if not yes and not click.confirm(f"Destroy stack {plan.stack_name} and its data?", default=False, err=True):
+        raise DeployError("destroy cancelled at the prompt; nothing was deleted")
+    result = execute_destroy(client, plan, timeout * 60, progress)
+    if output == "json":
+        echo_json(result.as_dict())
+        return
+    for bucket, count in result.objects_deleted:
+        click.echo(f"Emptied {bucket}: {count} object versions and delete markers deleted")
+    click.echo(f"Stack {result.stack_name} deleted")

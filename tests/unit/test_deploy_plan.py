@@ -1,0 +1,196 @@
+"""Planning: what a deploy would do, found by describing the stack and creating (never executing) a change set."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from deploy_helpers import REGION, SMALL_TEMPLATE, FakeClock, large_template, modified_template, moto_client
+from moto import mock_aws
+from moto.cloudformation.models import cloudformation_backends
+
+from iotpipe.deploy.client import DeployClient
+from iotpipe.deploy.execute import discard_plan, execute_plan
+from iotpipe.deploy.plan import (
+    DeployRequest,
+    artefact_bucket_name,
+    change_set_kwargs,
+    merge_pairs,
+    parse_assignments,
+    plan_deploy,
+    wait_until_settled,
+)
+from iotpipe.errors import ConfigError, DeployError, TemplateError
+
+STACK = "iotpipe-dev"
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+def request(template: str = SMALL_TEMPLATE, **kwargs: object) -> DeployRequest:
+    return DeployRequest(stack_name=STACK, template_body=template, **kwargs)  # type: ignore[arg-type]
+
+
+def _set_status(status: str) -> None:
+    backend = cloudformation_backends["123456789012"][REGION]
+    for stack in backend.stacks.values():
+        if stack.name == STACK:
+            stack.status = status
+
+
+def test_merge_pairs_overrides_config_key_by_key() -> None:
+    merged = merge_pairs((("Owner", "a"), ("CostCenter", "7")), parse_assignments(["Owner=b", "New=x=y"], "--tag"))
+    assert merged == (("CostCenter", "7"), ("New", "x=y"), ("Owner", "b"))
+
+
+def test_assignment_without_equals_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_assignments(["Owner"], "--tag")
+
+
+def test_create_plan_lists_every_resource_as_add(aws: None) -> None:
+    client = moto_client()
+    plan = plan_deploy(client, request())
+    assert plan.action == "create"
+    assert {(c.action, c.logical_id) for c in plan.changes} == {
+        ("Add", "RawDataBucket"), ("Add", "DataProcessorDeadLetterQueue")}
+    assert plan.change_set_id and plan.source.body == SMALL_TEMPLATE
+
+
+def test_create_change_set_has_named_iam_capability_and_on_failure() -> None:
+    kwargs = change_set_kwargs(request(on_failure="do-nothing", tags=(("Owner", "a"),)),
+                               plan_source(), "CREATE")
+    assert "CAPABILITY_NAMED_IAM" in kwargs["Capabilities"]
+    assert kwargs["OnStackFailure"] == "DO_NOTHING"
+    assert kwargs["Tags"] == [{"Key": "Owner", "Value": "a"}]
+    assert "OnStackFailure" not in change_set_kwargs(request(), plan_source(), "UPDATE")
+
+
+def plan_source():  # type: ignore[no-untyped-def]
+    from iotpipe.deploy.plan import TemplateSource
+
+    return TemplateSource(body=SMALL_TEMPLATE)
+
+
+def test_unchanged_stack_plans_no_changes(aws: None) -> None:
+    client = moto_client()
+    execute_plan(client, plan_deploy(client, request()))
+    plan = plan_deploy(client, request())
+    assert plan.action == "none" and not plan.has_changes and plan.changes == ()
+
+
+def test_changed_template_plans_a_modify_of_that_resource(aws: None) -> None:
+    client = moto_client()
+    execute_plan(client, plan_deploy(client, request()))
+    plan = plan_deploy(client, request(modified_template()))
+    assert plan.action == "update"
+    assert [(c.action, c.logical_id) for c in plan.changes] == [("Modify", "DataProcessorDeadLetterQueue")]
+
+
+def test_diff_of_new_stack_leaves_no_stack_behind(aws: None) -> None:
+    client = moto_client()
+    plan = plan_deploy(client, request())
+    discard_plan(client, plan)
+    assert client.find_stack(STACK) is None
+    cfn = boto3.client("cloudformation", region_name=REGION)
+    assert cfn.list_change_sets(StackName=STACK).get("Summaries", []) == []
+
+
+def test_rollback_complete_plans_a_recreate_without_touching_the_stack(aws: None) -> None:
+    client = moto_client()
+    execute_plan(client, plan_deploy(client, request()))
+    _set_status("ROLLBACK_COMPLETE")
+    plan = plan_deploy(client, request())
+    assert plan.action == "recreate"
+    assert {c.logical_id for c in plan.changes} == {"RawDataBucket", "DataProcessorDeadLetterQueue"}
+    stack = client.find_stack(STACK)
+    assert stack is not None and stack.status == "ROLLBACK_COMPLETE"
+
+
+@pytest.mark.parametrize(("status", "hint"), [
+    ("UPDATE_ROLLBACK_FAILED", "continue-update-rollback --stack-name iotpipe-dev"),
+    ("DELETE_FAILED", "iotpipe destroy --env dev"),
+    ("CREATE_FAILED", "iotpipe destroy --env dev"),
+])
+def test_broken_states_are_refused_with_the_fix(aws: None, status: str, hint: str) -> None:
+    client = moto_client()
+    execute_plan(client, plan_deploy(client, request()))
+    _set_status(status)
+    with pytest.raises(DeployError, match=status) as excinfo:
+        plan_deploy(client, request())
+    assert hint in str(excinfo.value)
+
+
+def test_in_progress_stack_is_waited_for_then_refused_at_the_timeout(aws: None) -> None:
+    clock = FakeClock()
+    client = moto_client(clock)
+    execute_plan(client, plan_deploy(client, request()))
+    _set_status("UPDATE_IN_PROGRESS")
+    messages: list[str] = []
+    with pytest.raises(DeployError, match=r"still in progress.*not racing"):
+        plan_deploy(client, request(timeout_minutes=1), messages.append)
+    assert clock.t >= 60 and len(clock.sleeps) <= 10
+    assert any("UPDATE_IN_PROGRESS" in m and "waiting" in m for m in messages)
+
+
+def test_in_progress_stack_that_settles_is_then_planned(aws: None) -> None:
+    client = moto_client()
+    execute_plan(client, plan_deploy(client, request()))
+    _set_status("UPDATE_IN_PROGRESS")
+    calls = {"n": 0}
+
+    def settle(seconds: float) -> None:
+        calls["n"] += 1
+        _set_status("UPDATE_COMPLETE")
+
+    client.clock = type(client.clock)(now=client.clock.now, sleep=settle)
+    stack = wait_until_settled(client, STACK, 600)
+    assert stack is not None and stack.status == "UPDATE_COMPLETE" and calls["n"] == 1
+
+
+def test_unknown_parameter_is_a_config_error_naming_the_declared_ones(aws: None) -> None:
+    with pytest.raises(ConfigError, match=r"Colour.*declares AlarmEmail, EnvironmentSuffix"):
+        plan_deploy(moto_client(), request(parameters=(("Colour", "red"),)))
+
+
+def test_not_a_template_is_a_template_error(aws: None) -> None:
+    with pytest.raises(TemplateError):
+        plan_deploy(moto_client(), request("just: [a, list]\n"))
+
+
+def test_large_template_goes_through_a_private_encrypted_artefact_bucket(aws: None) -> None:
+    client = moto_client()
+    messages: list[str] = []
+    plan = plan_deploy(client, request(large_template()), messages.append)
+    bucket = artefact_bucket_name("123456789012", REGION)
+    assert plan.source.url and plan.source.body is None and plan.source.bucket == bucket
+    s3 = boto3.client("s3", region_name=REGION)
+    block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert all(block.values())
+    rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert len(keys) == 1 and keys[0].startswith(f"templates/{STACK}/")
+    assert any("created artefacts bucket" in m for m in messages)
+    # second need: the bucket is reused, not created again
+    discard_plan(client, plan)
+    messages.clear()
+    plan_deploy(client, request(large_template()), messages.append)
+    assert not any("created artefacts bucket" in m for m in messages)
+
+
+def test_small_template_is_sent_inline(aws: None) -> None:
+    plan = plan_deploy(moto_client(), request())
+    assert plan.source.url is None
+    assert boto3.client("s3", region_name=REGION).list_buckets()["Buckets"] == []
+
+
+def test_termination_protection_change_is_planned_from_config(aws: None) -> None:
+    client: DeployClient = moto_client()
+    assert plan_deploy(client, request(termination_protection=True)).termination_protection_change is True
+    assert plan_deploy(client, request()).termination_protection_change is None
