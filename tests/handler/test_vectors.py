@@ -1,0 +1,60 @@
+"""Run every behaviour vector in handler/vectors/ through the Python processor against a moto server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from processor_support import (
+    VECTORS_DIR,
+    clients,
+    create_resources,
+    emf_documents,
+    jsonl_gz,
+    kinesis_event,
+    load_handler,
+    make_runtime,
+    metric_totals,
+    objects,
+    scan_items,
+)
+
+VECTORS = sorted(VECTORS_DIR.glob("*.json"))
+index = load_handler()
+
+
+def _quarantine_summary(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keep = ("sequenceNumber", "reason", "sensorType")
+    rows = [{k: line[k] for k in keep if k in line} for line in lines]
+    return sorted(rows, key=lambda r: (int(r["sequenceNumber"]), r.get("sensorType", "")))
+
+
+def test_the_vector_set_covers_the_contract() -> None:
+    names = {path.stem for path in VECTORS}
+    assert {"single_reading", "multi_readings", "timestamps", "hostile", "same_millisecond",
+            "unknown_sensor_store"} <= names
+
+
+@pytest.mark.parametrize("path", VECTORS, ids=lambda p: p.stem)
+def test_vector(path: Path, moto_endpoint: str) -> None:
+    vector = json.loads(path.read_text())
+    expect = vector["expect"]
+    s3, dynamodb = clients(moto_endpoint)
+    create_resources(s3, dynamodb)
+    lines: list[str] = []
+    runtime = make_runtime(index, vector["env"], s3, dynamodb, emit=lines.append)
+
+    response = index.process(kinesis_event(vector["records"], vector["shardId"]), None, runtime)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": s} for s in expect["batchItemFailures"]]}
+    assert scan_items(dynamodb) == expect["items"]
+    quarantined = [line for body in objects(s3, "quarantine/").values() for line in jsonl_gz(body)]
+    assert _quarantine_summary(quarantined) == _quarantine_summary(expect["quarantine"])
+    environment, by_type = metric_totals(emf_documents(lines))
+    assert {k: environment[k] for k in expect["metrics"]} == expect["metrics"]
+    assert {t: {k: v[k] for k in expect["metrics"] if k in v} for t, v in by_type.items()} == \
+        expect["metricsBySensorType"]
+    archived = [line for body in objects(s3, "raw/").values() for line in jsonl_gz(body)]
+    assert [line["sequenceNumber"] for line in archived] == [r["sequenceNumber"] for r in vector["records"]]
