@@ -185,14 +185,24 @@ def build_config(document: Mapping[str, Any], env: str, overrides: Mapping[str, 
     _reject_unknown(document, ("defaults", "env"), "")
     defaults = _table(document.get("defaults", {}), "defaults")
     envs = _table(document.get("env", {}), "env")
-    env_section = _table(envs.get(env, {}), f"env.{env}")
-    for name, section in envs.items():
-        _reject_unknown(_table(section, f"env.{name}"), _TOP_KEYS, f"env.{name}")
-    _reject_unknown(defaults, _TOP_KEYS, "defaults")
-    merged = _deep_merge(_deep_merge(defaults, env_section), _expand_dotted(overrides))
-    _reject_unknown(merged, _TOP_KEYS, "override")
+    cli_layer = _expand_dotted(overrides)
+    layers = [("defaults", defaults), *((f"env.{name}", section) for name, section in envs.items()),
+              ("override", cli_layer)]
+    for path, layer in layers:
+        _check_layer(_table(layer, path), path)
+    merged = _deep_merge(_deep_merge(defaults, envs.get(env, {})), cli_layer)
     source = f"env.{env}" if env in envs else "defaults"
     return _to_config(merged, env, source)
+
+
+def _check_layer(layer: Mapping[str, Any], path: str) -> None:
+    """Validate one layer on its own, so an error names the file section (or override) it came from."""
+    _reject_unknown(layer, _TOP_KEYS, path)
+    for name, cls in _SECTION_TYPES.items():
+        if name in layer:
+            _build_section(cls, layer[name], f"{path}.{name}")
+    for name, spec in _table(layer.get("thresholds", {}), f"{path}.thresholds").items():
+        _build_section(Threshold, spec, f"{path}.thresholds.{name}")
 
 
 def _to_config(merged: Mapping[str, Any], env: str, source: str) -> PipelineConfig:
@@ -220,9 +230,9 @@ def _build_thresholds(raw: Any, path: str) -> tuple[tuple[str, Threshold], ...]:
     if raw is None:
         return tuple(SEED_THRESHOLDS.items())
     table = _table(raw, path)
-    merged: dict[str, Any] = {name: dataclasses.asdict(t) for name, t in SEED_THRESHOLDS.items()}
+    seed: dict[str, Any] = {name: dataclasses.asdict(t) for name, t in SEED_THRESHOLDS.items()}
     result = []
-    for name, spec in {**merged, **table}.items():
+    for name, spec in _deep_merge(seed, table).items():
         if not SENSOR_TYPE_PATTERN.match(name):
             raise ConfigError(f"{path}.{name}: sensor type names start with a letter and use letters, digits "
                               "and underscores (at most 64)")

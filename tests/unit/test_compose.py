@@ -1,0 +1,139 @@
+"""Seed parity: every seed logical id, type, output and export survives; every changed property is listed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import decode_str
+
+from iotpipe.compose import compose
+from iotpipe.config import build_config
+from iotpipe.render import render_template
+
+SEED = Path(__file__).resolve().parents[3] / "shared" / "seed" / "TapStack.yml"
+
+# (logical id, property or attribute) -> why ours differs from the seed's. Anything else must be equal.
+STRENGTHENINGS: dict[tuple[str, str], str] = {
+    ("RawDataBucket", "BucketName"): "globally unique: account id and region added, or deploys collide",
+    ("RawDataBucket", "BucketEncryption"): "aws:kms with a bucket key instead of AES256",
+    ("RawDataBucket", "LifecycleConfiguration"): "same rule and transitions plus noncurrent-version expiry",
+    ("SensorDataTable", "TableName"): "key schema changed; a custom-named table cannot be replaced in place",
+    ("SensorDataTable", "AttributeDefinitions"): "sk and the sparse anomaly index keys",
+    ("SensorDataTable", "KeySchema"): "deviceId + sk: two sensors in one ms no longer overwrite each other",
+    ("SensorDataTable", "SSESpecification"): "KMS key instead of the AWS-owned key",
+    ("SensorDataTable", "UpdateReplacePolicy"): "Retain: replacing the seed's table keeps its data",
+    ("DataProcessorRole", "ManagedPolicyArns"): "replaced by a logs statement scoped to the processor's log group",
+    ("DataProcessorRole", "Policies"): "only the calls the processor and its event source mapping make",
+    ("DataProcessorFunction", "Runtime"): "nodejs20.x is deprecated; python3.13 by default",
+    ("DataProcessorFunction", "Environment"): "thresholds per sensor type as one JSON map from config",
+    ("DataProcessorFunction", "Code"): "the lossless batched processor replaces the per-record seed code",
+    ("KinesisEventSourceMapping", "StartingPosition"): "TRIM_HORIZON: readings sent before enabling are kept",
+    ("IoTRuleRole", "Policies"): "PutRecord only (the action never batches) plus the error action's PutObject",
+    ("SensorDataRule", "TopicRulePayload"): "keeps the device timestamp, partition key from the topic, error action",
+    ("SensorDevicePolicy", "PolicyDocument"): "each device only its own client id and topics; partition-aware",
+    ("KinesisIteratorAgeAlarm", "Namespace"): "AWS/Kinesis has no IteratorAge metric; AWS/Lambda does",
+    ("KinesisIteratorAgeAlarm", "Dimensions"): "the Lambda metric's dimension is the function name",
+}
+
+
+def iam_normal(value: Any) -> Any:
+    """IAM treats a one-element list and its element alike (``"Action": "x"`` == ``"Action": ["x"]``)."""
+    if isinstance(value, list):
+        items = [iam_normal(item) for item in value]
+        return items[0] if len(items) == 1 else items
+    if isinstance(value, dict):
+        return {key: iam_normal(item) for key, item in value.items()}
+    return value
+
+
+def same(name: str, theirs: Any, ours: Any) -> bool:
+    return iam_normal(theirs) == iam_normal(ours) if name.endswith("PolicyDocument") else theirs == ours
+
+
+def decoded(text: str) -> dict[str, Any]:
+    template, errors = decode_str(text)
+    assert not errors, errors
+    return json.loads(json.dumps(template))
+
+
+@pytest.fixture(scope="module")
+def seed() -> dict[str, Any]:
+    if not SEED.exists():
+        pytest.skip("../shared/seed/TapStack.yml is not beside the checkout")
+    return decoded(SEED.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def ours() -> dict[str, Any]:
+    return decoded(render_template(build_config({}, "dev", {})))
+
+
+def test_every_seed_resource_keeps_its_logical_id_and_type(seed: dict[str, Any], ours: dict[str, Any]) -> None:
+    for logical_id, resource in seed["Resources"].items():
+        assert logical_id in ours["Resources"], logical_id
+        assert ours["Resources"][logical_id]["Type"] == resource["Type"], logical_id
+
+
+def test_every_seed_output_keeps_its_key_and_export(seed: dict[str, Any], ours: dict[str, Any]) -> None:
+    for key, output in seed["Outputs"].items():
+        assert key in ours["Outputs"], key
+        assert ours["Outputs"][key]["Export"] == output["Export"], key
+
+
+def test_environment_suffix_parameter_keeps_its_pattern(seed: dict[str, Any], ours: dict[str, Any]) -> None:
+    theirs, mine = seed["Parameters"]["EnvironmentSuffix"], ours["Parameters"]["EnvironmentSuffix"]
+    for field in ("Type", "Default", "AllowedPattern", "ConstraintDescription", "Description"):
+        assert mine[field] == theirs[field], field
+
+
+def test_seed_properties_are_equal_or_a_listed_strengthening(seed: dict[str, Any], ours: dict[str, Any]) -> None:
+    unexplained = []
+    for logical_id, resource in seed["Resources"].items():
+        mine = ours["Resources"][logical_id]
+        pairs = [(name, value, mine.get("Properties", {}).get(name))
+                 for name, value in resource.get("Properties", {}).items()]
+        pairs += [(attr, resource[attr], mine.get(attr)) for attr in ("DeletionPolicy", "UpdateReplacePolicy")
+                  if attr in resource]
+        for name, theirs, ours_value in pairs:
+            if not same(name, theirs, ours_value) and (logical_id, name) not in STRENGTHENINGS:
+                unexplained.append(f"{logical_id}.{name}: seed {theirs!r} != ours {ours_value!r}")
+    assert not unexplained, "\n".join(unexplained)
+
+
+def test_every_listed_strengthening_is_still_a_difference(seed: dict[str, Any], ours: dict[str, Any]) -> None:
+    for logical_id, name in STRENGTHENINGS:
+        seed_resource, mine = seed["Resources"][logical_id], ours["Resources"][logical_id]
+        theirs = seed_resource.get("Properties", {}).get(name, seed_resource.get(name))
+        assert theirs != mine.get("Properties", {}).get(name, mine.get(name)), (logical_id, name)
+
+
+def test_seed_lifecycle_rule_and_transitions_are_kept(ours: dict[str, Any]) -> None:
+    rules = ours["Resources"]["RawDataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert rules[0]["Id"] == "TransitionToIA"
+    assert rules[0]["Transitions"] == [{"StorageClass": "STANDARD_IA", "TransitionInDays": 30},
+                                       {"StorageClass": "GLACIER", "TransitionInDays": 90}]
+
+
+def test_no_arn_is_built_without_the_partition(ours: dict[str, Any]) -> None:
+    text = json.dumps(ours)
+    assert "arn:aws:" not in text
+    assert "arn:${AWS::Partition}:" in text
+
+
+def test_a_duplicate_logical_id_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    import iotpipe.compose as module
+    from iotpipe.groups.stream import StreamGroup
+
+    original = module.build_stream
+
+    def doubled(cfg: Any) -> StreamGroup:
+        group = original(cfg)
+        return StreamGroup(group.resources * 2, group.outputs, group.stream_arn, group.stream_name,
+                           group.customer_key_arn)
+
+    monkeypatch.setattr(module, "build_stream", doubled)
+    with pytest.raises(ValueError, match="duplicate key"):
+        compose(build_config({}, "dev", {}))

@@ -1,0 +1,125 @@
+"""Config loading: good files, every kind of bad value, and precedence CLI > env section > defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from iotpipe.config import SEED_THRESHOLDS, PipelineConfig, Threshold, build_config, load_config
+from iotpipe.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "iotpipe.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_builtin_defaults_reproduce_the_seed() -> None:
+    cfg = build_config({}, "dev", {})
+    assert cfg.threshold_map == dict(SEED_THRESHOLDS)
+    assert cfg.stream.shard_count == 1 and cfg.stream.retention_hours == 24 and cfg.stream.mode == "PROVISIONED"
+    assert (cfg.processor.batch_size, cfg.processor.batching_window_seconds) == (100, 5)
+    assert (cfg.processor.memory_mb, cfg.processor.timeout_seconds, cfg.processor.max_retry_attempts) == (256, 60, 3)
+    assert cfg.storage.ttl_days == 90 and cfg.processor.log_retention_days == 7
+    assert (cfg.storage.ia_transition_days, cfg.storage.glacier_transition_days) == (30, 90)
+    assert (cfg.alarms.lambda_errors, cfg.alarms.anomalies, cfg.alarms.iterator_age_ms) == (5, 10, 60000)
+    assert cfg.resolved_stack_name == "iotpipe-dev"
+
+
+def test_repository_config_file_loads_for_every_env() -> None:
+    root = Path(__file__).resolve().parents[2] / "iotpipe.toml"
+    dev = load_config(root, "dev")
+    prod = load_config(root, "prod")
+    assert dev.processor.runtime == "python3.13"
+    assert prod.stream.mode == "ON_DEMAND" and prod.termination_protection is True
+    assert dict(prod.tags) == {"CostCenter": "plant-ops", "Project": "iotpipe"}
+
+
+def test_precedence_cli_over_env_over_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[defaults.processor]
+memory_mb = 512
+batch_size = 200
+timeout_seconds = 90
+
+[env.qa.processor]
+memory_mb = 1024
+batch_size = 300
+""")
+    cfg = load_config(path, "qa", {"processor.batch_size": 400})
+    assert cfg.processor.batch_size == 400  # CLI
+    assert cfg.processor.memory_mb == 1024  # env section
+    assert cfg.processor.timeout_seconds == 90  # defaults
+    assert cfg.processor.max_retry_attempts == 3  # built-in
+    other = load_config(path, "dev")
+    assert (other.processor.memory_mb, other.processor.batch_size) == (512, 200)
+
+
+def test_a_new_sensor_type_needs_no_code_and_env_can_override_one_bound(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[defaults.thresholds.humidity]
+min = 20
+max = 70
+unit = "%"
+
+[env.dev.thresholds.temperature]
+max = 95
+""")
+    thresholds = load_config(path, "dev").threshold_map
+    assert thresholds["humidity"] == Threshold(min=20.0, max=70.0, unit="%")
+    assert thresholds["temperature"] == Threshold(min=10.0, max=95.0, unit="celsius")
+    assert thresholds["pressure"] == SEED_THRESHOLDS["pressure"]
+
+
+def test_missing_default_file_means_builtin_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_config(None, "dev") == PipelineConfig(env="dev")
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "fragment"),
+    [
+        ("[defaults.processor]\nmemroy_mb = 512\n", "dev", "defaults.processor.memroy_mb: unknown key"),
+        ("[defaults]\nshards = 2\n", "dev", "defaults.shards: unknown key"),
+        ("[bogus]\nx = 1\n", "dev", "bogus: unknown key"),
+        ("[env.dev.processor]\nmemory_mb = \"big\"\n", "dev", "env.dev.processor.memory_mb: expected int, got str"),
+        ("[env.dev.processor]\nbatch_size = 10001\n", "dev", "env.dev.processor.batch_size: 10001 is out of range"),
+        ("[env.dev.stream]\nretention_hours = 12\n", "dev", "env.dev.stream.retention_hours: 12 is out of range"),
+        ("[env.dev.stream]\nmode = \"FAST\"\n", "dev", "env.dev.stream.mode: 'FAST' is not allowed"),
+        ("[env.dev.processor]\nlog_retention_days = 8\n", "dev", "env.dev.processor.log_retention_days: 8 is not"),
+        ("[env.dev.processor]\nruntime = \"nodejs16.x\"\n", "dev", "env.dev.processor.runtime: 'nodejs16.x'"),
+        ("[env.dev.thresholds.temperature]\nmin = 90\nmax = 80\n", "dev",
+         "env.dev.thresholds.temperature: min 90.0 is greater than max 80.0"),
+        ("[env.dev.thresholds.flow]\nunit = \"l/min\"\n", "dev", "env.dev.thresholds.flow: set min, max or both"),
+        ("[env.dev.thresholds.temperature]\nmax = true\n", "dev", "env.dev.thresholds.temperature.max: expected float"),
+        ("[env.dev.thresholds.temperature]\nmax = inf\n", "dev", "is not a finite number"),
+        ("[env.dev]\ntermination_protection = \"yes\"\n", "dev", "env.dev.termination_protection: expected bool"),
+        ("[env.dev.tags]\nOwner = [1]\n", "dev", "env.dev.tags.Owner: expected a string"),
+        ("[env.dev.stream]\nkms_key_arn = \"alias/mine\"\n", "dev", "env.dev.stream.kms_key_arn: 'alias/mine' is not valid"),
+        ("[env.dev.alarms]\nemail = \"not-an-address\"\n", "dev", "env.dev.alarms.email"),
+        ("[env.dev.processor]\nmax_record_age_seconds = 90000\n", "dev",
+         "env.dev.processor.max_record_age_seconds: 90000 must be below the stream retention"),
+        ("[env.dev.stream]\nshard_count = 20\n", "dev", "env.dev.processor.reserved_concurrency: 10 is below"),
+        ("[env.dev.storage]\nglacier_transition_days = 45\n", "dev", "env.dev.storage.glacier_transition_days: 45"),
+        ("[env.dev]\nstream = 3\n", "dev", "env.dev.stream: expected a table"),
+        ("[defaults]\n", "Dev", "env: 'Dev' is not a valid environment name"),
+        ("not toml = = 1", "dev", "is not valid TOML"),
+    ],
+)
+def test_bad_values_raise_config_error_naming_the_key(tmp_path: Path, text: str, env: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), env)
+    assert fragment in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
+def test_unknown_override_key_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="override.processor.speed: unknown key"):
+        build_config({}, "dev", {"processor.speed": 3})
+
+
+def test_named_config_file_that_does_not_exist(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml", "dev")
