@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cfnlint.api import ManualArgs, lint
-
 # cfn-lint's metadata-context advice; iotpipe's templates carry no cfn-lint metadata to advise on.
 IGNORED_RULES = ("I4010",)
 _SEVERITY = {"E": "error", "W": "warning", "I": "informational"}
@@ -34,6 +32,9 @@ class Finding:
 
 def lint_template(text: str, regions: tuple[str, ...] = ("us-east-1",)) -> list[Finding]:
     """cfn-lint findings of every severity (informational included) for the template ``text``."""
+    # Imported here: cfn-lint takes about half a second to import, and `iotpipe render` must not pay for it.
+    from cfnlint.api import ManualArgs, lint
+
     config = ManualArgs(regions=list(regions), include_checks=["I"], ignore_checks=list(IGNORED_RULES))
     matches = lint(text, config=config)
     findings = [_from_match(match) for match in matches]
