@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config
+if TYPE_CHECKING:
+    import boto3
 
 
 @dataclass(frozen=True)
@@ -19,10 +19,15 @@ class ClientFactory:
 
     def session(self) -> boto3.session.Session:
         """A boto3 session for this profile and region."""
+        # Imported here: boto3 costs ~170 ms to import and `iotpipe render` never calls AWS.
+        import boto3
+
         return boto3.session.Session(profile_name=self.profile, region_name=self.region)
 
     def client(self, service: str) -> Any:
         """A client for ``service`` with standard retries and the endpoint override, if any."""
+        from botocore.config import Config
+
         config = Config(retries={"mode": "standard", "max_attempts": 5})
         return self.session().client(service, endpoint_url=self.endpoint_url, config=config)
 
