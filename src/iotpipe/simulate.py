@@ -447,7 +447,14 @@ def _connect_client(device_id: str, target: BrokerTarget | DeviceCredentials, ti
         result["reason"] = reason_code
         connected.set()
 
+    def on_disconnect(_client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
+        # e.g. the broker rejected the TLS client certificate after the handshake: fail now, not at the timeout
+        if not connected.is_set():
+            result["reason"] = f"disconnected before CONNACK: {reason_code}"
+            connected.set()
+
     client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
     if isinstance(target, DeviceCredentials):
         client.tls_set(
             ca_certs=str(target.ca_file) if target.ca_file else None,
