@@ -1,0 +1,595 @@
+"""Operating commands: device register/list/revoke, simulate, readings, anomalies, logs, metrics."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from iotpipe import devices as devices_lib
+from iotpipe import query as query_lib
+from iotpipe import simulate as simulate_lib
+from iotpipe.cli.app import main
+from iotpipe.cli.common import (
+    aws_options,
+    client_factory,
+    config_options,
+    echo_json,
+    is_interactive,
+    load_pipeline_config,
+    output_option,
+    progress,
+)
+from iotpipe.errors import ConfigError
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain left-aligned text table."""
+    cells = [[str(cell) for cell in row] for row in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _parse_attributes(pairs: Sequence[str]) -> dict[str, str]:
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--attribute {pair!r} is not KEY=VALUE")
+        result[key] = value
+    return result
+
+
+# --- device ---------------------------------------------------------------------------------------------
+
+
+@main.group()
+def device() -> None:
+    """Register, list and revoke devices (AWS IoT things with certificates).
+
+    \b
+    Examples:
+      iotpipe device register press-07 --env dev --location line-2 --equipment-type press
+      iotpipe device list --env dev
+      iotpipe device revoke press-07 --env dev --yes
+    """
+
+
+@device.command("register")
+@click.argument("device_id")
+@click.option(
+    "--out-dir",
+    default="certs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the certificate, private key (0600) and connection file are written.",
+)
+@click.option("--location", help="Thing attribute 'location' (letters, digits, _.,@/:#- ; no spaces).")
+@click.option("--equipment-type", help="Thing attribute 'equipmentType'.")
+@click.option("--attribute", "attributes", multiple=True, metavar="KEY=VALUE", help="More thing attributes.")
+@config_options
+@aws_options
+@output_option
+def register(
+    device_id: str,
+    out_dir: str,
+    location: str | None,
+    equipment_type: str | None,
+    attributes: tuple[str, ...],
+    config_path: str | None,
+    env: str,
+    region: str | None,
+    profile: str | None,
+    endpoint_url: str | None,
+    output: str,
+) -> None:
+    """Create a device: thing, keys, certificate; attach the stack's device policy and write the files.
+
+    DEVICE_ID becomes the thing name, the MQTT client id and the topic sensor/DEVICE_ID/data
+    (1-128 letters, digits, '_' or '-'). Existing files are never overwritten.
+
+    \b
+    Examples:
+      iotpipe device register press-07 --env dev
+      iotpipe device register oven-3 --env prod --out-dir certs/prod --location plant-1 --equipment-type oven
+    """
+    devices_lib.validate_thing_name(device_id)
+    extra = {**_parse_attributes(attributes), "location": location, "equipmentType": equipment_type}
+    cfg = load_pipeline_config(config_path, env)
+    factory = client_factory(cfg, region, profile, endpoint_url)
+    policy = devices_lib.device_policy_name(factory.client("cloudformation"), cfg)
+    result = devices_lib.register_device(
+        factory.client("iot"),
+        thing_name=device_id,
+        policy_name=policy,
+        out_dir=out_dir,
+        environment=cfg.env,
+        attributes={k: v for k, v in extra.items() if v is not None},
+    )
+    if output == "json":
+        echo_json(
+            {
+                "thingName": result.thing_name,
+                "thingArn": result.thing_arn,
+                "certificateId": result.certificate_id,
+                "certificateArn": result.certificate_arn,
+                "policyName": result.policy_name,
+                "endpoint": result.endpoint,
+                "port": result.port,
+                "topic": result.topic,
+                "files": [str(p) for p in result.files.all()],
+            }
+        )
+        return
+    click.echo(
+        f"registered {result.thing_name} (certificate {result.certificate_id[:12]}…, policy "
+        f"{result.policy_name})"
+    )
+    click.echo(f"endpoint    {result.endpoint}:{result.port}")
+    click.echo(f"topic       {result.topic}")
+    for path in result.files.all():
+        click.echo(f"wrote       {path}")
+
+
+@device.command("list")
+@click.option(
+    "--all", "all_envs", is_flag=True, help="Every thing in the account, not just this environment's."
+)
+@config_options
+@aws_options
+@output_option
+def list_(
+    all_envs: bool,
+    config_path: str | None,
+    env: str,
+    region: str | None,
+    profile: str | None,
+    endpoint_url: str | None,
+    output: str,
+) -> None:
+    """List the devices registered for an environment.
+
+    \b
+    Examples:
+      iotpipe device list --env dev
+      iotpipe device list --all --output json
+    """
+    cfg = load_pipeline_config(config_path, env)
+    factory = client_factory(cfg, region, profile, endpoint_url)
+    found = devices_lib.list_devices(factory.client("iot"), None if all_envs else cfg.env)
+    if output == "json":
+        echo_json(
+            [
+                {
+                    "thingName": d.thing_name,
+                    "thingArn": d.thing_arn,
+                    "attributes": dict(d.attributes),
+                    "certificateIds": list(d.certificate_ids),
+                }
+                for d in found
+            ]
+        )
+        return
+    if not found:
+        progress(f"no devices registered for environment {cfg.env}")
+        return
+    rows = [
+        (
+            d.thing_name,
+            len(d.certificate_ids),
+            " ".join(f"{k}={v}" for k, v in d.attributes if k not in ("managedBy",)),
+        )
+        for d in found
+    ]
+    click.echo(_table(("DEVICE", "CERTS", "ATTRIBUTES"), rows))
+
+
+@device.command("revoke")
+@click.argument("device_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@config_options
+@aws_options
+@output_option
+def revoke(
+    device_id: str,
+    yes: bool,
+    config_path: str | None,
+    env: str,
+    region: str | None,
+    profile: str | None,
+    endpoint_url: str | None,
+    output: str,
+) -> None:
+    """Detach, deactivate and delete the device's certificates, then delete the thing.
+
+    \b
+    Examples:
+      iotpipe device revoke press-07 --env dev
+      iotpipe device revoke press-07 --env dev --yes
+    """
+    devices_lib.validate_thing_name(device_id)
+    if not yes:
+        if not is_interactive():
+            raise ConfigError(f"revoking {device_id} deletes its certificates; pass --yes to confirm")
+        click.confirm(f"Revoke {device_id} and delete its certificates?", abort=True, err=True)
+    cfg = load_pipeline_config(config_path, env)
+    factory = client_factory(cfg, region, profile, endpoint_url)
+    result = devices_lib.revoke_device(factory.client("iot"), device_id)
+    if output == "json":
+        echo_json(
+            {
+                "thingName": result.thing_name,
+                "deletedCertificates": list(result.deleted_certificates),
+                "detachedOnlyCertificates": list(result.detached_only_certificates),
+                "detachedPolicies": list(result.detached_policies),
+            }
+        )
+        return
+    click.echo(
+        f"revoked {result.thing_name}: deleted {len(result.deleted_certificates)} certificate(s)"
+        + (
+            f", detached {len(result.detached_only_certificates)} shared"
+            if result.detached_only_certificates
+            else ""
+        )
+    )
+
+
+# --- simulate -------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--devices", "device_count", type=int, help="Simulated devices (default 1; with --cert-dir: all)."
+)
+@click.option(
+    "--device-prefix", default="sim", show_default=True, help="Ids are <prefix>-001 ... (not --cert-dir)."
+)
+@click.option(
+    "--rate", type=float, default=1.0, show_default=True, help="Messages per second per device (Hz)."
+)
+@click.option("--duration", type=float, help="Seconds to run (default 60 unless --count).")
+@click.option("--count", type=int, help="Total messages to send, then stop.")
+@click.option(
+    "--anomaly-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Probability (0-1) that a reading is an injected out-of-range value.",
+)
+@click.option(
+    "--sensor", "sensors", multiple=True, help="Sensor types to simulate (default: all configured)."
+)
+@click.option("--broker", help="Plain MQTT broker, mqtt://host:port (no TLS).")
+@click.option(
+    "--cert-dir", type=click.Path(file_okay=False), help="Devices registered with 'device register' (TLS)."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(simulate_lib.FORMATS),
+    default="single",
+    show_default=True,
+    help="single: one reading per message; multi: all sensors in one message.",
+)
+@click.option("--seed", type=int, help="Random seed: same seed, same values.")
+@click.option("--dry-run", is_flag=True, help="Print the payloads as JSON lines instead of sending.")
+@click.option(
+    "--ack-timeout",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for outstanding PUBACKs at the end.",
+)
+@config_options
+def simulate(
+    device_count: int | None,
+    device_prefix: str,
+    rate: float,
+    duration: float | None,
+    count: int | None,
+    anomaly_rate: float,
+    sensors: tuple[str, ...],
+    broker: str | None,
+    cert_dir: str | None,
+    fmt: str,
+    seed: int | None,
+    dry_run: bool,
+    ack_timeout: float,
+    config_path: str | None,
+    env: str,
+) -> None:
+    """Send realistic sensor telemetry over MQTT (QoS 1, one client per device).
+
+    Values follow the configured thresholds and units; --anomaly-rate injects out-of-range values.
+    Progress goes to stderr, the summary (sent, failed, anomalies injected) to stdout.
+
+    \b
+    Examples:
+      iotpipe simulate --env dev --cert-dir certs --rate 1 --duration 300 --anomaly-rate 0.05
+      iotpipe simulate --broker mqtt://127.0.0.1:1883 --devices 5 --rate 2 --count 100 --seed 7
+      iotpipe simulate --dry-run --devices 2 --count 6 --format multi --seed 1
+    """
+    if broker and cert_dir:
+        raise ConfigError("give --broker or --cert-dir, not both")
+    if not (broker or cert_dir or dry_run):
+        raise ConfigError(
+            "where to send? give --cert-dir (AWS IoT, TLS), --broker mqtt://host:port, or --dry-run"
+        )
+    cfg = load_pipeline_config(config_path, env)
+    credentials = simulate_lib.load_cert_dir(cert_dir) if cert_dir else []
+    if credentials:
+        ids = [item.device_id for item in credentials][: device_count or None]
+        if device_count and device_count > len(ids):
+            raise ConfigError(
+                f"--devices {device_count} but {cert_dir} has only {len(ids)} registered devices"
+            )
+    else:
+        ids = simulate_lib.simulated_device_ids(device_count or 1, device_prefix)
+    plan = simulate_lib.build_plan(
+        ids,
+        cfg.threshold_map,
+        sensors=sensors,
+        rate_hz=rate,
+        count=count,
+        duration_s=duration,
+        anomaly_rate=anomaly_rate,
+        fmt=fmt,
+        seed=seed,
+    )
+    if dry_run:
+        for message in simulate_lib.messages(plan, query_lib.now_ms()):
+            click.echo(message.body())
+        return
+    target = simulate_lib.parse_broker_url(broker) if broker else None
+    where = broker or f"AWS IoT ({len(ids)} device(s) from {cert_dir})"
+    progress(f"simulating {len(ids)} device(s) -> {where}, {plan.fmt} format, {rate:g} Hz")
+    summary = simulate_lib.run_simulation(
+        plan,
+        broker=target,
+        credentials=credentials,
+        ack_timeout_s=ack_timeout,
+        on_progress=lambda sent, failed: progress(f"  {sent} sent, {failed} failed"),
+    )
+    click.echo(
+        f"sent {summary.sent}, failed {summary.failed}, readings {summary.readings}, anomalies injected "
+        f"{summary.anomalies_injected} ({summary.devices} device(s), {summary.elapsed_s:g} s)"
+    )
+    if summary.failed:
+        raise simulate_lib.PublishError(f"{summary.failed} message(s) were not acknowledged by the broker")
+
+
+# --- readings and anomalies -----------------------------------------------------------------------------
+
+
+def _reading_output(found: Sequence[query_lib.Reading], output: str, with_device: bool) -> None:
+    if output == "json":
+        echo_json([reading.as_dict() for reading in found])
+        return
+    if output == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=query_lib.READING_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(reading.as_dict() for reading in found)
+        click.echo(buffer.getvalue(), nl=False)
+        return
+    if not found:
+        progress("no readings found")
+        return
+    headers = (("DEVICE",) if with_device else ()) + ("TIME", "SENSOR", "VALUE", "UNIT", "STATUS", "REASON")
+    rows = [
+        ((r.device_id,) if with_device else ())
+        + (r.time, r.sensor_type, f"{r.value:g}", r.unit, r.status, r.reason)
+        for r in found
+    ]
+    click.echo(_table(headers, rows))
+
+
+_OUTPUT3 = click.option(
+    "--output",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="Result format on stdout.",
+)
+_LIMIT = click.option("--limit", type=int, default=100, show_default=True, help="At most this many items.")
+
+
+@main.command()
+@click.argument("device_id")
+@click.option("--since", default="1h", show_default=True, help="How far back: 30s, 10m, 1h, 7d or ISO 8601.")
+@click.option("--sensor", help="Only this sensor type.")
+@click.option("--anomalies-only", is_flag=True, help="Only anomalous readings.")
+@_LIMIT
+@_OUTPUT3
+@config_options
+@aws_options
+def readings(
+    device_id: str,
+    since: str,
+    sensor: str | None,
+    anomalies_only: bool,
+    limit: int,
+    output: str,
+    config_path: str | None,
+    env: str,
+    region: str | None,
+    profile: str | None,
+    endpoint_url: str | None,
+) -> None:
+    """A device's stored readings, newest first.
+
+    \b
+    Examples:
+      iotpipe readings press-07 --env dev --since 1h
+      iotpipe readings press-07 --sensor temperature --anomalies-only --output csv > anomalies.csv
+    """
+    cfg = load_pipeline_config(config_path, env)
+    factory = client_factory(cfg, region, profile, endpoint_url)
+    found = query_lib.readings(
+        factory, cfg, device_id, since=since, sensor=sensor, anomalies_only=anomalies_only, limit=limit
+    )
+    _reading_output(found, output, with_device=False)
+
+
+@main.command()
+@click.option("--since", default="24h", show_default=True, help="How far back: 30m, 24h, 7d or ISO 8601.")
+@click.option("--sensor", help="Only this sensor type.")
+@click.option("--device", "device_id", help="Only this device.")
+@_LIMIT
+@_OUTPUT3
+@config_options
+@aws_options
+def anomalies(
+    since: str,
+    sensor: str | None,
+    device_id: str | None,
+    limit: int,
+    output: str,
+    config_path: str | None,
+    env: str,
+    region: str | None,
+    profile: str | None,
+    endpoint_url: str | None,
+) -> None:
+    """Anomalies of every device, newest first (from the AnomaliesByDay index).
+
+    \b
+    Examples:
+      iotpipe anomalies --env dev
+      iotpipe anomalies --env prod --since 7d --sensor vibration --output json
+    """
+    cfg = load_pipeline_config(config_path, env)
+    factory = client_factory(cfg, region, profile, endpoint_url)
+    found = query_lib.anomalies(factory, cfg, since=since, sensor=sensor, device_id=device_id, limit=limit)
+    _reading_output(found, output, with_device=True)
+
+
+# --- logs and metrics -----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--since", default="10m", show_default=True, help="How far back: 30s, 10m, 1h or ISO 8601.")
+@click.option("--filter", "text", help="Only lines containing TEXT (or a CloudWatch Logs filter pattern).")
+@click.option("--follow", is_flag=True, help="Keep polling for new lines (Ctrl-C to stop).")
+@click.option(
+    "--max-wait", type=float, default=600.0, show_default=True, help="Stop --follow after this many s."
+)
+@click.option(
+    "--limit", type=int, default=1000, show_default=True, help="At most this many lines (not --follow)."
+)
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: one summarised line per event; json: one JSON object per event.",
+)
+@config_options
+@aws_options
+def logs(
+    since: str,
+    text: str | None,
+    follow: bool,
+    max_wait: float,
+    limit: int,
+    output: str,
+    config_path: str | None,
+    env: str,
+    region: str | None,
+    profile: str | None,
+    endpoint_url: str | None,
+) -> None:
+    """The processor's log lines, JSON summarised (time, level, message, key=value).
+
+    \b
+    Examples:
+      iotpipe logs --env dev --since 30m
+      iotpipe logs --env dev --filter quarantined
+      iotpipe logs --env dev --follow --max-wait 300
+    """
+    if not 0 < max_wait <= 86400:
+        raise ConfigError(f"--max-wait {max_wait} is out of range; use more than 0 and at most 86400 s")
+    cfg = load_pipeline_config(config_path, env)
+    factory = client_factory(cfg, region, profile, endpoint_url)
+    lines = query_lib.processor_logs(
+        factory, cfg, since=since, text=text, follow=follow, max_wait_s=max_wait, limit=limit
+    )
+    try:
+        for line in lines:
+            if output == "json":
+                click.echo(
+                    json.dumps(
+                        {
+                            "time": query_lib.iso_ms(line.timestamp),
+                            "stream": line.stream,
+                            "level": line.level,
+                            "message": line.message,
+                            **dict(line.fields),
+                        },
+                        sort_keys=True,
+                    )
+                )
+            else:
+                click.echo(line.summary())
+    except KeyboardInterrupt:
+        progress("stopped")
+
+
+@main.command()
+@click.option("--since", default="1h", show_default=True, help="How far back: 30m, 1h, 24h, 7d or ISO 8601.")
+@click.option("--period", type=int, help="Seconds per row (multiple of 60; default: at most 60 rows).")
+@output_option
+@config_options
+@aws_options
+def metrics(
+    since: str,
+    period: int | None,
+    output: str,
+    config_path: str | None,
+    env: str,
+    region: str | None,
+    profile: str | None,
+    endpoint_url: str | None,
+) -> None:
+    """The processor's custom metrics (IoT/Manufacturing) per period, with a sparkline each.
+
+    \b
+    Examples:
+      iotpipe metrics --env dev
+      iotpipe metrics --env prod --since 24h --period 3600 --output json
+    """
+    cfg = load_pipeline_config(config_path, env)
+    factory = client_factory(cfg, region, profile, endpoint_url)
+    report = query_lib.metrics(factory, cfg, since=since, period_s=period)
+    if output == "json":
+        echo_json(
+            {
+                "environment": report.environment,
+                "periodSeconds": report.period_s,
+                "periods": [
+                    {"start": query_lib.iso_ms(start), **{s.name: s.values[i] for s in report.series}}
+                    for i, start in enumerate(report.starts)
+                ],
+                "totals": {s.name: s.total for s in report.series},
+            }
+        )
+        return
+    headers = ("PERIOD START (UTC)", *(s.name for s in report.series))
+    rows = [
+        (query_lib.iso_ms(start)[:16].replace("T", " "), *(f"{s.values[i]:g}" for s in report.series))
+        for i, start in enumerate(report.starts)
+    ]
+    click.echo(_table(headers, rows))
+    click.echo("")
+    width = max(len(s.name) for s in report.series)
+    for series in report.series:
+        click.echo(
+            f"{series.name.ljust(width)}  total {series.total:<8g} {query_lib.sparkline(series.values)}"
+        )
