@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 MIN_TIMESTAMP_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything earlier is a clock that was never set
 MAX_FUTURE_MS = 86_400_000  # a reading more than a day ahead of its arrival has a wrong clock
@@ -256,7 +256,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     """A JSON number that is finite (``true`` is not a number)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -432,7 +432,7 @@ def write_items(runtime: Runtime, items: list[dict[str, Any]], deadline: float) 
                 RequestItems={table: [{"PutRequest": {"Item": item}} for item in pending]})
             pending = [r["PutRequest"]["Item"] for r in response.get("UnprocessedItems", {}).get(table, [])]
         except Exception as exc:  # botocore errors; which ones are worth retrying is decided by code
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+            code = _error_code(exc)
             _log(runtime, "ERROR", "BatchWriteItem failed", error=code, detail=str(exc)[:500],
                  items=len(pending), attempt=attempt + 1)
             if code not in RETRYABLE_ERRORS and hasattr(exc, "response"):
@@ -440,13 +440,18 @@ def write_items(runtime: Runtime, items: list[dict[str, Any]], deadline: float) 
         if not pending:
             return []
         delay = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
-        if time.monotonic() + delay > deadline:
+        if attempt + 1 == MAX_WRITE_ATTEMPTS or time.monotonic() + delay > deadline:
             break
         runtime.sleep(delay)
     return pending
 
 
 # ---------------------------------------------------------------- metrics and logs
+
+def _error_code(exc: Exception) -> str:
+    """The AWS error code of a botocore ClientError, else the exception's class name."""
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__)
+
 
 def _log(runtime: Runtime, level: str, message: str, **fields: Any) -> None:
     runtime.emit(json.dumps({"level": level, "message": message, **fields}, separators=(",", ":")))
@@ -504,7 +509,7 @@ def process(event: Mapping[str, Any], context: Any, runtime: Runtime) -> dict[st
             future.result()
         except Exception as exc:
             _log(runtime, "ERROR", "raw archive write failed; the batch will be retried",
-                 error=type(exc).__name__, detail=str(exc)[:500], records=len(records))
+                 error=_error_code(exc), detail=str(exc)[:500], records=len(records))
             raise BatchFailed(f"raw archive write to s3://{runtime.settings.bucket} failed: {exc}") from exc
 
     interpretations = [interpret(record, runtime.settings) for record in records]
@@ -527,7 +532,7 @@ def process(event: Mapping[str, Any], context: Any, runtime: Runtime) -> dict[st
         try:
             future.result()
         except Exception as exc:
-            _log(runtime, "ERROR", "quarantine write failed", error=type(exc).__name__, detail=str(exc)[:500])
+            _log(runtime, "ERROR", "quarantine write failed", error=_error_code(exc), detail=str(exc)[:500])
             quarantine_failed.update(q.record.sequence_number for q in quarantined if q.record.shard_id == shard)
     failed |= quarantine_failed
 
