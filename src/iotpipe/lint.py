@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
+
+from cfnlint.api import ManualArgs, lint
 
 # cfn-lint's metadata-context advice; iotpipe's templates carry no cfn-lint metadata to advise on.
 IGNORED_RULES = ("I4010",)
@@ -30,20 +35,86 @@ class Finding:
         return f"{filename}:{self.line} {self.rule} {self.message}"
 
 
-def lint_template(text: str, regions: tuple[str, ...] = ("us-east-1",)) -> list[Finding]:
-    """cfn-lint findings of every severity (informational included) for the template ``text``."""
-    # Imported here: cfn-lint takes about half a second to import, and `iotpipe render` must not pay for it.
-    from cfnlint.api import ManualArgs, lint
+def lint_template(text: str, regions: tuple[str, ...] = ("us-east-1",), *, checkov: bool = False) -> list[Finding]:
+    """cfn-lint findings of every severity (informational included) for the template ``text``.
 
+    With ``checkov=True`` and checkov installed, checkov's CloudFormation findings are added: a failed
+    check is an error, a check skipped in a resource's Metadata is informational (its reason shown).
+    """
     config = ManualArgs(regions=list(regions), include_checks=["I"], ignore_checks=list(IGNORED_RULES))
-    matches = lint(text, config=config)
-    findings = [_from_match(match) for match in matches]
-    return sorted(findings, key=lambda f: (f.line, f.rule, f.message))
+    findings = [_from_match(match) for match in lint(text, config=config)]
+    if checkov and checkov_available():
+        findings.extend(checkov_findings(text))
+    return sorted(findings, key=lambda f: (f.line, f.source, f.rule, f.message))
 
 
 def blocking(findings: list[Finding]) -> list[Finding]:
     """The findings that fail the lint gate: errors and warnings (informational ones are reported only)."""
     return [finding for finding in findings if finding.severity in ("error", "warning")]
+
+
+def checkov_available() -> bool:
+    """Whether checkov can be imported (it is in the dev extra; CI has it)."""
+    return importlib.util.find_spec("checkov") is not None
+
+
+@dataclass(frozen=True)
+class CheckovReport:
+    """Checkov's CloudFormation verdict on one template, as findings, plus its passed-check count."""
+
+    failed: tuple[Finding, ...]
+    skipped: tuple[Finding, ...]
+    passed: int
+
+
+def checkov_findings(text: str) -> list[Finding]:
+    """Checkov's failed checks (errors) and Metadata-skipped checks (informational) for ``text``."""
+    report = run_checkov(text)
+    return [*report.failed, *report.skipped]
+
+
+def run_checkov(text: str) -> CheckovReport:
+    """Run checkov's CloudFormation checks on the template ``text``, offline.
+
+    checkov's CLI fetches guidelines from the Prisma Cloud API; its runner API used here makes no network
+    call, and ``skip_download`` is set so no integration feature tries one either.
+    """
+    from checkov.cloudformation.runner import Runner
+    from checkov.common.bridgecrew.platform_integration import bc_integration
+    from checkov.runner_filter import RunnerFilter
+
+    bc_integration.skip_download = True
+    with tempfile.TemporaryDirectory(prefix="iotpipe-checkov-") as directory:
+        path = Path(directory) / "template.yaml"
+        path.write_text(text, encoding="utf-8")
+        # A fresh runner each time: a Runner caches the definitions of the first template it saw.
+        result = Runner().run(root_folder=None, files=[str(path)],
+                              runner_filter=RunnerFilter(framework=["cloudformation"], show_progress_bar=False))
+    reports = result if isinstance(result, list) else [result]
+    failed: list[Finding] = []
+    skipped: list[Finding] = []
+    passed = 0
+    for report in reports:
+        passed += len(report.passed_checks)
+        failed.extend(_from_check(record, "error", str(record.check_name)) for record in report.failed_checks)
+        skipped.extend(_from_check(record, "informational", _skip_message(record))
+                       for record in report.skipped_checks)
+        failed.extend(Finding("checkov", "parse", "error", "checkov could not parse the template", "", 1)
+                      for _ in report.parsing_errors)
+    return CheckovReport(tuple(failed), tuple(skipped), passed)
+
+
+def _skip_message(record: Any) -> str:
+    reason = (record.check_result or {}).get("suppress_comment") or "no reason given"
+    return f"skipped: {record.check_name} ({reason})"
+
+
+def _from_check(record: Any, severity: str, message: str) -> Finding:
+    # record.resource is "<Type>.<LogicalId>", e.g. "AWS::S3::Bucket.RawDataBucket".
+    logical_id = str(record.resource).rsplit(".", 1)[-1]
+    first_line = int(record.file_line_range[0]) if record.file_line_range else 1
+    return Finding(source="checkov", rule=str(record.check_id), severity=severity, message=message,
+                   path=f"Resources/{logical_id}", line=first_line)
 
 
 def _from_match(match: Any) -> Finding:

@@ -11,7 +11,7 @@ from iotpipe.cli.app import main
 from iotpipe.cli.common import config_options, echo_json, load_pipeline_config, output_option
 from iotpipe.config import NODE_RUNTIMES, PYTHON_RUNTIMES
 from iotpipe.errors import TemplateError
-from iotpipe.lint import Finding, blocking, lint_template
+from iotpipe.lint import Finding, blocking, checkov_available, lint_template
 from iotpipe.render import render_template, write_atomically
 
 
@@ -43,14 +43,20 @@ def render(env: str, config_path: str | None, out: Path | None, runtime: str | N
 @click.argument("template_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @config_options
 @output_option
-def lint(template_file: Path | None, env: str, config_path: str | None, output: str) -> None:
-    """Lint a template (default: the one --env renders) with cfn-lint; exit 1 on any error or warning.
+@click.option("--checkov/--no-checkov", "with_checkov", default=True, show_default=True,
+              help="Also run checkov's CloudFormation checks (when checkov is installed).")
+def lint(template_file: Path | None, env: str, config_path: str | None, output: str, with_checkov: bool) -> None:
+    """Lint a template (default: the one --env renders) with cfn-lint and checkov; exit 1 on any error or warning.
+
+    cfn-lint errors and warnings, and checkov failed checks, block; informational findings (checkov checks
+    skipped in a resource's Metadata, with their reason) are only reported.
 
     \b
     Examples:
       iotpipe lint
       iotpipe lint templates/TapStack.yml
       iotpipe lint --env prod --output json
+      iotpipe lint --no-checkov
     """
     if template_file is None:
         name = f"<render --env {env}>"
@@ -58,7 +64,9 @@ def lint(template_file: Path | None, env: str, config_path: str | None, output: 
     else:
         name = str(template_file)
         text = _read_template(template_file)
-    findings = lint_template(text)
+    if with_checkov and not checkov_available():
+        click.echo("checkov is not installed (pip install -e '.[dev]'): only cfn-lint ran", err=True)
+    findings = lint_template(text, checkov=with_checkov)
     _report(findings, name, output)
     if blocking(findings):
         sys.exit(1)
@@ -80,4 +88,7 @@ def _report(findings: list[Finding], name: str, output: str) -> None:
     for finding in findings:
         click.echo(finding.format(name))
     failing = len(blocking(findings))
-    click.echo(f"{name}: {failing} blocking finding(s), {len(findings) - failing} informational", err=True)
+    sources = ", ".join(f"{source} {sum(f.source == source for f in findings)}"
+                        for source in sorted({f.source for f in findings}))
+    detail = f" ({sources})" if sources else ""
+    click.echo(f"{name}: {failing} blocking finding(s), {len(findings) - failing} informational{detail}", err=True)
