@@ -531,7 +531,10 @@ def fetch_metrics(
     if period % 60 or period <= 0:
         raise ConfigError(f"--period {period} is not valid; use a positive multiple of 60 seconds")
     start = since_ms // (period * 1000) * period * 1000
-    starts = tuple(range(start, until_ms, period * 1000))
+    # whole periods, the last one containing until_ms: EndTime is exclusive and must not cut off "now"
+    end = -(-until_ms // (period * 1000)) * period * 1000
+    end = end if end > until_ms else end + period * 1000
+    starts = tuple(range(start, end, period * 1000))
     if len(starts) > 1440:
         raise ConfigError(f"{len(starts)} periods of {period} s are too many; use a longer --period")
     queries = [
@@ -556,7 +559,7 @@ def fetch_metrics(
         pages = cloudwatch.get_paginator("get_metric_data").paginate(
             MetricDataQueries=queries,
             StartTime=datetime.fromtimestamp(start / 1000, tz=UTC),
-            EndTime=datetime.fromtimestamp(until_ms / 1000, tz=UTC),
+            EndTime=datetime.fromtimestamp(end / 1000, tz=UTC),
             ScanBy="TimestampAscending",
             PaginationConfig={"MaxItems": 100_000},
         )

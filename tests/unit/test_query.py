@@ -314,14 +314,16 @@ def test_metrics_from_the_processors_emf(aws: dict[str, Any], monkeypatch: pytes
                             monkeypatch, capsys, received_at=[now - 500] * 4)
     _publish_emf(aws["cloudwatch"], printed)
 
-    report = query.fetch_metrics(aws["cloudwatch"], ENV, since_ms=now - 3540_000, until_ms=now + 60_000)
+    later = query.now_ms()  # "now" of the query: the EMF timestamps are at most this
+    report = query.fetch_metrics(aws["cloudwatch"], ENV, since_ms=later - 3600_000, until_ms=later)
     totals = {series.name: series.total for series in report.series}
     assert totals == {"SensorReadingsProcessed": 3.0, "AnomaliesDetected": 1.0, "RecordsQuarantined": 1.0}
     assert report.period_s == 60
-    assert len(report.starts) == len(report.series[0].values) in (60, 61)
+    assert len(report.starts) == len(report.series[0].values) == 61  # whole minutes, the last one holds now
+    assert report.starts[-1] <= later < report.starts[-1] + 60_000
     assert all(b - a == 60_000 for a, b in itertools.pairwise(report.starts))
     assert report.series[0].values[-1] + report.series[0].values[-2] == 3.0  # in the newest periods
-    other = query.fetch_metrics(aws["cloudwatch"], "prod", since_ms=now - 3600_000, until_ms=now + 60_000)
+    other = query.fetch_metrics(aws["cloudwatch"], "prod", since_ms=later - 3600_000, until_ms=later)
     assert all(series.total == 0 for series in other.series)
 
 
