@@ -305,3 +305,23 @@ def test_metrics_table_and_sparkline(stack: dict[str, str], monkeypatch: pytest.
     assert as_json["totals"] == {"SensorReadingsProcessed": 2.0, "AnomaliesDetected": 1.0,
                                  "RecordsQuarantined": 1.0}
     assert as_json["periodSeconds"] == 300
+
+
+def test_logs_follow_is_bounded_and_filter_applies(stack: dict[str, str]) -> None:
+    logs = client(stack, "logs")
+    group = stack["DataProcessorLogGroupName"]
+    now = now_ms()
+    logs.create_log_stream(logGroupName=group, logStreamName="s1")
+    logs.put_log_events(logGroupName=group, logStreamName="s1", logEvents=[
+        {"timestamp": now - 2000, "message": '{"level":"INFO","message":"batch processed","records":3}'},
+        {"timestamp": now - 1000, "message": '{"level":"WARN","message":"record quarantined","reason":"bad"}'}])
+
+    followed = cli(stack, "logs", "--follow", "--max-wait", "1")
+    assert followed.exit_code == 0, followed.output
+    assert [line.split(None, 2)[2] for line in followed.stdout.splitlines()] == [
+        "batch processed records=3", "record quarantined reason=bad"]
+    assert followed.stdout.splitlines()[1].split()[1] == "WARN"
+
+    filtered = cli(stack, "logs", "--filter", "quarantined")
+    assert filtered.exit_code == 0
+    assert [line.split(None, 2)[2] for line in filtered.stdout.splitlines()] == ["record quarantined reason=bad"]
