@@ -73,8 +73,8 @@ def moto_client(clock: FakeClock | None = None, **overrides: Any) -> DeployClien
 
 
 def refresh_outputs_after_change_set(monkeypatch: Any) -> None:
-    """moto 5.2 never recomputes a change-set stack's outputs (it built them from the empty review template);
-    recompute them after each execution, as CloudFormation does."""
+    """moto 5.2 neither recomputes the outputs of a stack made through a change set (it keeps those of the empty
+    review template) nor registers its exports; do both after each execution, as CloudFormation does."""
     from moto.cloudformation.models import CloudFormationBackend
 
     original = CloudFormationBackend.execute_change_set
@@ -86,6 +86,8 @@ def refresh_outputs_after_change_set(monkeypatch: Any) -> None:
         stack = self.stacks[change_set.stack_id]
         stack.template_dict = change_set.template_dict
         stack.output_map = stack._create_output_map()
+        for export in stack.exports:
+            self.exports[export.name] = export
 
     monkeypatch.setattr(CloudFormationBackend, "execute_change_set", execute)
 

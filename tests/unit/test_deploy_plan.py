@@ -14,6 +14,7 @@ from iotpipe.deploy.client import DeployClient
 from iotpipe.deploy.execute import discard_plan, execute_plan
 from iotpipe.deploy.plan import (
     DeployRequest,
+    TemplateSource,
     artefact_bucket_name,
     change_set_kwargs,
     merge_pairs,
@@ -62,6 +63,10 @@ def test_create_plan_lists_every_resource_as_add(aws: None) -> None:
     assert plan.change_set_id and plan.source.body == SMALL_TEMPLATE
 
 
+def plan_source() -> TemplateSource:
+    return TemplateSource(body=SMALL_TEMPLATE)
+
+
 def test_create_change_set_has_named_iam_capability_and_on_failure() -> None:
     kwargs = change_set_kwargs(request(on_failure="do-nothing", tags=(("Owner", "a"),)),
                                plan_source(), "CREATE")
@@ -69,12 +74,6 @@ def test_create_change_set_has_named_iam_capability_and_on_failure() -> None:
     assert kwargs["OnStackFailure"] == "DO_NOTHING"
     assert kwargs["Tags"] == [{"Key": "Owner", "Value": "a"}]
     assert "OnStackFailure" not in change_set_kwargs(request(), plan_source(), "UPDATE")
-
-
-def plan_source():  # type: ignore[no-untyped-def]
-    from iotpipe.deploy.plan import TemplateSource
-
-    return TemplateSource(body=SMALL_TEMPLATE)
 
 
 def test_unchanged_stack_plans_no_changes(aws: None) -> None:

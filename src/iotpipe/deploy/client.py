@@ -20,6 +20,7 @@ from botocore.exceptions import (
     NoRegionError,
     WaiterError,
 )
+from botocore.parsers import ResponseParserError
 
 from iotpipe.errors import AwsError, DeployError
 
@@ -158,6 +159,9 @@ def _call(operation: str, func: Callable[..., T], **kwargs: Any) -> T:
         return func(**kwargs)
     except (ClientError, BotoCoreError) as exc:
         raise map_error(operation, exc) from None
+    except ResponseParserError as exc:  # not a BotoCoreError: an endpoint that answered with garbage (or a 500)
+        raise AwsError(f"{operation}: the endpoint sent a response botocore cannot parse ({str(exc)[:200]}); "
+                       "check --endpoint-url, or retry if AWS had a transient fault") from None
 
 
 @dataclass
@@ -356,11 +360,13 @@ class DeployClient:
         _call("put-object", self.s3.put_object, Bucket=bucket, Key=key, Body=body, ServerSideEncryption="AES256")
 
     def object_url(self, bucket: str, key: str) -> str:
-        """The https URL CloudFormation reads a TemplateURL from."""
-        endpoint = str(self.s3.meta.endpoint_url).rstrip("/")
-        if "amazonaws.com" in endpoint:
-            return f"https://{bucket}.s3.{self.region or 'us-east-1'}.amazonaws.com/{key}"
-        return f"{endpoint}/{bucket}/{key}"
+        """The virtual-hosted https URL CloudFormation reads a TemplateURL from.
+
+        Emulators (moto, LocalStack) resolve this AWS form too, so it is used with --endpoint-url as well.
+        """
+        region = self.region or "us-east-1"
+        suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+        return f"https://{bucket}.s3.{region}.{suffix}/{key}"
 
     def first_versions(self, bucket: str) -> list[dict[str, str]]:
         """The first page of ``{"Key", "VersionId"}`` over every object version and delete marker.

@@ -15,7 +15,6 @@ from iotpipe.deploy.plan import (
     CREATE_STATES,
     DeployPlan,
     change_set_kwargs,
-    create_changes,
     parse_template,
     wait_until_settled,
 )
@@ -310,6 +309,6 @@ def stack_status(client: DeployClient, stack: Stack, plan: DeployPlan | None, la
     return StatusReport(stack=stack, events=tuple(events), pending_changes=pending)
 
 
-__all__ = ["DeployResult", "DestroyPlan", "DestroyResult", "StatusReport", "create_changes", "discard_plan",
+__all__ = ["DeployResult", "DestroyPlan", "DestroyResult", "StatusReport", "discard_plan",
            "empty_bucket", "execute_destroy", "execute_plan", "failure_message", "format_event",
            "lift_protection_hint", "plan_destroy", "stack_status", "wait_for_stack"]
