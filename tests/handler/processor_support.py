@@ -43,7 +43,8 @@ def load_handler() -> ModuleType:
 
 def clients(endpoint: str, pool: int = 16) -> tuple[Any, Any]:
     """(s3, dynamodb) clients pointed at ``endpoint``."""
-    config = Config(max_pool_connections=pool, retries={"mode": "standard", "max_attempts": 3})
+    config = Config(max_pool_connections=pool, retries={"mode": "standard", "max_attempts": 3},
+                    parameter_validation=False)  # as the handler's own clients (Runtime.from_env)
     session = boto3.session.Session(region_name="us-east-1")
     return (session.client("s3", endpoint_url=endpoint, config=config),
             session.client("dynamodb", endpoint_url=endpoint, config=config))
@@ -81,7 +82,7 @@ def make_runtime(index: ModuleType, env: Mapping[str, Any], s3: Any, dynamodb: A
     """An ``index.Runtime`` on the given clients; ``emit`` receives every stdout line."""
     extra = {k: v for k, v in (("sleep", sleep), ("clock_ms", clock_ms)) if v is not None}
     return index.Runtime(settings=index.Settings.from_env(settings_env(env)), s3=s3, dynamodb=dynamodb,
-                         pool=ThreadPoolExecutor(max_workers=16), emit=emit, **extra)
+                         pool=ThreadPoolExecutor(max_workers=index.POOL_SIZE), emit=emit, **extra)
 
 
 def record_data(spec: Mapping[str, Any]) -> str:

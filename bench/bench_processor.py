@@ -1,0 +1,271 @@
+"""Processor benchmark (``make bench``; not a test): readings/s and AWS API calls per 1,000 readings.
+
+Starts a moto server on a free loopback port, creates the contract's table and bucket, and drives
+handler/python/index.py in-process with synthetic Kinesis events of 100 and 1,000 readings:
+
+1. against moto;
+2. under a latency model: a botocore ``before-send`` hook waits 10 ms and answers every call with a canned
+   success, so the figure shows the design's round trips rather than moto's own speed;
+3. when ../shared/seed/ is present, the seed's Node handler (its Code.ZipFile, unchanged) on the same data
+   against the same moto server (needs the AWS SDK: ``make install`` runs npm install in handler/node), and the ratio.
+
+Usage: python bench/bench_processor.py [--sizes 100 1000] [--readings-per-size 3000] [--seed-dir ../shared/seed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from botocore.awsrequest import AWSResponse
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "handler"))
+
+from processor_support import (  # noqa: E402
+    clients,
+    create_resources,
+    kinesis_event,
+    load_handler,
+    make_runtime,
+)
+
+LATENCY_S = 0.010
+SENSORS = (("temperature", 20.0, 95.0), ("pressure", 40.0, 160.0), ("vibration", 0.5, 6.0))
+ENV = {"ENVIRONMENT": "bench", "UNKNOWN_SENSOR": "quarantine", "TTL_DAYS": 90,
+       "THRESHOLDS": {"temperature": {"min": 10, "max": 80, "unit": "celsius"},
+                      "pressure": {"min": 30, "max": 150, "unit": "psi"},
+                      "vibration": {"min": None, "max": 5.0, "unit": "mm/s"}}}
+SEED_TABLE = "SensorData-bench"
+SEED_BUCKET = "iot-raw-data-bench"
+NODE_DRIVER = r"""
+const fs = require('fs');
+const [indexPath, eventsPath, outPath] = process.argv.slice(2);
+const clientModules = ['@aws-sdk/client-s3', '@aws-sdk/client-dynamodb', '@aws-sdk/client-cloudwatch'];
+let calls = 0;
+for (const name of clientModules) {
+  const mod = require(name);
+  for (const cls of Object.values(mod)) {
+    if (typeof cls === 'function' && /Client$/.test(cls.name) && cls.prototype.send) {
+      const send = cls.prototype.send;
+      cls.prototype.send = function (...args) { calls += 1; return send.apply(this, args); };
+    }
+  }
+}
+const { handler } = require(indexPath);
+(async () => {
+  const events = JSON.parse(fs.readFileSync(eventsPath, 'utf8'));
+  let readings = 0, errors = 0;
+  const started = process.hrtime.bigint();
+  for (const event of events) {
+    const result = await handler(event);
+    readings += event.Records.length;
+    errors += JSON.parse(result.body).errors;
+  }
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  fs.writeFileSync(outPath, JSON.stringify({ readings, seconds, calls, errors }));
+})().catch((err) => { console.error(err); process.exit(1); });
+"""
+
+
+def synthetic_records(count: int, start_seq: int, start_ms: int) -> list[dict[str, Any]]:
+    """``count`` single-form readings (the seed's payload form) over 20 devices, about 2% anomalous."""
+    records = []
+    for i in range(count):
+        sensor, normal, high = SENSORS[i % len(SENSORS)]
+        device = f"press-{i % 20:02d}"
+        value = high if i % 50 == 49 else round(normal + (i % 17) * 0.37, 2)
+        timestamp = start_ms + i
+        payload = {"deviceId": device, "sensorType": sensor, "value": value, "timestamp": timestamp,
+                   "receivedAt": timestamp + 40, "topicDeviceId": device}
+        records.append({"sequenceNumber": str(start_seq + i), "partitionKey": device,
+                        "arrivedAt": timestamp + 60, "payload": payload})
+    return records
+
+
+def events_for(size: int, total: int) -> list[dict[str, Any]]:
+    """Enough events of ``size`` readings to make about ``total`` readings; distinct keys throughout."""
+    base_ms = int(time.time() * 1000) - 600_000
+    batches = max(1, total // size)
+    return [kinesis_event(synthetic_records(size, 49_000_000 + b * size, base_ms + b * size)) for b in range(batches)]
+
+
+class CallCounter:
+    """Counts HTTP requests (retries included) through a botocore ``before-send`` hook."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, **_: Any) -> None:
+        with self.lock:
+            self.count += 1
+
+
+class _Body:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_: Any) -> Any:
+        yield self.body
+
+
+def latency_model(request: Any, event_name: str, **_: Any) -> AWSResponse:
+    """Waits LATENCY_S, then answers as AWS would on success, without reaching any server."""
+    time.sleep(LATENCY_S)
+    if event_name.endswith("dynamodb.BatchWriteItem"):
+        return AWSResponse(request.url, 200, {"Content-Type": "application/x-amz-json-1.0"},
+                           _Body(b'{"UnprocessedItems":{}}'))
+    return AWSResponse(request.url, 200, {"ETag": '"bench"'}, _Body(b""))
+
+
+def run_python(endpoint: str, events: list[dict[str, Any]], hook: Callable[..., Any] | None) -> dict[str, float]:
+    """Drive the handler over ``events``; readings/s and calls per 1,000 readings."""
+    index = load_handler()
+    s3, dynamodb = clients(endpoint, pool=index.POOL_SIZE)
+    counter = CallCounter()
+    for client in (s3, dynamodb):
+        client.meta.events.register("before-send", counter)
+        if hook is not None:
+            client.meta.events.register_last("before-send", hook)
+    runtime = make_runtime(index, ENV, s3, dynamodb, emit=lambda _line: None)
+    index.process(events[0], None, runtime)  # warm-up: connections and imports, as after a cold start
+    counter.count = 0
+    readings = sum(len(e["Records"]) for e in events)
+    started = time.perf_counter()
+    failures = sum(len(index.process(event, None, runtime)["batchItemFailures"]) for event in events)
+    seconds = time.perf_counter() - started
+    runtime.pool.shutdown()
+    return {"readings": readings, "per_second": readings / seconds, "calls_per_1000": counter.count * 1000 / readings,
+            "failures": failures}
+
+
+def seed_handler_source(seed_dir: Path) -> str:
+    """The seed processor's JavaScript, cut from the Code.ZipFile block of TapStack.yml."""
+    text = (seed_dir / "TapStack.yml").read_text()
+    match = re.search(r"^( *)ZipFile: \|\n((?:\1  .*\n|\s*\n)+)", text, re.MULTILINE)
+    if not match:
+        raise SystemExit("no Code.ZipFile block in the seed template")
+    indent = len(match.group(1)) + 2
+    return "".join(line[indent:] + "\n" for line in match.group(2).splitlines())
+
+
+def run_seed(endpoint: str, events: list[dict[str, Any]], seed_dir: Path) -> dict[str, float]:
+    """The seed's Node handler over ``events`` against the same moto server."""
+    node_modules = REPO / "handler" / "node" / "node_modules"
+    if not (node_modules / "@aws-sdk" / "client-s3").is_dir():
+        raise SystemExit("the seed comparison needs the AWS SDK: make install (or: npm install --prefix handler/node)")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "index.js").write_text(seed_handler_source(seed_dir))
+        (work / "driver.js").write_text(NODE_DRIVER)
+        (work / "events.json").write_text(json.dumps(events))
+        env = {**os.environ, "NODE_PATH": str(node_modules), "AWS_ENDPOINT_URL": endpoint,
+               "NODE_NO_WARNINGS": "1", "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing",
+               "DYNAMODB_TABLE": SEED_TABLE, "S3_BUCKET": SEED_BUCKET, "ENVIRONMENT": "bench",
+               "TEMP_THRESHOLD_HIGH": "80", "TEMP_THRESHOLD_LOW": "10", "PRESSURE_THRESHOLD_HIGH": "150",
+               "PRESSURE_THRESHOLD_LOW": "30", "VIBRATION_THRESHOLD": "5.0"}
+        env.pop("AWS_PROFILE", None)
+        # The seed logs the whole event and every payload; that is part of its cost, so it is kept (to /dev/null).
+        subprocess.run(["node", str(work / "driver.js"), str(work / "index.js"), str(work / "events.json"),
+                        str(work / "out.json")], env=env, check=True, stdout=subprocess.DEVNULL, timeout=900)
+        result = json.loads((work / "out.json").read_text())
+    if result["errors"]:
+        raise SystemExit(f"the seed handler failed {result['errors']} records; its figures would be wrong")
+    readings = result["readings"]
+    return {"readings": readings, "per_second": readings / result["seconds"],
+            "calls_per_1000": result["calls"] * 1000 / readings, "failures": 0}
+
+
+def create_seed_resources(s3: Any, dynamodb: Any) -> None:
+    """The seed's table (deviceId + numeric timestamp) and bucket."""
+    dynamodb.create_table(
+        TableName=SEED_TABLE, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "deviceId", "AttributeType": "S"},
+                              {"AttributeName": "timestamp", "AttributeType": "N"}],
+        KeySchema=[{"AttributeName": "deviceId", "KeyType": "HASH"},
+                   {"AttributeName": "timestamp", "KeyType": "RANGE"}])
+    s3.create_bucket(Bucket=SEED_BUCKET)
+
+
+MOTO_SERVER = """
+import logging, sys
+from moto.server import ThreadedMotoServer
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print("http://%s:%s" % server.get_host_and_port(), flush=True)
+sys.stdin.read()
+server.stop()
+"""
+
+
+def start_moto_server() -> tuple[subprocess.Popen[str], str]:
+    """A moto server on a free loopback port in its own process (its own interpreter lock, as the seed's
+    Node process has its own); it stops when its stdin closes. Returns the process and the endpoint URL."""
+    process = subprocess.Popen([sys.executable, "-c", MOTO_SERVER], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    endpoint = process.stdout.readline().strip()  # type: ignore[union-attr]
+    if not endpoint.startswith("http://"):
+        process.kill()
+        raise SystemExit("the moto server did not start")
+    return process, endpoint
+
+
+def _row(label: str, size: int, result: dict[str, float]) -> str:
+    return (f"{label:<34} {size:>6} {int(result['readings']):>9} {result['per_second']:>12,.0f} "
+            f"{result['calls_per_1000']:>14.1f} {int(result['failures']):>9}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print one table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000], help="readings per Kinesis event")
+    parser.add_argument("--readings-per-size", type=int, default=3000, help="readings driven per size and mode")
+    parser.add_argument("--seed-dir", type=Path, default=REPO.parent / "shared" / "seed")
+    args = parser.parse_args(argv)
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        os.environ.setdefault(name, value)
+
+    server, endpoint = start_moto_server()
+    try:
+        s3, dynamodb = clients(endpoint)
+        create_resources(s3, dynamodb)
+        with_seed = (args.seed_dir / "TapStack.yml").is_file()
+        if with_seed:
+            create_seed_resources(s3, dynamodb)
+        print(f"{'run':<34} {'batch':>6} {'readings':>9} {'readings/s':>12} {'calls/1000':>14} {'failures':>9}")
+        for size in args.sizes:
+            events = events_for(size, args.readings_per_size)
+            ours = run_python(endpoint, events, None)
+            print(_row("python, moto server", size, ours), flush=True)
+            print(_row(f"python, {LATENCY_S * 1000:.0f} ms per call (no server)", size,
+                       run_python(endpoint, events, latency_model)), flush=True)
+            if with_seed:
+                seed = run_seed(endpoint, events, args.seed_dir)
+                print(_row("seed node handler, moto server", size, seed), flush=True)
+                ratio = ours["per_second"] / seed["per_second"]
+                print(f"{'  python / seed on moto':<34} {size:>6} {'':>9} {ratio:>11.1f}x")
+    finally:
+        server.stdin.close()  # type: ignore[union-attr]
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
