@@ -1,4 +1,4 @@
-"""Helpers shared by the processor tests and bench/processor.py: load the handler, build Kinesis events,
+"""Helpers shared by the processor tests and bench/bench_processor.py: load the handler, build Kinesis events,
 create the contract's table and bucket on a moto server, read back what the processor wrote."""
 
 from __future__ import annotations
