@@ -1,5 +1,5 @@
 """The processor against a moto server: archive, quarantine, retries, partial-batch response, idempotency,
-EMF metrics and logs. Behaviour per record is pinned by the vectors (test_vectors.py)."""
+EMF metrics and logs. Behaviour per record is pinned by the vectors (test_handler_vectors.py)."""
 
 from __future__ import annotations
 
