@@ -128,8 +128,7 @@ def register(
         )
         return
     click.echo(
-        f"registered {result.thing_name} (certificate {result.certificate_id[:12]}…, policy "
-        f"{result.policy_name})"
+        f"registered {result.thing_name} (certificate {result.certificate_id[:12]}…, policy {result.policy_name})"
     )
     click.echo(f"endpoint    {result.endpoint}:{result.port}")
     click.echo(f"topic       {result.topic}")
@@ -138,9 +137,7 @@ def register(
 
 
 @device.command("list")
-@click.option(
-    "--all", "all_envs", is_flag=True, help="Every thing in the account, not just this environment's."
-)
+@click.option("--all", "all_envs", is_flag=True, help="Every thing in the account, not just this environment's.")
 @config_options
 @aws_options
 @output_option
@@ -233,11 +230,7 @@ def revoke(
         return
     click.echo(
         f"revoked {result.thing_name}: deleted {len(result.deleted_certificates)} certificate(s)"
-        + (
-            f", detached {len(result.detached_only_certificates)} shared"
-            if result.detached_only_certificates
-            else ""
-        )
+        + (f", detached {len(result.detached_only_certificates)} shared" if result.detached_only_certificates else "")
     )
 
 
@@ -245,14 +238,14 @@ def revoke(
 
 
 @main.command()
+@click.option("--devices", "device_count", type=int, help="Simulated devices (default 1; with --cert-dir: all).")
+@click.option("--device-prefix", default="sim", show_default=True, help="Ids are <prefix>-001 ... (not --cert-dir).")
 @click.option(
-    "--devices", "device_count", type=int, help="Simulated devices (default 1; with --cert-dir: all)."
-)
-@click.option(
-    "--device-prefix", default="sim", show_default=True, help="Ids are <prefix>-001 ... (not --cert-dir)."
-)
-@click.option(
-    "--rate", type=float, default=1.0, show_default=True, help="Messages per second per device (Hz)."
+    "--rate",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Samples per second per device (Hz); each sample is one message per sensor, or one with --format multi.",
 )
 @click.option("--duration", type=float, help="Seconds to run (default 60 unless --count).")
 @click.option("--count", type=int, help="Total messages to send, then stop.")
@@ -263,13 +256,9 @@ def revoke(
     show_default=True,
     help="Probability (0-1) that a reading is an injected out-of-range value.",
 )
-@click.option(
-    "--sensor", "sensors", multiple=True, help="Sensor types to simulate (default: all configured)."
-)
+@click.option("--sensor", "sensors", multiple=True, help="Sensor types to simulate (default: all configured).")
 @click.option("--broker", help="Plain MQTT broker, mqtt://host:port (no TLS).")
-@click.option(
-    "--cert-dir", type=click.Path(file_okay=False), help="Devices registered with 'device register' (TLS)."
-)
+@click.option("--cert-dir", type=click.Path(file_okay=False), help="Devices registered with 'device register' (TLS).")
 @click.option(
     "--format",
     "fmt",
@@ -319,17 +308,13 @@ def simulate(
     if broker and cert_dir:
         raise ConfigError("give --broker or --cert-dir, not both")
     if not (broker or cert_dir or dry_run):
-        raise ConfigError(
-            "where to send? give --cert-dir (AWS IoT, TLS), --broker mqtt://host:port, or --dry-run"
-        )
+        raise ConfigError("where to send? give --cert-dir (AWS IoT, TLS), --broker mqtt://host:port, or --dry-run")
     cfg = load_pipeline_config(config_path, env)
     credentials = simulate_lib.load_cert_dir(cert_dir) if cert_dir else []
     if credentials:
         ids = [item.device_id for item in credentials][: device_count or None]
         if device_count and device_count > len(ids):
-            raise ConfigError(
-                f"--devices {device_count} but {cert_dir} has only {len(ids)} registered devices"
-            )
+            raise ConfigError(f"--devices {device_count} but {cert_dir} has only {len(ids)} registered devices")
     else:
         ids = simulate_lib.simulated_device_ids(device_count or 1, device_prefix)
     plan = simulate_lib.build_plan(
@@ -384,8 +369,7 @@ def _reading_output(found: Sequence[query_lib.Reading], output: str, with_device
         return
     headers = (("DEVICE",) if with_device else ()) + ("TIME", "SENSOR", "VALUE", "UNIT", "STATUS", "REASON")
     rows = [
-        ((r.device_id,) if with_device else ())
-        + (r.time, r.sensor_type, f"{r.value:g}", r.unit, r.status, r.reason)
+        ((r.device_id,) if with_device else ()) + (r.time, r.sensor_type, f"{r.value:g}", r.unit, r.status, r.reason)
         for r in found
     ]
     click.echo(_table(headers, rows))
@@ -478,12 +462,8 @@ def anomalies(
 @click.option("--since", default="10m", show_default=True, help="How far back: 30s, 10m, 1h or ISO 8601.")
 @click.option("--filter", "text", help="Only lines containing TEXT (or a CloudWatch Logs filter pattern).")
 @click.option("--follow", is_flag=True, help="Keep polling for new lines (Ctrl-C to stop).")
-@click.option(
-    "--max-wait", type=float, default=600.0, show_default=True, help="Stop --follow after this many s."
-)
-@click.option(
-    "--limit", type=int, default=1000, show_default=True, help="At most this many lines (not --follow)."
-)
+@click.option("--max-wait", type=float, default=600.0, show_default=True, help="Stop --follow after this many s.")
+@click.option("--limit", type=int, default=1000, show_default=True, help="At most this many lines (not --follow).")
 @click.option(
     "--output",
     type=click.Choice(["text", "json"]),
@@ -590,6 +570,4 @@ def metrics(
     click.echo("")
     width = max(len(s.name) for s in report.series)
     for series in report.series:
-        click.echo(
-            f"{series.name.ljust(width)}  total {series.total:<8g} {query_lib.sparkline(series.values)}"
-        )
+        click.echo(f"{series.name.ljust(width)}  total {series.total:<8g} {query_lib.sparkline(series.values)}")
