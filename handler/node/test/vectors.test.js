@@ -1,0 +1,57 @@
+'use strict';
+// Every behaviour vector in handler/vectors/ through the Node processor against a moto server: the same
+// files and the same assertions as tests/handler/test_vectors.py.
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const path = require('node:path');
+const index = require('../index.js');
+const support = require('./support.js');
+
+let moto;
+before(async () => { moto = await support.startMoto(); });
+after(async () => { if (moto) await moto.stop(); });
+
+function quarantineSummary(lines) {
+  const rows = lines.map((line) => Object.fromEntries(
+    ['sequenceNumber', 'reason', 'sensorType'].filter((k) => k in line).map((k) => [k, line[k]]),
+  ));
+  return rows.sort((a, b) => (Number(a.sequenceNumber) - Number(b.sequenceNumber))
+    || support.compareCodePoints(a.sensorType || '', b.sensorType || ''));
+}
+
+function pick(values, keys) {
+  return Object.fromEntries(keys.filter((k) => k in values).map((k) => [k, values[k]]));
+}
+
+test('the vector set covers the contract', () => {
+  const names = new Set(support.vectorFiles().map((f) => path.basename(f, '.json')));
+  for (const name of ['single_reading', 'multi_readings', 'timestamps', 'hostile', 'same_millisecond',
+    'unknown_sensor_store']) assert.ok(names.has(name), name);
+});
+
+for (const file of support.vectorFiles()) {
+  test(`vector ${path.basename(file, '.json')}`, async () => {
+    const vector = support.loadVector(file);
+    const { expect } = vector;
+    await support.resetMoto(moto.endpoint);
+    const aws = support.clients(moto.endpoint);
+    await support.createResources(aws);
+    const { runtime, lines } = support.makeRuntime(vector.env, aws);
+
+    const response = await index.processBatch(
+      support.kinesisEvent(vector.raw.get('records'), vector.shardId), null, runtime,
+    );
+
+    assert.deepEqual(response, { batchItemFailures: expect.batchItemFailures.map((s) => ({ itemIdentifier: s })) });
+    assert.deepEqual(await support.scanItems(aws.dynamodb), expect.items);
+    const quarantined = Object.values(await support.objects(aws.s3, 'quarantine/')).flatMap(support.jsonlGz);
+    assert.deepEqual(quarantineSummary(quarantined), quarantineSummary(expect.quarantine));
+    const [environment, byType] = support.metricTotals(support.emfDocuments(lines));
+    const metricNames = Object.keys(expect.metrics);
+    assert.deepEqual(pick(environment, metricNames), expect.metrics);
+    const typed = Object.fromEntries(Object.entries(byType).map(([t, v]) => [t, pick(v, metricNames)]));
+    assert.deepEqual(typed, expect.metricsBySensorType);
+    const archived = Object.values(await support.objects(aws.s3, 'raw/')).flatMap(support.jsonlGz);
+    assert.deepEqual(archived.map((l) => l.sequenceNumber), vector.records.map((r) => r.sequenceNumber));
+  });
+}
