@@ -97,7 +97,8 @@ def test_missing_default_file_means_builtin_defaults(tmp_path: Path, monkeypatch
         ("[env.dev.thresholds.temperature]\nmax = inf\n", "dev", "is not a finite number"),
         ("[env.dev]\ntermination_protection = \"yes\"\n", "dev", "env.dev.termination_protection: expected bool"),
         ("[env.dev.tags]\nOwner = [1]\n", "dev", "env.dev.tags.Owner: expected a string"),
-        ("[env.dev.stream]\nkms_key_arn = \"alias/mine\"\n", "dev", "env.dev.stream.kms_key_arn: 'alias/mine' is not valid"),
+        ("[env.dev.stream]\nkms_key_arn = \"alias/mine\"\n", "dev",
+         "env.dev.stream.kms_key_arn: 'alias/mine' is not valid"),
         ("[env.dev.alarms]\nemail = \"not-an-address\"\n", "dev", "env.dev.alarms.email"),
         ("[env.dev.processor]\nmax_record_age_seconds = 90000\n", "dev",
          "env.dev.processor.max_record_age_seconds: 90000 must be below the stream retention"),
@@ -116,7 +117,7 @@ def test_bad_values_raise_config_error_naming_the_key(tmp_path: Path, text: str,
 
 
 def test_unknown_override_key_is_rejected() -> None:
-    with pytest.raises(ConfigError, match="override.processor.speed: unknown key"):
+    with pytest.raises(ConfigError, match=r"override\.processor\.speed: unknown key"):
         build_config({}, "dev", {"processor.speed": 3})
 
 

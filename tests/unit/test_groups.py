@@ -90,7 +90,8 @@ def test_processor_event_source_mapping_is_bounded_and_reports_partial_failures(
     assert mapping["StartingPosition"] == "TRIM_HORIZON"
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["BisectBatchOnFunctionError"] is True
-    assert (mapping["BatchSize"], mapping["MaximumRetryAttempts"], mapping["MaximumRecordAgeInSeconds"]) == (500, 3, 3600)
+    bounds = (mapping["BatchSize"], mapping["MaximumRetryAttempts"], mapping["MaximumRecordAgeInSeconds"])
+    assert bounds == (500, 3, 3600)
     assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == {
         "Fn::GetAtt": ["DataProcessorDeadLetterQueue", "Arn"]}
 
