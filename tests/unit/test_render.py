@@ -23,10 +23,12 @@ def test_two_renders_are_byte_identical() -> None:
 def test_render_uses_short_form_intrinsics_and_parses_as_yaml() -> None:
     text = render_template(build_config({}, "qa", {}))
     assert "!Sub 'iot-raw-data-${AWS::AccountId}-${AWS::Region}-${EnvironmentSuffix}'" in text
-    loader = yaml.SafeLoader
+    class IntrinsicsLoader(yaml.SafeLoader):
+        """SafeLoader that reads CloudFormation's short-form tags as nothing (it must not touch SafeLoader)."""
+
     for tag in ("!Ref", "!Sub", "!GetAtt", "!Not", "!Equals", "!Join"):
-        loader.add_constructor(tag, lambda _loader, node: None)
-    document = yaml.load(text, Loader=loader)  # a SafeLoader subclass with inert intrinsic tags
+        IntrinsicsLoader.add_constructor(tag, lambda _loader, node: None)
+    document = yaml.load(text, Loader=IntrinsicsLoader)  # noqa: S506
     assert document["Parameters"]["EnvironmentSuffix"]["Default"] == "qa"
 
 
