@@ -28,7 +28,7 @@ def test_render_uses_short_form_intrinsics_and_parses_as_yaml() -> None:
 
     for tag in ("!Ref", "!Sub", "!GetAtt", "!Not", "!Equals", "!Join"):
         IntrinsicsLoader.add_constructor(tag, lambda _loader, node: None)
-    document = yaml.load(text, Loader=IntrinsicsLoader)  # noqa: S506
+    document = yaml.load(text, Loader=IntrinsicsLoader)
     assert document["Parameters"]["EnvironmentSuffix"]["Default"] == "qa"
 
 
