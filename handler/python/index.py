@@ -22,7 +22,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
@@ -500,9 +500,7 @@ def process(event: Mapping[str, Any], context: Any, runtime: Runtime) -> dict[st
     if not records:
         return {"batchItemFailures": []}
 
-    by_shard: dict[str, list[Record]] = {}
-    for record in records:
-        by_shard.setdefault(record.shard_id, []).append(record)
+    by_shard = _by_shard(records, lambda r: r.shard_id)
     suffixes = {shard: batch_suffix(group) for shard, group in by_shard.items()}
     archives = [runtime.pool.submit(_put, runtime, f"raw/{suffixes[shard]}", jsonl_gzip(archive_lines(group)))
                 for shard, group in by_shard.items()]
@@ -510,34 +508,15 @@ def process(event: Mapping[str, Any], context: Any, runtime: Runtime) -> dict[st
     interpretations = [interpret(record, runtime.settings) for record in records]
     readings, conflicts, repeats = deduplicate(r for i in interpretations for r in i.readings)
     quarantined = [q for i in interpretations for q in i.quarantined] + conflicts
-    for future in archives:
+    for archive in archives:
         try:
-            future.result()
+            archive.result()
         except Exception as exc:
             _log(runtime, "ERROR", "raw archive write failed; the batch will be retried",
                  error=_error_code(exc), detail=str(exc)[:500], records=len(records))
             raise BatchFailed(f"raw archive write to s3://{runtime.settings.bucket} failed: {exc}") from exc
 
-    writes: list[Future[list[dict[str, Any]]]] = [
-        runtime.pool.submit(write_items, runtime, [r.item for r in readings[i:i + BATCH_WRITE_LIMIT]], deadline)
-        for i in range(0, len(readings), BATCH_WRITE_LIMIT)]
-    quarantine_writes = [
-        (shard, runtime.pool.submit(_put, runtime, f"quarantine/{suffixes[shard]}", jsonl_gzip(quarantine_lines(
-            q for q in quarantined if q.record.shard_id == shard))))
-        for shard in by_shard if any(q.record.shard_id == shard for q in quarantined)]
-
-    failed: set[str] = set()
-    for write in writes:
-        failed.update(item["sequenceNumber"]["S"] for item in write.result())
-    quarantine_failed: set[str] = set()
-    for shard, future in quarantine_writes:
-        try:
-            future.result()
-        except Exception as exc:
-            _log(runtime, "ERROR", "quarantine write failed", error=_error_code(exc), detail=str(exc)[:500])
-            quarantine_failed.update(q.record.sequence_number for q in quarantined if q.record.shard_id == shard)
-    failed |= quarantine_failed
-
+    failed, quarantine_failed = _store(runtime, readings, quarantined, suffixes, deadline)
     written_quarantine = [q for q in quarantined if q.record.sequence_number not in quarantine_failed]
     for q in written_quarantine:
         _log(runtime, "WARN", "record quarantined", reason=q.reason, shardId=q.record.shard_id,
@@ -563,6 +542,35 @@ def process(event: Mapping[str, Any], context: Any, runtime: Runtime) -> dict[st
     if failed and failed >= {r.sequence_number for r in records}:
         raise BatchFailed(f"no record of the batch could be stored ({len(records)} records)")
     return {"batchItemFailures": [{"itemIdentifier": seq} for seq in sorted(failed, key=_sequence_order)]}
+
+
+def _by_shard(items: Iterable[Any], shard_of: Callable[[Any], str]) -> dict[str, list[Any]]:
+    """Items grouped by shard, in batch order (a Kinesis batch normally holds one shard)."""
+    groups: dict[str, list[Any]] = {}
+    for item in items:
+        groups.setdefault(shard_of(item), []).append(item)
+    return groups
+
+
+def _store(runtime: Runtime, readings: Sequence[Reading], quarantined: Sequence[Quarantined],
+           suffixes: Mapping[str, str], deadline: float) -> tuple[set[str], set[str]]:
+    """Write the items (25 per call) and the quarantine object(s) concurrently; returns the sequence numbers
+    of records with a failed write, and of those whose quarantine object failed."""
+    writes = [runtime.pool.submit(write_items, runtime, [r.item for r in readings[i:i + BATCH_WRITE_LIMIT]],
+                                  deadline) for i in range(0, len(readings), BATCH_WRITE_LIMIT)]
+    groups = _by_shard(quarantined, lambda q: q.record.shard_id)
+    quarantine_writes = {shard: runtime.pool.submit(_put, runtime, f"quarantine/{suffixes[shard]}",
+                                                    jsonl_gzip(quarantine_lines(group)))
+                         for shard, group in groups.items()}
+    failed = {item["sequenceNumber"]["S"] for write in writes for item in write.result()}
+    quarantine_failed: set[str] = set()
+    for shard, future in quarantine_writes.items():
+        try:
+            future.result()
+        except Exception as exc:
+            _log(runtime, "ERROR", "quarantine write failed", error=_error_code(exc), detail=str(exc)[:500])
+            quarantine_failed.update(q.record.sequence_number for q in groups[shard])
+    return failed | quarantine_failed, quarantine_failed
 
 
 def _sequence_order(sequence_number: str) -> tuple[int, str]:
