@@ -447,18 +447,36 @@ function resolveTimestamp(value, receivedAt) {
  * @returns {number|null}
  */
 function parseIsoMillis(text) {
-  if (/[\ud800-\udfff]/.test(text)) return null;
-  const bytes = Buffer.from(text, 'utf8');
+  const clean = isoSanitized(text);
+  if (clean === null) return null;
+  const bytes = Buffer.from(clean, 'utf8');
   const at = (i) => (i < bytes.length ? bytes[i] : 0); // C strings end in NUL
   const separator = isoSeparator(at, bytes.length);
   const date = parseIsoDate(at, separator);
   if (!date) return null;
   let time = { hour: 0, minute: 0, second: 0, micro: 0, offsetSeconds: 0, offsetMicro: 0 };
   if (bytes.length > separator) {
-    time = parseIsoTime((i) => at(separator + 1 + i), bytes.length - separator - 1);
+    const start = separator + utf8Length(at(separator)); // the separator may be any one character
+    time = parseIsoTime((i) => at(start + i), bytes.length - start);
     if (!time) return null;
   }
   return isoEpochMillis(date, time);
+}
+
+/** CPython's rule: at least 7 characters; a lone surrogate only as the separator (read as `T`). */
+function isoSanitized(text) {
+  const chars = [...text]; // code points; a lone surrogate stays one element
+  if (chars.length < 7) return null;
+  const isLone = (c) => c !== undefined && c.length === 1 && c >= '\ud800' && c <= '\udfff';
+  const position = [7, 8, 10].find((i) => isLone(chars[i]));
+  if (position !== undefined) chars[position] = 'T';
+  return chars.some(isLone) ? null : chars.join('');
+}
+
+function utf8Length(lead) {
+  if ((lead & 0x80) === 0) return 1;
+  if ((lead & 0xf0) === 0xe0) return 3;
+  return (lead & 0xf0) === 0xf0 ? 4 : 2;
 }
 
 const isDigit = (byte) => byte >= 0x30 && byte <= 0x39;
