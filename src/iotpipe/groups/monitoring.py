@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 
 import awacs.sns as sns
-from awacs.aws import Allow, Principal, Statement
-from troposphere import AWSObject, Output, Ref, Sub, Tags
+from awacs.aws import Allow, ArnLike, Condition, Principal, Statement, StringEquals
+from troposphere import AccountId, AWSObject, Output, Ref, Sub, Tags
 from troposphere import cloudwatch as cw
 from troposphere import sns as tpsns
 
@@ -82,7 +82,8 @@ def alarm_specs(cfg: PipelineConfig, *, stream: StreamGroup, processor: Processo
                   "AWS/Kinesis", "WriteProvisionedThroughputExceeded", "Sum", 0,
                   (("StreamName", stream.stream_name),)),
         AlarmSpec("RuleActionFailureAlarm", "IoT-Rule-Action-Failures",
-                  "The topic rule failed to put readings into Kinesis (see the rule error log group)",
+                  # The error action writes to the raw bucket, not a log group: point operators there.
+                  "The topic rule failed to put readings into Kinesis (see rule-errors/ in the raw bucket)",
                   "AWS/IoT", "Failure", "Sum", 0, (("RuleName", ingest.rule_name), ("ActionType", "Kinesis"))),
         AlarmSpec("QuarantineAlarm", "IoT-Records-Quarantined",
                   "The processor quarantined records it could not understand",
@@ -114,7 +115,13 @@ def _alarm(spec: AlarmSpec, period: int, topic: Ref) -> cw.Alarm:
 def _topic_policy(topic: tpsns.Topic) -> tpsns.TopicPolicy:
     publish = Statement(Sid="CloudWatchAlarmsPublish", Effect=Allow,
                         Principal=Principal("Service", ["cloudwatch.amazonaws.com"]),
-                        Action=[sns.Publish], Resource=[Ref(topic)])
+                        Action=[sns.Publish], Resource=[Ref(topic)],
+                        # Without these, another account's alarms could page this account's on-call (confused deputy).
+                        Condition=Condition([
+                            ArnLike("aws:SourceArn",
+                                    Sub("arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:*")),
+                            StringEquals("aws:SourceAccount", AccountId),
+                        ]))
     return tpsns.TopicPolicy(naming.ALARM_TOPIC_POLICY, Topics=[Ref(topic)], PolicyDocument=policies.document(publish))
 
 
