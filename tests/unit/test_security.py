@@ -28,6 +28,13 @@ EXPECTED_SKIPS = {
     ("CKV_AWS_173", "Resources/DataProcessorFunction"): "environment holds names and thresholds, no secrets",
 }
 SEED_ALARMS = ("LambdaErrorAlarm", "AnomalyAlarm", "KinesisIteratorAgeAlarm")
+ALARM_ARNS = "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:*"
+# Service-principal grants in resource policies that carry no source condition, and why that is safe.
+UNCONDITIONED_SERVICE_GRANTS = {
+    ("PipelineKey", "CloudWatchAlarmsPublish"):
+        "AWS's key policy for alarms on an encrypted topic; CloudWatch uses the key only to publish to the "
+        "topic, and the topic policy admits only this account's alarms",
+}
 
 
 def configs() -> dict[str, PipelineConfig]:
@@ -125,9 +132,42 @@ def test_alarm_topic_is_encrypted_with_a_key_cloudwatch_may_use(dev: dict[str, A
                   if s["Principal"] == {"Service": ["cloudwatch.amazonaws.com"]}]
     assert len(cloudwatch) == 1 and {"kms:Decrypt", "kms:GenerateDataKey"} <= set(cloudwatch[0]["Action"])
     publish = dev["Resources"]["AlarmTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    assert publish == [{"Sid": "CloudWatchAlarmsPublish", "Effect": "Allow",
-                        "Principal": {"Service": ["cloudwatch.amazonaws.com"]},
-                        "Action": ["sns:Publish"], "Resource": [{"Ref": "AlarmTopic"}]}]
+    assert publish == [{
+        "Sid": "CloudWatchAlarmsPublish", "Effect": "Allow", "Principal": {"Service": ["cloudwatch.amazonaws.com"]},
+        "Action": ["sns:Publish"], "Resource": [{"Ref": "AlarmTopic"}],
+        # only this account's alarms: another account's alarms must not page this one's on-call
+        "Condition": {
+            "ArnLike": {"aws:SourceArn": {"Fn::Sub": ALARM_ARNS}},
+            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+        },
+    }]
+
+
+def resource_policies(template: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Statements of every bucket policy, topic policy and key policy, by logical id."""
+    found = {}
+    for logical_id, resource in template["Resources"].items():
+        properties = resource["Properties"]
+        document = properties.get("PolicyDocument") if resource["Type"] in (
+            "AWS::S3::BucketPolicy", "AWS::SNS::TopicPolicy") else properties.get("KeyPolicy")
+        if document:
+            found[logical_id] = document["Statement"]
+    return found
+
+
+def test_service_principals_act_only_for_this_account(dev: dict[str, Any]) -> None:
+    """Every Allow to an AWS service in a resource policy is pinned to this account's sources (confused deputy)."""
+    policies = resource_policies(dev)
+    assert {"RawDataBucketPolicy", "RawDataAccessLogBucketPolicy", "AlarmTopicPolicy", "PipelineKey"} <= set(policies)
+    unconditioned = set()
+    for logical_id, statements in policies.items():
+        for statement in statements:
+            if statement["Effect"] != "Allow" or "Service" not in statement.get("Principal", {}):
+                continue
+            keys = {key for tests in statement.get("Condition", {}).values() for key in tests}
+            if not keys & {"aws:SourceArn", "aws:SourceAccount", "kms:EncryptionContext:aws:logs:arn"}:
+                unconditioned.add((logical_id, statement["Sid"]))
+    assert unconditioned == set(UNCONDITIONED_SERVICE_GRANTS)
 
 
 def evaluate_condition(expression: Any, parameters: dict[str, str]) -> Any:
