@@ -59,7 +59,7 @@ class Harness:
 
     def __init__(self, endpoint: str, *, create: bool = True, env: dict[str, Any] | None = None) -> None:
         self.s3, self.dynamodb = clients(endpoint)
-        self.real_s3, self.real_dynamodb = clients(endpoint)
+        _, self.unhooked_dynamodb = clients(endpoint)  # for Withhold, which must not see its own calls
         if create:
             create_resources(self.s3, self.dynamodb)
         self.lines: list[str] = []
@@ -112,7 +112,7 @@ class Withhold:
         withheld = [r for i, r in enumerate(requests) if self.predicate(i, r["PutRequest"]["Item"])]
         kept = [r for r in requests if r not in withheld]
         if kept:
-            self.harness.real_dynamodb.batch_write_item(RequestItems={TABLE: kept})
+            self.harness.unhooked_dynamodb.batch_write_item(RequestItems={TABLE: kept})
         return AWSResponse("http://moto", 200, {}, None), {"UnprocessedItems": {TABLE: withheld} if withheld else {}}
 
 
