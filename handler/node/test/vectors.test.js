@@ -15,8 +15,11 @@ function quarantineSummary(lines) {
   const rows = lines.map((line) => Object.fromEntries(
     ['sequenceNumber', 'reason', 'sensorType'].filter((k) => k in line).map((k) => [k, line[k]]),
   ));
-  return rows.sort((a, b) => (Number(a.sequenceNumber) - Number(b.sequenceNumber))
-    || support.compareCodePoints(a.sensorType || '', b.sensorType || ''));
+  const bySequence = (a, b) => {
+    const [x, y] = [BigInt(a.sequenceNumber), BigInt(b.sequenceNumber)];
+    return x < y ? -1 : Number(x > y);
+  };
+  return rows.sort((a, b) => bySequence(a, b) || support.compareCodePoints(a.sensorType || '', b.sensorType || ''));
 }
 
 function pick(values, keys) {
