@@ -937,11 +937,12 @@ async function processBatch(event, context, runtime) {
 
   const byShard = groupByShard(records);
   const suffixes = new Map([...byShard].map(([shard, group]) => [shard, batchSuffix(group)]));
-  await archive(runtime, byShard, suffixes, records.length);
-
+  const archived = archive(runtime, byShard, suffixes, records.length);
+  // Validation runs while the archive is in flight; nothing is written before the archive exists.
   const interpretations = records.map((record) => interpret(record, runtime.settings));
   const { readings, conflicts, repeats } = deduplicate(interpretations.flatMap((i) => i.readings));
   const quarantined = [...interpretations.flatMap((i) => i.quarantined), ...conflicts];
+  await archived;
   const { failed, quarantineFailed } = await store(runtime, readings, quarantined, byShard, suffixes, deadline);
 
   const writtenQuarantine = quarantined.filter((q) => !quarantineFailed.has(q.record.sequenceNumber));
