@@ -1,4 +1,7 @@
-"""Ingest group: the IoT topic rule into Kinesis, its role and error log, the device policy and a sample thing."""
+"""Ingest group: the IoT topic rule into Kinesis, its role, the device policy and a sample thing.
+
+The rule's error action keeps messages it failed to deliver under ``rule-errors/`` in the raw bucket.
+"""
 
 from __future__ import annotations
 
