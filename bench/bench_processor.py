@@ -9,7 +9,8 @@ handler/python/index.py in-process with synthetic Kinesis events of 100 and 1,00
 3. when ../shared/seed/ is present, the seed's Node handler (its Code.ZipFile, unchanged) on the same data
    against the same moto server (needs the AWS SDK: ``make install`` runs npm install in handler/node), and the ratio.
 
-Usage: python bench/bench_processor.py [--sizes 100 1000] [--readings-per-size 3000] [--seed-dir ../shared/seed]
+Usage: python bench/bench_processor.py [--sizes 100 1000] [--readings-per-size 3000] [--repeat 3]
+                                       [--seed-dir ../shared/seed]
 """
 
 from __future__ import annotations
@@ -233,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000], help="readings per Kinesis event")
     parser.add_argument("--readings-per-size", type=int, default=3000, help="readings driven per size and mode")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved runs per row; the best is shown")
     parser.add_argument("--seed-dir", type=Path, default=REPO.parent / "shared" / "seed")
     args = parser.parse_args(argv)
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -246,18 +248,28 @@ def main(argv: list[str] | None = None) -> int:
         with_seed = (args.seed_dir / "TapStack.yml").is_file()
         if with_seed:
             create_seed_resources(s3, dynamodb)
+        modes: list[tuple[str, Callable[[list[dict[str, Any]]], dict[str, float]]]] = [
+            ("python, moto server", lambda events: run_python(endpoint, events, None)),
+            (f"python, {LATENCY_S * 1000:.0f} ms per call (no server)",
+             lambda events: run_python(endpoint, events, latency_model)),
+        ]
+        if with_seed:
+            modes.append(("seed node handler, moto server", lambda events: run_seed(endpoint, events, args.seed_dir)))
+        print(f"best of {args.repeat} interleaved runs per row (other work on the machine only ever slows a run)")
         print(f"{'run':<34} {'batch':>6} {'readings':>9} {'readings/s':>12} {'calls/1000':>14} {'failures':>9}")
         for size in args.sizes:
             events = events_for(size, args.readings_per_size)
-            ours = run_python(endpoint, events, None)
-            print(_row("python, moto server", size, ours), flush=True)
-            print(_row(f"python, {LATENCY_S * 1000:.0f} ms per call (no server)", size,
-                       run_python(endpoint, events, latency_model)), flush=True)
+            best: dict[str, dict[str, float]] = {}
+            for _ in range(args.repeat):
+                for label, run in modes:
+                    result = run(events)
+                    if label not in best or result["per_second"] > best[label]["per_second"]:
+                        best[label] = result
+            for label, result in best.items():
+                print(_row(label, size, result), flush=True)
             if with_seed:
-                seed = run_seed(endpoint, events, args.seed_dir)
-                print(_row("seed node handler, moto server", size, seed), flush=True)
-                ratio = ours["per_second"] / seed["per_second"]
-                print(f"{'  python / seed on moto':<34} {size:>6} {'':>9} {ratio:>11.1f}x")
+                ratio = best[modes[0][0]]["per_second"] / best[modes[-1][0]]["per_second"]
+                print(f"{'  python / seed on moto':<34} {size:>6} {'':>9} {ratio:>11.1f}x", flush=True)
     finally:
         server.stdin.close()  # type: ignore[union-attr]
         try:
