@@ -23,9 +23,9 @@ const BACKOFF_BASE_S = 0.025;
 const BACKOFF_CAP_S = 1.0;
 const POOL_SIZE = 16;
 const DEFAULT_BUDGET_MS = 60_000;
-// `\n?$` mirrors Python's re.match with `$`, which also matches before one trailing newline.
-const DEVICE_ID_PATTERN = /^[A-Za-z0-9:_-]{1,128}\n?$/;
-const SENSOR_TYPE_PATTERN = /^[A-Za-z][A-Za-z0-9_]{0,63}\n?$/;
+// Whole-string matches (no `m` flag: `$` is the end of the text), as Python's fullmatch.
+const DEVICE_ID_PATTERN = /^[A-Za-z0-9:_-]{1,128}$/;
+const SENSOR_TYPE_PATTERN = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
 const UNIT_MAX_CHARS = 32;
 // DynamoDB numbers: magnitude in [1e-130, 1e126); a value outside would fail the whole BatchWriteItem call.
 const NUMBER_MIN_MAGNITUDE = 1e-130;

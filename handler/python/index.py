@@ -36,8 +36,9 @@ BACKOFF_BASE_S = 0.025
 BACKOFF_CAP_S = 1.0
 POOL_SIZE = 16
 DEFAULT_BUDGET_MS = 60_000
-DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")  # an IoT thing name
-SENSOR_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+# Used with fullmatch: match with `$` would also accept one trailing newline ("press-1\n").
+DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9:_-]{1,128}")  # an IoT thing name
+SENSOR_TYPE_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 UNIT_MAX_CHARS = 32
 # DynamoDB numbers: magnitude in [1e-130, 1e126); a value outside would fail the whole BatchWriteItem call.
 NUMBER_MIN_MAGNITUDE = 1e-130
@@ -222,7 +223,7 @@ def interpret(record: Record, settings: Settings) -> Interpretation:
     device = payload.get("deviceId")
     if device is None or device == "":
         return reject("missing deviceId")
-    if not isinstance(device, str) or not DEVICE_ID_PATTERN.match(device):
+    if not isinstance(device, str) or not DEVICE_ID_PATTERN.fullmatch(device):
         return reject("invalid deviceId")
     topic_device = payload.get("topicDeviceId")
     if topic_device is not None and topic_device != device:
@@ -317,7 +318,7 @@ def anomaly_reason(value: float, threshold: Threshold) -> str | None:
 def _reading(record: Record, settings: Settings, device: str, sensor_type: Any, value: Any,
              unit: str | None, timestamp: int, received_at: int) -> Reading | Quarantined:
     """One reading's item, or why it is quarantined."""
-    if not isinstance(sensor_type, str) or not SENSOR_TYPE_PATTERN.match(sensor_type):
+    if not isinstance(sensor_type, str) or not SENSOR_TYPE_PATTERN.fullmatch(sensor_type):
         return Quarantined(record, "invalid sensorType")
     number = number_text(value)
     if isinstance(number, str):
