@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from moto.iot.models import FakeThing
 from moto.server import ThreadedMotoServer
+
+import moto_fixes
 
 REGION = "us-east-1"
 
@@ -23,27 +22,11 @@ def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
-def _thing_payload_as_json(original: Any) -> Any:
-    """moto 5.2 expects AttributePayload as a JSON string; CloudFormation takes a mapping."""
-
-    def patched(cls: type, resource_name: str, cloudformation_json: Any, *args: Any, **kwargs: Any) -> Any:
-        properties = cloudformation_json.get("Properties", {})
-        payload = properties.get("AttributePayload")
-        if isinstance(payload, dict):
-            attributes = payload.get("Attributes", {})
-            properties = {**properties, "AttributePayload": json.dumps({"attributes": attributes})}
-            cloudformation_json = {**cloudformation_json, "Properties": properties}
-        return original.__func__(cls, resource_name, cloudformation_json, *args, **kwargs)
-
-    return classmethod(patched)
-
-
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
-    """A moto server on a free loopback port for the whole session; yields its endpoint URL."""
+    """A moto server on a free loopback port for the whole session (moto gaps patched); yields its URL."""
     patch = pytest.MonkeyPatch()
-    for method in ("create_from_cloudformation_json", "update_from_cloudformation_json"):
-        patch.setattr(FakeThing, method, _thing_payload_as_json(getattr(FakeThing, method)))
+    moto_fixes.apply(patch)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -9,9 +9,6 @@ from typing import Any
 import boto3
 import pytest
 from click.testing import CliRunner, Result
-from moto.cloudformation.models import CloudFormationBackend
-from moto.iot.models import FakePolicy, FakeThing, iot_backends
-from moto.kms.models import Key as KmsKey
 
 import iotpipe.cli.deploy as cli_deploy
 import iotpipe.lint
@@ -25,55 +22,6 @@ Project = "iotpipe"
 
 [env.dev]
 """
-
-
-@pytest.fixture(autouse=True)
-def moto_change_set_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """moto 5.2 neither recomputes the outputs of a stack made through a change set (it keeps those of the empty
-    review template) nor registers its exports; do both after each execution, as CloudFormation does. The server
-    runs in this process, so patching the backend class reaches it."""
-    original = CloudFormationBackend.execute_change_set
-
-    def execute(self: Any, change_set_name: str, stack_name: str | None = None) -> None:
-        original(self, change_set_name, stack_name)
-        change_set = self.change_sets.get(change_set_name) or next(
-            cs for cs in self.change_sets.values() if cs.change_set_name == change_set_name)
-        stack = self.stacks[change_set.stack_id]
-        stack.template_dict = change_set.template_dict
-        stack.output_map = stack._create_output_map()
-        for export in stack.exports:
-            self.exports[export.name] = export
-
-    monkeypatch.setattr(CloudFormationBackend, "execute_change_set", execute)
-
-
-@pytest.fixture(autouse=True)
-def moto_kms_key_tags(monkeypatch: pytest.MonkeyPatch) -> None:
-    """moto 5.2 reads AWS::KMS::Key Tags as TagKey/TagValue (the KMS API form); CloudFormation gives Key/Value."""
-    original = KmsKey.create_from_cloudformation_json
-
-    def create(cls: Any, resource_name: str, cloudformation_json: Any, *args: Any, **kwargs: Any) -> Any:
-        properties = dict(cloudformation_json.get("Properties", {}))
-        properties["Tags"] = [{"TagKey": t["Key"], "TagValue": t["Value"]} for t in properties.get("Tags", [])]
-        return original.__func__(cls, resource_name, {**cloudformation_json, "Properties": properties},
-                                 *args, **kwargs)
-
-    monkeypatch.setattr(KmsKey, "create_from_cloudformation_json", classmethod(create))
-
-
-@pytest.fixture(autouse=True)
-def moto_iot_deletes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """moto 5.2 deletes an AWS::IoT::Policy or Thing by its raw name property, an unresolved Fn::Sub here, and
-    fails; let each delete itself by its resolved name, as CloudFormation does."""
-
-    def delete_policy(self: FakePolicy, account_id: str, region_name: str) -> None:
-        iot_backends[account_id][region_name].delete_policy(policy_name=self.name)
-
-    def delete_thing(self: FakeThing, account_id: str, region_name: str) -> None:
-        iot_backends[account_id][region_name].delete_thing(thing_name=self.thing_name)
-
-    monkeypatch.setattr(FakePolicy, "delete", delete_policy, raising=False)
-    monkeypatch.setattr(FakeThing, "delete", delete_thing, raising=False)
 
 
 @pytest.fixture

@@ -72,26 +72,6 @@ def moto_client(clock: FakeClock | None = None, **overrides: Any) -> DeployClien
                         region=REGION, clock=(clock or FakeClock()).clock())
 
 
-def refresh_outputs_after_change_set(monkeypatch: Any) -> None:
-    """moto 5.2 neither recomputes the outputs of a stack made through a change set (it keeps those of the empty
-    review template) nor registers its exports; do both after each execution, as CloudFormation does."""
-    from moto.cloudformation.models import CloudFormationBackend
-
-    original = CloudFormationBackend.execute_change_set
-
-    def execute(self: Any, change_set_name: str, stack_name: str | None = None) -> None:
-        original(self, change_set_name, stack_name)
-        change_set = self.change_sets.get(change_set_name) or next(
-            cs for cs in self.change_sets.values() if cs.change_set_name == change_set_name)
-        stack = self.stacks[change_set.stack_id]
-        stack.template_dict = change_set.template_dict
-        stack.output_map = stack._create_output_map()
-        for export in stack.exports:
-            self.exports[export.name] = export
-
-    monkeypatch.setattr(CloudFormationBackend, "execute_change_set", execute)
-
-
 class ProtectableCloudFormation:
     """A moto CloudFormation client plus update_termination_protection, which moto 5.2 does not implement."""
 

@@ -16,11 +16,11 @@ from deploy_helpers import (
     ProtectableCloudFormation,
     modified_template,
     moto_client,
-    refresh_outputs_after_change_set,
 )
 from moto import mock_aws
 from moto.cloudformation.models import cloudformation_backends
 
+import moto_fixes
 from iotpipe.deploy.client import DeployClient
 from iotpipe.deploy.execute import (
     discard_plan,
@@ -39,7 +39,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    refresh_outputs_after_change_set(monkeypatch)
+    moto_fixes.apply(monkeypatch)
     with mock_aws():
         yield
 
