@@ -245,8 +245,9 @@ function roundHalfEven(x) {
   return Math.abs(x % 1) === 0.5 ? 2 * Math.round(x / 2) : rounded;
 }
 
+/** A JSON number that is finite as a float: a BigInt beyond a double's range is not (as in Python). */
 function isNumber(value) {
-  return (typeof value === 'bigint') || (typeof value === 'number' && Number.isFinite(value));
+  return (typeof value === 'bigint' || typeof value === 'number') && Number.isFinite(Number(value));
 }
 
 // ---------------------------------------------------------------- settings and runtime

@@ -260,8 +260,13 @@ def _reject_constant(name: str) -> Any:
 
 
 def _is_number(value: Any) -> TypeGuard[int | float]:
-    """A JSON number that is finite (``true`` is not a number)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number that is finite as a float (``true`` is not a number, nor an integer beyond a float's range)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # a 400-digit integer: raising here would fail the whole batch on every retry
+        return False
 
 
 def resolve_timestamp(value: Any, received_at: int) -> tuple[int, bool]:
