@@ -46,3 +46,30 @@ def stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
                 from None
         raise AwsError(f"describe-stacks {stack_name} failed: {exc}") from None
     return {item["OutputKey"]: item["OutputValue"] for item in stacks[0].get("Outputs", [])}
+
+
+def explain_aws_failure(exc: BaseException) -> str | None:
+    """A one-line message with what to do for a botocore error that escaped a command; None if not one."""
+    if not type(exc).__module__.startswith("botocore"):
+        return None
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+    )
+
+    if isinstance(exc, NoRegionError):
+        return "no AWS region: pass --region, set region in iotpipe.toml, or export AWS_DEFAULT_REGION"
+    if isinstance(exc, NoCredentialsError):
+        return "no AWS credentials: run `aws configure`, pass --profile, or export AWS_PROFILE"
+    if isinstance(exc, EndpointConnectionError):
+        return f"cannot reach AWS: {exc}; check --endpoint-url, --region and the network"
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        operation = getattr(exc, "operation_name", "AWS call")
+        return f"{operation} failed: {error.get('Code', 'Error')}: {error.get('Message', exc)}"
+    if isinstance(exc, BotoCoreError):
+        return f"AWS call failed: {exc}"
+    return None

@@ -7,22 +7,33 @@ from typing import Any
 
 import click
 
+from iotpipe.aws import explain_aws_failure
 from iotpipe.cli.common import CliContext
 from iotpipe.errors import IotpipeError
 
 
 class IotpipeGroup(click.Group):
-    """Maps :class:`IotpipeError` to a one-line message and its exit code (``--debug`` shows the traceback)."""
+    """Maps :class:`IotpipeError` and AWS client errors to a one-line message and an exit code.
+
+    ``--debug`` shows the traceback instead.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except IotpipeError as exc:
+        except Exception as exc:
+            message, code = _explain(exc)
             obj = ctx.find_object(CliContext)
-            if obj is not None and obj.debug:
+            if message is None or (obj is not None and obj.debug):
                 raise
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            click.echo(f"Error: {message}", err=True)
+            sys.exit(code)
+
+
+def _explain(exc: Exception) -> tuple[str | None, int]:
+    if isinstance(exc, IotpipeError):
+        return str(exc), exc.exit_code
+    return explain_aws_failure(exc), 1
 
 
 @click.group(cls=IotpipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
