@@ -13,8 +13,6 @@ rule's Kinesis action and S3 error action replayed. The device policy is evaluat
 from __future__ import annotations
 
 import base64
-import importlib.util
-import itertools
 import json
 import re
 import sys
@@ -23,7 +21,6 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
@@ -35,12 +32,15 @@ from iotpipe.config import load_config
 from iotpipe.render import render_template
 
 REPO = Path(__file__).resolve().parents[2]
-HANDLER_PATH = REPO / "handler" / "python" / "index.py"
+if str(REPO / "tests" / "handler") not in sys.path:  # the processor tests' helpers, as bench/ imports them
+    sys.path.insert(0, str(REPO / "tests" / "handler"))
+
+from processor_support import load_handler  # noqa: E402
+
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-1"
 PSEUDO = {"AWS::AccountId": ACCOUNT, "AWS::Region": REGION, "AWS::Partition": "aws",
           "AWS::StackName": "iotpipe-dev", "EnvironmentSuffix": "dev"}
-_LOADS = itertools.count()
 
 # Actions the processor role grants for calls Lambda itself makes for the function, never the handler code:
 # https://docs.aws.amazon.com/lambda/latest/dg/with-kinesis.html#events-kinesis-permissions and
@@ -291,17 +291,6 @@ def world(dev_template: dict[str, Any]) -> Iterator[World]:
 
 
 # ---------------------------------------------------------------- the processor
-
-def load_handler() -> ModuleType:
-    """A fresh copy of handler/python/index.py (no cached runtime from another test)."""
-    name = f"iotpipe_least_privilege_index_{next(_LOADS)}"
-    spec = importlib.util.spec_from_file_location(name, HANDLER_PATH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
 
 def payloads() -> list[bytes]:
     """Valid, anomalous, multi-reading and bad records, as the IoT rule would put them into the stream."""
