@@ -1,16 +1,20 @@
 """Processor benchmark (``make bench``; not a test): readings/s and AWS API calls per 1,000 readings.
 
-Starts a moto server on a free loopback port, creates the contract's table and bucket, and drives
-handler/python/index.py in-process with synthetic Kinesis events of 100 and 1,000 readings:
+Starts a moto server on a free loopback port, creates the contract's table and bucket, and drives synthetic
+Kinesis events of 100 and 1,000 readings through:
 
-1. against moto;
-2. under a latency model: a botocore ``before-send`` hook waits 10 ms and answers every call with a canned
-   success, so the figure shows the design's round trips rather than moto's own speed;
-3. when ../shared/seed/ is present, the seed's Node handler (its Code.ZipFile, unchanged) on the same data
-   against the same moto server (needs the AWS SDK: ``make install`` runs npm install in handler/node), and the ratio.
+1. handler/python/index.py in-process, against moto;
+2. the same under a latency model: a botocore ``before-send`` hook waits 10 ms and answers every call with a
+   canned success, so the figure shows the design's round trips rather than moto's own speed;
+3. the Node twin handler/node/index.js in bench/node_driver.js, against moto and under the same 10 ms model
+   (needs node and the AWS SDK: ``make install`` runs npm install in handler/node);
+4. when ../shared/seed/ is present, the seed's Node handler (its Code.ZipFile, unchanged) in the same driver
+   against the same moto server, and the ratios python / seed and node twin / seed.
+
+Calls are HTTP attempts (retries included) in every row; each run is warmed up on its first event first.
 
 Usage: python bench/bench_processor.py [--sizes 100 1000] [--readings-per-size 3000] [--repeat 3]
-                                       [--seed-dir ../shared/seed]
+                                       [--seed-dir ../shared/seed] [--budget-s 900]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,6 +44,7 @@ from processor_support import (  # noqa: E402
     kinesis_event,
     load_handler,
     make_runtime,
+    settings_env,
 )
 
 LATENCY_S = 0.010
@@ -47,36 +53,12 @@ ENV = {"ENVIRONMENT": "bench", "UNKNOWN_SENSOR": "quarantine", "TTL_DAYS": 90,
        "THRESHOLDS": {"temperature": {"min": 10, "max": 80, "unit": "celsius"},
                       "pressure": {"min": 30, "max": 150, "unit": "psi"},
                       "vibration": {"min": None, "max": 5.0, "unit": "mm/s"}}}
+NODE_DRIVER = REPO / "bench" / "node_driver.js"
+NODE_TWIN = REPO / "handler" / "node" / "index.js"
+NODE_MODULES = REPO / "handler" / "node" / "node_modules"
+NODE_TIMEOUT_S = 600
 SEED_TABLE = "SensorData-bench"
 SEED_BUCKET = "iot-raw-data-bench"
-NODE_DRIVER = r"""
-const fs = require('fs');
-const [indexPath, eventsPath, outPath] = process.argv.slice(2);
-const clientModules = ['@aws-sdk/client-s3', '@aws-sdk/client-dynamodb', '@aws-sdk/client-cloudwatch'];
-let calls = 0;
-for (const name of clientModules) {
-  const mod = require(name);
-  for (const cls of Object.values(mod)) {
-    if (typeof cls === 'function' && /Client$/.test(cls.name) && cls.prototype.send) {
-      const send = cls.prototype.send;
-      cls.prototype.send = function (...args) { calls += 1; return send.apply(this, args); };
-    }
-  }
-}
-const { handler } = require(indexPath);
-(async () => {
-  const events = JSON.parse(fs.readFileSync(eventsPath, 'utf8'));
-  let readings = 0, errors = 0;
-  const started = process.hrtime.bigint();
-  for (const event of events) {
-    const result = await handler(event);
-    readings += event.Records.length;
-    errors += JSON.parse(result.body).errors;
-  }
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  fs.writeFileSync(outPath, JSON.stringify({ readings, seconds, calls, errors }));
-})().catch((err) => { console.error(err); process.exit(1); });
-"""
 
 
 def synthetic_records(count: int, start_seq: int, start_ms: int) -> list[dict[str, Any]]:
@@ -161,32 +143,49 @@ def seed_handler_source(seed_dir: Path) -> str:
     return "".join(line[indent:] + "\n" for line in match.group(2).splitlines())
 
 
-def run_seed(endpoint: str, events: list[dict[str, Any]], seed_dir: Path) -> dict[str, float]:
-    """The seed's Node handler over ``events`` against the same moto server."""
-    node_modules = REPO / "handler" / "node" / "node_modules"
-    if not (node_modules / "@aws-sdk" / "client-s3").is_dir():
-        raise SystemExit("the seed comparison needs the AWS SDK: make install (or: npm install --prefix handler/node)")
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        (work / "index.js").write_text(seed_handler_source(seed_dir))
-        (work / "driver.js").write_text(NODE_DRIVER)
-        (work / "events.json").write_text(json.dumps(events))
-        env = {**os.environ, "NODE_PATH": str(node_modules), "AWS_ENDPOINT_URL": endpoint,
-               "NODE_NO_WARNINGS": "1", "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
-               "AWS_SECRET_ACCESS_KEY": "testing",
-               "DYNAMODB_TABLE": SEED_TABLE, "S3_BUCKET": SEED_BUCKET, "ENVIRONMENT": "bench",
-               "TEMP_THRESHOLD_HIGH": "80", "TEMP_THRESHOLD_LOW": "10", "PRESSURE_THRESHOLD_HIGH": "150",
-               "PRESSURE_THRESHOLD_LOW": "30", "VIBRATION_THRESHOLD": "5.0"}
-        env.pop("AWS_PROFILE", None)
-        # The seed logs the whole event and every payload; that is part of its cost, so it is kept (to /dev/null).
-        subprocess.run(["node", str(work / "driver.js"), str(work / "index.js"), str(work / "events.json"),
-                        str(work / "out.json")], env=env, check=True, stdout=subprocess.DEVNULL, timeout=900)
-        result = json.loads((work / "out.json").read_text())
-    if result["errors"]:
-        raise SystemExit(f"the seed handler failed {result['errors']} records; its figures would be wrong")
+def node_ready() -> bool:
+    """Node and the AWS SDK dev dependencies (``make install``) are there to run a Node processor."""
+    return shutil.which("node") is not None and (NODE_MODULES / "@aws-sdk" / "client-s3").is_dir()
+
+
+def run_node(handler_path: Path, events: list[dict[str, Any]], env: dict[str, str],
+             latency_ms: float | None = None) -> dict[str, float]:
+    """A Node processor over ``events`` in bench/node_driver.js, warmed up on the first event as run_python is;
+    against AWS_ENDPOINT_URL of ``env``, or under the latency model when ``latency_ms`` is given."""
+    job: dict[str, Any] = {"handlerPath": str(handler_path), "events": events, "env": env, "warmup": True}
+    if latency_ms is not None:
+        job["latencyMs"] = latency_ms
+    process_env = {**os.environ, "NODE_NO_WARNINGS": "1", "AWS_REGION": "us-east-1",
+                   "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    process_env.pop("AWS_PROFILE", None)
+    done = subprocess.run(["node", str(NODE_DRIVER)], input=json.dumps(job), env=process_env, text=True,
+                          capture_output=True, check=False, timeout=NODE_TIMEOUT_S)
+    if done.returncode != 0:
+        raise SystemExit(f"{NODE_DRIVER.name} failed on {handler_path}: {done.stderr.strip()[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
     readings = result["readings"]
     return {"readings": readings, "per_second": readings / result["seconds"],
-            "calls_per_1000": result["calls"] * 1000 / readings, "failures": 0}
+            "calls_per_1000": result["apiCalls"] * 1000 / readings, "failures": result["failures"]}
+
+
+def run_twin(endpoint: str, events: list[dict[str, Any]], latency_ms: float | None) -> dict[str, float]:
+    """Our Node twin (handler/node/index.js) with the same settings, table and bucket as the Python rows."""
+    return run_node(NODE_TWIN, events, {**settings_env(ENV), "AWS_ENDPOINT_URL": endpoint}, latency_ms)
+
+
+def run_seed(endpoint: str, events: list[dict[str, Any]], seed_dir: Path) -> dict[str, float]:
+    """The seed's Node handler (its Code.ZipFile, unchanged) over ``events`` against the same moto server."""
+    with tempfile.TemporaryDirectory() as tmp:
+        handler = Path(tmp) / "index.js"
+        handler.write_text(seed_handler_source(seed_dir))
+        # The seed logs the whole event and every payload; that is part of its cost (the driver discards it).
+        result = run_node(handler, events, {
+            "AWS_ENDPOINT_URL": endpoint, "DYNAMODB_TABLE": SEED_TABLE, "S3_BUCKET": SEED_BUCKET,
+            "ENVIRONMENT": "bench", "TEMP_THRESHOLD_HIGH": "80", "TEMP_THRESHOLD_LOW": "10",
+            "PRESSURE_THRESHOLD_HIGH": "150", "PRESSURE_THRESHOLD_LOW": "30", "VIBRATION_THRESHOLD": "5.0"})
+    if result["failures"]:
+        raise SystemExit(f"the seed handler failed {result['failures']:.0f} records; its figures would be wrong")
+    return result
 
 
 def create_seed_resources(s3: Any, dynamodb: Any) -> None:
@@ -224,8 +223,14 @@ def start_moto_server() -> tuple[subprocess.Popen[str], str]:
     return process, endpoint
 
 
+LABEL_WIDTH = 38
+PYTHON_MOTO = "python, moto server"
+TWIN_MOTO = "node twin, moto server"
+SEED_MOTO = "seed node handler, moto server"
+
+
 def _row(label: str, size: int, result: dict[str, float]) -> str:
-    return (f"{label:<34} {size:>6} {int(result['readings']):>9} {result['per_second']:>12,.0f} "
+    return (f"{label:<{LABEL_WIDTH}} {size:>6} {int(result['readings']):>9} {result['per_second']:>12,.0f} "
             f"{result['calls_per_1000']:>14.1f} {int(result['failures']):>9}")
 
 
@@ -236,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readings-per-size", type=int, default=3000, help="readings driven per size and mode")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved runs per row; the best is shown")
     parser.add_argument("--seed-dir", type=Path, default=REPO.parent / "shared" / "seed")
+    parser.add_argument("--budget-s", type=float, default=900,
+                        help="no further interleaved round starts after this many seconds (each size runs once)")
     args = parser.parse_args(argv)
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():
@@ -245,22 +252,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         s3, dynamodb = clients(endpoint)
         create_resources(s3, dynamodb)
-        with_seed = (args.seed_dir / "TapStack.yml").is_file()
+        latency = f"{LATENCY_S * 1000:.0f} ms per call (no server)"
+        modes: list[tuple[str, Callable[[list[dict[str, Any]]], dict[str, float]]]] = [
+            (PYTHON_MOTO, lambda events: run_python(endpoint, events, None)),
+            (f"python, {latency}", lambda events: run_python(endpoint, events, latency_model)),
+        ]
+        with_node = node_ready()
+        if with_node:
+            modes += [
+                (TWIN_MOTO, lambda events: run_twin(endpoint, events, None)),
+                (f"node twin, {latency}", lambda events: run_twin(endpoint, events, LATENCY_S * 1000)),
+            ]
+        else:
+            print("node or its AWS SDK (make install) is missing: no node twin or seed rows", file=sys.stderr)
+        with_seed = with_node and (args.seed_dir / "TapStack.yml").is_file()
         if with_seed:
             create_seed_resources(s3, dynamodb)
-        modes: list[tuple[str, Callable[[list[dict[str, Any]]], dict[str, float]]]] = [
-            ("python, moto server", lambda events: run_python(endpoint, events, None)),
-            (f"python, {LATENCY_S * 1000:.0f} ms per call (no server)",
-             lambda events: run_python(endpoint, events, latency_model)),
-        ]
-        if with_seed:
-            modes.append(("seed node handler, moto server", lambda events: run_seed(endpoint, events, args.seed_dir)))
-        print(f"best of {args.repeat} interleaved runs per row (other work on the machine only ever slows a run)")
-        print(f"{'run':<34} {'batch':>6} {'readings':>9} {'readings/s':>12} {'calls/1000':>14} {'failures':>9}")
+            modes.append((SEED_MOTO, lambda events: run_seed(endpoint, events, args.seed_dir)))
+        print(f"best of {args.repeat} interleaved runs per row (other work on the machine only ever slows a run); "
+              f"calls = HTTP attempts, retries included")
+        print(f"{'run':<{LABEL_WIDTH}} {'batch':>6} {'readings':>9} {'readings/s':>12} {'calls/1000':>14} "
+              f"{'failures':>9}")
+        deadline = time.monotonic() + args.budget_s
         for size in args.sizes:
             events = events_for(size, args.readings_per_size)
             best: dict[str, dict[str, float]] = {}
-            for _ in range(args.repeat):
+            for round_ in range(args.repeat):
+                if round_ and time.monotonic() > deadline:
+                    print(f"time budget of {args.budget_s:.0f} s spent: batch {size} rows are the best of "
+                          f"{round_} runs", file=sys.stderr)
+                    break
                 for label, run in modes:
                     result = run(events)
                     if label not in best or result["per_second"] > best[label]["per_second"]:
@@ -268,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
             for label, result in best.items():
                 print(_row(label, size, result), flush=True)
             if with_seed:
-                ratio = best[modes[0][0]]["per_second"] / best[modes[-1][0]]["per_second"]
-                print(f"{'  python / seed on moto':<34} {size:>6} {'':>9} {ratio:>11.1f}x", flush=True)
+                for label, name in ((PYTHON_MOTO, "python"), (TWIN_MOTO, "node twin")):
+                    ratio = best[label]["per_second"] / best[SEED_MOTO]["per_second"]
+                    print(f"{f'  {name} / seed on moto':<{LABEL_WIDTH}} {size:>6} {'':>9} {ratio:>11.1f}x",
+                          flush=True)
     finally:
         server.stdin.close()  # type: ignore[union-attr]
         try:
