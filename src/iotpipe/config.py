@@ -179,7 +179,7 @@ def read_config_file(path: str | Path | None) -> dict[str, Any]:
 
 def build_config(document: Mapping[str, Any], env: str, overrides: Mapping[str, Any]) -> PipelineConfig:
     """Merge defaults, the env section and overrides from a parsed document into a validated config."""
-    if not isinstance(env, str) or not ENV_NAME_PATTERN.match(env):
+    if not isinstance(env, str) or not ENV_NAME_PATTERN.fullmatch(env):
         raise ConfigError(f"env: {env!r} is not a valid environment name; use 1-20 lowercase letters or "
                           "digits (it becomes part of bucket and stack names)")
     _reject_unknown(document, ("defaults", "env"), "")
@@ -233,7 +233,7 @@ def _build_thresholds(raw: Any, path: str) -> tuple[tuple[str, Threshold], ...]:
     seed: dict[str, Any] = {name: dataclasses.asdict(t) for name, t in SEED_THRESHOLDS.items()}
     result = []
     for name, spec in _deep_merge(seed, table).items():
-        if not SENSOR_TYPE_PATTERN.match(name):
+        if not SENSOR_TYPE_PATTERN.fullmatch(name):
             raise ConfigError(f"{path}.{name}: sensor type names start with a letter and use letters, digits "
                               "and underscores (at most 64)")
         threshold = _build_section(Threshold, spec, f"{path}.{name}")
@@ -307,7 +307,7 @@ def _check_rule(value: Any, rule: Mapping[str, Any], path: str) -> None:
         raise ConfigError(f"{path}: {value!r} is not allowed; choose one of {', '.join(map(str, choices))}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ConfigError(f"{path}: {value!r} is out of range; allowed {lo} to {hi}")
-    if pattern is not None and not pattern.match(value):
+    if pattern is not None and not pattern.fullmatch(value):
         raise ConfigError(f"{path}: {value!r} is not valid{'; ' + rule['doc'] if rule.get('doc') else ''}")
 
 
@@ -315,7 +315,7 @@ def _string_pairs(raw: Any, path: str, key_pattern: re.Pattern[str]) -> tuple[tu
     table = _table(raw, path)
     pairs = []
     for key, value in table.items():
-        if not key_pattern.match(key):
+        if not key_pattern.fullmatch(key):
             raise ConfigError(f"{path}.{key}: not a valid key")
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise ConfigError(f"{path}.{key}: expected a string, got {type(value).__name__}")

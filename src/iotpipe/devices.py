@@ -80,7 +80,7 @@ class RevokedDevice:
 
 def validate_thing_name(name: str) -> str:
     """Return ``name`` if it can be a thing name, MQTT client id and topic level; else ConfigError."""
-    if not THING_NAME_PATTERN.match(name or ""):
+    if not THING_NAME_PATTERN.fullmatch(name or ""):
         raise ConfigError(
             f"device id {name!r} is not valid: use 1-128 letters, digits, '_' or '-' (it becomes the thing "
             "name, the MQTT client id and the topic level in sensor/<id>/data)"
@@ -111,11 +111,11 @@ def thing_attributes(environment: str, extra: Mapping[str, str]) -> dict[str, st
         "managedBy": MANAGED_BY,
     }
     for key, value in attributes.items():
-        if not ATTRIBUTE_NAME_PATTERN.match(key):
+        if not ATTRIBUTE_NAME_PATTERN.fullmatch(key):
             raise ConfigError(
                 f"attribute name {key!r} is not valid for AWS IoT: use letters, digits and _.,@/:#-"
             )
-        if not ATTRIBUTE_VALUE_PATTERN.match(value):
+        if not ATTRIBUTE_VALUE_PATTERN.fullmatch(value):
             raise ConfigError(
                 f"attribute {key}={value!r} is not valid for AWS IoT: use letters, digits and "
                 "_.,@/:#=[]- (no spaces)"

@@ -143,7 +143,7 @@ def iso_ms(epoch_ms: int) -> str:
 def parse_since(text: str, now: int) -> int:
     """``--since`` (``30s``, ``10m``, ``1h``, ``7d``, ``2w`` or an ISO 8601 time) -> epoch ms."""
     value = (text or "").strip()
-    match = _DURATION.match(value)
+    match = _DURATION.fullmatch(value)
     if match:
         seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         if seconds > MAX_SINCE_DAYS * 86400:

@@ -124,3 +124,14 @@ def test_unknown_override_key_is_rejected() -> None:
 def test_named_config_file_that_does_not_exist(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml", "dev")
+
+
+@pytest.mark.parametrize(("text", "env"), [
+    ("[defaults.thresholds.\"temperature\\n\"]\nmax = 80\n", "dev"),
+    ("[defaults.tags]\n\"Owner\\n\" = \"ops\"\n", "dev"),
+    ("[env.dev.alarms]\nemail = \"ops@example.com\\n\"\n", "dev"),
+    ("", "dev\n"),
+])
+def test_a_trailing_newline_is_not_a_valid_name(tmp_path: Path, text: str, env: str) -> None:
+    with pytest.raises(ConfigError):
+        load_config(write(tmp_path, text), env)

@@ -60,7 +60,8 @@ def test_register_creates_thing_certificate_and_files(iot: Any, tmp_path: Path) 
     }
 
 
-@pytest.mark.parametrize("name", ["", "has space", "slash/name", "plus+", "hash#", "dollar$", "x" * 129, "ü"])
+@pytest.mark.parametrize(
+    "name", ["", "has space", "slash/name", "plus+", "hash#", "dollar$", "x" * 129, "ü", "press-07\n"])
 def test_register_rejects_names_invalid_for_policy_and_topic(iot: Any, tmp_path: Path, name: str) -> None:
     with pytest.raises(ConfigError, match="is not valid"):
         _register(iot, tmp_path, name)
