@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -33,11 +34,18 @@ def test_render_uses_short_form_intrinsics_and_parses_as_yaml() -> None:
 
 
 def test_wheel_ships_the_handler_sources(tmp_path: Path) -> None:
+    source = tmp_path / "source"  # a copy: building writes build/ and egg-info beside the sources
+    for name in ("src", "handler"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("node_modules", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+                    "-w", str(tmp_path), str(source)], check=True, capture_output=True)
     wheel = next(tmp_path.glob("iotpipe-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
-        shipped = archive.read("iotpipe/handlers/python/index.py").decode("utf-8")
+        shipped = {name: archive.read(f"iotpipe/handlers/{name}").decode("utf-8")
+                   for name in ("python/index.py", "node/index.js")}
         names = archive.namelist()
-    assert shipped == (ROOT / "handler" / "python" / "index.py").read_text(encoding="utf-8")
+    for name, text in shipped.items():
+        assert text == (ROOT / "handler" / name).read_text(encoding="utf-8"), name
     assert not any("eval-data" in name or name.endswith(".csv") for name in names)
