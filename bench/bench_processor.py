@@ -234,6 +234,30 @@ def _row(label: str, size: int, result: dict[str, float]) -> str:
             f"{result['calls_per_1000']:>14.1f} {int(result['failures']):>9}")
 
 
+MAX_CALLS_PER_1000 = 50
+MIN_RATIO_TO_SEED = 20.0
+MIN_LATENCY_MODEL_RATE = 5000.0
+
+
+def target_verdicts(best: dict[str, dict[str, float]], latency_label: dict[str, str]) -> list[str]:
+    """One line per processor: the issue's three targets for this batch size, each met or not, with the figure."""
+    lines = []
+    for name, moto_label in (("python", PYTHON_MOTO), ("node twin", TWIN_MOTO)):
+        if moto_label not in best:
+            continue
+        moto, modelled = best[moto_label], best[latency_label[name]]
+        checks = [(f"calls/1000 <= {MAX_CALLS_PER_1000}", moto["calls_per_1000"] <= MAX_CALLS_PER_1000,
+                   f"{moto['calls_per_1000']:.1f}"),
+                  (f"10 ms model >= {MIN_LATENCY_MODEL_RATE:,.0f}/s",
+                   modelled["per_second"] >= MIN_LATENCY_MODEL_RATE, f"{modelled['per_second']:,.0f}")]
+        if SEED_MOTO in best:
+            ratio = moto["per_second"] / best[SEED_MOTO]["per_second"]
+            checks.insert(1, (f"vs seed >= {MIN_RATIO_TO_SEED:.0f}x", ratio >= MIN_RATIO_TO_SEED, f"{ratio:.1f}x"))
+        verdicts = "; ".join(f"{what} {'met' if ok else 'NOT met'} ({figure})" for what, ok, figure in checks)
+        lines.append(f"  targets, {name}: {verdicts}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print one table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -293,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                     ratio = best[label]["per_second"] / best[SEED_MOTO]["per_second"]
                     print(f"{f'  {name} / seed on moto':<{LABEL_WIDTH}} {size:>6} {'':>9} {ratio:>11.1f}x",
                           flush=True)
+            for line in target_verdicts(best, {"python": f"python, {latency}", "node twin": f"node twin, {latency}"}):
+                print(line, flush=True)
     finally:
         server.stdin.close()  # type: ignore[union-attr]
         try:
