@@ -7,6 +7,7 @@ reproduce the seed template's values. Every bad value raises :class:`ConfigError
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import tomllib
@@ -27,6 +28,8 @@ KMS_KEY_PATTERN = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-
 EMAIL_PATTERN = re.compile(r"^([^@\s]+@[^@\s]+\.[^@\s]+)?$")
 PYTHON_RUNTIMES = ("python3.12", "python3.13", "python3.14")
 NODE_RUNTIMES = ("nodejs22.x", "nodejs24.x")
+# Lambda allows 4 KB of environment variables in all; the other variables take well under 600 bytes.
+MAX_THRESHOLDS_JSON_BYTES = 3500
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
                       2557, 2922, 3288, 3653)
 
@@ -133,6 +136,12 @@ class PipelineConfig:
     def threshold_map(self) -> dict[str, Threshold]:
         """Thresholds keyed by sensor type."""
         return dict(self.thresholds)
+
+    @property
+    def thresholds_json(self) -> str:
+        """The thresholds as the processor's THRESHOLDS variable: compact JSON, sensor type -> min/max/unit."""
+        table = {name: {"min": t.min, "max": t.max, "unit": t.unit} for name, t in self.thresholds}
+        return json.dumps(table, sort_keys=True, separators=(",", ":"))
 
     @property
     def resolved_stack_name(self) -> str:
@@ -247,6 +256,12 @@ def _build_thresholds(raw: Any, path: str) -> tuple[tuple[str, Threshold], ...]:
 
 def _check_cross_field(config: PipelineConfig, source: str) -> None:
     processor, stream, storage = config.processor, config.stream, config.storage
+    thresholds_size = len(config.thresholds_json.encode("utf-8"))
+    if thresholds_size > MAX_THRESHOLDS_JSON_BYTES:
+        raise ConfigError(
+            f"{source}.thresholds: {len(config.thresholds)} sensor types take {thresholds_size} bytes of the "
+            f"processor's environment, over the {MAX_THRESHOLDS_JSON_BYTES} that fit in Lambda's 4 KB limit; "
+            "drop unused sensor types or shorten units")
     if processor.max_record_age_seconds >= stream.retention_hours * 3600:
         raise ConfigError(
             f"{source}.processor.max_record_age_seconds: {processor.max_record_age_seconds} must be below the "

@@ -135,3 +135,11 @@ def test_named_config_file_that_does_not_exist(tmp_path: Path) -> None:
 def test_a_trailing_newline_is_not_a_valid_name(tmp_path: Path, text: str, env: str) -> None:
     with pytest.raises(ConfigError):
         load_config(write(tmp_path, text), env)
+
+
+def test_thresholds_that_overflow_the_lambda_environment_are_refused() -> None:
+    many = {f"sensor_{i:03d}": {"min": 0, "max": 1000, "unit": "units"} for i in range(80)}
+    with pytest.raises(ConfigError, match=r"defaults\.thresholds: 83 sensor types take \d+ bytes"):
+        build_config({"defaults": {"thresholds": many}}, "dev", {})
+    few = dict(list(many.items())[:40])
+    assert len(build_config({"defaults": {"thresholds": few}}, "dev", {}).thresholds) == 43

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from troposphere import AWSObject, GetAtt, Output, Ref, Sub, Tags, iam
@@ -53,14 +52,13 @@ def build_processor(cfg: PipelineConfig, *, keys: KeyGroup, stream: StreamGroup,
 
 def processor_environment(cfg: PipelineConfig) -> dict[str, object]:
     """The processor's environment variables (the data contract's names)."""
-    thresholds = {name: {"min": t.min, "max": t.max, "unit": t.unit} for name, t in cfg.thresholds}
     return {
         "DYNAMODB_TABLE": Ref(naming.TABLE),
         "S3_BUCKET": Ref(naming.RAW_BUCKET),
         "ENVIRONMENT": Ref(naming.ENV_PARAM),
         "METRIC_NAMESPACE": naming.METRIC_NAMESPACE,
         # One JSON map replaces the seed's five fixed variables: a new sensor type needs no code change.
-        "THRESHOLDS": json.dumps(thresholds, sort_keys=True, separators=(",", ":")),
+        "THRESHOLDS": cfg.thresholds_json,
         "UNKNOWN_SENSOR": cfg.processor.unknown_sensor,
         "TTL_DAYS": str(cfg.storage.ttl_days),
     }
