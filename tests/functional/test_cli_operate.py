@@ -3,9 +3,7 @@ items written by the real processor (handler/python/index.py), its log lines and
 
 from __future__ import annotations
 
-import base64
 import csv
-import importlib.util
 import io
 import json
 import stat
@@ -22,7 +20,11 @@ from click.testing import CliRunner, Result
 from iotpipe.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-HANDLER = ROOT / "handler" / "python" / "index.py"
+if str(ROOT / "tests" / "handler") not in sys.path:  # the processor tests' helpers, as bench/ imports them
+    sys.path.insert(0, str(ROOT / "tests" / "handler"))
+
+from processor_support import kinesis_event, load_handler, rule_records  # noqa: E402
+
 STACK = "iotpipe-dev"
 THRESHOLDS = {"temperature": {"min": 10, "max": 80, "unit": "celsius"},
               "pressure": {"min": 30, "max": 150, "unit": "psi"},
@@ -90,21 +92,9 @@ def run_processor(stack: Mapping[str, str], payloads: Sequence[Mapping[str, Any]
            "TTL_DAYS": "90", "METRIC_NAMESPACE": "IoT/Manufacturing", "AWS_ENDPOINT_URL": stack["endpoint"]}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    spec = importlib.util.spec_from_file_location(f"iotpipe_processor_{id(object())}", HANDLER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    records = []
-    for index, payload in enumerate(payloads):
-        device = str(payload["deviceId"])
-        data = json.dumps({**payload, "receivedAt": now, "topicDeviceId": device}).encode()
-        sequence = str(49600000000000000000000000000000000000000000000000 + index)
-        records.append({"eventID": f"shardId-000000000000:{sequence}", "eventSource": "aws:kinesis",
-                        "kinesis": {"partitionKey": device, "data": base64.b64encode(data).decode(),
-                                    "sequenceNumber": sequence, "approximateArrivalTimestamp": now / 1000}})
+    event = kinesis_event(rule_records(payloads, now, first_sequence=49_600_000_000))
     capsys.readouterr()
-    assert module.handler({"Records": records}, None) == {"batchItemFailures": []}
+    assert load_handler().handler(event, None) == {"batchItemFailures": []}
     return [line for line in capsys.readouterr().out.splitlines() if line.strip()]
 
 

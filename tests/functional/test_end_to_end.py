@@ -20,20 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT / "tests" / "handler") not in sys.path:  # the processor tests' helpers, as bench/ imports them
     sys.path.insert(0, str(ROOT / "tests" / "handler"))
 
-from processor_support import kinesis_event, load_handler  # noqa: E402
+from processor_support import kinesis_event, load_handler, rule_records  # noqa: E402
 
 REGION = "us-east-1"
 
 
 def cli(endpoint: str, *args: str) -> Result:
     return CliRunner().invoke(main, [*args, "--env", "dev", "--endpoint-url", endpoint, "--region", REGION])
-
-
-def rule_records(payloads: list[dict[str, Any]], arrived_at: int) -> list[dict[str, Any]]:
-    """What the topic rule puts on the stream: the payload plus receivedAt and topicDeviceId, keyed by topic."""
-    return [{"payload": {**payload, "receivedAt": arrived_at, "topicDeviceId": payload["deviceId"]},
-             "partitionKey": payload["deviceId"], "sequenceNumber": str(49_700_000_000 + index),
-             "arrivedAt": arrived_at} for index, payload in enumerate(payloads)]
 
 
 def out_of_range(payload: dict[str, Any]) -> bool:

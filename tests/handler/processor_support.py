@@ -94,6 +94,15 @@ def record_data(spec: Mapping[str, Any]) -> str:
     return str(spec["base64"])
 
 
+def rule_records(payloads: Iterable[Mapping[str, Any]], arrived_at: int,
+                 first_sequence: int = 49_700_000_000) -> list[dict[str, Any]]:
+    """Record specs for :func:`kinesis_event` as the topic rule forwards device payloads: each payload plus
+    ``receivedAt`` and ``topicDeviceId``, partitioned by the device id."""
+    return [{"payload": {**payload, "receivedAt": arrived_at, "topicDeviceId": payload["deviceId"]},
+             "partitionKey": str(payload["deviceId"]), "sequenceNumber": str(first_sequence + index),
+             "arrivedAt": arrived_at} for index, payload in enumerate(payloads)]
+
+
 def kinesis_event(records: Iterable[Mapping[str, Any]], shard_id: str = SHARD) -> dict[str, Any]:
     """A Lambda Kinesis event; each spec has sequenceNumber, partitionKey, arrivedAt (ms) and data."""
     return {"Records": [{
