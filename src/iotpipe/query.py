@@ -232,23 +232,29 @@ def query_readings(
     page_size: int | None = None,
 ) -> list[Reading]:
     """A device's readings since ``since_ms``, newest first, at most ``limit`` (paginated Query)."""
-    values: dict[str, Any] = {":d": {"S": device_id}, ":from": {"S": sort_key_from(since_ms)}}
+    kwargs = _newest_first_query(
+        table, "deviceId = :d AND sk >= :from", {":d": {"S": device_id}, ":from": {"S": sort_key_from(since_ms)}},
+        sensor=sensor, anomalies_only=anomalies_only)
+    return _paginate_items(dynamodb, kwargs, limit, f"query {table}", page_size)
+
+
+def _newest_first_query(table: str, key_condition: str, values: dict[str, Any], *, sensor: str | None = None,
+                        device_id: str | None = None, anomalies_only: bool = False) -> dict[str, Any]:
+    """Query parameters, newest first, with the optional filters of the readings and anomalies commands."""
     filters = []
-    if sensor:
-        filters.append("sensorType = :s")
-        values[":s"] = {"S": sensor}
-    if anomalies_only:
-        filters.append("anomalyDetected = :t")
-        values[":t"] = {"BOOL": True}
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "KeyConditionExpression": "deviceId = :d AND sk >= :from",
-        "ExpressionAttributeValues": values,
-        "ScanIndexForward": False,
-    }
+    for wanted, expression, name, value in (
+        (sensor, "sensorType = :s", ":s", {"S": sensor}),
+        (device_id, "deviceId = :dev", ":dev", {"S": device_id}),
+        (anomalies_only, "anomalyDetected = :t", ":t", {"BOOL": True}),
+    ):
+        if wanted:
+            filters.append(expression)
+            values[name] = value
+    kwargs: dict[str, Any] = {"TableName": table, "KeyConditionExpression": key_condition,
+                              "ExpressionAttributeValues": values, "ScanIndexForward": False}
     if filters:
         kwargs["FilterExpression"] = " AND ".join(filters)
-    return _paginate_items(dynamodb, kwargs, limit, f"query {table}", page_size)
+    return kwargs
 
 
 def query_anomalies(
@@ -265,23 +271,10 @@ def query_anomalies(
     """Anomalies of all devices since ``since_ms`` from the sparse day index, newest first."""
     results: list[Reading] = []
     for day in days_between(since_ms, until_ms):
-        values: dict[str, Any] = {":day": {"S": day}, ":from": {"S": sort_key_from(since_ms)}}
-        filters = []
-        if sensor:
-            filters.append("sensorType = :s")
-            values[":s"] = {"S": sensor}
-        if device_id:
-            filters.append("deviceId = :dev")
-            values[":dev"] = {"S": device_id}
-        kwargs: dict[str, Any] = {
-            "TableName": table,
-            "IndexName": index,
-            "KeyConditionExpression": "anomalyDay = :day AND anomalySk >= :from",
-            "ExpressionAttributeValues": values,
-            "ScanIndexForward": False,
-        }
-        if filters:
-            kwargs["FilterExpression"] = " AND ".join(filters)
+        kwargs = _newest_first_query(
+            table, "anomalyDay = :day AND anomalySk >= :from",
+            {":day": {"S": day}, ":from": {"S": sort_key_from(since_ms)}}, sensor=sensor, device_id=device_id)
+        kwargs["IndexName"] = index
         results.extend(_paginate_items(dynamodb, kwargs, limit - len(results), f"query {table}/{index}"))
         if len(results) >= limit:
             break
