@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -78,3 +79,24 @@ def progress(message: str) -> None:
 def is_interactive() -> bool:
     """True when stdin is a terminal, so the user can be asked to confirm."""
     return sys.stdin.isatty()
+
+
+@dataclass(frozen=True)
+class Target:
+    """The environment a command works on: its validated config and how to reach its AWS account."""
+
+    config: PipelineConfig
+    factory: ClientFactory
+
+
+def pipeline_target(func: F) -> F:
+    """Add ``--env``, ``--config``, ``--region``, ``--profile`` and ``--endpoint-url``; pass ``target: Target``."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, config_path: str | None, env: str, region: str | None, profile: str | None,
+                endpoint_url: str | None, **kwargs: Any) -> Any:
+        config = load_pipeline_config(config_path, env)
+        target = Target(config, client_factory(config, region, profile, endpoint_url))
+        return func(*args, target=target, **kwargs)
+
+    return config_options(aws_options(wrapper))  # type: ignore[return-value]

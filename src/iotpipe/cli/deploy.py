@@ -8,16 +8,7 @@ from typing import Any
 import click
 
 from iotpipe.cli.app import main
-from iotpipe.cli.common import (
-    aws_options,
-    client_factory,
-    config_options,
-    echo_json,
-    is_interactive,
-    load_pipeline_config,
-    output_option,
-    progress,
-)
+from iotpipe.cli.common import Target, echo_json, is_interactive, output_option, pipeline_target, progress
 from iotpipe.config import PipelineConfig
 from iotpipe.deploy.client import Change, DeployClient, Stack, StackEvent
 from iotpipe.deploy.execute import (
@@ -47,11 +38,6 @@ DEFAULT_TIMEOUT_MINUTES = 30.0
 def _timeout_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--timeout", "timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT_MINUTES,
                         show_default=True, help="Bound of every wait, in minutes.")(func)
-
-
-def _deploy_client(cfg: PipelineConfig, region: str | None, profile: str | None,
-                   endpoint_url: str | None) -> DeployClient:
-    return DeployClient.from_factory(client_factory(cfg, region, profile, endpoint_url))
 
 
 def _require_consent(yes: bool, what: str) -> None:
@@ -131,8 +117,7 @@ def _show_result(result: DeployResult, output: str) -> None:
 
 
 @main.command()
-@config_options
-@aws_options
+@pipeline_target
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required without a terminal).")
 @click.option("--no-execute", is_flag=True, help="Create the change set, show it, delete it; change nothing.")
 @click.option("--param", "params", multiple=True, metavar="K=V",
@@ -143,8 +128,7 @@ def _show_result(result: DeployResult, output: str) -> None:
               help="What CloudFormation does when a create fails (an update: rollback or do-nothing).")
 @_timeout_option
 @output_option
-def deploy(config_path: str | None, env: str, region: str | None, profile: str | None, endpoint_url: str | None,
-           yes: bool, no_execute: bool, params: tuple[str, ...], tags: tuple[str, ...], on_failure: str,
+def deploy(target: Target, yes: bool, no_execute: bool, params: tuple[str, ...], tags: tuple[str, ...], on_failure: str,
            timeout: float, output: str) -> None:
     """Render, lint and deploy the pipeline stack through a change set.
 
@@ -161,8 +145,7 @@ def deploy(config_path: str | None, env: str, region: str | None, profile: str |
     """
     if not no_execute:
         _require_consent(yes, "deploy")
-    cfg = load_pipeline_config(config_path, env)
-    client = _deploy_client(cfg, region, profile, endpoint_url)
+    cfg, client = target.config, DeployClient.from_factory(target.factory)
     plan = _plan(cfg, client, params, tags, on_failure, timeout)
     _show_plan(plan, output)
     if no_execute:
@@ -177,14 +160,12 @@ def deploy(config_path: str | None, env: str, region: str | None, profile: str |
 
 
 @main.command()
-@config_options
-@aws_options
+@pipeline_target
 @click.option("--param", "params", multiple=True, metavar="K=V", help="Template parameter override. Repeatable.")
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Stack tag override. Repeatable.")
 @_timeout_option
 @output_option
-def diff(config_path: str | None, env: str, region: str | None, profile: str | None, endpoint_url: str | None,
-         params: tuple[str, ...], tags: tuple[str, ...], timeout: float, output: str) -> None:
+def diff(target: Target, params: tuple[str, ...], tags: tuple[str, ...], timeout: float, output: str) -> None:
     """Show what deploy would change (Action, LogicalId, Type, Replacement) without changing anything.
 
     The change set is created, described and deleted again.
@@ -194,8 +175,7 @@ def diff(config_path: str | None, env: str, region: str | None, profile: str | N
       iotpipe diff --env dev
       iotpipe diff --env prod --output json
     """
-    cfg = load_pipeline_config(config_path, env)
-    client = _deploy_client(cfg, region, profile, endpoint_url)
+    cfg, client = target.config, DeployClient.from_factory(target.factory)
     plan = _plan(cfg, client, params, tags, "rollback", timeout)
     result = discard_plan(client, plan, progress)
     if output == "json":
@@ -205,11 +185,9 @@ def diff(config_path: str | None, env: str, region: str | None, profile: str | N
 
 
 @main.command()
-@config_options
-@aws_options
+@pipeline_target
 @output_option
-def outputs(config_path: str | None, env: str, region: str | None, profile: str | None,
-            endpoint_url: str | None, output: str) -> None:
+def outputs(target: Target, output: str) -> None:
     """Print the stack outputs (bucket, table, stream and function names, IoT endpoint, ...).
 
     \b
@@ -217,8 +195,8 @@ def outputs(config_path: str | None, env: str, region: str | None, profile: str 
       iotpipe outputs --env dev
       iotpipe outputs --env dev --output json | jq -r .RawDataBucketName
     """
-    cfg = load_pipeline_config(config_path, env)
-    stack = describe_stack(_deploy_client(cfg, region, profile, endpoint_url), cfg.resolved_stack_name, cfg.env)
+    cfg = target.config
+    stack = describe_stack(DeployClient.from_factory(target.factory), cfg.resolved_stack_name, cfg.env)
     if output == "json":
         echo_json(stack.output_map)
         return
@@ -226,16 +204,14 @@ def outputs(config_path: str | None, env: str, region: str | None, profile: str 
 
 
 @main.command()
-@config_options
-@aws_options
+@pipeline_target
 @click.option("--events", "last", type=click.IntRange(1, 100), default=10, show_default=True,
               help="How many of the last stack events to show.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare the stack with the current config through a change set that is then deleted.")
 @_timeout_option
 @output_option
-def status(config_path: str | None, env: str, region: str | None, profile: str | None, endpoint_url: str | None,
-           last: int, check: bool, timeout: float, output: str) -> None:
+def status(target: Target, last: int, check: bool, timeout: float, output: str) -> None:
     """Show the stack status, its last events, and whether it matches the current config.
 
     \b
@@ -243,8 +219,7 @@ def status(config_path: str | None, env: str, region: str | None, profile: str |
       iotpipe status --env dev
       iotpipe status --env prod --events 30 --no-check
     """
-    cfg = load_pipeline_config(config_path, env)
-    client = _deploy_client(cfg, region, profile, endpoint_url)
+    cfg, client = target.config, DeployClient.from_factory(target.factory)
     stack = describe_stack(client, cfg.resolved_stack_name, cfg.env)
     plan = _status_plan(cfg, client, stack, timeout) if check else None
     report = stack_status(client, stack, plan, last)
@@ -278,13 +253,11 @@ def _status_plan(cfg: PipelineConfig, client: DeployClient, stack: Stack, timeou
 
 
 @main.command()
-@config_options
-@aws_options
+@pipeline_target
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required without a terminal).")
 @_timeout_option
 @output_option
-def destroy(config_path: str | None, env: str, region: str | None, profile: str | None, endpoint_url: str | None,
-            yes: bool, timeout: float, output: str) -> None:
+def destroy(target: Target, yes: bool, timeout: float, output: str) -> None:
     """Empty the stack's buckets (every object version and delete marker), delete the stack and wait.
 
     Refuses while termination protection is on, and says how to lift it.
@@ -295,8 +268,7 @@ def destroy(config_path: str | None, env: str, region: str | None, profile: str 
       iotpipe destroy --env ci --yes
     """
     _require_consent(yes, "destroy")
-    cfg = load_pipeline_config(config_path, env)
-    client = _deploy_client(cfg, region, profile, endpoint_url)
+    cfg, client = target.config, DeployClient.from_factory(target.factory)
     plan = plan_destroy(client, cfg.resolved_stack_name, timeout * 60, progress)
     if plan.stack is None:
         progress(f"stack {plan.stack_name} does not exist; nothing to destroy")

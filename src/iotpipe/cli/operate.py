@@ -15,13 +15,13 @@ from iotpipe import query as query_lib
 from iotpipe import simulate as simulate_lib
 from iotpipe.cli.app import main
 from iotpipe.cli.common import (
-    aws_options,
-    client_factory,
+    Target,
     config_options,
     echo_json,
     is_interactive,
     load_pipeline_config,
     output_option,
+    pipeline_target,
     progress,
 )
 from iotpipe.errors import ConfigError
@@ -73,8 +73,7 @@ def device() -> None:
 @click.option("--location", help="Thing attribute 'location' (letters, digits, _.,@/:#- ; no spaces).")
 @click.option("--equipment-type", help="Thing attribute 'equipmentType'.")
 @click.option("--attribute", "attributes", multiple=True, metavar="KEY=VALUE", help="More thing attributes.")
-@config_options
-@aws_options
+@pipeline_target
 @output_option
 def register(
     device_id: str,
@@ -82,11 +81,7 @@ def register(
     location: str | None,
     equipment_type: str | None,
     attributes: tuple[str, ...],
-    config_path: str | None,
-    env: str,
-    region: str | None,
-    profile: str | None,
-    endpoint_url: str | None,
+    target: Target,
     output: str,
 ) -> None:
     """Create a device: thing, keys, certificate; attach the stack's device policy and write the files.
@@ -101,8 +96,7 @@ def register(
     """
     devices_lib.validate_thing_name(device_id)
     extra = {**_parse_attributes(attributes), "location": location, "equipmentType": equipment_type}
-    cfg = load_pipeline_config(config_path, env)
-    factory = client_factory(cfg, region, profile, endpoint_url)
+    cfg, factory = target.config, target.factory
     policy = devices_lib.device_policy_name(factory.client("cloudformation"), cfg)
     result = devices_lib.register_device(
         factory.client("iot"),
@@ -138,16 +132,11 @@ def register(
 
 @device.command("list")
 @click.option("--all", "all_envs", is_flag=True, help="Every thing in the account, not just this environment's.")
-@config_options
-@aws_options
+@pipeline_target
 @output_option
 def list_(
     all_envs: bool,
-    config_path: str | None,
-    env: str,
-    region: str | None,
-    profile: str | None,
-    endpoint_url: str | None,
+    target: Target,
     output: str,
 ) -> None:
     """List the devices registered for an environment.
@@ -157,8 +146,7 @@ def list_(
       iotpipe device list --env dev
       iotpipe device list --all --output json
     """
-    cfg = load_pipeline_config(config_path, env)
-    factory = client_factory(cfg, region, profile, endpoint_url)
+    cfg, factory = target.config, target.factory
     found = devices_lib.list_devices(factory.client("iot"), None if all_envs else cfg.env)
     if output == "json":
         echo_json(
@@ -190,17 +178,12 @@ def list_(
 @device.command("revoke")
 @click.argument("device_id")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@config_options
-@aws_options
+@pipeline_target
 @output_option
 def revoke(
     device_id: str,
     yes: bool,
-    config_path: str | None,
-    env: str,
-    region: str | None,
-    profile: str | None,
-    endpoint_url: str | None,
+    target: Target,
     output: str,
 ) -> None:
     """Detach, deactivate and delete the device's certificates, then delete the thing.
@@ -215,9 +198,7 @@ def revoke(
         if not is_interactive():
             raise ConfigError(f"revoking {device_id} deletes its certificates; pass --yes to confirm")
         click.confirm(f"Revoke {device_id} and delete its certificates?", abort=True, err=True)
-    cfg = load_pipeline_config(config_path, env)
-    factory = client_factory(cfg, region, profile, endpoint_url)
-    result = devices_lib.revoke_device(factory.client("iot"), device_id)
+    result = devices_lib.revoke_device(target.factory.client("iot"), device_id)
     if output == "json":
         echo_json(
             {
@@ -392,8 +373,7 @@ _LIMIT = click.option("--limit", type=int, default=100, show_default=True, help=
 @click.option("--anomalies-only", is_flag=True, help="Only anomalous readings.")
 @_LIMIT
 @_OUTPUT3
-@config_options
-@aws_options
+@pipeline_target
 def readings(
     device_id: str,
     since: str,
@@ -401,11 +381,7 @@ def readings(
     anomalies_only: bool,
     limit: int,
     output: str,
-    config_path: str | None,
-    env: str,
-    region: str | None,
-    profile: str | None,
-    endpoint_url: str | None,
+    target: Target,
 ) -> None:
     """A device's stored readings, newest first.
 
@@ -414,8 +390,7 @@ def readings(
       iotpipe readings press-07 --env dev --since 1h
       iotpipe readings press-07 --sensor temperature --anomalies-only --output csv > anomalies.csv
     """
-    cfg = load_pipeline_config(config_path, env)
-    factory = client_factory(cfg, region, profile, endpoint_url)
+    cfg, factory = target.config, target.factory
     found = query_lib.readings(
         factory, cfg, device_id, since=since, sensor=sensor, anomalies_only=anomalies_only, limit=limit
     )
@@ -428,19 +403,14 @@ def readings(
 @click.option("--device", "device_id", help="Only this device.")
 @_LIMIT
 @_OUTPUT3
-@config_options
-@aws_options
+@pipeline_target
 def anomalies(
     since: str,
     sensor: str | None,
     device_id: str | None,
     limit: int,
     output: str,
-    config_path: str | None,
-    env: str,
-    region: str | None,
-    profile: str | None,
-    endpoint_url: str | None,
+    target: Target,
 ) -> None:
     """Anomalies of every device, newest first (from the AnomaliesByDay index).
 
@@ -449,8 +419,7 @@ def anomalies(
       iotpipe anomalies --env dev
       iotpipe anomalies --env prod --since 7d --sensor vibration --output json
     """
-    cfg = load_pipeline_config(config_path, env)
-    factory = client_factory(cfg, region, profile, endpoint_url)
+    cfg, factory = target.config, target.factory
     found = query_lib.anomalies(factory, cfg, since=since, sensor=sensor, device_id=device_id, limit=limit)
     _reading_output(found, output, with_device=True)
 
@@ -471,8 +440,7 @@ def anomalies(
     show_default=True,
     help="text: one summarised line per event; json: one JSON object per event.",
 )
-@config_options
-@aws_options
+@pipeline_target
 def logs(
     since: str,
     text: str | None,
@@ -480,11 +448,7 @@ def logs(
     max_wait: float,
     limit: int,
     output: str,
-    config_path: str | None,
-    env: str,
-    region: str | None,
-    profile: str | None,
-    endpoint_url: str | None,
+    target: Target,
 ) -> None:
     """The processor's log lines, JSON summarised (time, level, message, key=value).
 
@@ -496,8 +460,7 @@ def logs(
     """
     if not 0 < max_wait <= 86400:
         raise ConfigError(f"--max-wait {max_wait} is out of range; use more than 0 and at most 86400 s")
-    cfg = load_pipeline_config(config_path, env)
-    factory = client_factory(cfg, region, profile, endpoint_url)
+    cfg, factory = target.config, target.factory
     lines = query_lib.processor_logs(
         factory, cfg, since=since, text=text, follow=follow, max_wait_s=max_wait, limit=limit
     )
@@ -526,17 +489,12 @@ def logs(
 @click.option("--since", default="1h", show_default=True, help="How far back: 30m, 1h, 24h, 7d or ISO 8601.")
 @click.option("--period", type=int, help="Seconds per row (multiple of 60; default: at most 60 rows).")
 @output_option
-@config_options
-@aws_options
+@pipeline_target
 def metrics(
     since: str,
     period: int | None,
     output: str,
-    config_path: str | None,
-    env: str,
-    region: str | None,
-    profile: str | None,
-    endpoint_url: str | None,
+    target: Target,
 ) -> None:
     """The processor's custom metrics (IoT/Manufacturing) per period, with a sparkline each.
 
@@ -545,8 +503,7 @@ def metrics(
       iotpipe metrics --env dev
       iotpipe metrics --env prod --since 24h --period 3600 --output json
     """
-    cfg = load_pipeline_config(config_path, env)
-    factory = client_factory(cfg, region, profile, endpoint_url)
+    cfg, factory = target.config, target.factory
     report = query_lib.metrics(factory, cfg, since=since, period_s=period)
     if output == "json":
         echo_json(
