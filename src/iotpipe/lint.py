@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cfnlint.api import ManualArgs, lint
 
 # cfn-lint's metadata-context advice; iotpipe's templates carry no cfn-lint metadata to advise on.
 IGNORED_RULES = ("I4010",)
@@ -41,6 +40,9 @@ def lint_template(text: str, regions: tuple[str, ...] = ("us-east-1",), *, check
     With ``checkov=True`` and checkov installed, checkov's CloudFormation findings are added: a failed
     check is an error, a check skipped in a resource's Metadata is informational (its reason shown).
     """
+    # Imported here: cfn-lint takes about half a second to import, and `iotpipe render` must not pay for it.
+    from cfnlint.api import ManualArgs, lint
+
     config = ManualArgs(regions=list(regions), include_checks=["I"], ignore_checks=list(IGNORED_RULES))
     findings = [_from_match(match) for match in lint(text, config=config)]
     if checkov and checkov_available():

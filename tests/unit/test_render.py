@@ -49,3 +49,13 @@ def test_wheel_ships_the_handler_sources(tmp_path: Path) -> None:
     for name, text in shipped.items():
         assert text == (ROOT / "handler" / name).read_text(encoding="utf-8"), name
     assert not any("eval-data" in name or name.endswith(".csv") for name in names)
+
+
+def test_render_imports_neither_linter() -> None:
+    """`iotpipe render` must stay well under a second as a whole process: cfn-lint (~0.5 s to import) and
+    checkov are imported only by the commands that lint."""
+    code = ("import sys; from click.testing import CliRunner; from iotpipe.cli import main; "
+            "assert CliRunner().invoke(main, ['render']).exit_code == 0; "
+            "print(sorted(m for m in ('cfnlint', 'checkov') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
+    assert result.stdout.strip() == "[]"
