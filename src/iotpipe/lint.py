@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-
 # cfn-lint's metadata-context advice; iotpipe's templates carry no cfn-lint metadata to advise on.
 IGNORED_RULES = ("I4010",)
 _SEVERITY = {"E": "error", "W": "warning", "I": "informational"}
