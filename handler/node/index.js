@@ -394,8 +394,7 @@ function interpret(record, settings) {
   if (topicDevice !== undefined && topicDevice !== null && topicDevice !== device) {
     return reject('deviceId differs from topic');
   }
-  const received = payload.get('receivedAt');
-  const receivedAt = isNumber(received) && received > 0 ? Math.trunc(Number(received)) : record.arrivedAt;
+  const receivedAt = plausibleReceivedAt(payload.get('receivedAt'), record.arrivedAt);
   const [timestamp, replaced] = resolveTimestamp(payload.get('timestamp'), receivedAt);
 
   let pairs;
@@ -423,6 +422,20 @@ function interpret(record, settings) {
 
 function quarantine(record, reason, sensorType = null) {
   return { record, reason, sensorType };
+}
+
+/**
+ * The rule's receivedAt in epoch ms, or the Kinesis arrival time when it is missing or implausible (before 2000
+ * or more than a day after arrival): 1e200 would make numbers DynamoDB rejects, and 5 would date the reading 1970,
+ * whose TTL deletes it at once.
+ * @param {*} value the payload's receivedAt
+ * @param {number} arrivedAt
+ * @returns {number}
+ */
+function plausibleReceivedAt(value, arrivedAt) {
+  if (!isNumber(value)) return arrivedAt;
+  const millis = Math.trunc(Number(value));
+  return millis >= MIN_TIMESTAMP_MS && millis <= arrivedAt + MAX_FUTURE_MS ? millis : arrivedAt;
 }
 
 /**

@@ -228,8 +228,7 @@ def interpret(record: Record, settings: Settings) -> Interpretation:
     topic_device = payload.get("topicDeviceId")
     if topic_device is not None and topic_device != device:
         return reject("deviceId differs from topic")
-    received = payload.get("receivedAt")
-    received_at = int(received) if _is_number(received) and received > 0 else record.arrived_at
+    received_at = plausible_received_at(payload.get("receivedAt"), record.arrived_at)
     timestamp, replaced = resolve_timestamp(payload.get("timestamp"), received_at)
 
     if "readings" in payload:
@@ -267,6 +266,16 @@ def _is_number(value: Any) -> TypeGuard[int | float]:
         return math.isfinite(value)
     except OverflowError:  # a 400-digit integer: raising here would fail the whole batch on every retry
         return False
+
+
+def plausible_received_at(value: Any, arrived_at: int) -> int:
+    """The rule's ``receivedAt`` in epoch ms, or the Kinesis arrival time when it is missing or implausible (before
+    2000 or more than a day after arrival): 1e200 would make numbers DynamoDB rejects, and 5 would date the
+    reading 1970, whose TTL deletes it at once."""
+    if not _is_number(value):
+        return arrived_at
+    millis = int(value)
+    return millis if MIN_TIMESTAMP_MS <= millis <= arrived_at + MAX_FUTURE_MS else arrived_at
 
 
 def resolve_timestamp(value: Any, received_at: int) -> tuple[int, bool]:
