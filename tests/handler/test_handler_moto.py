@@ -7,6 +7,7 @@ import base64
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -215,6 +216,33 @@ def test_a_failing_archive_fails_the_batch_before_anything_is_stored(moto_endpoi
     assert scan_items(harness.dynamodb) == []
     errors = [d for d in harness.documents() if d.get("level") == "ERROR"]
     assert errors and errors[0]["error"] == "NoSuchBucket" and "NoSuchBucket" in errors[0]["detail"]
+
+
+def test_no_item_is_sent_before_the_archive_has_been_written(harness: Harness) -> None:
+    events: list[tuple[str, float]] = []
+    lock = threading.Lock()
+
+    def note(what: str) -> Callable[..., None]:
+        def record(**_: Any) -> None:
+            with lock:
+                events.append((what, time.monotonic()))
+        return record
+
+    def slow_archive(request: Any, **_: Any) -> None:
+        if "/raw/" in request.url:
+            time.sleep(0.3)  # long enough for validation to fill many chunks meanwhile
+
+    harness.s3.meta.events.register("before-send.s3.PutObject", slow_archive)
+    harness.s3.meta.events.register("after-call.s3.PutObject", note("archived"))
+    harness.dynamodb.meta.events.register("before-send.dynamodb.BatchWriteItem", note("write"))
+
+    harness.run(many(200))
+
+    archived_at = events[0][1] if events and events[0][0] == "archived" else None
+    writes = [at for what, at in events if what == "write"]
+    assert archived_at is not None and len(writes) == 8
+    assert min(writes) >= archived_at
+    assert len(scan_items(harness.dynamodb)) == 200
 
 
 def test_nothing_writable_raises_so_the_batch_is_retried(moto_endpoint: str) -> None:
