@@ -164,10 +164,10 @@ def run_moto_alone(endpoint: str, events: list[dict[str, Any]]) -> dict[str, flo
             "calls_per_1000": counter.count * 1000 / len(items), "failures": unprocessed}
 
 
-def round_trip_ceiling(size: int, pool_size: int) -> float:
+def round_trip_ceiling(size: int, pool_size: int, per_call: int) -> float:
     """Readings/s of a ``size``-reading batch under the latency model at zero CPU: the archive PUT, then the
-    BatchWriteItem calls ``pool_size`` at a time (archived first, so the two never overlap)."""
-    calls = -(-size // 25)
+    BatchWriteItem calls (``per_call`` items each) ``pool_size`` at a time (archived first, so never overlapping)."""
+    calls = -(-size // per_call)
     return size / ((1 + -(-calls // pool_size)) * LATENCY_S)
 
 
@@ -284,7 +284,7 @@ MIN_LATENCY_MODEL_RATE = 5000.0
 
 
 def target_verdicts(best: dict[str, dict[str, float]], latency_label: dict[str, str], size: int,
-                    pool_size: int) -> list[str]:
+                    handler: Any) -> list[str]:
     """One line per processor: the issue's three targets for this batch size, each met or not, with the figure;
     then what bounds them here: moto alone against the seed, and the archive-first round-trip ceiling."""
     lines = []
@@ -301,7 +301,8 @@ def target_verdicts(best: dict[str, dict[str, float]], latency_label: dict[str, 
             checks.insert(1, (f"vs seed >= {MIN_RATIO_TO_SEED:.0f}x", ratio >= MIN_RATIO_TO_SEED, f"{ratio:.1f}x"))
         verdicts = "; ".join(f"{what} {'met' if ok else 'NOT met'} ({figure})" for what, ok, figure in checks)
         lines.append(f"  targets, {name}: {verdicts}")
-    bounds = [f"10 ms model at zero CPU, archived first: at most {round_trip_ceiling(size, pool_size):,.0f}/s"]
+    bounds = [f"10 ms model at zero CPU, archived first: at most "
+              f"{round_trip_ceiling(size, handler.POOL_SIZE, handler.BATCH_WRITE_LIMIT):,.0f}/s"]
     if MOTO_ALONE in best and SEED_MOTO in best:
         bounds.insert(0, f"moto alone / seed {best[MOTO_ALONE]['per_second'] / best[SEED_MOTO]['per_second']:.1f}x")
     lines.append(f"  bounds: {'; '.join(bounds)}")
@@ -369,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{f'  {name} / seed on moto':<{LABEL_WIDTH}} {size:>6} {'':>9} {ratio:>11.1f}x",
                           flush=True)
             latency_labels = {"python": f"python, {latency}", "node twin": f"node twin, {latency}"}
-            for line in target_verdicts(best, latency_labels, size, load_handler().POOL_SIZE):
+            for line in target_verdicts(best, latency_labels, size, load_handler()):
                 print(line, flush=True)
     finally:
         server.stdin.close()  # type: ignore[union-attr]
