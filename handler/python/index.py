@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gc
 import gzip
 import json
 import math
@@ -507,6 +508,20 @@ def emf_lines(settings: Settings, now_ms: int, totals: Mapping[str, int], lag_ms
 
 def process(event: Mapping[str, Any], context: Any, runtime: Runtime) -> dict[str, Any]:
     """Process one Kinesis batch; returns the partial-batch response (``batchItemFailures``)."""
+    # Every record, reading and item of a batch lives until the batch ends, so the cyclic collector's full
+    # passes during a batch rescan them and every loaded module (80 ms a pass in the benchmark, most batches of
+    # 1,000) and free nothing; reference counting frees them when the batch ends. A Lambda process runs one
+    # batch at a time, and the previous setting is restored.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _process_batch(event, context, runtime)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _process_batch(event: Mapping[str, Any], context: Any, runtime: Runtime) -> dict[str, Any]:
     started = time.monotonic()
     now_ms = runtime.clock_ms()
     remaining_ms = context.get_remaining_time_in_millis() if context is not None else DEFAULT_BUDGET_MS

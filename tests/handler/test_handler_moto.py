@@ -4,6 +4,7 @@ EMF metrics and logs. Behaviour per record is pinned by the vectors (test_handle
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import re
 import threading
@@ -243,6 +244,28 @@ def test_no_item_is_sent_before_the_archive_has_been_written(harness: Harness) -
     assert archived_at is not None and len(writes) == 8
     assert min(writes) >= archived_at
     assert len(scan_items(harness.dynamodb)) == 200
+
+
+@pytest.mark.parametrize("enabled_before", [True, False])
+def test_the_cyclic_collector_is_off_during_a_batch_and_restored_after(moto_endpoint: str,
+                                                                       enabled_before: bool) -> None:
+    harness = Harness(moto_endpoint)
+    seen: list[bool] = []
+    harness.dynamodb.meta.events.register("before-send.dynamodb.BatchWriteItem",
+                                          lambda **_: seen.append(gc.isenabled()))
+    (gc.enable if enabled_before else gc.disable)()
+    try:
+        harness.run(many(30))
+        after_success = gc.isenabled()
+        harness.s3.meta.events.register("provide-client-params.s3.PutObject",
+                                        lambda params, **_: params.update(Bucket="no-such-bucket"))
+        with pytest.raises(index.BatchFailed, match="raw archive"):
+            harness.run(many(3))
+        after_failure = gc.isenabled()
+    finally:
+        gc.enable()
+    assert seen == [False, False]
+    assert (after_success, after_failure) == (enabled_before, enabled_before)
 
 
 def test_nothing_writable_raises_so_the_batch_is_retried(moto_endpoint: str) -> None:
