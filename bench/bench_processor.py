@@ -281,6 +281,9 @@ def _row(label: str, size: int, result: dict[str, float]) -> str:
 MAX_CALLS_PER_1000 = 50
 MIN_RATIO_TO_SEED = 20.0
 MIN_LATENCY_MODEL_RATE = 5000.0
+# At 100 per batch the archive PUT and the writes are two 10 ms round trips one after the other, so the latency
+# target is out of reach before any CPU is spent; the targets only hold together at 1,000 (README).
+TARGET_BATCH = 1000
 
 
 def target_verdicts(best: dict[str, dict[str, float]], latency_label: dict[str, str], size: int,
@@ -300,7 +303,8 @@ def target_verdicts(best: dict[str, dict[str, float]], latency_label: dict[str, 
             ratio = moto["per_second"] / best[SEED_MOTO]["per_second"]
             checks.insert(1, (f"vs seed >= {MIN_RATIO_TO_SEED:.0f}x", ratio >= MIN_RATIO_TO_SEED, f"{ratio:.1f}x"))
         verdicts = "; ".join(f"{what} {'met' if ok else 'NOT met'} ({figure})" for what, ok, figure in checks)
-        lines.append(f"  targets, {name}: {verdicts}")
+        label = "targets" if size == TARGET_BATCH else f"same checks (targets are judged at {TARGET_BATCH:,})"
+        lines.append(f"  {label}, {name}: {verdicts}")
     bounds = [f"10 ms model at zero CPU, archived first: at most "
               f"{round_trip_ceiling(size, handler.POOL_SIZE, handler.BATCH_WRITE_LIMIT):,.0f}/s"]
     if MOTO_ALONE in best and SEED_MOTO in best:
