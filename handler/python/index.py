@@ -508,10 +508,11 @@ def emf_lines(settings: Settings, now_ms: int, totals: Mapping[str, int], lag_ms
 
 def process(event: Mapping[str, Any], context: Any, runtime: Runtime) -> dict[str, Any]:
     """Process one Kinesis batch; returns the partial-batch response (``batchItemFailures``)."""
-    # Every record, reading and item of a batch lives until the batch ends, so the cyclic collector's full
-    # passes during a batch rescan them and every loaded module (80 ms a pass in the benchmark, most batches of
-    # 1,000) and free nothing; reference counting frees them when the batch ends. A Lambda process runs one
-    # batch at a time, and the previous setting is restored.
+    # Every record, reading and item of a batch stays alive until the batch ends, so the cyclic collector's
+    # passes during a batch only rescan them (a full pass took 80 ms in the benchmark), holding the interpreter
+    # lock the write threads need, and free nothing; reference counting frees them when the batch ends. Off,
+    # 1,000-reading batches ran 24% faster against moto and 38% under the 10 ms model. A Lambda process runs
+    # one batch at a time, and the previous setting is restored.
     collecting = gc.isenabled()
     gc.disable()
     try:

@@ -231,7 +231,7 @@ def test_no_item_is_sent_before_the_archive_has_been_written(harness: Harness) -
 
     def slow_archive(request: Any, **_: Any) -> None:
         if "/raw/" in request.url:
-            time.sleep(0.3)  # long enough for validation to fill many chunks meanwhile
+            time.sleep(0.3)  # validation of the whole batch ends long before the archive does
 
     harness.s3.meta.events.register("before-send.s3.PutObject", slow_archive)
     harness.s3.meta.events.register("after-call.s3.PutObject", note("archived"))
