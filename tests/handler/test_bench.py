@@ -35,6 +35,11 @@ def test_verdicts_name_each_target_met_or_not() -> None:
     assert lines[1] == "  bounds: moto alone / seed 25.0x; 10 ms model at zero CPU, archived first: at most 25,000/s"
     other_size = bench_processor.target_verdicts(best, latency, 100, load_handler())
     assert other_size[0].startswith("  same checks (targets are judged at 1,000), python:")
+    twin = {**best, bench_processor.TWIN_MOTO: {"per_second": 4_000.0, "calls_per_1000": 41.0},
+            "node twin, model": {"per_second": 20_000.0}}
+    assert bench_processor.target_verdicts(twin, latency, 1000, load_handler())[1] == (
+        "  same checks (the targets are the python processor's), node twin: calls/1000 <= 50 met (41.0); "
+        "vs seed >= 20x met (20.0x); 10 ms model >= 5,000/s met (20,000)")
 
 
 def test_the_benchmark_runs_every_row_and_counts_the_calls(capsys: pytest.CaptureFixture[str]) -> None:
