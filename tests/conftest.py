@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from moto.server import ThreadedMotoServer
 
-import moto_fixes
+from iotpipe.local import moto_fixes
 
 REGION = "us-east-1"
 
@@ -25,8 +25,7 @@ def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     """A moto server on a free loopback port for the whole session (moto gaps patched); yields its URL."""
-    patch = pytest.MonkeyPatch()
-    moto_fixes.apply(patch)
+    moto_fixes.apply()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -34,7 +33,6 @@ def moto_server() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
-        patch.undo()
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from deploy_helpers import (
 from moto import mock_aws
 from moto.cloudformation.models import cloudformation_backends
 
-import moto_fixes
 from iotpipe.deploy.client import DeployClient
 from iotpipe.deploy.execute import (
     discard_plan,
@@ -31,6 +30,7 @@ from iotpipe.deploy.execute import (
 )
 from iotpipe.deploy.plan import DeployPlan, DeployRequest, TemplateSource, plan_deploy
 from iotpipe.errors import DeployError
+from iotpipe.local import moto_fixes
 
 STACK = "iotpipe-dev"
 STACK_ID = f"arn:aws:cloudformation:{REGION}:123456789012:stack/{STACK}/1111"
@@ -38,8 +38,8 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    moto_fixes.apply(monkeypatch)
+def aws() -> Iterator[None]:
+    moto_fixes.apply()
     with mock_aws():
         yield
 

@@ -1,0 +1,151 @@
+"""moto 5.2 gaps met when our template is deployed through its CloudFormation, patched in one place.
+
+The template stays right; these make moto behave as CloudFormation does. ``iotpipe local``, the tests and
+``python -m iotpipe.local.moto_server`` all run moto with these fixes: :func:`apply` patches moto's classes in
+this process, once, and a ``ThreadedMotoServer`` started here serves the patched classes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+_applied: list[Patches] = []
+
+
+class Patches:
+    """The attributes replaced on moto's classes, with their originals."""
+
+    def __init__(self) -> None:
+        self.originals: list[tuple[Any, str, Any]] = []
+
+    def setattr(self, target: Any, name: str, value: Any) -> None:
+        """Replace ``target.name`` with ``value``, remembering the original (None when there was none)."""
+        self.originals.append((target, name, vars(target).get(name)))
+        setattr(target, name, value)
+
+
+def apply() -> Patches:
+    """Patch every known gap in this process, once (later calls return the same patches); they stay on."""
+    if not _applied:
+        patches = Patches()
+        for fix in FIXES:
+            fix(patches)
+        _applied.append(patches)
+    return _applied[0]
+
+
+def _thing_attribute_payload(patches: Patches) -> None:
+    """AWS::IoT::Thing: moto expects AttributePayload as a JSON string; CloudFormation gives a mapping."""
+    from moto.iot.models import FakeThing
+
+    for method in ("create_from_cloudformation_json", "update_from_cloudformation_json"):
+        original = getattr(FakeThing, method)
+
+        def patched(cls: type, name: str, cloudformation_json: Any, *args: Any, _original: Any = original,
+                    **kwargs: Any) -> Any:
+            properties = cloudformation_json.get("Properties", {})
+            payload = properties.get("AttributePayload")
+            if isinstance(payload, dict):
+                attributes = json.dumps({"attributes": payload.get("Attributes", {})})
+                cloudformation_json = {**cloudformation_json,
+                                       "Properties": {**properties, "AttributePayload": attributes}}
+            return _original.__func__(cls, name, cloudformation_json, *args, **kwargs)
+
+        patches.setattr(FakeThing, method, classmethod(patched))
+
+
+def _change_set_outputs(patches: Patches) -> None:
+    """A stack made through a change set keeps the outputs of the empty review template and registers no
+    exports; recompute both after each execution."""
+    from moto.cloudformation.models import CloudFormationBackend
+
+    original = CloudFormationBackend.execute_change_set
+
+    def execute(self: Any, change_set_name: str, stack_name: str | None = None) -> None:
+        original(self, change_set_name, stack_name)
+        change_set = self.change_sets.get(change_set_name) or next(
+            cs for cs in self.change_sets.values() if cs.change_set_name == change_set_name)
+        stack = self.stacks[change_set.stack_id]
+        stack.template_dict = change_set.template_dict
+        stack.output_map = stack._create_output_map()
+        for export in stack.exports:
+            self.exports[export.name] = export
+
+    patches.setattr(CloudFormationBackend, "execute_change_set", execute)
+
+
+def _kms_key_tags(patches: Patches) -> None:
+    """AWS::KMS::Key Tags are read as TagKey/TagValue (the KMS API form); CloudFormation gives Key/Value."""
+    from moto.kms.models import Key as KmsKey
+
+    original = KmsKey.create_from_cloudformation_json
+
+    def create(cls: Any, resource_name: str, cloudformation_json: Any, *args: Any, **kwargs: Any) -> Any:
+        properties = dict(cloudformation_json.get("Properties", {}))
+        properties["Tags"] = [{"TagKey": t["Key"], "TagValue": t["Value"]} for t in properties.get("Tags", [])]
+        return original.__func__(cls, resource_name, {**cloudformation_json, "Properties": properties},
+                                 *args, **kwargs)
+
+    patches.setattr(KmsKey, "create_from_cloudformation_json", classmethod(create))
+
+
+def _iot_deletes(patches: Patches) -> None:
+    """AWS::IoT::Policy and Thing are deleted by their raw name property (an unresolved Fn::Sub here) and fail;
+    let each delete itself by its resolved name."""
+    from moto.iot.models import FakePolicy, FakeThing, iot_backends
+
+    def delete_policy(self: Any, account_id: str, region_name: str) -> None:
+        iot_backends[account_id][region_name].delete_policy(policy_name=self.name)
+
+    def delete_thing(self: Any, account_id: str, region_name: str) -> None:
+        iot_backends[account_id][region_name].delete_thing(thing_name=self.thing_name)
+
+    patches.setattr(FakePolicy, "delete", delete_policy)
+    patches.setattr(FakeThing, "delete", delete_thing)
+
+
+def _iot_refs(patches: Patches) -> None:
+    """``Ref`` of AWS::IoT::Policy and AWS::IoT::Thing is the name in CloudFormation; moto gives the repr."""
+    from moto.iot.models import FakePolicy, FakeThing
+
+    patches.setattr(FakePolicy, "physical_resource_id", property(lambda self: self.name))
+    patches.setattr(FakeThing, "physical_resource_id", property(lambda self: self.thing_name))
+
+
+def _termination_protection(patches: Patches) -> None:
+    """UpdateTerminationProtection is missing from moto, and DeleteStack ignores the flag; CloudFormation
+    refuses to delete a protected stack."""
+    from moto.cloudformation.exceptions import ValidationError
+    from moto.cloudformation.models import CloudFormationBackend
+    from moto.cloudformation.responses import CloudFormationResponse
+    from moto.core.responses import ActionResult
+
+    def update_termination_protection(self: Any) -> Any:
+        stack = self.cloudformation_backend.get_stack(self._get_param("StackName"))
+        stack.enable_termination_protection = self._get_param("EnableTerminationProtection") in (True, "true")
+        return ActionResult({"StackId": stack.stack_id})
+
+    original_delete = CloudFormationBackend.delete_stack
+
+    def delete_stack(self: Any, name_or_stack_id: str) -> None:
+        for stack in list(self.stacks.values()):
+            if name_or_stack_id in (stack.stack_id, stack.name) and stack.enable_termination_protection:
+                raise ValidationError(
+                    name_or_stack_id,
+                    message=f"Stack [{stack.name}] cannot be deleted while TerminationProtection is enabled")
+        original_delete(self, name_or_stack_id)
+
+    patches.setattr(CloudFormationResponse, "update_termination_protection", update_termination_protection)
+    patches.setattr(CloudFormationBackend, "delete_stack", delete_stack)
+
+
+FIXES: tuple[Callable[[Patches], None], ...] = (
+    _thing_attribute_payload,
+    _change_set_outputs,
+    _kms_key_tags,
+    _iot_deletes,
+    _iot_refs,
+    _termination_protection,
+)
