@@ -13,6 +13,7 @@ import click
 
 from iotpipe.aws import ClientFactory
 from iotpipe.config import PipelineConfig, load_config
+from iotpipe.local.state import LocalState, local_factory, running_state
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,10 +61,25 @@ def load_pipeline_config(config_path: str | None, env: str, **overrides: Any) ->
 
 def client_factory(config: PipelineConfig, region: str | None, profile: str | None,
                    endpoint_url: str | None) -> ClientFactory:
-    """The client factory for these options; the region falls back to the config's."""
+    """The client factory for these options; the region falls back to the config's.
+
+    Without ``--endpoint-url``, a running ``iotpipe local`` that serves this env takes the calls.
+    """
     ctx = click.get_current_context().find_object(CliContext)
     factory_class = ctx.factory_class if ctx is not None else ClientFactory
+    local = running_local(config.env) if endpoint_url is None else None
+    if local is not None:
+        return local_factory(local)
     return factory_class(region=region or config.region or None, profile=profile, endpoint_url=endpoint_url)
+
+
+def running_local(env: str) -> LocalState | None:
+    """The running ``iotpipe local`` when it serves ``env`` (said once on stderr), else None."""
+    state = running_state()
+    if state is None or state.env != env:
+        return None
+    progress(f"using iotpipe local ({state.aws_endpoint}, MQTT {state.mqtt}) for env {env}")
+    return state
 
 
 def echo_json(data: Any) -> None:

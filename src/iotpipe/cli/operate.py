@@ -23,6 +23,7 @@ from iotpipe.cli.common import (
     output_option,
     pipeline_target,
     progress,
+    running_local,
 )
 from iotpipe.errors import ConfigError
 
@@ -288,9 +289,12 @@ def simulate(
     """
     if broker and cert_dir:
         raise ConfigError("give --broker or --cert-dir, not both")
-    if not (broker or cert_dir or dry_run):
-        raise ConfigError("where to send? give --cert-dir (AWS IoT, TLS), --broker mqtt://host:port, or --dry-run")
     cfg = load_pipeline_config(config_path, env)
+    local = running_local(cfg.env) if not (broker or cert_dir or dry_run) else None
+    broker = local.mqtt if local is not None else broker
+    if not (broker or cert_dir or dry_run):
+        raise ConfigError("where to send? give --cert-dir (AWS IoT, TLS), --broker mqtt://host:port, or --dry-run "
+                          "(or start `iotpipe local up --env <env>`)")
     credentials = simulate_lib.load_cert_dir(cert_dir) if cert_dir else []
     if credentials:
         ids = [item.device_id for item in credentials][: device_count or None]

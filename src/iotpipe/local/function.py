@@ -1,0 +1,256 @@
+"""The deployed function, run as Lambda would: its own code, environment, timeout and runtime.
+
+The code is the deployed template's ``Code.ZipFile``; Python runtimes run in a worker process of this interpreter
+(:mod:`iotpipe.local.worker`), Node.js runtimes in a ``node`` process (``worker.js``) with the AWS SDK v3 that the
+Node twin installs. The worker lives across invocations (a warm container); an invocation that outlives the
+function's Timeout kills it, as Lambda does, and the next invocation starts a new one (a cold start). Every line the
+function writes on stdout or stderr goes to ``on_output``, which puts it into the function's log group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import struct
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from iotpipe.errors import LocalError
+from iotpipe.local.esm import InvokeResult
+from iotpipe.local.processes import die_with_parent, stop_process
+from iotpipe.local.stack import DeployedStack
+
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local"}
+_NODE_WORKER = Path(__file__).with_name("worker.js")
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """What the runner needs of a deployed ``AWS::Lambda::Function``."""
+
+    name: str
+    arn: str
+    runtime: str
+    handler: str
+    code: str
+    environment: Mapping[str, str]
+    timeout_s: int
+    memory_mb: int
+    log_group: str
+
+
+def function_from_stack(stack: DeployedStack, logical_id: str) -> FunctionSpec:
+    """The function ``logical_id`` of the deployed stack; LocalError if its code is not inline."""
+    properties = stack.properties(logical_id)
+    code = properties.get("Code", {})
+    if "ZipFile" not in code:
+        raise LocalError(f"function {logical_id}: iotpipe local runs inline code (Code.ZipFile) only; this "
+                         "template packages it elsewhere")
+    name = stack.physical_ids[logical_id]
+    logging_config = properties.get("LoggingConfig", {})
+    return FunctionSpec(
+        name=name,
+        arn=f"arn:aws:lambda:{stack.region}:{stack.account_id}:function:{name}",
+        runtime=properties["Runtime"],
+        handler=properties.get("Handler", "index.handler"),
+        code=code["ZipFile"],
+        environment={key: str(value) for key, value in
+                     properties.get("Environment", {}).get("Variables", {}).items()},
+        timeout_s=int(properties.get("Timeout", 3)),
+        memory_mb=int(properties.get("MemorySize", 128)),
+        log_group=logging_config.get("LogGroup") or f"/aws/lambda/{name}",
+    )
+
+
+def node_modules_dir() -> Path:
+    """Where the Node twin's AWS SDK is installed (``npm install --prefix handler/node``)."""
+    import iotpipe.handlers
+
+    return Path(iotpipe.handlers.__path__[0]) / "node" / "node_modules"
+
+
+@dataclass
+class _Worker:
+    process: subprocess.Popen[bytes]
+    requests: IO[bytes]
+    responses: IO[bytes]
+    readers: list[threading.Thread] = field(default_factory=list)
+
+
+class FunctionRunner:
+    """Invokes one deployed function, one invocation at a time (a Kinesis shard is processed in order)."""
+
+    def __init__(self, spec: FunctionSpec, *, aws_endpoint: str, region: str, workdir: Path,
+                 on_output: Callable[[str], None]) -> None:
+        self.spec = spec
+        self._aws_endpoint = aws_endpoint
+        self._region = region
+        self._on_output = on_output
+        self._code_dir = workdir / f"function-{spec.name}"
+        self._lock = threading.Lock()
+        self._worker: _Worker | None = None
+        self._closed = False
+        self.invocations = 0
+        self.cold_starts = 0
+        self._write_code()
+
+    def _write_code(self) -> None:
+        if self._code_dir.exists():
+            shutil.rmtree(self._code_dir)
+        self._code_dir.mkdir(parents=True)
+        module = self.spec.handler.rpartition(".")[0]
+        suffix = ".py" if self.spec.runtime.startswith("python") else ".js"
+        (self._code_dir / f"{module}{suffix}").write_text(self.spec.code, encoding="utf-8")
+
+    def _command(self) -> list[str]:
+        if self.spec.runtime.startswith("python"):
+            return [sys.executable, "-m", "iotpipe.local.worker", str(self._code_dir), self.spec.handler]
+        if self.spec.runtime.startswith("nodejs"):
+            node = shutil.which("node")
+            if node is None:
+                raise LocalError(f"function {self.spec.name} runs on {self.spec.runtime}, but node is not on PATH; "
+                                 "install Node.js 20 or newer")
+            return [node, str(_NODE_WORKER), str(self._code_dir), self.spec.handler]
+        raise LocalError(f"function {self.spec.name}: runtime {self.spec.runtime} is not supported by iotpipe local")
+
+    def _environment(self) -> dict[str, str]:
+        keep = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "SYSTEMROOT") if key in os.environ}
+        env = {
+            **keep,
+            **LOCAL_CREDENTIALS,
+            "AWS_REGION": self._region,
+            "AWS_DEFAULT_REGION": self._region,
+            "AWS_ENDPOINT_URL": self._aws_endpoint,
+            "AWS_LAMBDA_FUNCTION_NAME": self.spec.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.spec.memory_mb),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_LOG_GROUP_NAME": self.spec.log_group,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            **self.spec.environment,
+        }
+        if self.spec.runtime.startswith("nodejs"):
+            env["NODE_PATH"] = str(node_modules_dir())
+        else:  # the worker module itself must be importable, as the Lambda runtime's bootstrap is
+            env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+        return env
+
+    def _start(self) -> _Worker:
+        request_read, request_write = os.pipe()
+        response_read, response_write = os.pipe()
+        command = [*self._command(), str(request_read), str(response_write)]
+        process = _spawn(command, self._environment(), (request_read, response_write))
+        os.close(request_read)
+        os.close(response_write)
+        worker = _Worker(process, os.fdopen(request_write, "wb"), os.fdopen(response_read, "rb"))
+        for stream in (process.stdout, process.stderr):
+            assert stream is not None
+            reader = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+            reader.start()
+            worker.readers.append(reader)
+        self.cold_starts += 1
+        return worker
+
+    def _pump(self, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            self._on_output(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def __call__(self, event: dict[str, Any]) -> InvokeResult:
+        """Invoke the function with ``event``; a raise, a crash or a timeout is a function error."""
+        with self._lock:
+            if self._closed:
+                raise LocalError(f"function {self.spec.name}: the runner is closed")
+            if self._worker is None or self._worker.process.poll() is not None:
+                self._worker = self._start()
+            worker = self._worker
+            request_id = str(uuid.uuid4())
+            deadline_ms = time.time_ns() // 1_000_000 + self.spec.timeout_s * 1000
+            self.invocations += 1
+            try:
+                _write_message(worker.requests, {"requestId": request_id, "event": event,
+                                                 "deadlineMs": deadline_ms, "functionArn": self.spec.arn})
+                response = _read_message(worker.responses, deadline_ms / 1000)
+            except (BrokenPipeError, EOFError, OSError) as exc:
+                self._discard(worker)
+                self._on_output(f"RequestId: {request_id} Error: Runtime exited: {exc or 'no answer'}")
+                return InvokeResult(function_error="Unhandled",
+                                    payload={"errorType": "Runtime.ExitError", "errorMessage": str(exc)})
+            if response is None:
+                self._discard(worker)
+                message = f"Task timed out after {self.spec.timeout_s:.2f} seconds"
+                self._on_output(f"{_utc_now()} {request_id} {message}")
+                return InvokeResult(function_error="Unhandled",
+                                    payload={"errorType": "Sandbox.Timedout", "errorMessage": message})
+            if "error" in response:
+                return InvokeResult(function_error="Unhandled", payload=response["error"])
+            return InvokeResult(function_error=None, payload=response.get("payload"))
+
+    def _discard(self, worker: _Worker) -> None:
+        stop_process(worker.process, timeout_s=0)
+        for stream in (worker.requests, worker.responses):
+            with contextlib.suppress(OSError):
+                stream.close()
+        for reader in worker.readers:
+            reader.join(timeout=1)
+        self._worker = None
+
+    def close(self) -> None:
+        """Stop the worker process (idempotent)."""
+        with self._lock:
+            self._closed = True
+            if self._worker is not None:
+                self._discard(self._worker)
+
+
+def _spawn(command: list[str], env: dict[str, str], fds: tuple[int, int]) -> subprocess.Popen[bytes]:
+    """Start ``command`` with the two pipe ends ``fds`` inherited; it dies with this process."""
+    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, pass_fds=fds, preexec_fn=die_with_parent)
+
+
+def _write_message(stream: IO[bytes], message: dict[str, Any]) -> None:
+    data = json.dumps(message, default=str).encode("utf-8")
+    stream.write(struct.pack(">I", len(data)) + data)
+    stream.flush()
+
+
+def _read_message(stream: IO[bytes], deadline_s: float) -> dict[str, Any] | None:
+    """The next message, or None when ``deadline_s`` (epoch seconds) passes first; EOFError if the worker died."""
+    data = b""
+    needed = 4
+    length: int | None = None
+    fd = stream.fileno()
+    while True:
+        remaining = deadline_s - time.time()
+        if remaining <= 0:
+            return None
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            return None
+        chunk = os.read(fd, needed - len(data))
+        if not chunk:
+            raise EOFError("the worker exited")
+        data += chunk
+        if len(data) < needed:
+            continue
+        if length is None:
+            (length,) = struct.unpack(">I", data)
+            data, needed = b"", length
+            if length == 0:
+                return {}
+            continue
+        return json.loads(data)  # type: ignore[no-any-return]
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"

@@ -1,0 +1,368 @@
+"""``iotpipe local up``: start the emulator and the broker, deploy the env's stack, run the rule and the mapping.
+
+One supervisor process owns everything it starts: a moto server (``python -m iotpipe.local.moto_server``, with
+iotpipe's fixes) and the MQTT broker as child processes that die with it, and in its own threads the topic rule
+engine, the event source mapping runners and the function runners' worker processes. It deploys through the
+same code path as ``iotpipe deploy`` (render, lint, change set), then watches the stack: a later ``iotpipe deploy``
+into the emulator is picked up (rule, mapping and function are rebuilt from the deployed template), and after
+``iotpipe destroy`` nothing runs until the next deploy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from iotpipe.errors import LocalError
+from iotpipe.local import state as local_state
+from iotpipe.local.processes import command_line, die_with_parent, process_alive, stop_process
+from iotpipe.local.stack import DeployedStack, load_deployed_stack
+
+Progress = Callable[[str], None]
+READY_TIMEOUT_S = 30.0
+WATCH_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    """What ``iotpipe local up`` was asked for."""
+
+    env: str = "local"
+    config_path: str | None = None
+    aws_port: int = 0
+    mqtt_port: int = 0
+    broker: str = "auto"
+    directory: Path | None = None
+
+
+def _quiet(_: str) -> None:
+    """A progress callback that says nothing."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def check_port_free(port: int, option: str) -> None:
+    """LocalError naming ``option`` when ``port`` is taken on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise LocalError(f"port {port} on 127.0.0.1 is in use; pick another with {option} N, or {option} 0 "
+                             "for a free one") from None
+
+
+class MotoServer:
+    """``python -m iotpipe.local.moto_server`` as a child process that dies with this one."""
+
+    def __init__(self, port: int, log_path: Path) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self._log = log_path.open("ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "iotpipe.local.moto_server", "-H", "127.0.0.1", "-p", str(port)],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+            preexec_fn=die_with_parent)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Return once the server answers; LocalError (with its log) if it exits or stays silent."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise LocalError(f"the AWS emulator exited at start (code {self.process.returncode}); "
+                                 f"its log: {self._log.name}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=1) as response:
+                    response.read()
+                return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.05)
+        raise LocalError(f"the AWS emulator did not answer on {self.url} within {timeout_s:.0f} s; "
+                         f"its log: {self._log.name}")
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Terminate the server (kill it if it lingers); idempotent."""
+        stop_process(self.process, timeout_s)
+        self._log.close()
+
+
+@dataclass
+class _Wiring:
+    """What runs for one deployed version of the stack."""
+
+    stack: DeployedStack
+    engine: Any
+    runners: list[Any]
+    functions: list[Any]
+    sinks: list[Any]
+
+    def stop(self) -> None:
+        for runner in self.runners:
+            runner.stop()
+        self.engine.close()
+        for function in self.functions:
+            function.close()
+        for sink in self.sinks:
+            sink.close()
+
+
+class LocalPipeline:
+    """Everything ``iotpipe local up`` starts, in the order it starts it; :meth:`stop` undoes all of it."""
+
+    def __init__(self, options: LocalOptions, progress: Progress = _quiet) -> None:
+        self.options = options
+        self.progress = progress
+        self.directory = options.directory or local_state.state_dir()
+        self.moto: MotoServer | None = None
+        self.broker: Any = None
+        self.state: local_state.LocalState | None = None
+        self._wiring: _Wiring | None = None
+        self._wiring_lock = threading.Lock()
+        self._stop_event = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.rewires = 0
+        self.problems: list[str] = []
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> local_state.LocalState:
+        """Start everything and deploy; the state file is written once all is ready. Stops what it started
+        on any failure (or Ctrl-C) before re-raising."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> local_state.LocalState:
+        from iotpipe.config import load_config
+
+        started = time.monotonic()
+        refuse_if_running(self.directory)
+        config = load_config(self.options.config_path, self.options.env)
+        for port, option in ((self.options.aws_port, "--aws-port"), (self.options.mqtt_port, "--mqtt-port")):
+            if port:
+                check_port_free(port, option)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        aws_port = self.options.aws_port or free_port()
+        self.moto = MotoServer(aws_port, self.directory / "aws.log")
+        self.progress(f"starting the AWS emulator on {self.moto.url}")
+        self.broker = self._start_broker()
+        self.progress(f"MQTT broker ({self.broker.kind}) on {self.broker.url}")
+        self.moto.wait_ready(READY_TIMEOUT_S)
+        factory = local_state.LocalClientFactory(region=local_state.LOCAL_REGION, endpoint_url=self.moto.url)
+        self._deploy(config, factory)
+        stack = load_deployed_stack(factory, config.resolved_stack_name)
+        if stack is None:
+            raise LocalError(f"stack {config.resolved_stack_name} is not in the emulator after the deploy")
+        self._wire(stack)
+        self.state = local_state.LocalState(
+            env=config.env, stack_name=config.resolved_stack_name, region=local_state.LOCAL_REGION,
+            aws_endpoint=self.moto.url, mqtt=self.broker.url, broker=self.broker.kind, pid=os.getpid(),
+            child_pids=tuple(pid for pid in (self.moto.process.pid, getattr(self.broker, "pid", None)) if pid),
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"), ready=True,
+            log_file=str(self.directory / "local.log"))
+        local_state.write_state(self.state, self.directory)
+        self._watcher = threading.Thread(target=self._watch, args=(factory,), name="stack-watch", daemon=True)
+        self._watcher.start()
+        self.progress(f"ready in {time.monotonic() - started:.1f} s")
+        return self.state
+
+    def _start_broker(self) -> Any:
+        from iotpipe.local.broker import BrokerSpec, start_broker
+
+        return start_broker(BrokerSpec(kind=self.options.broker, port=self.options.mqtt_port),
+                            self.directory / "broker", self._on_message)
+
+    def _on_message(self, topic: str, payload: bytes, client_id: str | None) -> None:
+        wiring = self._wiring
+        if wiring is not None:
+            wiring.engine.on_message(topic, payload, client_id)
+
+    def _deploy(self, config: Any, factory: Any) -> None:
+        """Deploy ``config`` into the emulator through ``iotpipe deploy``'s own plan and execution."""
+        from iotpipe.deploy.client import DeployClient
+        from iotpipe.deploy.execute import execute_plan
+        from iotpipe.deploy.plan import DeployRequest, merge_pairs, plan_deploy, prepare_template
+
+        template, _ = prepare_template(config)
+        request = DeployRequest(stack_name=config.resolved_stack_name, template_body=template, env=config.env,
+                                parameters=merge_pairs(config.parameters, ()), tags=merge_pairs(config.tags, ()),
+                                termination_protection=config.termination_protection)
+        client = DeployClient.from_factory(factory)
+        plan = plan_deploy(client, request, self.progress)
+        execute_plan(client, plan, self.progress)
+
+    # ------------------------------------------------------------------ wiring
+
+    def _wire(self, stack: DeployedStack) -> None:
+        """Build and start the rule engine, mapping runners and functions of ``stack``."""
+        from iotpipe.local.esm import MappingRunner, mapping_from_properties
+        from iotpipe.local.function import FunctionRunner, function_from_stack
+        from iotpipe.local.rules import RuleEngine, rule_from_properties
+        from iotpipe.local.telemetry import TelemetrySink
+
+        assert self.moto is not None
+        factory = local_state.LocalClientFactory(region=stack.region, endpoint_url=self.moto.url)
+        rules = [rule_from_properties(stack.properties(logical_id))
+                 for logical_id in stack.resources_of_type("AWS::IoT::TopicRule")]
+        functions: dict[str, Any] = {}
+        sinks: list[Any] = []
+        for logical_id in stack.resources_of_type("AWS::Lambda::Function"):
+            spec = function_from_stack(stack, logical_id)
+            sink = TelemetrySink(factory, spec.log_group)
+            sinks.append(sink)
+            functions[spec.arn] = FunctionRunner(spec, aws_endpoint=self.moto.url, region=stack.region,
+                                                 workdir=self.directory / "functions", on_output=sink)
+        runners = []
+        for logical_id in stack.resources_of_type("AWS::Lambda::EventSourceMapping"):
+            properties = stack.properties(logical_id)
+            function_arn = _function_arn(stack, properties.get("FunctionName", ""))
+            if function_arn not in functions:
+                raise LocalError(f"event source mapping {logical_id}: function {function_arn} is not in the stack")
+            runners.append(MappingRunner(mapping_from_properties(properties, function_arn=function_arn), factory,
+                                         functions[function_arn]))
+        engine = RuleEngine(rules, factory)
+        wiring = _Wiring(stack, engine, runners, list(functions.values()), sinks)
+        for runner in runners:
+            runner.start()
+        with self._wiring_lock:
+            previous, self._wiring = self._wiring, wiring
+        if previous is not None:
+            previous.stop()
+        self.progress(f"running {len(rules)} topic rule(s), {len(runners)} event source mapping(s), "
+                      f"{len(functions)} function(s) of stack {stack.name}")
+
+    def _unwire(self) -> None:
+        with self._wiring_lock:
+            previous, self._wiring = self._wiring, None
+        if previous is not None:
+            previous.stop()
+
+    def _watch(self, factory: Any) -> None:
+        """Follow deploys and destroys of the stack until stopped."""
+        assert self.state is not None
+        while not self._stop_event.wait(WATCH_INTERVAL_S):
+            try:
+                stack = load_deployed_stack(factory, self.state.stack_name)
+            except Exception as exc:  # the emulator may be busy; try again at the next tick
+                self.problems.append(f"watching the stack: {exc}")
+                continue
+            self._follow(factory, stack)
+
+    def _follow(self, factory: Any, stack: DeployedStack | None) -> None:
+        """Unwire after a destroy; rewire after a deploy that changed the stack and has settled."""
+        assert self.state is not None
+        current = self._wiring
+        if stack is None:
+            if current is not None:
+                self.progress(f"stack {self.state.stack_name} is gone: the rule and the mapping stopped")
+                self._unwire()
+            return
+        if current is not None and current.stack.last_updated == stack.last_updated:
+            return
+        if not _settled(factory, self.state.stack_name):
+            return
+        self.progress(f"stack {stack.name} changed: rewiring")
+        try:
+            self._wire(stack)
+            self.rewires += 1
+        except Exception as exc:  # keep serving; the next deploy may fix it
+            self.problems.append(f"rewiring: {exc}")
+            self.progress(f"could not rewire stack {stack.name}: {exc}")
+
+    # ------------------------------------------------------------------ run and stop
+
+    def serve_forever(self) -> None:
+        """Block until :meth:`stop` is called from another thread or a signal handler."""
+        while not self._stop_event.wait(0.5):
+            if self.moto is not None and self.moto.process.poll() is not None:
+                raise LocalError(f"the AWS emulator exited (code {self.moto.process.returncode}); see "
+                                 f"{self.directory / 'aws.log'}")
+
+    def request_stop(self) -> None:
+        """Ask :meth:`serve_forever` to return."""
+        self._stop_event.set()
+
+    def stop(self) -> None:
+        """Stop everything this pipeline started; idempotent, and leaves no process behind."""
+        self._stop_event.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=2)
+        with contextlib.suppress(Exception):
+            self._unwire()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+        if self.moto is not None:
+            self.moto.stop()
+            self.moto = None
+        if self.state is not None:
+            local_state.remove_state(self.directory, pid=os.getpid())
+            self.state = None
+
+    @property
+    def wiring(self) -> Any:
+        """What runs now (rule engine, runners, functions), or None between a destroy and a deploy."""
+        return self._wiring
+
+
+def _function_arn(stack: DeployedStack, name_or_arn: str) -> str:
+    if name_or_arn.startswith("arn:"):
+        return name_or_arn
+    return f"arn:aws:lambda:{stack.region}:{stack.account_id}:function:{name_or_arn}"
+
+
+def _settled(factory: Any, stack_name: str) -> bool:
+    status = factory.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"][0]["StackStatus"]
+    return bool(status.endswith("_COMPLETE"))
+
+
+def refuse_if_running(directory: Path) -> None:
+    """LocalError when a live ``iotpipe local`` owns ``directory``; a stale state file is removed."""
+    found = local_state.read_state(directory)
+    if found is None:
+        return
+    if process_alive(found.pid):
+        raise LocalError(f"iotpipe local already runs (pid {found.pid}, env {found.env}, AWS {found.aws_endpoint}, "
+                         f"MQTT {found.mqtt}); stop it with `iotpipe local down` first")
+    local_state.remove_state(directory)
+
+
+def stop_running(directory: Path, timeout_s: float = 5.0) -> local_state.LocalState | None:
+    """Stop the ``iotpipe local`` recorded in ``directory``; None when none runs (a stale file is removed)."""
+    import signal
+
+    found = local_state.read_state(directory)
+    if found is None:
+        return None
+    if process_alive(found.pid):
+        os.kill(found.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while process_alive(found.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if process_alive(found.pid):
+            os.kill(found.pid, signal.SIGKILL)
+    for pid in found.child_pids:  # normally gone with their parent; a SIGKILLed parent may leave them briefly
+        if process_alive(pid) and any(name in command_line(pid) for name in ("moto_server", "mosquitto")):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    local_state.remove_state(directory)
+    return replace(found, ready=False)

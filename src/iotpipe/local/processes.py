@@ -1,0 +1,57 @@
+"""Child processes of ``iotpipe local``: started so that they die with it, stopped so that none is left."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def die_with_parent() -> None:
+    """In a child before exec: ask Linux to kill it when its parent dies, so no child outlives a killed run."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def stop_process(process: subprocess.Popen[Any], timeout_s: float = 3.0) -> None:
+    """Terminate ``process``, kill it if it lingers past ``timeout_s``, and reap it; idempotent."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+            return
+        except subprocess.TimeoutExpired:
+            process.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=timeout_s)
+
+
+def process_alive(pid: int) -> bool:
+    """True when a process ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return status != "Z"
+
+
+def command_line(pid: int) -> str:
+    """The command line of ``pid`` ('' when it cannot be read), to tell our children from a reused pid."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""

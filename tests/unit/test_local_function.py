@@ -1,0 +1,159 @@
+"""The function runner runs deployed code as Lambda would: warm worker, timeout kills it, errors are results."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from iotpipe.local.function import FunctionRunner, FunctionSpec
+from iotpipe.local.processes import process_alive
+from iotpipe.local.telemetry import emf_metrics
+
+PYTHON_CODE = """
+import json, os, time
+CALLS = []
+def handler(event, context):
+    CALLS.append(1)
+    print(json.dumps({"seen": event.get("n"), "calls": len(CALLS), "table": os.environ.get("TABLE"),
+                      "remaining_ok": 0 < context.get_remaining_time_in_millis() <= 2000}))
+    if event.get("raise"):
+        raise ValueError("boom " + str(event["n"]))
+    if event.get("sleep"):
+        time.sleep(event["sleep"])
+    return {"batchItemFailures": [], "n": event.get("n")}
+"""
+
+NODE_CODE = """
+exports.handler = async (event, context) => {
+  process.stdout.write(JSON.stringify({ seen: event.n, table: process.env.TABLE,
+    remainingOk: context.getRemainingTimeInMillis() > 0 }) + '\\n');
+  if (event.raise) throw new Error('boom ' + event.n);
+  if (event.sleep) await new Promise((r) => setTimeout(r, event.sleep * 1000));
+  return { batchItemFailures: [], n: event.n };
+};
+"""
+
+
+def spec(runtime: str, code: str, timeout_s: int = 2) -> FunctionSpec:
+    return FunctionSpec(name="fn-test", arn="arn:aws:lambda:us-east-1:123456789012:function:fn-test",
+                        runtime=runtime, handler="index.handler", code=code, environment={"TABLE": "t1"},
+                        timeout_s=timeout_s, memory_mb=128, log_group="/aws/lambda/fn-test")
+
+
+class Lines:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        with self.lock:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout_s: float = 5) -> list[str]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if any(text in line for line in self.lines):
+                    return list(self.lines)
+            time.sleep(0.02)
+        raise AssertionError(f"{text!r} not in {self.lines}")
+
+
+RUNTIMES = [("python3.13", PYTHON_CODE), ("nodejs22.x", NODE_CODE)]
+
+
+@pytest.mark.parametrize(("runtime", "code"), RUNTIMES)
+def test_invocations_share_a_warm_worker_and_log_every_line(tmp_path: Path, runtime: str, code: str) -> None:
+    if runtime.startswith("nodejs") and shutil.which("node") is None:
+        pytest.skip("node is not on PATH")
+    lines = Lines()
+    runner = FunctionRunner(spec(runtime, code), aws_endpoint="http://127.0.0.1:9", region="us-east-1",
+                            workdir=tmp_path, on_output=lines)
+    try:
+        first = runner({"n": 1})
+        second = runner({"n": 2})
+        assert (first.function_error, first.payload) == (None, {"batchItemFailures": [], "n": 1})
+        assert second.payload == {"batchItemFailures": [], "n": 2}
+        assert runner.cold_starts == 1
+        logged = lines.wait_for("END RequestId")
+        printed = [json.loads(line) for line in logged if line.startswith('{"seen"')]
+        assert printed[0]["table"] == "t1"  # the function's own environment
+        assert all(entry.get("remaining_ok", entry.get("remainingOk")) for entry in printed)
+        assert any(line.startswith("START RequestId:") for line in logged)
+        assert any(line.startswith("REPORT RequestId:") for line in logged)
+    finally:
+        runner.close()
+
+
+@pytest.mark.parametrize(("runtime", "code"), RUNTIMES)
+def test_a_raise_is_a_function_error_and_the_worker_survives(tmp_path: Path, runtime: str, code: str) -> None:
+    if runtime.startswith("nodejs") and shutil.which("node") is None:
+        pytest.skip("node is not on PATH")
+    lines = Lines()
+    runner = FunctionRunner(spec(runtime, code), aws_endpoint="http://127.0.0.1:9", region="us-east-1",
+                            workdir=tmp_path, on_output=lines)
+    try:
+        failed = runner({"n": 7, "raise": True})
+        assert failed.function_error == "Unhandled"
+        assert "boom 7" in failed.payload["errorMessage"]
+        assert runner({"n": 8}).payload["n"] == 8
+        assert runner.cold_starts == 1
+        assert "boom 7" in "\n".join(lines.wait_for("[ERROR]"))
+    finally:
+        runner.close()
+
+
+@pytest.mark.parametrize(("runtime", "code"), RUNTIMES)
+def test_a_timeout_kills_the_worker_and_the_next_call_starts_a_new_one(tmp_path: Path, runtime: str,
+                                                                        code: str) -> None:
+    if runtime.startswith("nodejs") and shutil.which("node") is None:
+        pytest.skip("node is not on PATH")
+    lines = Lines()
+    runner = FunctionRunner(spec(runtime, code, timeout_s=1), aws_endpoint="http://127.0.0.1:9",
+                            region="us-east-1", workdir=tmp_path, on_output=lines)
+    try:
+        runner({"n": 0})
+        worker = runner._worker
+        assert worker is not None
+        pid = worker.process.pid
+        started = time.monotonic()
+        timed_out = runner({"n": 1, "sleep": 30})
+        assert time.monotonic() - started < 5
+        assert timed_out.function_error == "Unhandled"
+        assert timed_out.payload["errorType"] == "Sandbox.Timedout"
+        assert not process_alive(pid)
+        assert runner({"n": 2}).payload["n"] == 2
+        assert runner.cold_starts == 2
+        assert any("Task timed out after 1.00 seconds" in line for line in lines.lines)
+    finally:
+        runner.close()
+
+
+def test_close_leaves_no_worker(tmp_path: Path) -> None:
+    runner = FunctionRunner(spec("python3.13", PYTHON_CODE), aws_endpoint="http://127.0.0.1:9",
+                            region="us-east-1", workdir=tmp_path, on_output=Lines())
+    runner({"n": 1})
+    assert runner._worker is not None
+    pid = runner._worker.process.pid
+    runner.close()
+    assert not process_alive(pid)
+
+
+def test_emf_lines_become_metrics_per_dimension_set() -> None:
+    line = json.dumps({"_aws": {"Timestamp": 1_700_000_000_000, "CloudWatchMetrics": [{
+        "Namespace": "IoT/Manufacturing", "Dimensions": [["Environment"], ["Environment", "SensorType"]],
+        "Metrics": [{"Name": "SensorReadingsProcessed", "Unit": "Count"}]}]},
+        "Environment": "local", "SensorType": "temperature", "SensorReadingsProcessed": 12})
+    metrics = emf_metrics(line)
+    assert [(m.name, m.dimensions, m.value, m.unit) for m in metrics] == [
+        ("SensorReadingsProcessed", (("Environment", "local"),), 12.0, "Count"),
+        ("SensorReadingsProcessed", (("Environment", "local"), ("SensorType", "temperature")), 12.0, "Count"),
+    ]
+    assert metrics[0].timestamp_ms == 1_700_000_000_000
+    assert emf_metrics('{"level": "INFO", "message": "no metrics"}') == []
+    assert emf_metrics("START RequestId: x") == []
