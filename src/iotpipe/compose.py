@@ -6,6 +6,7 @@ from troposphere import Equals, Not, Output, Parameter, Ref, Template
 
 from iotpipe import naming
 from iotpipe.config import PipelineConfig
+from iotpipe.groups.endpoint import build_endpoint
 from iotpipe.groups.ingest import build_ingest
 from iotpipe.groups.keys import build_keys
 from iotpipe.groups.monitoring import build_monitoring
@@ -27,9 +28,10 @@ def compose(cfg: PipelineConfig) -> Template:
     storage = build_storage(cfg.storage)
     stream = build_stream(cfg.stream)
     processor = build_processor(cfg, keys=keys, stream=stream, storage=storage)
-    ingest = build_ingest(stream=stream, storage=storage)
+    endpoint = build_endpoint(cfg, keys=keys)
+    ingest = build_ingest(stream=stream, storage=storage, endpoint=endpoint)
     monitoring = build_monitoring(cfg, keys=keys, stream=stream, processor=processor, ingest=ingest)
-    for group in (keys, storage, stream, processor, ingest, monitoring):
+    for group in (keys, storage, stream, processor, endpoint, ingest, monitoring):
         for resource in group.resources:
             template.add_resource(resource)
         for output in group.outputs:
@@ -45,10 +47,11 @@ def _add_parameters(template: Template, cfg: PipelineConfig) -> None:
         Type="String",
         Default=cfg.env,
         Description="Environment suffix for resource naming (e.g., dev, staging, prod)",
-        AllowedPattern="^[a-zA-Z0-9]+$",
+        # Seed allowed uppercase, but the suffix goes into the bucket name and S3 bucket names are lowercase.
+        AllowedPattern=naming.ENV_SUFFIX_PATTERN,
         # Bucket names are at most 63 characters and include account id and region.
         MaxLength=20,
-        ConstraintDescription="Must contain only alphanumeric characters",
+        ConstraintDescription="Must contain only lowercase letters and digits",
     ))
     template.add_parameter(Parameter(
         naming.ALARM_EMAIL_PARAM,

@@ -21,6 +21,17 @@ from iotpipe.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "iotpipe.toml"
 ENV_NAME_PATTERN = re.compile(r"^[a-z0-9]{1,20}$")
+# CloudFormation's stack name pattern (CreateStack StackName).
+STACK_NAME_PATTERN = re.compile(r"^[a-zA-Z][-a-zA-Z0-9]{0,127}$")
+# AWS region names: us-east-1, eu-central-2, us-gov-west-1, cn-north-1, us-iso-east-1, us-isob-east-1.
+REGION_PATTERN = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
+# Kinesis on-demand: "a newly created data stream in on-demand mode" gets "4 MB/s of write and 8 MB/s of read
+# throughput" (Kinesis developer guide, on-demand mode), i.e. 4 shards of 1 MB/s, and it adds shards as traffic
+# grows; Lambda polls each shard with parallelization_factor concurrent batches.
+ON_DEMAND_INITIAL_SHARDS = 4
+TAG_VALUE_PATTERN = re.compile(r"^[\w .:/=+\-@]*$")
+MAX_TAG_KEY_LENGTH = 128
+MAX_TAG_VALUE_LENGTH = 256
 SENSOR_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 TAG_KEY_PATTERN = re.compile(r"^[\w .:/=+\-@]{1,128}$")
 # Key ARNs only (not aliases): IAM grants on the key are scoped to its ARN.
@@ -88,7 +99,16 @@ class ProcessorConfig:
     max_retry_attempts: int = _opt(3, lo=0, hi=10000)
     max_record_age_seconds: int = _opt(3600, lo=60, hi=604800)
     parallelization_factor: int = _opt(1, lo=1, hi=10)
-    reserved_concurrency: int = _opt(10, lo=1, hi=1000)
+    # 0 reserves nothing. The default 10 caps what a burst can cost; deploy checks GetAccountSettings first
+    # ("You can reserve up to the Unreserved account concurrency value minus 100", Lambda guide), so an
+    # account still at the new-account limit of 10 is told which quota to raise, or to set 0, before any write.
+    reserved_concurrency: int = _opt(10, lo=0, hi=1000,
+                                     doc="0 reserves none (a new account with a concurrency limit of 10 cannot "
+                                         "reserve any)")
+    # The mapping's StartingPosition is create-only (CloudFormation resource schema): a stack deployed from the
+    # seed (LATEST) keeps LATEST, or the update would replace the mapping, and Lambda refuses a second mapping
+    # for the same stream and function. TRIM_HORIZON for new stacks (nothing sent before it is enabled is lost).
+    starting_position: str = _opt("TRIM_HORIZON", choices=("TRIM_HORIZON", "LATEST"))
     log_retention_days: int = _opt(7, choices=LOG_RETENTION_DAYS)
     log_kms_key_arn: str = _opt("", pattern=KMS_KEY_PATTERN, doc="a KMS key ARN; empty: the pipeline's own key")
     dlq_retention_days: int = _opt(14, lo=1, hi=14)
@@ -182,8 +202,35 @@ def read_config_file(path: str | Path | None) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"config file {file_path} does not exist; create it or drop --config") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {file_path} is a directory; give a TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {file_path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") \
+            from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {file_path} is not valid TOML: {exc}") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts (sys.int_info)
+        raise ConfigError(f"config file {file_path} has a value Python cannot read: {str(exc)[:120]}") from None
+
+
+def config_source(path: str | Path | None, document: Mapping[str, Any], env: str) -> str:
+    """One line for stderr: which file was read (or that none was) and which sections apply to ``env``."""
+    if path is None and not Path(DEFAULT_CONFIG_FILE).exists():
+        return f"config: no {DEFAULT_CONFIG_FILE} here (nor --config): built-in defaults for env {env}"
+    name = path or DEFAULT_CONFIG_FILE
+    sections = sorted((document.get("env") or {}).keys()) if isinstance(document.get("env"), Mapping) else []
+    if env in sections:
+        return f"config: {name} [env.{env}]"
+    return f"config: {name}, no [env.{env}] section: [defaults] and built-in defaults"
+
+
+def unknown_env_warning(document: Mapping[str, Any], env: str) -> str | None:
+    """A warning when the config file has env sections but none named ``env`` (a typo like ``--env prdo``)."""
+    envs = document.get("env")
+    if not isinstance(envs, Mapping) or not envs or env in envs:
+        return None
+    return (f"env {env!r} is not a section of the config file (it has {', '.join(sorted(envs))}); "
+            f"check --env, or add [env.{env}]")
 
 
 def build_config(document: Mapping[str, Any], env: str, overrides: Mapping[str, Any]) -> PipelineConfig:
@@ -225,7 +272,8 @@ def _to_config(merged: Mapping[str, Any], env: str, source: str) -> PipelineConf
     config = PipelineConfig(
         env=env,
         thresholds=_build_thresholds(merged.get("thresholds"), f"{source}.thresholds"),
-        tags=_string_pairs(merged.get("tags", {}), f"{source}.tags", TAG_KEY_PATTERN),
+        tags=tuple(validate_tag(k, v, f"{source}.tags")
+                   for k, v in _string_pairs(merged.get("tags", {}), f"{source}.tags", TAG_KEY_PATTERN)),
         parameters=_string_pairs(merged.get("parameters", {}), f"{source}.parameters",
                                  re.compile(r"^[A-Za-z0-9]{1,255}$")),
         **scalars,
@@ -274,12 +322,77 @@ def _check_cross_field(config: PipelineConfig, source: str) -> None:
         raise ConfigError(
             f"{source}.processor.batching_window_seconds: {processor.batching_window_seconds} is longer than "
             f"timeout_seconds ({processor.timeout_seconds})")
-    concurrency_needed = processor.parallelization_factor * (stream.shard_count
-                                                             if stream.mode == "PROVISIONED" else 1)
-    if processor.reserved_concurrency < concurrency_needed:
+    concurrency_needed = needed_concurrency(config)
+    if processor.reserved_concurrency and processor.reserved_concurrency < concurrency_needed:
+        shards = (f"{stream.shard_count} shard(s)" if stream.mode == "PROVISIONED"
+                  else f"an on-demand stream's initial {ON_DEMAND_INITIAL_SHARDS} shards")
         raise ConfigError(
-            f"{source}.processor.reserved_concurrency: {processor.reserved_concurrency} is below shards x "
-            f"parallelization_factor ({concurrency_needed}); the stream would be throttled")
+            f"{source}.processor.reserved_concurrency: {processor.reserved_concurrency} is below {shards} x "
+            f"parallelization_factor ({concurrency_needed}); the stream would be throttled. Raise it, or set 0 "
+            "to reserve none")
+    if config.stack_name and not STACK_NAME_PATTERN.fullmatch(config.stack_name):
+        raise ConfigError(f"{source}.stack_name: {config.stack_name!r} is not a CloudFormation stack name; use a "
+                          "letter followed by up to 127 letters, digits or hyphens")
+    if config.region and not REGION_PATTERN.fullmatch(config.region):
+        raise ConfigError(f"{source}.region: {config.region!r} is not an AWS region name (e.g. us-east-1, "
+                          "eu-central-1)")
+
+
+def needed_concurrency(config: PipelineConfig) -> int:
+    """Concurrent batches the event source mapping runs at first: shards x parallelization_factor.
+
+    An on-demand stream starts with :data:`ON_DEMAND_INITIAL_SHARDS` shards and grows with traffic.
+    """
+    shards = config.stream.shard_count if config.stream.mode == "PROVISIONED" else ON_DEMAND_INITIAL_SHARDS
+    return shards * config.processor.parallelization_factor
+
+
+def config_warnings(config: PipelineConfig) -> tuple[str, ...]:
+    """Things that are valid but may surprise on AWS (the CLI prints them on stderr)."""
+    warnings = []
+    if config.stream.mode == "ON_DEMAND":
+        reserved = config.processor.reserved_concurrency
+        cap = (f"; processor.reserved_concurrency {reserved} then caps the processor and the stream lags"
+               if reserved else "")
+        warnings.append(
+            f"stream.mode ON_DEMAND starts with {ON_DEMAND_INITIAL_SHARDS} shards and adds shards as traffic grows: "
+            f"the processor runs shards x parallelization_factor batches at once{cap}")
+    return tuple(warnings)
+
+
+def validate_region(region: str, what: str = "--region") -> str:
+    """``region`` if it looks like an AWS region name, else ConfigError (exit 2) before any AWS call."""
+    if not REGION_PATTERN.fullmatch(region):
+        raise ConfigError(f"{what} {region!r} is not an AWS region name (e.g. us-east-1, eu-central-1)")
+    return region
+
+
+def validate_stack_name(name: str, what: str = "stack_name") -> str:
+    """``name`` if CloudFormation accepts it as a stack name, else ConfigError."""
+    if not STACK_NAME_PATTERN.fullmatch(name):
+        raise ConfigError(f"{what}: {name!r} is not a CloudFormation stack name; use a letter followed by up to "
+                          "127 letters, digits or hyphens")
+    return name
+
+
+def validate_tag(key: str, value: str, what: str = "tag") -> tuple[str, str]:
+    """A stack tag as CloudFormation and the tagged services accept it, else ConfigError.
+
+    Tags: keys 1-128 characters, values up to 256, and the ``aws:`` prefix is reserved for AWS.
+    """
+    if not key or len(key) > MAX_TAG_KEY_LENGTH:
+        raise ConfigError(f"{what} key {key!r}: use 1 to {MAX_TAG_KEY_LENGTH} characters")
+    if key.lower().startswith("aws:"):
+        raise ConfigError(f"{what} key {key!r}: the aws: prefix is reserved for AWS; choose another key")
+    if not TAG_KEY_PATTERN.fullmatch(key):
+        raise ConfigError(f"{what} key {key!r}: use letters, digits, spaces and _ . : / = + - @")
+    if not value:
+        raise ConfigError(f"{what} {key}: the value is empty; give a value (KEY=VALUE)")
+    if len(value) > MAX_TAG_VALUE_LENGTH:
+        raise ConfigError(f"{what} {key}: the value has {len(value)} characters; at most {MAX_TAG_VALUE_LENGTH}")
+    if not TAG_VALUE_PATTERN.fullmatch(value):
+        raise ConfigError(f"{what} {key}: the value may use letters, digits, spaces and _ . : / = + - @")
+    return key, value
 
 
 _T = typing.TypeVar("_T")
@@ -320,10 +433,21 @@ def _check_rule(value: Any, rule: Mapping[str, Any], path: str) -> None:
     lo, hi, choices, pattern = rule.get("lo"), rule.get("hi"), rule.get("choices"), rule.get("pattern")
     if choices is not None and value not in choices:
         raise ConfigError(f"{path}: {value!r} is not allowed; choose one of {', '.join(map(str, choices))}")
+    if isinstance(value, int) and not isinstance(value, bool) and not _fits_float(value):
+        raise ConfigError(f"{path}: a {len(str(abs(value)))}-digit number is out of range"
+                          + (f"; allowed {lo} to {hi}" if lo is not None or hi is not None else ""))
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ConfigError(f"{path}: {value!r} is out of range; allowed {lo} to {hi}")
     if pattern is not None and not pattern.fullmatch(value):
         raise ConfigError(f"{path}: {value!r} is not valid{'; ' + rule['doc'] if rule.get('doc') else ''}")
+
+
+def _fits_float(value: int) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _string_pairs(raw: Any, path: str, key_pattern: re.Pattern[str]) -> tuple[tuple[str, str], ...]:

@@ -39,6 +39,15 @@ ALARM_TOPIC_POLICY = "AlarmTopicPolicy"
 ALARM_SUBSCRIPTION = "AlarmEmailSubscription"
 DASHBOARD = "PipelineDashboard"
 HAS_ALARM_EMAIL = "HasAlarmEmail"
+HAS_RESERVED_CONCURRENCY = "HasReservedConcurrency"
+IOT_ENDPOINT = "IoTDataEndpoint"
+IOT_ENDPOINT_ROLE = "IoTEndpointLookupRole"
+IOT_ENDPOINT_FUNCTION = "IoTEndpointLookupFunction"
+IOT_ENDPOINT_LOG_GROUP = "IoTEndpointLookupLogGroup"
+IOT_ENDPOINT_RESOURCE_TYPE = "Custom::IoTEndpoint"
+
+# The environment suffix goes into bucket names, which S3 allows in lowercase only.
+ENV_SUFFIX_PATTERN = "^[a-z0-9]+$"
 
 
 def sub(pattern: str) -> Sub:
@@ -54,6 +63,22 @@ def raw_bucket_name() -> Sub:
 def table_name() -> Sub:
     """New name because the key schema changed (a custom-named table cannot be replaced in place)."""
     return sub("SensorReadings-${EnvironmentSuffix}")
+
+
+def processor_role_name() -> Sub:
+    """Region-unique: IAM role names are unique per account, so the seed's ``IoTDataProcessorRole-<env>``
+    collided when one env was deployed in two regions of an account."""
+    return sub("IoTDataProcessorRole-${EnvironmentSuffix}-${AWS::Region}")
+
+
+def rule_role_name() -> Sub:
+    """Region-unique for the same reason as :func:`processor_role_name` (seed: ``IoTRuleRole-<env>``)."""
+    return sub("IoTRuleRole-${EnvironmentSuffix}-${AWS::Region}")
+
+
+def dashboard_name() -> Sub:
+    """Region-unique: PutDashboard, "All dashboards in your account are global"."""
+    return sub("iot-pipeline-${EnvironmentSuffix}-${AWS::Region}")
 
 
 def stream_name() -> Sub:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from iotpipe.config import StorageConfig, StreamConfig, build_config
+from iotpipe.groups.endpoint import build_endpoint
 from iotpipe.groups.ingest import RULE_SQL, build_ingest
 from iotpipe.groups.keys import build_keys
 from iotpipe.groups.monitoring import build_monitoring
@@ -110,7 +111,8 @@ def test_processor_role_grants_exactly_the_processor_calls() -> None:
 
 def test_ingest_rule_keeps_device_timestamp_and_has_error_action() -> None:
     cfg = build_config({}, "dev", {})
-    group = build_ingest(stream=build_stream(cfg.stream), storage=build_storage(cfg.storage))
+    group = build_ingest(stream=build_stream(cfg.stream), storage=build_storage(cfg.storage),
+                         endpoint=build_endpoint(cfg, keys=build_keys()))
     payload = by_id(group)["SensorDataRule"]["Properties"]["TopicRulePayload"]
     assert payload["Sql"] == RULE_SQL
     assert "timestamp() AS receivedAt" in RULE_SQL and "topic(2) AS topicDeviceId" in RULE_SQL
@@ -126,7 +128,8 @@ def test_monitoring_alarms_notify_the_encrypted_topic() -> None:
     keys, stream, storage = build_keys(), build_stream(cfg.stream), build_storage(cfg.storage)
     processor = build_processor(cfg, keys=keys, stream=stream, storage=storage)
     group = build_monitoring(cfg, keys=keys, stream=stream, processor=processor,
-                             ingest=build_ingest(stream=stream, storage=storage))
+                             ingest=build_ingest(stream=stream, storage=storage,
+                                                 endpoint=build_endpoint(cfg, keys=keys)))
     resources = by_id(group)
     alarms = {k: v["Properties"] for k, v in resources.items() if v["Type"] == "AWS::CloudWatch::Alarm"}
     assert len(alarms) == 8

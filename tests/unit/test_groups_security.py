@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from iotpipe.config import PipelineConfig, load_config
+from iotpipe.groups.endpoint import LOOKUP_CODE, build_endpoint
 from iotpipe.groups.ingest import build_ingest
 from iotpipe.groups.keys import build_keys
 from iotpipe.groups.monitoring import build_monitoring
@@ -47,9 +48,10 @@ def resources(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
     """Every resource of every group for ``cfg``, by logical id, as to_dict()."""
     keys, storage, stream = build_keys(), build_storage(cfg.storage), build_stream(cfg.stream)
     processor = build_processor(cfg, keys=keys, stream=stream, storage=storage)
-    ingest = build_ingest(stream=stream, storage=storage)
+    endpoint = build_endpoint(cfg, keys=keys)
+    ingest = build_ingest(stream=stream, storage=storage, endpoint=endpoint)
     monitoring = build_monitoring(cfg, keys=keys, stream=stream, processor=processor, ingest=ingest)
-    return {r.title: r.to_dict() for group in (keys, storage, stream, processor, ingest, monitoring)
+    return {r.title: r.to_dict() for group in (keys, storage, stream, processor, endpoint, ingest, monitoring)
             for r in group.resources}
 
 
@@ -67,6 +69,10 @@ def customer_keys() -> dict[str, dict[str, Any]]:
 
 # ---------------------------------------------------------------- keys
 
+LOGS_ACTIONS = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
+LOG_GROUPS = sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:*")
+
+
 def test_pipeline_key(dev: dict[str, dict[str, Any]]) -> None:
     assert dev["PipelineKey"] == {"Type": "AWS::KMS::Key", **DELETE, "Properties": {
         "Description": sub("iotpipe pipeline key (${EnvironmentSuffix}): alarm topic and processor logs"),
@@ -76,16 +82,28 @@ def test_pipeline_key(dev: dict[str, dict[str, Any]]) -> None:
             {"Sid": "AccountAdministers", "Effect": "Allow",
              "Principal": {"AWS": [sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root")]},
              "Action": ["kms:*"], "Resource": ["*"]},
+            # Issue 12: the topic policy pinned alarms to this account, the key policy did not.
             {"Sid": "CloudWatchAlarmsPublish", "Effect": "Allow",
              "Principal": {"Service": ["cloudwatch.amazonaws.com"]},
-             "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": ["*"]},
+             "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": ["*"],
+             "Condition": {
+                 "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+                 "ArnLike": {"aws:SourceArn": sub(
+                     "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:*")}}},
+            # CloudWatch Logs KMS guide: "kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*",
+            # "kms:Describe*" with the aws:logs:arn encryption context.
             {"Sid": "CloudWatchLogsEncrypt", "Effect": "Allow",
              "Principal": {"Service": [sub("logs.${AWS::Region}.amazonaws.com")]},
-             "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:GenerateDataKey",
-                        "kms:DescribeKey"],
+             "Action": LOGS_ACTIONS,
              "Resource": ["*"],
-             "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": sub(
-                 "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:*")}}},
+             "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": LOG_GROUPS}}},
+            # ... and kms:ViaService logs.<region>.amazonaws.com for principals that call CloudWatch Logs.
+            {"Sid": "AccountPrincipalsThroughLogs", "Effect": "Allow",
+             "Principal": {"AWS": [sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root")]},
+             "Action": LOGS_ACTIONS,
+             "Resource": ["*"],
+             "Condition": {"StringEquals": {"kms:ViaService": sub("logs.${AWS::Region}.amazonaws.com")},
+                           "ArnLike": {"kms:EncryptionContext:aws:logs:arn": LOG_GROUPS}}},
         ]},
         "Tags": [ENV_TAG],
     }}
@@ -148,7 +166,10 @@ def test_table_recovery_encryption_and_sparse_index(dev: dict[str, dict[str, Any
                                                     customer_keys: dict[str, dict[str, Any]]) -> None:
     table = dev["SensorDataTable"]["Properties"]
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
-    assert table["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": "alias/aws/dynamodb"}
+    # Issue 12: naming the default alias/aws/dynamodb made drift detection report a false difference.
+    assert table["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS"}
+    assert [skip["id"] for skip in dev["SensorDataTable"]["Metadata"]["checkov"]["skip"]] == ["CKV_AWS_119"]
+    assert "Metadata" not in customer_keys["SensorDataTable"]
     assert table["GlobalSecondaryIndexes"] == [{
         "IndexName": "AnomaliesByDay",
         "KeySchema": [{"AttributeName": "anomalyDay", "KeyType": "HASH"},
@@ -178,7 +199,8 @@ def test_stream_encryption(dev: dict[str, dict[str, Any]], customer_keys: dict[s
 
 def test_processor_role(dev: dict[str, dict[str, Any]]) -> None:
     assert dev["DataProcessorRole"] == {"Type": "AWS::IAM::Role", "Properties": {
-        "RoleName": sub("IoTDataProcessorRole-${EnvironmentSuffix}"),
+        # Issue 12: IAM role names are per account; the region keeps two regions of one env apart.
+        "RoleName": sub("IoTDataProcessorRole-${EnvironmentSuffix}-${AWS::Region}"),
         "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Principal": {"Service": ["lambda.amazonaws.com"]}, "Action": ["sts:AssumeRole"]}]},
         "Policies": [{"PolicyName": "DataProcessorPolicy", "PolicyDocument": {"Version": "2012-10-17", "Statement": [
@@ -260,7 +282,7 @@ def test_event_source_mapping_sends_exhausted_batches_to_the_queue(dev: dict[str
 
 def test_rule_role_and_error_action(dev: dict[str, dict[str, Any]]) -> None:
     assert dev["IoTRuleRole"] == {"Type": "AWS::IAM::Role", "Properties": {
-        "RoleName": sub("IoTRuleRole-${EnvironmentSuffix}"),
+        "RoleName": sub("IoTRuleRole-${EnvironmentSuffix}-${AWS::Region}"),
         "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Principal": {"Service": ["iot.amazonaws.com"]}, "Action": ["sts:AssumeRole"]}]},
         "Policies": [{"PolicyName": "KinesisWritePolicy", "PolicyDocument": {"Version": "2012-10-17", "Statement": [
@@ -359,7 +381,8 @@ def test_alarms_watch_the_right_metrics_and_notify_the_topic(dev: dict[str, dict
 
 def test_dashboard_shows_what_the_issue_asks_for(dev: dict[str, dict[str, Any]]) -> None:
     dashboard = dev["PipelineDashboard"]["Properties"]
-    assert dashboard["DashboardName"] == sub("iot-pipeline-${EnvironmentSuffix}")
+    # PutDashboard: "All dashboards in your account are global".
+    assert dashboard["DashboardName"] == sub("iot-pipeline-${EnvironmentSuffix}-${AWS::Region}")
     widgets = json.loads(dashboard["DashboardBody"]["Fn::Sub"])["widgets"]
     per_sensor = ("pressure", "temperature", "vibration")
     assert [(w["properties"]["title"], [tuple(m[:2]) + tuple(m[5:6]) for m in w["properties"]["metrics"]])
@@ -373,3 +396,50 @@ def test_dashboard_shows_what_the_issue_asks_for(dev: dict[str, dict[str, Any]])
          [("AWS/Lambda", "Errors"), ("AWS/Lambda", "Throttles"), ("AWS/Lambda", "Duration")]),
         ("Dead-letter queue depth", [("AWS/SQS", "ApproximateNumberOfMessagesVisible")]),
     ]
+
+
+def test_reserved_concurrency_zero_reserves_none_and_says_why() -> None:
+    # Lambda guide: "You can reserve up to the Unreserved account concurrency value minus 100"; a new account
+    # with a limit of 10 cannot reserve any, so 0 leaves the property out (and tells checkov why).
+    function = resources(load_config(None, "dev", {"processor.reserved_concurrency": 0}))["DataProcessorFunction"]
+    assert "ReservedConcurrentExecutions" not in function["Properties"]
+    assert "CKV_AWS_115" in [skip["id"] for skip in function["Metadata"]["checkov"]["skip"]]
+
+
+def test_starting_position_follows_the_config(dev: dict[str, dict[str, Any]]) -> None:
+    migrated = resources(load_config(None, "dev", {"processor.starting_position": "LATEST"}))
+    assert migrated["KinesisEventSourceMapping"]["Properties"]["StartingPosition"] == "LATEST"
+    assert dev["KinesisEventSourceMapping"]["Properties"]["StartingPosition"] == "TRIM_HORIZON"
+
+
+# ---------------------------------------------------------------- IoT endpoint lookup (issue 12)
+
+def test_endpoint_lookup_role_may_only_describe_the_endpoint_and_log(dev: dict[str, dict[str, Any]]) -> None:
+    # DescribeEndpoint has no resource type in the Service Authorization Reference: "*" is the only resource.
+    assert dev["IoTEndpointLookupRole"] == {"Type": "AWS::IAM::Role", "Properties": {
+        "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": ["lambda.amazonaws.com"]}, "Action": ["sts:AssumeRole"]}]},
+        "Policies": [{"PolicyName": "IoTEndpointLookupPolicy", "PolicyDocument": {"Version": "2012-10-17",
+                                                                                  "Statement": [
+            {"Sid": "DescribeDataEndpoint", "Effect": "Allow", "Action": ["iot:DescribeEndpoint"], "Resource": ["*"]},
+            {"Sid": "WriteOwnLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+             "Resource": [get_att("IoTEndpointLookupLogGroup")]},
+        ]}}],
+        "Tags": [ENV_TAG],
+    }}
+
+
+def test_endpoint_lookup_function_logs_to_its_encrypted_group(dev: dict[str, dict[str, Any]],
+                                                              customer_keys: dict[str, dict[str, Any]]) -> None:
+    function = dev["IoTEndpointLookupFunction"]["Properties"]
+    assert function["LoggingConfig"] == {"LogGroup": {"Ref": "IoTEndpointLookupLogGroup"}}
+    assert function["Role"] == get_att("IoTEndpointLookupRole")
+    assert function["Code"] == {"ZipFile": LOOKUP_CODE}
+    assert dev["IoTEndpointLookupLogGroup"] == {"Type": "AWS::Logs::LogGroup", **DELETE, "Properties": {
+        "LogGroupName": sub("/aws/lambda/iot-endpoint-lookup-${EnvironmentSuffix}"),
+        "RetentionInDays": 7,
+        "KmsKeyId": get_att("PipelineKey"),
+    }}
+    assert customer_keys["IoTEndpointLookupLogGroup"]["Properties"]["KmsKeyId"] == KEY_ARN
+    assert dev["IoTDataEndpoint"] == {"Type": "Custom::IoTEndpoint", "Properties": {
+        "ServiceToken": get_att("IoTEndpointLookupFunction"), "EndpointType": "iot:Data-ATS"}}

@@ -190,6 +190,9 @@ def call_resource(service: str, operation: str, params: Mapping[str, Any]) -> li
     if service == "sqs":
         account, name = params["QueueUrl"].rstrip("/").split("/")[-2:]
         return [f"arn:aws:sqs:{REGION}:{account}:{name}"]
+    if service == "iot" and operation == "DescribeEndpoint":
+        # No resource type in the Service Authorization Reference: IAM authorizes it against "*".
+        return ["*"]
     if service == "logs" and operation in ("CreateLogStream", "PutLogEvents"):
         return [f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{params['logGroupName']}"
                 f":log-stream:{params['logStreamName']}"]
@@ -261,6 +264,10 @@ def deploy(template: dict[str, Any], setup: boto3.session.Session) -> Deployed:
     group = logs.describe_log_groups(logGroupNamePrefix=log_group)["logGroups"][0]
     # CloudFormation's LogGroup Arn attribute is the ARN ending in ":*", as moto's "arn" field is.
     names.update({"DataProcessorLogGroup": log_group, "DataProcessorLogGroup.Arn": group["arn"]})
+    lookup_group = prop("IoTEndpointLookupLogGroup", "LogGroupName")
+    logs.create_log_group(logGroupName=lookup_group)
+    lookup = logs.describe_log_groups(logGroupNamePrefix=lookup_group)["logGroups"][0]
+    names.update({"IoTEndpointLookupLogGroup": lookup_group, "IoTEndpointLookupLogGroup.Arn": lookup["arn"]})
     return Deployed(template, names)
 
 
@@ -631,3 +638,120 @@ def test_device_policy_pins_each_thing_to_its_own_topics(dev_template: dict[str,
 
 def test_device_must_connect_with_a_certificate_attached_to_its_thing(dev_template: dict[str, Any]) -> None:
     assert not device_may(dev_template, "press-A", connect("press-A"), attached=False)
+
+
+# ---------------------------------------------------------------- the IoT endpoint lookup (issue 12)
+
+class ResponseCatcher:
+    """A loopback HTTP server standing in for CloudFormation's pre-signed response URL."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        bodies: list[dict[str, Any]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.bodies = bodies
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/response?signature=x"
+
+    def __enter__(self) -> ResponseCatcher:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+class LookupContext:
+    log_stream_name = "2026/01/01/[$LATEST]abc"
+
+
+def lookup_event(request_type: str, url: str) -> dict[str, Any]:
+    return {"RequestType": request_type, "ResponseURL": url, "StackId": "arn:aws:cloudformation:stack/x",
+            "RequestId": "r-1", "LogicalResourceId": "IoTDataEndpoint", "ResourceType": "Custom::IoTEndpoint",
+            "ResourceProperties": {"ServiceToken": "arn", "EndpointType": "iot:Data-ATS"},
+            **({"PhysicalResourceId": "iot-data-endpoint"} if request_type != "Create" else {})}
+
+
+def load_lookup() -> Any:
+    import types
+
+    from iotpipe.groups.endpoint import LOOKUP_CODE
+
+    module = types.ModuleType("iot_endpoint_lookup")
+    exec(compile(LOOKUP_CODE, "index.py", "exec"), module.__dict__)
+    return module
+
+
+@dataclass(frozen=True)
+class LookupRun:
+    responses: list[dict[str, Any]]
+    calls: list[Call]
+
+
+@pytest.fixture(scope="module")
+def lookup_run(world: World) -> Iterator[LookupRun]:
+    """The inline lookup function run for Create and Delete against moto, its calls recorded, its answers caught."""
+    with pytest.MonkeyPatch.context() as patch, ResponseCatcher() as catcher:
+        recorder = Recorder("lookup")
+        patch.setattr(boto3, "DEFAULT_SESSION", recorder.attach(boto3.session.Session(region_name=REGION)))
+        module = load_lookup()
+        module.handler(lookup_event("Create", catcher.url), LookupContext())
+        module.handler(lookup_event("Delete", catcher.url), LookupContext())
+        # Lambda's own log delivery for the function, as for the processor.
+        logs = recorder.attach(boto3.session.Session(region_name=REGION)).client("logs")
+        group = world.deployed.names["IoTEndpointLookupLogGroup"]
+        logs.create_log_stream(logGroupName=group, logStreamName="s")
+        logs.put_log_events(logGroupName=group, logStreamName="s",
+                            logEvents=[{"timestamp": int(time.time() * 1000), "message": "START"}])
+        yield LookupRun(list(catcher.bodies), recorder.calls)
+
+
+def test_lookup_answers_cloudformation_with_the_ats_endpoint(lookup_run: LookupRun) -> None:
+    create, delete = lookup_run.responses
+    assert create["Status"] == "SUCCESS" and create["PhysicalResourceId"] == "iot-data-endpoint"
+    # DescribeEndpoint (iot:Data-ATS): "identifier-ats.iot.region.amazonaws.com", not the account id.
+    assert re.fullmatch(r"[a-z0-9]+-ats\.iot\.us-east-1\.amazonaws\.com", create["Data"]["Address"])
+    assert not create["Data"]["Address"].startswith(ACCOUNT)
+    assert delete == {**delete, "Status": "SUCCESS", "Data": {}, "PhysicalResourceId": "iot-data-endpoint"}
+
+
+def test_lookup_role_grants_exactly_its_calls(world: World, lookup_run: LookupRun) -> None:
+    granted = grants(role_statements(world.deployed.template, "IoTEndpointLookupRole", world.deployed.names))
+    assert ungranted_calls(lookup_run.calls, granted) == []
+    assert unused_grants(lookup_run.calls, granted) == []
+    assert {c.action for c in lookup_run.calls} == {"iot:DescribeEndpoint", "logs:CreateLogStream",
+                                                    "logs:PutLogEvents"}
+    other_group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/another-function:log-stream:x"
+    assert overly_broad([g for g in granted if g.action.startswith("logs:")], [other_group]) == []
+
+
+def test_a_failing_lookup_still_answers_cloudformation(world: World) -> None:
+    """Without an answer CloudFormation waits an hour; a failed DescribeEndpoint must say FAILED with the reason."""
+    from botocore.stub import Stubber
+
+    iot = boto3.client("iot", region_name=REGION)
+    with Stubber(iot) as stub, ResponseCatcher() as catcher, pytest.MonkeyPatch.context() as patch:
+        stub.add_client_error("describe_endpoint", "AccessDeniedException", "not authorized: iot:DescribeEndpoint")
+        module = load_lookup()
+        patch.setattr(module.boto3, "client", lambda service: iot)
+        module.handler(lookup_event("Create", catcher.url), LookupContext())
+    [answer] = catcher.bodies
+    assert answer["Status"] == "FAILED" and "iot:DescribeEndpoint" in answer["Reason"]

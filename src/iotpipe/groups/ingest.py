@@ -13,6 +13,7 @@ from troposphere import AWSObject, GetAtt, Output, Ref, Sub, Tags, iam
 from troposphere import iot as tpiot
 
 from iotpipe import naming, policies
+from iotpipe.groups.endpoint import EndpointGroup
 from iotpipe.groups.storage import StorageGroup
 from iotpipe.groups.stream import StreamGroup
 
@@ -31,15 +32,17 @@ class IngestGroup:
     rule_name: Sub
 
 
-def build_ingest(*, stream: StreamGroup, storage: StorageGroup) -> IngestGroup:
+def build_ingest(*, stream: StreamGroup, storage: StorageGroup, endpoint: EndpointGroup) -> IngestGroup:
     """Rule and role into the stream, the per-thing device policy and the seed's sample thing."""
     role = _rule_role(stream, storage)
     rule = _topic_rule(stream, storage, role)
     policy = _device_policy()
     thing = _thing()
     outputs = (
-        Output("IoTEndpoint", Description="IoT endpoint for device connections",
-               Value=Sub("${AWS::AccountId}.iot.${AWS::Region}.amazonaws.com"), Export=naming.export("IoTEndpoint")),
+        # Seed gave ${AWS::AccountId}.iot.${AWS::Region}.amazonaws.com, which is no endpoint; this is the one
+        # DescribeEndpoint (iot:Data-ATS) returns.
+        Output("IoTEndpoint", Description="IoT endpoint for device connections (iot:Data-ATS)",
+               Value=endpoint.address, Export=naming.export("IoTEndpoint")),
         Output("IoTThingName", Description="IoT Thing name for manufacturing device", Value=Ref(thing),
                Export=naming.export("IoTThingName")),
         Output("IoTTopicPattern", Description="MQTT topic pattern for publishing sensor data",
@@ -64,7 +67,7 @@ def _rule_role(stream: StreamGroup, storage: StorageGroup) -> iam.Role:
                                             sid="EncryptStreamRecords"))
     return iam.Role(
         naming.RULE_ROLE,
-        RoleName=Sub("IoTRuleRole-${EnvironmentSuffix}"),
+        RoleName=naming.rule_role_name(),
         AssumeRolePolicyDocument=policies.assume_role_by("iot.amazonaws.com"),
         Policies=[iam.Policy(PolicyName="KinesisWritePolicy", PolicyDocument=policies.document(*statements))],
         Tags=Tags(Environment=Ref(naming.ENV_PARAM)),

@@ -148,7 +148,7 @@ def _dashboard(cfg: PipelineConfig, processor: ProcessorGroup) -> cw.Dashboard:
                   "iot-data-processor-dlq-${EnvironmentSuffix}", {"stat": "Maximum"}]], 12, 12),
     ]
     body = json.dumps({"widgets": widgets}, sort_keys=True, separators=(",", ":"))
-    return cw.Dashboard(naming.DASHBOARD, DashboardName=Sub("iot-pipeline-${EnvironmentSuffix}"),
+    return cw.Dashboard(naming.DASHBOARD, DashboardName=naming.dashboard_name(),
                         DashboardBody=Sub(body))
 
 

@@ -107,7 +107,7 @@ def _role(cfg: PipelineConfig, *, stream: StreamGroup, storage: StorageGroup, lo
     # does not need; every statement here is scoped to one resource.
     return iam.Role(
         naming.PROCESSOR_ROLE,
-        RoleName=Sub("IoTDataProcessorRole-${EnvironmentSuffix}"),
+        RoleName=naming.processor_role_name(),
         AssumeRolePolicyDocument=policies.assume_role_by("lambda.amazonaws.com"),
         Policies=[iam.Policy(PolicyName="DataProcessorPolicy", PolicyDocument=policies.document(*statements))],
         Tags=Tags(Environment=Ref(naming.ENV_PARAM)),
@@ -128,7 +128,7 @@ def _function(cfg: PipelineConfig, *, role: iam.Role, storage: StorageGroup, log
         Role=GetAtt(role, "Arn"),
         Timeout=processor.timeout_seconds,
         MemorySize=processor.memory_mb,
-        ReservedConcurrentExecutions=processor.reserved_concurrency,
+        **_reserved_concurrency(processor.reserved_concurrency),
         Environment=tplambda.Environment(Variables=processor_environment(cfg)),
         Code=inline_code(processor.runtime),
         # Bind the function to its declared log group, so Lambda never creates one with no retention.
@@ -138,8 +138,18 @@ def _function(cfg: PipelineConfig, *, role: iam.Role, storage: StorageGroup, log
         Metadata={"checkov": {"skip": [
             {"id": "CKV_AWS_117", "comment": "Talks only to AWS APIs over TLS; a VPC would add NAT cost only."},
             {"id": "CKV_AWS_173", "comment": "Environment holds names and thresholds, no secrets."},
+            *([] if processor.reserved_concurrency else [{
+                "id": "CKV_AWS_115",
+                "comment": "processor.reserved_concurrency = 0: the account cannot reserve concurrency yet "
+                           "(it must keep 100 unreserved)."}]),
         ]}},
     )
+
+
+def _reserved_concurrency(reserved: int) -> dict[str, int]:
+    # 0 means none: "You can reserve up to the Unreserved account concurrency value minus 100" (Lambda guide),
+    # so a new account with a limit of 10 fails the deploy with any reservation.
+    return {"ReservedConcurrentExecutions": reserved} if reserved else {}
 
 
 def _mapping(cfg: PipelineConfig, *, stream: StreamGroup, function: tplambda.Function,
@@ -149,8 +159,9 @@ def _mapping(cfg: PipelineConfig, *, stream: StreamGroup, function: tplambda.Fun
         naming.EVENT_SOURCE_MAPPING,
         EventSourceArn=stream.stream_arn,
         FunctionName=GetAtt(function, "Arn"),
-        # Seed used LATEST: readings published before the mapping was enabled were lost.
-        StartingPosition="TRIM_HORIZON",
+        # Seed used LATEST: readings published before the mapping was enabled were lost. StartingPosition is
+        # create-only, so a stack migrated from the seed keeps LATEST (processor.starting_position).
+        StartingPosition=processor.starting_position,
         BatchSize=processor.batch_size,
         MaximumBatchingWindowInSeconds=processor.batching_window_seconds,
         MaximumRetryAttempts=processor.max_retry_attempts,

@@ -148,8 +148,10 @@ def _access_log_bucket_policy(log_bucket: tps3.Bucket, source_bucket: tps3.Bucke
 
 def _table(cfg: StorageConfig) -> ddb.Table:
     # Seed used DynamoDB's AWS-owned key; a KMS key (AWS-managed, or the configured one) is auditable.
+    # KMSMasterKeyId only for a configured key: SSEType KMS without it is alias/aws/dynamodb already, and
+    # naming the default makes drift detection report a difference that is not one.
     sse = ddb.SSESpecification(SSEEnabled=True, SSEType="KMS",
-                               KMSMasterKeyId=cfg.table_kms_key_arn or AWS_MANAGED_DYNAMODB_KEY)
+                               **({"KMSMasterKeyId": cfg.table_kms_key_arn} if cfg.table_kms_key_arn else {}))
     return ddb.Table(
         naming.TABLE,
         DeletionPolicy="Delete",
@@ -174,4 +176,9 @@ def _table(cfg: StorageConfig) -> ddb.Table:
         SSESpecification=sse,
         TimeToLiveSpecification=ddb.TimeToLiveSpecification(AttributeName="ttl", Enabled=True),
         Tags=Tags(Environment=Ref(naming.ENV_PARAM), Purpose="IoT-Processed-Data"),
+        **({} if cfg.table_kms_key_arn else {"Metadata": {"checkov": {"skip": [{
+            "id": "CKV_AWS_119",
+            "comment": "Encrypted with the AWS-managed key alias/aws/dynamodb (SSEType KMS); naming it would make "
+                       "drift detection report a false difference. Set storage.table_kms_key_arn for your own key.",
+        }]}}}),
     )

@@ -141,6 +141,52 @@ def _termination_protection(patches: Patches) -> None:
     patches.setattr(CloudFormationBackend, "delete_stack", delete_stack)
 
 
+def _fix_iot_endpoint_custom_resource(patches: Patches) -> None:
+    """``Custom::IoTEndpoint``: moto runs a custom resource by invoking its Lambda function, which needs Docker,
+    and waits for the function's answer. Answer this one as the function does, from moto's IoT backend
+    (DescribeEndpoint, iot:Data-ATS); every other custom resource is left to moto."""
+    from moto.cloudformation import cloudformation_backends
+    from moto.cloudformation.custom_model import CustomModel
+    from moto.iot.models import iot_backends
+
+    resource_type = "Custom::IoTEndpoint"
+    model: Any = CustomModel  # moto types it abstract; it is instantiated as moto itself does
+    original_create: Any = CustomModel.create_from_cloudformation_json
+    original_update: Any = CustomModel.update_from_cloudformation_json
+
+    def answer(resource_name: str, cloudformation_json: Any, account_id: str, region_name: str,
+               logical_id: str) -> Any:
+        endpoint_type = cloudformation_json.get("Properties", {}).get("EndpointType", "iot:Data-ATS")
+        backend = iot_backends[account_id][region_name]
+        current = getattr(backend, "endpoint", None)
+        if current is None or current.endpoint_type != endpoint_type:
+            current = backend.describe_endpoint(endpoint_type)
+        resource = model(region_name, "", logical_id, "iot-data-endpoint")
+        resource.set_data({"Address": current.endpoint})
+        return resource
+
+    def create(cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str,
+               **kwargs: Any) -> Any:
+        if kwargs.get("ResourceType") != resource_type:
+            return original_create.__func__(cls, resource_name, cloudformation_json, account_id, region_name,
+                                            **kwargs)
+        resource = answer(resource_name, cloudformation_json, account_id, region_name, kwargs["LogicalId"])
+        stack = cloudformation_backends[account_id][region_name].get_stack(kwargs["StackId"])
+        stack.add_custom_resource(resource)
+        return resource
+
+    def update(cls: Any, original_resource: Any, new_resource_name: str, cloudformation_json: Any,
+               account_id: str, region_name: str) -> Any:
+        if cloudformation_json.get("Type") != resource_type:
+            return original_update.__func__(cls, original_resource, new_resource_name, cloudformation_json,
+                                            account_id, region_name)
+        return answer(new_resource_name, cloudformation_json, account_id, region_name,
+                      getattr(original_resource, "logical_id", "IoTDataEndpoint"))
+
+    patches.setattr(CustomModel, "create_from_cloudformation_json", classmethod(create))
+    patches.setattr(CustomModel, "update_from_cloudformation_json", classmethod(update))
+
+
 FIXES: tuple[Callable[[Patches], None], ...] = (
     _thing_attribute_payload,
     _change_set_outputs,
@@ -148,4 +194,5 @@ FIXES: tuple[Callable[[Patches], None], ...] = (
     _iot_deletes,
     _iot_refs,
     _termination_protection,
+    _fix_iot_endpoint_custom_resource,
 )
