@@ -1,19 +1,19 @@
 """iotpipe processor: a Kinesis batch -> S3 raw archive, DynamoDB readings, S3 quarantine, EMF metrics.
 
-One file, stdlib + boto3 only: the template inlines it as Code.ZipFile. It follows the data contract of
-DESIGN.md; handler/vectors/*.json pin its behaviour for this file and its Node twin.
+One file, stdlib + boto3 only: the template inlines it as Code.ZipFile. It implements docs/contract.md, the
+specification its Node twin implements too; handler/vectors/*.json pin the behaviour of both.
 
-Per batch: archive every raw record (one gzip JSON-lines object; if that fails the batch fails), then
-validate each record, write the readings with BatchWriteItem (25 per call, concurrently, UnprocessedItems
-retried with backoff and jitter inside the time budget) and the rejected records to one quarantine object.
-Records whose writes still failed come back as ``batchItemFailures``; the function raises only when nothing
-of the batch could be done. Keys are functions of the data, so a retried batch leaves the same state.
+Per batch: archive every raw record (one gzip JSON-lines object; if that fails the batch fails), then take the
+records in windows of at most WINDOW_READINGS readings: validate them, write their readings with
+BatchWriteItem (25 per call, concurrently, UnprocessedItems and retryable errors retried with backoff and
+jitter until the deadline) and their rejections to one quarantine object. A window with a failure ends the
+batch: the records from its lowest failure on are reported in ``batchItemFailures`` and will be retried,
+so metrics count only the records before it (each record is counted once, in the attempt that commits it).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import gc
 import gzip
 import json
@@ -23,33 +23,46 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
 MIN_TIMESTAMP_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything earlier is a clock that was never set
 MAX_FUTURE_MS = 86_400_000  # a reading more than a day ahead of its arrival has a wrong clock
-DAY_SECONDS = 86_400
+MAX_ARRIVAL_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+DAY_MS = 86_400_000
 BATCH_WRITE_LIMIT = 25
-MAX_WRITE_ATTEMPTS = 10
+MAX_WRITE_ATTEMPTS = 100  # a bound on the loop; the deadline normally ends retrying first
 BACKOFF_BASE_S = 0.025
-BACKOFF_CAP_S = 1.0
+BACKOFF_CAP_S = 2.0
 POOL_SIZE = 16
 DEFAULT_BUDGET_MS = 60_000
+RESERVE_MAX_MS = 2_000  # time kept back from the Lambda timeout to answer with a partial-batch response
+RESERVE_MIN_MS = 200
+WINDOW_READINGS = 4_000  # readings held in memory at once (with MAX_READINGS_PER_RECORD, the memory bound)
+MAX_READINGS_PER_RECORD = 100
+MAX_JSON_DEPTH = 64
+MAX_SENSOR_TYPE_DIMENSIONS = 20
+OTHER_SENSOR_TYPES = "_other"  # not a valid sensor type (those start with a letter), so it cannot collide
 # Used with fullmatch: match with `$` would also accept one trailing newline ("press-1\n").
 DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9:_-]{1,128}")  # an IoT thing name
 SENSOR_TYPE_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+DEVICE_TIMESTAMP_PATTERN = re.compile(r"[\x20-\x7e]{1,64}")
 UNIT_MAX_CHARS = 32
+BASE64_PATTERN = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+RFC3339_PATTERN = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})")
+JSON_STRING = re.compile(r'"[^"\\]*(?:\\[\s\S][^"\\]*)*"')
+NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 # DynamoDB numbers: magnitude in [1e-130, 1e126); a value outside would fail the whole BatchWriteItem call.
 NUMBER_MIN_MAGNITUDE = 1e-130
 NUMBER_MAX_MAGNITUDE = 1e126
-EXACT_INT_LIMIT = 2**53
 RETRYABLE_ERRORS = frozenset({
     "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
-    "InternalServerError", "ServiceUnavailable", "LimitExceededException",
+    "InternalServerError", "ServiceUnavailable", "LimitExceededException", "SlowDown", "RequestTimeout",
 })
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class BatchFailed(Exception):
@@ -94,13 +107,16 @@ class Settings:
         unknown = env.get("UNKNOWN_SENSOR") or "quarantine"
         if unknown not in ("quarantine", "store"):
             raise ValueError(f"UNKNOWN_SENSOR must be 'quarantine' or 'store', not {unknown!r}")
+        ttl_text = (env.get("TTL_DAYS") or "90").strip()
+        if not re.fullmatch(r"[0-9]{1,5}", ttl_text) or int(ttl_text) < 1:
+            raise ValueError(f"TTL_DAYS must be a whole number of days from 1 to 99999, not {ttl_text!r}")
         return cls(
             table=env["DYNAMODB_TABLE"],
             bucket=env["S3_BUCKET"],
             environment=env.get("ENVIRONMENT") or "dev",
             thresholds=thresholds,
             unknown_sensor=unknown,
-            ttl_days=int(env.get("TTL_DAYS") or 90),
+            ttl_days=int(ttl_text),
             namespace=env.get("METRIC_NAMESPACE") or "IoT/Manufacturing",
         )
 
@@ -133,27 +149,26 @@ class Reading:
     record: Record
     key: tuple[str, str]
     sensor_type: str
-    value_text: str
-    unit: str
     anomaly: bool
     item: dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
-class Quarantined:
-    """A record (or one reading of a multi-reading record) that cannot be stored, and why."""
+class Rejection:
+    """Why a record, or one reading of it (``sensor_type`` set when the name is valid), cannot be stored."""
 
-    record: Record
     reason: str
     sensor_type: str | None = None
 
 
 @dataclass(frozen=True)
 class Interpretation:
-    """What one record yields: readings to store, quarantines, and whether its timestamp was replaced."""
+    """What one record yields: readings to store, rejections, and whether its timestamp was replaced."""
 
+    record: Record
     readings: tuple[Reading, ...] = ()
-    quarantined: tuple[Quarantined, ...] = ()
+    rejections: tuple[Rejection, ...] = ()
+    record_rejected: bool = False
     timestamp_replaced: bool = False
 
 
@@ -168,6 +183,7 @@ class Runtime:
     emit: Callable[[str], None] = print
     sleep: Callable[[float], None] = time.sleep
     clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+    monotonic: Callable[[], float] = time.monotonic
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
@@ -175,10 +191,12 @@ class Runtime:
         import boto3
         from botocore.config import Config
 
+        # The SDK makes one attempt per call (total_max_attempts counts the first, as the Node SDK's
+        # maxAttempts does): the processor's own loop retries until its deadline, the same in both twins.
         # parameter_validation off: interpret() already guarantees the item shapes, and botocore's
         # validation of 25 nested items costs more CPU than everything else per call.
-        config = Config(max_pool_connections=POOL_SIZE, connect_timeout=3, read_timeout=10,
-                        retries={"mode": "standard", "max_attempts": 3}, parameter_validation=False)
+        config = Config(max_pool_connections=POOL_SIZE, connect_timeout=2, read_timeout=5,
+                        retries={"mode": "standard", "total_max_attempts": 1}, parameter_validation=False)
         return cls(
             settings=Settings.from_env(os.environ if env is None else env),
             s3=boto3.client("s3", config=config),
@@ -189,25 +207,69 @@ class Runtime:
 
 # ---------------------------------------------------------------- decoding and validation (pure)
 
-def decode_record(event_record: Mapping[str, Any], now_ms: int) -> Record:
-    """A Kinesis event record as a :class:`Record`."""
-    kinesis = event_record.get("kinesis") or {}
-    data = str(kinesis.get("data") or "")
-    try:
-        raw: bytes | None = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raw = None
-    arrival = kinesis.get("approximateArrivalTimestamp")
-    arrived_at = round(arrival * 1000) if isinstance(arrival, int | float) else now_ms
-    shard_id = str(event_record.get("eventID") or "").split(":", 1)[0] or "shardId-unknown"
-    return Record(shard_id, str(kinesis.get("sequenceNumber") or ""), str(kinesis.get("partitionKey") or ""),
-                  arrived_at, raw, data)
+def _text(value: Any) -> str:
+    """A string field of the event; anything else counts as missing."""
+    return value if isinstance(value, str) else ""
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    """A finite JSON number (``true`` is not a number)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def arrival_ms(value: Any, now_ms: int) -> int:
+    """``approximateArrivalTimestamp`` (seconds) in ms, rounded half up; ``now_ms`` if absent or absurd."""
+    if not _is_number(value) or not 0 <= value * 1000 <= MAX_ARRIVAL_MS:
+        return now_ms
+    return math.floor(value * 1000 + 0.5)
+
+
+def decode_record(event_record: Any, now_ms: int) -> Record:
+    """A Kinesis event record as a :class:`Record` (a malformed one has empty fields)."""
+    event_record = event_record if isinstance(event_record, dict) else {}
+    kinesis = event_record.get("kinesis")
+    kinesis = kinesis if isinstance(kinesis, dict) else {}
+    data = _text(kinesis.get("data"))
+    raw = base64.b64decode(data) if BASE64_PATTERN.fullmatch(data) else None
+    shard_id = _text(event_record.get("eventID")).split(":", 1)[0] or "shardId-unknown"
+    return Record(shard_id, _text(kinesis.get("sequenceNumber")), _text(kinesis.get("partitionKey")),
+                  arrival_ms(kinesis.get("approximateArrivalTimestamp"), now_ms), raw, data)
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in ``text``, brackets inside strings not counted."""
+    depth = deepest = 0
+    for bracket in NOT_BRACKETS.sub("", JSON_STRING.sub("", text)):
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _json_number(text: str) -> float:
+    """Every JSON number as an IEEE double; a non-zero literal too small for one is out of range, not 0."""
+    number = float(text)
+    if number == 0 and re.search(r"[1-9]", re.split(r"[eE]", text, maxsplit=1)[0]):
+        return -math.inf if text.startswith("-") else math.inf
+    return number
+
+
+def _reject_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259)."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(text: str) -> Any:
+    """RFC 8259 JSON with every number a double (as JavaScript's JSON.parse); raises ValueError."""
+    return json.loads(text, parse_float=_json_number, parse_int=_json_number, parse_constant=_reject_constant)
 
 
 def interpret(record: Record, settings: Settings) -> Interpretation:
     """Validate one record against the data contract and build its DynamoDB items."""
     def reject(reason: str) -> Interpretation:
-        return Interpretation(quarantined=(Quarantined(record, reason),))
+        return Interpretation(record, rejections=(Rejection(reason),), record_rejected=True)
 
     if record.raw is None:
         return reject("data is not base64")
@@ -215,9 +277,11 @@ def interpret(record: Record, settings: Settings) -> Interpretation:
         text = record.raw.decode("utf-8")
     except UnicodeDecodeError:
         return reject("data is not UTF-8")
+    if json_depth(text) > MAX_JSON_DEPTH:
+        return reject("data is nested too deeply")
     try:
-        payload = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
+        payload = parse_json(text)
+    except ValueError:
         return reject("data is not JSON")
     if not isinstance(payload, dict):
         return reject("payload is not a JSON object")
@@ -230,12 +294,15 @@ def interpret(record: Record, settings: Settings) -> Interpretation:
     if topic_device is not None and topic_device != device:
         return reject("deviceId differs from topic")
     received_at = plausible_received_at(payload.get("receivedAt"), record.arrived_at)
-    timestamp, replaced = resolve_timestamp(payload.get("timestamp"), received_at)
+    retention_ms = settings.ttl_days * DAY_MS
+    timestamp, replaced = resolve_timestamp(payload.get("timestamp"), received_at, retention_ms)
 
     if "readings" in payload:
         readings = payload["readings"]
         if not isinstance(readings, dict) or not readings:
             return reject("readings is not a non-empty object")
+        if len(readings) > MAX_READINGS_PER_RECORD:
+            return reject("too many readings")
         pairs: list[tuple[Any, Any]] = list(readings.items())
         unit: Any = None
     else:
@@ -243,160 +310,204 @@ def interpret(record: Record, settings: Settings) -> Interpretation:
             return reject("missing sensorType")
         pairs = [(payload["sensorType"], payload.get("value"))]
         unit = payload.get("unit")
-        if unit is not None and (not isinstance(unit, str) or len(unit) > UNIT_MAX_CHARS):
+        if unit is not None and not valid_unit(unit):
             return reject("invalid unit")
 
+    given = device_timestamp(payload.get("timestamp")) if replaced else None
+    stamp = Stamp(device, timestamp, received_at, given, unit or None)
     good: list[Reading] = []
-    bad: list[Quarantined] = []
+    bad: list[Rejection] = []
     for sensor_type, value in pairs:
-        outcome = _reading(record, settings, device, sensor_type, value, unit or None, timestamp, received_at)
+        outcome = _reading(record, settings, stamp, sensor_type, value)
         (good if isinstance(outcome, Reading) else bad).append(outcome)  # type: ignore[arg-type]
-    return Interpretation(tuple(good), tuple(bad), replaced)
+    return Interpretation(record, tuple(good), tuple(bad), False, replaced)
 
 
-def _reject_constant(name: str) -> Any:
-    """NaN and Infinity are not JSON (RFC 8259); JavaScript's JSON.parse rejects them too."""
-    raise ValueError(f"{name} is not JSON")
-
-
-def _is_number(value: Any) -> TypeGuard[int | float]:
-    """A JSON number that is finite as a float (``true`` is not a number, nor an integer beyond a float's range)."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # a 400-digit integer: raising here would fail the whole batch on every retry
-        return False
+def valid_unit(unit: Any) -> bool:
+    """A unit is a string of at most 32 code points without lone surrogates (DynamoDB rejects those)."""
+    return isinstance(unit, str) and len(unit) <= UNIT_MAX_CHARS and not any(
+        "\ud800" <= char <= "\udfff" for char in unit)
 
 
 def plausible_received_at(value: Any, arrived_at: int) -> int:
-    """The rule's ``receivedAt`` in epoch ms, or the Kinesis arrival time when it is missing or implausible (before
-    2000 or more than a day after arrival): 1e200 would make numbers DynamoDB rejects, and 5 would date the
-    reading 1970, whose TTL deletes it at once."""
+    """The rule's ``receivedAt`` in epoch ms, or the Kinesis arrival time when it is missing or implausible
+    (before 2000 or more than a day after arrival)."""
     if not _is_number(value):
         return arrived_at
-    millis = int(value)
+    millis = math.floor(value)
     return millis if MIN_TIMESTAMP_MS <= millis <= arrived_at + MAX_FUTURE_MS else arrived_at
 
 
-def resolve_timestamp(value: Any, received_at: int) -> tuple[int, bool]:
-    """The reading time in epoch ms and whether ``receivedAt`` replaced a given but absurd/unparseable one."""
+def resolve_timestamp(value: Any, received_at: int, retention_ms: int) -> tuple[int, bool]:
+    """The reading time in epoch ms and whether ``receivedAt`` replaced a given but implausible one: not an
+    RFC 3339 text or finite number, before 2000, older than the retention or more than a day ahead."""
     millis: int | None = None
     if isinstance(value, str):
-        millis = _parse_iso(value)
+        millis = parse_rfc3339(value)
     elif _is_number(value):
         millis = math.floor(value)
-    if millis is None or millis < MIN_TIMESTAMP_MS or millis > received_at + MAX_FUTURE_MS:
+    earliest = max(MIN_TIMESTAMP_MS, received_at - retention_ms)
+    if millis is None or not earliest <= millis <= received_at + MAX_FUTURE_MS:
         return received_at, value is not None
     return millis, False
 
 
-def _parse_iso(text: str) -> int | None:
-    """ISO 8601 text as epoch ms (no offset means UTC); None if it is not ISO 8601."""
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
+def device_timestamp(value: Any) -> str | None:
+    """A replaced timestamp as the item keeps it (``deviceTimestamp``): printable ASCII text up to 64
+    characters as given, a finite number in the number format; anything else is left to the raw archive."""
+    if isinstance(value, str):
+        return value if DEVICE_TIMESTAMP_PATTERN.fullmatch(value) else None
+    return format_number(value) if _is_number(value) else None
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    return era * 146_097 + year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year - 719_468
+
+
+def _days_in_month(year: int, month: int) -> int:
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[month - 1]
+
+
+def parse_rfc3339(text: str) -> int | None:
+    """``YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`` as epoch ms (fraction truncated to ms), else None."""
+    match = RFC3339_PATTERN.fullmatch(text)
+    if match is None:
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return (parsed - EPOCH) // timedelta(milliseconds=1)
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction, offset = match.group(7) or "", match.group(8)
+    if not (1 <= month <= 12 and 1 <= day <= _days_in_month(year, month) and hour <= 23 and minute <= 59
+            and second <= 59):
+        return None
+    offset_minutes = 0
+    if offset not in ("Z", "z"):
+        offset_hours, offset_rest = int(offset[1:3]), int(offset[4:6])
+        if offset_hours > 23 or offset_rest > 59:
+            return None
+        offset_minutes = (offset_hours * 60 + offset_rest) * (-1 if offset[0] == "-" else 1)
+    seconds = _days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+    return (seconds - offset_minutes * 60) * 1000 + int((fraction + "00")[:3])
 
 
-def number_text(value: Any) -> tuple[str, float] | str:
+def format_number(number: float) -> str:
+    """The contract's number text: ECMAScript's Number::toString of the double (shortest round-trip digits;
+    plain notation from 1e-6 to below 1e21, else ``d.ddde±x``); zero is ``0``."""
+    if number == 0:
+        return "0"
+    sign = "-" if number < 0 else ""
+    mantissa, _, exponent = repr(abs(number)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("0")
+    point = len(whole) + int(exponent or 0) - (len(whole + fraction) - len(digits))
+    digits = digits.rstrip("0")
+    if len(digits) <= point <= 21:
+        return sign + digits + "0" * (point - len(digits))
+    if 0 < point <= 21:
+        return f"{sign}{digits[:point]}.{digits[point:]}"
+    if -6 < point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    tail = f".{digits[1:]}" if len(digits) > 1 else ""
+    return f"{sign}{digits[0]}{tail}e{'+' if point - 1 >= 0 else '-'}{abs(point - 1)}"
+
+
+def number_value(value: Any) -> tuple[str, float] | str:
     """A reading's value as DynamoDB number text and float, or the quarantine reason."""
     if value is None:
         return "missing value"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return "value is not a number"
-    try:
-        number = float(value)
-    except OverflowError:
+    number = float(value)
+    if not math.isfinite(number) or (number != 0 and not NUMBER_MIN_MAGNITUDE <= abs(number) < NUMBER_MAX_MAGNITUDE):
         return "value out of range"
-    if not math.isfinite(number):
-        return "value is not finite"
-    if number != 0 and not NUMBER_MIN_MAGNITUDE <= abs(number) < NUMBER_MAX_MAGNITUDE:
-        return "value out of range"
-    if isinstance(value, int) and abs(value) < EXACT_INT_LIMIT:
-        return str(value), number
-    return repr(number), number
+    return format_number(number), number
 
 
 def anomaly_reason(value: float, threshold: Threshold) -> str | None:
     """``above max <max>`` / ``below min <min>`` when the value crosses a bound, else None."""
     if threshold.max is not None and value > threshold.max:
-        return f"above max {format(threshold.max, 'g')}"
+        return f"above max {format_number(threshold.max)}"
     if threshold.min is not None and value < threshold.min:
-        return f"below min {format(threshold.min, 'g')}"
+        return f"below min {format_number(threshold.min)}"
     return None
 
 
-def _reading(record: Record, settings: Settings, device: str, sensor_type: Any, value: Any,
-             unit: str | None, timestamp: int, received_at: int) -> Reading | Quarantined:
+@dataclass(frozen=True)
+class Stamp:
+    """What every reading of one record shares."""
+
+    device: str
+    timestamp: int
+    received_at: int
+    device_timestamp: str | None
+    unit: str | None
+
+
+def _reading(record: Record, settings: Settings, stamp: Stamp, sensor_type: Any, value: Any) -> Reading | Rejection:
     """One reading's item, or why it is quarantined."""
     if not isinstance(sensor_type, str) or not SENSOR_TYPE_PATTERN.fullmatch(sensor_type):
-        return Quarantined(record, "invalid sensorType")
-    number = number_text(value)
+        return Rejection("invalid sensorType")
+    number = number_value(value)
     if isinstance(number, str):
-        return Quarantined(record, number, sensor_type)
+        return Rejection(number, sensor_type)
     text, as_float = number
     threshold = settings.thresholds.get(sensor_type)
     if threshold is None and settings.unknown_sensor == "quarantine":
-        return Quarantined(record, "unknown sensorType", sensor_type)
+        return Rejection("unknown sensorType", sensor_type)
     reason = anomaly_reason(as_float, threshold) if threshold else None
     status = "UNCHECKED" if threshold is None else ("ANOMALY" if reason else "NORMAL")
-    unit = unit or (threshold.unit if threshold else "") or ""
-    sort_key = f"{timestamp:013d}#{sensor_type}"
+    unit = stamp.unit or (threshold.unit if threshold else "") or ""
+    timestamp = stamp.timestamp
+    # The value is part of the key: an identical repeat collapses onto one item, a different value at the
+    # same millisecond is another item, so no write can ever replace a stored reading by another value.
+    sort_key = f"{timestamp:013d}#{sensor_type}#{text}"
+    expires = max(timestamp, record.arrived_at) // 1000 + settings.ttl_days * 86_400
     item: dict[str, dict[str, Any]] = {
-        "deviceId": {"S": device},
+        "deviceId": {"S": stamp.device},
         "sk": {"S": sort_key},
         "timestamp": {"N": str(timestamp)},
         "sensorType": {"S": sensor_type},
         "value": {"N": text},
         "status": {"S": status},
         "anomalyDetected": {"BOOL": reason is not None},
-        "receivedAt": {"N": str(received_at)},
-        "ttl": {"N": str(timestamp // 1000 + settings.ttl_days * DAY_SECONDS)},
+        "receivedAt": {"N": str(stamp.received_at)},
+        "ttl": {"N": str(expires)},
         "shardId": {"S": record.shard_id},
         "sequenceNumber": {"S": record.sequence_number},
     }
     if unit:
         item["unit"] = {"S": unit}
+    if stamp.device_timestamp is not None:
+        item["deviceTimestamp"] = {"S": stamp.device_timestamp}
     if reason:
         day = datetime.fromtimestamp(timestamp / 1000, UTC).strftime("%Y-%m-%d")
         item["reason"] = {"S": reason}
         item["anomalyDay"] = {"S": day}
-        item["anomalySk"] = {"S": f"{timestamp:013d}#{device}#{sensor_type}"}
-    return Reading(record, (device, sort_key), sensor_type, text, unit, reason is not None, item)
+        item["anomalySk"] = {"S": f"{timestamp:013d}#{stamp.device}#{sensor_type}"}
+    return Reading(record, (stamp.device, sort_key), sensor_type, reason is not None, item)
 
 
-def deduplicate(readings: Iterable[Reading]) -> tuple[list[Reading], list[Quarantined], int]:
-    """Readings with distinct keys (first wins); a later same-key reading with another value is quarantined.
-
-    One BatchWriteItem call rejects duplicate keys, and two calls racing on one key would make the stored
-    value depend on timing; an identical repeat (a device's retried publish) is counted, not stored twice.
-    """
+def deduplicate(readings: Sequence[Reading]) -> tuple[list[Reading], int]:
+    """Readings with distinct keys (first wins) and the number of repeats dropped: one BatchWriteItem call
+    rejects duplicate keys, and a same-key reading is the same value (the value is in the key)."""
     kept: dict[tuple[str, str], Reading] = {}
-    conflicts: list[Quarantined] = []
-    repeats = 0
     for reading in readings:
-        first = kept.setdefault(reading.key, reading)
-        if first is reading:
-            continue
-        if (first.value_text, first.unit) == (reading.value_text, reading.unit):
-            repeats += 1
-        else:
-            conflicts.append(Quarantined(reading.record, "duplicate key with a different value", reading.sensor_type))
-    return list(kept.values()), conflicts, repeats
+        kept.setdefault(reading.key, reading)
+    return list(kept.values()), len(readings) - len(kept)
 
 
 # ---------------------------------------------------------------- S3 objects
 
-def batch_suffix(records: Sequence[Record]) -> str:
-    """``year=/month=/day=/hour=/<shardId>/<firstSeq>-<lastSeq>.jsonl.gz`` (UTC of the first arrival)."""
-    first = records[0]
-    at = datetime.fromtimestamp(first.arrived_at / 1000, UTC)
-    return (f"year={at:%Y}/month={at:%m}/day={at:%d}/hour={at:%H}/{first.shard_id}/"
-            f"{first.sequence_number}-{records[-1].sequence_number}.jsonl.gz")
+def batch_suffix(records: Sequence[Record], first: Record | None = None) -> str:
+    """``year=/month=/day=/hour=/<shardId>/<firstSeq>-<lastSeq>.jsonl.gz`` (UTC of ``first``'s arrival,
+    by default the first record's)."""
+    at = datetime.fromtimestamp((first or records[0]).arrived_at / 1000, UTC)
+    return (f"year={at:%Y}/month={at:%m}/day={at:%d}/hour={at:%H}/{records[0].shard_id}/"
+            f"{records[0].sequence_number}-{records[-1].sequence_number}.jsonl.gz")
 
 
 def _data_fields(record: Record) -> dict[str, str]:
@@ -410,9 +521,10 @@ def _data_fields(record: Record) -> dict[str, str]:
 
 
 def jsonl_gzip(lines: Iterable[Mapping[str, Any]]) -> bytes:
-    """Gzip JSON lines; mtime 0 so the same batch gives the same bytes."""
+    """Gzip JSON lines; mtime 0 so the same batch gives the same bytes. A lone surrogate (a partition key
+    can hold one) is written as its JSON escape ``\\udXXX``, as JavaScript's JSON.stringify does."""
     text = "".join(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n" for line in lines)
-    return gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0)
+    return gzip.compress(text.encode("utf-8", "backslashreplace"), compresslevel=6, mtime=0)
 
 
 def archive_lines(records: Iterable[Record]) -> list[dict[str, Any]]:
@@ -421,27 +533,52 @@ def archive_lines(records: Iterable[Record]) -> list[dict[str, Any]]:
              **_data_fields(r)} for r in records]
 
 
-def quarantine_lines(quarantined: Iterable[Quarantined]) -> list[dict[str, Any]]:
-    """Quarantine lines: sequenceNumber, partitionKey, reason, sensorType (per-reading) and the raw data."""
-    lines = []
-    for q in quarantined:
-        line: dict[str, Any] = {"sequenceNumber": q.record.sequence_number,
-                                "partitionKey": q.record.partition_key, "reason": q.reason}
-        if q.sensor_type is not None:
-            line["sensorType"] = q.sensor_type
-        lines.append({**line, **_data_fields(q.record)})
-    return lines
+def quarantine_line(interpretation: Interpretation) -> dict[str, Any]:
+    """One line per record with rejections, holding its payload once: sequenceNumber, partitionKey, the
+    first ``reason`` (and its ``sensorType``), ``rejected`` (every rejected reading) when readings were
+    rejected, and the raw data."""
+    record, rejections = interpretation.record, interpretation.rejections
+    line: dict[str, Any] = {"sequenceNumber": record.sequence_number, "partitionKey": record.partition_key,
+                            "reason": rejections[0].reason}
+    if rejections[0].sensor_type is not None:
+        line["sensorType"] = rejections[0].sensor_type
+    if not interpretation.record_rejected:
+        line["rejected"] = [{"reason": r.reason, **({"sensorType": r.sensor_type} if r.sensor_type else {})}
+                            for r in rejections]
+    return {**line, **_data_fields(record)}
 
 
-def _put(runtime: Runtime, key: str, body: bytes) -> None:
-    runtime.s3.put_object(Bucket=runtime.settings.bucket, Key=key, Body=body, ContentType="application/gzip")
+# ---------------------------------------------------------------- AWS calls with retries until the deadline
+
+def _error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ClientError, else the exception's class name."""
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return str(code or type(exc).__name__)
 
 
-# ---------------------------------------------------------------- DynamoDB writes
+def retryable(exc: BaseException) -> bool:
+    """Transport errors (no AWS answer: closed connections, timeouts), throttling and 5xx are worth another
+    attempt; any other AWS answer is not."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return True
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return _error_code(exc) in RETRYABLE_ERRORS or status >= 500
+
+
+def _backoff(runtime: Runtime, attempt: int, deadline: float) -> bool:
+    """Sleep before attempt ``attempt + 1`` (full jitter); False when there is no attempt or time left."""
+    delay = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
+    if attempt + 1 >= MAX_WRITE_ATTEMPTS or runtime.monotonic() + delay > deadline:
+        return False
+    runtime.sleep(delay)
+    return True
+
 
 def write_items(runtime: Runtime, items: list[dict[str, Any]], deadline: float) -> list[dict[str, Any]]:
-    """BatchWriteItem ``items`` (at most 25), retrying UnprocessedItems and throttling with backoff and
-    full jitter until ``deadline`` (monotonic seconds); returns the items that were still not written."""
+    """BatchWriteItem ``items`` (at most 25), retrying UnprocessedItems and retryable errors with backoff
+    until ``deadline`` (runtime.monotonic seconds); returns the items that were still not written."""
     table = runtime.settings.table
     pending = items
     for attempt in range(MAX_WRITE_ATTEMPTS):
@@ -449,35 +586,54 @@ def write_items(runtime: Runtime, items: list[dict[str, Any]], deadline: float) 
             response = runtime.dynamodb.batch_write_item(
                 RequestItems={table: [{"PutRequest": {"Item": item}} for item in pending]})
             pending = [r["PutRequest"]["Item"] for r in response.get("UnprocessedItems", {}).get(table, [])]
-        except Exception as exc:  # botocore errors; which ones are worth retrying is decided by code
-            code = _error_code(exc)
-            _log(runtime, "ERROR", "BatchWriteItem failed", error=code, detail=str(exc)[:500],
+        except Exception as exc:  # botocore errors; which ones are worth retrying is decided by retryable()
+            _log(runtime, "ERROR", "BatchWriteItem failed", error=_error_code(exc), detail=str(exc)[:500],
                  items=len(pending), attempt=attempt + 1)
-            if code not in RETRYABLE_ERRORS and hasattr(exc, "response"):
+            if not retryable(exc):
                 return pending
-        if not pending:
-            return []
-        delay = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
-        if attempt + 1 == MAX_WRITE_ATTEMPTS or time.monotonic() + delay > deadline:
+        if not pending or not _backoff(runtime, attempt, deadline):
             break
-        runtime.sleep(delay)
     return pending
 
 
+def put_object(runtime: Runtime, key: str, body: bytes, deadline: float) -> None:
+    """PutObject, retrying retryable errors with backoff until ``deadline``; raises the last error."""
+    for attempt in range(MAX_WRITE_ATTEMPTS):
+        try:
+            runtime.s3.put_object(Bucket=runtime.settings.bucket, Key=key, Body=body,
+                                  ContentType="application/gzip")
+            return
+        except Exception as exc:
+            if not retryable(exc) or not _backoff(runtime, attempt, deadline):
+                raise
+
+
+def _wait(runtime: Runtime, futures: Iterable[Future[Any]], deadline: float) -> None:
+    """Wait for ``futures`` until the deadline at most (those still running count as failed)."""
+    wait_futures(list(futures), timeout=max(0.0, deadline - runtime.monotonic()))
+
+
 # ---------------------------------------------------------------- metrics and logs
-
-def _error_code(exc: Exception) -> str:
-    """The AWS error code of a botocore ClientError, else the exception's class name."""
-    return str(getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__)
-
 
 def _log(runtime: Runtime, level: str, message: str, **fields: Any) -> None:
     runtime.emit(json.dumps({"level": level, "message": message, **fields}, separators=(",", ":")))
 
 
+def dimension_values(by_type: Mapping[str, tuple[int, int]], configured: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """At most MAX_SENSOR_TYPE_DIMENSIONS SensorType values (configured types first, then by name); the rest
+    are summed under ``_other``, so one message cannot create thousands of billed custom metrics."""
+    known = set(configured)
+    ordered = sorted(by_type, key=lambda name: (name not in known, name))
+    kept = {name: by_type[name] for name in ordered[:MAX_SENSOR_TYPE_DIMENSIONS]}
+    rest = [by_type[name] for name in ordered[MAX_SENSOR_TYPE_DIMENSIONS:]]
+    if rest:
+        kept[OTHER_SENSOR_TYPES] = (sum(r[0] for r in rest), sum(r[1] for r in rest))
+    return kept
+
+
 def emf_lines(settings: Settings, now_ms: int, totals: Mapping[str, int], lag_ms: int, duration_ms: int,
               by_type: Mapping[str, tuple[int, int]]) -> list[dict[str, Any]]:
-    """CloudWatch Embedded Metric Format documents: one for ``Environment``, one per sensor type."""
+    """CloudWatch Embedded Metric Format documents: one for ``Environment``, one per SensorType value."""
     def document(dimensions: list[str], metrics: Mapping[str, tuple[float, str]],
                  extra: Mapping[str, str]) -> dict[str, Any]:
         return {
@@ -496,7 +652,7 @@ def emf_lines(settings: Settings, now_ms: int, totals: Mapping[str, int], lag_ms
         "IngestLag": (lag_ms, "Milliseconds"),
         "BatchDuration": (duration_ms, "Milliseconds"),
     }, {})]
-    for sensor_type, (stored, anomalies) in sorted(by_type.items()):
+    for sensor_type, (stored, anomalies) in sorted(dimension_values(by_type, settings.thresholds).items()):
         lines.append(document(["Environment", "SensorType"], {
             "SensorReadingsProcessed": (stored, "Count"),
             "AnomaliesDetected": (anomalies, "Count"),
@@ -506,13 +662,24 @@ def emf_lines(settings: Settings, now_ms: int, totals: Mapping[str, int], lag_ms
 
 # ---------------------------------------------------------------- the batch
 
-def process(event: Mapping[str, Any], context: Any, runtime: Runtime) -> dict[str, Any]:
+@dataclass
+class Tally:
+    """What the batch committed (records before its first failure) and what it saw."""
+
+    stored: int = 0
+    anomalies: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    timestamps_replaced: int = 0
+    by_type: dict[str, tuple[int, int]] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+
+
+def process(event: Any, context: Any, runtime: Runtime) -> dict[str, Any]:
     """Process one Kinesis batch; returns the partial-batch response (``batchItemFailures``)."""
-    # Every record, reading and item of a batch stays alive until the batch ends, so the cyclic collector's
-    # passes during a batch only rescan them (a full pass took 80 ms in the benchmark), holding the interpreter
-    # lock the write threads need, and free nothing; reference counting frees them when the batch ends. Off,
-    # 1,000-reading batches ran 24% faster against moto and 38% under the 10 ms model. A Lambda process runs
-    # one batch at a time, and the previous setting is restored.
+    # Every record, reading and item of a window stays alive until it is written, so the cyclic collector's
+    # passes only rescan them (a full pass took 80 ms in the benchmark), holding the interpreter lock the
+    # write threads need, and free nothing; reference counting frees them. The previous setting is restored.
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -522,57 +689,124 @@ def process(event: Mapping[str, Any], context: Any, runtime: Runtime) -> dict[st
             gc.enable()
 
 
-def _process_batch(event: Mapping[str, Any], context: Any, runtime: Runtime) -> dict[str, Any]:
-    started = time.monotonic()
+def _remaining_ms(context: Any) -> int:
+    if context is None:
+        return DEFAULT_BUDGET_MS
+    remaining = context.get_remaining_time_in_millis()
+    return max(0, int(remaining)) if _is_number(remaining) else DEFAULT_BUDGET_MS
+
+
+def _process_batch(event: Any, context: Any, runtime: Runtime) -> dict[str, Any]:
+    started = runtime.monotonic()
     now_ms = runtime.clock_ms()
-    remaining_ms = context.get_remaining_time_in_millis() if context is not None else DEFAULT_BUDGET_MS
-    deadline = started + (remaining_ms - min(5_000, remaining_ms // 5)) / 1000
-    records = [decode_record(r, now_ms) for r in event.get("Records") or ()]
+    remaining_ms = _remaining_ms(context)
+    reserve_ms = min(RESERVE_MAX_MS, max(RESERVE_MIN_MS, remaining_ms // 10))
+    deadline = started + max(0, remaining_ms - reserve_ms) / 1000
+    entries = event.get("Records") if isinstance(event, dict) else None
+    records = [decode_record(r, now_ms) for r in (entries if isinstance(entries, list) else ())]
     if not records:
         return {"batchItemFailures": []}
 
     by_shard = _by_shard(records, lambda r: r.shard_id)
-    suffixes = {shard: batch_suffix(group) for shard, group in by_shard.items()}
-    archives = [runtime.pool.submit(_put, runtime, f"raw/{suffixes[shard]}", jsonl_gzip(archive_lines(group)))
-                for shard, group in by_shard.items()]
-    # Validation runs while the archive is in flight; nothing is written before the archive exists.
-    interpretations = [interpret(record, runtime.settings) for record in records]
-    readings, conflicts, repeats = deduplicate(r for i in interpretations for r in i.readings)
-    quarantined = [q for i in interpretations for q in i.quarantined] + conflicts
-    for archive in archives:
-        try:
-            archive.result()
-        except Exception as exc:
-            _log(runtime, "ERROR", "raw archive write failed; the batch will be retried",
-                 error=_error_code(exc), detail=str(exc)[:500], records=len(records))
-            raise BatchFailed(f"raw archive write to s3://{runtime.settings.bucket} failed: {exc}") from exc
+    archives = [runtime.pool.submit(put_object, runtime, f"raw/{batch_suffix(group)}",
+                                    jsonl_gzip(archive_lines(group)), deadline) for group in by_shard.values()]
+    tally = Tally()
+    window: list[Interpretation] = []
+    readings_in_window = 0
+    archived = False
+    for position, record in enumerate(records):
+        interpretation = interpret(record, runtime.settings)
+        window.append(interpretation)
+        readings_in_window += len(interpretation.readings)
+        if readings_in_window < WINDOW_READINGS and position + 1 < len(records):
+            continue
+        if not archived:  # validation of the first window ran while the archive was in flight
+            _wait_for_archive(runtime, archives, deadline, len(records))
+            archived = True
+        if not _store_window(runtime, window, records[0], deadline, tally):
+            tally.failed += [r.sequence_number for r in records[position + 1:]]
+            break
+        window, readings_in_window = [], 0
 
-    failed, quarantine_failed = _store(runtime, readings, quarantined, suffixes, deadline)
-    written_quarantine = [q for q in quarantined if q.record.sequence_number not in quarantine_failed]
-    for q in written_quarantine:
-        _log(runtime, "WARN", "record quarantined", reason=q.reason, shardId=q.record.shard_id,
-             sequenceNumber=q.record.sequence_number, partitionKey=q.record.partition_key,
-             **({"sensorType": q.sensor_type} if q.sensor_type is not None else {}))
-
-    stored = [r for r in readings if r.record.sequence_number not in failed]
-    by_type: dict[str, tuple[int, int]] = {}
-    for reading in stored:
-        count, anomalies = by_type.get(reading.sensor_type, (0, 0))
-        by_type[reading.sensor_type] = (count + 1, anomalies + reading.anomaly)
-    totals = {"records": len(records), "stored": len(stored), "anomalies": sum(r.anomaly for r in stored),
-              "quarantined": len(written_quarantine), "failed": len(failed), "duplicates": repeats,
-              "timestampsReplaced": sum(i.timestamp_replaced for i in interpretations)}
+    totals = {"records": len(records), "stored": tally.stored, "anomalies": tally.anomalies,
+              "quarantined": tally.quarantined, "failed": len(tally.failed), "duplicates": tally.duplicates,
+              "timestampsReplaced": tally.timestamps_replaced}
     lag_ms = max(0, now_ms - min(r.arrived_at for r in records))
-    duration_ms = round((time.monotonic() - started) * 1000)
-    for line in emf_lines(runtime.settings, now_ms, totals, lag_ms, duration_ms, by_type):
+    duration_ms = round((runtime.monotonic() - started) * 1000)
+    for line in emf_lines(runtime.settings, now_ms, totals, lag_ms, duration_ms, tally.by_type):
         runtime.emit(json.dumps(line, separators=(",", ":")))
     _log(runtime, "INFO", "batch processed", **totals, shards=sorted(by_shard),
          firstSequenceNumber=records[0].sequence_number, lastSequenceNumber=records[-1].sequence_number,
          ingestLagMs=lag_ms, durationMs=duration_ms)
 
-    if failed and failed >= {r.sequence_number for r in records}:
+    if len(tally.failed) == len(records):
         raise BatchFailed(f"no record of the batch could be stored ({len(records)} records)")
-    return {"batchItemFailures": [{"itemIdentifier": seq} for seq in sorted(failed, key=_sequence_order)]}
+    return {"batchItemFailures": [{"itemIdentifier": seq}
+                                  for seq in sorted(set(tally.failed), key=_sequence_order)]}
+
+
+def _wait_for_archive(runtime: Runtime, archives: list[Future[None]], deadline: float, count: int) -> None:
+    """Nothing is written before the raw archive exists: raise BatchFailed if it failed or is too slow."""
+    _wait(runtime, archives, deadline)
+    for archive in archives:
+        exc = archive.exception(timeout=0) if archive.done() else TimeoutError("archive not written in time")
+        if exc is not None:
+            _log(runtime, "ERROR", "raw archive write failed; the batch will be retried",
+                 error=_error_code(exc), detail=str(exc)[:500], records=count)
+            raise BatchFailed(f"raw archive write to s3://{runtime.settings.bucket} failed: {exc}") from exc
+
+
+def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: Record, deadline: float,
+                  tally: Tally) -> bool:
+    """Write one window's readings and quarantine lines; count what it committed into ``tally``. False when
+    a record of it failed (the batch stops there: Lambda retries from the lowest failure)."""
+    if runtime.monotonic() >= deadline:
+        tally.failed += [i.record.sequence_number for i in window]
+        return False
+    readings, repeats = deduplicate([r for i in window for r in i.readings])
+    chunks = [readings[i:i + BATCH_WRITE_LIMIT] for i in range(0, len(readings), BATCH_WRITE_LIMIT)]
+    writes = [runtime.pool.submit(write_items, runtime, [r.item for r in chunk], deadline) for chunk in chunks]
+    rejected = _by_shard([i for i in window if i.rejections], lambda i: i.record.shard_id)
+    spans = _by_shard([i.record for i in window], lambda r: r.shard_id)
+    quarantines = {shard: runtime.pool.submit(
+        put_object, runtime, f"quarantine/{batch_suffix(spans[shard], batch_first)}",
+        jsonl_gzip(quarantine_line(i) for i in group), deadline) for shard, group in rejected.items()}
+    _wait(runtime, [*writes, *quarantines.values()], deadline)
+
+    failed: set[str] = set()
+    for chunk, write in zip(chunks, writes, strict=True):
+        unwritten = write.result() if write.done() else [r.item for r in chunk]
+        failed.update(item["sequenceNumber"]["S"] for item in unwritten)
+    for shard, future in quarantines.items():
+        exc = future.exception(timeout=0) if future.done() else TimeoutError("quarantine not written in time")
+        if exc is None:
+            for i in rejected[shard]:
+                _log(runtime, "WARN", "record quarantined", reason=i.rejections[0].reason,
+                     shardId=i.record.shard_id, sequenceNumber=i.record.sequence_number,
+                     partitionKey=i.record.partition_key, readingsRejected=len(i.rejections),
+                     **({"sensorType": i.rejections[0].sensor_type} if i.rejections[0].sensor_type else {}))
+        else:
+            _log(runtime, "ERROR", "quarantine write failed", error=_error_code(exc), detail=str(exc)[:500])
+            failed.update(i.record.sequence_number for i in rejected[shard])
+
+    cut = next((n for n, i in enumerate(window) if i.record.sequence_number in failed), len(window))
+    committed = {id(i.record) for i in window[:cut]}
+    for reading in readings:
+        if id(reading.record) in committed:
+            count, anomalies = tally.by_type.get(reading.sensor_type, (0, 0))
+            tally.by_type[reading.sensor_type] = (count + 1, anomalies + reading.anomaly)
+            tally.stored += 1
+            tally.anomalies += reading.anomaly
+    tally.quarantined += sum(1 for i in window[:cut] if i.rejections)
+    tally.duplicates += repeats
+    tally.timestamps_replaced += sum(i.timestamp_replaced for i in window)
+    tally.failed += [i.record.sequence_number for i in window[cut:] if i.record.sequence_number in failed]
+    if cut < len(window):
+        # Lambda retries from the lowest failure on: the later records of the window are reported too,
+        # so no record is counted as done before the attempt that commits it.
+        tally.failed += [i.record.sequence_number for i in window[cut:] if i.record.sequence_number not in failed]
+        return False
+    return True
 
 
 def _by_shard(items: Iterable[Any], shard_of: Callable[[Any], str]) -> dict[str, list[Any]]:
@@ -581,27 +815,6 @@ def _by_shard(items: Iterable[Any], shard_of: Callable[[Any], str]) -> dict[str,
     for item in items:
         groups.setdefault(shard_of(item), []).append(item)
     return groups
-
-
-def _store(runtime: Runtime, readings: Sequence[Reading], quarantined: Sequence[Quarantined],
-           suffixes: Mapping[str, str], deadline: float) -> tuple[set[str], set[str]]:
-    """Write the items (25 per call) and the quarantine object(s) concurrently; returns the sequence numbers
-    of records with a failed write, and of those whose quarantine object failed."""
-    writes = [runtime.pool.submit(write_items, runtime, [r.item for r in readings[i:i + BATCH_WRITE_LIMIT]],
-                                  deadline) for i in range(0, len(readings), BATCH_WRITE_LIMIT)]
-    groups = _by_shard(quarantined, lambda q: q.record.shard_id)
-    quarantine_writes = {shard: runtime.pool.submit(_put, runtime, f"quarantine/{suffixes[shard]}",
-                                                    jsonl_gzip(quarantine_lines(group)))
-                         for shard, group in groups.items()}
-    failed = {item["sequenceNumber"]["S"] for write in writes for item in write.result()}
-    quarantine_failed: set[str] = set()
-    for shard, future in quarantine_writes.items():
-        try:
-            future.result()
-        except Exception as exc:
-            _log(runtime, "ERROR", "quarantine write failed", error=_error_code(exc), detail=str(exc)[:500])
-            quarantine_failed.update(q.record.sequence_number for q in groups[shard])
-    return failed | quarantine_failed, quarantine_failed
 
 
 def _sequence_order(sequence_number: str) -> tuple[int, str]:

@@ -26,8 +26,12 @@ index = load_handler()
 
 
 def _quarantine_summary(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per rejection: a line's ``rejected`` readings, or the line itself for a rejected record."""
     keep = ("sequenceNumber", "reason", "sensorType")
-    rows = [{k: line[k] for k in keep if k in line} for line in lines]
+    rows = [{k: row[k] for k in keep if k in row}
+            for line in lines
+            for row in ([{**r, "sequenceNumber": line["sequenceNumber"]} for r in line["rejected"]]
+                        if "rejected" in line else [line])]
     return sorted(rows, key=lambda r: (int(r["sequenceNumber"]), r.get("sensorType", "")))
 
 
