@@ -3,7 +3,7 @@
 PYTHON ?= python3
 NODE_DIR := handler/node
 
-.PHONY: install test lint pytest node-test render bench golden clean
+.PHONY: install test lint pytest node-test render bench bench-broker golden clean
 
 install:
 	$(PYTHON) -m pip install --upgrade pip
@@ -35,6 +35,9 @@ golden:
 
 bench:
 	$(PYTHON) bench/bench_processor.py
+
+bench-broker:
+	$(PYTHON) bench/bench_broker.py
 
 clean:
 	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache src/*.egg-info

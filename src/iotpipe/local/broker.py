@@ -1,0 +1,789 @@
+"""The MQTT broker of ``iotpipe local``: mosquitto (a child process) or amqtt (embedded), and the feed.
+
+``start_broker`` starts a broker on a loopback port and a *feed* that hands every published message to
+``on_message(topic, payload, client_id)`` on one dispatcher thread, in arrival order (so in order per topic),
+including the basic-ingest topics ``$aws/rules/...`` that a ``#`` subscription does not match.
+
+- **mosquitto** runs as a child process in its own process group, with ``PR_SET_PDEATHSIG`` so it cannot outlive
+  a killed parent. The feed is an internal paho client subscribed at QoS 1 to ``#`` and ``$aws/rules/#``; it
+  cannot see who published, so ``client_id`` is ``None``.
+- **amqtt** (``pip install 'iotpipe[local]'``) runs in-process on its own event loop thread; a broker plugin
+  feeds messages with the publisher's client id (AWS IoT SQL ``clientid()``). ``$aws/rules/...`` publishes, which
+  amqtt would refuse (it closes the connection of a client publishing to a ``$`` topic), are fed to the rule
+  engine and, like AWS IoT basic ingest, not delivered to subscribers.
+
+Default for ``auto``: mosquitto when it is installed. Measured with ``make bench-broker`` on this 2-core machine
+(4 publisher processes, 120-byte JSON, 20,000 messages; figures in the report of the change that added this
+module): mosquitto delivered ~9,000-10,000 msg/s at QoS 0 and ~5,000-6,000 msg/s at QoS 1 to ``on_message``
+with no loss, while amqtt delivered ~1,700 msg/s at QoS 0 and ~1,000 msg/s at QoS 1. The pipeline target
+(>= 2,000 readings/s, >= 1,000 single-reading msgs/s, broker sharing 2 cores with moto and the processor)
+leaves amqtt no headroom: at its best it would use a whole core, and in-process it also takes the GIL from the
+rule engine. mosquitto is C and costs the pipeline only the feed's parsing. amqtt is the fallback when mosquitto
+is missing, and the choice when the rule SQL needs ``clientid()``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import errno
+import functools
+import getpass
+import importlib.util
+import logging
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from iotpipe.errors import ConfigError, LocalError
+
+OnMessage = Callable[[str, bytes, str | None], None]
+OnFeedLost = Callable[[str], None]
+
+KINDS = ("auto", "mosquitto", "amqtt")
+FEED_TOPICS = ("#", "$aws/rules/#")
+BASIC_INGEST_PREFIX = "$aws/rules/"
+FEED_QUEUE_SIZE = 100_000
+# mosquitto is often in /usr/sbin, which is not on a normal user's PATH.
+MOSQUITTO_FALLBACKS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+INSTALL_MOSQUITTO = "install it with `sudo apt-get install mosquitto` (or `brew install mosquitto`)"
+INSTALL_AMQTT = "install it with `pip install 'iotpipe[local]'`"
+PORT_RETRIES = 3
+LOG_TAIL_LINES = 15
+
+_log = logging.getLogger(__name__)
+# amqtt logs warnings (e.g. undelivered internal broadcasts at shutdown); without this, Python's last-resort
+# handler would print them on stderr of any program that has not configured logging
+logging.getLogger("amqtt").addHandler(logging.NullHandler())
+
+
+@dataclass(frozen=True)
+class BrokerSpec:
+    """Which broker to run and where: ``kind`` auto|mosquitto|amqtt, ``port`` 0 = a free port."""
+
+    kind: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+@dataclass(frozen=True)
+class BrokerStats:
+    """A snapshot of the broker and its feed.
+
+    ``messages_received``: handed to the dispatcher; ``messages_forwarded``: ``on_message`` returned;
+    ``callback_errors``: ``on_message`` raised (the message is counted here, not forwarded);
+    ``feed_disconnects``: the feed lost the broker unexpectedly (mosquitto only; it reconnects by itself).
+    """
+
+    kind: str
+    messages_received: int
+    messages_forwarded: int
+    callback_errors: int
+    last_callback_error: str | None
+    queue_depth: int
+    queue_high_water: int
+    feed_connected: bool
+    feed_disconnects: int
+    last_feed_error: str | None
+    broker_running: bool
+
+
+def resolve_kind(kind: str) -> str:
+    """``auto`` -> mosquitto when installed, else amqtt when importable; LocalError when the kind is missing."""
+    if kind not in KINDS:
+        raise ConfigError(f"MQTT broker {kind!r} is not known; choose one of {', '.join(KINDS)}")
+    if kind == "mosquitto":
+        if mosquitto_binary() is None:
+            raise LocalError(f"the mosquitto broker is not installed (not on PATH): {INSTALL_MOSQUITTO}")
+        return kind
+    if kind == "amqtt":
+        if not amqtt_available():
+            raise LocalError(f"the amqtt broker is not installed: {INSTALL_AMQTT}")
+        return kind
+    if mosquitto_binary() is not None:
+        return "mosquitto"
+    if amqtt_available():
+        return "amqtt"
+    raise LocalError(
+        f"no MQTT broker is installed: for mosquitto (preferred) {INSTALL_MOSQUITTO}; for the embedded one, "
+        f"{INSTALL_AMQTT}"
+    )
+
+
+def mosquitto_binary() -> str | None:
+    """The mosquitto executable: on PATH, or in an sbin directory where Debian puts it; None if absent."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return next((path for path in MOSQUITTO_FALLBACKS if os.access(path, os.X_OK)), None)
+
+
+def amqtt_available() -> bool:
+    """Whether the amqtt package can be imported."""
+    return importlib.util.find_spec("amqtt") is not None
+
+
+def start_broker(
+    spec: BrokerSpec,
+    workdir: Path,
+    on_message: OnMessage,
+    *,
+    ready_timeout_s: float = 5,
+    on_feed_lost: OnFeedLost | None = None,
+) -> RunningBroker:
+    """Start the broker of ``spec`` and its feed; return once a message published now reaches ``on_message``.
+
+    ``on_message(topic, payload, client_id)`` runs on one dispatcher thread, in arrival order; an exception in
+    it is counted in ``stats`` and does not stop the feed. ``on_feed_lost(reason)`` is called (on the feed's
+    thread) when the feed loses the broker unexpectedly. Config and log files go to ``workdir``.
+
+    mosquitto dies with the thread that started it (``PR_SET_PDEATHSIG``): call this from a thread that lives
+    as long as the broker, such as the main thread. Raises LocalError when the port is in use, the kind is not
+    installed, or the broker dies at start (with the end of its log); nothing is left running on failure.
+    """
+    _validate(spec)
+    kind = resolve_kind(spec.kind)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if spec.port:
+        _ensure_port_free(spec.host, spec.port)
+    dispatcher = _Dispatcher(on_message)
+    feed = _FeedState(on_feed_lost)
+    backend: _Backend
+    try:
+        if kind == "mosquitto":
+            backend = _start_mosquitto(spec, workdir, dispatcher, feed, ready_timeout_s)
+        else:
+            backend = _start_amqtt(spec, dispatcher, feed, ready_timeout_s)
+    except BaseException:
+        dispatcher.close(0)
+        raise
+    return RunningBroker(kind, spec.host, backend.port, backend, dispatcher, feed)
+
+
+class RunningBroker:
+    """A started broker and its feed; ``stop()`` ends both (also at interpreter exit if not called)."""
+
+    def __init__(
+        self,
+        kind: str,
+        host: str,
+        port: int,
+        backend: _Backend,
+        dispatcher: _Dispatcher,
+        feed: _FeedState,
+    ) -> None:
+        self.kind = kind
+        self.host = host
+        self.port = port
+        self._backend = backend
+        self._dispatcher = dispatcher
+        self._feed = feed
+        self._stop_lock = threading.Lock()
+        self._stopped = False
+        atexit.register(self.stop)
+
+    @property
+    def url(self) -> str:
+        """``mqtt://host:port`` for ``iotpipe simulate --broker``."""
+        return f"mqtt://{_connect_host(self.host)}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """mosquitto's process id; None for the embedded broker."""
+        return self._backend.pid
+
+    @property
+    def stats(self) -> BrokerStats:
+        """Counters of the feed and dispatcher, and whether the broker still runs."""
+        received, forwarded, errors, last_error, high_water = self._dispatcher.counters()
+        connected, disconnects, last_feed_error = self._feed.snapshot()
+        return BrokerStats(
+            kind=self.kind,
+            messages_received=received,
+            messages_forwarded=forwarded,
+            callback_errors=errors,
+            last_callback_error=last_error,
+            queue_depth=self._dispatcher.depth(),
+            queue_high_water=high_water,
+            feed_connected=connected and not self._stopped,
+            feed_disconnects=disconnects,
+            last_feed_error=last_feed_error,
+            broker_running=not self._stopped and self._backend.running(),
+        )
+
+    def stop(self, timeout_s: float = 3) -> None:
+        """Stop the feed and the broker, deliver what is queued (within ``timeout_s``); idempotent."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        atexit.unregister(self.stop)
+        self._feed.closing = True
+        try:
+            self._backend.close(timeout_s)
+        finally:
+            self._dispatcher.close(timeout_s)
+
+    def __enter__(self) -> RunningBroker:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+# --- dispatcher and feed state ----------------------------------------------------------------------------
+
+
+_STOP = object()
+
+
+class _Dispatcher:
+    """One thread calling ``on_message`` in the order messages arrived; a bounded queue pushes back on the feed."""
+
+    def __init__(self, on_message: OnMessage, maxsize: int = FEED_QUEUE_SIZE) -> None:
+        self._on_message = on_message
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize)
+        self._lock = threading.Lock()
+        self._received = self._forwarded = self._errors = self._high_water = 0
+        self._last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="iotpipe-broker-feed", daemon=True)
+        self._thread.start()
+
+    def put(self, topic: str, payload: bytes, client_id: str | None) -> None:
+        """Queue one message (blocks while the queue is full: backpressure towards the broker)."""
+        self._queue.put((topic, payload, client_id))
+        with self._lock:
+            self._received += 1
+            depth = self._queue.qsize()
+            if depth > self._high_water:
+                self._high_water = depth
+
+    def depth(self) -> int:
+        """Messages waiting for ``on_message``."""
+        return self._queue.qsize()
+
+    def counters(self) -> tuple[int, int, int, str | None, int]:
+        """received, forwarded, callback errors, last callback error, queue high water."""
+        with self._lock:
+            return self._received, self._forwarded, self._errors, self._last_error, self._high_water
+
+    def close(self, timeout_s: float) -> None:
+        """Let the thread finish what is queued, up to ``timeout_s``; it is a daemon if it cannot."""
+        with contextlib.suppress(queue.Full):
+            self._queue.put(_STOP, timeout=max(timeout_s, 0.01))
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            topic, payload, client_id = item
+            try:
+                self._on_message(topic, payload, client_id)
+            except Exception as exc:  # the consumer's bug must not stop the feed; it is counted and logged
+                _log.exception("on_message failed for a message on %s", topic)
+                with self._lock:
+                    self._errors += 1
+                    self._last_error = f"{type(exc).__name__}: {exc}"
+            else:
+                with self._lock:
+                    self._forwarded += 1
+
+
+class _FeedState:
+    """Whether the feed is connected, how often it was lost, and who to tell."""
+
+    def __init__(self, on_feed_lost: OnFeedLost | None) -> None:
+        self._on_feed_lost = on_feed_lost
+        self._lock = threading.Lock()
+        self.connected = False
+        self.disconnects = 0
+        self.last_error: str | None = None
+        self.closing = False
+
+    def up(self) -> None:
+        """The feed is connected and subscribed."""
+        with self._lock:
+            self.connected = True
+
+    def lost(self, reason: str) -> None:
+        """The feed lost the broker; counted and reported unless the broker is being stopped."""
+        with self._lock:
+            was_connected, self.connected = self.connected, False
+            if self.closing or not was_connected:
+                return
+            self.disconnects += 1
+            self.last_error = reason
+        _log.warning("MQTT broker feed lost: %s", reason)
+        if self._on_feed_lost is not None:
+            try:
+                self._on_feed_lost(reason)
+            except Exception:
+                _log.exception("on_feed_lost failed")
+
+    def snapshot(self) -> tuple[bool, int, str | None]:
+        """connected, disconnects, last error."""
+        with self._lock:
+            return self.connected, self.disconnects, self.last_error
+
+
+class _Backend:
+    """What RunningBroker needs from a broker implementation."""
+
+    port: int
+    pid: int | None = None
+
+    def running(self) -> bool:
+        """Whether the broker still serves."""
+        raise NotImplementedError
+
+    def close(self, timeout_s: float) -> None:
+        """Stop the feed and the broker; leave no process or thread serving."""
+        raise NotImplementedError
+
+
+# --- helpers ----------------------------------------------------------------------------------------------
+
+
+def _validate(spec: BrokerSpec) -> None:
+    if not isinstance(spec.port, int) or isinstance(spec.port, bool) or not 0 <= spec.port <= 65535:
+        raise ConfigError(f"MQTT port {spec.port!r} is out of range; use 1 to 65535, or 0 for a free port")
+    if not spec.host or any(ch.isspace() for ch in spec.host):
+        raise ConfigError(f"MQTT host {spec.host!r} is not valid; use an address such as 127.0.0.1")
+
+
+def _connect_host(host: str) -> str:
+    # a wildcard listener is reached on loopback
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
+def _port_in_use(host: str, port: int) -> LocalError:
+    return LocalError(
+        f"MQTT port {port} on {host} is already in use; pick another with --mqtt-port PORT, or --mqtt-port 0 "
+        "for a free one"
+    )
+
+
+def _ensure_port_free(host: str, port: int) -> None:
+    """LocalError when ``host:port`` cannot be bound (as the broker would bind it, with SO_REUSEADDR)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise _port_in_use(host, port) from None
+            raise LocalError(f"cannot listen on {host}:{port} for MQTT: {exc.strerror}; check --mqtt-host") from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free on ``host`` a moment ago (the OS picks it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    kept = [line for line in text.splitlines() if line.strip()][-lines:]
+    return " | ".join(kept) if kept else "(empty log)"
+
+
+# --- mosquitto --------------------------------------------------------------------------------------------
+
+
+def mosquitto_config(port: int, host: str, log_path: Path) -> str:
+    """The mosquitto.conf of a local broker: one listener, anonymous, no persistence, no $SYS, deep queues."""
+    lines = [
+        f"listener {port} {host}",
+        "allow_anonymous true",
+        "persistence false",
+        f"log_dest file {log_path}",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        "log_type information",
+        "connection_messages true",
+        "log_timestamp true",
+        # no $SYS topics: nothing subscribes to them and they would wake the broker for nothing
+        "sys_interval 0",
+        # a burst to the feed (QoS 1) queues in the broker instead of being dropped
+        "max_queued_messages 1000000",
+        "max_queued_bytes 0",
+        "max_inflight_messages 1000",
+        "set_tcp_nodelay true",
+    ]
+    with contextlib.suppress(KeyError, OSError):
+        # started as root, mosquitto would switch to user "mosquitto", which may not read or write workdir
+        lines.append(f"user {getpass.getuser()}")
+    return "\n".join(lines) + "\n"
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A preexec_fn that makes the child get SIGTERM when its parent dies (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        # the parent may have died between fork and prctl: then nobody would send the signal
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return hook
+
+
+class _AddressInUse(Exception):
+    pass
+
+
+class _MosquittoBackend(_Backend):
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+        self.process = process
+        self.port = port
+        self.pid = process.pid
+        self.log_path = log_path
+        self.client: Any = None
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self, timeout_s: float) -> None:
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                self.client.disconnect()
+            with contextlib.suppress(Exception):
+                self.client.loop_stop()
+        _kill_process_group(self.process, timeout_s)
+
+
+def _kill_process_group(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM the child's process group, SIGKILL after ``timeout_s``, and reap it."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=max(timeout_s, 0.1))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+    else:
+        # mosquitto never forks, but a group member left behind must not survive it
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _start_mosquitto(
+    spec: BrokerSpec, workdir: Path, dispatcher: _Dispatcher, feed: _FeedState, ready_timeout_s: float
+) -> _MosquittoBackend:
+    binary = mosquitto_binary()
+    if binary is None:
+        raise LocalError(f"the mosquitto broker is not installed (not on PATH): {INSTALL_MOSQUITTO}")
+    attempts = 1 if spec.port else PORT_RETRIES
+    for attempt in range(attempts):
+        port = spec.port or free_port(spec.host)
+        try:
+            return _launch_mosquitto(binary, spec.host, port, workdir, dispatcher, feed, ready_timeout_s)
+        except _AddressInUse:
+            # the free port we picked was taken before mosquitto bound it
+            if spec.port or attempt == attempts - 1:
+                raise _port_in_use(spec.host, port) from None
+    raise AssertionError("unreachable")
+
+
+def _launch_mosquitto(
+    binary: str,
+    host: str,
+    port: int,
+    workdir: Path,
+    dispatcher: _Dispatcher,
+    feed: _FeedState,
+    ready_timeout_s: float,
+) -> _MosquittoBackend:
+    log_path = workdir / "mosquitto.log"
+    out_path = workdir / "mosquitto.out"
+    conf_path = workdir / "mosquitto.conf"
+    for stale in (log_path, out_path):
+        stale.unlink(missing_ok=True)
+    conf_path.write_text(mosquitto_config(port, host, log_path), encoding="utf-8")
+    with out_path.open("wb") as out:
+        process = subprocess.Popen(
+            [binary, "-c", str(conf_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent_hook(),  # only prctl and getppid run in the child
+            close_fds=True,
+        )
+    backend = _MosquittoBackend(process, port, log_path)
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        _wait_listening(backend, host, port, out_path, deadline)
+        backend.client = _connect_feed(host, port, dispatcher, feed, deadline, backend, out_path)
+        if not backend.running():
+            _raise_exited(backend, out_path)
+        return backend
+    except BaseException:
+        backend.close(1)
+        raise
+
+
+def _logs(backend: _MosquittoBackend, out_path: Path) -> str:
+    return f"{_tail(out_path, 5)} | {_tail(backend.log_path)}"
+
+
+def _raise_exited(backend: _MosquittoBackend, out_path: Path) -> None:
+    logs = _logs(backend, out_path)
+    if "Address already in use" in logs:
+        raise _AddressInUse()
+    raise LocalError(
+        f"mosquitto exited with code {backend.process.returncode} at start; its log: {logs} "
+        f"(files in {out_path.parent})"
+    )
+
+
+def _wait_listening(backend: _MosquittoBackend, host: str, port: int, out_path: Path, deadline: float) -> None:
+    while True:
+        if not backend.running():
+            _raise_exited(backend, out_path)
+        try:
+            with socket.create_connection((_connect_host(host), port), timeout=0.2):
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise LocalError(
+                f"mosquitto did not accept connections on {host}:{port} in time; its log: "
+                f"{_logs(backend, out_path)}"
+            )
+        time.sleep(0.02)
+
+
+def _connect_feed(
+    host: str,
+    port: int,
+    dispatcher: _Dispatcher,
+    feed: _FeedState,
+    deadline: float,
+    backend: _MosquittoBackend,
+    out_path: Path,
+) -> Any:
+    """The internal paho subscriber: QoS 1 on ``#`` and ``$aws/rules/#``, ready when both are granted."""
+    import paho.mqtt.client as mqtt
+
+    subscribed = threading.Event()
+    refused: list[str] = []
+    client = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"iotpipe-local-feed-{os.getpid()}",
+        protocol=mqtt.MQTTv311,
+        # a persistent session: after a reconnect mosquitto delivers the QoS 1 messages it queued meanwhile
+        clean_session=False,
+    )
+    client.reconnect_delay_set(min_delay=1, max_delay=5)
+
+    def on_connect(client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
+        if reason_code.is_failure:
+            refused.append(f"the broker refused the feed: {reason_code}")
+            return
+        client.subscribe([(topic, 1) for topic in FEED_TOPICS])
+
+    def on_subscribe(_client: Any, _userdata: Any, _mid: Any, reason_codes: Any, _props: Any) -> None:
+        if any(code.is_failure for code in reason_codes):
+            refused.append(f"the broker refused the feed's subscriptions: {[str(c) for c in reason_codes]}")
+            return
+        feed.up()
+        subscribed.set()
+
+    def on_disconnect(_client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
+        feed.lost(f"feed disconnected from mosquitto on port {port}: {reason_code}")
+
+    def on_message(_client: Any, _userdata: Any, message: Any) -> None:
+        dispatcher.put(message.topic, message.payload, None)
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_disconnect = on_disconnect
+    client.on_message = on_message
+    try:
+        client.connect(_connect_host(host), port, keepalive=30)
+    except (OSError, ValueError) as exc:
+        raise LocalError(f"the broker feed cannot connect to mosquitto on port {port}: {exc}") from None
+    client.loop_start()
+    try:
+        while not subscribed.wait(0.05):
+            if refused:
+                raise LocalError(f"{refused[0]}; mosquitto log: {_logs(backend, out_path)}")
+            if not backend.running():
+                _raise_exited(backend, out_path)
+            if time.monotonic() > deadline:
+                raise LocalError(
+                    f"the broker feed was not subscribed to mosquitto on port {port} in time; its log: "
+                    f"{_logs(backend, out_path)}"
+                )
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.disconnect()
+        client.loop_stop()
+        raise
+    return client
+
+
+# --- amqtt ------------------------------------------------------------------------------------------------
+
+
+class _AmqttBackend(_Backend):
+    def __init__(self, loop: Any, thread: threading.Thread, broker: Any, port: int) -> None:
+        self.loop = loop
+        self.thread = thread
+        self.broker = broker
+        self.port = port
+
+    def running(self) -> bool:
+        return self.thread.is_alive() and str(self.broker.transitions.state) == "started"
+
+    def close(self, timeout_s: float) -> None:
+        import asyncio
+
+        if self.thread.is_alive():
+            future = asyncio.run_coroutine_threadsafe(self.broker.shutdown(), self.loop)
+            try:
+                future.result(timeout=max(timeout_s, 0.1))
+            except Exception:  # a failed or slow shutdown still stops the loop below
+                _log.warning("amqtt did not shut down cleanly", exc_info=True)
+        _stop_loop(self.loop, self.thread, timeout_s)
+
+
+def _stop_loop(loop: Any, thread: threading.Thread, timeout_s: float) -> None:
+    if thread.is_alive():
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(max(timeout_s, 0.1))
+    if not thread.is_alive():
+        loop.close()
+
+
+@functools.cache
+def _amqtt_classes() -> tuple[type, type]:
+    """The broker subclass and the feed plugin (amqtt is imported only when used)."""
+    from amqtt.broker import Broker
+    from amqtt.contexts import Action
+    from amqtt.plugins.base import BasePlugin
+
+    class IotBroker(Broker):
+        """amqtt, plus AWS IoT basic ingest: ``$aws/rules/...`` publishes go to the feed, not to subscribers."""
+
+        feed: Callable[[str, bytes, str | None], None] | None = None
+
+        async def _handle_message_delivery(self, client_session: Any, handler: Any, wait_deliver: Any) -> bool:
+            message = wait_deliver.result()
+            topic = getattr(message, "topic", None)
+            if topic and topic.startswith(BASIC_INGEST_PREFIX) and "#" not in topic and "+" not in topic:
+                allowed = await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH)
+                if allowed and self.feed is not None:
+                    self.feed(topic, bytes(message.data or b""), client_session.client_id)
+                return True
+            return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
+
+    class FeedPlugin(BasePlugin):
+        """Hands every message the broker will distribute to the feed, with its publisher's client id."""
+
+        sink: Callable[[str, bytes, str | None], None] | None = None
+
+        async def on_broker_message_broadcast(self, *, client_id: str, message: Any) -> None:
+            if self.sink is not None:
+                self.sink(message.topic, bytes(message.data or b""), client_id)
+
+    return IotBroker, FeedPlugin
+
+
+_FEED_PLUGIN = f"{__name__}._AmqttFeedPlugin"
+
+
+def __getattr__(name: str) -> Any:
+    # amqtt loads plugins by dotted path; the class exists only once amqtt is imported
+    if name == "_AmqttFeedPlugin":
+        return _amqtt_classes()[1]
+    raise AttributeError(name)
+
+
+def amqtt_config(host: str, port: int) -> dict[str, Any]:
+    """amqtt's configuration: one TCP listener, anonymous clients, the feed plugin, no $SYS topics."""
+    return {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+        "plugins": {
+            "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+            _FEED_PLUGIN: {},
+        },
+    }
+
+
+def _start_amqtt(spec: BrokerSpec, dispatcher: _Dispatcher, feed: _FeedState, ready_timeout_s: float) -> _AmqttBackend:
+    import asyncio
+
+    if not amqtt_available():
+        raise LocalError(f"the amqtt broker is not installed: {INSTALL_AMQTT}")
+    broker_class, plugin_class = _amqtt_classes()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="iotpipe-amqtt", daemon=True)
+    thread.start()
+
+    async def start() -> Any:
+        broker = broker_class(amqtt_config(spec.host, spec.port), loop=loop)
+        broker.feed = dispatcher.put
+        broker.plugins_manager.get_plugin(plugin_class.__name__).sink = dispatcher.put
+        await broker.start()
+        return broker
+
+    future = asyncio.run_coroutine_threadsafe(start(), loop)
+    try:
+        broker = future.result(timeout=ready_timeout_s)
+    except BaseException as exc:
+        future.cancel()
+        _stop_loop(loop, thread, 1)
+        if _is_address_in_use(exc):
+            raise _port_in_use(spec.host, spec.port) from None
+        if isinstance(exc, TimeoutError):
+            raise LocalError(f"the amqtt broker did not start within {ready_timeout_s:g} s") from None
+        if isinstance(exc, Exception):
+            raise LocalError(f"the amqtt broker could not start: {exc}") from None
+        raise
+    sockets = broker._servers["default"].instance.sockets
+    backend = _AmqttBackend(loop, thread, broker, int(sockets[0].getsockname()[1]))
+    feed.up()
+    return backend
+
+
+def _is_address_in_use(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.EADDRINUSE:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -1,0 +1,343 @@
+"""The broker of ``iotpipe local``: mosquitto and amqtt on free loopback ports, real sockets, paho publishers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from iotpipe.errors import ConfigError, LocalError
+from iotpipe.local import broker as broker_module
+from iotpipe.local.broker import BrokerSpec, RunningBroker, mosquitto_config, resolve_kind, start_broker
+
+KINDS = ("mosquitto", "amqtt")
+Message = tuple[str, bytes, "str | None"]
+
+
+class Inbox:
+    """Collects what on_message receives; ``wait_for(n)`` waits (bounded) until n messages arrived."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, topic: str, payload: bytes, client_id: str | None) -> None:
+        with self._cond:
+            self.messages.append((topic, payload, client_id))
+            self._cond.notify_all()
+
+    def wait_for(self, count: int, timeout_s: float = 10) -> list[Message]:
+        with self._cond:
+            self._cond.wait_for(lambda: len(self.messages) >= count, timeout=timeout_s)
+            return list(self.messages)
+
+
+def _publisher(port: int, client_id: str) -> mqtt.Client:
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv311)
+    client.connect("127.0.0.1", port, keepalive=30)
+    client.loop_start()
+    return client
+
+
+def _close(client: mqtt.Client) -> None:
+    client.disconnect()
+    client.loop_stop()
+
+
+def _processes_using(path: Path) -> list[int]:
+    """Live processes (not zombies) whose command line mentions ``path``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(path) in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_until(predicate: Callable[[], bool], timeout_s: float = 10) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[Callable[..., tuple[RunningBroker, Inbox]]]:
+    """Starts brokers for a test and stops them all at its end."""
+    running: list[RunningBroker] = []
+
+    def start(kind: str, **kwargs: object) -> tuple[RunningBroker, Inbox]:
+        inbox = Inbox()
+        workdir = tmp_path / f"{kind}-{len(running)}"
+        broker = start_broker(BrokerSpec(kind), workdir, inbox, **kwargs)  # type: ignore[arg-type]
+        running.append(broker)
+        return broker, inbox
+
+    yield start
+    for broker in running:
+        broker.stop()
+
+
+@pytest.mark.mqtt
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_message_published_right_after_start_reaches_on_message(kind: str, started) -> None:
+    broker, inbox = started(kind)
+    assert broker.kind == kind
+    assert broker.url == f"mqtt://127.0.0.1:{broker.port}"
+    assert broker.port > 0
+    client = _publisher(broker.port, "press-7")
+    try:
+        client.publish("sensor/press-7/data", b'{"deviceId":"press-7","value":71.2}', qos=1).wait_for_publish(5)
+        messages = inbox.wait_for(1)
+    finally:
+        _close(client)
+    expected_client = "press-7" if kind == "amqtt" else None
+    assert messages == [("sensor/press-7/data", b'{"deviceId":"press-7","value":71.2}', expected_client)]
+    assert broker.stats.messages_forwarded == 1
+    assert broker.stats.feed_connected
+
+
+@pytest.mark.mqtt
+@pytest.mark.parametrize("kind", KINDS)
+def test_basic_ingest_topics_reach_on_message(kind: str, started) -> None:
+    broker, inbox = started(kind)
+    client = _publisher(broker.port, "press-8")
+    try:
+        client.publish("$aws/rules/SensorRule/sensor/press-8/data", b"{}", qos=1).wait_for_publish(5)
+        client.publish("sensor/press-8/data", b"[]", qos=1).wait_for_publish(5)
+        messages = inbox.wait_for(2)
+    finally:
+        _close(client)
+    topics = [topic for topic, _, _ in messages]
+    assert topics == ["$aws/rules/SensorRule/sensor/press-8/data", "sensor/press-8/data"]
+
+
+@pytest.mark.mqtt
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_burst_arrives_complete_and_in_order_per_topic(kind: str, started) -> None:
+    broker, inbox = started(kind)
+    clients = [_publisher(broker.port, f"dev-{n}") for n in range(3)]
+    try:
+        infos = [c.publish(f"sensor/dev-{n}/data", str(seq).encode(), qos=1)
+                 for seq in range(300) for n, c in enumerate(clients)]
+        for info in infos:
+            info.wait_for_publish(10)
+        messages = inbox.wait_for(900)
+    finally:
+        for c in clients:
+            _close(c)
+    assert len(messages) == 900
+    for n in range(3):
+        sequence = [int(payload) for topic, payload, _ in messages if topic == f"sensor/dev-{n}/data"]
+        assert sequence == list(range(300))
+
+
+@pytest.mark.mqtt
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_exception_in_on_message_is_counted_and_the_feed_goes_on(kind: str, tmp_path: Path) -> None:
+    seen: list[bytes] = []
+
+    def on_message(topic: str, payload: bytes, client_id: str | None) -> None:
+        if payload == b"bad":
+            raise ValueError("cannot parse")
+        seen.append(payload)
+
+    broker = start_broker(BrokerSpec(kind), tmp_path, on_message)
+    try:
+        client = _publisher(broker.port, "dev-x")
+        for body in (b"bad", b"good"):
+            client.publish("sensor/dev-x/data", body, qos=1).wait_for_publish(5)
+        _close(client)
+        assert _wait_until(lambda: seen == [b"good"])
+        stats = broker.stats
+        assert (stats.callback_errors, stats.messages_forwarded) == (1, 1)
+        assert stats.last_callback_error == "ValueError: cannot parse"
+    finally:
+        broker.stop()
+
+
+@pytest.mark.mqtt
+@pytest.mark.parametrize("kind", KINDS)
+def test_stop_closes_the_port_and_is_idempotent(kind: str, tmp_path: Path) -> None:
+    broker = start_broker(BrokerSpec(kind), tmp_path, Inbox())
+    port, pid = broker.port, broker.pid
+    assert broker.stats.broker_running
+    broker.stop()
+    broker.stop()
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass
+    assert not broker.stats.broker_running
+    assert not any(t.name in ("iotpipe-amqtt", "iotpipe-broker-feed") for t in threading.enumerate())
+    if kind == "mosquitto":
+        assert pid is not None
+        assert not _alive(pid)
+        assert _processes_using(tmp_path) == []
+    else:
+        assert pid is None
+
+
+@pytest.mark.mqtt
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_port_in_use_is_a_clear_error_and_leaves_no_process(kind: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(LocalError, match=rf"MQTT port {port} on 127.0.0.1 is already in use.*--mqtt-port 0"):
+            start_broker(BrokerSpec(kind, port=port), tmp_path, Inbox())
+    assert _processes_using(tmp_path) == []
+    assert not any(t.name in ("iotpipe-amqtt", "iotpipe-broker-feed") for t in threading.enumerate())
+
+
+@pytest.mark.mqtt
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_port_taken_during_start_is_reported_by_the_broker_itself(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the early check passes (someone binds the port just after it); the broker's own failure is recognised
+    monkeypatch.setattr(broker_module, "_ensure_port_free", lambda host, port: None)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(LocalError, match=rf"MQTT port {port} on 127.0.0.1 is already in use"):
+            start_broker(BrokerSpec(kind, port=port), tmp_path, Inbox())
+    assert _processes_using(tmp_path) == []
+
+
+@pytest.mark.mqtt
+def test_a_free_port_lost_to_another_program_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ports = iter([busy])
+        real = broker_module.free_port
+        monkeypatch.setattr(broker_module, "free_port", lambda host: next(ports, None) or real(host))
+        broker = start_broker(BrokerSpec("mosquitto"), tmp_path, Inbox())
+        try:
+            assert broker.port != busy
+            assert broker.stats.broker_running
+        finally:
+            broker.stop()
+
+
+@pytest.mark.mqtt
+def test_mosquitto_dying_at_start_reports_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = broker_module.mosquitto_config
+    monkeypatch.setattr(broker_module, "mosquitto_config",
+                        lambda port, host, log: real(port, host, log) + "no_such_option 1\n")
+    with pytest.raises(LocalError, match=r"mosquitto exited with code \d+ at start.*no_such_option"):
+        start_broker(BrokerSpec("mosquitto"), tmp_path, Inbox())
+    assert _processes_using(tmp_path) == []
+
+
+@pytest.mark.mqtt
+def test_a_lost_feed_is_reported(tmp_path: Path) -> None:
+    lost: list[str] = []
+    broker = start_broker(BrokerSpec("mosquitto"), tmp_path, Inbox(), on_feed_lost=lost.append)
+    try:
+        assert broker.pid is not None
+        os.kill(broker.pid, signal.SIGKILL)
+        assert _wait_until(lambda: bool(lost))
+        stats = broker.stats
+        assert stats.feed_disconnects == 1
+        assert not stats.feed_connected
+        assert not stats.broker_running
+        assert stats.last_feed_error is not None and str(broker.port) in stats.last_feed_error
+    finally:
+        broker.stop()
+
+
+@pytest.mark.mqtt
+def test_mosquitto_dies_with_a_killed_parent(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from iotpipe.local.broker import BrokerSpec, start_broker
+        broker = start_broker(BrokerSpec("mosquitto"), Path({str(tmp_path)!r}), lambda *a: None)
+        print(broker.pid, flush=True)
+        time.sleep(60)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        assert _alive(pid)
+    finally:
+        parent.kill()
+        parent.wait(10)
+    assert _wait_until(lambda: not _alive(pid), 5)
+    assert _processes_using(tmp_path) == []
+
+
+def test_resolve_kind_prefers_mosquitto_then_amqtt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(broker_module, "mosquitto_binary", lambda: "/usr/sbin/mosquitto")
+    monkeypatch.setattr(broker_module, "amqtt_available", lambda: True)
+    assert resolve_kind("auto") == "mosquitto"
+    assert resolve_kind("amqtt") == "amqtt"
+    monkeypatch.setattr(broker_module, "mosquitto_binary", lambda: None)
+    assert resolve_kind("auto") == "amqtt"
+
+
+def test_missing_brokers_name_how_to_install_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(broker_module, "mosquitto_binary", lambda: None)
+    monkeypatch.setattr(broker_module, "amqtt_available", lambda: False)
+    with pytest.raises(LocalError, match=r"sudo apt-get install mosquitto"):
+        start_broker(BrokerSpec("mosquitto"), tmp_path, Inbox())
+    with pytest.raises(LocalError, match=r"pip install 'iotpipe\[local\]'"):
+        resolve_kind("amqtt")
+    with pytest.raises(LocalError, match=r"sudo apt-get install mosquitto.*pip install 'iotpipe\[local\]'"):
+        resolve_kind("auto")
+    assert not any(t.name == "iotpipe-broker-feed" for t in threading.enumerate())
+
+
+def test_an_unknown_kind_or_a_bad_port_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"MQTT broker 'rabbitmq' is not known; choose one of auto, mosquitto"):
+        start_broker(BrokerSpec("rabbitmq"), tmp_path, Inbox())
+    with pytest.raises(ConfigError, match=r"MQTT port 70000 is out of range"):
+        start_broker(BrokerSpec("auto", port=70000), tmp_path, Inbox())
+
+
+def test_mosquitto_config_is_local_quiet_and_deep(tmp_path: Path) -> None:
+    lines = mosquitto_config(18830, "127.0.0.1", tmp_path / "m.log").splitlines()
+    for expected in ("listener 18830 127.0.0.1", "allow_anonymous true", "persistence false",
+                     f"log_dest file {tmp_path / 'm.log'}", "sys_interval 0", "max_queued_messages 1000000"):
+        assert expected in lines
+
+
+@pytest.mark.mqtt
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_port_held_by_another_broker_is_not_mistaken_for_ours(kind: str, started, tmp_path: Path) -> None:
+    # the other broker answers MQTT on the port, so only the early bind check can tell it is not ours
+    other, _ = started("mosquitto")
+    with pytest.raises(LocalError, match=rf"MQTT port {other.port} on 127.0.0.1 is already in use"):
+        start_broker(BrokerSpec(kind, port=other.port), tmp_path / "second", Inbox())
+    assert _processes_using(tmp_path / "second") == []
