@@ -752,7 +752,8 @@ class _Parser:
                 args.append(self.expression())
                 if self.accept_op(")"):
                     break
-                self.expect_op(",", f"between the arguments of {token.text}()")
+                if not self.accept_op(","):
+                    raise self.unexpected(f"expected ',' or ')' to close {token.text}(")
         if not function.min_args <= len(args) <= function.max_args:
             wanted = (str(function.min_args) if function.min_args == function.max_args
                       else f"{function.min_args} to {function.max_args}")
