@@ -31,3 +31,11 @@ class AwsError(IotpipeError):
 
 class DeployError(IotpipeError):
     """A stack operation failed or was refused."""
+
+
+class LocalError(IotpipeError):
+    """``iotpipe local`` could not start, find or stop a part of the local pipeline."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

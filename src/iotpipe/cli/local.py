@@ -86,8 +86,10 @@ def _run_foreground(options: LocalOptions, output: str) -> None:
         raise _Terminated()
 
     previous = signal.signal(signal.SIGTERM, on_term)
+    ready = False
     try:
         state = pipeline.start()
+        ready = True
         _show_state(state, output)
         sys.stdout.flush()
         progress("iotpipe local is running; Ctrl-C (or `iotpipe local down`) stops it")
@@ -97,6 +99,8 @@ def _run_foreground(options: LocalOptions, output: str) -> None:
     finally:
         pipeline.stop()
         signal.signal(signal.SIGTERM, previous)
+    if not ready:
+        raise LocalError("interrupted while starting; everything that had started was stopped", exit_code=130)
     progress("iotpipe local stopped; no process left")
 
 

@@ -187,6 +187,18 @@ def _fix_iot_endpoint_custom_resource(patches: Patches) -> None:
     patches.setattr(CustomModel, "update_from_cloudformation_json", classmethod(update))
 
 
+def _kinesis_lambda_trigger(patches: Patches) -> None:
+    """moto's Kinesis PutRecord invokes every mapped function at once, one record per invocation, in Docker
+    (without Docker each record logs "error running docker" into the function's log group). Lambda polls the
+    stream in batches instead; ``iotpipe local``'s mapping runner does that, so moto's trigger is turned off."""
+    from moto.awslambda.models import LambdaBackend
+
+    def send_kinesis_message(self: Any, *args: Any, **kwargs: Any) -> None:
+        """Records stay in the stream for the mapping runner to poll."""
+
+    patches.setattr(LambdaBackend, "send_kinesis_message", send_kinesis_message)
+
+
 FIXES: tuple[Callable[[Patches], None], ...] = (
     _thing_attribute_payload,
     _change_set_outputs,
@@ -195,4 +207,5 @@ FIXES: tuple[Callable[[Patches], None], ...] = (
     _iot_refs,
     _termination_protection,
     _fix_iot_endpoint_custom_resource,
+    _kinesis_lambda_trigger,
 )

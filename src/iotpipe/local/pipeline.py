@@ -166,9 +166,10 @@ class LocalPipeline:
         self.progress(f"starting the AWS emulator on {self.moto.url}")
         self.broker = self._start_broker()
         self.progress(f"MQTT broker ({self.broker.kind}) on {self.broker.url}")
+        template = self._render(config)  # while the emulator boots: both take seconds
         self.moto.wait_ready(READY_TIMEOUT_S)
         factory = local_state.LocalClientFactory(region=local_state.LOCAL_REGION, endpoint_url=self.moto.url)
-        self._deploy(config, factory)
+        self._deploy(config, template, factory)
         stack = load_deployed_stack(factory, config.resolved_stack_name)
         if stack is None:
             raise LocalError(f"stack {config.resolved_stack_name} is not in the emulator after the deploy")
@@ -196,13 +197,20 @@ class LocalPipeline:
         if wiring is not None:
             wiring.engine.on_message(topic, payload, client_id)
 
-    def _deploy(self, config: Any, factory: Any) -> None:
-        """Deploy ``config`` into the emulator through ``iotpipe deploy``'s own plan and execution."""
+    def _render(self, config: Any) -> str:
+        """The env's template, rendered and linted as ``iotpipe deploy`` does (lint errors refuse it)."""
+        from iotpipe.deploy.plan import prepare_template
+
+        self.progress(f"rendering and linting the {config.env} template")
+        template, _ = prepare_template(config)
+        return template
+
+    def _deploy(self, config: Any, template: str, factory: Any) -> None:
+        """Deploy ``template`` into the emulator through ``iotpipe deploy``'s own plan and execution."""
         from iotpipe.deploy.client import DeployClient
         from iotpipe.deploy.execute import execute_plan
-        from iotpipe.deploy.plan import DeployRequest, merge_pairs, plan_deploy, prepare_template
+        from iotpipe.deploy.plan import DeployRequest, merge_pairs, plan_deploy
 
-        template, _ = prepare_template(config)
         request = DeployRequest(stack_name=config.resolved_stack_name, template_body=template, env=config.env,
                                 parameters=merge_pairs(config.parameters, ()), tags=merge_pairs(config.tags, ()),
                                 termination_protection=config.termination_protection)

@@ -1,0 +1,137 @@
+"""``iotpipe local`` under bad input and faults: each a clear message, a sensible exit code, no orphan."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from iotpipe.cli import main
+from iotpipe.local.processes import process_alive
+from iotpipe.local.state import STATE_DIR_VARIABLE, LocalState, read_state, write_state
+
+CLI = [sys.executable, "-c", "from iotpipe.cli import main; main()"]
+DEAD_PID = 2**22 + 4321  # above the default pid_max: no such process
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.chdir(tmp_path)
+    directory = tmp_path / "state"
+    monkeypatch.setenv(STATE_DIR_VARIABLE, str(directory))
+    yield directory
+    subprocess.run([*CLI, "local", "down"], capture_output=True, timeout=30, check=False)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_down_and_status_with_nothing_running_exit_0_with_a_note(state_dir: Path) -> None:
+    down = CliRunner().invoke(main, ["local", "down"])
+    assert down.exit_code == 0
+    assert "not running; nothing to stop" in down.stdout
+    status = CliRunner().invoke(main, ["local", "status", "--output", "json"])
+    assert status.exit_code == 0
+    assert json.loads(status.stdout) == {"running": False}
+
+
+def test_a_stale_state_file_from_a_killed_run_is_reported_and_removed(state_dir: Path) -> None:
+    write_state(LocalState(env="local", stack_name="iotpipe-local", region="us-east-1",
+                           aws_endpoint="http://127.0.0.1:1", mqtt="mqtt://127.0.0.1:2", broker="mosquitto",
+                           pid=DEAD_PID, child_pids=(), started_at="", ready=True, log_file=""), state_dir)
+    status = CliRunner().invoke(main, ["local", "status"])
+    assert status.exit_code == 0
+    assert f"stale state file from a run that was killed (pid {DEAD_PID})" in status.stderr
+    assert "not running" in status.stdout
+    assert read_state(state_dir) is None
+
+
+def test_commands_ignore_a_stale_state_file(state_dir: Path) -> None:
+    write_state(LocalState(env="dev", stack_name="iotpipe-dev", region="us-east-1",
+                           aws_endpoint="http://127.0.0.1:1", mqtt="mqtt://127.0.0.1:2", broker="mosquitto",
+                           pid=DEAD_PID, child_pids=(), started_at="", ready=True, log_file=""), state_dir)
+    result = CliRunner().invoke(main, ["simulate", "--env", "dev", "--count", "1"])
+    assert result.exit_code == 2
+    assert "where to send?" in result.stderr
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(state_dir: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run([*CLI, "local", "up", "--aws-port", str(port)], capture_output=True, text=True,
+                                timeout=60, check=False)
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is in use; pick another with --aws-port N" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert read_state(state_dir) is None
+
+
+def test_a_second_up_is_refused_and_ctrl_c_in_the_foreground_leaves_nothing(state_dir: Path) -> None:
+    foreground = subprocess.Popen([*CLI, "local", "up", "--output", "json"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while (found := read_state(state_dir)) is None and time.monotonic() < deadline:
+            assert foreground.poll() is None, foreground.communicate()[1]
+            time.sleep(0.2)
+        assert found is not None and found.pid == foreground.pid
+        children = children_of(foreground.pid)
+        assert children, "the emulator and the broker run as children"
+
+        second = subprocess.run([*CLI, "local", "up", "--detach"], capture_output=True, text=True, timeout=60,
+                                check=False)
+        assert second.returncode == 1
+        assert f"iotpipe local already runs (pid {foreground.pid}" in second.stderr
+
+        foreground.send_signal(signal.SIGINT)
+        _, stderr = foreground.communicate(timeout=30)
+        assert foreground.returncode == 0, stderr
+        assert "iotpipe local stopped; no process left" in stderr
+        assert not any(process_alive(pid) for pid in children)
+        assert read_state(state_dir) is None
+    finally:
+        if foreground.poll() is None:
+            foreground.kill()
+            foreground.wait()
+
+
+def test_ctrl_c_while_starting_stops_what_was_started(state_dir: Path) -> None:
+    starting = subprocess.Popen([*CLI, "local", "up"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ})
+    try:
+        deadline = time.monotonic() + 60
+        while not children_of(starting.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        children = children_of(starting.pid)
+        assert children, "the emulator starts first"
+        starting.send_signal(signal.SIGINT)
+        _, stderr = starting.communicate(timeout=30)
+        assert starting.returncode == 130, stderr
+        assert "interrupted while starting; everything that had started was stopped" in stderr
+        assert not any(process_alive(pid) for pid in children)
+        assert read_state(state_dir) is None
+    finally:
+        if starting.poll() is None:
+            starting.kill()
+            starting.wait()
