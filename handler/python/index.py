@@ -610,7 +610,9 @@ def put_object(runtime: Runtime, key: str, body: bytes, deadline: float) -> None
 
 def _wait(runtime: Runtime, futures: Iterable[Future[Any]], deadline: float) -> None:
     """Wait for ``futures`` until the deadline at most (those still running count as failed)."""
-    wait_futures(list(futures), timeout=max(0.0, deadline - runtime.monotonic()))
+    _, late = wait_futures(list(futures), timeout=max(0.0, deadline - runtime.monotonic()))
+    for future in late:
+        future.cancel()  # not started yet: nothing more is sent once the deadline has passed
 
 
 # ---------------------------------------------------------------- metrics and logs
@@ -800,13 +802,10 @@ def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: R
     tally.quarantined += sum(1 for i in window[:cut] if i.rejections)
     tally.duplicates += repeats
     tally.timestamps_replaced += sum(i.timestamp_replaced for i in window)
-    tally.failed += [i.record.sequence_number for i in window[cut:] if i.record.sequence_number in failed]
-    if cut < len(window):
-        # Lambda retries from the lowest failure on: the later records of the window are reported too,
-        # so no record is counted as done before the attempt that commits it.
-        tally.failed += [i.record.sequence_number for i in window[cut:] if i.record.sequence_number not in failed]
-        return False
-    return True
+    # Lambda retries from the lowest failure on: the later records of the window are reported too, so no
+    # record is counted as done before the attempt that commits it.
+    tally.failed += [i.record.sequence_number for i in window[cut:]]
+    return cut == len(window)
 
 
 def _by_shard(items: Iterable[Any], shard_of: Callable[[Any], str]) -> dict[str, list[Any]]:

@@ -1,7 +1,7 @@
 'use strict';
 // Helpers shared by the Node processor tests: a moto server on a free loopback port, SDK clients on it,
 // the contract's table and bucket, Kinesis events built from vector records, and read-back helpers.
-const { spawn } = require('node:child_process');
+const { spawn, execFileSync } = require('node:child_process');
 const net = require('node:net');
 const path = require('node:path');
 const fs = require('node:fs');
@@ -107,52 +107,26 @@ function settingsEnv(env) {
   return out;
 }
 
-/** JSON text exactly as Python's json.dumps writes it (", " and ": ", ASCII only, floats like repr). */
-function pyDumps(value) {
-  if (value === null) return 'null';
-  if (value === true) return 'true';
-  if (value === false) return 'false';
-  if (typeof value === 'bigint') return value.toString();
-  if (typeof value === 'number') {
-    if (Number.isNaN(value)) return 'NaN';
-    if (!Number.isFinite(value)) return value > 0 ? 'Infinity' : '-Infinity';
-    return index.pyFloatRepr(value);
-  }
-  if (typeof value === 'string') {
-    return JSON.stringify(value).replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-  }
-  if (Array.isArray(value)) return `[${value.map(pyDumps).join(', ')}]`;
-  return `{${[...value].map(([k, v]) => `${pyDumps(k)}: ${pyDumps(v)}`).join(', ')}}`;
-}
-
-/** Maps -> objects, BigInts -> Numbers (recursively). */
-function plain(value) {
-  if (typeof value === 'bigint') return Number(value);
-  if (Array.isArray(value)) return value.map(plain);
-  if (value instanceof Map) return Object.fromEntries([...value].map(([k, v]) => [k, plain(v)]));
-  return value;
-}
-
-/** Base64 Kinesis data of a vector record (a Map): `payload` (JSON as Python writes it), `text` or `base64`. */
+/** Base64 Kinesis data of a record spec: `data` (precomputed), `payload` (JSON), `text` or `base64`. */
 function recordData(spec) {
-  if (spec.has('payload')) return Buffer.from(pyDumps(spec.get('payload'))).toString('base64');
-  if (spec.has('text')) return Buffer.from(spec.get('text')).toString('base64');
-  return String(spec.get('base64'));
+  if ('data' in spec) return spec.data;
+  if ('payload' in spec) return Buffer.from(JSON.stringify(spec.payload)).toString('base64');
+  if ('text' in spec) return Buffer.from(spec.text).toString('base64');
+  return String(spec.base64);
 }
 
 /** A Lambda Kinesis event from vector-style record specs (Maps, or plain objects). */
 function kinesisEvent(records, shardId = SHARD) {
   return {
-    Records: records.map((given) => {
-      const spec = given instanceof Map ? given : toMap(given);
-      const sequenceNumber = spec.get('sequenceNumber');
+    Records: records.map((spec) => {
+      const { sequenceNumber } = spec;
       return {
         kinesis: {
           kinesisSchemaVersion: '1.0',
-          partitionKey: spec.get('partitionKey'),
+          partitionKey: spec.partitionKey,
           sequenceNumber,
           data: recordData(spec),
-          approximateArrivalTimestamp: Number(spec.get('arrivedAt')) / 1000,
+          approximateArrivalTimestamp: spec.arrivedAt / 1000,
         },
         eventSource: 'aws:kinesis',
         eventVersion: '1.0',
@@ -166,15 +140,18 @@ function kinesisEvent(records, shardId = SHARD) {
   };
 }
 
-/** A plain object as the Map parseJson would give (integers stay integers when they are safe). */
-function toMap(value) {
-  return index.parseJson(JSON.stringify(value));
-}
-
-/** A vector file: `raw` keeps Maps/BigInts (to publish exactly what Python publishes), the rest is plain. */
+/**
+ * A vector file, each record with its Kinesis `data` as the Python runner makes it (json.dumps of `payload`):
+ * both runners publish the same bytes.
+ */
 function loadVector(file) {
-  const raw = index.parseJson(fs.readFileSync(file, 'utf8'));
-  return { raw, ...plain(raw) };
+  const vector = JSON.parse(fs.readFileSync(file, 'utf8'));
+  const script = 'import json, sys; sys.path.insert(0, sys.argv[2]); from processor_support import record_data; '
+    + 'print(json.dumps([record_data(r) for r in json.load(open(sys.argv[1]))["records"]]))';
+  const data = JSON.parse(execFileSync('python3', ['-c', script, file, path.join(REPO, 'tests', 'handler')],
+    { encoding: 'utf8' }));
+  vector.records = vector.records.map((record, i) => ({ ...record, data: data[i] }));
+  return vector;
 }
 
 function vectorFiles() {
@@ -264,6 +241,6 @@ function makeRuntime(env, { s3, dynamodb }, overrides = {}) {
 
 module.exports = {
   REPO, VECTORS_DIR, TABLE, BUCKET, SHARD, startMoto, resetMoto, clients, createResources, createTable,
-  settingsEnv, pyDumps, plain, kinesisEvent, loadVector, vectorFiles, scanItems, objects, jsonlGz,
+  settingsEnv, kinesisEvent, loadVector, vectorFiles, scanItems, objects, jsonlGz,
   emfDocuments, metricTotals, makeRuntime, compareCodePoints,
 };
