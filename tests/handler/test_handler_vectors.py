@@ -56,6 +56,8 @@ def test_vector(path: Path, moto_endpoint: str) -> None:
     assert scan_items(dynamodb) == expect["items"]
     quarantined = [line for body in objects(s3, "quarantine/").values() for line in jsonl_gz(body)]
     assert _quarantine_summary(quarantined) == _quarantine_summary(expect["quarantine"])
+    if "quarantineLines" in expect:
+        assert len(quarantined) == expect["quarantineLines"]
     environment, by_type = metric_totals(emf_documents(lines))
     assert {k: environment[k] for k in expect["metrics"]} == expect["metrics"]
     assert {t: {k: v[k] for k in expect["metrics"] if k in v} for t, v in by_type.items()} == \

@@ -52,6 +52,7 @@ for (const file of support.vectorFiles()) {
     assert.deepEqual(await support.scanItems(aws.dynamodb), expect.items);
     const quarantined = Object.values(await support.objects(aws.s3, 'quarantine/')).flatMap(support.jsonlGz);
     assert.deepEqual(quarantineSummary(quarantined), quarantineSummary(expect.quarantine));
+    if ('quarantineLines' in expect) assert.equal(quarantined.length, expect.quarantineLines);
     const [environment, byType] = support.metricTotals(support.emfDocuments(lines));
     const metricNames = Object.keys(expect.metrics);
     assert.deepEqual(pick(environment, metricNames), expect.metrics);
