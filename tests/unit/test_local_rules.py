@@ -186,6 +186,11 @@ def test_timestamp_clientid_newuuid_sql_version() -> None:
     ("'5' - 2", 3),
     ("1 + 'a'", "1a"),
     ("true + 1", UNDEFINED),
+    # Operators: AND/OR need Boolean (or "true"/"false") operands; "Other value | Other value | Undefined".
+    ("false AND missing", UNDEFINED),
+    ("true OR missing", UNDEFINED),
+    ("true OR false", True),
+    ("'TRUE' AND true", True),
     ("1 / 0", UNDEFINED),
 ])
 def test_functions_and_operators(expression: str, expected: Any) -> None:
