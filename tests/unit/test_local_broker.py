@@ -341,3 +341,31 @@ def test_a_port_held_by_another_broker_is_not_mistaken_for_ours(kind: str, start
     with pytest.raises(LocalError, match=rf"MQTT port {other.port} on 127.0.0.1 is already in use"):
         start_broker(BrokerSpec(kind, port=other.port), tmp_path / "second", Inbox())
     assert _processes_using(tmp_path / "second") == []
+
+
+@pytest.mark.mqtt
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_stuck_on_message_fills_a_bounded_queue_and_does_not_hold_up_stop(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(broker_module, "FEED_QUEUE_SIZE", 3)
+    release = threading.Event()
+    broker = start_broker(BrokerSpec(kind), tmp_path, lambda *_: release.wait(30))
+    try:
+        client = _publisher(broker.port, "dev-s")
+        for n in range(10):
+            client.publish("sensor/dev-s/data", str(n).encode(), qos=0)
+        # one message is inside on_message, two wait, the producer waits for room
+        assert _wait_until(lambda: broker.stats.queue_depth == 3)
+        time.sleep(0.3)
+        assert (broker.stats.queue_depth, broker.stats.queue_high_water, broker.stats.messages_received) == (3, 3, 3)
+        stopper = threading.Thread(target=broker.stop, kwargs={"timeout_s": 1})
+        stopper.start()
+        stopper.join(15)
+        assert not stopper.is_alive()
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", broker.port), timeout=1):
+            pass
+        client.loop_stop()
+    finally:
+        release.set()
+        broker.stop()

@@ -158,7 +158,7 @@ def start_broker(
     workdir.mkdir(parents=True, exist_ok=True)
     if spec.port:
         _ensure_port_free(spec.host, spec.port)
-    dispatcher = _Dispatcher(on_message)
+    dispatcher = _Dispatcher(on_message, FEED_QUEUE_SIZE)
     feed = _FeedState(on_feed_lost)
     backend: _Backend
     try:
@@ -231,6 +231,8 @@ class RunningBroker:
             self._stopped = True
         atexit.unregister(self.stop)
         self._feed.closing = True
+        # a producer waiting for room must not hold up the broker's shutdown
+        self._dispatcher.closing = True
         try:
             self._backend.close(timeout_s)
         finally:
@@ -250,39 +252,46 @@ _STOP = object()
 
 
 class _Dispatcher:
-    """One thread calling ``on_message`` in the order messages arrived; a bounded queue pushes back on the feed."""
+    """One thread calling ``on_message`` in the order messages arrived.
 
-    def __init__(self, on_message: OnMessage, maxsize: int = FEED_QUEUE_SIZE) -> None:
+    The queue is bounded: past ``maxsize`` waiting messages the producer (paho's thread, or amqtt's event loop)
+    waits, which pushes back on the broker, until ``stop`` begins. Each counter has a single writer thread (the
+    one producer, or the dispatcher), so none needs a lock; a C ``SimpleQueue`` keeps the hand-over cheap.
+    """
+
+    def __init__(self, on_message: OnMessage, maxsize: int) -> None:
         self._on_message = on_message
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize)
-        self._lock = threading.Lock()
-        self._received = self._forwarded = self._errors = self._high_water = 0
+        self._maxsize = maxsize
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._received = self._done = self._forwarded = self._errors = self._high_water = 0
         self._last_error: str | None = None
+        self.closing = False
         self._thread = threading.Thread(target=self._run, name="iotpipe-broker-feed", daemon=True)
         self._thread.start()
 
     def put(self, topic: str, payload: bytes, client_id: str | None) -> None:
-        """Queue one message (blocks while the queue is full: backpressure towards the broker)."""
+        """Queue one message; called from one producer thread only."""
+        depth = self._received - self._done
+        while depth >= self._maxsize and not self.closing and self._thread.is_alive():
+            time.sleep(0.001)
+            depth = self._received - self._done
         self._queue.put((topic, payload, client_id))
-        with self._lock:
-            self._received += 1
-            depth = self._queue.qsize()
-            if depth > self._high_water:
-                self._high_water = depth
+        self._received += 1
+        if depth + 1 > self._high_water:
+            self._high_water = depth + 1
 
     def depth(self) -> int:
         """Messages waiting for ``on_message``."""
-        return self._queue.qsize()
+        return max(self._received - self._done, 0)
 
     def counters(self) -> tuple[int, int, int, str | None, int]:
         """received, forwarded, callback errors, last callback error, queue high water."""
-        with self._lock:
-            return self._received, self._forwarded, self._errors, self._last_error, self._high_water
+        return self._received, self._forwarded, self._errors, self._last_error, self._high_water
 
     def close(self, timeout_s: float) -> None:
         """Let the thread finish what is queued, up to ``timeout_s``; it is a daemon if it cannot."""
-        with contextlib.suppress(queue.Full):
-            self._queue.put(_STOP, timeout=max(timeout_s, 0.01))
+        self.closing = True
+        self._queue.put(_STOP)
         self._thread.join(timeout_s)
 
     def _run(self) -> None:
@@ -295,12 +304,12 @@ class _Dispatcher:
                 self._on_message(topic, payload, client_id)
             except Exception as exc:  # the consumer's bug must not stop the feed; it is counted and logged
                 _log.exception("on_message failed for a message on %s", topic)
-                with self._lock:
-                    self._errors += 1
-                    self._last_error = f"{type(exc).__name__}: {exc}"
+                self._errors += 1
+                self._last_error = f"{type(exc).__name__}: {exc}"
             else:
-                with self._lock:
-                    self._forwarded += 1
+                self._forwarded += 1
+            finally:
+                self._done += 1
 
 
 class _FeedState:
@@ -676,8 +685,14 @@ class _AmqttBackend(_Backend):
             future = asyncio.run_coroutine_threadsafe(self.broker.shutdown(), self.loop)
             try:
                 future.result(timeout=max(timeout_s, 0.1))
-            except Exception:  # a failed or slow shutdown still stops the loop below
-                _log.warning("amqtt did not shut down cleanly", exc_info=True)
+            except Exception:
+                # amqtt's shutdown can hang on a session whose reader never finishes cancelling: close the
+                # listener and every connection, and cancel what is left, so that stop() still frees the port
+                _log.warning("amqtt did not shut down cleanly; closing its connections", exc_info=True)
+                future.cancel()
+                forced = asyncio.run_coroutine_threadsafe(self.broker.force_close(), self.loop)
+                with contextlib.suppress(Exception):
+                    forced.result(timeout=2)
         _stop_loop(self.loop, self.thread, timeout_s)
 
 
@@ -692,6 +707,8 @@ def _stop_loop(loop: Any, thread: threading.Thread, timeout_s: float) -> None:
 @functools.cache
 def _amqtt_classes() -> tuple[type, type]:
     """The broker subclass and the feed plugin (amqtt is imported only when used)."""
+    import asyncio
+
     from amqtt.broker import Broker
     from amqtt.contexts import Action
     from amqtt.plugins.base import BasePlugin
@@ -700,6 +717,27 @@ def _amqtt_classes() -> tuple[type, type]:
         """amqtt, plus AWS IoT basic ingest: ``$aws/rules/...`` publishes go to the feed, not to subscribers."""
 
         feed: Callable[[str, bytes, str | None], None] | None = None
+        writers: set[Any]
+
+        async def stream_connected(self, reader: Any, writer: Any, listener_name: str) -> None:
+            if not hasattr(self, "writers"):
+                self.writers = set()
+            self.writers.add(writer)
+            try:
+                await super().stream_connected(reader, writer, listener_name)
+            finally:
+                self.writers.discard(writer)
+
+        async def force_close(self) -> None:
+            """Close the listeners and abort every connection; cancel the broker's other tasks."""
+            for server in self._servers.values():
+                server.instance.close()
+            for writer in list(getattr(self, "writers", ())):
+                writer.transport.abort()
+            current = asyncio.current_task()
+            for task in asyncio.all_tasks():
+                if task is not current:
+                    task.cancel()
 
         async def _handle_message_delivery(self, client_session: Any, handler: Any, wait_deliver: Any) -> bool:
             message = wait_deliver.result()
