@@ -30,6 +30,7 @@ from iotpipe.local.rules import (
     parse_sql,
     rule_from_properties,
     substitute,
+    to_json,
 )
 
 NOW = 1_700_000_000_123
@@ -68,6 +69,14 @@ def test_select_drills_into_nested_objects() -> None:
     assert run("SELECT color.red as red_value FROM 'topic/subtopic'", payload) == {"red_value": 255}
     assert run("SELECT color.red FROM 'topic/subtopic'", payload) == {"red": 255}
     assert run("SELECT color.red.deeper AS d, temperature.x AS t FROM 'topic/subtopic'", payload) == {}
+
+
+def test_an_attribute_named_value_is_not_select_value() -> None:
+    payload = {"value": 4, "timestamp": 9}
+    assert run("SELECT value FROM 'a'", payload, "a") == {"value": 4}
+    assert run("SELECT value, timestamp FROM 'a'", payload, "a") == {"value": 4, "timestamp": 9}
+    assert run("SELECT value * 2 AS double, value > 3 AS high FROM 'a'", payload, "a") == {"double": 8,
+                                                                                          "high": True}
 
 
 def test_sql_reference_example() -> None:
@@ -316,6 +325,13 @@ def test_non_json_payload_cannot_have_items_added() -> None:
 def test_non_json_payload_attributes_are_undefined() -> None:
     assert run("SELECT * FROM 'a' WHERE device_type = 'thermostat'", b"80", "a") is None
     assert run("SELECT timestamp() AS ts, a AS b FROM 'a'", b"80", "a") == {"ts": NOW}
+
+
+def test_outgoing_json_is_always_valid() -> None:
+    # A number beyond a double ("a maximum magnitude 9.999...E999" for Decimal) is kept, not made Infinity.
+    out = run("SELECT * FROM 'a'", rb'{"big": 1e400, "n": -2.5e-3, "s": "\u00e9"}', "a")
+    assert to_json(out) == '{"big":1E+400,"n":-0.0025,"s":"\u00e9"}'.encode()
+    assert json.loads(to_json(out))["big"] == float("inf")
 
 
 def test_parse_payload() -> None:

@@ -938,9 +938,7 @@ def parse_sql(sql: str, version: str = SQL_2016) -> Query:
         raise parser.unexpected("a rule's SQL starts with SELECT")
     if parser.peek().is_keyword("DISTINCT"):
         raise parser.unsupported("SELECT DISTINCT", "select without DISTINCT")
-    after = parser.peek(1)
-    if parser.peek().is_keyword("VALUE") and not (after.kind == "end" or after.is_op(",") or after.is_op(".")
-                                                  or after.is_keyword("FROM") or after.is_keyword("AS")):
+    if parser.peek().is_keyword("VALUE") and _starts_expression(parser.peek(1)):
         raise parser.unsupported("SELECT VALUE", "select named items into a JSON object")
     select_all = False
     items: list[tuple[str, Expr]] = []
@@ -964,6 +962,16 @@ def parse_sql(sql: str, version: str = SQL_2016) -> Query:
     if not parser.at_end():
         raise parser.unexpected()
     return Query(sql, version, topic_filter, select_all, tuple(items), where_expr, matcher)
+
+
+def _starts_expression(token: _Token) -> bool:
+    """Whether ``token`` can start an expression, telling ``SELECT VALUE x`` from an attribute named value."""
+    if token.kind in ("num", "str"):
+        return True
+    if token.kind == "name":
+        return token.text.upper() not in _KEYWORDS or token.text.upper() in ("TRUE", "FALSE", "NULL", "CASE",
+                                                                              "NOT")
+    return token.kind == "op" and token.text in ("(", "[", "{")
 
 
 def _select_item(parser: _Parser) -> tuple[str, Expr]:
@@ -1188,9 +1196,17 @@ def basic_ingest_target(topic: str) -> tuple[str, str] | None:
 
 @dataclass(frozen=True)
 class RuleEngineStats:
-    """A snapshot of the engine's counters. ``dropped`` counts (message, rule) pairs lost for any reason: SQL
-    that could not evaluate, a failed action with no working error action, an unknown or disabled Basic Ingest
-    rule, a message after close() or over the queue limit."""
+    """A snapshot of the engine's counters.
+
+    ``messages_in``: ``on_message`` calls. ``unrouted``: messages no enabled rule's FROM matched (AWS ignores
+    them too). ``matched``: (message, rule) pairs whose WHERE held, so the actions ran; ``filtered``: pairs whose
+    WHERE was false or Undefined. ``sql_failed``: pairs the SQL could not evaluate (a non-JSON payload where
+    the SQL adds to ``*``). ``actions_ok`` / ``actions_failed``: action runs (one Kinesis record, one S3
+    object). ``error_actions`` / ``error_actions_failed``: error-action messages delivered / not delivered.
+    ``dropped``: (message, rule) pairs lost, each also given to ``on_problem``: SQL that could not evaluate,
+    failed actions with no working error action, an unknown or disabled Basic Ingest rule, a message after
+    ``close()`` or over the queue limit. ``pending``: messages queued and not yet processed.
+    """
 
     messages_in: int = 0
     unrouted: int = 0
