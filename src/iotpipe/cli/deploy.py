@@ -80,7 +80,8 @@ def _request(cfg: PipelineConfig, template: str, params: Sequence[str], tags: Se
         stack_name=cfg.resolved_stack_name, template_body=template, env=cfg.env,
         parameters=merge_pairs(cfg.parameters, parse_assignments(params, "--param")),
         tags=merge_pairs(cfg.tags, parse_assignments(tags, "--tag")),
-        termination_protection=cfg.termination_protection, on_failure=on_failure, timeout_minutes=timeout)
+        termination_protection=cfg.termination_protection, on_failure=on_failure, timeout_minutes=timeout,
+        reserved_concurrency=cfg.processor.reserved_concurrency)
 
 
 def _plan(cfg: PipelineConfig, client: DeployClient, params: Sequence[str], tags: Sequence[str],

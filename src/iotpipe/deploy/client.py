@@ -51,6 +51,7 @@ class Stack:
     outputs: tuple[tuple[str, str], ...] = ()
     parameters: tuple[tuple[str, str], ...] = ()
     tags: tuple[tuple[str, str], ...] = ()
+    exports: tuple[tuple[str, str], ...] = ()  # (OutputKey, ExportName)
 
     @property
     def output_map(self) -> dict[str, str]:
@@ -173,6 +174,7 @@ class DeployClient:
     sts: Any = None
     region: str = ""
     clock: Clock = field(default_factory=Clock)
+    lambda_: Any = None
     page_size: int = DELETE_BATCH
 
     @classmethod
@@ -180,7 +182,7 @@ class DeployClient:
         """Build from an :class:`iotpipe.aws.ClientFactory`."""
         cloudformation = factory.client("cloudformation")
         return cls(cloudformation=cloudformation, s3=factory.client("s3"), sts=factory.client("sts"),
-                   region=cloudformation.meta.region_name or "")
+                   region=cloudformation.meta.region_name or "", lambda_=factory.client("lambda"))
 
     # --- stacks -------------------------------------------------------------------------------------
     def find_stack(self, name_or_id: str) -> Stack | None:
@@ -202,6 +204,8 @@ class DeployClient:
             parameters=tuple((p["ParameterKey"], p.get("ParameterValue", ""))
                              for p in raw.get("Parameters", []) or []),
             tags=tuple((t["Key"], t["Value"]) for t in raw.get("Tags", []) or []),
+            exports=tuple((o["OutputKey"], o["ExportName"]) for o in raw.get("Outputs", []) or []
+                          if o.get("ExportName")),
         )
 
     def delete_stack(self, stack_id: str) -> None:

@@ -14,8 +14,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from iotpipe import naming
 from iotpipe.deploy.client import Change, DeployClient, Stack
-from iotpipe.errors import ConfigError, DeployError, LintError, TemplateError
+from iotpipe.deploy.preflight import (
+    CONCURRENCY_QUOTA,
+    changing_outputs,
+    check_account_concurrency,
+    check_environment_suffix,
+    check_exports,
+    check_replacements,
+)
+from iotpipe.errors import AwsError, ConfigError, DeployError, LintError, TemplateError
 
 TEMPLATE_BODY_LIMIT = 51_200
 ON_FAILURE_CHOICES = ("rollback", "delete", "do-nothing")
@@ -52,6 +61,7 @@ class DeployRequest:
     termination_protection: bool = False
     on_failure: str = "rollback"
     timeout_minutes: float = 30.0
+    reserved_concurrency: int = 0
 
     @property
     def timeout_s(self) -> float:
@@ -232,10 +242,12 @@ def plan_deploy(client: DeployClient, request: DeployRequest, progress: Progress
         raise ConfigError(f"--on-failure {request.on_failure!r}: choose one of {', '.join(ON_FAILURE_CHOICES)}")
     template = parse_template(request.template_body)
     check_parameters(template, request.parameters)
+    check_environment_suffix(request.parameters, request.env)
     stack = wait_until_settled(client, request.stack_name, request.timeout_s, progress)
     if stack is not None and stack.status in REFUSED_STATES:
         reason = REFUSED_STATES[stack.status].format(env=request.env, stack=request.stack_name)
         raise DeployError(f"stack {request.stack_name} is in {stack.status}: {reason}")
+    preflight(client, request, template, stack, progress)
     source = template_source(client, request, progress)
     if stack is not None and stack.status in RECREATE_STATES:
         return DeployPlan(request=request, action="recreate", stack=stack, changes=create_changes(template),
@@ -261,6 +273,38 @@ def plan_deploy(client: DeployClient, request: DeployRequest, progress: Progress
     return DeployPlan(request=request, action="create" if creating else "update", stack=stack,
                       changes=described.changes, source=source, change_set_id=change_set_id, stack_id=stack_id,
                       created_review_stack=creating)
+
+
+def preflight(client: DeployClient, request: DeployRequest, template: Mapping[str, Any], stack: Stack | None,
+              progress: Progress = _quiet) -> None:
+    """What AWS would refuse later, refused now (before the template upload and the change set).
+
+    An update: no replacement AWS refuses, no change to an export another stack imports. Any deploy: the
+    processor's reserved concurrency fits the account.
+    """
+    if stack is not None and stack.status not in CREATE_STATES and stack.status not in RECREATE_STATES:
+        deployed = _deployed_template(client, stack)
+        replaced = check_replacements(deployed, template, request.env)
+        if replaced:
+            progress("the update replaces " + ", ".join(f"{r.logical_id} ({', '.join(r.properties)})"
+                                                       for r in replaced))
+        outputs = [{"OutputKey": key, "ExportName": name} for key, name in stack.exports]
+        check_exports(client.cloudformation, outputs, changing_outputs(deployed, template, replaced))
+    if request.reserved_concurrency and client.lambda_ is not None:
+        function = naming.function_name_pattern().replace("${EnvironmentSuffix}", request.env)
+        try:
+            checked = check_account_concurrency(client.lambda_, function, request.reserved_concurrency)
+        except AwsError as exc:
+            progress(f"warning: could not check the account's Lambda concurrency ({exc}); if the deploy fails "
+                     "with \"decreases account's UnreservedConcurrentExecution below its minimum value\", raise "
+                     f"{CONCURRENCY_QUOTA} or set processor.reserved_concurrency = 0")
+            return
+        progress(checked.message())
+
+
+def _deployed_template(client: DeployClient, stack: Stack) -> dict[str, Any]:
+    body = client.get_template(stack.stack_id)
+    return dict(body) if isinstance(body, Mapping) else parse_template(str(body))
 
 
 def _delete_review_stack(client: DeployClient, stack_id: str) -> None:

@@ -199,6 +199,67 @@ def _kinesis_lambda_trigger(patches: Patches) -> None:
     patches.setattr(LambdaBackend, "send_kinesis_message", send_kinesis_message)
 
 
+def _fix_list_imports(patches: Patches) -> None:
+    """ListImports is missing from moto; deploy calls it before changing an export ("you can't modify or remove
+    an output value that is referenced by another stack"). Answer it from the live stacks' Fn::ImportValue of a
+    literal name, with CloudFormation's error when nothing imports it."""
+    from moto.cloudformation.exceptions import ValidationError
+    from moto.cloudformation.responses import CloudFormationResponse
+    from moto.core.responses import ActionResult
+
+    def imported_names(node: Any) -> set[str]:
+        if isinstance(node, list):
+            return set().union(*(imported_names(item) for item in node)) if node else set()
+        if not isinstance(node, dict):
+            return set()
+        found = {node["Fn::ImportValue"]} if isinstance(node.get("Fn::ImportValue"), str) else set()
+        return found.union(*(imported_names(item) for item in node.values()))
+
+    def list_imports(self: Any) -> Any:
+        export_name = self._get_param("ExportName")
+        stacks = sorted(stack.name for stack in self.cloudformation_backend.stacks.values()
+                        if not stack.status.startswith("DELETE") and export_name in imported_names(stack.template_dict))
+        if not stacks:
+            raise ValidationError(message=f"Export '{export_name}' is not imported by any stack.")
+        return ActionResult({"Imports": stacks})
+
+    patches.setattr(CloudFormationResponse, "list_imports", list_imports)
+
+
+def _fix_kinesis_shard_scans(patches: Patches) -> None:
+    """A Kinesis shard walks all its records from the first on every GetRecords, and lists all its keys to find
+    the last sequence number on every put: both grow with the shard, so a long ``iotpipe local`` run slows down
+    without bound. Sequence numbers in a moto shard are consecutive integers (``put_record`` uses last + 1), so
+    both can start where they are needed."""
+    from moto.kinesis.models import Record, Shard
+
+    def get_min_sequence_number(self: Any) -> int:
+        return next(iter(self.records)) if self.records else 0
+
+    def get_max_sequence_number(self: Any) -> int:
+        return next(reversed(self.records)) if self.records else 0
+
+    def get_records(self: Any, last_sequence_id: str, limit: int | None) -> tuple[list[Record], int, int]:
+        last = int(last_sequence_id)
+        results: list[Record] = []
+        if not self.records:
+            return results, last, 0
+        newest = self.records[next(reversed(self.records))]
+        sequence = max(last + 1, next(iter(self.records)))
+        while sequence <= newest.sequence_number and (limit is None or len(results) < limit):
+            record = self.records.get(sequence)
+            if record is not None:
+                results.append(record)
+                last = sequence
+            sequence += 1
+        behind = newest.created_at - results[-1].created_at if results else 0.0
+        return results, last, int(behind * 1000)
+
+    patches.setattr(Shard, "get_min_sequence_number", get_min_sequence_number)
+    patches.setattr(Shard, "get_max_sequence_number", get_max_sequence_number)
+    patches.setattr(Shard, "get_records", get_records)
+
+
 FIXES: tuple[Callable[[Patches], None], ...] = (
     _thing_attribute_payload,
     _change_set_outputs,
@@ -208,4 +269,6 @@ FIXES: tuple[Callable[[Patches], None], ...] = (
     _termination_protection,
     _fix_iot_endpoint_custom_resource,
     _kinesis_lambda_trigger,
+    _fix_list_imports,
+    _fix_kinesis_shard_scans,
 )
