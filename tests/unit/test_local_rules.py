@@ -664,6 +664,15 @@ def test_error_action_failure_is_counted_and_reported(aws: dict[str, Any], engin
     assert "SensorDataRule_dev" in problem and "sensor/d1/data" in problem and "NoSuchBucket" in problem
 
 
+def test_on_problem_runs_after_the_batch_is_counted(aws: dict[str, Any], engines: list[RuleEngine]) -> None:
+    seen: list[RuleEngineStats] = []
+    engine = make_engine(aws, engines, on_problem=lambda problem: seen.append(engine.stats))
+    engine.on_message("sensor/d1/data", b"not json", None)
+    engine.on_message("sensor/d1/data", reading("d1", 1), None)
+    engine.flush()
+    assert len(seen) == 1 and seen[0].sql_failed == 1 and seen[0].actions_ok == 1
+
+
 def test_rule_without_error_action_reports_the_lost_message(aws: dict[str, Any],
                                                            engines: list[RuleEngine]) -> None:
     problems: list[str] = []

@@ -1312,7 +1312,8 @@ class RuleEngine:
     def flush(self) -> None:
         """Deliver everything queued so far (waits for a batch in flight; for tests and shutdown)."""
         with self._processing:
-            self._process(self._take())
+            problems = self._process(self._take())
+        self._report(problems)  # outside the lock: on_problem may call back into the engine
 
     def close(self) -> None:
         """Deliver what is queued, then stop the thread; idempotent. Later messages are counted as dropped."""
@@ -1351,9 +1352,10 @@ class RuleEngine:
                     self._condition.wait(remaining)
             with self._processing:
                 try:
-                    self._process(self._take())
+                    problems = self._process(self._take())
                 except Exception as exc:  # never let the thread die: report and keep serving
-                    self._report([f"rule engine batch failed: {_describe(exc)}"])
+                    problems = [f"rule engine batch failed: {_describe(exc)}"]
+            self._report(problems)
 
     def _take(self) -> list[tuple[str, bytes, str | None, int]]:
         with self._condition:
@@ -1362,9 +1364,10 @@ class RuleEngine:
         return items
 
     # -- processing (always under self._processing)
-    def _process(self, items: list[tuple[str, bytes, str | None, int]]) -> None:
+    def _process(self, items: list[tuple[str, bytes, str | None, int]]) -> list[str]:
+        """Run the rules on ``items``; the problems to report (one line per lost message)."""
         if not items:
-            return
+            return []
         counts = dict.fromkeys(_COUNTERS, 0)
         problems: list[str] = []
         invocations: list[_Invocation] = []
@@ -1379,7 +1382,7 @@ class RuleEngine:
         with self._condition:
             for key, value in counts.items():
                 self._counts[key] += value
-        self._report(problems)
+        return problems
 
     def _targets(self, topic: str) -> tuple[TopicRule, ...]:
         routes = self._routes.get(topic)
