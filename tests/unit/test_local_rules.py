@@ -755,6 +755,17 @@ def test_close_delivers_queued_messages_and_is_idempotent(aws: dict[str, Any], e
     assert engine.stats.dropped == 1 and engine.stats.actions_ok == 3
 
 
+def test_queue_overflow_is_counted_and_reported(aws: dict[str, Any], engines: list[RuleEngine]) -> None:
+    problems: list[str] = []
+    engine = make_engine(aws, engines, flush_interval_s=60, max_pending=2, on_problem=problems.append)
+    for n in range(3):
+        engine.on_message("sensor/d1/data", reading("d1", n), None)
+    engine.flush()
+    assert [json.loads(r["Data"])["seq"] for r in stream_records(aws["kinesis"])] == [0, 1]
+    assert engine.stats.dropped == 1 and engine.stats.actions_ok == 2
+    assert problems == ["message on sensor/d1/data dropped: 2 messages are already waiting for the rules"]
+
+
 def test_engine_refuses_duplicate_rule_names(aws: dict[str, Any]) -> None:
     rule = rule_from_properties(pipeline_rule_properties())
     with pytest.raises(RuleError, match="SensorDataRule_dev appear more than once"):
