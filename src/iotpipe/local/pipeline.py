@@ -256,7 +256,7 @@ class LocalPipeline:
         if previous is not None:
             previous.stop()
         self.progress(f"running {len(rules)} topic rule(s), {len(runners)} event source mapping(s), "
-                      f"{len(functions)} function(s) of stack {stack.name}")
+                      f"{len(functions)} function(s) of stack {stack.name} (version {stack.digest[:12]})")
 
     def _unwire(self) -> None:
         with self._wiring_lock:
@@ -284,7 +284,7 @@ class LocalPipeline:
                 self.progress(f"stack {self.state.stack_name} is gone: the rule and the mapping stopped")
                 self._unwire()
             return
-        if current is not None and current.stack.last_updated == stack.last_updated:
+        if current is not None and _same_deployment(current.stack, stack):
             return
         if not _settled(factory, self.state.stack_name):
             return
@@ -336,6 +336,11 @@ def _function_arn(stack: DeployedStack, name_or_arn: str) -> str:
     if name_or_arn.startswith("arn:"):
         return name_or_arn
     return f"arn:aws:lambda:{stack.region}:{stack.account_id}:function:{name_or_arn}"
+
+
+def _same_deployment(old: DeployedStack, new: DeployedStack) -> bool:
+    """True when nothing the runners read changed (moto leaves LastUpdatedTime alone on updates)."""
+    return (old.template, old.parameters, old.physical_ids) == (new.template, new.parameters, new.physical_ids)
 
 
 def _settled(factory: Any, stack_name: str) -> bool:

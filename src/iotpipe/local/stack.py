@@ -8,6 +8,7 @@ and physical resource ids, as CloudFormation would have.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -41,6 +42,12 @@ class DeployedStack:
     parameters: Mapping[str, str]
     physical_ids: Mapping[str, str]
     last_updated: str
+
+    @property
+    def digest(self) -> str:
+        """A short fingerprint of what was deployed (template and parameters), shown when the runners rewire."""
+        data = json.dumps([self.template, self.parameters], sort_keys=True, default=str).encode("utf-8")
+        return hashlib.sha256(data).hexdigest()
 
     def resources_of_type(self, resource_type: str) -> dict[str, Mapping[str, Any]]:
         """Logical id -> resource definition, for every resource of ``resource_type``."""

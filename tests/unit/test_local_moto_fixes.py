@@ -1,0 +1,81 @@
+"""The moto fixes iotpipe owns: on the shared test server and in ``python -m iotpipe.local.moto_server``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from iotpipe.local.pipeline import free_port
+
+REGION = "us-east-1"
+TEMPLATE = json.dumps({
+    "Resources": {
+        "Policy": {"Type": "AWS::IoT::Policy", "Properties": {
+            "PolicyName": "DevicePolicy-x",
+            "PolicyDocument": {"Version": "2012-10-17",
+                               "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}}},
+        "Thing": {"Type": "AWS::IoT::Thing", "Properties": {
+            "ThingName": "device-x", "AttributePayload": {"Attributes": {"location": "floor"}}}},
+        "Stream": {"Type": "AWS::Kinesis::Stream", "Properties": {"Name": "s-x", "ShardCount": 1}},
+    },
+    "Outputs": {"PolicyName": {"Value": {"Ref": "Policy"}}, "ThingName": {"Value": {"Ref": "Thing"}}},
+})
+
+
+def client(service: str, endpoint: str) -> Any:
+    return boto3.client(service, endpoint_url=endpoint, region_name=REGION)
+
+
+def create(endpoint: str, name: str, protect: bool = False) -> dict[str, str]:
+    cloudformation = client("cloudformation", endpoint)
+    cloudformation.create_stack(StackName=name, TemplateBody=TEMPLATE, EnableTerminationProtection=protect)
+    stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+
+
+def test_ref_of_iot_policy_and_thing_is_their_name(moto_endpoint: str) -> None:
+    assert create(moto_endpoint, "refs") == {"PolicyName": "DevicePolicy-x", "ThingName": "device-x"}
+    iot = client("iot", moto_endpoint)
+    assert iot.describe_thing(thingName="device-x")["attributes"] == {"location": "floor"}
+
+
+def test_termination_protection_is_kept_and_enforced(moto_endpoint: str) -> None:
+    create(moto_endpoint, "protected", protect=True)
+    cloudformation = client("cloudformation", moto_endpoint)
+    with pytest.raises(ClientError, match="cannot be deleted while TerminationProtection is enabled"):
+        cloudformation.delete_stack(StackName="protected")
+    cloudformation.update_termination_protection(StackName="protected", EnableTerminationProtection=False)
+    assert cloudformation.describe_stacks(StackName="protected")["Stacks"][0]["EnableTerminationProtection"] is False
+    cloudformation.delete_stack(StackName="protected")
+    iot = client("iot", moto_endpoint)
+    assert iot.list_things()["things"] == []  # the stack's delete removed what it created
+    assert iot.list_policies()["policies"] == []
+
+
+def test_python_m_iotpipe_local_moto_server_serves_the_fixes() -> None:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "iotpipe.local.moto_server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert create(endpoint, "own-server", protect=True)["PolicyName"] == "DevicePolicy-x"
+        with pytest.raises(ClientError, match="TerminationProtection"):
+            client("cloudformation", endpoint).delete_stack(StackName="own-server")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
