@@ -334,6 +334,13 @@ def test_outgoing_json_is_always_valid() -> None:
     assert json.loads(to_json(out))["big"] == float("inf")
 
 
+def test_numbers_beyond_a_double_do_not_break_evaluation() -> None:
+    sql = ("SELECT big % 2 AS m, ceil(big) AS c, big + 1 AS p, big > 1 AS gt, -big AS n, "
+           "99999999999999999999 * 99999999999999999999 AS huge FROM 'a'")
+    out = run(sql, b'{"big": 1e400}', "a")
+    assert to_json(out) == b'{"gt":true,"n":-1E+400,"huge":1e+40}'
+
+
 def test_parse_payload() -> None:
     assert parse_payload(b"") == {}
     assert parse_payload(b'{"a": {"b": 1.0}}') == {"a": {"b": 1}}

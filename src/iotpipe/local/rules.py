@@ -297,7 +297,7 @@ def _arithmetic(op: str, version: str) -> Callable[[Any, Any], Any]:
                 return UNDEFINED
             return a_text + b_text
         a, b = _to_number(left), _to_number(right)
-        if a is UNDEFINED or b is UNDEFINED:
+        if a is UNDEFINED or b is UNDEFINED or not (_finite(a) and _finite(b)):
             return UNDEFINED
         if isinstance(a, int) and isinstance(b, int):
             return _int_arithmetic(op, a, b)
@@ -306,17 +306,28 @@ def _arithmetic(op: str, version: str) -> Callable[[Any, Any], Any]:
     return apply
 
 
+def _finite(number: Any) -> bool:
+    """Whether a number fits a double (JSON Decimals beyond it are kept as Decimal and not computed with)."""
+    return math.isfinite(number) if isinstance(number, float) else abs(number) < _DOUBLE_MAX
+
+
+_DOUBLE_MAX = Decimal("1.7976931348623157e308")
+_INT_LIMIT = 10**34  # Data types: Int is "A discrete Int. 34 digits maximum."
+
+
 def _int_arithmetic(op: str, a: int, b: int) -> Any:
     if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    if b == 0:
+        result = a + b
+    elif op == "-":
+        result = a - b
+    elif op == "*":
+        result = a * b
+    elif b == 0:
         return UNDEFINED
-    quotient = abs(a) // abs(b) * (1 if (a >= 0) == (b >= 0) else -1)  # Int / Int truncates toward zero
-    return quotient if op == "/" else a - b * quotient
+    else:
+        quotient = abs(a) // abs(b) * (1 if (a >= 0) == (b >= 0) else -1)  # Int / Int truncates toward zero
+        result = quotient if op == "/" else a - b * quotient
+    return result if abs(result) < _INT_LIMIT else _float_arithmetic(op, float(a), float(b))
 
 
 def _float_arithmetic(op: str, a: float, b: float) -> Any:
@@ -448,7 +459,9 @@ def _number_function(apply: Callable[[Any], Any]) -> Callable[[list[Expr], str],
 
         def call(m: _Message) -> Any:
             number = _to_number(fn(m))
-            return UNDEFINED if number is UNDEFINED else _whole(apply(number), version)
+            if number is UNDEFINED or not _finite(number):
+                return UNDEFINED
+            return _whole(apply(float(number) if isinstance(number, Decimal) else number), version)
 
         return call
 
@@ -1419,21 +1432,28 @@ class RuleEngine:
                 message = parsed[version] = _message(payload, version, rule_topic, client_id, now)
             try:
                 out = rule.query.run(message)
+                data = None if out is None else out if isinstance(out, bytes) else to_json(out)
             except Exception as exc:  # RuleEvaluationError, or anything a strange payload provokes
+                # No error action: "The error handling covered in this topic is for rule actions. To debug SQL
+                # issues ... set up AWS IoT logging" (Error handling); here on_problem is that log.
                 counts["sql_failed"] += 1
                 counts["dropped"] += 1
                 reason = str(exc) if isinstance(exc, RuleEvaluationError) else _describe(exc)
                 problems.append(f"rule {rule.name}: message on {topic} dropped: {reason}")
                 continue
-            if out is None:
+            if data is None:
                 counts["filtered"] += 1
                 continue
             counts["matched"] += 1
-            data = out if isinstance(out, bytes) else to_json(out)
             invocation = _Invocation(rule, message, topic, [])
             invocations.append(invocation)
             for action in rule.actions:
-                self._start_action(action, invocation, data, counts, records)
+                try:
+                    self._start_action(action, invocation, data, counts, records)
+                except Exception as exc:  # a template that cannot render must not take the batch down
+                    counts["actions_failed"] += 1
+                    invocation.failures.append({"failedAction": type(action).__name__, "failedResource": "",
+                                                "errorMessage": f"Failed to run the action: {_describe(exc)}"})
 
     def _start_action(self, action: Action, invocation: _Invocation, data: bytes, counts: dict[str, int],
                       records: dict[str, list[_Record]]) -> None:
