@@ -3,7 +3,7 @@
 PYTHON ?= python3
 NODE_DIR := handler/node
 
-.PHONY: install test lint pytest node-test render bench bench-broker golden clean
+.PHONY: install test lint pytest node-test render bench bench-broker bench-local golden clean
 
 install:
 	$(PYTHON) -m pip install --upgrade pip
@@ -38,6 +38,9 @@ bench:
 
 bench-broker:
 	$(PYTHON) bench/bench_broker.py
+
+bench-local:
+	$(PYTHON) bench/bench_local.py
 
 clean:
 	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache src/*.egg-info
