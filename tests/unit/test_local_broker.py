@@ -369,3 +369,77 @@ def test_a_stuck_on_message_fills_a_bounded_queue_and_does_not_hold_up_stop(
     finally:
         release.set()
         broker.stop()
+
+
+def _connect_result(port: int, client_id: str) -> tuple[mqtt.Client, str]:
+    """Connect and wait for the CONNACK; returns the client (looping) and the reason code's text."""
+    done = threading.Event()
+    result: list[str] = []
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv311, reconnect_on_failure=False)
+
+    def on_connect(_c: object, _u: object, _f: object, reason_code: object, _p: object) -> None:
+        result.append(str(reason_code))
+        done.set()
+
+    client.on_connect = on_connect
+    client.connect("127.0.0.1", port, keepalive=30)
+    client.loop_start()
+    done.wait(5)
+    return client, (result[0] if result else "no CONNACK")
+
+
+@pytest.mark.mqtt
+def test_the_device_policy_refuses_unregistered_client_ids(started) -> None:
+    asked: list[str] = []
+
+    def is_registered(client_id: str) -> bool:
+        asked.append(client_id)
+        if client_id == "broken":
+            raise RuntimeError("registry unavailable")
+        return client_id == "press-1"
+
+    broker, _ = started("amqtt", policy=broker_module.DevicePolicy(is_registered))
+    outcomes = {}
+    for client_id in ("press-1", "intruder", "broken"):
+        client, outcome = _connect_result(broker.port, client_id)
+        outcomes[client_id] = outcome
+        _close(client)
+    assert outcomes["press-1"] == "Success"
+    assert outcomes["intruder"] != "Success" and outcomes["intruder"] != "no CONNACK"
+    assert outcomes["broken"] == outcomes["intruder"]
+    assert asked == ["press-1", "intruder", "broken"]
+    assert broker.stats.connections_refused == 2
+
+
+@pytest.mark.mqtt
+def test_the_device_policy_keeps_a_device_to_its_own_topics(started) -> None:
+    policy = broker_module.DevicePolicy(lambda client_id: client_id in {"press-1", "press-2"})
+    broker, inbox = started("amqtt", policy=policy)
+    client, outcome = _connect_result(broker.port, "press-1")
+    granted: list[list[str]] = []
+    subscribed = threading.Event()
+
+    def on_subscribe(_c: object, _u: object, _mid: object, codes: list[object], _p: object) -> None:
+        granted.append([str(code) for code in codes])
+        subscribed.set()
+
+    client.on_subscribe = on_subscribe
+    try:
+        assert outcome == "Success"
+        for topic in ("sensor/press-2/data", "$aws/rules/SensorRule/sensor/press-1/data", "sensor/press-1/data"):
+            client.publish(topic, topic.encode(), qos=1).wait_for_publish(5)
+        client.subscribe([("sensor/press-2/commands", 1), ("sensor/press-1/commands", 1)])
+        assert subscribed.wait(5)
+        messages = inbox.wait_for(1)
+        time.sleep(0.2)
+    finally:
+        _close(client)
+    assert inbox.messages == messages == [("sensor/press-1/data", b"sensor/press-1/data", "press-1")]
+    assert broker.stats.publishes_denied == 2
+    assert granted[0][0] != "Granted QoS 1" and granted[0][1] == "Granted QoS 1"
+
+
+def test_the_device_policy_needs_the_embedded_broker(tmp_path: Path) -> None:
+    with pytest.raises(LocalError, match=r"device policy needs the embedded broker, not mosquitto: use --broker amqtt"):
+        start_broker(BrokerSpec("mosquitto"), tmp_path, Inbox(), policy=broker_module.DevicePolicy(lambda _: True))

@@ -10,7 +10,8 @@ including the basic-ingest topics ``$aws/rules/...`` that a ``#`` subscription d
 - **amqtt** (``pip install 'iotpipe[local]'``) runs in-process on its own event loop thread; a broker plugin
   feeds messages with the publisher's client id (AWS IoT SQL ``clientid()``). ``$aws/rules/...`` publishes, which
   amqtt would refuse (it closes the connection of a client publishing to a ``$`` topic), are fed to the rule
-  engine and, like AWS IoT basic ingest, not delivered to subscribers.
+  engine and, like AWS IoT basic ingest, not delivered to subscribers. With a ``DevicePolicy`` it enforces the
+  template's device policy: registered things only, each publishing to its own ``sensor/<thing>/data``.
 
 Default for ``auto``: mosquitto when it is installed, amqtt otherwise. ``make bench-broker`` on the 2-core
 development machine (4 paho publisher processes, 121-byte JSON, 20,000 messages per row, three runs while other
@@ -56,7 +57,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from iotpipe.errors import ConfigError, LocalError
 
@@ -69,7 +70,9 @@ BASIC_INGEST_PREFIX = "$aws/rules/"
 FEED_QUEUE_SIZE = 100_000
 # mosquitto is often in /usr/sbin, which is not on a normal user's PATH.
 MOSQUITTO_FALLBACKS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
-INSTALL_MOSQUITTO = "install it with `sudo apt-get install mosquitto` (or `brew install mosquitto`)"
+INSTALL_MOSQUITTO = (
+    "install it with `sudo apt-get install mosquitto` (or `brew install mosquitto`), or use --broker amqtt"
+)
 INSTALL_AMQTT = "install it with `pip install 'iotpipe[local]'`"
 PORT_RETRIES = 3
 LOG_TAIL_LINES = 15
@@ -87,6 +90,26 @@ class BrokerSpec:
     kind: str = "auto"
     host: str = "127.0.0.1"
     port: int = 0
+
+
+@dataclass(frozen=True)
+class DevicePolicy:
+    """The device policy the embedded broker enforces, as the template's SensorDevicePolicy does on AWS IoT.
+
+    A client connects only with the client id of a registered thing (``is_registered``, called off the event
+    loop on each CONNECT), publishes only to ``sensor/<client id>/data`` (not basic ingest: the policy does not
+    grant ``$aws/rules/...``), subscribes to and receives only ``sensor/<client id>/commands``.
+    """
+
+    is_registered: Callable[[str], bool]
+    publish_topic: str = "sensor/{client_id}/data"
+    command_topic: str = "sensor/{client_id}/commands"
+
+    def allows(self, action: str, client_id: str, topic: str) -> bool:
+        """Whether ``client_id`` may ``action`` (publish | subscribe | receive) on ``topic``."""
+        if action == "publish":
+            return topic == self.publish_topic.format(client_id=client_id)
+        return topic == self.command_topic.format(client_id=client_id)
 
 
 @dataclass(frozen=True)
@@ -109,6 +132,8 @@ class BrokerStats:
     feed_disconnects: int
     last_feed_error: str | None
     broker_running: bool
+    connections_refused: int = 0
+    publishes_denied: int = 0
 
 
 def resolve_kind(kind: str) -> str:
@@ -153,12 +178,14 @@ def start_broker(
     *,
     ready_timeout_s: float = 5,
     on_feed_lost: OnFeedLost | None = None,
+    policy: DevicePolicy | None = None,
 ) -> RunningBroker:
     """Start the broker of ``spec`` and its feed; return once a message published now reaches ``on_message``.
 
     ``on_message(topic, payload, client_id)`` runs on one dispatcher thread, in arrival order; an exception in
     it is counted in ``stats`` and does not stop the feed. ``on_feed_lost(reason)`` is called (on the feed's
-    thread) when the feed loses the broker unexpectedly. Config and log files go to ``workdir``.
+    thread) when the feed loses the broker unexpectedly. Config and log files go to ``workdir``. ``policy``
+    (amqtt only) refuses clients that are not registered things and drops publishes outside their own topic.
 
     mosquitto dies with the thread that started it (``PR_SET_PDEATHSIG``): call this from a thread that lives
     as long as the broker, such as the main thread. Raises LocalError when the port is in use, the kind is not
@@ -166,6 +193,11 @@ def start_broker(
     """
     _validate(spec)
     kind = resolve_kind(spec.kind)
+    if policy is not None and kind != "amqtt":
+        raise LocalError(
+            f"enforcing the device policy needs the embedded broker, not {kind}: use --broker amqtt "
+            f"({INSTALL_AMQTT} if it is missing)"
+        )
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if spec.port:
@@ -177,7 +209,7 @@ def start_broker(
         if kind == "mosquitto":
             backend = _start_mosquitto(spec, workdir, dispatcher, feed, ready_timeout_s)
         else:
-            backend = _start_amqtt(spec, dispatcher, feed, ready_timeout_s)
+            backend = _start_amqtt(spec, dispatcher, feed, ready_timeout_s, policy)
     except BaseException:
         dispatcher.close(0)
         raise
@@ -221,6 +253,7 @@ class RunningBroker:
         """Counters of the feed and dispatcher, and whether the broker still runs."""
         received, forwarded, errors, last_error, high_water = self._dispatcher.counters()
         connected, disconnects, last_feed_error = self._feed.snapshot()
+        refused, denied = self._backend.policy_counts()
         return BrokerStats(
             kind=self.kind,
             messages_received=received,
@@ -233,6 +266,8 @@ class RunningBroker:
             feed_disconnects=disconnects,
             last_feed_error=last_feed_error,
             broker_running=not self._stopped and self._backend.running(),
+            connections_refused=refused,
+            publishes_denied=denied,
         )
 
     def stop(self, timeout_s: float = 3) -> None:
@@ -366,6 +401,10 @@ class _Backend:
 
     port: int
     pid: int | None = None
+
+    def policy_counts(self) -> tuple[int, int]:
+        """Connections refused and publishes denied by the device policy."""
+        return 0, 0
 
     def running(self) -> bool:
         """Whether the broker still serves."""
@@ -687,6 +726,9 @@ class _AmqttBackend(_Backend):
         self.broker = broker
         self.port = port
 
+    def policy_counts(self) -> tuple[int, int]:
+        return int(self.broker.refused), int(self.broker.denied)
+
     def running(self) -> bool:
         return self.thread.is_alive() and str(self.broker.transitions.state) == "started"
 
@@ -717,19 +759,23 @@ def _stop_loop(loop: Any, thread: threading.Thread, timeout_s: float) -> None:
 
 
 @functools.cache
-def _amqtt_classes() -> tuple[type, type]:
-    """The broker subclass and the feed plugin (amqtt is imported only when used)."""
+def _amqtt_classes() -> dict[str, type]:
+    """The broker subclass and the plugins, by name (amqtt is imported only when used)."""
     import asyncio
 
     from amqtt.broker import Broker
     from amqtt.contexts import Action
-    from amqtt.plugins.base import BasePlugin
+    from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
 
     class IotBroker(Broker):
         """amqtt, plus AWS IoT basic ingest: ``$aws/rules/...`` publishes go to the feed, not to subscribers."""
 
         feed: Callable[[str, bytes, str | None], None] | None = None
+        policy: DevicePolicy | None = None
         writers: set[Any]
+        # written on the event loop thread only
+        refused = 0
+        denied = 0
 
         async def stream_connected(self, reader: Any, writer: Any, listener_name: str) -> None:
             if not hasattr(self, "writers"):
@@ -764,50 +810,98 @@ def _amqtt_classes() -> tuple[type, type]:
     class FeedPlugin(BasePlugin):
         """Hands every message the broker will distribute to the feed, with its publisher's client id."""
 
-        sink: Callable[[str, bytes, str | None], None] | None = None
+        broker: IotBroker | None = None
 
         async def on_broker_message_broadcast(self, *, client_id: str, message: Any) -> None:
-            if self.sink is not None:
-                self.sink(message.topic, bytes(message.data or b""), client_id)
+            if self.broker is not None and self.broker.feed is not None:
+                self.broker.feed(message.topic, bytes(message.data or b""), client_id)
 
-    return IotBroker, FeedPlugin
+    class PolicyAuthPlugin(BaseAuthPlugin):
+        """Refuses a CONNECT whose client id is not a registered thing."""
+
+        broker: IotBroker | None = None
+
+        async def authenticate(self, *, session: Any) -> bool | None:
+            broker = self.broker
+            if broker is None or broker.policy is None:
+                return None
+            client_id = str(session.client_id or "")
+            try:
+                registered = bool(await asyncio.get_running_loop().run_in_executor(
+                    None, broker.policy.is_registered, client_id))
+            except Exception:
+                _log.exception("device policy: checking client id %r failed; refusing it", client_id)
+                registered = False
+            if not registered:
+                broker.refused += 1
+                _log.warning("device policy: refused client id %r (not a registered thing)", client_id)
+            return registered
+
+    class PolicyTopicPlugin(BaseTopicPlugin):
+        """Allows publish, subscribe and receive only on the client's own topics."""
+
+        broker: IotBroker | None = None
+
+        async def topic_filtering(
+            self, *, session: Any = None, topic: str | None = None, action: Any = None
+        ) -> bool | None:
+            broker = self.broker
+            if broker is None or broker.policy is None or session is None:
+                return None
+            allowed = broker.policy.allows(str(action), str(session.client_id), topic or "")
+            if not allowed and action == Action.PUBLISH:
+                broker.denied += 1
+                _log.warning("device policy: %s may not publish to %s", session.client_id, topic)
+            return allowed
+
+    return {"broker": IotBroker, "feed": FeedPlugin, "auth": PolicyAuthPlugin, "topic": PolicyTopicPlugin}
 
 
-_FEED_PLUGIN = f"{__name__}._AmqttFeedPlugin"
+_PLUGIN_NAMES = {"_AmqttFeedPlugin": "feed", "_AmqttPolicyAuthPlugin": "auth", "_AmqttPolicyTopicPlugin": "topic"}
 
 
 def __getattr__(name: str) -> Any:
-    # amqtt loads plugins by dotted path; the class exists only once amqtt is imported
-    if name == "_AmqttFeedPlugin":
-        return _amqtt_classes()[1]
+    # amqtt loads plugins by dotted path; these classes exist only once amqtt is imported
+    if name in _PLUGIN_NAMES:
+        return _amqtt_classes()[_PLUGIN_NAMES[name]]
     raise AttributeError(name)
 
 
-def amqtt_config(host: str, port: int) -> dict[str, Any]:
-    """amqtt's configuration: one TCP listener, anonymous clients, the feed plugin, no $SYS topics."""
-    return {
-        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
-        "plugins": {
-            "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
-            _FEED_PLUGIN: {},
-        },
+def amqtt_config(host: str, port: int, *, policy: bool = False) -> dict[str, Any]:
+    """amqtt's configuration: one TCP listener, anonymous clients, the feed (and policy) plugins, no $SYS."""
+    plugins: dict[str, Any] = {
+        "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+        f"{__name__}._AmqttFeedPlugin": {},
     }
+    if policy:
+        plugins[f"{__name__}._AmqttPolicyAuthPlugin"] = {}
+        plugins[f"{__name__}._AmqttPolicyTopicPlugin"] = {}
+    return {"listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}}, "plugins": plugins}
 
 
-def _start_amqtt(spec: BrokerSpec, dispatcher: _Dispatcher, feed: _FeedState, ready_timeout_s: float) -> _AmqttBackend:
+def _start_amqtt(
+    spec: BrokerSpec,
+    dispatcher: _Dispatcher,
+    feed: _FeedState,
+    ready_timeout_s: float,
+    policy: DevicePolicy | None,
+) -> _AmqttBackend:
     import asyncio
 
     if not amqtt_available():
         raise LocalError(f"the amqtt broker is not installed: {INSTALL_AMQTT}")
-    broker_class, plugin_class = _amqtt_classes()
+    classes = _amqtt_classes()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="iotpipe-amqtt", daemon=True)
     thread.start()
 
     async def start() -> Any:
-        broker = broker_class(amqtt_config(spec.host, spec.port), loop=loop)
+        broker = classes["broker"](amqtt_config(spec.host, spec.port, policy=policy is not None), loop=loop)
         broker.feed = dispatcher.put
-        broker.plugins_manager.get_plugin(plugin_class.__name__).sink = dispatcher.put
+        broker.policy = policy
+        for plugin in broker.plugins_manager.plugins:
+            if isinstance(plugin, (classes["feed"], classes["auth"], classes["topic"])):
+                cast(Any, plugin).broker = broker
         await broker.start()
         return broker
 
