@@ -628,3 +628,50 @@ def test_records_read_all_end_somewhere(stream: Stream) -> None:
     documents = failure_documents(stream, url)
     assert sum(d["KinesisBatchInfo"]["batchSize"] for d in documents) == stats.sent_to_destination
     assert stats.batches_to_destination == len(documents) >= 3
+
+
+# -- payload bound and the moto fix ----------------------------------------------------------------------------------
+
+
+def test_a_batch_stays_under_the_6_mb_invocation_payload(stream: Stream) -> None:
+    # Each record is ~1.3 MB once base64 encoded in the event: four fit in 6 MB, the fifth starts the next batch.
+    values = [str(i) * 1_000_000 for i in range(6)]
+    for value in values:
+        stream.put(value)
+    function = FakeFunction()
+    runner = runner_for(stream, function, batch_size=100)
+    assert runner.run_once() == 6
+    assert [len(batch) for batch in function.batches()] == [4, 2]
+    assert function.batches()[0] + function.batches()[1] == values
+    assert all(len(json.dumps(event)) <= 6 * 1024 * 1024 for event in function.events)
+
+
+def test_moto_shard_reads_page_through_the_shard_in_order(stream: Stream) -> None:
+    from moto.kinesis.models import Shard
+
+    from iotpipe.local import moto_fixes
+
+    moto_fixes.apply()
+    assert Shard.get_records.__qualname__.startswith("_fix_kinesis_shard_scans")
+    sequences = stream.put(*[f"r{i}" for i in range(23)])
+    assert [int(s) for s in sequences] == list(range(int(sequences[0]), int(sequences[0]) + 23))
+    kinesis, shard = stream.kinesis, "shardId-000000000000"
+    iterator = kinesis.get_shard_iterator(StreamARN=stream.arn, ShardId=shard,
+                                          ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                                          StartingSequenceNumber=sequences[2])["ShardIterator"]
+    seen: list[str] = []
+    behind: list[int] = []
+    for _ in range(10):
+        page = kinesis.get_records(StreamARN=stream.arn, ShardIterator=iterator, Limit=7)
+        if not page["Records"]:
+            break
+        seen += [record["SequenceNumber"] for record in page["Records"]]
+        behind.append(page["MillisBehindLatest"])
+        iterator = page["NextShardIterator"]
+    assert seen == sequences[3:]
+    assert behind[-1] == 0 and all(ms >= 0 for ms in behind)
+    latest = kinesis.get_shard_iterator(StreamARN=stream.arn, ShardId=shard,
+                                        ShardIteratorType="LATEST")["ShardIterator"]
+    assert kinesis.get_records(StreamARN=stream.arn, ShardIterator=latest)["Records"] == []
+    (newer,) = stream.put("r23")
+    assert int(newer) == int(sequences[-1]) + 1
