@@ -43,7 +43,7 @@ def load_handler() -> ModuleType:
 
 def clients(endpoint: str, pool: int = 16) -> tuple[Any, Any]:
     """(s3, dynamodb) clients pointed at ``endpoint``."""
-    config = Config(max_pool_connections=pool, retries={"mode": "standard", "max_attempts": 3},
+    config = Config(max_pool_connections=pool, retries={"mode": "standard", "total_max_attempts": 1},
                     parameter_validation=False)  # as the handler's own clients (Runtime.from_env)
     session = boto3.session.Session(region_name="us-east-1")
     return (session.client("s3", endpoint_url=endpoint, config=config),
