@@ -93,10 +93,11 @@ def started(tmp_path: Path) -> Iterator[Callable[..., tuple[RunningBroker, Inbox
     """Starts brokers for a test and stops them all at its end."""
     running: list[RunningBroker] = []
 
-    def start(kind: str, **kwargs: object) -> tuple[RunningBroker, Inbox]:
+    def start(kind: str, tls: tuple[int, Path | None] | None = None, **kwargs: object) -> tuple[RunningBroker, Inbox]:
         inbox = Inbox()
         workdir = tmp_path / f"{kind}-{len(running)}"
-        broker = start_broker(BrokerSpec(kind), workdir, inbox, **kwargs)  # type: ignore[arg-type]
+        spec = BrokerSpec(kind, tls_port=tls[0], client_ca_file=tls[1]) if tls else BrokerSpec(kind)
+        broker = start_broker(spec, workdir, inbox, **kwargs)  # type: ignore[arg-type]
         running.append(broker)
         return broker, inbox
 
@@ -253,7 +254,7 @@ def test_a_free_port_lost_to_another_program_is_retried(tmp_path: Path, monkeypa
 def test_mosquitto_dying_at_start_reports_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = broker_module.mosquitto_config
     monkeypatch.setattr(broker_module, "mosquitto_config",
-                        lambda port, host, log: real(port, host, log) + "no_such_option 1\n")
+                        lambda *args, **kwargs: real(*args, **kwargs) + "no_such_option 1\n")
     with pytest.raises(LocalError, match=r"mosquitto exited with code \d+ at start.*no_such_option"):
         start_broker(BrokerSpec("mosquitto"), tmp_path, Inbox())
     assert _processes_using(tmp_path) == []
@@ -443,3 +444,139 @@ def test_the_device_policy_keeps_a_device_to_its_own_topics(started) -> None:
 def test_the_device_policy_needs_the_embedded_broker(tmp_path: Path) -> None:
     with pytest.raises(LocalError, match=r"device policy needs the embedded broker, not mosquitto: use --broker amqtt"):
         start_broker(BrokerSpec("mosquitto"), tmp_path, Inbox(), policy=broker_module.DevicePolicy(lambda _: True))
+
+
+# --- TLS ----------------------------------------------------------------------------------------------------
+
+
+def _client_ca_and_device(directory: Path) -> tuple[Path, Path, Path]:
+    """A test CA (PEM bundle for client_ca_file) and a device certificate and key it issued."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    ca_key, device_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test device CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=9))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(ca_key, hashes.SHA256()))
+    device = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "press-1")]))
+              .issuer_name(ca_name).public_key(device_key.public_key()).serial_number(2)
+              .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=9))
+              .sign(ca_key, hashes.SHA256()))
+    paths = directory / "client-ca.pem", directory / "press-1.pem", directory / "press-1.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(device.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(device_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    return paths
+
+
+def _moto_device_certificates(directory: Path, count: int) -> list[tuple[Path, Path]]:
+    """Certificates and keys as ``iotpipe device register`` gets them from moto's CreateKeysAndCertificate."""
+    import boto3
+    from moto import mock_aws
+
+    directory.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    with mock_aws():
+        iot = boto3.client("iot", region_name="us-east-1")
+        for n in range(count):
+            made = iot.create_keys_and_certificate(setAsActive=True)
+            cert, key = directory / f"moto-{n}.pem", directory / f"moto-{n}.key"
+            cert.write_text(made["certificatePem"])
+            key.write_text(made["keyPair"]["PrivateKey"])
+            pairs.append((cert, key))
+    return pairs
+
+
+def _tls_publish(broker: RunningBroker, client_id: str, cert: Path | None, key: Path | None) -> str:
+    """Connect over TLS (verifying the broker against its local CA and name) and publish once; the outcome."""
+    assert broker.tls_port is not None and broker.ca_file is not None
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv311, reconnect_on_failure=False)
+    client.tls_set(ca_certs=str(broker.ca_file), certfile=str(cert) if cert else None,
+                   keyfile=str(key) if key else None)
+    connected = threading.Event()
+    result: list[str] = []
+    client.on_connect = lambda _c, _u, _f, code, _p: (result.append(str(code)), connected.set())
+    try:
+        client.connect("127.0.0.1", broker.tls_port, keepalive=30)
+    except OSError as exc:  # ssl.SSLError is an OSError: the handshake failed
+        return f"handshake failed: {exc}"
+    client.loop_start()
+    try:
+        if not connected.wait(3):
+            return "no CONNACK"
+        if result[0] == "Success":
+            client.publish(f"sensor/{client_id}/data", b"over tls", qos=1).wait_for_publish(5)
+        return result[0]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+@pytest.mark.mqtt
+@pytest.mark.parametrize("kind", KINDS)
+def test_tls_with_client_certificates(kind: str, started, tmp_path: Path) -> None:
+    client_ca, device_cert, device_key = _client_ca_and_device(tmp_path / "pki")
+    broker, inbox = started(kind, tls=(0, client_ca))
+    assert broker.tls_url == f"mqtts://127.0.0.1:{broker.tls_port}"
+    assert broker.tls_port != broker.port
+    assert _tls_publish(broker, "press-1", device_cert, device_key) == "Success"
+    expected_client = "press-1" if kind == "amqtt" else None
+    assert inbox.wait_for(1) == [("sensor/press-1/data", b"over tls", expected_client)]
+    assert _tls_publish(broker, "press-2", None, None) != "Success"
+    time.sleep(0.2)
+    assert len(inbox.messages) == 1
+
+
+@pytest.mark.mqtt
+@pytest.mark.parametrize("kind", KINDS)
+def test_tls_without_client_certificates(kind: str, started) -> None:
+    broker, inbox = started(kind, tls=(0, None))
+    assert _tls_publish(broker, "press-3", None, None) == "Success"
+    assert inbox.wait_for(1) == [("sensor/press-3/data", b"over tls", "press-3" if kind == "amqtt" else None)]
+
+
+@pytest.mark.mqtt
+def test_the_embedded_broker_trusts_the_moto_certificates_it_is_given(started, tmp_path: Path) -> None:
+    (listed_cert, listed_key), (other_cert, other_key) = _moto_device_certificates(tmp_path / "devices", 2)
+    bundle = tmp_path / "registered.pem"
+    bundle.write_text(listed_cert.read_text())
+    broker, inbox = started("amqtt", tls=(0, bundle))
+    assert _tls_publish(broker, "press-1", listed_cert, listed_key) == "Success"
+    assert _tls_publish(broker, "press-9", other_cert, other_key) != "Success"
+    assert inbox.wait_for(1) == [("sensor/press-1/data", b"over tls", "press-1")]
+    time.sleep(0.2)
+    assert len(inbox.messages) == 1
+
+
+def test_the_local_ca_is_kept_and_the_server_certificate_names_the_host(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    first = broker_module.ensure_tls_files(tmp_path, "127.0.0.1")
+    ca_pem = first.ca_cert.read_bytes()
+    second = broker_module.ensure_tls_files(tmp_path, "192.0.2.10")
+    assert second.ca_cert.read_bytes() == ca_pem
+    assert first.server_key.stat().st_mode & 0o077 == 0
+    server = x509.load_pem_x509_certificate(second.server_cert.read_bytes())
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    server.verify_directly_issued_by(ca)
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1", "192.0.2.10"}
+    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
+
+
+def test_tls_options_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"a client CA file needs a TLS listener"):
+        start_broker(BrokerSpec("auto", client_ca_file=tmp_path / "x.pem"), tmp_path, Inbox())
+    with pytest.raises(ConfigError, match=r"client CA file .*missing.pem does not exist"):
+        start_broker(BrokerSpec("auto", tls_port=0, client_ca_file=tmp_path / "missing.pem"), tmp_path, Inbox())
+    with pytest.raises(ConfigError, match=r"both 18830; give them different ports"):
+        start_broker(BrokerSpec("auto", port=18830, tls_port=18830), tmp_path, Inbox())

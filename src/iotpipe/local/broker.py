@@ -13,6 +13,13 @@ including the basic-ingest topics ``$aws/rules/...`` that a ``#`` subscription d
   engine and, like AWS IoT basic ingest, not delivered to subscribers. With a ``DevicePolicy`` it enforces the
   template's device policy: registered things only, each publishing to its own ``sensor/<thing>/data``.
 
+TLS (``BrokerSpec.tls_port``): a second listener with a server certificate from a local CA kept in
+``<workdir>/tls/ca.pem`` (devices verify the broker with it; ``RunningBroker.ca_file``). With ``client_ca_file`` a
+client must present a certificate that bundle trusts. The embedded broker trusts a certificate listed in the
+bundle as it is (partial chain), so the certificates ``iotpipe device register`` gets from moto work: moto signs
+them with the device's own key under an issuer ("Moto") that has no CA certificate. mosquitto cannot do that
+(it needs a chain to a CA in the bundle), so with moto's certificates use the embedded broker.
+
 Default for ``auto``: mosquitto when it is installed, amqtt otherwise. ``make bench-broker`` on the 2-core
 development machine (4 paho publisher processes, 121-byte JSON, 20,000 messages per row, three runs while other
 work kept the load average at 1-8), delivered to ``on_message``, no message lost in any row:
@@ -50,6 +57,7 @@ import queue
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -85,11 +93,26 @@ logging.getLogger("amqtt").addHandler(logging.NullHandler())
 
 @dataclass(frozen=True)
 class BrokerSpec:
-    """Which broker to run and where: ``kind`` auto|mosquitto|amqtt, ``port`` 0 = a free port."""
+    """Which broker to run and where: ``kind`` auto|mosquitto|amqtt, ``port`` 0 = a free port.
+
+    ``tls_port``: also a TLS listener (0 = a free port; None = none), with a server certificate from a local CA
+    made in the workdir. ``client_ca_file``: TLS clients must then present a certificate this PEM bundle trusts.
+    """
 
     kind: str = "auto"
     host: str = "127.0.0.1"
     port: int = 0
+    tls_port: int | None = None
+    client_ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The local CA (devices verify the broker with ``ca_cert``) and the broker's certificate and key."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
 
 
 @dataclass(frozen=True)
@@ -202,18 +225,21 @@ def start_broker(
     workdir.mkdir(parents=True, exist_ok=True)
     if spec.port:
         _ensure_port_free(spec.host, spec.port)
+    if spec.tls_port:
+        _ensure_port_free(spec.host, spec.tls_port, tls=True)
+    tls = ensure_tls_files(workdir / "tls", spec.host) if spec.tls_port is not None else None
     dispatcher = _Dispatcher(on_message, FEED_QUEUE_SIZE)
     feed = _FeedState(on_feed_lost)
     backend: _Backend
     try:
         if kind == "mosquitto":
-            backend = _start_mosquitto(spec, workdir, dispatcher, feed, ready_timeout_s)
+            backend = _start_mosquitto(spec, workdir, dispatcher, feed, ready_timeout_s, tls)
         else:
-            backend = _start_amqtt(spec, dispatcher, feed, ready_timeout_s, policy)
+            backend = _start_amqtt(spec, dispatcher, feed, ready_timeout_s, policy, tls)
     except BaseException:
         dispatcher.close(0)
         raise
-    return RunningBroker(kind, spec.host, backend.port, backend, dispatcher, feed)
+    return RunningBroker(kind, spec.host, backend.port, backend, dispatcher, feed, tls)
 
 
 class RunningBroker:
@@ -227,10 +253,13 @@ class RunningBroker:
         backend: _Backend,
         dispatcher: _Dispatcher,
         feed: _FeedState,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.kind = kind
         self.host = host
         self.port = port
+        self.tls_port: int | None = backend.tls_port
+        self.ca_file: Path | None = tls.ca_cert if tls else None
         self._backend = backend
         self._dispatcher = dispatcher
         self._feed = feed
@@ -242,6 +271,11 @@ class RunningBroker:
     def url(self) -> str:
         """``mqtt://host:port`` for ``iotpipe simulate --broker``."""
         return f"mqtt://{_connect_host(self.host)}:{self.port}"
+
+    @property
+    def tls_url(self) -> str | None:
+        """``mqtts://host:tls_port`` when there is a TLS listener (verify it with ``ca_file``)."""
+        return f"mqtts://{_connect_host(self.host)}:{self.tls_port}" if self.tls_port else None
 
     @property
     def pid(self) -> int | None:
@@ -401,6 +435,7 @@ class _Backend:
 
     port: int
     pid: int | None = None
+    tls_port: int | None = None
 
     def policy_counts(self) -> tuple[int, int]:
         """Connections refused and publishes denied by the device policy."""
@@ -419,8 +454,19 @@ class _Backend:
 
 
 def _validate(spec: BrokerSpec) -> None:
-    if not isinstance(spec.port, int) or isinstance(spec.port, bool) or not 0 <= spec.port <= 65535:
-        raise ConfigError(f"MQTT port {spec.port!r} is out of range; use 1 to 65535, or 0 for a free port")
+    for name, port in (("MQTT port", spec.port), ("MQTT TLS port", spec.tls_port)):
+        if port is None and name == "MQTT TLS port":
+            continue
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+            raise ConfigError(f"{name} {port!r} is out of range; use 1 to 65535, or 0 for a free port")
+    if spec.port and spec.port == spec.tls_port:
+        raise ConfigError(f"MQTT port and MQTT TLS port are both {spec.port}; give them different ports")
+    if spec.client_ca_file is not None:
+        if spec.tls_port is None:
+            raise ConfigError("a client CA file needs a TLS listener: give a TLS port too (0 for a free one)")
+        if not Path(spec.client_ca_file).is_file():
+            raise ConfigError(f"client CA file {spec.client_ca_file} does not exist; give a PEM bundle of the "
+                              "certificates (or their CAs) that devices may present")
     if not spec.host or any(ch.isspace() for ch in spec.host):
         raise ConfigError(f"MQTT host {spec.host!r} is not valid; use an address such as 127.0.0.1")
 
@@ -430,14 +476,14 @@ def _connect_host(host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
 
 
-def _port_in_use(host: str, port: int) -> LocalError:
+def _port_in_use(host: str, port: int | str) -> LocalError:
     return LocalError(
         f"MQTT port {port} on {host} is already in use; pick another with --mqtt-port PORT, or --mqtt-port 0 "
         "for a free one"
     )
 
 
-def _ensure_port_free(host: str, port: int) -> None:
+def _ensure_port_free(host: str, port: int, *, tls: bool = False) -> None:
     """LocalError when ``host:port`` cannot be bound (as the broker would bind it, with SO_REUSEADDR)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -446,6 +492,9 @@ def _ensure_port_free(host: str, port: int) -> None:
             sock.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
+                if tls:
+                    raise LocalError(f"MQTT TLS port {port} on {host} is already in use; pick another TLS port, "
+                                     "or 0 for a free one") from None
                 raise _port_in_use(host, port) from None
             raise LocalError(f"cannot listen on {host}:{port} for MQTT: {exc.strerror}; check --mqtt-host") from None
 
@@ -467,11 +516,128 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return " | ".join(kept) if kept else "(empty log)"
 
 
+# --- TLS ---------------------------------------------------------------------------------------------------
+
+CA_DAYS = 825
+SERVER_DAYS = 90
+
+
+def ensure_tls_files(directory: Path, host: str) -> TlsFiles:
+    """The local CA (made once, kept in ``directory``) and a fresh server certificate for ``host``.
+
+    The server certificate names ``localhost``, ``127.0.0.1``, ``::1`` and ``host``, so clients can verify the
+    broker's name against ``ca.pem``. Keys are EC P-256, written owner-only.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    directory.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    ca_key_path = directory / "ca.key"
+    now = _utcnow()
+    ca_cert = ca_key = None
+    if files.ca_cert.exists() and ca_key_path.exists():
+        try:
+            ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+            loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+            ca_key = loaded if isinstance(loaded, ec.EllipticCurvePrivateKey) else None
+        except ValueError:
+            ca_cert = ca_key = None
+        if ca_cert is not None and ca_cert.not_valid_after_utc < now + _days(SERVER_DAYS):
+            ca_cert = None
+    if ca_cert is None or ca_key is None:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_cert = _certificate("iotpipe local CA", ca_key, None, None, CA_DAYS, ())
+        _write_private(ca_key_path, _key_pem(ca_key))
+        files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    names = ("localhost", "127.0.0.1", "::1", _connect_host(host), host)
+    server_cert = _certificate("iotpipe local broker", server_key, ca_cert, ca_key, SERVER_DAYS, names)
+    _write_private(files.server_key, _key_pem(server_key))
+    files.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    return files
+
+
+def _utcnow() -> Any:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC)
+
+
+def _days(days: int) -> Any:
+    import datetime as dt
+
+    return dt.timedelta(days=days)
+
+
+def _key_pem(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _certificate(
+    common_name: str, key: Any, issuer_cert: Any, issuer_key: Any, days: int, names: tuple[str, ...]
+) -> Any:
+    """A CA certificate (no issuer: self-signed) or a server certificate for ``names`` signed by the issuer."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "iotpipe local")])
+    is_ca = issuer_cert is None
+    now = _utcnow()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject if is_ca else issuer_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _days(1))
+        .not_valid_after(now + _days(days))
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=0 if is_ca else None), critical=True)
+    )
+    if is_ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                          encipher_only=False, decipher_only=False), critical=True)
+    else:
+        alt_names: list[x509.GeneralName] = []
+        for name in dict.fromkeys(n for n in names if n and n not in ("0.0.0.0", "::")):
+            try:
+                alt_names.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                alt_names.append(x509.DNSName(name))
+        builder = (builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False))
+    return builder.sign(key if is_ca else issuer_key, hashes.SHA256())
+
+
 # --- mosquitto --------------------------------------------------------------------------------------------
 
 
-def mosquitto_config(port: int, host: str, log_path: Path) -> str:
-    """The mosquitto.conf of a local broker: one listener, anonymous, no persistence, no $SYS, deep queues."""
+@dataclass(frozen=True)
+class _TlsListener:
+    port: int
+    files: TlsFiles
+    client_ca_file: Path | None
+
+
+def mosquitto_config(port: int, host: str, log_path: Path, tls: _TlsListener | None = None) -> str:
+    """The mosquitto.conf of a local broker: a listener (and a TLS one), anonymous, no persistence or $SYS."""
     lines = [
         f"listener {port} {host}",
         "allow_anonymous true",
@@ -494,6 +660,14 @@ def mosquitto_config(port: int, host: str, log_path: Path) -> str:
     with contextlib.suppress(KeyError, OSError):
         # started as root, mosquitto would switch to user "mosquitto", which may not read or write workdir
         lines.append(f"user {getpass.getuser()}")
+    if tls is not None:
+        lines += [
+            f"listener {tls.port} {host}",
+            f"certfile {tls.files.server_cert}",
+            f"keyfile {tls.files.server_key}",
+            f"cafile {tls.client_ca_file or tls.files.ca_cert}",
+            f"require_certificate {'true' if tls.client_ca_file else 'false'}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -560,21 +734,37 @@ def _kill_process_group(process: subprocess.Popen[bytes], timeout_s: float) -> N
 
 
 def _start_mosquitto(
-    spec: BrokerSpec, workdir: Path, dispatcher: _Dispatcher, feed: _FeedState, ready_timeout_s: float
+    spec: BrokerSpec,
+    workdir: Path,
+    dispatcher: _Dispatcher,
+    feed: _FeedState,
+    ready_timeout_s: float,
+    tls_files: TlsFiles | None,
 ) -> _MosquittoBackend:
     binary = mosquitto_binary()
     if binary is None:
         raise LocalError(f"the mosquitto broker is not installed (not on PATH): {INSTALL_MOSQUITTO}")
-    attempts = 1 if spec.port else PORT_RETRIES
+    fixed = spec.port and (tls_files is None or spec.tls_port)
+    attempts = 1 if fixed else PORT_RETRIES
     for attempt in range(attempts):
         port = spec.port or free_port(spec.host)
+        tls = None
+        if tls_files is not None:
+            tls_port = spec.tls_port or _free_port_except(spec.host, port)
+            tls = _TlsListener(tls_port, tls_files, spec.client_ca_file)
         try:
-            return _launch_mosquitto(binary, spec.host, port, workdir, dispatcher, feed, ready_timeout_s)
+            return _launch_mosquitto(binary, spec.host, port, workdir, dispatcher, feed, ready_timeout_s, tls)
         except _AddressInUse:
-            # the free port we picked was taken before mosquitto bound it
-            if spec.port or attempt == attempts - 1:
-                raise _port_in_use(spec.host, port) from None
+            # a free port we picked was taken before mosquitto bound it
+            if fixed or attempt == attempts - 1:
+                ports = [str(port)] + ([str(tls.port)] if tls else [])
+                raise _port_in_use(spec.host, " or ".join(ports)) from None
     raise AssertionError("unreachable")
+
+
+def _free_port_except(host: str, taken: int) -> int:
+    port = free_port(host)
+    return port if port != taken else free_port(host)
 
 
 def _launch_mosquitto(
@@ -585,13 +775,14 @@ def _launch_mosquitto(
     dispatcher: _Dispatcher,
     feed: _FeedState,
     ready_timeout_s: float,
+    tls: _TlsListener | None = None,
 ) -> _MosquittoBackend:
     log_path = workdir / "mosquitto.log"
     out_path = workdir / "mosquitto.out"
     conf_path = workdir / "mosquitto.conf"
     for stale in (log_path, out_path):
         stale.unlink(missing_ok=True)
-    conf_path.write_text(mosquitto_config(port, host, log_path), encoding="utf-8")
+    conf_path.write_text(mosquitto_config(port, host, log_path, tls), encoding="utf-8")
     with out_path.open("wb") as out:
         process = subprocess.Popen(
             [binary, "-c", str(conf_path)],
@@ -603,9 +794,12 @@ def _launch_mosquitto(
             close_fds=True,
         )
     backend = _MosquittoBackend(process, port, log_path)
+    backend.tls_port = tls.port if tls else None
     try:
         deadline = time.monotonic() + ready_timeout_s
         _wait_listening(backend, host, port, out_path, deadline)
+        if tls is not None:
+            _wait_listening(backend, host, tls.port, out_path, deadline)
         backend.client = _connect_feed(host, port, dispatcher, feed, deadline, backend, out_path)
         if not backend.running():
             _raise_exited(backend, out_path)
@@ -797,6 +991,18 @@ def _amqtt_classes() -> dict[str, type]:
                 if task is not current:
                     task.cancel()
 
+        @staticmethod
+        def _create_ssl_context(listener: Any) -> ssl.SSLContext:
+            context = Broker._create_ssl_context(listener)
+            if listener.get("cafile"):
+                # a device certificate listed in the bundle is trusted as it is: moto issues certificates
+                # under an issuer name ("Moto") with no CA certificate anywhere, so no chain could be built
+                context.verify_mode = ssl.CERT_REQUIRED
+                context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+            else:
+                context.verify_mode = ssl.CERT_NONE
+            return context
+
         async def _handle_message_delivery(self, client_session: Any, handler: Any, wait_deliver: Any) -> bool:
             message = wait_deliver.result()
             topic = getattr(message, "topic", None)
@@ -867,8 +1073,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-def amqtt_config(host: str, port: int, *, policy: bool = False) -> dict[str, Any]:
-    """amqtt's configuration: one TCP listener, anonymous clients, the feed (and policy) plugins, no $SYS."""
+def amqtt_config(
+    host: str,
+    port: int,
+    *,
+    policy: bool = False,
+    tls: _TlsListener | None = None,
+) -> dict[str, Any]:
+    """amqtt's configuration: a TCP listener (and a TLS one), anonymous clients, the feed (and policy) plugins."""
     plugins: dict[str, Any] = {
         "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
         f"{__name__}._AmqttFeedPlugin": {},
@@ -876,7 +1088,17 @@ def amqtt_config(host: str, port: int, *, policy: bool = False) -> dict[str, Any
     if policy:
         plugins[f"{__name__}._AmqttPolicyAuthPlugin"] = {}
         plugins[f"{__name__}._AmqttPolicyTopicPlugin"] = {}
-    return {"listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}}, "plugins": plugins}
+    listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{host}:{port}"}}
+    if tls is not None:
+        listeners["tls"] = {
+            "type": "tcp",
+            "bind": f"{host}:{tls.port}",
+            "ssl": True,
+            "certfile": str(tls.files.server_cert),
+            "keyfile": str(tls.files.server_key),
+            "cafile": str(tls.client_ca_file) if tls.client_ca_file else None,
+        }
+    return {"listeners": listeners, "plugins": plugins}
 
 
 def _start_amqtt(
@@ -885,6 +1107,7 @@ def _start_amqtt(
     feed: _FeedState,
     ready_timeout_s: float,
     policy: DevicePolicy | None,
+    tls_files: TlsFiles | None = None,
 ) -> _AmqttBackend:
     import asyncio
 
@@ -896,7 +1119,9 @@ def _start_amqtt(
     thread.start()
 
     async def start() -> Any:
-        broker = classes["broker"](amqtt_config(spec.host, spec.port, policy=policy is not None), loop=loop)
+        tls = _TlsListener(spec.tls_port or 0, tls_files, spec.client_ca_file) if tls_files else None
+        config = amqtt_config(spec.host, spec.port, policy=policy is not None, tls=tls)
+        broker = classes["broker"](config, loop=loop)
         broker.feed = dispatcher.put
         broker.policy = policy
         for plugin in broker.plugins_manager.plugins:
@@ -918,8 +1143,10 @@ def _start_amqtt(
         if isinstance(exc, Exception):
             raise LocalError(f"the amqtt broker could not start: {exc}") from None
         raise
-    sockets = broker._servers["default"].instance.sockets
-    backend = _AmqttBackend(loop, thread, broker, int(sockets[0].getsockname()[1]))
+    servers = broker._servers
+    backend = _AmqttBackend(loop, thread, broker, int(servers["default"].instance.sockets[0].getsockname()[1]))
+    if "tls" in servers:
+        backend.tls_port = int(servers["tls"].instance.sockets[0].getsockname()[1])
     feed.up()
     return backend
 
