@@ -21,25 +21,26 @@ them with the device's own key under an issuer ("Moto") that has no CA certifica
 (it needs a chain to a CA in the bundle), so with moto's certificates use the embedded broker.
 
 Default for ``auto``: mosquitto when it is installed, amqtt otherwise. ``make bench-broker`` on the 2-core
-development machine (4 paho publisher processes, 121-byte JSON, 20,000 messages per row, three runs while other
-work kept the load average at 1-8), delivered to ``on_message``, no message lost in any row:
+development machine (4 paho publisher processes, 121-byte JSON, 20,000 messages per row; four runs while other
+work kept the load average between 1 and 8, hence the ranges), delivered to ``on_message``, none lost:
 
 =========================  ==================  ==================
 row                        mosquitto + feed    amqtt (in-process)
 =========================  ==================  ==================
-full speed, QoS 0          14,600-17,700 /s    3,700-7,400 /s
-full speed, QoS 1          4,900-6,300 /s      2,600-3,100 /s
-paced 2,000/s QoS 1: p50   0.3-0.7 ms          0.6-1.5 ms
-paced 2,000/s QoS 1: p99   1.3-22 ms           44-310 ms
-CPU per 1,000 msgs, QoS 1  100-120 ms (full),  195-240 ms (full),
-                           170-190 ms (paced)  260-290 ms (paced)
+full speed, QoS 0          8,400-17,700 /s     3,700-7,400 /s
+full speed, QoS 1          4,900-7,100 /s      2,600-3,500 /s
+paced 2,000/s QoS 1: p50   0.3-0.7 ms          0.6-480 ms
+paced 2,000/s QoS 1: p99   1.3 ms-1.3 s        44 ms-1.6 s
+CPU per 1,000 msgs, QoS 1  57-120 ms (full),   174-240 ms (full),
+                           123-190 ms (paced)  229-290 ms (paced)
 =========================  ==================  ==================
 
 The pipeline's target (>= 2,000 readings/s and >= 1,000 single-reading msgs/s end to end, the broker sharing 2
-cores with moto and the processor) is a CPU budget: at 2,000 msgs/s QoS 1 mosquitto and its feed take ~0.35 of
-a core (mosquitto itself ~0.06; the rest is the Python feed), amqtt ~0.55 of a core, all of it in the pipeline's
-own process and under its GIL, and its p99 at that rate is 10-20 times mosquitto's. amqtt stays the fallback
-(``pip install 'iotpipe[local]'``, no system package) and the choice when a rule needs ``clientid()``.
+cores with moto and the processor) is a CPU budget: at 2,000 msgs/s QoS 1 mosquitto and its feed take 0.25-0.4
+of a core (mosquitto itself ~0.06; the rest is the Python feed), amqtt 0.45-0.6 of a core, all of it in the
+pipeline's own process and under its GIL; in every run amqtt delivered about half of mosquitto's rate at full
+speed and had the worse tail latency at 2,000/s. amqtt stays the fallback (``pip install 'iotpipe[local]'``, no
+system package) and the choice when a rule needs ``clientid()`` or the device policy is to be enforced.
 """
 
 from __future__ import annotations
