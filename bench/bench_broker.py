@@ -40,7 +40,7 @@ def payload(stamp_ns: int, publisher: int, seq: int) -> bytes:
     """~120 bytes of JSON, the send time first at a fixed offset so the receiver reads it without parsing."""
     return (
         f'{{"t":{stamp_ns:0{STAMP_DIGITS}d},"deviceId":"bench-{publisher:03d}","sensorType":"temperature",'
-        f'"value":71.25,"unit":"celsius","seq":{seq:08d}}}'
+        f'"value":71.25,"unit":"celsius","seq":{seq}}}'
     ).encode()
 
 
@@ -63,6 +63,7 @@ def publisher_main(
     client.loop_start()
     topic = f"sensor/bench-{index:03d}/data"
     infos = []
+    results.put(("ready", index))
     go.wait(30)
     started = time.monotonic()
     sent = 0
@@ -85,7 +86,7 @@ def publisher_main(
         acked += int(info.is_published())
     client.disconnect()
     client.loop_stop()
-    results.put((index, sent, acked))
+    results.put(("done", index, sent, acked))
 
 
 @dataclass
@@ -151,11 +152,13 @@ def run_case(kind: str, mode: str, qos: int, rate: float, args: argparse.Namespa
             ]
             for proc in procs:
                 proc.start()
-            time.sleep(1.5)  # let every publisher connect before the clock starts
+            # every publisher is connected before the clock starts
+            readies = [results.get(timeout=60) for _ in procs]
+            assert all(item[0] == "ready" for item in readies), readies
             cpu0 = cpu_seconds(broker.pid)
             start_ns = time.time_ns()
             go.set()
-            reports = [results.get(timeout=args.seconds + 60) for _ in procs]
+            reports = [results.get(timeout=args.seconds + 60)[1:] for _ in procs]
             for proc in procs:
                 proc.join(10)
             sent = sum(r[1] for r in reports)
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{kind} {mode} ...", file=sys.stderr, flush=True)
             rows.append(run_case(kind, mode, qos, rate, args))
     print(f"{args.publishers} publisher processes, {args.messages} messages or {args.seconds:g} s per case, "
-          f"{len(payload(0, 0, 0))}-byte payloads, {os.cpu_count()} CPUs, load average {load_before:.1f} before "
+          f"{len(payload(time.time_ns(), 0, args.messages // 2))}-byte payloads, {os.cpu_count()} CPUs, load average {load_before:.1f} before "
           f"and {os.getloadavg()[0]:.1f} after (other work on the machine slows every row)")
     print(table(rows))
     for kind in {r.kind for r in rows}:

@@ -21,7 +21,7 @@ them with the device's own key under an issuer ("Moto") that has no CA certifica
 (it needs a chain to a CA in the bundle), so with moto's certificates use the embedded broker.
 
 Default for ``auto``: mosquitto when it is installed, amqtt otherwise. ``make bench-broker`` on the 2-core
-development machine (4 paho publisher processes, 121-byte JSON, 20,000 messages per row; four runs while other
+development machine (4 paho publisher processes, ~120-byte JSON, 20,000 messages per row; four runs while other
 work kept the load average between 1 and 8, hence the ranges), delivered to ``on_message``, none lost:
 
 =========================  ==================  ==================
