@@ -222,11 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         for mode, qos, rate in (("full q0", 0, 0.0), ("full q1", 1, 0.0), (f"paced q1 {args.rate:g}/s", 1, args.rate)):
             print(f"{kind} {mode} ...", file=sys.stderr, flush=True)
             rows.append(run_case(kind, mode, qos, rate, args))
+    size = len(payload(time.time_ns(), 0, args.messages // 2))
     print(f"{args.publishers} publisher processes, {args.messages} messages or {args.seconds:g} s per case, "
-          f"{len(payload(time.time_ns(), 0, args.messages // 2))}-byte payloads, {os.cpu_count()} CPUs, load average {load_before:.1f} before "
+          f"{size}-byte payloads, {os.cpu_count()} CPUs, load average {load_before:.1f} before "
           f"and {os.getloadavg()[0]:.1f} after (other work on the machine slows every row)")
     print(table(rows))
-    for kind in {r.kind for r in rows}:
+    for kind in dict.fromkeys(r.kind for r in rows):
         full_q1 = next(r for r in rows if r.kind == kind and r.mode == "full q1")
         verdict = "meets" if full_q1.rate >= TARGET_MSGS and full_q1.lost == 0 else "does not meet"
         print(f"{kind}: {full_q1.rate:.0f} msg/s at QoS 1, {verdict} {TARGET_MSGS} msg/s on its own "
