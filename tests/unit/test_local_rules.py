@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import re
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from cfnlint.decode import decode_str
 
 from iotpipe.aws import ClientFactory
+from iotpipe.compose import compose
+from iotpipe.config import build_config
 from iotpipe.groups.ingest import RULE_SQL
 from iotpipe.local.rules import (
     UNDEFINED,
@@ -34,6 +39,7 @@ from iotpipe.local.rules import (
 )
 
 NOW = 1_700_000_000_123
+SEED_TEMPLATE = Path(__file__).resolve().parents[1] / "data" / "seed_TapStack.yml"
 REGION = "us-east-1"
 
 
@@ -341,6 +347,49 @@ def test_numbers_beyond_a_double_do_not_break_evaluation() -> None:
     assert to_json(out) == b'{"gt":true,"n":-1E+400,"huge":1e+40}'
 
 
+def random_json(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(9 if depth < 3 else 6)
+    if kind == 0:
+        return rng.choice([None, True, False])
+    if kind == 1:
+        return rng.randint(-10**40, 10**40)
+    if kind == 2:
+        return rng.choice([0.0, -1.5, 1e308, 5e-324, 10.0, rng.uniform(-1e6, 1e6)])
+    if kind in (3, 4):
+        return rng.choice(["", "true", "FALSE", "10", "-1.2E3", "x" * rng.randrange(50), "é\u0000"])
+    if kind == 5:
+        return "".join(rng.choice("{}[]\"':,0123456789.eE-+ ") for _ in range(rng.randrange(30)))
+    if kind in (6, 7):
+        keys = ["deviceId", "value", "timestamp", "readings", "a", "b", "temperature", "color"]
+        return {rng.choice(keys): random_json(rng, depth + 1) for _ in range(rng.randrange(6))}
+    return [random_json(rng, depth + 1) for _ in range(rng.randrange(5))]
+
+
+def test_no_payload_makes_evaluation_raise_anything_but_its_own_error() -> None:
+    rng = random.Random(20240523)
+    queries = [parse_sql(sql) for sql in (
+        RULE_SQL,
+        "SELECT a.b AS x, value * 2 + 1 AS y, value % 3 AS m, round(value) AS r, concat(a, b, value) AS z, "
+        "get(readings, 0) AS g, (value > 1 OR NOT (a = b) OR length(color) % 2 = 0) AS w, "
+        "abs(value) <= ceil(timestamp) AS v FROM '#'",
+        "SELECT CASE value WHEN 1 THEN 'one' ELSE upper(color) END AS c, -value / a AS d, [a, b] AS e, "
+        "{'k': temperature} AS f FROM '#' WHERE isUndefined(a) OR isNull(b) OR startswith(color, 'r')",
+    )]
+    keys = ("deviceId", "value", "timestamp", "readings", "a", "b", "temperature", "color")
+    for _ in range(1500):
+        document = {k: random_json(rng, 1) for k in keys if rng.random() < 0.6} if rng.random() < 0.8 \
+            else random_json(rng)
+        payload = json.dumps(document).encode().replace(b"1e+308", b"1e400")  # beyond a double
+        if rng.random() < 0.2:
+            payload = payload[:-1]
+        for query in queries:
+            try:
+                out = query.evaluate(payload, topic="sensor/d1/data", client_id=None, now_ms=NOW)
+            except RuleEvaluationError:
+                continue
+            assert out is None or isinstance(out, bytes) or json.loads(to_json(out)) is not None
+
+
 def test_parse_payload() -> None:
     assert parse_payload(b"") == {}
     assert parse_payload(b'{"a": {"b": 1.0}}') == {"a": {"b": 1}}
@@ -462,6 +511,46 @@ def test_rule_from_the_pipeline_properties() -> None:
     assert action.stream_name.source == "sensor-stream"
     assert action.partition_key is not None and action.partition_key.source == "${topic(2)}"
     assert rule.error_action is not None and rule.error_action.key.source.startswith("rule-errors/")
+
+
+def resolved(value: Any) -> Any:
+    """Intrinsic functions replaced by plain strings, roughly as CloudFormation would (enough for a rule)."""
+    if isinstance(value, list):
+        return [resolved(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if set(value) == {"Ref"}:
+        return f"ref-{value['Ref']}"
+    if set(value) == {"Fn::GetAtt"}:
+        return f"arn:aws:iam::123456789012:role/{value['Fn::GetAtt'][0]}"
+    if set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
+        return re.sub(r"\$\{EnvironmentSuffix\}", "dev", value["Fn::Sub"])
+    return {k: resolved(v) for k, v in value.items()}
+
+
+def topic_rules(template: dict[str, Any]) -> list[dict[str, Any]]:
+    return [resolved(r["Properties"]) for r in template["Resources"].values() if r["Type"] == "AWS::IoT::TopicRule"]
+
+
+def test_the_composed_rule_runs_locally() -> None:
+    template = json.loads(json.dumps(compose(build_config({}, "dev", {})).to_dict()))
+    (properties,) = topic_rules(template)
+    rule = rule_from_properties(properties)
+    assert rule.name == "SensorDataRule_dev" and rule.query.version == "2016-03-23"
+    payload = {"deviceId": "d1", "sensorType": "temperature", "value": 70.5}
+    assert rule.query.evaluate(json.dumps(payload).encode(), topic="sensor/d1/data", client_id=None,
+                               now_ms=NOW) == {**payload, "receivedAt": NOW, "topicDeviceId": "d1"}
+
+
+def test_the_seed_rule_runs_locally_and_overwrites_the_device_timestamp() -> None:
+    template, errors = decode_str(SEED_TEMPLATE.read_text(encoding="utf-8"))
+    assert not errors
+    (properties,) = topic_rules(json.loads(json.dumps(template)))
+    rule = rule_from_properties(properties)
+    assert rule.query.version == "2015-10-08" and rule.error_action is None
+    out = rule.query.evaluate(b'{"deviceId": "d1", "timestamp": 5}', topic="sensor/d1/data", client_id=None,
+                              now_ms=NOW)
+    assert out == {"deviceId": "d1", "timestamp": NOW}
 
 
 def test_sql_version_defaults_to_2015() -> None:
