@@ -580,3 +580,23 @@ def test_tls_options_are_checked(tmp_path: Path) -> None:
         start_broker(BrokerSpec("auto", tls_port=0, client_ca_file=tmp_path / "missing.pem"), tmp_path, Inbox())
     with pytest.raises(ConfigError, match=r"both 18830; give them different ports"):
         start_broker(BrokerSpec("auto", port=18830, tls_port=18830), tmp_path, Inbox())
+
+
+@pytest.mark.mqtt
+def test_the_feed_comes_back_after_losing_its_connection_without_replaying_retained_messages(started) -> None:
+    lost: list[str] = []
+    broker, inbox = started("mosquitto", on_feed_lost=lost.append)
+    client = _publisher(broker.port, "press-4")
+    try:
+        client.publish("sensor/press-4/data", b"retained", qos=1, retain=True).wait_for_publish(5)
+        inbox.wait_for(1)
+        feed_client = broker._backend.client  # type: ignore[attr-defined]
+        feed_client.socket().shutdown(socket.SHUT_RDWR)  # the connection drops under the feed
+        assert _wait_until(lambda: broker.stats.feed_disconnects == 1 and broker.stats.feed_connected)
+        client.publish("sensor/press-4/data", b"after", qos=1).wait_for_publish(5)
+        inbox.wait_for(2)
+        time.sleep(0.3)
+    finally:
+        _close(client)
+    assert [payload for _, payload, _ in inbox.messages] == [b"retained", b"after"]
+    assert len(lost) == 1

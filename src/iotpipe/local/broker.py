@@ -223,7 +223,10 @@ def start_broker(
             f"({INSTALL_AMQTT} if it is missing)"
         )
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LocalError(f"cannot create the broker's directory {workdir}: {exc.strerror}") from None
     if spec.port:
         _ensure_port_free(spec.host, spec.port)
     if spec.tls_port:
@@ -881,7 +884,10 @@ def _connect_feed(
         feed.lost(f"feed disconnected from mosquitto on port {port}: {reason_code}")
 
     def on_message(_client: Any, _userdata: Any, message: Any) -> None:
-        dispatcher.put(message.topic, message.payload, None)
+        # a retained copy comes from (re)subscribing, not from a publish: the live publish was already fed, and
+        # AWS IoT rules do not fire on retained messages either
+        if not message.retain:
+            dispatcher.put(message.topic, message.payload, None)
 
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
