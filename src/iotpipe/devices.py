@@ -18,11 +18,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from iotpipe.aws import stack_outputs
+from iotpipe.aws import clean_message, stack_outputs
 from iotpipe.config import PipelineConfig
-from iotpipe.errors import AwsError, ConfigError
+from iotpipe.errors import AwsError, ConfigError, IotpipeError
 
-THING_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
+# AWS IoT thing names: [a-zA-Z0-9:_-]+ (CreateThing); the processor stores the same ids.
+THING_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
 # AWS IoT attribute name/value syntax (CreateThing AttributePayload).
 ATTRIBUTE_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_.,@/:#-]{1,128}$")
 ATTRIBUTE_VALUE_PATTERN = re.compile(r"^[a-zA-Z0-9_.,@/:#=\[\]-]{0,800}$")
@@ -68,6 +69,32 @@ class Device:
     certificate_ids: tuple[str, ...]
 
 
+class RevokeRefused(IotpipeError):
+    """The thing is not one iotpipe registered for this environment; revoking it is refused (exit 1)."""
+
+
+@dataclass(frozen=True)
+class PolicyTarget:
+    """A certificate the device policy is attached to, and the things it is attached to."""
+
+    certificate_arn: str
+    things: tuple[str, ...]
+
+    @property
+    def certificate_id(self) -> str:
+        """The certificate id (the last part of its ARN)."""
+        return _cert_id(self.certificate_arn)
+
+
+@dataclass(frozen=True)
+class ReleasedPolicy:
+    """What :func:`release_policy` did so that the policy can be deleted."""
+
+    revoked: tuple[RevokedDevice, ...]
+    detached_certificates: tuple[str, ...]
+    deleted_versions: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class RevokedDevice:
     """What :func:`revoke_device` removed."""
@@ -82,7 +109,7 @@ def validate_thing_name(name: str) -> str:
     """Return ``name`` if it can be a thing name, MQTT client id and topic level; else ConfigError."""
     if not THING_NAME_PATTERN.fullmatch(name or ""):
         raise ConfigError(
-            f"device id {name!r} is not valid: use 1-128 letters, digits, '_' or '-' (it becomes the thing "
+            f"device id {name!r} is not valid: use 1-128 letters, digits, ':', '_' or '-' (it becomes the thing "
             "name, the MQTT client id and the topic level in sensor/<id>/data)"
         )
     return name
@@ -249,13 +276,34 @@ def list_devices(iot: Any, environment: str | None = None) -> list[Device]:
     return sorted(devices, key=lambda device: device.thing_name)
 
 
-def revoke_device(iot: Any, thing_name: str) -> RevokedDevice:
+def check_managed(iot: Any, thing_name: str, environment: str) -> None:
+    """RevokeRefused unless the thing is one iotpipe registered for ``environment`` (its attributes say so)."""
+    try:
+        attributes = iot.describe_thing(thingName=thing_name).get("attributes", {}) or {}
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            raise AwsError(f"thing {thing_name} does not exist; see the devices with: iotpipe device list "
+                           f"--env {environment}") from None
+        raise AwsError(f"describe-thing {thing_name} failed: {_reason(exc)}") from None
+    if attributes.get("managedBy") != MANAGED_BY:
+        raise RevokeRefused(f"thing {thing_name} was not registered by iotpipe (no managedBy=iotpipe attribute); "
+                            "not revoking it. Delete it with the AWS console or CLI if it is really yours to delete")
+    if attributes.get("environment") != environment:
+        raise RevokeRefused(f"thing {thing_name} belongs to environment {attributes.get('environment')!r}, not "
+                            f"{environment!r}; not revoking it. Use --env {attributes.get('environment')} if you mean "
+                            "that environment's device")
+
+
+def revoke_device(iot: Any, thing_name: str, environment: str | None = None) -> RevokedDevice:
     """Detach policies and thing, deactivate and delete each certificate, then delete the thing.
 
-    A certificate still attached to another thing is only detached from this one, never deleted.
+    With ``environment``, only a thing iotpipe registered for that environment is revoked (RevokeRefused
+    otherwise). A certificate still attached to another thing is only detached from this one, never deleted.
     """
     validate_thing_name(thing_name)
-    if not _thing_exists(iot, thing_name):
+    if environment is not None:
+        check_managed(iot, thing_name, environment)
+    elif not _thing_exists(iot, thing_name):
         raise AwsError(f"thing {thing_name} does not exist; see the devices with: iotpipe device list")
     deleted, detached_only, policies = [], [], []
     for principal in _principals(iot, thing_name):
@@ -281,6 +329,55 @@ def revoke_device(iot: Any, thing_name: str) -> RevokedDevice:
         detached_only_certificates=tuple(detached_only),
         detached_policies=tuple(policies),
     )
+
+
+def policy_targets(iot: Any, policy_name: str) -> tuple[PolicyTarget, ...]:
+    """The certificates the policy is attached to, each with its things (ListTargetsForPolicy, paginated).
+
+    DeletePolicy: "A policy cannot be deleted if it has non-default versions or it is attached to any
+    certificate", so a stack whose device policy is attached ends DELETE_FAILED.
+    """
+    targets: list[PolicyTarget] = []
+    try:
+        for page in iot.get_paginator("list_targets_for_policy").paginate(
+                policyName=policy_name, PaginationConfig={"MaxItems": 10000}):
+            for target in page.get("targets", []):
+                things = iot.list_principal_things(principal=target).get("things", [])
+                targets.append(PolicyTarget(target, tuple(sorted(things))))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return ()
+        raise AwsError(f"list-targets-for-policy {policy_name} failed: {_reason(exc)}") from None
+    return tuple(targets)
+
+
+def release_policy(iot: Any, policy_name: str, environment: str) -> ReleasedPolicy:
+    """Make the policy deletable: revoke this env's iotpipe devices on it, detach it from any other
+    certificate (which is left as it is), and delete its non-default versions."""
+    revoked: list[RevokedDevice] = []
+    done: set[str] = set()
+    for target in policy_targets(iot, policy_name):
+        for thing in target.things:
+            if thing in done:
+                continue
+            try:
+                check_managed(iot, thing, environment)
+            except RevokeRefused:
+                continue
+            revoked.append(revoke_device(iot, thing, environment))
+            done.add(thing)
+    detached = []
+    for target in policy_targets(iot, policy_name):
+        _call(iot.detach_policy, "detach-policy", policyName=policy_name, target=target.certificate_arn)
+        detached.append(target.certificate_id)
+    deleted_versions = []
+    versions = _call(iot.list_policy_versions, "list-policy-versions", policyName=policy_name)
+    for version in versions.get("policyVersions", []):
+        if not version.get("isDefaultVersion"):
+            _call(iot.delete_policy_version, "delete-policy-version", policyName=policy_name,
+                  policyVersionId=version["versionId"])
+            deleted_versions.append(str(version["versionId"]))
+    return ReleasedPolicy(tuple(revoked), tuple(detached), tuple(deleted_versions))
 
 
 def _write_files(device: RegisteredDevice, certificate_pem: str, private_key: str) -> None:
@@ -368,4 +465,4 @@ def _call(method: Callable[..., Any], name: str, **kwargs: Any) -> Any:
 
 def _reason(exc: ClientError) -> str:
     error = exc.response.get("Error", {})
-    return f"{error.get('Code', 'Error')}: {error.get('Message', str(exc))}"
+    return f"{error.get('Code', 'Error')}: {clean_message(str(error.get('Message', exc)))}"

@@ -2,42 +2,100 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+import traceback
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
-from iotpipe.aws import explain_aws_failure
+from iotpipe.aws import clean_message, explain_aws_failure
 from iotpipe.cli.common import CliContext
 from iotpipe.errors import IotpipeError
+
+# Commands whose outcome depends on the env's config section: a section that does not exist is worth a warning.
+_ENV_SENSITIVE = frozenset({"deploy", "diff"})
 
 
 class IotpipeGroup(click.Group):
     """Maps :class:`IotpipeError` and AWS client errors to a one-line message and an exit code.
 
-    ``--debug`` shows the traceback instead.
+    ``--debug`` (before the command, or after it like any per-command option) prints the traceback too, and
+    the exit code stays the error's own (2 for usage and config errors).
     """
 
     def invoke(self, ctx: click.Context) -> Any:
+        for command in _commands(self):
+            _equip(command)
         try:
             return super().invoke(ctx)
         except Exception as exc:
             message, code = _explain(exc)
             obj = ctx.find_object(CliContext)
-            if message is None or (obj is not None and obj.debug):
+            debug = obj is not None and obj.debug
+            if message is None:
                 raise
+            if debug:
+                traceback.print_exc(file=sys.stderr)
             click.echo(f"Error: {message}", err=True)
             sys.exit(code)
 
 
 def _explain(exc: Exception) -> tuple[str | None, int]:
     if isinstance(exc, IotpipeError):
-        return str(exc), exc.exit_code
+        text = str(exc)
+        return (clean_message(text, limit=100_000) if "<" in text else text), exc.exit_code
+    if isinstance(exc, click.exceptions.ClickException):
+        return None, exc.exit_code
     return explain_aws_failure(exc), 1
 
 
+def _commands(group: click.Group) -> Iterator[click.Command]:
+    for command in group.commands.values():
+        yield command
+        if isinstance(command, click.Group):
+            yield from _commands(command)
+
+
+def _set_debug(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(CliContext).debug = True
+
+
+def _equip(command: click.Command) -> None:
+    """Give a command ``--debug`` and the config-source line on stderr, once."""
+    if getattr(command, "_iotpipe_equipped", False):
+        return
+    command._iotpipe_equipped = True  # type: ignore[attr-defined]
+    if not isinstance(command, click.Group) and not any(p.name == "debug" for p in command.params):
+        command.params.append(click.Option(["--debug"], is_flag=True, expose_value=False, is_eager=True,
+                                           callback=_set_debug, help="Show tracebacks with errors."))
+    if command.callback is not None and any(p.name == "config_path" for p in command.params):
+        command.callback = _announcing_config(command.name or "", command.callback)
+
+
+def _announcing_config(name: str, callback: Callable[..., Any]) -> Callable[..., Any]:
+    """Say on stderr which config file was read (or that none was) before the command runs."""
+
+    @functools.wraps(callback)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from iotpipe.config import config_source, read_config_file, unknown_env_warning
+
+        env, path = kwargs.get("env"), kwargs.get("config_path")
+        if isinstance(env, str):
+            document = read_config_file(path)
+            click.echo(config_source(path, document, env), err=True)
+            warning = unknown_env_warning(document, env)
+            if warning and name in _ENV_SENSITIVE:
+                click.echo(f"warning: {warning}", err=True)
+        return callback(*args, **kwargs)
+
+    return wrapper
+
+
 @click.group(cls=IotpipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("--debug", is_flag=True, help="Show tracebacks with errors (also accepted after the command).")
 @click.version_option(package_name="iotpipe")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
@@ -48,6 +106,7 @@ def main(ctx: click.Context, debug: bool) -> None:
       iotpipe render --env dev -o templates/TapStack.yml
       iotpipe lint
       iotpipe deploy --env dev --yes
+      iotpipe doctor --env dev
     """
     obj = ctx.ensure_object(CliContext)
-    obj.debug = debug
+    obj.debug = obj.debug or debug

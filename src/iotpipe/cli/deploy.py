@@ -7,9 +7,10 @@ from typing import Any
 
 import click
 
+from iotpipe import devices as devices_lib
 from iotpipe.cli.app import main
 from iotpipe.cli.common import Target, echo_json, is_interactive, output_option, pipeline_target, progress
-from iotpipe.config import PipelineConfig
+from iotpipe.config import PipelineConfig, config_warnings, validate_tag
 from iotpipe.deploy.client import Change, DeployClient, Stack, StackEvent
 from iotpipe.deploy.execute import (
     DeployResult,
@@ -79,14 +80,24 @@ def _request(cfg: PipelineConfig, template: str, params: Sequence[str], tags: Se
     return DeployRequest(
         stack_name=cfg.resolved_stack_name, template_body=template, env=cfg.env,
         parameters=merge_pairs(cfg.parameters, parse_assignments(params, "--param")),
-        tags=merge_pairs(cfg.tags, parse_assignments(tags, "--tag")),
+        tags=_tags(cfg, tags),
         termination_protection=cfg.termination_protection, on_failure=on_failure, timeout_minutes=timeout,
         reserved_concurrency=cfg.processor.reserved_concurrency)
 
 
+def _tags(cfg: PipelineConfig, tags: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """Config tags overridden by --tag, each valid for CloudFormation (keys 1-128, values 1-256, no aws:)."""
+    merged = merge_pairs(cfg.tags, parse_assignments(tags, "--tag"))
+    return tuple(validate_tag(key, value, "--tag") for key, value in merged)
+
+
 def _plan(cfg: PipelineConfig, client: DeployClient, params: Sequence[str], tags: Sequence[str],
           on_failure: str, timeout: float) -> DeployPlan:
-    template, findings = prepare_template(cfg)
+    for warning in config_warnings(cfg):
+        progress(f"warning: {warning}")
+    _tags(cfg, tags)  # bad input is refused before anything is rendered, uploaded or created
+    parameters = merge_pairs(cfg.parameters, parse_assignments(params, "--param"))
+    template, findings = prepare_template(cfg, parameters)
     if findings:
         progress(f"lint: {len(findings)} non-blocking finding(s); `iotpipe lint --env {cfg.env}` lists them")
     return plan_deploy(client, _request(cfg, template, params, tags, on_failure, timeout), progress)
@@ -253,20 +264,45 @@ def _status_plan(cfg: PipelineConfig, client: DeployClient, stack: Stack, timeou
         return None
 
 
+def _device_policy(client: DeployClient, stack: Stack) -> str | None:
+    """The stack's device policy: its SensorDevicePolicyName output, or its AWS::IoT::Policy resource (seed)."""
+    name = stack.output_map.get("SensorDevicePolicyName")
+    if name:
+        return name
+    for resource in client.stack_resources(stack.stack_id):
+        if resource.get("ResourceType") == "AWS::IoT::Policy" and resource.get("PhysicalResourceId"):
+            return str(resource["PhysicalResourceId"])
+    return None
+
+
+def _describe_targets(targets: Sequence[devices_lib.PolicyTarget]) -> str:
+    named = sorted({thing for target in targets for thing in target.things})
+    bare = [target.certificate_id[:12] for target in targets if not target.things]
+    parts = ([f"device(s) {', '.join(named)}"] if named else []) + (
+        [f"certificate(s) {', '.join(bare)} without a thing"] if bare else [])
+    return " and ".join(parts)
+
+
 @main.command()
 @pipeline_target
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required without a terminal).")
+@click.option("--revoke-devices", is_flag=True,
+              help="Revoke the env's registered devices (and detach the device policy from any other certificate) "
+                   "first; without it, destroy refuses while devices are registered.")
 @_timeout_option
 @output_option
-def destroy(target: Target, yes: bool, timeout: float, output: str) -> None:
+def destroy(target: Target, yes: bool, revoke_devices: bool, timeout: float, output: str) -> None:
     """Empty the stack's buckets (every object version and delete marker), delete the stack and wait.
 
-    Refuses while termination protection is on, and says how to lift it.
+    Refuses while termination protection is on, and says how to lift it. Refuses while devices are registered
+    (AWS IoT cannot delete a policy attached to a certificate, so the stack would end DELETE_FAILED), naming
+    them, unless --revoke-devices.
 
     \b
     Examples:
       iotpipe destroy --env dev
       iotpipe destroy --env ci --yes
+      iotpipe destroy --env dev --revoke-devices --yes
     """
     _require_consent(yes, "destroy")
     cfg, client = target.config, DeployClient.from_factory(target.factory)
@@ -276,13 +312,30 @@ def destroy(target: Target, yes: bool, timeout: float, output: str) -> None:
         if output == "json":
             echo_json({"stackName": plan.stack_name, "deleted": False, "objectsDeleted": {}})
         return
-    buckets = ", ".join(plan.buckets) or "none"
-    progress(f"destroy will delete every object version in bucket(s) {buckets}, then stack {plan.stack_name} "
-             f"({plan.stack.status})")
+    iot = target.factory.client("iot")
+    policy = _device_policy(client, plan.stack)
+    targets = devices_lib.policy_targets(iot, policy) if policy else ()
+    if targets and not revoke_devices:
+        raise DeployError(
+            f"device policy {policy} is attached to {_describe_targets(targets)}, and AWS IoT refuses to delete a "
+            "policy attached to a certificate (the stack would end DELETE_FAILED); nothing was deleted. Revoke "
+            f"them (iotpipe device revoke <id> --env {cfg.env}) or run destroy again with --revoke-devices")
+    if targets:
+        progress(f"destroy will first revoke {_describe_targets(targets)} (policy {policy})")
+    if plan.buckets:
+        progress(f"destroy will delete every object version in bucket(s) {', '.join(plan.buckets)}, then stack "
+                 f"{plan.stack_name} ({plan.stack.status})")
+    else:
+        progress(f"destroy will delete stack {plan.stack_name} ({plan.stack.status}); it has no buckets to empty")
     for bucket in plan.retained_buckets:
         progress(f"bucket {bucket} is retained by its DeletionPolicy and is left as it is")
-    if not yes and not click.confirm(f"Destroy stack {plan.stack_name} and its data?", default=False, err=True):
+    question = f"Destroy stack {plan.stack_name} and its data" + (" and revoke those devices" if targets else "")
+    if not yes and not click.confirm(question + "?", default=False, err=True):
         raise DeployError("destroy cancelled at the prompt; nothing was deleted")
+    if targets and policy:
+        released = devices_lib.release_policy(iot, policy, cfg.env)
+        progress(f"revoked {len(released.revoked)} device(s) ({', '.join(r.thing_name for r in released.revoked)}); "
+                 f"detached policy {policy} from {len(released.detached_certificates)} other certificate(s)")
     result = execute_destroy(client, plan, timeout * 60, progress)
     if output == "json":
         echo_json(result.as_dict())

@@ -178,7 +178,7 @@ def list_(
 
 @device.command("revoke")
 @click.argument("device_id")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @pipeline_target
 @output_option
 def revoke(
@@ -188,6 +188,9 @@ def revoke(
     output: str,
 ) -> None:
     """Detach, deactivate and delete the device's certificates, then delete the thing.
+
+    Only a thing iotpipe registered for this env (attributes managedBy=iotpipe, environment=<env>) is revoked;
+    any other is refused with the reason.
 
     \b
     Examples:
@@ -199,7 +202,7 @@ def revoke(
         if not is_interactive():
             raise ConfigError(f"revoking {device_id} deletes its certificates; pass --yes to confirm")
         click.confirm(f"Revoke {device_id} and delete its certificates?", abort=True, err=True)
-    result = devices_lib.revoke_device(target.factory.client("iot"), device_id)
+    result = devices_lib.revoke_device(target.factory.client("iot"), device_id, target.config.env)
     if output == "json":
         echo_json(
             {
@@ -338,7 +341,14 @@ def simulate(
 # --- readings and anomalies -----------------------------------------------------------------------------
 
 
-def _reading_output(found: Sequence[query_lib.Reading], output: str, with_device: bool) -> None:
+def _csv_row(reading: query_lib.Reading) -> dict[str, Any]:
+    """A CSV row: booleans as true/false (as JSON writes them), not Python's True/False."""
+    return {key: (str(value).lower() if isinstance(value, bool) else value)
+            for key, value in reading.as_dict().items()}
+
+
+def _reading_output(found: Sequence[query_lib.Reading], output: str, with_device: bool,
+                    what: str = "readings") -> None:
     if output == "json":
         echo_json([reading.as_dict() for reading in found])
         return
@@ -346,11 +356,11 @@ def _reading_output(found: Sequence[query_lib.Reading], output: str, with_device
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=query_lib.READING_FIELDS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(reading.as_dict() for reading in found)
+        writer.writerows(_csv_row(reading) for reading in found)
         click.echo(buffer.getvalue(), nl=False)
         return
     if not found:
-        progress("no readings found")
+        progress(f"no {what} found")
         return
     headers = (("DEVICE",) if with_device else ()) + ("TIME", "SENSOR", "VALUE", "UNIT", "STATUS", "REASON")
     rows = [
@@ -425,10 +435,28 @@ def anomalies(
     """
     cfg, factory = target.config, target.factory
     found = query_lib.anomalies(factory, cfg, since=since, sensor=sensor, device_id=device_id, limit=limit)
-    _reading_output(found, output, with_device=True)
+    _reading_output(found, output, with_device=True, what="anomalies")
 
 
 # --- logs and metrics -----------------------------------------------------------------------------------
+
+MAX_METRIC_ROWS = 60
+
+
+def rows_period(since_ms: int, until_ms: int, max_rows: int = MAX_METRIC_ROWS) -> int:
+    """The shortest period (a multiple of 60 s) whose aligned periods over the window are at most ``max_rows``.
+
+    Periods start on multiples of the period and the last one contains "now", so an hour at 60 s is 61 rows
+    unless "now" falls on a minute; the help promises at most 60.
+    """
+    period = query_lib.choose_period((until_ms - since_ms) / 1000, max_rows)
+    for _ in range(10_000):
+        first = since_ms // (period * 1000)
+        last = until_ms // (period * 1000)
+        if last - first + 1 <= max_rows:
+            return period
+        period += 60
+    return period
 
 
 @main.command()
@@ -468,8 +496,10 @@ def logs(
     lines = query_lib.processor_logs(
         factory, cfg, since=since, text=text, follow=follow, max_wait_s=max_wait, limit=limit
     )
+    shown = 0
     try:
         for line in lines:
+            shown += 1
             if output == "json":
                 click.echo(
                     json.dumps(
@@ -487,6 +517,10 @@ def logs(
                 click.echo(line.summary())
     except KeyboardInterrupt:
         progress("stopped")
+    if not shown:
+        progress(f"no log lines since {since}" + (f" matching {text!r}" if text else "")
+                 + (" (--follow waited up to --max-wait)" if follow else "")
+                 + "; the processor logs once it has run (iotpipe simulate sends readings)")
 
 
 @main.command()
@@ -508,7 +542,10 @@ def metrics(
       iotpipe metrics --env prod --since 24h --period 3600 --output json
     """
     cfg, factory = target.config, target.factory
-    report = query_lib.metrics(factory, cfg, since=since, period_s=period)
+    now = query_lib.now_ms()
+    if period is None:
+        period = rows_period(query_lib.parse_since(since, now), now)
+    report = query_lib.metrics(factory, cfg, since=since, period_s=period, now=now)
     if output == "json":
         echo_json(
             {

@@ -22,6 +22,7 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
+from iotpipe.aws import clean_message
 from iotpipe.errors import AwsError, DeployError
 
 T = TypeVar("T")
@@ -127,7 +128,7 @@ def _code(exc: ClientError) -> str:
 
 
 def _message(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
+    return clean_message(str(exc.response.get("Error", {}).get("Message", "")) or str(exc))
 
 
 def map_error(operation: str, exc: Exception) -> AwsError:
@@ -161,7 +162,7 @@ def _call(operation: str, func: Callable[..., T], **kwargs: Any) -> T:
     except (ClientError, BotoCoreError) as exc:
         raise map_error(operation, exc) from None
     except ResponseParserError as exc:  # not a BotoCoreError: an endpoint that answered with garbage (or a 500)
-        raise AwsError(f"{operation}: the endpoint sent a response botocore cannot parse ({str(exc)[:200]}); "
+        raise AwsError(f"{operation}: the endpoint sent a response botocore cannot parse ({clean_message(str(exc))}); "
                        "check --endpoint-url, or retry if AWS had a transient fault") from None
 
 

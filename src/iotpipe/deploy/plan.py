@@ -157,12 +157,19 @@ def create_changes(template: Mapping[str, Any]) -> tuple[Change, ...]:
                  for logical_id, spec in sorted(resources.items()))
 
 
-def prepare_template(cfg: Any) -> tuple[str, list[Any]]:
-    """Render the template for ``cfg`` and lint it; LintError on any lint error, else (text, other findings)."""
+def prepare_template(cfg: Any, parameters: Iterable[tuple[str, str]] = ()) -> tuple[str, list[Any]]:
+    """Render the template for ``cfg`` and lint it; LintError on any lint error, else (text, other findings).
+
+    ``parameters`` are checked against the template first (ConfigError), so a typo never waits for the linter.
+    """
     from iotpipe.lint import lint_template
     from iotpipe.render import render_template
 
     text = render_template(cfg)
+    given = tuple(parameters)
+    if given:
+        check_parameters(parse_template(text), given)
+        check_environment_suffix(given, cfg.env)
     findings = list(lint_template(text))
     errors = [f for f in findings if f.severity == "error"]
     if errors:
