@@ -94,7 +94,7 @@ class HtmlServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_GET = do_POST = do_PUT = do_DELETE = _answer  # noqa: N815 (http.server's naming)
+            do_GET = do_POST = do_PUT = do_DELETE = _answer
 
             def log_message(self, *args: Any) -> None:
                 return None
