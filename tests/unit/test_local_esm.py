@@ -665,6 +665,7 @@ def test_moto_shard_reads_page_through_the_shard_in_order(stream: Stream) -> Non
         page = kinesis.get_records(StreamARN=stream.arn, ShardIterator=iterator, Limit=7)
         if not page["Records"]:
             break
+        assert "json" in page["ResponseMetadata"]["HTTPHeaders"]["content-type"]  # not text/html
         seen += [record["SequenceNumber"] for record in page["Records"]]
         behind.append(page["MillisBehindLatest"])
         iterator = page["NextShardIterator"]
@@ -675,3 +676,25 @@ def test_moto_shard_reads_page_through_the_shard_in_order(stream: Stream) -> Non
     assert kinesis.get_records(StreamARN=stream.arn, ShardIterator=latest)["Records"] == []
     (newer,) = stream.put("r23")
     assert int(newer) == int(sequences[-1]) + 1
+
+
+def test_after_a_split_the_children_start_when_the_parent_is_done(stream: Stream) -> None:
+    before = [f"p{i}" for i in range(5)]
+    stream.put(*before)
+    function = FakeFunction()
+    runner = runner_for(stream, function, batch_size=3)
+    assert runner.run_once() == 5  # the runner knows one shard
+    stream.put("p5")
+    stream.kinesis.split_shard(StreamARN=stream.arn, ShardToSplit="shardId-000000000000",
+                               NewStartingHashKey=str(2 ** 127))
+    after = {f"device-{i}": f"c{i}" for i in range(12)}
+    for key, value in after.items():
+        stream.put(value, key=key)
+    assert runner.run_once() == 13  # the children are found, and read from their start
+    delivered = [value for batch in function.batches() for value in batch]
+    assert delivered[:6] == [*before, "p5"]  # the parent first, in order
+    assert sorted(delivered[6:]) == sorted(after.values())
+    children = {record["eventID"].split(":")[0] for event in function.events[3:] for record in event["Records"]}
+    assert children == {"shardId-000000000001", "shardId-000000000002"}  # written to the open shards only
+    assert set(runner.checkpoints()) == {"shardId-000000000000", "shardId-000000000001", "shardId-000000000002"}
+    assert runner.run_once() == 0

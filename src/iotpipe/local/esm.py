@@ -475,11 +475,14 @@ class MappingRunner:
         for page in paginator.paginate(StreamARN=self.spec.stream_arn):
             for shard in page["Shards"]:
                 shard_id = shard["ShardId"]
+                ending = shard.get("SequenceNumberRange", {}).get("EndingSequenceNumber")
                 if shard_id in self._shards:
+                    self._shards[shard_id].ending = ending
                     continue
                 parents = {shard[key] for key in ("ParentShardId", "AdjacentParentShardId") if shard.get(key)}
                 worker = _ShardWorker(self, shard_id, parents, raw_kinesis_client(self._clients.client("kinesis")),
-                                      position=self.spec.starting_position if first_look else "TRIM_HORIZON")
+                                      position=self.spec.starting_position if first_look else "TRIM_HORIZON",
+                                      ending=ending)
                 # Anchor the iterator now, so LATEST means "after start", not "after the first poll".
                 worker.open()
                 self._shards[shard_id] = worker
@@ -602,6 +605,7 @@ class _ShardWorker:
     pending: deque[StreamRecord] = field(default_factory=deque)
     iterator: str | None = None
     last_read: str | None = None
+    ending: str | None = None  # the last sequence number of a closed shard (ListShards' EndingSequenceNumber)
     ended: bool = False  # the shard is closed and every record was read
     busy: bool = False  # a batch is being gathered or delivered
 
@@ -644,14 +648,15 @@ class _ShardWorker:
             self._reopen()
             return 0
         self.iterator = response.get("NextShardIterator")
-        if self.iterator is None:
-            self.ended = True
         spec = self.runner.spec
         records = [record_from_kinesis(raw, shard_id=self.shard_id, spec=spec) for raw in response["Records"]]
         if records:
             self.last_read = records[-1].sequence_number
             self.pending.extend(records)
             self.runner._count(records_read=len(records))
+        # Kinesis ends a closed shard with a null NextShardIterator; moto never does, so an empty read of a shard
+        # that ListShards showed closed (no record can arrive after that) ends it too, and its children may start.
+        self.ended = self.iterator is None or (not records and self.ending is not None)
         return len(records)
 
     def _reopen(self) -> None:

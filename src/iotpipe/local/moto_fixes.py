@@ -266,10 +266,10 @@ def _fix_kinesis_get_records_response(patches: Patches) -> None:
     directly, in the same shape (Data as base64 text, ApproximateArrivalTimestamp as epoch seconds)."""
     from moto.kinesis.responses import KinesisResponse
 
-    def get_records(self: Any) -> str:
+    def get_records(self: Any) -> tuple[str, dict[str, str]]:
         next_iterator, records, millis_behind = self.kinesis_backend.get_records(
             self._get_param("StreamARN"), self._get_param("ShardIterator"), self._get_param("Limit"))
-        return json.dumps({
+        body = json.dumps({
             "NextShardIterator": next_iterator,
             "Records": [{"Data": record.data if isinstance(record.data, str) else record.data.decode("ascii"),
                          "PartitionKey": record.partition_key,
@@ -277,22 +277,55 @@ def _fix_kinesis_get_records_response(patches: Patches) -> None:
                          "ApproximateArrivalTimestamp": round(record.created_at, 3)} for record in records],
             "MillisBehindLatest": millis_behind,
         })
+        # The serializer's content type; a bare string body would go out as text/html.
+        return body, {"Content-Type": "application/x-amz-json-1.1"}
 
     patches.setattr(KinesisResponse, "get_records", get_records)
 
 
-def _fix_kinesis_put_records_answer(patches: Patches) -> None:
-    """moto writes a PutRecords answer through its generic model-driven serializer, which took 55% of the
-    server's time for a 500-record call (py-spy); the rule engine of ``iotpipe local`` sends every reading
-    through PutRecords. The answer is two plain fields (FailedRecordCount, Records), written as JSON here."""
-    from moto.kinesis.responses import KinesisResponse
+def _fix_kinesis_closed_shards(patches: Patches) -> None:
+    """Resharding as Kinesis does it: a split or merge leaves the parent's records in the parent (moto moves them,
+    with new sequence numbers, so a reader sees them twice or not at all), and new records go to open shards only
+    (moto keeps writing to the closed parent, where a reader that finished it would never see them)."""
+    from collections import OrderedDict
 
-    def put_records(self: Any) -> tuple[str, dict[str, str]]:
-        answer = self.kinesis_backend.put_records(self._get_param("StreamARN"), self._get_param("StreamName"),
-                                                  self._get_param("Records"))
-        return json.dumps(answer), {"Content-Type": "application/x-amz-json-1.1"}
+    from moto.kinesis.models import Stream
+    from moto.utilities.utils import md5_hash
 
-    patches.setattr(KinesisResponse, "put_records", put_records)
+    original_shard_for_key = Stream.get_shard_for_key
+    original_split = Stream.split_shard
+    original_merge = Stream.merge_shards
+
+    def get_shard_for_key(self: Any, partition_key: str, explicit_hash_key: str) -> Any:
+        shard = original_shard_for_key(self, partition_key, explicit_hash_key)
+        if shard is None or shard.is_open:
+            return shard
+        key = int(explicit_hash_key) if explicit_hash_key else int(md5_hash(partition_key.encode()).hexdigest(), 16)
+        return next((candidate for candidate in self.shards.values()
+                     if candidate.is_open and candidate.starting_hash <= key < candidate.ending_hash), shard)
+
+    def keeping_records(self: Any, shard_ids: tuple[str, ...], reshard: Callable[[], None]) -> None:
+        parents = [self.shards[shard_id] for shard_id in shard_ids if shard_id in self.shards]
+        kept = [parent.records for parent in parents]
+        for parent in parents:
+            parent.records = OrderedDict()  # nothing for moto to move
+        try:
+            reshard()
+        finally:
+            for parent, records in zip(parents, kept, strict=True):
+                parent.records = records
+
+    def split_shard(self: Any, shard_to_split: str, new_starting_hash_key: str) -> None:
+        keeping_records(self, (shard_to_split,),
+                        lambda: original_split(self, shard_to_split, new_starting_hash_key))
+
+    def merge_shards(self: Any, shard_to_merge: str, adjacent_shard_to_merge: str) -> None:
+        keeping_records(self, (shard_to_merge, adjacent_shard_to_merge),
+                        lambda: original_merge(self, shard_to_merge, adjacent_shard_to_merge))
+
+    patches.setattr(Stream, "get_shard_for_key", get_shard_for_key)
+    patches.setattr(Stream, "split_shard", split_shard)
+    patches.setattr(Stream, "merge_shards", merge_shards)
 
 
 FIXES: tuple[Callable[[Patches], None], ...] = (
@@ -307,5 +340,5 @@ FIXES: tuple[Callable[[Patches], None], ...] = (
     _fix_list_imports,
     _fix_kinesis_shard_scans,
     _fix_kinesis_get_records_response,
-    _fix_kinesis_put_records_answer,
+    _fix_kinesis_closed_shards,
 )
