@@ -3,7 +3,7 @@
 PYTHON ?= python3
 NODE_DIR := handler/node
 
-.PHONY: install test lint pytest node-test render bench bench-broker bench-local golden clean
+.PHONY: install test lint pytest node-test render bench bench-worst bench-broker bench-local golden clean
 
 install:
 	$(PYTHON) -m pip install --upgrade pip
@@ -24,8 +24,13 @@ lint:
 pytest:
 	$(PYTHON) -m pytest -q
 
+# The Node tests run on the machine's node and on every Lambda Node runtime the config allows that npm
+# installed into handler/node (node-linux-<arch>@22 and @24, optional dependencies of its package.json).
 node-test:
-	@if [ -f $(NODE_DIR)/index.js ]; then cd $(NODE_DIR) && node --test; fi
+	@if [ -f $(NODE_DIR)/index.js ]; then cd $(NODE_DIR) && node --test && \
+	  for runtime in node_modules/node2*-linux-*/bin/node; do \
+	    if [ -x "$$runtime" ]; then echo "== $$runtime ($$($$runtime --version))" && $$runtime --test || exit 1; fi; \
+	  done; fi
 
 render:
 	iotpipe render --env dev -o templates/TapStack.yml
@@ -35,6 +40,10 @@ golden:
 
 bench:
 	$(PYTHON) bench/bench_processor.py
+
+# Worst-case batches (6 MB of hostile messages, 10,000 records): time and peak memory at the configured size.
+bench-worst:
+	$(PYTHON) bench/bench_processor.py --worst
 
 bench-broker:
 	$(PYTHON) bench/bench_broker.py

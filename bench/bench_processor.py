@@ -15,13 +15,21 @@ Kinesis events of 100 and 1,000 readings through:
 
 Calls are HTTP attempts (retries included) in every row; each run is warmed up on its first event first.
 
+``--worst`` (``make bench-worst``) instead drives worst-case batches, one invocation each in a fresh process
+with the configured timeout as its budget, and shows each processor's peak resident memory against the
+configured memory size (iotpipe.toml, env dev): the largest batch Lambda delivers (6 MB of records) made of
+70 KB messages of 5,000 unknown sensor types, of 125 KB messages of 9,000 readings, of messages of 100 readings
+each (the most one message may hold), and 10,000 one-reading records.
+
 Usage: python bench/bench_processor.py [--sizes 100 1000] [--readings-per-size 3000] [--repeat 5]
                                        [--seed-dir ../shared/seed] [--budget-s 900]
+       python bench/bench_processor.py --worst [--cases NAME ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import math
 import os
@@ -317,6 +325,134 @@ def target_verdicts(best: dict[str, dict[str, float]], latency_label: dict[str, 
     return lines
 
 
+LAMBDA_BATCH_BYTES = 6 * 1024 * 1024  # a Kinesis event source mapping delivers at most 6 MB per invocation
+PYTHON_WORST = """
+import json, resource, sys, time
+job = json.loads(sys.stdin.read())
+sys.path.insert(0, job["support"])
+from processor_support import clients, load_handler, make_runtime
+index = load_handler()
+event = json.load(open(job["eventPath"]))
+s3, dynamodb = clients(job["endpoint"], pool=index.POOL_SIZE)
+summary = {}
+def emit(line):
+    if '"batch processed"' in line:
+        summary.update(json.loads(line))
+runtime = make_runtime(index, job["env"], s3, dynamodb, emit=emit)
+class Context:
+    started = time.monotonic()
+    def get_remaining_time_in_millis(self):
+        return job["budgetMs"] - (time.monotonic() - self.started) * 1000
+started = time.perf_counter()
+try:
+    failures = len(index.process(event, Context(), runtime)["batchItemFailures"])
+except index.BatchFailed:
+    failures = len(event["Records"])
+seconds = time.perf_counter() - started
+print(json.dumps({"seconds": seconds, "failures": failures, "summary": summary,
+                  "maxRssMb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _multi_payload(device: str, readings: dict[str, Any], at_ms: int) -> dict[str, Any]:
+    return {"deviceId": device, "timestamp": at_ms, "receivedAt": at_ms + 40, "topicDeviceId": device,
+            "readings": readings}
+
+
+def worst_case_events() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """name -> (environment, Kinesis event) of each worst case, each as large as one Lambda batch may be."""
+    base_ms = int(time.time() * 1000) - 600_000
+
+    def batch(make: Callable[[int], dict[str, Any]], limit_records: int = 10_000) -> dict[str, Any]:
+        records, size = [], 0
+        while len(records) < limit_records:
+            payload = make(len(records))
+            size += len(json.dumps(payload)) * 4 // 3 + 200
+            if size > LAMBDA_BATCH_BYTES:
+                break
+            records.append({"sequenceNumber": str(49_000_000 + len(records)), "partitionKey": payload["deviceId"],
+                            "arrivedAt": base_ms + 60 + len(records), "payload": payload})
+        return kinesis_event(records)
+
+    store = {**ENV, "UNKNOWN_SENSOR": "store"}
+    return {
+        "5,000 unknown types per 70 KB message": (ENV, batch(lambda n: _multi_payload(
+            f"press-{n % 20:02d}", {f"x{i:04d}": i for i in range(5_000)}, base_ms + n))),
+        "9,000 readings per 125 KB message": (ENV, batch(lambda n: _multi_payload(
+            f"press-{n % 20:02d}", {f"r{i:04d}": i for i in range(9_000)}, base_ms + n))),
+        "100 readings per message (stored)": (store, batch(lambda n: _multi_payload(
+            f"press-{n % 20:02d}", {f"s{i:03d}": n % 97 + i for i in range(100)}, base_ms + n))),
+        "10,000 one-reading records": (ENV, batch(lambda n: synthetic_records(1, n, base_ms + n)[0]["payload"])),
+    }
+
+
+def readings_in(event: dict[str, Any]) -> int:
+    """The readings the event's payloads carry (a multi-reading message counts each)."""
+    payloads = [json.loads(base64.b64decode(r["kinesis"]["data"])) for r in event["Records"]]
+    return sum(len(p["readings"]) if "readings" in p else 1 for p in payloads)
+
+
+def configured_processor() -> tuple[int, int]:
+    """The processor's memory size (MB) and timeout (s) of iotpipe.toml, env dev."""
+    from iotpipe.config import load_config
+
+    processor = load_config(REPO / "iotpipe.toml", env="dev").processor
+    return processor.memory_mb, processor.timeout_seconds
+
+
+def run_worst(endpoint: str, env: dict[str, Any], event: dict[str, Any], budget_ms: int, node: bool) -> dict[str, Any]:
+    """One worst-case invocation in a fresh process (Python, or the Node twin through node_driver.js)."""
+    if node:
+        job = {"handlerPath": str(NODE_TWIN), "events": [event], "budgetMs": budget_ms,
+               "env": {**settings_env(env), "AWS_ENDPOINT_URL": endpoint}}
+        process_env = {**os.environ, "NODE_NO_WARNINGS": "1", "AWS_REGION": "us-east-1"}
+        done = subprocess.run(["node", str(NODE_DRIVER)], input=json.dumps(job), env=process_env, text=True,
+                              capture_output=True, check=False, timeout=NODE_TIMEOUT_S)
+    else:
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as handle:
+            json.dump(event, handle)
+            handle.flush()
+            job = {"support": str(REPO / "tests" / "handler"), "eventPath": handle.name, "env": env,
+                   "endpoint": endpoint, "budgetMs": budget_ms}
+            done = subprocess.run([sys.executable, "-c", PYTHON_WORST], input=json.dumps(job), text=True,
+                                  capture_output=True, check=False, timeout=NODE_TIMEOUT_S)
+    if done.returncode != 0:
+        raise SystemExit(f"worst case failed ({'node' if node else 'python'}): {done.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main_worst(cases: list[str] | None) -> int:
+    """The worst-case table: time, peak memory against the configured memory size, what was stored."""
+    memory_mb, timeout_s = configured_processor()
+    server, endpoint = start_moto_server()
+    try:
+        s3, dynamodb = clients(endpoint)
+        create_resources(s3, dynamodb)
+        print(f"worst-case batches, one invocation each in a fresh process, budget {timeout_s} s (the configured "
+              f"timeout); peak RSS of the whole process against the configured {memory_mb} MB")
+        print(f"{'case':<40} {'processor':<7} {'records':>7} {'readings':>8} {'seconds':>8} {'peak MB':>8} "
+              f"{'stored':>7} {'quarant.':>8} {'failed':>6}")
+        processors = [("python", False)] + ([("node", True)] if node_ready() else [])
+        for name, (env, event) in worst_case_events().items():
+            if cases and not any(c in name for c in cases):
+                continue
+            for processor, node in processors:
+                result = run_worst(endpoint, env, event, timeout_s * 1000, node)
+                summary = result.get("summary") or {}
+                print(f"{name:<40} {processor:<7} {len(event['Records']):>7} {readings_in(event):>8} "
+                      f"{result['seconds']:>8.1f} {result['maxRssMb']:>8.0f} {summary.get('stored', 0):>7} "
+                      f"{summary.get('quarantined', 0):>8} {result['failures']:>6}"
+                      f"{'' if result['maxRssMb'] <= memory_mb else '  OVER the memory size'}", flush=True)
+    finally:
+        server.stdin.close()  # type: ignore[union-attr]
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print one table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -326,10 +462,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-dir", type=Path, default=REPO.parent / "shared" / "seed")
     parser.add_argument("--budget-s", type=float, default=900,
                         help="no further interleaved round starts after this many seconds (each size runs once)")
+    parser.add_argument("--worst", action="store_true", help="run the worst-case batches instead (bench-worst)")
+    parser.add_argument("--cases", nargs="+", help="with --worst: only the cases whose name contains one of these")
     args = parser.parse_args(argv)
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():
         os.environ.setdefault(name, value)
+    if args.worst:
+        return main_worst(args.cases)
 
     server, endpoint = start_moto_server()
     try:
@@ -350,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("node or its AWS SDK (make install) is missing: no node twin or seed rows", file=sys.stderr)
         with_seed = with_node and (args.seed_dir / "TapStack.yml").is_file()
+        if with_node and not with_seed:
+            print(f"no seed template in {args.seed_dir} (it is beside the workspace checkout, not in a clone): "
+                  f"no seed rows, no ratio to the seed", file=sys.stderr)
         if with_seed:
             create_seed_resources(s3, dynamodb)
             modes.append((SEED_MOTO, lambda events: run_seed(endpoint, events, args.seed_dir)))

@@ -7,8 +7,9 @@
  *   warmup?: boolean}. The handler runs the events one after another against AWS_ENDPOINT_URL (from `env` or
  *   the environment), or, with latencyMs, against a latency model: every AWS call waits latencyMs and gets a
  *   canned success without reaching any server.
- * stdout: one JSON line {"seconds", "readings", "apiCalls", "failures", "handler"}; the handler's own stdout
- *   (logs, EMF) is discarded. apiCalls counts HTTP attempts (SDK retries included), or calls under the model.
+ * stdout: one JSON line {"seconds", "readings", "apiCalls", "failures", "handler", "maxRssMb", "summary"}; the
+ *   handler's own stdout (logs, EMF) is discarded but for its last "batch processed" line (summary). budgetMs
+ *   (default 60,000) is what the context's getRemainingTimeInMillis counts down from, per invocation. apiCalls counts HTTP attempts (SDK retries included), or calls under the model.
  *
  *   node bench/node_driver.js < job.json
  */
@@ -63,8 +64,11 @@ function failuresOf(result, recordCount) {
   return result === undefined ? 0 : recordCount;
 }
 
-async function invoke(handler, event) {
-  const context = { getRemainingTimeInMillis: () => 60_000, functionName: 'bench', awsRequestId: 'bench' };
+async function invoke(handler, event, budgetMs = 60_000) {
+  const started = Date.now();
+  const context = {
+    getRemainingTimeInMillis: () => budgetMs - (Date.now() - started), functionName: 'bench', awsRequestId: 'bench',
+  };
   try {
     return failuresOf(await handler(event, context), event.Records.length);
   } catch {
@@ -80,20 +84,28 @@ async function main() {
   const { handler } = require(path.resolve(job.handlerPath));
   const events = job.events || [];
   const write = process.stdout.write.bind(process.stdout);
-  process.stdout.write = () => true;
+  let summary = null; // the handler's last "batch processed" log line, when it writes one
+  process.stdout.write = (chunk) => {
+    const text = String(chunk);
+    if (text.includes('"batch processed"')) summary = JSON.parse(text.trim().split('\n').pop());
+    return true;
+  };
   let seconds;
   let failures = 0;
   try {
     if (job.warmup && events.length) await invoke(handler, events[0]);
     counter.calls = 0;
     const started = process.hrtime.bigint();
-    for (const event of events) failures += await invoke(handler, event);
+    for (const event of events) failures += await invoke(handler, event, job.budgetMs);
     seconds = Number(process.hrtime.bigint() - started) / 1e9;
   } finally {
     process.stdout.write = write;
   }
   const readings = events.reduce((sum, event) => sum + event.Records.length, 0);
-  write(`${JSON.stringify({ seconds, readings, apiCalls: counter.calls, failures, handler: job.handlerPath })}\n`);
+  const maxRssMb = process.resourceUsage().maxRSS / 1024;
+  write(`${JSON.stringify({
+    seconds, readings, apiCalls: counter.calls, failures, handler: job.handlerPath, maxRssMb, summary,
+  })}\n`);
 }
 
 main().catch((err) => {

@@ -1,0 +1,100 @@
+"""What handler/python/index.py does with the contract's inputs, as JSON: run by test_python_runtimes.py natively
+and inside every other CPython the config allows (3.12, 3.13, 3.14 as Pyodide under node). Standard library only,
+and no threads or sockets (Pyodide has neither): the pure path of the processor, record by record."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from decimal import Decimal
+from typing import Any
+
+
+def load(path: str) -> Any:
+    """handler/python/index.py as a module."""
+    spec = importlib.util.spec_from_file_location("iotpipe_probe_index", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def _plain(attribute: dict[str, Any]) -> Any:
+    if "N" in attribute:
+        number = Decimal(attribute["N"])
+        return int(number) if number == number.to_integral_value() else float(number)
+    return attribute["S"] if "S" in attribute else attribute["BOOL"]
+
+
+def vector_outcome(index: Any, vector: dict[str, Any], data: list[str]) -> dict[str, Any]:
+    """The items (plain values, by key) and quarantine rows one window of the vector's records yields."""
+    env = {"DYNAMODB_TABLE": "t", "S3_BUCKET": "b"}
+    env.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in vector["env"].items()})
+    settings = index.Settings.from_env(env)
+    interpretations = []
+    for spec, encoded in zip(vector["records"], data, strict=True):
+        event_record = {"eventID": f"{vector['shardId']}:{spec['sequenceNumber']}", "kinesis": {
+            "partitionKey": spec["partitionKey"], "sequenceNumber": spec["sequenceNumber"], "data": encoded,
+            "approximateArrivalTimestamp": spec["arrivedAt"] / 1000}}
+        interpretations.append(index.interpret(index.decode_record(event_record, 0), settings))
+    readings, _ = index.deduplicate([r for i in interpretations for r in i.readings])
+    items = sorted(({k: _plain(v) for k, v in r.item.items()} for r in readings),
+                   key=lambda item: (item["deviceId"], item["sk"]))
+    rows = []
+    for interpretation in interpretations:
+        if not interpretation.rejections:
+            continue
+        line = index.quarantine_line(interpretation)
+        for row in ([{**r, "sequenceNumber": line["sequenceNumber"]} for r in line["rejected"]]
+                    if "rejected" in line else [line]):
+            rows.append({k: row[k] for k in ("sequenceNumber", "reason", "sensorType") if k in row})
+    rows.sort(key=lambda r: (int(r["sequenceNumber"]), r.get("sensorType", "")))
+    return {"items": items, "quarantine": rows}
+
+
+def _json_class(index: Any, text: str) -> str:
+    if index.json_depth(text) > index.MAX_JSON_DEPTH:
+        return "deep"
+    try:
+        index.parse_json(text)
+    except ValueError:
+        return "invalid"
+    return "ok"
+
+
+def _parsed(index: Any, text: str) -> Any:
+    try:
+        return index.parse_json(text)
+    except ValueError:
+        return None
+
+
+def probe(index_path: str, job: dict[str, Any]) -> dict[str, Any]:
+    """Everything the job asks, computed by this interpreter."""
+    index = load(index_path)
+    received, retention = job["received"], job["retention"]
+    values = []
+    for text in job["values"]:
+        outcome = index.number_value(_parsed(index, text))
+        values.append(outcome if isinstance(outcome, str) else [outcome[0], outcome[1]])
+    records = []
+    for given in job["records"]:
+        record = index.decode_record(given, job["now"])
+        records.append([record.shard_id, record.sequence_number, record.partition_key, record.arrived_at,
+                        record.data, None if record.raw is None else record.raw.hex()])
+    return {
+        "python": sys.version.split()[0],
+        "timestamps": [list(index.resolve_timestamp(t, received, retention)) for t in job["timestamps"]],
+        "epochs": [list(index.resolve_timestamp(_parsed(index, t), received, retention)) for t in job["epochs"]],
+        "values": values,
+        "doubles": [index.format_number(x) for x in job["doubles"]],
+        "json": [_json_class(index, text) for text in job["json"]],
+        "records": records,
+        "vectors": {v["name"]: vector_outcome(index, v, data) for v, data in job["vectors"]},
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(probe(sys.argv[1], json.load(sys.stdin))))
