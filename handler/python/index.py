@@ -608,6 +608,13 @@ def put_object(runtime: Runtime, key: str, body: bytes, deadline: float) -> None
                 raise
 
 
+def _failure(future: Future[Any], what: str) -> BaseException | None:
+    """The error of a finished call; one still running or cancelled at the deadline counts as failed."""
+    if future.done() and not future.cancelled():
+        return future.exception(timeout=0)
+    return TimeoutError(f"{what} not done before the deadline")
+
+
 def _wait(runtime: Runtime, futures: Iterable[Future[Any]], deadline: float) -> None:
     """Wait for ``futures`` until the deadline at most (those still running count as failed)."""
     _, late = wait_futures(list(futures), timeout=max(0.0, deadline - runtime.monotonic()))
@@ -751,7 +758,7 @@ def _wait_for_archive(runtime: Runtime, archives: list[Future[None]], deadline: 
     """Nothing is written before the raw archive exists: raise BatchFailed if it failed or is too slow."""
     _wait(runtime, archives, deadline)
     for archive in archives:
-        exc = archive.exception(timeout=0) if archive.done() else TimeoutError("archive not written in time")
+        exc = _failure(archive, "raw archive write")
         if exc is not None:
             _log(runtime, "ERROR", "raw archive write failed; the batch will be retried",
                  error=_error_code(exc), detail=str(exc)[:500], records=count)
@@ -777,10 +784,10 @@ def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: R
 
     failed: set[str] = set()
     for chunk, write in zip(chunks, writes, strict=True):
-        unwritten = write.result() if write.done() else [r.item for r in chunk]
+        unwritten = [r.item for r in chunk] if _failure(write, "BatchWriteItem") else write.result()
         failed.update(item["sequenceNumber"]["S"] for item in unwritten)
     for shard, future in quarantines.items():
-        exc = future.exception(timeout=0) if future.done() else TimeoutError("quarantine not written in time")
+        exc = _failure(future, "quarantine write")
         if exc is None:
             for i in rejected[shard]:
                 _log(runtime, "WARN", "record quarantined", reason=i.rejections[0].reason,

@@ -204,6 +204,22 @@ def test_a_hung_call_does_not_hold_the_answer_past_the_deadline(harness: Harness
     assert (environment["SensorReadingsProcessed"], environment["RecordsFailed"]) == (50, 1)
 
 
+def test_calls_still_queued_at_the_deadline_are_failures_not_a_crash(harness: Harness) -> None:
+    release = threading.Event()
+
+    def hang(**_: Any) -> None:
+        release.wait(timeout=30)
+
+    harness.dynamodb.meta.events.register("before-send.dynamodb.BatchWriteItem", hang)
+    try:  # 40 calls for 16 threads: 24 never start before the deadline
+        with pytest.raises(index.BatchFailed, match="no record"):
+            harness.run(many(1000, devices=50), Context(1_500))
+    finally:
+        release.set()
+    environment, _ = metric_totals(emf_documents(harness.lines))
+    assert (environment["SensorReadingsProcessed"], environment["RecordsFailed"]) == (0, 1000)
+
+
 # ---------------------------------------------------------------- malformed events
 
 def test_malformed_event_records_are_quarantined_not_a_crash(harness: Harness) -> None:

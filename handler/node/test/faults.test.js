@@ -240,3 +240,22 @@ test('quarantine holds each payload once', async () => {
   assert.ok(text.length < 1.5 * payloadBytes + 100 * 80);
   assert.deepEqual((await support.scanItems(h.dynamodb)).map((i) => i.sequenceNumber), ['1003']);
 });
+
+test('calls still queued at the deadline are failures, not a crash', async () => {
+  const h = await harness();
+  let release;
+  const released = new Promise((resolve) => { release = resolve; });
+  h.dynamodb.middlewareStack.add((next, context) => async (args) => {
+    if (context.commandName === 'BatchWriteItemCommand') {
+      await Promise.race([released, new Promise((resolve) => { setTimeout(resolve, 30_000).unref(); })]);
+    }
+    return next(args);
+  }, { step: 'initialize', name: 'hangAll' });
+  try { // 40 calls for 16 workers: 24 never start before the deadline
+    await assert.rejects(h.run(many(1000, 50), contextWith(1_500)), /no record/);
+  } finally {
+    release();
+  }
+  const [environment] = h.metrics();
+  assert.deepEqual([environment.SensorReadingsProcessed, environment.RecordsFailed], [0, 1000]);
+});
