@@ -698,3 +698,46 @@ def test_after_a_split_the_children_start_when_the_parent_is_done(stream: Stream
     assert children == {"shardId-000000000001", "shardId-000000000002"}  # written to the open shards only
     assert set(runner.checkpoints()) == {"shardId-000000000000", "shardId-000000000001", "shardId-000000000002"}
     assert runner.run_once() == 0
+
+
+def test_a_destination_that_refuses_keeps_the_records_for_another_delivery(stream: Stream) -> None:
+    from iotpipe.errors import AwsError
+
+    missing = f"arn:aws:sqs:{REGION}:123456789012:esm-failures"
+    stream.put("a", "b")
+    function = FakeFunction(lambda records: InvokeResult("Unhandled"))
+    runner = runner_for(stream, function, max_retry_attempts=0, on_failure_destination=missing)
+    with pytest.raises(AwsError, match=r"refused a failed batch .* 5 times"):
+        runner.run_once()
+    assert runner.stats.destination_errors == 5
+    assert runner.checkpoints() == {"shardId-000000000000": None}  # not done with
+    url, queue_arn = make_queue(stream)  # the queue appears: the same records go through again
+    assert queue_arn == missing
+    assert runner.run_once() == 2
+    assert function.batches() == [["a", "b"], ["a", "b"]]
+    (document,) = failure_documents(stream, url)
+    assert document["KinesisBatchInfo"]["batchSize"] == 2
+    assert runner.stats.records_read == 2  # kept in memory, not read twice
+
+
+def test_a_kinesis_failure_while_gathering_keeps_the_records_read(stream: Stream) -> None:
+    stream.put("a", "b", "c")
+    function = FakeFunction()
+    runner = runner_for(stream, function, batch_size=2, batching_window_s=60)
+    runner.run_once()  # discovers the shard; delivers a, b, c
+    stream.put("d", "e", "f")
+    (worker,) = runner._shards.values()
+    real_read, calls = worker._read, []
+
+    def read_then_fail(limit: int) -> int:
+        calls.append(limit)
+        if len(calls) == 2:
+            raise RuntimeError("emulator went away")
+        return real_read(1)  # one record, so the batch is half full (and its window open) at the second call
+
+    worker._read = read_then_fail  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        worker.poll(window=True)
+    worker._read = real_read  # type: ignore[method-assign]
+    assert runner.run_once() == 3
+    assert function.batches()[-2:] == [["d", "e"], ["f"]]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from iotpipe.errors import ConfigError
+from iotpipe.errors import AwsError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ STARTING_POSITIONS = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 GET_RECORDS_LIMIT = 10000
 READ_AHEAD = 1000
+DESTINATION_ATTEMPTS = 5
 RETRY_EXHAUSTED = "RetryAttemptsExhausted"
 RECORD_AGE_EXCEEDED = "RecordAgeExceeded"
 _ENVELOPE_BYTES = len('{"Records": []}')
@@ -551,7 +552,8 @@ class MappingRunner:
 
     def _send_to_destination(self, records: Sequence[StreamRecord], *, condition: str, attempt: _Attempt) -> bool:
         """Hand discarded ``records`` to the on-failure destination (or count them discarded when there is none);
-        False only when stopped before the destination took them."""
+        False when stopped before the destination took them; AwsError when it refused them
+        DESTINATION_ATTEMPTS times (the records then stay unprocessed, to be delivered again)."""
         expired = len(records) if condition == RECORD_AGE_EXCEEDED else 0
         destination = self.spec.on_failure_destination
         if destination is None:
@@ -568,10 +570,14 @@ class MappingRunner:
             try:
                 self._deliver_document(destination, body)
                 break
-            except Exception:
+            except Exception as exc:
                 failures += 1
                 self._count(destination_errors=1)
-                log.exception("sending a failed batch to %s failed; trying again", destination)
+                if failures >= DESTINATION_ATTEMPTS:
+                    raise AwsError(f"the on-failure destination {destination} refused a failed batch of "
+                                   f"{records[0].shard_id} {failures} times ({exc}); its records stay unprocessed "
+                                   "and are delivered again: check that the queue or topic exists") from exc
+                log.warning("sending a failed batch to %s failed (%s); trying again", destination, exc)
                 if self._pause(self._backoff(failures)):
                     return False
         self._count(sent_to_destination=len(records), batches_to_destination=1, records_expired=expired)
@@ -671,8 +677,15 @@ class _ShardWorker:
         """Read until BatchSize, the 6 MB payload or the batching window: "Lambda continues to read records from
         the event source until it has gathered a full batch, the batching window expires, or the batch reaches the
         payload limit of 6 MB"."""
-        runner, spec = self.runner, self.runner.spec
         batch: list[StreamRecord] = []
+        try:
+            return self._fill(batch, window=window)
+        except BaseException:
+            self.pending.extendleft(reversed(batch))  # read but not delivered: keep them for the next poll
+            raise
+
+    def _fill(self, batch: list[StreamRecord], *, window: bool) -> list[StreamRecord]:
+        runner, spec = self.runner, self.runner.spec
         deadline: float | None = None
         while not runner._stop.is_set():
             if take_batch(self.pending, batch, spec.batch_size):
@@ -705,8 +718,15 @@ class _ShardWorker:
 
     def _deliver(self, batch: list[StreamRecord]) -> int:
         """Invoke until every record of ``batch`` is processed or handed to the destination; the records done."""
-        runner, spec = self.runner, self.runner.spec
         work: deque[_Attempt] = deque([_Attempt(tuple(batch))])
+        try:
+            return self._work_through(work)
+        except BaseException:
+            self._requeue(work)  # not done with: delivered again at the next poll, never dropped
+            raise
+
+    def _work_through(self, work: deque[_Attempt]) -> int:
+        runner, spec = self.runner, self.runner.spec
         done = 0
         while work:
             if runner._stop.is_set():
@@ -740,7 +760,7 @@ class _ShardWorker:
                 done += self._advance(attempt.records[:failed_at])
                 # "the batch is bisected at the returned sequence number and Lambda retries only the remaining
                 # records"; such a retry is charged to MaximumRetryAttempts.
-                attempt = replace(attempt, records=attempt.records[failed_at:])
+                attempt = work[0] = replace(attempt, records=attempt.records[failed_at:])
             elif spec.bisect_on_error and len(attempt.records) > 1:
                 # "split a failed batch into two batches ... Splitting a batch does not count towards the retry
                 # quota": each half keeps the retries charged so far and is delivered in order.
