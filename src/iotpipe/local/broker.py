@@ -731,10 +731,7 @@ def _kill_process_group(process: subprocess.Popen[bytes], timeout_s: float) -> N
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=5)
-    else:
-        # mosquitto never forks, but a group member left behind must not survive it
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+    # mosquitto never forks; once it is reaped its pid (and group id) may belong to someone else: leave it be
 
 
 def _start_mosquitto(
