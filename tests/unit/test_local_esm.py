@@ -600,6 +600,8 @@ def test_mapping_accepts_infinite_limits_and_string_forms() -> None:
     ({"BisectBatchOnFunctionError": "yes"}, "BisectBatchOnFunctionError 'yes' must be true or false"),
     ({"FunctionResponseTypes": ["Everything"]}, "only ReportBatchItemFailures"),
     ({"DestinationConfig": {"OnFailure": {"Destination": "arn:aws:s3:::bucket"}}}, "SQS queue or SNS topic"),
+    ({"FilterCriteria": {"Filters": [{"Pattern": "{}"}]}}, "FilterCriteria is not supported by iotpipe local"),
+    ({"TumblingWindowInSeconds": 60}, "TumblingWindowInSeconds is not supported"),
 ])
 def test_mapping_rejects_what_cannot_run(change: dict[str, Any], message: str) -> None:
     properties = {**template_mapping_properties(), **change}

@@ -147,6 +147,10 @@ def mapping_from_properties(properties: Mapping[str, Any], *, function_arn: str,
         raise ConfigError(f"{where} EventSourceArn {stream_arn!r} is not a Kinesis stream ARN "
                           "(arn:<partition>:kinesis:<region>:<account>:stream/<name>); iotpipe local reads streams "
                           "only, not enhanced fan-out consumers")
+    for unsupported in ("FilterCriteria", "TumblingWindowInSeconds"):
+        if properties.get(unsupported):
+            raise ConfigError(f"{where} {unsupported} is not supported by iotpipe local (records would reach the "
+                              "function unfiltered or without windows); remove it to run locally")
     position = properties.get("StartingPosition", "TRIM_HORIZON")
     if position not in STARTING_POSITIONS:
         raise ConfigError(f"{where} StartingPosition {position!r} is not one of {', '.join(STARTING_POSITIONS)}")
