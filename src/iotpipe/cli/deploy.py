@@ -31,6 +31,7 @@ from iotpipe.deploy.plan import (
     plan_deploy,
     prepare_template,
 )
+from iotpipe.doctor import deploy_blockers
 from iotpipe.errors import DeployError, IotpipeError
 
 DEFAULT_TIMEOUT_MINUTES = 30.0
@@ -92,15 +93,25 @@ def _tags(cfg: PipelineConfig, tags: Sequence[str]) -> tuple[tuple[str, str], ..
 
 
 def _plan(cfg: PipelineConfig, client: DeployClient, params: Sequence[str], tags: Sequence[str],
-          on_failure: str, timeout: float) -> DeployPlan:
+          on_failure: str, timeout: float, factory: Any = None) -> DeployPlan:
     for warning in config_warnings(cfg):
         progress(f"warning: {warning}")
     _tags(cfg, tags)  # bad input is refused before anything is rendered, uploaded or created
     parameters = merge_pairs(cfg.parameters, parse_assignments(params, "--param"))
     template, findings = prepare_template(cfg, parameters)
+    if factory is not None:
+        _refuse_blockers(factory, cfg, client)
     if findings:
         progress(f"lint: {len(findings)} non-blocking finding(s); `iotpipe lint --env {cfg.env}` lists them")
     return plan_deploy(client, _request(cfg, template, params, tags, on_failure, timeout), progress)
+
+
+def _refuse_blockers(factory: Any, cfg: PipelineConfig, client: DeployClient) -> None:
+    """The doctor's rows that would fail the deploy on AWS (names taken in the account), before any write."""
+    blockers = deploy_blockers(factory, cfg, client.account_id(), client.region)
+    if blockers:
+        raise DeployError("; ".join(f"{check.name}: {check.detail} ({check.action})" for check in blockers)
+                          + f"; `iotpipe doctor --env {cfg.env}` checks everything")
 
 
 def _show_plan(plan: DeployPlan, output: str) -> None:
@@ -158,7 +169,7 @@ def deploy(target: Target, yes: bool, no_execute: bool, params: tuple[str, ...],
     if not no_execute:
         _require_consent(yes, "deploy")
     cfg, client = target.config, DeployClient.from_factory(target.factory)
-    plan = _plan(cfg, client, params, tags, on_failure, timeout)
+    plan = _plan(cfg, client, params, tags, on_failure, timeout, factory=target.factory)
     _show_plan(plan, output)
     if no_execute:
         result = discard_plan(client, plan, progress)
