@@ -107,6 +107,19 @@ def test_missing_default_file_means_builtin_defaults(tmp_path: Path, monkeypatch
         ("[env.dev]\nstream = 3\n", "dev", "env.dev.stream: expected a table"),
         ("[defaults]\n", "Dev", "env: 'Dev' is not a valid environment name"),
         ("not toml = = 1", "dev", "is not valid TOML"),
+        # issue 12: refused before any AWS call
+        ("[env.dev]\nstack_name = \"bad name!\"\n", "dev", "'bad name!' is not a CloudFormation stack name"),
+        ("[env.dev]\nstack_name = \"1stack\"\n", "dev", "is not a CloudFormation stack name"),
+        ("[env.dev]\nregion = \"US-EAST-1\"\n", "dev", "is not an AWS region name"),
+        ("[env.dev.tags]\n\"aws:team\" = \"x\"\n", "dev", "the aws: prefix is reserved"),
+        ("[env.dev.tags]\nTeam = \"\"\n", "dev", "the value is empty"),
+        ("[env.dev.tags]\nTeam = \"" + "x" * 257 + "\"\n", "dev", "at most 256"),
+        ("[env.dev.thresholds.temperature]\nmax = 1" + "0" * 400 + "\n", "dev", "401-digit number is out of range"),
+        ("[env.dev.processor]\nbatch_size = 1" + "0" * 5000 + "\n", "dev", "has a value Python cannot read"),
+        ("[env.dev.processor]\nstarting_position = \"AT_TIMESTAMP\"\n", "dev", "choose one of TRIM_HORIZON, LATEST"),
+        # an on-demand stream starts with 4 shards (Kinesis guide: 4 MB/s write), not 1
+        ("[env.dev.stream]\nmode = \"ON_DEMAND\"\n[env.dev.processor]\nreserved_concurrency = 3\n", "dev",
+         "an on-demand stream's initial 4 shards"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_key(tmp_path: Path, text: str, env: str, fragment: str) -> None:
@@ -143,3 +156,38 @@ def test_thresholds_that_overflow_the_lambda_environment_are_refused() -> None:
         build_config({"defaults": {"thresholds": many}}, "dev", {})
     few = dict(list(many.items())[:40])
     assert len(build_config({"defaults": {"thresholds": few}}, "dev", {}).thresholds) == 43
+
+
+def test_non_utf8_config_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "iotpipe.toml"
+    path.write_bytes(b"[env.dev]\nstack_name = \"caf\xe9\"\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(path, "dev")
+
+
+def test_reserved_concurrency_zero_and_on_demand_warning() -> None:
+    from iotpipe.config import config_warnings, needed_concurrency
+
+    none = build_config({}, "dev", {"processor.reserved_concurrency": 0, "stream.shard_count": 50})
+    assert none.processor.reserved_concurrency == 0 and needed_concurrency(none) == 50
+    on_demand = build_config({}, "dev", {"stream.mode": "ON_DEMAND", "processor.parallelization_factor": 2,
+                                         "processor.reserved_concurrency": 8})
+    assert needed_concurrency(on_demand) == 8
+    [warning] = config_warnings(on_demand)
+    assert "starts with 4 shards and adds shards as traffic grows" in warning
+    assert config_warnings(build_config({}, "dev", {})) == ()
+
+
+def test_config_source_and_unknown_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from iotpipe.config import config_source, unknown_env_warning
+
+    monkeypatch.chdir(tmp_path)
+    assert config_source(None, {}, "dev") == ("config: no iotpipe.toml here (nor --config): built-in defaults "
+                                               "for env dev")
+    write(tmp_path, "[env.dev]\n")
+    document = {"env": {"dev": {}, "prod": {}}}
+    assert config_source(None, document, "dev") == "config: iotpipe.toml [env.dev]"
+    assert "no [env.prdo] section" in config_source(None, document, "prdo")
+    assert unknown_env_warning(document, "prdo") == ("env 'prdo' is not a section of the config file (it has "
+                                                     "dev, prod); check --env, or add [env.prdo]")
+    assert unknown_env_warning(document, "dev") is None and unknown_env_warning({}, "prdo") is None
