@@ -213,7 +213,7 @@ function underflowsToZero(token) {
  * @param {string} source
  */
 function parseJson(source) {
-  const tokens = /[eE]-[0-9]{3}|0{300}/.test(source) ? source.match(JSON_TOKEN) || [] : [];
+  const tokens = /[eE]-|0{300}/.test(source) ? source.match(JSON_TOKEN) || [] : [];
   if (!tokens.some(underflowsToZero)) return JSON.parse(source);
   return JSON.parse(source.replace(JSON_TOKEN, (token) => {
     if (!underflowsToZero(token)) return token;
