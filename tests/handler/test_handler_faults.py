@@ -292,3 +292,15 @@ def test_base64_data_of_a_record_is_never_decoded_leniently(harness: Harness) ->
     harness.run(records)
     lines = [line for body in objects(harness.s3, "quarantine/").values() for line in jsonl_gz(body)]
     assert [(line["sequenceNumber"], line["reason"]) for line in lines] == [("1001", "data is not base64")]
+
+
+def test_the_sdk_makes_one_attempt_per_call_and_the_processor_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    runtime = index.Runtime.from_env({"DYNAMODB_TABLE": "t", "S3_BUCKET": "b"})
+    try:
+        for client in (runtime.s3, runtime.dynamodb):  # botocore's max_attempts would not count the first
+            assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 1}
+    finally:
+        runtime.pool.shutdown()

@@ -259,3 +259,8 @@ test('calls still queued at the deadline are failures, not a crash', async () =>
   const [environment] = h.metrics();
   assert.deepEqual([environment.SensorReadingsProcessed, environment.RecordsFailed], [0, 1000]);
 });
+
+test('the SDK makes one attempt per call and the processor retries', async () => {
+  const runtime = index.runtimeFromEnv({ DYNAMODB_TABLE: 't', S3_BUCKET: 'b' });
+  for (const client of [runtime.s3, runtime.dynamodb]) assert.equal(await client.config.maxAttempts(), 1);
+});
