@@ -59,3 +59,18 @@ def test_render_imports_neither_linter() -> None:
             "print(sorted(m for m in ('cfnlint', 'checkov') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
     assert result.stdout.strip() == "[]"
+
+
+def test_write_atomically_ignores_a_planted_symlink_and_leaves_no_temporary(tmp_path: Path) -> None:
+    """Issue 12: the temporary file was the predictable .<name>.tmp, and a symlink planted there was followed."""
+    from iotpipe.render import write_atomically
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    out = tmp_path / "out" / "TapStack.yml"
+    out.parent.mkdir()
+    (out.parent / f".{out.name}.tmp").symlink_to(victim)
+    write_atomically(out, "Resources: {}\n")
+    assert victim.read_text() == "precious\n"
+    assert out.read_text() == "Resources: {}\n" and not out.is_symlink()
+    assert sorted(p.name for p in out.parent.iterdir()) == [f".{out.name}.tmp", out.name]  # only the planted link
