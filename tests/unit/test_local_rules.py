@@ -17,6 +17,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 from cfnlint.decode import decode_str
 
 from iotpipe.aws import ClientFactory
@@ -727,6 +728,41 @@ def test_failed_kinesis_action_goes_to_the_s3_error_action(aws: dict[str, Any], 
     assert "ResourceNotFoundException" in failure["errorMessage"]
     assert engine.stats == RuleEngineStats(messages_in=1, matched=1, actions_failed=1, error_actions=1)
     assert problems == []
+
+
+class StubbedKinesisFactory:
+    """moto's clients, except a Kinesis client whose PutRecords answers come from a botocore Stubber."""
+
+    def __init__(self, endpoint: str, put_records_answers: list[dict[str, Any]]) -> None:
+        self.factory = ClientFactory(region=REGION, endpoint_url=endpoint)
+        self.kinesis = self.factory.client("kinesis")
+        self.stubber = Stubber(self.kinesis)
+        for answer in put_records_answers:
+            self.stubber.add_response("put_records", answer)
+        self.stubber.activate()
+
+    def client(self, service: str) -> Any:
+        return self.kinesis if service == "kinesis" else self.factory.client(service)
+
+
+def test_a_record_put_records_reports_failed_goes_to_the_error_action(aws: dict[str, Any],
+                                                                     engines: list[RuleEngine]) -> None:
+    # PutRecords can fail single records (moto never does): only that message goes to the error action.
+    answer = {"FailedRecordCount": 1, "Records": [
+        {"SequenceNumber": "1", "ShardId": "shardId-000000000000"},
+        {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard"},
+        {"SequenceNumber": "2", "ShardId": "shardId-000000000000"}]}
+    factory = StubbedKinesisFactory(aws["endpoint"], [answer])
+    engine = make_engine(aws, engines, factory=factory)
+    for device in ("d1", "d2", "d3"):
+        engine.on_message(f"sensor/{device}/data", reading(device, 1), None)
+    engine.flush()
+    factory.stubber.assert_no_pending_responses()
+    ((key, body),) = error_objects(aws["s3"]).items()
+    assert key.startswith("rule-errors/d2/")
+    assert base64.b64decode(body["base64OriginalPayload"]) == reading("d2", 1)
+    assert "ProvisionedThroughputExceededException: Rate exceeded for shard" in body["failures"][0]["errorMessage"]
+    assert engine.stats == RuleEngineStats(messages_in=3, matched=3, actions_ok=2, actions_failed=1, error_actions=1)
 
 
 def test_one_bad_partition_key_does_not_fail_the_others(aws: dict[str, Any], engines: list[RuleEngine]) -> None:
