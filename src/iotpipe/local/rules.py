@@ -21,6 +21,17 @@ What is supported, each rule from the AWS IoT SQL reference (AWS IoT Core develo
   ``SELECT``, ``SELECT VALUE``, ``LIKE``, ``IN``, ...) is a :class:`RuleError` naming it when the rule is read.
 - Actions ``Kinesis`` and ``S3``; the error action (either kind) receives AWS's error-action message.
 
+Topic filters follow the MQTT topics page: "A subscription to sensor/# receives messages published to sensor/,
+sensor/temperature, sensor/temperature/room1, but not messages published to sensor" (MQTT 3.1.1 would match
+``sensor`` too), and the FROM page: '#' matches "one or more" path elements. As in MQTT, a filter that starts
+with a wildcard does not match topics starting with ``$``. Basic Ingest: a message on ``$aws/rules/<rule>/<topic>``
+runs that rule only (its FROM is not consulted), and ``topic()`` sees ``<topic>`` without the prefix.
+
+Non-JSON payloads (anything that is not a JSON object; an empty payload is ``{}``): ``SELECT *`` alone passes
+the raw bytes through; attributes are Undefined; ``SELECT *`` with added items cannot be evaluated ("If you have
+an empty or a JSON payload, the resulting payload can have data added using the rule"), so the message is counted
+and reported, as AWS IoT logs it, and no action or error action runs.
+
 Undefined follows the data types page: "in the object {"foo": null}, the key "foo" returns NULL, but the key
 "bar" returns Undefined ... when serialized to JSON" an Undefined value is omitted, and "Undefined is converted
 to an empty string when serialized by itself" (so a template naming a missing attribute renders ``""``).
