@@ -294,7 +294,8 @@ def raw_kinesis_client(kinesis: Any) -> Any:
     """``kinesis`` made to leave GetRecords' ``Data`` as base64 text and arrival times as epoch seconds: exactly
     what the Lambda event holds. boto3's default (decode then re-encode the data, parse each timestamp into a
     local-time datetime) costs 40 us of the ~50 us per record that parsing takes. The client gets its own parser
-    factory, so clients sharing its session keep the defaults; a botocore without that attribute is left as is."""
+    factory, so clients sharing its session keep the defaults; a botocore without that attribute is left as is.
+    Only for a client nobody else uses: its other callers would get text where boto3 gives bytes."""
     from botocore.parsers import ResponseParserFactory
 
     endpoint = getattr(kinesis, "_endpoint", None)
@@ -485,7 +486,7 @@ class MappingRunner:
                     self._shards[shard_id].ending = ending
                     continue
                 parents = {shard[key] for key in ("ParentShardId", "AdjacentParentShardId") if shard.get(key)}
-                worker = _ShardWorker(self, shard_id, parents, raw_kinesis_client(self._clients.client("kinesis")),
+                worker = _ShardWorker(self, shard_id, parents, self._reader_client(),
                                       position=self.spec.starting_position if first_look else "TRIM_HORIZON",
                                       ending=ending)
                 # Anchor the iterator now, so LATEST means "after start", not "after the first poll".
@@ -493,6 +494,14 @@ class MappingRunner:
                 self._shards[shard_id] = worker
                 new.append(worker)
         return new
+
+    def _reader_client(self) -> Any:
+        """A Kinesis client for one shard's reads: a fresh one from a ClientFactory gets the cheaper GetRecords
+        parsing; a client that may be shared (any other ``clients``, e.g. a cache) is used as it is."""
+        from iotpipe.aws import ClientFactory
+
+        client = self._clients.client("kinesis")
+        return raw_kinesis_client(client) if isinstance(self._clients, ClientFactory) else client
 
     def _ordered(self) -> list[_ShardWorker]:
         """The shards in shard id order (parents before their children)."""
