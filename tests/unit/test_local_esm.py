@@ -743,3 +743,26 @@ def test_a_kinesis_failure_while_gathering_keeps_the_records_read(stream: Stream
     worker._read = real_read  # type: ignore[method-assign]
     assert runner.run_once() == 3
     assert function.batches()[-2:] == [["d", "e"], ["f"]]
+
+
+def test_a_shared_client_keeps_boto3s_parsing(stream: Stream) -> None:
+    class SharedClients:
+        """One client per service, handed to everyone (as a cache would)."""
+
+        def __init__(self) -> None:
+            self.kinesis = stream.clients.client("kinesis")
+
+        def client(self, service: str) -> Any:
+            assert service == "kinesis"
+            return self.kinesis
+
+    shared = SharedClients()
+    stream.put("a")
+    function = FakeFunction()
+    assert MappingRunner(spec_for(stream), shared, function).run_once() == 1
+    assert function.batches() == [["a"]]
+    iterator = shared.kinesis.get_shard_iterator(StreamARN=stream.arn, ShardId="shardId-000000000000",
+                                                 ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    (record,) = shared.kinesis.get_records(StreamARN=stream.arn, ShardIterator=iterator)["Records"]
+    assert record["Data"] == b"a"  # bytes and a datetime, as boto3 gives them to everyone else
+    assert hasattr(record["ApproximateArrivalTimestamp"], "tzinfo")
