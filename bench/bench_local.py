@@ -155,6 +155,22 @@ def count_items(factory: Any, table: str) -> int:
     return sum(page["Count"] for page in dynamodb.get_paginator("scan").paginate(TableName=table, Select="COUNT"))
 
 
+def drain(factory: Any, table: str, published: int, started: float, quiet_s: float = 10.0,
+          limit_s: float = 180.0) -> tuple[int, float]:
+    """Wait until every published reading is in ``table``, or the count stops growing for ``quiet_s``; return
+    (stored, seconds since ``started`` when the count last grew)."""
+    stored, grew_at = 0, time.monotonic()
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        count = count_items(factory, table)
+        if count > stored:
+            stored, grew_at = count, time.monotonic()
+        if stored >= published or time.monotonic() - grew_at > quiet_s:
+            break
+        time.sleep(1.0)
+    return stored, grew_at - started
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """The ``fraction`` percentile (nearest rank) of ``values``; 0 when empty."""
     if not values:
@@ -195,19 +211,14 @@ def run(name: str, readings_per_message: int, rate_msgs: float, duration_s: floa
             for worker in workers:
                 worker.join(timeout=30)
             published = sum(readings for _, readings, _ in results)
-            deadline = time.monotonic() + 120
-            stored = 0
-            while time.monotonic() < deadline:
-                with probe.lock:
-                    seen = len(probe.latencies_ms)
-                if seen >= published:
-                    break
-                time.sleep(0.5)
-            seconds = time.monotonic() - started
-            stored = count_items(factory, table)
+            stored, seconds = drain(factory, table, published, started)
             rss_after = rss_mb(pipeline.moto.process.pid)
             with probe.lock:
                 latencies = list(probe.latencies_ms)
+            wiring = pipeline.wiring
+            print(f"  {name}: rule engine {wiring.engine.stats}", file=sys.stderr)
+            for runner in wiring.runners:
+                print(f"  {name}: mapping {runner.stats}", file=sys.stderr)
             return RunResult(name=name, published=published, stored=stored, lost=published - stored,
                              seconds=seconds, readings_per_s=stored / seconds,
                              p50_ms=percentile(latencies, 0.5), p99_ms=percentile(latencies, 0.99),

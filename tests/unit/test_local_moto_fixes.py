@@ -79,3 +79,18 @@ def test_python_m_iotpipe_local_moto_server_serves_the_fixes() -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_item_size_limit_still_holds_with_the_linear_check(moto_endpoint: str) -> None:
+    dynamodb = client("dynamodb", moto_endpoint)
+    dynamodb.create_table(TableName="t", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                          AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                          BillingMode="PAY_PER_REQUEST")
+    wide = {"k": {"S": "wide"}, **{f"a{i}": {"N": str(i)} for i in range(60)}}
+    dynamodb.put_item(TableName="t", Item=wide)
+    assert dynamodb.get_item(TableName="t", Key={"k": {"S": "wide"}})["Item"] == wide
+    near = {"k": {"S": "near"}, "a": {"S": "x" * 200_000}, "b": {"S": "y" * 199_000}}
+    dynamodb.put_item(TableName="t", Item=near)
+    over = {"k": {"S": "over"}, "a": {"S": "x" * 200_000}, "b": {"S": "y" * 206_000}}
+    with pytest.raises(ClientError, match="Item size has exceeded the maximum allowed size"):
+        dynamodb.put_item(TableName="t", Item=over)

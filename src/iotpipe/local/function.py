@@ -249,7 +249,7 @@ def _read_message(stream: IO[bytes], deadline_s: float) -> dict[str, Any] | None
             if length == 0:
                 return {}
             continue
-        return json.loads(data)  # type: ignore[no-any-return]
+        return json.loads(data)
 
 
 def _utc_now() -> str:

@@ -85,7 +85,7 @@ def _kms_key_tags(patches: Patches) -> None:
     def create(cls: Any, resource_name: str, cloudformation_json: Any, *args: Any, **kwargs: Any) -> Any:
         properties = dict(cloudformation_json.get("Properties", {}))
         properties["Tags"] = [{"TagKey": t["Key"], "TagValue": t["Value"]} for t in properties.get("Tags", [])]
-        return original.__func__(cls, resource_name, {**cloudformation_json, "Properties": properties},
+        return original.__func__(cls, resource_name, {**cloudformation_json, "Properties": properties},  # type: ignore[attr-defined]
                                  *args, **kwargs)
 
     patches.setattr(KmsKey, "create_from_cloudformation_json", classmethod(create))
@@ -342,6 +342,52 @@ def _fix_kinesis_put_records_answer(patches: Patches) -> None:
     patches.setattr(KinesisResponse, "put_records", put_records)
 
 
+def _service_model_herd(patches: Patches) -> None:
+    """moto caches each service's botocore model, but the first requests of a service all load it at once (one
+    load per server thread, 100-300 ms of CPU each for DynamoDB): load it once, under a lock."""
+    import threading
+
+    import moto.core.responses as moto_responses
+    import moto.core.utils as moto_utils
+
+    original = moto_utils.get_service_model
+    lock = threading.Lock()
+
+    def get_service_model(service_name: str) -> Any:
+        with lock:
+            return original(service_name)
+
+    patches.setattr(moto_utils, "get_service_model", get_service_model)
+    patches.setattr(moto_responses, "get_service_model", get_service_model)
+
+
+def _dynamodb_item_size_check(patches: Patches) -> None:
+    """DynamoDB items check the 400 KB limit on every attribute set by summing the sizes of all attributes so far:
+    quadratic in attributes, a tenth of the emulator's CPU per stored reading. Keep a running total instead (the
+    same sum, the same limit and error)."""
+    from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict
+    from moto.dynamodb.models.utilities import bytesize
+
+    original = LimitedSizeDict.__setitem__
+
+    def size_of(value: Any) -> int:
+        return int(value.size()) if type(value) is DynamoType else int(bytesize(str(value)))
+
+    def setitem(self: Any, key: str, value: Any) -> None:
+        total = vars(self).get("_iotpipe_size")
+        if total is None or key in self:
+            original(self, key, value)  # the original check, and a fresh total
+            vars(self)["_iotpipe_size"] = sum(bytesize(k) + size_of(v) for k, v in self.items())
+            return
+        added = bytesize(key) + size_of(value)
+        if total + added > 405_000:  # moto's own limit (AWS's 400 KB, measured between 409 and 410 KB)
+            original(self, key, value)  # raises moto's ItemSizeTooLarge, as before
+        dict.__setitem__(self, key, value)
+        vars(self)["_iotpipe_size"] = total + added
+
+    patches.setattr(LimitedSizeDict, "__setitem__", setitem)
+
+
 FIXES: tuple[Callable[[Patches], None], ...] = (
     _thing_attribute_payload,
     _change_set_outputs,
@@ -351,6 +397,8 @@ FIXES: tuple[Callable[[Patches], None], ...] = (
     _termination_protection,
     _fix_iot_endpoint_custom_resource,
     _kinesis_lambda_trigger,
+    _service_model_herd,
+    _dynamodb_item_size_check,
     _fix_list_imports,
     _fix_kinesis_shard_scans,
     _fix_kinesis_get_records_response,

@@ -27,6 +27,7 @@ from typing import Any
 
 from iotpipe.errors import LocalError
 from iotpipe.local import state as local_state
+from iotpipe.local.moto_server import QUIET_VARIABLE
 from iotpipe.local.processes import command_line, die_with_parent, process_alive, stop_process
 from iotpipe.local.stack import DeployedStack, load_deployed_stack
 
@@ -75,7 +76,7 @@ class MotoServer:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self._log = log_path.open("ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", QUIET_VARIABLE: "1"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "iotpipe.local.moto_server", "-H", "127.0.0.1", "-p", str(port)],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
@@ -101,6 +102,23 @@ class MotoServer:
         """Terminate the server (kill it if it lingers); idempotent."""
         stop_process(self.process, timeout_s)
         self._log.close()
+
+
+class ClientCache:
+    """One boto3 client per service, made once and shared by the runners' threads (boto3 clients are
+    thread-safe; making one loads its service model, which costs tens of milliseconds)."""
+
+    def __init__(self, factory: Any) -> None:
+        self._factory = factory
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def client(self, service: str) -> Any:
+        """The shared client for ``service``."""
+        with self._lock:
+            if service not in self._clients:
+                self._clients[service] = self._factory.client(service)
+            return self._clients[service]
 
 
 @dataclass
@@ -137,6 +155,7 @@ class LocalPipeline:
         self._wiring_lock = threading.Lock()
         self._stop_event = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._clients: Any = None
         self.rewires = 0
         self.problems: list[str] = []
 
@@ -168,7 +187,8 @@ class LocalPipeline:
         self.progress(f"MQTT broker ({self.broker.kind}) on {self.broker.url}")
         template = self._render(config)  # while the emulator boots: both take seconds
         self.moto.wait_ready(READY_TIMEOUT_S)
-        factory = local_state.LocalClientFactory(region=local_state.LOCAL_REGION, endpoint_url=self.moto.url)
+        factory = self._clients = ClientCache(local_state.LocalClientFactory(region=local_state.LOCAL_REGION,
+                                                             endpoint_url=self.moto.url))
         self._deploy(config, template, factory)
         stack = load_deployed_stack(factory, config.resolved_stack_name)
         if stack is None:
@@ -228,7 +248,7 @@ class LocalPipeline:
         from iotpipe.local.telemetry import TelemetrySink
 
         assert self.moto is not None
-        factory = local_state.LocalClientFactory(region=stack.region, endpoint_url=self.moto.url)
+        factory = self._clients
         rules = [rule_from_properties(stack.properties(logical_id))
                  for logical_id in stack.resources_of_type("AWS::IoT::TopicRule")]
         functions: dict[str, Any] = {}
@@ -268,8 +288,9 @@ class LocalPipeline:
         """Follow deploys and destroys of the stack until stopped."""
         assert self.state is not None
         while not self._stop_event.wait(WATCH_INTERVAL_S):
+            current = self._wiring
             try:
-                stack = load_deployed_stack(factory, self.state.stack_name)
+                stack = load_deployed_stack(factory, self.state.stack_name, current.stack if current else None)
             except Exception as exc:  # the emulator may be busy; try again at the next tick
                 self.problems.append(f"watching the stack: {exc}")
                 continue
@@ -284,7 +305,8 @@ class LocalPipeline:
                 self.progress(f"stack {self.state.stack_name} is gone: the rule and the mapping stopped")
                 self._unwire()
             return
-        if current is not None and _same_deployment(current.stack, stack):
+        # moto leaves LastUpdatedTime alone on updates: compare what was deployed
+        if current is not None and current.stack is stack:
             return
         if not _settled(factory, self.state.stack_name):
             return
@@ -336,11 +358,6 @@ def _function_arn(stack: DeployedStack, name_or_arn: str) -> str:
     if name_or_arn.startswith("arn:"):
         return name_or_arn
     return f"arn:aws:lambda:{stack.region}:{stack.account_id}:function:{name_or_arn}"
-
-
-def _same_deployment(old: DeployedStack, new: DeployedStack) -> bool:
-    """True when nothing the runners read changed (moto leaves LastUpdatedTime alone on updates)."""
-    return (old.template, old.parameters, old.physical_ids) == (new.template, new.parameters, new.physical_ids)
 
 
 def _settled(factory: Any, stack_name: str) -> bool:

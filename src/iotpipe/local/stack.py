@@ -42,12 +42,13 @@ class DeployedStack:
     parameters: Mapping[str, str]
     physical_ids: Mapping[str, str]
     last_updated: str
+    source_digest: str = ""
+    stack_id: str = ""
 
     @property
     def digest(self) -> str:
-        """A short fingerprint of what was deployed (template and parameters), shown when the runners rewire."""
-        data = json.dumps([self.template, self.parameters], sort_keys=True, default=str).encode("utf-8")
-        return hashlib.sha256(data).hexdigest()
+        """A fingerprint of what was deployed (template body and parameters), shown when the runners rewire."""
+        return self.source_digest
 
     def resources_of_type(self, resource_type: str) -> dict[str, Mapping[str, Any]]:
         """Logical id -> resource definition, for every resource of ``resource_type``."""
@@ -159,8 +160,12 @@ class DeployedStack:
         raise LocalError(f"stack {self.name}: condition function {key} is not resolved by iotpipe local")
 
 
-def load_deployed_stack(clients: Any, stack_name: str) -> DeployedStack | None:
-    """The deployed stack ``stack_name`` (None when it does not exist or is being deleted)."""
+def load_deployed_stack(clients: Any, stack_name: str, previous: DeployedStack | None = None) -> DeployedStack | None:
+    """The deployed stack ``stack_name`` (None when it does not exist or is being deleted).
+
+    When the template body and parameters equal those of ``previous``, ``previous`` itself is returned without
+    parsing the template again (the supervisor asks every second).
+    """
     from botocore.exceptions import ClientError
 
     cloudformation = clients.client("cloudformation")
@@ -173,27 +178,30 @@ def load_deployed_stack(clients: Any, stack_name: str) -> DeployedStack | None:
     if stack["StackStatus"] in ("REVIEW_IN_PROGRESS", "DELETE_COMPLETE", "DELETE_IN_PROGRESS"):
         return None
     body = cloudformation.get_template(StackName=stack_name, TemplateStage="Original")["TemplateBody"]
+    given = {p["ParameterKey"]: p.get("ResolvedValue", p.get("ParameterValue", ""))
+             for p in stack.get("Parameters", [])}
+    source = json.dumps([body, given], sort_keys=True, default=str).encode("utf-8")
+    source_digest = hashlib.sha256(source).hexdigest()
+    if previous is not None and previous.source_digest == source_digest and previous.stack_id == stack["StackId"]:
+        return previous
     template = body if isinstance(body, Mapping) else _parse_template(body)
     resources = cloudformation.get_paginator("list_stack_resources").paginate(StackName=stack_name)
     physical_ids = {summary["LogicalResourceId"]: summary["PhysicalResourceId"]
                     for page in resources for summary in page["StackResourceSummaries"]
                     if summary.get("PhysicalResourceId")}
-    parameters = {p["ParameterKey"]: p.get("ResolvedValue", p.get("ParameterValue", ""))
-                  for p in stack.get("Parameters", [])}
+    parameters = dict(given)
     for name, spec in template.get("Parameters", {}).items():
         parameters.setdefault(name, str(spec.get("Default", "")))
     account_id = stack["StackId"].split(":")[4]
     region = stack["StackId"].split(":")[3]
     return DeployedStack(name=stack_name, region=region, account_id=account_id, template=template,
                          parameters=parameters, physical_ids=physical_ids,
-                         last_updated=str(stack.get("LastUpdatedTime") or stack.get("CreationTime")))
+                         last_updated=str(stack.get("LastUpdatedTime") or stack.get("CreationTime")),
+                         source_digest=source_digest, stack_id=stack["StackId"])
 
 
 def _parse_template(body: str) -> Mapping[str, Any]:
     """A template body (JSON or YAML with short-form tags) as plain data."""
     from iotpipe.deploy.plan import parse_template
 
-    try:
-        return json.loads(body)  # type: ignore[no-any-return]
-    except ValueError:
-        return parse_template(body)
+    return parse_template(body)

@@ -42,7 +42,7 @@ def read_message(stream: BinaryIO) -> dict[str, Any] | None:
     if len(header) < 4:
         return None
     (length,) = struct.unpack(">I", header)
-    return json.loads(stream.read(length))  # type: ignore[no-any-return]
+    return json.loads(stream.read(length))
 
 
 def write_message(stream: BinaryIO, message: dict[str, Any]) -> None:
