@@ -44,6 +44,9 @@ def test_a_healthy_stack_passes_with_warnings_that_say_what_to_do(deployed: str)
     assert run(deployed, "device", "register", "press-7").exit_code == 0
     outputs = {o["OutputKey"]: o["OutputValue"]
                for o in aws("cloudformation", deployed).describe_stacks(StackName=STACK)["Stacks"][0]["Outputs"]}
+    # DescribeEndpoint (iot:Data-ATS): "identifier.iot.region.amazonaws.com", the seed's account-id form was none.
+    assert outputs["IoTEndpoint"].endswith("-ats.iot.us-east-1.amazonaws.com")
+    assert not outputs["IoTEndpoint"].startswith("123456789012.")
     aws("sqs", deployed).send_message(QueueUrl=outputs["DeadLetterQueueUrl"], MessageBody="{}")
     result = run(deployed, "doctor", "--no-drift", "--output", "json")
     assert result.exit_code == 0, result.stdout + result.stderr

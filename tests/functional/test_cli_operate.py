@@ -195,6 +195,7 @@ def test_readings_from_processor_items(stack: dict[str, str], monkeypatch: pytes
     rows = list(csv.DictReader(io.StringIO(cli(stack, "readings", "press-1", "--anomalies-only",
                                                "--sensor", "temperature", "--output", "csv").stdout)))
     assert [(r["sensorType"], r["value"], r["reason"]) for r in rows] == [("temperature", "85.0", "above max 80")]
+    assert rows[0]["anomaly"] == "true"  # issue 12: CSV wrote Python's True
 
     limited = json.loads(cli(stack, "readings", "press-1", "--since", "3h", "--limit", "2", "--output",
                              "json").stdout)
