@@ -53,11 +53,13 @@ class MappingSpec:
     starting_position: str = "TRIM_HORIZON"
     report_batch_item_failures: bool = False
     bisect_on_error: bool = False
-    max_retry_attempts: int = -1  # -1: retry until the record expires (Lambda's default)
-    max_record_age_s: int = -1  # -1: no age limit (Lambda's default)
+    # "The default value is -1, which sets the maximum number of retries to infinite. When MaximumRetryAttempts is
+    # infinite, Lambda retries failed records until the record expires in the event source."
+    max_retry_attempts: int = -1
+    max_record_age_s: int = -1  # -1: no age limit (Lambda's default); else 60..604800
     on_failure_destination: str | None = None  # SQS queue ARN, or SNS topic ARN
     enabled: bool = True
-    starting_position_timestamp: float | None = None  # epoch seconds, AT_TIMESTAMP only
+    starting_position_timestamp: float | None = None  # epoch seconds, AT_TIMESTAMP only; boto3 sends whole seconds
     parallelization_factor: int = 1  # as declared; the runner always uses 1
     invoke_identity_arn: str = ""  # the function's execution role, shown in each record as invokeIdentityArn
 
