@@ -304,3 +304,76 @@ def test_the_sdk_makes_one_attempt_per_call_and_the_processor_retries(monkeypatc
             assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 1}
     finally:
         runtime.pool.shutdown()
+
+
+# ---------------------------------------------------------------- retries after partial failures, end to end
+
+def _mixed_batch() -> list[dict[str, Any]]:
+    """Good readings, bad ones, a conflicting value at the same millisecond, a multi-reading record."""
+    records = many(90)
+    records[10] = reading(1010, value="n/a")
+    records[20] = reading(1020, device="press-0", value=77, offset_ms=0)  # same ms as 1000, another value
+    records[30] = _multi(1030, {"temperature": 50, "pressure": "high", "mystery": 1})
+    records[40] = {"sequenceNumber": "1040", "partitionKey": "p", "arrivedAt": RECEIVED, "base64": "AAAA="}
+    return records
+
+
+def _state(harness: Harness) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]]]:
+    rows = {(line["sequenceNumber"], r["reason"], r.get("sensorType", ""))
+            for body in objects(harness.s3, "quarantine/").values() for line in jsonl_gz(body)
+            for r in line.get("rejected", [line])}
+    return scan_items(harness.dynamodb), sorted(rows)
+
+
+def _reset(endpoint: str) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")) as answer:
+        answer.read()
+
+
+def test_under_faults_and_retries_every_record_ends_as_in_a_clean_run(moto_endpoint: str) -> None:
+    records = _mixed_batch()
+    clean = Harness(moto_endpoint)
+    assert clean.run(records) == {"batchItemFailures": []}
+    expected = _state(clean)
+    clean_totals, _ = metric_totals(emf_documents(clean.lines))
+    _reset(moto_endpoint)
+
+    Harness(moto_endpoint)  # the table and bucket again
+    remaining, counted, quarantined_counted = records, 0.0, 0.0
+    for attempt in range(6):
+        harness = Harness(moto_endpoint, create=False)
+        with_clock(harness, FakeClock())
+        if attempt < 4:  # each attempt its own faults: a withheld device, dropped connections, a lost quarantine
+            Withhold(harness, lambda _i, item, a=attempt: item["deviceId"]["S"] == f"press-{(3 * a + 1) % 10}")
+            drops = iter(range(3))
+            harness.dynamodb.meta.events.register(
+                "before-send.dynamodb.BatchWriteItem",
+                lambda drops=drops, **_: next(drops, None) is not None and _raise_closed())
+            if attempt == 1:
+                harness.s3.meta.events.register("provide-client-params.s3.PutObject", _lose_quarantine)
+        response = harness.run(remaining, Context(60_000))
+        totals, _ = metric_totals(emf_documents(harness.lines))
+        counted += totals["SensorReadingsProcessed"]
+        quarantined_counted += totals["RecordsQuarantined"]
+        if not response["batchItemFailures"]:
+            break
+        lowest = int(response["batchItemFailures"][0]["itemIdentifier"])
+        remaining = [r for r in remaining if int(r["sequenceNumber"]) >= lowest]
+    else:
+        pytest.fail("the retries never finished")
+
+    assert attempt == 4  # every faulty attempt left something to retry
+    assert _state(harness) == expected
+    assert (counted, quarantined_counted) == (clean_totals["SensorReadingsProcessed"],
+                                              clean_totals["RecordsQuarantined"])
+
+
+def _raise_closed() -> None:
+    raise ConnectionClosedError(endpoint_url="http://moto")
+
+
+def _lose_quarantine(params: dict[str, Any], **_: Any) -> None:
+    if params["Key"].startswith("quarantine/"):
+        params["Bucket"] = "no-such-bucket"
