@@ -264,3 +264,64 @@ test('the SDK makes one attempt per call and the processor retries', async () =>
   const runtime = index.runtimeFromEnv({ DYNAMODB_TABLE: 't', S3_BUCKET: 'b' });
   for (const client of [runtime.s3, runtime.dynamodb]) assert.equal(await client.config.maxAttempts(), 1);
 });
+
+function mixedBatch() {
+  const records = many(90);
+  records[10] = reading(1010, { value: 'n/a' });
+  records[20] = reading(1020, { device: 'press-0', value: 77 }); // same ms as 1000, another value
+  records[30] = multi(1030, { temperature: 50, pressure: 'high', mystery: 1 });
+  records[40] = { sequenceNumber: '1040', partitionKey: 'p', arrivedAt: RECEIVED, base64: 'AAAA=' };
+  return records;
+}
+
+async function state(h) {
+  const rows = new Set();
+  for (const line of await lines(h.s3, 'quarantine/')) {
+    for (const r of line.rejected || [line]) rows.add(JSON.stringify([line.sequenceNumber, r.reason, r.sensorType || '']));
+  }
+  return [await support.scanItems(h.dynamodb), [...rows].sort()];
+}
+
+test('under faults and retries every record ends as in a clean run', async () => {
+  const records = mixedBatch();
+  const clean = await harness();
+  assert.deepEqual(await clean.run(records), { batchItemFailures: [] });
+  const expected = await state(clean);
+  const [cleanTotals] = clean.metrics();
+  await support.resetMoto(moto.endpoint);
+  await harness(); // the table and bucket again
+
+  let remaining = records;
+  let counted = 0;
+  let quarantinedCounted = 0;
+  let attempt = 0;
+  let h;
+  for (; attempt < 6; attempt += 1) {
+    const { overrides } = fakeClock();
+    h = await harness({ create: false, overrides });
+    if (attempt < 4) { // each attempt its own faults: a withheld device, dropped connections, a lost quarantine
+      withhold(h, (item) => item.deviceId.S === `press-${(3 * attempt + 1) % 10}`);
+      let drops = 3;
+      h.dynamodb.middlewareStack.add((next) => async (args) => {
+        if (drops-- > 0) throw Object.assign(new Error('socket hang up'), { name: 'ECONNRESET' });
+        return next(args);
+      }, { step: 'finalizeRequest', name: 'drop' });
+      if (attempt === 1) {
+        h.s3.middlewareStack.add((next) => async (args) => {
+          if (args.input.Key.startsWith('quarantine/')) args.input.Bucket = 'no-such-bucket';
+          return next(args);
+        }, { step: 'initialize', name: 'loseQuarantine' });
+      }
+    }
+    const response = await h.run(remaining, contextWith(60_000));
+    const [totals] = h.metrics();
+    counted += totals.SensorReadingsProcessed;
+    quarantinedCounted += totals.RecordsQuarantined;
+    if (response.batchItemFailures.length === 0) break;
+    const lowest = Number(response.batchItemFailures[0].itemIdentifier);
+    remaining = remaining.filter((r) => Number(r.sequenceNumber) >= lowest);
+  }
+  assert.equal(attempt, 4); // every faulty attempt left something to retry
+  assert.deepEqual(await state(h), expected);
+  assert.deepEqual([counted, quarantinedCounted], [cleanTotals.SensorReadingsProcessed, cleanTotals.RecordsQuarantined]);
+});
