@@ -158,3 +158,48 @@ def test_revoke_keeps_a_certificate_shared_with_another_thing(iot: Any, tmp_path
 def test_revoke_unknown_device_is_an_error(iot: Any) -> None:
     with pytest.raises(AwsError, match="does not exist"):
         devices.revoke_device(iot, "ghost")
+
+
+def test_revoke_with_an_environment_refuses_other_envs_and_unmanaged_things(iot: Any, tmp_path: Path) -> None:
+    """Issue 12: `device revoke line9-prod --env dev --yes` deleted a prod thing, and an unmanaged one too."""
+    iot.create_thing(thingName="line9-prod", attributePayload={"attributes": {
+        "environment": "prod", "managedBy": "iotpipe"}})
+    iot.create_thing(thingName="hvac-1")
+    with pytest.raises(devices.RevokeRefused, match="belongs to environment 'prod'"):
+        devices.revoke_device(iot, "line9-prod", "dev")
+    with pytest.raises(devices.RevokeRefused, match="not registered by iotpipe"):
+        devices.revoke_device(iot, "hvac-1", "dev")
+    with pytest.raises(AwsError, match="does not exist"):
+        devices.revoke_device(iot, "ghost", "dev")
+    _register(iot, tmp_path)
+    assert devices.revoke_device(iot, "press-07", "dev").thing_name == "press-07"
+    assert sorted(t["thingName"] for t in iot.list_things()["things"]) == ["hvac-1", "line9-prod"]
+
+
+def test_a_colon_is_a_valid_device_id() -> None:
+    assert devices.validate_thing_name("line:7") == "line:7"
+    with pytest.raises(ConfigError):
+        devices.validate_thing_name("line 7")
+
+
+def test_release_policy_revokes_ours_and_only_detaches_others(iot: Any, tmp_path: Path) -> None:
+    """DeletePolicy: "A policy cannot be deleted if it has non-default versions or it is attached to any
+    certificate"; release_policy leaves it deletable without touching what is not this env's."""
+    ours = _register(iot, tmp_path)
+    iot.create_thing(thingName="hvac-1")
+    foreign = iot.create_keys_and_certificate(setAsActive=True)
+    iot.attach_policy(policyName=POLICY, target=foreign["certificateArn"])
+    iot.attach_thing_principal(thingName="hvac-1", principal=foreign["certificateArn"])
+    document = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Publish", "Resource": "*"}]}
+    iot.create_policy_version(policyName=POLICY, policyDocument=json.dumps(document), setAsDefault=False)
+
+    targets = devices.policy_targets(iot, POLICY)
+    assert sorted(t.things for t in targets) == [("hvac-1",), ("press-07",)]
+    released = devices.release_policy(iot, POLICY, "dev")
+    assert [r.thing_name for r in released.revoked] == ["press-07"]
+    assert released.detached_certificates == (foreign["certificateId"],)
+    assert released.deleted_versions == ("2",)
+    assert devices.policy_targets(iot, POLICY) == ()
+    iot.delete_policy(policyName=POLICY)  # what CloudFormation does on stack delete, now possible
+    assert [t["thingName"] for t in iot.list_things()["things"]] == ["hvac-1"]
+    assert ours.certificate_id not in [c["certificateId"] for c in iot.list_certificates()["certificates"]]
