@@ -766,3 +766,15 @@ def test_a_shared_client_keeps_boto3s_parsing(stream: Stream) -> None:
     (record,) = shared.kinesis.get_records(StreamARN=stream.arn, ShardIterator=iterator)["Records"]
     assert record["Data"] == b"a"  # bytes and a datetime, as boto3 gives them to everyone else
     assert hasattr(record["ApproximateArrivalTimestamp"], "tzinfo")
+
+
+def test_a_replacing_runner_resumes_after_the_checkpoints_it_is_given(stream: Stream) -> None:
+    stream.put("a", "b", "c")
+    first = runner_for(stream, FakeFunction())
+    assert first.run_once() == 3
+    stream.put("d", "e")
+    function = FakeFunction()
+    second = MappingRunner(spec_for(stream), stream.clients, function, sleep=lambda seconds: None,
+                           resume_from=first.checkpoints())
+    assert second.run_once() == 2
+    assert function.batches() == [["d", "e"]]  # TRIM_HORIZON applies only where there is no checkpoint

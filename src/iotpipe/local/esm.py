@@ -396,8 +396,11 @@ class MappingRunner:
     def __init__(self, spec: MappingSpec, clients: Any, invoke: Invoker, *,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
                  poll_interval_s: float = 0.2, retry_backoff_s: float = 0.2,
-                 discovery_interval_s: float = 5.0) -> None:
+                 discovery_interval_s: float = 5.0, resume_from: Mapping[str, str | None] | None = None) -> None:
+        # resume_from: the checkpoints() of a runner this one replaces (a redeploy that keeps the mapping): Lambda
+        # keeps a mapping's position across updates, so those shards carry on after their last record done.
         self.spec = spec
+        self._resume_from = dict(resume_from or {})
         self._clients = clients
         self._invoke = invoke
         self._clock = clock
@@ -490,7 +493,7 @@ class MappingRunner:
                 parents = {shard[key] for key in ("ParentShardId", "AdjacentParentShardId") if shard.get(key)}
                 worker = _ShardWorker(self, shard_id, parents, self._reader_client(),
                                       position=self.spec.starting_position if first_look else "TRIM_HORIZON",
-                                      ending=ending)
+                                      ending=ending, checkpoint=self._resume_from.get(shard_id))
                 # Anchor the iterator now, so LATEST means "after start", not "after the first poll".
                 worker.open()
                 self._shards[shard_id] = worker
@@ -636,8 +639,12 @@ class _ShardWorker:
         return self.ended and not self.pending and not self.busy
 
     def open(self) -> None:
-        """Get the first shard iterator at the mapping's starting position."""
+        """Get the first shard iterator: after the checkpoint carried over, else at the starting position."""
         spec = self.runner.spec
+        if self.checkpoint is not None:
+            self.last_read = self.checkpoint
+            self._reopen()
+            return
         args: dict[str, Any] = {"StreamARN": spec.stream_arn, "ShardId": self.shard_id,
                                 "ShardIteratorType": self.position}
         if self.position == "AT_TIMESTAMP":
