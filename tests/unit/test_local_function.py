@@ -39,6 +39,16 @@ exports.handler = async (event, context) => {
 """
 
 
+KINESIS_CODE = """
+import base64, json
+def handler(event, context):
+    payloads = [json.loads(base64.b64decode(r["kinesis"]["data"])) for r in event["Records"]]
+    if any(p["raise"] for p in payloads):
+        raise RuntimeError("poisoned batch")
+    return {"batchItemFailures": []}
+"""
+
+
 def spec(runtime: str, code: str, timeout_s: int = 2) -> FunctionSpec:
     return FunctionSpec(name="fn-test", arn="arn:aws:lambda:us-east-1:123456789012:function:fn-test",
                         runtime=runtime, handler="index.handler", code=code, environment={"TABLE": "t1"},
@@ -157,3 +167,38 @@ def test_emf_lines_become_metrics_per_dimension_set() -> None:
     assert metrics[0].timestamp_ms == 1_700_000_000_000
     assert emf_metrics('{"level": "INFO", "message": "no metrics"}') == []
     assert emf_metrics("START RequestId: x") == []
+
+
+def test_a_raising_or_timing_out_function_ends_in_the_on_failure_queue(tmp_path: Path, moto_endpoint: str) -> None:
+    """The runner's function errors drive the mapping as on Lambda: retries, bisection, then the destination."""
+    from iotpipe.aws import ClientFactory
+    from iotpipe.local.esm import MappingRunner, MappingSpec
+
+    factory = ClientFactory(region="us-east-1", endpoint_url=moto_endpoint)
+    kinesis, sqs = factory.client("kinesis"), factory.client("sqs")
+    kinesis.create_stream(StreamName="s", ShardCount=1)
+    stream_arn = kinesis.describe_stream_summary(StreamName="s")["StreamDescriptionSummary"]["StreamARN"]
+    queue_url = sqs.create_queue(QueueName="dlq")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    for n in range(4):
+        kinesis.put_record(StreamName="s", PartitionKey="p", Data=json.dumps({"n": n, "raise": n == 2}).encode())
+    runner = FunctionRunner(spec("python3.13", KINESIS_CODE), aws_endpoint=moto_endpoint, region="us-east-1",
+                            workdir=tmp_path, on_output=Lines())
+    mapping = MappingRunner(MappingSpec(function_name="fn-test", function_arn=runner.spec.arn, stream_arn=stream_arn,
+                                        batch_size=10, bisect_on_error=True, max_retry_attempts=1,
+                                        on_failure_destination=queue_arn), factory, runner, retry_backoff_s=0.01)
+    try:
+        deadline = time.monotonic() + 30
+        while mapping.stats.sent_to_destination == 0 and time.monotonic() < deadline:
+            mapping.run_once()
+        stats = mapping.stats
+    finally:
+        runner.close()
+    assert stats.sent_to_destination == 1  # only the poisoned record, isolated by bisection
+    assert stats.bisections >= 1 and stats.function_errors >= 2
+    (message,) = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    failure = json.loads(message["Body"])
+    assert failure["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert failure["responseContext"]["functionError"] == "Unhandled"
+    assert failure["KinesisBatchInfo"]["batchSize"] == 1
+    assert failure["KinesisBatchInfo"]["startSequenceNumber"] == failure["KinesisBatchInfo"]["endSequenceNumber"]
