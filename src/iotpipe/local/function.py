@@ -196,7 +196,9 @@ class FunctionRunner:
             return InvokeResult(function_error=None, payload=response.get("payload"))
 
     def _discard(self, worker: _Worker) -> None:
-        stop_process(worker.process, timeout_s=0)
+        if worker.process.poll() is None:  # a timed-out or broken worker is killed, as Lambda does
+            worker.process.kill()
+        stop_process(worker.process, timeout_s=2)
         for stream in (worker.requests, worker.responses):
             with contextlib.suppress(OSError):
                 stream.close()
