@@ -119,6 +119,11 @@ _TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _HTML = re.compile(r"<!doctype html|<html[\s>]", re.IGNORECASE)
 
 
+def looks_like_html(text: str) -> bool:
+    """True when ``text`` holds an HTML page."""
+    return _HTML.search(text) is not None
+
+
 def clean_message(text: str, limit: int = 300) -> str:
     """An error message fit for one line: an HTML page (an endpoint that is not AWS) becomes its title."""
     if _HTML.search(text):

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from iotpipe.aws import clean_message, explain_aws_failure
+from iotpipe.aws import clean_message, explain_aws_failure, looks_like_html
 from iotpipe.cli.common import CliContext
 from iotpipe.errors import IotpipeError
 
@@ -45,7 +45,8 @@ class IotpipeGroup(click.Group):
 def _explain(exc: Exception) -> tuple[str | None, int]:
     if isinstance(exc, IotpipeError):
         text = str(exc)
-        return (clean_message(text, limit=100_000) if "<" in text else text), exc.exit_code
+        # A message that carries an HTML page (an endpoint that is not AWS) becomes one line; others keep theirs.
+        return (clean_message(text) if looks_like_html(text) else text), exc.exit_code
     if isinstance(exc, click.exceptions.ClickException):
         return None, exc.exit_code
     return explain_aws_failure(exc), 1
