@@ -6,6 +6,7 @@ from troposphere import Equals, Not, Output, Parameter, Ref, Template
 
 from iotpipe import naming
 from iotpipe.config import PipelineConfig
+from iotpipe.groups.analytics import build_analytics
 from iotpipe.groups.endpoint import build_endpoint
 from iotpipe.groups.ingest import build_ingest
 from iotpipe.groups.keys import build_keys
@@ -31,7 +32,8 @@ def compose(cfg: PipelineConfig) -> Template:
     endpoint = build_endpoint(cfg, keys=keys)
     ingest = build_ingest(stream=stream, storage=storage, endpoint=endpoint)
     monitoring = build_monitoring(cfg, keys=keys, stream=stream, processor=processor, ingest=ingest)
-    for group in (keys, storage, stream, processor, endpoint, ingest, monitoring):
+    analytics = build_analytics(cfg.analytics, storage=storage)
+    for group in (keys, storage, stream, processor, endpoint, ingest, monitoring, analytics):
         for resource in group.resources:
             template.add_resource(resource)
         for output in group.outputs:

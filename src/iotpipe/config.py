@@ -129,6 +129,16 @@ class AlarmConfig:
     email: str = _opt("", pattern=EMAIL_PATTERN, doc="default of the AlarmEmail parameter; empty: none")
 
 
+@dataclass(frozen=True)
+class AnalyticsConfig:
+    """SQL over the raw archive: the Glue tables, the Athena workgroup and its results bucket."""
+
+    enabled: bool = _opt(True, doc="false: no Glue database, Athena workgroup or results bucket")
+    # Athena's minimum per-query cutoff is 10 MB; 10 GB caps one query at about 5 cents.
+    bytes_scanned_cutoff_mb: int = _opt(10240, lo=10, hi=10_000_000)
+    results_expiry_days: int = _opt(7, lo=1, hi=3650)
+
+
 SEED_THRESHOLDS: Mapping[str, Threshold] = {
     "temperature": Threshold(min=10.0, max=80.0, unit="celsius"),
     "pressure": Threshold(min=30.0, max=150.0, unit="psi"),
@@ -149,6 +159,7 @@ class PipelineConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     processor: ProcessorConfig = field(default_factory=ProcessorConfig)
     alarms: AlarmConfig = field(default_factory=AlarmConfig)
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     tags: tuple[tuple[str, str], ...] = ()
     parameters: tuple[tuple[str, str], ...] = ()
 
@@ -174,6 +185,7 @@ _SECTION_TYPES: dict[str, type] = {
     "storage": StorageConfig,
     "processor": ProcessorConfig,
     "alarms": AlarmConfig,
+    "analytics": AnalyticsConfig,
 }
 _SCALAR_KEYS = ("stack_name", "region", "termination_protection")
 _TOP_KEYS = (*_SCALAR_KEYS, "thresholds", *_SECTION_TYPES, "tags", "parameters")

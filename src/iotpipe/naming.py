@@ -45,6 +45,16 @@ IOT_ENDPOINT_ROLE = "IoTEndpointLookupRole"
 IOT_ENDPOINT_FUNCTION = "IoTEndpointLookupFunction"
 IOT_ENDPOINT_LOG_GROUP = "IoTEndpointLookupLogGroup"
 IOT_ENDPOINT_RESOURCE_TYPE = "Custom::IoTEndpoint"
+ANALYTICS_DATABASE = "AnalyticsDatabase"
+RAW_ARCHIVE_TABLE = "RawArchiveTable"
+QUARANTINE_ARCHIVE_TABLE = "QuarantineArchiveTable"
+ANALYTICS_WORKGROUP = "AnalyticsWorkGroup"
+ANALYTICS_RESULTS_BUCKET = "AnalyticsResultsBucket"
+ANALYTICS_RESULTS_BUCKET_POLICY = "AnalyticsResultsBucketPolicy"
+ANALYTICS_POLICY = "AnalyticsQueryPolicy"
+# Glue table names (Athena lowercases identifiers; the SQL relations of `iotpipe sql` read these).
+RAW_ARCHIVE_TABLE_NAME = "raw_archive"
+QUARANTINE_ARCHIVE_TABLE_NAME = "quarantine_archive"
 
 # The environment suffix goes into bucket names, which S3 allows in lowercase only.
 ENV_SUFFIX_PATTERN = "^[a-z0-9]+$"
@@ -89,6 +99,16 @@ def stream_name() -> Sub:
 def function_name_pattern() -> str:
     """Lambda function name pattern (seed's), shared by the function and its log group."""
     return "iot-data-processor-${EnvironmentSuffix}"
+
+
+def analytics_database_name() -> Sub:
+    """Glue database of the archive tables; Glue and Athena want lowercase letters, digits and underscores."""
+    return sub("iotpipe_${EnvironmentSuffix}")
+
+
+def analytics_workgroup_name() -> Sub:
+    """Athena workgroup of ``iotpipe sql`` (workgroup names are unique per account and region)."""
+    return sub("iotpipe-${EnvironmentSuffix}")
 
 
 def export(suffix: str) -> Export:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import awacs.athena as athena
+import awacs.cloudformation as cloudformation
 import awacs.dynamodb as dynamodb
+import awacs.glue as glue
 import awacs.kinesis as kinesis
 import awacs.kms as kms
 import awacs.logs as logs
 import awacs.s3 as s3
 import awacs.sqs as sqs
 import awacs.sts as sts
-from awacs.aws import Action, Allow, Bool, Condition, Deny, PolicyDocument, Principal, Statement
+from awacs.aws import Action, Allow, Bool, Condition, Deny, PolicyDocument, Principal, Statement, StringLike
 from troposphere import GetAtt, Sub
 
 Arn = Any  # a string or a troposphere intrinsic (GetAtt, Sub) resolving to an ARN
@@ -91,6 +94,51 @@ def deny_insecure_transport(bucket_arn: Arn) -> Statement:
         Resource=[bucket_arn, under(bucket_arn, "/*")],
         Condition=Condition(Bool("aws:SecureTransport", "false")),
     )
+
+
+def object_reader(bucket_arn: Arn, *prefixes: str, sid: str) -> Statement:
+    """GetObject under the given key prefixes of one bucket."""
+    return Statement(Sid=sid, Effect=Allow, Action=[s3.GetObject],
+                     Resource=[under(bucket_arn, f"/{prefix}*") for prefix in prefixes])
+
+
+def bucket_lister(bucket_arn: Arn, *prefixes: str, sid: str) -> Statement:
+    """ListBucket of one bucket, limited to the given key prefixes."""
+    return Statement(Sid=sid, Effect=Allow, Action=[s3.ListBucket], Resource=[bucket_arn],
+                     Condition=Condition(StringLike("s3:prefix", [f"{prefix}*" for prefix in prefixes])))
+
+
+def bucket_locator(*bucket_arns: Arn) -> Statement:
+    """GetBucketLocation (no prefix: the request has no ``s3:prefix`` a condition could match)."""
+    return Statement(Sid="LocateBuckets", Effect=Allow, Action=[s3.GetBucketLocation], Resource=list(bucket_arns))
+
+
+def query_results_user(bucket_arn: Arn, prefix: str) -> Statement:
+    """What Athena does with the caller's credentials in its results location: write, read back, clean up."""
+    return Statement(Sid="QueryResults", Effect=Allow,
+                     Action=[s3.PutObject, s3.GetObject, s3.AbortMultipartUpload, s3.ListMultipartUploadParts],
+                     Resource=[under(bucket_arn, f"/{prefix}*")])
+
+
+def athena_query_runner(workgroup_arn: Arn) -> Statement:
+    """Start, follow, read and stop queries in one Athena workgroup."""
+    return Statement(Sid="RunQueriesInWorkGroup", Effect=Allow,
+                     Action=[athena.StartQueryExecution, athena.GetQueryExecution, athena.GetQueryResults,
+                             athena.StopQueryExecution, athena.GetWorkGroup],
+                     Resource=[workgroup_arn])
+
+
+def glue_table_reader(catalog_arn: Arn, database_arn: Arn, *table_arns: Arn) -> Statement:
+    """The Glue Data Catalog reads Athena makes to plan a query over the given tables."""
+    return Statement(Sid="ReadArchiveTables", Effect=Allow,
+                     Action=[glue.GetDatabase, glue.GetTable, glue.GetTables, glue.GetPartition, glue.GetPartitions],
+                     Resource=[catalog_arn, database_arn, *table_arns])
+
+
+def stack_reader(stack_arn: Arn) -> Statement:
+    """DescribeStacks of one stack (``iotpipe sql`` reads the names it needs from the stack's outputs)."""
+    return Statement(Sid="ReadStackOutputs", Effect=Allow, Action=[cloudformation.DescribeStacks],
+                     Resource=[stack_arn])
 
 
 KMS_DECRYPT = kms.Decrypt
