@@ -91,9 +91,23 @@ def test_migration_replaces_nothing_aws_refuses_and_deploys(seed_stack: str, tmp
     assert changes["KinesisEventSourceMapping"]["action"] == "Modify"
     assert changes["RawDataBucket"]["action"] == "Modify" and changes["SensorDataTable"]["action"] == "Modify"
 
-    # moto executes no replacement of a renamed role or table, so the update itself is not run here; the change
-    # set above is what AWS would be asked to do, and the preflight found nothing it would refuse.
     assert aws("cloudformation", seed_stack).list_change_sets(StackName=SEED_STACK)["Summaries"] == []
+
+    deploy = run(seed_stack, config, "deploy", "--yes", "--output", "json")
+    assert deploy.exit_code == 0, deploy.stderr
+    result = json.loads(deploy.stdout)
+    assert result["status"] == "UPDATE_COMPLETE"
+    # DescribeEndpoint (iot:Data-ATS): "identifier.iot.region.amazonaws.com", not the seed's account-id form.
+    assert result["outputs"]["IoTEndpoint"].endswith("-ats.iot.us-east-1.amazonaws.com")
+    assert result["outputs"]["SensorDataTableName"] == "SensorReadings-dev"
+    # one mapping, still LATEST: nothing was replaced that Lambda would have refused
+    mappings = aws("lambda", seed_stack).list_event_source_mappings()["EventSourceMappings"]
+    assert [m["StartingPosition"] for m in mappings] == ["LATEST"]
+    # the seed's table is kept (UpdateReplacePolicy: Retain), its roles are replaced by region-unique ones
+    assert {"SensorData-dev", "SensorReadings-dev"} <= set(aws("dynamodb", seed_stack).list_tables()["TableNames"])
+    roles = {r["RoleName"] for r in aws("iam", seed_stack).list_roles()["Roles"]}
+    assert {"IoTRuleRole-dev-us-east-1", "IoTDataProcessorRole-dev-us-east-1"} <= roles
+    assert not {"IoTRuleRole-dev", "IoTDataProcessorRole-dev"} & roles
 
 
 def test_an_imported_export_that_would_change_is_refused(seed_stack: str, tmp_path: Path) -> None:

@@ -388,6 +388,60 @@ def _dynamodb_item_size_check(patches: Patches) -> None:
     patches.setattr(LimitedSizeDict, "__setitem__", setitem)
 
 
+def _fix_seed_update_replacements(patches: Patches) -> None:
+    """Updating a stack made from the seed template: CloudFormation replaces an AWS::IAM::Role whose RoleName
+    changes and an AWS::DynamoDB::Table whose TableName or KeySchema changes (the new one first, then the old
+    one is deleted unless UpdateReplacePolicy is Retain), and updates an AWS::Logs::LogGroup in place. moto
+    updates the role under its new name (NoSuchEntity) and cannot update a table or a log group at all."""
+    from moto.dynamodb.models import dynamodb_backends
+    from moto.dynamodb.models.table import Table
+    from moto.iam.models import Role, iam_backends
+    from moto.logs.models import LogGroup
+    from moto.utilities.utils import get_partition
+
+    original_role_update: Any = Role.update_from_cloudformation_json
+    role_model: Any = Role
+    table_model: Any = Table
+
+    def update_role(cls: Any, original_resource: Any, new_resource_name: str, cloudformation_json: Any,
+                    account_id: str, region_name: str) -> Any:
+        name = cloudformation_json.get("Properties", {}).get("RoleName")
+        if not name or name == original_resource.name:
+            return original_role_update.__func__(cls, original_resource, new_resource_name, cloudformation_json,
+                                                 account_id, region_name)
+        new = role_model.create_from_cloudformation_json(name, cloudformation_json, account_id, region_name)
+        if cloudformation_json.get("UpdateReplacePolicy") != "Retain":
+            backend = iam_backends[account_id][get_partition(region_name)]
+            for policy in list(original_resource.policies):
+                backend.delete_role_policy(original_resource.name, policy)
+            backend.delete_role(original_resource.name)
+        return new
+
+    def update_table(cls: Any, original_resource: Any, new_resource_name: str, cloudformation_json: Any,
+                     account_id: str, region_name: str) -> Any:
+        properties = cloudformation_json.get("Properties", {})
+        name = properties.get("TableName", original_resource.name)
+        if name == original_resource.name and properties.get("KeySchema") == original_resource.schema:
+            return original_resource
+        new = table_model.create_from_cloudformation_json(name, cloudformation_json, account_id, region_name)
+        if cloudformation_json.get("UpdateReplacePolicy") != "Retain":
+            dynamodb_backends[account_id][region_name].delete_table(name=original_resource.name)
+        return new
+
+    def update_log_group(cls: Any, original_resource: Any, new_resource_name: str, cloudformation_json: Any,
+                         account_id: str, region_name: str) -> Any:
+        properties = cloudformation_json.get("Properties", {})
+        if "RetentionInDays" in properties:
+            original_resource.retention_in_days = properties["RetentionInDays"]
+        if properties.get("KmsKeyId"):
+            original_resource.kms_key_id = properties["KmsKeyId"]
+        return original_resource
+
+    patches.setattr(Role, "update_from_cloudformation_json", classmethod(update_role))
+    patches.setattr(Table, "update_from_cloudformation_json", classmethod(update_table))
+    patches.setattr(LogGroup, "update_from_cloudformation_json", classmethod(update_log_group))
+
+
 FIXES: tuple[Callable[[Patches], None], ...] = (
     _thing_attribute_payload,
     _change_set_outputs,
@@ -404,4 +458,5 @@ FIXES: tuple[Callable[[Patches], None], ...] = (
     _fix_kinesis_get_records_response,
     _fix_kinesis_closed_shards,
     _fix_kinesis_put_records_answer,
+    _fix_seed_update_replacements,
 )
