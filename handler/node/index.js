@@ -187,8 +187,17 @@ function utf8Text(raw) {
   }
 }
 
-/** The deepest nesting of arrays and objects in `source`, brackets inside strings not counted. */
+/**
+ * The deepest nesting of arrays and objects in `source`, brackets inside strings not counted; a text with at most
+ * MAX_JSON_DEPTH opening brackets answers MAX_JSON_DEPTH without scanning (it cannot be deeper).
+ */
 function jsonDepth(source) {
+  let brackets = 0;
+  for (let i = 0; i < source.length && brackets <= MAX_JSON_DEPTH; i += 1) {
+    const c = source.charCodeAt(i);
+    if (c === 0x5b || c === 0x7b) brackets += 1;
+  }
+  if (brackets <= MAX_JSON_DEPTH) return MAX_JSON_DEPTH; // cannot be deeper: the usual payload skips the scan
   let depth = 0;
   let deepest = 0;
   for (const bracket of source.replace(JSON_STRING, '').replace(NOT_BRACKETS, '')) {

@@ -237,7 +237,10 @@ def decode_record(event_record: Any, now_ms: int) -> Record:
 
 
 def json_depth(text: str) -> int:
-    """The deepest nesting of arrays and objects in ``text``, brackets inside strings not counted."""
+    """The deepest nesting of arrays and objects in ``text``, brackets inside strings not counted; a text with at
+    most MAX_JSON_DEPTH opening brackets answers MAX_JSON_DEPTH without scanning (it cannot be deeper)."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return MAX_JSON_DEPTH  # cannot be deeper: the usual payload skips the scan
     depth = deepest = 0
     for bracket in NOT_BRACKETS.sub("", JSON_STRING.sub("", text)):
         if bracket in "[{":
@@ -261,9 +264,12 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODER = json.JSONDecoder(parse_float=_json_number, parse_int=_json_number, parse_constant=_reject_constant)
+
+
 def parse_json(text: str) -> Any:
     """RFC 8259 JSON with every number a double (as JavaScript's JSON.parse); raises ValueError."""
-    return json.loads(text, parse_float=_json_number, parse_int=_json_number, parse_constant=_reject_constant)
+    return _DECODER.decode(text)
 
 
 def interpret(record: Record, settings: Settings) -> Interpretation:
@@ -400,7 +406,10 @@ def format_number(number: float) -> str:
     if number == 0:
         return "0"
     sign = "-" if number < 0 else ""
-    mantissa, _, exponent = repr(abs(number)).partition("e")
+    text = repr(abs(number))
+    if "e" not in text:  # 1e-4 <= |x| < 1e16: plain in both, the same shortest digits
+        return sign + (text[:-2] if text.endswith(".0") else text)
+    mantissa, _, exponent = text.partition("e")
     whole, _, fraction = mantissa.partition(".")
     digits = (whole + fraction).lstrip("0")
     point = len(whole) + int(exponent or 0) - (len(whole + fraction) - len(digits))
