@@ -1,0 +1,156 @@
+"""``iotpipe sql``: SQL over the raw archive, on Athena (the env's workgroup) or DuckDB (embedded)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from iotpipe import sql as sql_lib
+from iotpipe.cli.app import main
+from iotpipe.cli.common import (
+    aws_options,
+    client_factory,
+    config_options,
+    load_pipeline_config,
+    progress,
+    running_local,
+)
+from iotpipe.errors import AwsError
+from iotpipe.query import now_ms, stack_names
+
+_QUERIES = "\n".join(f"      {q.name:<20} {q.description}" for q in sql_lib.NAMED_QUERIES.values())
+
+
+def _cell(value: Any) -> Any:
+    """One value as both engines print it: times in UTC with milliseconds, lists as JSON."""
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ", timespec="milliseconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return json.dumps([_cell(v) for v in value])
+    return value
+
+
+def format_result(result: sql_lib.QueryResult, output: str) -> str:
+    """Rows as a text table, CSV or JSON (a list of objects)."""
+    rows = [[_cell(v) for v in row] for row in result.rows]
+    if output == "json":
+        return json.dumps([dict(zip(result.columns, row, strict=True)) for row in rows], indent=2, default=str)
+    if output == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(result.columns)
+        writer.writerows(["" if v is None else str(v).lower() if isinstance(v, bool) else v for v in row]
+                         for row in rows)
+        return buffer.getvalue().rstrip("\n")
+    text = [["NULL" if v is None else str(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in text]) for i, c in enumerate(result.columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(result.columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in text]
+    return "\n".join(lines)
+
+
+def _summary(result: sql_lib.QueryResult) -> str:
+    rows = f"{len(result.rows)} row{'s' if len(result.rows) != 1 else ''}"
+    if result.engine == "athena":
+        return (f"{rows} in {result.seconds:.1f} s; Athena scanned {result.bytes_scanned / 1e6:.2f} MB, "
+                f"cost ${result.cost_usd:.6f} ($5/TB, 10 MB minimum); query {result.query_id}")
+    return (f"{rows} in {result.seconds:.2f} s; DuckDB read {result.objects} archive objects "
+            f"({result.bytes_scanned / 1e6:.2f} MB, {result.downloaded} downloaded, the rest from the cache)")
+
+
+@main.command("sql")
+@click.argument("query", required=False)
+@click.option("--engine", type=click.Choice(["athena", "duckdb"]),
+              help="Default: duckdb for --env local, a running iotpipe local or --endpoint-url; else athena.")
+@click.option("--since", help="Arrivals from this long ago (30m, 24h, 7d) or this ISO time up to now "
+                              "[default: 24h].")
+@click.option("--from", "start", metavar="TIME", help="Window start (ISO 8601, UTC unless it has an offset).")
+@click.option("--to", "end", metavar="TIME", help="Window end, exclusive (ISO 8601) [default: now].")
+@click.option("--output", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+              help="Result format on stdout.")
+@click.option("--bucket", help="DuckDB: read this raw bucket instead of the stack's RawDataBucketName output.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="DuckDB: where archive objects are cached by ETag [default: ~/.cache/iotpipe/archive].")
+@click.option("--list", "list_queries", is_flag=True, help="List the named queries and exit.")
+@config_options
+@aws_options
+def sql(query: str | None, engine: str | None, since: str | None, start: str | None, end: str | None,
+        output: str, bucket: str | None, cache_dir: Path | None, list_queries: bool, config_path: str | None,
+        env: str, region: str | None, profile: str | None, endpoint_url: str | None) -> None:
+    """Run SQL over the raw archive: relations readings, raw_records, quarantined, thresholds, query_window.
+
+    QUERY is a SELECT (or WITH ... SELECT) or the name of a shipped query. The same query gives the same rows on
+    Athena and DuckDB; progress and the data scanned go to stderr, rows to stdout.
+
+    \b
+    Named queries:
+    {queries}
+
+    \b
+    Examples:
+      iotpipe sql "SELECT device_id, max(value) FROM readings WHERE sensor_type = 'temperature' GROUP BY 1" --env prod
+      iotpipe sql hourly-stats --env prod --from 2026-03-01 --to 2026-03-08 --output csv > week.csv
+      iotpipe sql silent-devices --env local --since 6h
+      iotpipe sql anomalies-per-day --engine duckdb --env prod --since 7d
+    """
+    if list_queries:
+        for named in sql_lib.NAMED_QUERIES.values():
+            click.echo(f"-- {named.name}: {named.description}\n{named.sql};\n")
+        return
+    if not query:
+        raise click.UsageError("give a query (SELECT ...) or a named query; iotpipe sql --list shows them")
+    text = sql_lib.resolve_query(query)
+    cfg = load_pipeline_config(config_path, env)
+    window = sql_lib.window_from(since, start, end, now_ms())
+    factory = client_factory(cfg, region, profile, endpoint_url)
+    if engine is None:
+        embedded = env == "local" or endpoint_url is not None or running_local(env) is not None
+        engine = "duckdb" if embedded else "athena"
+    progress(f"window {window.start.isoformat(timespec='seconds')}Z to {window.end.isoformat(timespec='seconds')}Z "
+             f"on {engine}")
+    if engine == "duckdb":
+        sql_lib.require_duckdb()
+        name = bucket or _stack_output(factory, cfg, "RawDataBucketName")
+        archive = sql_lib.fetch_archive(factory.client("s3"), name, window, cache_dir or sql_lib.default_cache_dir())
+        result = sql_lib.run_duckdb(text, archive, window, cfg.thresholds, cfg.storage.ttl_days)
+    else:
+        outputs = stack_names(factory, cfg)
+        workgroup, database = (_required(outputs, key, cfg.env) for key in
+                               ("AnalyticsWorkGroupName", "AnalyticsDatabaseName"))
+        last: list[tuple[str, int]] = []
+
+        def show(step: sql_lib.AthenaProgress) -> None:
+            if not last or last[-1] != (step.state, step.bytes_scanned):
+                progress(f"{step.query_id} {step.state} scanned {step.bytes_scanned / 1e6:.2f} MB")
+                last.append((step.state, step.bytes_scanned))
+
+        result = sql_lib.run_athena(factory.client("athena"), text, workgroup=workgroup, database=database,
+                                    window=window, thresholds=cfg.thresholds, ttl_days=cfg.storage.ttl_days,
+                                    on_progress=show)
+    click.echo(format_result(result, output))
+    progress(_summary(result))
+
+
+sql.help = (sql.help or "").replace("    {queries}", _QUERIES)
+
+
+def _stack_output(factory: Any, cfg: Any, key: str) -> str:
+    return _required(stack_names(factory, cfg), key, cfg.env)
+
+
+def _required(outputs: dict[str, str], key: str, env: str) -> str:
+    value = outputs.get(key)
+    if not value:
+        hint = (" (analytics.enabled is false, or the stack predates iotpipe sql)" if key.startswith("Analytics")
+                else "")
+        raise AwsError(f"the stack has no output {key}{hint}; redeploy with this version: iotpipe deploy --env {env}"
+                       + ("; or use --engine duckdb" if key.startswith("Analytics") else ""))
+    return value

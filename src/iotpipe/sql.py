@@ -1,0 +1,636 @@
+"""SQL over the raw archive: the same relations on Athena (cloud) and DuckDB (laptop, ``iotpipe local``, moto).
+
+Relations (same names and columns on both engines):
+
+- ``raw_records``: one row per archived Kinesis record, deduplicated by shard and sequence number.
+- ``readings``: one row per reading (single and multi-reading payloads), quarantined readings excluded.
+- ``quarantined``: one row per record the processor refused, with its reason.
+- ``thresholds``: the configured sensor thresholds; ``query_window``: the requested time window.
+
+On Athena they are common table expressions over the Glue tables, with partition predicates for the window
+(partition projection prunes to the window's hours). On DuckDB they are views over the archive objects of the
+window, fetched through boto3 and cached locally by ETag.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from iotpipe.config import Threshold
+from iotpipe.errors import ConfigError, IotpipeError
+
+HOUR_MS = 3_600_000
+# Athena's price for SQL queries: $5 per TB scanned, at least 10 MB per query (Athena pricing).
+PRICE_PER_TB_USD = 5.0
+MIN_BILLED_BYTES = 10 * 1000 * 1000
+TB = 1000**4
+# Above this many days the Athena partition predicate names months rather than days and hours.
+MAX_DAY_PREDICATES = 62
+_ARCHIVE_KEY = re.compile(r"^(raw|quarantine)/year=(\d{4})/month=(\d{2})/day=(\d{2})/hour=(\d{2})/([^/]+)/[^/]+$")
+_FIRST_WORD = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*\(*\s*([A-Za-z]+)", re.S)
+READ_STATEMENTS = ("select", "with", "values")
+DUCKDB_MISSING = ("DuckDB is not installed; add it with: pip install 'iotpipe[sql]' (about 25 MB download, 70 MB "
+                  "installed), or use --engine athena")
+
+# Relation name -> (column, type) as both engines return them.
+RELATION_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "readings": (("device_id", "varchar"), ("sensor_type", "varchar"), ("value", "double"), ("unit", "varchar"),
+                 ("reading_time", "timestamp"), ("device_time", "timestamp"), ("received_at", "timestamp"),
+                 ("arrived_at", "timestamp"), ("shard_id", "varchar"), ("sequence_number", "varchar")),
+    "raw_records": (("shard_id", "varchar"), ("sequence_number", "varchar"), ("partition_key", "varchar"),
+                    ("arrived_at", "timestamp"), ("data", "varchar"), ("data_base64", "varchar")),
+    "quarantined": (("shard_id", "varchar"), ("sequence_number", "varchar"), ("partition_key", "varchar"),
+                    ("reason", "varchar"), ("sensor_type", "varchar"), ("rejected_sensor_types", "array(varchar)"),
+                    ("data", "varchar"), ("data_base64", "varchar"), ("archive_hour", "timestamp")),
+    "thresholds": (("sensor_type", "varchar"), ("min_value", "double"), ("max_value", "double"),
+                   ("unit", "varchar")),
+    "query_window": (("window_start", "timestamp"), ("window_end", "timestamp")),
+}
+
+
+class SqlError(IotpipeError):
+    """A SQL query could not run, failed or was cancelled; the message says why and what to do."""
+
+
+# --- time window ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """A time window of archive arrival times, epoch ms, ``start`` inclusive and ``end`` exclusive."""
+
+    start_ms: int
+    end_ms: int
+
+    @property
+    def start(self) -> datetime:
+        """Start as a naive UTC datetime."""
+        return _utc(self.start_ms)
+
+    @property
+    def end(self) -> datetime:
+        """End as a naive UTC datetime."""
+        return _utc(self.end_ms)
+
+
+def _utc(epoch_ms: int) -> datetime:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).replace(tzinfo=None)
+
+
+def parse_time(text: str, what: str) -> int:
+    """An ISO 8601 time (UTC when it has no offset) -> epoch ms, else ConfigError naming ``what``."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{what} {text!r} is not an ISO 8601 time; use e.g. 2026-01-02T03:00:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def window_from(since: str | None, start: str | None, end: str | None, now_ms: int) -> Window:
+    """``--since`` (a duration or ISO time, up to now) or ``--from``/``--to`` -> Window; ConfigError if bad."""
+    from iotpipe.query import parse_since
+
+    if since is not None and start is not None:
+        raise ConfigError("--since and --from both given; use --since 24h, or --from T [--to T]")
+    end_ms = parse_time(end, "--to") if end is not None else now_ms
+    start_ms = parse_time(start, "--from") if start is not None else parse_since(since or "24h", now_ms)
+    if start_ms >= end_ms:
+        raise ConfigError(f"the window is empty: it starts at {_utc(start_ms)}Z and ends at {_utc(end_ms)}Z; "
+                          "give a --from before --to")
+    return Window(start_ms, end_ms)
+
+
+def window_hours(window: Window) -> list[datetime]:
+    """The UTC hours (naive datetimes) whose archive partitions can hold arrivals of ``window``."""
+    hour = window.start.replace(minute=0, second=0, microsecond=0)
+    hours = []
+    while hour < window.end:
+        hours.append(hour)
+        hour += timedelta(hours=1)
+    return hours
+
+
+def window_days(window: Window) -> list[date]:
+    """The UTC days the window touches, oldest first."""
+    return sorted({hour.date() for hour in window_hours(window)})
+
+
+def archive_key_hour(key: str) -> tuple[str, datetime, str] | None:
+    """``(kind, hour, shard id)`` of an archive or quarantine object key, None for any other key."""
+    match = _ARCHIVE_KEY.match(key)
+    if match is None:
+        return None
+    kind, year, month, day, hour, shard = match.groups()
+    try:
+        return kind, datetime(int(year), int(month), int(day), int(hour)), shard
+    except ValueError:
+        return None
+
+
+# --- named queries --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    """A query shipped with iotpipe, run by name: ``iotpipe sql hourly-stats``."""
+
+    name: str
+    description: str
+    sql: str
+
+
+NAMED_QUERIES: dict[str, NamedQuery] = {q.name: q for q in (
+    NamedQuery("hourly-stats", "count, min, average and max per device, sensor and hour",
+               "SELECT device_id, sensor_type, date_trunc('hour', reading_time) AS hour, count(*) AS readings,\n"
+               "       min(value) AS min_value, round(avg(value), 3) AS avg_value, max(value) AS max_value\n"
+               "FROM readings\nGROUP BY 1, 2, 3\nORDER BY 3, 1, 2"),
+    NamedQuery("anomalies-per-day", "readings outside the configured thresholds, per day, device and sensor",
+               "SELECT CAST(r.reading_time AS DATE) AS day, r.device_id, r.sensor_type, count(*) AS anomalies\n"
+               "FROM readings r JOIN thresholds t ON r.sensor_type = t.sensor_type\n"
+               "WHERE r.value > t.max_value OR r.value < t.min_value\n"
+               "GROUP BY 1, 2, 3\nORDER BY 1, 2, 3"),
+    NamedQuery("silent-devices", "devices whose last reading in the window is over an hour before its end",
+               "SELECT device_id, max(reading_time) AS last_reading, count(*) AS readings\n"
+               "FROM readings\nGROUP BY device_id\n"
+               "HAVING max(reading_time) < (SELECT window_end FROM query_window) - INTERVAL '1' HOUR\n"
+               "ORDER BY 2, 1"),
+    NamedQuery("quarantine-reasons", "quarantined records per reason",
+               "SELECT reason, count(*) AS records\nFROM quarantined\nGROUP BY reason\nORDER BY 2 DESC, 1"),
+)}
+
+
+def resolve_query(text: str) -> str:
+    """The SQL of a named query, or ``text`` itself; SqlError unless it is a read query (SELECT/WITH/VALUES)."""
+    named = NAMED_QUERIES.get(text.strip())
+    sql = named.sql if named else text
+    body = sql.strip().rstrip(";").strip()
+    match = _FIRST_WORD.match(body)
+    if not body or match is None or match.group(1).lower() not in READ_STATEMENTS:
+        names = ", ".join(NAMED_QUERIES)
+        raise SqlError(f"not a query: {text.strip()[:60]!r}; give a SELECT (or WITH ... SELECT), or a named "
+                       f"query: {names}")
+    return body
+
+
+# --- relation SQL shared by both engines ----------------------------------------------------------------
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _number(value: float | None) -> str:
+    return "CAST(NULL AS DOUBLE)" if value is None else f"CAST({value!r} AS DOUBLE)"
+
+
+def _timestamp(moment: datetime) -> str:
+    return f"TIMESTAMP '{moment.isoformat(sep=' ', timespec='milliseconds')}'"
+
+
+def _thresholds_values(thresholds: Sequence[tuple[str, Threshold]]) -> str:
+    rows = [f"({_literal(name)}, {_number(t.min)}, {_number(t.max)}, {_literal(t.unit)})" for name, t in thresholds]
+    if not rows:
+        return "SELECT CAST(NULL AS VARCHAR), CAST(NULL AS DOUBLE), CAST(NULL AS DOUBLE), CAST(NULL AS VARCHAR) " \
+               "WHERE 1 = 0"
+    return "VALUES " + ", ".join(rows)
+
+
+def _unit_case(column: str, thresholds: Sequence[tuple[str, Threshold]]) -> str:
+    """The configured unit of a sensor type, as the processor stores it when the payload gives none."""
+    whens = " ".join(f"WHEN {_literal(name)} THEN {_literal(t.unit)}" for name, t in thresholds if t.unit)
+    return f"CASE {column} {whens} END" if whens else "CAST(NULL AS VARCHAR)"
+
+
+def _reading_time(ttl_days: int) -> str:
+    """The processor's rule: the device time when plausible (after 2000, within the retention before and a day
+    after receipt), else the receive time."""
+    return ("CASE WHEN device_time >= TIMESTAMP '2000-01-01 00:00:00.000' "
+            f"AND device_time >= received_at - INTERVAL '{ttl_days}' DAY "
+            "AND device_time <= received_at + INTERVAL '1' DAY THEN device_time ELSE received_at END")
+
+
+def _common_ctes(window: Window, thresholds: Sequence[tuple[str, Threshold]]) -> list[tuple[str, str]]:
+    return [
+        ("query_window(window_start, window_end)",
+         f"SELECT {_timestamp(window.start)}, {_timestamp(window.end)}"),
+        ("thresholds(sensor_type, min_value, max_value, unit)", _thresholds_values(thresholds)),
+    ]
+
+
+# --- Athena ---------------------------------------------------------------------------------------------
+
+
+def partition_predicate(window: Window) -> str:
+    """Predicates on the projected partition columns that cover ``window`` (per day and hour, or per month for
+    long windows), so Athena reads only those partitions."""
+    hours = window_hours(window)
+    days: dict[date, list[int]] = {}
+    for hour in hours:
+        days.setdefault(hour.date(), []).append(hour.hour)
+    if len(days) <= MAX_DAY_PREDICATES:
+        parts = [f"(year = {d.year} AND month = {d.month} AND day = {d.day} AND hour BETWEEN {min(h)} AND {max(h)})"
+                 for d, h in days.items()]
+    else:
+        months = sorted({(d.year, d.month) for d in days})
+        parts = [f"(year = {y} AND month = {m})" for y, m in months]
+    return "(" + " OR ".join(parts) + ")"
+
+
+def athena_relations(database: str, window: Window, thresholds: Sequence[tuple[str, Threshold]],
+                     ttl_days: int) -> list[tuple[str, str]]:
+    """The relations as (name, query) common table expressions over the Glue tables of ``database``."""
+    from iotpipe import naming
+
+    db = '"' + database.replace('"', '""') + '"'
+    epoch = "TIMESTAMP '1970-01-01 00:00:00.000'"
+    shard = "regexp_extract(\"$path\", 'hour=[0-9]{2}/([^/]+)/', 1)"
+    where = f"{partition_predicate(window)}"
+    in_window = "arrived_at >= (SELECT window_start FROM query_window) " \
+                "AND arrived_at < (SELECT window_end FROM query_window)"
+    return [
+        *_common_ctes(window, thresholds),
+        ("_raw_lines",
+         f"SELECT {shard} AS shard_id, sequencenumber AS sequence_number, partitionkey AS partition_key, "
+         f"date_add('millisecond', arrivedat, {epoch}) AS arrived_at, data, database64 AS data_base64 "
+         f"FROM {db}.{naming.RAW_ARCHIVE_TABLE_NAME} WHERE {where}"),
+        ("raw_records",
+         "SELECT shard_id, sequence_number, partition_key, arrived_at, data, data_base64 FROM ("
+         "SELECT *, row_number() OVER (PARTITION BY shard_id, sequence_number ORDER BY arrived_at) AS _n "
+         f"FROM _raw_lines WHERE {in_window}) WHERE _n = 1"),
+        ("quarantined",
+         "SELECT shard_id, sequence_number, partition_key, reason, sensor_type, rejected_sensor_types, data, "
+         "data_base64, archive_hour FROM ("
+         f"SELECT {shard} AS shard_id, sequencenumber AS sequence_number, partitionkey AS partition_key, reason, "
+         "sensortype AS sensor_type, transform(rejected, r -> r.sensortype) AS rejected_sensor_types, data, "
+         "database64 AS data_base64, "
+         "CAST(format('%04d-%02d-%02d %02d:00:00.000', year, month, day, hour) AS timestamp(3)) AS archive_hour, "
+         "row_number() OVER (PARTITION BY " + shard + ", sequencenumber) AS _n "
+         f"FROM {db}.{naming.QUARANTINE_ARCHIVE_TABLE_NAME} WHERE {where}) WHERE _n = 1"),
+        ("_quarantine_keys",
+         "SELECT shard_id, sequence_number, CAST(NULL AS VARCHAR) AS sensor_type FROM quarantined "
+         "WHERE rejected_sensor_types IS NULL OR any_match(rejected_sensor_types, s -> s IS NULL) "
+         "UNION ALL SELECT q.shard_id, q.sequence_number, s.sensor_type FROM quarantined q "
+         "CROSS JOIN UNNEST(q.rejected_sensor_types) AS s(sensor_type) WHERE s.sensor_type IS NOT NULL"),
+        ("_payloads",
+         "SELECT shard_id, sequence_number, arrived_at, try(json_parse(data)) AS j FROM raw_records "
+         "WHERE data IS NOT NULL"),
+        ("_entries",
+         "SELECT p.*, json_extract_scalar(j, '$.sensorType') AS sensor_type, "
+         "try(CAST(json_extract(j, '$.value') AS DOUBLE)) AS value, json_extract_scalar(j, '$.unit') AS unit_given "
+         "FROM _payloads p WHERE j IS NOT NULL AND json_extract(j, '$.readings') IS NULL "
+         "UNION ALL SELECT p.*, e.sensor_type, try(CAST(e.v AS DOUBLE)), CAST(NULL AS VARCHAR) FROM _payloads p "
+         "CROSS JOIN UNNEST(try(CAST(json_extract(p.j, '$.readings') AS MAP(VARCHAR, JSON)))) AS e(sensor_type, v) "
+         "WHERE p.j IS NOT NULL"),
+        ("_typed",
+         "SELECT json_extract_scalar(j, '$.deviceId') AS device_id, sensor_type, value, "
+         f"COALESCE(unit_given, {_unit_case('sensor_type', thresholds)}) AS unit, "
+         "CASE WHEN try_cast(json_extract_scalar(j, '$.timestamp') AS DOUBLE) IS NOT NULL "
+         "THEN try(date_add('millisecond', CAST(try_cast(json_extract_scalar(j, '$.timestamp') AS DOUBLE) "
+         f"AS BIGINT), {epoch})) "
+         "ELSE try(CAST(from_iso8601_timestamp(json_extract_scalar(j, '$.timestamp')) AT TIME ZONE 'UTC' "
+         "AS timestamp(3))) END AS device_time, "
+         "COALESCE(try(date_add('millisecond', CAST(try_cast(json_extract_scalar(j, '$.receivedAt') AS DOUBLE) "
+         f"AS BIGINT), {epoch})), arrived_at) AS received_at, arrived_at, shard_id, sequence_number "
+         "FROM _entries"),
+        ("readings",
+         f"SELECT device_id, sensor_type, value, unit, {_reading_time(ttl_days)} AS reading_time, device_time, "
+         "received_at, arrived_at, t.shard_id, t.sequence_number FROM _typed t "
+         "LEFT JOIN _quarantine_keys w ON w.sensor_type IS NULL AND w.shard_id = t.shard_id "
+         "AND w.sequence_number = t.sequence_number "
+         "LEFT JOIN _quarantine_keys p ON p.sensor_type = t.sensor_type AND p.shard_id = t.shard_id "
+         "AND p.sequence_number = t.sequence_number "
+         "WHERE w.shard_id IS NULL AND p.shard_id IS NULL AND device_id IS NOT NULL AND t.sensor_type IS NOT NULL "
+         "AND value IS NOT NULL"),
+    ]
+
+
+def with_relations(ctes: Sequence[tuple[str, str]], sql: str) -> str:
+    """``sql`` preceded by the relations as common table expressions (merged into its own WITH, if any)."""
+    prelude = ",\n".join(f"{name} AS ({body})" for name, body in ctes)
+    body = sql.strip().rstrip(";").strip()
+    match = re.match(r"(?is)^with\s+(?!recursive\b)", body)
+    if match:
+        return f"WITH {prelude},\n{body[match.end():]}"
+    return f"WITH {prelude}\n{body}"
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Rows of a finished query and what it cost to run."""
+
+    engine: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+    bytes_scanned: int
+    seconds: float
+    query_id: str = ""
+    objects: int = 0
+    downloaded: int = 0
+
+    @property
+    def cost_usd(self) -> float:
+        """Athena's charge for the query ($5 per TB, 10 MB minimum); 0 on DuckDB."""
+        return athena_cost(self.bytes_scanned) if self.engine == "athena" else 0.0
+
+
+def athena_cost(bytes_scanned: int) -> float:
+    """US dollars Athena charges for a query that scanned ``bytes_scanned`` ($5 per TB, at least 10 MB)."""
+    return max(bytes_scanned, MIN_BILLED_BYTES) / TB * PRICE_PER_TB_USD
+
+
+@dataclass(frozen=True)
+class AthenaProgress:
+    """One poll of a running query."""
+
+    query_id: str
+    state: str
+    bytes_scanned: int
+
+
+_ATHENA_TYPES: dict[str, Callable[[str], Any]] = {
+    "tinyint": int, "smallint": int, "integer": int, "bigint": int, "double": float, "float": float,
+    "real": float, "boolean": lambda v: v == "true",
+    "timestamp": lambda v: datetime.fromisoformat(v), "date": lambda v: date.fromisoformat(v),
+}
+
+
+def _athena_value(value: str | None, kind: str) -> Any:
+    if value is None:
+        return None
+    convert = _ATHENA_TYPES.get(kind.split("(")[0].lower())
+    try:
+        return convert(value) if convert else value
+    except ValueError:
+        return value
+
+
+def run_athena(athena: Any, sql: str, *, workgroup: str, database: str, window: Window,
+               thresholds: Sequence[tuple[str, Threshold]], ttl_days: int,
+               on_progress: Callable[[AthenaProgress], None] = lambda _: None,
+               sleep: Callable[[float], None] = time.sleep, poll_seconds: float = 1.0,
+               max_polls: int = 86_400) -> QueryResult:
+    """Run ``sql`` over the relations in ``workgroup``: start, poll (``on_progress`` each time), page through the
+    results. Ctrl-C (KeyboardInterrupt) while it runs stops the query; a failed or cancelled query is SqlError."""
+    started = time.monotonic()
+    text = with_relations(athena_relations(database, window, thresholds, ttl_days), sql)
+    query_id = athena.start_query_execution(QueryString=text, WorkGroup=workgroup,
+                                            QueryExecutionContext={"Database": database})["QueryExecutionId"]
+    execution: dict[str, Any] = {}
+    try:
+        for _ in range(max_polls):
+            execution = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]
+            state = execution["Status"]["State"]
+            scanned = int(execution.get("Statistics", {}).get("DataScannedInBytes", 0))
+            on_progress(AthenaProgress(query_id, state, scanned))
+            if state in ("SUCCEEDED", "FAILED", "CANCELLED"):
+                break
+            sleep(poll_seconds)
+        else:
+            athena.stop_query_execution(QueryExecutionId=query_id)
+            raise SqlError(f"query {query_id} still running after {max_polls} polls; stopped it")
+    except KeyboardInterrupt:
+        athena.stop_query_execution(QueryExecutionId=query_id)
+        raise SqlError(f"query {query_id} cancelled (Ctrl-C); Athena stopped it") from None
+    state = execution["Status"]["State"]
+    scanned = int(execution.get("Statistics", {}).get("DataScannedInBytes", 0))
+    if state != "SUCCEEDED":
+        raise SqlError(athena_failure(query_id, state, execution["Status"].get("StateChangeReason", ""), scanned))
+    columns, rows = _athena_rows(athena, query_id)
+    return QueryResult("athena", columns, rows, scanned, time.monotonic() - started, query_id=query_id)
+
+
+def athena_failure(query_id: str, state: str, reason: str, scanned: int) -> str:
+    """One line: the query's end state and Athena's reason, with what to do for the bytes-scanned cutoff."""
+    reason = " ".join(reason.split()) or "no reason given"
+    line = f"query {query_id} {state.lower()}: {reason}"
+    if "bytes scanned limit" in reason.lower():
+        line += (f" (scanned {scanned / 1e6:.1f} MB); narrow --since/--from/--to, or raise "
+                 "analytics.bytes_scanned_cutoff_mb and redeploy")
+    return line
+
+
+def _athena_rows(athena: Any, query_id: str) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
+    paginator = athena.get_paginator("get_query_results")
+    columns: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    rows: list[tuple[Any, ...]] = []
+    first = True
+    for page in paginator.paginate(QueryExecutionId=query_id):
+        result = page["ResultSet"]
+        if not columns:
+            info = result.get("ResultSetMetadata", {}).get("ColumnInfo", [])
+            columns = tuple(c["Name"] for c in info)
+            kinds = tuple(c.get("Type", "varchar") for c in info)
+        page_rows = result.get("Rows", [])
+        if first and page_rows:
+            page_rows = page_rows[1:]  # the first row of a SELECT's first page repeats the column names
+        first = False
+        for row in page_rows:
+            values = [datum.get("VarCharValue") for datum in row.get("Data", [])]
+            rows.append(tuple(_athena_value(v, k) for v, k in zip(values, kinds, strict=False)))
+    return columns, tuple(rows)
+
+
+# --- DuckDB ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArchiveObject:
+    """One archive or quarantine object in S3."""
+
+    key: str
+    etag: str
+    size: int
+
+
+@dataclass(frozen=True)
+class LocalArchive:
+    """The window's archive objects as local files (cache paths keep the key's partitions and shard)."""
+
+    raw: tuple[Path, ...]
+    quarantine: tuple[Path, ...]
+    bytes: int
+    downloaded: int
+
+
+def list_archive(s3: Any, bucket: str, window: Window) -> tuple[ArchiveObject, ...]:
+    """The raw and quarantine objects whose hour partition overlaps ``window`` (one listing per kind and day)."""
+    hours = set(window_hours(window))
+    found = []
+    paginator = s3.get_paginator("list_objects_v2")
+    for kind in ("raw", "quarantine"):
+        for day in window_days(window):
+            prefix = f"{kind}/year={day:%Y}/month={day:%m}/day={day:%d}/"
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    parsed = archive_key_hour(item["Key"])
+                    if parsed is not None and parsed[1] in hours:
+                        found.append(ArchiveObject(item["Key"], item["ETag"].strip('"'), int(item["Size"])))
+    return tuple(found)
+
+
+def cache_path(cache_dir: Path, bucket: str, obj: ArchiveObject) -> Path:
+    """Where ``obj`` is cached: its key with the ETag before the extension (a new ETag is a new file)."""
+    stem = obj.key[: -len(".jsonl.gz")] if obj.key.endswith(".jsonl.gz") else obj.key
+    etag = re.sub(r"[^A-Za-z0-9-]", "_", obj.etag)
+    return cache_dir / bucket / f"{stem}.{etag}.jsonl.gz"
+
+
+def fetch_archive(s3: Any, bucket: str, window: Window, cache_dir: Path, workers: int = 8) -> LocalArchive:
+    """The window's archive objects, downloaded into ``cache_dir`` unless a file of the same ETag is there."""
+    objects = list_archive(s3, bucket, window)
+    paths = [cache_path(cache_dir, bucket, obj) for obj in objects]
+    missing = [(obj, path) for obj, path in zip(objects, paths, strict=True) if not path.exists()]
+
+    def download(item: tuple[ArchiveObject, Path]) -> None:
+        obj, path = item
+        body = s3.get_object(Bucket=bucket, Key=obj.key, IfMatch=obj.etag)["Body"].read()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".part")
+        partial.write_bytes(body)
+        partial.replace(path)  # never a half-written cache file under the final name
+
+    if missing:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(missing)))) as pool:
+            list(pool.map(download, missing))
+    raw = tuple(p for o, p in zip(objects, paths, strict=True) if o.key.startswith("raw/"))
+    quarantine = tuple(p for o, p in zip(objects, paths, strict=True) if o.key.startswith("quarantine/"))
+    return LocalArchive(raw, quarantine, sum(o.size for o in objects), len(missing))
+
+
+def require_duckdb() -> Any:
+    """The duckdb module, or SqlError saying how to install it."""
+    try:
+        import duckdb
+    except ImportError:
+        raise SqlError(DUCKDB_MISSING) from None
+    return duckdb
+
+
+_RAW_JSON = ("{sequenceNumber: 'VARCHAR', partitionKey: 'VARCHAR', arrivedAt: 'BIGINT', data: 'VARCHAR', "
+             "dataBase64: 'VARCHAR'}")
+_QUARANTINE_JSON = ("{sequenceNumber: 'VARCHAR', partitionKey: 'VARCHAR', reason: 'VARCHAR', sensorType: 'VARCHAR', "
+                    "rejected: 'STRUCT(reason VARCHAR, sensorType VARCHAR)[]', data: 'VARCHAR', "
+                    "dataBase64: 'VARCHAR'}")
+
+
+def _json_source(paths: Iterable[Path], columns: str, empty: str) -> str:
+    files = [_literal(str(p)) for p in paths]
+    if not files:
+        return f"(SELECT {empty}, CAST(NULL AS VARCHAR) AS filename WHERE 1 = 0)"
+    return (f"read_json([{', '.join(files)}], format = 'newline_delimited', compression = 'gzip', "
+            f"columns = {columns}, filename = true)")
+
+
+def duckdb_relations(archive: LocalArchive, window: Window, thresholds: Sequence[tuple[str, Threshold]],
+                     ttl_days: int) -> list[str]:
+    """CREATE VIEW statements for the relations over the local archive files."""
+    raw_empty = ("CAST(NULL AS VARCHAR) AS sequenceNumber, CAST(NULL AS VARCHAR) AS partitionKey, "
+                 "CAST(NULL AS BIGINT) AS arrivedAt, CAST(NULL AS VARCHAR) AS data, "
+                 "CAST(NULL AS VARCHAR) AS dataBase64")
+    quarantine_empty = ("CAST(NULL AS VARCHAR) AS sequenceNumber, CAST(NULL AS VARCHAR) AS partitionKey, "
+                        "CAST(NULL AS VARCHAR) AS reason, CAST(NULL AS VARCHAR) AS sensorType, "
+                        "CAST(NULL AS STRUCT(reason VARCHAR, sensorType VARCHAR)[]) AS rejected, "
+                        "CAST(NULL AS VARCHAR) AS data, CAST(NULL AS VARCHAR) AS dataBase64")
+    shard = "regexp_extract(filename, 'hour=[0-9]{2}/([^/]+)/', 1)"
+    hour_path = "regexp_extract(filename, 'year=[0-9]{4}/month=[0-9]{2}/day=[0-9]{2}/hour=[0-9]{2}/', 0)"
+    fields = "['$.deviceId', '$.sensorType', '$.value', '$.timestamp', '$.unit', '$.receivedAt', '$.readings']"
+    views = [f"CREATE OR REPLACE TEMP VIEW {name.split('(')[0]}{_columns(name)} AS {body}"
+             for name, body in _common_ctes(window, thresholds)]
+    return [
+        "SET TimeZone = 'UTC'",
+        *views,
+        "CREATE OR REPLACE TEMP VIEW raw_records AS "
+        "SELECT DISTINCT ON (shard_id, sequence_number) shard_id, sequence_number, partition_key, arrived_at, data, "
+        f"data_base64 FROM (SELECT {shard} AS shard_id, sequenceNumber AS sequence_number, "
+        "partitionKey AS partition_key, make_timestamp(arrivedAt * 1000) AS arrived_at, data, "
+        f"dataBase64 AS data_base64 FROM {_json_source(archive.raw, _RAW_JSON, raw_empty)}) "
+        f"WHERE arrived_at >= {_timestamp(window.start)} AND arrived_at < {_timestamp(window.end)}",
+        "CREATE OR REPLACE TEMP VIEW quarantined AS "
+        "SELECT DISTINCT ON (shard_id, sequence_number) * FROM ("
+        f"SELECT {shard} AS shard_id, sequenceNumber AS sequence_number, partitionKey AS partition_key, reason, "
+        "sensorType AS sensor_type, [r.sensorType FOR r IN rejected] AS rejected_sensor_types, data, "
+        f"dataBase64 AS data_base64, strptime({hour_path}, 'year=%Y/month=%m/day=%d/hour=%H/') AS archive_hour "
+        f"FROM {_json_source(archive.quarantine, _QUARANTINE_JSON, quarantine_empty)})",
+        "CREATE OR REPLACE TEMP VIEW _quarantine_keys AS "
+        "SELECT shard_id, sequence_number, CAST(NULL AS VARCHAR) AS sensor_type FROM quarantined "
+        "WHERE rejected_sensor_types IS NULL "
+        "OR len([s FOR s IN rejected_sensor_types IF s IS NULL]) > 0 "
+        "UNION ALL SELECT shard_id, sequence_number, unnest(rejected_sensor_types) AS sensor_type FROM quarantined",
+        "CREATE OR REPLACE TEMP VIEW _payloads AS "
+        f"SELECT shard_id, sequence_number, arrived_at, try(json_extract_string(data, {fields})) AS f "
+        "FROM raw_records WHERE data IS NOT NULL",
+        # One pass over the parsed payloads (a UNION of two branches would parse every payload twice).
+        "CREATE OR REPLACE TEMP VIEW _entries AS "
+        "SELECT shard_id, sequence_number, arrived_at, f, e.key AS sensor_type, e.value AS value_text, "
+        "CASE WHEN f[7] IS NULL THEN f[5] END AS unit_given FROM ("
+        "SELECT *, unnest(CASE WHEN f[7] IS NULL THEN [{'key': f[2], 'value': f[3]}] "
+        "ELSE map_entries(try(CAST(CAST(f[7] AS JSON) AS MAP(VARCHAR, VARCHAR)))) END) AS e "
+        "FROM _payloads WHERE f IS NOT NULL)",
+        "CREATE OR REPLACE TEMP VIEW _typed AS "
+        "SELECT f[1] AS device_id, sensor_type, try_cast(value_text AS DOUBLE) AS value, "
+        f"COALESCE(unit_given, {_unit_case('sensor_type', thresholds)}) AS unit, "
+        "CASE WHEN try_cast(f[4] AS DOUBLE) IS NOT NULL "
+        "THEN try(make_timestamp(CAST(try_cast(f[4] AS DOUBLE) * 1000 AS BIGINT))) "
+        "ELSE try(CAST(timezone('UTC', try_cast(f[4] AS TIMESTAMPTZ)) AS TIMESTAMP)) END AS device_time, "
+        "COALESCE(try(make_timestamp(CAST(try_cast(f[6] AS DOUBLE) * 1000 AS BIGINT))), arrived_at) "
+        "AS received_at, arrived_at, shard_id, sequence_number FROM _entries",
+        "CREATE OR REPLACE TEMP VIEW readings AS "
+        f"SELECT device_id, sensor_type, value, unit, {_reading_time(ttl_days)} AS reading_time, device_time, "
+        "received_at, arrived_at, shard_id, sequence_number FROM _typed t "
+        "ANTI JOIN (SELECT shard_id, sequence_number FROM _quarantine_keys WHERE sensor_type IS NULL) w "
+        "USING (shard_id, sequence_number) "
+        "ANTI JOIN (SELECT * FROM _quarantine_keys WHERE sensor_type IS NOT NULL) p "
+        "USING (shard_id, sequence_number, sensor_type) "
+        "WHERE device_id IS NOT NULL AND sensor_type IS NOT NULL AND value IS NOT NULL",
+    ]
+
+
+def _columns(name: str) -> str:
+    return name[name.index("("):] if "(" in name else ""
+
+
+def duckdb_connection(archive: LocalArchive, window: Window, thresholds: Sequence[tuple[str, Threshold]],
+                      ttl_days: int) -> Any:
+    """An in-memory DuckDB connection with the relations defined over ``archive``."""
+    duckdb = require_duckdb()
+    connection = duckdb.connect(":memory:")
+    for statement in duckdb_relations(archive, window, thresholds, ttl_days):
+        connection.execute(statement)
+    return connection
+
+
+def run_duckdb(sql: str, archive: LocalArchive, window: Window, thresholds: Sequence[tuple[str, Threshold]],
+               ttl_days: int) -> QueryResult:
+    """Run ``sql`` over the relations on DuckDB; a SQL error is SqlError with DuckDB's message."""
+    duckdb = require_duckdb()
+    started = time.monotonic()
+    connection = duckdb_connection(archive, window, thresholds, ttl_days)
+    try:
+        cursor = connection.execute(sql)
+        columns = tuple(d[0] for d in cursor.description or ())
+        rows = tuple(tuple(row) for row in cursor.fetchall())
+    except duckdb.Error as exc:
+        message = " ".join(str(exc).split())
+        raise SqlError(f"DuckDB refused the query: {message[:400]}") from None
+    finally:
+        connection.close()
+    return QueryResult("duckdb", columns, rows, archive.bytes, time.monotonic() - started,
+                       objects=len(archive.raw) + len(archive.quarantine), downloaded=archive.downloaded)
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/iotpipe/archive`` (default ``~/.cache/iotpipe/archive``)."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "iotpipe" / "archive"

@@ -1,0 +1,116 @@
+"""`iotpipe sql` through click against the moto server: DuckDB over an archive written with the processor's archive
+code, output formats, named queries, bad input, and the message when DuckDB is missing."""
+
+from __future__ import annotations
+
+import builtins
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from click.testing import CliRunner, Result
+
+from iotpipe.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests" / "unit"))
+import bench_sql  # noqa: E402
+from test_sql_duckdb import BUCKET, batches  # noqa: E402
+
+WINDOW = ["--from", "2026-03-01T00:00:00Z", "--to", "2026-03-03T00:00:00Z"]
+
+
+@pytest.fixture
+def archive(moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.chdir(tmp_path)  # no iotpipe.toml: built-in defaults
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    index = bench_sql.load_handler()
+    for records, with_quarantine in batches(index):
+        quarantine = bench_sql.quarantine_lines(index, records) if with_quarantine else []
+        bench_sql.put_objects(s3, BUCKET, bench_sql.archive_objects(index, records, quarantine))
+    return moto_endpoint
+
+
+def sql(endpoint: str, *args: str) -> Result:
+    return CliRunner().invoke(main, ["sql", *args, "--endpoint-url", endpoint, "--region", "us-east-1",
+                                     "--bucket", BUCKET])
+
+
+def test_json_output_of_a_query_over_readings(archive: str) -> None:
+    result = sql(archive, "SELECT device_id, sensor_type, value, reading_time FROM readings "
+                          "WHERE device_id = 'press-02' ORDER BY sensor_type", *WINDOW, "--output", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == [
+        {"device_id": "press-02", "sensor_type": "pressure", "value": 100.0,
+         "reading_time": "2026-03-01 10:14:59.000"},
+        {"device_id": "press-02", "sensor_type": "temperature", "value": 90.0,
+         "reading_time": "2026-03-01 10:14:59.000"}]
+    assert "on duckdb" in result.stderr and "2 rows" in result.stderr and "4 downloaded" in result.stderr
+
+
+def test_named_query_as_csv_and_the_cache_on_a_second_run(archive: str) -> None:
+    first = sql(archive, "anomalies-per-day", *WINDOW, "--output", "csv")
+    assert first.exit_code == 0, first.stderr
+    assert list(csv.reader(io.StringIO(first.stdout))) == [
+        ["day", "device_id", "sensor_type", "anomalies"], ["2026-03-01", "press-02", "temperature", "1"]]
+    again = sql(archive, "quarantine-reasons", *WINDOW)
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout.splitlines()[0].split() == ["reason", "records"]
+    assert "data is not UTF-8" in again.stdout
+    assert "0 downloaded" in again.stderr
+
+
+def test_list_shows_the_named_queries() -> None:
+    result = CliRunner().invoke(main, ["sql", "--list"])
+    assert result.exit_code == 0
+    assert "-- hourly-stats:" in result.stdout and "FROM readings" in result.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["DROP TABLE readings"], "not a query"),
+    (["SELECT 1", "--since", "24h", "--from", "2026-03-01"], "--since and --from both given"),
+    (["SELECT 1", "--from", "2026-03-02", "--to", "2026-03-01"], "the window is empty"),
+    (["SELECT 1", "--from", "yesterday"], "not an ISO 8601 time"),
+])
+def test_bad_input_is_one_line_and_exit_2_or_1(archive: str, args: list[str], message: str) -> None:
+    result = sql(archive, *args)
+    assert result.exit_code in (1, 2)
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_sql_error_names_duckdbs_reason(archive: str) -> None:
+    result = sql(archive, "SELECT no_such_column FROM readings", *WINDOW)
+    assert result.exit_code == 1
+    assert "DuckDB refused the query" in result.stderr and "no_such_column" in result.stderr
+
+
+def test_without_duckdb_the_message_says_how_to_add_it(archive: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def no_duckdb(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "duckdb":
+            raise ImportError("No module named 'duckdb'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_duckdb)
+    result = sql(archive, "SELECT 1", *WINDOW)
+    assert result.exit_code == 1
+    assert "pip install 'iotpipe[sql]'" in result.stderr
+
+
+def test_athena_without_a_deployed_stack_says_what_to_do(moto_endpoint: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["sql", "SELECT 1", "--engine", "athena", "--endpoint-url", moto_endpoint,
+                                       "--region", "us-east-1"])
+    assert result.exit_code == 1
+    assert "does not exist" in result.stderr and "iotpipe deploy" in result.stderr

@@ -1,0 +1,159 @@
+"""DuckDB engine end to end: an archive written with the processor's own archive code (handler/python/index.py)
+into the moto server, fetched for a window through boto3, cached by ETag, and queried through the relations."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from iotpipe.config import build_config
+from iotpipe.sql import NAMED_QUERIES, Window, fetch_archive, list_archive, run_duckdb
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+import bench_sql  # noqa: E402
+
+BUCKET = "iot-raw-data-sqltest"
+CFG = build_config({}, "dev", {})
+SHARD0 = "shardId-000000000000"
+SHARD1 = "shardId-000000000001"
+
+
+def ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def rule(payload: dict[str, Any], arrived: int, topic_device: str | None = None) -> bytes:
+    """The bytes the topic rule puts on the stream: the payload plus receivedAt and topicDeviceId."""
+    device = topic_device or payload["deviceId"]
+    return json.dumps({**payload, "receivedAt": arrived - 40, "topicDeviceId": device}).encode()
+
+
+A_ARRIVED = ms("2026-03-01T10:15:00")
+B_ARRIVED = ms("2026-03-02T04:59:00")
+C_ARRIVED = ms("2026-03-05T08:00:00")
+
+
+def batches(index: Any) -> list[tuple[list[Any], bool]]:
+    """(records, with quarantine object) per batch, as the processor would archive them."""
+    rec = bench_sql.make_record
+    a = [
+        rec(index, SHARD0, 100, A_ARRIVED, rule({"deviceId": "press-01", "sensorType": "temperature", "value": 25.0,
+                                                 "unit": "C", "timestamp": A_ARRIVED - 1000}, A_ARRIVED), "press-01"),
+        rec(index, SHARD0, 101, A_ARRIVED, rule({"deviceId": "press-02", "timestamp": "2026-03-01T11:14:59+01:00",
+                                                 "readings": {"temperature": 90.0, "pressure": 100.0}}, A_ARRIVED),
+            "press-02"),
+        rec(index, SHARD0, 102, A_ARRIVED, b"\xff\xfe not utf-8", "press-04"),
+        rec(index, SHARD0, 103, A_ARRIVED, b"{oops", "press-04"),
+        rec(index, SHARD0, 104, A_ARRIVED, rule({"deviceId": "press-03", "readings": {"temperature": 30.0,
+                                                                                     "humidity": 5.0}}, A_ARRIVED),
+            "press-03"),
+        rec(index, SHARD0, 105, A_ARRIVED, rule({"deviceId": "press-09", "sensorType": "pressure", "value": 50.0},
+                                                A_ARRIVED, topic_device="press-01"), "press-01"),
+    ]
+    retried = a[:2]  # a bisected retry archived the first two records again under another key
+    b = [rec(index, SHARD1, 200, B_ARRIVED, rule({"deviceId": "press-01", "sensorType": "pressure", "value": 40.0},
+                                                 B_ARRIVED), "press-01")]
+    c = [rec(index, SHARD1, 300, C_ARRIVED, rule({"deviceId": "press-01", "sensorType": "pressure", "value": 41.0},
+                                                 C_ARRIVED), "press-01")]
+    return [(a, True), (retried, False), (b, False), (c, False)]
+
+
+@pytest.fixture
+def s3(moto_endpoint: str) -> Any:
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    index = bench_sql.load_handler()
+    for records, with_quarantine in batches(index):
+        quarantine = bench_sql.quarantine_lines(index, records) if with_quarantine else []
+        bench_sql.put_objects(client, BUCKET, bench_sql.archive_objects(index, records, quarantine))
+    client.put_object(Bucket=BUCKET, Key="raw/README.txt", Body=b"not an archive object")
+    return client
+
+
+WINDOW = Window(ms("2026-03-01T00:00:00"), ms("2026-03-03T00:00:00"))
+
+
+def query(s3: Any, sql: str, tmp_path: Path, window: Window = WINDOW) -> list[tuple[Any, ...]]:
+    archive = fetch_archive(s3, BUCKET, window, tmp_path / "cache")
+    return list(run_duckdb(sql, archive, window, CFG.thresholds, CFG.storage.ttl_days).rows)
+
+
+def test_readings_expand_both_forms_dedupe_and_exclude_quarantined(s3: Any, tmp_path: Path) -> None:
+    rows = query(s3, "SELECT device_id, sensor_type, value, unit, reading_time, shard_id, sequence_number "
+                     "FROM readings ORDER BY device_id, sensor_type", tmp_path)
+    assert rows == [
+        ("press-01", "pressure", 40.0, "psi", datetime(2026, 3, 2, 4, 58, 59, 960000), SHARD1, "200"),
+        ("press-01", "temperature", 25.0, "C", datetime(2026, 3, 1, 10, 14, 59), SHARD0, "100"),
+        ("press-02", "pressure", 100.0, "psi", datetime(2026, 3, 1, 10, 14, 59), SHARD0, "101"),
+        ("press-02", "temperature", 90.0, "celsius", datetime(2026, 3, 1, 10, 14, 59), SHARD0, "101"),
+        ("press-03", "temperature", 30.0, "celsius", datetime(2026, 3, 1, 10, 14, 59, 960000), SHARD0, "104"),
+    ]
+
+
+def test_raw_records_keep_every_record_once_and_non_utf8_as_base64(s3: Any, tmp_path: Path) -> None:
+    rows = query(s3, "SELECT shard_id, sequence_number, data IS NULL, data_base64, arrived_at FROM raw_records "
+                     "ORDER BY 1, 2", tmp_path)
+    assert [(r[0], r[1]) for r in rows] == [(SHARD0, str(n)) for n in range(100, 106)] + [(SHARD1, "200")]
+    non_utf8 = rows[2]
+    assert non_utf8[2] is True and non_utf8[3] == "//4gbm90IHV0Zi04"
+    assert rows[0][4] == datetime(2026, 3, 1, 10, 15)
+
+
+def test_quarantined_relation_has_reasons_and_rejected_sensor_types(s3: Any, tmp_path: Path) -> None:
+    rows = query(s3, "SELECT sequence_number, reason, rejected_sensor_types, archive_hour FROM quarantined "
+                     "ORDER BY 1", tmp_path)
+    assert rows == [
+        ("102", "data is not UTF-8", None, datetime(2026, 3, 1, 10)),
+        ("103", "data is not JSON", None, datetime(2026, 3, 1, 10)),
+        ("104", "unknown sensorType", ["humidity"], datetime(2026, 3, 1, 10)),
+        ("105", "deviceId differs from topic", None, datetime(2026, 3, 1, 10)),
+    ]
+
+
+def test_only_the_window_objects_are_fetched_and_the_cache_is_keyed_by_etag(s3: Any, tmp_path: Path) -> None:
+    one_hour = Window(ms("2026-03-02T04:00:00"), ms("2026-03-02T05:00:00"))
+    keys = [o.key for o in list_archive(s3, BUCKET, one_hour)]
+    assert keys == [f"raw/year=2026/month=03/day=02/hour=04/{SHARD1}/200-200.jsonl.gz"]
+    first = fetch_archive(s3, BUCKET, WINDOW, tmp_path / "cache")
+    assert (len(first.raw), len(first.quarantine), first.downloaded) == (3, 1, 4)
+    again = fetch_archive(s3, BUCKET, WINDOW, tmp_path / "cache")
+    assert again.downloaded == 0 and again.raw == first.raw
+    # A retried batch overwrote an object: a new ETag, so that one object is fetched again.
+    index = bench_sql.load_handler()
+    b_records = batches(index)[2][0]
+    changed = [bench_sql.make_record(index, SHARD1, 200, B_ARRIVED,
+                                     rule({"deviceId": "press-01", "sensorType": "pressure", "value": 40.0,
+                                           "unit": "bar"}, B_ARRIVED), "press-01")]
+    assert changed[0].sequence_number == b_records[0].sequence_number
+    bench_sql.put_objects(s3, BUCKET, bench_sql.archive_objects(index, changed))
+    third = fetch_archive(s3, BUCKET, WINDOW, tmp_path / "cache")
+    assert third.downloaded == 1
+    assert run_duckdb("SELECT unit FROM readings WHERE sequence_number = '200'", third, WINDOW, CFG.thresholds,
+                      CFG.storage.ttl_days).rows == (("bar",),)
+
+
+def test_an_empty_window_gives_empty_relations(s3: Any, tmp_path: Path) -> None:
+    empty = Window(ms("2026-04-01T00:00:00"), ms("2026-04-02T00:00:00"))
+    assert query(s3, "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM quarantined), "
+                     "(SELECT count(*) FROM raw_records)", tmp_path, empty) == [(0, 0, 0)]
+
+
+def test_named_queries_give_known_answers(s3: Any, tmp_path: Path) -> None:
+    hourly = query(s3, NAMED_QUERIES["hourly-stats"].sql, tmp_path)
+    assert ("press-02", "temperature", datetime(2026, 3, 1, 10), 1, 90.0, 90.0, 90.0) in hourly
+    assert len(hourly) == 5
+    assert query(s3, NAMED_QUERIES["anomalies-per-day"].sql, tmp_path) == [
+        (datetime(2026, 3, 1).date(), "press-02", "temperature", 1)]
+    silent_window = Window(ms("2026-03-01T00:00:00"), ms("2026-03-02T05:30:00"))
+    silent = query(s3, NAMED_QUERIES["silent-devices"].sql, tmp_path, silent_window)
+    assert [(r[0], r[2]) for r in silent] == [("press-02", 2), ("press-03", 1)]
+    assert query(s3, NAMED_QUERIES["quarantine-reasons"].sql, tmp_path) == [
+        ("data is not JSON", 1), ("data is not UTF-8", 1), ("deviceId differs from topic", 1),
+        ("unknown sensorType", 1)]
