@@ -3,7 +3,7 @@
 PYTHON ?= python3
 NODE_DIR := handler/node
 
-.PHONY: install test lint pytest node-test render bench bench-worst bench-broker bench-local golden clean
+.PHONY: install test lint pytest node-test render bench bench-worst bench-broker bench-local bench-sql golden clean
 
 install:
 	$(PYTHON) -m pip install --upgrade pip
@@ -50,6 +50,9 @@ bench-broker:
 
 bench-local:
 	$(PYTHON) bench/bench_local.py
+
+bench-sql:
+	$(PYTHON) bench/bench_sql.py
 
 clean:
 	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache src/*.egg-info
