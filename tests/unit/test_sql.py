@@ -226,7 +226,7 @@ def test_a_query_cancelled_elsewhere_reports_athenas_reason() -> None:
     start(stub)
     stub.add_response("get_query_execution", execution("CANCELLED", 0, "Query cancelled by user"),
                       {"QueryExecutionId": "q-1"})
-    with stub, pytest.raises(SqlError, match="^query q-1 cancelled: Query cancelled by user$"):
+    with stub, pytest.raises(SqlError, match=r"^query q-1 cancelled: Query cancelled by user$"):
         run(client)
 
 
