@@ -124,14 +124,20 @@ def athena_query_runner(workgroup_arn: Arn) -> Statement:
     """Start, follow, read and stop queries in one Athena workgroup."""
     return Statement(Sid="RunQueriesInWorkGroup", Effect=Allow,
                      Action=[athena.StartQueryExecution, athena.GetQueryExecution, athena.GetQueryResults,
-                             athena.StopQueryExecution, athena.GetWorkGroup],
+                             athena.StopQueryExecution],
                      Resource=[workgroup_arn])
 
 
+def glue_database_reader(catalog_arn: Arn, database_arn: Arn) -> Statement:
+    """GetDatabase of one Glue database (IAM checks the catalog and the database)."""
+    return Statement(Sid="ReadArchiveDatabase", Effect=Allow, Action=[glue.GetDatabase],
+                     Resource=[catalog_arn, database_arn])
+
+
 def glue_table_reader(catalog_arn: Arn, database_arn: Arn, *table_arns: Arn) -> Statement:
-    """The Glue Data Catalog reads Athena makes to plan a query over the given tables."""
-    return Statement(Sid="ReadArchiveTables", Effect=Allow,
-                     Action=[glue.GetDatabase, glue.GetTable, glue.GetTables, glue.GetPartition, glue.GetPartitions],
+    """GetTable of the given tables, which Athena calls to plan a query (IAM checks catalog, database and table;
+    with partition projection there is no GetPartitions)."""
+    return Statement(Sid="ReadArchiveTables", Effect=Allow, Action=[glue.GetTable],
                      Resource=[catalog_arn, database_arn, *table_arns])
 
 

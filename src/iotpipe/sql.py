@@ -567,22 +567,23 @@ def duckdb_relations(archive: LocalArchive, window: Window, thresholds: Sequence
         "OR len([s FOR s IN rejected_sensor_types IF s IS NULL]) > 0 "
         "UNION ALL SELECT shard_id, sequence_number, unnest(rejected_sensor_types) AS sensor_type FROM quarantined",
         "CREATE OR REPLACE TEMP VIEW _payloads AS "
-        f"SELECT shard_id, sequence_number, arrived_at, try(json_extract_string(data, {fields})) AS f "
-        "FROM raw_records WHERE data IS NOT NULL",
+        f"SELECT shard_id, sequence_number, arrived_at, json_extract_string(data, {fields}) AS f "
+        "FROM raw_records WHERE data IS NOT NULL AND json_valid(data)",
         # One pass over the parsed payloads (a UNION of two branches would parse every payload twice).
         "CREATE OR REPLACE TEMP VIEW _entries AS "
         "SELECT shard_id, sequence_number, arrived_at, f, e.key AS sensor_type, e.value AS value_text, "
         "CASE WHEN f[7] IS NULL THEN f[5] END AS unit_given FROM ("
         "SELECT *, unnest(CASE WHEN f[7] IS NULL THEN [{'key': f[2], 'value': f[3]}] "
-        "ELSE map_entries(try(CAST(CAST(f[7] AS JSON) AS MAP(VARCHAR, VARCHAR)))) END) AS e "
+        "WHEN starts_with(f[7], '{') AND json_valid(f[7]) "
+        "THEN map_entries(CAST(CAST(f[7] AS JSON) AS MAP(VARCHAR, VARCHAR))) END) AS e "
         "FROM _payloads WHERE f IS NOT NULL)",
         "CREATE OR REPLACE TEMP VIEW _typed AS "
         "SELECT f[1] AS device_id, sensor_type, try_cast(value_text AS DOUBLE) AS value, "
         f"COALESCE(unit_given, {_unit_case('sensor_type', thresholds)}) AS unit, "
         "CASE WHEN try_cast(f[4] AS DOUBLE) IS NOT NULL "
-        "THEN try(make_timestamp(CAST(try_cast(f[4] AS DOUBLE) * 1000 AS BIGINT))) "
-        "ELSE try(CAST(timezone('UTC', try_cast(f[4] AS TIMESTAMPTZ)) AS TIMESTAMP)) END AS device_time, "
-        "COALESCE(try(make_timestamp(CAST(try_cast(f[6] AS DOUBLE) * 1000 AS BIGINT))), arrived_at) "
+        f"THEN {_duckdb_epoch_ms('f[4]')} "
+        "ELSE CAST(timezone('UTC', try_cast(f[4] AS TIMESTAMPTZ)) AS TIMESTAMP) END AS device_time, "
+        f"COALESCE({_duckdb_epoch_ms('f[6]')}, arrived_at) "
         "AS received_at, arrived_at, shard_id, sequence_number FROM _entries",
         "CREATE OR REPLACE TEMP VIEW readings AS "
         f"SELECT device_id, sensor_type, value, unit, {_reading_time(ttl_days)} AS reading_time, device_time, "
@@ -593,6 +594,12 @@ def duckdb_relations(archive: LocalArchive, window: Window, thresholds: Sequence
         "USING (shard_id, sequence_number, sensor_type) "
         "WHERE device_id IS NOT NULL AND sensor_type IS NOT NULL AND value IS NOT NULL",
     ]
+
+
+def _duckdb_epoch_ms(text: str) -> str:
+    """Epoch ms text -> TIMESTAMP, NULL when it is not a number or beyond year 5000 (no try() before DuckDB 1.3)."""
+    number = f"try_cast({text} AS DOUBLE)"
+    return f"CASE WHEN abs({number}) < 1e14 THEN make_timestamp(CAST({number} * 1000 AS BIGINT)) END"
 
 
 def _columns(name: str) -> str:

@@ -755,3 +755,164 @@ def test_a_failing_lookup_still_answers_cloudformation(world: World) -> None:
         module.handler(lookup_event("Create", catcher.url), LookupContext())
     [answer] = catcher.bodies
     assert answer["Status"] == "FAILED" and "iot:DescribeEndpoint" in answer["Reason"]
+
+
+# ---------------------------------------------------------------- the iotpipe sql query policy (AnalyticsQueryPolicy)
+# `iotpipe sql` runs as the user; the policy is proven the same way: its own calls are recorded (DuckDB over moto,
+# Athena through botocore's Stubber), and the calls Athena makes with the caller's credentials for a query are
+# listed, as documented: the Glue catalog reads ("Fine-grained access to databases and tables in the AWS Glue Data
+# Catalog") and S3 for the data and the results ("Control access to Amazon S3 from Athena").
+
+ANALYTICS_NAMES = {"AnalyticsWorkGroup": "iotpipe-dev", "AnalyticsDatabase": "iotpipe_dev",
+                   "AnalyticsResultsBucket": "iotpipe-dev-analyticsresultsbucket-abc123",
+                   "AnalyticsResultsBucket.Arn": "arn:aws:s3:::iotpipe-dev-analyticsresultsbucket-abc123"}
+
+
+@dataclass(frozen=True)
+class ContextCall:
+    """A call with the condition keys IAM evaluates it with (``s3:prefix`` for ListBucket)."""
+
+    action: str
+    resource: str
+    context: tuple[tuple[str, str], ...] = ()
+
+
+def athena_on_behalf(names: Mapping[str, str]) -> list[ContextCall]:
+    """What Athena does with the caller's credentials to run a query over the archive tables of the window."""
+    glue = f"arn:aws:glue:{REGION}:{ACCOUNT}:"
+    raw, results = names["RawDataBucket.Arn"], names["AnalyticsResultsBucket.Arn"]
+    hour = "year=2026/month=03/day=01/hour=10/"
+    return [
+        *(ContextCall(f"glue:{action}", resource) for action in ("GetDatabase", "GetTable")
+          for resource in (f"{glue}catalog", f"{glue}database/iotpipe_dev")),
+        ContextCall("glue:GetTable", f"{glue}table/iotpipe_dev/raw_archive"),
+        ContextCall("glue:GetTable", f"{glue}table/iotpipe_dev/quarantine_archive"),
+        ContextCall("s3:ListBucket", raw, (("s3:prefix", f"raw/{hour}"),)),
+        ContextCall("s3:ListBucket", raw, (("s3:prefix", f"quarantine/{hour}"),)),
+        ContextCall("s3:GetObject", f"{raw}/raw/{hour}shardId-000000000000/1-2.jsonl.gz"),
+        ContextCall("s3:GetObject", f"{raw}/quarantine/{hour}shardId-000000000000/1-2.jsonl.gz"),
+        ContextCall("s3:GetBucketLocation", raw),
+        ContextCall("s3:GetBucketLocation", results),
+        ContextCall("s3:ListBucket", results, (("s3:prefix", "results/"),)),
+        *(ContextCall(f"s3:{action}", f"{results}/results/q-1.csv")
+          for action in ("PutObject", "GetObject", "AbortMultipartUpload", "ListMultipartUploadParts")),
+    ]
+
+
+def statement_allows(statement: Mapping[str, Any], call: ContextCall) -> bool:
+    """IAM evaluation of one Allow statement, with the StringLike conditions the query policy uses."""
+    if not any(wildcard(a, call.action, ignore_case=True) for a in as_list(statement["Action"])):
+        return False
+    if not any(wildcard(r, call.resource) for r in as_list(statement["Resource"])):
+        return False
+    context = dict(call.context)
+    for operator, keys in statement.get("Condition", {}).items():
+        assert operator == "StringLike", f"unsupported condition {operator}"
+        for key, patterns in keys.items():
+            if key not in context or not any(wildcard(p, context[key]) for p in as_list(patterns)):
+                return False
+    return True
+
+
+def query_policy_statements(template: dict[str, Any], names: Mapping[str, str]) -> list[dict[str, Any]]:
+    document = template["Resources"]["AnalyticsQueryPolicy"]["Properties"]["PolicyDocument"]
+    statements = resolve(document["Statement"], {**names, **ANALYTICS_NAMES})
+    assert all(s["Effect"] == "Allow" for s in statements)
+    return statements
+
+
+def sql_calls(world: World) -> list[ContextCall]:
+    """Every AWS call `iotpipe sql` makes: DuckDB's fetch over moto, the stack lookup, the Athena flow."""
+    from botocore.stub import ANY, Stubber
+
+    from iotpipe.aws import stack_outputs
+    from iotpipe.errors import AwsError
+    from iotpipe.sql import SqlError, Window, fetch_archive, run_athena
+
+    names = world.deployed.names
+    bucket = names["RawDataBucket"]
+    setup_s3 = world.setup.client("s3")
+    for kind in ("raw", "quarantine"):
+        setup_s3.put_object(Bucket=bucket, Key=f"{kind}/year=2026/month=03/day=01/hour=10/shardId-000000000000/"
+                                               "1-2.jsonl.gz", Body=b"")
+    calls: list[ContextCall] = []
+
+    def record(params: Mapping[str, Any], model: Any, **_: Any) -> None:
+        service, operation = model.service_model.signing_name, model.name
+        if operation == "ListObjectsV2":
+            calls.append(ContextCall("s3:ListBucket", f"arn:aws:s3:::{params['Bucket']}",
+                                     (("s3:prefix", params.get("Prefix", "")),)))
+        elif operation == "GetObject":
+            calls.append(ContextCall("s3:GetObject", f"arn:aws:s3:::{params['Bucket']}/{params['Key']}"))
+        elif operation == "DescribeStacks":
+            calls.append(ContextCall("cloudformation:DescribeStacks",
+                                     f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{params['StackName']}/id"))
+        elif service == "athena":
+            # Query operations are authorized against the workgroup the query runs in.
+            calls.append(ContextCall(f"athena:{operation}",
+                                     f"arn:aws:athena:{REGION}:{ACCOUNT}:workgroup/iotpipe-dev"))
+        else:
+            raise AssertionError(f"{service}:{operation}: map it here, then grant it in the query policy")
+
+    session = boto3.session.Session(region_name=REGION)
+    session.events.register("provide-client-params.*.*", record)
+    window = Window(1772323200000, 1772409600000)  # 2026-03-01
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        fetch_archive(session.client("s3"), bucket, window, Path(cache))
+    with pytest.raises(AwsError):
+        stack_outputs(session.client("cloudformation"), "iotpipe-dev")
+    athena = session.client("athena")
+    with Stubber(athena) as stub:
+        stub.add_response("start_query_execution", {"QueryExecutionId": "q-1"}, {
+            "QueryString": ANY, "WorkGroup": "iotpipe-dev", "QueryExecutionContext": {"Database": "iotpipe_dev"}})
+        stub.add_response("get_query_execution", {"QueryExecution": {"Status": {"State": "RUNNING"}}},
+                          {"QueryExecutionId": "q-1"})
+        stub.add_response("stop_query_execution", {}, {"QueryExecutionId": "q-1"})
+
+        def interrupt(_: float) -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(SqlError):
+            run_athena(athena, "SELECT 1", workgroup="iotpipe-dev", database="iotpipe_dev", window=window,
+                       thresholds=(), ttl_days=90, sleep=interrupt)
+        stub.add_response("start_query_execution", {"QueryExecutionId": "q-1"}, {
+            "QueryString": ANY, "WorkGroup": "iotpipe-dev", "QueryExecutionContext": {"Database": "iotpipe_dev"}})
+        stub.add_response("get_query_execution", {"QueryExecution": {"Status": {"State": "SUCCEEDED"}}},
+                          {"QueryExecutionId": "q-1"})
+        stub.add_response("get_query_results", {"ResultSet": {"Rows": []}}, {"QueryExecutionId": "q-1"})
+        run_athena(athena, "SELECT 1", workgroup="iotpipe-dev", database="iotpipe_dev", window=window,
+                   thresholds=(), ttl_days=90)
+    return calls
+
+
+def test_query_policy_grants_exactly_what_iotpipe_sql_and_athena_use(world: World) -> None:
+    names = world.deployed.names
+    statements = query_policy_statements(world.deployed.template, names)
+    calls = sql_calls(world) + athena_on_behalf({**names, **ANALYTICS_NAMES})
+    assert {c.action for c in calls} >= {"s3:ListBucket", "s3:GetObject", "cloudformation:DescribeStacks",
+                                         "athena:StartQueryExecution", "athena:GetQueryExecution",
+                                         "athena:GetQueryResults", "athena:StopQueryExecution"}
+    assert [c for c in calls if not any(statement_allows(s, c) for s in statements)] == []
+    for statement in statements:  # every action/resource pair of every statement is needed by some call
+        for action in as_list(statement["Action"]):
+            for resource in as_list(statement["Resource"]):
+                narrowed = {**statement, "Action": action, "Resource": resource}
+                assert any(statement_allows(narrowed, c) for c in calls), (statement["Sid"], action, resource)
+
+
+@pytest.mark.parametrize("call", [
+    ContextCall("s3:GetObject", "arn:aws:s3:::{raw}/exports/x.json"),
+    ContextCall("s3:ListBucket", "arn:aws:s3:::{raw}", (("s3:prefix", ""),)),
+    ContextCall("s3:ListBucket", "arn:aws:s3:::{raw}", ()),
+    ContextCall("s3:PutObject", "arn:aws:s3:::{raw}/raw/x.jsonl.gz"),
+    ContextCall("athena:StartQueryExecution", f"arn:aws:athena:{REGION}:{ACCOUNT}:workgroup/primary"),
+    ContextCall("glue:GetTable", f"arn:aws:glue:{REGION}:{ACCOUNT}:table/other_db/raw_archive"),
+    ContextCall("cloudformation:DescribeStacks", f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/other/id"),
+])
+def test_query_policy_refuses_what_lies_outside(world: World, call: ContextCall) -> None:
+    names = world.deployed.names
+    statements = query_policy_statements(world.deployed.template, names)
+    probe = ContextCall(call.action, call.resource.replace("{raw}", names["RawDataBucket"]), call.context)
+    assert not any(statement_allows(s, probe) for s in statements)

@@ -207,6 +207,7 @@ def _query_policy(storage: StorageGroup, results: tps3.Bucket, workgroup: tpathe
         Description=Sub("Run iotpipe sql on env ${EnvironmentSuffix}: its workgroup, archive tables and buckets"),
         PolicyDocument=policies.document(
             policies.athena_query_runner(workgroup_arn),
+            policies.glue_database_reader(Sub(glue + "catalog"), Sub(glue + "database/" + database)),
             policies.glue_table_reader(
                 Sub(glue + "catalog"), Sub(glue + "database/" + database),
                 Sub(glue + f"table/{database}/{naming.RAW_ARCHIVE_TABLE_NAME}"),
