@@ -157,3 +157,29 @@ def test_named_queries_give_known_answers(s3: Any, tmp_path: Path) -> None:
     assert query(s3, NAMED_QUERIES["quarantine-reasons"].sql, tmp_path) == [
         ("data is not JSON", 1), ("data is not UTF-8", 1), ("deviceId differs from topic", 1),
         ("unknown sensorType", 1)]
+
+
+def test_odd_payloads_never_fail_the_query_and_implausible_times_fall_back(moto_endpoint: str,
+                                                                            tmp_path: Path) -> None:
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    index = bench_sql.load_handler()
+    arrived = ms("2026-03-04T00:10:00")
+    bodies = [
+        rule({"deviceId": "d1", "readings": 5}, arrived),
+        rule({"deviceId": "d1", "readings": "{bad"}, arrived),
+        b"[1, 2]",
+        b'"just a string"',
+        rule({"deviceId": "d1", "sensorType": "temperature", "value": 20, "timestamp": 1e300}, arrived),
+        rule({"deviceId": "d1", "sensorType": "pressure", "value": 50, "timestamp": "not a time"}, arrived),
+        rule({"deviceId": "d1", "readings": {"temperature": {"nested": 1}, "vibration": 2}}, arrived),
+    ]
+    records = [bench_sql.make_record(index, SHARD0, 500 + n, arrived, body, "d1") for n, body in enumerate(bodies)]
+    bench_sql.put_objects(client, BUCKET, bench_sql.archive_objects(index, records,
+                                                                    bench_sql.quarantine_lines(index, records)))
+    window = Window(ms("2026-03-04T00:00:00"), ms("2026-03-04T01:00:00"))
+    rows = query(client, "SELECT sensor_type, value, device_time, reading_time = received_at, sequence_number "
+                         "FROM readings ORDER BY sequence_number", tmp_path, window)
+    assert rows == [("temperature", 20.0, None, True, "504"), ("pressure", 50.0, None, True, "505"),
+                    ("vibration", 2.0, None, True, "506")]
+    assert query(client, "SELECT count(*) FROM quarantined", tmp_path, window) == [(5,)]
