@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from iotpipe.cli import main
-from iotpipe.local.processes import process_alive
+from iotpipe.local.processes import command_line, process_alive
 from iotpipe.local.state import STATE_DIR_VARIABLE, LocalState, read_state, write_state
 
 CLI = [sys.executable, "-c", "from iotpipe.cli import main; main()"]
@@ -43,6 +43,15 @@ def children_of(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry.name))
     return found
+
+
+def gone(pids: list[int], timeout_s: float = 3.0) -> list[str]:
+    """The command lines of ``pids`` still alive after ``timeout_s`` (children die with their parent, a moment
+    after it)."""
+    deadline = time.monotonic() + timeout_s
+    while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [command_line(pid) for pid in pids if process_alive(pid)]
 
 
 def test_down_and_status_with_nothing_running_exit_0_with_a_note(state_dir: Path) -> None:
@@ -108,7 +117,7 @@ def test_a_second_up_is_refused_and_ctrl_c_in_the_foreground_leaves_nothing(stat
         _, stderr = foreground.communicate(timeout=30)
         assert foreground.returncode == 0, stderr
         assert "iotpipe local stopped; no process left" in stderr
-        assert not any(process_alive(pid) for pid in children)
+        assert gone(children) == []
         assert read_state(state_dir) is None
     finally:
         if foreground.poll() is None:
@@ -129,7 +138,7 @@ def test_ctrl_c_while_starting_stops_what_was_started(state_dir: Path) -> None:
         _, stderr = starting.communicate(timeout=30)
         assert starting.returncode == 130, stderr
         assert "interrupted while starting; everything that had started was stopped" in stderr
-        assert not any(process_alive(pid) for pid in children)
+        assert gone(children) == []
         assert read_state(state_dir) is None
     finally:
         if starting.poll() is None:

@@ -126,6 +126,14 @@ def test_local_pipeline_end_to_end(workdir: Path, runtime: str) -> None:
     assert sorted((r["sensorType"], r["value"]) for r in rows) == sorted((p["sensorType"], p["value"]) for p in good)
     assert [r["status"] for r in rows if r["value"] == 400.0] == ["ANOMALY"]
 
+    anomalies = iotpipe("anomalies", "--env", "local", "--since", "1h", "--output", "json")
+    assert anomalies.exit_code == 0, anomalies.output
+    assert [(a["deviceId"], a["value"]) for a in json.loads(anomalies.stdout)] == [(DEVICE, 400.0)]
+    listed = iotpipe("device", "list", "--env", "local", "--output", "json")
+    assert listed.exit_code == 0, listed.output
+    assert DEVICE in listed.stdout
+    assert iotpipe("status", "--env", "local").exit_code == 0
+
     outputs = json.loads(iotpipe("outputs", "--env", "local", "--output", "json").stdout)
     s3 = boto3.client("s3", endpoint_url=info["awsEndpoint"], region_name="us-east-1",
                       aws_access_key_id="local", aws_secret_access_key="local")
@@ -185,9 +193,38 @@ def redeploy_simulate_and_destroy(workdir: Path, mqtt_url: str) -> None:
     (judged,) = wait_until(readings_of("oven-9", 1), 60, "a reading judged by the redeployed threshold")
     assert (judged["status"], judged["reason"]) == ("ANOMALY", "above max 25")  # normal under the old max of 80
     wait_until(readings_of("oven-001", 5), 60, "the simulated readings")
+    # The redeployed mapping resumed where the old one stopped: no record was read (and archived) twice.
+    outputs = json.loads(iotpipe("outputs", "--env", "local", "--output", "json").stdout)
+    state = read_state(workdir / "state")
+    assert state is not None
+    s3 = boto3.client("s3", endpoint_url=state.aws_endpoint, region_name="us-east-1",
+                      aws_access_key_id="local", aws_secret_access_key="local")
+    sequences = [line["sequenceNumber"] for line in gz_lines(s3, outputs["RawDataBucketName"], "raw/")]
+    assert len(sequences) == len(set(sequences)) == 24 + 1 + 5
 
     revoked = iotpipe("device", "revoke", DEVICE, "--env", "local", "--yes")  # its certificate holds the policy
     assert revoked.exit_code == 0, revoked.output
     destroyed = iotpipe("destroy", "--env", "local", "--yes")
     assert destroyed.exit_code == 0, destroyed.output
     assert "does not exist" in iotpipe("outputs", "--env", "local").stderr
+    state = read_state(workdir / "state")
+    assert state is not None
+    assert_nothing_left(state.aws_endpoint)
+
+
+def assert_nothing_left(endpoint: str) -> None:
+    """The stack's delete removed what it created (the artefacts bucket is iotpipe's own, outside the stack)."""
+    def client(service: str) -> Any:
+        return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1",
+                            aws_access_key_id="local", aws_secret_access_key="local")
+
+    assert client("dynamodb").list_tables()["TableNames"] == []
+    assert client("kinesis").list_streams()["StreamNames"] == []
+    assert client("lambda").list_functions()["Functions"] == []
+    assert client("sqs").list_queues().get("QueueUrls", []) == []
+    assert client("sns").list_topics()["Topics"] == []
+    assert client("iot").list_policies()["policies"] == []
+    assert client("iot").list_things()["things"] == []
+    assert [b["Name"] for b in client("s3").list_buckets()["Buckets"]] == ["iotpipe-artefacts-123456789012-us-east-1"]
+    assert client("logs").describe_log_groups()["logGroups"] == []
+    assert client("iam").list_roles()["Roles"] == []

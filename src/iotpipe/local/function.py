@@ -47,6 +47,7 @@ class FunctionSpec:
     timeout_s: int
     memory_mb: int
     log_group: str
+    role_arn: str = ""
 
 
 def function_from_stack(stack: DeployedStack, logical_id: str) -> FunctionSpec:
@@ -69,6 +70,7 @@ def function_from_stack(stack: DeployedStack, logical_id: str) -> FunctionSpec:
         timeout_s=int(properties.get("Timeout", 3)),
         memory_mb=int(properties.get("MemorySize", 128)),
         log_group=logging_config.get("LogGroup") or f"/aws/lambda/{name}",
+        role_arn=str(properties.get("Role", "")),
     )
 
 

@@ -442,6 +442,29 @@ def _fix_seed_update_replacements(patches: Patches) -> None:
     patches.setattr(LogGroup, "update_from_cloudformation_json", classmethod(update_log_group))
 
 
+def _stack_delete_recreates(patches: Patches) -> None:
+    """After moto deletes a stack, describing it by id (as a delete is waited for) resolves its outputs, and a
+    ``Ref`` to a deleted resource parses that resource again, which creates it anew: the DynamoDB table outlived
+    ``iotpipe destroy``. From the delete on, a deleted resource resolves to what it was."""
+    from moto.cloudformation.parsing import ResourceMap
+
+    original_delete = ResourceMap.delete
+    original_getitem = ResourceMap.__getitem__
+
+    def delete(self: Any) -> None:
+        vars(self)["_iotpipe_deleted"] = dict(self._parsed_resources)
+        original_delete(self)
+
+    def getitem(self: Any, key: str) -> Any:
+        deleted = vars(self).get("_iotpipe_deleted")
+        if deleted is not None and key not in self._parsed_resources and key in deleted:
+            return deleted[key]
+        return original_getitem(self, key)
+
+    patches.setattr(ResourceMap, "delete", delete)
+    patches.setattr(ResourceMap, "__getitem__", getitem)
+
+
 FIXES: tuple[Callable[[Patches], None], ...] = (
     _thing_attribute_payload,
     _change_set_outputs,
@@ -453,6 +476,7 @@ FIXES: tuple[Callable[[Patches], None], ...] = (
     _kinesis_lambda_trigger,
     _service_model_herd,
     _dynamodb_item_size_check,
+    _stack_delete_recreates,
     _fix_list_imports,
     _fix_kinesis_shard_scans,
     _fix_kinesis_get_records_response,

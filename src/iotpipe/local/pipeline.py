@@ -241,42 +241,63 @@ class LocalPipeline:
     # ------------------------------------------------------------------ wiring
 
     def _wire(self, stack: DeployedStack) -> None:
-        """Build and start the rule engine, mapping runners and functions of ``stack``."""
-        from iotpipe.local.esm import MappingRunner, mapping_from_properties
+        """Build and start the rule engine, mapping runners and functions of ``stack``; a previous wiring is
+        replaced (its mappings stop first, and the new ones resume where they stopped)."""
         from iotpipe.local.function import FunctionRunner, function_from_stack
         from iotpipe.local.rules import RuleEngine, rule_from_properties
         from iotpipe.local.telemetry import TelemetrySink
 
         assert self.moto is not None
-        factory = self._clients
         rules = [rule_from_properties(stack.properties(logical_id))
                  for logical_id in stack.resources_of_type("AWS::IoT::TopicRule")]
         functions: dict[str, Any] = {}
         sinks: list[Any] = []
         for logical_id in stack.resources_of_type("AWS::Lambda::Function"):
             spec = function_from_stack(stack, logical_id)
-            sink = TelemetrySink(factory, spec.log_group)
+            sink = TelemetrySink(self._clients, spec.log_group)
             sinks.append(sink)
             functions[spec.arn] = FunctionRunner(spec, aws_endpoint=self.moto.url, region=stack.region,
-                                                 workdir=self.directory / "functions", on_output=sink)
-        runners = []
+                                                 workdir=self.directory / "functions" / stack.digest[:12],
+                                                 on_output=sink)
+        mappings = self._mappings(stack, functions)
+        previous = self._wiring
+        checkpoints: dict[str, Any] = {}
+        if previous is not None:  # a redeploy keeps each mapping's place in its shards, as Lambda does
+            for runner in previous.runners:
+                runner.stop()
+                checkpoints[runner.spec.stream_arn] = runner.checkpoints()
+        runners = [self._runner(mapping, functions[mapping.function_arn], checkpoints.get(mapping.stream_arn))
+                   for mapping in mappings]
+        wiring = _Wiring(stack, RuleEngine(rules, self._clients), runners, list(functions.values()), sinks)
+        for runner in runners:
+            runner.start()
+        with self._wiring_lock:
+            self._wiring = wiring
+        if previous is not None:
+            previous.stop()
+        self.progress(f"running {len(rules)} topic rule(s), {len(runners)} event source mapping(s), "
+                      f"{len(functions)} function(s) of stack {stack.name} (version {stack.digest[:12]})")
+
+    def _mappings(self, stack: DeployedStack, functions: dict[str, Any]) -> list[Any]:
+        from iotpipe.local.esm import mapping_from_properties
+
+        mappings = []
         for logical_id in stack.resources_of_type("AWS::Lambda::EventSourceMapping"):
             properties = stack.properties(logical_id)
             function_arn = _function_arn(stack, properties.get("FunctionName", ""))
             if function_arn not in functions:
                 raise LocalError(f"event source mapping {logical_id}: function {function_arn} is not in the stack")
-            runners.append(MappingRunner(mapping_from_properties(properties, function_arn=function_arn), factory,
-                                         functions[function_arn]))
-        engine = RuleEngine(rules, factory)
-        wiring = _Wiring(stack, engine, runners, list(functions.values()), sinks)
-        for runner in runners:
-            runner.start()
-        with self._wiring_lock:
-            previous, self._wiring = self._wiring, wiring
-        if previous is not None:
-            previous.stop()
-        self.progress(f"running {len(rules)} topic rule(s), {len(runners)} event source mapping(s), "
-                      f"{len(functions)} function(s) of stack {stack.name} (version {stack.digest[:12]})")
+            mappings.append(mapping_from_properties(properties, function_arn=function_arn,
+                                                    invoke_identity_arn=functions[function_arn].spec.role_arn))
+        return mappings
+
+    def _runner(self, mapping: Any, function: Any, resume_from: Any) -> Any:
+        from iotpipe.local.esm import MappingRunner
+
+        assert self.moto is not None
+        # Its own client factory, not the shared cache: the runner then parses GetRecords cheaply.
+        clients = local_state.LocalClientFactory(region=mapping.region, endpoint_url=self.moto.url)
+        return MappingRunner(mapping, clients, function, resume_from=resume_from)
 
     def _unwire(self) -> None:
         with self._wiring_lock:
@@ -332,21 +353,27 @@ class LocalPipeline:
         self._stop_event.set()
 
     def stop(self) -> None:
-        """Stop everything this pipeline started; idempotent, and leaves no process behind."""
+        """Stop everything this pipeline started; idempotent, and leaves no process behind.
+
+        The rule engine flushes into the emulator before it stops; the broker and the emulator then stop
+        side by side (each is a process that takes its time to exit)."""
+        started = time.monotonic()
         self._stop_event.set()
         if self._watcher is not None:
             self._watcher.join(timeout=2)
         with contextlib.suppress(Exception):
             self._unwire()
-        if self.broker is not None:
-            self.broker.stop()
-            self.broker = None
-        if self.moto is not None:
-            self.moto.stop()
-            self.moto = None
+        stoppers = [threading.Thread(target=part.stop) for part in (self.broker, self.moto) if part is not None]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join(timeout=10)
+        self.broker = self.moto = None
         if self.state is not None:
             local_state.remove_state(self.directory, pid=os.getpid())
             self.state = None
+        if stoppers:
+            self.progress(f"stopped in {time.monotonic() - started:.1f} s")
 
     @property
     def wiring(self) -> Any:
@@ -390,6 +417,9 @@ def stop_running(directory: Path, timeout_s: float = 5.0) -> local_state.LocalSt
             time.sleep(0.05)
         if process_alive(found.pid):
             os.kill(found.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 2
+            while process_alive(found.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
     for pid in found.child_pids:  # normally gone with their parent; a SIGKILLed parent may leave them briefly
         if process_alive(pid) and any(name in command_line(pid) for name in ("moto_server", "mosquitto")):
             with contextlib.suppress(ProcessLookupError):
