@@ -533,32 +533,28 @@ def _json_source(paths: Iterable[Path], columns: str, empty: str) -> str:
 
 def duckdb_relations(archive: LocalArchive, window: Window, thresholds: Sequence[tuple[str, Threshold]],
                      ttl_days: int) -> list[str]:
-    """CREATE VIEW statements for the relations over the local archive files."""
-    raw_empty = ("CAST(NULL AS VARCHAR) AS sequenceNumber, CAST(NULL AS VARCHAR) AS partitionKey, "
-                 "CAST(NULL AS BIGINT) AS arrivedAt, CAST(NULL AS VARCHAR) AS data, "
-                 "CAST(NULL AS VARCHAR) AS dataBase64")
+    """CREATE VIEW statements for the relations over the parsed (Parquet) form of the local archive files
+    (:func:`convert_archive` makes it) and the quarantine objects."""
     quarantine_empty = ("CAST(NULL AS VARCHAR) AS sequenceNumber, CAST(NULL AS VARCHAR) AS partitionKey, "
                         "CAST(NULL AS VARCHAR) AS reason, CAST(NULL AS VARCHAR) AS sensorType, "
                         "CAST(NULL AS STRUCT(reason VARCHAR, sensorType VARCHAR)[]) AS rejected, "
                         "CAST(NULL AS VARCHAR) AS data, CAST(NULL AS VARCHAR) AS dataBase64")
-    shard = "regexp_extract(filename, 'hour=[0-9]{2}/([^/]+)/', 1)"
     hour_path = "regexp_extract(filename, 'year=[0-9]{4}/month=[0-9]{2}/day=[0-9]{2}/hour=[0-9]{2}/', 0)"
-    fields = "['$.deviceId', '$.sensorType', '$.value', '$.timestamp', '$.unit', '$.receivedAt', '$.readings']"
     views = [f"CREATE OR REPLACE TEMP VIEW {name.split('(')[0]}{_columns(name)} AS {body}"
              for name, body in _common_ctes(window, thresholds)]
+    in_window = f"arrived_at >= {_timestamp(window.start)} AND arrived_at < {_timestamp(window.end)}"
+    records = _parquet_source([f for p in archive.raw for f in parsed_files(p, "records")], _RECORDS_EMPTY)
+    entries = _parquet_source([f for p in archive.raw for f in parsed_files(p, "entries")], _ENTRIES_EMPTY)
     return [
         "SET TimeZone = 'UTC'",
         *views,
         "CREATE OR REPLACE TEMP VIEW raw_records AS "
         "SELECT DISTINCT ON (shard_id, sequence_number) shard_id, sequence_number, partition_key, arrived_at, data, "
-        f"data_base64 FROM (SELECT {shard} AS shard_id, sequenceNumber AS sequence_number, "
-        "partitionKey AS partition_key, make_timestamp(arrivedAt * 1000) AS arrived_at, data, "
-        f"dataBase64 AS data_base64 FROM {_json_source(archive.raw, _RAW_JSON, raw_empty)}) "
-        f"WHERE arrived_at >= {_timestamp(window.start)} AND arrived_at < {_timestamp(window.end)}",
+        f"data_base64 FROM {records} WHERE {in_window}",
         "CREATE OR REPLACE TEMP VIEW quarantined AS "
         "SELECT DISTINCT ON (shard_id, sequence_number) * FROM ("
-        f"SELECT {shard} AS shard_id, sequenceNumber AS sequence_number, partitionKey AS partition_key, reason, "
-        "sensorType AS sensor_type, [r.sensorType FOR r IN rejected] AS rejected_sensor_types, data, "
+        f"SELECT {_SHARD_FROM_PATH} AS shard_id, sequenceNumber AS sequence_number, partitionKey AS partition_key, "
+        "reason, sensorType AS sensor_type, [r.sensorType FOR r IN rejected] AS rejected_sensor_types, data, "
         f"dataBase64 AS data_base64, strptime({hour_path}, 'year=%Y/month=%m/day=%d/hour=%H/') AS archive_hour "
         f"FROM {_json_source(archive.quarantine, _QUARANTINE_JSON, quarantine_empty)})",
         "CREATE OR REPLACE TEMP VIEW _quarantine_keys AS "
@@ -566,25 +562,11 @@ def duckdb_relations(archive: LocalArchive, window: Window, thresholds: Sequence
         "WHERE rejected_sensor_types IS NULL "
         "OR len([s FOR s IN rejected_sensor_types IF s IS NULL]) > 0 "
         "UNION ALL SELECT shard_id, sequence_number, unnest(rejected_sensor_types) AS sensor_type FROM quarantined",
-        "CREATE OR REPLACE TEMP VIEW _payloads AS "
-        f"SELECT shard_id, sequence_number, arrived_at, json_extract_string(data, {fields}) AS f "
-        "FROM raw_records WHERE data IS NOT NULL AND json_valid(data)",
-        # One pass over the parsed payloads (a UNION of two branches would parse every payload twice).
-        "CREATE OR REPLACE TEMP VIEW _entries AS "
-        "SELECT shard_id, sequence_number, arrived_at, f, e.key AS sensor_type, e.value AS value_text, "
-        "CASE WHEN f[7] IS NULL THEN f[5] END AS unit_given FROM ("
-        "SELECT *, unnest(CASE WHEN f[7] IS NULL THEN [{'key': f[2], 'value': f[3]}] "
-        "WHEN starts_with(f[7], '{') AND json_valid(f[7]) "
-        "THEN map_entries(CAST(CAST(f[7] AS JSON) AS MAP(VARCHAR, VARCHAR))) END) AS e "
-        "FROM _payloads WHERE f IS NOT NULL)",
+        # A record archived twice has the same entries twice: one per shard, sequence number and sensor type.
         "CREATE OR REPLACE TEMP VIEW _typed AS "
-        "SELECT f[1] AS device_id, sensor_type, try_cast(value_text AS DOUBLE) AS value, "
-        f"COALESCE(unit_given, {_unit_case('sensor_type', thresholds)}) AS unit, "
-        "CASE WHEN try_cast(f[4] AS DOUBLE) IS NOT NULL "
-        f"THEN {_duckdb_epoch_ms('f[4]')} "
-        "ELSE CAST(timezone('UTC', try_cast(f[4] AS TIMESTAMPTZ)) AS TIMESTAMP) END AS device_time, "
-        f"COALESCE({_duckdb_epoch_ms('f[6]')}, arrived_at) "
-        "AS received_at, arrived_at, shard_id, sequence_number FROM _entries",
+        "SELECT DISTINCT ON (shard_id, sequence_number, sensor_type) device_id, sensor_type, value, "
+        f"COALESCE(unit_given, {_unit_case('sensor_type', thresholds)}) AS unit, device_time, received_at, "
+        f"arrived_at, shard_id, sequence_number FROM {entries} WHERE {in_window}",
         "CREATE OR REPLACE TEMP VIEW readings AS "
         f"SELECT device_id, sensor_type, value, unit, {_reading_time(ttl_days)} AS reading_time, device_time, "
         "received_at, arrived_at, shard_id, sequence_number FROM _typed t "
@@ -594,6 +576,93 @@ def duckdb_relations(archive: LocalArchive, window: Window, thresholds: Sequence
         "USING (shard_id, sequence_number, sensor_type) "
         "WHERE device_id IS NOT NULL AND sensor_type IS NOT NULL AND value IS NOT NULL",
     ]
+
+
+_SHARD_FROM_PATH = "regexp_extract(filename, 'hour=[0-9]{2}/([^/]+)/', 1)"
+_RECORDS_EMPTY = ("CAST(NULL AS VARCHAR) AS shard_id, CAST(NULL AS VARCHAR) AS sequence_number, "
+                  "CAST(NULL AS VARCHAR) AS partition_key, CAST(NULL AS TIMESTAMP) AS arrived_at, "
+                  "CAST(NULL AS VARCHAR) AS data, CAST(NULL AS VARCHAR) AS data_base64")
+_ENTRIES_EMPTY = ("CAST(NULL AS VARCHAR) AS shard_id, CAST(NULL AS VARCHAR) AS sequence_number, "
+                  "CAST(NULL AS TIMESTAMP) AS arrived_at, CAST(NULL AS VARCHAR) AS device_id, "
+                  "CAST(NULL AS VARCHAR) AS sensor_type, CAST(NULL AS DOUBLE) AS value, "
+                  "CAST(NULL AS VARCHAR) AS unit_given, CAST(NULL AS TIMESTAMP) AS device_time, "
+                  "CAST(NULL AS TIMESTAMP) AS received_at")
+
+
+def _parquet_source(files: Sequence[Path], empty: str) -> str:
+    if not files:
+        return f"(SELECT {empty} WHERE 1 = 0)"
+    return f"read_parquet([{', '.join(_literal(str(f)) for f in files)}])"
+
+
+def parsed_dir(path: Path, kind: str) -> Path:
+    """Where the parsed form (``records`` or ``entries``) of a cached archive object is kept, beside it."""
+    return path.with_name(f"{path.name}.{kind}")
+
+
+def parsed_files(path: Path, kind: str) -> list[Path]:
+    """The Parquet files of one cached object's parsed form (none for an object without readings)."""
+    return sorted(parsed_dir(path, kind).glob("*.parquet"))
+
+
+def _conversion_statements(paths: Sequence[Path], staging: Path) -> list[str]:
+    """Parse the archive lines of ``paths`` once (the line, then the payload inside it) into Parquet per object:
+    ``records`` (raw_records' columns) and ``entries`` (one row per reading, before dedup and quarantine)."""
+    raw_empty = ("CAST(NULL AS VARCHAR) AS sequenceNumber, CAST(NULL AS VARCHAR) AS partitionKey, "
+                 "CAST(NULL AS BIGINT) AS arrivedAt, CAST(NULL AS VARCHAR) AS data, "
+                 "CAST(NULL AS VARCHAR) AS dataBase64")
+    fields = "['$.deviceId', '$.sensorType', '$.value', '$.timestamp', '$.unit', '$.receivedAt', '$.readings']"
+    return [
+        "CREATE OR REPLACE TEMP TABLE _lines AS "
+        f"SELECT md5(filename) AS object, {_SHARD_FROM_PATH} AS shard_id, sequenceNumber AS sequence_number, "
+        "partitionKey AS partition_key, make_timestamp(arrivedAt * 1000) AS arrived_at, data, "
+        f"dataBase64 AS data_base64 FROM {_json_source(paths, _RAW_JSON, raw_empty)}",
+        f"COPY (SELECT * FROM _lines) TO {_literal(str(staging / 'records'))} "
+        "(FORMAT parquet, PARTITION_BY (object), OVERWRITE_OR_IGNORE true)",
+        f"COPY (SELECT object, shard_id, sequence_number, arrived_at, f[1] AS device_id, sensor_type, "
+        "try_cast(value_text AS DOUBLE) AS value, unit_given, "
+        f"CASE WHEN try_cast(f[4] AS DOUBLE) IS NOT NULL THEN {_duckdb_epoch_ms('f[4]')} "
+        "ELSE CAST(timezone('UTC', try_cast(f[4] AS TIMESTAMPTZ)) AS TIMESTAMP) END AS device_time, "
+        f"COALESCE({_duckdb_epoch_ms('f[6]')}, arrived_at) AS received_at FROM ("
+        # One pass over the parsed payloads (a UNION of two branches would parse every payload twice).
+        "SELECT *, e.key AS sensor_type, e.value AS value_text, CASE WHEN f[7] IS NULL THEN f[5] END AS unit_given "
+        "FROM (SELECT *, unnest(CASE WHEN f[7] IS NULL THEN [{'key': f[2], 'value': f[3]}] "
+        "WHEN starts_with(f[7], '{') AND json_valid(f[7]) "
+        "THEN map_entries(CAST(CAST(f[7] AS JSON) AS MAP(VARCHAR, VARCHAR))) END) AS e FROM ("
+        f"SELECT object, shard_id, sequence_number, arrived_at, json_extract_string(data, {fields}) AS f "
+        "FROM _lines WHERE data IS NOT NULL AND json_valid(data)) WHERE f IS NOT NULL))) "
+        f"TO {_literal(str(staging / 'entries'))} (FORMAT parquet, PARTITION_BY (object), OVERWRITE_OR_IGNORE true)",
+        "DROP TABLE _lines",
+    ]
+
+
+def convert_archive(connection: Any, archive: LocalArchive) -> int:
+    """Give every raw object of ``archive`` its parsed form beside it in the cache (the ETag is in the name, so a
+    changed object is a new file); returns how many objects were parsed. Files move into place complete."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    missing = [p for p in archive.raw if not parsed_dir(p, "entries").is_dir()]
+    if not missing:
+        return 0
+    staging_root = missing[0].parent
+    for start in range(0, len(missing), 500):  # bounded statement size and memory per conversion
+        chunk = missing[start:start + 500]
+        with tempfile.TemporaryDirectory(prefix=".iotpipe-parse-", dir=staging_root) as staging:
+            for statement in _conversion_statements(chunk, Path(staging)):
+                connection.execute(statement)
+            for path in chunk:
+                object_id = hashlib.md5(str(path).encode(), usedforsecurity=False).hexdigest()
+                for kind in ("records", "entries"):  # entries last: its directory marks a finished conversion
+                    source, target = Path(staging) / kind / f"object={object_id}", parsed_dir(path, kind)
+                    if target.exists():
+                        shutil.rmtree(target)
+                    if source.is_dir():
+                        source.replace(target)
+                    else:
+                        target.mkdir()
+    return len(missing)
 
 
 def _duckdb_epoch_ms(text: str) -> str:
@@ -611,6 +680,8 @@ def duckdb_connection(archive: LocalArchive, window: Window, thresholds: Sequenc
     """An in-memory DuckDB connection with the relations defined over ``archive``."""
     duckdb = require_duckdb()
     connection = duckdb.connect(":memory:")
+    connection.execute("SET TimeZone = 'UTC'")
+    convert_archive(connection, archive)
     for statement in duckdb_relations(archive, window, thresholds, ttl_days):
         connection.execute(statement)
     return connection
