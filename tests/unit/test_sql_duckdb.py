@@ -13,7 +13,16 @@ import boto3
 import pytest
 
 from iotpipe.config import build_config
-from iotpipe.sql import NAMED_QUERIES, Window, fetch_archive, list_archive, run_duckdb
+from iotpipe.sql import (
+    NAMED_QUERIES,
+    Window,
+    convert_archive,
+    fetch_archive,
+    list_archive,
+    parsed_dir,
+    require_duckdb,
+    run_duckdb,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
@@ -125,6 +134,9 @@ def test_only_the_window_objects_are_fetched_and_the_cache_is_keyed_by_etag(s3: 
     assert (len(first.raw), len(first.quarantine), first.downloaded) == (3, 1, 4)
     again = fetch_archive(s3, BUCKET, WINDOW, tmp_path / "cache")
     assert again.downloaded == 0 and again.raw == first.raw
+    connection = require_duckdb().connect()
+    assert convert_archive(connection, first) == 3
+    assert convert_archive(connection, again) == 0
     # A retried batch overwrote an object: a new ETag, so that one object is fetched again.
     index = bench_sql.load_handler()
     b_records = batches(index)[2][0]
@@ -135,6 +147,9 @@ def test_only_the_window_objects_are_fetched_and_the_cache_is_keyed_by_etag(s3: 
     bench_sql.put_objects(s3, BUCKET, bench_sql.archive_objects(index, changed))
     third = fetch_archive(s3, BUCKET, WINDOW, tmp_path / "cache")
     assert third.downloaded == 1
+    # Each object is parsed once: the earlier objects' Parquet is reused, the new ETag's object is parsed.
+    assert convert_archive(connection, third) == 1
+    assert all(parsed_dir(path, "entries").is_dir() for path in third.raw)
     assert run_duckdb("SELECT unit FROM readings WHERE sequence_number = '200'", third, WINDOW, CFG.thresholds,
                       CFG.storage.ttl_days).rows == (("bar",),)
 
