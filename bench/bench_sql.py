@@ -108,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     objects = generate(index, args.readings, args.devices, args.days, args.shards, args.batch, start_ms)
     size = sum(len(b) for b in objects.values())
     raw_size = sum(len(gzip.decompress(b)) for b in list(objects.values())[:50]) / min(50, len(objects)) * len(objects)
+    json_ratio = raw_size / size
     print(f"archive: {args.readings:,} readings in {len(objects):,} objects, {size / 1e6:.1f} MB gzip "
           f"(~{raw_size / 1e6:.0f} MB of JSON lines), built in {time.monotonic() - began:.1f} s")
 
@@ -136,19 +137,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "SELECT count(*) AS n, avg(value) AS mean FROM readings WHERE device_id = 'press-03'"),
             ):
                 began = time.monotonic()
-                archive = fetch_archive(s3, BUCKET, window, Path(cache))
+                archive = fetch_archive(s3, BUCKET, window, Path(cache) / label)  # cold: its own empty cache
                 fetched = time.monotonic() - began
                 for attempt in ("cold cache", "warm cache"):
                     began = time.monotonic()
                     if attempt == "warm cache":
-                        archive = fetch_archive(s3, BUCKET, window, Path(cache))
+                        archive = fetch_archive(s3, BUCKET, window, Path(cache) / label)
                     listed = time.monotonic() - began
                     result = run_duckdb(sql, archive, window, cfg.thresholds, cfg.storage.ttl_days)
                     query = result.seconds
                     total = (fetched if attempt == "cold cache" else listed) + query
                     print(f"{label} ({attempt}): {len(archive.raw)} objects, {archive.bytes / 1e6:.1f} MB, "
                           f"fetch {fetched if attempt == 'cold cache' else listed:.2f} s + query {query:.2f} s; "
-                          f"query {archive.bytes / 1e6 / query:.1f} MB/s; {len(result.rows)} rows"
+                          f"query {archive.bytes / 1e6 / query:.1f} MB/s gzip "
+                          f"({archive.bytes * json_ratio / 1e6 / query:.0f} MB/s of JSON lines); "
+                          f"{len(result.rows)} rows"
                           + (f" {result.rows[0]}" if len(result.rows) == 1 else "") + f"; total {total:.2f} s")
     finally:
         server.stop()
