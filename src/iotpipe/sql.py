@@ -258,14 +258,14 @@ def athena_relations(database: str, window: Window, thresholds: Sequence[tuple[s
                 "AND arrived_at < (SELECT window_end FROM query_window)"
     return [
         *_common_ctes(window, thresholds),
-        ("_raw_lines",
+        ("archive_lines",
          f"SELECT {shard} AS shard_id, sequencenumber AS sequence_number, partitionkey AS partition_key, "
          f"date_add('millisecond', arrivedat, {epoch}) AS arrived_at, data, database64 AS data_base64 "
          f"FROM {db}.{naming.RAW_ARCHIVE_TABLE_NAME} WHERE {where}"),
         ("raw_records",
          "SELECT shard_id, sequence_number, partition_key, arrived_at, data, data_base64 FROM ("
-         "SELECT *, row_number() OVER (PARTITION BY shard_id, sequence_number ORDER BY arrived_at) AS _n "
-         f"FROM _raw_lines WHERE {in_window}) WHERE _n = 1"),
+         "SELECT *, row_number() OVER (PARTITION BY shard_id, sequence_number ORDER BY arrived_at) AS line_rank "
+         f"FROM archive_lines WHERE {in_window}) WHERE line_rank = 1"),
         ("quarantined",
          "SELECT shard_id, sequence_number, partition_key, reason, sensor_type, rejected_sensor_types, data, "
          "data_base64, archive_hour FROM ("
@@ -273,24 +273,24 @@ def athena_relations(database: str, window: Window, thresholds: Sequence[tuple[s
          "sensortype AS sensor_type, transform(rejected, r -> r.sensortype) AS rejected_sensor_types, data, "
          "database64 AS data_base64, "
          "CAST(format('%04d-%02d-%02d %02d:00:00.000', year, month, day, hour) AS timestamp(3)) AS archive_hour, "
-         "row_number() OVER (PARTITION BY " + shard + ", sequencenumber) AS _n "
-         f"FROM {db}.{naming.QUARANTINE_ARCHIVE_TABLE_NAME} WHERE {where}) WHERE _n = 1"),
-        ("_quarantine_keys",
+         "row_number() OVER (PARTITION BY " + shard + ", sequencenumber) AS line_rank "
+         f"FROM {db}.{naming.QUARANTINE_ARCHIVE_TABLE_NAME} WHERE {where}) WHERE line_rank = 1"),
+        ("quarantine_keys",
          "SELECT shard_id, sequence_number, CAST(NULL AS VARCHAR) AS sensor_type FROM quarantined "
          "WHERE rejected_sensor_types IS NULL OR any_match(rejected_sensor_types, s -> s IS NULL) "
          "UNION ALL SELECT q.shard_id, q.sequence_number, s.sensor_type FROM quarantined q "
          "CROSS JOIN UNNEST(q.rejected_sensor_types) AS s(sensor_type) WHERE s.sensor_type IS NOT NULL"),
-        ("_payloads",
+        ("payloads",
          "SELECT shard_id, sequence_number, arrived_at, try(json_parse(data)) AS j FROM raw_records "
          "WHERE data IS NOT NULL"),
-        ("_entries",
+        ("reading_entries",
          "SELECT p.*, json_extract_scalar(j, '$.sensorType') AS sensor_type, "
          "try(CAST(json_extract(j, '$.value') AS DOUBLE)) AS value, json_extract_scalar(j, '$.unit') AS unit_given "
-         "FROM _payloads p WHERE j IS NOT NULL AND json_extract(j, '$.readings') IS NULL "
-         "UNION ALL SELECT p.*, e.sensor_type, try(CAST(e.v AS DOUBLE)), CAST(NULL AS VARCHAR) FROM _payloads p "
+         "FROM payloads p WHERE j IS NOT NULL AND json_extract(j, '$.readings') IS NULL "
+         "UNION ALL SELECT p.*, e.sensor_type, try(CAST(e.v AS DOUBLE)), CAST(NULL AS VARCHAR) FROM payloads p "
          "CROSS JOIN UNNEST(try(CAST(json_extract(p.j, '$.readings') AS MAP(VARCHAR, JSON)))) AS e(sensor_type, v) "
          "WHERE p.j IS NOT NULL"),
-        ("_typed",
+        ("typed_readings",
          "SELECT json_extract_scalar(j, '$.deviceId') AS device_id, sensor_type, value, "
          f"COALESCE(unit_given, {_unit_case('sensor_type', thresholds)}) AS unit, "
          "CASE WHEN try_cast(json_extract_scalar(j, '$.timestamp') AS DOUBLE) IS NOT NULL "
@@ -300,13 +300,13 @@ def athena_relations(database: str, window: Window, thresholds: Sequence[tuple[s
          "AS timestamp(3))) END AS device_time, "
          "COALESCE(try(date_add('millisecond', CAST(try_cast(json_extract_scalar(j, '$.receivedAt') AS DOUBLE) "
          f"AS BIGINT), {epoch})), arrived_at) AS received_at, arrived_at, shard_id, sequence_number "
-         "FROM _entries"),
+         "FROM reading_entries"),
         ("readings",
-         f"SELECT device_id, sensor_type, value, unit, {_reading_time(ttl_days)} AS reading_time, device_time, "
-         "received_at, arrived_at, t.shard_id, t.sequence_number FROM _typed t "
-         "LEFT JOIN _quarantine_keys w ON w.sensor_type IS NULL AND w.shard_id = t.shard_id "
+         f"SELECT device_id, t.sensor_type, value, unit, {_reading_time(ttl_days)} AS reading_time, device_time, "
+         "received_at, arrived_at, t.shard_id, t.sequence_number FROM typed_readings t "
+         "LEFT JOIN quarantine_keys w ON w.sensor_type IS NULL AND w.shard_id = t.shard_id "
          "AND w.sequence_number = t.sequence_number "
-         "LEFT JOIN _quarantine_keys p ON p.sensor_type = t.sensor_type AND p.shard_id = t.shard_id "
+         "LEFT JOIN quarantine_keys p ON p.sensor_type = t.sensor_type AND p.shard_id = t.shard_id "
          "AND p.sequence_number = t.sequence_number "
          "WHERE w.shard_id IS NULL AND p.shard_id IS NULL AND device_id IS NOT NULL AND t.sensor_type IS NOT NULL "
          "AND value IS NOT NULL"),
@@ -557,22 +557,22 @@ def duckdb_relations(archive: LocalArchive, window: Window, thresholds: Sequence
         "reason, sensorType AS sensor_type, [r.sensorType FOR r IN rejected] AS rejected_sensor_types, data, "
         f"dataBase64 AS data_base64, strptime({hour_path}, 'year=%Y/month=%m/day=%d/hour=%H/') AS archive_hour "
         f"FROM {_json_source(archive.quarantine, _QUARANTINE_JSON, quarantine_empty)})",
-        "CREATE OR REPLACE TEMP VIEW _quarantine_keys AS "
+        "CREATE OR REPLACE TEMP VIEW quarantine_keys AS "
         "SELECT shard_id, sequence_number, CAST(NULL AS VARCHAR) AS sensor_type FROM quarantined "
         "WHERE rejected_sensor_types IS NULL "
         "OR len([s FOR s IN rejected_sensor_types IF s IS NULL]) > 0 "
         "UNION ALL SELECT shard_id, sequence_number, unnest(rejected_sensor_types) AS sensor_type FROM quarantined",
         # A record archived twice has the same entries twice: one per shard, sequence number and sensor type.
-        "CREATE OR REPLACE TEMP VIEW _typed AS "
+        "CREATE OR REPLACE TEMP VIEW typed_readings AS "
         "SELECT DISTINCT ON (shard_id, sequence_number, sensor_type) device_id, sensor_type, value, "
         f"COALESCE(unit_given, {_unit_case('sensor_type', thresholds)}) AS unit, device_time, received_at, "
         f"arrived_at, shard_id, sequence_number FROM {entries} WHERE {in_window}",
         "CREATE OR REPLACE TEMP VIEW readings AS "
         f"SELECT device_id, sensor_type, value, unit, {_reading_time(ttl_days)} AS reading_time, device_time, "
-        "received_at, arrived_at, shard_id, sequence_number FROM _typed t "
-        "ANTI JOIN (SELECT shard_id, sequence_number FROM _quarantine_keys WHERE sensor_type IS NULL) w "
+        "received_at, arrived_at, shard_id, sequence_number FROM typed_readings t "
+        "ANTI JOIN (SELECT shard_id, sequence_number FROM quarantine_keys WHERE sensor_type IS NULL) w "
         "USING (shard_id, sequence_number) "
-        "ANTI JOIN (SELECT * FROM _quarantine_keys WHERE sensor_type IS NOT NULL) p "
+        "ANTI JOIN (SELECT * FROM quarantine_keys WHERE sensor_type IS NOT NULL) p "
         "USING (shard_id, sequence_number, sensor_type) "
         "WHERE device_id IS NOT NULL AND sensor_type IS NOT NULL AND value IS NOT NULL",
     ]
