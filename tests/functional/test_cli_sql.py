@@ -20,6 +20,7 @@ from iotpipe.cli import main
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests" / "unit"))
+sys.path.insert(0, str(REPO / "tests" / "handler"))
 import bench_sql  # noqa: E402
 from test_sql_duckdb import BUCKET, batches  # noqa: E402
 
@@ -114,3 +115,49 @@ def test_athena_without_a_deployed_stack_says_what_to_do(moto_endpoint: str, tmp
                                        "--region", "us-east-1"])
     assert result.exit_code == 1
     assert "does not exist" in result.stderr and "iotpipe deploy" in result.stderr
+
+
+def test_deployed_stack_processor_archive_then_sql_finds_the_bucket(moto_endpoint: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deploy on moto, run the real processor through its handler with the deployed function's environment, then
+    `iotpipe sql` (DuckDB, found the raw bucket from the stack outputs) reads what it archived."""
+    from processor_support import kinesis_event, load_handler, rule_records
+
+    from iotpipe.query import now_ms
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    common = ["--env", "dev", "--endpoint-url", moto_endpoint, "--region", "us-east-1"]
+    deployed = CliRunner().invoke(main, ["deploy", "--yes", *common])
+    assert deployed.exit_code == 0, deployed.stderr
+    outputs = json.loads(CliRunner().invoke(main, ["outputs", "--output", "json", *common]).stdout)
+    function = boto3.client("lambda", endpoint_url=moto_endpoint, region_name="us-east-1").get_function_configuration(
+        FunctionName=outputs["DataProcessorFunctionName"])
+    for name, value in function["Environment"]["Variables"].items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    arrived = now_ms() - 60_000
+    payloads = [{"deviceId": "oven-1", "sensorType": "temperature", "value": 95.5, "timestamp": arrived - 500},
+                {"deviceId": "oven-2", "timestamp": arrived - 400, "readings": {"pressure": 120.0, "vibration": 7.5}},
+                {"deviceId": "oven-3", "sensorType": "temperature"}]  # no value: quarantined
+    event = kinesis_event(rule_records(payloads, arrived))
+    assert load_handler().handler(event, None) == {"batchItemFailures": []}
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+
+    result = CliRunner().invoke(main, ["sql", "SELECT device_id, sensor_type, value FROM readings ORDER BY 1, 2",
+                                       "--since", "1h", "--output", "json", *common])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == [
+        {"device_id": "oven-1", "sensor_type": "temperature", "value": 95.5},
+        {"device_id": "oven-2", "sensor_type": "pressure", "value": 120.0},
+        {"device_id": "oven-2", "sensor_type": "vibration", "value": 7.5}]
+    anomalies = CliRunner().invoke(main, ["sql", "anomalies-per-day", "--since", "1h", "--output", "json", *common])
+    assert anomalies.exit_code == 0, anomalies.stderr
+    assert sorted((r["device_id"], r["sensor_type"], r["anomalies"]) for r in json.loads(anomalies.stdout)) == [
+        ("oven-1", "temperature", 1), ("oven-2", "vibration", 1)]
+    refused = CliRunner().invoke(main, ["sql", "SELECT r.partition_key, q.reason FROM raw_records r JOIN "
+                                               "quarantined q USING (shard_id, sequence_number)", "--since", "1h",
+                                        "--output", "json", *common])
+    assert refused.exit_code == 0, refused.stderr
+    [row] = json.loads(refused.stdout)
+    assert row["partition_key"] == "oven-3" and "value" in row["reason"]
