@@ -9,13 +9,15 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import boto3
 import pytest
 from click.testing import CliRunner, Result
 
+from iotpipe.aws import ClientFactory
 from iotpipe.cli import main
+from iotpipe.cli.common import CliContext
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
@@ -161,3 +163,46 @@ def test_deployed_stack_processor_archive_then_sql_finds_the_bucket(moto_endpoin
     assert refused.exit_code == 0, refused.stderr
     [row] = json.loads(refused.stdout)
     assert row["partition_key"] == "oven-3" and "value" in row["reason"]
+
+
+class StubbedFactory(ClientFactory):
+    """Hands out pre-stubbed clients (botocore Stubber) for the Athena path, which moto cannot run."""
+
+    clients: ClassVar[dict[str, Any]] = {}
+
+    def client(self, service: str) -> Any:
+        return self.clients[service]
+
+
+def test_athena_path_shows_progress_rows_and_cost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.stub import ANY, Stubber
+
+    monkeypatch.chdir(tmp_path)
+    cloudformation = boto3.client("cloudformation", region_name="us-east-1")
+    athena = boto3.client("athena", region_name="us-east-1")
+    StubbedFactory.clients = {"cloudformation": cloudformation, "athena": athena}
+    with Stubber(cloudformation) as cfn_stub, Stubber(athena) as stub:
+        cfn_stub.add_response("describe_stacks", {"Stacks": [{
+            "StackName": "iotpipe-dev", "CreationTime": "2026-01-01T00:00:00Z", "StackStatus": "CREATE_COMPLETE",
+            "Outputs": [{"OutputKey": "AnalyticsWorkGroupName", "OutputValue": "iotpipe-dev"},
+                        {"OutputKey": "AnalyticsDatabaseName", "OutputValue": "iotpipe_dev"}]}]},
+            {"StackName": "iotpipe-dev"})
+        stub.add_response("start_query_execution", {"QueryExecutionId": "q-7"},
+                          {"QueryString": ANY, "WorkGroup": "iotpipe-dev",
+                           "QueryExecutionContext": {"Database": "iotpipe_dev"}})
+        stub.add_response("get_query_execution", {"QueryExecution": {
+            "Status": {"State": "SUCCEEDED"}, "Statistics": {"DataScannedInBytes": 250_000_000}}},
+            {"QueryExecutionId": "q-7"})
+        stub.add_response("get_query_results", {"ResultSet": {
+            "Rows": [{"Data": [{"VarCharValue": "device_id"}, {"VarCharValue": "n"}]},
+                     {"Data": [{"VarCharValue": "press-01"}, {"VarCharValue": "42"}]}],
+            "ResultSetMetadata": {"ColumnInfo": [{"Name": "device_id", "Type": "varchar"},
+                                                 {"Name": "n", "Type": "bigint"}]}}},
+            {"QueryExecutionId": "q-7"})
+        result = CliRunner().invoke(main, ["sql", "SELECT device_id, count(*) AS n FROM readings GROUP BY 1",
+                                           "--env", "dev", "--since", "7d", "--output", "csv"],
+                                    obj=CliContext(factory_class=StubbedFactory))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "device_id,n\npress-01,42\n"
+    assert "q-7 SUCCEEDED scanned 250.00 MB" in result.stderr
+    assert "Athena scanned 250.00 MB, cost $0.001250" in result.stderr
