@@ -193,7 +193,7 @@ def test_a_hung_call_does_not_hold_the_answer_past_the_deadline(harness: Harness
 
     harness.dynamodb.meta.events.register("before-send.dynamodb.BatchWriteItem", hang)
     try:
-        response = harness.run([*many(50), reading(2000, device="press-hang")], Context(1_500))
+        response = harness.run([*many(50), reading(2000, device="press-hang")], Context(6_000))
         still_hanging = entered.is_set() and not release.is_set()
     finally:
         release.set()
