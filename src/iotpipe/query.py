@@ -165,7 +165,7 @@ def parse_since(text: str, now: int) -> int:
 
 
 def sort_key_from(epoch_ms: int) -> str:
-    """The smallest ``sk`` at or after ``epoch_ms`` (sk = ``<13-digit ms>#<sensorType>``)."""
+    """The smallest ``sk`` at or after ``epoch_ms`` (sk = ``<13-digit ms>#<sensorType>#<value>``)."""
     return f"{max(epoch_ms, 0):013d}"
 
 

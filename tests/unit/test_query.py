@@ -147,6 +147,19 @@ def test_readings_since_sensor_and_anomaly_filters(aws: dict[str, Any], monkeypa
     assert [r.value for r in bad_temps] == [5.0]
 
 
+def test_readings_keep_two_values_of_one_sensor_and_millisecond(aws: dict[str, Any],
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # sk = <13-digit ms>#<sensorType>#<value>: a conflicting value is a second item, never an overwrite, and the
+    # time range still starts at the 13-digit prefix
+    run_processor([single("press-1", "temperature", 70.0, DAY2 - 1),
+                   single("press-1", "temperature", 75.0, DAY2),
+                   single("press-1", "temperature", 70.0, DAY2)], monkeypatch, capsys)
+
+    readings = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=DAY2)
+    assert sorted((r.timestamp, r.value) for r in readings) == [(DAY2, 70.0), (DAY2, 75.0)]
+
+
 def test_readings_paginate_and_stop_at_the_limit(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     payloads = [single("press-1", "temperature", 20.0 + i, DAY2 + i * 1000) for i in range(30)]
