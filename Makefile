@@ -3,7 +3,7 @@
 PYTHON ?= python3
 NODE_DIR := handler/node
 
-.PHONY: install test lint pytest node-test render bench bench-worst bench-broker bench-local bench-sql golden clean
+.PHONY: install test lint pytest node-test docs docs-config render bench bench-worst bench-broker bench-local bench-sql golden clean
 
 install:
 	$(PYTHON) -m pip install --upgrade pip
@@ -13,7 +13,7 @@ install:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; \
 	  else echo "mosquitto is missing: sudo apt-get install mosquitto (needed by the MQTT tests)" >&2; exit 1; fi; }
 
-test: lint pytest node-test
+test: lint docs pytest node-test
 
 lint:
 	ruff check src tests bench
@@ -31,6 +31,14 @@ node-test:
 	  for runtime in node_modules/node2*-linux-*/bin/node; do \
 	    if [ -x "$$runtime" ]; then echo "== $$runtime ($$($$runtime --version))" && $$runtime --test || exit 1; fi; \
 	  done; fi
+
+# The documentation site (mkdocs.yml, docs/) into site/; --strict fails on a broken link or a page left out.
+docs:
+	mkdocs build --strict --quiet
+
+# docs/configuration.md is generated from the config's field metadata (a unit test fails when it is stale).
+docs-config:
+	$(PYTHON) -m iotpipe.docgen > docs/configuration.md
 
 render:
 	iotpipe render --env dev -o templates/TapStack.yml
@@ -55,4 +63,4 @@ bench-sql:
 	$(PYTHON) bench/bench_sql.py
 
 clean:
-	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache src/*.egg-info
+	rm -rf build dist site .pytest_cache .ruff_cache .mypy_cache src/*.egg-info
