@@ -94,3 +94,19 @@ def test_item_size_limit_still_holds_with_the_linear_check(moto_endpoint: str) -
     over = {"k": {"S": "over"}, "a": {"S": "x" * 200_000}, "b": {"S": "y" * 206_000}}
     with pytest.raises(ClientError, match="Item size has exceeded the maximum allowed size"):
         dynamodb.put_item(TableName="t", Item=over)
+
+
+def test_batch_writes_keep_every_attribute_type(moto_endpoint: str) -> None:
+    """Writes parsed by json.loads (no binary attribute) and by moto's shape walker (binary) store the same types."""
+    dynamodb = client("dynamodb", moto_endpoint)
+    dynamodb.create_table(TableName="types", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                          AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                          BillingMode="PAY_PER_REQUEST")
+    plain = {"k": {"S": "plain"}, "n": {"N": "1.5"}, "b": {"BOOL": True}, "m": {"M": {"x": {"L": [{"NULL": True}]}}},
+             "ss": {"SS": ["a", "b"]}}
+    binary = {"k": {"S": "binary"}, "blob": {"B": b"\x00\xff"}, "blobs": {"BS": [b"a", b"b"]}}
+    dynamodb.batch_write_item(RequestItems={"types": [{"PutRequest": {"Item": item}} for item in (plain, binary)]})
+    dynamodb.put_item(TableName="types", Item={**plain, "k": {"S": "put"}})
+    assert dynamodb.get_item(TableName="types", Key={"k": {"S": "plain"}})["Item"] == plain
+    assert dynamodb.get_item(TableName="types", Key={"k": {"S": "put"}})["Item"] == {**plain, "k": {"S": "put"}}
+    assert dynamodb.get_item(TableName="types", Key={"k": {"S": "binary"}})["Item"] == binary
