@@ -60,7 +60,7 @@ class RunResult:
 
 
 def publisher(mqtt_url: str, devices: list[str], readings_per_message: int, rate_msgs: float, duration_s: float,
-              result: Any) -> None:
+              result: Any, qos: int = 1) -> None:
     """Publish at ``rate_msgs`` messages/s (all devices together) for ``duration_s``; put (sent, readings)."""
     import paho.mqtt.client as mqtt
 
@@ -92,7 +92,7 @@ def publisher(mqtt_url: str, devices: list[str], readings_per_message: int, rate
             else:
                 body = {"deviceId": device, "timestamp": now_ms, "seq": sent,
                         "readings": {sensor: SENSORS[sensor] + jitter for sensor in sensors}}
-            pending.append(client.publish(f"sensor/{device}/data", json.dumps(body), qos=1))
+            pending.append(client.publish(f"sensor/{device}/data", json.dumps(body), qos=qos))
             sent += 1
             readings += readings_per_message
         time.sleep(0.002)
@@ -183,7 +183,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def run(name: str, readings_per_message: int, rate_msgs: float, duration_s: float, devices: int,
-        batch_size: int, probe: LatencyProbe, broker: str) -> RunResult:
+        batch_size: int, probe: LatencyProbe, broker: str, qos: int = 1) -> RunResult:
     """One run on a fresh ``iotpipe local``."""
     from iotpipe.aws import stack_outputs
     from iotpipe.local.pipeline import LocalOptions, LocalPipeline
@@ -205,7 +205,7 @@ def run(name: str, readings_per_message: int, rate_msgs: float, duration_s: floa
             ids = [f"bench-{i:03d}" for i in range(devices)]
             halves = [ids[: devices // 2], ids[devices // 2:]]
             workers = [multiprocessing.Process(target=publisher, args=(state.mqtt, half, readings_per_message,
-                                                                       rate_msgs / 2, duration_s, queue))
+                                                                       rate_msgs / 2, duration_s, queue, qos))
                        for half in halves]
             started = time.monotonic()
             for worker in workers:
@@ -253,9 +253,16 @@ def main() -> None:
     parser.add_argument("--single-rate", type=float, default=1300.0, help="messages/s with 1 reading each")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--broker", default="auto")
+    parser.add_argument("--only", choices=("multi", "single"), help="run one of the two runs (no verdicts)")
+    parser.add_argument("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS of the publishers")
     args = parser.parse_args()
     probe = LatencyProbe()
     probe.install()
+    if args.only:
+        readings_per_message, rate = (3, args.multi_rate) if args.only == "multi" else (1, args.single_rate)
+        print(run(args.only, readings_per_message, rate, args.duration, args.devices, args.batch_size, probe,
+                  args.broker, args.qos).row())
+        return
     ready, down = time_up_down(args.broker)
     runs = [
         run("multi (3 readings/message)", 3, args.multi_rate, args.duration, args.devices, args.batch_size, probe,
