@@ -29,8 +29,8 @@ from iotpipe.errors import LocalError
 from iotpipe.local.esm import InvokeResult
 from iotpipe.local.processes import die_with_parent, stop_process
 from iotpipe.local.stack import DeployedStack
+from iotpipe.local.state import LOCAL_CREDENTIALS
 
-LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local"}
 _NODE_WORKER = Path(__file__).with_name("worker.js")
 
 
@@ -129,7 +129,9 @@ class FunctionRunner:
         keep = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "SYSTEMROOT") if key in os.environ}
         env = {
             **keep,
-            **LOCAL_CREDENTIALS,
+            "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIALS[0],
+            "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS[1],
+            "AWS_SESSION_TOKEN": "local",
             "AWS_REGION": self._region,
             "AWS_DEFAULT_REGION": self._region,
             "AWS_ENDPOINT_URL": self._aws_endpoint,

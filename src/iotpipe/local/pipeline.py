@@ -27,6 +27,7 @@ from typing import Any
 
 from iotpipe.errors import LocalError
 from iotpipe.local import state as local_state
+from iotpipe.local.broker import free_port
 from iotpipe.local.moto_server import QUIET_VARIABLE
 from iotpipe.local.processes import command_line, die_with_parent, process_alive, stop_process
 from iotpipe.local.stack import DeployedStack, load_deployed_stack
@@ -50,13 +51,6 @@ class LocalOptions:
 
 def _quiet(_: str) -> None:
     """A progress callback that says nothing."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def check_port_free(port: int, option: str) -> None:
