@@ -77,10 +77,15 @@ class Lines:
 RUNTIMES = [("python3.13", PYTHON_CODE), ("nodejs22.x", NODE_CODE)]
 
 
-@pytest.mark.parametrize(("runtime", "code"), RUNTIMES)
-def test_invocations_share_a_warm_worker_and_log_every_line(tmp_path: Path, runtime: str, code: str) -> None:
+def skip_without_node(runtime: str) -> None:
+    """The Node runtime needs a node binary (make install has one; a bare Python machine may not)."""
     if runtime.startswith("nodejs") and shutil.which("node") is None:
         pytest.skip("node is not on PATH")
+
+
+@pytest.mark.parametrize(("runtime", "code"), RUNTIMES)
+def test_invocations_share_a_warm_worker_and_log_every_line(tmp_path: Path, runtime: str, code: str) -> None:
+    skip_without_node(runtime)
     lines = Lines()
     runner = FunctionRunner(spec(runtime, code), aws_endpoint="http://127.0.0.1:9", region="us-east-1",
                             workdir=tmp_path, on_output=lines)
@@ -102,8 +107,7 @@ def test_invocations_share_a_warm_worker_and_log_every_line(tmp_path: Path, runt
 
 @pytest.mark.parametrize(("runtime", "code"), RUNTIMES)
 def test_a_raise_is_a_function_error_and_the_worker_survives(tmp_path: Path, runtime: str, code: str) -> None:
-    if runtime.startswith("nodejs") and shutil.which("node") is None:
-        pytest.skip("node is not on PATH")
+    skip_without_node(runtime)
     lines = Lines()
     runner = FunctionRunner(spec(runtime, code), aws_endpoint="http://127.0.0.1:9", region="us-east-1",
                             workdir=tmp_path, on_output=lines)
@@ -121,8 +125,7 @@ def test_a_raise_is_a_function_error_and_the_worker_survives(tmp_path: Path, run
 @pytest.mark.parametrize(("runtime", "code"), RUNTIMES)
 def test_a_timeout_kills_the_worker_and_the_next_call_starts_a_new_one(tmp_path: Path, runtime: str,
                                                                         code: str) -> None:
-    if runtime.startswith("nodejs") and shutil.which("node") is None:
-        pytest.skip("node is not on PATH")
+    skip_without_node(runtime)
     lines = Lines()
     runner = FunctionRunner(spec(runtime, code, timeout_s=1), aws_endpoint="http://127.0.0.1:9",
                             region="us-east-1", workdir=tmp_path, on_output=lines)
