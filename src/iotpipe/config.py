@@ -41,6 +41,10 @@ PYTHON_RUNTIMES = ("python3.12", "python3.13", "python3.14")
 NODE_RUNTIMES = ("nodejs22.x", "nodejs24.x")
 # Lambda allows 4 KB of environment variables in all; the other variables take well under 600 bytes.
 MAX_THRESHOLDS_JSON_BYTES = 3500
+# The processor's STORAGE_LAYOUT values (docs/contract.md, section 6).
+STORAGE_LAYOUTS = ("item-per-reading", "packed")
+# Queries read back this far before --since to find the packed item whose window holds it (an hour at most).
+MAX_PACK_WINDOW_SECONDS = 3600
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
                       2557, 2922, 3288, 3653)
 
@@ -84,6 +88,12 @@ class StorageConfig:
     access_log_expiry_days: int = _opt(365, lo=1, hi=3650)
     table_kms_key_arn: str = _opt("", pattern=KMS_KEY_PATTERN,
                                   doc="a KMS key ARN; empty: the AWS-managed key alias/aws/dynamodb")
+    layout: str = _opt("item-per-reading", choices=STORAGE_LAYOUTS,
+                       doc="item-per-reading: one DynamoDB item per reading; packed: one item per device, sensor "
+                           "and window holds many readings (anomalies stay items of their own)")
+    pack_window_seconds: int = _opt(60, lo=1, hi=MAX_PACK_WINDOW_SECONDS,
+                                    doc="packed layout: the time window one packed item covers (aligned to "
+                                        "the epoch)")
 
 
 @dataclass(frozen=True)

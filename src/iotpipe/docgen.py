@@ -109,7 +109,10 @@ _SECTION_NOTES: dict[str, str] = {
     "storage": "The raw-data bucket (archive, quarantine, rule errors), its access-log bucket and the readings "
                "table. `ttl_days` is also the processor's `TTL_DAYS`: a reading's `ttl` is its time (or its "
                "arrival, whichever is later) plus this many days. S3 requires `glacier_transition_days` to be "
-               "at least 30 days after `ia_transition_days`.",
+               "at least 30 days after `ia_transition_days`. `layout` and `pack_window_seconds` are the processor's "
+               "`STORAGE_LAYOUT` and `PACK_WINDOW_SECONDS` ([contract](contract.md#6-dynamodb-items)): `packed` "
+               "stores the readings of one device, sensor and window in one item, so a million readings cost "
+               "a few thousand write units instead of a million; `iotpipe readings` reads both layouts.",
     "processor": "The Lambda processor and its Kinesis event source mapping. Checked across keys: "
                  "`max_record_age_seconds` must be below the stream retention, `batching_window_seconds` not "
                  "longer than `timeout_seconds`, and a `reserved_concurrency` other than 0 at least shards x "

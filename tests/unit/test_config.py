@@ -35,6 +35,9 @@ def test_repository_config_file_loads_for_every_env() -> None:
     assert dev.processor.runtime == "python3.13"
     assert prod.stream.mode == "ON_DEMAND" and prod.termination_protection is True
     assert dict(prod.tags) == {"CostCenter": "plant-ops", "Project": "iotpipe"}
+    # issue 15: prod runs the economy layout, dev keeps one item per reading
+    assert (prod.storage.layout, prod.storage.pack_window_seconds) == ("packed", 60)
+    assert (dev.storage.layout, dev.storage.pack_window_seconds) == ("item-per-reading", 60)
 
 
 def test_precedence_cli_over_env_over_defaults(tmp_path: Path) -> None:
@@ -105,6 +108,10 @@ def test_missing_default_file_means_builtin_defaults(tmp_path: Path, monkeypatch
         ("[env.dev.stream]\nshard_count = 20\n", "dev", "env.dev.processor.reserved_concurrency: 10 is below"),
         ("[env.dev.storage]\nglacier_transition_days = 45\n", "dev", "env.dev.storage.glacier_transition_days: 45"),
         ("[env.dev]\nstream = 3\n", "dev", "env.dev.stream: expected a table"),
+        ("[env.dev.storage]\nlayout = \"columnar\"\n", "dev", "choose one of item-per-reading, packed"),
+        ("[env.dev.storage]\npack_window_seconds = 0\n", "dev",
+         "env.dev.storage.pack_window_seconds: 0 is out of range; allowed 1 to 3600"),
+        ("[env.dev.storage]\npack_window_seconds = 7200\n", "dev", "allowed 1 to 3600"),
         ("[defaults]\n", "Dev", "env: 'Dev' is not a valid environment name"),
         ("not toml = = 1", "dev", "is not valid TOML"),
         # issue 12: refused before any AWS call

@@ -82,8 +82,15 @@ def test_processor_function_runtime_code_and_environment() -> None:
     variables = function["Environment"]["Variables"]
     assert json.loads(variables["THRESHOLDS"])["vibration"] == {"min": None, "max": 5.0, "unit": "mm/s"}
     assert variables["UNKNOWN_SENSOR"] == "quarantine" and variables["TTL_DAYS"] == "90"
+    assert (variables["STORAGE_LAYOUT"], variables["PACK_WINDOW_SECONDS"]) == ("item-per-reading", "60")
     assert function["ReservedConcurrentExecutions"] == 10
     assert function["LoggingConfig"] == {"LogGroup": {"Ref": "DataProcessorLogGroup"}}
+
+
+def test_processor_environment_carries_the_packed_layout() -> None:
+    group = processor_group({"storage.layout": "packed", "storage.pack_window_seconds": 300})
+    variables = by_id(group)["DataProcessorFunction"]["Properties"]["Environment"]["Variables"]
+    assert (variables["STORAGE_LAYOUT"], variables["PACK_WINDOW_SECONDS"]) == ("packed", "300")
 
 
 def test_processor_event_source_mapping_is_bounded_and_reports_partial_failures() -> None:

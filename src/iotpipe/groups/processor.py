@@ -61,6 +61,8 @@ def processor_environment(cfg: PipelineConfig) -> dict[str, object]:
         "THRESHOLDS": cfg.thresholds_json,
         "UNKNOWN_SENSOR": cfg.processor.unknown_sensor,
         "TTL_DAYS": str(cfg.storage.ttl_days),
+        "STORAGE_LAYOUT": cfg.storage.layout,
+        "PACK_WINDOW_SECONDS": str(cfg.storage.pack_window_seconds),
     }
 
 
