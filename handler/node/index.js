@@ -26,9 +26,15 @@ const POOL_SIZE = 16;
 const DEFAULT_BUDGET_MS = 60_000;
 const RESERVE_MAX_MS = 2_000; // time kept back from the Lambda timeout to answer with a partial-batch response
 const RESERVE_MIN_MS = 200;
-const WINDOW_READINGS = 4_000; // readings held in memory at once (with MAX_READINGS_PER_RECORD, the memory bound)
-const MAX_READINGS_PER_RECORD = 100;
+const WINDOW_READINGS = 4_000; // readings held in memory at once (with MAX_READINGS_PER_MESSAGE, the memory bound)
+const MAX_READINGS_PER_RECORD = 100; // members of one `readings` object
+const MAX_READINGS_PER_MESSAGE = 1_000; // readings of all the samples of one message (the samples form)
 const MAX_JSON_DEPTH = 64;
+const STORAGE_LAYOUTS = ['item-per-reading', 'packed'];
+const MAX_PACK_WINDOW_SECONDS = 3_600;
+// A packed item's `readings` text stops growing here; with the other attributes (under 1 KB) the item stays
+// below DynamoDB's 400 KB item limit. The next readings of the window go to the next part.
+const MAX_PACKED_READINGS_BYTES = 393_216;
 const MAX_SENSOR_TYPE_DIMENSIONS = 20;
 const OTHER_SENSOR_TYPES = '_other'; // not a valid sensor type (those start with a letter), so it cannot collide
 const DEVICE_ID_PATTERN = /^[A-Za-z0-9:_-]{1,128}$/; // an IoT thing name
@@ -82,6 +88,15 @@ function settingsFromEnv(env) {
   if (!/^[0-9]{1,5}$/.test(ttlText) || Number(ttlText) < 1) {
     throw new Error(`TTL_DAYS must be a whole number of days from 1 to 99999, not '${ttlText}'`);
   }
+  const layout = env.STORAGE_LAYOUT || 'item-per-reading';
+  if (!STORAGE_LAYOUTS.includes(layout)) {
+    throw new Error(`STORAGE_LAYOUT must be 'item-per-reading' or 'packed', not '${layout}'`);
+  }
+  const windowText = String(env.PACK_WINDOW_SECONDS || '60').trim();
+  if (!/^[0-9]{1,4}$/.test(windowText) || Number(windowText) < 1 || Number(windowText) > MAX_PACK_WINDOW_SECONDS) {
+    throw new Error('PACK_WINDOW_SECONDS must be a whole number of seconds from 1 to '
+      + `${MAX_PACK_WINDOW_SECONDS}, not '${windowText}'`);
+  }
   return Object.freeze({
     table: env.DYNAMODB_TABLE,
     bucket: env.S3_BUCKET,
@@ -90,6 +105,8 @@ function settingsFromEnv(env) {
     unknownSensor,
     ttlDays: Number(ttlText),
     namespace: env.METRIC_NAMESPACE || 'IoT/Manufacturing',
+    layout,
+    packWindowMs: Number(windowText) * 1000,
   });
 }
 
@@ -255,34 +272,68 @@ function interpret(record, settings) {
   const topicDevice = own(payload, 'topicDeviceId');
   if (!isAbsent(topicDevice) && topicDevice !== device) return reject('deviceId differs from topic');
   const receivedAt = plausibleReceivedAt(own(payload, 'receivedAt'), record.arrivedAt);
-  const [timestamp, replaced] = resolveTimestamp(own(payload, 'timestamp'), receivedAt, settings.ttlDays * DAY_MS);
-
-  let pairs;
-  let unit = null;
-  if (Object.hasOwn(payload, 'readings')) {
-    const readings = payload.readings;
-    if (!isObject(readings) || Object.keys(readings).length === 0) return reject('readings is not a non-empty object');
-    if (Object.keys(readings).length > MAX_READINGS_PER_RECORD) return reject('too many readings');
-    pairs = Object.entries(readings);
-  } else {
-    const sensorType = own(payload, 'sensorType');
-    if (isAbsent(sensorType) || sensorType === '') return reject('missing sensorType');
-    pairs = [[sensorType, own(payload, 'value')]];
-    unit = own(payload, 'unit');
-    if (!isAbsent(unit) && !validUnit(unit)) return reject('invalid unit');
+  const retentionMs = settings.ttlDays * DAY_MS;
+  let bodies = [payload];
+  if (Object.hasOwn(payload, 'samples')) {
+    const samples = payload.samples;
+    if (!Array.isArray(samples) || samples.length === 0) return reject('samples is not a non-empty array');
+    if (samples.reduce((sum, sample) => sum + sampleSize(sample), 0) > MAX_READINGS_PER_MESSAGE) {
+      return reject('too many readings');
+    }
+    bodies = samples;
   }
 
-  const stamp = {
-    device, timestamp, receivedAt, unit: unit || null,
-    deviceTimestamp: replaced ? deviceTimestamp(own(payload, 'timestamp')) : null,
-  };
   const readings = [];
   const rejections = [];
-  for (const [sensorType, value] of pairs) {
-    const outcome = buildReading(record, settings, stamp, sensorType, value);
-    (outcome.item ? readings : rejections).push(outcome);
+  let anyReplaced = false;
+  for (const body of bodies) {
+    if (!isObject(body)) {
+      rejections.push({ reason: 'sample is not a JSON object', sensorType: null });
+      continue;
+    }
+    const pairs = readingsOf(body);
+    if (typeof pairs === 'string') {
+      if (body === payload) return reject(pairs);
+      rejections.push({ reason: pairs, sensorType: null });
+      continue;
+    }
+    const [timestamp, replaced] = resolveTimestamp(own(body, 'timestamp'), receivedAt, retentionMs);
+    anyReplaced = anyReplaced || replaced;
+    const unit = Object.hasOwn(body, 'readings') ? null : own(body, 'unit');
+    const stamp = {
+      device, timestamp, receivedAt, unit: unit || null,
+      deviceTimestamp: replaced ? deviceTimestamp(own(body, 'timestamp')) : null,
+    };
+    for (const [sensorType, value] of pairs) {
+      const outcome = buildReading(record, settings, stamp, sensorType, value);
+      (outcome.item ? readings : rejections).push(outcome);
+    }
   }
-  return { record, readings, rejections, recordRejected: false, timestampReplaced: replaced };
+  return { record, readings, rejections, recordRejected: false, timestampReplaced: anyReplaced };
+}
+
+/** How many readings a sample holds (a non-object or malformed sample counts as one). */
+function sampleSize(sample) {
+  const readings = isObject(sample) ? own(sample, 'readings') : undefined;
+  return isObject(readings) && Object.keys(readings).length > 0 ? Object.keys(readings).length : 1;
+}
+
+/**
+ * The [sensorType, value] pairs of a message or sample, single or multi form, or why it has none: the checks of
+ * the multi form (`readings`) or of the single form (`sensorType`, `unit`).
+ */
+function readingsOf(body) {
+  if (Object.hasOwn(body, 'readings')) {
+    const readings = body.readings;
+    if (!isObject(readings) || Object.keys(readings).length === 0) return 'readings is not a non-empty object';
+    if (Object.keys(readings).length > MAX_READINGS_PER_RECORD) return 'too many readings';
+    return Object.entries(readings);
+  }
+  const sensorType = own(body, 'sensorType');
+  if (isAbsent(sensorType) || sensorType === '') return 'missing sensorType';
+  const unit = own(body, 'unit');
+  if (!isAbsent(unit) && !validUnit(unit)) return 'invalid unit';
+  return [[sensorType, own(body, 'value')]];
 }
 
 /** A unit is a string of at most 32 code points without lone surrogates (DynamoDB rejects those). */
@@ -442,6 +493,85 @@ function deduplicate(readings) {
   const kept = new Map();
   for (const reading of readings) if (!kept.has(reading.key)) kept.set(reading.key, reading);
   return { readings: [...kept.values()], repeats: readings.length - kept.size };
+}
+
+/**
+ * The items a window writes for its (deduplicated) readings: one per reading, or in the packed layout one per
+ * reading only for anomalies and replaced timestamps and packed items for all the others.
+ */
+function windowItems(readings, settings) {
+  if (settings.layout !== 'packed') return readings.map((r) => r.item);
+  const alone = (r) => r.anomaly || 'deviceTimestamp' in r.item;
+  return [...readings.filter(alone).map((r) => r.item),
+    ...packItems(readings.filter((r) => !alone(r)), settings.packWindowMs)];
+}
+
+/**
+ * Packed items: the readings of one device, sensor type and unit in one time window (epoch-aligned, windowMs
+ * long), keyed `<13-digit window start>#<sensorType>#packed#<first sequence number>#<part>`. The key is a
+ * function of the window and its first record, so a retried batch overwrites its own items and a later batch
+ * with readings of the same window adds an item beside them. `readings` is `<ms after the window
+ * start>:<value>` pairs joined by `,` in time order; a window whose text would pass maxBytes continues in the
+ * next part.
+ */
+function packItems(readings, windowMs, maxBytes = MAX_PACKED_READINGS_BYTES) {
+  const groups = new Map();
+  for (const reading of readings) {
+    const { item } = reading;
+    const timestamp = Number(item.timestamp.N);
+    const unit = item.unit ? item.unit.S : '';
+    const start = timestamp - (timestamp % windowMs);
+    const key = JSON.stringify([item.deviceId.S, reading.sensorType, unit, start]);
+    if (!groups.has(key)) groups.set(key, { device: item.deviceId.S, sensorType: reading.sensorType, unit, start, group: [] });
+    groups.get(key).group.push(reading);
+  }
+  const items = [];
+  const partsTaken = new Map();
+  for (const { device, sensorType, unit, start, group } of groups.values()) {
+    const first = group[0].item;
+    const last = group[group.length - 1].item;
+    const prefix = `${String(start).padStart(13, '0')}#${sensorType}#packed#${first.sequenceNumber.S}`;
+    const ordered = [...group].sort((a, b) => Number(a.item.timestamp.N) - Number(b.item.timestamp.N));
+    for (const part of splitByBytes(ordered, start, maxBytes)) {
+      const taken = `${device}\u0000${prefix}`;
+      const number = partsTaken.get(taken) || 0;
+      partsTaken.set(taken, number + 1);
+      const packed = {
+        deviceId: { S: device },
+        sk: { S: `${prefix}#${number}` },
+        sensorType: { S: sensorType },
+        status: { S: first.status.S },
+        windowStart: { N: String(start) },
+        windowSeconds: { N: String(windowMs / 1000) },
+        count: { N: String(part.length) },
+        readings: { S: part.map(([entry]) => entry).join(',') },
+        receivedAt: { N: String(part.reduce((most, [, r]) => Math.max(most, Number(r.item.receivedAt.N)), 0)) },
+        ttl: { N: String(part.reduce((most, [, r]) => Math.max(most, Number(r.item.ttl.N)), 0)) },
+        shardId: { S: first.shardId.S },
+        sequenceNumber: { S: first.sequenceNumber.S },
+        lastSequenceNumber: { S: last.sequenceNumber.S },
+      };
+      if (unit) packed.unit = { S: unit };
+      items.push(packed);
+    }
+  }
+  return items;
+}
+
+/** `offset:value` entries in parts whose joined text stays within maxBytes (ASCII: bytes = chars). */
+function splitByBytes(ordered, start, maxBytes) {
+  const parts = [[]];
+  let size = -1; // the first entry of a part has no separator
+  for (const reading of ordered) {
+    const entry = `${Number(reading.item.timestamp.N) - start}:${reading.item.value.N}`;
+    if (parts[parts.length - 1].length && size + 1 + entry.length > maxBytes) {
+      parts.push([]);
+      size = -1;
+    }
+    parts[parts.length - 1].push([entry, reading]);
+    size += 1 + entry.length;
+  }
+  return parts;
 }
 
 // ---------------------------------------------------------------- S3 objects
@@ -735,13 +865,14 @@ async function storeWindow(runtime, window, batchFirst, deadline, tally) {
     return false;
   }
   const { readings, repeats } = deduplicate(window.flatMap((i) => i.readings));
+  const items = windowItems(readings, runtime.settings);
   const chunks = [];
-  for (let i = 0; i < readings.length; i += BATCH_WRITE_LIMIT) chunks.push(readings.slice(i, i + BATCH_WRITE_LIMIT));
+  for (let i = 0; i < items.length; i += BATCH_WRITE_LIMIT) chunks.push(items.slice(i, i + BATCH_WRITE_LIMIT));
   const rejected = groupBy(window.filter((i) => i.rejections.length), (i) => i.record.shardId);
   const spans = groupBy(window.map((i) => i.record), (r) => r.shardId);
   const shards = [...rejected.keys()];
   const results = await runUntil(runtime, [
-    ...chunks.map((chunk) => () => writeItems(runtime, chunk.map((r) => r.item), deadline)),
+    ...chunks.map((chunk) => () => writeItems(runtime, chunk, deadline)),
     ...shards.map((shard) => () => putObject(runtime, `quarantine/${batchSuffix(spans.get(shard), batchFirst)}`,
       jsonlGzip(rejected.get(shard).map(quarantineLine)), deadline)),
   ], runtime.poolSize, deadline);
@@ -749,7 +880,8 @@ async function storeWindow(runtime, window, batchFirst, deadline, tally) {
   const failed = new Set();
   chunks.forEach((chunk, i) => {
     const result = results[i];
-    const unwritten = result && 'value' in result ? result.value : chunk.map((r) => r.item);
+    const unwritten = result && 'value' in result ? result.value : chunk;
+    // A packed item's sequenceNumber is its first record's: the batch is cut there.
     for (const item of unwritten) failed.add(item.sequenceNumber.S);
   });
   shards.forEach((shard, i) => {
@@ -852,6 +984,8 @@ module.exports = {
   numberValue,
   formatNumber,
   anomalyReason,
+  interpret,
+  packItems,
   retryable,
   BatchFailed,
   BACKOFF_CAP_S,

@@ -41,9 +41,15 @@ POOL_SIZE = 16
 DEFAULT_BUDGET_MS = 60_000
 RESERVE_MAX_MS = 2_000  # time kept back from the Lambda timeout to answer with a partial-batch response
 RESERVE_MIN_MS = 200
-WINDOW_READINGS = 4_000  # readings held in memory at once (with MAX_READINGS_PER_RECORD, the memory bound)
-MAX_READINGS_PER_RECORD = 100
+WINDOW_READINGS = 4_000  # readings held in memory at once (with MAX_READINGS_PER_MESSAGE, the memory bound)
+MAX_READINGS_PER_RECORD = 100  # members of one `readings` object
+MAX_READINGS_PER_MESSAGE = 1_000  # readings of all the samples of one message (the samples form)
 MAX_JSON_DEPTH = 64
+STORAGE_LAYOUTS = ("item-per-reading", "packed")
+MAX_PACK_WINDOW_SECONDS = 3_600
+# A packed item's `readings` text stops growing here; with the other attributes (under 1 KB) the item stays
+# below DynamoDB's 400 KB item limit. The next readings of the window go to the next part.
+MAX_PACKED_READINGS_BYTES = 393_216
 MAX_SENSOR_TYPE_DIMENSIONS = 20
 OTHER_SENSOR_TYPES = "_other"  # not a valid sensor type (those start with a letter), so it cannot collide
 # Used with fullmatch: match with `$` would also accept one trailing newline ("press-1\n").
@@ -89,6 +95,8 @@ class Settings:
     unknown_sensor: str = "quarantine"
     ttl_days: int = 90
     namespace: str = "IoT/Manufacturing"
+    layout: str = "item-per-reading"
+    pack_window_ms: int = 60_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -110,6 +118,13 @@ class Settings:
         ttl_text = (env.get("TTL_DAYS") or "90").strip()
         if not re.fullmatch(r"[0-9]{1,5}", ttl_text) or int(ttl_text) < 1:
             raise ValueError(f"TTL_DAYS must be a whole number of days from 1 to 99999, not {ttl_text!r}")
+        layout = env.get("STORAGE_LAYOUT") or "item-per-reading"
+        if layout not in STORAGE_LAYOUTS:
+            raise ValueError(f"STORAGE_LAYOUT must be 'item-per-reading' or 'packed', not {layout!r}")
+        window_text = (env.get("PACK_WINDOW_SECONDS") or "60").strip()
+        if not re.fullmatch(r"[0-9]{1,4}", window_text) or not 1 <= int(window_text) <= MAX_PACK_WINDOW_SECONDS:
+            raise ValueError(f"PACK_WINDOW_SECONDS must be a whole number of seconds from 1 to "
+                             f"{MAX_PACK_WINDOW_SECONDS}, not {window_text!r}")
         return cls(
             table=env["DYNAMODB_TABLE"],
             bucket=env["S3_BUCKET"],
@@ -118,6 +133,8 @@ class Settings:
             unknown_sensor=unknown,
             ttl_days=int(ttl_text),
             namespace=env.get("METRIC_NAMESPACE") or "IoT/Manufacturing",
+            layout=layout,
+            pack_window_ms=int(window_text) * 1000,
         )
 
 
@@ -301,32 +318,62 @@ def interpret(record: Record, settings: Settings) -> Interpretation:
         return reject("deviceId differs from topic")
     received_at = plausible_received_at(payload.get("receivedAt"), record.arrived_at)
     retention_ms = settings.ttl_days * DAY_MS
-    timestamp, replaced = resolve_timestamp(payload.get("timestamp"), received_at, retention_ms)
-
-    if "readings" in payload:
-        readings = payload["readings"]
-        if not isinstance(readings, dict) or not readings:
-            return reject("readings is not a non-empty object")
-        if len(readings) > MAX_READINGS_PER_RECORD:
+    if "samples" in payload:
+        samples = payload["samples"]
+        if not isinstance(samples, list) or not samples:
+            return reject("samples is not a non-empty array")
+        if sum(_sample_size(sample) for sample in samples) > MAX_READINGS_PER_MESSAGE:
             return reject("too many readings")
-        pairs: list[tuple[Any, Any]] = list(readings.items())
-        unit: Any = None
+        bodies: list[Any] = samples
     else:
-        if payload.get("sensorType") in (None, ""):
-            return reject("missing sensorType")
-        pairs = [(payload["sensorType"], payload.get("value"))]
-        unit = payload.get("unit")
-        if unit is not None and not valid_unit(unit):
-            return reject("invalid unit")
+        bodies = [payload]
 
-    given = device_timestamp(payload.get("timestamp")) if replaced else None
-    stamp = Stamp(device, timestamp, received_at, given, unit or None)
     good: list[Reading] = []
     bad: list[Rejection] = []
-    for sensor_type, value in pairs:
-        outcome = _reading(record, settings, stamp, sensor_type, value)
-        (good if isinstance(outcome, Reading) else bad).append(outcome)  # type: ignore[arg-type]
-    return Interpretation(record, tuple(good), tuple(bad), False, replaced)
+    any_replaced = False
+    for body in bodies:
+        if not isinstance(body, dict):
+            bad.append(Rejection("sample is not a JSON object"))
+            continue
+        pairs = readings_of(body)
+        if isinstance(pairs, str):
+            if body is payload:
+                return reject(pairs)
+            bad.append(Rejection(pairs))
+            continue
+        timestamp, replaced = resolve_timestamp(body.get("timestamp"), received_at, retention_ms)
+        any_replaced = any_replaced or replaced
+        given = device_timestamp(body.get("timestamp")) if replaced else None
+        unit = body.get("unit") if "readings" not in body else None
+        stamp = Stamp(device, timestamp, received_at, given, unit or None)
+        for sensor_type, value in pairs:
+            outcome = _reading(record, settings, stamp, sensor_type, value)
+            (good if isinstance(outcome, Reading) else bad).append(outcome)  # type: ignore[arg-type]
+    return Interpretation(record, tuple(good), tuple(bad), False, any_replaced)
+
+
+def _sample_size(sample: Any) -> int:
+    """How many readings a sample holds (a non-object or malformed sample counts as one)."""
+    readings = sample.get("readings") if isinstance(sample, dict) else None
+    return len(readings) if isinstance(readings, dict) and readings else 1
+
+
+def readings_of(body: Mapping[str, Any]) -> list[tuple[Any, Any]] | str:
+    """The (sensorType, value) pairs of a message or sample, single or multi form, or why it has none: the
+    checks of the multi form (``readings``) or of the single form (``sensorType``, ``unit``)."""
+    if "readings" in body:
+        readings = body["readings"]
+        if not isinstance(readings, dict) or not readings:
+            return "readings is not a non-empty object"
+        if len(readings) > MAX_READINGS_PER_RECORD:
+            return "too many readings"
+        return list(readings.items())
+    if body.get("sensorType") in (None, ""):
+        return "missing sensorType"
+    unit = body.get("unit")
+    if unit is not None and not valid_unit(unit):
+        return "invalid unit"
+    return [(body["sensorType"], body.get("value"))]
 
 
 def valid_unit(unit: Any) -> bool:
@@ -507,6 +554,75 @@ def deduplicate(readings: Sequence[Reading]) -> tuple[list[Reading], int]:
     for reading in readings:
         kept.setdefault(reading.key, reading)
     return list(kept.values()), len(readings) - len(kept)
+
+
+def window_items(readings: Sequence[Reading], settings: Settings) -> list[dict[str, dict[str, Any]]]:
+    """The items a window writes for its (deduplicated) readings: one per reading, or in the packed layout one
+    per reading only for anomalies and replaced timestamps and packed items for all the others."""
+    if settings.layout != "packed":
+        return [r.item for r in readings]
+    alone = [r.item for r in readings if r.anomaly or "deviceTimestamp" in r.item]
+    return alone + pack_items([r for r in readings if not r.anomaly and "deviceTimestamp" not in r.item],
+                              settings.pack_window_ms)
+
+
+def pack_items(readings: Sequence[Reading], window_ms: int,
+               max_bytes: int = MAX_PACKED_READINGS_BYTES) -> list[dict[str, dict[str, Any]]]:
+    """Packed items: the readings of one device, sensor type and unit in one time window (epoch-aligned,
+    ``window_ms`` long), keyed ``<13-digit window start>#<sensorType>#packed#<first sequence number>#<part>``.
+    The key is a function of the window and its first record, so a retried batch overwrites its own items
+    and a later batch with readings of the same window adds an item beside them. ``readings`` is
+    ``<ms after the window start>:<value>`` pairs joined by ``,`` in time order; a window whose text would
+    pass ``max_bytes`` continues in the next part."""
+    groups: dict[tuple[str, str, str, int], list[Reading]] = {}
+    for reading in readings:
+        item = reading.item
+        timestamp = int(item["timestamp"]["N"])
+        unit = item["unit"]["S"] if "unit" in item else ""
+        groups.setdefault((item["deviceId"]["S"], reading.sensor_type, unit, timestamp - timestamp % window_ms),
+                          []).append(reading)
+    items: list[dict[str, dict[str, Any]]] = []
+    parts_taken: dict[tuple[str, str], int] = {}
+    for (device, sensor_type, unit, start), group in groups.items():
+        first, last = group[0].item, group[-1].item
+        prefix = f"{start:013d}#{sensor_type}#packed#{first['sequenceNumber']['S']}"
+        ordered = sorted(group, key=lambda r: int(r.item["timestamp"]["N"]))
+        for part in _split_by_bytes(ordered, start, max_bytes):
+            number = parts_taken.get((device, prefix), 0)
+            parts_taken[(device, prefix)] = number + 1
+            packed: dict[str, dict[str, Any]] = {
+                "deviceId": {"S": device},
+                "sk": {"S": f"{prefix}#{number}"},
+                "sensorType": {"S": sensor_type},
+                "status": {"S": first["status"]["S"]},
+                "windowStart": {"N": str(start)},
+                "windowSeconds": {"N": str(window_ms // 1000)},
+                "count": {"N": str(len(part))},
+                "readings": {"S": ",".join(entry for entry, _ in part)},
+                "receivedAt": {"N": str(max(int(r.item["receivedAt"]["N"]) for _, r in part))},
+                "ttl": {"N": str(max(int(r.item["ttl"]["N"]) for _, r in part))},
+                "shardId": {"S": first["shardId"]["S"]},
+                "sequenceNumber": {"S": first["sequenceNumber"]["S"]},
+                "lastSequenceNumber": {"S": last["sequenceNumber"]["S"]},
+            }
+            if unit:
+                packed["unit"] = {"S": unit}
+            items.append(packed)
+    return items
+
+
+def _split_by_bytes(ordered: Sequence[Reading], start: int, max_bytes: int) -> list[list[tuple[str, Reading]]]:
+    """``offset:value`` entries in parts whose joined text stays within ``max_bytes`` (ASCII: bytes = chars)."""
+    parts: list[list[tuple[str, Reading]]] = [[]]
+    size = -1  # the first entry of a part has no separator
+    for reading in ordered:
+        entry = f"{int(reading.item['timestamp']['N']) - start}:{reading.item['value']['N']}"
+        if parts[-1] and size + 1 + len(entry) > max_bytes:
+            parts.append([])
+            size = -1
+        parts[-1].append((entry, reading))
+        size += 1 + len(entry)
+    return parts
 
 
 # ---------------------------------------------------------------- S3 objects
@@ -782,8 +898,9 @@ def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: R
         tally.failed += [i.record.sequence_number for i in window]
         return False
     readings, repeats = deduplicate([r for i in window for r in i.readings])
-    chunks = [readings[i:i + BATCH_WRITE_LIMIT] for i in range(0, len(readings), BATCH_WRITE_LIMIT)]
-    writes = [runtime.pool.submit(write_items, runtime, [r.item for r in chunk], deadline) for chunk in chunks]
+    items = window_items(readings, runtime.settings)
+    chunks = [items[i:i + BATCH_WRITE_LIMIT] for i in range(0, len(items), BATCH_WRITE_LIMIT)]
+    writes = [runtime.pool.submit(write_items, runtime, chunk, deadline) for chunk in chunks]
     rejected = _by_shard([i for i in window if i.rejections], lambda i: i.record.shard_id)
     spans = _by_shard([i.record for i in window], lambda r: r.shard_id)
     quarantines = {shard: runtime.pool.submit(
@@ -793,7 +910,8 @@ def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: R
 
     failed: set[str] = set()
     for chunk, write in zip(chunks, writes, strict=True):
-        unwritten = [r.item for r in chunk] if _failure(write, "BatchWriteItem") else write.result()
+        unwritten = chunk if _failure(write, "BatchWriteItem") else write.result()
+        # A packed item's sequenceNumber is its first record's: the batch is cut there.
         failed.update(item["sequenceNumber"]["S"] for item in unwritten)
     for shard, future in quarantines.items():
         exc = _failure(future, "quarantine write")
