@@ -5,6 +5,7 @@ Resource names come from the stack's outputs (see the data contract in CONTRIBUT
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -220,6 +221,21 @@ def to_reading(item: Mapping[str, Any]) -> Reading:
     )
 
 
+def to_readings(item: Mapping[str, Any]) -> list[Reading]:
+    """A DynamoDB item (low-level client form) -> its readings: a packed item (``windowStart`` and a
+    ``readings`` text of ``<ms after the window start>:<value>`` pairs) holds many, any other item one."""
+    packed = item.get("readings", {}).get("S")
+    if packed is None or "windowStart" not in item:
+        return [to_reading(item)]
+    template = to_reading(item)
+    start = int(item["windowStart"]["N"])
+    readings = []
+    for entry in packed.split(","):
+        offset, _, value = entry.partition(":")
+        readings.append(dataclasses.replace(template, timestamp=start + int(offset), value=float(value)))
+    return readings
+
+
 def query_readings(
     dynamodb: Any,
     table: str,
@@ -230,12 +246,42 @@ def query_readings(
     anomalies_only: bool = False,
     limit: int = 100,
     page_size: int | None = None,
+    pack_window_ms: int = 0,
 ) -> list[Reading]:
-    """A device's readings since ``since_ms``, newest first, at most ``limit`` (paginated Query)."""
+    """A device's readings since ``since_ms``, newest first, at most ``limit`` (paginated Query).
+
+    Reads both storage layouts: a packed item (``pack_window_ms`` > 0) is keyed by its window's start, so the
+    query starts one window earlier and keeps the readings from ``since_ms`` on. A reading stored twice (a
+    retried batch, a partial retry that packed it again) is returned once.
+    """
+    start = sort_key_from(since_ms - pack_window_ms + 1 if pack_window_ms else since_ms)
     kwargs = _newest_first_query(
-        table, "deviceId = :d AND sk >= :from", {":d": {"S": device_id}, ":from": {"S": sort_key_from(since_ms)}},
+        table, "deviceId = :d AND sk >= :from", {":d": {"S": device_id}, ":from": {"S": start}},
         sensor=sensor, anomalies_only=anomalies_only)
-    return _paginate_items(dynamodb, kwargs, limit, f"query {table}", page_size)
+    if page_size:
+        kwargs["Limit"] = page_size
+    found: dict[tuple[str, int, float], Reading] = {}
+    try:
+        for page in dynamodb.get_paginator("query").paginate(**kwargs):
+            items = page.get("Items", [])
+            for item in items:
+                for reading in to_readings(item):
+                    if reading.timestamp >= since_ms:
+                        found.setdefault((reading.sensor_type, reading.timestamp, reading.value), reading)
+            # Items come newest window first: those not read yet hold readings before the last one's window
+            # ends, so once `limit` readings are at or after that, the newest `limit` are known.
+            if items and sum(r.timestamp >= _item_start(items[-1]) + pack_window_ms
+                             for r in found.values()) >= limit:
+                break
+    except ClientError as exc:
+        raise AwsError(f"query {table} failed: {_reason(exc)}") from None
+    return sorted(found.values(), key=lambda r: (r.timestamp, r.sensor_type, r.value), reverse=True)[:limit]
+
+
+def _item_start(item: Mapping[str, Any]) -> int:
+    """The time an item's sort key starts with: its reading's, or its packed window's start."""
+    prefix = item.get("sk", {}).get("S", "")[:13]
+    return int(prefix) if prefix.isdigit() else 0
 
 
 def _newest_first_query(table: str, key_condition: str, values: dict[str, Any], *, sensor: str | None = None,
@@ -317,6 +363,7 @@ def readings(
     _check_limit(limit)
     since_ms = parse_since(since, now if now is not None else now_ms())
     table = _output(stack_names(clients, cfg), "SensorDataTableName", cfg)
+    packed = cfg.storage.layout == "packed"
     return query_readings(
         clients.client("dynamodb"),
         table,
@@ -325,6 +372,7 @@ def readings(
         sensor=sensor,
         anomalies_only=anomalies_only,
         limit=limit,
+        pack_window_ms=cfg.storage.pack_window_seconds * 1000 if packed else 0,
     )
 
 

@@ -56,10 +56,12 @@ def load_processor() -> Any:
     return module
 
 
-def kinesis_event(payloads: Sequence[Mapping[str, Any]], received_at: Sequence[int]) -> dict[str, Any]:
-    """What the IoT rule puts on the stream: payload + receivedAt + topicDeviceId, partition key = topic(2)."""
+def kinesis_event(payloads: Sequence[Mapping[str, Any]], received_at: Sequence[int],
+                  first: int = 0) -> dict[str, Any]:
+    """What the IoT rule puts on the stream: payload + receivedAt + topicDeviceId, partition key = topic(2);
+    the sequence numbers count from ``first`` (a retry from a later record keeps its numbers)."""
     records = []
-    for index, (payload, received) in enumerate(zip(payloads, received_at, strict=True)):
+    for index, (payload, received) in enumerate(zip(payloads, received_at, strict=True), start=first):
         device = str(payload["deviceId"])
         data = {**payload, "receivedAt": received, "topicDeviceId": device}
         records.append({
@@ -79,14 +81,15 @@ def processor_env() -> dict[str, str]:
 
 
 def run_processor(payloads: Sequence[Mapping[str, Any]], monkeypatch: pytest.MonkeyPatch,
-                  capsys: pytest.CaptureFixture[str], received_at: Sequence[int] | None = None) -> list[str]:
+                  capsys: pytest.CaptureFixture[str], received_at: Sequence[int] | None = None,
+                  env: Mapping[str, str] | None = None, first: int = 0) -> list[str]:
     """Feed ``payloads`` through the real processor; returns the lines it printed (JSON logs, EMF)."""
-    for key, value in processor_env().items():
+    for key, value in {**processor_env(), **(env or {})}.items():
         monkeypatch.setenv(key, value)
     received = received_at or [int(p.get("timestamp", DAY2)) + 150 for p in payloads]
     module = load_processor()
     capsys.readouterr()
-    response = module.handler(kinesis_event(payloads, received), None)
+    response = module.handler(kinesis_event(payloads, received, first), None)
     assert response == {"batchItemFailures": []}
     return [line for line in capsys.readouterr().out.splitlines() if line.strip()]
 
@@ -168,6 +171,42 @@ def test_readings_paginate_and_stop_at_the_limit(aws: dict[str, Any], monkeypatc
     assert [r.value for r in found] == [49.0, 48.0, 47.0, 46.0, 45.0, 44.0, 43.0]
     everything = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=0, limit=1000, page_size=4)
     assert len(everything) == 30
+
+
+PACKED = {"STORAGE_LAYOUT": "packed", "PACK_WINDOW_SECONDS": "60"}
+
+
+def test_readings_unpack_packed_items_filter_the_range_and_drop_repeats(
+        aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # 10 readings 10 s apart over three 60 s windows (two records), and an anomaly inside the middle window
+    samples = [{"timestamp": DAY2 - 90_000 + 10_000 * i, "sensorType": "temperature", "value": 20.0 + i}
+               for i in range(10)]
+    hot = {"timestamp": DAY2 - 45_000, "sensorType": "temperature", "value": 95.0}
+    batch = [{"deviceId": "press-1", "samples": samples[:5]}, {"deviceId": "press-1", "samples": [hot, *samples[5:]]}]
+    run_processor(batch, monkeypatch, capsys, env=PACKED)
+    run_processor(batch, monkeypatch, capsys, env=PACKED)  # a retried batch rewrites the same items
+    run_processor(batch[1:], monkeypatch, capsys, env=PACKED, first=1)  # a partial retry packs repeats again
+    scan = aws["dynamodb"].scan(TableName=TABLE)["Items"]
+    first, second = (str(49600000000000000000000000000000000000000000000000 + n) for n in (0, 1))
+    window = (DAY2 - 120_000, DAY2 - 60_000, DAY2)
+    assert sorted(item["sk"]["S"] for item in scan) == sorted([
+        f"{window[0]}#temperature#packed#{first}#0", f"{window[1]}#temperature#packed#{first}#0",
+        f"{window[1]}#temperature#packed#{second}#0", f"{window[2]}#temperature#packed#{second}#0",
+        f"{DAY2 - 45_000}#temperature#95"])
+
+    found = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=DAY2 - 50_000, pack_window_ms=60_000)
+    assert [(r.timestamp - DAY2, r.value, r.status) for r in found] == [
+        (0, 29.0, "NORMAL"), (-10_000, 28.0, "NORMAL"), (-20_000, 27.0, "NORMAL"), (-30_000, 26.0, "NORMAL"),
+        (-40_000, 25.0, "NORMAL"), (-45_000, 95.0, "ANOMALY"), (-50_000, 24.0, "NORMAL")]
+    assert {(r.device_id, r.sensor_type, r.unit) for r in found} == {("press-1", "temperature", "celsius")}
+    newest = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=0, limit=3, page_size=1,
+                                  pack_window_ms=60_000)
+    assert [r.value for r in newest] == [29.0, 28.0, 27.0]
+    every = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=0, limit=100, pack_window_ms=60_000)
+    assert len(every) == 11
+    anomalies = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=0, anomalies_only=True,
+                                     pack_window_ms=60_000)
+    assert [(r.value, r.reason) for r in anomalies] == [(95.0, "above max 80")]
 
 
 # --- anomalies ------------------------------------------------------------------------------------------
