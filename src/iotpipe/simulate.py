@@ -27,6 +27,13 @@ MAX_RATE_HZ = 100.0
 MAX_DURATION_S = 24 * 3600.0
 MAX_MESSAGES = 1_000_000
 FORMATS = ("single", "multi")
+# IoT Core refuses a publish over 128 KB ("Message size", AWS IoT Core quotas); the processor quarantines a message
+# of more than 1,000 readings (docs/contract.md, section 3).
+MAX_MESSAGE_BYTES = 128 * 1024
+MAX_READINGS_PER_MESSAGE = 1_000
+# The longest text a simulated value can take in JSON (a double's repr), and the longest epoch-ms timestamp.
+_WORST_VALUE = -1.2345678901234567e-100
+_WORST_TIMESTAMP = 9_999_999_999_999
 
 
 class PublishError(IotpipeError):
@@ -61,6 +68,7 @@ class SimPlan:
     anomaly_rate: float = 0.0
     fmt: str = "single"
     seed: int | None = None
+    batch: int = 1
 
 
 @dataclass(frozen=True)
@@ -86,8 +94,12 @@ def build_plan(
     anomaly_rate: float = 0.0,
     fmt: str = "single",
     seed: int | None = None,
+    batch: int = 1,
 ) -> SimPlan:
-    """Validate the simulation options and return a plan; ConfigError names the bad option."""
+    """Validate the simulation options and return a plan; ConfigError names the bad option.
+
+    ``batch`` > 1 sends that many samples (timestamps) per message in the samples form.
+    """
     if not device_ids:
         raise ConfigError("no devices to simulate: use --devices N (or a --cert-dir with registered devices)")
     if len(device_ids) > MAX_DEVICES:
@@ -117,9 +129,10 @@ def build_plan(
             f"--sensor {', '.join(unknown)} has no threshold in the config; configured: "
             f"{', '.join(sorted(thresholds))}"
         )
+    _check_batch(batch, fmt, chosen, device_ids)
     if (
         duration_s is not None
-        and _ticks(duration_s, rate_hz) * len(device_ids) * (1 if fmt == "multi" else len(chosen))
+        and -(-_ticks(duration_s, rate_hz) // batch) * len(device_ids) * (1 if fmt == "multi" else len(chosen))
         > MAX_MESSAGES
     ):
         raise ConfigError(
@@ -134,7 +147,29 @@ def build_plan(
         anomaly_rate=anomaly_rate,
         fmt=fmt,
         seed=seed,
+        batch=batch,
     )
+
+
+def _check_batch(batch: int, fmt: str, sensors: Sequence[str], device_ids: Sequence[str]) -> None:
+    """A batched message must stay within what the processor takes and IoT Core accepts: at most 1,000 readings
+    and 128 KB, measured on the largest message the plan can make (longest device id, longest values)."""
+    if not 1 <= batch <= MAX_READINGS_PER_MESSAGE:
+        raise ConfigError(f"--batch {batch} is out of range; use 1 to {MAX_READINGS_PER_MESSAGE} samples per message")
+    if batch == 1:
+        return
+    per_message = batch * (len(sensors) if fmt == "multi" else 1)
+    if per_message > MAX_READINGS_PER_MESSAGE:
+        raise ConfigError(f"--batch {batch} with {len(sensors)} sensors in --format multi makes {per_message} "
+                          f"readings per message; the processor takes at most {MAX_READINGS_PER_MESSAGE}: lower "
+                          "--batch or use --format single")
+    device = max(device_ids, key=len)
+    worst = {sensor: (_WORST_VALUE, False) for sensor in sensors}
+    samples = [(_WORST_TIMESTAMP, worst)] * batch
+    size = max(len(m.body().encode()) for m in _batched_payloads(device, samples, fmt, 0.0))
+    if size > MAX_MESSAGE_BYTES:
+        raise ConfigError(f"--batch {batch}: a message can reach {size} bytes, over IoT Core's 128 KB message "
+                          "limit; lower --batch")
 
 
 def simulated_device_ids(count: int, prefix: str = "sim") -> list[str]:
@@ -241,6 +276,7 @@ def messages(plan: SimPlan, start_ms: int) -> Iterator[SimMessage]:
     sent = 0
     limit = plan.count if plan.count is not None else MAX_MESSAGES
     ticks = _ticks(plan.duration_s, plan.rate_hz) if plan.duration_s is not None else MAX_MESSAGES
+    held: dict[str, list[tuple[int, dict[str, tuple[float, bool]]]]] = {device: [] for device in plan.device_ids}
     for tick in range(ticks):
         offset = tick / plan.rate_hz
         timestamp = start_ms + round(offset * 1000)
@@ -249,7 +285,14 @@ def messages(plan: SimPlan, start_ms: int) -> Iterator[SimMessage]:
                 sensor: models[device, sensor].sample(offset, plan.anomaly_rate)
                 for sensor, _ in plan.thresholds
             }
-            for message in _payloads(device, samples, units, timestamp, plan.fmt, offset):
+            if plan.batch == 1:
+                batch = _payloads(device, samples, units, timestamp, plan.fmt, offset)
+            else:  # held until the batch is full (or the run ends), sent when its last sample is taken
+                held[device].append((timestamp, samples))
+                if len(held[device]) < plan.batch and tick + 1 < ticks:
+                    continue
+                batch, held[device] = _batched_payloads(device, held[device], plan.fmt, offset), []
+            for message in batch:
                 if sent >= limit:
                     return
                 sent += 1
@@ -290,6 +333,31 @@ def _payloads(
         if units.get(sensor):
             single["unit"] = units[sensor]
         yield SimMessage(offset, device, topic, single, 1, int(anomalous))
+
+
+def _batched_payloads(
+    device: str,
+    samples: Sequence[tuple[int, Mapping[str, tuple[float, bool]]]],
+    fmt: str,
+    offset: float,
+) -> Iterator[SimMessage]:
+    """Several timestamps per message (the samples form): with ``multi`` one message per device, each sample
+    holding every sensor; with ``single`` one message per sensor. Units are left to the thresholds' (the
+    processor stores the same), which keeps a sample small."""
+    topic = topic_for(device)
+    sensors = list(samples[0][1]) if samples else []
+    if fmt == "multi":
+        payload = {"deviceId": device, "samples": [
+            {"timestamp": timestamp, "readings": {sensor: value for sensor, (value, _) in values.items()}}
+            for timestamp, values in samples]}
+        yield SimMessage(offset, device, topic, payload, len(samples) * len(sensors),
+                         sum(anomalous for _, values in samples for _, anomalous in values.values()))
+        return
+    for sensor in sensors:
+        single = {"deviceId": device, "samples": [{"timestamp": timestamp, "sensorType": sensor,
+                                                    "value": values[sensor][0]} for timestamp, values in samples]}
+        yield SimMessage(offset, device, topic, single, len(samples),
+                         sum(values[sensor][1] for _, values in samples))
 
 
 def _rng(seed: int | None, device: str, sensor: str) -> random.Random:

@@ -70,6 +70,49 @@ def test_multi_payload_format_is_the_contract() -> None:
         assert message.readings == len(THRESHOLDS)
 
 
+def test_batch_sends_several_timestamps_per_message_in_the_samples_form() -> None:
+    plan = simulate.build_plan(["sim-001"], THRESHOLDS, duration_s=7.0, rate_hz=1.0, seed=7, fmt="multi", batch=3)
+    msgs = list(simulate.messages(plan, START))
+    payloads = [json.loads(m.body()) for m in msgs]
+    assert [len(p["samples"]) for p in payloads] == [3, 3, 1]  # the last batch goes out when the run ends
+    assert [s["timestamp"] for p in payloads for s in p["samples"]] == [START + 1000 * i for i in range(7)]
+    assert all(set(s["readings"]) == set(THRESHOLDS) for p in payloads for s in p["samples"])
+    assert [m.readings for m in msgs] == [12, 12, 4]
+    assert [m.offset_s for m in msgs] == [2.0, 5.0, 6.0]  # sent when the batch's last sample is taken
+    # the same values as one message per timestamp: batching changes the envelope only
+    unbatched = [json.loads(m.body()) for m in simulate.messages(
+        simulate.build_plan(["sim-001"], THRESHOLDS, duration_s=7.0, rate_hz=1.0, seed=7, fmt="multi"), START)]
+    assert [s["readings"] for p in payloads for s in p["samples"]] == [p["readings"] for p in unbatched]
+
+
+def test_batch_in_single_format_is_one_message_per_sensor() -> None:
+    plan = simulate.build_plan(["sim-001"], THRESHOLDS, count=4, rate_hz=2.0, seed=7, batch=5, anomaly_rate=1.0)
+    msgs = list(simulate.messages(plan, START))
+    payloads = [json.loads(m.body()) for m in msgs]
+    assert sorted(s["sensorType"] for p in payloads for s in p["samples"][:1]) == sorted(THRESHOLDS)
+    assert all(set(p) == {"deviceId", "samples"} and len(p["samples"]) == 5 for p in payloads)
+    assert [s["timestamp"] for s in payloads[0]["samples"]] == [START + 500 * i for i in range(5)]
+    assert [(m.readings, m.anomalies) for m in msgs] == [(5, 5)] * 4
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"batch": 0}, "--batch 0 is out of range; use 1 to 1000"),
+    ({"batch": 300, "fmt": "multi"}, "makes 1200 readings per message; the processor takes at most 1000"),
+])
+def test_a_batch_over_the_processor_limit_is_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        simulate.build_plan(["sim-001"], THRESHOLDS, count=1, **kwargs)
+
+
+def test_a_batch_over_iot_cores_message_limit_is_refused_before_sending() -> None:
+    long_names = {"s" + "x" * 63: Threshold(min=0.0, max=1.0, unit="u")}
+    plan = simulate.build_plan(["sim-001"], long_names, count=1, batch=800)
+    (message,) = simulate.messages(plan, START)
+    assert len(message.body()) < simulate.MAX_MESSAGE_BYTES
+    with pytest.raises(ConfigError, match=r"--batch 1000: a message can reach \d+ bytes, over IoT Core's 128 KB"):
+        simulate.build_plan(["sim-001"], long_names, count=1, batch=1000)
+
+
 def test_without_injection_every_value_is_inside_its_threshold() -> None:
     msgs = list(simulate.messages(_plan(count=20000, rate_hz=10.0), START))
     values = [json.loads(m.body()) for m in msgs]

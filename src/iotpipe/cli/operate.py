@@ -252,6 +252,13 @@ def revoke(
     show_default=True,
     help="single: one reading per message; multi: all sensors in one message.",
 )
+@click.option(
+    "--batch",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Samples (timestamps) per message: N > 1 sends the samples form, one message per N samples.",
+)
 @click.option("--seed", type=int, help="Random seed: same seed, same values.")
 @click.option("--dry-run", is_flag=True, help="Print the payloads as JSON lines instead of sending.")
 @click.option(
@@ -273,6 +280,7 @@ def simulate(
     broker: str | None,
     cert_dir: str | None,
     fmt: str,
+    batch: int,
     seed: int | None,
     dry_run: bool,
     ack_timeout: float,
@@ -289,6 +297,7 @@ def simulate(
       iotpipe simulate --env dev --cert-dir certs --rate 1 --duration 300 --anomaly-rate 0.05
       iotpipe simulate --broker mqtt://127.0.0.1:1883 --devices 5 --rate 2 --count 100 --seed 7
       iotpipe simulate --dry-run --devices 2 --count 6 --format multi --seed 1
+      iotpipe simulate --env prod --cert-dir certs --format multi --batch 60 --duration 600
     """
     if broker and cert_dir:
         raise ConfigError("give --broker or --cert-dir, not both")
@@ -315,6 +324,7 @@ def simulate(
         anomaly_rate=anomaly_rate,
         fmt=fmt,
         seed=seed,
+        batch=batch,
     )
     if dry_run:
         for message in simulate_lib.messages(plan, query_lib.now_ms()):
@@ -322,7 +332,8 @@ def simulate(
         return
     target = simulate_lib.parse_broker_url(broker) if broker else None
     where = broker or f"AWS IoT ({len(ids)} device(s) from {cert_dir})"
-    progress(f"simulating {len(ids)} device(s) -> {where}, {plan.fmt} format, {rate:g} Hz")
+    batching = f", {batch} samples per message" if batch > 1 else ""
+    progress(f"simulating {len(ids)} device(s) -> {where}, {plan.fmt} format, {rate:g} Hz{batching}")
     summary = simulate_lib.run_simulation(
         plan,
         broker=target,
