@@ -14,6 +14,8 @@ Kinesis events of 100 and 1,000 readings through:
    them can get from this moto server.
 
 Calls are HTTP attempts (retries included) in every row; each run is warmed up on its first event first.
+``--layouts`` picks the storage layouts (``STORAGE_LAYOUT``): rows 1 to 3 run once per layout, the packed ones
+labelled ``packed``, and the targets are judged for each.
 
 ``--worst`` (``make bench-worst``) instead drives worst-case batches, one invocation each in a fresh process
 with the configured timeout as its budget, and shows each processor's peak resident memory against the
@@ -23,6 +25,7 @@ each (the most one message may hold), and 10,000 one-reading records.
 
 Usage: python bench/bench_processor.py [--sizes 100 1000] [--readings-per-size 3000] [--repeat 5]
                                        [--seed-dir ../shared/seed] [--budget-s 900]
+                                       [--layouts item-per-reading packed]
        python bench/bench_processor.py --worst [--cases NAME ...]
 """
 
@@ -65,6 +68,8 @@ ENV = {"ENVIRONMENT": "bench", "UNKNOWN_SENSOR": "quarantine", "TTL_DAYS": 90,
        "THRESHOLDS": {"temperature": {"min": 10, "max": 80, "unit": "celsius"},
                       "pressure": {"min": 30, "max": 150, "unit": "psi"},
                       "vibration": {"min": None, "max": 5.0, "unit": "mm/s"}}}
+PACKED_ENV = {**ENV, "STORAGE_LAYOUT": "packed", "PACK_WINDOW_SECONDS": "60"}
+LAYOUTS = ("item-per-reading", "packed")
 NODE_DRIVER = REPO / "bench" / "node_driver.js"
 NODE_TWIN = REPO / "handler" / "node" / "index.js"
 NODE_MODULES = REPO / "handler" / "node" / "node_modules"
@@ -124,7 +129,8 @@ def latency_model(request: Any, event_name: str, **_: Any) -> AWSResponse:
     return AWSResponse(request.url, 200, {"ETag": '"bench"'}, _Body(b""))
 
 
-def run_python(endpoint: str, events: list[dict[str, Any]], hook: Callable[..., Any] | None) -> dict[str, float]:
+def run_python(endpoint: str, events: list[dict[str, Any]], hook: Callable[..., Any] | None,
+               env: dict[str, Any] = ENV) -> dict[str, float]:
     """Drive the handler over ``events``; readings/s and calls per 1,000 readings."""
     index = load_handler()
     s3, dynamodb = clients(endpoint, pool=index.POOL_SIZE)
@@ -133,7 +139,7 @@ def run_python(endpoint: str, events: list[dict[str, Any]], hook: Callable[..., 
         client.meta.events.register("before-send", counter)
         if hook is not None:
             client.meta.events.register_last("before-send", hook)
-    runtime = make_runtime(index, ENV, s3, dynamodb, emit=lambda _line: None)
+    runtime = make_runtime(index, env, s3, dynamodb, emit=lambda _line: None)
     index.process(events[0], None, runtime)  # warm-up: connections and imports, as after a cold start
     counter.count = 0
     readings = sum(len(e["Records"]) for e in events)
@@ -215,9 +221,10 @@ def run_node(handler_path: Path, events: list[dict[str, Any]], env: dict[str, st
             "calls_per_1000": result["apiCalls"] * 1000 / readings, "failures": result["failures"]}
 
 
-def run_twin(endpoint: str, events: list[dict[str, Any]], latency_ms: float | None) -> dict[str, float]:
+def run_twin(endpoint: str, events: list[dict[str, Any]], latency_ms: float | None,
+             env: dict[str, Any] = ENV) -> dict[str, float]:
     """Our Node twin (handler/node/index.js) with the same settings, table and bucket as the Python rows."""
-    return run_node(NODE_TWIN, events, {**settings_env(ENV), "AWS_ENDPOINT_URL": endpoint}, latency_ms)
+    return run_node(NODE_TWIN, events, {**settings_env(env), "AWS_ENDPOINT_URL": endpoint}, latency_ms)
 
 
 def run_seed(endpoint: str, events: list[dict[str, Any]], seed_dir: Path) -> dict[str, float]:
@@ -275,9 +282,11 @@ def start_moto_server() -> tuple[subprocess.Popen[str], str]:
     return process, endpoint
 
 
-LABEL_WIDTH = 38
+LABEL_WIDTH = 46
 PYTHON_MOTO = "python, moto server"
 TWIN_MOTO = "node twin, moto server"
+PYTHON_PACKED = "python, moto server, packed"
+TWIN_PACKED = "node twin, moto server, packed"
 SEED_MOTO = "seed node handler, moto server"
 MOTO_ALONE = "moto alone: same items, BatchWriteItem"
 
@@ -300,8 +309,9 @@ def target_verdicts(best: dict[str, dict[str, float]], latency_label: dict[str, 
     """One line per processor: the issue's three targets for this batch size, each met or not, with the figure;
     then what bounds them here: moto alone against the seed, and the archive-first round-trip ceiling."""
     lines = []
-    for name, moto_label in (("python", PYTHON_MOTO), ("node twin", TWIN_MOTO)):
-        if moto_label not in best:
+    for name, moto_label in (("python", PYTHON_MOTO), ("node twin", TWIN_MOTO), ("python packed", PYTHON_PACKED),
+                             ("node twin packed", TWIN_PACKED)):
+        if moto_label not in best or name not in latency_label:
             continue
         moto, modelled = best[moto_label], best[latency_label[name]]
         checks = [(f"calls/1000 <= {MAX_CALLS_PER_1000}", moto["calls_per_1000"] <= MAX_CALLS_PER_1000,
@@ -315,7 +325,8 @@ def target_verdicts(best: dict[str, dict[str, float]], latency_label: dict[str, 
         if size != TARGET_BATCH:
             label = f"same checks (targets are judged at {TARGET_BATCH:,})"
         else:
-            label = "targets" if name == "python" else "same checks (the targets are the python processor's)"
+            label = ("targets" if name.startswith("python")
+                     else "same checks (the targets are the python processor's)")
         lines.append(f"  {label}, {name}: {verdicts}")
     bounds = [f"10 ms model at zero CPU, archived first: at most "
               f"{round_trip_ceiling(size, handler.POOL_SIZE, handler.BATCH_WRITE_LIMIT):,.0f}/s"]
@@ -462,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-dir", type=Path, default=REPO.parent / "shared" / "seed")
     parser.add_argument("--budget-s", type=float, default=900,
                         help="no further interleaved round starts after this many seconds (each size runs once)")
+    parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS),
+                        help="storage layouts of the processor rows (STORAGE_LAYOUT)")
     parser.add_argument("--worst", action="store_true", help="run the worst-case batches instead (bench-worst)")
     parser.add_argument("--cases", nargs="+", help="with --worst: only the cases whose name contains one of these")
     args = parser.parse_args(argv)
@@ -477,17 +490,26 @@ def main(argv: list[str] | None = None) -> int:
         create_resources(s3, dynamodb)
         latency = f"{LATENCY_S * 1000:.0f} ms per call (no server)"
         modes: list[tuple[str, Callable[[list[dict[str, Any]]], dict[str, float]]]] = [
-            (MOTO_ALONE, lambda events: run_moto_alone(endpoint, events)),
-            (PYTHON_MOTO, lambda events: run_python(endpoint, events, None)),
-            (f"python, {latency}", lambda events: run_python(endpoint, events, latency_model)),
-        ]
+            (MOTO_ALONE, lambda events: run_moto_alone(endpoint, events))]
+        latency_labels: dict[str, str] = {}
         with_node = node_ready()
-        if with_node:
+        for layout in args.layouts:
+            env, suffix = (PACKED_ENV, ", packed") if layout == "packed" else (ENV, "")
+            name_suffix = " packed" if suffix else ""
             modes += [
-                (TWIN_MOTO, lambda events: run_twin(endpoint, events, None)),
-                (f"node twin, {latency}", lambda events: run_twin(endpoint, events, LATENCY_S * 1000)),
+                (PYTHON_MOTO + suffix, lambda events, env=env: run_python(endpoint, events, None, env)),
+                (f"python, {latency}{suffix}",
+                 lambda events, env=env: run_python(endpoint, events, latency_model, env)),
             ]
-        else:
+            latency_labels[f"python{name_suffix}"] = f"python, {latency}{suffix}"
+            if with_node:
+                modes += [
+                    (TWIN_MOTO + suffix, lambda events, env=env: run_twin(endpoint, events, None, env)),
+                    (f"node twin, {latency}{suffix}",
+                     lambda events, env=env: run_twin(endpoint, events, LATENCY_S * 1000, env)),
+                ]
+                latency_labels[f"node twin{name_suffix}"] = f"node twin, {latency}{suffix}"
+        if not with_node:
             print("node or its AWS SDK (make install) is missing: no node twin or seed rows", file=sys.stderr)
         with_seed = with_node and (args.seed_dir / "TapStack.yml").is_file()
         if with_node and not with_seed:
@@ -516,11 +538,13 @@ def main(argv: list[str] | None = None) -> int:
             for label, result in best.items():
                 print(_row(label, size, result), flush=True)
             if with_seed:
-                for label, name in ((PYTHON_MOTO, "python"), (TWIN_MOTO, "node twin")):
+                for label, name in ((PYTHON_MOTO, "python"), (TWIN_MOTO, "node twin"), (PYTHON_PACKED, "python packed"),
+                                    (TWIN_PACKED, "node twin packed")):
+                    if label not in best:
+                        continue
                     ratio = best[label]["per_second"] / best[SEED_MOTO]["per_second"]
                     print(f"{f'  {name} / seed on moto':<{LABEL_WIDTH}} {size:>6} {'':>9} {ratio:>11.1f}x",
                           flush=True)
-            latency_labels = {"python": f"python, {latency}", "node twin": f"node twin, {latency}"}
             for line in target_verdicts(best, latency_labels, size, load_handler()):
                 print(line, flush=True)
     finally:

@@ -44,7 +44,8 @@ def test_verdicts_name_each_target_met_or_not() -> None:
 
 
 def test_the_benchmark_runs_every_row_and_counts_the_calls(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench_processor.main(["--sizes", "50", "--readings-per-size", "100", "--repeat", "1"]) == 0
+    assert bench_processor.main(["--sizes", "50", "--readings-per-size", "100", "--repeat", "1",
+                                 "--layouts", "item-per-reading"]) == 0
 
     output = capsys.readouterr().out
     rows = {m.group(1).strip(): (int(m.group(2)), float(m.group(3)), int(m.group(4))) for m in re.finditer(
@@ -55,6 +56,22 @@ def test_the_benchmark_runs_every_row_and_counts_the_calls(capsys: pytest.Captur
     assert rows[bench_processor.MOTO_ALONE] == (100, 40.0, 0)
     assert rows[bench_processor.TWIN_MOTO] == (100, 60.0, 0)  # make install provides node and its SDK
     assert "10 ms model at zero CPU, archived first: at most 2,500/s" in output
+    assert bench_processor.PYTHON_PACKED not in output
+
+
+def test_the_packed_layout_rows_write_fewer_items(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # 120 readings of 60 device-sensor pairs in one second: 60 packed items and 2 anomalies instead of 120 items
+    assert bench_processor.main(["--sizes", "120", "--readings-per-size", "240", "--repeat", "1",
+                                 "--layouts", "packed", "--seed-dir", str(tmp_path)]) == 0
+
+    output = capsys.readouterr().out
+    rows = {m.group(1).strip(): (int(m.group(2)), float(m.group(3)), int(m.group(4))) for m in re.finditer(
+        r"^(\S.*?)\s+120\s+(\d+)\s+[\d,]+\s+([\d.]+)\s+(\d+)$", output, re.MULTILINE)}
+    # per event: one archive PUT and three BatchWriteItem calls (25 + 25 + 12 items): 4 per 120 readings
+    assert rows[bench_processor.PYTHON_PACKED] == (240, pytest.approx(33.3, abs=0.1), 0)
+    assert rows[bench_processor.TWIN_PACKED] == (240, pytest.approx(33.3, abs=0.1), 0)
+    assert bench_processor.PYTHON_MOTO not in rows
+    assert "python packed: calls/1000 <= 50 met (33.3)" in output
 
 
 SEED_DIR = REPO.parent / "shared" / "seed"
