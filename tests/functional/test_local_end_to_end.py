@@ -59,8 +59,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
                    env={**os.environ}, capture_output=True, timeout=30, check=False)
 
 
-def up(workdir: Path, runtime: str) -> dict[str, Any]:
-    (workdir / "iotpipe.toml").write_text(CONFIG.format(runtime=runtime))
+def up(workdir: Path, runtime: str, extra: str = "") -> dict[str, Any]:
+    (workdir / "iotpipe.toml").write_text(CONFIG.format(runtime=runtime) + extra)
     started = subprocess.run(
         [sys.executable, "-c", "from iotpipe.cli import main; main()", "local", "up", "--detach", "--output", "json"],
         env={**os.environ}, capture_output=True, text=True, timeout=180, check=False)
@@ -163,6 +163,35 @@ def test_local_pipeline_end_to_end(workdir: Path, runtime: str) -> None:
     assert not any(process_alive(pid) for pid in state.child_pids)
     assert read_state(workdir / "state") is None
     assert "not running" in iotpipe("local", "down").stdout
+
+
+def test_local_pipeline_packed_layout_with_batched_messages(workdir: Path) -> None:
+    info = up(workdir, "python3.13", '\n[env.local.storage]\nlayout = "packed"\n')
+    simulated = iotpipe("simulate", "--env", "local", "--devices", "2", "--format", "multi", "--batch", "10",
+                        "--count", "4", "--rate", "50", "--seed", "3", "--anomaly-rate", "0.05")
+    assert simulated.exit_code == 0, simulated.output
+    assert "sent 4, failed 0, readings 120" in simulated.stdout  # 2 devices x 2 messages x 10 samples x 3 sensors
+    injected = int(simulated.stdout.split("anomalies injected ")[1].split()[0])
+
+    def readings_of(device: str) -> list[dict[str, Any]] | None:
+        found = iotpipe("readings", device, "--env", "local", "--since", "1h", "--limit", "1000", "--output", "json")
+        assert found.exit_code == 0, found.output
+        rows = json.loads(found.stdout)
+        return rows if len(rows) >= 60 else None
+
+    rows = [row for device in ("sim-001", "sim-002") for row in wait_until(lambda d=device: readings_of(d), 60,
+                                                                            f"the readings of {device}")]
+    assert len(rows) == 120 and len({(r["deviceId"], r["timestamp"], r["sensorType"]) for r in rows}) == 120
+    assert sum(r["status"] == "ANOMALY" for r in rows) == injected
+    outputs = json.loads(iotpipe("outputs", "--env", "local", "--output", "json").stdout)
+    dynamodb = boto3.client("dynamodb", endpoint_url=info["awsEndpoint"], region_name="us-east-1",
+                            aws_access_key_id="local", aws_secret_access_key="local")
+    items = dynamodb.scan(TableName=outputs["SensorDataTableName"])["Items"]
+    packed = [item for item in items if "#packed#" in item["sk"]["S"]]
+    # one item per device, sensor and minute a message touched, plus one per anomaly
+    assert packed and len(items) == len(packed) + injected <= 2 * 2 * 3 * 2 + injected
+    assert sum(int(item["count"]["N"]) for item in packed) == 120 - injected
+    assert iotpipe("local", "down").exit_code == 0
 
 
 def redeploy_simulate_and_destroy(workdir: Path, mqtt_url: str) -> None:
