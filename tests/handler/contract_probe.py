@@ -28,30 +28,38 @@ def _plain(attribute: dict[str, Any]) -> Any:
     return attribute["S"] if "S" in attribute else attribute["BOOL"]
 
 
-def vector_outcome(index: Any, vector: dict[str, Any], data: list[str]) -> dict[str, Any]:
-    """The items (plain values, by key) and quarantine rows one window of the vector's records yields."""
+def vector_outcome(index: Any, vector: dict[str, Any], data: list[list[str]]) -> dict[str, Any]:
+    """The items (plain values, by key) and quarantine rows the vector's batches yield, each batch one window:
+    its ``before`` batches first, then its records (``data`` holds the encoded records of each batch). A later
+    item with the same key replaces an earlier one, as a later batch's quarantine object with the same key does."""
     env = {"DYNAMODB_TABLE": "t", "S3_BUCKET": "b"}
     env.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in vector["env"].items()})
     settings = index.Settings.from_env(env)
-    interpretations = []
-    for spec, encoded in zip(vector["records"], data, strict=True):
-        event_record = {"eventID": f"{vector['shardId']}:{spec['sequenceNumber']}", "kinesis": {
-            "partitionKey": spec["partitionKey"], "sequenceNumber": spec["sequenceNumber"], "data": encoded,
-            "approximateArrivalTimestamp": spec["arrivedAt"] / 1000}}
-        interpretations.append(index.interpret(index.decode_record(event_record, 0), settings))
-    readings, _ = index.deduplicate([r for i in interpretations for r in i.readings])
-    items = sorted(({k: _plain(v) for k, v in r.item.items()} for r in readings),
-                   key=lambda item: (item["deviceId"], item["sk"]))
-    rows = []
-    for interpretation in interpretations:
-        if not interpretation.rejections:
-            continue
-        line = index.quarantine_line(interpretation)
-        for row in ([{**r, "sequenceNumber": line["sequenceNumber"]} for r in line["rejected"]]
-                    if "rejected" in line else [line]):
-            rows.append({k: row[k] for k in ("sequenceNumber", "reason", "sensorType") if k in row})
-    rows.sort(key=lambda r: (int(r["sequenceNumber"]), r.get("sensorType", "")))
-    return {"items": items, "quarantine": rows}
+    table: dict[tuple[str, str], dict[str, Any]] = {}
+    quarantine: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for batch, encoded_batch in zip([*vector.get("before", []), vector], data, strict=True):
+        interpretations = []
+        for spec, encoded in zip(batch["records"], encoded_batch, strict=True):
+            event_record = {"eventID": f"{vector['shardId']}:{spec['sequenceNumber']}", "kinesis": {
+                "partitionKey": spec["partitionKey"], "sequenceNumber": spec["sequenceNumber"], "data": encoded,
+                "approximateArrivalTimestamp": spec["arrivedAt"] / 1000}}
+            interpretations.append(index.interpret(index.decode_record(event_record, 0), settings))
+        readings, _ = index.deduplicate([r for i in interpretations for r in i.readings])
+        for item in index.window_items(readings, settings):
+            plain = {k: _plain(v) for k, v in item.items()}
+            table[(plain["deviceId"], plain["sk"])] = plain
+        rows = []
+        for interpretation in interpretations:
+            if not interpretation.rejections:
+                continue
+            line = index.quarantine_line(interpretation)
+            for row in ([{**r, "sequenceNumber": line["sequenceNumber"]} for r in line["rejected"]]
+                        if "rejected" in line else [line]):
+                rows.append({k: row[k] for k in ("sequenceNumber", "reason", "sensorType") if k in row})
+        quarantine[(batch["records"][0]["sequenceNumber"], batch["records"][-1]["sequenceNumber"])] = rows
+    every = [row for rows in quarantine.values() for row in rows]
+    every.sort(key=lambda r: (int(r["sequenceNumber"]), r.get("sensorType", "")))
+    return {"items": [table[key] for key in sorted(table)], "quarantine": every}
 
 
 def _json_class(index: Any, text: str) -> str:

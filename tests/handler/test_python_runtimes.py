@@ -46,7 +46,8 @@ def _job() -> dict[str, Any]:
     return {"received": twin.RECEIVED, "retention": twin.RETENTION_MS, "timestamps": twin.TIMESTAMPS,
             "epochs": twin.EPOCH_TEXTS, "values": twin.VALUES, "doubles": twin.DOUBLES, "json": twin.JSON_TEXTS,
             "records": twin.EVENT_RECORDS + [{"kinesis": {"data": d}} for d in twin.BASE64], "now": twin.NOW_MS,
-            "vectors": [(v, [record_data(r) for r in v["records"]]) for v in vectors]}
+            "vectors": [(v, [[record_data(r) for r in batch["records"]] for batch in [*v.get("before", []), v]])
+                        for v in vectors]}
 
 
 JOB = _job()
