@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
-from processor_support import emf_documents, jsonl_gz, kinesis_event, metric_totals, objects, scan_items
+from processor_support import TABLE, emf_documents, jsonl_gz, kinesis_event, metric_totals, objects, scan_items
 from test_handler_moto import ENV, RECEIVED, Context, Harness, Withhold, index, many, reading
 
 
@@ -377,3 +377,50 @@ def _raise_closed() -> None:
 def _lose_quarantine(params: dict[str, Any], **_: Any) -> None:
     if params["Key"].startswith("quarantine/"):
         params["Bucket"] = "no-such-bucket"
+
+
+# ---------------------------------------------------------------- the packed layout under the same faults
+
+PACKED_ENV = {**ENV, "STORAGE_LAYOUT": "packed", "PACK_WINDOW_SECONDS": "60"}
+
+
+def _stored_readings(harness: Harness) -> set[tuple[Any, ...]]:
+    """Every reading the table holds, packed items unpacked and repeats dropped, as `iotpipe readings` reads."""
+    from iotpipe.query import to_readings
+
+    pages = harness.unhooked_dynamodb.get_paginator("scan").paginate(TableName=TABLE)
+    return {(r.device_id, r.sensor_type, r.timestamp, r.value, r.unit, r.status, r.reason)
+            for page in pages for item in page["Items"] for r in to_readings(item)}
+
+
+def test_packed_layout_under_faults_and_retries_stores_every_reading_of_a_clean_run(moto_endpoint: str) -> None:
+    records = _mixed_batch()
+    clean = Harness(moto_endpoint, env=PACKED_ENV)
+    assert clean.run(records) == {"batchItemFailures": []}
+    expected, (_, expected_quarantine) = _stored_readings(clean), _state(clean)
+    assert any("#packed#" in item["sk"] for item in scan_items(clean.dynamodb))
+    clean_totals, _ = metric_totals(emf_documents(clean.lines))
+    _reset(moto_endpoint)
+
+    Harness(moto_endpoint)
+    remaining, counted, lowest_failures = records, 0.0, []
+    for attempt in range(6):
+        harness = Harness(moto_endpoint, create=False, env=PACKED_ENV)
+        with_clock(harness, FakeClock())
+        if attempt < 3:  # a device's packed items are not written: the batch is cut at their first record
+            Withhold(harness, lambda _i, item, a=attempt: item["deviceId"]["S"] == f"press-{(3 * a + 1) % 10}")
+        response = harness.run(remaining, Context(60_000))
+        totals, _ = metric_totals(emf_documents(harness.lines))
+        counted += totals["SensorReadingsProcessed"]
+        if not response["batchItemFailures"]:
+            break
+        lowest_failures.append(response["batchItemFailures"][0]["itemIdentifier"])
+        remaining = [r for r in remaining if int(r["sequenceNumber"]) >= int(lowest_failures[-1])]
+    else:
+        pytest.fail("the retries never finished")
+
+    # press-1's first record is 1001; then press-4's first record after 1001 is 1004; then press-7's, 1007
+    assert lowest_failures == ["1001", "1004", "1007"]
+    assert _stored_readings(harness) == expected
+    assert _state(harness)[1] == expected_quarantine
+    assert counted == clean_totals["SensorReadingsProcessed"]
