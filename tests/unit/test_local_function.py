@@ -131,9 +131,7 @@ def test_a_timeout_kills_the_worker_and_the_next_call_starts_a_new_one(tmp_path:
                             region="us-east-1", workdir=tmp_path, on_output=lines)
     try:
         runner({"n": 0})
-        worker = runner._worker
-        assert worker is not None
-        pid = worker.process.pid
+        [pid] = runner.worker_pids()
         started = time.monotonic()
         timed_out = runner({"n": 1, "sleep": 30})
         assert time.monotonic() - started < 5
@@ -147,14 +145,38 @@ def test_a_timeout_kills_the_worker_and_the_next_call_starts_a_new_one(tmp_path:
         runner.close()
 
 
+@pytest.mark.parametrize(("runtime", "code"), RUNTIMES)
+def test_concurrent_invocations_run_in_environments_of_their_own(tmp_path: Path, runtime: str,
+                                                                 code: str) -> None:
+    skip_without_node(runtime)
+    runner = FunctionRunner(spec(runtime, code), aws_endpoint="http://127.0.0.1:9", region="us-east-1",
+                            workdir=tmp_path, on_output=Lines())
+    try:
+        results: dict[int, object] = {}
+        calls = [threading.Thread(target=lambda n=n: results.__setitem__(n, runner({"n": n, "sleep": 0.5})))
+                 for n in (1, 2)]
+        for call in calls:
+            call.start()
+        for call in calls:
+            call.join(timeout=10)
+        assert {n: result.payload["n"] for n, result in results.items()} == {1: 1, 2: 2}  # type: ignore[attr-defined]
+        assert runner.cold_starts == 2  # the second call found the first worker busy
+        assert len(runner.worker_pids()) == 2
+        assert runner({"n": 3}).payload["n"] == 3
+        assert runner.cold_starts == 2  # an idle warm worker is reused
+    finally:
+        runner.close()
+    assert runner.worker_pids() == []
+
+
 def test_close_leaves_no_worker(tmp_path: Path) -> None:
     runner = FunctionRunner(spec("python3.13", PYTHON_CODE), aws_endpoint="http://127.0.0.1:9",
                             region="us-east-1", workdir=tmp_path, on_output=Lines())
     runner({"n": 1})
-    assert runner._worker is not None
-    pid = runner._worker.process.pid
+    [pid] = runner.worker_pids()
     runner.close()
     assert not process_alive(pid)
+    assert runner.worker_pids() == []
 
 
 def test_emf_lines_become_metrics_per_dimension_set() -> None:

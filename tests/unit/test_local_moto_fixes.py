@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
@@ -76,6 +77,15 @@ def test_python_m_iotpipe_local_moto_server_serves_the_fixes() -> None:
         assert create(endpoint, "own-server", protect=True)["PolicyName"] == "DevicePolicy-x"
         with pytest.raises(ClientError, match="TerminationProtection"):
             client("cloudformation", endpoint).delete_stack(StackName="own-server")
+        # Served with HTTP/1.1 keep-alive (waitress): two requests on one connection, none answered "close".
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        for _ in range(2):
+            connection.request("GET", "/moto-api/data.json")
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+            assert response.getheader("Connection", "").lower() != "close"
+        connection.close()
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -105,7 +115,12 @@ def test_batch_writes_keep_every_attribute_type(moto_endpoint: str) -> None:
     plain = {"k": {"S": "plain"}, "n": {"N": "1.5"}, "b": {"BOOL": True}, "m": {"M": {"x": {"L": [{"NULL": True}]}}},
              "ss": {"SS": ["a", "b"]}}
     binary = {"k": {"S": "binary"}, "blob": {"B": b"\x00\xff"}, "blobs": {"BS": [b"a", b"b"]}}
-    dynamodb.batch_write_item(RequestItems={"types": [{"PutRequest": {"Item": item}} for item in (plain, binary)]})
+    answer = dynamodb.batch_write_item(
+        RequestItems={"types": [{"PutRequest": {"Item": item}} for item in (plain, binary)]})
+    assert answer["UnprocessedItems"] == {}  # the answer written as plain JSON parses as boto3 expects
+    assert answer["ResponseMetadata"]["HTTPHeaders"]["content-type"] == "application/x-amz-json-1.0"
+    with pytest.raises(ClientError, match="duplicates"):  # errors still go through moto's own serializer
+        dynamodb.batch_write_item(RequestItems={"types": [{"PutRequest": {"Item": plain}}] * 2})
     dynamodb.put_item(TableName="types", Item={**plain, "k": {"S": "put"}})
     assert dynamodb.get_item(TableName="types", Key={"k": {"S": "plain"}})["Item"] == plain
     assert dynamodb.get_item(TableName="types", Key={"k": {"S": "put"}})["Item"] == {**plain, "k": {"S": "put"}}

@@ -2,8 +2,10 @@
 
 The code is the deployed template's ``Code.ZipFile``; Python runtimes run in a worker process of this interpreter
 (:mod:`iotpipe.local.worker`), Node.js runtimes in a ``node`` process (``worker.js``) with the AWS SDK v3 that the
-Node twin installs. The worker lives across invocations (a warm container); an invocation that outlives the
-function's Timeout kills it, as Lambda does, and the next invocation starts a new one (a cold start). Every line the
+Node twin installs. A worker lives across invocations (a warm execution environment); an invocation that outlives
+the function's Timeout kills it, as Lambda does, and the next invocation starts a new one (a cold start). As on
+Lambda, concurrent invocations (one per shard of a stream with several) each get an environment of their own: a
+worker that is idle is reused, else another one starts. Every line the
 function writes on stdout or stderr goes to ``on_output``, which puts it into the function's log group.
 """
 
@@ -27,7 +29,7 @@ from typing import IO, Any
 
 from iotpipe.errors import LocalError
 from iotpipe.local.esm import InvokeResult
-from iotpipe.local.processes import die_with_parent, stop_process
+from iotpipe.local.processes import die_with_parent, start_from_lasting_thread, stop_process
 from iotpipe.local.stack import DeployedStack
 from iotpipe.local.state import LOCAL_CREDENTIALS
 
@@ -81,7 +83,7 @@ def node_modules_dir() -> Path:
     return Path(iotpipe.handlers.__path__[0]) / "node" / "node_modules"
 
 
-@dataclass
+@dataclass(eq=False)  # identity: the pool tells its workers apart
 class _Worker:
     process: subprocess.Popen[bytes]
     requests: IO[bytes]
@@ -90,7 +92,7 @@ class _Worker:
 
 
 class FunctionRunner:
-    """Invokes one deployed function, one invocation at a time (a Kinesis shard is processed in order)."""
+    """Invokes one deployed function; concurrent calls (from different shards) run in different workers."""
 
     def __init__(self, spec: FunctionSpec, *, aws_endpoint: str, region: str, workdir: Path,
                  on_output: Callable[[str], None]) -> None:
@@ -100,7 +102,8 @@ class FunctionRunner:
         self._on_output = on_output
         self._code_dir = workdir / f"function-{spec.name}"
         self._lock = threading.Lock()
-        self._worker: _Worker | None = None
+        self._idle: list[_Worker] = []
+        self._busy: set[_Worker] = set()
         self._closed = False
         self.invocations = 0
         self.cold_starts = 0
@@ -171,35 +174,65 @@ class FunctionRunner:
 
     def __call__(self, event: dict[str, Any]) -> InvokeResult:
         """Invoke the function with ``event``; a raise, a crash or a timeout is a function error."""
+        worker = self._acquire()
+        request_id = str(uuid.uuid4())
+        deadline_ms = time.time_ns() // 1_000_000 + self.spec.timeout_s * 1000
+        try:
+            _write_message(worker.requests, {"requestId": request_id, "event": event,
+                                             "deadlineMs": deadline_ms, "functionArn": self.spec.arn})
+            response = _read_message(worker.responses, deadline_ms / 1000)
+        except (BrokenPipeError, EOFError, OSError) as exc:
+            self._discard(worker)
+            self._on_output(f"RequestId: {request_id} Error: Runtime exited: {exc or 'no answer'}")
+            return InvokeResult(function_error="Unhandled",
+                                payload={"errorType": "Runtime.ExitError", "errorMessage": str(exc)})
+        if response is None:
+            self._discard(worker)
+            message = f"Task timed out after {self.spec.timeout_s:.2f} seconds"
+            self._on_output(f"{_utc_now()} {request_id} {message}")
+            return InvokeResult(function_error="Unhandled",
+                                payload={"errorType": "Sandbox.Timedout", "errorMessage": message})
+        self._release(worker)
+        if "error" in response:
+            return InvokeResult(function_error="Unhandled", payload=response["error"])
+        return InvokeResult(function_error=None, payload=response.get("payload"))
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the live workers (idle or busy)."""
+        with self._lock:
+            return [worker.process.pid for worker in (*self._idle, *self._busy) if worker.process.poll() is None]
+
+    def _acquire(self) -> _Worker:
+        """An idle warm worker, or a new one (a cold start) when every worker is busy."""
         with self._lock:
             if self._closed:
                 raise LocalError(f"function {self.spec.name}: the runner is closed")
-            if self._worker is None or self._worker.process.poll() is not None:
-                self._worker = self._start()
-            worker = self._worker
-            request_id = str(uuid.uuid4())
-            deadline_ms = time.time_ns() // 1_000_000 + self.spec.timeout_s * 1000
             self.invocations += 1
-            try:
-                _write_message(worker.requests, {"requestId": request_id, "event": event,
-                                                 "deadlineMs": deadline_ms, "functionArn": self.spec.arn})
-                response = _read_message(worker.responses, deadline_ms / 1000)
-            except (BrokenPipeError, EOFError, OSError) as exc:
-                self._discard(worker)
-                self._on_output(f"RequestId: {request_id} Error: Runtime exited: {exc or 'no answer'}")
-                return InvokeResult(function_error="Unhandled",
-                                    payload={"errorType": "Runtime.ExitError", "errorMessage": str(exc)})
-            if response is None:
-                self._discard(worker)
-                message = f"Task timed out after {self.spec.timeout_s:.2f} seconds"
-                self._on_output(f"{_utc_now()} {request_id} {message}")
-                return InvokeResult(function_error="Unhandled",
-                                    payload={"errorType": "Sandbox.Timedout", "errorMessage": message})
-            if "error" in response:
-                return InvokeResult(function_error="Unhandled", payload=response["error"])
-            return InvokeResult(function_error=None, payload=response.get("payload"))
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.process.poll() is None:
+                    break
+                self._stop(worker)  # died while idle (killed from outside): not reused
+            else:
+                worker = self._start()
+            self._busy.add(worker)
+            return worker
+
+    def _release(self, worker: _Worker) -> None:
+        with self._lock:
+            self._busy.discard(worker)
+            if self._closed:
+                self._stop(worker)
+            else:
+                self._idle.append(worker)
 
     def _discard(self, worker: _Worker) -> None:
+        with self._lock:
+            self._busy.discard(worker)
+        self._stop(worker)
+
+    @staticmethod
+    def _stop(worker: _Worker) -> None:
         if worker.process.poll() is None:  # a timed-out or broken worker is killed, as Lambda does
             worker.process.kill()
         stop_process(worker.process, timeout_s=2)
@@ -208,20 +241,23 @@ class FunctionRunner:
                 stream.close()
         for reader in worker.readers:
             reader.join(timeout=1)
-        self._worker = None
 
     def close(self) -> None:
-        """Stop the worker process (idempotent)."""
+        """Stop every worker process, busy ones included (idempotent)."""
         with self._lock:
             self._closed = True
-            if self._worker is not None:
-                self._discard(self._worker)
+            workers = [*self._idle, *self._busy]
+            self._idle.clear()
+        for worker in workers:
+            self._stop(worker)
 
 
 def _spawn(command: list[str], env: dict[str, str], fds: tuple[int, int]) -> subprocess.Popen[bytes]:
-    """Start ``command`` with the two pipe ends ``fds`` inherited; it dies with this process."""
-    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, pass_fds=fds, preexec_fn=die_with_parent)
+    """Start ``command`` with the two pipe ends ``fds`` inherited; it dies with this process (and only then: not
+    when the calling thread, e.g. a shard's poller, ends)."""
+    return start_from_lasting_thread(lambda: subprocess.Popen(
+        command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds,
+        preexec_fn=die_with_parent))
 
 
 def _write_message(stream: IO[bytes], message: dict[str, Any]) -> None:

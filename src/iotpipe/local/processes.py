@@ -6,8 +6,17 @@ import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Linux sends PR_SET_PDEATHSIG when the *thread* that forked the child ends, not the process: a child started from a
+# short-lived thread (a shard's poller, a test's thread) would be killed with it. Children that must outlive the
+# thread asking for them are forked from this one thread, which lives as long as the process.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iotpipe-spawner")
 
 
 def die_with_parent() -> None:
@@ -19,6 +28,12 @@ def die_with_parent() -> None:
 
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def start_from_lasting_thread(start: Callable[[], T]) -> T:
+    """Run ``start`` (which forks a child with :func:`die_with_parent`) on a thread that lives as long as this
+    process, so the child dies with the process and not with the calling thread."""
+    return _SPAWNER.submit(start).result()
 
 
 def stop_process(process: subprocess.Popen[Any], timeout_s: float = 3.0) -> None:
