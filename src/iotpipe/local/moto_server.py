@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get(QUIET_VARIABLE):  # a line per request costs ~8% of the server's CPU under load
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
     if use_waitress():
-        moto_server.run_simple = serve_with_waitress  # type: ignore[attr-defined]
+        setattr(moto_server, "run_simple", serve_with_waitress)  # noqa: B010 (a module attribute moto reads)
     moto_server.main(sys.argv[1:] if argv is None else argv)
 
 
