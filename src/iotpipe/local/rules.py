@@ -37,7 +37,7 @@ Undefined follows the data types page: "in the object {"foo": null}, the key "fo
 to an empty string when serialized by itself" (so a template naming a missing attribute renders ``""``).
 
 Throughput: AWS's Kinesis action is one PutRecord per message; here a background thread coalesces the records
-of ~20 ms into PutRecords calls of up to 500 records (invisible to the consumer: order per partition key is kept,
+of ~50 ms into PutRecords calls of up to 500 records (invisible to the consumer: order per partition key is kept,
 records go out in arrival order). A record that PutRecords reports failed, or a call that raises, goes to the
 rule's error action; an error action that fails too is counted in :attr:`RuleEngine.stats` and reported.
 """
@@ -1288,7 +1288,7 @@ class RuleEngine:
     """
 
     def __init__(self, rules: Sequence[TopicRule], clients: Any, *, clock_ms: Callable[[], int] = _now_ms,
-                 flush_interval_s: float = 0.02, max_batch: int = KINESIS_MAX_RECORDS,
+                 flush_interval_s: float = 0.05, max_batch: int = KINESIS_MAX_RECORDS,
                  max_pending: int = 200_000, on_problem: Callable[[str], None] | None = None) -> None:
         names = [rule.name for rule in rules]
         duplicates = sorted({n for n in names if names.count(n) > 1})
