@@ -8,8 +8,9 @@ Kinesis events of 100 and 1,000 readings through:
    canned success, so the figure shows the design's round trips rather than moto's own speed;
 3. the Node twin handler/node/index.js in bench/node_driver.js, against moto and under the same 10 ms model
    (needs node and the AWS SDK: ``make install`` runs npm install in handler/node);
-4. when ../shared/seed/ is present, the seed's Node handler (its Code.ZipFile, unchanged) in the same driver
-   against the same moto server, and the ratios python / seed and node twin / seed;
+4. with ``--seed-dir DIR`` (a folder holding the seed's TapStack.yml; optional, a clone has none), the seed's Node
+   handler (its Code.ZipFile, unchanged) in the same driver against the same moto server, and the ratios
+   python / seed and node twin / seed;
 5. "moto alone": the same items written with BatchWriteItem and nothing else, the most any processor storing
    them can get from this moto server.
 
@@ -24,7 +25,7 @@ configured memory size (iotpipe.toml, env dev): the largest batch Lambda deliver
 each (the most one message may hold), and 10,000 one-reading records.
 
 Usage: python bench/bench_processor.py [--sizes 100 1000] [--readings-per-size 3000] [--repeat 5]
-                                       [--seed-dir ../shared/seed] [--budget-s 900]
+                                       [--seed-dir DIR] [--budget-s 900]
                                        [--layouts item-per-reading packed]
        python bench/bench_processor.py --worst [--cases NAME ...]
 """
@@ -51,9 +52,9 @@ from typing import Any
 from botocore.awsrequest import AWSResponse
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "handler"))
+sys.path.insert(0, str(REPO / "src"))
 
-from processor_support import (  # noqa: E402
+from bench_support import (  # noqa: E402
     clients,
     create_resources,
     kinesis_event,
@@ -340,8 +341,8 @@ LAMBDA_BATCH_BYTES = 6 * 1024 * 1024  # a Kinesis event source mapping delivers 
 PYTHON_WORST = """
 import json, resource, sys, time
 job = json.loads(sys.stdin.read())
-sys.path.insert(0, job["support"])
-from processor_support import clients, load_handler, make_runtime
+sys.path[:0] = job["path"]
+from bench_support import clients, load_handler, make_runtime
 index = load_handler()
 event = json.load(open(job["eventPath"]))
 s3, dynamodb = clients(job["endpoint"], pool=index.POOL_SIZE)
@@ -423,7 +424,7 @@ def run_worst(endpoint: str, env: dict[str, Any], event: dict[str, Any], budget_
         with tempfile.NamedTemporaryFile("w", suffix=".json") as handle:
             json.dump(event, handle)
             handle.flush()
-            job = {"support": str(REPO / "tests" / "handler"), "eventPath": handle.name, "env": env,
+            job = {"path": [str(REPO / "bench"), str(REPO / "src")], "eventPath": handle.name, "env": env,
                    "endpoint": endpoint, "budgetMs": budget_ms}
             done = subprocess.run([sys.executable, "-c", PYTHON_WORST], input=json.dumps(job), text=True,
                                   capture_output=True, check=False, timeout=NODE_TIMEOUT_S)
@@ -470,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000], help="readings per Kinesis event")
     parser.add_argument("--readings-per-size", type=int, default=3000, help="readings driven per size and mode")
     parser.add_argument("--repeat", type=int, default=5, help="interleaved runs per row; the best is shown")
-    parser.add_argument("--seed-dir", type=Path, default=REPO.parent / "shared" / "seed")
+    parser.add_argument("--seed-dir", type=Path, default=None,
+                        help="a folder with the seed's TapStack.yml: adds the seed handler's rows and the ratios")
     parser.add_argument("--budget-s", type=float, default=900,
                         help="no further interleaved round starts after this many seconds (each size runs once)")
     parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS),
@@ -511,10 +513,12 @@ def main(argv: list[str] | None = None) -> int:
                 latency_labels[f"node twin{name_suffix}"] = f"node twin, {latency}{suffix}"
         if not with_node:
             print("node or its AWS SDK (make install) is missing: no node twin or seed rows", file=sys.stderr)
-        with_seed = with_node and (args.seed_dir / "TapStack.yml").is_file()
-        if with_node and not with_seed:
-            print(f"no seed template in {args.seed_dir} (it is beside the workspace checkout, not in a clone): "
-                  f"no seed rows, no ratio to the seed", file=sys.stderr)
+        with_seed = with_node and args.seed_dir is not None and (args.seed_dir / "TapStack.yml").is_file()
+        if args.seed_dir is None:
+            print("no --seed-dir given: no seed rows, no ratio to the seed", file=sys.stderr)
+        elif with_node and not with_seed:
+            print(f"no TapStack.yml in --seed-dir {args.seed_dir}: no seed rows, no ratio to the seed",
+                  file=sys.stderr)
         if with_seed:
             create_seed_resources(s3, dynamodb)
             modes.append((SEED_MOTO, lambda events: run_seed(endpoint, events, args.seed_dir)))

@@ -4,7 +4,7 @@
 
     python bench/bench_sql.py [--readings 1000000] [--devices 20] [--days 5] [--shards 4]
 
-The archive writer (:func:`write_batches`) is also what the tests use to build known archives.
+The archive is written by :mod:`iotpipe.archive` (the processor's own code), as the tests write theirs.
 """
 
 from __future__ import annotations
@@ -14,54 +14,22 @@ import gzip
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "handler"))
 sys.path.insert(0, str(REPO / "src"))
 
-from processor_support import load_handler  # noqa: E402
-
+from iotpipe import archive  # noqa: E402
 from iotpipe.config import build_config  # noqa: E402
 from iotpipe.sql import Window, fetch_archive, run_duckdb  # noqa: E402
 
 BUCKET = "iot-raw-data-bench"
 HOUR_MS = 3_600_000
-
-
-def archive_objects(index: Any, records: Sequence[Any], quarantine: Iterable[Any] = ()) -> dict[str, bytes]:
-    """The processor's own archive (and quarantine) objects for one batch: key -> gzip JSON lines."""
-    objects = {f"raw/{index.batch_suffix(records)}": index.jsonl_gzip(index.archive_lines(records))}
-    lines = list(quarantine)
-    if lines:
-        objects[f"quarantine/{index.batch_suffix(records)}"] = index.jsonl_gzip(lines)
-    return objects
-
-
-def make_record(index: Any, shard: str, sequence: int, arrived_at: int, data: bytes, partition_key: str) -> Any:
-    """A processor ``Record`` as decode_record builds it from a Kinesis event record."""
-    import base64
-
-    return index.Record(shard, str(sequence), partition_key, arrived_at, data, base64.b64encode(data).decode())
-
-
-def quarantine_lines(index: Any, records: Sequence[Any], thresholds: Mapping[str, Any] | None = None) -> list[Any]:
-    """The quarantine lines the processor writes for ``records`` (its own interpret and quarantine_line)."""
-    import json
-
-    env = {"DYNAMODB_TABLE": "t", "S3_BUCKET": "b",
-           "THRESHOLDS": json.dumps(thresholds or json.loads(build_config({}, "dev", {}).thresholds_json))}
-    settings = index.Settings.from_env(env)
-    return [index.quarantine_line(i) for i in (index.interpret(r, settings) for r in records) if i.rejections]
-
-
-def put_objects(s3: Any, bucket: str, objects: Mapping[str, bytes]) -> None:
-    """PUT each object (as the processor does, one per batch)."""
-    for key, body in objects.items():
-        s3.put_object(Bucket=bucket, Key=key, Body=body)
+# This checkout's processor, so a change to it is measured before it is installed.
+HANDLER = REPO / "handler" / "python" / "index.py"
 
 
 def generate(index: Any, readings: int, devices: int, days: int, shards: int, batch: int,
@@ -83,9 +51,9 @@ def generate(index: Any, readings: int, devices: int, days: int, shards: int, ba
             sensor, base = sensors[n % 3]
             payload = {"deviceId": device, "sensorType": sensor, "value": round(base + (n % 17) * 0.5, 2),
                        "timestamp": arrived - 20, "receivedAt": arrived - 5, "topicDeviceId": device}
-            records.append(make_record(index, shard, sequence, arrived, json.dumps(payload).encode(), device))
+            records.append(archive.record(index, shard, sequence, arrived, json.dumps(payload).encode(), device))
             sequence += 1
-        objects.update(archive_objects(index, records))
+        objects.update(archive.batch_objects(index, records))
     return objects
 
 
@@ -102,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500)
     args = parser.parse_args(argv)
 
-    index = load_handler()
+    index = archive.load_processor(HANDLER)
     start_ms = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000)
     began = time.monotonic()
     objects = generate(index, args.readings, args.devices, args.days, args.shards, args.batch, start_ms)
@@ -123,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           aws_access_key_id="bench", aws_secret_access_key="bench")
         s3.create_bucket(Bucket=BUCKET)
         began = time.monotonic()
-        put_objects(s3, BUCKET, objects)
+        archive.put_objects(s3, BUCKET, objects)
         print(f"uploaded to moto in {time.monotonic() - began:.1f} s")
         cfg = build_config({}, "dev", {})
         everything = Window(start_ms, start_ms + args.days * 24 * HOUR_MS)
@@ -137,20 +105,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "SELECT count(*) AS n, avg(value) AS mean FROM readings WHERE device_id = 'press-03'"),
             ):
                 began = time.monotonic()
-                archive = fetch_archive(s3, BUCKET, window, Path(cache) / label)  # cold: its own empty cache
+                local = fetch_archive(s3, BUCKET, window, Path(cache) / label)  # cold: its own empty cache
                 fetched = time.monotonic() - began
                 for attempt in ("cold cache", "warm cache"):
                     began = time.monotonic()
                     if attempt == "warm cache":
-                        archive = fetch_archive(s3, BUCKET, window, Path(cache) / label)
+                        local = fetch_archive(s3, BUCKET, window, Path(cache) / label)
                     listed = time.monotonic() - began
-                    result = run_duckdb(sql, archive, window, cfg.thresholds, cfg.storage.ttl_days)
+                    result = run_duckdb(sql, local, window, cfg.thresholds, cfg.storage.ttl_days)
                     query = result.seconds
                     total = (fetched if attempt == "cold cache" else listed) + query
-                    print(f"{label} ({attempt}): {len(archive.raw)} objects, {archive.bytes / 1e6:.1f} MB, "
+                    print(f"{label} ({attempt}): {len(local.raw)} objects, {local.bytes / 1e6:.1f} MB, "
                           f"fetch {fetched if attempt == 'cold cache' else listed:.2f} s + query {query:.2f} s; "
-                          f"query {archive.bytes / 1e6 / query:.1f} MB/s gzip "
-                          f"({archive.bytes * json_ratio / 1e6 / query:.0f} MB/s of JSON lines); "
+                          f"query {local.bytes / 1e6 / query:.1f} MB/s gzip "
+                          f"({local.bytes * json_ratio / 1e6 / query:.0f} MB/s of JSON lines); "
                           f"{len(result.rows)} rows"
                           + (f" {result.rows[0]}" if len(result.rows) == 1 else "") + f"; total {total:.2f} s")
     finally:

@@ -20,11 +20,9 @@ from iotpipe.cli import main
 from iotpipe.cli.common import CliContext
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests" / "unit"))
 sys.path.insert(0, str(REPO / "tests" / "handler"))
-import bench_sql  # noqa: E402
-from test_sql_duckdb import BUCKET, batches  # noqa: E402
+from test_sql_duckdb import BUCKET, put_known_archive  # noqa: E402
 
 WINDOW = ["--from", "2026-03-01T00:00:00Z", "--to", "2026-03-03T00:00:00Z"]
 
@@ -35,10 +33,7 @@ def archive(moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     s3.create_bucket(Bucket=BUCKET)
-    index = bench_sql.load_handler()
-    for records, with_quarantine in batches(index):
-        quarantine = bench_sql.quarantine_lines(index, records) if with_quarantine else []
-        bench_sql.put_objects(s3, BUCKET, bench_sql.archive_objects(index, records, quarantine))
+    put_known_archive(s3)
     return moto_endpoint
 
 

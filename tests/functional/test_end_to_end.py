@@ -17,7 +17,7 @@ from iotpipe.cli import main
 from iotpipe.config import build_config
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT / "tests" / "handler") not in sys.path:  # the processor tests' helpers, as bench/ imports them
+if str(ROOT / "tests" / "handler") not in sys.path:  # the processor tests' helpers
     sys.path.insert(0, str(ROOT / "tests" / "handler"))
 
 from processor_support import kinesis_event, load_handler, rule_records  # noqa: E402

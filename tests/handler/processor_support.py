@@ -1,14 +1,11 @@
-"""Helpers shared by the processor tests and bench/bench_processor.py: load the handler, build Kinesis events,
-create the contract's table and bucket on a moto server, read back what the processor wrote."""
+"""Helpers of the processor tests: load the handler, build Kinesis events, create the contract's table and bucket
+on a moto server, read back what the processor wrote."""
 
 from __future__ import annotations
 
 import base64
 import gzip
-import importlib.util
-import itertools
 import json
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -20,25 +17,20 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.config import Config
 
+from iotpipe.archive import load_processor
+
 REPO = Path(__file__).resolve().parents[2]
 HANDLER_PATH = REPO / "handler" / "python" / "index.py"
 VECTORS_DIR = REPO / "handler" / "vectors"
 TABLE = "SensorReadings-test"
 BUCKET = "iot-raw-data-test"
 SHARD = "shardId-000000000000"
-_LOADS = itertools.count()
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/iot-sensor-data-stream-test"
 
 
 def load_handler() -> ModuleType:
-    """A fresh copy of handler/python/index.py (fresh module state: no cached Lambda runtime)."""
-    name = f"iotpipe_processor_index_{next(_LOADS)}"
-    spec = importlib.util.spec_from_file_location(name, HANDLER_PATH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    """A fresh copy of this checkout's handler/python/index.py (fresh module state: no cached Lambda runtime)."""
+    return load_processor(HANDLER_PATH)
 
 
 def clients(endpoint: str, pool: int = 16) -> tuple[Any, Any]:

@@ -32,7 +32,7 @@ from iotpipe.config import load_config
 from iotpipe.render import render_template
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO / "tests" / "handler") not in sys.path:  # the processor tests' helpers, as bench/ imports them
+if str(REPO / "tests" / "handler") not in sys.path:  # the processor tests' helpers
     sys.path.insert(0, str(REPO / "tests" / "handler"))
 
 from processor_support import load_handler  # noqa: E402

@@ -1,10 +1,10 @@
-"""DuckDB engine end to end: an archive written with the processor's own archive code (handler/python/index.py)
-into the moto server, fetched for a window through boto3, cached by ETag, and queried through the relations."""
+"""DuckDB engine end to end: an archive written with the processor's own archive code (handler/python/index.py,
+through iotpipe.archive) into the moto server, fetched for a window through boto3, cached by ETag, and queried
+through the relations."""
 
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
+from iotpipe import archive
 from iotpipe.config import build_config
 from iotpipe.sql import (
     NAMED_QUERIES,
@@ -25,9 +26,7 @@ from iotpipe.sql import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
-import bench_sql  # noqa: E402
-
+HANDLER = REPO / "handler" / "python" / "index.py"
 BUCKET = "iot-raw-data-sqltest"
 CFG = build_config({}, "dev", {})
 SHARD0 = "shardId-000000000000"
@@ -51,7 +50,7 @@ C_ARRIVED = ms("2026-03-05T08:00:00")
 
 def batches(index: Any) -> list[tuple[list[Any], bool]]:
     """(records, with quarantine object) per batch, as the processor would archive them."""
-    rec = bench_sql.make_record
+    rec = archive.record
     a = [
         rec(index, SHARD0, 100, A_ARRIVED, rule({"deviceId": "press-01", "sensorType": "temperature", "value": 25.0,
                                                  "unit": "C", "timestamp": A_ARRIVED - 1000}, A_ARRIVED), "press-01"),
@@ -74,15 +73,20 @@ def batches(index: Any) -> list[tuple[list[Any], bool]]:
     return [(a, True), (retried, False), (b, False), (c, False)]
 
 
+def put_known_archive(s3: Any) -> None:
+    """The batches above as the processor archives them (with their quarantine objects), and one stray key."""
+    index = archive.load_processor(HANDLER)
+    for records, with_quarantine in batches(index):
+        quarantine = archive.quarantine_lines(index, records, CFG.thresholds_json) if with_quarantine else []
+        archive.put_objects(s3, BUCKET, archive.batch_objects(index, records, quarantine))
+    s3.put_object(Bucket=BUCKET, Key="raw/README.txt", Body=b"not an archive object")
+
+
 @pytest.fixture
 def s3(moto_endpoint: str) -> Any:
     client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     client.create_bucket(Bucket=BUCKET)
-    index = bench_sql.load_handler()
-    for records, with_quarantine in batches(index):
-        quarantine = bench_sql.quarantine_lines(index, records) if with_quarantine else []
-        bench_sql.put_objects(client, BUCKET, bench_sql.archive_objects(index, records, quarantine))
-    client.put_object(Bucket=BUCKET, Key="raw/README.txt", Body=b"not an archive object")
+    put_known_archive(client)
     return client
 
 
@@ -138,13 +142,13 @@ def test_only_the_window_objects_are_fetched_and_the_cache_is_keyed_by_etag(s3: 
     assert convert_archive(connection, first) == 3
     assert convert_archive(connection, again) == 0
     # A retried batch overwrote an object: a new ETag, so that one object is fetched again.
-    index = bench_sql.load_handler()
+    index = archive.load_processor(HANDLER)
     b_records = batches(index)[2][0]
-    changed = [bench_sql.make_record(index, SHARD1, 200, B_ARRIVED,
+    changed = [archive.record(index, SHARD1, 200, B_ARRIVED,
                                      rule({"deviceId": "press-01", "sensorType": "pressure", "value": 40.0,
                                            "unit": "bar"}, B_ARRIVED), "press-01")]
     assert changed[0].sequence_number == b_records[0].sequence_number
-    bench_sql.put_objects(s3, BUCKET, bench_sql.archive_objects(index, changed))
+    archive.put_objects(s3, BUCKET, archive.batch_objects(index, changed))
     third = fetch_archive(s3, BUCKET, WINDOW, tmp_path / "cache")
     assert third.downloaded == 1
     # Each object is parsed once: the earlier objects' Parquet is reused, the new ETag's object is parsed.
@@ -178,7 +182,7 @@ def test_odd_payloads_never_fail_the_query_and_implausible_times_fall_back(moto_
                                                                             tmp_path: Path) -> None:
     client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     client.create_bucket(Bucket=BUCKET)
-    index = bench_sql.load_handler()
+    index = archive.load_processor(HANDLER)
     arrived = ms("2026-03-04T00:10:00")
     bodies = [
         rule({"deviceId": "d1", "readings": 5}, arrived),
@@ -189,9 +193,9 @@ def test_odd_payloads_never_fail_the_query_and_implausible_times_fall_back(moto_
         rule({"deviceId": "d1", "sensorType": "pressure", "value": 50, "timestamp": "not a time"}, arrived),
         rule({"deviceId": "d1", "readings": {"temperature": {"nested": 1}, "vibration": 2}}, arrived),
     ]
-    records = [bench_sql.make_record(index, SHARD0, 500 + n, arrived, body, "d1") for n, body in enumerate(bodies)]
-    bench_sql.put_objects(client, BUCKET, bench_sql.archive_objects(index, records,
-                                                                    bench_sql.quarantine_lines(index, records)))
+    records = [archive.record(index, SHARD0, 500 + n, arrived, body, "d1") for n, body in enumerate(bodies)]
+    archive.put_objects(client, BUCKET, archive.batch_objects(
+        index, records, archive.quarantine_lines(index, records, CFG.thresholds_json)))
     window = Window(ms("2026-03-04T00:00:00"), ms("2026-03-04T01:00:00"))
     rows = query(client, "SELECT sensor_type, value, device_time, reading_time = received_at, sequence_number "
                          "FROM readings ORDER BY sequence_number", tmp_path, window)
