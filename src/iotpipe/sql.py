@@ -14,7 +14,9 @@ window, fetched through boto3 and cached locally by ETag.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +27,7 @@ from typing import Any
 
 from iotpipe.config import Threshold
 from iotpipe.errors import ConfigError, IotpipeError
+from iotpipe.sql_cache import CacheLimits, PruneReport, cache_in_use, mark_used, prune_cache
 
 HOUR_MS = 3_600_000
 # Athena's price for SQL queries: $5 per TB scanned, at least 10 MB per query (Athena pricing).
@@ -495,13 +498,17 @@ def fetch_archive(s3: Any, bucket: str, window: Window, cache_dir: Path, workers
         obj, path = item
         body = s3.get_object(Bucket=bucket, Key=obj.key, IfMatch=obj.etag)["Body"].read()
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".part")
-        partial.write_bytes(body)
-        partial.replace(path)  # never a half-written cache file under the final name
+        # A name of its own (another query may fetch the same object now), renamed into place when complete:
+        # never a half-written cache file under the final name.
+        handle, partial = tempfile.mkstemp(prefix=f"{path.name}.part-", dir=path.parent)
+        with os.fdopen(handle, "wb") as out:
+            out.write(body)
+        os.replace(partial, path)
 
     if missing:
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(missing)))) as pool:
             list(pool.map(download, missing))
+    mark_used(p for p in paths if p not in {path for _, path in missing})  # last use: what pruning evicts by
     raw = tuple(p for o, p in zip(objects, paths, strict=True) if o.key.startswith("raw/"))
     quarantine = tuple(p for o, p in zip(objects, paths, strict=True) if o.key.startswith("quarantine/"))
     return LocalArchive(raw, quarantine, sum(o.size for o in objects), len(missing))
@@ -640,8 +647,6 @@ def convert_archive(connection: Any, archive: LocalArchive) -> int:
     """Give every raw object of ``archive`` its parsed form beside it in the cache (the ETag is in the name, so a
     changed object is a new file); returns how many objects were parsed. Files move into place complete."""
     import hashlib
-    import shutil
-    import tempfile
 
     missing = [p for p in archive.raw if not parsed_dir(p, "entries").is_dir()]
     if not missing:
@@ -656,12 +661,16 @@ def convert_archive(connection: Any, archive: LocalArchive) -> int:
                 object_id = hashlib.md5(str(path).encode(), usedforsecurity=False).hexdigest()
                 for kind in ("records", "entries"):  # entries last: its directory marks a finished conversion
                     source, target = Path(staging) / kind / f"object={object_id}", parsed_dir(path, kind)
-                    if target.exists():
-                        shutil.rmtree(target)
-                    if source.is_dir():
-                        source.replace(target)
-                    else:
-                        target.mkdir()
+                    # Another query may have converted the same object meanwhile (same ETag, same content) and be
+                    # reading it: keep its folder rather than replace it under that query.
+                    try:
+                        if source.is_dir():
+                            source.rename(target)
+                        else:
+                            target.mkdir()
+                    except OSError:
+                        if not target.is_dir():
+                            raise
     return len(missing)
 
 
@@ -704,6 +713,32 @@ def run_duckdb(sql: str, archive: LocalArchive, window: Window, thresholds: Sequ
         connection.close()
     return QueryResult("duckdb", columns, rows, archive.bytes, time.monotonic() - started,
                        objects=len(archive.raw) + len(archive.quarantine), downloaded=archive.downloaded)
+
+
+@dataclass(frozen=True)
+class DuckdbRun:
+    """A DuckDB query's result and what pruning the cache afterwards did."""
+
+    result: QueryResult
+    cache: PruneReport
+
+
+def query_duckdb(s3: Any, bucket: str, sql: str, window: Window, thresholds: Sequence[tuple[str, Threshold]],
+                 ttl_days: int, cache_dir: Path, limits: CacheLimits | None = None) -> DuckdbRun:
+    """Fetch the window's archive objects into ``cache_dir``, run ``sql`` over them, then prune the cache to
+    ``limits`` (superseded ETag versions, unused too long, least recently used beyond the size), keeping this
+    window's objects. The cache is held (shared) from listing to the last row, so a concurrent prune or clear
+    never removes a file this query reads, and this query's prune never removes one another query reads."""
+    local: LocalArchive | None = None
+    report = PruneReport()
+    try:
+        with cache_in_use(cache_dir):
+            local = fetch_archive(s3, bucket, window, cache_dir)
+            result = run_duckdb(sql, local, window, thresholds, ttl_days)
+    finally:
+        if local is not None:  # also after a failed query: what it fetched has superseded older versions
+            report = prune_cache(cache_dir, limits or CacheLimits(), keep=(*local.raw, *local.quarantine))
+    return DuckdbRun(result, report)
 
 
 def default_cache_dir() -> Path:

@@ -7,6 +7,7 @@ import builtins
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,6 +19,7 @@ from click.testing import CliRunner, Result
 from iotpipe.aws import ClientFactory
 from iotpipe.cli import main
 from iotpipe.cli.common import CliContext
+from iotpipe.sql_cache import cache_in_use
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "unit"))
@@ -66,6 +68,33 @@ def test_named_query_as_csv_and_the_cache_on_a_second_run(archive: str) -> None:
     assert "0 downloaded" in again.stderr
 
 
+def test_the_cache_is_pruned_after_a_query_and_cleared_on_request(archive: str, tmp_path: Path) -> None:
+    cache = tmp_path / "xdg" / "iotpipe" / "archive"
+    assert sql(archive, "SELECT 1", *WINDOW).exit_code == 0
+    long_ago = 1_700_000_000
+    for path in cache.rglob("*.jsonl.gz"):
+        os.utime(path, (long_ago, long_ago))
+
+    pruned = sql(archive, "SELECT count(*) FROM raw_records", "--from", "2026-03-02T00:00:00Z", "--to",
+                 "2026-03-03T00:00:00Z", "--cache-max-days", "7")
+
+    assert pruned.exit_code == 0, pruned.stderr
+    assert "cache: removed 3 objects" in pruned.stderr and "(bound 2048 MB, 7 days)" in pruned.stderr
+    assert [p.name.split(".")[0] for p in cache.rglob("*.jsonl.gz")] == ["200-200"]  # its own window stays
+    cleared = sql(archive, "--clear-cache")
+    assert cleared.exit_code == 0, cleared.stderr
+    assert cleared.stdout.startswith("removed 1 cached archive object (") and str(cache) in cleared.stdout
+    assert list(cache.rglob("*.jsonl.gz")) == []
+
+
+def test_clear_cache_is_refused_while_a_query_uses_it(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    with cache_in_use(cache):
+        result = CliRunner().invoke(main, ["sql", "--clear-cache", "--cache-dir", str(cache)])
+    assert result.exit_code == 1
+    assert "another iotpipe sql is using the cache" in result.stderr
+
+
 def test_list_shows_the_named_queries() -> None:
     result = CliRunner().invoke(main, ["sql", "--list"])
     assert result.exit_code == 0
@@ -77,6 +106,8 @@ def test_list_shows_the_named_queries() -> None:
     (["SELECT 1", "--since", "24h", "--from", "2026-03-01"], "--since and --from both given"),
     (["SELECT 1", "--from", "2026-03-02", "--to", "2026-03-01"], "the window is empty"),
     (["SELECT 1", "--from", "yesterday"], "not an ISO 8601 time"),
+    (["SELECT 1", "--cache-max-mb", "0"], "Invalid value for '--cache-max-mb'"),
+    (["SELECT 1", "--clear-cache"], "--clear-cache takes no query"),
 ])
 def test_bad_input_is_one_line_and_exit_2_or_1(archive: str, args: list[str], message: str) -> None:
     result = sql(archive, *args)

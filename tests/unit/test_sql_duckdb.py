@@ -5,6 +5,8 @@ through the relations."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,11 @@ from iotpipe.sql import (
     fetch_archive,
     list_archive,
     parsed_dir,
+    query_duckdb,
     require_duckdb,
     run_duckdb,
 )
+from iotpipe.sql_cache import CacheLimits
 
 REPO = Path(__file__).resolve().parents[2]
 HANDLER = REPO / "handler" / "python" / "index.py"
@@ -202,3 +206,59 @@ def test_odd_payloads_never_fail_the_query_and_implausible_times_fall_back(moto_
     assert rows == [("temperature", 20.0, None, True, "504"), ("pressure", 50.0, None, True, "505"),
                     ("vibration", 2.0, None, True, "506")]
     assert query(client, "SELECT count(*) FROM quarantined", tmp_path, window) == [(5,)]
+
+
+def test_a_rewritten_object_supersedes_its_cached_version_after_the_query(s3: Any, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = query_duckdb(s3, BUCKET, "SELECT count(*) FROM readings", WINDOW, CFG.thresholds, CFG.storage.ttl_days,
+                         cache)
+    assert first.result.rows == ((5,),) and (first.cache.removed, first.cache.kept) == (0, 4)
+    [old] = cache.rglob("200-200.*.jsonl.gz")
+    index = archive.load_processor(HANDLER)
+    changed = [archive.record(index, SHARD1, 200, B_ARRIVED, rule({"deviceId": "press-01", "sensorType": "pressure",
+                                                                   "value": 40.0, "unit": "bar"}, B_ARRIVED),
+                              "press-01")]
+    archive.put_objects(s3, BUCKET, archive.batch_objects(index, changed))
+
+    second = query_duckdb(s3, BUCKET, "SELECT unit FROM readings WHERE sequence_number = '200'", WINDOW,
+                          CFG.thresholds, CFG.storage.ttl_days, cache)
+
+    assert second.result.rows == (("bar",),)
+    assert (second.cache.removed, second.cache.superseded, second.cache.kept) == (1, 1, 4)
+    [new] = cache.rglob("200-200.*.jsonl.gz")
+    assert new != old and not old.exists()
+    assert sorted(p.name for p in new.parent.iterdir()) == [new.name, f"{new.name}.entries", f"{new.name}.records"]
+
+
+def test_a_query_beyond_the_age_bound_evicts_other_windows_but_never_its_own(s3: Any, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    one_day = Window(ms("2026-03-01T00:00:00"), ms("2026-03-02T00:00:00"))
+    query_duckdb(s3, BUCKET, "SELECT 1", WINDOW, CFG.thresholds, CFG.storage.ttl_days, cache)
+    long_ago = ms("2026-01-01T00:00:00") / 1000
+    for path in cache.rglob("*.jsonl.gz"):
+        os.utime(path, (long_ago, long_ago))
+
+    run = query_duckdb(s3, BUCKET, "SELECT count(*) FROM raw_records", one_day, CFG.thresholds,
+                       CFG.storage.ttl_days, cache, CacheLimits(max_age_days=1))
+
+    assert run.result.rows == ((6,),)
+    assert (run.cache.removed, run.cache.kept) == (1, 3)  # day 2's object; day 1's two raw and one quarantine stay
+    assert sorted(p.relative_to(cache / BUCKET).parts[0:4] for p in cache.rglob("*.jsonl.gz")) == [
+        ("quarantine", "year=2026", "month=03", "day=01"), ("raw", "year=2026", "month=03", "day=01"),
+        ("raw", "year=2026", "month=03", "day=01")]
+
+
+def test_a_parsed_form_made_meanwhile_by_another_query_is_kept_not_replaced(s3: Any, tmp_path: Path) -> None:
+    local = fetch_archive(s3, BUCKET, WINDOW, tmp_path / "cache")
+    connection = require_duckdb().connect()
+    convert_archive(connection, local)
+    path = local.raw[0]
+    records = parsed_dir(path, "records")
+    inode = records.stat().st_ino
+    # another query's conversion of the same object is half way: its records are in place, its entries not yet
+    shutil.rmtree(parsed_dir(path, "entries"))
+
+    assert convert_archive(connection, local) == 1
+
+    assert records.stat().st_ino == inode  # a reader of that folder is not pulled from under
+    assert parsed_dir(path, "entries").is_dir()

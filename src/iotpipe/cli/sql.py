@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from iotpipe import sql as sql_lib
+from iotpipe import sql_cache
 from iotpipe.cli.app import main
 from iotpipe.cli.common import (
     aws_options,
@@ -79,12 +80,21 @@ def _summary(result: sql_lib.QueryResult) -> str:
 @click.option("--bucket", help="DuckDB: read this raw bucket instead of the stack's RawDataBucketName output.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="DuckDB: where archive objects are cached by ETag [default: ~/.cache/iotpipe/archive].")
+@click.option("--cache-max-mb", type=click.IntRange(min=1), default=sql_cache.DEFAULT_MAX_MB, show_default=True,
+              envvar="IOTPIPE_SQL_CACHE_MAX_MB", show_envvar=True,
+              help="DuckDB: after a query, evict the least recently used cached objects beyond this size "
+                   "(the query's own window is always kept).")
+@click.option("--cache-max-days", type=click.IntRange(min=1), default=sql_cache.DEFAULT_MAX_AGE_DAYS,
+              show_default=True, envvar="IOTPIPE_SQL_CACHE_MAX_DAYS", show_envvar=True,
+              help="DuckDB: after a query, remove cached objects no query used for this many days.")
+@click.option("--clear-cache", is_flag=True, help="Remove every cached archive object (of --cache-dir) and exit.")
 @click.option("--list", "list_queries", is_flag=True, help="List the named queries and exit.")
 @config_options
 @aws_options
 def sql(query: str | None, engine: str | None, since: str | None, start: str | None, end: str | None,
-        output: str, bucket: str | None, cache_dir: Path | None, list_queries: bool, config_path: str | None,
-        env: str, region: str | None, profile: str | None, endpoint_url: str | None) -> None:
+        output: str, bucket: str | None, cache_dir: Path | None, cache_max_mb: int, cache_max_days: int,
+        clear_cache: bool, list_queries: bool, config_path: str | None, env: str, region: str | None,
+        profile: str | None, endpoint_url: str | None) -> None:
     """Run SQL over the raw archive: relations readings, raw_records, quarantined, thresholds, query_window.
 
     QUERY is a SELECT (or WITH ... SELECT) or the name of a shipped query. The same query gives the same rows on
@@ -100,10 +110,19 @@ def sql(query: str | None, engine: str | None, since: str | None, start: str | N
       iotpipe sql hourly-stats --env prod --from 2026-03-01 --to 2026-03-08 --output csv > week.csv
       iotpipe sql silent-devices --env local --since 6h
       iotpipe sql anomalies-per-day --engine duckdb --env prod --since 7d
+      iotpipe sql --clear-cache
     """
     if list_queries:
         for named in sql_lib.NAMED_QUERIES.values():
             click.echo(f"-- {named.name}: {named.description}\n{named.sql};\n")
+        return
+    if clear_cache:
+        if query:
+            raise click.UsageError("--clear-cache takes no query; run the query on its own")
+        directory = cache_dir or sql_lib.default_cache_dir()
+        cleared = sql_cache.clear_cache(directory)
+        click.echo(f"removed {cleared.removed} cached archive object{'s' if cleared.removed != 1 else ''} "
+                   f"({cleared.removed_bytes / 1e6:.2f} MB) from {directory}")
         return
     if not query:
         raise click.UsageError("give a query (SELECT ...) or a named query; iotpipe sql --list shows them")
@@ -119,8 +138,16 @@ def sql(query: str | None, engine: str | None, since: str | None, start: str | N
     if engine == "duckdb":
         sql_lib.require_duckdb()
         name = bucket or _stack_output(factory, cfg, "RawDataBucketName")
-        archive = sql_lib.fetch_archive(factory.client("s3"), name, window, cache_dir or sql_lib.default_cache_dir())
-        result = sql_lib.run_duckdb(text, archive, window, cfg.thresholds, cfg.storage.ttl_days)
+        limits = sql_cache.CacheLimits(max_bytes=cache_max_mb * sql_cache.MB, max_age_days=cache_max_days)
+        run = sql_lib.query_duckdb(factory.client("s3"), name, text, window, cfg.thresholds, cfg.storage.ttl_days,
+                                   cache_dir or sql_lib.default_cache_dir(), limits)
+        result = run.result
+        if run.cache.skipped:
+            progress("cache not pruned: another iotpipe sql is using it (the next query prunes it)")
+        elif run.cache.removed:
+            progress(f"cache: removed {run.cache.removed} objects ({run.cache.removed_bytes / 1e6:.2f} MB, "
+                     f"{run.cache.superseded} superseded by a newer ETag); it holds "
+                     f"{run.cache.kept_bytes / 1e6:.2f} MB (bound {cache_max_mb} MB, {cache_max_days} days)")
     else:
         outputs = stack_names(factory, cfg)
         workgroup, database = (_required(outputs, key, cfg.env) for key in
