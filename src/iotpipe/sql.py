@@ -275,24 +275,28 @@ def athena_relations(database: str, window: Window, thresholds: Sequence[tuple[s
          f"SELECT {shard} AS shard_id, sequencenumber AS sequence_number, partitionkey AS partition_key, reason, "
          "sensortype AS sensor_type, transform(rejected, r -> r.sensortype) AS rejected_sensor_types, data, "
          "database64 AS data_base64, "
-         "CAST(format('%04d-%02d-%02d %02d:00:00.000', year, month, day, hour) AS timestamp(3)) AS archive_hour, "
+         "date_add('hour', hour, date_add('day', day - 1, date_add('month', month - 1, "
+         f"date_add('year', year - 1970, {epoch})))) AS archive_hour, "
          "row_number() OVER (PARTITION BY " + shard + ", sequencenumber) AS line_rank "
          f"FROM {db}.{naming.QUARANTINE_ARCHIVE_TABLE_NAME} WHERE {where}) WHERE line_rank = 1"),
         ("quarantine_keys",
          "SELECT shard_id, sequence_number, CAST(NULL AS VARCHAR) AS sensor_type FROM quarantined "
-         "WHERE rejected_sensor_types IS NULL OR any_match(rejected_sensor_types, s -> s IS NULL) "
+         "WHERE rejected_sensor_types IS NULL OR cardinality(filter(rejected_sensor_types, s -> s IS NULL)) > 0 "
          "UNION ALL SELECT q.shard_id, q.sequence_number, s.sensor_type FROM quarantined q "
          "CROSS JOIN UNNEST(q.rejected_sensor_types) AS s(sensor_type) WHERE s.sensor_type IS NOT NULL"),
         ("payloads",
          "SELECT shard_id, sequence_number, arrived_at, try(json_parse(data)) AS j FROM raw_records "
          "WHERE data IS NOT NULL"),
+        # A multi-reading payload: one row per key of its readings map (UNNEST of the keys, element_at for the
+        # value: plain Trino that sqlglot also transpiles to DuckDB, which UNNEST of a map is not).
         ("reading_entries",
          "SELECT p.*, json_extract_scalar(j, '$.sensorType') AS sensor_type, "
          "try(CAST(json_extract(j, '$.value') AS DOUBLE)) AS value, json_extract_scalar(j, '$.unit') AS unit_given "
          "FROM payloads p WHERE j IS NOT NULL AND json_extract(j, '$.readings') IS NULL "
-         "UNION ALL SELECT p.*, e.sensor_type, try(CAST(e.v AS DOUBLE)), CAST(NULL AS VARCHAR) FROM payloads p "
-         "CROSS JOIN UNNEST(try(CAST(json_extract(p.j, '$.readings') AS MAP(VARCHAR, JSON)))) AS e(sensor_type, v) "
-         "WHERE p.j IS NOT NULL"),
+         "UNION ALL SELECT m.shard_id, m.sequence_number, m.arrived_at, m.j, e.sensor_type, "
+         "try(CAST(element_at(m.readings, e.sensor_type) AS DOUBLE)), CAST(NULL AS VARCHAR) FROM ("
+         "SELECT p.*, try(CAST(json_extract(p.j, '$.readings') AS MAP(VARCHAR, JSON))) AS readings FROM payloads p "
+         "WHERE p.j IS NOT NULL) m CROSS JOIN UNNEST(map_keys(m.readings)) AS e(sensor_type)"),
         ("typed_readings",
          "SELECT json_extract_scalar(j, '$.deviceId') AS device_id, sensor_type, value, "
          f"COALESCE(unit_given, {_unit_case('sensor_type', thresholds)}) AS unit, "
