@@ -135,8 +135,15 @@ def glue_database_reader(catalog_arn: Arn, database_arn: Arn) -> Statement:
 
 
 def glue_table_reader(catalog_arn: Arn, database_arn: Arn, *table_arns: Arn) -> Statement:
-    """GetTable of the given tables, which Athena calls to plan a query (IAM checks catalog, database and table;
-    with partition projection there is no GetPartitions)."""
+    """GetTable of the given tables, which Athena calls to plan a query (IAM checks catalog, database and table).
+
+    No GetPartitions/GetPartition/BatchGetPartition: the tables use partition projection, and "Partition projection
+    allows Athena to avoid calling GetPartitions because the partition projection configuration gives Athena all
+    of the necessary information to build the partitions itself" (Athena User Guide, "Partition projection with
+    Amazon Athena", https://docs.aws.amazon.com/athena/latest/ug/partition-projection.html, section "Pruning and
+    projection for heavily partitioned tables"). The partition actions appear in AWS's examples only for tables
+    without projection and for DROP TABLE (https://docs.aws.amazon.com/athena/latest/ug/fine-grained-access-to-glue-resources.html).
+    """
     return Statement(Sid="ReadArchiveTables", Effect=Allow, Action=[glue.GetTable],
                      Resource=[catalog_arn, database_arn, *table_arns])
 

@@ -909,6 +909,8 @@ def test_query_policy_grants_exactly_what_iotpipe_sql_and_athena_use(world: Worl
     ContextCall("s3:PutObject", "arn:aws:s3:::{raw}/raw/x.jsonl.gz"),
     ContextCall("athena:StartQueryExecution", f"arn:aws:athena:{REGION}:{ACCOUNT}:workgroup/primary"),
     ContextCall("glue:GetTable", f"arn:aws:glue:{REGION}:{ACCOUNT}:table/other_db/raw_archive"),
+    # partition projection: Athena does not call GetPartitions (policies.glue_table_reader cites the doc)
+    ContextCall("glue:GetPartitions", f"arn:aws:glue:{REGION}:{ACCOUNT}:table/iotpipe_dev/raw_archive"),
     ContextCall("cloudformation:DescribeStacks", f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/other/id"),
 ])
 def test_query_policy_refuses_what_lies_outside(world: World, call: ContextCall) -> None:
