@@ -728,20 +728,24 @@ class DuckdbRun:
 
 
 def query_duckdb(s3: Any, bucket: str, sql: str, window: Window, thresholds: Sequence[tuple[str, Threshold]],
-                 ttl_days: int, cache_dir: Path, limits: CacheLimits | None = None) -> DuckdbRun:
-    """Fetch the window's archive objects into ``cache_dir``, run ``sql`` over them, then prune the cache to
-    ``limits`` (superseded ETag versions, unused too long, least recently used beyond the size), keeping this
-    window's objects. The cache is held (shared) from listing to the last row, so a concurrent prune or clear
-    never removes a file this query reads, and this query's prune never removes one another query reads."""
+                 ttl_days: int, cache_dir: Path, limits: CacheLimits | None = None,
+                 on_result: Callable[[QueryResult], None] = lambda _: None) -> DuckdbRun:
+    """Fetch the window's archive objects into ``cache_dir``, run ``sql`` over them, hand the result to
+    ``on_result`` (so rows can be shown before the cache work), then prune the cache to ``limits`` (superseded ETag
+    versions, unused too long, least recently used beyond the size), keeping this window's objects. The cache is
+    held (shared) from listing to the last row, so a concurrent prune or clear never removes a file this query
+    reads, and this query's prune never removes one another query reads."""
     local: LocalArchive | None = None
     report = PruneReport()
     try:
         with cache_in_use(cache_dir):
             local = fetch_archive(s3, bucket, window, cache_dir)
             result = run_duckdb(sql, local, window, thresholds, ttl_days)
+        on_result(result)
     finally:
         if local is not None:  # also after a failed query: what it fetched has superseded older versions
-            report = prune_cache(cache_dir, limits or CacheLimits(), keep=(*local.raw, *local.quarantine))
+            report = prune_cache(cache_dir, limits or CacheLimits(), keep=(*local.raw, *local.quarantine),
+                                 added=local.downloaded > 0)
     return DuckdbRun(result, report)
 
 

@@ -30,6 +30,8 @@ DAY_S = 86_400
 DEFAULT_MAX_MB = 2048
 DEFAULT_MAX_AGE_DAYS = 30
 LOCK_NAME = ".lock"
+PRUNED_STAMP = ".pruned"
+PRUNE_INTERVAL_S = 3600
 OBJECT_SUFFIX = ".jsonl.gz"
 PARSED_KINDS = ("records", "entries")
 STAGING_PREFIX = ".iotpipe-parse-"
@@ -173,7 +175,7 @@ def scan_cache(cache_dir: Path) -> tuple[list[CacheEntry], list[Path]]:
                 dirs.remove(name)
         for name in files:
             path = base / name
-            if base == cache_dir and name == LOCK_NAME:
+            if base == cache_dir and name in (LOCK_NAME, PRUNED_STAMP):
                 continue
             if f"{OBJECT_SUFFIX}{PART_MARK}" in name:
                 leftovers.append(path)
@@ -239,29 +241,49 @@ def _remove_leftover(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _remove_empty_folders(cache_dir: Path) -> None:
-    for root, _dirs, _files in os.walk(cache_dir, topdown=False):
-        if Path(root) != cache_dir:
-            with suppress(OSError):  # not empty
-                os.rmdir(root)
+def _remove_empty_folders(cache_dir: Path, removed: Iterable[Path]) -> None:
+    """The folders that held removed paths, and their parents, while they are empty (up to the cache)."""
+    for folder in sorted({path.parent for path in removed}, key=lambda p: len(p.parts), reverse=True):
+        while folder != cache_dir and cache_dir in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone already)
+                break
+            folder = folder.parent
 
 
-def prune_cache(cache_dir: Path, limits: CacheLimits, keep: Iterable[Path] = (),
-                now: float | None = None) -> PruneReport:
+def _recent_stamp(stamp: Path, bounds: str, now: float) -> bool:
+    try:
+        return now - stamp.stat().st_mtime < PRUNE_INTERVAL_S and stamp.read_text() == bounds
+    except OSError:
+        return False
+
+
+def prune_cache(cache_dir: Path, limits: CacheLimits, keep: Iterable[Path] = (), now: float | None = None,
+                added: bool = True) -> PruneReport:
     """Remove superseded versions, expired and least recently used entries beyond ``limits`` (never ``keep``),
     and what killed queries left behind. Skipped (``skipped=True``, nothing removed) while another query holds the
-    cache: it may be reading any of them."""
+    cache: it may be reading any of them.
+
+    The cache grows and gains versions only by downloads, and ages by days: a run that ``added`` nothing scans the
+    cache at most once per ``PRUNE_INTERVAL_S`` (a scan of 2,000 objects is a noticeable part of a warm query)."""
     if not cache_dir.is_dir():
+        return PruneReport()
+    moment = time.time() if now is None else now
+    stamp, bounds = cache_dir / PRUNED_STAMP, f"{limits.max_bytes} {limits.max_age_days}"
+    if not added and _recent_stamp(stamp, bounds, moment):
         return PruneReport()
     with _exclusive(cache_dir) as alone:
         if not alone:
             return PruneReport(skipped=True)
         entries, leftovers = scan_cache(cache_dir)
-        doomed, superseded = plan_prune(entries, limits, keep, time.time() if now is None else now)
+        doomed, superseded = plan_prune(entries, limits, keep, moment)
         removed = [entry for entry in doomed if _remove_entry(entry)]
         for path in leftovers:
             _remove_leftover(path)
-        _remove_empty_folders(cache_dir)
+        _remove_empty_folders(cache_dir, [*(e.path for e in removed), *leftovers])
+        stamp.write_text(bounds)  # tighter bounds than the last prune's take effect on the next query
+        os.utime(stamp, (moment, moment))
     gone = {entry.path for entry in removed}
     kept = [entry for entry in entries if entry.path not in gone]
     return PruneReport(removed=len(removed), removed_bytes=sum(e.size for e in removed),
@@ -281,7 +303,8 @@ def clear_cache(cache_dir: Path) -> PruneReport:
         removed = [entry for entry in entries if _remove_entry(entry)]
         for path in leftovers:
             _remove_leftover(path)
-        _remove_empty_folders(cache_dir)
-    kept = [entry for entry in entries if entry not in removed]
+        _remove_empty_folders(cache_dir, [*(e.path for e in removed), *leftovers])
+    gone = {entry.path for entry in removed}
+    kept = [entry for entry in entries if entry.path not in gone]
     return PruneReport(removed=len(removed), removed_bytes=sum(e.size for e in removed), kept=len(kept),
                        kept_bytes=sum(e.size for e in kept))

@@ -153,3 +153,18 @@ def test_clear_removes_every_object_and_keeps_what_is_not_ours(tmp_path: Path) -
     assert (report.removed, report.removed_bytes, report.kept) == (2, 1500, 0)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "notes.txt"]
     assert clear_cache(tmp_path / "never-made").removed == 0
+
+
+def test_a_run_that_fetched_nothing_scans_at_most_hourly_unless_the_bounds_changed(tmp_path: Path) -> None:
+    assert prune_cache(tmp_path / "none", CacheLimits(), now=NOW).removed == 0  # no cache yet: nothing to do
+    cached(tmp_path, "bucket/other", "e", 10, NOW - 60)
+    prune_cache(tmp_path, CacheLimits(), now=NOW)  # a run that downloaded: scans, stamps
+    old = cached(tmp_path, KEY, "etag1", 1000, NOW - 3600)
+    cached(tmp_path, KEY, "etag2", 1000, NOW - 60)
+
+    assert prune_cache(tmp_path, CacheLimits(), now=NOW + 60, added=False).removed == 0 and old.exists()
+    assert prune_cache(tmp_path, CacheLimits(max_age_days=7), now=NOW + 60, added=False).superseded == 1
+    assert not old.exists()
+    stale = cached(tmp_path, KEY, "etag0", 1000, NOW - 7200)
+    assert prune_cache(tmp_path, CacheLimits(max_age_days=7), now=NOW + 3700, added=False).removed == 1
+    assert not stale.exists()

@@ -220,9 +220,12 @@ def test_a_rewritten_object_supersedes_its_cached_version_after_the_query(s3: An
                               "press-01")]
     archive.put_objects(s3, BUCKET, archive.batch_objects(index, changed))
 
+    shown: list[tuple[Any, bool]] = []
     second = query_duckdb(s3, BUCKET, "SELECT unit FROM readings WHERE sequence_number = '200'", WINDOW,
-                          CFG.thresholds, CFG.storage.ttl_days, cache)
+                          CFG.thresholds, CFG.storage.ttl_days, cache,
+                          on_result=lambda result: shown.append((result.rows, old.exists())))
 
+    assert shown == [((("bar",),), True)]  # the rows are handed over before the cache is pruned
     assert second.result.rows == (("bar",),)
     assert (second.cache.removed, second.cache.superseded, second.cache.kept) == (1, 1, 4)
     [new] = cache.rglob("200-200.*.jsonl.gz")

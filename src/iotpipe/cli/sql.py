@@ -140,8 +140,8 @@ def sql(query: str | None, engine: str | None, since: str | None, start: str | N
         name = bucket or _stack_output(factory, cfg, "RawDataBucketName")
         limits = sql_cache.CacheLimits(max_bytes=cache_max_mb * sql_cache.MB, max_age_days=cache_max_days)
         run = sql_lib.query_duckdb(factory.client("s3"), name, text, window, cfg.thresholds, cfg.storage.ttl_days,
-                                   cache_dir or sql_lib.default_cache_dir(), limits)
-        result = run.result
+                                   cache_dir or sql_lib.default_cache_dir(), limits,
+                                   on_result=lambda result: _show(result, output))
         if run.cache.skipped:
             progress("cache not pruned: another iotpipe sql is using it (the next query prunes it)")
         elif run.cache.removed:
@@ -162,6 +162,10 @@ def sql(query: str | None, engine: str | None, since: str | None, start: str | N
         result = sql_lib.run_athena(factory.client("athena"), text, workgroup=workgroup, database=database,
                                     window=window, thresholds=cfg.thresholds, ttl_days=cfg.storage.ttl_days,
                                     on_progress=show)
+        _show(result, output)
+
+
+def _show(result: sql_lib.QueryResult, output: str) -> None:
     click.echo(format_result(result, output))
     progress(_summary(result))
 
