@@ -512,7 +512,7 @@ function windowItems(readings, settings) {
  * function of the window and its first record, so a retried batch overwrites its own items and a later batch
  * with readings of the same window adds an item beside them. `readings` is `<ms after the window
  * start>:<value>` pairs joined by `,` in time order; a window whose text would pass maxBytes continues in the
- * next part.
+ * next part. Besides the key: sensorType, unit, status, readings, ttl (the largest of its readings') and shardId.
  */
 function packItems(readings, windowMs, maxBytes = MAX_PACKED_READINGS_BYTES) {
   const groups = new Map();
@@ -529,33 +529,38 @@ function packItems(readings, windowMs, maxBytes = MAX_PACKED_READINGS_BYTES) {
   const partsTaken = new Map();
   for (const { device, sensorType, unit, start, group } of groups.values()) {
     const first = group[0].item;
-    const last = group[group.length - 1].item;
     const prefix = `${String(start).padStart(13, '0')}#${sensorType}#packed#${first.sequenceNumber.S}`;
     const ordered = [...group].sort((a, b) => Number(a.item.timestamp.N) - Number(b.item.timestamp.N));
     for (const part of splitByBytes(ordered, start, maxBytes)) {
       const taken = `${device}\u0000${prefix}`;
       const number = partsTaken.get(taken) || 0;
       partsTaken.set(taken, number + 1);
+      // DynamoDB bills every byte of attribute names and values: the window start and first record are in
+      // the key, so a minute of 1 Hz readings stays within one write unit (1 KB).
       const packed = {
         deviceId: { S: device },
         sk: { S: `${prefix}#${number}` },
         sensorType: { S: sensorType },
         status: { S: first.status.S },
-        windowStart: { N: String(start) },
-        windowSeconds: { N: String(windowMs / 1000) },
-        count: { N: String(part.length) },
         readings: { S: part.map(([entry]) => entry).join(',') },
-        receivedAt: { N: String(part.reduce((most, [, r]) => Math.max(most, Number(r.item.receivedAt.N)), 0)) },
         ttl: { N: String(part.reduce((most, [, r]) => Math.max(most, Number(r.item.ttl.N)), 0)) },
         shardId: { S: first.shardId.S },
-        sequenceNumber: { S: first.sequenceNumber.S },
-        lastSequenceNumber: { S: last.sequenceNumber.S },
       };
       if (unit) packed.unit = { S: unit };
       items.push(packed);
     }
   }
   return items;
+}
+
+/**
+ * The record an item's failure cuts the batch at: a reading's own, a packed item's first record's (in its key
+ * `<start>#<sensorType>#packed#<sequence number>#<part>`; a malformed event's may hold `#`).
+ */
+function firstSequenceNumber(item) {
+  if (item.sequenceNumber) return item.sequenceNumber.S;
+  const key = item.sk.S;
+  return key.slice(0, key.lastIndexOf('#')).split('#').slice(3).join('#');
 }
 
 /** `offset:value` entries in parts whose joined text stays within maxBytes (ASCII: bytes = chars). */
@@ -881,8 +886,7 @@ async function storeWindow(runtime, window, batchFirst, deadline, tally) {
   chunks.forEach((chunk, i) => {
     const result = results[i];
     const unwritten = result && 'value' in result ? result.value : chunk;
-    // A packed item's sequenceNumber is its first record's: the batch is cut there.
-    for (const item of unwritten) failed.add(item.sequenceNumber.S);
+    for (const item of unwritten) failed.add(firstSequenceNumber(item));
   });
   shards.forEach((shard, i) => {
     const result = results[chunks.length + i];

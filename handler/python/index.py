@@ -573,7 +573,8 @@ def pack_items(readings: Sequence[Reading], window_ms: int,
     The key is a function of the window and its first record, so a retried batch overwrites its own items
     and a later batch with readings of the same window adds an item beside them. ``readings`` is
     ``<ms after the window start>:<value>`` pairs joined by ``,`` in time order; a window whose text would
-    pass ``max_bytes`` continues in the next part."""
+    pass ``max_bytes`` continues in the next part. Besides the key: ``sensorType``, ``unit``, ``status``,
+    ``readings``, ``ttl`` (the largest of its readings') and ``shardId``."""
     groups: dict[tuple[str, str, str, int], list[Reading]] = {}
     for reading in readings:
         item = reading.item
@@ -584,31 +585,35 @@ def pack_items(readings: Sequence[Reading], window_ms: int,
     items: list[dict[str, dict[str, Any]]] = []
     parts_taken: dict[tuple[str, str], int] = {}
     for (device, sensor_type, unit, start), group in groups.items():
-        first, last = group[0].item, group[-1].item
+        first = group[0].item
         prefix = f"{start:013d}#{sensor_type}#packed#{first['sequenceNumber']['S']}"
         ordered = sorted(group, key=lambda r: int(r.item["timestamp"]["N"]))
         for part in _split_by_bytes(ordered, start, max_bytes):
             number = parts_taken.get((device, prefix), 0)
             parts_taken[(device, prefix)] = number + 1
+            # DynamoDB bills every byte of attribute names and values: the window start and first record are in
+            # the key, so a minute of 1 Hz readings stays within one write unit (1 KB).
             packed: dict[str, dict[str, Any]] = {
                 "deviceId": {"S": device},
                 "sk": {"S": f"{prefix}#{number}"},
                 "sensorType": {"S": sensor_type},
                 "status": {"S": first["status"]["S"]},
-                "windowStart": {"N": str(start)},
-                "windowSeconds": {"N": str(window_ms // 1000)},
-                "count": {"N": str(len(part))},
                 "readings": {"S": ",".join(entry for entry, _ in part)},
-                "receivedAt": {"N": str(max(int(r.item["receivedAt"]["N"]) for _, r in part))},
                 "ttl": {"N": str(max(int(r.item["ttl"]["N"]) for _, r in part))},
                 "shardId": {"S": first["shardId"]["S"]},
-                "sequenceNumber": {"S": first["sequenceNumber"]["S"]},
-                "lastSequenceNumber": {"S": last["sequenceNumber"]["S"]},
             }
             if unit:
                 packed["unit"] = {"S": unit}
             items.append(packed)
     return items
+
+
+def first_sequence_number(item: Mapping[str, Mapping[str, Any]]) -> str:
+    """The record an item's failure cuts the batch at: a reading's own, a packed item's first record's (in its
+    key ``<start>#<sensorType>#packed#<sequence number>#<part>``; a malformed event's may hold ``#``)."""
+    if "sequenceNumber" in item:
+        return str(item["sequenceNumber"]["S"])
+    return str(item["sk"]["S"]).rsplit("#", 1)[0].split("#", 3)[3]
 
 
 def _split_by_bytes(ordered: Sequence[Reading], start: int, max_bytes: int) -> list[list[tuple[str, Reading]]]:
@@ -911,8 +916,7 @@ def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: R
     failed: set[str] = set()
     for chunk, write in zip(chunks, writes, strict=True):
         unwritten = chunk if _failure(write, "BatchWriteItem") else write.result()
-        # A packed item's sequenceNumber is its first record's: the batch is cut there.
-        failed.update(item["sequenceNumber"]["S"] for item in unwritten)
+        failed.update(first_sequence_number(item) for item in unwritten)
     for shard, future in quarantines.items():
         exc = _failure(future, "quarantine write")
         if exc is None:

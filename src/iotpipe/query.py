@@ -222,13 +222,15 @@ def to_reading(item: Mapping[str, Any]) -> Reading:
 
 
 def to_readings(item: Mapping[str, Any]) -> list[Reading]:
-    """A DynamoDB item (low-level client form) -> its readings: a packed item (``windowStart`` and a
-    ``readings`` text of ``<ms after the window start>:<value>`` pairs) holds many, any other item one."""
+    """A DynamoDB item (low-level client form) -> its readings: a packed item (sort key
+    ``<13-digit window start>#<sensorType>#packed#...``, a ``readings`` text of ``<ms after the window
+    start>:<value>`` pairs) holds many, any other item one."""
     packed = item.get("readings", {}).get("S")
-    if packed is None or "windowStart" not in item:
+    sort_key = str(item.get("sk", {}).get("S", ""))
+    if packed is None or sort_key.split("#")[2:3] != ["packed"]:
         return [to_reading(item)]
     template = to_reading(item)
-    start = int(item["windowStart"]["N"])
+    start = int(sort_key[:13])
     readings = []
     for entry in packed.split(","):
         offset, _, value = entry.partition(":")
