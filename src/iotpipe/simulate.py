@@ -277,9 +277,14 @@ def messages(plan: SimPlan, start_ms: int) -> Iterator[SimMessage]:
     limit = plan.count if plan.count is not None else MAX_MESSAGES
     ticks = _ticks(plan.duration_s, plan.rate_hz) if plan.duration_s is not None else MAX_MESSAGES
     held: dict[str, list[tuple[int, dict[str, tuple[float, bool]]]]] = {device: [] for device in plan.device_ids}
+    # A batch holds one epoch-aligned period of `batch` ticks (at 1 Hz, --batch 60 is each wall-clock minute),
+    # as a device buffering its readings would send them: the period then matches the packed layout's window,
+    # which gets one item per sensor instead of two halves. The first period of a run may be partial.
+    period_ms = max(1, round(plan.batch * 1000 / plan.rate_hz))
     for tick in range(ticks):
         offset = tick / plan.rate_hz
         timestamp = start_ms + round(offset * 1000)
+        period_ends = (start_ms + round((tick + 1) / plan.rate_hz * 1000)) // period_ms != timestamp // period_ms
         for device in plan.device_ids:
             samples = {
                 sensor: models[device, sensor].sample(offset, plan.anomaly_rate)
@@ -287,9 +292,9 @@ def messages(plan: SimPlan, start_ms: int) -> Iterator[SimMessage]:
             }
             if plan.batch == 1:
                 batch = _payloads(device, samples, units, timestamp, plan.fmt, offset)
-            else:  # held until the batch is full (or the run ends), sent when its last sample is taken
+            else:  # held until its period ends (or the run does), sent when its last sample is taken
                 held[device].append((timestamp, samples))
-                if len(held[device]) < plan.batch and tick + 1 < ticks:
+                if not period_ends and len(held[device]) < plan.batch and tick + 1 < ticks:
                     continue
                 batch, held[device] = _batched_payloads(device, held[device], plan.fmt, offset), []
             for message in batch:

@@ -72,26 +72,38 @@ def test_multi_payload_format_is_the_contract() -> None:
 
 def test_batch_sends_several_timestamps_per_message_in_the_samples_form() -> None:
     plan = simulate.build_plan(["sim-001"], THRESHOLDS, duration_s=7.0, rate_hz=1.0, seed=7, fmt="multi", batch=3)
-    msgs = list(simulate.messages(plan, START))
+    start = START - START % 3000  # the start of a 3 s period
+    msgs = list(simulate.messages(plan, start))
     payloads = [json.loads(m.body()) for m in msgs]
     assert [len(p["samples"]) for p in payloads] == [3, 3, 1]  # the last batch goes out when the run ends
-    assert [s["timestamp"] for p in payloads for s in p["samples"]] == [START + 1000 * i for i in range(7)]
+    assert [s["timestamp"] for p in payloads for s in p["samples"]] == [start + 1000 * i for i in range(7)]
     assert all(set(s["readings"]) == set(THRESHOLDS) for p in payloads for s in p["samples"])
     assert [m.readings for m in msgs] == [12, 12, 4]
     assert [m.offset_s for m in msgs] == [2.0, 5.0, 6.0]  # sent when the batch's last sample is taken
     # the same values as one message per timestamp: batching changes the envelope only
     unbatched = [json.loads(m.body()) for m in simulate.messages(
-        simulate.build_plan(["sim-001"], THRESHOLDS, duration_s=7.0, rate_hz=1.0, seed=7, fmt="multi"), START)]
+        simulate.build_plan(["sim-001"], THRESHOLDS, duration_s=7.0, rate_hz=1.0, seed=7, fmt="multi"), start)]
     assert [s["readings"] for p in payloads for s in p["samples"]] == [p["readings"] for p in unbatched]
+
+
+def test_batches_follow_epoch_aligned_periods_like_the_packed_windows() -> None:
+    # --rate 1 --batch 60 started 45 s into a minute: the first message holds that minute's last 15 samples,
+    # the next ones a whole minute each, so each lands in one packed item per sensor
+    minute = START - START % 60_000
+    plan = simulate.build_plan(["sim-001"], THRESHOLDS, duration_s=180.0, rate_hz=1.0, seed=7, fmt="multi", batch=60)
+    payloads = [json.loads(m.body()) for m in simulate.messages(plan, minute + 45_000)]
+    assert [len(p["samples"]) for p in payloads] == [15, 60, 60, 45]
+    assert [{s["timestamp"] // 60_000 for s in p["samples"]} for p in payloads] == [
+        {minute // 60_000 + n} for n in range(4)]
 
 
 def test_batch_in_single_format_is_one_message_per_sensor() -> None:
     plan = simulate.build_plan(["sim-001"], THRESHOLDS, count=4, rate_hz=2.0, seed=7, batch=5, anomaly_rate=1.0)
-    msgs = list(simulate.messages(plan, START))
+    msgs = list(simulate.messages(plan, START - START % 2500))
     payloads = [json.loads(m.body()) for m in msgs]
     assert sorted(s["sensorType"] for p in payloads for s in p["samples"][:1]) == sorted(THRESHOLDS)
     assert all(set(p) == {"deviceId", "samples"} and len(p["samples"]) == 5 for p in payloads)
-    assert [s["timestamp"] for s in payloads[0]["samples"]] == [START + 500 * i for i in range(5)]
+    assert [s["timestamp"] for s in payloads[0]["samples"]] == [START - START % 2500 + 500 * i for i in range(5)]
     assert [(m.readings, m.anomalies) for m in msgs] == [(5, 5)] * 4
 
 
