@@ -207,6 +207,9 @@ def test_readings_unpack_packed_items_filter_the_range_and_drop_repeats(
     anomalies = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=0, anomalies_only=True,
                                      pack_window_ms=60_000)
     assert [(r.value, r.reason) for r in anomalies] == [(95.0, "above max 80")]
+    # the anomaly is an item of its own in the packed layout too: the sparse day index finds it
+    indexed = query.query_anomalies(aws["dynamodb"], TABLE, INDEX, since_ms=DAY2 - 3600_000, until_ms=DAY2)
+    assert [(r.device_id, r.timestamp - DAY2, r.value) for r in indexed] == [("press-1", -45_000, 95.0)]
 
 
 # --- anomalies ------------------------------------------------------------------------------------------
