@@ -149,6 +149,19 @@ class AnalyticsConfig:
     results_expiry_days: int = _opt(7, lo=1, hi=3650)
 
 
+@dataclass(frozen=True)
+class IngestConfig:
+    """How devices reach the topic rule."""
+
+    # "You can use Basic Ingest to securely send device data to the AWS services supported by AWS IoT rule
+    # actions, without incurring messaging costs" (AWS IoT developer guide, Basic Ingest).
+    basic_ingest: bool = _opt(False, doc="true: devices publish to $aws/rules/<rule>/sensor/<id>/data (no "
+                                         "messaging charge); the device policy allows only that topic")
+    readings_per_message: int = _opt(1, lo=1, hi=10000,
+                                     doc="readings the devices put in one message; `iotpipe cost` prices "
+                                         "with it (--readings-per-message overrides)")
+
+
 SEED_THRESHOLDS: Mapping[str, Threshold] = {
     "temperature": Threshold(min=10.0, max=80.0, unit="celsius"),
     "pressure": Threshold(min=30.0, max=150.0, unit="psi"),
@@ -170,8 +183,11 @@ class PipelineConfig:
     processor: ProcessorConfig = field(default_factory=ProcessorConfig)
     alarms: AlarmConfig = field(default_factory=AlarmConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     tags: tuple[tuple[str, str], ...] = ()
     parameters: tuple[tuple[str, str], ...] = ()
+    # ``[prices.<service>] <item> = <usd per unit>``: overrides of the packaged price table (iotpipe cost).
+    price_overrides: tuple[tuple[str, float], ...] = ()
 
     @property
     def threshold_map(self) -> dict[str, Threshold]:
@@ -196,9 +212,11 @@ _SECTION_TYPES: dict[str, type] = {
     "processor": ProcessorConfig,
     "alarms": AlarmConfig,
     "analytics": AnalyticsConfig,
+    "ingest": IngestConfig,
 }
 _SCALAR_KEYS = ("stack_name", "region", "termination_protection")
-_TOP_KEYS = (*_SCALAR_KEYS, "thresholds", *_SECTION_TYPES, "tags", "parameters")
+_TOP_KEYS = (*_SCALAR_KEYS, "thresholds", *_SECTION_TYPES, "tags", "parameters", "prices")
+PRICE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 def load_config(path: str | Path | None = None, env: str = "dev",
@@ -281,6 +299,7 @@ def _check_layer(layer: Mapping[str, Any], path: str) -> None:
             _build_section(cls, layer[name], f"{path}.{name}")
     for name, spec in _table(layer.get("thresholds", {}), f"{path}.thresholds").items():
         _build_section(Threshold, spec, f"{path}.thresholds.{name}")
+    _price_overrides(layer.get("prices", {}), f"{path}.prices")
 
 
 def _to_config(merged: Mapping[str, Any], env: str, source: str) -> PipelineConfig:
@@ -298,11 +317,31 @@ def _to_config(merged: Mapping[str, Any], env: str, source: str) -> PipelineConf
                    for k, v in _string_pairs(merged.get("tags", {}), f"{source}.tags", TAG_KEY_PATTERN)),
         parameters=_string_pairs(merged.get("parameters", {}), f"{source}.parameters",
                                  re.compile(r"^[A-Za-z0-9]{1,255}$")),
+        price_overrides=_price_overrides(merged.get("prices", {}), f"{source}.prices"),
         **scalars,
         **sections,
     )
     _check_cross_field(config, source)
     return config
+
+
+def _price_overrides(raw: Any, path: str) -> tuple[tuple[str, float], ...]:
+    """``{service: {item: usd}}`` -> sorted ``("service.item", usd)`` pairs; each price finite and >= 0.
+
+    Whether ``service.item`` exists in the price table is checked by :mod:`iotpipe.cost`, which owns it.
+    """
+    pairs = []
+    for service, items in _table(raw, path).items():
+        for item, value in _table(items, f"{path}.{service}").items():
+            where = f"{path}.{service}.{item}"
+            if not (PRICE_NAME_PATTERN.fullmatch(service) and PRICE_NAME_PATTERN.fullmatch(item)):
+                raise ConfigError(f"{where}: price names are lowercase words as in the price table (e.g. "
+                                  "[prices.dynamodb] write_request_units = 0.625)")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                    or value < 0:
+                raise ConfigError(f"{where}: {value!r} is not a price; give USD per unit as a number >= 0")
+            pairs.append((f"{service}.{item}", float(value)))
+    return tuple(sorted(pairs))
 
 
 def _build_thresholds(raw: Any, path: str) -> tuple[tuple[str, Threshold], ...]:

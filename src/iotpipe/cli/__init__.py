@@ -1,7 +1,7 @@
 """The ``iotpipe`` command line; each module imported here registers its commands on :data:`main`."""
 
-# render/lint; deploy/diff/...; doctor; device/simulate/...; local up/status/down; sql
-from iotpipe.cli import build, deploy, doctor, local, operate, sql  # noqa: F401
+# render/lint; cost; deploy/diff/...; doctor; device/simulate/...; local up/status/down; sql
+from iotpipe.cli import build, cost, deploy, doctor, local, operate, sql  # noqa: F401
 from iotpipe.cli.app import main
 
 __all__ = ["main"]

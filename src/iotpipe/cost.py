@@ -1,0 +1,474 @@
+"""The pipeline's monthly cost, by service and line item, from an env's configuration and a dated price table.
+
+Pure functions over frozen dataclasses: :func:`estimate` takes a :class:`Workload` (devices, sensors, rate,
+readings per message), the env's :class:`~iotpipe.config.PipelineConfig` (ingest, stream mode and shards, batch
+size and window, memory and architecture, TTL, storage layout) and :class:`Assumptions` (sizes, anomaly rate,
+compression, durations: each with where it came from), and returns an :class:`Estimate` whose line items carry
+units, unit price and USD. ``make bench-cost`` counts the same units on a run of the processor and compares.
+
+Billing rules the model follows (cited in ``prices/<region>.json`` and docs/cost.md):
+
+- IoT Core meters a PUBLISH on payload plus topic in 5 KB units; Basic Ingest publishes have no messaging
+  charge; the rule triggered and its one Kinesis action are charged per message (5 KB units).
+- Kinesis: one record per message. Provisioned: shard-hours and 25 KB PUT payload units; on-demand:
+  stream-hours, data in (each record rounded up to 1 KB) and data out. Retention over 24 h costs extra.
+- Lambda: one invocation per batch of ``min(batch_size, records a shard gets in the batching window)``
+  records, GB-seconds at the configured memory and architecture.
+- DynamoDB on-demand: every item written costs ``ceil(size / 1 KB)`` write units on its own, BatchWriteItem
+  or not; an anomaly item is written to the sparse index too. Storage is held for the TTL.
+- S3: one raw-archive object per batch (quarantine objects only when records are rejected: none assumed).
+- CloudWatch: log bytes per invocation, one custom metric per name and dimension set, alarms per month.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from typing import Any
+
+from iotpipe.config import ON_DEMAND_INITIAL_SHARDS, PipelineConfig
+from iotpipe.errors import ConfigError
+
+# AWS prices a month as 730 hours (the pricing pages' monthly examples).
+MONTH_HOURS = 730
+MONTH_SECONDS = MONTH_HOURS * 3600
+DAYS_PER_MONTH = MONTH_HOURS / 24
+# "The maximum size of the message payload is 128 KB" (AWS IoT Core quotas, message broker).
+MAX_MESSAGE_BYTES = 128 * 1024
+IOT_METER_BYTES = 5 * 1024
+KINESIS_PUT_UNIT_BYTES = 25 * 1024
+KINESIS_ON_DEMAND_ROUNDING_BYTES = 1024
+DYNAMODB_WRITE_UNIT_BYTES = 1024
+# "DynamoDB ... adds 100 bytes of overhead to each item for indexing purposes" (item sizes and formats).
+DYNAMODB_INDEX_OVERHEAD_BYTES = 100
+# Lambda's synchronous invocation payload limit bounds a Kinesis batch (6 MB).
+LAMBDA_PAYLOAD_BYTES = 6 * 1024 * 1024
+GB = 1024 ** 3
+# The processor's EMF documents: six metrics by Environment, two by (Environment, SensorType).
+METRICS_BY_ENVIRONMENT = 6
+METRICS_BY_SENSOR_TYPE = 2
+LAYOUTS = ("item-per-reading", "packed")
+DEFAULT_REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class Assumption:
+    """One number the model cannot read from the configuration, and where it came from."""
+
+    name: str
+    value: float
+    unit: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    """The model's assumptions (see :data:`DEFAULT_ASSUMPTIONS` for the defaults and their sources)."""
+
+    items: tuple[Assumption, ...]
+
+    def value(self, name: str) -> float:
+        """The value of assumption ``name``."""
+        for item in self.items:
+            if item.name == name:
+                return item.value
+        raise KeyError(name)
+
+    def with_values(self, source: str, **values: float) -> Assumptions:
+        """A copy with ``values`` replaced, each now attributed to ``source``."""
+        unknown = sorted(set(values) - {item.name for item in self.items})
+        if unknown:
+            raise KeyError(", ".join(unknown))
+        return Assumptions(tuple(replace(item, value=float(values[item.name]), source=source)
+                                 if item.name in values else item for item in self.items))
+
+
+_MEASURED = "measured by make bench-cost (2026-11-30, 5,000 readings, Python processor on moto)"
+_DEFAULT = "documented default (docs/cost.md)"
+DEFAULT_ASSUMPTIONS = Assumptions((
+    Assumption("single_message_bytes", 120, "bytes", _MEASURED + ": simulate's single-reading payload and topic"),
+    Assumption("message_overhead_bytes", 70, "bytes", _DEFAULT + ": deviceId, timestamp and braces of a "
+                                                      "several-readings message, plus the topic"),
+    Assumption("bytes_per_reading_in_message", 22, "bytes", _DEFAULT + ": one '\"temperature\":71.25,' "
+                                                            "or one timestamp's share"),
+    Assumption("rule_added_bytes", 60, "bytes", _MEASURED + ": receivedAt and topicDeviceId the rule adds"),
+    Assumption("reading_item_bytes", 290, "bytes", _MEASURED + ": one item per reading, DynamoDB item size"),
+    Assumption("packed_item_overhead_bytes", 200, "bytes", _DEFAULT + ": keys, ttl and lineage of a packed "
+                                                           "item"),
+    Assumption("packed_bytes_per_reading", 24, "bytes", _DEFAULT + ": one reading's share of a packed item"),
+    Assumption("anomaly_rate", 0.001, "fraction of readings", _DEFAULT + ": one reading in a thousand"),
+    Assumption("archive_line_overhead_bytes", 130, "bytes", _MEASURED + ": sequence number, partition key, "
+                                                            "arrival time and JSON escaping per raw line"),
+    Assumption("compression_ratio", 6.0, "raw / gzip", _MEASURED + ": gzip of the raw archive"),
+    Assumption("lambda_ms_per_invocation", 60, "ms", _DEFAULT + ": fixed part of a batch (archive PUT, "
+                                                      "first write round trip)"),
+    Assumption("lambda_ms_per_item", 0.2, "ms", _DEFAULT + ": per item written (BatchWriteItem of 25, "
+                                                 "calls in parallel)"),
+    Assumption("log_bytes_per_invocation", 2000, "bytes", _MEASURED + ": START/END/REPORT, the batch log "
+                                                           "line and the EMF documents of 3 sensor types"),
+    Assumption("s3_storage_months", 12, "months", _DEFAULT + ": each month's raw archive kept a year in S3 "
+                                                   "Standard (objects under 128 KB are not transitioned)"),
+))
+
+
+@dataclass(frozen=True)
+class Price:
+    """One line of the price table: ``usd`` per ``per`` units."""
+
+    service: str
+    item: str
+    usd: float
+    per: float
+    unit: str
+    overridden: bool = False
+
+    @property
+    def unit_usd(self) -> float:
+        """USD per single unit."""
+        return self.usd / self.per
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    """A dated price table for one region, with the pages it was read from."""
+
+    region: str
+    as_of: str
+    currency: str
+    sources: tuple[tuple[str, str], ...]
+    prices: tuple[Price, ...]
+    note: str = ""
+
+    def price(self, key: str) -> Price:
+        """The price ``service.item``."""
+        service, _, item = key.partition(".")
+        for price in self.prices:
+            if price.service == service and price.item == item:
+                return price
+        raise KeyError(key)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the devices send: ``devices`` x ``sensors`` readings at ``rate_hz``, ``readings_per_message`` each."""
+
+    devices: int
+    sensors: int
+    rate_hz: float
+    readings_per_message: int = 1
+
+    @property
+    def readings_per_second(self) -> float:
+        """Readings per second over all devices and sensors."""
+        return self.devices * self.sensors * self.rate_hz
+
+    @property
+    def messages_per_second(self) -> float:
+        """MQTT messages per second."""
+        return self.readings_per_second / self.readings_per_message
+
+
+@dataclass(frozen=True)
+class LineItem:
+    """One billed quantity: service, item, units in the month, unit price and USD."""
+
+    service: str
+    item: str
+    units: float
+    unit: str
+    unit_price_usd: float
+    usd: float
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The intermediate quantities of a month (what ``bench-cost`` counts), before prices."""
+
+    readings: float
+    messages: float
+    message_bytes: float
+    record_bytes: float
+    records_per_invocation: float
+    invocations: float
+    items: float
+    item_bytes: float
+    anomaly_items: float
+    archive_bytes: float
+    invocation_seconds: float
+    log_bytes: float
+    shards: int
+    custom_metrics: int
+    alarms: int
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The month: line items, totals, and everything the numbers rest on."""
+
+    workload: Workload
+    env: str
+    layout: str
+    basic_ingest: bool
+    line_items: tuple[LineItem, ...]
+    shape: Shape
+    assumptions: Assumptions
+    prices: PriceTable
+    settings: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def monthly_total_usd(self) -> float:
+        """The sum of the line items."""
+        return sum(item.usd for item in self.line_items)
+
+    @property
+    def readings_per_month(self) -> float:
+        """Readings in the month."""
+        return self.shape.readings
+
+    @property
+    def per_million_readings_usd(self) -> float:
+        """Monthly total divided by millions of readings."""
+        return self.monthly_total_usd / (self.readings_per_month / 1e6)
+
+    def by_service(self) -> dict[str, float]:
+        """USD per service, in line-item order."""
+        totals: dict[str, float] = {}
+        for item in self.line_items:
+            totals[item.service] = totals.get(item.service, 0.0) + item.usd
+        return totals
+
+
+def load_price_table(region: str = DEFAULT_REGION) -> PriceTable:
+    """The packaged price table of ``region`` (``src/iotpipe/prices/<region>.json``); ConfigError if none."""
+    try:
+        text = resources.files("iotpipe.prices").joinpath(f"{region}.json").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"no price table for region {region!r} in this iotpipe (it has {', '.join(regions())}); "
+                          "use --price-region us-east-1 and override what differs in [env.<name>.prices]") from None
+    return parse_price_table(json.loads(text))
+
+
+def regions() -> list[str]:
+    """Regions with a packaged price table."""
+    folder = resources.files("iotpipe.prices")
+    return sorted(entry.name.removesuffix(".json") for entry in folder.iterdir() if entry.name.endswith(".json"))
+
+
+def parse_price_table(document: Mapping[str, Any]) -> PriceTable:
+    """A PriceTable from the JSON document of a price file."""
+    prices = tuple(Price(service, item, float(spec["usd"]), float(spec["per"]), str(spec["unit"]))
+                   for service, items in document["prices"].items() for item, spec in items.items())
+    return PriceTable(region=str(document["region"]), as_of=str(document["as_of"]),
+                      currency=str(document.get("currency", "USD")),
+                      sources=tuple(sorted((str(k), str(v)) for k, v in document.get("sources", {}).items())),
+                      prices=prices, note=str(document.get("note", "")))
+
+
+def apply_overrides(table: PriceTable, overrides: Sequence[tuple[str, float]], where: str = "prices") -> PriceTable:
+    """``table`` with ``("service.item", usd per unit)`` overrides applied; ConfigError names an unknown key."""
+    known = {f"{p.service}.{p.item}": p for p in table.prices}
+    changed = dict(known)
+    for key, usd in overrides:
+        if key not in known:
+            raise ConfigError(f"{where}.{key}: no such price; known: {', '.join(sorted(known))}")
+        price = known[key]
+        changed[key] = replace(price, usd=usd, per=1.0, overridden=True)
+    return replace(table, prices=tuple(changed.values()))
+
+
+def storage_layout(cfg: PipelineConfig) -> tuple[str, int]:
+    """The env's storage layout and pack window (``storage.layout``, ``storage.pack_window_seconds``);
+    ``item-per-reading`` where the configuration has no layout option."""
+    layout = str(getattr(cfg.storage, "layout", "item-per-reading"))
+    window = int(getattr(cfg.storage, "pack_window_seconds", 60))
+    return layout, window
+
+
+def message_bytes(workload: Workload, assumptions: Assumptions) -> float:
+    """Bytes of one message (payload and topic), as IoT Core meters it."""
+    if workload.readings_per_message == 1:
+        return assumptions.value("single_message_bytes")
+    return (assumptions.value("message_overhead_bytes")
+            + workload.readings_per_message * assumptions.value("bytes_per_reading_in_message"))
+
+
+def validate_workload(workload: Workload, assumptions: Assumptions = DEFAULT_ASSUMPTIONS) -> Workload:
+    """``workload`` if it is possible, else ConfigError naming the option and what is allowed."""
+    if isinstance(workload.devices, bool) or workload.devices < 1:
+        raise ConfigError(f"--devices {workload.devices} is out of range; use at least 1")
+    if isinstance(workload.sensors, bool) or workload.sensors < 1:
+        raise ConfigError(f"--sensors {workload.sensors} is out of range; use at least 1 sensor per device")
+    if not (math.isfinite(workload.rate_hz) and workload.rate_hz > 0):
+        raise ConfigError(f"--rate {workload.rate_hz} is out of range; give readings per second per sensor, "
+                          "more than 0")
+    if workload.readings_per_message < 1:
+        raise ConfigError(f"--readings-per-message {workload.readings_per_message} is out of range; use at "
+                          "least 1")
+    size = message_bytes(workload, assumptions)
+    if size > MAX_MESSAGE_BYTES:
+        per = assumptions.value("bytes_per_reading_in_message")
+        most = int((MAX_MESSAGE_BYTES - assumptions.value("message_overhead_bytes")) // per)
+        raise ConfigError(f"--readings-per-message {workload.readings_per_message} makes messages of about "
+                          f"{size / 1024:.0f} KB, over AWS IoT Core's 128 KB message limit; use at most {most}")
+    return workload
+
+
+def shape(workload: Workload, cfg: PipelineConfig, assumptions: Assumptions, *, alarms: int = 0,
+          seconds: float = MONTH_SECONDS) -> Shape:
+    """The billable quantities of ``seconds`` of ``workload`` on ``cfg`` (a month unless told)."""
+    readings = workload.readings_per_second * seconds
+    messages = readings / workload.readings_per_message
+    msg_bytes = message_bytes(workload, assumptions)
+    record_bytes = msg_bytes + assumptions.value("rule_added_bytes")
+    shards = cfg.stream.shard_count if cfg.stream.mode == "PROVISIONED" else ON_DEMAND_INITIAL_SHARDS
+    per_invocation = records_per_invocation(workload, cfg, record_bytes, shards)
+    invocations = messages / per_invocation
+    layout, window = storage_layout(cfg)
+    anomaly_items = readings * assumptions.value("anomaly_rate")
+    if layout == "packed":
+        # An item per device, sensor and window piece of each batch: a batch spanning I seconds of a shard's
+        # traffic cuts each device-sensor series into 1 + I/W pieces on average (W the pack window).
+        interval = per_invocation / (workload.messages_per_second / shards)
+        series = workload.devices * workload.sensors
+        packed = series * seconds * (1 / interval + 1 / window)
+        packed = min(packed, readings)
+        item_bytes = (assumptions.value("packed_item_overhead_bytes")
+                      + readings / packed * assumptions.value("packed_bytes_per_reading"))
+        items = packed + anomaly_items
+    else:
+        items = readings
+        item_bytes = assumptions.value("reading_item_bytes")
+    line_bytes = assumptions.value("archive_line_overhead_bytes") + msg_bytes
+    invocation_ms = (assumptions.value("lambda_ms_per_invocation")
+                     + assumptions.value("lambda_ms_per_item") * items / invocations)
+    return Shape(
+        readings=readings, messages=messages, message_bytes=msg_bytes, record_bytes=record_bytes,
+        records_per_invocation=per_invocation, invocations=invocations, items=items, item_bytes=item_bytes,
+        anomaly_items=anomaly_items,
+        archive_bytes=messages * line_bytes / assumptions.value("compression_ratio"),
+        invocation_seconds=invocations * invocation_ms / 1000,
+        log_bytes=invocations * assumptions.value("log_bytes_per_invocation"),
+        shards=shards, custom_metrics=METRICS_BY_ENVIRONMENT + METRICS_BY_SENSOR_TYPE * workload.sensors,
+        alarms=alarms,
+    )
+
+
+def records_per_invocation(workload: Workload, cfg: PipelineConfig, record_bytes: float, shards: int) -> float:
+    """Records in one batch: what a shard gets in the batching window (Lambda polls a shard about once a
+    second without one), at most ``batch_size`` and at most Lambda's 6 MB payload."""
+    window = cfg.processor.batching_window_seconds or 1
+    per_shard = workload.messages_per_second / shards
+    return max(1.0, min(float(cfg.processor.batch_size), per_shard * window,
+                        LAMBDA_PAYLOAD_BYTES // math.ceil(record_bytes * 4 / 3)))
+
+
+def write_units(item_bytes: float) -> int:
+    """DynamoDB write units of one item: 1 per KB, rounded up."""
+    return max(1, math.ceil(item_bytes / DYNAMODB_WRITE_UNIT_BYTES))
+
+
+def estimate(workload: Workload, cfg: PipelineConfig, *, prices: PriceTable | None = None,
+             assumptions: Assumptions = DEFAULT_ASSUMPTIONS, alarms: int = 0) -> Estimate:
+    """The month's cost of ``workload`` on ``cfg``'s rendered configuration, line by line."""
+    validate_workload(workload, assumptions)
+    table = apply_overrides(prices or load_price_table(), cfg.price_overrides, f"env.{cfg.env}.prices")
+    s = shape(workload, cfg, assumptions, alarms=alarms)
+    layout, window = storage_layout(cfg)
+    lines: list[LineItem] = []
+
+    def add(key: str, units: float, note: str = "") -> None:
+        price = table.price(key)
+        lines.append(LineItem(price.service, key.partition(".")[2], units, price.unit, price.unit_usd,
+                              units * price.unit_usd, note))
+
+    iot_units = s.messages * math.ceil(s.message_bytes / IOT_METER_BYTES)
+    if cfg.ingest.basic_ingest:
+        add("iot.messages", 0, "Basic Ingest: no messaging charge")
+    else:
+        add("iot.messages", iot_units)
+    add("iot.rules_triggered", iot_units)
+    add("iot.actions", iot_units, "one Kinesis action per message")
+
+    if cfg.stream.mode == "PROVISIONED":
+        add("kinesis.shard_hours", s.shards * MONTH_HOURS)
+        add("kinesis.put_payload_units", s.messages * math.ceil(s.record_bytes / KINESIS_PUT_UNIT_BYTES))
+        if cfg.stream.retention_hours > 24:
+            add("kinesis.extended_retention_shard_hours", s.shards * MONTH_HOURS,
+                f"retention {cfg.stream.retention_hours} h")
+    else:
+        rounded = s.messages * math.ceil(s.record_bytes / KINESIS_ON_DEMAND_ROUNDING_BYTES) \
+            * KINESIS_ON_DEMAND_ROUNDING_BYTES
+        add("kinesis.on_demand_stream_hours", MONTH_HOURS)
+        add("kinesis.on_demand_data_in_gb", rounded / GB, "records rounded up to 1 KB")
+        add("kinesis.on_demand_data_out_gb", s.messages * s.record_bytes / GB, "one consumer: the processor")
+        if cfg.stream.retention_hours > 24:
+            held = rounded / GB * (cfg.stream.retention_hours - 24) / MONTH_HOURS
+            add("kinesis.on_demand_extended_retention_gb_months", held, f"retention {cfg.stream.retention_hours} h")
+
+    add("lambda.requests", s.invocations, f"{s.records_per_invocation:.0f} records per batch")
+    memory_gb = cfg.processor.memory_mb / 1024
+    add(f"lambda.gb_seconds_{cfg.processor.architecture}", s.invocation_seconds * memory_gb,
+        f"{cfg.processor.memory_mb} MB, {cfg.processor.architecture}")
+
+    anomaly_units = s.anomaly_items * write_units(assumptions.value("reading_item_bytes"))
+    if layout == "packed":
+        packed_items = s.items - s.anomaly_items
+        units = packed_items * write_units(s.item_bytes) + anomaly_units * 2
+        note = (f"packed, {window} s windows: {packed_items:,.0f} items of {s.item_bytes:,.0f} B and "
+                f"{s.anomaly_items:,.0f} anomaly items (table and index)")
+        stored = (packed_items * (s.item_bytes + DYNAMODB_INDEX_OVERHEAD_BYTES)
+                  + 2 * s.anomaly_items * (assumptions.value("reading_item_bytes") + DYNAMODB_INDEX_OVERHEAD_BYTES))
+    else:
+        units = s.items * write_units(s.item_bytes) + anomaly_units
+        note = f"an item per reading of {s.item_bytes:,.0f} B; anomalies also in the index"
+        stored = (s.items + s.anomaly_items) * (s.item_bytes + DYNAMODB_INDEX_OVERHEAD_BYTES)
+    add("dynamodb.write_request_units", units, note)
+    add("dynamodb.storage_gb_months", stored / GB * cfg.storage.ttl_days / DAYS_PER_MONTH,
+        f"held {cfg.storage.ttl_days} days (TTL)")
+
+    add("s3.put_requests", s.invocations, "one raw-archive object per batch")
+    add("s3.storage_gb_months", s.archive_bytes / GB * assumptions.value("s3_storage_months"),
+        f"gzip, kept {assumptions.value('s3_storage_months'):g} months")
+
+    add("cloudwatch.log_ingestion_gb", s.log_bytes / GB)
+    add("cloudwatch.custom_metrics", s.custom_metrics, f"EMF: {METRICS_BY_ENVIRONMENT} + "
+        f"{METRICS_BY_SENSOR_TYPE} per sensor type")
+    if alarms:
+        add("cloudwatch.alarms", alarms, "alarms in the rendered template")
+
+    settings = (
+        ("ingest", "Basic Ingest" if cfg.ingest.basic_ingest else "MQTT topic sensor/<id>/data"),
+        ("stream", f"{cfg.stream.mode}, {s.shards} shard(s), retention {cfg.stream.retention_hours} h"),
+        ("processor", f"{cfg.processor.architecture}, {cfg.processor.memory_mb} MB, batch {cfg.processor.batch_size},"
+                      f" window {cfg.processor.batching_window_seconds} s"),
+        ("storage", f"{layout}" + (f" ({window} s windows)" if layout == "packed" else "")
+                    + f", TTL {cfg.storage.ttl_days} days"),
+    )
+    return Estimate(workload=workload, env=cfg.env, layout=layout, basic_ingest=cfg.ingest.basic_ingest,
+                    line_items=tuple(lines), shape=s, assumptions=assumptions, prices=table, settings=settings)
+
+
+def to_json(est: Estimate) -> dict[str, Any]:
+    """The estimate as a JSON-ready document (``iotpipe cost --output json``)."""
+    return {
+        "env": est.env,
+        "workload": {"devices": est.workload.devices, "sensors": est.workload.sensors,
+                     "rate_hz": est.workload.rate_hz, "readings_per_message": est.workload.readings_per_message},
+        "readings_per_month": est.readings_per_month,
+        "monthly_total_usd": round(est.monthly_total_usd, 2),
+        "per_million_readings_usd": round(est.per_million_readings_usd, 4),
+        "by_service_usd": {name: round(usd, 2) for name, usd in est.by_service().items()},
+        "line_items": [{"service": i.service, "item": i.item, "units": i.units, "unit": i.unit,
+                        "unit_price_usd": i.unit_price_usd, "usd": round(i.usd, 4), "note": i.note}
+                       for i in est.line_items],
+        "configuration": dict(est.settings),
+        "assumptions": [{"name": a.name, "value": a.value, "unit": a.unit, "source": a.source}
+                        for a in est.assumptions.items],
+        "prices": {"region": est.prices.region, "as_of": est.prices.as_of, "currency": est.prices.currency,
+                   "sources": dict(est.prices.sources),
+                   "overridden": sorted(f"{p.service}.{p.item}" for p in est.prices.prices if p.overridden)},
+    }

@@ -1,0 +1,1 @@
+"""Dated AWS list price tables, one JSON file per region, read by :mod:`iotpipe.cost`."""
