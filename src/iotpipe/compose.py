@@ -30,7 +30,8 @@ def compose(cfg: PipelineConfig) -> Template:
     stream = build_stream(cfg.stream)
     processor = build_processor(cfg, keys=keys, stream=stream, storage=storage)
     endpoint = build_endpoint(cfg, keys=keys)
-    ingest = build_ingest(stream=stream, storage=storage, endpoint=endpoint)
+    ingest = build_ingest(stream=stream, storage=storage, endpoint=endpoint,
+                          basic_ingest=cfg.ingest.basic_ingest)
     monitoring = build_monitoring(cfg, keys=keys, stream=stream, processor=processor, ingest=ingest)
     analytics = build_analytics(cfg.analytics, storage=storage)
     for group in (keys, storage, stream, processor, endpoint, ingest, monitoring, analytics):

@@ -18,6 +18,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from iotpipe import naming
 from iotpipe.aws import clean_message, stack_outputs
 from iotpipe.config import PipelineConfig
 from iotpipe.errors import AwsError, ConfigError, IotpipeError
@@ -115,9 +116,16 @@ def validate_thing_name(name: str) -> str:
     return name
 
 
-def topic_for(thing_name: str) -> str:
-    """The data topic of a device, as the data contract defines it."""
-    return f"sensor/{thing_name}/data"
+def topic_for(thing_name: str, basic_ingest_rule: str | None = None) -> str:
+    """The topic a device publishes to: ``sensor/<thing>/data`` as the data contract defines it, or with
+    ``basic_ingest_rule`` that rule's Basic Ingest topic ``$aws/rules/<rule>/sensor/<thing>/data``."""
+    topic = f"sensor/{thing_name}/data"
+    return f"{naming.BASIC_INGEST_PREFIX}{basic_ingest_rule}/{topic}" if basic_ingest_rule else topic
+
+
+def basic_ingest_rule(cfg: PipelineConfig) -> str | None:
+    """The rule devices of ``cfg``'s env publish to by Basic Ingest, or None when ``ingest.basic_ingest`` is off."""
+    return naming.rule_name(cfg.env) if cfg.ingest.basic_ingest else None
 
 
 def device_files(out_dir: str | Path, thing_name: str) -> DeviceFiles:
@@ -180,8 +188,11 @@ def register_device(
     out_dir: str | Path,
     environment: str,
     attributes: Mapping[str, str] | None = None,
+    basic_ingest_rule: str | None = None,
 ) -> RegisteredDevice:
     """Create thing, keys and certificate, attach policy and thing, and write the device files.
+
+    With ``basic_ingest_rule`` the connection file's topic is that rule's Basic Ingest topic.
 
     Nothing is left half-done: existing files are refused before any AWS call, and if an AWS call or a
     file write fails, what was created so far is removed again.
@@ -226,7 +237,7 @@ def register_device(
             policy_name=policy_name,
             endpoint=endpoint,
             port=MQTT_TLS_PORT,
-            topic=topic_for(thing_name),
+            topic=topic_for(thing_name, basic_ingest_rule),
             files=files,
         )
         _write_files(device, keys["certificatePem"], keys["keyPair"]["PrivateKey"])

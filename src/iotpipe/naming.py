@@ -9,6 +9,10 @@ ALARM_EMAIL_PARAM = "AlarmEmail"
 METRIC_NAMESPACE = "IoT/Manufacturing"
 TOPIC_FILTER = "sensor/+/data"
 TOPIC_PATTERN = "sensor/{deviceId}/data"
+RULE_NAME_PATTERN = "SensorDataRule_${EnvironmentSuffix}"
+# Basic Ingest: "Messages have topic names that start with $aws/rules/rule_name in their first three levels"
+# (AWS IoT developer guide, Basic Ingest); the rule still sees sensor/<deviceId>/data.
+BASIC_INGEST_PREFIX = "$aws/rules/"
 ANOMALY_INDEX = "AnomaliesByDay"
 
 # Logical ids of the seed template (kept verbatim).
@@ -63,6 +67,16 @@ ENV_SUFFIX_PATTERN = "^[a-z0-9]+$"
 def sub(pattern: str) -> Sub:
     """``Fn::Sub`` of a name pattern that may use ``${EnvironmentSuffix}`` and pseudo parameters."""
     return Sub(pattern)
+
+
+def rule_name(env: str) -> str:
+    """The topic rule's physical name in ``env`` (the EnvironmentSuffix is the env)."""
+    return RULE_NAME_PATTERN.replace("${EnvironmentSuffix}", env)
+
+
+def basic_ingest_topic_pattern(rule: str) -> str:
+    """The Basic Ingest topic devices publish to for ``rule``: ``$aws/rules/<rule>/sensor/{deviceId}/data``."""
+    return f"{BASIC_INGEST_PREFIX}{rule}/{TOPIC_PATTERN}"
 
 
 def raw_bucket_name() -> Sub:

@@ -463,14 +463,19 @@ class Publisher(Protocol):
 class MqttPublisher:
     """One paho-mqtt client per device (client id = device id), QoS 1, each with its network thread."""
 
-    def __init__(self, clients: Mapping[str, Any]) -> None:
+    def __init__(self, clients: Mapping[str, Any], basic_ingest_rule: str | None = None) -> None:
         self._clients = dict(clients)
+        self._rule = basic_ingest_rule
 
     @classmethod
     def connect(
-        cls, targets: Mapping[str, BrokerTarget | DeviceCredentials], *, timeout_s: float = 10.0
+        cls, targets: Mapping[str, BrokerTarget | DeviceCredentials], *, timeout_s: float = 10.0,
+        basic_ingest_rule: str | None = None,
     ) -> MqttPublisher:
-        """Connect a client per device and wait for each CONNACK; PublishError when one fails."""
+        """Connect a client per device and wait for each CONNACK; PublishError when one fails.
+
+        With ``basic_ingest_rule`` every message goes to that rule's Basic Ingest topic instead of its own.
+        """
         clients: dict[str, Any] = {}
         try:
             for device_id, target in targets.items():
@@ -478,11 +483,15 @@ class MqttPublisher:
         except BaseException:
             cls(clients).close()
             raise
-        return cls(clients)
+        return cls(clients, basic_ingest_rule)
+
+    def topic(self, message: SimMessage) -> str:
+        """Where ``message`` is published: its topic, or the Basic Ingest topic of the configured rule."""
+        return topic_for(message.device_id, self._rule) if self._rule else message.topic
 
     def publish(self, message: SimMessage) -> Callable[[float], bool]:
         """Publish at QoS 1; the returned callable waits up to its timeout for the PUBACK."""
-        info = self._clients[message.device_id].publish(message.topic, message.body(), qos=1)
+        info = self._clients[message.device_id].publish(self.topic(message), message.body(), qos=1)
 
         def wait(timeout: float) -> bool:
             if info.rc != 0:
@@ -626,8 +635,10 @@ def run_simulation(
     credentials: Sequence[DeviceCredentials] = (),
     on_progress: Callable[[int, int], None] | None = None,
     ack_timeout_s: float = 10.0,
+    basic_ingest_rule: str | None = None,
 ) -> SimSummary:
-    """Connect one client per device (plain ``broker`` or TLS ``credentials``) and run ``plan``."""
+    """Connect one client per device (plain ``broker`` or TLS ``credentials``) and run ``plan``; with
+    ``basic_ingest_rule`` the devices publish to that rule's Basic Ingest topics."""
     targets: dict[str, BrokerTarget | DeviceCredentials]
     if broker is not None:
         targets = {device: broker for device in plan.device_ids}
@@ -637,5 +648,5 @@ def run_simulation(
         if missing:
             raise ConfigError(f"no credentials for {', '.join(missing)}; use --cert-dir with their files")
         targets = {device: by_id[device] for device in plan.device_ids}
-    publisher = MqttPublisher.connect(targets)
+    publisher = MqttPublisher.connect(targets, basic_ingest_rule=basic_ingest_rule)
     return run(plan, publisher, on_progress=on_progress, ack_timeout_s=ack_timeout_s)

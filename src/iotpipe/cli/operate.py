@@ -88,7 +88,8 @@ def register(
     """Create a device: thing, keys, certificate; attach the stack's device policy and write the files.
 
     DEVICE_ID becomes the thing name, the MQTT client id and the topic sensor/DEVICE_ID/data
-    (1-128 letters, digits, '_' or '-'). Existing files are never overwritten.
+    (1-128 letters, digits, '_' or '-'); with ingest.basic_ingest the connection file's topic is
+    $aws/rules/SensorDataRule_<env>/sensor/DEVICE_ID/data. Existing files are never overwritten.
 
     \b
     Examples:
@@ -106,6 +107,7 @@ def register(
         out_dir=out_dir,
         environment=cfg.env,
         attributes={k: v for k, v in extra.items() if v is not None},
+        basic_ingest_rule=devices_lib.basic_ingest_rule(cfg),
     )
     if output == "json":
         echo_json(
@@ -333,12 +335,15 @@ def simulate(
     target = simulate_lib.parse_broker_url(broker) if broker else None
     where = broker or f"AWS IoT ({len(ids)} device(s) from {cert_dir})"
     batching = f", {batch} samples per message" if batch > 1 else ""
-    progress(f"simulating {len(ids)} device(s) -> {where}, {plan.fmt} format, {rate:g} Hz{batching}")
+    rule = devices_lib.basic_ingest_rule(cfg)
+    topic = devices_lib.topic_for("<device>", rule)
+    progress(f"simulating {len(ids)} device(s) -> {where} on {topic}, {plan.fmt} format, {rate:g} Hz{batching}")
     summary = simulate_lib.run_simulation(
         plan,
         broker=target,
         credentials=credentials,
         ack_timeout_s=ack_timeout,
+        basic_ingest_rule=rule,
         on_progress=lambda sent, failed: progress(f"  {sent} sent, {failed} failed"),
     )
     click.echo(

@@ -32,11 +32,16 @@ class IngestGroup:
     rule_name: Sub
 
 
-def build_ingest(*, stream: StreamGroup, storage: StorageGroup, endpoint: EndpointGroup) -> IngestGroup:
-    """Rule and role into the stream, the per-thing device policy and the seed's sample thing."""
+def build_ingest(*, stream: StreamGroup, storage: StorageGroup, endpoint: EndpointGroup,
+                 basic_ingest: bool = False) -> IngestGroup:
+    """Rule and role into the stream, the per-thing device policy and the seed's sample thing.
+
+    With ``basic_ingest`` devices publish to the rule's Basic Ingest topic (no messaging charge) instead of
+    ``sensor/<thing>/data``, and the policy allows that topic only.
+    """
     role = _rule_role(stream, storage)
     rule = _topic_rule(stream, storage, role)
-    policy = _device_policy()
+    policy = _device_policy(basic_ingest)
     thing = _thing()
     outputs = (
         # Seed gave ${AWS::AccountId}.iot.${AWS::Region}.amazonaws.com, which is no endpoint; this is the one
@@ -46,7 +51,7 @@ def build_ingest(*, stream: StreamGroup, storage: StorageGroup, endpoint: Endpoi
         Output("IoTThingName", Description="IoT Thing name for manufacturing device", Value=Ref(thing),
                Export=naming.export("IoTThingName")),
         Output("IoTTopicPattern", Description="MQTT topic pattern for publishing sensor data",
-               Value=naming.TOPIC_PATTERN, Export=naming.export("IoTTopicPattern")),
+               Value=_publish_topic_pattern(basic_ingest), Export=naming.export("IoTTopicPattern")),
         Output("SensorDevicePolicyName", Description="IoT policy to attach to device certificates",
                Value=Ref(policy)),
     )
@@ -54,7 +59,14 @@ def build_ingest(*, stream: StreamGroup, storage: StorageGroup, endpoint: Endpoi
 
 
 def _rule_name_pattern() -> str:
-    return "SensorDataRule_${EnvironmentSuffix}"
+    return naming.RULE_NAME_PATTERN
+
+
+def _publish_topic_pattern(basic_ingest: bool) -> str | Sub:
+    if not basic_ingest:
+        return naming.TOPIC_PATTERN
+    # {deviceId} is no Fn::Sub variable; only ${EnvironmentSuffix} is substituted.
+    return Sub(naming.basic_ingest_topic_pattern(_rule_name_pattern()))
 
 
 def _rule_role(stream: StreamGroup, storage: StorageGroup) -> iam.Role:
@@ -104,15 +116,20 @@ def _iot_arn(kind: str, name: str) -> Sub:
     return Sub("arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:" + f"{kind}/{name}")
 
 
-def _device_policy() -> tpiot.Policy:
+def _device_policy(basic_ingest: bool = False) -> tpiot.Policy:
     thing = THING.replace("${", "${!")  # literal policy variable inside Fn::Sub
     # Seed let any device publish as any other (sensor/*/data); policy variables pin each to its own topics.
+    # Basic Ingest: "verify that your device or application is using a policy that has publish permissions on
+    # $aws/rules/rule_name" (Basic Ingest); the same policy variable keeps each device to its own id.
+    own_topic = f"sensor/{thing}/data"
+    if basic_ingest:
+        own_topic = f"{naming.BASIC_INGEST_PREFIX}{_rule_name_pattern()}/{own_topic}"
     statements = [
         Statement(Sid="ConnectAsOwnThing", Effect=Allow, Action=[awsiot.Connect],
                   Resource=[_iot_arn("client", thing)],
                   Condition=Condition(Bool("iot:Connection.Thing.IsAttached", "true"))),
         Statement(Sid="PublishOwnReadings", Effect=Allow, Action=[awsiot.Publish],
-                  Resource=[_iot_arn("topic", f"sensor/{thing}/data")]),
+                  Resource=[_iot_arn("topic", own_topic)]),
         Statement(Sid="SubscribeOwnCommands", Effect=Allow, Action=[awsiot.Subscribe],
                   Resource=[_iot_arn("topicfilter", f"sensor/{thing}/commands")]),
         Statement(Sid="ReceiveOwnCommands", Effect=Allow, Action=[awsiot.Receive],

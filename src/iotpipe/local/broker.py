@@ -121,18 +121,23 @@ class DevicePolicy:
     """The device policy the embedded broker enforces, as the template's SensorDevicePolicy does on AWS IoT.
 
     A client connects only with the client id of a registered thing (``is_registered``, called off the event
-    loop on each CONNECT), publishes only to ``sensor/<client id>/data`` (not basic ingest: the policy does not
-    grant ``$aws/rules/...``), subscribes to and receives only ``sensor/<client id>/commands``.
+    loop on each CONNECT), publishes only to ``sensor/<client id>/data`` (with ``basic_ingest_rule``, as the
+    template's policy with ``ingest.basic_ingest``: only to ``$aws/rules/<rule>/sensor/<client id>/data``),
+    subscribes to and receives only ``sensor/<client id>/commands``.
     """
 
     is_registered: Callable[[str], bool]
     publish_topic: str = "sensor/{client_id}/data"
     command_topic: str = "sensor/{client_id}/commands"
+    basic_ingest_rule: str | None = None
 
     def allows(self, action: str, client_id: str, topic: str) -> bool:
         """Whether ``client_id`` may ``action`` (publish | subscribe | receive) on ``topic``."""
         if action == "publish":
-            return topic == self.publish_topic.format(client_id=client_id)
+            own = self.publish_topic.format(client_id=client_id)
+            if self.basic_ingest_rule:
+                own = f"{BASIC_INGEST_PREFIX}{self.basic_ingest_rule}/{own}"
+            return topic == own
         return topic == self.command_topic.format(client_id=client_id)
 
 
