@@ -81,7 +81,8 @@ def cost(devices: int, sensors: int, rate: float, readings_per_message: int | No
     cfg = load_pipeline_config(config_path, env)
     workload = cost_lib.validate_workload(cost_lib.Workload(
         devices=devices, sensors=sensors, rate_hz=rate,
-        readings_per_message=readings_per_message or cfg.ingest.readings_per_message))
+        readings_per_message=(readings_per_message if readings_per_message is not None
+                              else cfg.ingest.readings_per_message)))
     region = price_region or cfg.region or cost_lib.DEFAULT_REGION
     if not price_region and region not in cost_lib.regions():
         progress(f"warning: no price table for {region}; using {cost_lib.DEFAULT_REGION}'s (override what differs "
