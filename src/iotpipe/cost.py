@@ -51,6 +51,8 @@ GB = 1024 ** 3
 METRICS_BY_ENVIRONMENT = 6
 METRICS_BY_SENSOR_TYPE = 2
 LAYOUTS = ("item-per-reading", "packed")
+# The processor validates and writes a batch in windows of at most this many readings (docs/contract.md).
+PROCESSOR_WINDOW_READINGS = 4_000
 DEFAULT_REGION = "us-east-1"
 
 
@@ -327,15 +329,10 @@ def shape(workload: Workload, cfg: PipelineConfig, assumptions: Assumptions, *, 
     shards = cfg.stream.shard_count if cfg.stream.mode == "PROVISIONED" else ON_DEMAND_INITIAL_SHARDS
     per_invocation = records_per_invocation(workload, cfg, record_bytes, shards)
     invocations = messages / per_invocation
-    layout, window = storage_layout(cfg)
+    layout, _ = storage_layout(cfg)
     anomaly_items = readings * assumptions.value("anomaly_rate")
     if layout == "packed":
-        # An item per device, sensor and window piece of each batch: a batch spanning I seconds of a shard's
-        # traffic cuts each device-sensor series into 1 + I/W pieces on average (W the pack window).
-        interval = per_invocation / (workload.messages_per_second / shards)
-        series = workload.devices * workload.sensors
-        packed = series * seconds * (1 / interval + 1 / window)
-        packed = min(packed, readings)
+        packed = packed_items(workload, cfg, per_invocation, shards, seconds)
         item_bytes = (assumptions.value("packed_item_overhead_bytes")
                       + readings / packed * assumptions.value("packed_bytes_per_reading"))
         items = packed + anomaly_items
@@ -357,13 +354,38 @@ def shape(workload: Workload, cfg: PipelineConfig, assumptions: Assumptions, *, 
     )
 
 
+def batch_streams(cfg: PipelineConfig, shards: int) -> int:
+    """Concurrent batch streams: each shard's records are split by partition key over
+    ``parallelization_factor`` batches (a device's records stay in one)."""
+    return shards * cfg.processor.parallelization_factor
+
+
 def records_per_invocation(workload: Workload, cfg: PipelineConfig, record_bytes: float, shards: int) -> float:
-    """Records in one batch: what a shard gets in the batching window (Lambda polls a shard about once a
-    second without one), at most ``batch_size`` and at most Lambda's 6 MB payload."""
+    """Records in one batch: what one batch stream gets in the batching window (Lambda polls a shard about
+    once a second without one), at most ``batch_size`` and at most Lambda's 6 MB payload."""
     window = cfg.processor.batching_window_seconds or 1
-    per_shard = workload.messages_per_second / shards
-    return max(1.0, min(float(cfg.processor.batch_size), per_shard * window,
+    per_stream = workload.messages_per_second / batch_streams(cfg, shards)
+    return max(1.0, min(float(cfg.processor.batch_size), per_stream * window,
                         LAMBDA_PAYLOAD_BYTES // math.ceil(record_bytes * 4 / 3)))
+
+
+def packed_items(workload: Workload, cfg: PipelineConfig, per_invocation: float, shards: int,
+                 seconds: float) -> float:
+    """Packed items written in ``seconds`` (anomalies apart).
+
+    The processor packs the readings of one device, sensor and pack window that arrive in one processing
+    window (a batch, cut every :data:`PROCESSOR_WINDOW_READINGS` readings) into one item. A processing window
+    spanning ``I`` seconds of its batch stream's traffic cuts each device-sensor series into ``1 + I / W``
+    pieces on average (``W`` the pack window), so a series makes ``1 / I + 1 / W`` items a second, never more
+    than it has readings.
+    """
+    _, window = storage_layout(cfg)
+    streams = batch_streams(cfg, shards)
+    readings_per_stream = workload.readings_per_second / streams
+    chunk = min(per_invocation * workload.readings_per_message, PROCESSOR_WINDOW_READINGS)
+    interval = chunk / readings_per_stream
+    per_series = min(1 / interval + 1 / window, workload.rate_hz)
+    return workload.devices * workload.sensors * seconds * per_series
 
 
 def write_units(item_bytes: float) -> int:
