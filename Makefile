@@ -3,7 +3,7 @@
 PYTHON ?= python3
 NODE_DIR := handler/node
 
-.PHONY: install test lint pytest node-test docs docs-config render bench bench-worst bench-broker bench-local bench-sql golden clean
+.PHONY: install test lint pytest node-test docs docs-config render bench bench-worst bench-broker bench-local bench-sql bench-cost golden clean
 
 install:
 	$(PYTHON) -m pip install --upgrade pip
@@ -61,6 +61,11 @@ bench-local:
 
 bench-sql:
 	$(PYTHON) bench/bench_sql.py
+
+# Billable units of 100,000 readings through the processor (env prod, moto) next to `iotpipe cost`'s prediction;
+# smaller runs: make bench-cost BENCH_COST_ARGS="--readings 5000 --devices 20".
+bench-cost:
+	$(PYTHON) bench/bench_cost.py $(BENCH_COST_ARGS)
 
 clean:
 	rm -rf build dist site .pytest_cache .ruff_cache .mypy_cache src/*.egg-info

@@ -88,29 +88,30 @@ class Assumptions:
                                  if item.name in values else item for item in self.items))
 
 
-_MEASURED = "measured by make bench-cost (2026-11-30, 5,000 readings, Python processor on moto)"
+_MEASURED = "measured by make bench-cost (2026-11-30, Python processor on moto)"
 _DEFAULT = "documented default (docs/cost.md)"
 DEFAULT_ASSUMPTIONS = Assumptions((
-    Assumption("single_message_bytes", 120, "bytes", _MEASURED + ": simulate's single-reading payload and topic"),
-    Assumption("message_overhead_bytes", 70, "bytes", _DEFAULT + ": deviceId, timestamp and braces of a "
-                                                      "several-readings message, plus the topic"),
-    Assumption("bytes_per_reading_in_message", 22, "bytes", _DEFAULT + ": one '\"temperature\":71.25,' "
-                                                            "or one timestamp's share"),
-    Assumption("rule_added_bytes", 60, "bytes", _MEASURED + ": receivedAt and topicDeviceId the rule adds"),
-    Assumption("reading_item_bytes", 290, "bytes", _MEASURED + ": one item per reading, DynamoDB item size"),
+    Assumption("single_message_bytes", 112, "bytes", _MEASURED + ": a single-reading payload and its topic"),
+    Assumption("message_overhead_bytes", 70, "bytes", _MEASURED + ": deviceId, braces and topic of a "
+                                                      "several-readings message"),
+    Assumption("bytes_per_reading_in_message", 22, "bytes", _MEASURED + ": one reading's share of a "
+                                                            "several-readings message"),
+    Assumption("rule_added_bytes", 34, "bytes", _MEASURED + ": receivedAt and topicDeviceId the rule adds, "
+                                                "less the topic"),
+    Assumption("reading_item_bytes", 254, "bytes", _MEASURED + ": an item of one reading (DynamoDB item size)"),
     Assumption("packed_item_overhead_bytes", 200, "bytes", _DEFAULT + ": keys, ttl and lineage of a packed "
                                                            "item"),
-    Assumption("packed_bytes_per_reading", 24, "bytes", _DEFAULT + ": one reading's share of a packed item"),
+    Assumption("packed_bytes_per_reading", 12, "bytes", _DEFAULT + ": '<ms after window start>:<value>,' of "
+                                                        "one reading in a packed item"),
     Assumption("anomaly_rate", 0.001, "fraction of readings", _DEFAULT + ": one reading in a thousand"),
-    Assumption("archive_line_overhead_bytes", 130, "bytes", _MEASURED + ": sequence number, partition key, "
-                                                            "arrival time and JSON escaping per raw line"),
-    Assumption("compression_ratio", 6.0, "raw / gzip", _MEASURED + ": gzip of the raw archive"),
-    Assumption("lambda_ms_per_invocation", 60, "ms", _DEFAULT + ": fixed part of a batch (archive PUT, "
-                                                      "first write round trip)"),
-    Assumption("lambda_ms_per_item", 0.2, "ms", _DEFAULT + ": per item written (BatchWriteItem of 25, "
-                                                 "calls in parallel)"),
-    Assumption("log_bytes_per_invocation", 2000, "bytes", _MEASURED + ": START/END/REPORT, the batch log "
-                                                           "line and the EMF documents of 3 sensor types"),
+    Assumption("archive_line_overhead_bytes", 205, "bytes", _MEASURED + ": sequence number, partition key, "
+                                                            "arrival time, rule fields and escaping per raw line"),
+    Assumption("compression_ratio", 13.0, "raw / gzip", _MEASURED + ": gzip of the raw archive's JSON lines"),
+    Assumption("lambda_ms_per_invocation", 40, "ms", _MEASURED + ": fixed part of a batch; an upper bound "
+                                                     "(moto is slower than AWS)"),
+    Assumption("lambda_ms_per_item", 1.0, "ms", _MEASURED + ": per item written; an upper bound"),
+    Assumption("log_bytes_per_invocation", 2240, "bytes", _MEASURED + ": START/END/REPORT, the batch log line "
+                                                          "and the EMF documents of 3 sensor types"),
     Assumption("s3_storage_months", 12, "months", _DEFAULT + ": each month's raw archive kept a year in S3 "
                                                    "Standard (objects under 128 KB are not transitioned)"),
 ))
@@ -354,17 +355,19 @@ def shape(workload: Workload, cfg: PipelineConfig, assumptions: Assumptions, *, 
     )
 
 
-def batch_streams(cfg: PipelineConfig, shards: int) -> int:
-    """Concurrent batch streams: each shard's records are split by partition key over
-    ``parallelization_factor`` batches (a device's records stay in one)."""
-    return shards * cfg.processor.parallelization_factor
+def batch_streams(workload: Workload, cfg: PipelineConfig, shards: int) -> float:
+    """Batch streams that carry traffic: each shard's records are split by partition key (the device) over
+    ``parallelization_factor`` concurrent batches; devices hash into them at random, so with few devices some
+    stay empty (the expected number of occupied ones)."""
+    streams = shards * cfg.processor.parallelization_factor
+    return streams * (1 - (1 - 1 / streams) ** workload.devices)
 
 
 def records_per_invocation(workload: Workload, cfg: PipelineConfig, record_bytes: float, shards: int) -> float:
     """Records in one batch: what one batch stream gets in the batching window (Lambda polls a shard about
     once a second without one), at most ``batch_size`` and at most Lambda's 6 MB payload."""
     window = cfg.processor.batching_window_seconds or 1
-    per_stream = workload.messages_per_second / batch_streams(cfg, shards)
+    per_stream = workload.messages_per_second / batch_streams(workload, cfg, shards)
     return max(1.0, min(float(cfg.processor.batch_size), per_stream * window,
                         LAMBDA_PAYLOAD_BYTES // math.ceil(record_bytes * 4 / 3)))
 
@@ -380,7 +383,7 @@ def packed_items(workload: Workload, cfg: PipelineConfig, per_invocation: float,
     than it has readings.
     """
     _, window = storage_layout(cfg)
-    streams = batch_streams(cfg, shards)
+    streams = batch_streams(workload, cfg, shards)
     readings_per_stream = workload.readings_per_second / streams
     chunk = min(per_invocation * workload.readings_per_message, PROCESSOR_WINDOW_READINGS)
     interval = chunk / readings_per_stream
@@ -388,24 +391,62 @@ def packed_items(workload: Workload, cfg: PipelineConfig, per_invocation: float,
     return workload.devices * workload.sensors * seconds * per_series
 
 
+def dynamodb_item_size(item: Mapping[str, Any]) -> int:
+    """Bytes of a DynamoDB item in the low-level format (``{"name": {"S": "..."}}``), as DynamoDB sizes it:
+    attribute names plus values; strings and binary by length, a number about 1 byte per 2 significant digits
+    plus 1, booleans and nulls 1 byte, lists and maps 3 bytes plus their elements (and their keys)."""
+    return sum(len(name.encode("utf-8")) + _value_size(value) for name, value in item.items())
+
+
+def _value_size(value: Mapping[str, Any]) -> int:
+    (kind, data), = value.items()
+    if kind == "S":
+        return len(str(data).encode("utf-8"))
+    if kind == "B":
+        return len(data)
+    if kind == "N":
+        digits = str(data).lstrip("-").replace(".", "").split("e")[0].split("E")[0].strip("0") or "0"
+        return math.ceil(len(digits) / 2) + 1
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind in ("SS", "NS", "BS"):
+        return sum(_value_size({kind[0]: member}) for member in data)
+    if kind == "L":
+        return 3 + sum(1 + _value_size(member) for member in data)
+    if kind == "M":
+        return 3 + sum(1 + len(key.encode("utf-8")) + _value_size(member) for key, member in data.items())
+    raise ValueError(f"not a DynamoDB attribute value: {value!r}")
+
+
 def write_units(item_bytes: float) -> int:
     """DynamoDB write units of one item: 1 per KB, rounded up."""
     return max(1, math.ceil(item_bytes / DYNAMODB_WRITE_UNIT_BYTES))
 
 
-def estimate(workload: Workload, cfg: PipelineConfig, *, prices: PriceTable | None = None,
-             assumptions: Assumptions = DEFAULT_ASSUMPTIONS, alarms: int = 0) -> Estimate:
-    """The month's cost of ``workload`` on ``cfg``'s rendered configuration, line by line."""
-    validate_workload(workload, assumptions)
-    table = apply_overrides(prices or load_price_table(), cfg.price_overrides, f"env.{cfg.env}.prices")
-    s = shape(workload, cfg, assumptions, alarms=alarms)
-    layout, window = storage_layout(cfg)
-    lines: list[LineItem] = []
+@dataclass(frozen=True)
+class Units:
+    """A billed quantity before pricing: the price key (``service.item``), units, and a note."""
 
-    def add(key: str, units: float, note: str = "") -> None:
-        price = table.price(key)
-        lines.append(LineItem(price.service, key.partition(".")[2], units, price.unit, price.unit_usd,
-                              units * price.unit_usd, note))
+    key: str
+    units: float
+    note: str = ""
+    per_reading: bool = True
+
+
+def billable_units(workload: Workload, cfg: PipelineConfig, assumptions: Assumptions = DEFAULT_ASSUMPTIONS, *,
+                   alarms: int = 0, seconds: float = MONTH_SECONDS) -> tuple[tuple[Units, ...], Shape]:
+    """What ``seconds`` of ``workload`` on ``cfg`` is billed for, by price key (a month unless told).
+
+    ``per_reading`` is False for what is billed by time or count whatever the traffic (shard and stream
+    hours, metrics, alarms): ``bench-cost`` compares only the others with what it counted.
+    """
+    s = shape(workload, cfg, assumptions, alarms=alarms, seconds=seconds)
+    layout, window = storage_layout(cfg)
+    hours = seconds / 3600
+    out: list[Units] = []
+
+    def add(key: str, units: float, note: str = "", per_reading: bool = True) -> None:
+        out.append(Units(key, units, note, per_reading))
 
     iot_units = s.messages * math.ceil(s.message_bytes / IOT_METER_BYTES)
     if cfg.ingest.basic_ingest:
@@ -416,15 +457,15 @@ def estimate(workload: Workload, cfg: PipelineConfig, *, prices: PriceTable | No
     add("iot.actions", iot_units, "one Kinesis action per message")
 
     if cfg.stream.mode == "PROVISIONED":
-        add("kinesis.shard_hours", s.shards * MONTH_HOURS)
+        add("kinesis.shard_hours", s.shards * hours, per_reading=False)
         add("kinesis.put_payload_units", s.messages * math.ceil(s.record_bytes / KINESIS_PUT_UNIT_BYTES))
         if cfg.stream.retention_hours > 24:
-            add("kinesis.extended_retention_shard_hours", s.shards * MONTH_HOURS,
-                f"retention {cfg.stream.retention_hours} h")
+            add("kinesis.extended_retention_shard_hours", s.shards * hours,
+                f"retention {cfg.stream.retention_hours} h", per_reading=False)
     else:
         rounded = s.messages * math.ceil(s.record_bytes / KINESIS_ON_DEMAND_ROUNDING_BYTES) \
             * KINESIS_ON_DEMAND_ROUNDING_BYTES
-        add("kinesis.on_demand_stream_hours", MONTH_HOURS)
+        add("kinesis.on_demand_stream_hours", hours, per_reading=False)
         add("kinesis.on_demand_data_in_gb", rounded / GB, "records rounded up to 1 KB")
         add("kinesis.on_demand_data_out_gb", s.messages * s.record_bytes / GB, "one consumer: the processor")
         if cfg.stream.retention_hours > 24:
@@ -436,32 +477,59 @@ def estimate(workload: Workload, cfg: PipelineConfig, *, prices: PriceTable | No
     add(f"lambda.gb_seconds_{cfg.processor.architecture}", s.invocation_seconds * memory_gb,
         f"{cfg.processor.memory_mb} MB, {cfg.processor.architecture}")
 
-    anomaly_units = s.anomaly_items * write_units(assumptions.value("reading_item_bytes"))
+    reading_bytes = assumptions.value("reading_item_bytes")
+    anomaly_units = s.anomaly_items * write_units(reading_bytes)
     if layout == "packed":
-        packed_items = s.items - s.anomaly_items
-        units = packed_items * write_units(s.item_bytes) + anomaly_units * 2
-        note = (f"packed, {window} s windows: {packed_items:,.0f} items of {s.item_bytes:,.0f} B and "
+        packed = s.items - s.anomaly_items
+        units = packed * write_units(s.item_bytes) + anomaly_units * 2
+        note = (f"packed, {window} s windows: {packed:,.0f} items of {s.item_bytes:,.0f} B and "
                 f"{s.anomaly_items:,.0f} anomaly items (table and index)")
-        stored = (packed_items * (s.item_bytes + DYNAMODB_INDEX_OVERHEAD_BYTES)
-                  + 2 * s.anomaly_items * (assumptions.value("reading_item_bytes") + DYNAMODB_INDEX_OVERHEAD_BYTES))
+        stored = (packed * (s.item_bytes + DYNAMODB_INDEX_OVERHEAD_BYTES)
+                  + 2 * s.anomaly_items * (reading_bytes + DYNAMODB_INDEX_OVERHEAD_BYTES))
     else:
         units = s.items * write_units(s.item_bytes) + anomaly_units
         note = f"an item per reading of {s.item_bytes:,.0f} B; anomalies also in the index"
         stored = (s.items + s.anomaly_items) * (s.item_bytes + DYNAMODB_INDEX_OVERHEAD_BYTES)
     add("dynamodb.write_request_units", units, note)
-    add("dynamodb.storage_gb_months", stored / GB * cfg.storage.ttl_days / DAYS_PER_MONTH,
+    add("dynamodb.storage_gb_months", dynamodb_storage_gb_months(stored, cfg.storage.ttl_days),
         f"held {cfg.storage.ttl_days} days (TTL)")
 
     add("s3.put_requests", s.invocations, "one raw-archive object per batch")
-    add("s3.storage_gb_months", s.archive_bytes / GB * assumptions.value("s3_storage_months"),
-        f"gzip, kept {assumptions.value('s3_storage_months'):g} months")
+    months = assumptions.value("s3_storage_months")
+    add("s3.storage_gb_months", s.archive_bytes / GB * months, f"gzip, kept {months:g} months")
 
     add("cloudwatch.log_ingestion_gb", s.log_bytes / GB)
-    add("cloudwatch.custom_metrics", s.custom_metrics, f"EMF: {METRICS_BY_ENVIRONMENT} + "
-        f"{METRICS_BY_SENSOR_TYPE} per sensor type")
+    add("cloudwatch.custom_metrics", s.custom_metrics * seconds / MONTH_SECONDS,
+        f"EMF: {METRICS_BY_ENVIRONMENT} + {METRICS_BY_SENSOR_TYPE} per sensor type", per_reading=False)
     if alarms:
-        add("cloudwatch.alarms", alarms, "alarms in the rendered template")
+        add("cloudwatch.alarms", alarms * seconds / MONTH_SECONDS, "alarms in the rendered template",
+            per_reading=False)
+    return tuple(out), s
 
+
+def dynamodb_storage_gb_months(stored_bytes: float, ttl_days: int) -> float:
+    """GB-months of ``stored_bytes`` (item sizes plus index overhead) kept until the TTL deletes them."""
+    return stored_bytes / GB * ttl_days / DAYS_PER_MONTH
+
+
+def price_units(units: Sequence[Units], table: PriceTable) -> tuple[LineItem, ...]:
+    """Line items: each quantity at its price in ``table``."""
+    lines = []
+    for quantity in units:
+        price = table.price(quantity.key)
+        lines.append(LineItem(price.service, quantity.key.partition(".")[2], quantity.units, price.unit,
+                              price.unit_usd, quantity.units * price.unit_usd, quantity.note))
+    return tuple(lines)
+
+
+def estimate(workload: Workload, cfg: PipelineConfig, *, prices: PriceTable | None = None,
+             assumptions: Assumptions = DEFAULT_ASSUMPTIONS, alarms: int = 0) -> Estimate:
+    """The month's cost of ``workload`` on ``cfg``'s rendered configuration, line by line."""
+    validate_workload(workload, assumptions)
+    table = apply_overrides(prices or load_price_table(), cfg.price_overrides, f"env.{cfg.env}.prices")
+    units, s = billable_units(workload, cfg, assumptions, alarms=alarms)
+    lines = price_units(units, table)
+    layout, window = storage_layout(cfg)
     settings = (
         ("ingest", "Basic Ingest" if cfg.ingest.basic_ingest else "MQTT topic sensor/<id>/data"),
         ("stream", f"{cfg.stream.mode}, {s.shards} shard(s), retention {cfg.stream.retention_hours} h"),
@@ -471,7 +539,7 @@ def estimate(workload: Workload, cfg: PipelineConfig, *, prices: PriceTable | No
                     + f", TTL {cfg.storage.ttl_days} days"),
     )
     return Estimate(workload=workload, env=cfg.env, layout=layout, basic_ingest=cfg.ingest.basic_ingest,
-                    line_items=tuple(lines), shape=s, assumptions=assumptions, prices=table, settings=settings)
+                    line_items=lines, shape=s, assumptions=assumptions, prices=table, settings=settings)
 
 
 def to_json(est: Estimate) -> dict[str, Any]:
