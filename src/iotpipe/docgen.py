@@ -91,6 +91,7 @@ bucket and stack names, and S3 bucket names are lowercase and at most 63 charact
 | `termination_protection` | `false` | `true`: protection on at create and every deploy; `false` turns it off |
 | `tags` | none | a table of stack tags; `--tag K=V` overrides one key |
 | `parameters` | none | `EnvironmentSuffix`, `AlarmEmail` values; `--param K=V` overrides one key |
+| `prices.<service>` | packaged | `<item> = <USD per unit>`: `iotpipe cost`'s prices (docs/cost.md) |
 
 ## `thresholds.<sensor type>`
 

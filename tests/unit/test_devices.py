@@ -60,6 +60,19 @@ def test_register_creates_thing_certificate_and_files(iot: Any, tmp_path: Path) 
     }
 
 
+def test_register_with_basic_ingest_writes_the_rules_topic(iot: Any, tmp_path: Path) -> None:
+    result = _register(iot, tmp_path, basic_ingest_rule="SensorDataRule_dev")
+    assert result.topic == "$aws/rules/SensorDataRule_dev/sensor/press-07/data"
+    assert json.loads(result.files.connection.read_text())["topic"] == result.topic
+
+
+def test_basic_ingest_rule_follows_the_config() -> None:
+    from iotpipe.config import build_config
+
+    assert devices.basic_ingest_rule(build_config({}, "prod", {})) is None
+    assert devices.basic_ingest_rule(build_config({}, "prod", {"ingest.basic_ingest": True})) == "SensorDataRule_prod"
+
+
 @pytest.mark.parametrize(
     "name", ["", "has space", "slash/name", "plus+", "hash#", "dollar$", "x" * 129, "ü", "press-07\n"])
 def test_register_rejects_names_invalid_for_policy_and_topic(iot: Any, tmp_path: Path, name: str) -> None:

@@ -49,7 +49,7 @@ def resources(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
     keys, storage, stream = build_keys(), build_storage(cfg.storage), build_stream(cfg.stream)
     processor = build_processor(cfg, keys=keys, stream=stream, storage=storage)
     endpoint = build_endpoint(cfg, keys=keys)
-    ingest = build_ingest(stream=stream, storage=storage, endpoint=endpoint)
+    ingest = build_ingest(stream=stream, storage=storage, endpoint=endpoint, basic_ingest=cfg.ingest.basic_ingest)
     monitoring = build_monitoring(cfg, keys=keys, stream=stream, processor=processor, ingest=ingest)
     return {r.title: r.to_dict() for group in (keys, storage, stream, processor, endpoint, ingest, monitoring)
             for r in group.resources}
@@ -320,6 +320,17 @@ def test_device_policy_uses_the_thing_name_policy_variable(dev: dict[str, dict[s
             {"Sid": "ReceiveOwnCommands", "Effect": "Allow", "Action": ["iot:Receive"],
              "Resource": [sub(f"{IOT_ARN}topic/sensor/{THING}/commands")]},
         ]}}}
+
+
+def test_basic_ingest_policy_allows_only_the_rules_topic_for_the_own_thing() -> None:
+    basic = resources(load_config(None, "dev", {"ingest.basic_ingest": True}))
+    statements = basic["SensorDevicePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    publish = [s for s in statements if s["Action"] == ["iot:Publish"]]
+    # Basic Ingest topics are $aws/rules/<rule name>/<topic>: this rule only, this thing only.
+    assert publish == [{"Sid": "PublishOwnReadings", "Effect": "Allow", "Action": ["iot:Publish"],
+                        "Resource": [sub(f"{IOT_ARN}topic/$aws/rules/SensorDataRule_${{EnvironmentSuffix}}/"
+                                         f"sensor/{THING}/data")]}]
+    assert basic["SensorDataRule"] == resources(load_config(None, "dev"))["SensorDataRule"]  # the rule is unchanged
 
 
 # ---------------------------------------------------------------- monitoring

@@ -263,6 +263,21 @@ def test_run_closes_the_clients_when_publishing_fails() -> None:
     assert publisher.closed
 
 
+def test_publisher_sends_to_the_basic_ingest_topic_when_configured() -> None:
+    sent: list[str] = []
+
+    class Client:
+        def publish(self, topic: str, body: str, qos: int) -> object:
+            sent.append(topic)
+            return type("Info", (), {"rc": 0})()
+
+    message = next(iter(simulate.messages(_plan(count=1), START)))
+    simulate.MqttPublisher({message.device_id: Client()}).publish(message)
+    simulate.MqttPublisher({message.device_id: Client()}, "SensorDataRule_prod").publish(message)
+    assert sent == [f"sensor/{message.device_id}/data",
+                    f"$aws/rules/SensorDataRule_prod/sensor/{message.device_id}/data"]
+
+
 @pytest.mark.parametrize(("url", "host", "port"), [("mqtt://127.0.0.1:1884", "127.0.0.1", 1884),
                                                     ("mqtt://broker.local", "broker.local", 1883)])
 def test_parse_broker_url(url: str, host: str, port: int) -> None:
