@@ -381,14 +381,25 @@ def release_policy(iot: Any, policy_name: str, environment: str) -> ReleasedPoli
     for target in policy_targets(iot, policy_name):
         _call(iot.detach_policy, "detach-policy", policyName=policy_name, target=target.certificate_arn)
         detached.append(target.certificate_id)
-    deleted_versions = []
-    versions = _call(iot.list_policy_versions, "list-policy-versions", policyName=policy_name)
+    return ReleasedPolicy(tuple(revoked), tuple(detached), delete_old_policy_versions(iot, policy_name))
+
+
+def delete_old_policy_versions(iot: Any, policy_name: str) -> tuple[str, ...]:
+    """Delete the policy's non-default versions (an update of its document, e.g. turning Basic Ingest on,
+    leaves one), which DeletePolicy refuses; the ids deleted, none when the policy does not exist."""
+    try:
+        versions = iot.list_policy_versions(policyName=policy_name)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return ()
+        raise AwsError(f"list-policy-versions {policy_name} failed: {_reason(exc)}") from None
+    deleted = []
     for version in versions.get("policyVersions", []):
         if not version.get("isDefaultVersion"):
             _call(iot.delete_policy_version, "delete-policy-version", policyName=policy_name,
                   policyVersionId=version["versionId"])
-            deleted_versions.append(str(version["versionId"]))
-    return ReleasedPolicy(tuple(revoked), tuple(detached), tuple(deleted_versions))
+            deleted.append(str(version["versionId"]))
+    return tuple(deleted)
 
 
 def _write_files(device: RegisteredDevice, certificate_pem: str, private_key: str) -> None:

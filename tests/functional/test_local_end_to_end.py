@@ -201,7 +201,10 @@ def redeploy_simulate_and_destroy(workdir: Path, mqtt_url: str) -> None:
     """A config change deployed with ``iotpipe deploy`` reaches the running pipeline; ``simulate`` finds the
     broker; ``destroy`` removes the stack."""
     config = workdir / "iotpipe.toml"
-    config.write_text(config.read_text() + "\n[env.local.thresholds.temperature]\nmax = 25\n")
+    # The redeploy also turns Basic Ingest on: simulate then publishes to $aws/rules/<rule>/sensor/<id>/data,
+    # which the rule engine routes to that rule with topic(2) still the device id.
+    config.write_text(config.read_text() + "\n[env.local.thresholds.temperature]\nmax = 25\n"
+                      "\n[env.local.ingest]\nbasic_ingest = true\n")
     log = workdir / "state" / "local.log"
     wired_before = log.read_text().count("event source mapping(s)")
     deployed = iotpipe("deploy", "--env", "local", "--yes")
@@ -214,6 +217,7 @@ def redeploy_simulate_and_destroy(workdir: Path, mqtt_url: str) -> None:
                         "temperature", "--count", "5", "--rate", "20", "--seed", "1")
     assert simulated.exit_code == 0, simulated.output
     assert "sent 5, failed 0" in simulated.stdout
+    assert "on $aws/rules/SensorDataRule_local/sensor/<device>/data" in simulated.output
 
     def readings_of(device: str, count: int) -> Callable[[], list[dict[str, Any]] | None]:
         def check() -> list[dict[str, Any]] | None:
@@ -224,7 +228,8 @@ def redeploy_simulate_and_destroy(workdir: Path, mqtt_url: str) -> None:
 
     (judged,) = wait_until(readings_of("oven-9", 1), 60, "a reading judged by the redeployed threshold")
     assert (judged["status"], judged["reason"]) == ("ANOMALY", "above max 25")  # normal under the old max of 80
-    wait_until(readings_of("oven-001", 5), 60, "the simulated readings")
+    # Stored, not quarantined: topic(2) of the Basic Ingest publish is the device id, as the payload says.
+    wait_until(readings_of("oven-001", 5), 60, "the simulated readings (Basic Ingest)")
     # The redeployed mapping resumed where the old one stopped: no record was read (and archived) twice.
     outputs = json.loads(iotpipe("outputs", "--env", "local", "--output", "json").stdout)
     state = read_state(workdir / "state")

@@ -347,6 +347,8 @@ def destroy(target: Target, yes: bool, revoke_devices: bool, timeout: float, out
         released = devices_lib.release_policy(iot, policy, cfg.env)
         progress(f"revoked {len(released.revoked)} device(s) ({', '.join(r.thing_name for r in released.revoked)}); "
                  f"detached policy {policy} from {len(released.detached_certificates)} other certificate(s)")
+    elif policy:
+        devices_lib.delete_old_policy_versions(iot, policy)
     result = execute_destroy(client, plan, timeout * 60, progress)
     if output == "json":
         echo_json(result.as_dict())
