@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
+from iotpipe import naming
 from iotpipe.config import ON_DEMAND_INITIAL_SHARDS, PipelineConfig
 from iotpipe.errors import ConfigError
 
@@ -91,22 +92,25 @@ class Assumptions:
 _MEASURED = "measured by make bench-cost (2026-11-30, Python processor on moto)"
 _DEFAULT = "documented default (docs/cost.md)"
 DEFAULT_ASSUMPTIONS = Assumptions((
-    Assumption("single_message_bytes", 112, "bytes", _MEASURED + ": a single-reading payload and its topic"),
-    Assumption("message_overhead_bytes", 70, "bytes", _MEASURED + ": deviceId, braces and topic of a "
-                                                      "several-readings message"),
-    Assumption("bytes_per_reading_in_message", 22, "bytes", _MEASURED + ": one reading's share of a "
-                                                            "several-readings message"),
-    Assumption("rule_added_bytes", 34, "bytes", _MEASURED + ": receivedAt and topicDeviceId the rule adds, "
-                                                "less the topic"),
+    Assumption("single_payload_bytes", 90, "bytes", _MEASURED + ": a single-reading payload"),
+    Assumption("message_overhead_bytes", 38, "bytes", _MEASURED + ": deviceId and braces of a "
+                                                      "several-readings payload"),
+    Assumption("bytes_per_reading_in_message", 31, "bytes", _MEASURED + ": one reading's share of a samples-form "
+                                                            "payload (its timestamp shared by the sensors)"),
+    Assumption("device_id_bytes", 10, "bytes", _DEFAULT + ": a device id in the topic (press-0001)"),
+    Assumption("rule_added_bytes", 55, "bytes", _MEASURED + ": receivedAt and topicDeviceId the rule adds"),
     Assumption("reading_item_bytes", 254, "bytes", _MEASURED + ": an item of one reading (DynamoDB item size)"),
-    Assumption("packed_item_overhead_bytes", 200, "bytes", _DEFAULT + ": keys, ttl and lineage of a packed "
+    Assumption("packed_item_overhead_bytes", 390, "bytes", _MEASURED + ": keys, ttl and lineage of a packed "
                                                            "item"),
-    Assumption("packed_bytes_per_reading", 12, "bytes", _DEFAULT + ": '<ms after window start>:<value>,' of "
+    Assumption("packed_bytes_per_reading", 12, "bytes", _MEASURED + ": '<ms after window start>:<value>,' of "
                                                         "one reading in a packed item"),
     Assumption("anomaly_rate", 0.001, "fraction of readings", _DEFAULT + ": one reading in a thousand"),
-    Assumption("archive_line_overhead_bytes", 205, "bytes", _MEASURED + ": sequence number, partition key, "
-                                                            "arrival time, rule fields and escaping per raw line"),
-    Assumption("compression_ratio", 13.0, "raw / gzip", _MEASURED + ": gzip of the raw archive's JSON lines"),
+    Assumption("archive_line_overhead_bytes", 255, "bytes", _MEASURED + ": sequence number, partition key, "
+                                                            "arrival time and escaping around a raw record"),
+    Assumption("compression_ratio", 25.0, "raw / gzip", _MEASURED + ": gzip of the raw archive's JSON lines "
+                                                        "(fitted with archive_object_overhead_bytes)"),
+    Assumption("archive_object_overhead_bytes", 480, "bytes", _MEASURED + ": what a small gzip object costs "
+                                                              "beyond its share (fitted at 5 and 100 records)"),
     Assumption("lambda_ms_per_invocation", 40, "ms", _MEASURED + ": fixed part of a batch; an upper bound "
                                                      "(moto is slower than AWS)"),
     Assumption("lambda_ms_per_item", 1.0, "ms", _MEASURED + ": per item written; an upper bound"),
@@ -291,12 +295,26 @@ def storage_layout(cfg: PipelineConfig) -> tuple[str, int]:
     return layout, window
 
 
-def message_bytes(workload: Workload, assumptions: Assumptions) -> float:
-    """Bytes of one message (payload and topic), as IoT Core meters it."""
+def payload_bytes(workload: Workload, assumptions: Assumptions) -> float:
+    """Bytes of one message's payload."""
     if workload.readings_per_message == 1:
-        return assumptions.value("single_message_bytes")
+        return assumptions.value("single_payload_bytes")
     return (assumptions.value("message_overhead_bytes")
             + workload.readings_per_message * assumptions.value("bytes_per_reading_in_message"))
+
+
+def topic_bytes(cfg: PipelineConfig | None, assumptions: Assumptions) -> int:
+    """Bytes of the topic a device publishes to (``sensor/<id>/data`` or its Basic Ingest form)."""
+    device = "d" * int(assumptions.value("device_id_bytes"))
+    topic = f"sensor/{device}/data"
+    if cfg is not None and cfg.ingest.basic_ingest:
+        topic = f"{naming.BASIC_INGEST_PREFIX}{naming.rule_name(cfg.env)}/{topic}"
+    return len(topic)
+
+
+def message_bytes(workload: Workload, assumptions: Assumptions, cfg: PipelineConfig | None = None) -> float:
+    """Bytes of one message (payload and topic), as IoT Core meters it."""
+    return payload_bytes(workload, assumptions) + topic_bytes(cfg, assumptions)
 
 
 def validate_workload(workload: Workload, assumptions: Assumptions = DEFAULT_ASSUMPTIONS) -> Workload:
@@ -311,7 +329,7 @@ def validate_workload(workload: Workload, assumptions: Assumptions = DEFAULT_ASS
     if workload.readings_per_message < 1:
         raise ConfigError(f"--readings-per-message {workload.readings_per_message} is out of range; use at "
                           "least 1")
-    size = message_bytes(workload, assumptions)
+    size = payload_bytes(workload, assumptions)
     if size > MAX_MESSAGE_BYTES:
         per = assumptions.value("bytes_per_reading_in_message")
         most = int((MAX_MESSAGE_BYTES - assumptions.value("message_overhead_bytes")) // per)
@@ -325,8 +343,8 @@ def shape(workload: Workload, cfg: PipelineConfig, assumptions: Assumptions, *, 
     """The billable quantities of ``seconds`` of ``workload`` on ``cfg`` (a month unless told)."""
     readings = workload.readings_per_second * seconds
     messages = readings / workload.readings_per_message
-    msg_bytes = message_bytes(workload, assumptions)
-    record_bytes = msg_bytes + assumptions.value("rule_added_bytes")
+    msg_bytes = message_bytes(workload, assumptions, cfg)
+    record_bytes = payload_bytes(workload, assumptions) + assumptions.value("rule_added_bytes")
     shards = cfg.stream.shard_count if cfg.stream.mode == "PROVISIONED" else ON_DEMAND_INITIAL_SHARDS
     per_invocation = records_per_invocation(workload, cfg, record_bytes, shards)
     invocations = messages / per_invocation
@@ -340,14 +358,15 @@ def shape(workload: Workload, cfg: PipelineConfig, assumptions: Assumptions, *, 
     else:
         items = readings
         item_bytes = assumptions.value("reading_item_bytes")
-    line_bytes = assumptions.value("archive_line_overhead_bytes") + msg_bytes
+    line_bytes = assumptions.value("archive_line_overhead_bytes") + record_bytes
     invocation_ms = (assumptions.value("lambda_ms_per_invocation")
                      + assumptions.value("lambda_ms_per_item") * items / invocations)
     return Shape(
         readings=readings, messages=messages, message_bytes=msg_bytes, record_bytes=record_bytes,
         records_per_invocation=per_invocation, invocations=invocations, items=items, item_bytes=item_bytes,
         anomaly_items=anomaly_items,
-        archive_bytes=messages * line_bytes / assumptions.value("compression_ratio"),
+        archive_bytes=(messages * line_bytes / assumptions.value("compression_ratio")
+                       + invocations * assumptions.value("archive_object_overhead_bytes")),
         invocation_seconds=invocations * invocation_ms / 1000,
         log_bytes=invocations * assumptions.value("log_bytes_per_invocation"),
         shards=shards, custom_metrics=METRICS_BY_ENVIRONMENT + METRICS_BY_SENSOR_TYPE * workload.sensors,

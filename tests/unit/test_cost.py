@@ -16,9 +16,10 @@ from iotpipe.errors import ConfigError
 
 # Round numbers for the hand-worked example, so each step below can be checked on paper.
 HAND_ASSUMPTIONS = cost.DEFAULT_ASSUMPTIONS.with_values(
-    "hand-worked example", single_message_bytes=100, rule_added_bytes=50, reading_item_bytes=300,
-    anomaly_rate=0.01, archive_line_overhead_bytes=150, compression_ratio=5, lambda_ms_per_invocation=100,
-    lambda_ms_per_item=1, log_bytes_per_invocation=1000, s3_storage_months=12)
+    "hand-worked example", single_payload_bytes=78, device_id_bytes=10, rule_added_bytes=72,
+    reading_item_bytes=300, anomaly_rate=0.01, archive_line_overhead_bytes=100, compression_ratio=5,
+    archive_object_overhead_bytes=0, lambda_ms_per_invocation=100, lambda_ms_per_item=1,
+    log_bytes_per_invocation=1000, s3_storage_months=12)
 GB = 1024 ** 3
 
 
@@ -35,13 +36,14 @@ def test_a_hand_worked_month_of_todays_layout() -> None:
     lines = usd(est)
 
     # A month is 730 h = 2,628,000 s; 10 devices x 2 sensors x 1 Hz = 20 readings/s -> 52,560,000 readings,
-    # one per message -> 52,560,000 messages of 100 bytes: 1 IoT unit (5 KB) each.
+    # one per message -> 52,560,000 messages of 78 payload bytes + 22 topic bytes (sensor/<10 bytes>/data)
+    # = 100 bytes: 1 IoT unit (5 KB) each.
     assert est.readings_per_month == 52_560_000
     # IoT: 52.56 M messages x $1.00/M; rules triggered and actions x $0.15/M each.
     assert lines["iot.messages"] == pytest.approx(52.56)
     assert lines["iot.rules_triggered"] == pytest.approx(7.884)
     assert lines["iot.actions"] == pytest.approx(7.884)
-    # Kinesis provisioned: 1 shard x 730 h x $0.015 = $10.95; records of 100 + 50 bytes = 1 PUT payload unit
+    # Kinesis provisioned: 1 shard x 730 h x $0.015 = $10.95; records of 78 + 72 bytes = 1 PUT payload unit
     # (25 KB) each: 52.56 M x $0.014/M = $0.73584. Retention is 24 h: no extended retention line.
     assert lines["kinesis.shard_hours"] == pytest.approx(10.95)
     assert lines["kinesis.put_payload_units"] == pytest.approx(0.73584)
@@ -87,7 +89,8 @@ def test_basic_ingest_removes_the_messaging_charge_but_not_the_rule() -> None:
 def test_several_readings_per_message_divide_the_per_message_charges() -> None:
     cfg = build_config({}, "dev", {})
     one = usd(cost.estimate(cost.Workload(10, 2, 1.0, 1), cfg, assumptions=HAND_ASSUMPTIONS))
-    # 20 readings: 70 + 20 x 22 = 510 bytes, still one 5 KB unit: a twentieth of the messages.
+    # 20 readings: 38 + 20 x 31 = 658 payload bytes + 22 topic bytes, still one 5 KB unit: a twentieth of the
+    # messages.
     twenty = usd(cost.estimate(cost.Workload(10, 2, 1.0, 20), cfg, assumptions=HAND_ASSUMPTIONS))
     assert twenty["iot.messages"] == pytest.approx(one["iot.messages"] / 20)
     assert twenty["iot.rules_triggered"] == pytest.approx(one["iot.rules_triggered"] / 20)
@@ -95,7 +98,7 @@ def test_several_readings_per_message_divide_the_per_message_charges() -> None:
 
 def test_a_message_over_5_kb_is_metered_as_several() -> None:
     cfg = build_config({}, "dev", {})
-    # 300 readings x 22 + 70 = 6,670 bytes: two 5 KB units per message.
+    # 38 + 300 readings x 31 = 9,338 payload bytes + 22 topic bytes: two 5 KB units per message.
     est = cost.estimate(cost.Workload(10, 2, 1.0, 300), cfg, assumptions=HAND_ASSUMPTIONS)
     messages = est.shape.messages
     assert {i.item: i.units for i in est.line_items if i.service == "iot"}["rules_triggered"] == 2 * messages
@@ -108,7 +111,7 @@ def test_on_demand_stream_is_priced_per_gb_and_stream_hour() -> None:
     assert set(lines) == {"on_demand_stream_hours", "on_demand_data_in_gb", "on_demand_data_out_gb",
                           "on_demand_extended_retention_gb_months"}
     assert lines["on_demand_stream_hours"].usd == pytest.approx(730 * 0.04)
-    # 52.56 M records of 150 bytes, each rounded up to 1 KB: 52.56 M KB = 50.125 GB x $0.08.
+    # 52.56 M records of 78 + 72 bytes, each rounded up to 1 KB: 52.56 M KB = 50.125 GB x $0.08.
     assert lines["on_demand_data_in_gb"].units == pytest.approx(52_560_000 * 1024 / GB)
     assert lines["on_demand_data_in_gb"].usd == pytest.approx(52_560_000 * 1024 / GB * 0.08)
 
@@ -129,7 +132,7 @@ def test_packed_layout_writes_an_item_per_device_sensor_and_window_piece() -> No
     # Batches of 100 records span 5 s of the one shard; each device-sensor series is cut into 1 + 5/60 pieces
     # per batch: 20 series x 2,628,000 s x (1/5 + 1/60) = 11,388,000 packed items, plus 525,600 anomaly items.
     assert est.shape.items == pytest.approx(11_388_000 + 525_600)
-    # Each packed item holds 52.56 M / 11.388 M = 4.615 readings: 200 + 4.615 x 24 = 310.8 bytes -> 1 unit;
+    # Each packed item holds 52.56 M / 11.388 M = 4.615 readings: 390 + 4.615 x 12 = 445.4 bytes -> 1 unit;
     # anomaly items (300 bytes) go to the table and the index: 2 units each.
     wru = {i.item: i.units for i in est.line_items}["write_request_units"]
     assert wru == pytest.approx(11_388_000 + 2 * 525_600)
