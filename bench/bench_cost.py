@@ -250,7 +250,9 @@ def run(cfg: PipelineConfig, workload: cost.Workload, readings: int, endpoint: s
         anomaly_rate: float) -> tuple[Counts, float]:
     """Drive the processor over the workload; the counts and the simulated seconds of traffic."""
     counts = Counts()
-    shards = cfg.stream.shard_count if cfg.stream.mode == "PROVISIONED" else cost.ON_DEMAND_INITIAL_SHARDS
+    record_bytes = cost.payload_bytes(workload, cost.DEFAULT_ASSUMPTIONS) + cost.DEFAULT_ASSUMPTIONS.value(
+        "rule_added_bytes")
+    shards = cost.stream_shards(workload, cfg, record_bytes)
     streams = shards * cfg.processor.parallelization_factor
     per_stream: dict[int, list[tuple[float, dict[str, Any]]]] = {}
     start_ms = int(time.time() * 1000) - 3_500_000

@@ -45,6 +45,8 @@ KINESIS_ON_DEMAND_ROUNDING_BYTES = 1024
 DYNAMODB_WRITE_UNIT_BYTES = 1024
 # "DynamoDB ... adds 100 bytes of overhead to each item for indexing purposes" (item sizes and formats).
 DYNAMODB_INDEX_OVERHEAD_BYTES = 100
+SHARD_RECORDS_PER_SECOND = 1000
+SHARD_BYTES_PER_SECOND = 1024 * 1024
 # Lambda's synchronous invocation payload limit bounds a Kinesis batch (6 MB).
 LAMBDA_PAYLOAD_BYTES = 6 * 1024 * 1024
 GB = 1024 ** 3
@@ -225,6 +227,7 @@ class Estimate:
     assumptions: Assumptions
     prices: PriceTable
     settings: tuple[tuple[str, str], ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=())
 
     @property
     def monthly_total_usd(self) -> float:
@@ -345,7 +348,7 @@ def shape(workload: Workload, cfg: PipelineConfig, assumptions: Assumptions, *, 
     messages = readings / workload.readings_per_message
     msg_bytes = message_bytes(workload, assumptions, cfg)
     record_bytes = payload_bytes(workload, assumptions) + assumptions.value("rule_added_bytes")
-    shards = cfg.stream.shard_count if cfg.stream.mode == "PROVISIONED" else ON_DEMAND_INITIAL_SHARDS
+    shards = stream_shards(workload, cfg, record_bytes)
     per_invocation = records_per_invocation(workload, cfg, record_bytes, shards)
     invocations = messages / per_invocation
     layout, _ = storage_layout(cfg)
@@ -372,6 +375,21 @@ def shape(workload: Workload, cfg: PipelineConfig, assumptions: Assumptions, *, 
         shards=shards, custom_metrics=METRICS_BY_ENVIRONMENT + METRICS_BY_SENSOR_TYPE * workload.sensors,
         alarms=alarms,
     )
+
+
+def shards_needed(workload: Workload, record_bytes: float) -> int:
+    """Shards the traffic needs: "each shard can support ... up to 1,000 records per second ... up to a maximum
+    total data write rate of 1 MB per second" (Kinesis quotas)."""
+    by_records = workload.messages_per_second / SHARD_RECORDS_PER_SECOND
+    by_bytes = workload.messages_per_second * record_bytes / SHARD_BYTES_PER_SECOND
+    return max(1, math.ceil(max(by_records, by_bytes)))
+
+
+def stream_shards(workload: Workload, cfg: PipelineConfig, record_bytes: float) -> int:
+    """Shards priced and batched over: the configured ones in provisioned mode (more if the traffic needs
+    more: it would be throttled otherwise), on demand the initial 4 or what the traffic needs."""
+    configured = cfg.stream.shard_count if cfg.stream.mode == "PROVISIONED" else ON_DEMAND_INITIAL_SHARDS
+    return max(configured, shards_needed(workload, record_bytes))
 
 
 def batch_streams(workload: Workload, cfg: PipelineConfig, shards: int) -> float:
@@ -557,8 +575,14 @@ def estimate(workload: Workload, cfg: PipelineConfig, *, prices: PriceTable | No
         ("storage", f"{layout}" + (f" ({window} s windows)" if layout == "packed" else "")
                     + f", TTL {cfg.storage.ttl_days} days"),
     )
-    return Estimate(workload=workload, env=cfg.env, layout=layout, basic_ingest=cfg.ingest.basic_ingest,
-                    line_items=lines, shape=s, assumptions=assumptions, prices=table, settings=settings)
+    warnings = []
+    if cfg.stream.mode == "PROVISIONED" and s.shards > cfg.stream.shard_count:
+        warnings.append(f"stream.shard_count {cfg.stream.shard_count} cannot take {workload.messages_per_second:,.0f} "
+                        f"records/s of {s.record_bytes:,.0f} bytes (a shard takes 1,000 records/s or 1 MB/s): priced "
+                        f"with the {s.shards} shards it needs; set stream.shard_count = {s.shards} or more")
+    return Estimate(workload=workload, env=cfg.env, warnings=tuple(warnings), layout=layout,
+                    basic_ingest=cfg.ingest.basic_ingest, line_items=lines, shape=s, assumptions=assumptions,
+                    prices=table, settings=settings)
 
 
 def to_json(est: Estimate) -> dict[str, Any]:
@@ -575,6 +599,7 @@ def to_json(est: Estimate) -> dict[str, Any]:
                         "unit_price_usd": i.unit_price_usd, "usd": round(i.usd, 4), "note": i.note}
                        for i in est.line_items],
         "configuration": dict(est.settings),
+        "warnings": list(est.warnings),
         "assumptions": [{"name": a.name, "value": a.value, "unit": a.unit, "source": a.source}
                         for a in est.assumptions.items],
         "prices": {"region": est.prices.region, "as_of": est.prices.as_of, "currency": est.prices.currency,

@@ -116,6 +116,14 @@ def test_on_demand_stream_is_priced_per_gb_and_stream_hour() -> None:
     assert lines["on_demand_data_in_gb"].usd == pytest.approx(52_560_000 * 1024 / GB * 0.08)
 
 
+def test_a_provisioned_stream_too_small_for_the_traffic_is_priced_with_the_shards_it_needs() -> None:
+    cfg = build_config({}, "dev", {})  # 1 shard: 1,000 records/s
+    est = cost.estimate(cost.Workload(devices=1000, sensors=3, rate_hz=1.0), cfg)  # 3,000 messages/s
+    assert est.shape.shards == 3
+    assert {i.item: i.units for i in est.line_items}["shard_hours"] == 3 * 730
+    assert est.warnings and "set stream.shard_count = 3" in est.warnings[0]
+
+
 def test_x86_is_priced_as_x86() -> None:
     cfg = build_config({}, "dev", {"processor.architecture": "x86_64"})
     items = {i.item for i in cost.estimate(cost.Workload(10, 2, 1.0), cfg).line_items}

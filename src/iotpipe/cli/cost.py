@@ -89,6 +89,8 @@ def cost(devices: int, sensors: int, rate: float, readings_per_message: int | No
                  f"in [env.{env}.prices])")
         region = cost_lib.DEFAULT_REGION
     est = cost_lib.estimate(workload, cfg, prices=cost_lib.load_price_table(region), alarms=count_alarms(cfg))
+    for warning in est.warnings:
+        progress(f"warning: {warning}")
     if output == "json":
         echo_json(cost_lib.to_json(est))
     else:
