@@ -486,6 +486,8 @@ def billable_units(workload: Workload, cfg: PipelineConfig, assumptions: Assumpt
         out.append(Units(key, units, note, per_reading))
 
     iot_units = s.messages * math.ceil(s.message_bytes / IOT_METER_BYTES)
+    add("iot.connection_minutes", workload.devices * seconds / 60, "every device connected all the time",
+        per_reading=False)
     if cfg.ingest.basic_ingest:
         add("iot.messages", 0, "Basic Ingest: no messaging charge")
     else:

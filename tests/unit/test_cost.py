@@ -39,7 +39,9 @@ def test_a_hand_worked_month_of_todays_layout() -> None:
     # one per message -> 52,560,000 messages of 78 payload bytes + 22 topic bytes (sensor/<10 bytes>/data)
     # = 100 bytes: 1 IoT unit (5 KB) each.
     assert est.readings_per_month == 52_560_000
-    # IoT: 52.56 M messages x $1.00/M; rules triggered and actions x $0.15/M each.
+    # IoT: 10 devices connected 43,800 minutes each = 438,000 minutes x $0.08/M = $0.03504;
+    # 52.56 M messages x $1.00/M; rules triggered and actions x $0.15/M each.
+    assert lines["iot.connection_minutes"] == pytest.approx(0.03504)
     assert lines["iot.messages"] == pytest.approx(52.56)
     assert lines["iot.rules_triggered"] == pytest.approx(7.884)
     assert lines["iot.actions"] == pytest.approx(7.884)
@@ -70,9 +72,9 @@ def test_a_hand_worked_month_of_todays_layout() -> None:
     assert lines["cloudwatch.log_ingestion_gb"] == pytest.approx(0.244752, rel=1e-5)
     assert lines["cloudwatch.custom_metrics"] == pytest.approx(3.00)
     assert lines["cloudwatch.alarms"] == pytest.approx(0.80)
-    # Total $135.624896 a month; / 52.56 M readings = $2.580382 per million.
-    assert est.monthly_total_usd == pytest.approx(135.624896, rel=1e-6)
-    assert est.per_million_readings_usd == pytest.approx(2.580382, rel=1e-6)
+    # Total $135.659936 a month; / 52.56 M readings = $2.581049 per million.
+    assert est.monthly_total_usd == pytest.approx(135.659936, rel=1e-6)
+    assert est.per_million_readings_usd == pytest.approx(2.581049, rel=1e-6)
 
 
 def test_basic_ingest_removes_the_messaging_charge_but_not_the_rule() -> None:
