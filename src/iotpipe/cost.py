@@ -39,6 +39,8 @@ MONTH_SECONDS = MONTH_HOURS * 3600
 DAYS_PER_MONTH = MONTH_HOURS / 24
 # "The maximum size of the message payload is 128 KB" (AWS IoT Core quotas, message broker).
 MAX_MESSAGE_BYTES = 128 * 1024
+# The processor's MAX_READINGS_PER_MESSAGE (samples form, docs/contract.md).
+MAX_READINGS_PER_MESSAGE = 1_000
 IOT_METER_BYTES = 5 * 1024
 KINESIS_PUT_UNIT_BYTES = 25 * 1024
 KINESIS_ON_DEMAND_ROUNDING_BYTES = 1024
@@ -332,6 +334,10 @@ def validate_workload(workload: Workload, assumptions: Assumptions = DEFAULT_ASS
     if workload.readings_per_message < 1:
         raise ConfigError(f"--readings-per-message {workload.readings_per_message} is out of range; use at "
                           "least 1")
+    if workload.readings_per_message > MAX_READINGS_PER_MESSAGE:
+        raise ConfigError(f"--readings-per-message {workload.readings_per_message}: the processor quarantines a "
+                          f"message of more than {MAX_READINGS_PER_MESSAGE:,} readings (docs/contract.md); use at "
+                          f"most {MAX_READINGS_PER_MESSAGE:,}")
     size = payload_bytes(workload, assumptions)
     if size > MAX_MESSAGE_BYTES:
         per = assumptions.value("bytes_per_reading_in_message")

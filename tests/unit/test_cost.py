@@ -98,6 +98,12 @@ def test_several_readings_per_message_divide_the_per_message_charges() -> None:
     assert twenty["iot.rules_triggered"] == pytest.approx(one["iot.rules_triggered"] / 20)
 
 
+def test_a_payload_over_128_kb_is_refused() -> None:
+    big = HAND_ASSUMPTIONS.with_values("test", bytes_per_reading_in_message=200)
+    with pytest.raises(ConfigError, match="over AWS IoT Core's 128 KB message limit; use at most 655"):
+        cost.validate_workload(cost.Workload(1, 3, 1.0, 999), big)
+
+
 def test_a_message_over_5_kb_is_metered_as_several() -> None:
     cfg = build_config({}, "dev", {})
     # 38 + 300 readings x 31 = 9,338 payload bytes + 22 topic bytes: two 5 KB units per message.
@@ -208,7 +214,7 @@ def test_cli_table_shows_sources_date_and_assumptions(no_config: None) -> None:
     (["--devices", "0"], "--devices 0 is out of range"),
     (["--devices", "5", "--rate", "-1"], "--rate -1.0 is out of range"),
     (["--devices", "5", "--sensors", "0"], "--sensors 0 is out of range"),
-    (["--devices", "5", "--readings-per-message", "6000"], "over AWS IoT Core's 128 KB message limit"),
+    (["--devices", "5", "--readings-per-message", "1001"], "more than 1,000 readings"),
     (["--devices", "5", "--readings-per-message", "0"], "--readings-per-message 0 is out of range"),
 ])
 def test_cli_bad_input_exits_2_with_a_clear_error(no_config: None, args: list[str], message: str) -> None:
