@@ -20,8 +20,7 @@ Usage: python bench/bench_cost.py [--env prod] [--readings 100000] [--devices 10
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
+import base64
 import json
 import math
 import os
@@ -29,21 +28,29 @@ import random
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "handler"))
 sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from processor_support import clients, create_resources, kinesis_event, load_handler, make_runtime  # noqa: E402
+from bench_support import STREAM_ARN, clients, create_resources, load_handler, make_runtime  # noqa: E402
 
 from iotpipe import cost  # noqa: E402
 from iotpipe.config import PipelineConfig, Threshold, load_config  # noqa: E402
 from iotpipe.devices import basic_ingest_rule, topic_for  # noqa: E402
 from iotpipe.groups.processor import processor_environment  # noqa: E402
+from iotpipe.metering import (  # noqa: E402
+    Comparison,
+    Counts,
+    batches,
+    compare,
+    measured_units,
+    put_object_hook,
+    stream_of,
+    write_request_hook,
+)
 
 # Lambda writes START, END and REPORT lines per invocation (about 280 bytes with its request id and figures).
 PLATFORM_LOG_BYTES = 280
@@ -67,96 +74,6 @@ class Message:
     def body(self) -> bytes:
         """The payload as compact JSON."""
         return json.dumps(self.payload, separators=(",", ":")).encode()
-
-
-@dataclass
-class Counts:
-    """Billable units counted on the run."""
-
-    readings: int = 0
-    messages: int = 0
-    iot_units: int = 0
-    kinesis_put_units: int = 0
-    kinesis_kb: int = 0
-    kinesis_bytes: int = 0
-    invocations: int = 0
-    billed_ms: int = 0
-    items: int = 0
-    item_bytes: int = 0
-    write_units: int = 0
-    stored_bytes: int = 0
-    anomaly_items: int = 0
-    packed_items: int = 0
-    packed_bytes: int = 0
-    payload_bytes: int = 0
-    s3_puts: int = 0
-    s3_bytes: int = 0
-    archive_bytes: int = 0
-    raw_line_bytes: int = 0
-    log_bytes: int = 0
-    message_bytes: int = 0
-    record_bytes: int = 0
-    failures: int = 0
-    calls: dict[str, int] = field(default_factory=dict)
-
-    def on_message(self, message_bytes: int, record_bytes: int) -> None:
-        """A device message (payload and topic bytes) and the record the rule puts on the stream."""
-        self.messages += 1
-        self.message_bytes += message_bytes
-        self.iot_units += math.ceil(message_bytes / cost.IOT_METER_BYTES)
-        self.record_bytes += record_bytes
-        self.kinesis_bytes += record_bytes
-        self.kinesis_put_units += math.ceil(record_bytes / cost.KINESIS_PUT_UNIT_BYTES)
-        self.kinesis_kb += math.ceil(record_bytes / cost.KINESIS_ON_DEMAND_ROUNDING_BYTES)
-
-    def on_items(self, items: Sequence[Mapping[str, Any]]) -> None:
-        """Items in a write request: write units each on its own size, once more for the sparse index."""
-        for item in items:
-            size = cost.dynamodb_item_size(item)
-            units = cost.write_units(size)
-            copies = 2 if "anomalyDay" in item else 1
-            self.items += 1
-            self.item_bytes += size
-            if "windowStart" in item:
-                self.packed_items += 1
-                self.packed_bytes += size
-            self.anomaly_items += copies - 1
-            self.write_units += units * copies
-            self.stored_bytes += (size + cost.DYNAMODB_INDEX_OVERHEAD_BYTES) * copies
-
-    def on_put_object(self, key: str, body: bytes) -> None:
-        """An S3 PUT."""
-        self.s3_puts += 1
-        self.s3_bytes += len(body)
-        if key.startswith("raw/"):
-            self.archive_bytes += len(body)
-            self.raw_line_bytes += len(gzip.decompress(body))
-
-    def on_call(self, name: str) -> None:
-        """An API call by the processor."""
-        self.calls[name] = self.calls.get(name, 0) + 1
-
-
-def write_request_hook(counts: Counts) -> Any:
-    """A botocore ``provide-client-params`` hook counting the items of BatchWriteItem and PutItem."""
-    def hook(params: Mapping[str, Any], model: Any, **_: Any) -> None:
-        counts.on_call(model.name)
-        if model.name == "BatchWriteItem":
-            counts.on_items([request["PutRequest"]["Item"] for requests in params["RequestItems"].values()
-                             for request in requests if "PutRequest" in request])
-        elif model.name == "PutItem":
-            counts.on_items([params["Item"]])
-    return hook
-
-
-def put_object_hook(counts: Counts) -> Any:
-    """A botocore ``provide-client-params`` hook counting S3 PutObject calls and their body bytes."""
-    def hook(params: Mapping[str, Any], model: Any, **_: Any) -> None:
-        counts.on_call(model.name)
-        if model.name == "PutObject":
-            body = params.get("Body", b"")
-            counts.on_put_object(str(params["Key"]), body if isinstance(body, bytes) else bytes(body))
-    return hook
 
 
 def sensor_values(thresholds: Sequence[tuple[str, Threshold]], sensors: int) -> list[tuple[str, float, float]]:
@@ -216,27 +133,21 @@ def messages(workload: cost.Workload, cfg: PipelineConfig, readings: int, anomal
         tick += ticks_per_message
 
 
-def stream_of(partition_key: str, streams: int) -> int:
-    """The batch stream (shard x parallelization slot) a partition key hashes to."""
-    return int(hashlib.md5(partition_key.encode()).hexdigest(), 16) % streams
-
-
-def batches(arrivals: Sequence[float], batch_size: int, window_s: float) -> list[tuple[int, int]]:
-    """``(start, end)`` index ranges of one stream's records cut as the event source mapping does: a batch
-    closes at ``batch_size`` records or ``window_s`` after its first record arrived."""
-    out, start = [], 0
-    while start < len(arrivals):
-        end = start + 1
-        while end < len(arrivals) and end - start < batch_size and arrivals[end] < arrivals[start] + window_s:
-            end += 1
-        out.append((start, end))
-        start = end
-    return out
-
-
 def rule_record(message: Message, arrived_ms: int) -> dict[str, Any]:
     """The stream record the topic rule makes: the payload plus receivedAt and topicDeviceId."""
     return {**message.payload, "receivedAt": arrived_ms, "topicDeviceId": message.device}
+
+
+def kinesis_event(records: Sequence[Mapping[str, Any]], shard_id: str) -> dict[str, Any]:
+    """A Lambda Kinesis event of the records as the rule wrote them (compact JSON, as counted)."""
+    return {"Records": [{
+        "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": spec["partitionKey"],
+                    "sequenceNumber": spec["sequenceNumber"], "data": base64.b64encode(spec["data"]).decode(),
+                    "approximateArrivalTimestamp": spec["arrivedAt"] / 1000},
+        "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": f"{shard_id}:{spec['sequenceNumber']}",
+        "eventName": "aws:kinesis:record", "invokeIdentityArn": "arn:aws:iam::123456789012:role/processor",
+        "awsRegion": "us-east-1", "eventSourceARN": STREAM_ARN,
+    } for spec in records]}
 
 
 def lambda_environment(cfg: PipelineConfig) -> dict[str, Any]:
@@ -265,7 +176,7 @@ def run(cfg: PipelineConfig, workload: cost.Workload, readings: int, endpoint: s
         counts.payload_bytes += len(message.body())
         slot = stream_of(message.device, streams)
         shard = slot // cfg.processor.parallelization_factor
-        spec = {"payload": rule_record(message, arrived_ms), "partitionKey": message.device,
+        spec = {"data": data.encode(), "partitionKey": message.device,
                 "sequenceNumber": f"4959{shard:04d}{number:0{SEQUENCE_DIGITS - 8}d}", "arrivedAt": arrived_ms}
         per_stream.setdefault(slot, []).append((message.at_s, spec))
         last_at = max(last_at, message.at_s)
@@ -296,62 +207,6 @@ def run(cfg: PipelineConfig, workload: cost.Workload, readings: int, endpoint: s
     runtime.pool.shutdown()
     seconds = workload.devices * workload.sensors and counts.readings / workload.readings_per_second
     return counts, seconds
-
-
-def measured_units(counts: Counts, cfg: PipelineConfig, assumptions: cost.Assumptions) -> dict[str, float]:
-    """The counted units by price key, as :func:`iotpipe.cost.billable_units` names them."""
-    units: dict[str, float] = {
-        "iot.messages": 0 if cfg.ingest.basic_ingest else counts.iot_units,
-        "iot.rules_triggered": counts.iot_units,
-        "iot.actions": counts.iot_units,
-        "lambda.requests": counts.invocations,
-        f"lambda.gb_seconds_{cfg.processor.architecture}": counts.billed_ms / 1000 * cfg.processor.memory_mb / 1024,
-        "dynamodb.write_request_units": counts.write_units,
-        "dynamodb.storage_gb_months": cost.dynamodb_storage_gb_months(counts.stored_bytes, cfg.storage.ttl_days),
-        "s3.put_requests": counts.s3_puts,
-        "s3.storage_gb_months": counts.archive_bytes / cost.GB * assumptions.value("s3_storage_months"),
-        "cloudwatch.log_ingestion_gb": counts.log_bytes / cost.GB,
-    }
-    if cfg.stream.mode == "PROVISIONED":
-        units["kinesis.put_payload_units"] = counts.kinesis_put_units
-    else:
-        data_in = counts.kinesis_kb * cost.KINESIS_ON_DEMAND_ROUNDING_BYTES / cost.GB
-        units["kinesis.on_demand_data_in_gb"] = data_in
-        units["kinesis.on_demand_data_out_gb"] = counts.kinesis_bytes / cost.GB
-        if cfg.stream.retention_hours > 24:
-            units["kinesis.on_demand_extended_retention_gb_months"] = \
-                data_in * (cfg.stream.retention_hours - 24) / cost.MONTH_HOURS
-    return units
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """One price key: measured and predicted units and USD, and whether they agree."""
-
-    key: str
-    measured: float
-    predicted: float
-    measured_usd: float
-    predicted_usd: float
-
-    def agrees(self, tolerance: float) -> bool:
-        """Within ``tolerance`` of each other (relative to the measured value; both zero agrees)."""
-        if self.measured == self.predicted:
-            return True
-        return abs(self.predicted - self.measured) <= tolerance * max(abs(self.measured), 1e-12)
-
-
-def compare(measured: Mapping[str, float], predicted: Sequence[cost.Units], table: cost.PriceTable
-            ) -> list[Comparison]:
-    """Measured next to predicted for every per-reading price key."""
-    out = []
-    for quantity in predicted:
-        if not quantity.per_reading:
-            continue
-        unit_usd = table.price(quantity.key).unit_usd
-        got = measured.get(quantity.key, 0.0)
-        out.append(Comparison(quantity.key, got, quantity.units, got * unit_usd, quantity.units * unit_usd))
-    return out
 
 
 def judged(row: Comparison, total_usd: float) -> bool:

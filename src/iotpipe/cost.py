@@ -104,8 +104,8 @@ DEFAULT_ASSUMPTIONS = Assumptions((
     Assumption("device_id_bytes", 10, "bytes", _DEFAULT + ": a device id in the topic (press-0001)"),
     Assumption("rule_added_bytes", 55, "bytes", _MEASURED + ": receivedAt and topicDeviceId the rule adds"),
     Assumption("reading_item_bytes", 254, "bytes", _MEASURED + ": an item of one reading (DynamoDB item size)"),
-    Assumption("packed_item_overhead_bytes", 390, "bytes", _MEASURED + ": keys, ttl and lineage of a packed "
-                                                           "item"),
+    Assumption("packed_item_overhead_bytes", 190, "bytes", _MEASURED + ": key, sensorType, status, ttl and "
+                                                           "shardId of a packed item"),
     Assumption("packed_bytes_per_reading", 12, "bytes", _MEASURED + ": '<ms after window start>:<value>,' of "
                                                         "one reading in a packed item"),
     Assumption("anomaly_rate", 0.001, "fraction of readings", _DEFAULT + ": one reading in a thousand"),

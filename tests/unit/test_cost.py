@@ -148,7 +148,7 @@ def test_packed_layout_writes_an_item_per_device_sensor_and_window_piece() -> No
     # Batches of 100 records span 5 s of the one shard; each device-sensor series is cut into 1 + 5/60 pieces
     # per batch: 20 series x 2,628,000 s x (1/5 + 1/60) = 11,388,000 packed items, plus 525,600 anomaly items.
     assert est.shape.items == pytest.approx(11_388_000 + 525_600)
-    # Each packed item holds 52.56 M / 11.388 M = 4.615 readings: 390 + 4.615 x 12 = 445.4 bytes -> 1 unit;
+    # Each packed item holds 52.56 M / 11.388 M = 4.615 readings: 190 + 4.615 x 12 = 245.4 bytes -> 1 unit;
     # anomaly items (300 bytes) go to the table and the index: 2 units each.
     wru = {i.item: i.units for i in est.line_items}["write_request_units"]
     assert wru == pytest.approx(11_388_000 + 2 * 525_600)
