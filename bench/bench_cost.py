@@ -54,6 +54,8 @@ from iotpipe.metering import (  # noqa: E402
 
 # Lambda writes START, END and REPORT lines per invocation (about 280 bytes with its request id and figures).
 PLATFORM_LOG_BYTES = 280
+START_OFFSET_MS = 17_321
+ARRIVAL_DELAY_MS = 50  # from the device's clock to IoT Core's receivedAt
 SEQUENCE_DIGITS = 56  # Kinesis sequence numbers as Lambda delivers them
 TOLERANCE = 0.10
 # Durations depend on this machine and moto's speed, not on the design: shown, not judged.
@@ -74,6 +76,13 @@ class Message:
     def body(self) -> bytes:
         """The payload as compact JSON."""
         return json.dumps(self.payload, separators=(",", ":")).encode()
+
+
+def start_of_run() -> int:
+    """The first reading's time: an hour ago, at a fixed offset from a minute boundary, so that runs are
+    repeatable (where pack windows cut the traffic does not depend on the clock) and no window is aligned."""
+    minute = (int(time.time() * 1000) - 3_600_000) // 60_000 * 60_000
+    return minute + START_OFFSET_MS
 
 
 def sensor_values(thresholds: Sequence[tuple[str, Threshold]], sensors: int) -> list[tuple[str, float, float]]:
@@ -100,7 +109,7 @@ def messages(workload: cost.Workload, cfg: PipelineConfig, readings: int, anomal
     rng = random.Random(15)  # values vary as real signals do: the archive's compression depends on it
     ticks_per_message = max(1, per_message // sensors)
     tick_s = 1 / workload.rate_hz
-    start_ms = int(time.time() * 1000) - 3_600_000
+    start_ms = start_of_run()
     count = 0
     tick = 0
     while count < readings:
@@ -166,11 +175,11 @@ def run(cfg: PipelineConfig, workload: cost.Workload, readings: int, endpoint: s
     shards = cost.stream_shards(workload, cfg, record_bytes)
     streams = shards * cfg.processor.parallelization_factor
     per_stream: dict[int, list[tuple[float, dict[str, Any]]]] = {}
-    start_ms = int(time.time() * 1000) - 3_500_000
+    start_ms = start_of_run()
     last_at = 0.0
     for number, message in enumerate(messages(workload, cfg, readings, anomaly_rate)):
         counts.readings += message.readings
-        arrived_ms = start_ms + round(message.at_s * 1000) + 50
+        arrived_ms = start_ms + round(message.at_s * 1000) + ARRIVAL_DELAY_MS
         data = json.dumps(rule_record(message, arrived_ms), separators=(",", ":"))
         counts.on_message(len(message.body()) + len(message.topic.encode()), len(data.encode()))
         counts.payload_bytes += len(message.body())
