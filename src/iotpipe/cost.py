@@ -55,7 +55,6 @@ GB = 1024 ** 3
 # The processor's EMF documents: six metrics by Environment, two by (Environment, SensorType).
 METRICS_BY_ENVIRONMENT = 6
 METRICS_BY_SENSOR_TYPE = 2
-LAYOUTS = ("item-per-reading", "packed")
 # The processor validates and writes a batch in windows of at most this many readings (docs/contract.md).
 PROCESSOR_WINDOW_READINGS = 4_000
 DEFAULT_REGION = "us-east-1"
@@ -293,11 +292,8 @@ def apply_overrides(table: PriceTable, overrides: Sequence[tuple[str, float]], w
 
 
 def storage_layout(cfg: PipelineConfig) -> tuple[str, int]:
-    """The env's storage layout and pack window (``storage.layout``, ``storage.pack_window_seconds``);
-    ``item-per-reading`` where the configuration has no layout option."""
-    layout = str(getattr(cfg.storage, "layout", "item-per-reading"))
-    window = int(getattr(cfg.storage, "pack_window_seconds", 60))
-    return layout, window
+    """The env's storage layout and pack window (``storage.layout``, ``storage.pack_window_seconds``)."""
+    return cfg.storage.layout, cfg.storage.pack_window_seconds
 
 
 def payload_bytes(workload: Workload, assumptions: Assumptions) -> float:

@@ -198,3 +198,22 @@ def test_config_source_and_unknown_env(tmp_path: Path, monkeypatch: pytest.Monke
     assert unknown_env_warning(document, "prdo") == ("env 'prdo' is not a section of the config file (it has "
                                                      "dev, prod); check --env, or add [env.prdo]")
     assert unknown_env_warning(document, "dev") is None and unknown_env_warning({}, "prdo") is None
+
+
+def test_ingest_section_and_its_bounds() -> None:
+    cfg = build_config({"env": {"prod": {"ingest": {"basic_ingest": True, "readings_per_message": 15}}}}, "prod", {})
+    assert (cfg.ingest.basic_ingest, cfg.ingest.readings_per_message) == (True, 15)
+    assert build_config({}, "dev", {}).ingest.basic_ingest is False
+    with pytest.raises(ConfigError, match="readings_per_message"):
+        build_config({"env": {"prod": {"ingest": {"readings_per_message": 0}}}}, "prod", {})
+    with pytest.raises(ConfigError, match="basic_ingest"):
+        build_config({"env": {"prod": {"ingest": {"basic_ingest": "yes"}}}}, "prod", {})
+
+
+def test_price_overrides_are_read_per_layer() -> None:
+    document = {"defaults": {"prices": {"s3": {"put_requests": 0.000004}}},
+                "env": {"prod": {"prices": {"dynamodb": {"write_request_units": 0.0000005}}}}}
+    cfg = build_config(document, "prod", {})
+    assert cfg.price_overrides == (("dynamodb.write_request_units", 0.0000005), ("s3.put_requests", 0.000004))
+    with pytest.raises(ConfigError, match=r"env\.prod\.prices\.dynamodb: expected a table"):
+        build_config({"env": {"prod": {"prices": {"dynamodb": 1.0}}}}, "prod", {})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -139,11 +138,7 @@ def test_x86_is_priced_as_x86() -> None:
 
 
 def test_packed_layout_writes_an_item_per_device_sensor_and_window_piece() -> None:
-    base = build_config({}, "dev", {})
-    storage = replace(base.storage)
-    object.__setattr__(storage, "layout", "packed")  # the option may not exist yet in this configuration
-    object.__setattr__(storage, "pack_window_seconds", 60)
-    cfg = replace(base, storage=storage)
+    cfg = build_config({}, "dev", {"storage.layout": "packed", "storage.pack_window_seconds": 60})
     est = cost.estimate(cost.Workload(10, 2, 1.0), cfg, assumptions=HAND_ASSUMPTIONS)
     # Batches of 100 records span 5 s of the one shard; each device-sensor series is cut into 1 + 5/60 pieces
     # per batch: 20 series x 2,628,000 s x (1/5 + 1/60) = 11,388,000 packed items, plus 525,600 anomaly items.
