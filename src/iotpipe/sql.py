@@ -27,7 +27,15 @@ from typing import Any
 
 from iotpipe.config import Threshold
 from iotpipe.errors import ConfigError, IotpipeError
-from iotpipe.sql_cache import CacheLimits, PruneReport, cache_in_use, mark_used, prune_cache
+from iotpipe.sql_cache import (
+    ENTRIES_KIND,
+    RECORDS_KIND,
+    CacheLimits,
+    PruneReport,
+    cache_in_use,
+    mark_used,
+    prune_cache,
+)
 
 HOUR_MS = 3_600_000
 # Athena's price for SQL queries: $5 per TB scanned, at least 10 MB per query (Athena pricing).
@@ -39,6 +47,13 @@ MAX_DAY_PREDICATES = 62
 _ARCHIVE_KEY = re.compile(r"^(raw|quarantine)/year=(\d{4})/month=(\d{2})/day=(\d{2})/hour=(\d{2})/([^/]+)/[^/]+$")
 _FIRST_WORD = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*\(*\s*([A-Za-z]+)", re.S)
 READ_STATEMENTS = ("select", "with", "values")
+# The processor's rules a reading must pass (docs/contract.md section 3), mirrored where the quarantine cannot say
+# which reading of a record it refused: the samples form holds one sensor type in several samples.
+SENSOR_TYPE_PATTERN = "^[A-Za-z][A-Za-z0-9_]{0,63}$"
+UNIT_MAX_CHARS = 32
+MAX_READINGS_PER_BODY = 100
+VALUE_MIN_MAGNITUDE = 1e-130
+VALUE_MAX_MAGNITUDE = 1e126
 DUCKDB_MISSING = ("DuckDB is not installed; add it with: pip install 'iotpipe[sql]' (about 25 MB download, 70 MB "
                   "installed), or use --engine athena")
 
@@ -256,6 +271,7 @@ def athena_relations(database: str, window: Window, thresholds: Sequence[tuple[s
     db = '"' + database.replace('"', '""') + '"'
     epoch = "TIMESTAMP '1970-01-01 00:00:00.000'"
     shard = "regexp_extract(\"$path\", 'hour=[0-9]{2}/([^/]+)/', 1)"
+    sensor_json = "json_extract(body, '$.sensorType')"
     where = f"{partition_predicate(window)}"
     in_window = "arrived_at >= (SELECT window_start FROM query_window) " \
                 "AND arrived_at < (SELECT window_end FROM query_window)"
@@ -269,55 +285,88 @@ def athena_relations(database: str, window: Window, thresholds: Sequence[tuple[s
          "SELECT shard_id, sequence_number, partition_key, arrived_at, data, data_base64 FROM ("
          "SELECT *, row_number() OVER (PARTITION BY shard_id, sequence_number ORDER BY arrived_at) AS line_rank "
          f"FROM archive_lines WHERE {in_window}) WHERE line_rank = 1"),
-        ("quarantined",
-         "SELECT shard_id, sequence_number, partition_key, reason, sensor_type, rejected_sensor_types, data, "
-         "data_base64, archive_hour FROM ("
+        ("quarantine_lines",
+         "SELECT * FROM ("
          f"SELECT {shard} AS shard_id, sequencenumber AS sequence_number, partitionkey AS partition_key, reason, "
-         "sensortype AS sensor_type, transform(rejected, r -> r.sensortype) AS rejected_sensor_types, data, "
-         "database64 AS data_base64, "
+         "sensortype AS sensor_type, transform(rejected, r -> r.sensortype) AS rejected_sensor_types, "
+         "transform(filter(rejected, r -> r.reason = 'unknown sensorType'), r -> r.sensortype) "
+         "AS unknown_sensor_types, data, database64 AS data_base64, "
          "date_add('hour', hour, date_add('day', day - 1, date_add('month', month - 1, "
          f"date_add('year', year - 1970, {epoch})))) AS archive_hour, "
          "row_number() OVER (PARTITION BY " + shard + ", sequencenumber) AS line_rank "
          f"FROM {db}.{naming.QUARANTINE_ARCHIVE_TABLE_NAME} WHERE {where}) WHERE line_rank = 1"),
+        ("quarantined",
+         "SELECT shard_id, sequence_number, partition_key, reason, sensor_type, rejected_sensor_types, data, "
+         "data_base64, archive_hour FROM quarantine_lines"),
+        # As on DuckDB (duckdb_relations): a record refused whole, or the refused readings of a type.
         ("quarantine_keys",
-         "SELECT shard_id, sequence_number, CAST(NULL AS VARCHAR) AS sensor_type FROM quarantined "
-         "WHERE rejected_sensor_types IS NULL OR cardinality(filter(rejected_sensor_types, s -> s IS NULL)) > 0 "
-         "UNION ALL SELECT q.shard_id, q.sequence_number, s.sensor_type FROM quarantined q "
-         "CROSS JOIN UNNEST(q.rejected_sensor_types) AS s(sensor_type) WHERE s.sensor_type IS NOT NULL"),
+         "SELECT shard_id, sequence_number, CAST(NULL AS VARCHAR) AS sensor_type, true AS every_sample "
+         "FROM quarantine_lines WHERE rejected_sensor_types IS NULL "
+         "UNION ALL SELECT q.shard_id, q.sequence_number, s.sensor_type, false FROM quarantine_lines q "
+         "CROSS JOIN UNNEST(q.rejected_sensor_types) AS s(sensor_type) WHERE s.sensor_type IS NOT NULL "
+         "UNION ALL SELECT q.shard_id, q.sequence_number, s.sensor_type, true FROM quarantine_lines q "
+         "CROSS JOIN UNNEST(q.unknown_sensor_types) AS s(sensor_type) WHERE s.sensor_type IS NOT NULL"),
         ("payloads",
          "SELECT shard_id, sequence_number, arrived_at, try(json_parse(data)) AS j FROM raw_records "
          "WHERE data IS NOT NULL"),
-        # A multi-reading payload: one row per key of its readings map (UNNEST of the keys, element_at for the
-        # value: plain Trino that sqlglot also transpiles to DuckDB, which UNNEST of a map is not).
+        # The bodies of a payload: the payload itself (sample_index 0), or each sample of the samples form
+        # (sample_index from 1; the payload's own reading fields are then ignored).
+        ("bodies",
+         "SELECT p.*, p.j AS body, 0 AS sample_index FROM payloads p "
+         "WHERE p.j IS NOT NULL AND json_extract(p.j, '$.samples') IS NULL "
+         "UNION ALL SELECT p.*, s.body, s.sample_index FROM payloads p "
+         "CROSS JOIN UNNEST(try(CAST(json_extract(p.j, '$.samples') AS ARRAY(JSON)))) WITH ORDINALITY "
+         "AS s(body, sample_index) WHERE p.j IS NOT NULL"),
+        # A single body: one reading when its sensorType is a string and its unit absent, null or short; a multi
+        # body: one row per key of its readings map, at most 100 (UNNEST of the keys, element_at for the value:
+        # plain Trino that sqlglot also transpiles to DuckDB, which UNNEST of a map is not).
         ("reading_entries",
-         "SELECT p.*, json_extract_scalar(j, '$.sensorType') AS sensor_type, "
-         "try(CAST(json_extract(j, '$.value') AS DOUBLE)) AS value, json_extract_scalar(j, '$.unit') AS unit_given "
-         "FROM payloads p WHERE j IS NOT NULL AND json_extract(j, '$.readings') IS NULL "
-         "UNION ALL SELECT m.shard_id, m.sequence_number, m.arrived_at, m.j, e.sensor_type, "
-         "try(CAST(element_at(m.readings, e.sensor_type) AS DOUBLE)), CAST(NULL AS VARCHAR) FROM ("
-         "SELECT p.*, try(CAST(json_extract(p.j, '$.readings') AS MAP(VARCHAR, JSON))) AS readings FROM payloads p "
-         "WHERE p.j IS NOT NULL) m CROSS JOIN UNNEST(map_keys(m.readings)) AS e(sensor_type)"),
+         "SELECT b.*, json_extract_scalar(body, '$.sensorType') AS sensor_type, "
+         "json_extract(body, '$.value') AS value_json, "
+         "NULLIF(json_extract_scalar(body, '$.unit'), '') AS unit_given FROM bodies b "
+         "WHERE json_extract(body, '$.readings') IS NULL "
+         f"AND {_is_json_string(sensor_json)} AND {_trino_unit_ok()} "
+         "UNION ALL SELECT m.shard_id, m.sequence_number, m.arrived_at, m.j, m.body, m.sample_index, "
+         "e.sensor_type, element_at(m.readings, e.sensor_type), CAST(NULL AS VARCHAR) FROM ("
+         "SELECT b.*, try(CAST(json_extract(b.body, '$.readings') AS MAP(VARCHAR, JSON))) AS readings FROM bodies b"
+         f") m CROSS JOIN UNNEST(map_keys(m.readings)) AS e(sensor_type) "
+         f"WHERE cardinality(map_keys(m.readings)) <= {MAX_READINGS_PER_BODY}"),
         ("typed_readings",
-         "SELECT json_extract_scalar(j, '$.deviceId') AS device_id, sensor_type, value, "
+         "SELECT json_extract_scalar(j, '$.deviceId') AS device_id, sensor_type, "
+         "try(CAST(value_json AS DOUBLE)) AS value, "
          f"COALESCE(unit_given, {_unit_case('sensor_type', thresholds)}) AS unit, "
-         "CASE WHEN try_cast(json_extract_scalar(j, '$.timestamp') AS DOUBLE) IS NOT NULL "
-         "THEN try(date_add('millisecond', CAST(try_cast(json_extract_scalar(j, '$.timestamp') AS DOUBLE) "
+         "CASE WHEN try_cast(json_extract_scalar(body, '$.timestamp') AS DOUBLE) IS NOT NULL "
+         "THEN try(date_add('millisecond', CAST(try_cast(json_extract_scalar(body, '$.timestamp') AS DOUBLE) "
          f"AS BIGINT), {epoch})) "
-         "ELSE try(CAST(from_iso8601_timestamp(json_extract_scalar(j, '$.timestamp')) AT TIME ZONE 'UTC' "
+         "ELSE try(CAST(from_iso8601_timestamp(json_extract_scalar(body, '$.timestamp')) AT TIME ZONE 'UTC' "
          "AS timestamp(3))) END AS device_time, "
          "COALESCE(try(date_add('millisecond', CAST(try_cast(json_extract_scalar(j, '$.receivedAt') AS DOUBLE) "
-         f"AS BIGINT), {epoch})), arrived_at) AS received_at, arrived_at, shard_id, sequence_number "
-         "FROM reading_entries"),
+         f"AS BIGINT), {epoch})), arrived_at) AS received_at, arrived_at, shard_id, sequence_number, sample_index "
+         "FROM reading_entries "
+         f"WHERE regexp_like(sensor_type, {_literal(SENSOR_TYPE_PATTERN)}) "
+         "AND regexp_like(json_format(value_json), '^-?[0-9]')"),
         ("readings",
          f"SELECT device_id, t.sensor_type, value, unit, {_reading_time(ttl_days)} AS reading_time, device_time, "
          "received_at, arrived_at, t.shard_id, t.sequence_number FROM typed_readings t "
          "LEFT JOIN quarantine_keys w ON w.sensor_type IS NULL AND w.shard_id = t.shard_id "
          "AND w.sequence_number = t.sequence_number "
          "LEFT JOIN quarantine_keys p ON p.sensor_type = t.sensor_type AND p.shard_id = t.shard_id "
-         "AND p.sequence_number = t.sequence_number "
+         "AND p.sequence_number = t.sequence_number AND (t.sample_index = 0 OR p.every_sample) "
          "WHERE w.shard_id IS NULL AND p.shard_id IS NULL AND device_id IS NOT NULL AND t.sensor_type IS NOT NULL "
-         "AND value IS NOT NULL"),
+         f"AND (value = 0 OR (abs(value) >= {VALUE_MIN_MAGNITUDE!r} AND abs(value) < {VALUE_MAX_MAGNITUDE!r}))"),
     ]
+
+
+def _is_json_string(value: str) -> str:
+    """Trino: the JSON value ``value`` is a string (json_format quotes strings only)."""
+    return f"json_format({value}) LIKE '\"%'"
+
+
+def _trino_unit_ok() -> str:
+    """Trino: a single body's unit is absent, null, or a string of at most 32 characters."""
+    unit = "json_extract(body, '$.unit')"
+    return (f"(COALESCE(json_format({unit}), 'null') = 'null' OR ({_is_json_string(unit)} "
+            f"AND length(json_extract_scalar(body, '$.unit')) <= {UNIT_MAX_CHARS}))")
 
 
 def with_relations(ctes: Sequence[tuple[str, str]], sql: str) -> str:
@@ -554,37 +603,49 @@ def duckdb_relations(archive: LocalArchive, window: Window, thresholds: Sequence
     views = [f"CREATE OR REPLACE TEMP VIEW {name.split('(')[0]}{_columns(name)} AS {body}"
              for name, body in _common_ctes(window, thresholds)]
     in_window = f"arrived_at >= {_timestamp(window.start)} AND arrived_at < {_timestamp(window.end)}"
-    records = _parquet_source([f for p in archive.raw for f in parsed_files(p, "records")], _RECORDS_EMPTY)
-    entries = _parquet_source([f for p in archive.raw for f in parsed_files(p, "entries")], _ENTRIES_EMPTY)
+    records = _parquet_source([f for p in archive.raw for f in parsed_files(p, RECORDS_KIND)], _RECORDS_EMPTY)
+    entries = _parquet_source([f for p in archive.raw for f in parsed_files(p, ENTRIES_KIND)], _ENTRIES_EMPTY)
     return [
         "SET TimeZone = 'UTC'",
         *views,
         "CREATE OR REPLACE TEMP VIEW raw_records AS "
         "SELECT DISTINCT ON (shard_id, sequence_number) shard_id, sequence_number, partition_key, arrived_at, data, "
         f"data_base64 FROM {records} WHERE {in_window}",
-        "CREATE OR REPLACE TEMP VIEW quarantined AS "
+        "CREATE OR REPLACE TEMP VIEW quarantine_lines AS "
         "SELECT DISTINCT ON (shard_id, sequence_number) * FROM ("
         f"SELECT {_SHARD_FROM_PATH} AS shard_id, sequenceNumber AS sequence_number, partitionKey AS partition_key, "
-        "reason, sensorType AS sensor_type, [r.sensorType FOR r IN rejected] AS rejected_sensor_types, data, "
+        "reason, sensorType AS sensor_type, [r.sensorType FOR r IN rejected] AS rejected_sensor_types, "
+        "[r.sensorType FOR r IN rejected IF r.reason = 'unknown sensorType'] AS unknown_sensor_types, data, "
         f"dataBase64 AS data_base64, strptime({hour_path}, 'year=%Y/month=%m/day=%d/hour=%H/') AS archive_hour "
         f"FROM {_json_source(archive.quarantine, _QUARANTINE_JSON, quarantine_empty)})",
+        "CREATE OR REPLACE TEMP VIEW quarantined AS "
+        "SELECT shard_id, sequence_number, partition_key, reason, sensor_type, rejected_sensor_types, data, "
+        "data_base64, archive_hour FROM quarantine_lines",
+        # Which readings a quarantine line excludes: every one of a record refused whole (its line has no list of
+        # rejected readings); a rejected reading's sensor type names it in the single and multi forms (one reading
+        # per type) but not in the samples form (a type in several samples), where only `unknown sensorType` (a
+        # rule of the type, so of every sample) excludes by type: the other rules are mirrored in the parsing.
         "CREATE OR REPLACE TEMP VIEW quarantine_keys AS "
-        "SELECT shard_id, sequence_number, CAST(NULL AS VARCHAR) AS sensor_type FROM quarantined "
-        "WHERE rejected_sensor_types IS NULL "
-        "OR len([s FOR s IN rejected_sensor_types IF s IS NULL]) > 0 "
-        "UNION ALL SELECT shard_id, sequence_number, unnest(rejected_sensor_types) AS sensor_type FROM quarantined",
-        # A record archived twice has the same entries twice: one per shard, sequence number and sensor type.
+        "SELECT shard_id, sequence_number, CAST(NULL AS VARCHAR) AS sensor_type, true AS every_sample "
+        "FROM quarantine_lines WHERE rejected_sensor_types IS NULL "
+        "UNION ALL SELECT shard_id, sequence_number, unnest(rejected_sensor_types) AS sensor_type, "
+        "false AS every_sample FROM quarantine_lines "
+        "UNION ALL SELECT shard_id, sequence_number, unnest(unknown_sensor_types) AS sensor_type, "
+        "true AS every_sample FROM quarantine_lines",
+        # A record archived twice has the same entries twice: one per shard, sequence number and position (the
+        # sample, and the sensor type within it; several samples of one record share its sequence number).
         "CREATE OR REPLACE TEMP VIEW typed_readings AS "
-        "SELECT DISTINCT ON (shard_id, sequence_number, sensor_type) device_id, sensor_type, value, "
+        "SELECT DISTINCT ON (shard_id, sequence_number, sample_index, sensor_type) device_id, sensor_type, value, "
         f"COALESCE(unit_given, {_unit_case('sensor_type', thresholds)}) AS unit, device_time, received_at, "
-        f"arrived_at, shard_id, sequence_number FROM {entries} WHERE {in_window}",
+        f"arrived_at, shard_id, sequence_number, sample_index FROM {entries} WHERE {in_window}",
         "CREATE OR REPLACE TEMP VIEW readings AS "
         f"SELECT device_id, sensor_type, value, unit, {_reading_time(ttl_days)} AS reading_time, device_time, "
         "received_at, arrived_at, shard_id, sequence_number FROM typed_readings t "
         "ANTI JOIN (SELECT shard_id, sequence_number FROM quarantine_keys WHERE sensor_type IS NULL) w "
         "USING (shard_id, sequence_number) "
         "ANTI JOIN (SELECT * FROM quarantine_keys WHERE sensor_type IS NOT NULL) p "
-        "USING (shard_id, sequence_number, sensor_type) "
+        "ON p.shard_id = t.shard_id AND p.sequence_number = t.sequence_number AND p.sensor_type = t.sensor_type "
+        "AND (t.sample_index = 0 OR p.every_sample) "
         "WHERE device_id IS NOT NULL AND sensor_type IS NOT NULL AND value IS NOT NULL",
     ]
 
@@ -595,6 +656,7 @@ _RECORDS_EMPTY = ("CAST(NULL AS VARCHAR) AS shard_id, CAST(NULL AS VARCHAR) AS s
                   "CAST(NULL AS VARCHAR) AS data, CAST(NULL AS VARCHAR) AS data_base64")
 _ENTRIES_EMPTY = ("CAST(NULL AS VARCHAR) AS shard_id, CAST(NULL AS VARCHAR) AS sequence_number, "
                   "CAST(NULL AS TIMESTAMP) AS arrived_at, CAST(NULL AS VARCHAR) AS device_id, "
+                  "CAST(NULL AS BIGINT) AS sample_index, "
                   "CAST(NULL AS VARCHAR) AS sensor_type, CAST(NULL AS DOUBLE) AS value, "
                   "CAST(NULL AS VARCHAR) AS unit_given, CAST(NULL AS TIMESTAMP) AS device_time, "
                   "CAST(NULL AS TIMESTAMP) AS received_at")
@@ -618,33 +680,67 @@ def parsed_files(path: Path, kind: str) -> list[Path]:
 
 def _conversion_statements(paths: Sequence[Path], staging: Path) -> list[str]:
     """Parse the archive lines of ``paths`` once (the line, then the payload inside it) into Parquet per object:
-    ``records`` (raw_records' columns) and ``entries`` (one row per reading, before dedup and quarantine)."""
+    ``records`` (raw_records' columns) and ``entries`` (one row per reading that passes the processor's
+    structural rules, before dedup and quarantine; ``sample_index`` is the reading's sample, 0 outside the samples
+    form)."""
     raw_empty = ("CAST(NULL AS VARCHAR) AS sequenceNumber, CAST(NULL AS VARCHAR) AS partitionKey, "
                  "CAST(NULL AS BIGINT) AS arrivedAt, CAST(NULL AS VARCHAR) AS data, "
                  "CAST(NULL AS VARCHAR) AS dataBase64")
-    fields = "['$.deviceId', '$.sensorType', '$.value', '$.timestamp', '$.unit', '$.receivedAt', '$.readings']"
+    # f: deviceId, receivedAt, samples, then the payload's own body fields (b's order); each a JSON value.
+    fields = ("['$.deviceId', '$.receivedAt', '$.samples', '$.sensorType', '$.value', '$.timestamp', '$.unit', "
+              "'$.readings']")
+    timestamp, received = "json_extract_string(b[3], '$')", "json_extract_string(f[2], '$')"
     return [
         "CREATE OR REPLACE TEMP TABLE _lines AS "
         f"SELECT md5(filename) AS object, {_SHARD_FROM_PATH} AS shard_id, sequenceNumber AS sequence_number, "
         "partitionKey AS partition_key, make_timestamp(arrivedAt * 1000) AS arrived_at, data, "
         f"dataBase64 AS data_base64 FROM {_json_source(paths, _RAW_JSON, raw_empty)}",
-        f"COPY (SELECT * FROM _lines) TO {_literal(str(staging / 'records'))} "
+        f"COPY (SELECT * FROM _lines) TO {_literal(str(staging / RECORDS_KIND))} "
         "(FORMAT parquet, PARTITION_BY (object), OVERWRITE_OR_IGNORE true)",
-        f"COPY (SELECT object, shard_id, sequence_number, arrived_at, f[1] AS device_id, sensor_type, "
-        "try_cast(value_text AS DOUBLE) AS value, unit_given, "
-        f"CASE WHEN try_cast(f[4] AS DOUBLE) IS NOT NULL THEN {_duckdb_epoch_ms('f[4]')} "
-        "ELSE CAST(timezone('UTC', try_cast(f[4] AS TIMESTAMPTZ)) AS TIMESTAMP) END AS device_time, "
-        f"COALESCE({_duckdb_epoch_ms('f[6]')}, arrived_at) AS received_at FROM ("
-        # One pass over the parsed payloads (a UNION of two branches would parse every payload twice).
-        "SELECT *, e.key AS sensor_type, e.value AS value_text, CASE WHEN f[7] IS NULL THEN f[5] END AS unit_given "
-        "FROM (SELECT *, unnest(CASE WHEN f[7] IS NULL THEN [{'key': f[2], 'value': f[3]}] "
-        "WHEN starts_with(f[7], '{') AND json_valid(f[7]) "
-        "THEN map_entries(CAST(CAST(f[7] AS JSON) AS MAP(VARCHAR, VARCHAR))) END) AS e FROM ("
-        f"SELECT object, shard_id, sequence_number, arrived_at, json_extract_string(data, {fields}) AS f "
-        "FROM _lines WHERE data IS NOT NULL AND json_valid(data)) WHERE f IS NOT NULL))) "
-        f"TO {_literal(str(staging / 'entries'))} (FORMAT parquet, PARTITION_BY (object), OVERWRITE_OR_IGNORE true)",
+        # One parse of each payload (a UNION of the forms would parse every payload twice); a samples-form
+        # payload's samples are parsed once more, each for its own body fields.
+        "COPY (SELECT object, shard_id, sequence_number, arrived_at, device_id, sample_index, e.key AS sensor_type, "
+        "try_cast(e.value AS DOUBLE) AS value, unit_given, device_time, received_at FROM ("
+        "SELECT *, unnest(CASE WHEN len(pairs) <= "
+        f"{MAX_READINGS_PER_BODY} THEN pairs END) AS e FROM ("
+        "SELECT object, shard_id, sequence_number, arrived_at, device_id, received_at, sample_index, "
+        "CASE WHEN b[5] IS NULL THEN NULLIF(json_extract_string(b[4], '$'), '') END AS unit_given, "
+        f"CASE WHEN try_cast({timestamp} AS DOUBLE) IS NOT NULL THEN {_duckdb_epoch_ms(timestamp)} "
+        f"ELSE CAST(timezone('UTC', try_cast({timestamp} AS TIMESTAMPTZ)) AS TIMESTAMP) END AS device_time, "
+        # The body checks of section 3 (a multi body's readings a non-empty object of at most 100 members; a
+        # single body's sensorType a string and its unit absent, null or a short string): a sample failing them
+        # is quarantined alone, so the other samples of its record stay.
+        f"CASE WHEN b[5] IS NULL THEN CASE WHEN json_type(b[1]) = 'VARCHAR' AND {_duckdb_unit_ok('b[4]')} "
+        "THEN [{'key': json_extract_string(b[1], '$'), 'value': b[2]}] END "
+        "WHEN json_type(b[5]) = 'OBJECT' THEN map_entries(try_cast(b[5] AS MAP(VARCHAR, JSON))) END AS pairs FROM ("
+        "SELECT *, unnest(bodies) AS b, generate_subscripts(bodies, 1) - CASE WHEN f[3] IS NULL THEN 1 ELSE 0 END "
+        "AS sample_index FROM ("
+        f"SELECT object, shard_id, sequence_number, arrived_at, f, json_extract_string(f[1], '$') AS device_id, "
+        f"COALESCE({_duckdb_epoch_ms(received)}, arrived_at) AS received_at, "
+        "CASE WHEN f[3] IS NULL THEN [f[4:8]] "
+        "ELSE [json_extract(s, ['$.sensorType', '$.value', '$.timestamp', '$.unit', '$.readings']) "
+        "FOR s IN json_extract(f[3], '$[*]')] END AS bodies FROM ("
+        f"SELECT object, shard_id, sequence_number, arrived_at, json_extract(data, {fields}) AS f "
+        "FROM _lines WHERE data IS NOT NULL AND json_valid(data)) WHERE f IS NOT NULL)))) "
+        f"WHERE {_duckdb_reading_ok('e.key', 'e.value')}) "
+        f"TO {_literal(str(staging / ENTRIES_KIND))} (FORMAT parquet, PARTITION_BY (object), OVERWRITE_OR_IGNORE true)",
         "DROP TABLE _lines",
     ]
+
+
+def _duckdb_unit_ok(unit: str) -> str:
+    """A single body's ``unit`` (a JSON value) is absent, null, or a string of at most 32 characters."""
+    return (f"({unit} IS NULL OR json_type({unit}) = 'NULL' OR (json_type({unit}) = 'VARCHAR' "
+            f"AND length(json_extract_string({unit}, '$')) <= {UNIT_MAX_CHARS}))")
+
+
+def _duckdb_reading_ok(sensor_type: str, value: str) -> str:
+    """The reading checks of section 3 that depend on the reading alone: the sensor type's pattern, a value that
+    is a JSON number in DynamoDB's range (``unknown sensorType`` depends on the config: the quarantine tells it)."""
+    number = f"try_cast({value} AS DOUBLE)"
+    return (f"regexp_full_match({sensor_type}, {_literal(SENSOR_TYPE_PATTERN)}) "
+            f"AND json_type({value}) IN ('BIGINT', 'UBIGINT', 'DOUBLE') AND ({number} = 0 "
+            f"OR (abs({number}) >= {VALUE_MIN_MAGNITUDE!r} AND abs({number}) < {VALUE_MAX_MAGNITUDE!r}))")
 
 
 def convert_archive(connection: Any, archive: LocalArchive) -> int:
@@ -652,7 +748,7 @@ def convert_archive(connection: Any, archive: LocalArchive) -> int:
     changed object is a new file); returns how many objects were parsed. Files move into place complete."""
     import hashlib
 
-    missing = [p for p in archive.raw if not parsed_dir(p, "entries").is_dir()]
+    missing = [p for p in archive.raw if not parsed_dir(p, ENTRIES_KIND).is_dir()]
     if not missing:
         return 0
     staging_root = missing[0].parent
@@ -663,7 +759,7 @@ def convert_archive(connection: Any, archive: LocalArchive) -> int:
                 connection.execute(statement)
             for path in chunk:
                 object_id = hashlib.md5(str(path).encode(), usedforsecurity=False).hexdigest()
-                for kind in ("records", "entries"):  # entries last: its directory marks a finished conversion
+                for kind in (RECORDS_KIND, ENTRIES_KIND):  # entries last: its directory marks a finished conversion
                     source, target = Path(staging) / kind / f"object={object_id}", parsed_dir(path, kind)
                     # Another query may have converted the same object meanwhile (same ETag, same content) and be
                     # reading it: keep its folder rather than replace it under that query.

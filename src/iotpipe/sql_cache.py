@@ -1,7 +1,7 @@
 """The local cache of archive objects behind ``iotpipe sql --engine duckdb``: kept bounded, pruned safely.
 
 Layout (``iotpipe.sql.cache_path``): ``<cache>/<bucket>/<key without .jsonl.gz>.<ETag>.jsonl.gz``, with the parsed
-(Parquet) form beside each object in ``<file>.records/`` and ``<file>.entries/``. A rewritten object has a new ETag,
+(Parquet) form beside each object in ``<file>.records/`` and ``<file>.entries-v2/``. A rewritten object has a new ETag,
 so a new file; the file of its old ETag is *superseded*.
 
 Pruning removes superseded versions, entries unused for ``max_age_days`` and, least recently used first, entries
@@ -33,7 +33,12 @@ LOCK_NAME = ".lock"
 PRUNED_STAMP = ".pruned"
 PRUNE_INTERVAL_S = 3600
 OBJECT_SUFFIX = ".jsonl.gz"
-PARSED_KINDS = ("records", "entries")
+RECORDS_KIND = "records"
+# The readings' parsed form; "entries" (before the samples form and sample_index) is an earlier iotpipe's, never
+# read again: a leftover that pruning removes.
+ENTRIES_KIND = "entries-v2"
+PARSED_KINDS = (RECORDS_KIND, ENTRIES_KIND)
+STALE_PARSED_KINDS = ("entries",)
 STAGING_PREFIX = ".iotpipe-parse-"
 PART_MARK = ".part"
 
@@ -167,7 +172,8 @@ def scan_cache(cache_dir: Path) -> tuple[list[CacheEntry], list[Path]]:
         base = Path(root)
         for name in list(dirs):
             path = base / name
-            if name.startswith(STAGING_PREFIX):
+            if name.startswith(STAGING_PREFIX) or any(name.endswith(f"{OBJECT_SUFFIX}.{kind}")
+                                                      for kind in STALE_PARSED_KINDS):
                 leftovers.append(path)
                 dirs.remove(name)
             elif any(name.endswith(f"{OBJECT_SUFFIX}.{kind}") for kind in PARSED_KINDS):

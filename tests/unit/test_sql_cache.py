@@ -12,7 +12,9 @@ import pytest
 from iotpipe.errors import ConfigError
 from iotpipe.sql_cache import (
     DAY_S,
+    ENTRIES_KIND,
     MB,
+    RECORDS_KIND,
     CacheBusyError,
     CacheEntry,
     CacheLimits,
@@ -33,7 +35,7 @@ def cached(cache: Path, stem: str, etag: str, size: int, last_used: float, parse
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"x" * (size // 2 if parsed else size))
     if parsed:
-        for kind, part in (("records", size // 4), ("entries", size - size // 2 - size // 4)):
+        for kind, part in ((RECORDS_KIND, size // 4), (ENTRIES_KIND, size - size // 2 - size // 4)):
             folder = path.with_name(f"{path.name}.{kind}")
             folder.mkdir()
             (folder / "data_0.parquet").write_bytes(b"p" * part)
@@ -92,14 +94,17 @@ def test_scan_counts_the_parsed_form_and_finds_what_killed_queries_left(tmp_path
     partial.write_bytes(b"half")
     staging = path.parent / ".iotpipe-parse-abc"
     staging.mkdir()
-    orphan = path.with_name("2-3.gone.jsonl.gz.entries")
+    orphan = path.with_name(f"2-3.gone.jsonl.gz.{ENTRIES_KIND}")
     orphan.mkdir()
+    stale = path.with_name(f"{path.name}.entries")  # an earlier iotpipe's parsed form, never read again
+    stale.mkdir()
+    (stale / "data_0.parquet").write_bytes(b"old")
     (tmp_path / "notes.txt").write_text("not ours")
 
     entries, leftovers = scan_cache(tmp_path)
 
     assert entries == [CacheEntry(path, KEY, 1000, NOW)]
-    assert sorted(leftovers) == sorted([partial, staging, orphan])
+    assert sorted(leftovers) == sorted([partial, staging, orphan, stale])
 
 
 def test_prune_removes_superseded_expired_and_leftovers_and_keeps_the_rest(tmp_path: Path) -> None:
@@ -115,12 +120,12 @@ def test_prune_removes_superseded_expired_and_leftovers_and_keeps_the_rest(tmp_p
 
     assert (report.removed, report.superseded, report.removed_bytes) == (2, 1, 1500)
     assert (report.kept, report.kept_bytes, report.skipped) == (2, 1200, False)
-    assert not old.exists() and not old.with_name(old.name + ".entries").exists()
+    assert not old.exists() and not old.with_name(f"{old.name}.{ENTRIES_KIND}").exists()
     assert new.exists() and new.with_name(new.name + ".records").is_dir()
     assert kept.exists() and not expired.exists()
     assert not expired.parent.exists()  # emptied folders go too
     assert sorted(p.name for p in new.parent.iterdir()) == sorted([new.name, f"{new.name}.records",
-                                                                   f"{new.name}.entries"])
+                                                                   f"{new.name}.{ENTRIES_KIND}"])
     assert (tmp_path / "notes.txt").exists()
 
 

@@ -27,7 +27,7 @@ from iotpipe.sql import (
     require_duckdb,
     run_duckdb,
 )
-from iotpipe.sql_cache import CacheLimits
+from iotpipe.sql_cache import ENTRIES_KIND, CacheLimits
 
 REPO = Path(__file__).resolve().parents[2]
 HANDLER = REPO / "handler" / "python" / "index.py"
@@ -157,7 +157,7 @@ def test_only_the_window_objects_are_fetched_and_the_cache_is_keyed_by_etag(s3: 
     assert third.downloaded == 1
     # Each object is parsed once: the earlier objects' Parquet is reused, the new ETag's object is parsed.
     assert convert_archive(connection, third) == 1
-    assert all(parsed_dir(path, "entries").is_dir() for path in third.raw)
+    assert all(parsed_dir(path, ENTRIES_KIND).is_dir() for path in third.raw)
     assert run_duckdb("SELECT unit FROM readings WHERE sequence_number = '200'", third, WINDOW, CFG.thresholds,
                       CFG.storage.ttl_days).rows == (("bar",),)
 
@@ -230,7 +230,8 @@ def test_a_rewritten_object_supersedes_its_cached_version_after_the_query(s3: An
     assert (second.cache.removed, second.cache.superseded, second.cache.kept) == (1, 1, 4)
     [new] = cache.rglob("200-200.*.jsonl.gz")
     assert new != old and not old.exists()
-    assert sorted(p.name for p in new.parent.iterdir()) == [new.name, f"{new.name}.entries", f"{new.name}.records"]
+    assert sorted(p.name for p in new.parent.iterdir()) == [new.name, f"{new.name}.{ENTRIES_KIND}",
+                                                            f"{new.name}.records"]
 
 
 def test_a_query_beyond_the_age_bound_evicts_other_windows_but_never_its_own(s3: Any, tmp_path: Path) -> None:
@@ -259,9 +260,9 @@ def test_a_parsed_form_made_meanwhile_by_another_query_is_kept_not_replaced(s3: 
     records = parsed_dir(path, "records")
     inode = records.stat().st_ino
     # another query's conversion of the same object is half way: its records are in place, its entries not yet
-    shutil.rmtree(parsed_dir(path, "entries"))
+    shutil.rmtree(parsed_dir(path, ENTRIES_KIND))
 
     assert convert_archive(connection, local) == 1
 
     assert records.stat().st_ino == inode  # a reader of that folder is not pulled from under
-    assert parsed_dir(path, "entries").is_dir()
+    assert parsed_dir(path, ENTRIES_KIND).is_dir()
