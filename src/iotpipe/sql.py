@@ -628,10 +628,11 @@ def duckdb_relations(archive: LocalArchive, window: Window, thresholds: Sequence
         "CREATE OR REPLACE TEMP VIEW quarantine_keys AS "
         "SELECT shard_id, sequence_number, CAST(NULL AS VARCHAR) AS sensor_type, true AS every_sample "
         "FROM quarantine_lines WHERE rejected_sensor_types IS NULL "
-        "UNION ALL SELECT shard_id, sequence_number, unnest(rejected_sensor_types) AS sensor_type, "
-        "false AS every_sample FROM quarantine_lines "
-        "UNION ALL SELECT shard_id, sequence_number, unnest(unknown_sensor_types) AS sensor_type, "
-        "true AS every_sample FROM quarantine_lines",
+        "UNION ALL SELECT * FROM ("
+        "SELECT shard_id, sequence_number, unnest(rejected_sensor_types) AS sensor_type, false AS every_sample "
+        "FROM quarantine_lines UNION ALL "
+        "SELECT shard_id, sequence_number, unnest(unknown_sensor_types) AS sensor_type, true AS every_sample "
+        "FROM quarantine_lines) WHERE sensor_type IS NOT NULL",
         # A record archived twice has the same entries twice: one per shard, sequence number and position (the
         # sample, and the sensor type within it; several samples of one record share its sequence number).
         "CREATE OR REPLACE TEMP VIEW typed_readings AS "

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "unit"))
 sys.path.insert(0, str(REPO / "tests" / "handler"))
 from test_sql_duckdb import BUCKET, put_known_archive  # noqa: E402
+from test_sql_samples import put_mixed_archive  # noqa: E402
 
 WINDOW = ["--from", "2026-03-01T00:00:00Z", "--to", "2026-03-03T00:00:00Z"]
 
@@ -66,6 +67,17 @@ def test_named_query_as_csv_and_the_cache_on_a_second_run(archive: str) -> None:
     assert again.stdout.splitlines()[0].split() == ["reason", "records"]
     assert "data is not UTF-8" in again.stdout
     assert "0 downloaded" in again.stderr
+
+
+def test_readings_sent_in_the_samples_form_are_counted_end_to_end(archive: str) -> None:
+    put_mixed_archive(boto3.client("s3", endpoint_url=archive, region_name="us-east-1"))
+    result = sql(archive, "SELECT device_id, count(*) AS readings, count(DISTINCT reading_time) AS times "
+                          "FROM readings GROUP BY 1 ORDER BY 1", "--from", "2026-03-06T09:00:00Z", "--to",
+                 "2026-03-06T10:00:00Z", "--output", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == [{"device_id": "kiln-1", "readings": 10, "times": 8},
+                                         {"device_id": "kiln-2", "readings": 3, "times": 2},
+                                         {"device_id": "kiln-3", "readings": 2, "times": 2}]
 
 
 def test_the_cache_is_pruned_after_a_query_and_cleared_on_request(archive: str, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@
 3. transpiled to DuckDB by sqlglot, with the Glue tables emulated in DuckDB over the same archive objects, it gives
    the same rows as iotpipe's own DuckDB relations, on the known archives of the DuckDB tests.
 
-What (3) shows: the Athena text's logic (dedup, expansion of both payload forms, quarantine exclusion, time rules)
+What (3) shows: the Athena text's logic (dedup, expansion of the three payload forms, quarantine exclusion, time rules)
 matches the DuckDB relations' logic, row for row. What it cannot show: how Athena's own engine, the OpenX JSON SerDe
 and partition projection behave; the functions then run with DuckDB's semantics, not Trino's (docs/sql.md).
 """
@@ -40,6 +40,7 @@ from iotpipe.sql import (
 sqlglot = pytest.importorskip("sqlglot", reason="sqlglot is in the dev extra: pip install -e '.[dev]'")
 from sqlglot import exp  # noqa: E402
 from test_sql_duckdb import BUCKET, CFG, HANDLER, SHARD0, WINDOW, archive, ms, put_known_archive, rule  # noqa: E402
+from test_sql_samples import put_mixed_archive, put_vector_archive  # noqa: E402
 
 DATABASE = "iotpipe_dev"
 # Functions (and CAST-like forms) Athena engine v3 documents, as Trino names them; the ones iotpipe's text uses are
@@ -188,12 +189,13 @@ def odd_archive(s3: Any) -> Window:
 COMPARED = (
     "SELECT * FROM raw_records ORDER BY shard_id, sequence_number",
     "SELECT * FROM quarantined ORDER BY shard_id, sequence_number",
-    "SELECT * FROM readings ORDER BY shard_id, sequence_number, sensor_type",
+    # several samples of one record share shard, sequence number and sensor type: their times order them
+    "SELECT * FROM readings ORDER BY shard_id, sequence_number, sensor_type, reading_time, value",
     *(q.sql for q in NAMED_QUERIES.values()),  # each orders its rows fully
 )
 
 
-@pytest.mark.parametrize("which", ["known archive", "odd payloads"])
+@pytest.mark.parametrize("which", ["known archive", "odd payloads", "samples vector", "samples mixed"])
 def test_the_athena_text_transpiled_to_duckdb_gives_the_same_rows(which: str, moto_endpoint: str,
                                                                    tmp_path: Path) -> None:
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
@@ -201,6 +203,10 @@ def test_the_athena_text_transpiled_to_duckdb_gives_the_same_rows(which: str, mo
     if which == "known archive":
         put_known_archive(s3)
         window = WINDOW
+    elif which == "samples vector":  # handler/vectors/samples.json, and a retry of it
+        window = put_vector_archive(s3)
+    elif which == "samples mixed":  # bad samples among good ones, all three forms, a retry
+        window = put_mixed_archive(s3)
     else:
         window = odd_archive(s3)
     local = fetch_archive(s3, BUCKET, window, tmp_path / "cache")
