@@ -3,7 +3,8 @@
 Relations (same names and columns on both engines):
 
 - ``raw_records``: one row per archived Kinesis record, deduplicated by shard and sequence number.
-- ``readings``: one row per reading (single and multi-reading payloads), quarantined readings excluded.
+- ``readings``: one row per reading (single, multi-reading and samples payloads expanded), quarantined readings
+  excluded.
 - ``quarantined``: one row per record the processor refused, with its reason.
 - ``thresholds``: the configured sensor thresholds; ``query_window``: the requested time window.
 

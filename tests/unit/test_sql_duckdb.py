@@ -196,6 +196,8 @@ def test_odd_payloads_never_fail_the_query_and_implausible_times_fall_back(moto_
         rule({"deviceId": "d1", "sensorType": "temperature", "value": 20, "timestamp": 1e300}, arrived),
         rule({"deviceId": "d1", "sensorType": "pressure", "value": 50, "timestamp": "not a time"}, arrived),
         rule({"deviceId": "d1", "readings": {"temperature": {"nested": 1}, "vibration": 2}}, arrived),
+        # a duplicate key (JSON allows it; a map does not): no rows, and no failed query
+        b'{"deviceId": "d1", "readings": {"pressure": 40, "pressure": 41}, "topicDeviceId": "d1"}',
     ]
     records = [archive.record(index, SHARD0, 500 + n, arrived, body, "d1") for n, body in enumerate(bodies)]
     archive.put_objects(client, BUCKET, archive.batch_objects(

@@ -71,7 +71,8 @@ def mixed_records(index: Any) -> list[Any]:
                                                           "value": 30.0, "timestamp": ARRIVED - 5000}, ARRIVED),
                        "kiln-2"),
         archive.record(index, SHARD0, 702, ARRIVED, rule({"deviceId": "kiln-2", "timestamp": ARRIVED - 4000,
-                                                          "readings": {"temperature": 31.0, "pressure": 90.0}},
+                                                          "readings": {"temperature": 31.0, "pressure": 90.0,
+                                                                       "9bad": 1.0}},  # stored but for 9bad
                                                          ARRIVED), "kiln-2"),
         # the same sequence number on another shard: another record
         archive.record(index, SHARD1, 700, ARRIVED, rule({"deviceId": "kiln-3", "samples": [
