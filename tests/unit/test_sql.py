@@ -102,7 +102,7 @@ def test_athena_relations_read_the_glue_tables_of_the_window() -> None:
     assert {"readings", "raw_records", "quarantined", "thresholds(sensor_type, min_value, max_value, unit)",
             "query_window(window_start, window_end)"} <= set(ctes)
     assert '"iotpipe_dev".raw_archive WHERE ((year = 2026 AND month = 3 AND day = 1' in ctes["archive_lines"]
-    assert '"iotpipe_dev".quarantine_archive WHERE ((year = 2026' in ctes["quarantined"]
+    assert '"iotpipe_dev".quarantine_archive WHERE ((year = 2026' in ctes["quarantine_lines"]
     assert "TIMESTAMP '2026-03-01 22:30:00.000', TIMESTAMP '2026-03-02 01:10:00.000'" in ctes[
         "query_window(window_start, window_end)"]
 
