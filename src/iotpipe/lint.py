@@ -1,4 +1,5 @@
-"""Lint a template with cfn-lint's Python API (and checkov's CloudFormation checks when installed)."""
+"""Lint a template with cfn-lint's Python API, iotpipe's own rules (:mod:`iotpipe.lintrules`) loaded through
+cfn-lint's ``append_rules``, and checkov's CloudFormation checks when installed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Any
 
 # cfn-lint's metadata-context advice; iotpipe's templates carry no cfn-lint metadata to advise on.
 IGNORED_RULES = ("I4010",)
+# iotpipe's invariants as cfn-lint rules, appended by module path (cfn-lint's --append-rules accepts one).
+RULES_MODULE = "iotpipe.lintrules"
+DEFAULT_REGION = "us-east-1"
 _SEVERITY = {"E": "error", "W": "warning", "I": "informational"}
 
 
@@ -33,8 +37,8 @@ class Finding:
         return f"{filename}:{self.line} {self.rule} {self.message}"
 
 
-def lint_template(text: str, regions: tuple[str, ...] = ("us-east-1",), *, checkov: bool = False) -> list[Finding]:
-    """cfn-lint findings of every severity (informational included) for the template ``text``.
+def lint_template(text: str, regions: tuple[str, ...] = (DEFAULT_REGION,), *, checkov: bool = False) -> list[Finding]:
+    """cfn-lint findings (iotpipe's rules included) of every severity for the template ``text`` in ``regions``.
 
     With ``checkov=True`` and checkov installed, checkov's CloudFormation findings are added: a failed
     check is an error, a check skipped in a resource's Metadata is informational (its reason shown).
@@ -42,7 +46,8 @@ def lint_template(text: str, regions: tuple[str, ...] = ("us-east-1",), *, check
     # Imported here: cfn-lint takes about half a second to import, and `iotpipe render` must not pay for it.
     from cfnlint.api import ManualArgs, lint
 
-    config = ManualArgs(regions=list(regions), include_checks=["I"], ignore_checks=list(IGNORED_RULES))
+    config = ManualArgs(regions=list(regions), include_checks=["I"], ignore_checks=list(IGNORED_RULES),
+                        append_rules=[RULES_MODULE])
     findings = [_from_match(match) for match in lint(text, config=config)]
     if checkov and checkov_available():
         findings.extend(checkov_findings(text))

@@ -56,8 +56,7 @@ def test_checkov_skip_is_reported_at_the_resource_with_its_reason(dev_text: str)
 
 def test_failed_checkov_check_is_an_error_at_the_resource(unencrypted_stream_text: str) -> None:
     findings = lint_template(unencrypted_stream_text, checkov=True)
-    assert [f for f in findings if f.source == "cfn-lint"] == []  # cfn-lint alone would let it through
-    failed = blocking(findings)
+    failed = [f for f in blocking(findings) if f.source == "checkov"]
     assert failed == [Finding(source="checkov", rule=KINESIS_ENCRYPTION_CHECK, severity="error",
                               message="Ensure Kinesis Stream is securely encrypted",
                               path="Resources/SensorDataStream",
@@ -65,7 +64,9 @@ def test_failed_checkov_check_is_an_error_at_the_resource(unencrypted_stream_tex
 
 
 def test_checkov_runs_only_when_asked(unencrypted_stream_text: str) -> None:
-    assert lint_template(unencrypted_stream_text) == []
+    # iotpipe's own cfn-lint rule E9104 finds the missing encryption without checkov.
+    assert [(f.source, f.rule, f.path) for f in lint_template(unencrypted_stream_text)] == [
+        ("cfn-lint", "E9104", "Resources/SensorDataStream")]
 
 
 def misspelt_property(text: str) -> str:
@@ -101,13 +102,16 @@ def test_cli_exits_1_on_a_failed_checkov_check(tmp_path: Path, unencrypted_strea
     assert result.exit_code == 1, result.output
     line = first_line_of(unencrypted_stream_text, "SensorDataStream")
     assert f"{path}:{line} {KINESIS_ENCRYPTION_CHECK} Ensure Kinesis Stream is securely encrypted" in result.stdout
-    assert "1 blocking finding(s)" in result.stderr
+    assert "2 blocking finding(s)" in result.stderr  # checkov CKV_AWS_43 and iotpipe's E9104
 
 
 def test_cli_without_checkov_lets_cfn_lint_decide(tmp_path: Path, unencrypted_stream_text: str) -> None:
-    result = CliRunner().invoke(main, ["lint", str(write(tmp_path, unencrypted_stream_text)), "--no-checkov"])
-    assert result.exit_code == 0, result.output
-    assert result.stdout == ""
+    path = write(tmp_path, unencrypted_stream_text)
+    result = CliRunner().invoke(main, ["lint", str(path), "--no-checkov"])
+    assert result.exit_code == 1, result.output
+    line = first_line_of(unencrypted_stream_text, "SensorDataStream")
+    assert result.stdout.startswith(f"{path}:{line} E9104 SensorDataStream: AWS::Kinesis::Stream without encryption")
+    assert KINESIS_ENCRYPTION_CHECK not in result.stdout
 
 
 def test_cli_says_when_checkov_is_missing(tmp_path: Path, unencrypted_stream_text: str,
@@ -115,8 +119,9 @@ def test_cli_says_when_checkov_is_missing(tmp_path: Path, unencrypted_stream_tex
     monkeypatch.setattr(lint_module, "checkov_available", lambda: False)
     monkeypatch.setattr(build_module, "checkov_available", lambda: False)
     result = CliRunner().invoke(main, ["lint", str(write(tmp_path, unencrypted_stream_text))])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # cfn-lint with iotpipe's rules still blocks it (E9104)
     assert "checkov is not installed" in result.stderr
+    assert " E9104 " in result.stdout and KINESIS_ENCRYPTION_CHECK not in result.stdout
 
 
 def test_cli_json_lists_both_tools_in_one_format(tmp_path: Path, unencrypted_stream_text: str) -> None:
