@@ -124,6 +124,15 @@ class ProcessorConfig:
     dlq_retention_days: int = _opt(14, lo=1, hi=14)
     unknown_sensor: str = _opt("quarantine", choices=("quarantine", "store"),
                                doc="what the processor does with a sensor type that has no threshold")
+    # zip by default: the inline source (about 40 KB) puts the template over CloudFormation's 51,200-byte
+    # TemplateBody limit, so every diff and status would have to upload the template to S3 first.
+    packaging: str = _opt("zip", choices=("zip", "inline"),
+                          doc="zip: the processor is a zip in the artefacts bucket "
+                              "(iotpipe-artefacts-<account>-<region>, key processor/<sha256>.zip, uploaded by deploy "
+                              "once per code version) and the template stays under the 51,200-byte TemplateBody "
+                              "limit, so diff and status write nothing to S3; inline: the source is the template's "
+                              "Code.ZipFile (one self-contained file, but over the limit: deploy, diff and status "
+                              "need the template uploaded, and diff and status refuse to)")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ cfn-lint's ``append_rules``, and checkov's CloudFormation checks when installed.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import tempfile
 from dataclasses import asdict, dataclass
@@ -43,20 +44,35 @@ def lint_template(text: str, regions: tuple[str, ...] = (DEFAULT_REGION,), *, ch
     With ``checkov=True`` and checkov installed, checkov's CloudFormation findings are added: a failed
     check is an error, a check skipped in a resource's Metadata is informational (its reason shown).
     """
+    return list(_lint(text, tuple(regions), checkov and checkov_available()))
+
+
+# The same template, regions and tools give the same findings; deploy, diff and `iotpipe local` lint the
+# template they render again, and the tools take seconds.
+@functools.lru_cache(maxsize=8)
+def _lint(text: str, regions: tuple[str, ...], checkov: bool) -> tuple[Finding, ...]:
     # Imported here: cfn-lint takes about half a second to import, and `iotpipe render` must not pay for it.
     from cfnlint.api import ManualArgs, lint
 
     config = ManualArgs(regions=list(regions), include_checks=["I"], ignore_checks=list(IGNORED_RULES),
                         append_rules=[RULES_MODULE])
     findings = [_from_match(match) for match in lint(text, config=config)]
-    if checkov and checkov_available():
+    if checkov:
         findings.extend(checkov_findings(text))
-    return sorted(findings, key=lambda f: (f.line, f.source, f.rule, f.message))
+    return tuple(sorted(findings, key=lambda f: (f.line, f.source, f.rule, f.message)))
 
 
 def blocking(findings: list[Finding]) -> list[Finding]:
     """The findings that fail the lint gate: errors and warnings (informational ones are reported only)."""
     return [finding for finding in findings if finding.severity in ("error", "warning")]
+
+
+def gate_message(failing: list[Finding], regions: tuple[str, ...], what: str, limit: int = 20) -> str:
+    """Why ``what`` is refused: the blocking findings (at most ``limit``), one a line, and how to see them all."""
+    listed = "\n".join(f"  {f.rule} line {f.line}: {f.message}" for f in failing[:limit])
+    more = f"\n  ... and {len(failing) - limit} more" if len(failing) > limit else ""
+    return (f"the template has {len(failing)} blocking lint finding(s) (errors and warnings, as `iotpipe lint` "
+            f"counts them) in {', '.join(regions)}; {what}:\n{listed}{more}")
 
 
 def checkov_available() -> bool:

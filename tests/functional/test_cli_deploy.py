@@ -53,8 +53,9 @@ def test_first_deploy_prints_changes_and_outputs(moto_endpoint: str, config: Pat
     assert "Add     DataProcessorFunction" in result.stdout
     assert f"Stack {STACK}: CREATE_COMPLETE" in result.stdout
     assert "RawDataBucketName" in result.stdout and "SensorDataTableName" in result.stdout
-    # the template is over 51,200 bytes: it went through the artefacts bucket
+    # the processor's zip went to the artefacts bucket, the template (under 51,200 bytes) inline
     assert "created artefacts bucket iotpipe-artefacts-123456789012-us-east-1" in result.stderr
+    assert "bytes to s3://iotpipe-artefacts-123456789012-us-east-1/processor/" in result.stderr
     assert "CREATE_COMPLETE" in result.stderr and "s] " in result.stderr  # streamed events, elapsed time
     stack = aws("cloudformation", moto_endpoint).describe_stacks(StackName=STACK)["Stacks"][0]
     assert stack["StackStatus"] == "CREATE_COMPLETE"
@@ -151,7 +152,8 @@ def test_lint_errors_block_the_deploy(moto_endpoint: str, config: Path, monkeypa
                                    message="Property is of the wrong type", path="Resources/X", line=7)
     monkeypatch.setattr(iotpipe.lint, "lint_template", lambda text, *a, **k: [finding])
     result = run(moto_endpoint, config, "deploy", "--yes")
-    assert result.exit_code == 1 and "1 lint error(s); not deploying" in result.stderr and "E3012" in result.stderr
+    assert result.exit_code == 1 and "1 blocking lint finding(s)" in result.stderr and "E3012" in result.stderr
+    assert "not deploying it" in result.stderr
     assert aws("cloudformation", moto_endpoint).list_stacks()["StackSummaries"] == []
 
 

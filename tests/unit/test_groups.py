@@ -16,6 +16,7 @@ from iotpipe.groups.monitoring import build_monitoring
 from iotpipe.groups.processor import build_processor
 from iotpipe.groups.storage import build_storage
 from iotpipe.groups.stream import build_stream
+from iotpipe.package import ARTEFACT_BUCKET_PATTERN, processor_artefact, read_zip_member
 
 HANDLER = Path(__file__).resolve().parents[2] / "handler" / "python" / "index.py"
 KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -78,7 +79,9 @@ def processor_group(overrides: dict[str, Any] | None = None) -> Any:
 def test_processor_function_runtime_code_and_environment() -> None:
     function = by_id(processor_group({"processor.memory_mb": 512}))["DataProcessorFunction"]["Properties"]
     assert (function["Runtime"], function["Architectures"], function["MemorySize"]) == ("python3.13", ["arm64"], 512)
-    assert function["Code"]["ZipFile"] == HANDLER.read_text(encoding="utf-8")
+    artefact = processor_artefact("python3.13")  # processor.packaging = "zip", the default
+    assert function["Code"] == {"S3Bucket": {"Fn::Sub": ARTEFACT_BUCKET_PATTERN}, "S3Key": artefact.key}
+    assert read_zip_member(artefact.body, "index.py") == HANDLER.read_text(encoding="utf-8")
     variables = function["Environment"]["Variables"]
     assert json.loads(variables["THRESHOLDS"])["vibration"] == {"min": None, "max": 5.0, "unit": "mm/s"}
     assert variables["UNKNOWN_SENSOR"] == "quarantine" and variables["TTL_DAYS"] == "90"
@@ -152,6 +155,7 @@ def test_monitoring_alarms_notify_the_encrypted_topic() -> None:
 
 @pytest.mark.parametrize("runtime", ["python3.12", "python3.14"])
 def test_every_python_runtime_inlines_the_same_handler(runtime: str) -> None:
-    function = by_id(processor_group({"processor.runtime": runtime}))["DataProcessorFunction"]["Properties"]
+    function = by_id(processor_group({"processor.runtime": runtime, "processor.packaging": "inline"}))[
+        "DataProcessorFunction"]["Properties"]
     assert function["Runtime"] == runtime
     assert function["Code"]["ZipFile"] == HANDLER.read_text(encoding="utf-8")

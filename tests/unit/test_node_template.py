@@ -11,8 +11,10 @@ from cfnlint.decode import decode_str
 from click.testing import CliRunner
 
 from iotpipe.cli import main
+from iotpipe.cli.common import CliContext
 from iotpipe.config import build_config
 from iotpipe.lint import lint_template, run_checkov
+from iotpipe.package import processor_artefact, read_zip_member
 from iotpipe.render import render_template
 
 NODE_SOURCE = Path(__file__).resolve().parents[2] / "handler" / "node" / "index.js"
@@ -50,11 +52,17 @@ def test_only_runtime_and_code_differ_from_the_python_template(node_text: str) -
                  if python["DataProcessorFunction"]["Properties"].get(key) != value}
     assert differing == {"Runtime", "Code"}
     assert node["DataProcessorFunction"]["Properties"]["Runtime"] == "nodejs24.x"
-    assert node["DataProcessorFunction"]["Properties"]["Code"]["ZipFile"] == NODE_SOURCE.read_text(encoding="utf-8")
+    artefact = processor_artefact("nodejs24.x")
+    assert node["DataProcessorFunction"]["Properties"]["Code"]["S3Key"] == artefact.key
+    assert read_zip_member(artefact.body, "index.js") == NODE_SOURCE.read_text(encoding="utf-8")
 
 
 def test_cli_renders_the_node_runtime(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["render", "--runtime", "nodejs24.x"])
     assert result.exit_code == 0, result.output
-    assert "Runtime: nodejs24.x" in result.stdout and "function processBatch" in result.stdout
+    assert "Runtime: nodejs24.x" in result.stdout and processor_artefact("nodejs24.x").key in result.stdout
+    inline = CliRunner().invoke(main, ["render", "--runtime", "nodejs24.x"],
+                                obj=CliContext(overrides={"processor.packaging": "inline"}))
+    assert inline.exit_code == 0, inline.output
+    assert "function processBatch" in inline.stdout

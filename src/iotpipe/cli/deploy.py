@@ -33,6 +33,7 @@ from iotpipe.deploy.plan import (
 )
 from iotpipe.doctor import deploy_blockers
 from iotpipe.errors import DeployError, IotpipeError
+from iotpipe.package import artefacts
 
 DEFAULT_TIMEOUT_MINUTES = 30.0
 
@@ -83,7 +84,7 @@ def _request(cfg: PipelineConfig, template: str, params: Sequence[str], tags: Se
         parameters=merge_pairs(cfg.parameters, parse_assignments(params, "--param")),
         tags=_tags(cfg, tags),
         termination_protection=cfg.termination_protection, on_failure=on_failure, timeout_minutes=timeout,
-        reserved_concurrency=cfg.processor.reserved_concurrency)
+        reserved_concurrency=cfg.processor.reserved_concurrency, artefacts=artefacts(cfg.processor))
 
 
 def _tags(cfg: PipelineConfig, tags: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -93,17 +94,20 @@ def _tags(cfg: PipelineConfig, tags: Sequence[str]) -> tuple[tuple[str, str], ..
 
 
 def _plan(cfg: PipelineConfig, client: DeployClient, params: Sequence[str], tags: Sequence[str],
-          on_failure: str, timeout: float, factory: Any = None) -> DeployPlan:
+          on_failure: str, timeout: float, factory: Any = None, *, checkov: bool = False,
+          read_only: str = "") -> DeployPlan:
     for warning in config_warnings(cfg):
         progress(f"warning: {warning}")
     _tags(cfg, tags)  # bad input is refused before anything is rendered, uploaded or created
     parameters = merge_pairs(cfg.parameters, parse_assignments(params, "--param"))
-    template, findings = prepare_template(cfg, parameters)
+    # The lint gate of `iotpipe lint`, for the region the stack goes to, before any AWS call.
+    template, findings = prepare_template(cfg, parameters, region=client.region, checkov=checkov)
     if factory is not None:
         _refuse_blockers(factory, cfg, client)
     if findings:
         progress(f"lint: {len(findings)} non-blocking finding(s); `iotpipe lint --env {cfg.env}` lists them")
-    return plan_deploy(client, _request(cfg, template, params, tags, on_failure, timeout), progress)
+    return plan_deploy(client, _request(cfg, template, params, tags, on_failure, timeout), progress,
+                       read_only=read_only)
 
 
 def _refuse_blockers(factory: Any, cfg: PipelineConfig, client: DeployClient) -> None:
@@ -149,11 +153,16 @@ def _show_result(result: DeployResult, output: str) -> None:
               help="Stack tag; overrides [env.<name>.tags] key by key. Repeatable.")
 @click.option("--on-failure", type=click.Choice(ON_FAILURE_CHOICES), default="rollback", show_default=True,
               help="What CloudFormation does when a create fails (an update: rollback or do-nothing).")
+@click.option("--checkov/--no-checkov", "with_checkov", default=True, show_default=True,
+              help="Gate on checkov's CloudFormation checks too, as `iotpipe lint` does (when checkov is installed).")
 @_timeout_option
 @output_option
 def deploy(target: Target, yes: bool, no_execute: bool, params: tuple[str, ...], tags: tuple[str, ...], on_failure: str,
-           timeout: float, output: str) -> None:
+           with_checkov: bool, timeout: float, output: str) -> None:
     """Render, lint and deploy the pipeline stack through a change set.
+
+    The template must pass `iotpipe lint`'s gate for the target region first (cfn-lint with iotpipe's own rules,
+    and checkov when installed): any error or warning refuses the deploy before any AWS write.
 
     The stack is named iotpipe-<env> unless stack_name is set in the env section.
     No changes is a success (exit 0, outputs printed). A stack left in ROLLBACK_COMPLETE by a failed
@@ -169,7 +178,7 @@ def deploy(target: Target, yes: bool, no_execute: bool, params: tuple[str, ...],
     if not no_execute:
         _require_consent(yes, "deploy")
     cfg, client = target.config, DeployClient.from_factory(target.factory)
-    plan = _plan(cfg, client, params, tags, on_failure, timeout, factory=target.factory)
+    plan = _plan(cfg, client, params, tags, on_failure, timeout, factory=target.factory, checkov=with_checkov)
     _show_plan(plan, output)
     if no_execute:
         result = discard_plan(client, plan, progress)
@@ -191,7 +200,8 @@ def deploy(target: Target, yes: bool, no_execute: bool, params: tuple[str, ...],
 def diff(target: Target, params: tuple[str, ...], tags: tuple[str, ...], timeout: float, output: str) -> None:
     """Show what deploy would change (Action, LogicalId, Type, Replacement) without changing anything.
 
-    The change set is created, described and deleted again.
+    The change set is created, described and deleted again; nothing is written to S3 (the processor's zip is
+    named by its hash, so a code change shows without uploading it).
 
     \b
     Examples:
@@ -199,7 +209,7 @@ def diff(target: Target, params: tuple[str, ...], tags: tuple[str, ...], timeout
       iotpipe diff --env prod --output json
     """
     cfg, client = target.config, DeployClient.from_factory(target.factory)
-    plan = _plan(cfg, client, params, tags, "rollback", timeout)
+    plan = _plan(cfg, client, params, tags, "rollback", timeout, read_only="iotpipe diff")
     result = discard_plan(client, plan, progress)
     if output == "json":
         echo_json(result.as_dict())
@@ -269,7 +279,7 @@ def _status_plan(cfg: PipelineConfig, client: DeployClient, stack: Stack, timeou
         progress(f"not comparing with the config while the stack is {stack.status}")
         return None
     try:
-        return _plan(cfg, client, (), (), "rollback", timeout)
+        return _plan(cfg, client, (), (), "rollback", timeout, read_only="iotpipe status")
     except IotpipeError as exc:
         progress(f"could not compare with the config: {exc}")
         return None

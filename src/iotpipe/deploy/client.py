@@ -364,6 +364,18 @@ class DeployClient:
         """Upload one object (server-side encrypted)."""
         _call("put-object", self.s3.put_object, Bucket=bucket, Key=key, Body=body, ServerSideEncryption="AES256")
 
+    def object_exists(self, bucket: str, key: str) -> bool:
+        """True when the object exists (HeadObject); False on 404."""
+        try:
+            self.s3.head_object(Bucket=bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise map_error("head-object", exc) from None
+        except BotoCoreError as exc:
+            raise map_error("head-object", exc) from None
+
     def object_url(self, bucket: str, key: str) -> str:
         """The virtual-hosted https URL CloudFormation reads a TemplateURL from.
 

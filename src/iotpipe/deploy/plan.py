@@ -9,6 +9,7 @@ executor runs the change set. Both executors (execute.py) delete the change set 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from iotpipe.deploy.preflight import (
     check_replacements,
 )
 from iotpipe.errors import AwsError, ConfigError, DeployError, LintError, TemplateError
+from iotpipe.package import Artefact, artefact_bucket_name
 
 TEMPLATE_BODY_LIMIT = 51_200
 ON_FAILURE_CHOICES = ("rollback", "delete", "do-nothing")
@@ -62,6 +64,7 @@ class DeployRequest:
     on_failure: str = "rollback"
     timeout_minutes: float = 30.0
     reserved_concurrency: int = 0
+    artefacts: tuple[Artefact, ...] = ()  # uploaded to the artefacts bucket before the change set
 
     @property
     def timeout_s(self) -> float:
@@ -141,6 +144,11 @@ def parse_template(body: str) -> dict[str, Any]:
     return dict(data)
 
 
+def compact_json(body: str) -> str:
+    """The template ``body`` as JSON without whitespace (the same template, about 15% smaller than our YAML)."""
+    return json.dumps(parse_template(body), separators=(",", ":"), default=str)
+
+
 def check_parameters(template: Mapping[str, Any], parameters: Iterable[tuple[str, str]]) -> None:
     """ConfigError (exit 2) for a parameter the template does not declare, naming the ones it does."""
     declared = sorted((template.get("Parameters") or {}).keys())
@@ -157,12 +165,15 @@ def create_changes(template: Mapping[str, Any]) -> tuple[Change, ...]:
                  for logical_id, spec in sorted(resources.items()))
 
 
-def prepare_template(cfg: Any, parameters: Iterable[tuple[str, str]] = ()) -> tuple[str, list[Any]]:
-    """Render the template for ``cfg`` and lint it; LintError on any lint error, else (text, other findings).
+def prepare_template(cfg: Any, parameters: Iterable[tuple[str, str]] = (), *, region: str = "",
+                     checkov: bool = False) -> tuple[str, list[Any]]:
+    """Render the template for ``cfg`` and pass it through ``iotpipe lint``'s gate; (text, reported findings).
 
+    The gate is the one ``iotpipe lint`` applies: cfn-lint with iotpipe's rules for the target ``region``
+    (and checkov when asked and installed); any error or warning is a LintError, raised before any AWS call.
     ``parameters`` are checked against the template first (ConfigError), so a typo never waits for the linter.
     """
-    from iotpipe.lint import lint_template
+    from iotpipe import lint
     from iotpipe.render import render_template
 
     text = render_template(cfg)
@@ -170,30 +181,63 @@ def prepare_template(cfg: Any, parameters: Iterable[tuple[str, str]] = ()) -> tu
     if given:
         check_parameters(parse_template(text), given)
         check_environment_suffix(given, cfg.env)
-    findings = list(lint_template(text))
-    errors = [f for f in findings if f.severity == "error"]
-    if errors:
-        listed = "\n".join(f"  {f.rule} line {f.line}: {f.message}" for f in errors[:20])
-        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        raise LintError(f"the rendered template has {len(errors)} lint error(s); not deploying it:\n{listed}{more}\n"
-                        "Fix the configuration (iotpipe lint --env <env> shows every finding).")
-    return text, [f for f in findings if f.severity != "error"]
+    regions = (region or lint.DEFAULT_REGION,)
+    findings = lint.lint_template(text, regions, checkov=checkov)
+    failing = lint.blocking(findings)
+    if failing:
+        raise LintError(lint.gate_message(failing, regions, "not deploying it") + "\nFix the configuration "
+                        f"(`iotpipe lint --env {cfg.env} --region {regions[0]}` shows every finding).")
+    return text, [f for f in findings if f not in failing]
 
 
-def artefact_bucket_name(account_id: str, region: str) -> str:
-    """One artefacts bucket per account and region, created on first need."""
-    return f"iotpipe-artefacts-{account_id}-{region or 'us-east-1'}"
-
-
-def template_source(client: DeployClient, request: DeployRequest, progress: Progress = _quiet) -> TemplateSource:
-    """Inline body when it fits CloudFormation's 51,200-byte limit, else an upload to the artefacts bucket."""
-    data = request.template_body.encode("utf-8")
-    if len(data) <= TEMPLATE_BODY_LIMIT:
-        return TemplateSource(body=request.template_body)
+def _artefact_bucket(client: DeployClient, progress: Progress) -> tuple[str, bool]:
+    """The artefacts bucket of the caller's account and region, created on first need; (name, created)."""
     bucket = artefact_bucket_name(client.account_id(), client.region)
     created = client.ensure_artefact_bucket(bucket)
     if created:
         progress(f"created artefacts bucket {bucket} (encrypted, private, public access blocked)")
+    return bucket, created
+
+
+def upload_artefacts(client: DeployClient, artefacts: Iterable[Artefact], progress: Progress = _quiet) -> bool:
+    """Put each artefact in the artefacts bucket unless its content-addressed key is there already.
+
+    True when the bucket had to be created.
+    """
+    wanted = tuple(artefacts)
+    if not wanted:
+        return False
+    bucket, created = _artefact_bucket(client, progress)
+    for artefact in wanted:
+        if client.object_exists(bucket, artefact.key):
+            progress(f"artefact s3://{bucket}/{artefact.key} is already there (same content, same key)")
+            continue
+        client.put_object(bucket, artefact.key, artefact.body)
+        progress(f"uploaded {len(artefact.body):,} bytes to s3://{bucket}/{artefact.key}")
+    return created
+
+
+def template_source(client: DeployClient, request: DeployRequest, progress: Progress = _quiet, *,
+                    read_only: str = "") -> TemplateSource:
+    """Inline body when it fits CloudFormation's 51,200-byte limit, else an upload to the artefacts bucket.
+
+    ``read_only`` names a command that writes nothing to S3: an oversized template is then a DeployError that
+    says how to make it fit, instead of an upload.
+    """
+    data = request.template_body.encode("utf-8")
+    if len(data) <= TEMPLATE_BODY_LIMIT:
+        return TemplateSource(body=request.template_body)
+    compact = compact_json(request.template_body)
+    if len(compact.encode("utf-8")) <= TEMPLATE_BODY_LIMIT:
+        progress(f"template is {len(data):,} bytes as YAML, over the {TEMPLATE_BODY_LIMIT:,}-byte TemplateBody "
+                 f"limit; sent as compact JSON ({len(compact.encode('utf-8')):,} bytes)")
+        return TemplateSource(body=compact)
+    if read_only:
+        raise DeployError(f"the template is {len(data):,} bytes, over CloudFormation's {TEMPLATE_BODY_LIMIT:,}-byte "
+                          f"TemplateBody limit, and `{read_only}` writes nothing to S3 to pass it as a TemplateURL; "
+                          "package the processor as a zip (processor.packaging = \"zip\", the default, keeps the "
+                          "template under the limit), or run `iotpipe deploy --no-execute`, which uploads it")
+    bucket, created = _artefact_bucket(client, progress)
     key = f"templates/{request.stack_name}/{hashlib.sha256(data).hexdigest()}.yaml"
     client.put_object(bucket, key, data)
     progress(f"template is {len(data):,} bytes (> {TEMPLATE_BODY_LIMIT:,}): uploaded to s3://{bucket}/{key}")
@@ -243,8 +287,14 @@ def wait_until_settled(client: DeployClient, stack_name: str, timeout_s: float,
                       f"not racing it. Watch it with `iotpipe status`, then run the command again")
 
 
-def plan_deploy(client: DeployClient, request: DeployRequest, progress: Progress = _quiet) -> DeployPlan:
-    """Describe the stack and create (never execute) a change set for ``request``; the plan says what would change."""
+def plan_deploy(client: DeployClient, request: DeployRequest, progress: Progress = _quiet, *,
+                read_only: str = "") -> DeployPlan:
+    """Describe the stack and create (never execute) a change set for ``request``; the plan says what would change.
+
+    The request's artefacts are uploaded first, unless ``read_only`` names the command asking (``diff``,
+    ``status``): those write nothing to S3. A change set needs no artefact to exist (CloudFormation reads the
+    code when it creates or updates the function), and a content-addressed key shows a code change without it.
+    """
     if request.on_failure not in ON_FAILURE_CHOICES:
         raise ConfigError(f"--on-failure {request.on_failure!r}: choose one of {', '.join(ON_FAILURE_CHOICES)}")
     template = parse_template(request.template_body)
@@ -255,7 +305,9 @@ def plan_deploy(client: DeployClient, request: DeployRequest, progress: Progress
         reason = REFUSED_STATES[stack.status].format(env=request.env, stack=request.stack_name)
         raise DeployError(f"stack {request.stack_name} is in {stack.status}: {reason}")
     preflight(client, request, template, stack, progress)
-    source = template_source(client, request, progress)
+    if not read_only:
+        upload_artefacts(client, request.artefacts, progress)
+    source = template_source(client, request, progress, read_only=read_only)
     if stack is not None and stack.status in RECREATE_STATES:
         return DeployPlan(request=request, action="recreate", stack=stack, changes=create_changes(template),
                           source=source, stack_id=stack.stack_id)

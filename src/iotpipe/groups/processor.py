@@ -14,7 +14,7 @@ from iotpipe.config import PipelineConfig
 from iotpipe.groups.keys import KeyGroup
 from iotpipe.groups.storage import StorageGroup
 from iotpipe.groups.stream import StreamGroup
-from iotpipe.package import inline_code
+from iotpipe.package import processor_code
 
 RAW_PREFIXES = ("raw/", "quarantine/")
 
@@ -132,7 +132,7 @@ def _function(cfg: PipelineConfig, *, role: iam.Role, storage: StorageGroup, log
         MemorySize=processor.memory_mb,
         **_reserved_concurrency(processor.reserved_concurrency),
         Environment=tplambda.Environment(Variables=processor_environment(cfg)),
-        Code=inline_code(processor.runtime),
+        Code=processor_code(processor),
         # Bind the function to its declared log group, so Lambda never creates one with no retention.
         LoggingConfig=tplambda.LoggingConfig(LogGroup=Ref(log_group)),
         DeadLetterConfig=tplambda.DeadLetterConfig(TargetArn=GetAtt(queue, "Arn")),

@@ -1,12 +1,13 @@
 """The deployed function, run as Lambda would: its own code, environment, timeout and runtime.
 
-The code is the deployed template's ``Code.ZipFile``; Python runtimes run in a worker process of this interpreter
-(:mod:`iotpipe.local.worker`), Node.js runtimes in a ``node`` process (``worker.js``) with the AWS SDK v3 that the
-Node twin installs. A worker lives across invocations (a warm execution environment); an invocation that outlives
-the function's Timeout kills it, as Lambda does, and the next invocation starts a new one (a cold start). As on
-Lambda, concurrent invocations (one per shard of a stream with several) each get an environment of their own: a
-worker that is idle is reused, else another one starts. Every line the
-function writes on stdout or stderr goes to ``on_output``, which puts it into the function's log group.
+The code is the deployed template's ``Code.ZipFile``, or its module read from the zip at ``Code.S3Bucket`` /
+``S3Key`` in the emulator's S3 (where ``iotpipe deploy`` uploaded it). Python runtimes run in a worker process of
+this interpreter (:mod:`iotpipe.local.worker`), Node.js runtimes in a ``node`` process (``worker.js``) with the
+AWS SDK v3 that the Node twin installs. A worker lives across invocations (a warm execution environment); an
+invocation that outlives the function's Timeout kills it, as Lambda does, and the next invocation starts a new one
+(a cold start). As on Lambda, concurrent invocations (one per shard of a stream with several) each get an
+environment of their own: a worker that is idle is reused, else another one starts. Every line the function writes
+on stdout or stderr goes to ``on_output``, which puts it into the function's log group.
 """
 
 from __future__ import annotations
@@ -52,21 +53,21 @@ class FunctionSpec:
     role_arn: str = ""
 
 
-def function_from_stack(stack: DeployedStack, logical_id: str) -> FunctionSpec:
-    """The function ``logical_id`` of the deployed stack; LocalError if its code is not inline."""
+def function_from_stack(stack: DeployedStack, logical_id: str,
+                        read_object: Callable[[str, str], bytes] | None = None) -> FunctionSpec:
+    """The function ``logical_id`` of the deployed stack, its code inline or read with ``read_object(bucket,
+    key)`` from a zip in S3; LocalError if the code is neither, or cannot be read."""
     properties = stack.properties(logical_id)
-    code = properties.get("Code", {})
-    if "ZipFile" not in code:
-        raise LocalError(f"function {logical_id}: iotpipe local runs inline code (Code.ZipFile) only; this "
-                         "template packages it elsewhere")
+    handler = properties.get("Handler", "index.handler")
+    source = _function_code(logical_id, properties.get("Code", {}), properties["Runtime"], handler, read_object)
     name = stack.physical_ids[logical_id]
     logging_config = properties.get("LoggingConfig", {})
     return FunctionSpec(
         name=name,
         arn=f"arn:aws:lambda:{stack.region}:{stack.account_id}:function:{name}",
         runtime=properties["Runtime"],
-        handler=properties.get("Handler", "index.handler"),
-        code=code["ZipFile"],
+        handler=handler,
+        code=source,
         environment={key: str(value) for key, value in
                      properties.get("Environment", {}).get("Variables", {}).items()},
         timeout_s=int(properties.get("Timeout", 3)),
@@ -74,6 +75,25 @@ def function_from_stack(stack: DeployedStack, logical_id: str) -> FunctionSpec:
         log_group=logging_config.get("LogGroup") or f"/aws/lambda/{name}",
         role_arn=str(properties.get("Role", "")),
     )
+
+
+def _function_code(logical_id: str, code: Mapping[str, Any], runtime: str, handler: str,
+                   read_object: Callable[[str, str], bytes] | None) -> str:
+    """The handler module's source: ``Code.ZipFile``, or the module file of the zip at S3Bucket/S3Key."""
+    from iotpipe.package import read_zip_member
+
+    if "ZipFile" in code:
+        return str(code["ZipFile"])
+    if "S3Bucket" not in code or "S3Key" not in code or read_object is None:
+        raise LocalError(f"function {logical_id}: iotpipe local runs code given as Code.ZipFile or Code.S3Bucket/"
+                         f"S3Key; this template gives {', '.join(sorted(code)) or 'no code'}")
+    bucket, key = str(code["S3Bucket"]), str(code["S3Key"])
+    module = handler.rpartition(".")[0] + (".py" if runtime.startswith("python") else ".js")
+    try:
+        return read_zip_member(read_object(bucket, key), module)
+    except Exception as exc:  # botocore, a bad zip or a missing member: the user needs the same answer
+        raise LocalError(f"function {logical_id}: cannot read its code {module} from s3://{bucket}/{key} in the "
+                         f"emulator ({exc}); deploy with `iotpipe deploy`, which uploads it") from None
 
 
 def node_modules_dir() -> Path:

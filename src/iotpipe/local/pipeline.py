@@ -216,7 +216,7 @@ class LocalPipeline:
         from iotpipe.deploy.plan import prepare_template
 
         self.progress(f"rendering and linting the {config.env} template")
-        template, _ = prepare_template(config)
+        template, _ = prepare_template(config, region=local_state.LOCAL_REGION)
         return template
 
     def _deploy(self, config: Any, template: str, factory: Any) -> None:
@@ -224,10 +224,12 @@ class LocalPipeline:
         from iotpipe.deploy.client import DeployClient
         from iotpipe.deploy.execute import execute_plan
         from iotpipe.deploy.plan import DeployRequest, merge_pairs, plan_deploy
+        from iotpipe.package import artefacts
 
         request = DeployRequest(stack_name=config.resolved_stack_name, template_body=template, env=config.env,
                                 parameters=merge_pairs(config.parameters, ()), tags=merge_pairs(config.tags, ()),
-                                termination_protection=config.termination_protection)
+                                termination_protection=config.termination_protection,
+                                artefacts=artefacts(config.processor))
         client = DeployClient.from_factory(factory)
         plan = plan_deploy(client, request, self.progress)
         execute_plan(client, plan, self.progress)
@@ -247,7 +249,7 @@ class LocalPipeline:
         functions: dict[str, Any] = {}
         sinks: list[Any] = []
         for logical_id in stack.resources_of_type("AWS::Lambda::Function"):
-            spec = function_from_stack(stack, logical_id)
+            spec = function_from_stack(stack, logical_id, self._read_object)
             sink = TelemetrySink(self._clients, spec.log_group)
             sinks.append(sink)
             functions[spec.arn] = FunctionRunner(spec, aws_endpoint=self.moto.url, region=stack.region,
@@ -271,6 +273,11 @@ class LocalPipeline:
             previous.stop()
         self.progress(f"running {len(rules)} topic rule(s), {len(runners)} event source mapping(s), "
                       f"{len(functions)} function(s) of stack {stack.name} (version {stack.digest[:12]})")
+
+    def _read_object(self, bucket: str, key: str) -> bytes:
+        """An object of the emulator's S3 (a function's zip that deploy uploaded)."""
+        body: bytes = self._clients.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        return body
 
     def _mappings(self, stack: DeployedStack, functions: dict[str, Any]) -> list[Any]:
         from iotpipe.local.esm import mapping_from_properties
