@@ -128,7 +128,7 @@ class ProcessorConfig:
     # TemplateBody limit, so every diff and status would have to upload the template to S3 first.
     packaging: str = _opt("zip", choices=("zip", "inline"),
                           doc="zip: the processor is a zip in the artefacts bucket "
-                              "(iotpipe-artefacts-<account>-<region>, key processor/<sha256>.zip, uploaded by deploy "
+                              "(iotpipe-artefacts-{account}-{region}, key processor/{sha256}.zip, uploaded by deploy "
                               "once per code version) and the template stays under the 51,200-byte TemplateBody "
                               "limit, so diff and status write nothing to S3; inline: the source is the template's "
                               "Code.ZipFile (one self-contained file, but over the limit: deploy, diff and status "
