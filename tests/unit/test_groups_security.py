@@ -426,8 +426,12 @@ def test_starting_position_follows_the_config(dev: dict[str, dict[str, Any]]) ->
 # ---------------------------------------------------------------- IoT endpoint lookup (issue 12)
 
 def test_endpoint_lookup_role_may_only_describe_the_endpoint_and_log(dev: dict[str, dict[str, Any]]) -> None:
-    # DescribeEndpoint has no resource type in the Service Authorization Reference: "*" is the only resource.
-    assert dev["IoTEndpointLookupRole"] == {"Type": "AWS::IAM::Role", "Properties": {
+    # DescribeEndpoint has no resource type in the Service Authorization Reference: "*" is the only resource,
+    # and the role says so where lint rule E9101 looks for the reason.
+    reasons = dev["IoTEndpointLookupRole"]["Metadata"]["iotpipe"]["wildcard-resources"]
+    assert list(reasons) == ["DescribeDataEndpoint"] and "no resource type" in reasons["DescribeDataEndpoint"]
+    assert dev["IoTEndpointLookupRole"] == {"Type": "AWS::IAM::Role", "Metadata": {"iotpipe": {
+        "wildcard-resources": reasons}}, "Properties": {
         "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Principal": {"Service": ["lambda.amazonaws.com"]}, "Action": ["sts:AssumeRole"]}]},
         "Policies": [{"PolicyName": "IoTEndpointLookupPolicy", "PolicyDocument": {"Version": "2012-10-17",

@@ -211,7 +211,8 @@ def test_encryption_switched_off_or_removed_by_novalue_is_e9104() -> None:
 
 # ---------------------------------------------------------------- the default and a customised template
 
-@pytest.mark.parametrize("overrides", [{}, {"processor.runtime": "nodejs22.x", "analytics.enabled": False}])
+@pytest.mark.parametrize("overrides", [{}, {"processor.runtime": "nodejs22.x", "analytics.enabled": False},
+                                       {"processor.packaging": "inline"}])
 @pytest.mark.parametrize("region", ["us-east-1", "eu-central-1"])
 def test_default_templates_keep_every_invariant(overrides: dict[str, Any], region: str) -> None:
     assert lint_template(render_template(load_config(None, "dev", overrides)), (region,)) == []
