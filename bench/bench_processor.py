@@ -395,13 +395,31 @@ def worst_case_events() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
         "100 readings per message (stored)": (store, batch(lambda n: _multi_payload(
             f"press-{n % 20:02d}", {f"s{i:03d}": n % 97 + i for i in range(100)}, base_ms + n))),
         "10,000 one-reading records": (ENV, batch(lambda n: synthetic_records(1, n, base_ms + n)[0]["payload"])),
+        # The samples form's most a message may carry: 1,000 one-reading samples, a second apart.
+        "1,000 samples per message (stored)": (ENV, batch(lambda n: _samples_payload(
+            f"press-{n % 20:02d}", base_ms + n))),
+        "1,000 samples per message (packed)": (PACKED_ENV, batch(lambda n: _samples_payload(
+            f"press-{n % 20:02d}", base_ms + n))),
     }
+
+
+def _samples_payload(device: str, at_ms: int) -> dict[str, Any]:
+    sensors = ("temperature", "pressure", "vibration")
+    samples = [{"timestamp": at_ms - 1_000_000 + i * 1_000, "sensorType": sensors[i % 3], "value": 20 + i % 7}
+               for i in range(1_000)]
+    return {"deviceId": device, "receivedAt": at_ms + 40, "topicDeviceId": device, "samples": samples}
 
 
 def readings_in(event: dict[str, Any]) -> int:
     """The readings the event's payloads carry (a multi-reading message counts each)."""
     payloads = [json.loads(base64.b64decode(r["kinesis"]["data"])) for r in event["Records"]]
-    return sum(len(p["readings"]) if "readings" in p else 1 for p in payloads)
+    return sum(_readings_of(payload) for payload in payloads)
+
+
+def _readings_of(payload: dict[str, Any]) -> int:
+    if isinstance(payload.get("samples"), list):
+        return sum(_readings_of(sample) for sample in payload["samples"])
+    return len(payload["readings"]) if isinstance(payload.get("readings"), dict) else 1
 
 
 def configured_processor() -> tuple[int, int]:
