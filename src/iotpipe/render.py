@@ -21,7 +21,7 @@ def to_yaml(template: Template) -> str:
 
 def render_template(cfg: PipelineConfig) -> str:
     """The pipeline template for ``cfg`` as YAML text."""
-    return to_yaml(compose(cfg))
+    return to_yaml(compose(cfg).template)
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -144,17 +144,13 @@ def test_no_arn_is_built_without_the_partition(ours: dict[str, Any]) -> None:
     assert "arn:${AWS::Partition}:" in text
 
 
-def test_a_duplicate_logical_id_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
-    import iotpipe.compose as module
-    from iotpipe.groups.stream import StreamGroup
+def test_a_duplicate_logical_id_fails_loudly() -> None:
+    from iotpipe.groups.stream import StreamGroup, build_stream
 
-    original = module.build_stream
-
-    def doubled(cfg: Any) -> StreamGroup:
-        group = original(cfg)
+    def doubled(cfg: Any, names: Any) -> StreamGroup:
+        group = build_stream(cfg, names)
         return StreamGroup(group.resources * 2, group.outputs, group.stream_arn, group.stream_name,
                            group.customer_key_arn)
 
-    monkeypatch.setattr(module, "build_stream", doubled)
     with pytest.raises(ValueError, match="duplicate key"):
-        compose(build_config({}, "dev", {}))
+        compose(build_config({}, "dev", {}), overrides={"stream": doubled})

@@ -121,7 +121,7 @@ def test_processor_role_grants_exactly_the_processor_calls() -> None:
 
 def test_ingest_rule_keeps_device_timestamp_and_has_error_action() -> None:
     cfg = build_config({}, "dev", {})
-    group = build_ingest(stream=build_stream(cfg.stream), storage=build_storage(cfg.storage),
+    group = build_ingest(cfg.ingest, stream=build_stream(cfg.stream), storage=build_storage(cfg.storage),
                          endpoint=build_endpoint(cfg, keys=build_keys()))
     payload = by_id(group)["SensorDataRule"]["Properties"]["TopicRulePayload"]
     assert payload["Sql"] == RULE_SQL
@@ -138,7 +138,7 @@ def test_monitoring_alarms_notify_the_encrypted_topic() -> None:
     keys, stream, storage = build_keys(), build_stream(cfg.stream), build_storage(cfg.storage)
     processor = build_processor(cfg, keys=keys, stream=stream, storage=storage)
     group = build_monitoring(cfg, keys=keys, stream=stream, processor=processor,
-                             ingest=build_ingest(stream=stream, storage=storage,
+                             ingest=build_ingest(cfg.ingest, stream=stream, storage=storage,
                                                  endpoint=build_endpoint(cfg, keys=keys)))
     resources = by_id(group)
     alarms = {k: v["Properties"] for k, v in resources.items() if v["Type"] == "AWS::CloudWatch::Alarm"}
@@ -149,8 +149,12 @@ def test_monitoring_alarms_notify_the_encrypted_topic() -> None:
     assert alarms["AnomalyAlarm"]["AlarmName"] == {"Fn::Sub": "IoT-High-Anomalies-${EnvironmentSuffix}"}
     assert resources["AlarmTopic"]["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": ["PipelineKey", "Arn"]}
     assert resources["AlarmEmailSubscription"]["Condition"] == "HasAlarmEmail"
-    dashboard = resources["PipelineDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    dashboard, variables = resources["PipelineDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     assert '"SensorType","pressure"' in dashboard and "RecordsQuarantined" in dashboard
+    # The dashboard watches the processor group it is given, through its handles.
+    assert '"FunctionName","${ProcessorFunctionName}"' in dashboard
+    assert variables["ProcessorFunctionName"] == processor.function_name.to_dict()
+    assert variables["DeadLetterQueueName"] == processor.queue_name.to_dict()
 
 
 @pytest.mark.parametrize("runtime", ["python3.12", "python3.14"])

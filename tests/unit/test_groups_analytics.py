@@ -32,7 +32,9 @@ def resources() -> dict[str, Any]:
 
 def _projected_location(parameters: dict[str, Any], year: int, month: int, day: int, hour: int) -> str:
     """What Athena does with storage.location.template: substitute each partition column's formatted value."""
-    template = parameters["storage.location.template"]["Fn::Sub"].replace("${RawDataBucket}", "bucket")
+    pattern, variables = parameters["storage.location.template"]["Fn::Sub"]
+    assert variables == {"Bucket": {"Ref": "RawDataBucket"}}  # the storage group's handle
+    template = pattern.replace("${Bucket}", "bucket")
     values = {}
     for column, value in (("year", year), ("month", month), ("day", day), ("hour", hour)):
         digits = int(parameters.get(f"projection.{column}.digits", "1"))
@@ -60,7 +62,8 @@ def test_projection_covers_the_processor_archive_keys(resources: dict[str, Any],
     location = _projected_location(parameters, year, month, day, hour)
     assert f"s3://bucket/{key}".startswith(location)
     assert location.endswith("/hour=05/")  # the shard level below is read recursively
-    assert table["StorageDescriptor"]["Location"]["Fn::Sub"] == "s3://${RawDataBucket}/" + prefix + "/"
+    assert table["StorageDescriptor"]["Location"]["Fn::Sub"] == ["s3://${Bucket}/" + prefix + "/",
+                                                                 {"Bucket": {"Ref": "RawDataBucket"}}]
     assert table["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"] == "org.openx.data.jsonserde.JsonSerDe"
 
 

@@ -49,7 +49,7 @@ def resources(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
     keys, storage, stream = build_keys(), build_storage(cfg.storage), build_stream(cfg.stream)
     processor = build_processor(cfg, keys=keys, stream=stream, storage=storage)
     endpoint = build_endpoint(cfg, keys=keys)
-    ingest = build_ingest(stream=stream, storage=storage, endpoint=endpoint, basic_ingest=cfg.ingest.basic_ingest)
+    ingest = build_ingest(cfg.ingest, stream=stream, storage=storage, endpoint=endpoint)
     monitoring = build_monitoring(cfg, keys=keys, stream=stream, processor=processor, ingest=ingest)
     return {r.title: r.to_dict() for group in (keys, storage, stream, processor, endpoint, ingest, monitoring)
             for r in group.resources}
@@ -394,7 +394,11 @@ def test_dashboard_shows_what_the_issue_asks_for(dev: dict[str, dict[str, Any]])
     dashboard = dev["PipelineDashboard"]["Properties"]
     # PutDashboard: "All dashboards in your account are global".
     assert dashboard["DashboardName"] == sub("iot-pipeline-${EnvironmentSuffix}-${AWS::Region}")
-    widgets = json.loads(dashboard["DashboardBody"]["Fn::Sub"])["widgets"]
+    body, variables = dashboard["DashboardBody"]["Fn::Sub"]
+    widgets = json.loads(body)["widgets"]
+    assert variables == {"MetricEnvironment": {"Ref": "EnvironmentSuffix"},
+                         "ProcessorFunctionName": {"Ref": "DataProcessorFunction"},
+                         "DeadLetterQueueName": {"Fn::GetAtt": ["DataProcessorDeadLetterQueue", "QueueName"]}}
     per_sensor = ("pressure", "temperature", "vibration")
     assert [(w["properties"]["title"], [tuple(m[:2]) + tuple(m[5:6]) for m in w["properties"]["metrics"]])
             for w in widgets] == [

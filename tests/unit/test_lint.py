@@ -33,7 +33,7 @@ def dev_text() -> str:
 @pytest.fixture(scope="module")
 def unencrypted_stream_text() -> str:
     """The dev template with the seed's defect back: a stream without server-side encryption."""
-    template = compose(load_config(None, "dev"))
+    template = compose(load_config(None, "dev")).template
     del template.resources["SensorDataStream"].properties["StreamEncryption"]
     return to_yaml(template)
 

@@ -542,7 +542,7 @@ def template_mapping_properties() -> dict[str, Any]:
     from iotpipe.compose import compose
     from iotpipe.config import build_config
 
-    resources = compose(build_config({}, "dev", {})).to_dict()["Resources"]
+    resources = compose(build_config({}, "dev", {})).template.to_dict()["Resources"]
     properties = dict(resources[naming.EVENT_SOURCE_MAPPING]["Properties"])
     properties["EventSourceArn"] = "arn:aws:kinesis:us-east-1:123456789012:stream/iot-readings-dev"
     properties["FunctionName"] = FUNCTION_ARN

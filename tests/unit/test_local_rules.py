@@ -534,7 +534,7 @@ def topic_rules(template: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_the_composed_rule_runs_locally() -> None:
-    template = json.loads(json.dumps(compose(build_config({}, "dev", {})).to_dict()))
+    template = json.loads(json.dumps(compose(build_config({}, "dev", {})).template.to_dict()))
     (properties,) = topic_rules(template)
     rule = rule_from_properties(properties)
     assert rule.name == "SensorDataRule_dev" and rule.query.version == "2016-03-23"

@@ -15,6 +15,7 @@ from troposphere import s3 as tps3
 from iotpipe import naming, policies
 from iotpipe.config import AnalyticsConfig
 from iotpipe.groups.storage import StorageGroup
+from iotpipe.naming import DEFAULT_NAMES, Names
 
 RESULTS_PREFIX = "results/"
 ENGINE_VERSION = "Athena engine version 3"
@@ -41,38 +42,39 @@ class AnalyticsGroup:
     outputs: tuple[Output, ...]
 
 
-def build_analytics(cfg: AnalyticsConfig, *, storage: StorageGroup) -> AnalyticsGroup:
+def build_analytics(cfg: AnalyticsConfig, names: Names = DEFAULT_NAMES, *, storage: StorageGroup) -> AnalyticsGroup:
     """Glue database and archive tables, the Athena workgroup, its results bucket and the query policy."""
     if not cfg.enabled:
         return AnalyticsGroup((), ())
-    database = _database()
-    raw = _archive_table(naming.RAW_ARCHIVE_TABLE, naming.RAW_ARCHIVE_TABLE_NAME, "raw", RAW_COLUMNS,
+    database = _database(names)
+    raw = _archive_table(names.id(naming.RAW_ARCHIVE_TABLE), naming.RAW_ARCHIVE_TABLE_NAME, "raw", RAW_COLUMNS,
                          storage, database, "Raw archive: one line per Kinesis record, as the processor received it")
-    quarantine = _archive_table(naming.QUARANTINE_ARCHIVE_TABLE, naming.QUARANTINE_ARCHIVE_TABLE_NAME,
+    quarantine = _archive_table(names.id(naming.QUARANTINE_ARCHIVE_TABLE), naming.QUARANTINE_ARCHIVE_TABLE_NAME,
                                 "quarantine", QUARANTINE_COLUMNS, storage, database,
                                 "Quarantined records: one line per record the processor refused, with the reason")
-    results = _results_bucket(cfg)
-    workgroup = _workgroup(cfg, results)
-    policy = _query_policy(storage, results, workgroup)
-    resources = (database, raw, quarantine, results, _results_bucket_policy(results), workgroup, policy)
+    results = _results_bucket(cfg, names)
+    workgroup = _workgroup(cfg, names, results)
+    policy = _query_policy(names, storage, database, results, workgroup)
+    resources = (database, raw, quarantine, results, _results_bucket_policy(names, results), workgroup, policy)
     outputs = (
-        Output("AnalyticsDatabaseName", Description="Glue database of the raw archive tables", Value=Ref(database),
-               Export=naming.export("AnalyticsDatabase")),
-        Output("AnalyticsWorkGroupName", Description="Athena workgroup for iotpipe sql", Value=Ref(workgroup),
-               Export=naming.export("AnalyticsWorkGroup")),
-        Output("AnalyticsResultsBucketName", Description="S3 bucket of Athena query results",
+        Output(names.output(naming.OUT_ANALYTICS_DATABASE), Description="Glue database of the raw archive tables",
+               Value=Ref(database), Export=names.export(naming.OUT_ANALYTICS_DATABASE)),
+        Output(names.output(naming.OUT_ANALYTICS_WORKGROUP), Description="Athena workgroup for iotpipe sql",
+               Value=Ref(workgroup), Export=names.export(naming.OUT_ANALYTICS_WORKGROUP)),
+        Output(names.output(naming.OUT_ANALYTICS_RESULTS), Description="S3 bucket of Athena query results",
                Value=Ref(results)),
-        Output("AnalyticsQueryPolicyArn", Description="Managed policy to attach to a role that runs iotpipe sql",
-               Value=Ref(policy), Export=naming.export("AnalyticsQueryPolicy")),
+        Output(names.output(naming.OUT_ANALYTICS_POLICY),
+               Description="Managed policy to attach to a role that runs iotpipe sql",
+               Value=Ref(policy), Export=names.export(naming.OUT_ANALYTICS_POLICY)),
     )
     return AnalyticsGroup(resources, outputs)
 
 
-def _database() -> tpglue.Database:
+def _database(names: Names) -> tpglue.Database:
     return tpglue.Database(
-        naming.ANALYTICS_DATABASE,
+        names.id(naming.ANALYTICS_DATABASE),
         CatalogId=AccountId,
-        DatabaseInput=tpglue.DatabaseInput(Name=naming.analytics_database_name(),
+        DatabaseInput=tpglue.DatabaseInput(Name=names.analytics_database_name(),
                                            Description="iotpipe raw archive (partition projection, no crawler)"),
     )
 
@@ -104,10 +106,9 @@ def projection_parameters(location_prefix: Sub) -> dict[str, object]:
 
 def _archive_table(logical_id: str, name: str, prefix: str, columns: tuple[tuple[str, str], ...],
                    storage: StorageGroup, database: tpglue.Database, description: str) -> tpglue.Table:
-    bucket = storage.bucket_name.data["Ref"]
     # ${!year} is Fn::Sub's escape: the template keeps the literal ${year} Athena substitutes.
-    template = Sub("s3://${" + bucket + "}/" + prefix
-                   + "/year=${!year}/month=${!month}/day=${!day}/hour=${!hour}/")
+    template = Sub("s3://${Bucket}/" + prefix + "/year=${!year}/month=${!month}/day=${!day}/hour=${!hour}/",
+                   Bucket=storage.bucket_name)
     return tpglue.Table(
         logical_id,
         CatalogId=AccountId,
@@ -120,7 +121,7 @@ def _archive_table(logical_id: str, name: str, prefix: str, columns: tuple[tuple
             PartitionKeys=[tpglue.Column(Name=column, Type="int") for column in PARTITION_COLUMNS],
             StorageDescriptor=tpglue.StorageDescriptor(
                 Columns=[tpglue.Column(Name=column, Type=kind) for column, kind in columns],
-                Location=Sub("s3://${" + bucket + "}/" + prefix + "/"),
+                Location=Sub("s3://${Bucket}/" + prefix + "/", Bucket=storage.bucket_name),
                 InputFormat=TEXT_INPUT,
                 OutputFormat=TEXT_OUTPUT,
                 Compressed=True,
@@ -134,10 +135,10 @@ def _archive_table(logical_id: str, name: str, prefix: str, columns: tuple[tuple
     )
 
 
-def _results_bucket(cfg: AnalyticsConfig) -> tps3.Bucket:
+def _results_bucket(cfg: AnalyticsConfig, names: Names) -> tps3.Bucket:
     # No BucketName: a generated name is globally unique and nothing outside the stack needs to guess it.
     return tps3.Bucket(
-        naming.ANALYTICS_RESULTS_BUCKET,
+        names.id(naming.ANALYTICS_RESULTS_BUCKET),
         DeletionPolicy="Delete",
         UpdateReplacePolicy="Delete",
         BucketEncryption=tps3.BucketEncryption(ServerSideEncryptionConfiguration=[
@@ -165,18 +166,18 @@ def _results_bucket(cfg: AnalyticsConfig) -> tps3.Bucket:
     )
 
 
-def _results_bucket_policy(results: tps3.Bucket) -> tps3.BucketPolicy:
+def _results_bucket_policy(names: Names, results: tps3.Bucket) -> tps3.BucketPolicy:
     return tps3.BucketPolicy(
-        naming.ANALYTICS_RESULTS_BUCKET_POLICY,
+        names.id(naming.ANALYTICS_RESULTS_BUCKET_POLICY),
         Bucket=Ref(results),
         PolicyDocument=policies.document(policies.deny_insecure_transport(GetAtt(results, "Arn"))),
     )
 
 
-def _workgroup(cfg: AnalyticsConfig, results: tps3.Bucket) -> tpathena.WorkGroup:
+def _workgroup(cfg: AnalyticsConfig, names: Names, results: tps3.Bucket) -> tpathena.WorkGroup:
     return tpathena.WorkGroup(
-        naming.ANALYTICS_WORKGROUP,
-        Name=naming.analytics_workgroup_name(),
+        names.id(naming.ANALYTICS_WORKGROUP),
+        Name=names.analytics_workgroup_name(),
         Description=Sub("iotpipe sql over the raw archive (${EnvironmentSuffix})"),
         State="ENABLED",
         # Deleting the stack deletes the workgroup even when it has saved queries.
@@ -187,7 +188,7 @@ def _workgroup(cfg: AnalyticsConfig, results: tps3.Bucket) -> tpathena.WorkGroup
             BytesScannedCutoffPerQuery=cfg.bytes_scanned_cutoff_mb * 1024 * 1024,
             EngineVersion=tpathena.EngineVersion(SelectedEngineVersion=ENGINE_VERSION),
             ResultConfiguration=tpathena.ResultConfiguration(
-                OutputLocation=Sub("s3://${" + naming.ANALYTICS_RESULTS_BUCKET + "}/" + RESULTS_PREFIX),
+                OutputLocation=Sub("s3://${" + results.title + "}/" + RESULTS_PREFIX),
                 EncryptionConfiguration=tpathena.EncryptionConfiguration(EncryptionOption="SSE_S3"),
             ),
         ),
@@ -195,25 +196,30 @@ def _workgroup(cfg: AnalyticsConfig, results: tps3.Bucket) -> tpathena.WorkGroup
     )
 
 
-def _query_policy(storage: StorageGroup, results: tps3.Bucket, workgroup: tpathena.WorkGroup) -> tpiam.ManagedPolicy:
+def _query_policy(names: Names, storage: StorageGroup, database_resource: tpglue.Database, results: tps3.Bucket,
+                  workgroup: tpathena.WorkGroup) -> tpiam.ManagedPolicy:
     arn = "arn:${AWS::Partition}:"
-    workgroup_arn = Sub(arn + "athena:${AWS::Region}:${AWS::AccountId}:workgroup/${" + naming.ANALYTICS_WORKGROUP
-                        + "}")
+    # In Fn::Sub, ${<logical id>} is the resource's Ref: the workgroup's and database's names.
+    workgroup_arn = Sub(arn + "athena:${AWS::Region}:${AWS::AccountId}:workgroup/${" + workgroup.title + "}")
     glue = arn + "glue:${AWS::Region}:${AWS::AccountId}:"
-    database = "${" + naming.ANALYTICS_DATABASE + "}"
+    database = "${" + database_resource.title + "}"
+
+    def glue_arn(resource: str) -> Sub:
+        return Sub(glue + resource)
+
     results_arn = GetAtt(results, "Arn")
     return tpiam.ManagedPolicy(
-        naming.ANALYTICS_POLICY,
+        names.id(naming.ANALYTICS_POLICY),
         Description=Sub("Run iotpipe sql on env ${EnvironmentSuffix}: its workgroup, archive tables and buckets"),
         PolicyDocument=policies.document(
             policies.athena_query_runner(workgroup_arn),
-            policies.glue_database_reader(Sub(glue + "catalog"), Sub(glue + "database/" + database)),
+            policies.glue_database_reader(Sub(glue + "catalog"), glue_arn("database/" + database)),
             policies.glue_table_reader(
-                Sub(glue + "catalog"), Sub(glue + "database/" + database),
-                Sub(glue + f"table/{database}/{naming.RAW_ARCHIVE_TABLE_NAME}"),
-                Sub(glue + f"table/{database}/{naming.QUARANTINE_ARCHIVE_TABLE_NAME}")),
-            policies.object_reader(storage.bucket_arn, "raw/", "quarantine/", sid="ReadArchive"),
-            policies.bucket_lister(storage.bucket_arn, "raw/", "quarantine/", sid="ListArchive"),
+                Sub(glue + "catalog"), glue_arn("database/" + database),
+                glue_arn(f"table/{database}/{naming.RAW_ARCHIVE_TABLE_NAME}"),
+                glue_arn(f"table/{database}/{naming.QUARANTINE_ARCHIVE_TABLE_NAME}")),
+            policies.object_reader(storage.bucket_arn, *naming.ARCHIVE_PREFIXES, sid="ReadArchive"),
+            policies.bucket_lister(storage.bucket_arn, *naming.ARCHIVE_PREFIXES, sid="ListArchive"),
             policies.query_results_user(results_arn, RESULTS_PREFIX),
             policies.bucket_lister(results_arn, RESULTS_PREFIX, sid="ListQueryResults"),
             policies.bucket_locator(storage.bucket_arn, results_arn),

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import awacs.iot as awsiot
 from awacs.aws import Allow, Statement
-from troposphere import AWSObject, GetAtt, Output, Ref, Sub, Tags, iam
+from troposphere import AWSObject, GetAtt, Output, Ref, Tags, iam
 from troposphere import awslambda as tplambda
 from troposphere import cloudformation as tpcfn
 from troposphere import logs as tplogs
@@ -22,6 +22,7 @@ from troposphere import logs as tplogs
 from iotpipe import naming, policies
 from iotpipe.config import PipelineConfig
 from iotpipe.groups.keys import KeyGroup
+from iotpipe.naming import DEFAULT_NAMES, Names
 
 ENDPOINT_TYPE = "iot:Data-ATS"
 LOOKUP_RUNTIME = "python3.13"
@@ -98,32 +99,32 @@ class EndpointGroup:
     outputs: tuple[Output, ...] = ()
 
 
-def build_endpoint(cfg: PipelineConfig, *, keys: KeyGroup) -> EndpointGroup:
+def build_endpoint(cfg: PipelineConfig, names: Names = DEFAULT_NAMES, *, keys: KeyGroup) -> EndpointGroup:
     """The lookup function (its own role and encrypted log group) and the ``Custom::IoTEndpoint`` resource."""
-    log_group = _log_group(cfg, keys)
-    role = _role(log_group)
-    function = _function(cfg, role, log_group)
-    lookup = IoTEndpointLookup(naming.IOT_ENDPOINT, ServiceToken=GetAtt(function, "Arn"),
+    log_group = _log_group(cfg, names, keys)
+    role = _role(names, log_group)
+    function = _function(names, role, log_group)
+    lookup = IoTEndpointLookup(names.id(naming.IOT_ENDPOINT), ServiceToken=GetAtt(function, "Arn"),
                                EndpointType=ENDPOINT_TYPE)
     return EndpointGroup((log_group, role, function, lookup), GetAtt(lookup, "Address"))
 
 
-def _log_group(cfg: PipelineConfig, keys: KeyGroup) -> tplogs.LogGroup:
+def _log_group(cfg: PipelineConfig, names: Names, keys: KeyGroup) -> tplogs.LogGroup:
     return tplogs.LogGroup(
-        naming.IOT_ENDPOINT_LOG_GROUP,
+        names.id(naming.IOT_ENDPOINT_LOG_GROUP),
         DeletionPolicy="Delete",
         UpdateReplacePolicy="Delete",
-        LogGroupName=Sub("/aws/lambda/iot-endpoint-lookup-${EnvironmentSuffix}"),
+        LogGroupName=names.endpoint_log_group_name(),
         RetentionInDays=cfg.processor.log_retention_days,
         KmsKeyId=cfg.processor.log_kms_key_arn or keys.key_arn,
     )
 
 
-def _role(log_group: tplogs.LogGroup) -> iam.Role:
+def _role(names: Names, log_group: tplogs.LogGroup) -> iam.Role:
     describe = Statement(Sid="DescribeDataEndpoint", Effect=Allow, Action=[awsiot.DescribeEndpoint],
                          Resource=["*"])
     return iam.Role(
-        naming.IOT_ENDPOINT_ROLE,
+        names.id(naming.IOT_ENDPOINT_ROLE),
         # The reason lint rule E9101 (iotpipe.lintrules) asks of every Allow on Resource "*".
         Metadata={"iotpipe": {"wildcard-resources": {"DescribeDataEndpoint": (
             "iot:DescribeEndpoint has no resource type in the Service Authorization Reference (AWS IoT), so "
@@ -135,9 +136,9 @@ def _role(log_group: tplogs.LogGroup) -> iam.Role:
     )
 
 
-def _function(cfg: PipelineConfig, role: iam.Role, log_group: tplogs.LogGroup) -> tplambda.Function:
+def _function(names: Names, role: iam.Role, log_group: tplogs.LogGroup) -> tplambda.Function:
     return tplambda.Function(
-        naming.IOT_ENDPOINT_FUNCTION,
+        names.id(naming.IOT_ENDPOINT_FUNCTION),
         Description="Looks up the AWS IoT data endpoint (iot:Data-ATS) for the IoTEndpoint output",
         Runtime=LOOKUP_RUNTIME,
         Architectures=["arm64"],

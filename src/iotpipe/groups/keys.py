@@ -10,6 +10,7 @@ from troposphere import AccountId, AWSObject, GetAtt, Output, Ref, Sub, Tags
 from troposphere import kms as tpkms
 
 from iotpipe import naming, policies
+from iotpipe.naming import DEFAULT_NAMES, Names
 
 
 @dataclass(frozen=True)
@@ -21,14 +22,14 @@ class KeyGroup:
     key_arn: GetAtt
 
 
-def build_keys() -> KeyGroup:
+def build_keys(names: Names = DEFAULT_NAMES) -> KeyGroup:
     """One rotating customer-managed key (about $1 a month) that CloudWatch Logs and alarms may use.
 
     CloudWatch alarms cannot publish to a topic encrypted with the AWS-managed aws/sns key, and log groups
     can only be KMS-encrypted with a customer key whose policy lets CloudWatch Logs in.
     """
     key = tpkms.Key(
-        naming.PIPELINE_KEY,
+        names.id(naming.PIPELINE_KEY),
         DeletionPolicy="Delete",
         UpdateReplacePolicy="Delete",
         Description=Sub("iotpipe pipeline key (${EnvironmentSuffix}): alarm topic and processor logs"),
@@ -37,9 +38,8 @@ def build_keys() -> KeyGroup:
         KeyPolicy=_key_policy(),
         Tags=Tags(Environment=Ref(naming.ENV_PARAM)),
     )
-    alias = tpkms.Alias(naming.PIPELINE_KEY_ALIAS, AliasName=Sub("alias/iotpipe-${EnvironmentSuffix}"),
-                        TargetKeyId=Ref(key))
-    outputs = (Output("PipelineKeyArn", Description="KMS key of the alarm topic and the processor logs",
+    alias = tpkms.Alias(names.id(naming.PIPELINE_KEY_ALIAS), AliasName=names.key_alias_name(), TargetKeyId=Ref(key))
+    outputs = (Output(names.output(naming.OUT_KEY_ARN), Description="KMS key of the alarm topic and the processor logs",
                       Value=GetAtt(key, "Arn")),)
     return KeyGroup((key, alias), outputs, GetAtt(key, "Arn"))
 

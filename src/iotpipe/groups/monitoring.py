@@ -17,6 +17,7 @@ from iotpipe.groups.ingest import IngestGroup
 from iotpipe.groups.keys import KeyGroup
 from iotpipe.groups.processor import ProcessorGroup
 from iotpipe.groups.stream import StreamGroup
+from iotpipe.naming import DEFAULT_NAMES, Names
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class MonitoringGroup:
 
     resources: tuple[AWSObject, ...]
     outputs: tuple[Output, ...]
+    # The topic every alarm notifies: an extra group's alarms notify it too.
+    alarm_topic: Ref
 
 
 @dataclass(frozen=True)
@@ -41,32 +44,33 @@ class AlarmSpec:
     dimensions: tuple[tuple[str, object], ...]
 
 
-def build_monitoring(cfg: PipelineConfig, *, keys: KeyGroup, stream: StreamGroup, processor: ProcessorGroup,
-                     ingest: IngestGroup) -> MonitoringGroup:
+def build_monitoring(cfg: PipelineConfig, names: Names = DEFAULT_NAMES, *, keys: KeyGroup, stream: StreamGroup,
+                     processor: ProcessorGroup, ingest: IngestGroup) -> MonitoringGroup:
     """The encrypted alarm topic (optional e-mail subscription), every alarm and the dashboard."""
-    topic = tpsns.Topic(naming.ALARM_TOPIC, TopicName=Sub("iot-pipeline-alarms-${EnvironmentSuffix}"),
+    topic = tpsns.Topic(names.id(naming.ALARM_TOPIC), TopicName=names.alarm_topic_name(),
                         KmsMasterKeyId=keys.key_arn, Tags=Tags(Environment=Ref(naming.ENV_PARAM)))
     subscription = tpsns.SubscriptionResource(
-        naming.ALARM_SUBSCRIPTION, Condition=naming.HAS_ALARM_EMAIL, Protocol="email",
+        names.id(naming.ALARM_SUBSCRIPTION), Condition=naming.HAS_ALARM_EMAIL, Protocol="email",
         TopicArn=Ref(topic), Endpoint=Ref(naming.ALARM_EMAIL_PARAM))
-    alarms = tuple(_alarm(spec, cfg.alarms.period_seconds, Ref(topic))
-                   for spec in alarm_specs(cfg, stream=stream, processor=processor, ingest=ingest))
-    resources = (topic, _topic_policy(topic), subscription, *alarms, _dashboard(cfg, processor))
-    outputs = (Output("AlarmTopicArn", Description="SNS topic every alarm notifies", Value=Ref(topic)),)
-    return MonitoringGroup(resources, outputs)
+    alarms = tuple(_alarm(spec, names, cfg.alarms.period_seconds, Ref(topic))
+                   for spec in alarm_specs(cfg, names, stream=stream, processor=processor, ingest=ingest))
+    resources = (topic, _topic_policy(names, topic), subscription, *alarms, _dashboard(cfg, names, processor))
+    outputs = (Output(names.output(naming.OUT_ALARM_TOPIC), Description="SNS topic every alarm notifies",
+                      Value=Ref(topic)),)
+    return MonitoringGroup(resources, outputs, Ref(topic))
 
 
-def alarm_specs(cfg: PipelineConfig, *, stream: StreamGroup, processor: ProcessorGroup,
+def alarm_specs(cfg: PipelineConfig, names: Names = DEFAULT_NAMES, *, stream: StreamGroup, processor: ProcessorGroup,
                 ingest: IngestGroup) -> tuple[AlarmSpec, ...]:
     """The seed's three alarms (same logical ids and names) and the ones iotpipe adds."""
-    env = Ref(naming.ENV_PARAM)
+    env = names.metric_environment()
     function = (("FunctionName", processor.function_name),)
     limits = cfg.alarms
     return (
         AlarmSpec(naming.LAMBDA_ERROR_ALARM, "IoT-Lambda-Errors", "Alert when Lambda function has high error rate",
                   "AWS/Lambda", "Errors", "Sum", limits.lambda_errors, function),
         AlarmSpec(naming.ANOMALY_ALARM, "IoT-High-Anomalies", "Alert when anomaly detection rate is high",
-                  naming.METRIC_NAMESPACE, "AnomaliesDetected", "Sum", limits.anomalies, (("Environment", env),)),
+                  naming.METRIC_NAMESPACE, naming.METRIC_ANOMALIES, "Sum", limits.anomalies, (("Environment", env),)),
         # Seed watched AWS/Kinesis "IteratorAge", a metric that does not exist, so it never fired.
         AlarmSpec(naming.ITERATOR_AGE_ALARM, "IoT-Kinesis-Iterator-Age",
                   "Alert when Kinesis iterator age is high indicating processing lag",
@@ -87,15 +91,15 @@ def alarm_specs(cfg: PipelineConfig, *, stream: StreamGroup, processor: Processo
                   "AWS/IoT", "Failure", "Sum", 0, (("RuleName", ingest.rule_name), ("ActionType", "Kinesis"))),
         AlarmSpec("QuarantineAlarm", "IoT-Records-Quarantined",
                   "The processor quarantined records it could not understand",
-                  naming.METRIC_NAMESPACE, "RecordsQuarantined", "Sum", limits.quarantined_records,
+                  naming.METRIC_NAMESPACE, naming.METRIC_QUARANTINED, "Sum", limits.quarantined_records,
                   (("Environment", env),)),
     )
 
 
-def _alarm(spec: AlarmSpec, period: int, topic: Ref) -> cw.Alarm:
+def _alarm(spec: AlarmSpec, names: Names, period: int, topic: Ref) -> cw.Alarm:
     return cw.Alarm(
-        spec.logical_id,
-        AlarmName=Sub(spec.name + "-${EnvironmentSuffix}"),
+        names.id(spec.logical_id),
+        AlarmName=names.alarm_name(spec.name),
         AlarmDescription=spec.description,
         Namespace=spec.namespace,
         MetricName=spec.metric,
@@ -112,7 +116,7 @@ def _alarm(spec: AlarmSpec, period: int, topic: Ref) -> cw.Alarm:
     )
 
 
-def _topic_policy(topic: tpsns.Topic) -> tpsns.TopicPolicy:
+def _topic_policy(names: Names, topic: tpsns.Topic) -> tpsns.TopicPolicy:
     publish = Statement(Sid="CloudWatchAlarmsPublish", Effect=Allow,
                         Principal=Principal("Service", ["cloudwatch.amazonaws.com"]),
                         Action=[sns.Publish], Resource=[Ref(topic)],
@@ -122,34 +126,37 @@ def _topic_policy(topic: tpsns.Topic) -> tpsns.TopicPolicy:
                                     Sub("arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:*")),
                             StringEquals("aws:SourceAccount", AccountId),
                         ]))
-    return tpsns.TopicPolicy(naming.ALARM_TOPIC_POLICY, Topics=[Ref(topic)], PolicyDocument=policies.document(publish))
+    return tpsns.TopicPolicy(names.id(naming.ALARM_TOPIC_POLICY), Topics=[Ref(topic)],
+                             PolicyDocument=policies.document(publish))
 
 
-def _dashboard(cfg: PipelineConfig, processor: ProcessorGroup) -> cw.Dashboard:
+def _dashboard(cfg: PipelineConfig, names: Names, processor: ProcessorGroup) -> cw.Dashboard:
     sensors = [name for name, _ in cfg.thresholds]
+    # Fn::Sub variables bound to the processor group's handles (no logical id spelled here).
+    env, fn, queue = "${MetricEnvironment}", "${ProcessorFunctionName}", "${DeadLetterQueueName}"
 
     def per_sensor(metric: str) -> list[list[object]]:
-        return [[naming.METRIC_NAMESPACE, metric, "Environment", "${EnvironmentSuffix}", "SensorType", s]
-                for s in sensors]
+        return [[naming.METRIC_NAMESPACE, metric, "Environment", env, "SensorType", s] for s in sensors]
 
-    fn = naming.function_name_pattern()
     widgets = [
-        _widget("Readings processed by sensor type", per_sensor("SensorReadingsProcessed"), 0, 0),
-        _widget("Anomalies by sensor type", per_sensor("AnomaliesDetected"), 12, 0),
+        _widget("Readings processed by sensor type", per_sensor(naming.METRIC_READINGS), 0, 0),
+        _widget("Anomalies by sensor type", per_sensor(naming.METRIC_ANOMALIES), 12, 0),
         _widget("Quarantined records",
-                [[naming.METRIC_NAMESPACE, "RecordsQuarantined", "Environment", "${EnvironmentSuffix}"]], 0, 6),
+                [[naming.METRIC_NAMESPACE, naming.METRIC_QUARANTINED, "Environment", env]], 0, 6),
         _widget("Iterator age (ms)", [["AWS/Lambda", "IteratorAge", "FunctionName", fn, {"stat": "Maximum"}]],
                 12, 6),
         _widget("Processor errors, throttles and duration",
                 [["AWS/Lambda", "Errors", "FunctionName", fn], ["AWS/Lambda", "Throttles", "FunctionName", fn],
                  ["AWS/Lambda", "Duration", "FunctionName", fn, {"stat": "Average", "yAxis": "right"}]], 0, 12),
         _widget("Dead-letter queue depth",
-                [["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName",
-                  "iot-data-processor-dlq-${EnvironmentSuffix}", {"stat": "Maximum"}]], 12, 12),
+                [["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", queue, {"stat": "Maximum"}]],
+                12, 12),
     ]
     body = json.dumps({"widgets": widgets}, sort_keys=True, separators=(",", ":"))
-    return cw.Dashboard(naming.DASHBOARD, DashboardName=naming.dashboard_name(),
-                        DashboardBody=Sub(body))
+    return cw.Dashboard(names.id(naming.DASHBOARD), DashboardName=names.dashboard_name(),
+                        DashboardBody=Sub(body, MetricEnvironment=names.metric_environment(),
+                                          ProcessorFunctionName=processor.function_name,
+                                          DeadLetterQueueName=processor.queue_name))
 
 
 def _widget(title: str, metrics: list[list[object]], x: int, y: int) -> dict[str, object]:

@@ -14,9 +14,10 @@ from iotpipe.config import PipelineConfig
 from iotpipe.groups.keys import KeyGroup
 from iotpipe.groups.storage import StorageGroup
 from iotpipe.groups.stream import StreamGroup
+from iotpipe.naming import DEFAULT_NAMES, Names
 from iotpipe.package import processor_code
 
-RAW_PREFIXES = ("raw/", "quarantine/")
+RAW_PREFIXES = naming.ARCHIVE_PREFIXES
 
 
 @dataclass(frozen=True)
@@ -27,35 +28,39 @@ class ProcessorGroup:
     outputs: tuple[Output, ...]
     function_name: Ref
     queue_name: GetAtt
+    function_arn: GetAtt
 
 
-def build_processor(cfg: PipelineConfig, *, keys: KeyGroup, stream: StreamGroup,
+def build_processor(cfg: PipelineConfig, names: Names = DEFAULT_NAMES, *, keys: KeyGroup, stream: StreamGroup,
                     storage: StorageGroup) -> ProcessorGroup:
     """The processor wired to the stream, writing to the storage group's bucket and table."""
-    log_group = _log_group(cfg, keys)
-    queue = _dead_letter_queue(cfg)
-    role = _role(cfg, stream=stream, storage=storage, log_group=log_group, queue=queue)
-    function = _function(cfg, role=role, storage=storage, log_group=log_group, queue=queue)
-    mapping = _mapping(cfg, stream=stream, function=function, queue=queue)
+    log_group = _log_group(cfg, names, keys)
+    queue = _dead_letter_queue(cfg, names)
+    role = _role(names, stream=stream, storage=storage, log_group=log_group, queue=queue)
+    function = _function(cfg, names, role=role, storage=storage, log_group=log_group, queue=queue)
+    mapping = _mapping(cfg, names, stream=stream, function=function, queue=queue)
     outputs = (
-        Output("DataProcessorFunctionName", Description="Lambda function name for data processing",
-               Value=Ref(function), Export=naming.export("DataProcessorFunction")),
-        Output("DataProcessorFunctionArn", Description="Lambda function ARN for data processing",
-               Value=GetAtt(function, "Arn"), Export=naming.export("DataProcessorFunctionArn")),
-        Output("DataProcessorLogGroupName", Description="Log group of the processor", Value=Ref(log_group)),
-        Output("DeadLetterQueueUrl", Description="Records of batches that exhausted their retries",
+        Output(names.output(naming.OUT_FUNCTION_NAME), Description="Lambda function name for data processing",
+               Value=Ref(function), Export=names.export(naming.OUT_FUNCTION_NAME)),
+        Output(names.output(naming.OUT_FUNCTION_ARN), Description="Lambda function ARN for data processing",
+               Value=GetAtt(function, "Arn"), Export=names.export(naming.OUT_FUNCTION_ARN)),
+        Output(names.output(naming.OUT_LOG_GROUP_NAME), Description="Log group of the processor",
+               Value=Ref(log_group)),
+        Output(names.output(naming.OUT_DLQ_URL), Description="Records of batches that exhausted their retries",
                Value=Ref(queue)),
     )
     return ProcessorGroup((role, function, log_group, queue, mapping), outputs, Ref(function),
-                          GetAtt(queue, "QueueName"))
+                          GetAtt(queue, "QueueName"), GetAtt(function, "Arn"))
 
 
-def processor_environment(cfg: PipelineConfig) -> dict[str, object]:
-    """The processor's environment variables (the data contract's names)."""
+def processor_environment(cfg: PipelineConfig, storage: StorageGroup,
+                          names: Names = DEFAULT_NAMES) -> dict[str, object]:
+    """The processor's environment variables (the data contract's names), naming the storage group's table
+    and bucket through its handles."""
     return {
-        "DYNAMODB_TABLE": Ref(naming.TABLE),
-        "S3_BUCKET": Ref(naming.RAW_BUCKET),
-        "ENVIRONMENT": Ref(naming.ENV_PARAM),
+        "DYNAMODB_TABLE": storage.table_name,
+        "S3_BUCKET": storage.bucket_name,
+        "ENVIRONMENT": names.metric_environment(),
         "METRIC_NAMESPACE": naming.METRIC_NAMESPACE,
         # One JSON map replaces the seed's five fixed variables: a new sensor type needs no code change.
         "THRESHOLDS": cfg.thresholds_json,
@@ -66,30 +71,30 @@ def processor_environment(cfg: PipelineConfig) -> dict[str, object]:
     }
 
 
-def _log_group(cfg: PipelineConfig, keys: KeyGroup) -> tplogs.LogGroup:
+def _log_group(cfg: PipelineConfig, names: Names, keys: KeyGroup) -> tplogs.LogGroup:
     return tplogs.LogGroup(
-        naming.PROCESSOR_LOG_GROUP,
+        names.id(naming.PROCESSOR_LOG_GROUP),
         DeletionPolicy="Delete",
         UpdateReplacePolicy="Delete",
-        LogGroupName=Sub("/aws/lambda/" + naming.function_name_pattern()),
+        LogGroupName=names.processor_log_group_name(),
         RetentionInDays=cfg.processor.log_retention_days,
         KmsKeyId=cfg.processor.log_kms_key_arn or keys.key_arn,
     )
 
 
-def _dead_letter_queue(cfg: PipelineConfig) -> tpsqs.Queue:
+def _dead_letter_queue(cfg: PipelineConfig, names: Names) -> tpsqs.Queue:
     return tpsqs.Queue(
-        naming.PROCESSOR_DLQ,
+        names.id(naming.PROCESSOR_DLQ),
         DeletionPolicy="Delete",
         UpdateReplacePolicy="Delete",
-        QueueName=Sub("iot-data-processor-dlq-${EnvironmentSuffix}"),
+        QueueName=names.dead_letter_queue_name(),
         MessageRetentionPeriod=cfg.processor.dlq_retention_days * 86400,
         KmsMasterKeyId="alias/aws/sqs",
         Tags=Tags(Environment=Ref(naming.ENV_PARAM), Purpose="IoT-Processor-Dead-Letters"),
     )
 
 
-def _role(cfg: PipelineConfig, *, stream: StreamGroup, storage: StorageGroup, log_group: tplogs.LogGroup,
+def _role(names: Names, *, stream: StreamGroup, storage: StorageGroup, log_group: tplogs.LogGroup,
           queue: tpsqs.Queue) -> iam.Role:
     statements = [
         policies.log_writer(GetAtt(log_group, "Arn")),
@@ -101,28 +106,28 @@ def _role(cfg: PipelineConfig, *, stream: StreamGroup, storage: StorageGroup, lo
     if stream.customer_key_arn:
         statements.append(policies.key_user(stream.customer_key_arn, policies.KMS_DECRYPT,
                                             sid="DecryptStreamRecords"))
-    if cfg.storage.table_kms_key_arn:
+    if storage.table_key_arn:
         # A customer key's policy delegates to IAM; DynamoDB uses it on the caller's behalf.
-        statements.append(policies.key_user(cfg.storage.table_kms_key_arn, policies.KMS_DECRYPT,
+        statements.append(policies.key_user(storage.table_key_arn, policies.KMS_DECRYPT,
                                             policies.KMS_GENERATE_DATA_KEY, sid="EncryptReadings"))
     # Seed attached AWSLambdaBasicExecutionRole (logs on "*") and granted PutMetricData/PutObjectAcl it
     # does not need; every statement here is scoped to one resource.
     return iam.Role(
-        naming.PROCESSOR_ROLE,
-        RoleName=naming.processor_role_name(),
+        names.id(naming.PROCESSOR_ROLE),
+        RoleName=names.processor_role_name(),
         AssumeRolePolicyDocument=policies.assume_role_by("lambda.amazonaws.com"),
         Policies=[iam.Policy(PolicyName="DataProcessorPolicy", PolicyDocument=policies.document(*statements))],
         Tags=Tags(Environment=Ref(naming.ENV_PARAM)),
     )
 
 
-def _function(cfg: PipelineConfig, *, role: iam.Role, storage: StorageGroup, log_group: tplogs.LogGroup,
-              queue: tpsqs.Queue) -> tplambda.Function:
+def _function(cfg: PipelineConfig, names: Names, *, role: iam.Role, storage: StorageGroup,
+              log_group: tplogs.LogGroup, queue: tpsqs.Queue) -> tplambda.Function:
     processor = cfg.processor
     return tplambda.Function(
-        naming.PROCESSOR_FUNCTION,
+        names.id(naming.PROCESSOR_FUNCTION),
         DeletionPolicy="Delete",
-        FunctionName=Sub(naming.function_name_pattern()),
+        FunctionName=Sub(names.function_name_pattern()),
         # Seed ran nodejs20.x on x86_64; the runtime is now configurable and arm64 is cheaper per ms.
         Runtime=processor.runtime,
         Architectures=[processor.architecture],
@@ -131,7 +136,7 @@ def _function(cfg: PipelineConfig, *, role: iam.Role, storage: StorageGroup, log
         Timeout=processor.timeout_seconds,
         MemorySize=processor.memory_mb,
         **_reserved_concurrency(processor.reserved_concurrency),
-        Environment=tplambda.Environment(Variables=processor_environment(cfg)),
+        Environment=tplambda.Environment(Variables=processor_environment(cfg, storage, names)),
         Code=processor_code(processor),
         # Bind the function to its declared log group, so Lambda never creates one with no retention.
         LoggingConfig=tplambda.LoggingConfig(LogGroup=Ref(log_group)),
@@ -154,11 +159,11 @@ def _reserved_concurrency(reserved: int) -> dict[str, int]:
     return {"ReservedConcurrentExecutions": reserved} if reserved else {}
 
 
-def _mapping(cfg: PipelineConfig, *, stream: StreamGroup, function: tplambda.Function,
+def _mapping(cfg: PipelineConfig, names: Names, *, stream: StreamGroup, function: tplambda.Function,
              queue: tpsqs.Queue) -> tplambda.EventSourceMapping:
     processor = cfg.processor
     return tplambda.EventSourceMapping(
-        naming.EVENT_SOURCE_MAPPING,
+        names.id(naming.EVENT_SOURCE_MAPPING),
         EventSourceArn=stream.stream_arn,
         FunctionName=GetAtt(function, "Arn"),
         # Seed used LATEST: readings published before the mapping was enabled were lost. StartingPosition is

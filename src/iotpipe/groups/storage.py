@@ -12,6 +12,7 @@ from troposphere import s3 as tps3
 
 from iotpipe import naming
 from iotpipe.config import StorageConfig
+from iotpipe.naming import DEFAULT_NAMES, Names
 from iotpipe.policies import deny_insecure_transport, document, under
 
 AWS_MANAGED_DYNAMODB_KEY = "alias/aws/dynamodb"
@@ -27,29 +28,32 @@ class StorageGroup:
     bucket_name: Ref
     table_arn: GetAtt
     table_name: Ref
+    # The table's customer-managed KMS key ARN ("" for the AWS-managed key): writers need a grant on it.
+    table_key_arn: str = ""
 
 
-def build_storage(cfg: StorageConfig) -> StorageGroup:
+def build_storage(cfg: StorageConfig, names: Names = DEFAULT_NAMES) -> StorageGroup:
     """The raw bucket (versioned, logged, TLS-only), its access-log bucket and the readings table."""
-    log_bucket = _access_log_bucket(cfg)
-    bucket = _raw_bucket(cfg, log_bucket)
-    table = _table(cfg)
+    log_bucket = _access_log_bucket(cfg, names)
+    bucket = _raw_bucket(cfg, names, log_bucket)
+    table = _table(cfg, names)
     resources = (
         bucket,
-        _tls_only_policy(naming.RAW_BUCKET_POLICY, bucket),
+        _tls_only_policy(names.id(naming.RAW_BUCKET_POLICY), bucket),
         log_bucket,
-        _access_log_bucket_policy(log_bucket, bucket),
+        _access_log_bucket_policy(names, log_bucket, bucket),
         table,
     )
     outputs = (
-        Output("SensorDataTableName", Description="DynamoDB table name for sensor data", Value=Ref(table),
-               Export=naming.export("SensorDataTable")),
-        Output("RawDataBucketName", Description="S3 bucket name for raw sensor data", Value=Ref(bucket),
-               Export=naming.export("RawDataBucket")),
-        Output("AnomalyIndexName", Description="Sparse index of anomalous readings, by UTC day",
+        Output(names.output(naming.OUT_TABLE_NAME), Description="DynamoDB table name for sensor data",
+               Value=Ref(table), Export=names.export(naming.OUT_TABLE_NAME)),
+        Output(names.output(naming.OUT_BUCKET_NAME), Description="S3 bucket name for raw sensor data",
+               Value=Ref(bucket), Export=names.export(naming.OUT_BUCKET_NAME)),
+        Output(names.output(naming.OUT_ANOMALY_INDEX), Description="Sparse index of anomalous readings, by UTC day",
                Value=naming.ANOMALY_INDEX),
     )
-    return StorageGroup(resources, outputs, GetAtt(bucket, "Arn"), Ref(bucket), GetAtt(table, "Arn"), Ref(table))
+    return StorageGroup(resources, outputs, GetAtt(bucket, "Arn"), Ref(bucket), GetAtt(table, "Arn"), Ref(table),
+                        cfg.table_kms_key_arn)
 
 
 def _sse(algorithm: str) -> tps3.BucketEncryption:
@@ -65,12 +69,12 @@ def _private() -> tps3.PublicAccessBlockConfiguration:
                                                IgnorePublicAcls=True, RestrictPublicBuckets=True)
 
 
-def _raw_bucket(cfg: StorageConfig, log_bucket: tps3.Bucket) -> tps3.Bucket:
+def _raw_bucket(cfg: StorageConfig, names: Names, log_bucket: tps3.Bucket) -> tps3.Bucket:
     return tps3.Bucket(
-        naming.RAW_BUCKET,
+        names.id(naming.RAW_BUCKET),
         DeletionPolicy="Delete",
         UpdateReplacePolicy="Delete",
-        BucketName=naming.raw_bucket_name(),
+        BucketName=names.raw_bucket_name(),
         # Seed used AES256; aws:kms with a bucket key is stronger at no extra request cost.
         BucketEncryption=_sse("aws:kms"),
         VersioningConfiguration=tps3.VersioningConfiguration(Status="Enabled"),
@@ -98,10 +102,10 @@ def _raw_bucket(cfg: StorageConfig, log_bucket: tps3.Bucket) -> tps3.Bucket:
     )
 
 
-def _access_log_bucket(cfg: StorageConfig) -> tps3.Bucket:
+def _access_log_bucket(cfg: StorageConfig, names: Names) -> tps3.Bucket:
     # No BucketName: a generated name is globally unique and a 63-character limit cannot bite.
     return tps3.Bucket(
-        naming.ACCESS_LOG_BUCKET,
+        names.id(naming.ACCESS_LOG_BUCKET),
         DeletionPolicy="Delete",
         UpdateReplacePolicy="Delete",
         # Server access logs can only be delivered to SSE-S3 (AES256) buckets.
@@ -133,7 +137,8 @@ def _tls_only_policy(logical_id: str, bucket: tps3.Bucket, *extra: Statement) ->
     )
 
 
-def _access_log_bucket_policy(log_bucket: tps3.Bucket, source_bucket: tps3.Bucket) -> tps3.BucketPolicy:
+def _access_log_bucket_policy(names: Names, log_bucket: tps3.Bucket,
+                              source_bucket: tps3.Bucket) -> tps3.BucketPolicy:
     delivery = Statement(
         Sid="AllowServerAccessLogDelivery",
         Effect=Allow,
@@ -143,21 +148,21 @@ def _access_log_bucket_policy(log_bucket: tps3.Bucket, source_bucket: tps3.Bucke
         Condition=Condition([ArnEquals("aws:SourceArn", GetAtt(source_bucket, "Arn")),
                              StringEquals("aws:SourceAccount", AccountId)]),
     )
-    return _tls_only_policy(naming.ACCESS_LOG_BUCKET_POLICY, log_bucket, delivery)
+    return _tls_only_policy(names.id(naming.ACCESS_LOG_BUCKET_POLICY), log_bucket, delivery)
 
 
-def _table(cfg: StorageConfig) -> ddb.Table:
+def _table(cfg: StorageConfig, names: Names) -> ddb.Table:
     # Seed used DynamoDB's AWS-owned key; a KMS key (AWS-managed, or the configured one) is auditable.
     # KMSMasterKeyId only for a configured key: SSEType KMS without it is alias/aws/dynamodb already, and
     # naming the default makes drift detection report a difference that is not one.
     sse = ddb.SSESpecification(SSEEnabled=True, SSEType="KMS",
                                **({"KMSMasterKeyId": cfg.table_kms_key_arn} if cfg.table_kms_key_arn else {}))
     return ddb.Table(
-        naming.TABLE,
+        names.id(naming.TABLE),
         DeletionPolicy="Delete",
         # Retain on replacement: moving from the seed's key schema keeps the seed's data.
         UpdateReplacePolicy="Retain",
-        TableName=naming.table_name(),
+        TableName=names.table_name(),
         BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[
             ddb.AttributeDefinition(AttributeName=name, AttributeType="S")

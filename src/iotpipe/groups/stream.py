@@ -9,6 +9,7 @@ from troposphere import kinesis as tpkinesis
 
 from iotpipe import naming
 from iotpipe.config import StreamConfig
+from iotpipe.naming import DEFAULT_NAMES, Names
 
 AWS_MANAGED_KINESIS_KEY = "alias/aws/kinesis"
 
@@ -24,10 +25,10 @@ class StreamGroup:
     customer_key_arn: str
 
 
-def build_stream(cfg: StreamConfig) -> StreamGroup:
+def build_stream(cfg: StreamConfig, names: Names = DEFAULT_NAMES) -> StreamGroup:
     """An encrypted Kinesis stream, provisioned (shard count) or on-demand."""
     properties: dict[str, object] = {
-        "Name": naming.stream_name(),
+        "Name": names.stream_name(),
         "RetentionPeriodHours": cfg.retention_hours,
         "StreamModeDetails": tpkinesis.StreamModeDetails(StreamMode=cfg.mode),
         # Seed stored readings unencrypted at rest.
@@ -37,7 +38,8 @@ def build_stream(cfg: StreamConfig) -> StreamGroup:
     }
     if cfg.mode == "PROVISIONED":
         properties["ShardCount"] = cfg.shard_count
-    stream = tpkinesis.Stream(naming.STREAM, DeletionPolicy="Delete", UpdateReplacePolicy="Delete", **properties)
-    outputs = (Output("KinesisStreamName", Description="Kinesis stream name for sensor data", Value=Ref(stream),
-                      Export=naming.export("KinesisStream")),)
+    stream = tpkinesis.Stream(names.id(naming.STREAM), DeletionPolicy="Delete", UpdateReplacePolicy="Delete",
+                              **properties)
+    outputs = (Output(names.output(naming.OUT_STREAM_NAME), Description="Kinesis stream name for sensor data",
+                      Value=Ref(stream), Export=names.export(naming.OUT_STREAM_NAME)),)
     return StreamGroup((stream,), outputs, GetAtt(stream, "Arn"), Ref(stream), cfg.kms_key_arn)
