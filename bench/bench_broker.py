@@ -96,7 +96,7 @@ class Receiver:
     latencies_ns: list[int]
     last_ns: int = 0
 
-    def __call__(self, topic: str, body: bytes, client_id: str | None) -> None:
+    def __call__(self, _topic: str, body: bytes, _client_id: str | None) -> None:
         now = time.time_ns()
         self.latencies_ns.append(now - stamp_of(body))
         self.last_ns = now

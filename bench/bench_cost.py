@@ -41,6 +41,7 @@ from iotpipe import cost  # noqa: E402
 from iotpipe.config import PipelineConfig, Threshold, load_config  # noqa: E402
 from iotpipe.devices import basic_ingest_rule, topic_for  # noqa: E402
 from iotpipe.groups.processor import processor_environment  # noqa: E402
+from iotpipe.groups.storage import build_storage  # noqa: E402
 from iotpipe.metering import (  # noqa: E402
     Comparison,
     Counts,
@@ -161,7 +162,8 @@ def kinesis_event(records: Sequence[Mapping[str, Any]], shard_id: str) -> dict[s
 
 def lambda_environment(cfg: PipelineConfig) -> dict[str, Any]:
     """The processor's environment variables of the env (CloudFormation references left to the harness)."""
-    env = {k: v for k, v in processor_environment(cfg).items() if isinstance(v, str | int | float)}
+    variables = processor_environment(cfg, build_storage(cfg.storage))
+    env = {k: v for k, v in variables.items() if isinstance(v, str | int | float)}
     env["ENVIRONMENT"] = cfg.env
     return env
 
@@ -232,7 +234,7 @@ def verdict_of(row: Comparison, tolerance: float, total_usd: float) -> str:
     return mark if judged(row, total_usd) else f"({mark}; under 1 % of the total, not judged)"
 
 
-def observed_assumptions(counts: Counts, cfg: PipelineConfig) -> dict[str, float]:
+def observed_assumptions(counts: Counts) -> dict[str, float]:
     """What the run measured of the model's assumptions (to update DEFAULT_ASSUMPTIONS with)."""
     raw_lines = counts.messages or 1
     observed = {
@@ -311,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'met' if total.agrees(args.tolerance) else 'NOT met'}")
     print(f"per million readings (per-reading items): measured {total.measured_usd * per_million:.4f} USD, "
           f"predicted {total.predicted_usd * per_million:.4f} USD")
-    print("observed: " + "; ".join(f"{name} {value:,.2f}" for name, value in observed_assumptions(counts, cfg).items()))
+    print("observed: " + "; ".join(f"{name} {value:,.2f}" for name, value in observed_assumptions(counts).items()))
     print("calls: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.calls.items())))
     verdict = total.agrees(args.tolerance) and all(row.agrees(args.tolerance) for row in rows
                                                    if judged(row, total.predicted_usd))

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from iotpipe import naming
+
 _LOADS = itertools.count()
 
 
@@ -58,10 +60,11 @@ def batch_objects(processor: ModuleType, records: Sequence[Any],
     """The objects the processor writes for one batch: ``raw/<partitions>/<shard>/<first>-<last>.jsonl.gz``, and
     the quarantine object under the same suffix when ``quarantine`` has lines. Key -> gzip JSON lines."""
     suffix = processor.batch_suffix(records)
-    objects = {f"raw/{suffix}": processor.jsonl_gzip(processor.archive_lines(records))}
+    raw_prefix, quarantine_prefix = naming.ARCHIVE_PREFIXES
+    objects = {raw_prefix + suffix: processor.jsonl_gzip(processor.archive_lines(records))}
     lines = list(quarantine)
     if lines:
-        objects[f"quarantine/{suffix}"] = processor.jsonl_gzip(lines)
+        objects[quarantine_prefix + suffix] = processor.jsonl_gzip(lines)
     return objects
 
 

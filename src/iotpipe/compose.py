@@ -58,22 +58,18 @@ class Groups:
 # A builder for an extra group: config, names and the built-in groups' handles -> a group.
 ExtraBuilder = Callable[[PipelineConfig, Names, Groups], Group]
 
-# How compose calls each built-in builder (an override is called the same way and returns the same type).
-_BUILTINS: dict[str, tuple[type, Callable[..., Any], Callable[..., Any]]] = {
-    "keys": (KeyGroup, build_keys, lambda b, cfg, names, g: b(names)),
-    "storage": (StorageGroup, build_storage, lambda b, cfg, names, g: b(cfg.storage, names)),
-    "stream": (StreamGroup, build_stream, lambda b, cfg, names, g: b(cfg.stream, names)),
-    "processor": (ProcessorGroup, build_processor,
-                  lambda b, cfg, names, g: b(cfg, names, keys=g["keys"], stream=g["stream"], storage=g["storage"])),
-    "endpoint": (EndpointGroup, build_endpoint, lambda b, cfg, names, g: b(cfg, names, keys=g["keys"])),
-    "ingest": (IngestGroup, build_ingest,
-               lambda b, cfg, names, g: b(cfg.ingest, names, stream=g["stream"], storage=g["storage"],
-                                          endpoint=g["endpoint"])),
-    "monitoring": (MonitoringGroup, build_monitoring,
-                   lambda b, cfg, names, g: b(cfg, names, keys=g["keys"], stream=g["stream"],
-                                              processor=g["processor"], ingest=g["ingest"])),
-    "analytics": (AnalyticsGroup, build_analytics, lambda b, cfg, names, g: b(cfg.analytics, names,
-                                                                              storage=g["storage"])),
+# How compose calls each built-in builder: its config (the whole config, a section, or none), then the names,
+# then the handles of the groups it depends on as keywords. An override is called the same way and returns the
+# same group type.
+_BUILTINS: dict[str, tuple[type, Callable[..., Any], str | None, tuple[str, ...]]] = {
+    "keys": (KeyGroup, build_keys, None, ()),
+    "storage": (StorageGroup, build_storage, "storage", ()),
+    "stream": (StreamGroup, build_stream, "stream", ()),
+    "processor": (ProcessorGroup, build_processor, "", ("keys", "stream", "storage")),
+    "endpoint": (EndpointGroup, build_endpoint, "", ("keys",)),
+    "ingest": (IngestGroup, build_ingest, "ingest", ("stream", "storage", "endpoint")),
+    "monitoring": (MonitoringGroup, build_monitoring, "", ("keys", "stream", "processor", "ingest")),
+    "analytics": (AnalyticsGroup, build_analytics, "analytics", ("storage",)),
 }
 GROUP_NAMES = tuple(_BUILTINS)
 
@@ -141,9 +137,10 @@ def compose(cfg: PipelineConfig, *, names: Names = DEFAULT_NAMES,
     target = template if template is not None else _new_template()
     _add_parameters(target, cfg)
     built: dict[str, Any] = {}
-    for name, (kind, builtin, call) in _BUILTINS.items():
+    for name, (kind, builtin, section, needs) in _BUILTINS.items():
         builder = chosen.get(name, builtin)
-        group = call(builder, cfg, names, built)
+        first = () if section is None else (getattr(cfg, section) if section else cfg,)
+        group = builder(*first, names, **{dependency: built[dependency] for dependency in needs})
         if not isinstance(group, kind):
             raise TemplateError(f"the {name} group's override {_describe(builder)} returned "
                                 f"{type(group).__name__}; return a {kind.__name__} (later groups use its handles)")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from iotpipe.errors import ConfigError
+from iotpipe.naming import BASIC_INGEST_PREFIX, device_topic
 
 DEFAULT_CONFIG_FILE = "iotpipe.toml"
 ENV_NAME_PATTERN = re.compile(r"^[a-z0-9]{1,20}$")
@@ -164,8 +165,9 @@ class IngestConfig:
 
     # "You can use Basic Ingest to securely send device data to the AWS services supported by AWS IoT rule
     # actions, without incurring messaging costs" (AWS IoT developer guide, Basic Ingest).
-    basic_ingest: bool = _opt(False, doc="true: devices publish to $aws/rules/<rule>/sensor/<id>/data (no "
-                                         "messaging charge); the device policy allows only that topic")
+    basic_ingest: bool = _opt(False, doc=f"true: devices publish to {BASIC_INGEST_PREFIX}<rule>/"
+                                         f"{device_topic('<id>')} (no messaging charge); the device policy allows "
+                                         "only that topic")
     readings_per_message: int = _opt(1, lo=1, hi=10000,
                                      doc="readings the devices put in one message; `iotpipe cost` prices "
                                          "with it (--readings-per-message overrides)")

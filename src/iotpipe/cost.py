@@ -307,7 +307,7 @@ def payload_bytes(workload: Workload, assumptions: Assumptions) -> float:
 def topic_bytes(cfg: PipelineConfig | None, assumptions: Assumptions) -> int:
     """Bytes of the topic a device publishes to (``sensor/<id>/data`` or its Basic Ingest form)."""
     device = "d" * int(assumptions.value("device_id_bytes"))
-    topic = f"sensor/{device}/data"
+    topic = naming.device_topic(device)
     if cfg is not None and cfg.ingest.basic_ingest:
         topic = f"{naming.BASIC_INGEST_PREFIX}{naming.rule_name(cfg.env)}/{topic}"
     return len(topic)
@@ -572,7 +572,7 @@ def estimate(workload: Workload, cfg: PipelineConfig, *, prices: PriceTable | No
     lines = price_units(units, table)
     layout, window = storage_layout(cfg)
     settings = (
-        ("ingest", "Basic Ingest" if cfg.ingest.basic_ingest else "MQTT topic sensor/<id>/data"),
+        ("ingest", "Basic Ingest" if cfg.ingest.basic_ingest else f"MQTT topic {naming.device_topic('<id>')}"),
         ("stream", f"{cfg.stream.mode}, {s.shards} shard(s), retention {cfg.stream.retention_hours} h"),
         ("processor", f"{cfg.processor.architecture}, {cfg.processor.memory_mb} MB, batch {cfg.processor.batch_size},"
                       f" window {cfg.processor.batching_window_seconds} s"),

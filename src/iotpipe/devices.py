@@ -111,7 +111,7 @@ def validate_thing_name(name: str) -> str:
     if not THING_NAME_PATTERN.fullmatch(name or ""):
         raise ConfigError(
             f"device id {name!r} is not valid: use 1-128 letters, digits, ':', '_' or '-' (it becomes the thing "
-            "name, the MQTT client id and the topic level in sensor/<id>/data)"
+            f"name, the MQTT client id and the topic level in {naming.device_topic('<id>')})"
         )
     return name
 
@@ -119,7 +119,7 @@ def validate_thing_name(name: str) -> str:
 def topic_for(thing_name: str, basic_ingest_rule: str | None = None) -> str:
     """The topic a device publishes to: ``sensor/<thing>/data`` as the data contract defines it, or with
     ``basic_ingest_rule`` that rule's Basic Ingest topic ``$aws/rules/<rule>/sensor/<thing>/data``."""
-    topic = f"sensor/{thing_name}/data"
+    topic = naming.device_topic(thing_name)
     return f"{naming.BASIC_INGEST_PREFIX}{basic_ingest_rule}/{topic}" if basic_ingest_rule else topic
 
 
@@ -163,7 +163,7 @@ def thing_attributes(environment: str, extra: Mapping[str, str]) -> dict[str, st
 def device_policy_name(cloudformation: Any, cfg: PipelineConfig) -> str:
     """The stack's device policy name (output SensorDevicePolicyName)."""
     outputs = stack_outputs(cloudformation, cfg.resolved_stack_name)
-    name = outputs.get("SensorDevicePolicyName")
+    name = outputs.get(naming.OUT_DEVICE_POLICY)
     if not name:
         raise AwsError(
             f"stack {cfg.resolved_stack_name} has no output SensorDevicePolicyName; redeploy it with "

@@ -69,7 +69,7 @@ class Context:
 
     def name(self, pattern: str) -> str:
         """A ``${EnvironmentSuffix}``/``${AWS::Region}``/``${AWS::AccountId}`` name pattern for this env."""
-        return (pattern.replace("${EnvironmentSuffix}", self.config.env).replace("${AWS::Region}", self.region)
+        return (pattern.replace(naming.ENV_REF, self.config.env).replace("${AWS::Region}", self.region)
                 .replace("${AWS::AccountId}", self.account))
 
 
@@ -204,7 +204,7 @@ def imported_exports(cloudformation: Any, ctx: Context) -> list[Check]:
 
 def policy_certificates(iot: Any, ctx: Context) -> list[Check]:
     """Certificates the device policy is attached to: destroy refuses (or revokes) while there are any."""
-    policy = ctx.outputs.get("SensorDevicePolicyName") or next(iter(ctx.physical_ids("AWS::IoT::Policy")), "")
+    policy = ctx.outputs.get(naming.OUT_DEVICE_POLICY) or next(iter(ctx.physical_ids("AWS::IoT::Policy")), "")
     if not policy:
         return []
     targets = devices.policy_targets(iot, policy)
@@ -219,7 +219,7 @@ def policy_certificates(iot: Any, ctx: Context) -> list[Check]:
 def event_source_mapping(lambda_client: Any, ctx: Context) -> list[Check]:
     """The processor's Kinesis mapping: enabled, and what its last poll said."""
     # The ARN when the stack says it (ListEventSourceMappings takes a name or an ARN).
-    function = ctx.outputs.get("DataProcessorFunctionArn") or ctx.outputs.get("DataProcessorFunctionName") \
+    function = ctx.outputs.get(naming.OUT_FUNCTION_ARN) or ctx.outputs.get(naming.OUT_FUNCTION_NAME) \
         or ctx.name(naming.function_name_pattern())
     mappings = lambda_client.list_event_source_mappings(FunctionName=function).get("EventSourceMappings", [])
     if not mappings:
@@ -242,7 +242,7 @@ def event_source_mapping(lambda_client: Any, ctx: Context) -> list[Check]:
 
 def topic_rule(iot: Any, ctx: Context) -> list[Check]:
     """The topic rule exists and is enabled."""
-    rule = ctx.name("SensorDataRule_${EnvironmentSuffix}")
+    rule = ctx.name(naming.RULE_NAME_PATTERN)
     try:
         payload = iot.get_topic_rule(ruleName=rule)["rule"]
     except ClientError as exc:
@@ -270,19 +270,19 @@ def _metric_sum(cloudwatch: Any, namespace: str, metric: str, dimensions: dict[s
 
 def recent_metrics(cloudwatch: Any, ctx: Context, now: datetime) -> list[Check]:
     """The last hour: readings processed, rule failures, iterator age, processor errors and throttles."""
-    env, function = ctx.config.env, ctx.outputs.get("DataProcessorFunctionName") or ctx.name(
+    env, function = ctx.config.env, ctx.outputs.get(naming.OUT_FUNCTION_NAME) or ctx.name(
         naming.function_name_pattern())
     rows = []
-    readings = _metric_sum(cloudwatch, naming.METRIC_NAMESPACE, "SensorReadingsProcessed", {"Environment": env},
+    readings = _metric_sum(cloudwatch, naming.METRIC_NAMESPACE, naming.METRIC_READINGS, {"Environment": env},
                            "Sum", now)
     if not readings:
         rows.append(Check("readings processed (1 h)", WARN, "none",
-                          "no data in DynamoDB: are devices publishing to sensor/<id>/data (iotpipe simulate)? "
-                          "check the rule and the mapping rows"))
+                          f"no data in DynamoDB: are devices publishing to {naming.device_topic('<id>')} (iotpipe "
+                          "simulate)? check the rule and the mapping rows"))
     else:
         rows.append(Check("readings processed (1 h)", PASS, f"{readings:g}"))
     failures = _metric_sum(cloudwatch, "AWS/IoT", "Failure",
-                           {"RuleName": ctx.name("SensorDataRule_${EnvironmentSuffix}"), "ActionType": "Kinesis"},
+                           {"RuleName": ctx.name(naming.RULE_NAME_PATTERN), "ActionType": "Kinesis"},
                            "Sum", now)
     rows.append(Check("rule failures (1 h)", WARN, f"{failures:g}", "see rule-errors/ in the raw bucket")
                 if failures else Check("rule failures (1 h)", PASS, "0"))
@@ -307,7 +307,7 @@ def recent_metrics(cloudwatch: Any, ctx: Context, now: datetime) -> list[Check]:
 
 def dead_letters(sqs: Any, ctx: Context) -> list[Check]:
     """Records waiting in the dead-letter queue (batches that exhausted their retries)."""
-    url = ctx.outputs.get("DeadLetterQueueUrl")
+    url = ctx.outputs.get(naming.OUT_DLQ_URL)
     if not url:
         return []
     depth = int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from iotpipe import cost
+from iotpipe import cost, naming
 from iotpipe.config import PipelineConfig
 
 
@@ -79,7 +79,7 @@ class Counts:
         """An S3 PUT."""
         self.s3_puts += 1
         self.s3_bytes += len(body)
-        if key.startswith("raw/"):
+        if key.startswith(naming.ARCHIVE_PREFIXES[0]):
             self.archive_bytes += len(body)
             self.raw_line_bytes += len(gzip.decompress(body))
 

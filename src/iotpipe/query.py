@@ -19,13 +19,14 @@ from typing import Any, Protocol
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
+from iotpipe import naming
 from iotpipe.aws import stack_outputs
 from iotpipe.config import PipelineConfig
 from iotpipe.errors import AwsError, ConfigError
 
-METRIC_NAMESPACE = "IoT/Manufacturing"
-METRIC_NAMES = ("SensorReadingsProcessed", "AnomaliesDetected", "RecordsQuarantined")
-DEFAULT_ANOMALY_INDEX = "AnomaliesByDay"
+METRIC_NAMESPACE = naming.METRIC_NAMESPACE
+METRIC_NAMES = naming.METRIC_NAMES
+DEFAULT_ANOMALY_INDEX = naming.ANOMALY_INDEX
 MAX_SINCE_DAYS = 3650
 MAX_ITEMS = 100_000
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
@@ -364,7 +365,7 @@ def readings(
     validate_thing_name(device_id)
     _check_limit(limit)
     since_ms = parse_since(since, now if now is not None else now_ms())
-    table = _output(stack_names(clients, cfg), "SensorDataTableName", cfg)
+    table = _output(stack_names(clients, cfg), naming.OUT_TABLE_NAME, cfg)
     packed = cfg.storage.layout == "packed"
     return query_readings(
         clients.client("dynamodb"),
@@ -393,8 +394,8 @@ def anomalies(
     current = now if now is not None else now_ms()
     since_ms = parse_since(since, current)
     outputs = stack_names(clients, cfg)
-    table = _output(outputs, "SensorDataTableName", cfg)
-    index = outputs.get("AnomalyIndexName") or DEFAULT_ANOMALY_INDEX
+    table = _output(outputs, naming.OUT_TABLE_NAME, cfg)
+    index = outputs.get(naming.OUT_ANOMALY_INDEX) or DEFAULT_ANOMALY_INDEX
     return query_anomalies(
         clients.client("dynamodb"),
         table,
@@ -522,7 +523,7 @@ def follow_logs(
 
 def log_group(clients: ClientSource, cfg: PipelineConfig) -> str:
     """The processor's log group name (output DataProcessorLogGroupName)."""
-    return _output(stack_names(clients, cfg), "DataProcessorLogGroupName", cfg)
+    return _output(stack_names(clients, cfg), naming.OUT_LOG_GROUP_NAME, cfg)
 
 
 def processor_logs(
@@ -632,7 +633,7 @@ def metrics(
     current = now if now is not None else now_ms()
     since_ms = parse_since(since, current)
     outputs = stack_names(clients, cfg)
-    environment = outputs.get("EnvironmentSuffix") or cfg.env
+    environment = outputs.get(naming.OUT_ENV) or cfg.env
     return fetch_metrics(
         clients.client("cloudwatch"), environment, since_ms=since_ms, until_ms=current, period_s=period_s
     )

@@ -563,8 +563,11 @@ def fetch_archive(s3: Any, bucket: str, window: Window, cache_dir: Path, workers
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(missing)))) as pool:
             list(pool.map(download, missing))
     mark_used(p for p in paths if p not in {path for _, path in missing})  # last use: what pruning evicts by
-    raw = tuple(p for o, p in zip(objects, paths, strict=True) if o.key.startswith("raw/"))
-    quarantine = tuple(p for o, p in zip(objects, paths, strict=True) if o.key.startswith("quarantine/"))
+    from iotpipe import naming
+
+    raw_prefix, quarantine_prefix = naming.ARCHIVE_PREFIXES
+    raw = tuple(p for o, p in zip(objects, paths, strict=True) if o.key.startswith(raw_prefix))
+    quarantine = tuple(p for o, p in zip(objects, paths, strict=True) if o.key.startswith(quarantine_prefix))
     return LocalArchive(raw, quarantine, sum(o.size for o in objects), len(missing))
 
 

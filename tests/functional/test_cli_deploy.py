@@ -150,7 +150,7 @@ def test_unknown_parameter_is_a_usage_error(moto_endpoint: str, config: Path) ->
 def test_lint_errors_block_the_deploy(moto_endpoint: str, config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     finding = iotpipe.lint.Finding(source="cfn-lint", rule="E3012", severity="error",
                                    message="Property is of the wrong type", path="Resources/X", line=7)
-    monkeypatch.setattr(iotpipe.lint, "lint_template", lambda text, *a, **k: [finding])
+    monkeypatch.setattr(iotpipe.lint, "lint_template", lambda _text, *_a, **_k: [finding])
     result = run(moto_endpoint, config, "deploy", "--yes")
     assert result.exit_code == 1 and "1 blocking lint finding(s)" in result.stderr and "E3012" in result.stderr
     assert "not deploying it" in result.stderr

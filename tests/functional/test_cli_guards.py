@@ -96,7 +96,7 @@ class HtmlServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = _answer
 
-            def log_message(self, *args: Any) -> None:
+            def log_message(self, *_args: Any) -> None:
                 return None
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -123,14 +123,16 @@ def html_endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
 @pytest.mark.parametrize("command", [
     ["readings", "press-1"], ["anomalies"], ["logs"], ["metrics"], ["device", "register", "press-1"],
     ["device", "list"], ["outputs"], ["status", "--no-check"]])
-def test_an_endpoint_that_is_not_aws_is_one_line(workdir: Path, html_endpoint: str, command: list[str]) -> None:
+@pytest.mark.usefixtures("workdir")
+def test_an_endpoint_that_is_not_aws_is_one_line(html_endpoint: str, command: list[str]) -> None:
     result = invoke(*command, "--env", "dev", "--endpoint-url", html_endpoint, "--region", REGION)
     line = one_line_error(result, 1)
     assert "endpoint" in line and "--endpoint-url" in line, line
     assert "<p>" not in result.stderr and len(result.stderr) < 1000
 
 
-def test_an_endpoint_without_a_scheme_is_refused_before_any_call(workdir: Path) -> None:
+@pytest.mark.usefixtures("workdir")
+def test_an_endpoint_without_a_scheme_is_refused_before_any_call() -> None:
     result = invoke("readings", "press-1", "--env", "dev", "--endpoint-url", "127.0.0.1:4566")
     line = one_line_error(result, 1)
     assert "--endpoint-url '127.0.0.1:4566' is not an http(s) URL" in line
@@ -138,7 +140,8 @@ def test_an_endpoint_without_a_scheme_is_refused_before_any_call(workdir: Path) 
 
 
 @pytest.mark.parametrize("region", ["us east 1", "US-EAST-1", "useast1", "--"])
-def test_a_bad_region_is_a_usage_error(workdir: Path, region: str) -> None:
+@pytest.mark.usefixtures("workdir")
+def test_a_bad_region_is_a_usage_error(region: str) -> None:
     result = invoke("outputs", "--env", "dev", "--region", region, "--endpoint-url", "http://127.0.0.1:9")
     assert "is not an AWS region name" in one_line_error(result, 2)
 
@@ -187,7 +190,8 @@ def test_diff_points_out_an_env_no_section_names(workdir: Path) -> None:
     (["--param", "EnvironmentSuffix=prod"], "EnvironmentSuffix='prod' differs from --env dev"),
     (["--param", "Foo=1"], "not declared by the template"),
 ])
-def test_bad_deploy_input_is_refused_before_any_aws_call(moto_endpoint: str, workdir: Path, args: list[str],
+@pytest.mark.usefixtures("workdir")
+def test_bad_deploy_input_is_refused_before_any_aws_call(moto_endpoint: str, args: list[str],
                                                          expected: str) -> None:
     result = invoke("deploy", "--yes", *args, "--env", "dev", "--endpoint-url", moto_endpoint, "--region", REGION)
     assert expected in one_line_error(result, 2)
@@ -205,7 +209,7 @@ def test_a_bad_stack_name_uploads_nothing(moto_endpoint: str, workdir: Path) -> 
 # ---------------------------------------------------------------- devices
 
 @pytest.fixture
-def small_stack(moto_endpoint: str, workdir: Path) -> str:
+def small_stack(moto_endpoint: str, workdir: Path) -> str:  # noqa: ARG001 (a fixture: the commands run in workdir)
     aws("cloudformation", moto_endpoint).create_stack(StackName=STACK, TemplateBody=json.dumps(SMALL_STACK))
     return moto_endpoint
 
@@ -238,7 +242,8 @@ def test_an_id_with_a_colon_is_a_valid_device(small_stack: str) -> None:
     assert "no readings found" in result.stderr
 
 
-def test_a_missing_stack_names_the_real_command(moto_endpoint: str, workdir: Path) -> None:
+@pytest.mark.usefixtures("workdir")
+def test_a_missing_stack_names_the_real_command(moto_endpoint: str) -> None:
     line = one_line_error(on(moto_endpoint, "readings", "press-1"), 1)
     assert "<env>" not in line and "iotpipe deploy" in line
 

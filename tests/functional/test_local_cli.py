@@ -54,7 +54,8 @@ def gone(pids: list[int], timeout_s: float = 3.0) -> list[str]:
     return [command_line(pid) for pid in pids if process_alive(pid)]
 
 
-def test_down_and_status_with_nothing_running_exit_0_with_a_note(state_dir: Path) -> None:
+@pytest.mark.usefixtures("state_dir")
+def test_down_and_status_with_nothing_running_exit_0_with_a_note() -> None:
     down = CliRunner().invoke(main, ["local", "down"])
     assert down.exit_code == 0
     assert "not running; nothing to stop" in down.stdout

@@ -126,8 +126,8 @@ def _subscribe(port: int, tls: dict[str, str] | None = None) -> Iterator[Subscri
             subscriber.messages.append((message.topic, json.loads(message.payload)))
 
     client.on_message = on_message
-    client.on_subscribe = lambda *args: subscribed.set()
-    client.on_connect = lambda c, *args: c.subscribe("sensor/+/data", qos=1)
+    client.on_subscribe = lambda *_args: subscribed.set()
+    client.on_connect = lambda c, *_args: c.subscribe("sensor/+/data", qos=1)
     if tls:
         client.tls_set(**tls)
     client.connect("127.0.0.1", port)
@@ -163,8 +163,8 @@ def _without_timestamp(payload: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in payload.items() if key != "timestamp"}
 
 
-def test_simulate_sends_n_contract_messages_one_client_per_device(broker: Broker, subscriber: Subscriber,
-                                                                  workdir: Path) -> None:
+@pytest.mark.usefixtures("workdir")
+def test_simulate_sends_n_contract_messages_one_client_per_device(broker: Broker, subscriber: Subscriber) -> None:
     count, seed, rate = 200, 42, 0.25
     args = ["simulate", "--devices", "3", "--rate", "50", "--count", str(count), "--seed", str(seed),
             "--anomaly-rate", str(rate)]
@@ -201,7 +201,8 @@ def test_simulate_sends_n_contract_messages_one_client_per_device(broker: Broker
     assert "progress" not in result.stdout and "simulating 3 device(s)" in result.stderr
 
 
-def test_simulate_multi_format(broker: Broker, subscriber: Subscriber, workdir: Path) -> None:
+@pytest.mark.usefixtures("workdir")
+def test_simulate_multi_format(broker: Broker, subscriber: Subscriber) -> None:
     result = CliRunner().invoke(main, ["simulate", "--broker", f"mqtt://127.0.0.1:{broker.port}", "--count", "10",
                                        "--rate", "50", "--format", "multi", "--seed", "1", "--anomaly-rate", "0"])
     assert result.exit_code == 0, result.output
@@ -214,7 +215,8 @@ def test_simulate_multi_format(broker: Broker, subscriber: Subscriber, workdir: 
         assert not any(_outside(sensor, value) for sensor, value in payload["readings"].items())
 
 
-def test_simulate_without_a_broker_is_a_clear_error(workdir: Path) -> None:
+@pytest.mark.usefixtures("workdir")
+def test_simulate_without_a_broker_is_a_clear_error() -> None:
     port = _free_port()
     result = CliRunner().invoke(main, ["simulate", "--broker", f"mqtt://127.0.0.1:{port}", "--count", "1"])
     assert result.exit_code == 1
@@ -270,7 +272,8 @@ def _pki(base: Path) -> dict[str, Path]:
             "device_key": write(base / "press-07.private.key", pem_key(device_key))}
 
 
-def test_simulate_cert_dir_uses_tls_with_the_device_certificate(tmp_path: Path, workdir: Path) -> None:
+@pytest.mark.usefixtures("workdir")
+def test_simulate_cert_dir_uses_tls_with_the_device_certificate(tmp_path: Path) -> None:
     pki_dir, cert_dir = tmp_path / "pki", tmp_path / "certs"
     pki_dir.mkdir()
     cert_dir.mkdir()
@@ -306,7 +309,8 @@ def test_simulate_cert_dir_uses_tls_with_the_device_certificate(tmp_path: Path, 
     assert re.search(r"New client connected from \S+ as press-07 .*u'press-07'", broker.log_text())
 
 
-def test_simulate_cert_dir_refused_without_a_trusted_certificate(tmp_path: Path, workdir: Path) -> None:
+@pytest.mark.usefixtures("workdir")
+def test_simulate_cert_dir_refused_without_a_trusted_certificate(tmp_path: Path) -> None:
     pki_dir, cert_dir = tmp_path / "pki", tmp_path / "certs"
     pki_dir.mkdir()
     cert_dir.mkdir()

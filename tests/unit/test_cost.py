@@ -182,7 +182,8 @@ def no_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-def test_cli_json_has_totals_and_line_items(no_config: None) -> None:
+@pytest.mark.usefixtures("no_config")
+def test_cli_json_has_totals_and_line_items() -> None:
     result = CliRunner().invoke(main, ["cost", "--devices", "1000", "--sensors", "3", "--rate", "1",
                                        "--output", "json"])
     assert result.exit_code == 0, result.output
@@ -197,7 +198,8 @@ def test_cli_json_has_totals_and_line_items(no_config: None) -> None:
     assert doc["prices"]["as_of"] and doc["prices"]["sources"]
 
 
-def test_cli_table_shows_sources_date_and_assumptions(no_config: None) -> None:
+@pytest.mark.usefixtures("no_config")
+def test_cli_table_shows_sources_date_and_assumptions() -> None:
     result = CliRunner().invoke(main, ["cost", "--devices", "10"])
     assert result.exit_code == 0, result.output
     assert "per million readings" in result.stdout and "monthly total" in result.stdout
@@ -212,7 +214,8 @@ def test_cli_table_shows_sources_date_and_assumptions(no_config: None) -> None:
     (["--devices", "5", "--readings-per-message", "1001"], "more than 1,000 readings"),
     (["--devices", "5", "--readings-per-message", "0"], "--readings-per-message 0 is out of range"),
 ])
-def test_cli_bad_input_exits_2_with_a_clear_error(no_config: None, args: list[str], message: str) -> None:
+@pytest.mark.usefixtures("no_config")
+def test_cli_bad_input_exits_2_with_a_clear_error(args: list[str], message: str) -> None:
     result = CliRunner().invoke(main, ["cost", *args])
     assert result.exit_code == 2
     assert message in result.output

@@ -97,7 +97,7 @@ def test_change_set_wait_is_bounded_by_the_timeout() -> None:
         for _ in range(5):
             stub.add_response("describe_change_set", pending)
         client = _client(cfn, clock)
-        client.cloudformation = type("Cfn", (), {"get_waiter": lambda self, name: Waiter()})()
+        client.cloudformation = type("Cfn", (), {"get_waiter": lambda _self, _name: Waiter()})()
         with pytest.raises(DeployError, match=r"still CREATE_IN_PROGRESS after 60s \(--timeout\)"):
             client.wait_change_set("arn:cs/1", 60, messages.append)
     assert messages == ["  [   30s] change set CREATE_IN_PROGRESS"]

@@ -52,7 +52,8 @@ def deploy(client: DeployClient, template: str = SMALL_TEMPLATE, **kwargs: Any) 
     return execute_plan(client, plan_deploy(client, request(template, **kwargs)))
 
 
-def test_first_deploy_creates_the_stack_and_returns_its_outputs(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_first_deploy_creates_the_stack_and_returns_its_outputs() -> None:
     messages: list[str] = []
     client = moto_client()
     result = execute_plan(client, plan_deploy(client, request()), messages.append)
@@ -61,7 +62,8 @@ def test_first_deploy_creates_the_stack_and_returns_its_outputs(aws: None) -> No
     assert any("CREATE_COMPLETE" in m and "[" in m and "s]" in m for m in messages), messages
 
 
-def test_second_identical_deploy_is_a_success_with_outputs_and_no_change_set_left(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_second_identical_deploy_is_a_success_with_outputs_and_no_change_set_left() -> None:
     client = moto_client()
     deploy(client)
     result = deploy(client)
@@ -73,7 +75,8 @@ def test_second_identical_deploy_is_a_success_with_outputs_and_no_change_set_lef
     assert left == []
 
 
-def test_update_runs_the_change_set(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_update_runs_the_change_set() -> None:
     client = moto_client()
     deploy(client)
     result = deploy(client, modified_template())
@@ -81,7 +84,8 @@ def test_update_runs_the_change_set(aws: None) -> None:
     assert [c.logical_id for c in result.changes] == ["DataProcessorDeadLetterQueue"]
 
 
-def test_rollback_complete_stack_is_deleted_and_created_again_saying_so(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_rollback_complete_stack_is_deleted_and_created_again_saying_so() -> None:
     client = moto_client()
     deploy(client)
     old = client.find_stack(STACK)
@@ -95,7 +99,8 @@ def test_rollback_complete_stack_is_deleted_and_created_again_saying_so(aws: Non
     assert any("deleting it and creating it again" in m for m in messages)
 
 
-def test_discarded_plan_changes_nothing(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_discarded_plan_changes_nothing() -> None:
     client = moto_client()
     deploy(client)
     plan = plan_deploy(client, request(modified_template()))
@@ -104,7 +109,8 @@ def test_discarded_plan_changes_nothing(aws: None) -> None:
     assert deploy(client).action == "none"  # the deployed template is still the old one
 
 
-def test_termination_protection_is_applied_on_create_and_lifted_on_update(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_termination_protection_is_applied_on_create_and_lifted_on_update() -> None:
     cfn = ProtectableCloudFormation(boto3.client("cloudformation", region_name=REGION))
     client = moto_client(cloudformation=cfn)
     first = deploy(client, termination_protection=True)
@@ -200,7 +206,8 @@ def test_on_failure_do_nothing_disables_rollback_of_an_update() -> None:
 # --- destroy ----------------------------------------------------------------------------------------
 
 
-def test_destroy_empties_every_version_and_delete_marker_in_batches_then_deletes(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_destroy_empties_every_version_and_delete_marker_in_batches_then_deletes() -> None:
     client = moto_client()
     client.page_size = 2  # forces several list pages and delete batches
     deploy(client)
@@ -224,7 +231,8 @@ def test_destroy_empties_every_version_and_delete_marker_in_batches_then_deletes
     assert not versions.get("Versions") and not versions.get("DeleteMarkers")
 
 
-def test_destroy_refuses_under_termination_protection_and_says_how_to_lift_it(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_destroy_refuses_under_termination_protection_and_says_how_to_lift_it() -> None:
     boto3.client("cloudformation", region_name=REGION).create_stack(
         StackName=STACK, TemplateBody=SMALL_TEMPLATE, EnableTerminationProtection=True)
     with pytest.raises(DeployError) as excinfo:
@@ -235,13 +243,15 @@ def test_destroy_refuses_under_termination_protection_and_says_how_to_lift_it(aw
     assert "termination_protection = false" in message
 
 
-def test_destroy_of_a_missing_stack_has_nothing_to_do(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_destroy_of_a_missing_stack_has_nothing_to_do() -> None:
     client = moto_client()
     plan = plan_destroy(client, STACK, 600)
     assert plan.stack is None and not execute_destroy(client, plan, 600).deleted
 
 
-def test_destroy_leaves_a_retained_bucket_alone(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_destroy_leaves_a_retained_bucket_alone() -> None:
     client = moto_client()
     deploy(client, SMALL_TEMPLATE.replace("    Type: AWS::S3::Bucket\n",
                                           "    Type: AWS::S3::Bucket\n    DeletionPolicy: Retain\n"))

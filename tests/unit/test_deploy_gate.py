@@ -53,8 +53,8 @@ def writes(calls: list[str]) -> list[str]:
 
 def customised(monkeypatch: pytest.MonkeyPatch, *resources: Any) -> None:
     """Make every render return the dev template with ``resources`` added (as a blueprint would)."""
-    def render(cfg: PipelineConfig) -> str:
-        template = compose(cfg)
+    def render(cfg: PipelineConfig, _blueprint: Any = None) -> str:
+        template = compose(cfg).template
         for resource in resources:
             template.add_resource(resource)
         return to_yaml(template)
@@ -83,7 +83,7 @@ def test_a_warning_blocks_deploy_as_it_fails_lint(moto_endpoint: str, calls: lis
     """Severity policy: `iotpipe lint` exits 1 on a warning, so deploy refuses it too (it let warnings pass)."""
     warning = Finding(source="cfn-lint", rule="W3005", severity="warning", message="Obsolete DependsOn",
                       path="Resources/X", line=3)
-    monkeypatch.setattr(iotpipe.lint, "lint_template", lambda text, regions, checkov=False: [warning])
+    monkeypatch.setattr(iotpipe.lint, "lint_template", lambda *_args, **_kwargs: [warning])
     result = deploy(moto_endpoint)
     assert result.exit_code == 1 and "W3005 line 3: Obsolete DependsOn" in result.stderr
     assert calls == []  # not even a read: the gate comes first
@@ -107,7 +107,7 @@ def test_deploy_gates_on_checkov_as_lint_does(moto_endpoint: str, calls: list[st
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[tuple[str, ...], bool]] = []
 
-    def record(text: str, regions: tuple[str, ...], checkov: bool = False) -> list[Finding]:
+    def record(_text: str, regions: tuple[str, ...], checkov: bool = False) -> list[Finding]:
         seen.append((regions, checkov))
         return [Finding("checkov", "CKV_AWS_43", "error", "Ensure Kinesis Stream is securely encrypted", "", 9)]
 

@@ -54,7 +54,8 @@ def test_assignment_without_equals_is_a_config_error() -> None:
         parse_assignments(["Owner"], "--tag")
 
 
-def test_create_plan_lists_every_resource_as_add(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_create_plan_lists_every_resource_as_add() -> None:
     client = moto_client()
     plan = plan_deploy(client, request())
     assert plan.action == "create"
@@ -76,14 +77,16 @@ def test_create_change_set_has_named_iam_capability_and_on_failure() -> None:
     assert "OnStackFailure" not in change_set_kwargs(request(), plan_source(), "UPDATE")
 
 
-def test_unchanged_stack_plans_no_changes(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_unchanged_stack_plans_no_changes() -> None:
     client = moto_client()
     execute_plan(client, plan_deploy(client, request()))
     plan = plan_deploy(client, request())
     assert plan.action == "none" and not plan.has_changes and plan.changes == ()
 
 
-def test_changed_template_plans_a_modify_of_that_resource(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_changed_template_plans_a_modify_of_that_resource() -> None:
     client = moto_client()
     execute_plan(client, plan_deploy(client, request()))
     plan = plan_deploy(client, request(modified_template()))
@@ -91,7 +94,8 @@ def test_changed_template_plans_a_modify_of_that_resource(aws: None) -> None:
     assert [(c.action, c.logical_id) for c in plan.changes] == [("Modify", "DataProcessorDeadLetterQueue")]
 
 
-def test_diff_of_new_stack_leaves_no_stack_behind(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_diff_of_new_stack_leaves_no_stack_behind() -> None:
     client = moto_client()
     plan = plan_deploy(client, request())
     discard_plan(client, plan)
@@ -100,7 +104,8 @@ def test_diff_of_new_stack_leaves_no_stack_behind(aws: None) -> None:
     assert cfn.list_change_sets(StackName=STACK).get("Summaries", []) == []
 
 
-def test_rollback_complete_plans_a_recreate_without_touching_the_stack(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_rollback_complete_plans_a_recreate_without_touching_the_stack() -> None:
     client = moto_client()
     execute_plan(client, plan_deploy(client, request()))
     _set_status("ROLLBACK_COMPLETE")
@@ -116,7 +121,8 @@ def test_rollback_complete_plans_a_recreate_without_touching_the_stack(aws: None
     ("DELETE_FAILED", "iotpipe destroy --env dev"),
     ("CREATE_FAILED", "iotpipe destroy --env dev"),
 ])
-def test_broken_states_are_refused_with_the_fix(aws: None, status: str, hint: str) -> None:
+@pytest.mark.usefixtures("aws")
+def test_broken_states_are_refused_with_the_fix(status: str, hint: str) -> None:
     client = moto_client()
     execute_plan(client, plan_deploy(client, request()))
     _set_status(status)
@@ -125,7 +131,8 @@ def test_broken_states_are_refused_with_the_fix(aws: None, status: str, hint: st
     assert hint in str(excinfo.value)
 
 
-def test_in_progress_stack_is_waited_for_then_refused_at_the_timeout(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_in_progress_stack_is_waited_for_then_refused_at_the_timeout() -> None:
     clock = FakeClock()
     client = moto_client(clock)
     execute_plan(client, plan_deploy(client, request()))
@@ -137,13 +144,14 @@ def test_in_progress_stack_is_waited_for_then_refused_at_the_timeout(aws: None) 
     assert any("UPDATE_IN_PROGRESS" in m and "waiting" in m for m in messages)
 
 
-def test_in_progress_stack_that_settles_is_then_planned(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_in_progress_stack_that_settles_is_then_planned() -> None:
     client = moto_client()
     execute_plan(client, plan_deploy(client, request()))
     _set_status("UPDATE_IN_PROGRESS")
     calls = {"n": 0}
 
-    def settle(seconds: float) -> None:
+    def settle(_seconds: float) -> None:
         calls["n"] += 1
         _set_status("UPDATE_COMPLETE")
 
@@ -152,17 +160,20 @@ def test_in_progress_stack_that_settles_is_then_planned(aws: None) -> None:
     assert stack is not None and stack.status == "UPDATE_COMPLETE" and calls["n"] == 1
 
 
-def test_unknown_parameter_is_a_config_error_naming_the_declared_ones(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_unknown_parameter_is_a_config_error_naming_the_declared_ones() -> None:
     with pytest.raises(ConfigError, match=r"Colour.*declares AlarmEmail, EnvironmentSuffix"):
         plan_deploy(moto_client(), request(parameters=(("Colour", "red"),)))
 
 
-def test_not_a_template_is_a_template_error(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_not_a_template_is_a_template_error() -> None:
     with pytest.raises(TemplateError):
         plan_deploy(moto_client(), request("just: [a, list]\n"))
 
 
-def test_large_template_goes_through_a_private_encrypted_artefact_bucket(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_large_template_goes_through_a_private_encrypted_artefact_bucket() -> None:
     client = moto_client()
     messages: list[str] = []
     plan = plan_deploy(client, request(large_template()), messages.append)
@@ -183,13 +194,15 @@ def test_large_template_goes_through_a_private_encrypted_artefact_bucket(aws: No
     assert not any("created artefacts bucket" in m for m in messages)
 
 
-def test_small_template_is_sent_inline(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_small_template_is_sent_inline() -> None:
     plan = plan_deploy(moto_client(), request())
     assert plan.source.url is None
     assert boto3.client("s3", region_name=REGION).list_buckets()["Buckets"] == []
 
 
-def test_termination_protection_change_is_planned_from_config(aws: None) -> None:
+@pytest.mark.usefixtures("aws")
+def test_termination_protection_change_is_planned_from_config() -> None:
     client: DeployClient = moto_client()
     assert plan_deploy(client, request(termination_protection=True)).termination_protection_change is True
     assert plan_deploy(client, request()).termination_protection_change is None

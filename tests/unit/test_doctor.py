@@ -50,7 +50,8 @@ def rows(report: Any) -> dict[str, tuple[str, str, str]]:
     return {check.name: (check.status, check.detail, check.action) for check in report.checks}
 
 
-def test_a_new_account_fails_on_concurrency_and_taken_names(moto: None) -> None:
+@pytest.mark.usefixtures("moto")
+def test_a_new_account_fails_on_concurrency_and_taken_names() -> None:
     cfg = build_config({}, "dev", {})
     boto3.client("iam").create_role(RoleName="IoTDataProcessorRole-dev-us-east-1", AssumeRolePolicyDocument="{}")
     boto3.client("dynamodb", region_name=REGION).create_table(
@@ -73,7 +74,8 @@ def test_a_new_account_fails_on_concurrency_and_taken_names(moto: None) -> None:
     assert found["stack"][0] == WARN
 
 
-def test_deploy_blockers_are_the_taken_names(moto: None) -> None:
+@pytest.mark.usefixtures("moto")
+def test_deploy_blockers_are_the_taken_names() -> None:
     cfg = build_config({}, "dev", {})
     assert deploy_blockers(Factory(), cfg, ACCOUNT, REGION) == ()
     boto3.client("cloudwatch", region_name=REGION).put_dashboard(DashboardName="iot-pipeline-dev-us-east-1",
@@ -84,14 +86,16 @@ def test_deploy_blockers_are_the_taken_names(moto: None) -> None:
     assert deploy_blockers(Factory(), cfg, ACCOUNT, "eu-west-1") == ()
 
 
-def test_reserving_nothing_passes_on_a_new_account(moto: None) -> None:
+@pytest.mark.usefixtures("moto")
+def test_reserving_nothing_passes_on_a_new_account() -> None:
     cfg = build_config({}, "dev", {"processor.reserved_concurrency": 0})
     report = run_doctor(Factory(), cfg, REGION, now=NOW)
     assert rows(report)["account concurrency"][0] == PASS
     assert not report.failed
 
 
-def test_no_credentials_stop_the_report(moto: None) -> None:
+@pytest.mark.usefixtures("moto")
+def test_no_credentials_stop_the_report() -> None:
     sts = boto3.client("sts", region_name=REGION)
     stub = Stubber(sts)
     stub.add_client_error("get_caller_identity", "InvalidClientTokenId", "The security token is invalid.")

@@ -354,7 +354,7 @@ def function_environment(deployed: Deployed) -> dict[str, str]:
     return {key: str(value) for key, value in resolve(variables, deployed.names).items()}
 
 
-def replay_lambda_platform(setup: boto3.session.Session, deployed: Deployed, lambda_calls: Recorder) -> None:
+def replay_lambda_platform(deployed: Deployed, lambda_calls: Recorder) -> None:
     """What Lambda does with the role besides polling: deliver logs, send a failed batch to the destination."""
     session = lambda_calls.attach(boto3.session.Session(region_name=REGION))
     logs = session.client("logs")
@@ -396,7 +396,7 @@ def processor_run(world: World) -> Iterator[ProcessorRun]:
         finally:
             if module._RUNTIME is not None:
                 module._RUNTIME.pool.shutdown(wait=True)
-        replay_lambda_platform(setup, deployed, platform)
+        replay_lambda_platform(deployed, platform)
         listing = setup.client("s3").list_objects_v2(Bucket=deployed.names["RawDataBucket"]).get("Contents", [])
         items = setup.client("dynamodb").scan(TableName=deployed.names["SensorDataTable"])["Items"]
         yield ProcessorRun(deployed, result, handler_calls.calls, platform.calls,
@@ -657,7 +657,7 @@ class ResponseCatcher:
                 self.send_response(200)
                 self.end_headers()
 
-            def log_message(self, *args: Any) -> None:
+            def log_message(self, *_args: Any) -> None:
                 return None
 
         self.bodies = bodies
@@ -743,7 +743,8 @@ def test_lookup_role_grants_exactly_its_calls(world: World, lookup_run: LookupRu
     assert overly_broad([g for g in granted if g.action.startswith("logs:")], [other_group]) == []
 
 
-def test_a_failing_lookup_still_answers_cloudformation(world: World) -> None:
+@pytest.mark.usefixtures("world")
+def test_a_failing_lookup_still_answers_cloudformation() -> None:
     """Without an answer CloudFormation waits an hour; a failed DescribeEndpoint must say FAILED with the reason."""
     from botocore.stub import Stubber
 
@@ -751,7 +752,7 @@ def test_a_failing_lookup_still_answers_cloudformation(world: World) -> None:
     with Stubber(iot) as stub, ResponseCatcher() as catcher, pytest.MonkeyPatch.context() as patch:
         stub.add_client_error("describe_endpoint", "AccessDeniedException", "not authorized: iot:DescribeEndpoint")
         module = load_lookup()
-        patch.setattr(module.boto3, "client", lambda service: iot)
+        patch.setattr(module.boto3, "client", lambda _service: iot)
         module.handler(lookup_event("Create", catcher.url), LookupContext())
     [answer] = catcher.bodies
     assert answer["Status"] == "FAILED" and "iot:DescribeEndpoint" in answer["Reason"]

@@ -220,14 +220,14 @@ def test_default_templates_keep_every_invariant(overrides: dict[str, Any], regio
 
 def test_the_default_templates_wildcard_carries_its_reason() -> None:
     """The one justified Resource "*" of the template (not a key policy) says why, where E9101 looks."""
-    resource = compose(load_config(None, "dev")).resources["IoTEndpointLookupRole"].to_dict()
+    resource = compose(load_config(None, "dev")).template.resources["IoTEndpointLookupRole"].to_dict()
     reason = resource["Metadata"]["iotpipe"]["wildcard-resources"]["DescribeDataEndpoint"]
     assert "no resource type" in reason
 
 
 def customised() -> str:
     """The dev template with resources a user added: a queue, a log group and an alarm, none of them right."""
-    template = compose(load_config(None, "dev"))
+    template = compose(load_config(None, "dev")).template
     template.add_resource(sqs.Queue("ExtraQueue", SqsManagedSseEnabled=False))
     template.add_resource(logs.LogGroup("ExtraLogGroup", RetentionInDays=7))
     template.add_resource(kinesis.Stream("ExtraStream", ShardCount=1, StreamEncryption=kinesis.StreamEncryption(

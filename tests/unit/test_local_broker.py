@@ -165,7 +165,7 @@ def test_a_burst_arrives_complete_and_in_order_per_topic(kind: str, started) -> 
 def test_an_exception_in_on_message_is_counted_and_the_feed_goes_on(kind: str, tmp_path: Path) -> None:
     seen: list[bytes] = []
 
-    def on_message(topic: str, payload: bytes, client_id: str | None) -> None:
+    def on_message(_topic: str, payload: bytes, _client_id: str | None) -> None:
         if payload == b"bad":
             raise ValueError("cannot parse")
         seen.append(payload)
@@ -223,7 +223,7 @@ def test_a_port_taken_during_start_is_reported_by_the_broker_itself(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the early check passes (someone binds the port just after it); the broker's own failure is recognised
-    monkeypatch.setattr(broker_module, "_ensure_port_free", lambda host, port: None)
+    monkeypatch.setattr(broker_module, "_ensure_port_free", lambda _host, _port: None)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -35,7 +35,7 @@ Decide = Callable[[list[dict[str, Any]]], InvokeResult]
 class FakeFunction:
     """Records each event; ``decide`` (given the event's records) says how the invocation ends."""
 
-    decide: Decide = field(default=lambda records: InvokeResult(None))
+    decide: Decide = field(default=lambda _records: InvokeResult(None))
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def __call__(self, event: dict[str, Any]) -> InvokeResult:
@@ -81,7 +81,7 @@ def spec_for(stream: Stream, **changes: Any) -> MappingSpec:
 
 
 def runner_for(stream: Stream, function: FakeFunction, **changes: Any) -> MappingRunner:
-    return MappingRunner(spec_for(stream, **changes), stream.clients, function, sleep=lambda seconds: None)
+    return MappingRunner(spec_for(stream, **changes), stream.clients, function, sleep=lambda _seconds: None)
 
 
 def make_queue(stream: Stream) -> tuple[str, str]:
@@ -156,7 +156,7 @@ class FakeTime:
 
     now: float = field(default_factory=time.time)
     sleeps: list[float] = field(default_factory=list)
-    on_sleep: Callable[[int], None] = field(default=lambda count: None)
+    on_sleep: Callable[[int], None] = field(default=lambda _count: None)
 
     def clock(self) -> float:
         return self.now
@@ -278,7 +278,7 @@ def test_partial_failure_resumes_from_the_lowest_failed_sequence_number(stream: 
         {"batchItemFailures": [{"itemIdentifier": sequences[4]}, {"itemIdentifier": sequences[2]}]},
         {"batchItemFailures": []},
     ])
-    function = FakeFunction(lambda records: InvokeResult(None, next(answers)))
+    function = FakeFunction(lambda _records: InvokeResult(None, next(answers)))
     runner = runner_for(stream, function, report_batch_item_failures=True, max_retry_attempts=5)
     assert runner.run_once() == 6
     assert function.batches() == [values, values[2:]]
@@ -297,7 +297,7 @@ def test_invalid_item_identifier_fails_the_whole_batch(stream: Stream, failures:
     values = ["a", "b", "c"]
     stream.put(*values)
     answers = iter([{"batchItemFailures": failures}, None])
-    function = FakeFunction(lambda records: InvokeResult(None, next(answers)))
+    function = FakeFunction(lambda _records: InvokeResult(None, next(answers)))
     runner = runner_for(stream, function, report_batch_item_failures=True, max_retry_attempts=3)
     assert runner.run_once() == 3
     assert function.batches() == [values, values]  # retried whole
@@ -307,7 +307,7 @@ def test_invalid_item_identifier_fails_the_whole_batch(stream: Stream, failures:
 @pytest.mark.parametrize("payload", [None, {}, {"batchItemFailures": None}, {"batchItemFailures": []}])
 def test_empty_or_null_response_is_success(stream: Stream, payload: Any) -> None:
     stream.put("a", "b")
-    function = FakeFunction(lambda records: InvokeResult(None, payload))
+    function = FakeFunction(lambda _records: InvokeResult(None, payload))
     runner = runner_for(stream, function, report_batch_item_failures=True)
     assert runner.run_once() == 2
     assert len(function.events) == 1 and runner.stats.retries == 0
@@ -315,7 +315,7 @@ def test_empty_or_null_response_is_success(stream: Stream, payload: Any) -> None
 
 def test_item_failures_are_ignored_without_report_batch_item_failures(stream: Stream) -> None:
     sequences = stream.put("a", "b")
-    function = FakeFunction(lambda records: InvokeResult(None, {"batchItemFailures": [
+    function = FakeFunction(lambda _records: InvokeResult(None, {"batchItemFailures": [
         {"itemIdentifier": sequences[0]}]}))
     runner = runner_for(stream, function, report_batch_item_failures=False)
     assert runner.run_once() == 2
@@ -325,7 +325,7 @@ def test_item_failures_are_ignored_without_report_batch_item_failures(stream: St
 def test_partial_failure_retries_count_towards_maximum_retry_attempts(stream: Stream) -> None:
     url, queue_arn = make_queue(stream)
     sequences = stream.put("a", "b", "c")
-    function = FakeFunction(lambda records: InvokeResult(None, {"batchItemFailures": [
+    function = FakeFunction(lambda _records: InvokeResult(None, {"batchItemFailures": [
         {"itemIdentifier": sequences[1]}]}))
     runner = runner_for(stream, function, report_batch_item_failures=True, max_retry_attempts=2,
                         on_failure_destination=queue_arn)
@@ -371,7 +371,7 @@ def test_bisection_isolates_a_poison_record(stream: Stream) -> None:
 def test_retries_exhausted_sends_lambdas_failure_record_to_sqs(stream: Stream) -> None:
     url, queue_arn = make_queue(stream)
     sequences = stream.put("a", "b", "c")
-    function = FakeFunction(lambda records: InvokeResult("Unhandled"))
+    function = FakeFunction(lambda _records: InvokeResult("Unhandled"))
     runner = runner_for(stream, function, max_retry_attempts=2, on_failure_destination=queue_arn)
     before = time.time()
     assert runner.run_once() == 3
@@ -396,7 +396,7 @@ def test_retries_exhausted_sends_lambdas_failure_record_to_sqs(stream: Stream) -
         assert abs(time.mktime(time.strptime(info[key][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone - before) < 60
     assert runner.stats.retries == 2 and runner.stats.sent_to_destination == 3
     # The shard moves on: later records are delivered.
-    function.decide = lambda records: InvokeResult(None)
+    function.decide = lambda _records: InvokeResult(None)
     stream.put("d")
     assert runner.run_once() == 1 and function.batches()[-1] == ["d"]
 
@@ -404,7 +404,7 @@ def test_retries_exhausted_sends_lambdas_failure_record_to_sqs(stream: Stream) -
 def test_timeout_counts_as_a_function_error(stream: Stream) -> None:
     url, queue_arn = make_queue(stream)
     stream.put("slow")
-    function = FakeFunction(lambda records: InvokeResult("TimedOut"))
+    function = FakeFunction(lambda _records: InvokeResult("TimedOut"))
     runner = runner_for(stream, function, max_retry_attempts=0, on_failure_destination=queue_arn)
     assert runner.run_once() == 1
     (document,) = failure_documents(stream, url)
@@ -416,7 +416,7 @@ def test_an_invoker_that_raises_is_a_function_error_not_a_lost_batch(stream: Str
     url, queue_arn = make_queue(stream)
     stream.put("a")
 
-    def broken(records: list[dict[str, Any]]) -> InvokeResult:
+    def broken(_records: list[dict[str, Any]]) -> InvokeResult:
         raise RuntimeError("worker process died")
 
     runner = runner_for(stream, FakeFunction(broken), max_retry_attempts=1, on_failure_destination=queue_arn)
@@ -428,7 +428,7 @@ def test_an_invoker_that_raises_is_a_function_error_not_a_lost_batch(stream: Str
 def test_infinite_retries_keep_retrying_until_the_function_recovers(stream: Stream) -> None:
     stream.put("a", "b")
     outcomes = iter(["Unhandled"] * 12 + [None])
-    function = FakeFunction(lambda records: InvokeResult(next(outcomes)))
+    function = FakeFunction(lambda _records: InvokeResult(next(outcomes)))
     runner = runner_for(stream, function, max_retry_attempts=-1)
     assert runner.run_once() == 2
     assert len(function.events) == 13 and runner.stats.retries == 12
@@ -437,7 +437,7 @@ def test_infinite_retries_keep_retrying_until_the_function_recovers(stream: Stre
 
 def test_without_a_destination_discarded_records_are_counted(stream: Stream) -> None:
     stream.put("a", "b")
-    runner = runner_for(stream, FakeFunction(lambda records: InvokeResult("Unhandled")), max_retry_attempts=0)
+    runner = runner_for(stream, FakeFunction(lambda _records: InvokeResult("Unhandled")), max_retry_attempts=0)
     assert runner.run_once() == 2
     assert runner.stats.discarded == 2 and runner.stats.sent_to_destination == 0
 
@@ -448,7 +448,7 @@ def test_failed_batch_goes_to_an_sns_destination(stream: Stream) -> None:
     url, queue_arn = make_queue(stream)
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
     stream.put("a")
-    runner = runner_for(stream, FakeFunction(lambda records: InvokeResult("Unhandled")), max_retry_attempts=0,
+    runner = runner_for(stream, FakeFunction(lambda _records: InvokeResult("Unhandled")), max_retry_attempts=0,
                         on_failure_destination=topic)
     assert runner.run_once() == 1
     (document,) = failure_documents(stream, url)
@@ -463,7 +463,7 @@ def test_records_older_than_the_maximum_age_go_to_the_destination_unprocessed(st
     stream.put("old-1", "old-2")
     function = FakeFunction()
     runner = MappingRunner(spec_for(stream, max_record_age_s=60, on_failure_destination=queue_arn), stream.clients,
-                           function, clock=lambda: time.time() + 120, sleep=lambda seconds: None)
+                           function, clock=lambda: time.time() + 120, sleep=lambda _seconds: None)
     assert runner.run_once() == 2
     assert function.events == []
     (document,) = failure_documents(stream, url)
@@ -478,7 +478,7 @@ def test_records_that_age_out_while_retried_stop_being_retried(stream: Stream) -
     stream.put("a", "b")
     fake = FakeTime()
 
-    def fail_and_age(records: list[dict[str, Any]]) -> InvokeResult:
+    def fail_and_age(_records: list[dict[str, Any]]) -> InvokeResult:
         fake.now += 61  # each attempt takes a minute
         return InvokeResult("Unhandled")
 
@@ -518,7 +518,7 @@ def test_stop_interrupts_retry_backoff_and_keeps_the_batch_unprocessed(stream: S
     stream.put("a")
     called = threading.Event()
 
-    def fail(records: list[dict[str, Any]]) -> InvokeResult:
+    def fail(_records: list[dict[str, Any]]) -> InvokeResult:
         called.set()
         return InvokeResult("Unhandled")
 
@@ -707,7 +707,7 @@ def test_a_destination_that_refuses_keeps_the_records_for_another_delivery(strea
 
     missing = f"arn:aws:sqs:{REGION}:123456789012:esm-failures"
     stream.put("a", "b")
-    function = FakeFunction(lambda records: InvokeResult("Unhandled"))
+    function = FakeFunction(lambda _records: InvokeResult("Unhandled"))
     runner = runner_for(stream, function, max_retry_attempts=0, on_failure_destination=missing)
     with pytest.raises(AwsError, match=r"refused a failed batch .* 5 times"):
         runner.run_once()
@@ -774,7 +774,7 @@ def test_a_replacing_runner_resumes_after_the_checkpoints_it_is_given(stream: St
     assert first.run_once() == 3
     stream.put("d", "e")
     function = FakeFunction()
-    second = MappingRunner(spec_for(stream), stream.clients, function, sleep=lambda seconds: None,
+    second = MappingRunner(spec_for(stream), stream.clients, function, sleep=lambda _seconds: None,
                            resume_from=first.checkpoints())
     assert second.run_once() == 2
     assert function.batches() == [["d", "e"]]  # TRIM_HORIZON applies only where there is no checkpoint

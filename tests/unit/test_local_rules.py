@@ -798,7 +798,7 @@ def test_error_action_failure_is_counted_and_reported(aws: dict[str, Any], engin
 
 def test_on_problem_runs_after_the_batch_is_counted(aws: dict[str, Any], engines: list[RuleEngine]) -> None:
     seen: list[RuleEngineStats] = []
-    engine = make_engine(aws, engines, on_problem=lambda problem: seen.append(engine.stats))
+    engine = make_engine(aws, engines, on_problem=lambda _problem: seen.append(engine.stats))
     engine.on_message("sensor/d1/data", b"not json", None)
     engine.on_message("sensor/d1/data", reading("d1", 1), None)
     engine.flush()

@@ -107,6 +107,6 @@ def test_local_reads_the_handler_module_from_the_zip_in_s3() -> None:
 def test_local_says_what_is_wrong_with_code_it_cannot_read() -> None:
     code = {"S3Bucket": "b", "S3Key": "k.zip"}
     with pytest.raises(LocalError, match=r"cannot read its code index.py from s3://b/k.zip .*holds util.py"):
-        function_from_stack(deployed(code), "Fn", lambda bucket, key: deterministic_zip({"util.py": b""}))
+        function_from_stack(deployed(code), "Fn", lambda _bucket, _key: deterministic_zip({"util.py": b""}))
     with pytest.raises(LocalError, match=r"Code\.ZipFile or Code\.S3Bucket/S3Key; this template gives ImageUri"):
-        function_from_stack(deployed({"ImageUri": "x"}), "Fn", lambda bucket, key: b"")
+        function_from_stack(deployed({"ImageUri": "x"}), "Fn", lambda _bucket, _key: b"")

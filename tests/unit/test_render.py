@@ -28,7 +28,7 @@ def test_render_uses_short_form_intrinsics_and_parses_as_yaml() -> None:
         """SafeLoader that reads CloudFormation's short-form tags as nothing (it must not touch SafeLoader)."""
 
     for tag in ("!Ref", "!Sub", "!GetAtt", "!Not", "!Equals", "!Join"):
-        IntrinsicsLoader.add_constructor(tag, lambda _loader, node: None)
+        IntrinsicsLoader.add_constructor(tag, lambda _loader, _node: None)
     document = yaml.load(text, Loader=IntrinsicsLoader)
     assert document["Parameters"]["EnvironmentSuffix"]["Default"] == "qa"
 

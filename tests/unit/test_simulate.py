@@ -218,7 +218,7 @@ class RecordingPublisher:
     def publish(self, message: simulate.SimMessage) -> Callable[[float], bool]:
         index = len(self.sent)
         self.sent.append(message)
-        return lambda timeout: index not in self.lost
+        return lambda _timeout: index not in self.lost
 
     def close(self) -> None:
         self.closed = True
@@ -254,7 +254,7 @@ def test_run_sends_on_schedule_and_summarises() -> None:
 
 def test_run_closes_the_clients_when_publishing_fails() -> None:
     class Broken(RecordingPublisher):
-        def publish(self, message: simulate.SimMessage) -> Callable[[float], bool]:
+        def publish(self, _message: simulate.SimMessage) -> Callable[[float], bool]:
             raise OSError("connection reset")
 
     publisher = Broken()
@@ -267,7 +267,7 @@ def test_publisher_sends_to_the_basic_ingest_topic_when_configured() -> None:
     sent: list[str] = []
 
     class Client:
-        def publish(self, topic: str, body: str, qos: int) -> object:
+        def publish(self, topic: str, *_payload: object, **_options: object) -> object:
             sent.append(topic)
             return type("Info", (), {"rc": 0})()
 

@@ -15,7 +15,7 @@ ALARM_TYPE = "AWS::CloudWatch::Alarm"
 
 def count_alarms(cfg: PipelineConfig) -> int:
     """CloudWatch alarms in the env's rendered template."""
-    return sum(1 for resource in compose(cfg).resources.values() if resource.resource_type == ALARM_TYPE)
+    return sum(1 for resource in compose(cfg).template.resources.values() if resource.resource_type == ALARM_TYPE)
 
 
 def _usd(value: float) -> str:

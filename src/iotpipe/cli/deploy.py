@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from iotpipe import devices as devices_lib
+from iotpipe import naming
 from iotpipe.cli.app import main
 from iotpipe.cli.common import Target, echo_json, is_interactive, output_option, pipeline_target, progress
 from iotpipe.config import PipelineConfig, config_warnings, validate_tag
@@ -287,7 +288,7 @@ def _status_plan(cfg: PipelineConfig, client: DeployClient, stack: Stack, timeou
 
 def _device_policy(client: DeployClient, stack: Stack) -> str | None:
     """The stack's device policy: its SensorDevicePolicyName output, or its AWS::IoT::Policy resource (seed)."""
-    name = stack.output_map.get("SensorDevicePolicyName")
+    name = stack.output_map.get(naming.OUT_DEVICE_POLICY)
     if name:
         return name
     for resource in client.stack_resources(stack.stack_id):

@@ -350,7 +350,7 @@ def preflight(client: DeployClient, request: DeployRequest, template: Mapping[st
         outputs = [{"OutputKey": key, "ExportName": name} for key, name in stack.exports]
         check_exports(client.cloudformation, outputs, changing_outputs(deployed, template, replaced))
     if request.reserved_concurrency and client.lambda_ is not None:
-        function = naming.function_name_pattern().replace("${EnvironmentSuffix}", request.env)
+        function = naming.function_name_pattern().replace(naming.ENV_REF, request.env)
         try:
             checked = check_account_concurrency(client.lambda_, function, request.reserved_concurrency)
         except AwsError as exc:

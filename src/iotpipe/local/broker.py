@@ -68,6 +68,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from iotpipe import naming
 from iotpipe.errors import ConfigError, LocalError
 
 OnMessage = Callable[[str, bytes, str | None], None]
@@ -75,7 +76,7 @@ OnFeedLost = Callable[[str], None]
 
 KINDS = ("auto", "mosquitto", "amqtt")
 FEED_TOPICS = ("#", "$aws/rules/#")
-BASIC_INGEST_PREFIX = "$aws/rules/"
+BASIC_INGEST_PREFIX = naming.BASIC_INGEST_PREFIX
 FEED_QUEUE_SIZE = 100_000
 # mosquitto is often in /usr/sbin, which is not on a normal user's PATH.
 MOSQUITTO_FALLBACKS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
@@ -127,8 +128,8 @@ class DevicePolicy:
     """
 
     is_registered: Callable[[str], bool]
-    publish_topic: str = "sensor/{client_id}/data"
-    command_topic: str = "sensor/{client_id}/commands"
+    publish_topic: str = naming.device_topic("{client_id}")
+    command_topic: str = naming.command_topic("{client_id}")
     basic_ingest_rule: str | None = None
 
     def allows(self, action: str, client_id: str, topic: str) -> bool:

@@ -12,6 +12,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from iotpipe import naming
+
 _applied: list[Patches] = []
 
 
@@ -150,13 +152,12 @@ def _fix_iot_endpoint_custom_resource(patches: Patches) -> None:
     from moto.cloudformation.custom_model import CustomModel
     from moto.iot.models import iot_backends
 
-    resource_type = "Custom::IoTEndpoint"
+    resource_type = naming.IOT_ENDPOINT_RESOURCE_TYPE
     model: Any = CustomModel  # moto types it abstract; it is instantiated as moto itself does
     original_create: Any = CustomModel.create_from_cloudformation_json
     original_update: Any = CustomModel.update_from_cloudformation_json
 
-    def answer(resource_name: str, cloudformation_json: Any, account_id: str, region_name: str,
-               logical_id: str) -> Any:
+    def answer(cloudformation_json: Any, account_id: str, region_name: str, logical_id: str) -> Any:
         endpoint_type = cloudformation_json.get("Properties", {}).get("EndpointType", "iot:Data-ATS")
         backend = iot_backends[account_id][region_name]
         current = getattr(backend, "endpoint", None)
@@ -171,7 +172,7 @@ def _fix_iot_endpoint_custom_resource(patches: Patches) -> None:
         if kwargs.get("ResourceType") != resource_type:
             return original_create.__func__(cls, resource_name, cloudformation_json, account_id, region_name,
                                             **kwargs)
-        resource = answer(resource_name, cloudformation_json, account_id, region_name, kwargs["LogicalId"])
+        resource = answer(cloudformation_json, account_id, region_name, kwargs["LogicalId"])
         stack = cloudformation_backends[account_id][region_name].get_stack(kwargs["StackId"])
         stack.add_custom_resource(resource)
         return resource
@@ -181,8 +182,8 @@ def _fix_iot_endpoint_custom_resource(patches: Patches) -> None:
         if cloudformation_json.get("Type") != resource_type:
             return original_update.__func__(cls, original_resource, new_resource_name, cloudformation_json,
                                             account_id, region_name)
-        return answer(new_resource_name, cloudformation_json, account_id, region_name,
-                      getattr(original_resource, "logical_id", "IoTDataEndpoint"))
+        return answer(cloudformation_json, account_id, region_name,
+                      getattr(original_resource, "logical_id", naming.IOT_ENDPOINT))
 
     patches.setattr(CustomModel, "create_from_cloudformation_json", classmethod(create))
     patches.setattr(CustomModel, "update_from_cloudformation_json", classmethod(update))
@@ -418,8 +419,10 @@ def _fix_seed_update_replacements(patches: Patches) -> None:
             backend.delete_role(original_resource.name)
         return new
 
-    def update_table(cls: Any, original_resource: Any, new_resource_name: str, cloudformation_json: Any,
-                     account_id: str, region_name: str) -> Any:
+    # moto calls update_from_cloudformation_json with keywords (original_resource, new_resource_name,
+    # cloudformation_json, account_id, region_name); the ones a fix does not read are taken as **_unused.
+    def update_table(_cls: Any, original_resource: Any, cloudformation_json: Any, account_id: str,
+                     region_name: str, **_unused: Any) -> Any:
         properties = cloudformation_json.get("Properties", {})
         name = properties.get("TableName", original_resource.name)
         if name == original_resource.name and properties.get("KeySchema") == original_resource.schema:
@@ -429,8 +432,7 @@ def _fix_seed_update_replacements(patches: Patches) -> None:
             dynamodb_backends[account_id][region_name].delete_table(name=original_resource.name)
         return new
 
-    def update_log_group(cls: Any, original_resource: Any, new_resource_name: str, cloudformation_json: Any,
-                         account_id: str, region_name: str) -> Any:
+    def update_log_group(_cls: Any, original_resource: Any, cloudformation_json: Any, **_unused: Any) -> Any:
         properties = cloudformation_json.get("Properties", {})
         if "RetentionInDays" in properties:
             original_resource.retention_in_days = properties["RetentionInDays"]

@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from iotpipe import naming
 from iotpipe.errors import IotpipeError
 
 SQL_2015 = "2015-10-08"
@@ -67,7 +68,7 @@ SQL_VERSIONS = (SQL_2015, SQL_2016)
 # "If this property isn't set, for example in an AWS CLI command or a CloudFormation template, 2015-10-08 is
 # used" (Creating an AWS IoT rule).
 DEFAULT_SQL_VERSION = SQL_2015
-BASIC_INGEST_PREFIX = "$aws/rules/"
+BASIC_INGEST_PREFIX = naming.BASIC_INGEST_PREFIX
 KINESIS_MAX_RECORDS = 500
 KINESIS_MAX_RECORD_BYTES = 1024 * 1024
 KINESIS_MAX_REQUEST_BYTES = 5 * 1024 * 1024
@@ -397,14 +398,14 @@ class _Function:
     build: Callable[[list[Expr], str], Fn]
 
 
-def _topic_function(args: list[Expr], version: str) -> Fn:
+def _topic_function(args: list[Expr], _version: str) -> Fn:
     if not args:
         return lambda m: m.topic
     arg = args[0]
     if arg.constant is not _NO_CONSTANT:
         number = _to_number(arg.constant)
         if number is UNDEFINED:
-            return lambda m: UNDEFINED
+            return lambda _m: UNDEFINED
         index = int(number)
 
         def level(m: _Message) -> Any:
@@ -425,7 +426,7 @@ def _topic_function(args: list[Expr], version: str) -> Fn:
     return dynamic_level
 
 
-def _clientid_function(args: list[Expr], version: str) -> Fn:
+def _clientid_function(_args: list[Expr], _version: str) -> Fn:
     # "Returns the ID of the MQTT client sending the message, or n/a if the message wasn't sent over MQTT";
     # a broker that cannot tell who published gives None, which reads as n/a too.
     return lambda m: m.client_id if m.client_id is not None else "n/a"
@@ -452,7 +453,7 @@ def _concat(*values: Any) -> Any:
 
 def _string_function(apply: Callable[..., Any]) -> Callable[[list[Expr], str], Fn]:
     """A function of strings: non-string arguments take the standard conversion; Undefined in, Undefined out."""
-    def build(args: list[Expr], version: str) -> Fn:
+    def build(args: list[Expr], _version: str) -> Fn:
         fns = [a.fn for a in args]
 
         def call(m: _Message) -> Any:
@@ -480,7 +481,7 @@ def _number_function(apply: Callable[[Any], Any]) -> Callable[[list[Expr], str],
 
 
 def _plain(apply: Callable[..., Any]) -> Callable[[list[Expr], str], Fn]:
-    def build(args: list[Expr], version: str) -> Fn:
+    def build(args: list[Expr], _version: str) -> Fn:
         fns = [a.fn for a in args]
         if len(fns) == 1:
             only = fns[0]
@@ -496,10 +497,10 @@ def _round_half_away(value: Any) -> Any:
 
 _FUNCTIONS: dict[str, _Function] = {
     "topic": _Function(0, 1, SQL_2015, _topic_function),
-    "timestamp": _Function(0, 0, SQL_2015, lambda args, v: lambda m: m.now_ms),
+    "timestamp": _Function(0, 0, SQL_2015, lambda _args, _v: lambda m: m.now_ms),
     "clientid": _Function(0, 0, SQL_2015, _clientid_function),
-    "newuuid": _Function(0, 0, SQL_2015, lambda args, v: lambda m: str(uuid.uuid4())),
-    "sql_version": _Function(0, 0, SQL_2015, lambda args, v: lambda m: v),
+    "newuuid": _Function(0, 0, SQL_2015, lambda _args, _v: lambda _m: str(uuid.uuid4())),
+    "sql_version": _Function(0, 0, SQL_2015, lambda _args, v: lambda _m: v),
     "concat": _Function(0, 64, SQL_2015, _plain(_concat)),
     "upper": _Function(1, 1, SQL_2015, _string_function(str.upper)),
     "lower": _Function(1, 1, SQL_2015, _string_function(str.lower)),
@@ -698,7 +699,7 @@ class _Parser:
             version = self.version
             if operand.constant is not _NO_CONSTANT:
                 value = _negate(operand.constant, version)
-                return Expr(lambda m: value, self.source(start), value)
+                return Expr(lambda _m: value, self.source(start), value)
             inner = operand.fn
             return Expr(lambda m: _negate(inner(m), version), self.source(start))
         return self.postfix()
@@ -722,11 +723,11 @@ class _Parser:
             self.advance()
             number = int(token.text) if token.text.isdigit() else (
                 _number_2016(token.text) if self.version == SQL_2016 else _number_2015(token.text))
-            return Expr(lambda m: number, token.text, number)
+            return Expr(lambda _m: number, token.text, number)
         if token.kind == "str":
             self.advance()
             text = token.value
-            return Expr(lambda m: text, token.text, text)
+            return Expr(lambda _m: text, token.text, text)
         if token.kind == "name":
             return self.name(token)
         if self.accept_op("("):
@@ -747,7 +748,7 @@ class _Parser:
         if word in ("TRUE", "FALSE", "NULL"):
             self.advance()
             constant = {"TRUE": True, "FALSE": False, "NULL": None}[word]
-            return Expr(lambda m: constant, token.text, constant)
+            return Expr(lambda _m: constant, token.text, constant)
         if word == "CASE":
             return self.case()
         if word == "SELECT":
@@ -797,7 +798,7 @@ class _Parser:
             branches.append((test, self.expression().fn))
         if not branches:
             raise self.unexpected("CASE needs at least one WHEN")
-        otherwise = self.expression().fn if self.accept_keyword("ELSE") else (lambda m: UNDEFINED)
+        otherwise = self.expression().fn if self.accept_keyword("ELSE") else (lambda _m: UNDEFINED)
         if not self.accept_keyword("END"):
             raise self.unexpected("END expected to close CASE")
 
@@ -855,7 +856,7 @@ class _Parser:
         lf, rf = left.fn, right.fn
         if left.constant is not _NO_CONSTANT and right.constant is not _NO_CONSTANT:
             value = apply(left.constant, right.constant)
-            return Expr(lambda m: value, self.source(start), value)
+            return Expr(lambda _m: value, self.source(start), value)
         return Expr(lambda m: apply(lf(m), rf(m)), self.source(start))
 
     def at_end(self) -> bool:
@@ -897,7 +898,7 @@ def _compile_topic_filter(topic_filter: str, sql: str) -> Callable[[str], bool]:
 
 # ---------------------------------------------------------------------------------------------- queries
 
-def _never(topic: str) -> bool:
+def _never(_topic: str) -> bool:
     return False
 
 
@@ -979,7 +980,7 @@ def parse_sql(sql: str, version: str = SQL_2016) -> Query:
         token = parser.advance()
         if token.kind != "str":
             raise RuleError(f"the FROM topic filter in {where} must be enclosed in single quotes, as in "
-                            "FROM 'sensor/+/data'")
+                            f"FROM '{naming.TOPIC_FILTER}'")
         topic_filter = token.value
         matcher = _compile_topic_filter(topic_filter, sql)
     where_expr = parser.expression() if parser.accept_keyword("WHERE") else None
