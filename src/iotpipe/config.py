@@ -12,10 +12,10 @@ import math
 import re
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from iotpipe.errors import ConfigError
 from iotpipe.naming import BASIC_INGEST_PREFIX, device_topic
@@ -58,18 +58,124 @@ def _opt(default: Any, *, lo: float | None = None, hi: float | None = None,
     return field(default=default, metadata=meta)
 
 
+class FieldError(ConfigError):
+    """A field of a config type has a bad value; ``field`` is its dotted name inside the object that raised.
+
+    The TOML loader puts the file section in front (``env.prod.processor.batch_size``); built in Python, the
+    message starts with the type's section (``processor.batch_size``).
+    """
+
+    def __init__(self, field_name: str, problem: str, owner: str = "") -> None:
+        where = field_name or owner
+        super().__init__(f"{where}: {problem}" if where else problem)
+        self.field = field_name
+        self.problem = problem
+
+
+def _validate_fields(obj: Any, section: str) -> None:
+    """Check every field of the dataclass ``obj`` against its type and the rule in its metadata (the one place
+    config values are checked); ints given for float fields become floats."""
+    hints = typing.get_type_hints(type(obj))
+    for spec in dataclasses.fields(obj):
+        value = getattr(obj, spec.name)
+        name = f"{section}.{spec.name}" if section else spec.name
+        problem = _type_problem(value, hints[spec.name]) or _rule_problem(value, spec.metadata)
+        if problem:
+            raise FieldError(name, problem)
+        if hints[spec.name] in (float, float | None) and isinstance(value, int):
+            object.__setattr__(obj, spec.name, float(value))
+
+
+def _type_problem(value: Any, expected: Any) -> str | None:
+    allowed = typing.get_args(expected) or (expected,)
+    ok = any(
+        (kind is float and isinstance(value, int | float) and not isinstance(value, bool))
+        or (kind is int and isinstance(value, int) and not isinstance(value, bool))
+        or (kind is type(None) and value is None)
+        or (kind in (str, bool) and type(value) is kind)
+        for kind in allowed
+    )
+    if not ok:
+        names = " or ".join(getattr(kind, "__name__", str(kind)) for kind in allowed if kind is not type(None))
+        return f"expected {names}, got {type(value).__name__} {value!r}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} is not a finite number"
+    return None
+
+
+def _rule_problem(value: Any, rule: Mapping[str, Any]) -> str | None:
+    lo, hi, choices, pattern = rule.get("lo"), rule.get("hi"), rule.get("choices"), rule.get("pattern")
+    if choices is not None and value not in choices:
+        return f"{value!r} is not allowed; choose one of {', '.join(map(str, choices))}"
+    if isinstance(value, int) and not isinstance(value, bool) and not _fits_float(value):
+        return (f"a {len(str(abs(value)))}-digit number is out of range"
+                + (f"; allowed {lo} to {hi}" if lo is not None or hi is not None else ""))
+    if value is not None and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+        return f"{value!r} is out of range; allowed {lo} to {hi}"
+    if pattern is not None and not pattern.fullmatch(value):
+        return f"{value!r} is not valid{'; ' + rule['doc'] if rule.get('doc') else ''}"
+    return None
+
+
+def _fits_float(value: int) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+class ReadOnlyMap(Mapping[str, Any]):
+    """A read-only, hashable mapping (sorted by key), so a frozen config stays hashable and comparable."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> None:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        self._items: dict[str, Any] = dict(sorted(pairs))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._items.items()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self._items) == dict(other.items())
+
+    def __repr__(self) -> str:
+        return f"ReadOnlyMap({self._items!r})"
+
+
 @dataclass(frozen=True)
 class Threshold:
     """Allowed range of one sensor type; a reading outside [min, max] is an anomaly."""
+
+    SECTION: ClassVar[str] = "threshold"
 
     min: float | None = _opt(None)
     max: float | None = _opt(None)
     unit: str = _opt("", pattern=re.compile(r"^[\w/%.° -]{0,32}$"))
 
+    def __post_init__(self) -> None:
+        _validate_fields(self, self.SECTION)
+        if self.min is None and self.max is None:
+            raise FieldError("", "set min, max or both", self.SECTION)
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise FieldError("", f"min {self.min} is greater than max {self.max}", self.SECTION)
+
 
 @dataclass(frozen=True)
 class StreamConfig:
     """The Kinesis stream."""
+
+    SECTION: ClassVar[str] = "stream"
 
     mode: str = _opt("PROVISIONED", choices=("PROVISIONED", "ON_DEMAND"))
     shard_count: int = _opt(1, lo=1, hi=500)
@@ -77,10 +183,15 @@ class StreamConfig:
     kms_key_arn: str = _opt("", pattern=KMS_KEY_PATTERN,
                             doc="a KMS key ARN; empty: the AWS-managed key alias/aws/kinesis")
 
+    def __post_init__(self) -> None:
+        _validate_fields(self, self.SECTION)
+
 
 @dataclass(frozen=True)
 class StorageConfig:
     """The raw-data bucket and the readings table."""
+
+    SECTION: ClassVar[str] = "storage"
 
     ttl_days: int = _opt(90, lo=1, hi=3650)
     ia_transition_days: int = _opt(30, lo=30, hi=3650)
@@ -96,10 +207,15 @@ class StorageConfig:
                                     doc="packed layout: the time window one packed item covers (aligned to "
                                         "the epoch)")
 
+    def __post_init__(self) -> None:
+        _validate_fields(self, self.SECTION)
+
 
 @dataclass(frozen=True)
 class ProcessorConfig:
     """The Lambda processor and its Kinesis event source mapping."""
+
+    SECTION: ClassVar[str] = "processor"
 
     runtime: str = _opt("python3.13", choices=PYTHON_RUNTIMES + NODE_RUNTIMES)
     architecture: str = _opt("arm64", choices=("arm64", "x86_64"))
@@ -135,10 +251,15 @@ class ProcessorConfig:
                               "Code.ZipFile (one self-contained file, but over the limit: deploy, diff and status "
                               "need the template uploaded, and diff and status refuse to)")
 
+    def __post_init__(self) -> None:
+        _validate_fields(self, self.SECTION)
+
 
 @dataclass(frozen=True)
 class AlarmConfig:
     """CloudWatch alarm thresholds and where alarms notify."""
+
+    SECTION: ClassVar[str] = "alarms"
 
     period_seconds: int = _opt(300, choices=(60, 300, 900, 3600))
     lambda_errors: int = _opt(5, lo=0, hi=1_000_000)
@@ -148,15 +269,23 @@ class AlarmConfig:
     throttles: int = _opt(0, lo=0, hi=1_000_000)
     email: str = _opt("", pattern=EMAIL_PATTERN, doc="default of the AlarmEmail parameter; empty: none")
 
+    def __post_init__(self) -> None:
+        _validate_fields(self, self.SECTION)
+
 
 @dataclass(frozen=True)
 class AnalyticsConfig:
     """SQL over the raw archive: the Glue tables, the Athena workgroup and its results bucket."""
 
+    SECTION: ClassVar[str] = "analytics"
+
     enabled: bool = _opt(True, doc="false: no Glue database, Athena workgroup or results bucket")
     # Athena's minimum per-query cutoff is 10 MB; 10 GB caps one query at about 5 cents.
     bytes_scanned_cutoff_mb: int = _opt(10240, lo=10, hi=10_000_000)
     results_expiry_days: int = _opt(7, lo=1, hi=3650)
+
+    def __post_init__(self) -> None:
+        _validate_fields(self, self.SECTION)
 
 
 @dataclass(frozen=True)
@@ -180,6 +309,31 @@ SEED_THRESHOLDS: Mapping[str, Threshold] = {
 }
 
 
+def check_env_name(env: Any) -> str:
+    """``env`` if it can name an environment (it goes into bucket and stack names), else ConfigError."""
+    if not isinstance(env, str) or not ENV_NAME_PATTERN.fullmatch(env):
+        raise FieldError("env", f"{env!r} is not a valid environment name; use 1-20 lowercase letters or digits "
+                                "(it becomes part of bucket and stack names)")
+    return env
+
+
+def _threshold_map(raw: Any) -> ReadOnlyMap:
+    """Thresholds as a read-only map, every sensor type name and value checked."""
+    if not isinstance(raw, Mapping | tuple | list):
+        raise FieldError("thresholds", f"expected a mapping of sensor type to Threshold, got {type(raw).__name__}")
+    pairs = list(raw.items()) if isinstance(raw, Mapping) else list(raw)
+    for pair in pairs:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise FieldError("thresholds", f"expected (sensor type, Threshold) pairs, got {pair!r}")
+        name, threshold = pair
+        if not isinstance(name, str) or not SENSOR_TYPE_PATTERN.fullmatch(name):
+            raise FieldError(f"thresholds.{name}", "sensor type names start with a letter and use letters, "
+                                                   "digits and underscores (at most 64)")
+        if not isinstance(threshold, Threshold):
+            raise FieldError(f"thresholds.{name}", f"expected a Threshold, got {type(threshold).__name__}")
+    return raw if isinstance(raw, ReadOnlyMap) else ReadOnlyMap(pairs)
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """Everything needed to render, deploy and operate one environment of the pipeline."""
@@ -188,7 +342,8 @@ class PipelineConfig:
     stack_name: str = ""
     region: str = ""
     termination_protection: bool = False
-    thresholds: tuple[tuple[str, Threshold], ...] = tuple(SEED_THRESHOLDS.items())
+    # A read-only mapping, sensor type -> Threshold (a dict or pairs given are converted).
+    thresholds: Mapping[str, Threshold] = field(default_factory=lambda: ReadOnlyMap(SEED_THRESHOLDS))
     stream: StreamConfig = field(default_factory=StreamConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     processor: ProcessorConfig = field(default_factory=ProcessorConfig)
@@ -200,15 +355,27 @@ class PipelineConfig:
     # ``[prices.<service>] <item> = <usd per unit>``: overrides of the packaged price table (iotpipe cost).
     price_overrides: tuple[tuple[str, float], ...] = ()
 
+    def __post_init__(self) -> None:
+        check_env_name(self.env)
+        for name, expected in (("stack_name", str), ("region", str), ("termination_protection", bool)):
+            problem = _type_problem(getattr(self, name), expected)
+            if problem:
+                raise FieldError(name, problem)
+        for name, kind in _SECTION_TYPES.items():
+            if not isinstance(getattr(self, name), kind):
+                raise FieldError(name, f"expected a {kind.__name__}, got {type(getattr(self, name)).__name__}")
+        object.__setattr__(self, "thresholds", _threshold_map(self.thresholds))
+        _check_cross_field(self)
+
     @property
     def threshold_map(self) -> dict[str, Threshold]:
-        """Thresholds keyed by sensor type."""
+        """Thresholds keyed by sensor type (a mutable copy)."""
         return dict(self.thresholds)
 
     @property
     def thresholds_json(self) -> str:
         """The thresholds as the processor's THRESHOLDS variable: compact JSON, sensor type -> min/max/unit."""
-        table = {name: {"min": t.min, "max": t.max, "unit": t.unit} for name, t in self.thresholds}
+        table = {name: {"min": t.min, "max": t.max, "unit": t.unit} for name, t in self.thresholds.items()}
         return json.dumps(table, sort_keys=True, separators=(",", ":"))
 
     @property
@@ -286,9 +453,7 @@ def unknown_env_warning(document: Mapping[str, Any], env: str) -> str | None:
 
 def build_config(document: Mapping[str, Any], env: str, overrides: Mapping[str, Any]) -> PipelineConfig:
     """Merge defaults, the env section and overrides from a parsed document into a validated config."""
-    if not isinstance(env, str) or not ENV_NAME_PATTERN.fullmatch(env):
-        raise ConfigError(f"env: {env!r} is not a valid environment name; use 1-20 lowercase letters or "
-                          "digits (it becomes part of bucket and stack names)")
+    check_env_name(env)
     _reject_unknown(document, ("defaults", "env"), "")
     defaults = _table(document.get("defaults", {}), "defaults")
     envs = _table(document.get("env", {}), "env")
@@ -307,57 +472,64 @@ def _check_layer(layer: Mapping[str, Any], path: str) -> None:
     _reject_unknown(layer, _TOP_KEYS, path)
     for name, cls in _SECTION_TYPES.items():
         if name in layer:
-            _build_section(cls, layer[name], f"{path}.{name}")
+            _check_keys(cls, layer[name], f"{path}.{name}")
     for name, spec in _table(layer.get("thresholds", {}), f"{path}.thresholds").items():
-        _build_section(Threshold, spec, f"{path}.thresholds.{name}")
+        _check_keys(Threshold, spec, f"{path}.thresholds.{name}")
     _price_overrides(layer.get("prices", {}), f"{path}.prices")
 
 
 def _to_config(merged: Mapping[str, Any], env: str, source: str) -> PipelineConfig:
     sections: dict[str, Any] = {name: _build_section(cls, merged.get(name, {}), f"{source}.{name}")
                 for name, cls in _SECTION_TYPES.items()}
-    scalars: dict[str, Any] = {}
-    for key in _SCALAR_KEYS:
-        if key in merged:
-            expected = bool if key == "termination_protection" else str
-            scalars[key] = _check_type(merged[key], expected, f"{source}.{key}")
-    config = PipelineConfig(
-        env=env,
-        thresholds=_build_thresholds(merged.get("thresholds"), f"{source}.thresholds"),
-        tags=tuple(validate_tag(k, v, f"{source}.tags")
-                   for k, v in _string_pairs(merged.get("tags", {}), f"{source}.tags", TAG_KEY_PATTERN)),
-        parameters=_string_pairs(merged.get("parameters", {}), f"{source}.parameters",
-                                 re.compile(r"^[A-Za-z0-9]{1,255}$")),
-        price_overrides=_price_overrides(merged.get("prices", {}), f"{source}.prices"),
-        **scalars,
-        **sections,
-    )
-    _check_cross_field(config, source)
-    return config
+    scalars = {key: merged[key] for key in _SCALAR_KEYS if key in merged}
+    return _construct(PipelineConfig, f"{source}", env=env,
+                      thresholds=_build_thresholds(merged.get("thresholds"), f"{source}.thresholds"),
+                      tags=tuple(validate_tag(k, v, f"{source}.tags")
+                                 for k, v in _string_pairs(merged.get("tags", {}), f"{source}.tags",
+                                                           TAG_KEY_PATTERN)),
+                      parameters=_string_pairs(merged.get("parameters", {}), f"{source}.parameters",
+                                               re.compile(r"^[A-Za-z0-9]{1,255}$")),
+                      price_overrides=_price_overrides(merged.get("prices", {}), f"{source}.prices"),
+                      **scalars, **sections)
+
+
+def _construct(cls: type[_T], path: str, **values: Any) -> _T:
+    """``cls(**values)``: the type validates itself; its error is given the file section's path."""
+    try:
+        return cls(**values)
+    except FieldError as exc:
+        raise ConfigError(f"{path}.{exc.field}: {exc.problem}" if exc.field else f"{path}: {exc.problem}") \
+            from None
 
 
 def _price_overrides(raw: Any, path: str) -> tuple[tuple[str, float], ...]:
-    """``{service: {item: usd}}`` -> sorted ``("service.item", usd)`` pairs; each price finite and >= 0.
+    """``{service: {item: usd}}`` -> sorted ``("service.item", usd)`` pairs, each checked by :func:`_price_problem`.
 
     Whether ``service.item`` exists in the price table is checked by :mod:`iotpipe.cost`, which owns it.
     """
     pairs = []
     for service, items in _table(raw, path).items():
         for item, value in _table(items, f"{path}.{service}").items():
-            where = f"{path}.{service}.{item}"
-            if not (PRICE_NAME_PATTERN.fullmatch(service) and PRICE_NAME_PATTERN.fullmatch(item)):
-                raise ConfigError(f"{where}: price names are lowercase words as in the price table (e.g. "
-                                  "[prices.dynamodb] write_request_units = 0.625)")
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-                    or value < 0:
-                raise ConfigError(f"{where}: {value!r} is not a price; give USD per unit as a number >= 0")
+            problem = _price_problem(service, item, value)
+            if problem:
+                raise ConfigError(f"{path}.{service}.{item}: {problem}")
             pairs.append((f"{service}.{item}", float(value)))
     return tuple(sorted(pairs))
 
 
-def _build_thresholds(raw: Any, path: str) -> tuple[tuple[str, Threshold], ...]:
+def _price_problem(service: Any, item: Any, value: Any) -> str | None:
+    if not (isinstance(service, str) and isinstance(item, str) and PRICE_NAME_PATTERN.fullmatch(service)
+            and PRICE_NAME_PATTERN.fullmatch(item)):
+        return "price names are lowercase words as in the price table (e.g. [prices.dynamodb] " \
+               "write_request_units = 0.625)"
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        return f"{value!r} is not a price; give USD per unit as a number >= 0"
+    return None
+
+
+def _build_thresholds(raw: Any, path: str) -> ReadOnlyMap:
     if raw is None:
-        return tuple(SEED_THRESHOLDS.items())
+        return ReadOnlyMap(SEED_THRESHOLDS)
     table = _table(raw, path)
     seed: dict[str, Any] = {name: dataclasses.asdict(t) for name, t in SEED_THRESHOLDS.items()}
     result = []
@@ -365,49 +537,43 @@ def _build_thresholds(raw: Any, path: str) -> tuple[tuple[str, Threshold], ...]:
         if not SENSOR_TYPE_PATTERN.fullmatch(name):
             raise ConfigError(f"{path}.{name}: sensor type names start with a letter and use letters, digits "
                               "and underscores (at most 64)")
-        threshold = _build_section(Threshold, spec, f"{path}.{name}")
-        if threshold.min is None and threshold.max is None:
-            raise ConfigError(f"{path}.{name}: set min, max or both")
-        if threshold.min is not None and threshold.max is not None and threshold.min > threshold.max:
-            raise ConfigError(f"{path}.{name}: min {threshold.min} is greater than max {threshold.max}")
-        result.append((name, threshold))
-    return tuple(sorted(result))
+        result.append((name, _build_section(Threshold, spec, f"{path}.{name}")))
+    return ReadOnlyMap(result)
 
 
-def _check_cross_field(config: PipelineConfig, source: str) -> None:
+def _check_cross_field(config: PipelineConfig) -> None:
     processor, stream, storage = config.processor, config.stream, config.storage
     thresholds_size = len(config.thresholds_json.encode("utf-8"))
     if thresholds_size > MAX_THRESHOLDS_JSON_BYTES:
-        raise ConfigError(
-            f"{source}.thresholds: {len(config.thresholds)} sensor types take {thresholds_size} bytes of the "
+        raise FieldError(
+            "thresholds", f"{len(config.thresholds)} sensor types take {thresholds_size} bytes of the "
             f"processor's environment, over the {MAX_THRESHOLDS_JSON_BYTES} that fit in Lambda's 4 KB limit; "
             "drop unused sensor types or shorten units")
     if processor.max_record_age_seconds >= stream.retention_hours * 3600:
-        raise ConfigError(
-            f"{source}.processor.max_record_age_seconds: {processor.max_record_age_seconds} must be below the "
+        raise FieldError(
+            "processor.max_record_age_seconds", f"{processor.max_record_age_seconds} must be below the "
             f"stream retention ({stream.retention_hours} h = {stream.retention_hours * 3600} s)")
     if storage.glacier_transition_days < storage.ia_transition_days + 30:
-        raise ConfigError(
-            f"{source}.storage.glacier_transition_days: {storage.glacier_transition_days} must be at least 30 "
+        raise FieldError(
+            "storage.glacier_transition_days", f"{storage.glacier_transition_days} must be at least 30 "
             f"days after ia_transition_days ({storage.ia_transition_days}), as S3 requires")
     if processor.batching_window_seconds and processor.batching_window_seconds > processor.timeout_seconds:
-        raise ConfigError(
-            f"{source}.processor.batching_window_seconds: {processor.batching_window_seconds} is longer than "
+        raise FieldError(
+            "processor.batching_window_seconds", f"{processor.batching_window_seconds} is longer than "
             f"timeout_seconds ({processor.timeout_seconds})")
     concurrency_needed = needed_concurrency(config)
     if processor.reserved_concurrency and processor.reserved_concurrency < concurrency_needed:
         shards = (f"{stream.shard_count} shard(s)" if stream.mode == "PROVISIONED"
                   else f"an on-demand stream's initial {ON_DEMAND_INITIAL_SHARDS} shards")
-        raise ConfigError(
-            f"{source}.processor.reserved_concurrency: {processor.reserved_concurrency} is below {shards} x "
+        raise FieldError(
+            "processor.reserved_concurrency", f"{processor.reserved_concurrency} is below {shards} x "
             f"parallelization_factor ({concurrency_needed}); the stream would be throttled. Raise it, or set 0 "
             "to reserve none")
     if config.stack_name and not STACK_NAME_PATTERN.fullmatch(config.stack_name):
-        raise ConfigError(f"{source}.stack_name: {config.stack_name!r} is not a CloudFormation stack name; use a "
-                          "letter followed by up to 127 letters, digits or hyphens")
+        raise FieldError("stack_name", f"{config.stack_name!r} is not a CloudFormation stack name; use a "
+                                       "letter followed by up to 127 letters, digits or hyphens")
     if config.region and not REGION_PATTERN.fullmatch(config.region):
-        raise ConfigError(f"{source}.region: {config.region!r} is not an AWS region name (e.g. us-east-1, "
-                          "eu-central-1)")
+        raise FieldError("region", f"{config.region!r} is not an AWS region name (e.g. us-east-1, eu-central-1)")
 
 
 def needed_concurrency(config: PipelineConfig) -> int:
@@ -472,54 +638,20 @@ _T = typing.TypeVar("_T")
 
 def _build_section(cls: type[_T], raw: Any, path: str) -> _T:
     table = _table(raw, path)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    _reject_unknown(table, tuple(f.name for f in dataclasses.fields(cls)), path)  # type: ignore[arg-type]
+    return _construct(cls, path, **table)
+
+
+def _check_keys(cls: type, raw: Any, path: str) -> None:
+    """Check one layer's keys and values for ``cls`` on their own (a layer may set a few keys of a section)."""
+    table = _table(raw, path)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     _reject_unknown(table, tuple(fields), path)
     hints = typing.get_type_hints(cls)
-    values = {}
     for name, value in table.items():
-        key_path = f"{path}.{name}"
-        _check_type(value, hints[name], key_path)
-        _check_rule(value, fields[name].metadata, key_path)
-        values[name] = float(value) if hints[name] in (float, float | None) and value is not None else value
-    return cls(**values)
-
-
-def _check_type(value: Any, expected: Any, path: str) -> Any:
-    allowed = typing.get_args(expected) or (expected,)
-    ok = any(
-        (kind is float and isinstance(value, int | float) and not isinstance(value, bool))
-        or (kind is int and isinstance(value, int) and not isinstance(value, bool))
-        or (kind is type(None) and value is None)
-        or (kind in (str, bool) and type(value) is kind)
-        for kind in allowed
-    )
-    if not ok:
-        names = " or ".join(getattr(kind, "__name__", str(kind)) for kind in allowed if kind is not type(None))
-        raise ConfigError(f"{path}: expected {names}, got {type(value).__name__} {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{path}: {value!r} is not a finite number")
-    return value
-
-
-def _check_rule(value: Any, rule: Mapping[str, Any], path: str) -> None:
-    lo, hi, choices, pattern = rule.get("lo"), rule.get("hi"), rule.get("choices"), rule.get("pattern")
-    if choices is not None and value not in choices:
-        raise ConfigError(f"{path}: {value!r} is not allowed; choose one of {', '.join(map(str, choices))}")
-    if isinstance(value, int) and not isinstance(value, bool) and not _fits_float(value):
-        raise ConfigError(f"{path}: a {len(str(abs(value)))}-digit number is out of range"
-                          + (f"; allowed {lo} to {hi}" if lo is not None or hi is not None else ""))
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ConfigError(f"{path}: {value!r} is out of range; allowed {lo} to {hi}")
-    if pattern is not None and not pattern.fullmatch(value):
-        raise ConfigError(f"{path}: {value!r} is not valid{'; ' + rule['doc'] if rule.get('doc') else ''}")
-
-
-def _fits_float(value: int) -> bool:
-    try:
-        float(value)
-    except OverflowError:
-        return False
-    return True
+        problem = _type_problem(value, hints[name]) or _rule_problem(value, fields[name].metadata)
+        if problem:
+            raise ConfigError(f"{path}.{name}: {problem}")
 
 
 def _string_pairs(raw: Any, path: str, key_pattern: re.Pattern[str]) -> tuple[tuple[str, str], ...]:

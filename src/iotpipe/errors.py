@@ -21,6 +21,12 @@ class TemplateError(IotpipeError):
     exit_code = 2
 
 
+class BlueprintError(IotpipeError):
+    """A ``--blueprint`` could not be loaded, failed, or returned something other than a Composition."""
+
+    exit_code = 2
+
+
 class LintError(IotpipeError):
     """A template has lint findings that block the requested operation."""
 

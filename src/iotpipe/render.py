@@ -6,11 +6,15 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from troposphere import Template
 
-from iotpipe.compose import compose
+from iotpipe.compose import Composition, compose
 from iotpipe.config import PipelineConfig
+
+if TYPE_CHECKING:
+    from iotpipe.blueprint import Blueprint
 
 
 def to_yaml(template: Template) -> str:
@@ -19,9 +23,15 @@ def to_yaml(template: Template) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def render_template(cfg: PipelineConfig) -> str:
-    """The pipeline template for ``cfg`` as YAML text."""
-    return to_yaml(compose(cfg).template)
+def render_template(cfg: PipelineConfig, blueprint: Blueprint | None = None) -> str:
+    """The pipeline template for ``cfg`` (customised by ``blueprint`` when given) as YAML text."""
+    return to_yaml(build_composition(cfg, blueprint).template)
+
+
+def build_composition(cfg: PipelineConfig, blueprint: Blueprint | None = None) -> Composition:
+    """The default composition for ``cfg``, passed through ``blueprint`` when one is given."""
+    composition = compose(cfg)
+    return composition if blueprint is None else blueprint.apply(composition)
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -19,7 +19,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -37,6 +37,9 @@ from iotpipe.sql_cache import (
     mark_used,
     prune_cache,
 )
+
+# A config's thresholds (a read-only mapping, sensor type -> Threshold), or the same as pairs.
+Thresholds = Mapping[str, Threshold] | Sequence[tuple[str, Threshold]]
 
 HOUR_MS = 3_600_000
 # Athena's price for SQL queries: $5 per TB scanned, at least 10 MB per query (Athena pricing).
@@ -215,17 +218,23 @@ def _timestamp(moment: datetime) -> str:
     return f"TIMESTAMP '{moment.isoformat(sep=' ', timespec='milliseconds')}'"
 
 
-def _thresholds_values(thresholds: Sequence[tuple[str, Threshold]]) -> str:
-    rows = [f"({_literal(name)}, {_number(t.min)}, {_number(t.max)}, {_literal(t.unit)})" for name, t in thresholds]
+def _pairs(thresholds: Thresholds) -> Sequence[tuple[str, Threshold]]:
+    """(sensor type, threshold) pairs of a config's thresholds mapping, or of pairs given as such."""
+    return tuple(thresholds.items()) if isinstance(thresholds, Mapping) else thresholds
+
+
+def _thresholds_values(thresholds: Thresholds) -> str:
+    rows = [f"({_literal(name)}, {_number(t.min)}, {_number(t.max)}, {_literal(t.unit)})"
+            for name, t in _pairs(thresholds)]
     if not rows:
         return "SELECT CAST(NULL AS VARCHAR), CAST(NULL AS DOUBLE), CAST(NULL AS DOUBLE), CAST(NULL AS VARCHAR) " \
                "WHERE 1 = 0"
     return "VALUES " + ", ".join(rows)
 
 
-def _unit_case(column: str, thresholds: Sequence[tuple[str, Threshold]]) -> str:
+def _unit_case(column: str, thresholds: Thresholds) -> str:
     """The configured unit of a sensor type, as the processor stores it when the payload gives none."""
-    whens = " ".join(f"WHEN {_literal(name)} THEN {_literal(t.unit)}" for name, t in thresholds if t.unit)
+    whens = " ".join(f"WHEN {_literal(name)} THEN {_literal(t.unit)}" for name, t in _pairs(thresholds) if t.unit)
     return f"CASE {column} {whens} END" if whens else "CAST(NULL AS VARCHAR)"
 
 
@@ -237,7 +246,7 @@ def _reading_time(ttl_days: int) -> str:
             "AND device_time <= received_at + INTERVAL '1' DAY THEN device_time ELSE received_at END")
 
 
-def _common_ctes(window: Window, thresholds: Sequence[tuple[str, Threshold]]) -> list[tuple[str, str]]:
+def _common_ctes(window: Window, thresholds: Thresholds) -> list[tuple[str, str]]:
     return [
         ("query_window(window_start, window_end)",
          f"SELECT {_timestamp(window.start)}, {_timestamp(window.end)}"),
@@ -264,7 +273,7 @@ def partition_predicate(window: Window) -> str:
     return "(" + " OR ".join(parts) + ")"
 
 
-def athena_relations(database: str, window: Window, thresholds: Sequence[tuple[str, Threshold]],
+def athena_relations(database: str, window: Window, thresholds: Thresholds,
                      ttl_days: int) -> list[tuple[str, str]]:
     """The relations as (name, query) common table expressions over the Glue tables of ``database``."""
     from iotpipe import naming
@@ -431,7 +440,7 @@ def _athena_value(value: str | None, kind: str) -> Any:
 
 
 def run_athena(athena: Any, sql: str, *, workgroup: str, database: str, window: Window,
-               thresholds: Sequence[tuple[str, Threshold]], ttl_days: int,
+               thresholds: Thresholds, ttl_days: int,
                on_progress: Callable[[AthenaProgress], None] = lambda _: None,
                sleep: Callable[[float], None] = time.sleep, poll_seconds: float = 1.0,
                max_polls: int = 86_400) -> QueryResult:
@@ -595,7 +604,7 @@ def _json_source(paths: Iterable[Path], columns: str, empty: str) -> str:
             f"columns = {columns}, filename = true)")
 
 
-def duckdb_relations(archive: LocalArchive, window: Window, thresholds: Sequence[tuple[str, Threshold]],
+def duckdb_relations(archive: LocalArchive, window: Window, thresholds: Thresholds,
                      ttl_days: int) -> list[str]:
     """CREATE VIEW statements for the relations over the parsed (Parquet) form of the local archive files
     (:func:`convert_archive` makes it) and the quarantine objects."""
@@ -789,7 +798,7 @@ def _columns(name: str) -> str:
     return name[name.index("("):] if "(" in name else ""
 
 
-def duckdb_connection(archive: LocalArchive, window: Window, thresholds: Sequence[tuple[str, Threshold]],
+def duckdb_connection(archive: LocalArchive, window: Window, thresholds: Thresholds,
                       ttl_days: int) -> Any:
     """An in-memory DuckDB connection with the relations defined over ``archive``."""
     duckdb = require_duckdb()
@@ -801,7 +810,7 @@ def duckdb_connection(archive: LocalArchive, window: Window, thresholds: Sequenc
     return connection
 
 
-def run_duckdb(sql: str, archive: LocalArchive, window: Window, thresholds: Sequence[tuple[str, Threshold]],
+def run_duckdb(sql: str, archive: LocalArchive, window: Window, thresholds: Thresholds,
                ttl_days: int) -> QueryResult:
     """Run ``sql`` over the relations on DuckDB; a SQL error is SqlError with DuckDB's message."""
     duckdb = require_duckdb()
@@ -828,7 +837,7 @@ class DuckdbRun:
     cache: PruneReport
 
 
-def query_duckdb(s3: Any, bucket: str, sql: str, window: Window, thresholds: Sequence[tuple[str, Threshold]],
+def query_duckdb(s3: Any, bucket: str, sql: str, window: Window, thresholds: Thresholds,
                  ttl_days: int, cache_dir: Path, limits: CacheLimits | None = None,
                  on_result: Callable[[QueryResult], None] = lambda _: None) -> DuckdbRun:
     """Fetch the window's archive objects into ``cache_dir``, run ``sql`` over them, hand the result to

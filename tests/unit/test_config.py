@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from iotpipe.config import SEED_THRESHOLDS, PipelineConfig, Threshold, build_config, load_config
+from iotpipe.config import (
+    SEED_THRESHOLDS,
+    AlarmConfig,
+    PipelineConfig,
+    ProcessorConfig,
+    StreamConfig,
+    Threshold,
+    build_config,
+    load_config,
+)
 from iotpipe.errors import ConfigError
 
 
@@ -217,3 +228,43 @@ def test_price_overrides_are_read_per_layer() -> None:
     assert cfg.price_overrides == (("dynamodb.write_request_units", 0.0000005), ("s3.put_requests", 0.000004))
     with pytest.raises(ConfigError, match=r"env\.prod\.prices\.dynamodb: expected a table"):
         build_config({"env": {"prod": {"prices": {"dynamodb": 1.0}}}}, "prod", {})
+
+
+# A config built in Python validates itself with the same rules the TOML loader uses (issue 14).
+@pytest.mark.parametrize(("build", "fragment"), [
+    (lambda: ProcessorConfig(batch_size=999999), "processor.batch_size: 999999 is out of range; allowed 1 to 10000"),
+    (lambda: PipelineConfig(env="QA!!"), "env: 'QA!!' is not a valid environment name"),
+    (lambda: Threshold(min=80, max=10), "threshold: min 80.0 is greater than max 10.0"),
+    (lambda: Threshold(unit="l/min"), "threshold: set min, max or both"),
+    (lambda: StreamConfig(mode="FAST"), "stream.mode: 'FAST' is not allowed"),
+    (lambda: AlarmConfig(period_seconds=61), "alarms.period_seconds: 61 is not allowed"),
+    (lambda: ProcessorConfig(memory_mb="big"), "processor.memory_mb: expected int, got str"),
+    (lambda: PipelineConfig(thresholds={"bad name": Threshold(max=1.0)}), "thresholds.bad name: sensor type"),
+    (lambda: PipelineConfig(thresholds={"flow": {"max": 3}}), "thresholds.flow: expected a Threshold, got dict"),
+    (lambda: PipelineConfig(processor=ProcessorConfig(max_record_age_seconds=90000)),
+     "processor.max_record_age_seconds: 90000 must be below the stream retention"),
+    (lambda: PipelineConfig(region="US-EAST-1"), "region: 'US-EAST-1' is not an AWS region name"),
+    (lambda: PipelineConfig(stream=3), "stream: expected a StreamConfig, got int"),
+])
+def test_a_config_built_in_python_validates_itself(build: Any, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build()
+    assert fragment in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
+def test_thresholds_are_a_read_only_mapping_and_the_config_stays_hashable() -> None:
+    cfg = PipelineConfig(thresholds={"flow": Threshold(min=0, max=5, unit="l/min")})
+    assert isinstance(cfg.thresholds, Mapping) and dict(cfg.thresholds) == {"flow": Threshold(0.0, 5.0, "l/min")}
+    with pytest.raises(TypeError):
+        cfg.thresholds["flow"] = Threshold(max=1.0)  # type: ignore[index]
+    assert hash(cfg) == hash(PipelineConfig(thresholds=(("flow", Threshold(min=0.0, max=5.0, unit="l/min")),)))
+    assert build_config({}, "dev", {}) == PipelineConfig() and hash(build_config({}, "dev", {})) == hash(
+        PipelineConfig())
+    assert Threshold(min=1, max=2).min == 1.0 and isinstance(Threshold(min=1, max=2).min, float)
+
+
+def test_the_loader_reports_a_python_side_error_with_its_file_section(tmp_path: Path) -> None:
+    # The rule lives on the type; the loader only adds where in the file the value came from.
+    with pytest.raises(ConfigError, match=r"^env\.dev\.processor\.batch_size: 999999 is out of range"):
+        load_config(write(tmp_path, "[env.dev.processor]\nbatch_size = 999999\n"), "dev")

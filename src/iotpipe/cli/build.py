@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from iotpipe.aws import ClientFactory
 from iotpipe.cli.app import main
-from iotpipe.cli.common import config_options, echo_json, load_pipeline_config, output_option
+from iotpipe.cli.common import blueprint_option, config_options, echo_json, load_pipeline_config, output_option
 from iotpipe.config import NODE_RUNTIMES, PYTHON_RUNTIMES
 from iotpipe.errors import TemplateError
 from iotpipe.lint import DEFAULT_REGION, Finding, blocking, checkov_available, lint_template
@@ -22,7 +23,8 @@ from iotpipe.render import render_template, write_atomically
               help="Write the template to this file (default: stdout).")
 @click.option("--runtime", type=click.Choice(PYTHON_RUNTIMES + NODE_RUNTIMES),
               help="Processor runtime (overrides processor.runtime).")
-def render(env: str, config_path: str | None, out: Path | None, runtime: str | None) -> None:
+@blueprint_option
+def render(env: str, config_path: str | None, out: Path | None, runtime: str | None, blueprint: Any) -> None:
     """Render the pipeline's CloudFormation template as YAML.
 
     \b
@@ -30,9 +32,10 @@ def render(env: str, config_path: str | None, out: Path | None, runtime: str | N
       iotpipe render --env dev -o templates/TapStack.yml
       iotpipe render --env prod --config plant.toml > prod.yml
       iotpipe render --runtime nodejs24.x
+      iotpipe render --blueprint examples/override_property.py:customise -o custom.yml
     """
     cfg = load_pipeline_config(config_path, env, **{"processor.runtime": runtime})
-    text = render_template(cfg)
+    text = render_template(cfg, blueprint)
     if out is None:
         sys.stdout.write(text)
         return
@@ -49,8 +52,9 @@ def render(env: str, config_path: str | None, out: Path | None, runtime: str | N
 @click.option("--region", "regions", multiple=True, metavar="REGION",
               help="Region whose resource types and values to check; repeatable (default: the env's region, else "
                    "the AWS profile's, else us-east-1).")
+@blueprint_option
 def lint(template_file: Path | None, env: str, config_path: str | None, output: str, with_checkov: bool,
-         regions: tuple[str, ...]) -> None:
+         regions: tuple[str, ...], blueprint: Any) -> None:
     """Lint a template (default: the one --env renders) with cfn-lint and checkov; exit 1 on any error or warning.
 
     cfn-lint runs with iotpipe's own rules (E9101-E9104: IAM Resource "*" with a reason, partition-aware ARNs,
@@ -65,10 +69,15 @@ def lint(template_file: Path | None, env: str, config_path: str | None, output: 
       iotpipe lint --env prod --output json
       iotpipe lint --no-checkov
       iotpipe lint --region eu-central-1 --region us-gov-west-1
+      iotpipe lint --blueprint examples/firehose_copy.py:customise
     """
+    if template_file is not None and blueprint is not None:
+        raise click.UsageError("--blueprint customises the template iotpipe renders; give TEMPLATE_FILE or "
+                               "--blueprint, not both")
     if template_file is None:
         cfg = load_pipeline_config(config_path, env)
-        name, text, env_region = f"<render --env {env}>", render_template(cfg), cfg.region
+        name = f"<render --env {env}>" + (f" + {blueprint.spec}" if blueprint else "")
+        text, env_region = render_template(cfg, blueprint), cfg.region
     else:
         name, text, env_region = str(template_file), _read_template(template_file), ""
     if with_checkov and not checkov_available():

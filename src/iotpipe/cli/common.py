@@ -50,6 +50,22 @@ def output_option(func: F) -> F:
                         show_default=True, help="Result format on stdout.")(func)
 
 
+def blueprint_option(func: F) -> F:
+    """Add ``--blueprint MODULE:CALLABLE``: loaded (imported) when the command starts, before anything is written."""
+    return click.option(
+        "--blueprint", "blueprint", metavar="MODULE:CALLABLE", callback=_load_blueprint,
+        help="Customise the template: a callable (module:callable or path/to/file.py:callable) that takes the "
+             "default Composition and returns one.")(func)
+
+
+def _load_blueprint(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    from iotpipe.blueprint import load_blueprint
+
+    return load_blueprint(value)
+
+
 def load_pipeline_config(config_path: str | None, env: str, **overrides: Any) -> PipelineConfig:
     """Load the config for ``env`` with CLI overrides given as dotted keys; ``None`` values are ignored."""
     ctx = click.get_current_context().find_object(CliContext)

@@ -10,7 +10,15 @@ import click
 from iotpipe import devices as devices_lib
 from iotpipe import naming
 from iotpipe.cli.app import main
-from iotpipe.cli.common import Target, echo_json, is_interactive, output_option, pipeline_target, progress
+from iotpipe.cli.common import (
+    Target,
+    blueprint_option,
+    echo_json,
+    is_interactive,
+    output_option,
+    pipeline_target,
+    progress,
+)
 from iotpipe.config import PipelineConfig, config_warnings, validate_tag
 from iotpipe.deploy.client import Change, DeployClient, Stack, StackEvent
 from iotpipe.deploy.execute import (
@@ -96,13 +104,14 @@ def _tags(cfg: PipelineConfig, tags: Sequence[str]) -> tuple[tuple[str, str], ..
 
 def _plan(cfg: PipelineConfig, client: DeployClient, params: Sequence[str], tags: Sequence[str],
           on_failure: str, timeout: float, factory: Any = None, *, checkov: bool = False,
-          read_only: str = "") -> DeployPlan:
+          read_only: str = "", blueprint: Any = None) -> DeployPlan:
     for warning in config_warnings(cfg):
         progress(f"warning: {warning}")
     _tags(cfg, tags)  # bad input is refused before anything is rendered, uploaded or created
     parameters = merge_pairs(cfg.parameters, parse_assignments(params, "--param"))
     # The lint gate of `iotpipe lint`, for the region the stack goes to, before any AWS call.
-    template, findings = prepare_template(cfg, parameters, region=client.region, checkov=checkov)
+    template, findings = prepare_template(cfg, parameters, region=client.region, checkov=checkov,
+                                          blueprint=blueprint)
     if factory is not None:
         _refuse_blockers(factory, cfg, client)
     if findings:
@@ -158,8 +167,9 @@ def _show_result(result: DeployResult, output: str) -> None:
               help="Gate on checkov's CloudFormation checks too, as `iotpipe lint` does (when checkov is installed).")
 @_timeout_option
 @output_option
+@blueprint_option
 def deploy(target: Target, yes: bool, no_execute: bool, params: tuple[str, ...], tags: tuple[str, ...], on_failure: str,
-           with_checkov: bool, timeout: float, output: str) -> None:
+           with_checkov: bool, timeout: float, output: str, blueprint: Any) -> None:
     """Render, lint and deploy the pipeline stack through a change set.
 
     The template must pass `iotpipe lint`'s gate for the target region first (cfn-lint with iotpipe's own rules,
@@ -175,11 +185,13 @@ def deploy(target: Target, yes: bool, no_execute: bool, params: tuple[str, ...],
       iotpipe deploy --env prod --yes --tag Owner=plant-7 --param AlarmEmail=ops@example.com
       iotpipe deploy --env dev --no-execute --output json
       iotpipe deploy --env dev --endpoint-url http://127.0.0.1:5000 --yes
+      iotpipe deploy --env dev --blueprint examples/firehose_copy.py:customise
     """
     if not no_execute:
         _require_consent(yes, "deploy")
     cfg, client = target.config, DeployClient.from_factory(target.factory)
-    plan = _plan(cfg, client, params, tags, on_failure, timeout, factory=target.factory, checkov=with_checkov)
+    plan = _plan(cfg, client, params, tags, on_failure, timeout, factory=target.factory, checkov=with_checkov,
+                 blueprint=blueprint)
     _show_plan(plan, output)
     if no_execute:
         result = discard_plan(client, plan, progress)
@@ -198,7 +210,9 @@ def deploy(target: Target, yes: bool, no_execute: bool, params: tuple[str, ...],
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Stack tag override. Repeatable.")
 @_timeout_option
 @output_option
-def diff(target: Target, params: tuple[str, ...], tags: tuple[str, ...], timeout: float, output: str) -> None:
+@blueprint_option
+def diff(target: Target, params: tuple[str, ...], tags: tuple[str, ...], timeout: float, output: str,
+         blueprint: Any) -> None:
     """Show what deploy would change (Action, LogicalId, Type, Replacement) without changing anything.
 
     The change set is created, described and deleted again; nothing is written to S3 (the processor's zip is
@@ -208,9 +222,10 @@ def diff(target: Target, params: tuple[str, ...], tags: tuple[str, ...], timeout
     Examples:
       iotpipe diff --env dev
       iotpipe diff --env prod --output json
+      iotpipe diff --env dev --blueprint mypkg.blueprints:customise
     """
     cfg, client = target.config, DeployClient.from_factory(target.factory)
-    plan = _plan(cfg, client, params, tags, "rollback", timeout, read_only="iotpipe diff")
+    plan = _plan(cfg, client, params, tags, "rollback", timeout, read_only="iotpipe diff", blueprint=blueprint)
     result = discard_plan(client, plan, progress)
     if output == "json":
         echo_json(result.as_dict())

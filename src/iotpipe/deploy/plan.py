@@ -166,8 +166,9 @@ def create_changes(template: Mapping[str, Any]) -> tuple[Change, ...]:
 
 
 def prepare_template(cfg: Any, parameters: Iterable[tuple[str, str]] = (), *, region: str = "",
-                     checkov: bool = False) -> tuple[str, list[Any]]:
-    """Render the template for ``cfg`` and pass it through ``iotpipe lint``'s gate; (text, reported findings).
+                     checkov: bool = False, blueprint: Any = None) -> tuple[str, list[Any]]:
+    """Render the template for ``cfg`` (customised by ``blueprint``, an :class:`iotpipe.blueprint.Blueprint`)
+    and pass it through ``iotpipe lint``'s gate; (text, reported findings).
 
     The gate is the one ``iotpipe lint`` applies: cfn-lint with iotpipe's rules for the target ``region``
     (and checkov when asked and installed); any error or warning is a LintError, raised before any AWS call.
@@ -176,7 +177,7 @@ def prepare_template(cfg: Any, parameters: Iterable[tuple[str, str]] = (), *, re
     from iotpipe import lint
     from iotpipe.render import render_template
 
-    text = render_template(cfg)
+    text = render_template(cfg, blueprint)
     given = tuple(parameters)
     if given:
         check_parameters(parse_template(text), given)

@@ -131,7 +131,7 @@ def _topic_policy(names: Names, topic: tpsns.Topic) -> tpsns.TopicPolicy:
 
 
 def _dashboard(cfg: PipelineConfig, names: Names, processor: ProcessorGroup) -> cw.Dashboard:
-    sensors = [name for name, _ in cfg.thresholds]
+    sensors = list(cfg.thresholds)
     # Fn::Sub variables bound to the processor group's handles (no logical id spelled here).
     env, fn, queue = "${MetricEnvironment}", "${ProcessorFunctionName}", "${DeadLetterQueueName}"
 
