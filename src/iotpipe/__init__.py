@@ -13,6 +13,8 @@ Names are imported on first use, so ``import iotpipe`` stays cheap for the CLI a
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -95,6 +97,20 @@ __all__ = [  # noqa: RUF022 (grouped as _EXPORTS is)
     "LintError",
     "DeployError",
 ]
+
+
+class _Package(types.ModuleType):
+    """The package module: importing the submodule ``iotpipe.compose`` must not replace the function
+    ``iotpipe.compose`` (the import system binds a submodule on its package by name); ``from iotpipe.compose
+    import ...`` still reaches the module."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "compose" and isinstance(value, types.ModuleType):
+            value = value.compose
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

@@ -154,3 +154,121 @@ def test_a_duplicate_logical_id_fails_loudly() -> None:
 
     with pytest.raises(ValueError, match="duplicate key"):
         compose(build_config({}, "dev", {}), overrides={"stream": doubled})
+
+
+# --- the seam: handles, overrides, extra groups, names (issue 14) ------------------------------------------
+
+
+def _blocking(template: Any) -> list[Any]:
+    from iotpipe.lint import blocking, lint_template
+    from iotpipe.render import to_yaml
+
+    return blocking(lint_template(to_yaml(template)))
+
+
+def test_compose_returns_the_template_the_handles_and_the_contract_values() -> None:
+    from iotpipe.compose import Composition, Groups
+    from iotpipe.naming import Names
+
+    composition = compose(build_config({}, "dev", {}))
+    assert isinstance(composition, Composition) and isinstance(composition.groups, Groups)
+    assert composition.names == Names()
+    assert composition.groups.stream.stream_arn.to_dict() == {"Fn::GetAtt": ["SensorDataStream", "Arn"]}
+    assert composition.groups.storage.table_name.to_dict() == {"Ref": "SensorDataTable"}
+    assert set(composition.output_keys) == set(composition.template.outputs)
+    assert composition.physical_names["table"].to_dict() == {"Fn::Sub": "SensorReadings-${EnvironmentSuffix}"}
+
+
+def test_a_replaced_storage_group_is_what_the_processor_writes_to() -> None:
+    # The seed's composition referenced Ref(SensorDataTable) from the processor: a replaced storage group left a
+    # dangling Ref (cfn-lint E1020). Through the handle, the processor names whatever table storage made.
+    from iotpipe.groups.storage import build_storage
+    from iotpipe.naming import Names
+
+    def storage_elsewhere(cfg: Any, _names: Any) -> Any:
+        return build_storage(cfg, Names(prefix="Archive"))
+
+    composition = compose(build_config({}, "dev", {}), overrides={"storage": storage_elsewhere})
+    resources = composition.template.to_dict()["Resources"]
+    variables = resources["DataProcessorFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["DYNAMODB_TABLE"] == {"Ref": "ArchiveSensorDataTable"}
+    assert variables["S3_BUCKET"] == {"Ref": "ArchiveRawDataBucket"}
+    assert "SensorDataTable" not in resources
+    assert _blocking(composition.template) == []
+
+
+def test_an_extra_group_gets_the_built_in_handles() -> None:
+    from dataclasses import dataclass
+
+    from troposphere import Output
+    from troposphere import sqs as tpsqs
+
+    @dataclass(frozen=True)
+    class Extra:
+        resources: tuple[Any, ...]
+        outputs: tuple[Any, ...]
+
+    seen: list[Any] = []
+
+    def extra(cfg: Any, names: Any, groups: Any) -> Extra:
+        seen.append((cfg.env, names.prefix, groups.stream.stream_name.to_dict()))
+        queue = tpsqs.Queue(names.id("ExtraQueue"), KmsMasterKeyId="alias/aws/sqs")
+        return Extra((queue,), (Output(names.output("ExtraStream"), Value=groups.stream.stream_name),))
+
+    composition = compose(build_config({}, "dev", {}), extra=[extra])
+    assert seen == [("dev", "", {"Ref": "SensorDataStream"})]
+    assert "ExtraQueue" in composition.template.resources and "ExtraStream" in composition.output_keys
+    assert composition.recompose().template.resources.keys() == composition.template.resources.keys()
+
+
+def test_bad_overrides_and_extras_are_template_errors_naming_the_fix() -> None:
+    from iotpipe.errors import TemplateError
+
+    cfg = build_config({}, "dev", {})
+    with pytest.raises(TemplateError, match=r"unknown group\(s\) streams; the built-in groups are keys, storage"):
+        compose(cfg, overrides={"streams": lambda *a: a})
+    with pytest.raises(TemplateError, match=r"returned dict; return a StreamGroup"):
+        compose(cfg, overrides={"stream": lambda _cfg, _names: {}})
+    with pytest.raises(TemplateError, match=r"returned int; return an object with resources and outputs"):
+        compose(cfg, extra=[lambda _cfg, _names, _groups: 3])
+
+
+def test_two_pipelines_share_one_template_and_it_lints() -> None:
+    from iotpipe.naming import Names
+
+    cfg = build_config({}, "dev", {})
+    first = compose(cfg)
+    with pytest.raises(ValueError, match='duplicate key "PipelineKey"'):
+        compose(cfg, template=first.template)
+    second = compose(build_config({}, "dev", {}), names=Names(prefix="LineB"), template=first.template)
+    assert second.template is first.template
+    ids = set(first.template.resources)
+    default_ids = set(compose(cfg).template.resources)
+    assert ids == default_ids | {f"LineB{logical_id}" for logical_id in default_ids}
+    outputs = first.template.to_dict()["Outputs"]
+    assert outputs["LineBSensorDataTableName"]["Export"]["Name"] == {
+        "Fn::Sub": "${AWS::StackName}-LineBSensorDataTable"}
+    tables = [r["Properties"]["TableName"] for r in first.template.to_dict()["Resources"].values()
+              if r["Type"] == "AWS::DynamoDB::Table"]
+    assert tables == [{"Fn::Sub": "SensorReadings-${EnvironmentSuffix}"},
+                      {"Fn::Sub": "SensorReadings-lineb-${EnvironmentSuffix}"}]
+    second_env = first.template.to_dict()["Resources"]["LineBDataProcessorFunction"]["Properties"]["Environment"]
+    assert second_env["Variables"]["DYNAMODB_TABLE"] == {"Ref": "LineBSensorDataTable"}
+    assert _blocking(first.template) == []
+
+
+def test_default_names_reproduce_the_seed_ids() -> None:
+    from iotpipe.naming import Names
+
+    default = compose(build_config({}, "dev", {}))
+    explicit = compose(build_config({}, "dev", {}), names=Names(prefix=""))
+    assert default.template.to_dict() == explicit.template.to_dict()
+
+
+@pytest.mark.parametrize("prefix", ["lineb", "Line-B", "VeryLongPrefix", "1Line"])
+def test_a_bad_prefix_is_refused(prefix: str) -> None:
+    from iotpipe.errors import ConfigError
+    from iotpipe.naming import Names
+
+    with pytest.raises(ConfigError, match=r"names\.prefix"):
+        Names(prefix=prefix)
