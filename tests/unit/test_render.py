@@ -49,6 +49,11 @@ def test_wheel_ships_the_handler_sources(tmp_path: Path) -> None:
     for name, text in shipped.items():
         assert text == (ROOT / "handler" / name).read_text(encoding="utf-8"), name
     assert not any("eval-data" in name or name.endswith(".csv") for name in names)
+    # a typed library (PEP 561), its version read from iotpipe.__version__
+    import iotpipe
+
+    assert "iotpipe/py.typed" in names
+    assert wheel.name.startswith(f"iotpipe-{iotpipe.__version__}-")
 
 
 def test_render_imports_neither_linter() -> None:
