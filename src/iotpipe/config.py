@@ -35,6 +35,7 @@ MAX_TAG_KEY_LENGTH = 128
 MAX_TAG_VALUE_LENGTH = 256
 SENSOR_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 TAG_KEY_PATTERN = re.compile(r"^[\w .:/=+\-@]{1,128}$")
+PARAMETER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9]{1,255}$")
 # Key ARNs only (not aliases): IAM grants on the key are scoped to its ARN.
 KMS_KEY_PATTERN = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+)?$")
 EMAIL_PATTERN = re.compile(r"^([^@\s]+@[^@\s]+\.[^@\s]+)?$")
@@ -317,6 +318,13 @@ def check_env_name(env: Any) -> str:
     return env
 
 
+def _pairs(raw: Any, name: str) -> tuple[tuple[Any, Any], ...]:
+    """``raw`` as (key, value) pairs, or FieldError naming ``name``."""
+    if not isinstance(raw, tuple) or not all(isinstance(p, tuple) and len(p) == 2 for p in raw):
+        raise FieldError(name, f"expected a tuple of (key, value) pairs, got {raw!r}")
+    return raw
+
+
 def _threshold_map(raw: Any) -> ReadOnlyMap:
     """Thresholds as a read-only map, every sensor type name and value checked."""
     if not isinstance(raw, Mapping | tuple | list):
@@ -365,6 +373,17 @@ class PipelineConfig:
             if not isinstance(getattr(self, name), kind):
                 raise FieldError(name, f"expected a {kind.__name__}, got {type(getattr(self, name)).__name__}")
         object.__setattr__(self, "thresholds", _threshold_map(self.thresholds))
+        for key, value in _pairs(self.tags, "tags"):
+            validate_tag(key, value, "tags")
+        for key, value in _pairs(self.price_overrides, "price_overrides"):
+            service, _, item = str(key).partition(".")
+            problem = _price_problem(service, item, value)
+            if problem:
+                raise FieldError(f"price_overrides.{key}", problem)
+        for key, value in _pairs(self.parameters, "parameters"):
+            if not PARAMETER_NAME_PATTERN.fullmatch(key) or not isinstance(value, str):
+                raise FieldError(f"parameters.{key}", "give a template parameter name (letters and digits) and a "
+                                                      "string value")
         _check_cross_field(self)
 
     @property
@@ -488,7 +507,7 @@ def _to_config(merged: Mapping[str, Any], env: str, source: str) -> PipelineConf
                                  for k, v in _string_pairs(merged.get("tags", {}), f"{source}.tags",
                                                            TAG_KEY_PATTERN)),
                       parameters=_string_pairs(merged.get("parameters", {}), f"{source}.parameters",
-                                               re.compile(r"^[A-Za-z0-9]{1,255}$")),
+                                               PARAMETER_NAME_PATTERN),
                       price_overrides=_price_overrides(merged.get("prices", {}), f"{source}.prices"),
                       **scalars, **sections)
 
@@ -533,10 +552,8 @@ def _build_thresholds(raw: Any, path: str) -> ReadOnlyMap:
     table = _table(raw, path)
     seed: dict[str, Any] = {name: dataclasses.asdict(t) for name, t in SEED_THRESHOLDS.items()}
     result = []
+    # Sensor type names are checked by PipelineConfig itself (one place for every rule).
     for name, spec in _deep_merge(seed, table).items():
-        if not SENSOR_TYPE_PATTERN.fullmatch(name):
-            raise ConfigError(f"{path}.{name}: sensor type names start with a letter and use letters, digits "
-                              "and underscores (at most 64)")
         result.append((name, _build_section(Threshold, spec, f"{path}.{name}")))
     return ReadOnlyMap(result)
 

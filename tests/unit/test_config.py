@@ -268,3 +268,16 @@ def test_the_loader_reports_a_python_side_error_with_its_file_section(tmp_path: 
     # The rule lives on the type; the loader only adds where in the file the value came from.
     with pytest.raises(ConfigError, match=r"^env\.dev\.processor\.batch_size: 999999 is out of range"):
         load_config(write(tmp_path, "[env.dev.processor]\nbatch_size = 999999\n"), "dev")
+
+
+@pytest.mark.parametrize(("build", "fragment"), [
+    (lambda: PipelineConfig(tags=(("aws:team", "x"),)), "the aws: prefix is reserved"),
+    (lambda: PipelineConfig(tags={"Team": "x"}), "tags: expected a tuple of (key, value) pairs"),
+    (lambda: PipelineConfig(parameters=(("Alarm-Email", "x"),)), "parameters.Alarm-Email: give a template"),
+    (lambda: PipelineConfig(price_overrides=(("s3.put_requests", -1.0),)),
+     "price_overrides.s3.put_requests: -1.0 is not a price"),
+])
+def test_tags_parameters_and_prices_built_in_python_are_checked_too(build: Any, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build()
+    assert fragment in str(caught.value)
