@@ -86,12 +86,12 @@ def start_of_run() -> int:
     return minute + START_OFFSET_MS
 
 
-def sensor_values(thresholds: Sequence[tuple[str, Threshold]], sensors: int) -> list[tuple[str, float, float]]:
+def sensor_values(thresholds: Mapping[str, Threshold], sensors: int) -> list[tuple[str, float, float]]:
     """``(sensor, normal value, anomalous value)`` for the first ``sensors`` configured sensor types."""
     if sensors > len(thresholds):
         raise SystemExit(f"--sensors {sensors}: the env configures only {len(thresholds)} sensor types")
     out = []
-    for name, threshold in thresholds[:sensors]:
+    for name, threshold in list(thresholds.items())[:sensors]:
         lo = threshold.min if threshold.min is not None else (threshold.max or 0) - 10
         hi = threshold.max if threshold.max is not None else lo + 10
         out.append((name, round((lo + hi) / 2, 2), round(hi + abs(hi - lo) / 2 + 1, 2)))
