@@ -39,7 +39,18 @@ from iotpipe.sql import (
 
 sqlglot = pytest.importorskip("sqlglot", reason="sqlglot is in the dev extra: pip install -e '.[dev]'")
 from sqlglot import exp  # noqa: E402
-from test_sql_duckdb import BUCKET, CFG, HANDLER, SHARD0, WINDOW, archive, ms, put_known_archive, rule  # noqa: E402
+from test_sql_duckdb import (  # noqa: E402
+    BUCKET,
+    CFG,
+    HANDLER,
+    SHARD0,
+    WINDOW,
+    archive,
+    ms,
+    odd_bodies,
+    put_known_archive,
+    rule,
+)
 from test_sql_samples import put_mixed_archive, put_vector_archive  # noqa: E402
 
 DATABASE = "iotpipe_dev"
@@ -168,13 +179,7 @@ def odd_archive(s3: Any) -> Window:
     index = archive.load_processor(HANDLER)
     arrived = ms("2026-03-04T00:10:00")
     bodies = [
-        rule({"deviceId": "d1", "readings": 5}, arrived),
-        rule({"deviceId": "d1", "readings": "{bad"}, arrived),
-        b"[1, 2]",
-        b'"just a string"',
-        rule({"deviceId": "d1", "sensorType": "temperature", "value": 20, "timestamp": 1e300}, arrived),
-        rule({"deviceId": "d1", "sensorType": "pressure", "value": 50, "timestamp": "not a time"}, arrived),
-        rule({"deviceId": "d1", "readings": {"temperature": {"nested": 1}, "vibration": 2}}, arrived),
+        *odd_bodies(arrived),
         rule({"deviceId": "d2", "timestamp": "2026-03-04T01:09:00+01:00",
               "readings": {"temperature": 85.5, "pressure": 31}}, arrived),
         rule({"deviceId": "d3", "sensorType": "humidity", "value": 40}, arrived),

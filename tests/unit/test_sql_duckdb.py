@@ -182,13 +182,9 @@ def test_named_queries_give_known_answers(s3: Any, tmp_path: Path) -> None:
         ("unknown sensorType", 1)]
 
 
-def test_odd_payloads_never_fail_the_query_and_implausible_times_fall_back(moto_endpoint: str,
-                                                                            tmp_path: Path) -> None:
-    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
-    client.create_bucket(Bucket=BUCKET)
-    index = archive.load_processor(HANDLER)
-    arrived = ms("2026-03-04T00:10:00")
-    bodies = [
+def odd_bodies(arrived: int) -> list[bytes]:
+    """Payloads at the edges, as the rule delivers them: not a map, not JSON, implausible times, a nested value."""
+    return [
         rule({"deviceId": "d1", "readings": 5}, arrived),
         rule({"deviceId": "d1", "readings": "{bad"}, arrived),
         b"[1, 2]",
@@ -196,6 +192,17 @@ def test_odd_payloads_never_fail_the_query_and_implausible_times_fall_back(moto_
         rule({"deviceId": "d1", "sensorType": "temperature", "value": 20, "timestamp": 1e300}, arrived),
         rule({"deviceId": "d1", "sensorType": "pressure", "value": 50, "timestamp": "not a time"}, arrived),
         rule({"deviceId": "d1", "readings": {"temperature": {"nested": 1}, "vibration": 2}}, arrived),
+    ]
+
+
+def test_odd_payloads_never_fail_the_query_and_implausible_times_fall_back(moto_endpoint: str,
+                                                                            tmp_path: Path) -> None:
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    index = archive.load_processor(HANDLER)
+    arrived = ms("2026-03-04T00:10:00")
+    bodies = [
+        *odd_bodies(arrived),
         # a duplicate key (JSON allows it; a map does not): no rows, and no failed query
         b'{"deviceId": "d1", "readings": {"pressure": 40, "pressure": 41}, "topicDeviceId": "d1"}',
     ]
