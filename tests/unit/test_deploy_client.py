@@ -11,6 +11,7 @@ from botocore.stub import Stubber
 from deploy_helpers import REGION, FakeClock
 
 from iotpipe.deploy.client import DeployClient, map_error
+from iotpipe.deploy.waiters import wait_change_set
 from iotpipe.errors import AwsError, DeployError, IotpipeError
 
 STACK = "iotpipe-dev"
@@ -71,7 +72,7 @@ def test_failed_change_set_is_described_with_its_reason() -> None:
     with Stubber(cfn) as stub:
         stub.add_response("describe_change_set", described)  # the waiter's poll
         stub.add_response("describe_change_set", described)  # the description
-        change_set = _client(cfn).wait_change_set("arn:cs/1", 60, lambda _: None)
+        change_set = wait_change_set(_client(cfn), "arn:cs/1", 60, lambda _: None)
     assert change_set.no_changes and change_set.changes == ()
 
 
@@ -99,5 +100,5 @@ def test_change_set_wait_is_bounded_by_the_timeout() -> None:
         client = _client(cfn, clock)
         client.cloudformation = type("Cfn", (), {"get_waiter": lambda _self, _name: Waiter()})()
         with pytest.raises(DeployError, match=r"still CREATE_IN_PROGRESS after 60s \(--timeout\)"):
-            client.wait_change_set("arn:cs/1", 60, messages.append)
+            wait_change_set(client, "arn:cs/1", 60, messages.append)
     assert messages == ["  [   30s] change set CREATE_IN_PROGRESS"]

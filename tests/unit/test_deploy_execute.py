@@ -21,14 +21,9 @@ from moto import mock_aws
 from moto.cloudformation.models import cloudformation_backends
 
 from iotpipe.deploy.client import DeployClient
-from iotpipe.deploy.execute import (
-    discard_plan,
-    execute_destroy,
-    execute_plan,
-    plan_destroy,
-    wait_for_stack,
-)
-from iotpipe.deploy.plan import DeployPlan, DeployRequest, TemplateSource, plan_deploy
+from iotpipe.deploy.execute import discard_plan, execute_destroy, execute_plan
+from iotpipe.deploy.plan import DeployPlan, DeployRequest, TemplateSource, plan_deploy, plan_destroy
+from iotpipe.deploy.waiters import wait_for_stack
 from iotpipe.errors import DeployError
 from iotpipe.local import moto_fixes
 

@@ -20,8 +20,8 @@ from iotpipe.deploy.plan import (
     merge_pairs,
     parse_assignments,
     plan_deploy,
-    wait_until_settled,
 )
+from iotpipe.deploy.waiters import wait_until_settled
 from iotpipe.errors import ConfigError, DeployError, TemplateError
 
 STACK = "iotpipe-dev"

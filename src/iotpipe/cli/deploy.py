@@ -21,25 +21,19 @@ from iotpipe.cli.common import (
 )
 from iotpipe.config import PipelineConfig, config_warnings, validate_tag
 from iotpipe.deploy.client import Change, DeployClient, Stack, StackEvent
-from iotpipe.deploy.execute import (
-    DeployResult,
-    discard_plan,
-    execute_destroy,
-    execute_plan,
-    plan_destroy,
-    stack_status,
-)
+from iotpipe.deploy.execute import DeployResult, discard_plan, execute_destroy, execute_plan
 from iotpipe.deploy.plan import (
     CREATE_STATES,
     ON_FAILURE_CHOICES,
     DeployPlan,
     DeployRequest,
-    describe_stack,
     merge_pairs,
     parse_assignments,
     plan_deploy,
+    plan_destroy,
     prepare_template,
 )
+from iotpipe.deploy.status import describe_stack, stack_status
 from iotpipe.doctor import deploy_blockers
 from iotpipe.errors import DeployError, IotpipeError
 from iotpipe.package import artefacts

@@ -18,12 +18,11 @@ from botocore.exceptions import (
     EndpointConnectionError,
     NoCredentialsError,
     NoRegionError,
-    WaiterError,
 )
 from botocore.parsers import ResponseParserError
 
 from iotpipe.aws import clean_message
-from iotpipe.errors import AwsError, DeployError
+from iotpipe.errors import AwsError
 
 T = TypeVar("T")
 
@@ -270,29 +269,6 @@ class DeployClient:
         except BotoCoreError as exc:
             raise map_error("create-change-set", exc) from None
         return str(response["Id"]), str(response["StackId"])
-
-    def wait_change_set(self, change_set_id: str, timeout_s: float, progress: Callable[[str], None],
-                        delay_s: int = 5) -> ChangeSet:
-        """Wait (boto3 waiter, bounded by ``timeout_s``) until the change set is ready or failed; describe it."""
-        waiter = self.cloudformation.get_waiter("change_set_create_complete")
-        start = self.clock.now()
-        chunk_attempts = max(1, 30 // max(delay_s, 1))
-        while True:
-            try:
-                waiter.wait(ChangeSetName=change_set_id, WaiterConfig={"Delay": delay_s,
-                                                                       "MaxAttempts": chunk_attempts})
-                break
-            except WaiterError as exc:
-                status = (exc.last_response or {}).get("Status", "")
-                if status in ("FAILED", "CREATE_COMPLETE") or "Error" in (exc.last_response or {}):
-                    break
-                elapsed = self.clock.now() - start
-                if elapsed >= timeout_s:
-                    raise DeployError(f"change set {change_set_id} was still {status or 'pending'} after "
-                                      f"{elapsed:.0f}s (--timeout); look at it in the CloudFormation console "
-                                      "and run the command again") from None
-                progress(f"  [{elapsed:5.0f}s] change set {status or 'pending'}")
-        return self.describe_change_set(change_set_id)
 
     def describe_change_set(self, change_set_id: str) -> ChangeSet:
         """The change set with all its changes (paginated)."""

@@ -10,20 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from iotpipe.deploy.client import Change, DeployClient, Stack, StackEvent
-from iotpipe.deploy.plan import (
-    CREATE_STATES,
-    DeployPlan,
-    change_set_kwargs,
-    parse_template,
-    wait_until_settled,
-)
-from iotpipe.errors import AwsError, DeployError
+from iotpipe.deploy.client import Change, DeployClient, StackEvent
+from iotpipe.deploy.plan import CREATE_STATES, DeployPlan, DestroyPlan, change_set_kwargs
+from iotpipe.deploy.waiters import wait_change_set, wait_for_stack
+from iotpipe.errors import DeployError
 
 Progress = Callable[[str], None]
 SUCCESS_STATES = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE", "DELETE_COMPLETE", "IMPORT_COMPLETE"})
-RETAIN_POLICIES = frozenset({"Retain", "RetainExceptOnCreate", "Snapshot"})
-POLL_SECONDS = 5.0
 
 
 def _quiet(_: str) -> None:
@@ -49,43 +42,6 @@ class DeployResult:
                 "status": self.status, "changes": [c.as_dict() for c in self.changes],
                 "outputs": dict(self.outputs), "terminationProtection": self.termination_protection,
                 "notes": list(self.notes)}
-
-
-def format_event(event: StackEvent, elapsed_s: float) -> str:
-    """One progress line for a stack event, with the elapsed time."""
-    reason = f"  {event.reason}" if event.reason else ""
-    return f"  [{elapsed_s:5.0f}s] {event.status:<28} {event.logical_id} ({event.resource_type}){reason}"
-
-
-def wait_for_stack(client: DeployClient, stack_id: str, operation: str, timeout_s: float,
-                   progress: Progress = _quiet, last_event: str | None = None,
-                   poll_s: float = POLL_SECONDS) -> tuple[str, tuple[StackEvent, ...]]:
-    """Poll until the stack leaves ``*_IN_PROGRESS``; (final status, events seen). Bounded by ``timeout_s``.
-
-    The stack is looked up by id so a deleted stack reads DELETE_COMPLETE rather than "does not exist".
-    """
-    start = client.clock.now()
-    seen: list[StackEvent] = []
-    max_polls = int(timeout_s / max(poll_s, 0.001)) + 2
-    for _ in range(max_polls):
-        try:
-            fresh = client.events_since(stack_id, last_event)
-        except AwsError:
-            fresh = []  # a deleted stack may no longer list events; its status below is what counts
-        for event in fresh:
-            progress(format_event(event, client.clock.now() - start))
-            last_event = event.event_id
-        seen.extend(fresh)
-        stack = client.find_stack(stack_id)
-        status = stack.status if stack is not None else "DELETE_COMPLETE"
-        if not status.endswith("_IN_PROGRESS"):
-            return status, tuple(seen)
-        elapsed = client.clock.now() - start
-        if elapsed >= timeout_s:
-            break
-        client.clock.sleep(min(poll_s, max(timeout_s - elapsed, 0.0)))
-    raise DeployError(f"{operation} of {stack_id} is still in progress after {timeout_s / 60:.0f} min (--timeout); "
-                      "it goes on in AWS. Watch it with `iotpipe status`, or raise --timeout next time")
 
 
 def failure_message(stack_name: str, operation: str, status: str, events: tuple[StackEvent, ...]) -> str:
@@ -178,7 +134,7 @@ def _recreate(client: DeployClient, plan: DeployPlan, progress: Progress) -> Dep
         raise DeployError(f"CloudFormation refused a CREATE change set for {request.stack_name} as unchanged; "
                           "run the command again")
     change_set_id, stack_id = created
-    described = client.wait_change_set(change_set_id, request.timeout_s, progress)
+    described = wait_change_set(client, change_set_id, request.timeout_s, progress)
     if described.status != "CREATE_COMPLETE":
         raise DeployError(f"CloudFormation could not create the change set for {request.stack_name} "
                           f"({described.status}): {described.status_reason or 'no reason given'}")
@@ -187,16 +143,6 @@ def _recreate(client: DeployClient, plan: DeployPlan, progress: Progress) -> Dep
 
 
 # --- destroy ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DestroyPlan:
-    """What destroy would delete: the stack (None: nothing to do) and the buckets it empties first."""
-
-    stack_name: str
-    stack: Stack | None
-    buckets: tuple[str, ...] = ()
-    retained_buckets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -211,40 +157,6 @@ class DestroyResult:
         """The result as JSON-friendly data."""
         return {"stackName": self.stack_name, "deleted": self.deleted,
                 "objectsDeleted": dict(self.objects_deleted)}
-
-
-def lift_protection_hint(stack_name: str) -> str:
-    """How to turn termination protection off."""
-    return (f"run `aws cloudformation update-termination-protection --no-enable-termination-protection "
-            f"--stack-name {stack_name}`, or set termination_protection = false for this env in iotpipe.toml "
-            "and run iotpipe deploy, then destroy again")
-
-
-def plan_destroy(client: DeployClient, stack_name: str, timeout_s: float,
-                 progress: Progress = _quiet) -> DestroyPlan:
-    """Describe what destroy would delete; DeployError under termination protection (saying how to lift it)."""
-    stack = wait_until_settled(client, stack_name, timeout_s, progress)
-    if stack is None:
-        return DestroyPlan(stack_name=stack_name, stack=None)
-    if stack.termination_protection:
-        raise DeployError(f"stack {stack_name} has termination protection; not deleting it. To lift it, "
-                          + lift_protection_hint(stack_name))
-    resources = client.stack_resources(stack.stack_id) if stack.status not in CREATE_STATES else []
-    buckets = [r for r in resources if r.get("ResourceType") == "AWS::S3::Bucket" and r.get("PhysicalResourceId")
-               and r.get("ResourceStatus") != "DELETE_COMPLETE"]
-    retained = _retained_logical_ids(client, stack.stack_id) if buckets else set()
-    return DestroyPlan(
-        stack_name=stack_name, stack=stack,
-        buckets=tuple(r["PhysicalResourceId"] for r in buckets if r["LogicalResourceId"] not in retained),
-        retained_buckets=tuple(r["PhysicalResourceId"] for r in buckets if r["LogicalResourceId"] in retained))
-
-
-def _retained_logical_ids(client: DeployClient, stack_id: str) -> set[str]:
-    """Buckets the template keeps on delete are left alone: emptying them would destroy what they keep."""
-    body = client.get_template(stack_id)
-    template = body if isinstance(body, dict) else parse_template(str(body))
-    return {str(logical_id) for logical_id, spec in (template.get("Resources") or {}).items()
-            if spec.get("DeletionPolicy") in RETAIN_POLICIES}
 
 
 def empty_bucket(client: DeployClient, bucket: str, progress: Progress = _quiet,
@@ -278,37 +190,5 @@ def execute_destroy(client: DeployClient, plan: DestroyPlan, timeout_s: float,
     return DestroyResult(stack_name=plan.stack_name, deleted=True, objects_deleted=counts)
 
 
-# --- status -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    """A stack's status, its last events and whether it matches the current template."""
-
-    stack: Stack
-    events: tuple[StackEvent, ...]
-    pending_changes: tuple[Change, ...] | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The report as JSON-friendly data."""
-        return {"stackName": self.stack.name, "status": self.stack.status,
-                "statusReason": self.stack.status_reason,
-                "terminationProtection": self.stack.termination_protection,
-                "events": [e.as_dict() for e in self.events],
-                "pendingChanges": None if self.pending_changes is None
-                else [c.as_dict() for c in self.pending_changes]}
-
-
-def stack_status(client: DeployClient, stack: Stack, plan: DeployPlan | None, last: int = 10) -> StatusReport:
-    """The report for ``stack``; when ``plan`` is given its change set is discarded and its changes reported."""
-    events = client.events_since(stack.stack_id, None, limit_pages=1)[-last:]
-    pending: tuple[Change, ...] | None = None
-    if plan is not None:
-        discard_plan(client, plan)
-        pending = plan.changes
-    return StatusReport(stack=stack, events=tuple(events), pending_changes=pending)
-
-
-__all__ = ["DeployResult", "DestroyPlan", "DestroyResult", "StatusReport", "discard_plan",
-           "empty_bucket", "execute_destroy", "execute_plan", "failure_message", "format_event",
-           "lift_protection_hint", "plan_destroy", "stack_status", "wait_for_stack"]
+__all__ = ["DeployResult", "DestroyResult", "discard_plan", "empty_bucket", "execute_destroy", "execute_plan",
+           "failure_message"]

@@ -25,14 +25,15 @@ from iotpipe.deploy.preflight import (
     check_exports,
     check_replacements,
 )
+from iotpipe.deploy.waiters import CREATE_STATES, wait_change_set, wait_until_settled
 from iotpipe.errors import AwsError, ConfigError, DeployError, LintError, TemplateError
 from iotpipe.package import Artefact, artefact_bucket_name
 
 TEMPLATE_BODY_LIMIT = 51_200
+RETAIN_POLICIES = frozenset({"Retain", "RetainExceptOnCreate", "Snapshot"})
 ON_FAILURE_CHOICES = ("rollback", "delete", "do-nothing")
 CAPABILITIES = ("CAPABILITY_IAM", "CAPABILITY_NAMED_IAM")
 RECREATE_STATES = frozenset({"ROLLBACK_COMPLETE"})
-CREATE_STATES = frozenset({"REVIEW_IN_PROGRESS"})
 REFUSED_STATES: Mapping[str, str] = {
     "CREATE_FAILED": "its creation failed and rollback was disabled; delete it (iotpipe destroy --env {env}) "
                      "and deploy again",
@@ -269,25 +270,6 @@ def change_set_kwargs(request: DeployRequest, source: TemplateSource, change_set
     return kwargs
 
 
-def wait_until_settled(client: DeployClient, stack_name: str, timeout_s: float,
-                       progress: Progress = _quiet, poll_s: float = 10.0) -> Stack | None:
-    """Describe the stack until it is in no ``*_IN_PROGRESS`` state (review aside), bounded by ``timeout_s``."""
-    start = client.clock.now()
-    max_polls = int(timeout_s / max(poll_s, 0.001)) + 2
-    for _ in range(max_polls):
-        stack = client.find_stack(stack_name)
-        if stack is None or not stack.status.endswith("_IN_PROGRESS") or stack.status in CREATE_STATES:
-            return stack
-        elapsed = client.clock.now() - start
-        if elapsed >= timeout_s:
-            break
-        progress(f"  [{elapsed:5.0f}s] stack {stack_name} is {stack.status}; waiting for it to finish "
-                 "(another deploy or delete is running)")
-        client.clock.sleep(min(poll_s, max(timeout_s - elapsed, 0.0)))
-    raise DeployError(f"stack {stack_name} is still in progress after {timeout_s / 60:.0f} min (--timeout); "
-                      f"not racing it. Watch it with `iotpipe status`, then run the command again")
-
-
 def plan_deploy(client: DeployClient, request: DeployRequest, progress: Progress = _quiet, *,
                 read_only: str = "") -> DeployPlan:
     """Describe the stack and create (never execute) a change set for ``request``; the plan says what would change.
@@ -320,7 +302,7 @@ def plan_deploy(client: DeployClient, request: DeployRequest, progress: Progress
         return DeployPlan(request=request, action="none", stack=stack, changes=(), source=source,
                           stack_id=stack.stack_id if stack else None)
     change_set_id, stack_id = created
-    described = client.wait_change_set(change_set_id, request.timeout_s, progress)
+    described = wait_change_set(client, change_set_id, request.timeout_s, progress)
     if described.no_changes or (described.status == "CREATE_COMPLETE" and not described.changes and not creating):
         return DeployPlan(request=request, action="none", stack=stack, changes=(), source=source,
                           change_set_id=change_set_id, stack_id=stack_id)
@@ -374,10 +356,48 @@ def _delete_review_stack(client: DeployClient, stack_id: str) -> None:
         client.delete_stack(stack_id)
 
 
-def describe_stack(client: DeployClient, stack_name: str, env: str = "dev") -> Stack:
-    """The stack, or DeployError (exit 1) saying it does not exist and how to deploy it."""
-    stack = client.find_stack(stack_name)
-    if stack is None or stack.status in CREATE_STATES:
-        raise DeployError(f"stack {stack_name} does not exist (or has never been deployed); "
-                          f"deploy it first: iotpipe deploy --env {env}")
-    return stack
+# --- destroy ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DestroyPlan:
+    """What destroy would delete: the stack (None: nothing to do) and the buckets it empties first."""
+
+    stack_name: str
+    stack: Stack | None
+    buckets: tuple[str, ...] = ()
+    retained_buckets: tuple[str, ...] = ()
+
+
+def lift_protection_hint(stack_name: str) -> str:
+    """How to turn termination protection off."""
+    return (f"run `aws cloudformation update-termination-protection --no-enable-termination-protection "
+            f"--stack-name {stack_name}`, or set termination_protection = false for this env in iotpipe.toml "
+            "and run iotpipe deploy, then destroy again")
+
+
+def plan_destroy(client: DeployClient, stack_name: str, timeout_s: float,
+                 progress: Progress = _quiet) -> DestroyPlan:
+    """Describe what destroy would delete; DeployError under termination protection (saying how to lift it)."""
+    stack = wait_until_settled(client, stack_name, timeout_s, progress)
+    if stack is None:
+        return DestroyPlan(stack_name=stack_name, stack=None)
+    if stack.termination_protection:
+        raise DeployError(f"stack {stack_name} has termination protection; not deleting it. To lift it, "
+                          + lift_protection_hint(stack_name))
+    resources = client.stack_resources(stack.stack_id) if stack.status not in CREATE_STATES else []
+    buckets = [r for r in resources if r.get("ResourceType") == "AWS::S3::Bucket" and r.get("PhysicalResourceId")
+               and r.get("ResourceStatus") != "DELETE_COMPLETE"]
+    retained = _retained_logical_ids(client, stack.stack_id) if buckets else set()
+    return DestroyPlan(
+        stack_name=stack_name, stack=stack,
+        buckets=tuple(r["PhysicalResourceId"] for r in buckets if r["LogicalResourceId"] not in retained),
+        retained_buckets=tuple(r["PhysicalResourceId"] for r in buckets if r["LogicalResourceId"] in retained))
+
+
+def _retained_logical_ids(client: DeployClient, stack_id: str) -> set[str]:
+    """Buckets the template keeps on delete are left alone: emptying them would destroy what they keep."""
+    body = client.get_template(stack_id)
+    template = body if isinstance(body, dict) else parse_template(str(body))
+    return {str(logical_id) for logical_id, spec in (template.get("Resources") or {}).items()
+            if spec.get("DeletionPolicy") in RETAIN_POLICIES}
