@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
+
+from iotpipe.errors import AwsError
 
 if TYPE_CHECKING:
     import boto3
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -23,8 +29,6 @@ class ClientFactory:
     def check(self) -> None:
         """Refuse a malformed region or endpoint URL before any AWS call (botocore would print a traceback)."""
         from iotpipe.config import validate_region
-        from iotpipe.errors import AwsError
-
         if self.region:
             validate_region(self.region)
         if self.endpoint_url is not None:
@@ -54,8 +58,6 @@ class ClientFactory:
 
 def refuse_html(http_response: Any = None, model: Any = None, **_: Any) -> None:
     """botocore ``after-call`` hook: an HTML answer means the endpoint is not an AWS API (AwsError)."""
-    from iotpipe.errors import AwsError
-
     if http_response is None or getattr(model, "has_streaming_output", False):
         return  # reading a streamed body here would consume it (an S3 object may well be HTML)
     # The body, not the content type: moto itself labels some JSON answers text/html.
@@ -69,22 +71,31 @@ def refuse_html(http_response: Any = None, model: Any = None, **_: Any) -> None:
 
 def stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
     """The outputs of ``stack_name`` as ``{OutputKey: OutputValue}``; AwsError when the stack does not exist."""
-    from botocore.exceptions import ClientError
-
-    from iotpipe.errors import AwsError
-
     try:
-        stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
-    except ClientError as exc:
-        if "does not exist" in str(exc):
+        stacks = call_aws("cloudformation", "describe-stacks", cloudformation.describe_stacks,
+                          StackName=stack_name)["Stacks"]
+    except AwsError as exc:
+        if "does not exist" in exc.aws_message:
             raise AwsError(f"stack {stack_name} does not exist; deploy it first: iotpipe deploy with the same "
-                           "--env and --config (and --region)") from None
-        raise AwsError(f"describe-stacks {stack_name} failed: {clean_message(str(exc))}") from None
+                           "--env and --config (and --region)", service=exc.service, operation=exc.operation,
+                           code=exc.code, aws_message=exc.aws_message) from None
+        raise
     return {item["OutputKey"]: item["OutputValue"] for item in stacks[0].get("Outputs", [])}
 
 
-def explain_aws_failure(exc: BaseException) -> str | None:
-    """A one-line message with what to do for a botocore error that escaped a command; None if not one."""
+THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+                            "SlowDown"})
+ACCESS_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation",
+                          "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException"})
+NO_CREDENTIALS = "no AWS credentials: run `aws configure`, pass --profile, or export AWS_PROFILE"
+NO_REGION = "no AWS region: pass --region, set region in iotpipe.toml, or export AWS_DEFAULT_REGION"
+
+
+def aws_error(exc: BaseException, service: str = "", operation: str = "") -> AwsError | None:
+    """The :class:`AwsError` for a botocore exception raised by ``service``'s ``operation``; None if not one.
+
+    The message names the call and AWS's code and message; credential, region and endpoint problems name the fix.
+    """
     if not type(exc).__module__.startswith("botocore"):
         return None
     from botocore.exceptions import (
@@ -96,23 +107,64 @@ def explain_aws_failure(exc: BaseException) -> str | None:
     )
     from botocore.parsers import ResponseParserError
 
-    if isinstance(exc, ResponseParserError):
-        return ("the endpoint answered with something that is not an AWS API response ("
-                f"{clean_message(str(exc), 120)}); check --endpoint-url (and that the emulator is running)")
-    if isinstance(exc, NoRegionError):
-        return "no AWS region: pass --region, set region in iotpipe.toml, or export AWS_DEFAULT_REGION"
-    if isinstance(exc, NoCredentialsError):
-        return "no AWS credentials: run `aws configure`, pass --profile, or export AWS_PROFILE"
-    if isinstance(exc, EndpointConnectionError):
-        return f"cannot reach AWS: {exc}; check --endpoint-url, --region and the network"
+    operation = operation or str(getattr(exc, "operation_name", "") or "AWS call")
+    call = f"{service} {operation}" if service else operation
+    lead = "" if call == "AWS call" else f"{call}: "  # a region or credential problem is not about one call
+    names = {"service": service, "operation": operation}
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        operation = getattr(exc, "operation_name", "AWS call")
-        message = clean_message(str(error.get("Message", exc)))
-        return f"{operation} failed: {error.get('Code', 'Error')}: {message}"
+        code = str(error.get("Code", "") or "Error")
+        message = clean_message(str(error.get("Message", "") or exc))
+        detail = {**names, "code": code, "aws_message": message}
+        if code in THROTTLE_CODES:
+            return AwsError(f"{call} was throttled by AWS ({code}: {message}) even after retries; wait a minute "
+                            "and run the command again", **detail)
+        if code in ACCESS_CODES:
+            return AwsError(f"{call} was denied ({code}: {message}); check the credentials and IAM permissions "
+                            "of the profile in use (--profile)", **detail)
+        return AwsError(f"{call} failed: {code}: {message}", **detail)
+    if isinstance(exc, ResponseParserError):  # not a BotoCoreError: an endpoint that answered with garbage
+        return AwsError(f"{lead}the endpoint answered with something that is not an AWS API response ("
+                        f"{clean_message(str(exc), 120)}); check --endpoint-url (and that the emulator is running), "
+                        "or retry if AWS had a transient fault", **names)
+    if isinstance(exc, NoRegionError):
+        return AwsError(f"{lead}{NO_REGION}", **names)
+    if isinstance(exc, NoCredentialsError):
+        return AwsError(f"{lead}{NO_CREDENTIALS}", **names)
+    if isinstance(exc, EndpointConnectionError):
+        return AwsError(f"{lead}cannot reach AWS ({exc}); check --endpoint-url, --region and the network",
+                        **names)
     if isinstance(exc, BotoCoreError):
-        return f"AWS call failed: {clean_message(str(exc))}"
+        return AwsError(f"{call} failed: {clean_message(str(exc))}", **names)
     return None
+
+
+@contextmanager
+def aws_call(service: str, operation: str) -> Iterator[None]:
+    """Run the AWS calls of the ``with`` block, turning a botocore error into an :class:`AwsError`.
+
+    The one way iotpipe calls AWS: ``with aws_call("iot", "describe-thing"): iot.describe_thing(...)``; branch on
+    the raised error's ``code`` for an expected failure (``ResourceNotFoundException``).
+    """
+    try:
+        yield
+    except Exception as exc:
+        error = aws_error(exc, service, operation)
+        if error is None:
+            raise
+        raise error from None
+
+
+def call_aws(service: str, operation: str, method: Callable[..., T], /, **kwargs: Any) -> T:
+    """``method(**kwargs)`` inside :func:`aws_call`."""
+    with aws_call(service, operation):
+        return method(**kwargs)
+
+
+def explain_aws_failure(exc: BaseException) -> str | None:
+    """A one-line message with what to do for a botocore error that escaped a command; None if not one."""
+    error = aws_error(exc)
+    return str(error) if error is not None else None
 
 
 _TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)

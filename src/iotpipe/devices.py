@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from iotpipe import naming
-from iotpipe.aws import clean_message, stack_outputs
+from iotpipe.aws import aws_call, call_aws, stack_outputs
 from iotpipe.config import PipelineConfig
 from iotpipe.errors import AwsError, ConfigError, IotpipeError
 
@@ -174,10 +172,8 @@ def device_policy_name(cloudformation: Any, cfg: PipelineConfig) -> str:
 
 def data_endpoint(iot: Any) -> str:
     """The account's ATS data endpoint (``describe-endpoint --endpoint-type iot:Data-ATS``)."""
-    try:
-        return str(iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"])
-    except ClientError as exc:
-        raise AwsError(f"describe-endpoint failed: {_reason(exc)}; check credentials and region") from None
+    return str(call_aws("iot", "describe-endpoint", iot.describe_endpoint,
+                        endpointType="iot:Data-ATS")["endpointAddress"])
 
 
 def register_device(
@@ -215,20 +211,20 @@ def register_device(
     endpoint = data_endpoint(iot)
     undo: list[Callable[[], Any]] = []
     try:
-        thing = _call(
-            iot.create_thing,
-            "create-thing",
+        thing = call_aws("iot", "create-thing", iot.create_thing,
             thingName=thing_name,
             attributePayload={"attributes": attrs, "merge": False},
         )
-        undo.append(lambda: iot.delete_thing(thingName=thing_name))
-        keys = _call(iot.create_keys_and_certificate, "create-keys-and-certificate", setAsActive=True)
+        undo.append(lambda: call_aws("iot", "delete-thing", iot.delete_thing, thingName=thing_name))
+        keys = call_aws("iot", "create-keys-and-certificate", iot.create_keys_and_certificate, setAsActive=True)
         cert_arn, cert_id = keys["certificateArn"], keys["certificateId"]
         undo.append(lambda: _delete_certificate(iot, cert_id))
-        _call(iot.attach_policy, "attach-policy", policyName=policy_name, target=cert_arn)
-        undo.append(lambda: iot.detach_policy(policyName=policy_name, target=cert_arn))
-        _call(iot.attach_thing_principal, "attach-thing-principal", thingName=thing_name, principal=cert_arn)
-        undo.append(lambda: iot.detach_thing_principal(thingName=thing_name, principal=cert_arn))
+        call_aws("iot", "attach-policy", iot.attach_policy, policyName=policy_name, target=cert_arn)
+        undo.append(lambda: call_aws("iot", "detach-policy", iot.detach_policy, policyName=policy_name,
+                                     target=cert_arn))
+        call_aws("iot", "attach-thing-principal", iot.attach_thing_principal, thingName=thing_name, principal=cert_arn)
+        undo.append(lambda: call_aws("iot", "detach-thing-principal", iot.detach_thing_principal,
+                                     thingName=thing_name, principal=cert_arn))
         device = RegisteredDevice(
             thing_name=thing_name,
             thing_arn=thing["thingArn"],
@@ -244,7 +240,7 @@ def register_device(
     except BaseException:
         for action in reversed(undo):
             # best effort: the original error is the one the user needs to see
-            with contextlib.suppress(ClientError):
+            with contextlib.suppress(AwsError):
                 action()
         raise
     return device
@@ -270,7 +266,7 @@ def list_devices(iot: Any, environment: str | None = None) -> list[Device]:
     if environment:
         kwargs = {"attributeName": "environment", "attributeValue": environment}
     devices = []
-    try:
+    with aws_call("iot", "list-things"):
         for page in iot.get_paginator("list_things").paginate(**kwargs, PaginationConfig={"MaxItems": 10000}):
             for thing in page.get("things", []):
                 name = thing["thingName"]
@@ -282,20 +278,20 @@ def list_devices(iot: Any, environment: str | None = None) -> list[Device]:
                         certificate_ids=tuple(_cert_id(p) for p in _principals(iot, name)),
                     )
                 )
-    except ClientError as exc:
-        raise AwsError(f"list-things failed: {_reason(exc)}") from None
     return sorted(devices, key=lambda device: device.thing_name)
 
 
 def check_managed(iot: Any, thing_name: str, environment: str) -> None:
     """RevokeRefused unless the thing is one iotpipe registered for ``environment`` (its attributes say so)."""
     try:
-        attributes = iot.describe_thing(thingName=thing_name).get("attributes", {}) or {}
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+        attributes = call_aws("iot", "describe-thing", iot.describe_thing,
+                              thingName=thing_name).get("attributes", {}) or {}
+    except AwsError as exc:
+        if exc.code == "ResourceNotFoundException":
             raise AwsError(f"thing {thing_name} does not exist; see the devices with: iotpipe device list "
-                           f"--env {environment}") from None
-        raise AwsError(f"describe-thing {thing_name} failed: {_reason(exc)}") from None
+                           f"--env {environment}", service="iot", operation="describe-thing", code=exc.code,
+                           aws_message=exc.aws_message) from None
+        raise
     if attributes.get("managedBy") != MANAGED_BY:
         raise RevokeRefused(f"thing {thing_name} was not registered by iotpipe (no managedBy=iotpipe attribute); "
                             "not revoking it. Delete it with the AWS console or CLI if it is really yours to delete")
@@ -318,22 +314,22 @@ def revoke_device(iot: Any, thing_name: str, environment: str | None = None) -> 
         raise AwsError(f"thing {thing_name} does not exist; see the devices with: iotpipe device list")
     deleted, detached_only, policies = [], [], []
     for principal in _principals(iot, thing_name):
-        _call(iot.detach_thing_principal, "detach-thing-principal", thingName=thing_name, principal=principal)
+        call_aws("iot", "detach-thing-principal", iot.detach_thing_principal, thingName=thing_name, principal=principal)
         if ":cert/" not in principal:
             continue
         cert_id = _cert_id(principal)
-        others = _call(iot.list_principal_things, "list-principal-things", principal=principal).get(
+        others = call_aws("iot", "list-principal-things", iot.list_principal_things, principal=principal).get(
             "things", []
         )
         if others:
             detached_only.append(cert_id)
             continue
         for policy in _attached_policies(iot, principal):
-            _call(iot.detach_policy, "detach-policy", policyName=policy, target=principal)
+            call_aws("iot", "detach-policy", iot.detach_policy, policyName=policy, target=principal)
             policies.append(policy)
         _delete_certificate(iot, cert_id)
         deleted.append(cert_id)
-    _call(iot.delete_thing, "delete-thing", thingName=thing_name)
+    call_aws("iot", "delete-thing", iot.delete_thing, thingName=thing_name)
     return RevokedDevice(
         thing_name=thing_name,
         deleted_certificates=tuple(deleted),
@@ -350,15 +346,16 @@ def policy_targets(iot: Any, policy_name: str) -> tuple[PolicyTarget, ...]:
     """
     targets: list[PolicyTarget] = []
     try:
-        for page in iot.get_paginator("list_targets_for_policy").paginate(
-                policyName=policy_name, PaginationConfig={"MaxItems": 10000}):
-            for target in page.get("targets", []):
-                things = iot.list_principal_things(principal=target).get("things", [])
-                targets.append(PolicyTarget(target, tuple(sorted(things))))
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+        with aws_call("iot", "list-targets-for-policy"):
+            for page in iot.get_paginator("list_targets_for_policy").paginate(
+                    policyName=policy_name, PaginationConfig={"MaxItems": 10000}):
+                for target in page.get("targets", []):
+                    things = iot.list_principal_things(principal=target).get("things", [])
+                    targets.append(PolicyTarget(target, tuple(sorted(things))))
+    except AwsError as exc:
+        if exc.code == "ResourceNotFoundException":
             return ()
-        raise AwsError(f"list-targets-for-policy {policy_name} failed: {_reason(exc)}") from None
+        raise
     return tuple(targets)
 
 
@@ -379,7 +376,7 @@ def release_policy(iot: Any, policy_name: str, environment: str) -> ReleasedPoli
             done.add(thing)
     detached = []
     for target in policy_targets(iot, policy_name):
-        _call(iot.detach_policy, "detach-policy", policyName=policy_name, target=target.certificate_arn)
+        call_aws("iot", "detach-policy", iot.detach_policy, policyName=policy_name, target=target.certificate_arn)
         detached.append(target.certificate_id)
     return ReleasedPolicy(tuple(revoked), tuple(detached), delete_old_policy_versions(iot, policy_name))
 
@@ -388,15 +385,15 @@ def delete_old_policy_versions(iot: Any, policy_name: str) -> tuple[str, ...]:
     """Delete the policy's non-default versions (an update of its document, e.g. turning Basic Ingest on,
     leaves one), which DeletePolicy refuses; the ids deleted, none when the policy does not exist."""
     try:
-        versions = iot.list_policy_versions(policyName=policy_name)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+        versions = call_aws("iot", "list-policy-versions", iot.list_policy_versions, policyName=policy_name)
+    except AwsError as exc:
+        if exc.code == "ResourceNotFoundException":
             return ()
-        raise AwsError(f"list-policy-versions {policy_name} failed: {_reason(exc)}") from None
+        raise
     deleted = []
     for version in versions.get("policyVersions", []):
         if not version.get("isDefaultVersion"):
-            _call(iot.delete_policy_version, "delete-policy-version", policyName=policy_name,
+            call_aws("iot", "delete-policy-version", iot.delete_policy_version, policyName=policy_name,
                   policyVersionId=version["versionId"])
             deleted.append(str(version["versionId"]))
     return tuple(deleted)
@@ -443,48 +440,40 @@ def _write_exclusive(path: Path, text: str, mode: int) -> None:
 
 def _thing_exists(iot: Any, thing_name: str) -> bool:
     try:
-        iot.describe_thing(thingName=thing_name)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+        call_aws("iot", "describe-thing", iot.describe_thing, thingName=thing_name)
+    except AwsError as exc:
+        if exc.code == "ResourceNotFoundException":
             return False
-        raise AwsError(f"describe-thing {thing_name} failed: {_reason(exc)}") from None
+        raise
     return True
 
 
 def _principals(iot: Any, thing_name: str) -> list[str]:
     principals: list[str] = []
-    for page in iot.get_paginator("list_thing_principals").paginate(
-        thingName=thing_name, PaginationConfig={"MaxItems": 1000}
-    ):
-        principals.extend(page.get("principals", []))
+    with aws_call("iot", "list-thing-principals"):
+        for page in iot.get_paginator("list_thing_principals").paginate(
+            thingName=thing_name, PaginationConfig={"MaxItems": 1000}
+        ):
+            principals.extend(page.get("principals", []))
     return principals
 
 
 def _attached_policies(iot: Any, target: str) -> list[str]:
     names: list[str] = []
-    for page in iot.get_paginator("list_attached_policies").paginate(
-        target=target, PaginationConfig={"MaxItems": 1000}
-    ):
-        names.extend(policy["policyName"] for policy in page.get("policies", []))
+    with aws_call("iot", "list-attached-policies"):
+        for page in iot.get_paginator("list_attached_policies").paginate(
+            target=target, PaginationConfig={"MaxItems": 1000}
+        ):
+            names.extend(policy["policyName"] for policy in page.get("policies", []))
     return names
 
 
 def _delete_certificate(iot: Any, cert_id: str) -> None:
-    _call(iot.update_certificate, "update-certificate", certificateId=cert_id, newStatus="INACTIVE")
-    _call(iot.delete_certificate, "delete-certificate", certificateId=cert_id)
+    call_aws("iot", "update-certificate", iot.update_certificate, certificateId=cert_id, newStatus="INACTIVE")
+    call_aws("iot", "delete-certificate", iot.delete_certificate, certificateId=cert_id)
 
 
 def _cert_id(principal: str) -> str:
     return principal.rsplit("/", 1)[-1]
 
 
-def _call(method: Callable[..., Any], name: str, **kwargs: Any) -> Any:
-    try:
-        return method(**kwargs)
-    except ClientError as exc:
-        raise AwsError(f"{name} failed: {_reason(exc)}") from None
-
-
-def _reason(exc: ClientError) -> str:
-    error = exc.response.get("Error", {})
-    return f"{error.get('Code', 'Error')}: {clean_message(str(error.get('Message', exc)))}"

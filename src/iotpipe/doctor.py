@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from iotpipe import devices, naming
-from iotpipe.aws import clean_message
+from iotpipe.aws import aws_call, call_aws, clean_message
 from iotpipe.config import PipelineConfig, config_warnings, needed_concurrency
 from iotpipe.deploy.preflight import UNRESERVED_MINIMUM, account_concurrency, importers
 from iotpipe.errors import AwsError, IotpipeError
@@ -86,17 +84,17 @@ class Report:
 
 
 def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'Error')}: {clean_message(str(error.get('Message', '')), 160)}"
+    if isinstance(exc, AwsError) and exc.code:
+        return f"{exc.code}: {clean_message(exc.aws_message, 160)}"
     return clean_message(str(exc), 160)
 
 
 def _guarded(name: str, check: Callable[[], Iterable[Check]]) -> list[Check]:
     """The check's rows, or one warning saying it could not run (an AWS call failed)."""
     try:
-        return list(check())
-    except (ClientError, BotoCoreError, IotpipeError) as exc:
+        with aws_call("", name):
+            return list(check())
+    except IotpipeError as exc:
         return [Check(name, WARN, f"could not check: {_error_text(exc)}",
                       "check the credentials' permissions for this call, or the service in this region")]
 
@@ -110,8 +108,8 @@ def credentials(sts: Any, region: str) -> Check:
         return Check("credentials and region", FAIL, "no AWS region",
                      "pass --region, set region in iotpipe.toml, or export AWS_DEFAULT_REGION")
     try:
-        identity = sts.get_caller_identity()
-    except (ClientError, BotoCoreError) as exc:
+        identity = call_aws("sts", "get-caller-identity", sts.get_caller_identity)
+    except AwsError as exc:
         return Check("credentials and region", FAIL, f"get-caller-identity failed: {_error_text(exc)}",
                      "run `aws configure`, pass --profile, or export AWS_PROFILE")
     return Check("credentials and region", PASS, f"account {identity['Account']} as {identity.get('Arn', '?')}, "
@@ -146,9 +144,10 @@ def config_notes(ctx: Context) -> list[Check]:
 
 def _exists(call: Callable[[], Any], missing: Iterable[str]) -> bool:
     try:
-        call()
-    except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code")) in set(missing):
+        with aws_call("", "name look-up"):
+            call()
+    except AwsError as exc:
+        if exc.code in set(missing):
             return False
         raise
     return True
@@ -244,9 +243,9 @@ def topic_rule(iot: Any, ctx: Context) -> list[Check]:
     """The topic rule exists and is enabled."""
     rule = ctx.name(naming.RULE_NAME_PATTERN)
     try:
-        payload = iot.get_topic_rule(ruleName=rule)["rule"]
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("UnauthorizedException", "ResourceNotFoundException"):
+        payload = call_aws("iot", "get-topic-rule", iot.get_topic_rule, ruleName=rule)["rule"]
+    except AwsError as exc:
+        if exc.code in ("UnauthorizedException", "ResourceNotFoundException"):
             return [Check("topic rule", FAIL, f"{rule} does not exist",
                           f"redeploy: iotpipe deploy --env {ctx.config.env}")]
         raise
@@ -346,9 +345,10 @@ def drift(cloudformation: Any, ctx: Context, sleep: Callable[[float], None] = ti
 
 def _describe(cloudformation: Any, stack_name: str) -> dict[str, Any] | None:
     try:
-        stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
-    except ClientError as exc:
-        if "does not exist" in str(exc.response.get("Error", {}).get("Message", "")):
+        stacks = call_aws("cloudformation", "describe-stacks", cloudformation.describe_stacks,
+                          StackName=stack_name)["Stacks"]
+    except AwsError as exc:
+        if "does not exist" in exc.aws_message:
             return None
         raise
     if not stacks or stacks[0].get("StackStatus") in ("REVIEW_IN_PROGRESS", "DELETE_COMPLETE"):
@@ -358,9 +358,10 @@ def _describe(cloudformation: Any, stack_name: str) -> dict[str, Any] | None:
 
 def _resources(cloudformation: Any, stack_name: str) -> tuple[dict[str, Any], ...]:
     found: list[dict[str, Any]] = []
-    for page in cloudformation.get_paginator("list_stack_resources").paginate(
-            StackName=stack_name, PaginationConfig={"MaxItems": 1000}):
-        found.extend(page.get("StackResourceSummaries", []))
+    with aws_call("cloudformation", "list-stack-resources"):
+        for page in cloudformation.get_paginator("list_stack_resources").paginate(
+                StackName=stack_name, PaginationConfig={"MaxItems": 1000}):
+            found.extend(page.get("StackResourceSummaries", []))
     return tuple(found)
 
 
@@ -369,7 +370,7 @@ def context(factory: ClientSource, cfg: PipelineConfig, account: str, region: st
     cloudformation = factory.client("cloudformation")
     try:
         stack = _describe(cloudformation, cfg.resolved_stack_name)
-    except (ClientError, BotoCoreError) as exc:
+    except AwsError as exc:
         raise AwsError(f"describe-stacks {cfg.resolved_stack_name} failed: {_error_text(exc)}") from None
     resources = _resources(cloudformation, stack["StackId"]) if stack else ()
     return Context(cfg, account, region, stack, resources)

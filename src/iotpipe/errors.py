@@ -32,7 +32,20 @@ class LintError(IotpipeError):
 
 
 class AwsError(IotpipeError):
-    """An AWS call failed; the message names the call, the reason and what to do."""
+    """An AWS call failed; the message names the call, the reason and what to do.
+
+    ``service`` and ``operation`` name the call (empty when the error is not about one call), ``code`` is AWS's
+    error code (``ResourceNotFoundException``; empty for credential, endpoint and parse failures) and
+    ``aws_message`` AWS's own message, so callers can branch on the code without parsing the text.
+    """
+
+    def __init__(self, message: str, *, service: str = "", operation: str = "", code: str = "",
+                 aws_message: str = "") -> None:
+        super().__init__(message)
+        self.service = service
+        self.operation = operation
+        self.code = code
+        self.aws_message = aws_message
 
 
 class DeployError(IotpipeError):

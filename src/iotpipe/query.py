@@ -17,10 +17,9 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from boto3.dynamodb.types import TypeDeserializer
-from botocore.exceptions import ClientError
 
 from iotpipe import naming
-from iotpipe.aws import stack_outputs
+from iotpipe.aws import aws_call, stack_outputs
 from iotpipe.config import PipelineConfig
 from iotpipe.errors import AwsError, ConfigError
 
@@ -264,7 +263,7 @@ def query_readings(
     if page_size:
         kwargs["Limit"] = page_size
     found: dict[tuple[str, int, float], Reading] = {}
-    try:
+    with aws_call("dynamodb", f"query {table}"):
         for page in dynamodb.get_paginator("query").paginate(**kwargs):
             items = page.get("Items", [])
             for item in items:
@@ -276,8 +275,6 @@ def query_readings(
             if items and sum(r.timestamp >= _item_start(items[-1]) + pack_window_ms
                              for r in found.values()) >= limit:
                 break
-    except ClientError as exc:
-        raise AwsError(f"query {table} failed: {_reason(exc)}") from None
     return sorted(found.values(), key=lambda r: (r.timestamp, r.sensor_type, r.value), reverse=True)[:limit]
 
 
@@ -339,12 +336,10 @@ def _paginate_items(
     config: dict[str, int] = {"MaxItems": limit}
     if page_size:
         config["PageSize"] = page_size
-    try:
+    with aws_call("dynamodb", what):
         pages = dynamodb.get_paginator("query").paginate(**kwargs, PaginationConfig=config)
         for page in pages:
             readings.extend(to_reading(item) for item in page.get("Items", []))
-    except ClientError as exc:
-        raise AwsError(f"{what} failed: {_reason(exc)}") from None
     return readings[:limit]
 
 
@@ -480,16 +475,17 @@ def fetch_logs(
         kwargs["filterPattern"] = pattern
     lines: list[LogLine] = []
     try:
-        for page in logs.get_paginator("filter_log_events").paginate(
-            **kwargs, PaginationConfig={"MaxItems": limit}
-        ):
-            lines.extend(summarise_log(event) for event in page.get("events", []))
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+        with aws_call("logs", "filter-log-events"):
+            for page in logs.get_paginator("filter_log_events").paginate(
+                **kwargs, PaginationConfig={"MaxItems": limit}
+            ):
+                lines.extend(summarise_log(event) for event in page.get("events", []))
+    except AwsError as exc:
+        if exc.code == "ResourceNotFoundException":
             raise AwsError(
                 f"log group {group} does not exist yet; it appears once the processor has run"
             ) from None
-        raise AwsError(f"filter-log-events {group} failed: {_reason(exc)}") from None
+        raise
     return sorted(lines[:limit], key=lambda line: (line.timestamp, line.event_id))
 
 
@@ -599,7 +595,7 @@ def fetch_metrics(
         for index, name in enumerate(METRIC_NAMES)
     ]
     sums: dict[str, dict[int, float]] = {name: {} for name in METRIC_NAMES}
-    try:
+    with aws_call("cloudwatch", "get-metric-data"):
         pages = cloudwatch.get_paginator("get_metric_data").paginate(
             MetricDataQueries=queries,
             StartTime=datetime.fromtimestamp(start / 1000, tz=UTC),
@@ -613,8 +609,6 @@ def fetch_metrics(
                 for stamp, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=False):
                     bucket = int(stamp.timestamp() * 1000) // (period * 1000) * period * 1000
                     sums[name][bucket] = sums[name].get(bucket, 0.0) + float(value)
-    except ClientError as exc:
-        raise AwsError(f"get-metric-data failed: {_reason(exc)}") from None
     series = tuple(
         MetricSeries(name, tuple(sums[name].get(moment, 0.0) for moment in starts)) for name in METRIC_NAMES
     )
@@ -637,8 +631,3 @@ def metrics(
     return fetch_metrics(
         clients.client("cloudwatch"), environment, since_ms=since_ms, until_ms=current, period_s=period_s
     )
-
-
-def _reason(exc: ClientError) -> str:
-    error = exc.response.get("Error", {})
-    return f"{error.get('Code', 'Error')}: {error.get('Message', str(exc))}"

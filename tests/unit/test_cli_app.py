@@ -49,8 +49,8 @@ def test_debug_keeps_the_usage_exit_code(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 
 def test_client_errors_name_the_operation_code_and_message() -> None:
-    error = ClientError({"Error": {"Code": "AccessDenied", "Message": "not allowed"}}, "Query")
-    assert explain_aws_failure(error) == "Query failed: AccessDenied: not allowed"
+    error = ClientError({"Error": {"Code": "ValidationException", "Message": "bad key"}}, "Query")
+    assert explain_aws_failure(error) == "Query failed: ValidationException: bad key"
 
 
 def test_other_exceptions_are_not_disguised() -> None:

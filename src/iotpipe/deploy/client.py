@@ -12,24 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    NoRegionError,
-)
-from botocore.parsers import ResponseParserError
-
-from iotpipe.aws import clean_message
+from iotpipe.aws import aws_error, call_aws
 from iotpipe.errors import AwsError
 
 T = TypeVar("T")
 
-THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
-                            "SlowDown"})
-ACCESS_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation",
-                          "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException"})
 NO_CHANGE_REASONS = ("didn't contain changes", "No updates are to be performed")
 MAX_PAGES = 1000
 DELETE_BATCH = 1000
@@ -122,47 +109,33 @@ class Clock:
     sleep: Callable[[float], None] = time.sleep
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+STACK_READS = frozenset({"describe-stacks", "describe-stack-events", "list-stack-resources", "get-template"})
+SERVICES = {"create-bucket": "s3", "put-public-access-block": "s3", "put-bucket-encryption": "s3",
+            "put-bucket-ownership-controls": "s3", "put-bucket-lifecycle-configuration": "s3", "put-object": "s3",
+            "head-object": "s3", "head-bucket": "s3", "list-object-versions": "s3", "delete-objects": "s3",
+            "get-caller-identity": "sts"}
 
 
-def _message(exc: ClientError) -> str:
-    return clean_message(str(exc.response.get("Error", {}).get("Message", "")) or str(exc))
+def _stack_not_found(error: AwsError) -> AwsError:
+    """StackNotFound for a stack read that AWS answered with "does not exist"; otherwise ``error`` itself."""
+    if error.operation in STACK_READS and "does not exist" in error.aws_message:
+        return StackNotFound(f"{error.operation}: {error.aws_message}", service=error.service,
+                             operation=error.operation, code=error.code, aws_message=error.aws_message)
+    return error
 
 
-def map_error(operation: str, exc: Exception) -> AwsError:
-    """The :class:`AwsError` a user should see for ``exc`` raised by ``operation``."""
-    if isinstance(exc, ClientError):
-        code, message = _code(exc), _message(exc)
-        if code in THROTTLE_CODES:
-            return AwsError(f"{operation} was throttled by AWS ({code}: {message}) even after retries; "
-                            "wait a minute and run the command again")
-        if code in ACCESS_CODES:
-            return AwsError(f"{operation} was denied ({code}: {message}); check the credentials and IAM "
-                            "permissions of the profile in use (--profile)")
-        if "does not exist" in message and operation in ("describe-stacks", "describe-stack-events",
-                                                         "list-stack-resources", "get-template"):
-            return StackNotFound(f"{operation}: {message}")
-        return AwsError(f"{operation} failed ({code}: {message})")
-    if isinstance(exc, NoCredentialsError):
-        return AwsError(f"{operation}: no AWS credentials found; configure them (aws configure, "
-                        "AWS_PROFILE or --profile)")
-    if isinstance(exc, NoRegionError):
-        return AwsError(f"{operation}: no AWS region; pass --region, set region in iotpipe.toml or "
-                        "AWS_DEFAULT_REGION")
-    if isinstance(exc, EndpointConnectionError):
-        return AwsError(f"{operation}: cannot reach the AWS endpoint ({exc}); check the network or --endpoint-url")
-    return AwsError(f"{operation} failed: {exc}")
+def map_error(operation: str, exc: BaseException) -> AwsError:
+    """The :class:`AwsError` a user should see for the botocore error ``exc`` raised by ``operation``."""
+    error = aws_error(exc, SERVICES.get(operation, "cloudformation"), operation)
+    return _stack_not_found(error or AwsError(f"{operation} failed: {exc}", operation=operation))
 
 
 def _call(operation: str, func: Callable[..., T], **kwargs: Any) -> T:
+    """``func(**kwargs)`` through :func:`iotpipe.aws.call_aws`; a missing stack is StackNotFound."""
     try:
-        return func(**kwargs)
-    except (ClientError, BotoCoreError) as exc:
-        raise map_error(operation, exc) from None
-    except ResponseParserError as exc:  # not a BotoCoreError: an endpoint that answered with garbage (or a 500)
-        raise AwsError(f"{operation}: the endpoint sent a response botocore cannot parse ({clean_message(str(exc))}); "
-                       "check --endpoint-url, or retry if AWS had a transient fault") from None
+        return call_aws(SERVICES.get(operation, "cloudformation"), operation, func, **kwargs)
+    except AwsError as exc:
+        raise _stack_not_found(exc) from None
 
 
 @dataclass
@@ -261,13 +234,11 @@ class DeployClient:
     def create_change_set(self, **kwargs: Any) -> tuple[str, str] | None:
         """Create a change set; ``(id, stack id)``, or None when CloudFormation refuses it as unchanged."""
         try:
-            response = self.cloudformation.create_change_set(**kwargs)
-        except ClientError as exc:
-            if any(reason in _message(exc) for reason in NO_CHANGE_REASONS):
+            response = _call("create-change-set", self.cloudformation.create_change_set, **kwargs)
+        except AwsError as exc:
+            if any(reason in exc.aws_message for reason in NO_CHANGE_REASONS):
                 return None
-            raise map_error("create-change-set", exc) from None
-        except BotoCoreError as exc:
-            raise map_error("create-change-set", exc) from None
+            raise
         return str(response["Id"]), str(response["StackId"])
 
     def describe_change_set(self, change_set_id: str) -> ChangeSet:
@@ -309,14 +280,8 @@ class DeployClient:
 
     def ensure_artefact_bucket(self, bucket: str) -> bool:
         """Create the artefacts bucket (encrypted, private, public access blocked) unless it exists; True if made."""
-        try:
-            self.s3.head_bucket(Bucket=bucket)
+        if self.bucket_exists(bucket):
             return False
-        except ClientError as exc:
-            if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
-                raise map_error("head-bucket", exc) from None
-        except BotoCoreError as exc:
-            raise map_error("head-bucket", exc) from None
         kwargs: dict[str, Any] = {"Bucket": bucket}
         if self.region and self.region != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
@@ -343,14 +308,12 @@ class DeployClient:
     def object_exists(self, bucket: str, key: str) -> bool:
         """True when the object exists (HeadObject); False on 404."""
         try:
-            self.s3.head_object(Bucket=bucket, Key=key)
+            _call("head-object", self.s3.head_object, Bucket=bucket, Key=key)
             return True
-        except ClientError as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+        except AwsError as exc:
+            if exc.code in ("404", "NoSuchKey", "NotFound"):
                 return False
-            raise map_error("head-object", exc) from None
-        except BotoCoreError as exc:
-            raise map_error("head-object", exc) from None
+            raise
 
     def object_url(self, bucket: str, key: str) -> str:
         """The virtual-hosted https URL CloudFormation reads a TemplateURL from.
@@ -391,11 +354,9 @@ class DeployClient:
     def bucket_exists(self, bucket: str) -> bool:
         """True when the bucket exists (and we may see it)."""
         try:
-            self.s3.head_bucket(Bucket=bucket)
+            _call("head-bucket", self.s3.head_bucket, Bucket=bucket)
             return True
-        except ClientError as exc:
-            if _code(exc) in ("404", "NoSuchBucket", "NotFound"):
+        except AwsError as exc:
+            if exc.code in ("404", "NoSuchBucket", "NotFound"):
                 return False
-            raise map_error("head-bucket", exc) from None
-        except BotoCoreError as exc:
-            raise map_error("head-bucket", exc) from None
+            raise

@@ -17,9 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from iotpipe import naming
+from iotpipe.aws import call_aws
 from iotpipe.errors import AwsError, ConfigError, DeployError
 
 # Create-only properties (CloudFormation resource schemas, "createOnlyProperties") of the types iotpipe and the
@@ -198,17 +197,16 @@ def importers(cloudformation: Any, export_name: str) -> tuple[str, ...]:
     kwargs: dict[str, str] = {"ExportName": export_name}
     for _ in range(100):
         try:
-            page = cloudformation.list_imports(**kwargs)
-        except ClientError as exc:
-            if NOT_IMPORTED in str(exc.response.get("Error", {}).get("Message", "")):
+            page = call_aws("cloudformation", "list-imports", cloudformation.list_imports, **kwargs)
+        except AwsError as exc:
+            if NOT_IMPORTED in exc.aws_message:
                 return ()
-            raise AwsError(f"list-imports {export_name} failed "
-                           f"({exc.response.get('Error', {}).get('Code')}: "
-                           f"{exc.response.get('Error', {}).get('Message')}); CloudFormation refuses to change an "
-                           "export another stack imports, so deploy checks it first: allow "
-                           "cloudformation:ListImports") from None
-        except BotoCoreError as exc:
-            raise AwsError(f"list-imports {export_name} failed: {exc}") from None
+            if not exc.code:
+                raise
+            raise AwsError(f"{exc} (export {export_name}); CloudFormation refuses to change an export another "
+                           "stack imports, so deploy checks it first: allow cloudformation:ListImports",
+                           service=exc.service, operation=exc.operation, code=exc.code,
+                           aws_message=exc.aws_message) from None
         names.extend(page.get("Imports", []))
         if not page.get("NextToken"):
             break
@@ -281,19 +279,14 @@ class ConcurrencyCheck:
 
 def account_concurrency(lambda_client: Any, function_name: str, requested: int) -> ConcurrencyCheck:
     """GetAccountSettings and the function's current reservation (0 when the function does not exist yet)."""
-    try:
-        limits = lambda_client.get_account_settings()["AccountLimit"]
-    except (ClientError, BotoCoreError) as exc:
-        raise AwsError(f"get-account-settings failed: {_short(exc)}") from None
+    limits = call_aws("lambda", "get-account-settings", lambda_client.get_account_settings)["AccountLimit"]
     current = 0
     try:
-        current = int(lambda_client.get_function_concurrency(FunctionName=function_name)
-                      .get("ReservedConcurrentExecutions") or 0)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
-            raise AwsError(f"get-function-concurrency {function_name} failed: {_short(exc)}") from None
-    except BotoCoreError as exc:
-        raise AwsError(f"get-function-concurrency {function_name} failed: {_short(exc)}") from None
+        current = int(call_aws("lambda", "get-function-concurrency", lambda_client.get_function_concurrency,
+                               FunctionName=function_name).get("ReservedConcurrentExecutions") or 0)
+    except AwsError as exc:
+        if exc.code != "ResourceNotFoundException":
+            raise
     return ConcurrencyCheck(account_limit=int(limits.get("ConcurrentExecutions", 0)),
                             unreserved=int(limits.get("UnreservedConcurrentExecutions", 0)),
                             current_reservation=current, requested=requested)
@@ -305,10 +298,3 @@ def check_account_concurrency(lambda_client: Any, function_name: str, requested:
     if not result.ok:
         raise DeployError(result.message())
     return result
-
-
-def _short(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'Error')}: {str(error.get('Message', ''))[:200]}"
-    return str(exc)[:200]

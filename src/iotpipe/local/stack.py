@@ -166,13 +166,15 @@ def load_deployed_stack(clients: Any, stack_name: str, previous: DeployedStack |
     When the template body and parameters equal those of ``previous``, ``previous`` itself is returned without
     parsing the template again (the supervisor asks every second).
     """
-    from botocore.exceptions import ClientError
+    from iotpipe.aws import call_aws
+    from iotpipe.errors import AwsError
 
     cloudformation = clients.client("cloudformation")
     try:
-        stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
-    except ClientError as exc:
-        if "does not exist" in str(exc):
+        stack = call_aws("cloudformation", "describe-stacks", cloudformation.describe_stacks,
+                         StackName=stack_name)["Stacks"][0]
+    except AwsError as exc:
+        if "does not exist" in exc.aws_message:
             return None
         raise
     if stack["StackStatus"] in ("REVIEW_IN_PROGRESS", "DELETE_COMPLETE", "DELETE_IN_PROGRESS"):
