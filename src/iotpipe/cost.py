@@ -31,7 +31,7 @@ from typing import Any
 
 from iotpipe import naming
 from iotpipe.config import ON_DEMAND_INITIAL_SHARDS, PipelineConfig
-from iotpipe.errors import ConfigError
+from iotpipe.errors import ConfigError, ParameterError
 
 # AWS prices a month as 730 hours (the pricing pages' monthly examples).
 MONTH_HOURS = 730
@@ -319,27 +319,28 @@ def message_bytes(workload: Workload, assumptions: Assumptions, cfg: PipelineCon
 
 
 def validate_workload(workload: Workload, assumptions: Assumptions = DEFAULT_ASSUMPTIONS) -> Workload:
-    """``workload`` if it is possible, else ConfigError naming the option and what is allowed."""
+    """``workload`` if it is possible, else ParameterError naming the field and what is allowed."""
     if isinstance(workload.devices, bool) or workload.devices < 1:
-        raise ConfigError(f"--devices {workload.devices} is out of range; use at least 1")
+        raise ParameterError("devices", workload.devices, "is out of range; use at least 1")
     if isinstance(workload.sensors, bool) or workload.sensors < 1:
-        raise ConfigError(f"--sensors {workload.sensors} is out of range; use at least 1 sensor per device")
+        raise ParameterError("sensors", workload.sensors, "is out of range; use at least 1 sensor per device")
     if not (math.isfinite(workload.rate_hz) and workload.rate_hz > 0):
-        raise ConfigError(f"--rate {workload.rate_hz} is out of range; give readings per second per sensor, "
-                          "more than 0")
+        raise ParameterError("rate_hz", workload.rate_hz, "is out of range; give readings per second per sensor, "
+                             "more than 0")
     if workload.readings_per_message < 1:
-        raise ConfigError(f"--readings-per-message {workload.readings_per_message} is out of range; use at "
-                          "least 1")
+        raise ParameterError("readings_per_message", workload.readings_per_message, "is out of range; use at "
+                             "least 1")
     if workload.readings_per_message > MAX_READINGS_PER_MESSAGE:
-        raise ConfigError(f"--readings-per-message {workload.readings_per_message}: the processor quarantines a "
-                          f"message of more than {MAX_READINGS_PER_MESSAGE:,} readings (docs/contract.md); use at "
-                          f"most {MAX_READINGS_PER_MESSAGE:,}")
+        raise ParameterError("readings_per_message", workload.readings_per_message,
+                             f"is too many: the processor quarantines a message of more than "
+                             f"{MAX_READINGS_PER_MESSAGE:,} readings (docs/contract.md); use at most "
+                             f"{MAX_READINGS_PER_MESSAGE:,}")
     size = payload_bytes(workload, assumptions)
     if size > MAX_MESSAGE_BYTES:
         per = assumptions.value("bytes_per_reading_in_message")
         most = int((MAX_MESSAGE_BYTES - assumptions.value("message_overhead_bytes")) // per)
-        raise ConfigError(f"--readings-per-message {workload.readings_per_message} makes messages of about "
-                          f"{size / 1024:.0f} KB, over AWS IoT Core's 128 KB message limit; use at most {most}")
+        raise ParameterError("readings_per_message", workload.readings_per_message, "makes messages of about "
+                             f"{size / 1024:.0f} KB, over AWS IoT Core's 128 KB message limit; use at most {most}")
     return workload
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from iotpipe import naming
 from iotpipe.aws import aws_call, call_aws, stack_outputs
 from iotpipe.config import PipelineConfig
-from iotpipe.errors import AwsError, ConfigError, IotpipeError
+from iotpipe.errors import AwsError, ConfigError, IotpipeError, ParameterError
 
 # AWS IoT thing names: [a-zA-Z0-9:_-]+ (CreateThing); the processor stores the same ids.
 THING_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
@@ -197,7 +197,7 @@ def register_device(
     attrs = thing_attributes(environment, attributes or {})
     files = device_files(out_dir, thing_name)
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise ConfigError(f"--out-dir {out_dir} is a file; give a directory")
+        raise ParameterError("out_dir", str(out_dir), "is a file; give a directory")
     existing = [str(path) for path in files.all() if path.exists()]
     if existing:
         raise ConfigError(

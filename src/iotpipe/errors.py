@@ -15,6 +15,24 @@ class ConfigError(IotpipeError):
     exit_code = 2
 
 
+class ParameterError(ConfigError):
+    """An argument of a library function is not allowed; ``parameter`` names it (the CLI names its flag instead).
+
+    The message reads ``limit=0 is out of range; use 1 to 1000``: the parameter, the value given and ``problem``
+    (what is wrong and what is allowed).
+    """
+
+    def __init__(self, parameter: str, value: object, problem: str) -> None:
+        super().__init__(f"{parameter}={value!r} {problem}")
+        self.parameter = parameter
+        self.value = value
+        self.problem = problem
+
+    def for_option(self, flag: str) -> ConfigError:
+        """The same error as a command-line user should read it: ``--limit 0 is out of range; ...``."""
+        return ConfigError(f"{flag} {self.value} {self.problem}")
+
+
 class TemplateError(IotpipeError):
     """A template could not be read or is not a CloudFormation template."""
 

@@ -21,7 +21,7 @@ from boto3.dynamodb.types import TypeDeserializer
 from iotpipe import naming
 from iotpipe.aws import aws_call, stack_outputs
 from iotpipe.config import PipelineConfig
-from iotpipe.errors import AwsError, ConfigError
+from iotpipe.errors import AwsError, ConfigError, ParameterError
 
 METRIC_NAMESPACE = naming.METRIC_NAMESPACE
 METRIC_NAMES = naming.METRIC_NAMES
@@ -148,20 +148,20 @@ def parse_since(text: str, now: int) -> int:
     if match:
         seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         if seconds > MAX_SINCE_DAYS * 86400:
-            raise ConfigError(f"--since {text}: at most {MAX_SINCE_DAYS} days back")
+            raise ParameterError("since", text, f"is too far back: at most {MAX_SINCE_DAYS} days")
         return now - seconds * 1000
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(
-            f"--since {text!r} is not valid; use a duration like 30s, 10m, 1h, 7d or an ISO 8601 "
+        raise ParameterError(
+            "since", text, "is not valid; use a duration like 30s, 10m, 1h, 7d or an ISO 8601 "
             "time like 2026-01-02T03:00:00Z"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     since = int(moment.timestamp() * 1000)
     if since > now:
-        raise ConfigError(f"--since {text} is in the future")
+        raise ParameterError("since", text, "is in the future")
     return since
 
 
@@ -405,7 +405,7 @@ def anomalies(
 
 def _check_limit(limit: int) -> None:
     if not 1 <= limit <= MAX_ITEMS:
-        raise ConfigError(f"--limit {limit} is out of range; use 1 to {MAX_ITEMS}")
+        raise ParameterError("limit", limit, f"is out of range; use 1 to {MAX_ITEMS}")
 
 
 # --- logs -----------------------------------------------------------------------------------------------
@@ -569,7 +569,7 @@ def fetch_metrics(
     """Sum of each custom metric per period (dimension Environment) via get_metric_data."""
     period = period_s or choose_period((until_ms - since_ms) / 1000)
     if period % 60 or period <= 0:
-        raise ConfigError(f"--period {period} is not valid; use a positive multiple of 60 seconds")
+        raise ParameterError("period_s", period, "is not valid; use a positive multiple of 60 seconds")
     start = since_ms // (period * 1000) * period * 1000
     # whole periods, the last one containing until_ms: EndTime is exclusive and must not cut off "now"
     end = -(-until_ms // (period * 1000)) * period * 1000

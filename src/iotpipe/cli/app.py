@@ -12,7 +12,7 @@ import click
 
 from iotpipe.aws import clean_message, explain_aws_failure, looks_like_html
 from iotpipe.cli.common import CliContext
-from iotpipe.errors import IotpipeError
+from iotpipe.errors import IotpipeError, ParameterError
 
 # Commands whose outcome depends on the env's config section: a section that does not exist is worth a warning.
 _ENV_SENSITIVE = frozenset({"deploy", "diff"})
@@ -74,6 +74,42 @@ def _equip(command: click.Command) -> None:
                                            callback=_set_debug, help="Show tracebacks with errors."))
     if command.callback is not None and any(p.name == "config_path" for p in command.params):
         command.callback = _announcing_config(command.name or "", command.callback)
+    if command.callback is not None:
+        command.callback = _naming_flags(command.callback)
+
+
+# A library parameter may carry its unit where the flag does not: period_s is --period, rate_hz is --rate.
+_UNIT_SUFFIXES = ("_s", "_ms", "_hz", "_minutes")
+
+
+def option_for(command: click.Command, parameter: str) -> str | None:
+    """The flag of ``command`` that sets the library's ``parameter`` (``limit`` -> ``--limit``); None if none does.
+
+    The one mapping from library parameters to flags: click knows each option's parameter name and its flags.
+    """
+    names = [parameter] + [parameter.removesuffix(suffix) for suffix in _UNIT_SUFFIXES if parameter.endswith(suffix)]
+    for name in names:
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name == name:
+                long = [opt for opt in param.opts if opt.startswith("--")]
+                return (long or param.opts)[0]
+    return None
+
+
+def _naming_flags(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """A :class:`ParameterError` from the library names the flag the user typed, not the Python parameter."""
+
+    @functools.wraps(callback)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except ParameterError as exc:
+            flag = option_for(click.get_current_context().command, exc.parameter)
+            if flag is None:
+                raise
+            raise exc.for_option(flag) from None
+
+    return wrapper
 
 
 def _announcing_config(name: str, callback: Callable[..., Any]) -> Callable[..., Any]:

@@ -26,7 +26,7 @@ from iotpipe.deploy.preflight import (
     check_replacements,
 )
 from iotpipe.deploy.waiters import CREATE_STATES, wait_change_set, wait_until_settled
-from iotpipe.errors import AwsError, ConfigError, DeployError, LintError, TemplateError
+from iotpipe.errors import AwsError, ConfigError, DeployError, LintError, ParameterError, TemplateError
 from iotpipe.package import Artefact, artefact_bucket_name
 
 TEMPLATE_BODY_LIMIT = 51_200
@@ -279,7 +279,8 @@ def plan_deploy(client: DeployClient, request: DeployRequest, progress: Progress
     code when it creates or updates the function), and a content-addressed key shows a code change without it.
     """
     if request.on_failure not in ON_FAILURE_CHOICES:
-        raise ConfigError(f"--on-failure {request.on_failure!r}: choose one of {', '.join(ON_FAILURE_CHOICES)}")
+        raise ParameterError("on_failure", request.on_failure,
+                             f"is not allowed; choose one of {', '.join(ON_FAILURE_CHOICES)}")
     template = parse_template(request.template_body)
     check_parameters(template, request.parameters)
     check_environment_suffix(request.parameters, request.env)
