@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -165,6 +167,19 @@ def explain_aws_failure(exc: BaseException) -> str | None:
     """A one-line message with what to do for a botocore error that escaped a command; None if not one."""
     error = aws_error(exc)
     return str(error) if error is not None else None
+
+
+def json_safe(value: Any) -> Any:
+    """An AWS response (or part of one) as plain JSON data: timestamps become ISO 8601 text, bytes their size."""
+
+    def fallback(item: Any) -> Any:
+        if isinstance(item, datetime):
+            return item.isoformat()
+        if isinstance(item, bytes | bytearray):
+            return len(item)
+        return str(item)
+
+    return json.loads(json.dumps(value, default=fallback))
 
 
 _TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)

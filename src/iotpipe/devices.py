@@ -42,6 +42,11 @@ class DeviceFiles:
         """The three paths, in write order."""
         return (self.certificate, self.private_key, self.connection)
 
+    def as_dict(self) -> dict[str, str]:
+        """The paths as JSON-friendly data."""
+        return {"certificate": str(self.certificate), "privateKey": str(self.private_key),
+                "connection": str(self.connection)}
+
 
 @dataclass(frozen=True)
 class RegisteredDevice:
@@ -57,6 +62,12 @@ class RegisteredDevice:
     topic: str
     files: DeviceFiles
 
+    def as_dict(self) -> dict[str, Any]:
+        """The registration as JSON-friendly data (``files`` in write order: certificate, key, connection)."""
+        return {"thingName": self.thing_name, "thingArn": self.thing_arn, "certificateId": self.certificate_id,
+                "certificateArn": self.certificate_arn, "policyName": self.policy_name, "endpoint": self.endpoint,
+                "port": self.port, "topic": self.topic, "files": [str(path) for path in self.files.all()]}
+
 
 @dataclass(frozen=True)
 class Device:
@@ -66,6 +77,11 @@ class Device:
     thing_arn: str
     attributes: tuple[tuple[str, str], ...]
     certificate_ids: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The thing as JSON-friendly data."""
+        return {"thingName": self.thing_name, "thingArn": self.thing_arn, "attributes": dict(self.attributes),
+                "certificateIds": list(self.certificate_ids)}
 
 
 class RevokeRefused(IotpipeError):
@@ -84,6 +100,11 @@ class PolicyTarget:
         """The certificate id (the last part of its ARN)."""
         return _cert_id(self.certificate_arn)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The target as JSON-friendly data."""
+        return {"certificateArn": self.certificate_arn, "certificateId": self.certificate_id,
+                "things": list(self.things)}
+
 
 @dataclass(frozen=True)
 class ReleasedPolicy:
@@ -92,6 +113,12 @@ class ReleasedPolicy:
     revoked: tuple[RevokedDevice, ...]
     detached_certificates: tuple[str, ...]
     deleted_versions: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """What was released, as JSON-friendly data."""
+        return {"revoked": [device.as_dict() for device in self.revoked],
+                "detachedCertificates": list(self.detached_certificates),
+                "deletedVersions": list(self.deleted_versions)}
 
 
 @dataclass(frozen=True)
@@ -102,6 +129,12 @@ class RevokedDevice:
     deleted_certificates: tuple[str, ...]
     detached_only_certificates: tuple[str, ...]
     detached_policies: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """What was removed, as JSON-friendly data."""
+        return {"thingName": self.thing_name, "deletedCertificates": list(self.deleted_certificates),
+                "detachedOnlyCertificates": list(self.detached_only_certificates),
+                "detachedPolicies": list(self.detached_policies)}
 
 
 def validate_thing_name(name: str) -> str:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from iotpipe import devices, naming
-from iotpipe.aws import aws_call, call_aws, clean_message
+from iotpipe.aws import aws_call, call_aws, clean_message, json_safe
 from iotpipe.config import PipelineConfig, config_warnings, needed_concurrency
 from iotpipe.deploy.preflight import UNRESERVED_MINIMUM, account_concurrency, importers
 from iotpipe.errors import AwsError, IotpipeError
@@ -61,6 +61,11 @@ class Context:
         """The stack's outputs (empty when not deployed)."""
         return {o["OutputKey"]: o.get("OutputValue", "") for o in (self.stack or {}).get("Outputs", []) or []}
 
+    def as_dict(self) -> dict[str, Any]:
+        """The context as JSON-friendly data (AWS's timestamps as ISO 8601 text)."""
+        return {"env": self.config.env, "stackName": self.config.resolved_stack_name, "account": self.account,
+                "region": self.region, "stack": json_safe(self.stack), "resources": json_safe(list(self.resources))}
+
     def physical_ids(self, resource_type: str) -> set[str]:
         """Physical ids of the stack's resources of one type."""
         return {str(r.get("PhysicalResourceId")) for r in self.resources if r.get("ResourceType") == resource_type}
@@ -81,6 +86,10 @@ class Report:
     def failed(self) -> bool:
         """True when a row failed."""
         return any(check.status == FAIL for check in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-friendly data."""
+        return {"failed": self.failed, "checks": [check.as_dict() for check in self.checks]}
 
 
 def _error_text(exc: BaseException) -> str:

@@ -21,7 +21,7 @@ from iotpipe.cli.common import (
 )
 from iotpipe.config import PipelineConfig, config_warnings, validate_tag
 from iotpipe.deploy.client import Change, DeployClient, Stack, StackEvent
-from iotpipe.deploy.execute import DeployResult, discard_plan, execute_destroy, execute_plan
+from iotpipe.deploy.execute import DeployResult, DestroyResult, discard_plan, execute_destroy, execute_plan
 from iotpipe.deploy.plan import (
     CREATE_STATES,
     ON_FAILURE_CHOICES,
@@ -341,7 +341,7 @@ def destroy(target: Target, yes: bool, revoke_devices: bool, timeout: float, out
     if plan.stack is None:
         progress(f"stack {plan.stack_name} does not exist; nothing to destroy")
         if output == "json":
-            echo_json({"stackName": plan.stack_name, "deleted": False, "objectsDeleted": {}})
+            echo_json(DestroyResult(stack_name=plan.stack_name, deleted=False).as_dict())
         return
     iot = target.factory.client("iot")
     policy = _device_policy(client, plan.stack)

@@ -37,7 +37,7 @@ def doctor(target: Target, drift_check: bool, output: str) -> None:
     progress(f"checking env {cfg.env} (stack {cfg.resolved_stack_name}) in {region or 'no region'}")
     report = run_doctor(factory, cfg, region, drift_check=drift_check)
     if output == "json":
-        echo_json({"failed": report.failed, "checks": [check.as_dict() for check in report.checks]})
+        echo_json(report.as_dict())
     else:
         width = max(len(check.name) for check in report.checks)
         for check in report.checks:

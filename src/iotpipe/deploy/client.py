@@ -45,6 +45,13 @@ class Stack:
         """Outputs as ``{OutputKey: OutputValue}``."""
         return dict(self.outputs)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The stack as JSON-friendly data."""
+        return {"stackName": self.name, "stackId": self.stack_id, "status": self.status,
+                "statusReason": self.status_reason, "terminationProtection": self.termination_protection,
+                "outputs": dict(self.outputs), "parameters": dict(self.parameters), "tags": dict(self.tags),
+                "exports": dict(self.exports)}
+
 
 @dataclass(frozen=True)
 class Change:
@@ -78,6 +85,12 @@ class ChangeSet:
         """True for the FAILED change set CloudFormation makes when the template and parameters are unchanged."""
         return self.status == "FAILED" and any(reason in self.status_reason for reason in NO_CHANGE_REASONS)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The change set as JSON-friendly data."""
+        return {"changeSetId": self.change_set_id, "stackId": self.stack_id, "status": self.status,
+                "statusReason": self.status_reason, "executionStatus": self.execution_status,
+                "noChanges": self.no_changes, "changes": [change.as_dict() for change in self.changes]}
+
 
 @dataclass(frozen=True)
 class StackEvent:
@@ -97,8 +110,9 @@ class StackEvent:
 
     def as_dict(self) -> dict[str, str]:
         """The event as JSON-friendly data."""
-        return {"timestamp": self.timestamp.isoformat() if self.timestamp else "", "logicalId": self.logical_id,
-                "type": self.resource_type, "status": self.status, "reason": self.reason}
+        return {"eventId": self.event_id, "timestamp": self.timestamp.isoformat() if self.timestamp else "",
+                "logicalId": self.logical_id, "type": self.resource_type, "status": self.status,
+                "reason": self.reason}
 
 
 @dataclass(frozen=True)

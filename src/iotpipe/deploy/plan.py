@@ -72,6 +72,16 @@ class DeployRequest:
         """The bound of every wait, in seconds."""
         return self.timeout_minutes * 60.0
 
+    def as_dict(self) -> dict[str, Any]:
+        """The request as JSON-friendly data: the template by size and digest, artefacts by key and size."""
+        body = self.template_body.encode("utf-8")
+        return {"stackName": self.stack_name, "env": self.env,
+                "template": {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()},
+                "parameters": dict(self.parameters), "tags": dict(self.tags),
+                "terminationProtection": self.termination_protection, "onFailure": self.on_failure,
+                "timeoutMinutes": self.timeout_minutes, "reservedConcurrency": self.reserved_concurrency,
+                "artefacts": [{"key": a.key, "bytes": len(a.body)} for a in self.artefacts]}
+
 
 @dataclass(frozen=True)
 class TemplateSource:
@@ -85,6 +95,11 @@ class TemplateSource:
     def as_kwargs(self) -> dict[str, str]:
         """``TemplateBody`` or ``TemplateURL``."""
         return {"TemplateURL": self.url} if self.url else {"TemplateBody": self.body or ""}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The source as JSON-friendly data (an inline body by its size)."""
+        return {"inlineBytes": None if self.body is None else len(self.body.encode("utf-8")), "url": self.url,
+                "bucket": self.bucket, "bucketCreated": self.bucket_created}
 
 
 @dataclass(frozen=True)
@@ -112,6 +127,14 @@ class DeployPlan:
         fresh = self.stack is None or self.action == "recreate" or self.stack.status in CREATE_STATES
         current = False if fresh or self.stack is None else self.stack.termination_protection
         return None if wanted == current else wanted
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plan as JSON-friendly data."""
+        return {"request": self.request.as_dict(), "action": self.action,
+                "stack": self.stack.as_dict() if self.stack else None,
+                "changes": [change.as_dict() for change in self.changes], "source": self.source.as_dict(),
+                "changeSetId": self.change_set_id, "stackId": self.stack_id,
+                "createdReviewStack": self.created_review_stack}
 
 
 def parse_assignments(values: Iterable[str], option: str) -> tuple[tuple[str, str], ...]:
@@ -368,6 +391,11 @@ class DestroyPlan:
     stack: Stack | None
     buckets: tuple[str, ...] = ()
     retained_buckets: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plan as JSON-friendly data."""
+        return {"stackName": self.stack_name, "stack": self.stack.as_dict() if self.stack else None,
+                "buckets": list(self.buckets), "retainedBuckets": list(self.retained_buckets)}
 
 
 def lift_protection_hint(stack_name: str) -> str:

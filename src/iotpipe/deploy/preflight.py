@@ -65,6 +65,11 @@ class Replacement:
     properties: tuple[str, ...]
     refusal: str = ""
 
+    def as_dict(self) -> dict[str, Any]:
+        """The replacement as JSON-friendly data."""
+        return {"logicalId": self.logical_id, "type": self.resource_type, "properties": list(self.properties),
+                "refusal": self.refusal}
+
 
 def check_environment_suffix(parameters: Iterable[tuple[str, str]], env: str) -> None:
     """ConfigError unless an ``EnvironmentSuffix`` parameter, if given, is the env itself (and lowercase).
@@ -151,6 +156,10 @@ class ExportChange:
     export_name: str
     output_key: str
     importers: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The export change as JSON-friendly data."""
+        return {"exportName": self.export_name, "outputKey": self.output_key, "importers": list(self.importers)}
 
 
 def changing_outputs(deployed: Mapping[str, Any], wanted: Mapping[str, Any],
@@ -253,6 +262,12 @@ class ConcurrencyCheck:
     unreserved: int
     current_reservation: int
     requested: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The check as JSON-friendly data."""
+        return {"accountLimit": self.account_limit, "unreserved": self.unreserved,
+                "currentReservation": self.current_reservation, "requested": self.requested,
+                "allowed": self.allowed, "ok": self.ok, "message": self.message()}
 
     @property
     def allowed(self) -> int:

@@ -22,7 +22,7 @@ class StatusReport:
 
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-friendly data."""
-        return {"stackName": self.stack.name, "status": self.stack.status,
+        return {"stack": self.stack.as_dict(), "stackName": self.stack.name, "status": self.stack.status,
                 "statusReason": self.stack.status_reason,
                 "terminationProtection": self.stack.termination_protection,
                 "events": [e.as_dict() for e in self.events],
