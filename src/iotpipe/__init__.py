@@ -59,6 +59,8 @@ _EXPORTS: dict[str, str] = {
     "BlueprintError": "iotpipe.errors",
     "LintError": "iotpipe.errors",
     "DeployError": "iotpipe.errors",
+    "ParameterError": "iotpipe.errors",
+    "AwsError": "iotpipe.errors",
 }
 
 __all__ = [  # noqa: RUF022 (grouped as _EXPORTS is)
@@ -96,6 +98,8 @@ __all__ = [  # noqa: RUF022 (grouped as _EXPORTS is)
     "BlueprintError",
     "LintError",
     "DeployError",
+    "ParameterError",
+    "AwsError",
 ]
 
 
@@ -143,7 +147,16 @@ if TYPE_CHECKING:
     from iotpipe.deploy.client import DeployClient
     from iotpipe.deploy.execute import execute_plan
     from iotpipe.deploy.plan import DeployRequest, plan_deploy, prepare_template
-    from iotpipe.errors import BlueprintError, ConfigError, DeployError, IotpipeError, LintError, TemplateError
+    from iotpipe.errors import (
+        AwsError,
+        BlueprintError,
+        ConfigError,
+        DeployError,
+        IotpipeError,
+        LintError,
+        ParameterError,
+        TemplateError,
+    )
     from iotpipe.lint import Finding, blocking, lint_template
     from iotpipe.naming import Names
     from iotpipe.render import build_composition, render_template, to_yaml
