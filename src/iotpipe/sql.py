@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from iotpipe.config import Threshold
-from iotpipe.errors import ConfigError, IotpipeError
+from iotpipe.errors import ConfigError, IotpipeError, ParameterError
 from iotpipe.sql_cache import (
     ENTRIES_KIND,
     RECORDS_KIND,
@@ -106,12 +106,12 @@ def _utc(epoch_ms: int) -> datetime:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).replace(tzinfo=None)
 
 
-def parse_time(text: str, what: str) -> int:
-    """An ISO 8601 time (UTC when it has no offset) -> epoch ms, else ConfigError naming ``what``."""
+def parse_time(text: str, parameter: str) -> int:
+    """An ISO 8601 time (UTC when it has no offset) -> epoch ms, else ParameterError naming ``parameter``."""
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"{what} {text!r} is not an ISO 8601 time; use e.g. 2026-01-02T03:00:00Z") from None
+        raise ParameterError(parameter, text, "is not an ISO 8601 time; use e.g. 2026-01-02T03:00:00Z") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
@@ -123,8 +123,8 @@ def window_from(since: str | None, start: str | None, end: str | None, now_ms: i
 
     if since is not None and start is not None:
         raise ConfigError("--since and --from both given; use --since 24h, or --from T [--to T]")
-    end_ms = parse_time(end, "--to") if end is not None else now_ms
-    start_ms = parse_time(start, "--from") if start is not None else parse_since(since or "24h", now_ms)
+    end_ms = parse_time(end, "end") if end is not None else now_ms
+    start_ms = parse_time(start, "start") if start is not None else parse_since(since or "24h", now_ms)
     if start_ms >= end_ms:
         raise ConfigError(f"the window is empty: it starts at {_utc(start_ms)}Z and ends at {_utc(end_ms)}Z; "
                           "give a --from before --to")

@@ -117,7 +117,8 @@ def test_list_shows_the_named_queries() -> None:
     (["DROP TABLE readings"], "not a query"),
     (["SELECT 1", "--since", "24h", "--from", "2026-03-01"], "--since and --from both given"),
     (["SELECT 1", "--from", "2026-03-02", "--to", "2026-03-01"], "the window is empty"),
-    (["SELECT 1", "--from", "yesterday"], "not an ISO 8601 time"),
+    (["SELECT 1", "--from", "yesterday"], "--from yesterday is not an ISO 8601 time"),
+    (["SELECT 1", "--since", "forever"], "--since forever is not valid"),
     (["SELECT 1", "--cache-max-mb", "0"], "Invalid value for '--cache-max-mb'"),
     (["SELECT 1", "--clear-cache"], "--clear-cache takes no query"),
 ])

@@ -53,8 +53,8 @@ def test_window_from_since_and_from_to() -> None:
 @pytest.mark.parametrize("since,start,end,message", [
     ("1h", "2026-03-01", None, "--since and --from both given"),
     (None, "2026-03-02", "2026-03-01", "the window is empty"),
-    (None, "last tuesday", None, "--from 'last tuesday' is not an ISO 8601 time"),
-    ("forever", None, None, "--since 'forever' is not valid"),
+    (None, "last tuesday", None, "start='last tuesday' is not an ISO 8601 time"),
+    ("forever", None, None, "since='forever' is not valid"),
 ])
 def test_bad_windows_are_config_errors(since: str | None, start: str | None, end: str | None,
                                        message: str) -> None:
