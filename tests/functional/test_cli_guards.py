@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from iotpipe.cli import main
-from iotpipe.cli.operate import rows_period
+from iotpipe.cli.observe import rows_period
 
 REGION = "us-east-1"
 STACK = "iotpipe-dev"

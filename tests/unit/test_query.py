@@ -21,6 +21,7 @@ import pytest
 from moto import mock_aws
 
 from iotpipe import query
+from iotpipe.cli.observe import log_summary, sparkline
 from iotpipe.errors import AwsError, ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -295,7 +296,7 @@ def test_logs_summarise_the_processors_json_lines(aws: dict[str, Any], monkeypat
         else:
             assert line.level == str(document["level"]).upper()
             assert line.message == document["message"]
-            assert "{" not in line.summary().split(document["message"], 1)[0]  # no raw JSON before the message
+            assert "{" not in log_summary(line).split(document["message"], 1)[0]  # no raw JSON before the message
     emf = [line for line in lines if line.message == "metrics" and ("SensorReadingsProcessed", "1") in line.fields]
     assert emf, "the Environment-level EMF line shows SensorReadingsProcessed=1"
 
@@ -309,7 +310,7 @@ def test_logs_filter_and_missing_group(aws: dict[str, Any]) -> None:
                              '{"level":"WARN","message":"record quarantined","reason":"bad json"}'], now - 1000)
     filtered = query.fetch_logs(logs, group, start_ms=now - 60_000, pattern=query.filter_pattern("quarantined"))
     assert [line.message for line in filtered] == ["record quarantined"]
-    assert filtered[0].summary().endswith("WARN  record quarantined reason=bad json")
+    assert log_summary(filtered[0]).endswith("WARN  record quarantined reason=bad json")
     with pytest.raises(AwsError, match="does not exist"):
         query.fetch_logs(logs, "/aws/lambda/nope", start_ms=0)
 
@@ -383,9 +384,9 @@ def test_metrics_from_the_processors_emf(aws: dict[str, Any], monkeypatch: pytes
 
 
 def test_sparkline_and_period() -> None:
-    assert query.sparkline([0, 1, 2, 3, 4, 5, 6, 7]) == "▁▂▃▄▅▆▇█"
-    assert query.sparkline([3, 3]) == "▁▁"
-    assert query.sparkline([]) == ""
+    assert sparkline([0, 1, 2, 3, 4, 5, 6, 7]) == "▁▂▃▄▅▆▇█"
+    assert sparkline([3, 3]) == "▁▁"
+    assert sparkline([]) == ""
     assert query.choose_period(3600) == 60
     assert query.choose_period(86400) == 1440
     with pytest.raises(ConfigError, match=r"^period_s=90 "):

@@ -1,7 +1,5 @@
-"""The ``iotpipe`` command line; each module imported here registers its commands on :data:`main`."""
+"""The ``iotpipe`` command line: :data:`main` is the click group, its commands are listed in :mod:`iotpipe.cli.app`."""
 
-# render/lint; cost; deploy/diff/...; doctor; device/simulate/...; local up/status/down; sql
-from iotpipe.cli import build, cost, deploy, doctor, local, operate, sql  # noqa: F401
 from iotpipe.cli.app import main
 
 __all__ = ["main"]

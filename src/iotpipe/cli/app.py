@@ -1,4 +1,4 @@
-"""The ``iotpipe`` click group: global options and error-to-exit-code mapping."""
+"""The ``iotpipe`` click group: global options, error-to-exit-code mapping, and the list of its commands."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from iotpipe.aws import clean_message, explain_aws_failure, looks_like_html
+from iotpipe.cli import build, cost, deploy, devices, doctor, local, observe, readings, sql, telemetry
 from iotpipe.cli.common import CliContext
 from iotpipe.errors import IotpipeError, ParameterError
 
@@ -147,3 +148,14 @@ def main(ctx: click.Context, debug: bool) -> None:
     """
     obj = ctx.ensure_object(CliContext)
     obj.debug = obj.debug or debug
+
+
+# Every command, registered here and only here: importing a command module registers nothing.
+COMMANDS: tuple[click.Command, ...] = (
+    build.render, build.lint, cost.cost,
+    deploy.deploy, deploy.diff, deploy.outputs, deploy.status, deploy.destroy, doctor.doctor,
+    devices.device, telemetry.simulate, readings.readings, readings.anomalies, observe.logs, observe.metrics,
+    local.local, sql.sql,
+)
+for _command in COMMANDS:
+    main.add_command(_command)

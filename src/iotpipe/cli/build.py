@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from iotpipe.aws import ClientFactory
-from iotpipe.cli.app import main
 from iotpipe.cli.common import blueprint_option, config_options, echo_json, load_pipeline_config, output_option
 from iotpipe.config import NODE_RUNTIMES, PYTHON_RUNTIMES
 from iotpipe.errors import TemplateError
@@ -17,7 +16,7 @@ from iotpipe.lint import DEFAULT_REGION, Finding, blocking, checkov_available, l
 from iotpipe.render import render_template, write_atomically
 
 
-@main.command()
+@click.command()
 @config_options
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the template to this file (default: stdout).")
@@ -43,7 +42,7 @@ def render(env: str, config_path: str | None, out: Path | None, runtime: str | N
     click.echo(f"Wrote {out} ({len(text.encode('utf-8'))} bytes)", err=True)
 
 
-@main.command()
+@click.command()
 @click.argument("template_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @config_options
 @output_option

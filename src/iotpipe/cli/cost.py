@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from iotpipe import cost as cost_lib
-from iotpipe.cli.app import main
 from iotpipe.cli.common import config_options, echo_json, load_pipeline_config, output_option, progress
 from iotpipe.compose import compose
 from iotpipe.config import PipelineConfig
@@ -55,7 +54,7 @@ def format_table(est: cost_lib.Estimate) -> str:
     return "\n".join(lines)
 
 
-@main.command("cost")
+@click.command("cost")
 @click.option("--devices", type=int, required=True, help="Devices sending readings.")
 @click.option("--sensors", type=int, default=3, show_default=True, help="Sensors per device.")
 @click.option("--rate", type=float, default=1.0, show_default=True, help="Readings per second per sensor (Hz).")

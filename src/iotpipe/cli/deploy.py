@@ -9,7 +9,6 @@ import click
 
 from iotpipe import devices as devices_lib
 from iotpipe import naming
-from iotpipe.cli.app import main
 from iotpipe.cli.common import (
     Target,
     blueprint_option,
@@ -147,7 +146,7 @@ def _show_result(result: DeployResult, output: str) -> None:
     click.echo(outputs_table(result.outputs))
 
 
-@main.command()
+@click.command()
 @pipeline_target
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required without a terminal).")
 @click.option("--no-execute", is_flag=True, help="Create the change set, show it, delete it; change nothing.")
@@ -198,7 +197,7 @@ def deploy(target: Target, yes: bool, no_execute: bool, params: tuple[str, ...],
     _show_result(execute_plan(client, plan, progress), output)
 
 
-@main.command()
+@click.command()
 @pipeline_target
 @click.option("--param", "params", multiple=True, metavar="K=V", help="Template parameter override. Repeatable.")
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Stack tag override. Repeatable.")
@@ -227,7 +226,7 @@ def diff(target: Target, params: tuple[str, ...], tags: tuple[str, ...], timeout
     _show_plan(plan, output)
 
 
-@main.command()
+@click.command()
 @pipeline_target
 @output_option
 def outputs(target: Target, output: str) -> None:
@@ -246,7 +245,7 @@ def outputs(target: Target, output: str) -> None:
     click.echo(outputs_table(stack.outputs))
 
 
-@main.command()
+@click.command()
 @pipeline_target
 @click.option("--events", "last", type=click.IntRange(1, 100), default=10, show_default=True,
               help="How many of the last stack events to show.")
@@ -314,7 +313,7 @@ def _describe_targets(targets: Sequence[devices_lib.PolicyTarget]) -> str:
     return " and ".join(parts)
 
 
-@main.command()
+@click.command()
 @pipeline_target
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required without a terminal).")
 @click.option("--revoke-devices", is_flag=True,

@@ -6,14 +6,13 @@ import sys
 
 import click
 
-from iotpipe.cli.app import main
 from iotpipe.cli.common import Target, echo_json, output_option, pipeline_target, progress
 from iotpipe.doctor import run_doctor
 
 _MARK = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
 
-@main.command()
+@click.command()
 @pipeline_target
 @click.option("--drift/--no-drift", "drift_check", default=True, show_default=True,
               help="Run CloudFormation drift detection on a deployed stack (takes up to a minute).")

@@ -14,7 +14,6 @@ from typing import Any
 
 import click
 
-from iotpipe.cli.app import main
 from iotpipe.cli.common import echo_json, output_option, progress
 from iotpipe.errors import LocalError
 from iotpipe.local import state as local_state
@@ -28,7 +27,7 @@ class _Terminated(Exception):
     """SIGTERM reached the foreground ``local up`` (``iotpipe local down`` sends it)."""
 
 
-@main.group()
+@click.group()
 def local() -> None:
     """Run the whole pipeline on this machine: AWS emulator, MQTT broker, topic rule, mapping, function.
 

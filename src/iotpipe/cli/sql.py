@@ -13,7 +13,6 @@ import click
 
 from iotpipe import naming, sql_cache
 from iotpipe import sql as sql_lib
-from iotpipe.cli.app import main
 from iotpipe.cli.common import (
     aws_options,
     client_factory,
@@ -67,7 +66,7 @@ def _summary(result: sql_lib.QueryResult) -> str:
             f"({result.bytes_scanned / 1e6:.2f} MB, {result.downloaded} downloaded, the rest from the cache)")
 
 
-@main.command("sql")
+@click.command("sql")
 @click.argument("query", required=False)
 @click.option("--engine", type=click.Choice(["athena", "duckdb"]),
               help="Default: duckdb for --env local, a running iotpipe local or --endpoint-url; else athena.")

@@ -1,0 +1,111 @@
+"""``iotpipe readings`` and ``iotpipe anomalies``: stored readings from the pipeline's table."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from iotpipe import query as query_lib
+from iotpipe.cli.common import Target, echo_json, pipeline_target, progress
+from iotpipe.cli.output import format_table
+
+
+def _csv_row(reading: query_lib.Reading) -> dict[str, Any]:
+    """A CSV row: booleans as true/false (as JSON writes them), not Python's True/False."""
+    return {key: (str(value).lower() if isinstance(value, bool) else value)
+            for key, value in reading.as_dict().items()}
+
+
+def _reading_output(found: Sequence[query_lib.Reading], output: str, with_device: bool,
+                    what: str = "readings") -> None:
+    if output == "json":
+        echo_json([reading.as_dict() for reading in found])
+        return
+    if output == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=query_lib.READING_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(_csv_row(reading) for reading in found)
+        click.echo(buffer.getvalue(), nl=False)
+        return
+    if not found:
+        progress(f"no {what} found")
+        return
+    headers = (("DEVICE",) if with_device else ()) + ("TIME", "SENSOR", "VALUE", "UNIT", "STATUS", "REASON")
+    rows = [
+        ((r.device_id,) if with_device else ()) + (r.time, r.sensor_type, f"{r.value:g}", r.unit, r.status, r.reason)
+        for r in found
+    ]
+    click.echo(format_table(headers, rows))
+
+
+_OUTPUT3 = click.option(
+    "--output",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="Result format on stdout.",
+)
+_LIMIT = click.option("--limit", type=int, default=100, show_default=True, help="At most this many items.")
+
+
+@click.command()
+@click.argument("device_id")
+@click.option("--since", default="1h", show_default=True, help="How far back: 30s, 10m, 1h, 7d or ISO 8601.")
+@click.option("--sensor", help="Only this sensor type.")
+@click.option("--anomalies-only", is_flag=True, help="Only anomalous readings.")
+@_LIMIT
+@_OUTPUT3
+@pipeline_target
+def readings(
+    device_id: str,
+    since: str,
+    sensor: str | None,
+    anomalies_only: bool,
+    limit: int,
+    output: str,
+    target: Target,
+) -> None:
+    """A device's stored readings, newest first.
+
+    \b
+    Examples:
+      iotpipe readings press-07 --env dev --since 1h
+      iotpipe readings press-07 --sensor temperature --anomalies-only --output csv > anomalies.csv
+    """
+    cfg, factory = target.config, target.factory
+    found = query_lib.readings(
+        factory, cfg, device_id, since=since, sensor=sensor, anomalies_only=anomalies_only, limit=limit
+    )
+    _reading_output(found, output, with_device=False)
+
+
+@click.command()
+@click.option("--since", default="24h", show_default=True, help="How far back: 30m, 24h, 7d or ISO 8601.")
+@click.option("--sensor", help="Only this sensor type.")
+@click.option("--device", "device_id", help="Only this device.")
+@_LIMIT
+@_OUTPUT3
+@pipeline_target
+def anomalies(
+    since: str,
+    sensor: str | None,
+    device_id: str | None,
+    limit: int,
+    output: str,
+    target: Target,
+) -> None:
+    """Anomalies of every device, newest first (from the AnomaliesByDay index).
+
+    \b
+    Examples:
+      iotpipe anomalies --env dev
+      iotpipe anomalies --env prod --since 7d --sensor vibration --output json
+    """
+    cfg, factory = target.config, target.factory
+    found = query_lib.anomalies(factory, cfg, since=since, sensor=sensor, device_id=device_id, limit=limit)
+    _reading_output(found, output, with_device=True, what="anomalies")

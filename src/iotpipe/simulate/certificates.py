@@ -1,0 +1,65 @@
+"""Registered devices' TLS credentials, read from the connection files ``iotpipe device register`` writes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from iotpipe.devices import validate_thing_name
+from iotpipe.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DeviceCredentials:
+    """A registered device's TLS connection, read from the connection file ``device register`` wrote."""
+
+    device_id: str
+    endpoint: str
+    port: int
+    certificate: Path
+    private_key: Path
+    ca_file: Path | None
+
+
+def load_cert_dir(cert_dir: str | Path) -> list[DeviceCredentials]:
+    """The devices in ``cert_dir``: every ``<id>.json`` connection file with its certificate and key."""
+    base = Path(cert_dir)
+    if not base.is_dir():
+        raise ConfigError(
+            f"--cert-dir {base} is not a directory; register devices first: "
+            "iotpipe device register DEVICE_ID --out-dir " + str(base)
+        )
+    devices = []
+    for path in sorted(base.glob("*.json")):
+        try:
+            settings = json.loads(path.read_text(encoding="utf-8"))
+            device_id = validate_thing_name(str(settings["clientId"]))
+            ca_name = settings.get("caFile")
+            credentials = DeviceCredentials(
+                device_id=device_id,
+                endpoint=str(settings["endpoint"]),
+                port=int(settings["port"]),
+                certificate=base / settings["certificateFile"],
+                private_key=base / settings["privateKeyFile"],
+                ca_file=base / ca_name if ca_name else _default_ca(base),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"{path} is not a device connection file ({exc}); it is written by iotpipe device register"
+            ) from None
+        missing = [str(p) for p in (credentials.certificate, credentials.private_key) if not p.exists()]
+        if missing:
+            raise ConfigError(f"{path}: missing {', '.join(missing)}")
+        devices.append(credentials)
+    if not devices:
+        raise ConfigError(
+            f"--cert-dir {base} has no device connection files (*.json); register devices first"
+        )
+    return devices
+
+
+def _default_ca(base: Path) -> Path | None:
+    # AWS IoT ATS endpoints chain to Amazon Root CA 1, which system trust stores carry; a local copy wins.
+    candidate = base / "AmazonRootCA1.pem"
+    return candidate if candidate.exists() else None
