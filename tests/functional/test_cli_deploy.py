@@ -10,7 +10,7 @@ import boto3
 import pytest
 from click.testing import CliRunner, Result
 
-import iotpipe.cli.deploy as cli_deploy
+import iotpipe.cli.output as cli_output
 import iotpipe.lint
 from iotpipe.cli import main
 
@@ -123,7 +123,7 @@ def test_deploy_without_terminal_and_without_yes_is_refused(moto_endpoint: str, 
 
 def test_declined_prompt_on_a_terminal_executes_nothing(moto_endpoint: str, config: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_deploy, "is_interactive", lambda: True)
+    monkeypatch.setattr(cli_output, "is_interactive", lambda: True)
     result = run(moto_endpoint, config, "deploy", input="n\n")
     assert result.exit_code == 1 and "cancelled" in result.stderr and "Execute these changes?" in result.stderr
     stacks = aws("cloudformation", moto_endpoint).list_stacks()["StackSummaries"]

@@ -17,6 +17,7 @@ import boto3
 import pytest
 from click.testing import CliRunner, Result
 
+import iotpipe.cli.output as cli_output
 from iotpipe.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +110,7 @@ def reading(device: str, sensor: str, value: float, timestamp: int) -> dict[str,
 # --- device -------------------------------------------------------------------------------------------
 
 
-def test_device_register_list_revoke(stack: dict[str, str], tmp_path: Path) -> None:
+def test_device_register_list_revoke(stack: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result = cli(stack, "device", "register", "press-07", "--out-dir", "certs", "--location", "line-2",
                  "--equipment-type", "press")
     assert result.exit_code == 0, result.output
@@ -142,6 +143,10 @@ def test_device_register_list_revoke(stack: dict[str, str], tmp_path: Path) -> N
     refused = cli(stack, "device", "revoke", "press-07")  # not a terminal, no --yes
     assert refused.exit_code == 2
     assert "--yes" in refused.stderr
+    monkeypatch.setattr(cli_output, "is_interactive", lambda: True)
+    declined = cli(stack, "device", "revoke", "press-07", stdin="n\n")  # a terminal, answered no
+    assert declined.exit_code == 1 and "cancelled" in declined.stderr
+    assert [thing["thingName"] for thing in iot.list_things()["things"]] == ["press-07"]
     revoked = cli(stack, "device", "revoke", "press-07", "--yes")
     assert revoked.exit_code == 0, revoked.output
     assert "revoked press-07: deleted 1 certificate(s)" in revoked.stdout

@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from iotpipe.aws import ClientFactory
-from iotpipe.cli.common import blueprint_option, config_options, echo_json, load_pipeline_config, output_option
+from iotpipe.cli.common import blueprint_option, config_options, load_pipeline_config
+from iotpipe.cli.output import echo_json, output_option
 from iotpipe.config import NODE_RUNTIMES, PYTHON_RUNTIMES
 from iotpipe.errors import TemplateError
 from iotpipe.lint import DEFAULT_REGION, Finding, blocking, checkov_available, lint_template

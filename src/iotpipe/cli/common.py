@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -42,12 +40,6 @@ def aws_options(func: F) -> F:
     func = click.option("--profile", help="AWS named profile.")(func)
     func = click.option("--region", help="AWS region (default: config, then the profile's).")(func)
     return func
-
-
-def output_option(func: F) -> F:
-    """Add ``--output table|json``."""
-    return click.option("--output", "output", type=click.Choice(["table", "json"]), default="table",
-                        show_default=True, help="Result format on stdout.")(func)
 
 
 def blueprint_option(func: F) -> F:
@@ -98,19 +90,9 @@ def running_local(env: str) -> LocalState | None:
     return state
 
 
-def echo_json(data: Any) -> None:
-    """Print ``data`` as indented JSON on stdout."""
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
 def progress(message: str) -> None:
     """Print a progress line on stderr (stdout carries results only)."""
     click.echo(message, err=True)
-
-
-def is_interactive() -> bool:
-    """True when stdin is a terminal, so the user can be asked to confirm."""
-    return sys.stdin.isatty()
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from iotpipe import cost as cost_lib
-from iotpipe.cli.common import config_options, echo_json, load_pipeline_config, output_option, progress
+from iotpipe.cli.common import config_options, load_pipeline_config, progress
+from iotpipe.cli.output import echo_json, format_table, output_option
 from iotpipe.compose import compose
 from iotpipe.config import PipelineConfig
 
@@ -25,7 +26,7 @@ def _units(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.3g}"
 
 
-def format_table(est: cost_lib.Estimate) -> str:
+def format_estimate(est: cost_lib.Estimate) -> str:
     """The estimate as text: settings, line items, totals, assumptions and the price table's date and sources."""
     w = est.workload
     lines = [f"iotpipe cost, env {est.env}: {w.devices:,} devices x {w.sensors} sensors x {w.rate_hz:g} Hz, "
@@ -35,10 +36,7 @@ def format_table(est: cost_lib.Estimate) -> str:
     header = ("service", "item", "units / month", "unit price USD", "USD / month", "note")
     rows = [(i.service, i.item, _units(i.units), f"{i.unit_price_usd:.10g}", _usd(i.usd), i.note)
             for i in est.line_items]
-    widths = [max(len(header[c]), *(len(r[c]) for r in rows)) for c in range(5)]
-    for row in (header, *rows):
-        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])] + [row[c].rjust(widths[c]) for c in (2, 3, 4)]
-        lines.append("  ".join(cells) + "  " + row[5])
+    lines.append(format_table(header, rows, align=("<", "<", ">", ">", ">", "<")))
     lines.append("")
     for service, usd in est.by_service().items():
         lines.append(f"  {service:<12} {_usd(usd):>12} USD")
@@ -93,4 +91,4 @@ def cost(devices: int, sensors: int, rate: float, readings_per_message: int | No
     if output == "json":
         echo_json(cost_lib.to_json(est))
     else:
-        click.echo(format_table(est))
+        click.echo(format_estimate(est))

@@ -9,15 +9,8 @@ import click
 
 from iotpipe import devices as devices_lib
 from iotpipe import naming
-from iotpipe.cli.common import (
-    Target,
-    blueprint_option,
-    echo_json,
-    is_interactive,
-    output_option,
-    pipeline_target,
-    progress,
-)
+from iotpipe.cli.common import Target, blueprint_option, pipeline_target, progress
+from iotpipe.cli.output import confirm, echo_json, format_table, output_option, require_consent
 from iotpipe.config import PipelineConfig, config_warnings, validate_tag
 from iotpipe.deploy.client import Change, DeployClient, Stack, StackEvent
 from iotpipe.deploy.execute import DeployResult, DestroyResult, discard_plan, execute_destroy, execute_plan
@@ -45,38 +38,24 @@ def _timeout_option(func: Callable[..., Any]) -> Callable[..., Any]:
                         show_default=True, help="Bound of every wait, in minutes.")(func)
 
 
-def _require_consent(yes: bool, what: str) -> None:
-    """Without a terminal there is nobody to ask: demand --yes rather than guess."""
-    if not yes and not is_interactive():
-        raise click.UsageError(f"{what} needs confirmation and stdin is not a terminal; "
-                               "pass --yes to confirm (e.g. in CI)")
-
-
-def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
-    widths = [max(len(str(v)) for v in column) for column in zip(headers, *rows, strict=False)]
-    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=False)).rstrip()
-             for row in [headers, *rows]]
-    return "\n".join(lines)
-
-
 def change_table(changes: Sequence[Change]) -> str:
     """The change set as a table: Action, LogicalId, Type, Replacement."""
     rows = [(c.action, c.logical_id, c.resource_type, c.replacement or "-") for c in changes]
-    return _table(rows, ("Action", "LogicalId", "Type", "Replacement"))
+    return format_table(("Action", "LogicalId", "Type", "Replacement"), rows)
 
 
 def outputs_table(outputs: Sequence[tuple[str, str]]) -> str:
     """Stack outputs as a two-column table."""
     if not outputs:
         return "(the stack has no outputs)"
-    return _table(sorted(outputs), ("OutputKey", "OutputValue"))
+    return format_table(("OutputKey", "OutputValue"), sorted(outputs))
 
 
 def events_table(events: Sequence[StackEvent]) -> str:
     """Stack events, oldest first."""
     rows = [(e.timestamp.strftime("%Y-%m-%d %H:%M:%S") if e.timestamp else "", e.status, e.logical_id,
              e.resource_type, e.reason) for e in events]
-    return _table(rows, ("Time", "Status", "LogicalId", "Type", "Reason"))
+    return format_table(("Time", "Status", "LogicalId", "Type", "Reason"), rows)
 
 
 def _request(cfg: PipelineConfig, template: str, params: Sequence[str], tags: Sequence[str], on_failure: str,
@@ -181,7 +160,7 @@ def deploy(target: Target, yes: bool, no_execute: bool, params: tuple[str, ...],
       iotpipe deploy --env dev --blueprint examples/firehose_copy.py:customise
     """
     if not no_execute:
-        _require_consent(yes, "deploy")
+        require_consent(yes, "deploy")
     cfg, client = target.config, DeployClient.from_factory(target.factory)
     plan = _plan(cfg, client, params, tags, on_failure, timeout, factory=target.factory, checkov=with_checkov,
                  blueprint=blueprint)
@@ -191,7 +170,7 @@ def deploy(target: Target, yes: bool, no_execute: bool, params: tuple[str, ...],
         progress("--no-execute: nothing was executed")
         _show_result(result, output)
         return
-    if plan.has_changes and not yes and not click.confirm("Execute these changes?", default=False, err=True):
+    if plan.has_changes and not confirm("Execute these changes?", yes=yes, what="deploy"):
         discard_plan(client, plan, progress)
         raise DeployError("deploy cancelled at the prompt; nothing was executed (the change set was deleted)")
     _show_result(execute_plan(client, plan, progress), output)
@@ -334,7 +313,7 @@ def destroy(target: Target, yes: bool, revoke_devices: bool, timeout: float, out
       iotpipe destroy --env ci --yes
       iotpipe destroy --env dev --revoke-devices --yes
     """
-    _require_consent(yes, "destroy")
+    require_consent(yes, "destroy")
     cfg, client = target.config, DeployClient.from_factory(target.factory)
     plan = plan_destroy(client, cfg.resolved_stack_name, timeout * 60, progress)
     if plan.stack is None:
@@ -360,7 +339,7 @@ def destroy(target: Target, yes: bool, revoke_devices: bool, timeout: float, out
     for bucket in plan.retained_buckets:
         progress(f"bucket {bucket} is retained by its DeletionPolicy and is left as it is")
     question = f"Destroy stack {plan.stack_name} and its data" + (" and revoke those devices" if targets else "")
-    if not yes and not click.confirm(question + "?", default=False, err=True):
+    if not confirm(question + "?", yes=yes, what="destroy"):
         raise DeployError("destroy cancelled at the prompt; nothing was deleted")
     if targets and policy:
         released = devices_lib.release_policy(iot, policy, cfg.env)

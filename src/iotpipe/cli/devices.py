@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import click
 
 from iotpipe import devices as devices_lib
-from iotpipe.cli.common import Target, echo_json, is_interactive, output_option, pipeline_target, progress
-from iotpipe.cli.output import format_table
-from iotpipe.errors import ConfigError
+from iotpipe.cli.common import Target, pipeline_target, progress
+from iotpipe.cli.output import confirm, echo_json, output_option, write_table
+from iotpipe.errors import ConfigError, IotpipeError
 
 
 def _parse_attributes(pairs: Sequence[str]) -> dict[str, str]:
@@ -147,7 +147,7 @@ def list_(
         )
         for d in found
     ]
-    click.echo(format_table(("DEVICE", "CERTS", "ATTRIBUTES"), rows))
+    write_table(("DEVICE", "CERTS", "ATTRIBUTES"), rows)
 
 
 @device.command("revoke")
@@ -172,10 +172,9 @@ def revoke(
       iotpipe device revoke press-07 --env dev --yes
     """
     devices_lib.validate_thing_name(device_id)
-    if not yes:
-        if not is_interactive():
-            raise ConfigError(f"revoking {device_id} deletes its certificates; pass --yes to confirm")
-        click.confirm(f"Revoke {device_id} and delete its certificates?", abort=True, err=True)
+    if not confirm(f"Revoke {device_id} and delete its certificates?", yes=yes,
+                   what=f"revoking {device_id} (it deletes its certificates)"):
+        raise IotpipeError(f"revoke cancelled at the prompt; {device_id} and its certificates are left as they are")
     result = devices_lib.revoke_device(target.factory.client("iot"), device_id, target.config.env)
     if output == "json":
         echo_json(

@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from iotpipe.cli.common import Target, echo_json, output_option, pipeline_target, progress
+from iotpipe.cli.common import Target, pipeline_target, progress
+from iotpipe.cli.output import echo_json, output_option, write_table
 from iotpipe.doctor import run_doctor
 
 _MARK = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL"}
@@ -38,11 +39,12 @@ def doctor(target: Target, drift_check: bool, output: str) -> None:
     if output == "json":
         echo_json(report.as_dict())
     else:
-        width = max(len(check.name) for check in report.checks)
+        rows: list[tuple[str, str, str]] = []
         for check in report.checks:
-            click.echo(f"{_MARK[check.status]}  {check.name.ljust(width)}  {check.detail}")
+            rows.append((_MARK[check.status], check.name, check.detail))
             if check.action and check.status != "pass":
-                click.echo(f"      {''.ljust(width)}  -> {check.action}")
+                rows.append(("", "", f"-> {check.action}"))
+        write_table(None, rows)
     if report.failed:
         failed = sum(check.status == "fail" for check in report.checks)
         progress(f"{failed} check(s) failed")

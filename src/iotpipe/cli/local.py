@@ -14,7 +14,8 @@ from typing import Any
 
 import click
 
-from iotpipe.cli.common import echo_json, output_option, progress
+from iotpipe.cli.common import progress
+from iotpipe.cli.output import echo_json, output_option, write_table
 from iotpipe.errors import LocalError
 from iotpipe.local import state as local_state
 from iotpipe.local.pipeline import LocalOptions, LocalPipeline, stop_running
@@ -47,9 +48,7 @@ def _show_state(state: local_state.LocalState, output: str) -> None:
     rows = [("env", state.env), ("stack", state.stack_name), ("AWS endpoint", state.aws_endpoint),
             ("MQTT", f"{state.mqtt} ({state.broker})"), ("pid", str(state.pid)), ("since", state.started_at),
             ("logs", state.log_file)]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        click.echo(f"{name.ljust(width)}  {value}")
+    write_table(None, rows)
 
 
 @local.command("up")

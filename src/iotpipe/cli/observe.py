@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import click
 
 from iotpipe import query as query_lib
-from iotpipe.cli.common import Target, echo_json, output_option, pipeline_target, progress
-from iotpipe.cli.output import format_table
+from iotpipe.cli.common import Target, pipeline_target, progress
+from iotpipe.cli.output import LINE_FORMATS, echo_json, output_choices, output_option, write_table
 from iotpipe.errors import ConfigError
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
@@ -38,13 +38,7 @@ def rows_period(since_ms: int, until_ms: int, max_rows: int = MAX_METRIC_ROWS) -
 @click.option("--follow", is_flag=True, help="Keep polling for new lines (Ctrl-C to stop).")
 @click.option("--max-wait", type=float, default=600.0, show_default=True, help="Stop --follow after this many s.")
 @click.option("--limit", type=int, default=1000, show_default=True, help="At most this many lines (not --follow).")
-@click.option(
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text: one summarised line per event; json: one JSON object per event.",
-)
+@output_choices(LINE_FORMATS, "text: one summarised line per event; json: one JSON object per event.")
 @pipeline_target
 def logs(
     since: str,
@@ -137,11 +131,10 @@ def metrics(
         (query_lib.iso_ms(start)[:16].replace("T", " "), *(f"{s.values[i]:g}" for s in report.series))
         for i, start in enumerate(report.starts)
     ]
-    click.echo(format_table(headers, rows))
+    write_table(headers, rows)
     click.echo("")
-    width = max(len(s.name) for s in report.series)
-    for series in report.series:
-        click.echo(f"{series.name.ljust(width)}  total {series.total:<8g} {sparkline(series.values)}")
+    write_table(None, [(series.name, "total", f"{series.total:g}", sparkline(series.values))
+                       for series in report.series])
 
 
 def log_summary(line: query_lib.LogLine) -> str:

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
-from typing import Any
 
 import click
 
 from iotpipe import query as query_lib
-from iotpipe.cli.common import Target, echo_json, pipeline_target, progress
-from iotpipe.cli.output import format_table
-
-
-def _csv_row(reading: query_lib.Reading) -> dict[str, Any]:
-    """A CSV row: booleans as true/false (as JSON writes them), not Python's True/False."""
-    return {key: (str(value).lower() if isinstance(value, bool) else value)
-            for key, value in reading.as_dict().items()}
+from iotpipe.cli.common import Target, pipeline_target, progress
+from iotpipe.cli.output import CSV_FORMATS, output_choices, write_records, write_table
 
 
 def _reading_output(found: Sequence[query_lib.Reading], output: str, with_device: bool,
                     what: str = "readings") -> None:
-    if output == "json":
-        echo_json([reading.as_dict() for reading in found])
-        return
-    if output == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=query_lib.READING_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(_csv_row(reading) for reading in found)
-        click.echo(buffer.getvalue(), nl=False)
+    if output != "table":
+        write_records([reading.as_dict() for reading in found], query_lib.READING_FIELDS, output)
         return
     if not found:
         progress(f"no {what} found")
@@ -40,16 +24,9 @@ def _reading_output(found: Sequence[query_lib.Reading], output: str, with_device
         ((r.device_id,) if with_device else ()) + (r.time, r.sensor_type, f"{r.value:g}", r.unit, r.status, r.reason)
         for r in found
     ]
-    click.echo(format_table(headers, rows))
+    write_table(headers, rows)
 
 
-_OUTPUT3 = click.option(
-    "--output",
-    type=click.Choice(["table", "json", "csv"]),
-    default="table",
-    show_default=True,
-    help="Result format on stdout.",
-)
 _LIMIT = click.option("--limit", type=int, default=100, show_default=True, help="At most this many items.")
 
 
@@ -59,7 +36,7 @@ _LIMIT = click.option("--limit", type=int, default=100, show_default=True, help=
 @click.option("--sensor", help="Only this sensor type.")
 @click.option("--anomalies-only", is_flag=True, help="Only anomalous readings.")
 @_LIMIT
-@_OUTPUT3
+@output_choices(CSV_FORMATS)
 @pipeline_target
 def readings(
     device_id: str,
@@ -89,7 +66,7 @@ def readings(
 @click.option("--sensor", help="Only this sensor type.")
 @click.option("--device", "device_id", help="Only this device.")
 @_LIMIT
-@_OUTPUT3
+@output_choices(CSV_FORMATS)
 @pipeline_target
 def anomalies(
     since: str,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from datetime import date, datetime
 from pathlib import Path
@@ -21,6 +19,7 @@ from iotpipe.cli.common import (
     progress,
     running_local,
 )
+from iotpipe.cli.output import CSV_FORMATS, format_csv, format_json, format_table, output_choices
 from iotpipe.errors import AwsError
 from iotpipe.query import now_ms, stack_names
 
@@ -42,19 +41,11 @@ def format_result(result: sql_lib.QueryResult, output: str) -> str:
     """Rows as a text table, CSV or JSON (a list of objects)."""
     rows = [[_cell(v) for v in row] for row in result.rows]
     if output == "json":
-        return json.dumps([dict(zip(result.columns, row, strict=True)) for row in rows], indent=2, default=str)
+        # the columns keep the query's order
+        return format_json([dict(zip(result.columns, row, strict=True)) for row in rows], sort_keys=False)
     if output == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(result.columns)
-        writer.writerows(["" if v is None else str(v).lower() if isinstance(v, bool) else v for v in row]
-                         for row in rows)
-        return buffer.getvalue().rstrip("\n")
-    text = [["NULL" if v is None else str(v) for v in row] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in text]) for i, c in enumerate(result.columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(result.columns, widths, strict=True)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in text]
-    return "\n".join(lines)
+        return format_csv(result.columns, rows)
+    return format_table(result.columns, [["NULL" if v is None else v for v in row] for row in rows])
 
 
 def _summary(result: sql_lib.QueryResult) -> str:
@@ -74,8 +65,7 @@ def _summary(result: sql_lib.QueryResult) -> str:
                               "[default: 24h].")
 @click.option("--from", "start", metavar="TIME", help="Window start (ISO 8601, UTC unless it has an offset).")
 @click.option("--to", "end", metavar="TIME", help="Window end, exclusive (ISO 8601) [default: now].")
-@click.option("--output", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
-              help="Result format on stdout.")
+@output_choices(CSV_FORMATS)
 @click.option("--bucket", help="DuckDB: read this raw bucket instead of the stack's RawDataBucketName output.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="DuckDB: where archive objects are cached by ETag [default: ~/.cache/iotpipe/archive].")
