@@ -204,8 +204,12 @@ def test_simulate_sends_n_contract_messages_one_client_per_device(broker: Broker
 @pytest.mark.usefixtures("workdir")
 def test_simulate_multi_format(broker: Broker, subscriber: Subscriber) -> None:
     result = CliRunner().invoke(main, ["simulate", "--broker", f"mqtt://127.0.0.1:{broker.port}", "--count", "10",
-                                       "--rate", "50", "--format", "multi", "--seed", "1", "--anomaly-rate", "0"])
+                                       "--rate", "50", "--format", "multi", "--seed", "1", "--anomaly-rate", "0",
+                                       "--output", "json"])
     assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)  # SimSummary.as_dict()
+    assert (summary["sent"], summary["failed"], summary["readings"], summary["anomaliesInjected"],
+            summary["devices"]) == (10, 0, 10 * len(THRESHOLDS), 0, 1)
     received = subscriber.wait_for(10)
     assert len(received) == 10
     for topic, payload in received:

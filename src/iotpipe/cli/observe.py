@@ -68,18 +68,7 @@ def logs(
         for line in lines:
             shown += 1
             if output == "json":
-                click.echo(
-                    json.dumps(
-                        {
-                            "time": query_lib.iso_ms(line.timestamp),
-                            "stream": line.stream,
-                            "level": line.level,
-                            "message": line.message,
-                            **dict(line.fields),
-                        },
-                        sort_keys=True,
-                    )
-                )
+                click.echo(json.dumps(line.as_dict(), sort_keys=True))
             else:
                 click.echo(log_summary(line))
     except KeyboardInterrupt:
@@ -114,17 +103,7 @@ def metrics(
         period = rows_period(query_lib.parse_since(since, now), now)
     report = query_lib.metrics(factory, cfg, since=since, period_s=period, now=now)
     if output == "json":
-        echo_json(
-            {
-                "environment": report.environment,
-                "periodSeconds": report.period_s,
-                "periods": [
-                    {"start": query_lib.iso_ms(start), **{s.name: s.values[i] for s in report.series}}
-                    for i, start in enumerate(report.starts)
-                ],
-                "totals": {s.name: s.total for s in report.series},
-            }
-        )
+        echo_json(report.as_dict())
         return
     headers = ("PERIOD START (UTC)", *(s.name for s in report.series))
     rows = [

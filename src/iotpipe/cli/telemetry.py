@@ -7,6 +7,7 @@ import click
 from iotpipe import devices as devices_lib
 from iotpipe import simulate as simulate_lib
 from iotpipe.cli.common import config_options, load_pipeline_config, progress, running_local
+from iotpipe.cli.output import echo_json, output_option
 from iotpipe.errors import ConfigError
 from iotpipe.query import now_ms
 
@@ -58,6 +59,7 @@ from iotpipe.query import now_ms
     help="Seconds to wait for outstanding PUBACKs at the end.",
 )
 @config_options
+@output_option
 def simulate(
     device_count: int | None,
     device_prefix: str,
@@ -75,6 +77,7 @@ def simulate(
     ack_timeout: float,
     config_path: str | None,
     env: str,
+    output: str,
 ) -> None:
     """Send realistic sensor telemetry over MQTT (QoS 1, one client per device).
 
@@ -133,9 +136,12 @@ def simulate(
         basic_ingest_rule=rule,
         on_progress=lambda sent, failed: progress(f"  {sent} sent, {failed} failed"),
     )
-    click.echo(
-        f"sent {summary.sent}, failed {summary.failed}, readings {summary.readings}, anomalies injected "
-        f"{summary.anomalies_injected} ({summary.devices} device(s), {summary.elapsed_s:g} s)"
-    )
+    if output == "json":
+        echo_json(summary.as_dict())
+    else:
+        click.echo(
+            f"sent {summary.sent}, failed {summary.failed}, readings {summary.readings}, anomalies injected "
+            f"{summary.anomalies_injected} ({summary.devices} device(s), {summary.elapsed_s:g} s)"
+        )
     if summary.failed:
         raise simulate_lib.PublishError(f"{summary.failed} message(s) were not acknowledged by the broker")

@@ -13,7 +13,7 @@ from iotpipe.aws import aws_call
 from iotpipe.config import PipelineConfig
 from iotpipe.errors import AwsError
 from iotpipe.query.outputs import ClientSource, required_output, stack_names
-from iotpipe.query.timespec import now_ms, parse_since
+from iotpipe.query.timespec import iso_ms, now_ms, parse_since
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,18 @@ class LogLine:
     message: str
     fields: tuple[tuple[str, str], ...]
     event_id: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON object: the time as ISO 8601 and epoch ms, the summarised fields as an object."""
+        return {
+            "time": iso_ms(self.timestamp),
+            "timestamp": self.timestamp,
+            "stream": self.stream,
+            "level": self.level,
+            "message": self.message,
+            "fields": dict(self.fields),
+            "eventId": self.event_id,
+        }
 
 
 _LEVEL_KEYS = ("level", "levelname", "log_level", "severity")

@@ -12,7 +12,7 @@ from iotpipe.aws import aws_call
 from iotpipe.config import PipelineConfig
 from iotpipe.errors import ConfigError, ParameterError
 from iotpipe.query.outputs import ClientSource, stack_names
-from iotpipe.query.timespec import now_ms, parse_since
+from iotpipe.query.timespec import iso_ms, now_ms, parse_since
 
 METRIC_NAMESPACE = naming.METRIC_NAMESPACE
 METRIC_NAMES = naming.METRIC_NAMES
@@ -30,6 +30,10 @@ class MetricSeries:
         """Sum over all periods."""
         return sum(self.values)
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON object: the metric's name, its sums per period (oldest first) and their total."""
+        return {"name": self.name, "values": list(self.values), "total": self.total}
+
 
 @dataclass(frozen=True)
 class MetricsReport:
@@ -39,6 +43,18 @@ class MetricsReport:
     period_s: int
     starts: tuple[int, ...]
     series: tuple[MetricSeries, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON object: one row per period (its ISO 8601 start and each metric's sum) and each metric's total."""
+        return {
+            "environment": self.environment,
+            "periodSeconds": self.period_s,
+            "periods": [
+                {"start": iso_ms(start), **{s.name: s.values[i] for s in self.series}}
+                for i, start in enumerate(self.starts)
+            ],
+            "totals": {s.name: s.total for s in self.series},
+        }
 
 
 def choose_period(span_s: float, max_points: int = 60) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from iotpipe.devices import validate_thing_name
 from iotpipe.errors import ConfigError
@@ -20,6 +21,12 @@ class DeviceCredentials:
     certificate: Path
     private_key: Path
     ca_file: Path | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON object: device id, endpoint and port, and the paths of its files (``caFile`` null: system CAs)."""
+        return {"deviceId": self.device_id, "endpoint": self.endpoint, "port": self.port,
+                "certificate": str(self.certificate), "privateKey": str(self.private_key),
+                "caFile": str(self.ca_file) if self.ca_file else None}
 
 
 def load_cert_dir(cert_dir: str | Path) -> list[DeviceCredentials]:

@@ -28,6 +28,10 @@ class BrokerTarget:
     host: str
     port: int
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON object: host and port."""
+        return {"host": self.host, "port": self.port}
+
 
 def parse_broker_url(url: str) -> BrokerTarget:
     """``mqtt://host[:port]`` -> BrokerTarget (default port 1883); ConfigError otherwise."""

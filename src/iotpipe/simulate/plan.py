@@ -41,6 +41,11 @@ class SimMessage:
     readings: int
     anomalies: int
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON object: the publish's offset, device, topic, payload and its reading and anomaly counts."""
+        return {"offsetSeconds": self.offset_s, "deviceId": self.device_id, "topic": self.topic,
+                "payload": dict(self.payload), "readings": self.readings, "anomalies": self.anomalies}
+
     def body(self) -> str:
         """The payload as compact JSON (what goes on the wire)."""
         return json.dumps(self.payload, separators=(",", ":"), sort_keys=True)
@@ -59,6 +64,20 @@ class SimPlan:
     fmt: str = "single"
     seed: int | None = None
     batch: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON object: the validated options, thresholds as ``{sensor: {min, max, unit}}``."""
+        return {
+            "deviceIds": list(self.device_ids),
+            "thresholds": {name: {"min": t.min, "max": t.max, "unit": t.unit} for name, t in self.thresholds},
+            "rateHz": self.rate_hz,
+            "count": self.count,
+            "durationSeconds": self.duration_s,
+            "anomalyRate": self.anomaly_rate,
+            "format": self.fmt,
+            "seed": self.seed,
+            "batch": self.batch,
+        }
 
 
 def build_plan(

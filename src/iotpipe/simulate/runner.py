@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from iotpipe.errors import ConfigError
 from iotpipe.simulate.certificates import DeviceCredentials
@@ -22,6 +23,12 @@ class SimSummary:
     anomalies_injected: int
     devices: int
     elapsed_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON object: messages acknowledged and not, readings sent, anomalies injected, devices, seconds."""
+        return {"sent": self.sent, "failed": self.failed, "readings": self.readings,
+                "anomaliesInjected": self.anomalies_injected, "devices": self.devices,
+                "elapsedSeconds": self.elapsed_s}
 
 
 def run(
