@@ -82,19 +82,7 @@ def register(
         basic_ingest_rule=devices_lib.basic_ingest_rule(cfg),
     )
     if output == "json":
-        echo_json(
-            {
-                "thingName": result.thing_name,
-                "thingArn": result.thing_arn,
-                "certificateId": result.certificate_id,
-                "certificateArn": result.certificate_arn,
-                "policyName": result.policy_name,
-                "endpoint": result.endpoint,
-                "port": result.port,
-                "topic": result.topic,
-                "files": [str(p) for p in result.files.all()],
-            }
-        )
+        echo_json(result.as_dict())
         return
     click.echo(
         f"registered {result.thing_name} (certificate {result.certificate_id[:12]}…, policy {result.policy_name})"
@@ -124,17 +112,7 @@ def list_(
     cfg, factory = target.config, target.factory
     found = devices_lib.list_devices(factory.client("iot"), None if all_envs else cfg.env)
     if output == "json":
-        echo_json(
-            [
-                {
-                    "thingName": d.thing_name,
-                    "thingArn": d.thing_arn,
-                    "attributes": dict(d.attributes),
-                    "certificateIds": list(d.certificate_ids),
-                }
-                for d in found
-            ]
-        )
+        echo_json([d.as_dict() for d in found])
         return
     if not found:
         progress(f"no devices registered for environment {cfg.env}")
@@ -177,14 +155,7 @@ def revoke(
         raise IotpipeError(f"revoke cancelled at the prompt; {device_id} and its certificates are left as they are")
     result = devices_lib.revoke_device(target.factory.client("iot"), device_id, target.config.env)
     if output == "json":
-        echo_json(
-            {
-                "thingName": result.thing_name,
-                "deletedCertificates": list(result.deleted_certificates),
-                "detachedOnlyCertificates": list(result.detached_only_certificates),
-                "detachedPolicies": list(result.detached_policies),
-            }
-        )
+        echo_json(result.as_dict())
         return
     click.echo(
         f"revoked {result.thing_name}: deleted {len(result.deleted_certificates)} certificate(s)"
