@@ -53,6 +53,10 @@ def test_wheel_ships_the_handler_sources(tmp_path: Path) -> None:
     import iotpipe
 
     assert "iotpipe/py.typed" in names
+    # every package of the source tree ships (the list in pyproject.toml is explicit)
+    packages = sorted(path.parent.relative_to(ROOT / "src").as_posix()
+                      for path in (ROOT / "src" / "iotpipe").rglob("__init__.py"))
+    assert [package for package in packages if f"{package}/__init__.py" not in names] == []
     assert wheel.name.startswith(f"iotpipe-{iotpipe.__version__}-")
 
 
