@@ -16,6 +16,7 @@ from iotpipe.cost import Workload, validate_workload
 from iotpipe.deploy.plan import DeployRequest, plan_deploy
 from iotpipe.devices import register_device
 from iotpipe.errors import ConfigError, ParameterError
+from iotpipe.simulate import build_plan, load_cert_dir
 
 
 class _NoClients:
@@ -38,6 +39,8 @@ def test_a_python_caller_is_told_about_the_parameter() -> None:
     (lambda: query.parse_since("1y", 0), "since"),
     (lambda: query.fetch_metrics(None, "dev", since_ms=0, until_ms=3_600_000, period_s=90), "period_s"),
     (lambda: validate_workload(Workload(devices=5, sensors=1, rate_hz=0.0)), "rate_hz"),
+    (lambda: build_plan(["press-1"], {}, rate_hz=1.0, count=1, duration_s=None, batch=0), "batch"),
+    (lambda: load_cert_dir("/nonexistent-iotpipe-certs"), "cert_dir"),
     (lambda: plan_deploy(None, DeployRequest(stack_name="s", template_body="", on_failure="explode")),  # type: ignore[arg-type]
      "on_failure"),
 ])
@@ -58,13 +61,16 @@ def test_register_names_out_dir(tmp_path: Path) -> None:
     (["readings", "press-1", "--env", "dev", "--limit", "0"], "Error: --limit 0 is out of range; use 1 to "),
     (["readings", "press-1", "--env", "dev", "--since", "1y"], "Error: --since 1y is not valid"),
     (["cost", "--devices", "5", "--rate", "0"], "Error: --rate 0.0 is out of range"),
+    (["simulate", "--dry-run", "--count", "1", "--anomaly-rate", "2"], "Error: --anomaly-rate 2.0 is out of range"),
+    (["simulate", "--dry-run", "--duration", "0"], "Error: --duration 0.0 is out of range"),
+    (["simulate", "--dry-run", "--count", "1", "--sensor", "colour"], "Error: --sensor colour has no threshold"),
 ])
 def test_a_cli_user_is_told_about_the_flag(args: list[str], message: str, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # no iotpipe.toml
-    result = CliRunner().invoke(main, [*args, "--region", "eu-west-1"] if args[0] != "cost" else args)
+    result = CliRunner().invoke(main, [*args, "--region", "eu-west-1"] if args[0] == "readings" else args)
     assert result.exit_code == 2, result.output
-    assert message in result.stderr and "limit=" not in result.stderr and "rate_hz" not in result.stderr
+    assert message in result.stderr and "=" not in result.stderr.splitlines()[-1]
 
 
 def test_the_mapping_is_generic_over_click_options() -> None:

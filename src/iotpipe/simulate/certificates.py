@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from iotpipe.devices import validate_thing_name
-from iotpipe.errors import ConfigError
+from iotpipe.errors import ConfigError, ParameterError
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,8 @@ def load_cert_dir(cert_dir: str | Path) -> list[DeviceCredentials]:
     """The devices in ``cert_dir``: every ``<id>.json`` connection file with its certificate and key."""
     base = Path(cert_dir)
     if not base.is_dir():
-        raise ConfigError(
-            f"--cert-dir {base} is not a directory; register devices first: "
+        raise ParameterError(
+            "cert_dir", str(base), "is not a directory; register devices first: "
             "iotpipe device register DEVICE_ID --out-dir " + str(base)
         )
     devices = []
@@ -60,8 +60,8 @@ def load_cert_dir(cert_dir: str | Path) -> list[DeviceCredentials]:
             raise ConfigError(f"{path}: missing {', '.join(missing)}")
         devices.append(credentials)
     if not devices:
-        raise ConfigError(
-            f"--cert-dir {base} has no device connection files (*.json); register devices first"
+        raise ParameterError(
+            "cert_dir", str(base), "has no device connection files (*.json); register devices first"
         )
     return devices
 

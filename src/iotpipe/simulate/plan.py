@@ -13,7 +13,7 @@ from typing import Any
 
 from iotpipe.config import Threshold
 from iotpipe.devices import topic_for, validate_thing_name
-from iotpipe.errors import ConfigError
+from iotpipe.errors import ConfigError, ParameterError
 from iotpipe.simulate.signals import SignalModel, device_rng
 
 MAX_DEVICES = 200
@@ -104,26 +104,26 @@ def build_plan(
     for device_id in device_ids:
         validate_thing_name(device_id)
     if not 0 < rate_hz <= MAX_RATE_HZ:
-        raise ConfigError(f"--rate {rate_hz} is out of range; use more than 0 and at most {MAX_RATE_HZ} Hz")
+        raise ParameterError("rate_hz", rate_hz, f"is out of range; use more than 0 and at most {MAX_RATE_HZ} Hz")
     if count is not None and duration_s is not None:
         raise ConfigError("give either --count or --duration, not both")
     if count is None and duration_s is None:
         duration_s = 60.0
     if count is not None and not 1 <= count <= MAX_MESSAGES:
-        raise ConfigError(f"--count {count} is out of range; use 1 to {MAX_MESSAGES}")
+        raise ParameterError("count", count, f"is out of range; use 1 to {MAX_MESSAGES}")
     if duration_s is not None and not 0 < duration_s <= MAX_DURATION_S:
-        raise ConfigError(
-            f"--duration {duration_s} is out of range; use more than 0 and at most {MAX_DURATION_S:g} s"
+        raise ParameterError(
+            "duration_s", duration_s, f"is out of range; use more than 0 and at most {MAX_DURATION_S:g} s"
         )
     if not 0.0 <= anomaly_rate <= 1.0:
-        raise ConfigError(f"--anomaly-rate {anomaly_rate} is out of range; use a probability from 0 to 1")
+        raise ParameterError("anomaly_rate", anomaly_rate, "is out of range; use a probability from 0 to 1")
     if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r} is not allowed; choose single or multi")
+        raise ParameterError("fmt", fmt, "is not allowed; choose single or multi")
     chosen = list(sensors) or sorted(thresholds)
     unknown = [name for name in chosen if name not in thresholds]
     if unknown:
-        raise ConfigError(
-            f"--sensor {', '.join(unknown)} has no threshold in the config; configured: "
+        raise ParameterError(
+            "sensors", ", ".join(unknown), f"has no threshold in the config; configured: "
             f"{', '.join(sorted(thresholds))}"
         )
     _check_batch(batch, fmt, chosen, device_ids)
@@ -152,21 +152,22 @@ def _check_batch(batch: int, fmt: str, sensors: Sequence[str], device_ids: Seque
     """A batched message must stay within what the processor takes and IoT Core accepts: at most 1,000 readings
     and 128 KB, measured on the largest message the plan can make (longest device id, longest values)."""
     if not 1 <= batch <= MAX_READINGS_PER_MESSAGE:
-        raise ConfigError(f"--batch {batch} is out of range; use 1 to {MAX_READINGS_PER_MESSAGE} samples per message")
+        raise ParameterError("batch", batch,
+                             f"is out of range; use 1 to {MAX_READINGS_PER_MESSAGE} samples per message")
     if batch == 1:
         return
     per_message = batch * (len(sensors) if fmt == "multi" else 1)
     if per_message > MAX_READINGS_PER_MESSAGE:
-        raise ConfigError(f"--batch {batch} with {len(sensors)} sensors in --format multi makes {per_message} "
-                          f"readings per message; the processor takes at most {MAX_READINGS_PER_MESSAGE}: lower "
-                          "--batch or use --format single")
+        raise ParameterError("batch", batch, f"with {len(sensors)} sensors in the multi format makes {per_message} "
+                             f"readings per message; the processor takes at most {MAX_READINGS_PER_MESSAGE}: send "
+                             "fewer samples per message, or one reading per message (the single format)")
     device = max(device_ids, key=len)
     worst = {sensor: (_WORST_VALUE, False) for sensor in sensors}
     samples = [(_WORST_TIMESTAMP, worst)] * batch
     size = max(len(m.body().encode()) for m in _batched_payloads(device, samples, fmt, 0.0))
     if size > MAX_MESSAGE_BYTES:
-        raise ConfigError(f"--batch {batch}: a message can reach {size} bytes, over IoT Core's 128 KB message "
-                          "limit; lower --batch")
+        raise ParameterError("batch", batch, f"makes messages of up to {size} bytes, over IoT Core's 128 KB "
+                             "message limit; send fewer samples per message")
 
 
 def simulated_device_ids(count: int, prefix: str = "sim") -> list[str]:
