@@ -261,6 +261,9 @@ def create_seed_resources(s3: Any, dynamodb: Any) -> None:
 MOTO_SERVER = """
 import gc, logging, sys
 gc.disable()
+if sys.argv[1:] == ["patched"]:
+    from iotpipe.local import moto_fixes
+    moto_fixes.apply()
 from moto.server import ThreadedMotoServer
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -271,11 +274,16 @@ server.stop()
 """
 
 
-def start_moto_server() -> tuple[subprocess.Popen[str], str]:
+def start_moto_server(patched: bool = True) -> tuple[subprocess.Popen[str], str]:
     """A moto server on a free loopback port in its own process (its own interpreter lock, as the seed's
-    Node process has its own); it stops when its stdin closes. Returns the process and the endpoint URL."""
-    process = subprocess.Popen([sys.executable, "-c", MOTO_SERVER], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
+    Node process has its own); it stops when its stdin closes. Returns the process and the endpoint URL.
+
+    ``patched``: with iotpipe's moto fixes (``iotpipe.local.moto_fixes``), as the tests' moto server and
+    ``iotpipe local`` run it. Several fix moto's DynamoDB write path, whose per-attribute cost (a quadratic size
+    check, generic parsing) weighed on items with more attributes than the seed's; every row, the seed's too,
+    runs against the same server."""
+    process = subprocess.Popen([sys.executable, "-c", MOTO_SERVER, *(["patched"] if patched else [])],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     endpoint = process.stdout.readline().strip()  # type: ignore[union-attr]
     if not endpoint.startswith("http://"):
         process.kill()
@@ -455,7 +463,7 @@ def run_worst(endpoint: str, env: dict[str, Any], event: dict[str, Any], budget_
 def main_worst(cases: list[str] | None) -> int:
     """The worst-case table: time, peak memory against the configured memory size, what was stored."""
     memory_mb, timeout_s = configured_processor()
-    server, endpoint = start_moto_server()
+    server, endpoint = start_moto_server(patched=False)  # plain moto, as the worst-case table was measured
     try:
         s3, dynamodb = clients(endpoint)
         create_resources(s3, dynamodb)
@@ -495,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="no further interleaved round starts after this many seconds (each size runs once)")
     parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS),
                         help="storage layouts of the processor rows (STORAGE_LAYOUT)")
+    parser.add_argument("--plain-moto", action="store_true",
+                        help="moto without iotpipe's fixes (the default server has them, as the tests' does)")
     parser.add_argument("--worst", action="store_true", help="run the worst-case batches instead (bench-worst)")
     parser.add_argument("--cases", nargs="+", help="with --worst: only the cases whose name contains one of these")
     args = parser.parse_args(argv)
@@ -504,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worst:
         return main_worst(args.cases)
 
-    server, endpoint = start_moto_server()
+    server, endpoint = start_moto_server(patched=not args.plain_moto)
+    print(f"moto server: {'plain' if args.plain_moto else 'with iotpipe moto fixes'}")
     try:
         s3, dynamodb = clients(endpoint)
         create_resources(s3, dynamodb)
