@@ -90,3 +90,28 @@ class ProtectableCloudFormation:
             if StackName in (stack.name, stack.stack_id):
                 stack.enable_termination_protection = EnableTerminationProtection
         return {}
+
+
+# Resource types with properties cfn-lint accepts, to find one that a region does not offer. Which regions lack
+# which types changes with cfn-lint's bundled region data (1.58 added the Glue schema registry to
+# ap-southeast-5), so the gap is looked up in the installed cfn-lint rather than written down.
+_REGION_GAP_CANDIDATES = (
+    ("AWS::Glue::UsageProfile", {"Name": "usage"}),
+    ("AWS::Glue::Registry", {"Name": "registry"}),
+)
+_REGION_GAP_REGIONS = ("ap-southeast-5", "ap-southeast-7", "mx-central-1", "ap-east-2", "ca-west-1", "il-central-1")
+
+
+def region_gap() -> tuple[str, dict[str, Any], str]:
+    """(resource type, its properties, a region) where the installed cfn-lint offers the type in us-east-1 and
+    not in that region."""
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
+
+    offered = set(PROVIDER_SCHEMA_MANAGER.get_resource_types(REGION))
+    for region in _REGION_GAP_REGIONS:
+        missing = set(offered) - set(PROVIDER_SCHEMA_MANAGER.get_resource_types(region))
+        for type_name, properties in _REGION_GAP_CANDIDATES:
+            if type_name in missing:
+                return type_name, properties, region
+    raise AssertionError("no candidate resource type is missing from any candidate region in this cfn-lint; "
+                         "add a candidate to tests/unit/deploy_helpers.py")

@@ -10,7 +10,8 @@ from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner, Result
-from troposphere import glue, sqs
+from deploy_helpers import region_gap
+from troposphere import AWSObject, sqs
 
 import iotpipe.render
 from iotpipe.aws import ClientFactory
@@ -45,6 +46,13 @@ def calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[str]
     monkeypatch.chdir(tmp_path)  # no iotpipe.toml: the built-in dev config
     RecordingFactory.calls.clear()
     yield RecordingFactory.calls
+
+
+def any_resource(title: str, type_name: str, properties: dict[str, Any]) -> AWSObject:
+    """A troposphere resource of any type with these properties (troposphere knows only the types it ships)."""
+    resource_class = type("AnyResource", (AWSObject,), {"resource_type": type_name,
+                                                        "props": {name: (object, False) for name in properties}})
+    return resource_class(title, **properties)
 
 
 def writes(calls: list[str]) -> list[str]:
@@ -91,11 +99,12 @@ def test_a_warning_blocks_deploy_as_it_fails_lint(moto_endpoint: str, calls: lis
 
 def test_deploy_runs_the_target_regions_checks(moto_endpoint: str, calls: list[str],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """A Glue schema registry exists in us-east-1 but not in ap-southeast-5: only a deploy there is refused."""
-    customised(monkeypatch, glue.Registry("ExtraRegistry", Name="extra"))
-    refused = deploy(moto_endpoint, "--region", "ap-southeast-5", "--no-execute")
+    """A resource type offered in us-east-1 and not in another region: only a deploy there is refused."""
+    type_name, properties, region = region_gap()
+    customised(monkeypatch, any_resource("ExtraResource", type_name, properties))
+    refused = deploy(moto_endpoint, "--region", region, "--no-execute")
     assert refused.exit_code == 1, refused.output
-    assert "E3006" in refused.stderr and "does not exist in 'ap-southeast-5'" in refused.stderr
+    assert "E3006" in refused.stderr and f"does not exist in '{region}'" in refused.stderr
     assert calls == []
     passed = deploy(moto_endpoint, "--region", "us-east-1", "--no-execute")
     assert passed.exit_code == 0, passed.output

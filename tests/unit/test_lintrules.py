@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from deploy_helpers import region_gap
 from troposphere import Ref, Sub, kinesis, logs, sqs
 
 from iotpipe import lintrules
@@ -256,8 +257,9 @@ def test_iotpipe_lint_cli_reports_the_rules_and_exits_1(tmp_path: Path) -> None:
 
 
 def test_lint_checks_the_region_it_is_given() -> None:
-    """cfn-lint's region checks run for the region asked for (a Glue registry is not offered in ap-southeast-5)."""
-    text = template({"Registry": {"Type": "AWS::Glue::Registry", "Properties": {"Name": "r"}}})
+    """cfn-lint's region checks run for the region asked for (a type offered in us-east-1 and not there)."""
+    type_name, properties, region = region_gap()
+    text = template({"Extra": {"Type": type_name, "Properties": properties}})
     assert lint_template(text, ("us-east-1",)) == []
-    [finding] = lint_template(text, ("ap-southeast-5",))
-    assert finding.rule == "E3006" and "does not exist in 'ap-southeast-5'" in finding.message
+    [finding] = lint_template(text, (region,))
+    assert finding.rule == "E3006" and f"does not exist in '{region}'" in finding.message
