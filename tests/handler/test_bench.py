@@ -4,14 +4,14 @@ asserted here; what is asserted are the API calls per reading, the failures and 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
+
+from script_runner import run_script
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench" / "bench_processor.py"
@@ -21,10 +21,7 @@ NODE_READY = shutil.which("node") is not None and (
 ROW = r"^(\S.*?)\s+{size}\s+(\d+)\s+[\d,]+\s+([\d.]+)\s+(\d+)$"
 
 
-def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, env=env,
-                          timeout=600, check=False)
+run_bench = partial(run_script, BENCH)
 
 
 def rows(output: str, size: int = 50) -> dict[str, tuple[int, float, int]]:

@@ -4,21 +4,18 @@ what is asserted is that every row runs and loses nothing."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
+
+from script_runner import run_script
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench" / "bench_broker.py"
 
 
-def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, env=env,
-                          timeout=600, check=False)
+run_bench = partial(run_script, BENCH)
 
 
 def test_help_lists_the_options() -> None:

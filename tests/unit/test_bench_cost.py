@@ -4,19 +4,16 @@ asserted here is that every line is measured and predicted and the run stores ev
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
+
+from script_runner import run_script
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench" / "bench_cost.py"
 
 
-def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, env=env,
-                          timeout=600, check=False)
+run_bench = partial(run_script, BENCH)
 
 
 def test_a_tiny_run_on_prod_measures_and_predicts_every_line() -> None:
