@@ -7,9 +7,11 @@ this process, once, and a ``ThreadedMotoServer`` started here serves the patched
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from iotpipe import naming
@@ -37,6 +39,16 @@ def apply() -> Patches:
             fix(patches)
         _applied.append(patches)
     return _applied[0]
+
+
+def arrival_seconds(record: Any) -> float:
+    """A moto Kinesis record's arrival time as epoch seconds: moto up to 5.2.5 keeps a float, 5.2.6 a naive UTC
+    datetime (``moto.core.utils.utcnow``)."""
+    created_at = record.created_at
+    if isinstance(created_at, datetime):
+        return created_at.replace(tzinfo=timezone.utc).timestamp() if created_at.tzinfo is None \
+            else created_at.timestamp()
+    return float(created_at)
 
 
 def _thing_attribute_payload(patches: Patches) -> None:
@@ -254,7 +266,7 @@ def _fix_kinesis_shard_scans(patches: Patches) -> None:
                 results.append(record)
                 last = sequence
             sequence += 1
-        behind = newest.created_at - results[-1].created_at if results else 0.0
+        behind = arrival_seconds(newest) - arrival_seconds(results[-1]) if results else 0.0
         return results, last, int(behind * 1000)
 
     patches.setattr(Shard, "get_min_sequence_number", get_min_sequence_number)
@@ -268,15 +280,24 @@ def _fix_kinesis_get_records_response(patches: Patches) -> None:
     directly, in the same shape (Data as base64 text, ApproximateArrivalTimestamp as epoch seconds)."""
     from moto.kinesis.responses import KinesisResponse
 
+    # moto 5.2.6 parses requests from the service model (Data arrives decoded, kept as raw bytes); before, Data
+    # was kept as the request's base64 text.
+    raw_data = bool(getattr(KinesisResponse(), "automated_parameter_parsing", False))
+
+    def data_base64(data: str | bytes) -> str:
+        if raw_data:
+            return base64.b64encode(data if isinstance(data, bytes) else data.encode("utf-8")).decode("ascii")
+        return data if isinstance(data, str) else data.decode("ascii")
+
     def get_records(self: Any) -> tuple[str, dict[str, str]]:
         next_iterator, records, millis_behind = self.kinesis_backend.get_records(
             self._get_param("StreamARN"), self._get_param("ShardIterator"), self._get_param("Limit"))
         body = json.dumps({
             "NextShardIterator": next_iterator,
-            "Records": [{"Data": record.data if isinstance(record.data, str) else record.data.decode("ascii"),
+            "Records": [{"Data": data_base64(record.data),
                          "PartitionKey": record.partition_key,
                          "SequenceNumber": str(record.sequence_number),
-                         "ApproximateArrivalTimestamp": round(record.created_at, 3)} for record in records],
+                         "ApproximateArrivalTimestamp": round(arrival_seconds(record), 3)} for record in records],
             "MillisBehindLatest": millis_behind,
         })
         # The serializer's content type; a bare string body would go out as text/html.

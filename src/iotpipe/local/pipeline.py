@@ -166,7 +166,9 @@ class LocalPipeline:
 
     def _start(self) -> local_state.LocalState:
         from iotpipe.config import load_config
+        from iotpipe.local.versions import check_tested
 
+        check_tested()
         started = time.monotonic()
         refuse_if_running(self.directory)
         config = load_config(self.options.config_path, self.options.env)
