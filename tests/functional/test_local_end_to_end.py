@@ -197,6 +197,13 @@ def test_local_pipeline_end_to_end(workdir: Path, runtime: str) -> None:
                          20, "SensorReadingsProcessed in metrics")
     assert metrics == len(good)
 
+    doctor = iotpipe("doctor", "--env", "local", "--no-drift", "--output", "json")
+    rows = {row["check"]: row for row in json.loads(doctor.stdout)["checks"]}
+    assert doctor.exit_code == 0, [row for row in rows.values() if row["status"] == "fail"]
+    assert rows["topic rule"] == {"check": "topic rule", "status": "pass", "action": "",
+                                  "detail": "SensorDataRule_local runs in iotpipe local's rule engine"}
+    assert rows["readings processed (1 h)"]["detail"] == str(len(good))  # once, not per dimension set
+
     if runtime.startswith("python"):
         redeploy_simulate_and_destroy(workdir, info["mqtt"])
 
