@@ -138,8 +138,10 @@ def test_local_pipeline_end_to_end(workdir: Path, runtime: str) -> None:
     # yours alone: random credentials, printed and kept in a 0600 file; the emulator and the broker refuse others
     assert info["awsAccessKeyId"] == state.aws_access_key_id and info["mqttPassword"] == state.mqtt_password
     assert info["awsAccessKeyId"] != "local" and info["mqttUsername"] and info["awsSecretAccessKey"]
-    assert (workdir / "state" / "state.json").stat().st_mode & 0o077 == 0
-    assert (workdir / "state").stat().st_mode & 0o077 == 0
+    opened = [f"{path} {path.stat().st_mode & 0o777:o}" for path in [workdir / "state", *(workdir / "state").rglob("*")]
+              if path.stat().st_mode & 0o077]
+    assert opened == []  # every file of the run is 0600, every folder 0700
+    assert (workdir / "state" / "state.json").exists() and (workdir / "state" / "broker").is_dir()
     with pytest.raises(ClientError, match="UnrecognizedClientException"):
         boto3.client("dynamodb", endpoint_url=info["awsEndpoint"], region_name="us-east-1",
                      aws_access_key_id="local", aws_secret_access_key="local").list_tables()
