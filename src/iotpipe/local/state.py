@@ -177,6 +177,8 @@ def supervisor_alive(state: LocalState) -> bool:
     state file without one: an iotpipe command), so a pid reused by another program does not count."""
     if not process_alive(state.pid):
         return False
+    if not Path("/proc/self/cmdline").exists():  # no /proc (macOS): the pid is all there is to go by
+        return True
     current = command_line(state.pid)
     return current == state.command if state.command else "iotpipe" in current
 
