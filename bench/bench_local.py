@@ -64,7 +64,7 @@ class RunResult:
 
 
 def publisher(mqtt_url: str, devices: list[str], readings_per_message: int, rate_msgs: float, duration_s: float,
-              result: Any, qos: int = 1) -> None:
+              result: Any, qos: int = 1, login: tuple[str, str] | None = None) -> None:
     """Publish at ``rate_msgs`` messages/s (all devices together) for ``duration_s``; put (sent, readings, unacked).
 
     One paho client per device, all driven from this one thread through a selector (paho's ``loop_read`` /
@@ -77,6 +77,8 @@ def publisher(mqtt_url: str, devices: list[str], readings_per_message: int, rate
     clients = []
     for device in devices:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device)
+        if login is not None:
+            client.username_pw_set(*login)
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)
         client.connect(host, int(port))
@@ -209,7 +211,7 @@ def run(name: str, readings_per_message: int, rate_msgs: float, duration_s: floa
     """One run on a fresh ``iotpipe local``."""
     from iotpipe.aws import stack_outputs
     from iotpipe.local.pipeline import LocalOptions, LocalPipeline
-    from iotpipe.local.state import LocalClientFactory
+    from iotpipe.local.state import local_factory
 
     with tempfile.TemporaryDirectory(prefix="iotpipe-bench-local-") as temp:
         config = Path(temp) / "iotpipe.toml"
@@ -219,7 +221,7 @@ def run(name: str, readings_per_message: int, rate_msgs: float, duration_s: floa
         state = pipeline.start()
         try:
             assert pipeline.moto is not None
-            factory = LocalClientFactory(region=state.region, endpoint_url=state.aws_endpoint)
+            factory = local_factory(state)
             table = stack_outputs(factory.client("cloudformation"), state.stack_name)["SensorDataTableName"]
             rss_before = rss_mb(pipeline.moto.process.pid)
             probe.reset()
@@ -227,7 +229,8 @@ def run(name: str, readings_per_message: int, rate_msgs: float, duration_s: floa
             ids = [f"bench-{i:03d}" for i in range(devices)]
             halves = [ids[: devices // 2], ids[devices // 2:]]
             workers = [multiprocessing.Process(target=publisher, args=(state.mqtt, half, readings_per_message,
-                                                                       rate_msgs / 2, duration_s, queue, qos))
+                                                                       rate_msgs / 2, duration_s, queue, qos,
+                                                                       (state.mqtt_username, state.mqtt_password)))
                        for half in halves]
             started = time.monotonic()
             for worker in workers:

@@ -5,6 +5,10 @@ data in DynamoDB, high iterator age, Lambda errors) and issue 12's real-AWS defe
 concurrency, imported exports, certificates holding the device policy) are each one function returning
 :class:`Check` rows. An AWS call that fails makes its row a warning saying so; only missing credentials stop
 the report, since every other check would fail the same way.
+
+Against ``iotpipe local`` (``local=True``) the topic rule is not in the emulator (moto's CloudFormation skips it):
+the rule runs in iotpipe local's own engine, built from the deployed template, so its row reads the rule from
+there.
 """
 
 from __future__ import annotations
@@ -264,6 +268,27 @@ def topic_rule(iot: Any, ctx: Context) -> list[Check]:
     return [Check("topic rule", PASS, f"{rule} is enabled")]
 
 
+def local_topic_rule(factory: ClientSource, ctx: Context) -> list[Check]:
+    """Under ``iotpipe local``: the deployed template's topic rule, which the local rule engine runs."""
+    from iotpipe.local.stack import load_deployed_stack
+
+    stack = load_deployed_stack(factory, ctx.config.resolved_stack_name)
+    rules = stack.resources_of_type("AWS::IoT::TopicRule") if stack is not None else {}
+    if stack is None or not rules:
+        return [Check("topic rule", FAIL, "the deployed template has no topic rule",
+                      f"redeploy: iotpipe deploy --env {ctx.config.env}")]
+    rows = []
+    for logical_id in rules:
+        properties = stack.properties(logical_id)
+        name = str(properties.get("RuleName") or logical_id)
+        if properties.get("TopicRulePayload", {}).get("RuleDisabled"):
+            rows.append(Check("topic rule", FAIL, f"{name} is disabled in the template",
+                              "enable it in the template and redeploy"))
+        else:
+            rows.append(Check("topic rule", PASS, f"{name} runs in iotpipe local's rule engine"))
+    return rows
+
+
 def _metric_sum(cloudwatch: Any, namespace: str, metric: str, dimensions: dict[str, str], statistic: str,
                 now: datetime) -> float | None:
     points = cloudwatch.get_metric_statistics(
@@ -393,8 +418,10 @@ def deploy_blockers(factory: ClientSource, cfg: PipelineConfig, account: str, re
 
 
 def run_doctor(factory: ClientSource, cfg: PipelineConfig, region: str, *, drift_check: bool = True,
-               now: datetime | None = None, sleep: Callable[[float], None] = time.sleep) -> Report:
-    """Every check for ``cfg``'s environment; the deployed-stack rows only when the stack exists."""
+               now: datetime | None = None, sleep: Callable[[float], None] = time.sleep,
+               local: bool = False) -> Report:
+    """Every check for ``cfg``'s environment; the deployed-stack rows only when the stack exists. ``local``: the
+    factory points at ``iotpipe local``, whose rule engine runs the topic rule."""
     first = credentials(factory.client("sts"), region)
     if first.status == FAIL:
         return Report((first,))
@@ -416,7 +443,8 @@ def run_doctor(factory: ClientSource, cfg: PipelineConfig, region: str, *, drift
     rows += _guarded("imported exports", lambda: imported_exports(cloudformation, ctx))
     rows += _guarded("device policy", lambda: policy_certificates(factory.client("iot"), ctx))
     rows += _guarded("event source mapping", lambda: event_source_mapping(factory.client("lambda"), ctx))
-    rows += _guarded("topic rule", lambda: topic_rule(factory.client("iot"), ctx))
+    rows += _guarded("topic rule", lambda: local_topic_rule(factory, ctx) if local
+                     else topic_rule(factory.client("iot"), ctx))
     moment = now or datetime.now(UTC)
     rows += _guarded("metrics (1 h)", lambda: recent_metrics(factory.client("cloudwatch"), ctx, moment))
     rows += _guarded("dead-letter queue", lambda: dead_letters(factory.client("sqs"), ctx))

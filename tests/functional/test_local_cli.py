@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,21 @@ def children_of(pid: int) -> list[int]:
                 continue
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry.name))
+    return found
+
+
+def supervisors_of(directory: Path) -> list[int]:
+    """Live ``local up`` processes serving ``directory`` (told by their environment, as other runs share the
+    machine)."""
+    marker = f"{STATE_DIR_VARIABLE}={directory}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry.name.isdigit() and "local up" in command_line(int(entry.name))
+                    and marker in (entry / "environ").read_bytes().split(b"\0") and process_alive(int(entry.name))):
+                found.append(int(entry.name))
+        except OSError:
+            continue
     return found
 
 
@@ -145,3 +161,49 @@ def test_ctrl_c_while_starting_stops_what_was_started(state_dir: Path) -> None:
         if starting.poll() is None:
             starting.kill()
             starting.wait()
+
+
+@pytest.mark.mqtt
+def test_simulate_logs_in_to_the_local_broker_with_the_runs_credentials(state_dir: Path) -> None:
+    from iotpipe.local.broker import BrokerSpec, start_broker
+    from iotpipe.local.processes import command_line as running_command
+    from iotpipe.local.state import new_credentials
+
+    credentials = new_credentials()
+    received: list[str] = []
+    spec = BrokerSpec("auto", username=credentials.mqtt_username, password=credentials.mqtt_password)
+    with start_broker(spec, state_dir / "broker", lambda topic, _payload, _client: received.append(topic)) as broker:
+        state = LocalState(env="local", stack_name="iotpipe-local", region="us-east-1",
+                           aws_endpoint="http://127.0.0.1:1", mqtt=broker.url, broker=broker.kind,
+                           pid=os.getpid(), child_pids=(), started_at="", ready=True, log_file="",
+                           command=running_command(os.getpid()))
+        try:
+            write_state(state, state_dir)  # no credentials: what any other local user could try
+            refused = CliRunner().invoke(main, ["simulate", "--env", "local", "--count", "1", "--ack-timeout", "2"])
+            assert refused.exit_code == 1 and "refused the connection" in refused.stderr
+            write_state(replace(state, mqtt_username=credentials.mqtt_username,
+                                mqtt_password=credentials.mqtt_password), state_dir)
+            sent = CliRunner().invoke(main, ["simulate", "--env", "local", "--count", "3", "--output", "json"])
+            assert sent.exit_code == 0, sent.stderr
+        finally:  # the state names this test's process: `local down` at teardown must not stop it
+            (state_dir / "state.json").unlink()
+        deadline = time.monotonic() + 10
+        while len(received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(received) == 3
+
+
+def test_two_detached_ups_in_one_folder_start_one_instance_and_no_orphan(state_dir: Path) -> None:
+    starts = [subprocess.Popen([*CLI, "local", "up", "--detach", "--output", "json"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(start.wait(timeout=180), *start.communicate(timeout=10)) for start in starts]
+    assert sorted(code for code, _, _ in results) == [0, 1], results
+    winner = next(json.loads(out) for code, out, _ in results if code == 0)
+    loser = next(err for code, _, err in results if code == 1)
+    assert "already runs" in loser or "its lock is held" in loser
+    assert "Traceback" not in loser
+    assert supervisors_of(state_dir) == [winner["pid"]]  # the other one's child is not left running
+    assert (state_dir / "state.json").stat().st_mode & 0o077 == 0
+    down = subprocess.run([*CLI, "local", "down"], capture_output=True, text=True, timeout=60, check=False)
+    assert down.returncode == 0, down.stderr
+    assert gone([winner["pid"], *winner["childPids"]]) == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -18,11 +19,12 @@ from typing import Any
 import boto3
 import paho.mqtt.client as mqtt
 import pytest
+from botocore.exceptions import ClientError
 from click.testing import CliRunner, Result
 
 from iotpipe.cli import main
 from iotpipe.local.processes import process_alive
-from iotpipe.local.state import STATE_DIR_VARIABLE, read_state
+from iotpipe.local.state import STATE_DIR_VARIABLE, LocalState, read_state
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs mosquitto (make install)")
 
@@ -68,9 +70,41 @@ def up(workdir: Path, runtime: str, extra: str = "") -> dict[str, Any]:
     return json.loads(started.stdout)  # type: ignore[no-any-return]
 
 
+def running() -> LocalState:
+    """The state file of the run under test (the working directory's ``state``), with its credentials."""
+    state = read_state(Path("state").absolute())
+    assert state is not None
+    return state
+
+
+def aws(service: str) -> Any:
+    """A client of the run's emulator with the run's access key (the only one it accepts)."""
+    state = running()
+    return boto3.client(service, endpoint_url=state.aws_endpoint, region_name="us-east-1",
+                        aws_access_key_id=state.aws_access_key_id, aws_secret_access_key=state.aws_secret_access_key)
+
+
+def connack(mqtt_url: str, login: tuple[str, str] | None) -> str:
+    """The broker's answer to a CONNECT with ``login`` (None: anonymous)."""
+    host, port = mqtt_url.removeprefix("mqtt://").split(":")
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="visitor")
+    if login is not None:
+        client.username_pw_set(*login)
+    answers: queue.Queue[str] = queue.Queue()
+    client.on_connect = lambda _c, _u, _f, reason, _p: answers.put(str(reason))
+    client.connect(host, int(port))
+    client.loop_start()
+    try:
+        return answers.get(timeout=10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 def publish(mqtt_url: str, device: str, payloads: list[bytes]) -> None:
     host, port = mqtt_url.removeprefix("mqtt://").split(":")
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device)
+    client.username_pw_set(running().mqtt_username, running().mqtt_password)
     client.connect(host, int(port))
     client.loop_start()
     try:
@@ -101,6 +135,18 @@ def test_local_pipeline_end_to_end(workdir: Path, runtime: str) -> None:
     assert info["env"] == "local" and info["awsEndpoint"].startswith("http://127.0.0.1:")
     state = read_state(workdir / "state")
     assert state is not None and process_alive(state.pid)
+    # yours alone: random credentials, printed and kept in a 0600 file; the emulator and the broker refuse others
+    assert info["awsAccessKeyId"] == state.aws_access_key_id and info["mqttPassword"] == state.mqtt_password
+    assert info["awsAccessKeyId"] != "local" and info["mqttUsername"] and info["awsSecretAccessKey"]
+    opened = [f"{path} {path.stat().st_mode & 0o777:o}" for path in [workdir / "state", *(workdir / "state").rglob("*")]
+              if path.stat().st_mode & 0o077]
+    assert opened == []  # every file of the run is 0600, every folder 0700
+    assert (workdir / "state" / "state.json").exists() and (workdir / "state" / "broker").is_dir()
+    with pytest.raises(ClientError, match="UnrecognizedClientException"):
+        boto3.client("dynamodb", endpoint_url=info["awsEndpoint"], region_name="us-east-1",
+                     aws_access_key_id="local", aws_secret_access_key="local").list_tables()
+    assert connack(info["mqtt"], None) == "Not authorized"
+    assert connack(info["mqtt"], (info["mqttUsername"], "guess")) == "Not authorized"
 
     registered = iotpipe("device", "register", DEVICE, "--env", "local", "--out-dir", str(workdir / "certs"))
     assert registered.exit_code == 0, registered.output
@@ -135,8 +181,7 @@ def test_local_pipeline_end_to_end(workdir: Path, runtime: str) -> None:
     assert iotpipe("status", "--env", "local").exit_code == 0
 
     outputs = json.loads(iotpipe("outputs", "--env", "local", "--output", "json").stdout)
-    s3 = boto3.client("s3", endpoint_url=info["awsEndpoint"], region_name="us-east-1",
-                      aws_access_key_id="local", aws_secret_access_key="local")
+    s3 = aws("s3")
     bucket = outputs["RawDataBucketName"]
     quarantined = wait_until(lambda: gz_lines(s3, bucket, "quarantine/"), 20, "quarantine objects")
     assert len(quarantined) == len(bad)
@@ -154,6 +199,13 @@ def test_local_pipeline_end_to_end(workdir: Path, runtime: str) -> None:
                          20, "SensorReadingsProcessed in metrics")
     assert metrics == len(good)
 
+    doctor = iotpipe("doctor", "--env", "local", "--no-drift", "--output", "json")
+    rows = {row["check"]: row for row in json.loads(doctor.stdout)["checks"]}
+    assert doctor.exit_code == 0, [row for row in rows.values() if row["status"] == "fail"]
+    assert rows["topic rule"] == {"check": "topic rule", "status": "pass", "action": "",
+                                  "detail": "SensorDataRule_local runs in iotpipe local's rule engine"}
+    assert rows["readings processed (1 h)"]["detail"] == str(len(good))  # once, not per dimension set
+
     if runtime.startswith("python"):
         redeploy_simulate_and_destroy(workdir, info["mqtt"])
 
@@ -166,7 +218,7 @@ def test_local_pipeline_end_to_end(workdir: Path, runtime: str) -> None:
 
 
 def test_local_pipeline_packed_layout_with_batched_messages(workdir: Path) -> None:
-    info = up(workdir, "python3.13", '\n[env.local.storage]\nlayout = "packed"\n')
+    up(workdir, "python3.13", '\n[env.local.storage]\nlayout = "packed"\n')
     simulated = iotpipe("simulate", "--env", "local", "--devices", "2", "--format", "multi", "--batch", "10",
                         "--count", "4", "--rate", "50", "--seed", "3", "--anomaly-rate", "0.05")
     assert simulated.exit_code == 0, simulated.output
@@ -187,8 +239,7 @@ def test_local_pipeline_packed_layout_with_batched_messages(workdir: Path) -> No
     assert len(rows) == sent and len({(r["deviceId"], r["timestamp"], r["sensorType"]) for r in rows}) == sent
     assert sum(r["status"] == "ANOMALY" for r in rows) == injected
     outputs = json.loads(iotpipe("outputs", "--env", "local", "--output", "json").stdout)
-    dynamodb = boto3.client("dynamodb", endpoint_url=info["awsEndpoint"], region_name="us-east-1",
-                            aws_access_key_id="local", aws_secret_access_key="local")
+    dynamodb = aws("dynamodb")
     items = dynamodb.scan(TableName=outputs["SensorDataTableName"])["Items"]
     packed = [item for item in items if "#packed#" in item["sk"]["S"]]
     # one item per device, sensor and minute a message touched, plus one per anomaly
@@ -234,8 +285,7 @@ def redeploy_simulate_and_destroy(workdir: Path, mqtt_url: str) -> None:
     outputs = json.loads(iotpipe("outputs", "--env", "local", "--output", "json").stdout)
     state = read_state(workdir / "state")
     assert state is not None
-    s3 = boto3.client("s3", endpoint_url=state.aws_endpoint, region_name="us-east-1",
-                      aws_access_key_id="local", aws_secret_access_key="local")
+    s3 = aws("s3")
     sequences = [line["sequenceNumber"] for line in gz_lines(s3, outputs["RawDataBucketName"], "raw/")]
     assert len(sequences) == len(set(sequences)) == 24 + 1 + 5
 
@@ -246,14 +296,13 @@ def redeploy_simulate_and_destroy(workdir: Path, mqtt_url: str) -> None:
     assert "does not exist" in iotpipe("outputs", "--env", "local").stderr
     state = read_state(workdir / "state")
     assert state is not None
-    assert_nothing_left(state.aws_endpoint)
+    assert_nothing_left()
 
 
-def assert_nothing_left(endpoint: str) -> None:
+def assert_nothing_left() -> None:
     """The stack's delete removed what it created (the artefacts bucket is iotpipe's own, outside the stack)."""
     def client(service: str) -> Any:
-        return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1",
-                            aws_access_key_id="local", aws_secret_access_key="local")
+        return aws(service)
 
     assert client("dynamodb").list_tables()["TableNames"] == []
     assert client("kinesis").list_streams()["StreamNames"] == []

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +14,17 @@ from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
 from iotpipe.config import build_config
-from iotpipe.doctor import FAIL, PASS, WARN, Context, deploy_blockers, drift, recent_metrics, run_doctor
+from iotpipe.doctor import (
+    FAIL,
+    PASS,
+    WARN,
+    Context,
+    deploy_blockers,
+    drift,
+    local_topic_rule,
+    recent_metrics,
+    run_doctor,
+)
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -153,3 +164,34 @@ def test_high_iterator_age_errors_and_throttles_and_no_readings() -> None:
         found["iterator age (1 h max)"].detail
     assert found["processor errors (1 h)"].status == WARN
     assert found["processor throttles (1 h)"].status == PASS
+
+
+def _local_stack(cfg: Any, disabled: bool | None) -> None:
+    resources: dict[str, Any] = {"Queue": {"Type": "AWS::SQS::Queue"}}
+    if disabled is not None:
+        resources["Rule"] = {"Type": "AWS::IoT::TopicRule", "Properties": {
+            "RuleName": {"Fn::Sub": "SensorDataRule_${AWS::Region}"},
+            "TopicRulePayload": {"Sql": "SELECT * FROM 'sensor/+/data'", "RuleDisabled": disabled,
+                                 "Actions": []}}}
+    boto3.client("cloudformation", region_name=REGION).create_stack(
+        StackName=cfg.resolved_stack_name, TemplateBody=json.dumps({"Resources": resources}))
+
+
+@pytest.mark.usefixtures("moto")
+@pytest.mark.parametrize(("disabled", "expected"), [
+    (False, [(PASS, "SensorDataRule_us-east-1 runs in iotpipe local's rule engine")]),
+    (True, [(FAIL, "SensorDataRule_us-east-1 is disabled in the template")]),
+    (None, [(FAIL, "the deployed template has no topic rule")]),
+])
+def test_under_iotpipe_local_the_rule_is_read_from_the_template_the_engine_runs(
+        disabled: bool | None, expected: list[tuple[str, str]]) -> None:
+    cfg = build_config({}, "local", {})
+    _local_stack(cfg, disabled)
+    ctx = Context(cfg, ACCOUNT, REGION, {"StackName": cfg.resolved_stack_name})
+    assert [(row.status, row.detail) for row in local_topic_rule(Factory(), ctx)] == expected
+    report = run_doctor(Factory(), cfg, REGION, drift_check=False, now=NOW, local=True)
+    assert [(row.status, row.detail) for row in report.checks if row.name == "topic rule"] == expected
+    # the same stack judged as AWS: moto (like the local emulator) has no such rule in its IoT API
+    aws = run_doctor(Factory(), cfg, REGION, drift_check=False, now=NOW)
+    if disabled is False:
+        assert [row.status for row in aws.checks if row.name == "topic rule"] == [FAIL]

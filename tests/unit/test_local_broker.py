@@ -601,3 +601,86 @@ def test_the_feed_comes_back_after_losing_its_connection_without_replaying_retai
         _close(client)
     assert [payload for _, payload, _ in inbox.messages] == [b"retained", b"after"]
     assert len(lost) == 1
+
+
+def _login_result(port: int, client_id: str, login: tuple[str, str] | None) -> str:
+    """The CONNACK's reason (or why there was none) for a connect with ``login`` (None: anonymous)."""
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv311)
+    if login is not None:
+        client.username_pw_set(*login)
+    answered = threading.Event()
+    result: list[str] = []
+
+    def on_connect(_c: object, _u: object, _f: object, reason: object, _p: object) -> None:
+        result.append(str(reason))
+        answered.set()
+
+    def on_disconnect(_c: object, _u: object, _f: object, reason: object, _p: object) -> None:
+        result.append(f"disconnected: {reason}")
+        answered.set()
+
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+    client.connect("127.0.0.1", port, keepalive=30)
+    client.loop_start()
+    try:
+        answered.wait(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return result[0] if result else "no answer"
+
+
+@pytest.mark.mqtt
+@pytest.mark.parametrize("kind", KINDS)
+def test_with_a_login_anonymous_and_wrong_passwords_are_refused(kind: str, tmp_path: Path) -> None:
+    if kind == "mosquitto" and broker_module.mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed")
+    inbox = Inbox()
+    spec = BrokerSpec(kind, username="iotpipe-a1b2", password="s3cret-p4ss")
+    with start_broker(spec, tmp_path / kind, inbox) as broker:
+        assert _login_result(broker.port, "anonymous-1", None) != "Success"
+        assert _login_result(broker.port, "wrong-1", ("iotpipe-a1b2", "guess")) != "Success"
+        assert _login_result(broker.port, "wrong-2", ("someone", "s3cret-p4ss")) != "Success"
+        assert _login_result(broker.port, "right-1", ("iotpipe-a1b2", "s3cret-p4ss")) == "Success"
+        publisher = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="press-1",
+                                protocol=mqtt.MQTTv311)
+        publisher.username_pw_set("iotpipe-a1b2", "s3cret-p4ss")
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        try:
+            publisher.publish("sensor/press-1/data", b"{}", qos=1).wait_for_publish(10)
+            assert [topic for topic, _, _ in inbox.wait_for(1)] == ["sensor/press-1/data"]  # the feed logged in
+        finally:
+            _close(publisher)
+    if kind == "mosquitto":
+        for name in ("mosquitto.conf", "mosquitto.passwd"):
+            assert (tmp_path / kind / name).stat().st_mode & 0o077 == 0
+        assert "s3cret-p4ss" not in (tmp_path / kind / "mosquitto.passwd").read_text()
+
+
+def test_mosquitto_password_lines_are_pbkdf2_sha512() -> None:
+    line = broker_module.mosquitto_password_line("user", "password", salt=b"\0" * 12)
+    user, _, hashed = line.partition(":")
+    assert user == "user"
+    assert hashed.startswith("$7$101$AAAAAAAAAAAAAAAA$")
+    assert mosquitto_config(1883, "127.0.0.1", Path("/x.log"), password_file=Path("/p")).count(
+        "allow_anonymous false\npassword_file /p\n") == 1
+    assert "allow_anonymous true" in mosquitto_config(1883, "127.0.0.1", Path("/x.log"))
+
+
+@pytest.mark.mqtt
+def test_the_feeds_client_id_cannot_be_guessed(started: Callable[..., tuple[RunningBroker, Inbox]]) -> None:
+    if broker_module.mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed")
+    first, _ = started("mosquitto")
+    second, _ = started("mosquitto")
+    ids = [broker._backend.client._client_id.decode() for broker in (first, second)]  # type: ignore[attr-defined]
+    assert ids[0] != ids[1]
+    assert all(str(os.getpid()) not in client_id for client_id in ids)
+
+
+def test_a_username_needs_a_password() -> None:
+    with pytest.raises(ConfigError, match="username and password together"):
+        start_broker(BrokerSpec("amqtt", username="u"), Path("/nonexistent"), Inbox())

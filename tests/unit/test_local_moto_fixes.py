@@ -125,3 +125,26 @@ def test_batch_writes_keep_every_attribute_type(moto_endpoint: str) -> None:
     assert dynamodb.get_item(TableName="types", Key={"k": {"S": "plain"}})["Item"] == plain
     assert dynamodb.get_item(TableName="types", Key={"k": {"S": "put"}})["Item"] == {**plain, "k": {"S": "put"}}
     assert dynamodb.get_item(TableName="types", Key={"k": {"S": "binary"}})["Item"] == binary
+
+
+def test_metric_statistics_match_the_exact_dimension_set(moto_endpoint: str) -> None:
+    """As CloudWatch: a count published under (Environment) and (Environment, SensorType) is counted once."""
+    from datetime import UTC, datetime, timedelta
+
+    cloudwatch = client("cloudwatch", moto_endpoint)
+    now = datetime.now(UTC)
+    env = {"Name": "Environment", "Value": f"exact-{time.monotonic_ns()}"}
+    cloudwatch.put_metric_data(Namespace="IoT/Exact", MetricData=[
+        {"MetricName": "SensorReadingsProcessed", "Dimensions": [env], "Value": 5, "Timestamp": now},
+        {"MetricName": "SensorReadingsProcessed", "Dimensions": [env, {"Name": "SensorType", "Value": "temperature"}],
+         "Value": 5, "Timestamp": now}])
+
+    def total(dimensions: list[dict[str, str]]) -> float:
+        points = cloudwatch.get_metric_statistics(
+            Namespace="IoT/Exact", MetricName="SensorReadingsProcessed", StartTime=now - timedelta(hours=1),
+            EndTime=now + timedelta(minutes=1), Period=3600, Statistics=["Sum"], Dimensions=dimensions)["Datapoints"]
+        return sum(point["Sum"] for point in points)
+
+    assert total([env]) == 5
+    assert total([env, {"Name": "SensorType", "Value": "temperature"}]) == 5
+    assert total([{"Name": "SensorType", "Value": "temperature"}]) == 0

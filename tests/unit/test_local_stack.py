@@ -10,6 +10,7 @@ import pytest
 
 from iotpipe.errors import LocalError
 from iotpipe.local import state as local_state
+from iotpipe.local.processes import command_line
 from iotpipe.local.stack import DeployedStack
 
 TEMPLATE = {
@@ -74,7 +75,7 @@ def sample_state(pid: int) -> local_state.LocalState:
     return local_state.LocalState(env="local", stack_name="iotpipe-local", region="us-east-1",
                                   aws_endpoint="http://127.0.0.1:5000", mqtt="mqtt://127.0.0.1:1883",
                                   broker="mosquitto", pid=pid, child_pids=(pid,), started_at="2026-11-30T00:00:00",
-                                  ready=True, log_file="local.log")
+                                  ready=True, log_file="local.log", command=command_line(pid))
 
 
 def test_state_round_trip_and_running_state_ignores_dead_processes(tmp_path: Path) -> None:

@@ -284,6 +284,12 @@ def test_parse_broker_url(url: str, host: str, port: int) -> None:
     assert simulate.parse_broker_url(url) == simulate.BrokerTarget(host, port)
 
 
+def test_parse_broker_url_reads_a_login() -> None:
+    target = simulate.parse_broker_url("mqtt://iotpipe-a1:p%40ss:word@127.0.0.1:1884")
+    assert target == simulate.BrokerTarget("127.0.0.1", 1884, "iotpipe-a1", "p@ss:word")
+    assert "p@ss" not in repr(target) and target.as_dict() == {"host": "127.0.0.1", "port": 1884}
+
+
 @pytest.mark.parametrize("url", ["tcp://x:1", "mqtt://", "mqtt://x:notaport", "127.0.0.1:1883"])
 def test_parse_broker_url_rejects(url: str) -> None:
     with pytest.raises(ConfigError, match="--broker"):

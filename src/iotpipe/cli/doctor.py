@@ -9,6 +9,7 @@ import click
 from iotpipe.cli.common import Target, pipeline_target, progress
 from iotpipe.cli.output import echo_json, output_option, write_table
 from iotpipe.doctor import run_doctor
+from iotpipe.local.state import LocalClientFactory
 
 _MARK = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
@@ -25,7 +26,8 @@ def doctor(target: Target, drift_check: bool, output: str) -> None:
     creates that already exist in the account (roles, dashboard, bucket, table); exports of the stack imported
     elsewhere; certificates holding the device policy; and for a deployed stack: the event source mapping, the
     topic rule and its failures, iterator age, processor errors and throttles in the last hour, the dead-letter
-    queue depth, drift.
+    queue depth, drift. Against a running `iotpipe local` (--env local) the topic rule row reads the rule that
+    iotpipe local's engine runs.
 
     \b
     Examples:
@@ -35,7 +37,7 @@ def doctor(target: Target, drift_check: bool, output: str) -> None:
     cfg, factory = target.config, target.factory
     region = factory.region or factory.session().region_name or ""
     progress(f"checking env {cfg.env} (stack {cfg.resolved_stack_name}) in {region or 'no region'}")
-    report = run_doctor(factory, cfg, region, drift_check=drift_check)
+    report = run_doctor(factory, cfg, region, drift_check=drift_check, local=isinstance(factory, LocalClientFactory))
     if output == "json":
         echo_json(report.as_dict())
     else:

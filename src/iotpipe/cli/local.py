@@ -19,7 +19,6 @@ from iotpipe.cli.output import echo_json, output_option, write_table
 from iotpipe.errors import LocalError
 from iotpipe.local import state as local_state
 from iotpipe.local.pipeline import LocalOptions, LocalPipeline, stop_running
-from iotpipe.local.processes import process_alive
 
 DETACH_TIMEOUT_S = 120.0
 
@@ -68,9 +67,13 @@ def up(env: str, config_path: str | None, aws_port: int, mqtt_port: int, broker:
     """Start the emulator and the broker, deploy the env's stack into it, and run the pipeline.
 
     Without --detach it runs in the foreground until Ctrl-C. Other commands given the same --env then
-    use it without extra flags (they read .iotpipe/local/state.json in this directory).
+    use it without extra flags, from this folder or below it (they read .iotpipe/local/state.json, which
+    holds this run's random AWS and MQTT credentials, readable by you alone). One folder runs one instance.
     """
-    options = LocalOptions(env=env, config_path=config_path, aws_port=aws_port, mqtt_port=mqtt_port, broker=broker)
+    os.umask(0o077)  # every file of the run (state, logs, broker files, function code) is the user's alone
+    inherited = os.environ.pop(local_state.LOCK_FD_VARIABLE, "")
+    options = LocalOptions(env=env, config_path=config_path, aws_port=aws_port, mqtt_port=mqtt_port, broker=broker,
+                           lock_fd=int(inherited) if inherited.isdigit() else None)
     if detach:
         _show_state(_start_detached(options), output)
         return
@@ -107,17 +110,30 @@ def _start_detached(options: LocalOptions) -> local_state.LocalState:
     directory = local_state.state_dir()
     from iotpipe.local.pipeline import refuse_if_running
 
-    refuse_if_running(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    log_path = directory / "local.log"
-    command = [sys.executable, "-c", "from iotpipe.cli import main; main()", "local", "up", "--env", options.env,
-               "--aws-port", str(options.aws_port), "--mqtt-port", str(options.mqtt_port), "--broker", options.broker]
-    if options.config_path:
-        command += ["--config", options.config_path]
-    env = {**os.environ, local_state.STATE_DIR_VARIABLE: str(directory)}
-    with log_path.open("wb") as log:
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                 start_new_session=True)
+    # The lock is taken here and handed to the child (same open file), so a second `up` refuses at once
+    # instead of starting a child that would find the folder taken.
+    lock = local_state.DirectoryLock(directory)
+    try:
+        refuse_if_running(directory)
+        log_path = directory / "local.log"
+        local_state.rotate_log(log_path)
+        command = [sys.executable, "-c", "from iotpipe.cli import main; main()", "local", "up", "--env",
+                   options.env, "--aws-port", str(options.aws_port), "--mqtt-port", str(options.mqtt_port),
+                   "--broker", options.broker]
+        if options.config_path:
+            command += ["--config", options.config_path]
+        env = {**os.environ, local_state.STATE_DIR_VARIABLE: str(directory),
+               local_state.LOCK_FD_VARIABLE: str(lock.fd)}
+        with log_path.open("wb") as log:
+            child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                     env=env, start_new_session=True, pass_fds=(lock.fd,))
+        return _wait_detached(directory, child, log_path)
+    finally:
+        lock.release()
+
+
+def _wait_detached(directory: Path, child: subprocess.Popen[Any], log_path: Path) -> local_state.LocalState:
+    """The child's state once it is ready; LocalError (and the child stopped) if it fails or takes too long."""
     deadline = time.monotonic() + DETACH_TIMEOUT_S
     try:
         while time.monotonic() < deadline:
@@ -167,7 +183,7 @@ def status(output: str) -> None:
     except LocalError as exc:
         progress(f"note: {exc}")
         found = None
-    if found is not None and not process_alive(found.pid):
+    if found is not None and not local_state.supervisor_alive(found):
         progress(f"note: a stale state file from a run that was killed (pid {found.pid}) was removed")
         local_state.remove_state(directory)
         found = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import click
 
 from iotpipe import devices as devices_lib
@@ -123,6 +125,8 @@ def simulate(
             click.echo(message.body())
         return
     target = simulate_lib.parse_broker_url(broker) if broker else None
+    if target is not None and local is not None:  # the local broker takes only its run's login
+        target = replace(target, username=local.mqtt_username or None, password=local.mqtt_password or None)
     where = broker or f"AWS IoT ({len(ids)} device(s) from {cert_dir})"
     batching = f", {batch} samples per message" if batch > 1 else ""
     rule = devices_lib.basic_ingest_rule(cfg)

@@ -20,6 +20,11 @@ bundle as it is (partial chain), so the certificates ``iotpipe device register``
 them with the device's own key under an issuer ("Moto") that has no CA certificate. mosquitto cannot do that
 (it needs a chain to a CA in the bundle), so with moto's certificates use the embedded broker.
 
+Credentials (``BrokerSpec.username`` and ``password``, which ``iotpipe local`` makes random per run): the broker
+then refuses anonymous clients and any other password (mosquitto: ``allow_anonymous false`` and a password file of
+PBKDF2-SHA512 hashes written here, no ``mosquitto_passwd`` needed; amqtt: an auth plugin), and the feed logs in
+with them under a random client id, so no other client can take over its session.
+
 Default for ``auto``: mosquitto when it is installed, amqtt otherwise. ``make bench-broker`` on the 2-core
 development machine (4 paho publisher processes, ~120-byte JSON, 20,000 messages per row; four runs while other
 work kept the load average between 1 and 8, hence the ranges), delivered to ``on_message``, none lost:
@@ -46,15 +51,19 @@ system package) and the choice when a rule needs ``clientid()`` or the device po
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import ctypes
 import errno
 import functools
 import getpass
+import hashlib
+import hmac
 import importlib.util
 import logging
 import os
 import queue
+import secrets
 import shutil
 import signal
 import socket
@@ -64,7 +73,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -99,6 +108,7 @@ class BrokerSpec:
 
     ``tls_port``: also a TLS listener (0 = a free port; None = none), with a server certificate from a local CA
     made in the workdir. ``client_ca_file``: TLS clients must then present a certificate this PEM bundle trusts.
+    ``username`` and ``password``: the only client login the broker accepts (None: anonymous clients).
     """
 
     kind: str = "auto"
@@ -106,6 +116,8 @@ class BrokerSpec:
     port: int = 0
     tls_port: int | None = None
     client_ca_file: Path | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -471,6 +483,8 @@ def _validate(spec: BrokerSpec) -> None:
             raise ConfigError(f"{name} {port!r} is out of range; use 1 to 65535, or 0 for a free port")
     if spec.port and spec.port == spec.tls_port:
         raise ConfigError(f"MQTT port and MQTT TLS port are both {spec.port}; give them different ports")
+    if (spec.username is None) != (spec.password is None) or spec.username == "" or ":" in (spec.username or ""):
+        raise ConfigError("give the MQTT username and password together (a username without ':'), or neither")
     if spec.client_ca_file is not None:
         if spec.tls_port is None:
             raise ConfigError("a client CA file needs a TLS listener: give a TLS port too (0 for a free one)")
@@ -479,6 +493,10 @@ def _validate(spec: BrokerSpec) -> None:
                               "certificates (or their CAs) that devices may present")
     if not spec.host or any(ch.isspace() for ch in spec.host):
         raise ConfigError(f"MQTT host {spec.host!r} is not valid; use an address such as 127.0.0.1")
+
+
+def _login(spec: BrokerSpec) -> tuple[str, str] | None:
+    return (spec.username, spec.password) if spec.username is not None and spec.password is not None else None
 
 
 def _connect_host(host: str) -> str:
@@ -646,11 +664,14 @@ class _TlsListener:
     client_ca_file: Path | None
 
 
-def mosquitto_config(port: int, host: str, log_path: Path, tls: _TlsListener | None = None) -> str:
-    """The mosquitto.conf of a local broker: a listener (and a TLS one), anonymous, no persistence or $SYS."""
+def mosquitto_config(port: int, host: str, log_path: Path, tls: _TlsListener | None = None,
+                     password_file: Path | None = None) -> str:
+    """The mosquitto.conf of a local broker: a listener (and a TLS one), no persistence or $SYS; anonymous, or
+    only the users of ``password_file``."""
     lines = [
         f"listener {port} {host}",
-        "allow_anonymous true",
+        *(["allow_anonymous false", f"password_file {password_file}"] if password_file else
+          ["allow_anonymous true"]),
         "persistence false",
         f"log_dest file {log_path}",
         "log_type error",
@@ -679,6 +700,21 @@ def mosquitto_config(port: int, host: str, log_path: Path, tls: _TlsListener | N
             f"require_certificate {'true' if tls.client_ca_file else 'false'}",
         ]
     return "\n".join(lines) + "\n"
+
+
+MOSQUITTO_PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default for its $7$ (PBKDF2-SHA512) hashes
+
+
+def mosquitto_password_line(username: str, password: str, salt: bytes | None = None) -> str:
+    """A line of a mosquitto (2.0+) password file: ``user:$7$<iterations>$<salt>$<PBKDF2-SHA512 hash>``."""
+    salt = salt if salt is not None else secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, MOSQUITTO_PBKDF2_ITERATIONS)
+    return (f"{username}:$7${MOSQUITTO_PBKDF2_ITERATIONS}${base64.b64encode(salt).decode()}$"
+            f"{base64.b64encode(digest).decode()}")
+
+
+def _write_private_text(path: Path, text: str) -> None:
+    _write_private(path, text.encode("utf-8"))
 
 
 def _die_with_parent_hook() -> Callable[[], None] | None:
@@ -760,7 +796,8 @@ def _start_mosquitto(
             tls_port = spec.tls_port or _free_port_except(spec.host, port)
             tls = _TlsListener(tls_port, tls_files, spec.client_ca_file)
         try:
-            return _launch_mosquitto(binary, spec.host, port, workdir, dispatcher, feed, ready_timeout_s, tls)
+            return _launch_mosquitto(binary, spec.host, port, workdir, dispatcher, feed, ready_timeout_s, tls,
+                                     _login(spec))
         except _AddressInUse:
             # a free port we picked was taken before mosquitto bound it
             if fixed or attempt == attempts - 1:
@@ -783,13 +820,17 @@ def _launch_mosquitto(
     feed: _FeedState,
     ready_timeout_s: float,
     tls: _TlsListener | None = None,
+    login: tuple[str, str] | None = None,
 ) -> _MosquittoBackend:
     log_path = workdir / "mosquitto.log"
     out_path = workdir / "mosquitto.out"
     conf_path = workdir / "mosquitto.conf"
     for stale in (log_path, out_path):
         stale.unlink(missing_ok=True)
-    conf_path.write_text(mosquitto_config(port, host, log_path, tls), encoding="utf-8")
+    password_file = workdir / "mosquitto.passwd" if login else None
+    if login and password_file:
+        _write_private_text(password_file, mosquitto_password_line(*login) + "\n")
+    _write_private_text(conf_path, mosquitto_config(port, host, log_path, tls, password_file))
     with out_path.open("wb") as out:
         process = subprocess.Popen(
             [binary, "-c", str(conf_path)],
@@ -807,7 +848,7 @@ def _launch_mosquitto(
         _wait_listening(backend, host, port, out_path, deadline)
         if tls is not None:
             _wait_listening(backend, host, tls.port, out_path, deadline)
-        backend.client = _connect_feed(host, port, dispatcher, feed, deadline, backend, out_path)
+        backend.client = _connect_feed(host, port, dispatcher, feed, deadline, backend, out_path, login)
         if not backend.running():
             _raise_exited(backend, out_path)
         return backend
@@ -855,6 +896,7 @@ def _connect_feed(
     deadline: float,
     backend: _MosquittoBackend,
     out_path: Path,
+    login: tuple[str, str] | None = None,
 ) -> Any:
     """The internal paho subscriber: QoS 1 on ``#`` and ``$aws/rules/#``, ready when both are granted."""
     import paho.mqtt.client as mqtt
@@ -863,11 +905,14 @@ def _connect_feed(
     refused: list[str] = []
     client = mqtt.Client(
         callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-        client_id=f"iotpipe-local-feed-{os.getpid()}",
+        # random: a client connecting with the feed's id would take over its session (and its queued messages)
+        client_id=f"iotpipe-local-feed-{secrets.token_hex(12)}",
         protocol=mqtt.MQTTv311,
         # a persistent session: after a reconnect mosquitto delivers the QoS 1 messages it queued meanwhile
         clean_session=False,
     )
+    if login is not None:
+        client.username_pw_set(*login)
     client.reconnect_delay_set(min_delay=1, max_delay=5)
 
     def on_connect(client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
@@ -976,6 +1021,7 @@ def _amqtt_classes() -> dict[str, type]:
 
         feed: Callable[[str, bytes, str | None], None] | None = None
         policy: DevicePolicy | None = None
+        login: tuple[str, str] | None = None
         writers: set[Any]
         # written on the event loop thread only
         refused = 0
@@ -1053,6 +1099,21 @@ def _amqtt_classes() -> dict[str, type]:
                 _log.warning("device policy: refused client id %r (not a registered thing)", client_id)
             return registered
 
+    class PasswordAuthPlugin(BaseAuthPlugin):
+        """Refuses a CONNECT without the broker's one username and password (when it has them)."""
+
+        broker: IotBroker | None = None
+
+        async def authenticate(self, *, session: Any) -> bool | None:
+            login = self.broker.login if self.broker is not None else None
+            if login is None:
+                return None
+            given = (str(session.username or ""), str(session.password or ""))
+            accepted = all(hmac.compare_digest(a.encode(), b.encode()) for a, b in zip(given, login, strict=True))
+            if not accepted and self.broker is not None:
+                self.broker.refused += 1
+            return accepted
+
     class PolicyTopicPlugin(BaseTopicPlugin):
         """Allows publish, subscribe and receive only on the client's own topics."""
 
@@ -1070,10 +1131,12 @@ def _amqtt_classes() -> dict[str, type]:
                 _log.warning("device policy: %s may not publish to %s", session.client_id, topic)
             return allowed
 
-    return {"broker": IotBroker, "feed": FeedPlugin, "auth": PolicyAuthPlugin, "topic": PolicyTopicPlugin}
+    return {"broker": IotBroker, "feed": FeedPlugin, "auth": PolicyAuthPlugin, "topic": PolicyTopicPlugin,
+            "password": PasswordAuthPlugin}
 
 
-_PLUGIN_NAMES = {"_AmqttFeedPlugin": "feed", "_AmqttPolicyAuthPlugin": "auth", "_AmqttPolicyTopicPlugin": "topic"}
+_PLUGIN_NAMES = {"_AmqttFeedPlugin": "feed", "_AmqttPolicyAuthPlugin": "auth", "_AmqttPolicyTopicPlugin": "topic",
+                 "_AmqttPasswordAuthPlugin": "password"}
 
 
 def __getattr__(name: str) -> Any:
@@ -1094,6 +1157,7 @@ def amqtt_config(
     plugins: dict[str, Any] = {
         "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
         f"{__name__}._AmqttFeedPlugin": {},
+        f"{__name__}._AmqttPasswordAuthPlugin": {},
     }
     if policy:
         plugins[f"{__name__}._AmqttPolicyAuthPlugin"] = {}
@@ -1134,8 +1198,9 @@ def _start_amqtt(
         broker = classes["broker"](config, loop=loop)
         broker.feed = dispatcher.put
         broker.policy = policy
+        broker.login = _login(spec)
         for plugin in broker.plugins_manager.plugins:
-            if isinstance(plugin, (classes["feed"], classes["auth"], classes["topic"])):
+            if isinstance(plugin, (classes["feed"], classes["auth"], classes["topic"], classes["password"])):
                 cast(Any, plugin).broker = broker
         await broker.start()
         return broker

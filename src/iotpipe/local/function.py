@@ -115,9 +115,10 @@ class FunctionRunner:
     """Invokes one deployed function; concurrent calls (from different shards) run in different workers."""
 
     def __init__(self, spec: FunctionSpec, *, aws_endpoint: str, region: str, workdir: Path,
-                 on_output: Callable[[str], None]) -> None:
+                 on_output: Callable[[str], None], credentials: tuple[str, str] = LOCAL_CREDENTIALS) -> None:
         self.spec = spec
         self._aws_endpoint = aws_endpoint
+        self._credentials = credentials
         self._region = region
         self._on_output = on_output
         self._code_dir = workdir / f"function-{spec.name}"
@@ -152,8 +153,8 @@ class FunctionRunner:
         keep = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "SYSTEMROOT") if key in os.environ}
         env = {
             **keep,
-            "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIALS[0],
-            "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS[1],
+            "AWS_ACCESS_KEY_ID": self._credentials[0],
+            "AWS_SECRET_ACCESS_KEY": self._credentials[1],
             "AWS_SESSION_TOKEN": "local",
             "AWS_REGION": self._region,
             "AWS_DEFAULT_REGION": self._region,

@@ -28,7 +28,7 @@ from typing import Any
 from iotpipe.errors import LocalError
 from iotpipe.local import state as local_state
 from iotpipe.local.broker import free_port
-from iotpipe.local.moto_server import QUIET_VARIABLE
+from iotpipe.local.moto_server import ACCESS_KEY_VARIABLE, API_TOKEN_HEADER, API_TOKEN_VARIABLE, QUIET_VARIABLE
 from iotpipe.local.processes import command_line, die_with_parent, process_alive, stop_process
 from iotpipe.local.stack import DeployedStack, load_deployed_stack
 
@@ -47,6 +47,7 @@ class LocalOptions:
     mqtt_port: int = 0
     broker: str = "auto"
     directory: Path | None = None
+    lock_fd: int | None = None  # the directory's lock, already taken by `local up --detach` for this child
 
 
 def _quiet(_: str) -> None:
@@ -66,11 +67,14 @@ def check_port_free(port: int, option: str) -> None:
 class MotoServer:
     """``python -m iotpipe.local.moto_server`` as a child process that dies with this one."""
 
-    def __init__(self, port: int, log_path: Path) -> None:
+    def __init__(self, port: int, log_path: Path, credentials: local_state.LocalCredentials | None = None) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self._log = log_path.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", QUIET_VARIABLE: "1"}
+        self._token = credentials.aws_secret_access_key if credentials else ""
+        if credentials is not None:
+            env.update({ACCESS_KEY_VARIABLE: credentials.aws_access_key_id, API_TOKEN_VARIABLE: self._token})
         self.process = subprocess.Popen(
             [sys.executable, "-m", "iotpipe.local.moto_server", "-H", "127.0.0.1", "-p", str(port)],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
@@ -84,7 +88,9 @@ class MotoServer:
                 raise LocalError(f"the AWS emulator exited at start (code {self.process.returncode}); "
                                  f"its log: {self._log.name}")
             try:
-                with urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=1) as response:
+                request = urllib.request.Request(f"{self.url}/moto-api/data.json",
+                                                 headers={API_TOKEN_HEADER: self._token})
+                with urllib.request.urlopen(request, timeout=1) as response:
                     response.read()
                 return
             except (urllib.error.URLError, OSError):
@@ -152,6 +158,8 @@ class LocalPipeline:
         self._clients: Any = None
         self.rewires = 0
         self.problems: list[str] = []
+        self.credentials = local_state.new_credentials()
+        self._lock: local_state.DirectoryLock | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -170,21 +178,22 @@ class LocalPipeline:
 
         check_tested()
         started = time.monotonic()
+        self._lock = local_state.DirectoryLock(self.directory, self.options.lock_fd)
         refuse_if_running(self.directory)
         config = load_config(self.options.config_path, self.options.env)
         for port, option in ((self.options.aws_port, "--aws-port"), (self.options.mqtt_port, "--mqtt-port")):
             if port:
                 check_port_free(port, option)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        local_state.ensure_private_dir(self.directory)
         aws_port = self.options.aws_port or free_port()
-        self.moto = MotoServer(aws_port, self.directory / "aws.log")
+        local_state.rotate_log(self.directory / "aws.log")
+        self.moto = MotoServer(aws_port, self.directory / "aws.log", self.credentials)
         self.progress(f"starting the AWS emulator on {self.moto.url}")
         self.broker = self._start_broker()
         self.progress(f"MQTT broker ({self.broker.kind}) on {self.broker.url}")
         template = self._render(config)  # while the emulator boots: both take seconds
         self.moto.wait_ready(READY_TIMEOUT_S)
-        factory = self._clients = ClientCache(local_state.LocalClientFactory(region=local_state.LOCAL_REGION,
-                                                             endpoint_url=self.moto.url))
+        factory = self._clients = ClientCache(self._client_factory(local_state.LOCAL_REGION))
         self._deploy(config, template, factory)
         stack = load_deployed_stack(factory, config.resolved_stack_name)
         if stack is None:
@@ -195,7 +204,10 @@ class LocalPipeline:
             aws_endpoint=self.moto.url, mqtt=self.broker.url, broker=self.broker.kind, pid=os.getpid(),
             child_pids=tuple(pid for pid in (self.moto.process.pid, getattr(self.broker, "pid", None)) if pid),
             started_at=datetime.now(UTC).isoformat(timespec="seconds"), ready=True,
-            log_file=str(self.directory / "local.log"))
+            log_file=str(self.directory / "local.log"), aws_access_key_id=self.credentials.aws_access_key_id,
+            aws_secret_access_key=self.credentials.aws_secret_access_key,
+            mqtt_username=self.credentials.mqtt_username, mqtt_password=self.credentials.mqtt_password,
+            command=command_line(os.getpid()))
         local_state.write_state(self.state, self.directory)
         self._watcher = threading.Thread(target=self._watch, args=(factory,), name="stack-watch", daemon=True)
         self._watcher.start()
@@ -205,8 +217,17 @@ class LocalPipeline:
     def _start_broker(self) -> Any:
         from iotpipe.local.broker import BrokerSpec, start_broker
 
-        return start_broker(BrokerSpec(kind=self.options.broker, port=self.options.mqtt_port),
+        return start_broker(BrokerSpec(kind=self.options.broker, port=self.options.mqtt_port,
+                                       username=self.credentials.mqtt_username,
+                                       password=self.credentials.mqtt_password),
                             self.directory / "broker", self._on_message)
+
+    def _client_factory(self, region: str) -> local_state.LocalClientFactory:
+        """Clients for the emulator with this run's access key."""
+        assert self.moto is not None
+        return local_state.LocalClientFactory(region=region, endpoint_url=self.moto.url,
+                                              access_key_id=self.credentials.aws_access_key_id,
+                                              secret_access_key=self.credentials.aws_secret_access_key)
 
     def _on_message(self, topic: str, payload: bytes, client_id: str | None) -> None:
         wiring = self._wiring
@@ -255,6 +276,8 @@ class LocalPipeline:
             sink = TelemetrySink(self._clients, spec.log_group)
             sinks.append(sink)
             functions[spec.arn] = FunctionRunner(spec, aws_endpoint=self.moto.url, region=stack.region,
+                                                 credentials=(self.credentials.aws_access_key_id,
+                                                              self.credentials.aws_secret_access_key),
                                                  workdir=self.directory / "functions" / stack.digest[:12],
                                                  on_output=sink)
         mappings = self._mappings(stack, functions)
@@ -299,7 +322,7 @@ class LocalPipeline:
 
         assert self.moto is not None
         # Its own client factory, not the shared cache: the runner then parses GetRecords cheaply.
-        clients = local_state.LocalClientFactory(region=mapping.region, endpoint_url=self.moto.url)
+        clients = self._client_factory(mapping.region)
         return MappingRunner(mapping, clients, function, resume_from=resume_from)
 
     def _unwire(self) -> None:
@@ -375,6 +398,9 @@ class LocalPipeline:
         if self.state is not None:
             local_state.remove_state(self.directory, pid=os.getpid())
             self.state = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         if stoppers:
             self.progress(f"stopped in {time.monotonic() - started:.1f} s")
 
@@ -400,29 +426,32 @@ def refuse_if_running(directory: Path) -> None:
     found = local_state.read_state(directory)
     if found is None:
         return
-    if process_alive(found.pid):
+    if local_state.supervisor_alive(found):
         raise LocalError(f"iotpipe local already runs (pid {found.pid}, env {found.env}, AWS {found.aws_endpoint}, "
                          f"MQTT {found.mqtt}); stop it with `iotpipe local down` first")
     local_state.remove_state(directory)
 
 
 def stop_running(directory: Path, timeout_s: float = 5.0) -> local_state.LocalState | None:
-    """Stop the ``iotpipe local`` recorded in ``directory``; None when none runs (a stale file is removed)."""
+    """Stop the ``iotpipe local`` recorded in ``directory``; None when none runs (a stale file is removed, and a
+    pid that another program reused is never signalled)."""
     import signal
 
     found = local_state.read_state(directory)
     if found is None:
         return None
+    if not local_state.supervisor_alive(found):
+        local_state.remove_state(directory)
+        return None
+    os.kill(found.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while process_alive(found.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     if process_alive(found.pid):
-        os.kill(found.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
+        os.kill(found.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 2
         while process_alive(found.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if process_alive(found.pid):
-            os.kill(found.pid, signal.SIGKILL)
-            deadline = time.monotonic() + 2
-            while process_alive(found.pid) and time.monotonic() < deadline:
-                time.sleep(0.02)
+            time.sleep(0.02)
     for pid in found.child_pids:  # normally gone with their parent; a SIGKILLed parent may leave them briefly
         if process_alive(pid) and any(name in command_line(pid) for name in ("moto_server", "mosquitto")):
             with contextlib.suppress(ProcessLookupError):

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from iotpipe.devices import topic_for
 from iotpipe.errors import ConfigError, IotpipeError
@@ -23,26 +23,31 @@ class PublishError(IotpipeError):
 
 @dataclass(frozen=True)
 class BrokerTarget:
-    """A plain MQTT broker (``--broker mqtt://host:port``)."""
+    """A plain MQTT broker (``--broker mqtt://[user:password@]host:port``), with its login if it needs one."""
 
     host: str
     port: int
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON object: host and port."""
+        """JSON object: host and port (never the password)."""
         return {"host": self.host, "port": self.port}
 
 
 def parse_broker_url(url: str) -> BrokerTarget:
-    """``mqtt://host[:port]`` -> BrokerTarget (default port 1883); ConfigError otherwise."""
+    """``mqtt://[user:password@]host[:port]`` -> BrokerTarget (default port 1883); ConfigError otherwise."""
     parsed = urlparse(url)
     if parsed.scheme != "mqtt" or not parsed.hostname:
-        raise ConfigError(f"--broker {url!r} is not valid; use mqtt://host:port (plain MQTT, no TLS)")
+        raise ConfigError(f"--broker {url!r} is not valid; use mqtt://host:port or mqtt://user:password@host:port "
+                          "(plain MQTT, no TLS)")
     try:
         port = parsed.port or 1883
     except ValueError:
         raise ConfigError(f"--broker {url!r} has an invalid port") from None
-    return BrokerTarget(parsed.hostname, port)
+    username = unquote(parsed.username) if parsed.username is not None else None
+    password = unquote(parsed.password) if parsed.password is not None else None
+    return BrokerTarget(parsed.hostname, port, username, password)
 
 
 class Publisher(Protocol):
@@ -139,6 +144,8 @@ def _connect_client(device_id: str, target: BrokerTarget | DeviceCredentials, ti
         host, port = target.endpoint, target.port
     else:
         host, port = target.host, target.port
+        if target.username is not None:
+            client.username_pw_set(target.username, target.password)
     try:
         client.connect(host, port, keepalive=60)
     except (OSError, ValueError) as exc:
