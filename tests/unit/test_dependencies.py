@@ -6,7 +6,7 @@ import importlib.util
 import re
 import sys
 import tomllib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,8 +19,8 @@ from iotpipe.local import moto_fixes, versions
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-ALL_REQUIREMENTS = [Requirement(r) for r in [*PROJECT["dependencies"],
-                                              *(r for extra in PROJECT["optional-dependencies"].values() for r in extra)]]
+_EXTRAS = [r for extra in PROJECT["optional-dependencies"].values() for r in extra]
+ALL_REQUIREMENTS = [Requirement(r) for r in [*PROJECT["dependencies"], *_EXTRAS]]
 
 # Packages whose internals iotpipe patches (moto, botocore, amqtt, waitress serving moto's app) or whose
 # behaviour its tests pin (template output, lint findings, SQL dialects, checkov's findings).
@@ -101,7 +101,7 @@ def test_local_up_refuses_an_untested_moto_before_starting_anything(monkeypatch:
     monkeypatch.setattr(versions, "installed_version", lambda _package: "9.0.0")
     started: list[str] = []
     monkeypatch.setattr(pipeline.LocalPipeline, "_start_broker", lambda _self: started.append("broker"))
-    with pytest.raises(LocalError, match="moto 9.0.0"):
+    with pytest.raises(LocalError, match=r"moto 9\.0\.0"):
         pipeline.LocalPipeline(pipeline.LocalOptions(directory=tmp_path)).start()
     assert started == []
     assert not (tmp_path / "state.json").exists()
@@ -110,7 +110,7 @@ def test_local_up_refuses_an_untested_moto_before_starting_anything(monkeypatch:
 @pytest.mark.parametrize("created_at", [
     1_700_000_000.25,  # moto <= 5.2.5: epoch seconds
     datetime(2023, 11, 14, 22, 13, 20, 250000),  # moto 5.2.6: naive UTC
-    datetime(2023, 11, 14, 22, 13, 20, 250000, tzinfo=timezone.utc),
+    datetime(2023, 11, 14, 22, 13, 20, 250000, tzinfo=UTC),
 ])
 def test_a_records_arrival_reads_as_epoch_seconds_in_every_moto_form(created_at: object) -> None:
     assert moto_fixes.arrival_seconds(SimpleNamespace(created_at=created_at)) == pytest.approx(1_700_000_000.25)

@@ -11,7 +11,7 @@ import base64
 import json
 import re
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from iotpipe import naming
@@ -46,7 +46,7 @@ def arrival_seconds(record: Any) -> float:
     datetime (``moto.core.utils.utcnow``)."""
     created_at = record.created_at
     if isinstance(created_at, datetime):
-        return created_at.replace(tzinfo=timezone.utc).timestamp() if created_at.tzinfo is None \
+        return created_at.replace(tzinfo=UTC).timestamp() if created_at.tzinfo is None \
             else created_at.timestamp()
     return float(created_at)
 
