@@ -581,16 +581,25 @@ function splitByBytes(ordered, start, maxBytes) {
 
 // ---------------------------------------------------------------- adaptive detection (pure; docs/contract.md 12)
 
-/** How one series' detector learns and scores (docs/contract.md 12); the defaults were chosen on NAB/SKAB. */
+/** How one series' detector learns and scores (docs/contract.md 12); the defaults (the `onset` preset) were chosen
+ * on the NAB development data. */
 const DETECTOR_DEFAULTS = Object.freeze({
   probation: 150, // readings learned before a score other than 0
-  longAlpha: 0.01, // weight of a reading in the baseline mean and variance
+  longAlpha: 0.002, // weight of a reading in the baseline mean and variance
   shortAlpha: 0.2, // weight of a reading in the short mean (level-shift detection)
-  zScale: 4.0, // the deviation, in baseline standard deviations, scored 0.5
-  clipZ: 4.0, // a reading moves the baseline by at most this many standard deviations
+  zScale: 2.0, // the (novel) deviation, in baseline standard deviations, scored 0.5
+  clipZ: 10.0, // a reading moves the baseline by at most this many standard deviations
   relearn: 60, // consecutive readings of a shifted short mean before the baseline moves to it
   gapIntervals: 20.0, // a gap longer than this many usual intervals restarts the short mean
   peakDecay: 0.995, // per reading, of the recent peak deviation a new deviation must exceed
+  novelty: 1.0, // 1: score the excess over the recent peak (one alarm per event); 0: every deviation
+});
+// onset: one alarm at an event's start (NAB); sustained: every reading while the deviation lasts (SKAB's point task)
+const DETECTOR_PRESETS = Object.freeze({
+  onset: DETECTOR_DEFAULTS,
+  sustained: Object.freeze({
+    ...DETECTOR_DEFAULTS, probation: 400, longAlpha: 0.0005, zScale: 5.5, clipZ: 4.0, relearn: 3600, novelty: 0.0,
+  }),
 });
 const DEFAULT_SENSITIVITY = 0.5; // a score at or above it is an anomaly (chosen on the development data)
 const SPREAD_FLOOR_RELATIVE = 1e-3; // a flat series still has a spread: 0.1 % of its level
@@ -630,7 +639,7 @@ function detectStep(state, timestampMs, value, params = DETECTOR_DEFAULTS) {
   const zPoint = Math.abs(value - state.mean) / spread;
   const zShift = Math.abs(short - state.mean) / (spread * Math.sqrt(params.shortAlpha / (2.0 - params.shortAlpha)));
   const z = Math.max(zPoint, zShift);
-  const novel = Math.max(0, z - state.peak);
+  const novel = Math.max(0, z - params.novelty * state.peak);
   const score = state.count < params.probation ? 0
     : (novel * novel) / (novel * novel + params.zScale * params.zScale);
   if (late) return [{ score, expected: state.mean, spread, learned: false }, state];
@@ -1075,6 +1084,7 @@ module.exports = {
   interpret,
   packItems,
   DETECTOR_DEFAULTS,
+  DETECTOR_PRESETS,
   DEFAULT_SENSITIVITY,
   emptyDetectorState,
   detectorStateToList,

@@ -634,16 +634,26 @@ def _split_by_bytes(ordered: Sequence[Reading], start: int, max_bytes: int) -> l
 
 @dataclass(frozen=True)
 class DetectorParams:
-    """How one series' detector learns and scores (docs/contract.md 12); the defaults were chosen on NAB/SKAB."""
+    """How one series' detector learns and scores (docs/contract.md 12); the defaults (the ``onset`` preset) were
+    chosen on the NAB development data."""
 
     probation: int = 150  # readings learned before a score other than 0
-    long_alpha: float = 0.01  # weight of a reading in the baseline mean and variance
+    long_alpha: float = 0.002  # weight of a reading in the baseline mean and variance
     short_alpha: float = 0.2  # weight of a reading in the short mean (level-shift detection)
-    z_scale: float = 4.0  # the deviation, in baseline standard deviations, scored 0.5
-    clip_z: float = 4.0  # a reading moves the baseline by at most this many standard deviations
+    z_scale: float = 2.0  # the (novel) deviation, in baseline standard deviations, scored 0.5
+    clip_z: float = 10.0  # a reading moves the baseline by at most this many standard deviations
     relearn: int = 60  # consecutive readings of a shifted short mean before the baseline moves to it
     gap_intervals: float = 20.0  # a gap longer than this many usual intervals restarts the short mean
     peak_decay: float = 0.995  # per reading, of the recent peak deviation a new deviation must exceed
+    novelty: float = 1.0  # 1: score the excess over the recent peak (one alarm per event); 0: every deviation
+
+
+# onset: one alarm at an event's start (NAB); sustained: every reading while the deviation lasts (SKAB's point task)
+DETECTOR_PRESETS = {
+    "onset": DetectorParams(),
+    "sustained": DetectorParams(probation=400, long_alpha=0.0005, z_scale=5.5, clip_z=4.0, relearn=3600,
+                                novelty=0.0),
+}
 
 
 @dataclass(frozen=True)
@@ -701,7 +711,7 @@ def detect_step(state: DetectorState, timestamp_ms: int, value: float,
     z_point = abs(value - state.mean) / spread
     z_shift = abs(short - state.mean) / (spread * math.sqrt(params.short_alpha / (2.0 - params.short_alpha)))
     z = max(z_point, z_shift)
-    novel = max(0.0, z - state.peak)
+    novel = max(0.0, z - params.novelty * state.peak)
     score = 0.0 if state.count < params.probation else novel * novel / (novel * novel + params.z_scale * params.z_scale)
     if late:
         return Scored(score, state.mean, spread, False), state

@@ -56,11 +56,12 @@ class DetectResult:
     series: Series
     sensors: tuple[SensorResult, ...]
     threshold: float
+    preset: str
     device_flags: tuple[bool, ...] = field(default=())
 
     def as_dict(self) -> dict[str, Any]:
         """Summary as JSON-ready data."""
-        return {"rows": len(self.series.timestamps), "threshold": self.threshold,
+        return {"rows": len(self.series.timestamps), "threshold": self.threshold, "preset": self.preset,
                 "sensors": [{"column": s.column, "sensorType": s.sensor_type, "flagged": sum(s.flags),
                              "stateBytes": s.state_bytes} for s in self.sensors],
                 "deviceFlagged": sum(self.device_flags)}
@@ -148,18 +149,23 @@ def _value(body: Sequence[Sequence[str]], at: int, name: str) -> list[float]:
 
 def detect(series: Series, *, sensor_types: Mapping[str, str] | None = None,
            bounds: Mapping[str, Threshold] | None = None, threshold: float | None = None,
-           probation: int | None = None, processor: ModuleType | None = None) -> DetectResult:
+           probation: int | None = None, preset: str = "onset",
+           processor: ModuleType | None = None) -> DetectResult:
     """Score every sensor of ``series`` with the processor's detector; flag a reading as the processor would.
 
     ``sensor_types`` maps a column to its sensor type (default: the column's name); ``bounds`` are the static
     limits by sensor type (a value past one is flagged whatever its score); ``threshold`` is the score at or
-    above which a reading is flagged (default: the processor's); ``probation`` the readings learned first.
+    above which a reading is flagged (default: the processor's); ``probation`` the readings learned first;
+    ``preset`` the processor's parameter set (``onset``: one alarm at an event's start; ``sustained``: every
+    reading while a deviation lasts).
     """
     index = processor or load_processor()
     cut = index.DEFAULT_SENSITIVITY if threshold is None else threshold
     if not 0.0 < cut <= 1.0:
         raise ParameterError("threshold", threshold, "is out of range; use a score in (0, 1]")
-    params = index.DetectorParams()
+    if preset not in index.DETECTOR_PRESETS:
+        raise ParameterError("preset", preset, f"is not a preset; use {' or '.join(index.DETECTOR_PRESETS)}")
+    params = index.DETECTOR_PRESETS[preset]
     if probation is not None:
         if probation < 0:
             raise ParameterError("probation", probation, "is negative; use 0 or more readings")
@@ -173,7 +179,7 @@ def detect(series: Series, *, sensor_types: Mapping[str, str] | None = None,
         state_bytes = len(json.dumps(state.to_list(), separators=(",", ":")).encode())
         results.append(SensorResult(column, sensor_type, tuple(s.score for s in scored), flags, state_bytes))
     device = tuple(any(r.flags[i] for r in results) for i in range(len(series.timestamps)))
-    return DetectResult(series, tuple(results), cut, device)
+    return DetectResult(series, tuple(results), cut, preset, device)
 
 
 def _past(value: float, limit: Threshold | None) -> bool:

@@ -62,6 +62,9 @@ def cases() -> dict[str, dict[str, Any]]:
         "irregular": {"description": "intervals of 30 to 150 s", "params": short, "points": irregular},
         "gap": {"description": "two days off, then a level 3 units higher", "params": short, "points": gap},
         "repeated": {"description": "every timestamp twice", "params": short, "points": repeated},
+        "sustained": {"description": "the sustained preset on a shift: every shifted reading scores",
+                      "params": {"probation": 20, "long_alpha": 0.0005, "z_scale": 5.5, "clip_z": 4.0, "relearn": 3600,
+                                 "novelty": 0.0}, "points": _regular(shift)},
         "late": {"description": "two readings swapped and one far older than the newest: scored, not learned",
                  "params": short, "points": late},
     }

@@ -77,6 +77,18 @@ def test_static_bounds_flag_whatever_the_score() -> None:
     assert result.sensors[0].flags == tuple(v > 10.5 for v in NOISE)
 
 
+def test_the_sustained_preset_flags_every_reading_of_a_lasting_shift() -> None:
+    values = [10.0 + 0.1 * math.sin(i * 1.7) for i in range(500)] + [12.0 + 0.1 * math.sin(i) for i in range(100)]
+    series = detect_lib.read_series(nab_text(values))
+    onset = detect_lib.detect(series).sensors[0].flags
+    sustained = detect_lib.detect(series, preset="sustained").sensors[0].flags
+    assert sum(onset[500:]) < 10
+    assert all(sustained[502:])
+    assert not any(sustained[:500])
+    with pytest.raises(ParameterError, match="preset"):
+        detect_lib.detect(series, preset="eager")
+
+
 def test_the_state_is_small() -> None:
     result = detect_lib.detect(detect_lib.read_series(nab_text(NOISE)))
     assert 0 < result.sensors[0].state_bytes <= 1024

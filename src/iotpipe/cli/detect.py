@@ -18,14 +18,16 @@ from iotpipe.cli.output import echo_json, format_table, output_option
               "apply too (default: the column's name, bounds when the config has that type).")
 @click.option("--threshold", type=float, help="Score at or above which a reading is flagged "
               "(default: the processor's sensitivity).")
+@click.option("--preset", type=click.Choice(["onset", "sustained"]), default="onset", show_default=True,
+              help="onset: one alarm at an event's start; sustained: every reading while a deviation lasts.")
 @click.option("--probation", type=int, help="Readings a series learns before it scores (default: the processor's).")
 @click.option("-o", "--out", "output_path", required=True, type=click.Path(dir_okay=False),
               help="Results CSV to write.")
 @config_options
 @output_option
 def detect(series: str, timestamp_column: str | None, value_columns: tuple[str, ...], sensor_type: str | None,
-           threshold: float | None, probation: int | None, output_path: str, config_path: str | None, env: str,
-           output: str) -> None:
+           threshold: float | None, preset: str, probation: int | None, output_path: str, config_path: str | None,
+           env: str, output: str) -> None:
     """Score SERIES (a CSV: NAB's comma- or SKAB's semicolon-separated files as they are) with the
     processor's own detector, each reading before it is learned, and write RESULTS: a row per input row,
     ``timestamp,value,anomaly_score,flag`` (with several value columns, ``<column>_value``, ... per column and
@@ -36,6 +38,7 @@ def detect(series: str, timestamp_column: str | None, value_columns: tuple[str, 
     Examples:
       iotpipe detect nab/data/realTraffic/speed_7578.csv -o speed.csv
       iotpipe detect skab/valve1/0.csv --value-column Pressure --sensor-type pressure -o pressure.csv
+      iotpipe detect skab/valve1/0.csv --preset sustained -o valve.csv
       iotpipe detect skab/valve1/0.csv --timestamp-column datetime --value-column Current \\
           --value-column Voltage -o device.csv
     """
@@ -45,12 +48,12 @@ def detect(series: str, timestamp_column: str | None, value_columns: tuple[str, 
         raise click.UsageError("--sensor-type needs exactly one --value-column")
     result = detect_lib.detect_file(series, output_path, timestamp_column=timestamp_column,
                                     value_columns=value_columns, sensor_types=types, bounds=cfg.thresholds,
-                                    threshold=threshold, probation=probation)
+                                    threshold=threshold, probation=probation, preset=preset)
     if output == "json":
         echo_json(result.as_dict())
         return
     rows = [(s.column, s.sensor_type, f"{sum(s.flags):,}", f"{s.state_bytes}") for s in result.sensors]
     click.echo(format_table(("column", "sensor type", "flagged", "state bytes"), rows))
-    click.echo(f"{len(result.series.timestamps):,} rows, threshold {result.threshold:g}"
+    click.echo(f"{len(result.series.timestamps):,} rows, preset {result.preset}, threshold {result.threshold:g}"
                + (f", {sum(result.device_flags):,} with a device flag" if len(result.sensors) > 1 else "")
                + f"; results in {output_path}")
