@@ -40,10 +40,12 @@ class Series:
 
 @dataclass(frozen=True)
 class SensorResult:
-    """One sensor's scores and flags, a row each."""
+    """One sensor's scores and flags, a row each, and the detector settings it was scored with."""
 
     column: str
     sensor_type: str
+    preset: str
+    threshold: float
     scores: tuple[float, ...]
     flags: tuple[bool, ...]
     state_bytes: int
@@ -55,15 +57,14 @@ class DetectResult:
 
     series: Series
     sensors: tuple[SensorResult, ...]
-    threshold: float
-    preset: str
     device_flags: tuple[bool, ...] = field(default=())
 
     def as_dict(self) -> dict[str, Any]:
         """Summary as JSON-ready data."""
-        return {"rows": len(self.series.timestamps), "threshold": self.threshold, "preset": self.preset,
-                "sensors": [{"column": s.column, "sensorType": s.sensor_type, "flagged": sum(s.flags),
-                             "stateBytes": s.state_bytes} for s in self.sensors],
+        return {"rows": len(self.series.timestamps),
+                "sensors": [{"column": s.column, "sensorType": s.sensor_type, "preset": s.preset,
+                             "threshold": s.threshold, "flagged": sum(s.flags), "stateBytes": s.state_bytes}
+                            for s in self.sensors],
                 "deviceFlagged": sum(self.device_flags)}
 
 
@@ -149,37 +150,45 @@ def _value(body: Sequence[Sequence[str]], at: int, name: str) -> list[float]:
 
 def detect(series: Series, *, sensor_types: Mapping[str, str] | None = None,
            bounds: Mapping[str, Threshold] | None = None, threshold: float | None = None,
-           probation: int | None = None, preset: str = "onset",
+           probation: int | None = None, preset: str | None = None,
            processor: ModuleType | None = None) -> DetectResult:
     """Score every sensor of ``series`` with the processor's detector; flag a reading as the processor would.
 
-    ``sensor_types`` maps a column to its sensor type (default: the column's name); ``bounds`` are the static
-    limits by sensor type (a value past one is flagged whatever its score); ``threshold`` is the score at or
-    above which a reading is flagged (default: the processor's); ``probation`` the readings learned first;
-    ``preset`` the processor's parameter set (``onset``: one alarm at an event's start; ``sustained``: every
-    reading while a deviation lasts).
+    ``sensor_types`` maps a column to its sensor type (default: the column's name). ``bounds`` are the config's
+    thresholds by sensor type: a value past their min or max is flagged whatever its score, and their
+    ``detector``, ``sensitivity`` and ``probation`` set the detector's preset, the score at or above which a
+    reading is flagged, and the readings a series learns first. ``preset``, ``threshold`` and ``probation``
+    given here win over them; a sensor type the config lacks gets the processor's defaults (``onset``, its
+    sensitivity, the preset's probation). A sensor whose preset is ``off`` scores 0.
     """
     index = processor or load_processor()
-    cut = index.DEFAULT_SENSITIVITY if threshold is None else threshold
-    if not 0.0 < cut <= 1.0:
+    if threshold is not None and not 0.0 < threshold <= 1.0:
         raise ParameterError("threshold", threshold, "is out of range; use a score in (0, 1]")
-    if preset not in index.DETECTOR_PRESETS:
+    if preset is not None and preset not in index.DETECTOR_PRESETS:
         raise ParameterError("preset", preset, f"is not a preset; use {' or '.join(index.DETECTOR_PRESETS)}")
-    params = index.DETECTOR_PRESETS[preset]
-    if probation is not None:
-        if probation < 0:
-            raise ParameterError("probation", probation, "is negative; use 0 or more readings")
-        params = replace(params, probation=probation)
+    if probation is not None and probation < 0:
+        raise ParameterError("probation", probation, "is negative; use 0 or more readings")
     results = []
     for column, values in series.columns.items():
         sensor_type = (sensor_types or {}).get(column, column)
         limit = (bounds or {}).get(sensor_type)
-        scored, state = index.detect_series(zip(series.timestamps, values, strict=True), params)
-        flags = tuple(s.score >= cut or _past(value, limit) for s, value in zip(scored, values, strict=True))
-        state_bytes = len(json.dumps(state.to_list(), separators=(",", ":")).encode())
-        results.append(SensorResult(column, sensor_type, tuple(s.score for s in scored), flags, state_bytes))
+        chosen = preset or (limit.detector if limit is not None else "onset")
+        cut = threshold if threshold is not None else (
+            limit.sensitivity if limit is not None else index.DEFAULT_SENSITIVITY)
+        learn = probation if probation is not None else (limit.probation if limit is not None else 0)
+        if chosen == "off":
+            scores = [0.0] * len(values)
+            state_bytes = 0
+        else:
+            params = index.DETECTOR_PRESETS[chosen]
+            params = replace(params, probation=learn) if learn else params
+            scored, state = index.detect_series(zip(series.timestamps, values, strict=True), params)
+            scores = [s.score for s in scored]
+            state_bytes = len(json.dumps(state.to_list(), separators=(",", ":")).encode())
+        flags = tuple(score >= cut or _past(value, limit) for score, value in zip(scores, values, strict=True))
+        results.append(SensorResult(column, sensor_type, chosen, cut, tuple(scores), flags, state_bytes))
     device = tuple(any(r.flags[i] for r in results) for i in range(len(series.timestamps)))
-    return DetectResult(series, tuple(results), cut, preset, device)
+    return DetectResult(series, tuple(results), device)
 
 
 def _past(value: float, limit: Threshold | None) -> bool:

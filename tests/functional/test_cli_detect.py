@@ -23,7 +23,8 @@ def test_detect_writes_a_row_per_reading(tmp_path: Path, monkeypatch: pytest.Mon
     _series(tmp_path / "s.csv", 260)
     result = CliRunner().invoke(main, ["detect", str(tmp_path / "s.csv"), "-o", str(tmp_path / "r.csv")])
     assert result.exit_code == 0, result.output
-    assert "300 rows, preset onset, threshold 0.5" in result.output
+    assert "value   value        onset   0.5" in result.output
+    assert "300 rows; results in" in result.output
     rows = list(csv.DictReader((tmp_path / "r.csv").open()))
     assert len(rows) == 300
     assert [i for i, row in enumerate(rows) if row["flag"] == "1"] == [260]

@@ -40,7 +40,7 @@ def test_scores_are_the_processors_own() -> None:
     result = detect_lib.detect(series, processor=index)
     expected, _ = index.detect_series(zip(series.timestamps, NOISE, strict=True), index.DetectorParams())
     assert result.sensors[0].scores == tuple(s.score for s in expected)
-    assert result.threshold == index.DEFAULT_SENSITIVITY
+    assert (result.sensors[0].preset, result.sensors[0].threshold) == ("onset", index.DEFAULT_SENSITIVITY)
 
 
 def test_a_spike_is_flagged_and_the_csv_has_a_row_per_input_row(tmp_path: Path) -> None:
@@ -89,6 +89,20 @@ def test_the_sustained_preset_flags_every_reading_of_a_lasting_shift() -> None:
         detect_lib.detect(series, preset="eager")
 
 
+def test_the_config_chooses_each_sensor_types_detector_and_flags_win() -> None:
+    values = [10.0 + 0.1 * math.sin(i * 1.7) for i in range(500)] + [12.0 + 0.1 * math.sin(i) for i in range(100)]
+    series = detect_lib.read_series(nab_text(values))
+    bounds = {"value": Threshold(min=None, max=100.0, unit="", detector="sustained", sensitivity=0.9,
+                                 probation=50)}
+    configured = detect_lib.detect(series, bounds=bounds).sensors[0]
+    assert (configured.preset, configured.threshold) == ("sustained", 0.9)
+    assert configured.scores == detect_lib.detect(series, preset="sustained", probation=50).sensors[0].scores
+    assert detect_lib.detect(series, bounds=bounds, preset="onset", threshold=0.4).sensors[0].preset == "onset"
+    off = detect_lib.detect(series, bounds={"value": Threshold(min=None, max=11.0, unit="", detector="off")})
+    assert set(off.sensors[0].scores) == {0.0}
+    assert off.sensors[0].flags == tuple(v > 11.0 for v in values)  # the static bound still flags
+
+
 def test_the_state_is_small() -> None:
     result = detect_lib.detect(detect_lib.read_series(nab_text(NOISE)))
     assert 0 < result.sensors[0].state_bytes <= 1024
@@ -121,3 +135,19 @@ def test_a_bad_threshold_is_refused_and_nothing_is_written(tmp_path: Path) -> No
                                           ("2024-06-10T06:13:20Z", 1_718_000_000_000), ("soon", None)])
 def test_timestamps(text: str, ms: int | None) -> None:
     assert detect_lib.parse_timestamp(text) == ms
+
+
+def test_the_detector_settings_are_config_keys_of_a_sensor_type() -> None:
+    from iotpipe.config import build_config
+    from iotpipe.errors import ConfigError
+
+    cfg = build_config({"defaults": {"thresholds": {"vibration": {"detector": "sustained", "sensitivity": 0.6}}}},
+                       "dev", {})
+    vibration = cfg.thresholds["vibration"]
+    assert (vibration.max, vibration.detector, vibration.sensitivity, vibration.probation) == (5.0, "sustained",
+                                                                                              0.6, 0)
+    assert cfg.thresholds["temperature"].detector == "onset"
+    assert "detector" not in cfg.thresholds_json  # not in the processor's THRESHOLDS: it does not run it yet
+    for bad in ({"detector": "eager"}, {"sensitivity": 0.0}, {"probation": -1}):
+        with pytest.raises(ConfigError, match=r"defaults\.thresholds\.vibration"):
+            build_config({"defaults": {"thresholds": {"vibration": bad}}}, "dev", {})

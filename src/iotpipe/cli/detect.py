@@ -17,22 +17,25 @@ from iotpipe.cli.output import echo_json, format_table, output_option
 @click.option("--sensor-type", help="Sensor type of a single value column: its static bounds from the config "
               "apply too (default: the column's name, bounds when the config has that type).")
 @click.option("--threshold", type=float, help="Score at or above which a reading is flagged "
-              "(default: the processor's sensitivity).")
-@click.option("--preset", type=click.Choice(["onset", "sustained"]), default="onset", show_default=True,
-              help="onset: one alarm at an event's start; sustained: every reading while a deviation lasts.")
-@click.option("--probation", type=int, help="Readings a series learns before it scores (default: the processor's).")
+              "(default: the sensor type's sensitivity in the config, else 0.5).")
+@click.option("--preset", type=click.Choice(["onset", "sustained", "off"]),
+              help="onset: one alarm at an event's start; sustained: every reading while a deviation lasts "
+                   "(default: the sensor type's detector in the config, else onset).")
+@click.option("--probation", type=int, help="Readings a series learns before it scores (default: the config's, "
+              "else the preset's).")
 @click.option("-o", "--out", "output_path", required=True, type=click.Path(dir_okay=False),
               help="Results CSV to write.")
 @config_options
 @output_option
 def detect(series: str, timestamp_column: str | None, value_columns: tuple[str, ...], sensor_type: str | None,
-           threshold: float | None, preset: str, probation: int | None, output_path: str, config_path: str | None,
-           env: str, output: str) -> None:
+           threshold: float | None, preset: str | None, probation: int | None, output_path: str,
+           config_path: str | None, env: str, output: str) -> None:
     """Score SERIES (a CSV: NAB's comma- or SKAB's semicolon-separated files as they are) with the
     processor's own detector, each reading before it is learned, and write RESULTS: a row per input row,
     ``timestamp,value,anomaly_score,flag`` (with several value columns, ``<column>_value``, ... per column and
     ``device_flag``). ``flag`` is what the processor would store: a score at or above the threshold, or a
-    value past the env's static bounds for the sensor type.
+    value past the env's static bounds for the sensor type. The sensor type's `detector`, `sensitivity` and
+    `probation` in the config's thresholds choose the detector's settings unless the flags give them.
 
     \b
     Examples:
@@ -52,8 +55,9 @@ def detect(series: str, timestamp_column: str | None, value_columns: tuple[str, 
     if output == "json":
         echo_json(result.as_dict())
         return
-    rows = [(s.column, s.sensor_type, f"{sum(s.flags):,}", f"{s.state_bytes}") for s in result.sensors]
-    click.echo(format_table(("column", "sensor type", "flagged", "state bytes"), rows))
-    click.echo(f"{len(result.series.timestamps):,} rows, preset {result.preset}, threshold {result.threshold:g}"
+    rows = [(s.column, s.sensor_type, s.preset, f"{s.threshold:g}", f"{sum(s.flags):,}", f"{s.state_bytes}")
+            for s in result.sensors]
+    click.echo(format_table(("column", "sensor type", "preset", "threshold", "flagged", "state bytes"), rows))
+    click.echo(f"{len(result.series.timestamps):,} rows"
                + (f", {sum(result.device_flags):,} with a device flag" if len(result.sensors) > 1 else "")
                + f"; results in {output_path}")
