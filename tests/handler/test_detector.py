@@ -104,3 +104,10 @@ def test_the_presets_are_the_contracts() -> None:
     assert {"onset": onset, "sustained": sustained} == index.DETECTOR_PRESETS
     assert index.DetectorParams() == onset
     assert index.DEFAULT_SENSITIVITY == 0.5
+
+
+def test_the_state_stays_under_200_bytes_whatever_the_values() -> None:
+    worst = index.DetectorState(count=2**53, newest_ms=253_402_300_799_999, mean=-1.2345678901234567e-300,
+                                var=1.2345678901234567e+300, short=-2.2250738585072014e-308,
+                                interval=-1.2345678901234567e-300, shifted=2**31, peak=-1.7976931348623157e+308)
+    assert len(json.dumps(worst.to_list()).encode()) < 200
