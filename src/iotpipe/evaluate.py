@@ -61,7 +61,9 @@ class NabResult:
 
     @property
     def normalised(self) -> float:
-        """100 x (raw - null) / (perfect - null)."""
+        """100 x (raw - null) / (perfect - null); NaN for files without a window (nothing to detect)."""
+        if self.perfect == self.null:
+            return math.nan
         return 100.0 * (self.raw - self.null) / (self.perfect - self.null)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,12 @@ def test_normalisation_is_100_for_perfect_and_0_for_null() -> None:
     perfect = [1.0 if i == 500 else 0.0 for i in range(1000)]
     assert nab_score(_corpus(perfect)).normalised == pytest.approx(100.0)
     assert nab_score(_corpus([0.0] * 1000)).normalised == pytest.approx(0.0)
+
+
+def test_files_without_windows_have_no_normalised_score() -> None:
+    stamps = [f"t{i:04d}" for i in range(100)]
+    result = nab_score({"quiet.csv": (stamps, [0.0] * 100, [])})
+    assert math.isnan(result.normalised)
 
 
 def test_the_threshold_maximises_the_corpus_score() -> None:
