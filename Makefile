@@ -3,7 +3,7 @@
 PYTHON ?= python3
 NODE_DIR := handler/node
 
-.PHONY: install lock test-latest test lint pytest node-test docs docs-config render bench bench-worst bench-broker bench-local bench-sql bench-cost golden clean
+.PHONY: install lock test-latest test lint pytest node-test docs docs-config render bench bench-worst bench-broker bench-local bench-sql bench-cost bench-detect golden clean
 
 # constraints.txt pins every package of the dev and CI environment (make lock rewrites it), so an install is the
 # same every day; pyproject.toml's upper bounds keep a user's `pip install iotpipe[local]` on tested releases.
@@ -86,6 +86,10 @@ bench-local:
 
 bench-sql:
 	$(PYTHON) bench/bench_sql.py
+
+# NAB and SKAB from ../shared/eval-data (skips with a message when absent): make bench-detect BENCH_DETECT_ARGS="--nab-files 5"
+bench-detect:
+	$(PYTHON) bench/bench_detect.py $(BENCH_DETECT_ARGS)
 
 # Billable units of 100,000 readings through the processor (env prod, moto) next to `iotpipe cost`'s prediction;
 # smaller runs: make bench-cost BENCH_COST_ARGS="--readings 5000 --devices 20".

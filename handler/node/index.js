@@ -579,6 +579,99 @@ function splitByBytes(ordered, start, maxBytes) {
   return parts;
 }
 
+// ---------------------------------------------------------------- adaptive detection (pure; docs/contract.md 12)
+
+/** How one series' detector learns and scores (docs/contract.md 12); the defaults (the `onset` preset) were chosen
+ * on the NAB development data. */
+const DETECTOR_DEFAULTS = Object.freeze({
+  probation: 150, // readings learned before a score other than 0
+  longAlpha: 0.002, // weight of a reading in the baseline mean and variance
+  shortAlpha: 0.2, // weight of a reading in the short mean (level-shift detection)
+  zScale: 2.0, // the (novel) deviation, in baseline standard deviations, scored 0.5
+  clipZ: 10.0, // a reading moves the baseline by at most this many standard deviations
+  relearn: 60, // consecutive readings of a shifted short mean before the baseline moves to it
+  gapIntervals: 20.0, // a gap longer than this many usual intervals restarts the short mean
+  peakDecay: 0.995, // per reading, of the recent peak deviation a new deviation must exceed
+  novelty: 1.0, // 1: score the excess over the recent peak (one alarm per event); 0: every deviation
+});
+// onset: one alarm at an event's start (NAB); sustained: every reading while the deviation lasts (SKAB's point task)
+const DETECTOR_PRESETS = Object.freeze({
+  onset: DETECTOR_DEFAULTS,
+  sustained: Object.freeze({
+    ...DETECTOR_DEFAULTS, probation: 400, longAlpha: 0.0005, zScale: 5.5, clipZ: 4.0, relearn: 3600, novelty: 0.0,
+  }),
+});
+const DEFAULT_SENSITIVITY = 0.5; // a score at or above it is an anomaly (chosen on the development data)
+const SPREAD_FLOOR_RELATIVE = 1e-3; // a flat series still has a spread: 0.1 % of its level
+const SPREAD_FLOOR_ABSOLUTE = 1e-9;
+const INTERVAL_ALPHA = 0.1;
+
+/** A series' state before its first reading. */
+const emptyDetectorState = () => ({
+  count: 0, newestMs: 0, mean: 0, variance: 0, short: 0, interval: 0, shifted: 0, peak: 0,
+});
+
+/** The state as the JSON array it is stored as (docs/contract.md 12). */
+const detectorStateToList = (s) => [s.count, s.newestMs, s.mean, s.variance, s.short, s.interval, s.shifted, s.peak];
+
+/** The state from its JSON array. */
+function detectorStateFromList(values) {
+  const [count, newestMs, mean, variance, short, interval, shifted, peak] = values.map(Number);
+  return { count, newestMs, mean, variance, short, interval, shifted, peak };
+}
+
+/**
+ * Score `value` against `state` (before learning it); returns `[scored, learnedState]`.
+ * @returns {[{score: number, expected: number, spread: number, learned: boolean}, object]}
+ */
+function detectStep(state, timestampMs, value, params = DETECTOR_DEFAULTS) {
+  if (state.count === 0) {
+    const first = { count: 1, newestMs: timestampMs, mean: value, variance: 0, short: value, interval: 0,
+      shifted: 0, peak: 0 };
+    return [{ score: 0, expected: value, spread: 0, learned: true }, first];
+  }
+  const late = timestampMs < state.newestMs;
+  const elapsed = timestampMs - state.newestMs;
+  const gap = state.interval > 0 && elapsed > params.gapIntervals * state.interval;
+  const short = gap ? value : state.short + params.shortAlpha * (value - state.short);
+  const spread = Math.max(Math.sqrt(state.variance), SPREAD_FLOOR_RELATIVE * Math.abs(state.mean),
+    SPREAD_FLOOR_ABSOLUTE);
+  const zPoint = Math.abs(value - state.mean) / spread;
+  const zShift = Math.abs(short - state.mean) / (spread * Math.sqrt(params.shortAlpha / (2.0 - params.shortAlpha)));
+  const z = Math.max(zPoint, zShift);
+  const novel = Math.max(0, z - params.novelty * state.peak);
+  const score = state.count < params.probation ? 0
+    : (novel * novel) / (novel * novel + params.zScale * params.zScale);
+  if (late) return [{ score, expected: state.mean, spread, learned: false }, state];
+  const alpha = Math.max(params.longAlpha, 1.0 / (state.count + 1));
+  const limit = params.clipZ * spread;
+  let deviation = value - state.mean;
+  if (state.count >= params.probation) deviation = Math.max(-limit, Math.min(limit, deviation));
+  let mean = state.mean + alpha * deviation;
+  const variance = (1.0 - alpha) * (state.variance + alpha * deviation * deviation);
+  let shifted = state.count >= params.probation && zShift > params.zScale ? state.shifted + 1 : 0;
+  if (shifted >= params.relearn) [mean, shifted] = [short, 0];
+  let interval;
+  if (gap) interval = state.interval;
+  else if (state.count === 1) interval = elapsed;
+  else interval = state.interval + INTERVAL_ALPHA * (elapsed - state.interval);
+  const peak = state.count >= params.probation ? Math.max(z, state.peak * params.peakDecay) : 0;
+  const learned = { count: state.count + 1, newestMs: timestampMs, mean, variance, short, interval, shifted, peak };
+  return [{ score, expected: state.mean, spread, learned: true }, learned];
+}
+
+/** Score a series' `[timestampMs, value]` points in the order given; returns `[scored[], lastState]`. */
+function detectSeries(points, params = DETECTOR_DEFAULTS, state = emptyDetectorState()) {
+  let current = state;
+  const scored = [];
+  for (const [timestampMs, value] of points) {
+    const [result, next] = detectStep(current, timestampMs, value, params);
+    scored.push(result);
+    current = next;
+  }
+  return [scored, current];
+}
+
 // ---------------------------------------------------------------- S3 objects
 
 /** `year=/month=/day=/hour=/<shardId>/<firstSeq>-<lastSeq>.jsonl.gz` (UTC of `first`'s arrival). */
@@ -990,6 +1083,14 @@ module.exports = {
   anomalyReason,
   interpret,
   packItems,
+  DETECTOR_DEFAULTS,
+  DETECTOR_PRESETS,
+  DEFAULT_SENSITIVITY,
+  emptyDetectorState,
+  detectorStateToList,
+  detectorStateFromList,
+  detectStep,
+  detectSeries,
   retryable,
   BatchFailed,
   BACKOFF_CAP_S,

@@ -630,6 +630,123 @@ def _split_by_bytes(ordered: Sequence[Reading], start: int, max_bytes: int) -> l
     return parts
 
 
+# ---------------------------------------------------------------- adaptive detection (pure; docs/contract.md 12)
+
+@dataclass(frozen=True)
+class DetectorParams:
+    """How one series' detector learns and scores (docs/contract.md 12); the defaults (the ``onset`` preset) were
+    chosen on the NAB development data."""
+
+    probation: int = 150  # readings learned before a score other than 0
+    long_alpha: float = 0.002  # weight of a reading in the baseline mean and variance
+    short_alpha: float = 0.2  # weight of a reading in the short mean (level-shift detection)
+    z_scale: float = 2.0  # the (novel) deviation, in baseline standard deviations, scored 0.5
+    clip_z: float = 10.0  # a reading moves the baseline by at most this many standard deviations
+    relearn: int = 60  # consecutive readings of a shifted short mean before the baseline moves to it
+    gap_intervals: float = 20.0  # a gap longer than this many usual intervals restarts the short mean
+    peak_decay: float = 0.995  # per reading, of the recent peak deviation a new deviation must exceed
+    novelty: float = 1.0  # 1: score the excess over the recent peak (one alarm per event); 0: every deviation
+
+
+# onset: one alarm at an event's start (NAB); sustained: every reading while the deviation lasts (SKAB's point task)
+DETECTOR_PRESETS = {
+    "onset": DetectorParams(),
+    "sustained": DetectorParams(probation=400, long_alpha=0.0005, z_scale=5.5, clip_z=4.0, relearn=3600,
+                                novelty=0.0),
+}
+
+
+@dataclass(frozen=True)
+class DetectorState:
+    """One series' fixed-size summary: what it learned from its readings in time order."""
+
+    count: int = 0
+    newest_ms: int = 0
+    mean: float = 0.0
+    var: float = 0.0
+    short: float = 0.0
+    interval: float = 0.0
+    shifted: int = 0
+    peak: float = 0.0
+
+    def to_list(self) -> list[float | int]:
+        """The state as the JSON array it is stored as (docs/contract.md 12)."""
+        return [self.count, self.newest_ms, self.mean, self.var, self.short, self.interval, self.shifted, self.peak]
+
+    @classmethod
+    def from_list(cls, values: Sequence[Any]) -> DetectorState:
+        """The state from its JSON array."""
+        count, newest, mean, var, short, interval, shifted, peak = values
+        return cls(int(count), int(newest), float(mean), float(var), float(short), float(interval), int(shifted),
+                   float(peak))
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A reading's score in [0, 1] and what the model expected: ``expected`` +- ``spread``."""
+
+    score: float
+    expected: float
+    spread: float
+    learned: bool
+
+
+DEFAULT_SENSITIVITY = 0.5  # a score at or above it is an anomaly (chosen on the development data)
+SPREAD_FLOOR_RELATIVE = 1e-3  # a flat series still has a spread: 0.1 % of its level
+SPREAD_FLOOR_ABSOLUTE = 1e-9
+INTERVAL_ALPHA = 0.1
+
+
+def detect_step(state: DetectorState, timestamp_ms: int, value: float,
+                params: DetectorParams) -> tuple[Scored, DetectorState]:
+    """Score ``value`` against ``state`` (before learning it), then the state that has learned it."""
+    if state.count == 0:
+        first = DetectorState(1, timestamp_ms, value, 0.0, value, 0.0, 0, 0.0)
+        return Scored(0.0, value, 0.0, True), first
+    late = timestamp_ms < state.newest_ms
+    elapsed = timestamp_ms - state.newest_ms
+    gap = state.interval > 0 and elapsed > params.gap_intervals * state.interval
+    short = value if gap else state.short + params.short_alpha * (value - state.short)
+    spread = max(math.sqrt(state.var), SPREAD_FLOOR_RELATIVE * abs(state.mean), SPREAD_FLOOR_ABSOLUTE)
+    z_point = abs(value - state.mean) / spread
+    z_shift = abs(short - state.mean) / (spread * math.sqrt(params.short_alpha / (2.0 - params.short_alpha)))
+    z = max(z_point, z_shift)
+    novel = max(0.0, z - params.novelty * state.peak)
+    score = 0.0 if state.count < params.probation else novel * novel / (novel * novel + params.z_scale * params.z_scale)
+    if late:
+        return Scored(score, state.mean, spread, False), state
+    alpha = max(params.long_alpha, 1.0 / (state.count + 1))
+    limit = params.clip_z * spread
+    deviation = value - state.mean
+    if state.count >= params.probation:
+        deviation = max(-limit, min(limit, deviation))
+    mean = state.mean + alpha * deviation
+    var = (1.0 - alpha) * (state.var + alpha * deviation * deviation)
+    shifted = state.shifted + 1 if state.count >= params.probation and z_shift > params.z_scale else 0
+    if shifted >= params.relearn:
+        mean, shifted = short, 0
+    if gap:
+        interval = state.interval
+    elif state.count == 1:
+        interval = float(elapsed)
+    else:
+        interval = state.interval + INTERVAL_ALPHA * (elapsed - state.interval)
+    peak = max(z, state.peak * params.peak_decay) if state.count >= params.probation else 0.0
+    learned = DetectorState(state.count + 1, timestamp_ms, mean, var, short, interval, shifted, peak)
+    return Scored(score, state.mean, spread, True), learned
+
+
+def detect_series(points: Iterable[tuple[int, float]], params: DetectorParams,
+                  state: DetectorState | None = None) -> tuple[list[Scored], DetectorState]:
+    """Score a series' readings in the order given, each before it is learned; the last state."""
+    current = state or DetectorState()
+    scored = []
+    for timestamp_ms, value in points:
+        result, current = detect_step(current, timestamp_ms, value, params)
+        scored.append(result)
+    return scored, current
+
+
 # ---------------------------------------------------------------- S3 objects
 
 def batch_suffix(records: Sequence[Record], first: Record | None = None) -> str:

@@ -163,6 +163,13 @@ class Threshold:
     min: float | None = _opt(None)
     max: float | None = _opt(None)
     unit: str = _opt("", pattern=re.compile(r"^[\w/%.° -]{0,32}$"))
+    # The adaptive detector of docs/contract.md section 12; `iotpipe detect` applies it (the processors do not yet).
+    detector: str = _opt("onset", choices=("off", "onset", "sustained"),
+                         doc="the adaptive detector's preset: onset (one alarm at an event's start), sustained "
+                             "(every reading while a deviation lasts) or off; `iotpipe detect` applies it, the "
+                             "processors do not run the detector yet")
+    sensitivity: float = _opt(0.5, lo=0.01, hi=1.0, doc="a detector score at or above it is an anomaly")
+    probation: int = _opt(0, lo=0, hi=1_000_000, doc="readings a series learns before it scores; 0: the preset's")
 
     def __post_init__(self) -> None:
         _validate_fields(self, self.SECTION)

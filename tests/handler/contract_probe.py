@@ -101,7 +101,15 @@ def probe(index_path: str, job: dict[str, Any]) -> dict[str, Any]:
         "json": [_json_class(index, text) for text in job["json"]],
         "records": records,
         "vectors": {v["name"]: vector_outcome(index, v, data) for v, data in job["vectors"]},
+        "detector": {name: _detector_outcome(index, v) for name, v in job.get("detector", {}).items()},
     }
+
+
+def _detector_outcome(index: Any, vector: dict[str, Any]) -> list[Any]:
+    """A detector vector's scores, expected values, spreads and learned flags, and the final state."""
+    scored, state = index.detect_series([(int(t), float(v)) for t, v in vector["points"]],
+                                        index.DetectorParams(**vector["params"]))
+    return [[[s.score, s.expected, s.spread, s.learned] for s in scored], state.to_list()]
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from processor_support import HANDLER_PATH, REPO, VECTORS_DIR, record_data
 NODE_MODULES = REPO / "handler" / "node" / "node_modules"
 RUNTIMES = {"python3.12": "pyodide-py312", "python3.13": "pyodide-py313", "python3.14": "pyodide-py314"}
 PROBE = Path(__file__).with_name("contract_probe.py")
+DETECTOR_DIR = VECTORS_DIR / "detector"  # docs/contract.md section 12: the scores, bit for bit on every runtime
 
 DRIVER = r"""
 const fs = require('fs');
@@ -47,7 +48,8 @@ def _job() -> dict[str, Any]:
             "epochs": twin.EPOCH_TEXTS, "values": twin.VALUES, "doubles": twin.DOUBLES, "json": twin.JSON_TEXTS,
             "records": twin.EVENT_RECORDS + [{"kinesis": {"data": d}} for d in twin.BASE64], "now": twin.NOW_MS,
             "vectors": [(v, [[record_data(r) for r in batch["records"]] for batch in [*v.get("before", []), v]])
-                        for v in vectors]}
+                        for v in vectors],
+            "detector": {path.stem: json.loads(path.read_text()) for path in sorted(DETECTOR_DIR.glob("*.json"))}}
 
 
 JOB = _job()

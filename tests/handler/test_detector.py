@@ -1,0 +1,113 @@
+"""The adaptive detector of docs/contract.md 12 in the Python processor: the shared vectors, and each rule of
+the contract on a small series (the Node twin runs the same vectors in handler/node/test/detector.test.js)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from detector_vectors import START_MS, STEP_MS, VECTOR_DIR, build, close
+from processor_support import load_handler
+
+index = load_handler()
+PARAMS = index.DetectorParams(probation=5, relearn=3)
+
+
+def run(values: list[float], params: object = PARAMS) -> tuple[list, object]:
+    return index.detect_series([(START_MS + i * STEP_MS, v) for i, v in enumerate(values)], params)
+
+
+@pytest.mark.parametrize("name", sorted(build(index)))
+def test_committed_vectors_match_the_processor(name: str) -> None:
+    committed = json.loads((VECTOR_DIR / f"{name}.json").read_text())
+    fresh = build(index)[name]
+    assert committed["points"] == fresh["points"]
+    assert committed["params"] == fresh["params"]
+    for i, (old, new) in enumerate(zip(committed["expect"], fresh["expect"], strict=True)):
+        assert all(close(a, b) for a, b in zip(old[:3], new[:3], strict=True)), (name, i, old, new)
+        assert old[3] == new[3]
+    assert all(close(a, b) for a, b in zip(committed["state"], fresh["state"], strict=True))
+
+
+def test_one_step_is_the_contract_arithmetic() -> None:
+    state = index.DetectorState(count=200, newest_ms=1000, mean=10.0, var=4.0, short=10.0, interval=1000.0,
+                                shifted=0, peak=1.0)
+    params = index.DetectorParams(probation=5, long_alpha=0.01, z_scale=4.0, clip_z=4.0)
+    scored, after = index.detect_step(state, 2000, 16.0, params)
+    # spread 2; z_point 3; short 11.2, z_shift 0.6 / sqrt(0.2 / 1.8) = 1.8; novel 3 - 1 = 2; score 4 / (4 + 16)
+    assert scored.score == pytest.approx(0.2)
+    assert (scored.expected, scored.spread, scored.learned) == (10.0, 2.0, True)
+    # alpha 0.01, deviation 6 (under the clip of 8): mean 10.06, var 0.99 * (4 + 0.36)
+    assert after.mean == pytest.approx(10.06)
+    assert after.var == pytest.approx(0.99 * 4.36)
+    assert after.short == pytest.approx(11.2)
+    assert after.peak == pytest.approx(3.0)
+    assert (after.count, after.newest_ms, after.interval, after.shifted) == (201, 2000, 1000.0, 0)
+
+
+def test_scores_are_zero_during_the_probation_and_in_range_after() -> None:
+    scored, _ = run([1.0, 2.0, 1.5, 9.0, 1.0, 1.2, 1.1, 30.0, 1.0])
+    assert [s.score for s in scored[:5]] == [0.0] * 5
+    assert all(0.0 <= s.score <= 1.0 for s in scored)
+    assert scored[7].score > 0.5 > scored[6].score
+
+
+def test_a_late_reading_is_scored_but_not_learned() -> None:
+    _, state = run([1.0, 2.0, 1.5, 1.7, 1.2, 1.4, 1.3])
+    scored, after = index.detect_step(state, START_MS, 50.0, PARAMS)
+    assert after == state
+    assert not scored.learned and scored.score > 0.9
+
+
+def test_a_repeated_timestamp_is_learned() -> None:
+    _, state = run([1.0, 2.0, 1.5, 1.7, 1.2])
+    scored, after = index.detect_step(state, state.newest_ms, 1.4, PARAMS)
+    assert scored.learned and after.count == state.count + 1
+    assert after.interval < state.interval  # the usual interval shrinks towards 0
+
+
+def test_a_gap_restarts_the_short_mean() -> None:
+    _, state = run([1.0, 2.0, 1.5, 1.7, 1.2, 1.4, 1.3])
+    scored, after = index.detect_step(state, state.newest_ms + 100 * STEP_MS, 1.6, PARAMS)
+    assert scored.learned and scored.expected == state.mean  # scored against the baseline it kept
+    assert after.short == 1.6
+    assert after.interval == state.interval
+
+
+def test_a_lasting_shift_is_relearned_and_the_scores_fall_back() -> None:
+    values = [10.0 + 0.1 * math.sin(i) for i in range(40)] + [20.0 + 0.1 * math.sin(i) for i in range(40)]
+    scored, state = run(values)
+    assert scored[40].score > 0.9
+    assert max(s.score for s in scored[60:]) < 0.2
+    assert state.mean > 19.0  # moved to the new level (the short mean it took lags it a little)
+
+
+def test_a_flat_series_has_a_spread_floor() -> None:
+    scored, _ = run([5.0] * 10 + [5.01, 5.0])
+    assert scored[10].spread == pytest.approx(0.005)
+    assert math.isfinite(scored[10].score) and scored[10].score > 0.0
+
+
+def test_the_state_is_small_and_round_trips() -> None:
+    _, state = run([1.0, 2.0, 1.5, 1.7, 1.2, 1.4, 1.3])
+    text = json.dumps(state.to_list())
+    assert len(text.encode()) <= 1024
+    assert index.DetectorState.from_list(json.loads(text)) == state
+
+
+def test_the_presets_are_the_contracts() -> None:
+    onset = index.DetectorParams(probation=150, long_alpha=0.002, short_alpha=0.2, z_scale=2.0, clip_z=10.0,
+                                 relearn=60, gap_intervals=20.0, peak_decay=0.995, novelty=1.0)
+    sustained = index.DetectorParams(probation=400, long_alpha=0.0005, short_alpha=0.2, z_scale=5.5, clip_z=4.0,
+                                     relearn=3600, gap_intervals=20.0, peak_decay=0.995, novelty=0.0)
+    assert {"onset": onset, "sustained": sustained} == index.DETECTOR_PRESETS
+    assert index.DetectorParams() == onset
+    assert index.DEFAULT_SENSITIVITY == 0.5
+
+
+def test_the_state_stays_under_200_bytes_whatever_the_values() -> None:
+    worst = index.DetectorState(count=2**53, newest_ms=253_402_300_799_999, mean=-1.2345678901234567e-300,
+                                var=1.2345678901234567e+300, short=-2.2250738585072014e-308,
+                                interval=-1.2345678901234567e-300, shifted=2**31, peak=-1.7976931348623157e+308)
+    assert len(json.dumps(worst.to_list()).encode()) < 200
