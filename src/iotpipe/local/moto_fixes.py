@@ -642,6 +642,37 @@ def _dynamodb_batch_write_answer(patches: Patches) -> None:
     patches.setattr(DynamoHandler, "batch_write_item", batch_write_item)
 
 
+# Services whose moto backends keep state in plain dicts that iotpipe local writes from several threads at once.
+SERIALIZED_SERVICES = ("dynamodb", "kinesis", "s3", "logs", "cloudwatch")
+
+
+def _serialized_backends(patches: Patches) -> None:
+    """moto's backends are not written for concurrent requests, and its server serves each request on a thread of
+    its own (waitress's pool of ``iotpipe local``, Werkzeug's thread per request in the tests). Two requests that
+    race lose writes: Kinesis ``Shard.put_record`` reads the last sequence number and stores under the next one
+    (moto's comment: "this function is not safe for concurrency"), so two PutRecords on one shard can store two
+    records under one number; a DynamoDB table keeps ``items`` in a ``defaultdict``, so two BatchWriteItem calls
+    that store the first items of a new partition key can each create its inner dict, and one call's items vanish
+    (a local run once stored 105 of 180 readings). One lock per service of :data:`SERIALIZED_SERVICES` runs each
+    request's handler alone; the request was read and the answer is written outside it. Their handlers never
+    wait (SQS, whose ReceiveMessage long-polls, is not among them), so the lock costs an uncontended acquire."""
+    import threading
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    locks = {service: threading.Lock() for service in SERIALIZED_SERVICES}
+
+    def call(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+        application = self.get_application(environ)
+        lock = locks.get(getattr(application, "service", ""))
+        if lock is None:
+            return application(environ, start_response)
+        with lock:
+            return application(environ, start_response)
+
+    patches.setattr(DomainDispatcherApplication, "__call__", call)
+
+
 FIXES: tuple[Callable[[Patches], None], ...] = (
     _thing_attribute_payload,
     _change_set_outputs,
@@ -666,4 +697,5 @@ FIXES: tuple[Callable[[Patches], None], ...] = (
     _dynamodb_batch_write_answer,
     _dynamodb_item_build,
     _fix_seed_update_replacements,
+    _serialized_backends,
 )
