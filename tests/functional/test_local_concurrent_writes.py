@@ -51,8 +51,9 @@ def stored_items(endpoint: str, table: str) -> int:
     return sum(page["Count"] for page in pages)
 
 
+@pytest.mark.usefixtures("workdir")
 @pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
-def test_every_reading_published_at_once_by_several_devices_is_stored(workdir: Path, broker: str) -> None:
+def test_every_reading_published_at_once_by_several_devices_is_stored(broker: str) -> None:
     if broker == "mosquitto" and shutil.which("mosquitto") is None:
         pytest.skip("needs mosquitto (make install)")
     if broker == "amqtt" and not amqtt_available():
