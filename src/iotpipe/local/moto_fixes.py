@@ -643,7 +643,7 @@ def _dynamodb_batch_write_answer(patches: Patches) -> None:
 
 
 # Services whose moto backends keep state in plain dicts that iotpipe local writes from several threads at once.
-SERIALIZED_SERVICES = ("dynamodb", "kinesis", "s3", "logs", "cloudwatch")
+SERIALIZED_SERVICES = ("dynamodb", "kinesis", "logs", "cloudwatch")
 
 
 def _serialized_backends(patches: Patches) -> None:
@@ -654,24 +654,24 @@ def _serialized_backends(patches: Patches) -> None:
     records under one number; a DynamoDB table keeps ``items`` in a ``defaultdict``, so two BatchWriteItem calls
     that store the first items of a new partition key can each create its inner dict, and one call's items vanish
     (a local run once stored 105 of 180 readings). One lock per service of :data:`SERIALIZED_SERVICES` runs each
-    request's handler alone; the request was read and the answer is written outside it. Their handlers never
-    wait (SQS, whose ReceiveMessage long-polls, is not among them), so the lock costs an uncontended acquire."""
+    request's action alone: the request is parsed before and the HTTP answer written after, outside the lock.
+    Their actions never wait (SQS, whose ReceiveMessage long-polls, is not among them); S3 writes a new object
+    per key, which is safe as it is."""
     import threading
 
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+    from moto.core.responses import BaseResponse
 
     locks = {service: threading.Lock() for service in SERIALIZED_SERVICES}
+    original = BaseResponse.call_action
 
-    def call(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
-        application = self.get_application(environ)
-        lock = locks.get(getattr(application, "service", ""))
+    def call_action(self: Any) -> Any:
+        lock = locks.get(self.service_name or "")
         if lock is None:
-            return application(environ, start_response)
+            return original(self)
         with lock:
-            return application(environ, start_response)
+            return original(self)
 
-    patches.setattr(DomainDispatcherApplication, "__call__", call)
-
+    patches.setattr(BaseResponse, "call_action", call_action)
 
 FIXES: tuple[Callable[[Patches], None], ...] = (
     _thing_attribute_payload,
