@@ -40,6 +40,11 @@ Throughput: AWS's Kinesis action is one PutRecord per message; here a background
 of ~50 ms into PutRecords calls of up to 500 records (invisible to the consumer: order per partition key is kept,
 records go out in arrival order). A record that PutRecords reports failed, or a call that raises, goes to the
 rule's error action; an error action that fails too is counted in :attr:`RuleEngine.stats` and reported.
+
+Nothing the processors would accept is lost without a trace: a full queue makes ``on_message`` wait (the broker's
+feed then pushes back on the broker) instead of dropping; every lost message is logged; a lone surrogate escape is
+written back as an escape; a payload nested too deeply to parse goes to the error action; number literals keep
+AWS IoT's Decimal (``_decimal``). docs/local.md, "What the rule engine never loses", has the details.
 """
 
 from __future__ import annotations
