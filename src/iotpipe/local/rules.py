@@ -1313,8 +1313,9 @@ class RuleEngineStats:
 
     ``messages_in``: ``on_message`` calls. ``unrouted``: messages no enabled rule's FROM matched (AWS ignores
     them too). ``matched``: (message, rule) pairs whose WHERE held, so the actions ran; ``filtered``: pairs whose
-    WHERE was false or Undefined. ``sql_failed``: pairs the SQL could not evaluate (a non-JSON payload where
-    the SQL adds to ``*``). ``actions_ok`` / ``actions_failed``: action runs (one Kinesis record, one S3
+    WHERE was false or Undefined. ``sql_failed``: pairs the SQL could not evaluate: a non-JSON payload where
+    the SQL adds to ``*`` (dropped), or JSON nested too deeply to parse (each action counted failed, the message
+    sent to the error action). ``actions_ok`` / ``actions_failed``: action runs (one Kinesis record, one S3
     object). ``error_actions`` / ``error_actions_failed``: error-action messages delivered / not delivered.
     ``dropped``: (message, rule) pairs lost, each also logged and given to ``on_problem``: SQL that could not
     evaluate a payload that is not JSON, failed actions with no working error action, an unknown or disabled
