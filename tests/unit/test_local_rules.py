@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import random
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -883,19 +885,122 @@ def test_close_delivers_queued_messages_and_is_idempotent(aws: dict[str, Any], e
     engine.close()
     engine.close()
     assert len(stream_records(aws["kinesis"])) == 3
+    # a message the broker's feed hands over while a redeploy replaces the engine is still delivered
     engine.on_message("sensor/d1/data", reading("d1", 9), None)
-    assert engine.stats.dropped == 1 and engine.stats.actions_ok == 3
+    assert [json.loads(r["Data"])["seq"] for r in stream_records(aws["kinesis"])] == [0, 1, 2, 9]
+    assert engine.stats.dropped == 0 and engine.stats.actions_ok == 4
 
 
-def test_queue_overflow_is_counted_and_reported(aws: dict[str, Any], engines: list[RuleEngine]) -> None:
+class FrozenKinesis:
+    """A ClientFactory whose Kinesis calls wait until ``thaw`` is set, as calls to a stopped emulator do."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.factory = ClientFactory(region=REGION, endpoint_url=endpoint)
+        self.thaw = threading.Event()
+        self.waiting = threading.Event()
+
+    def client(self, service: str) -> Any:
+        client = self.factory.client(service)
+        if service == "kinesis":
+            original = client.put_records
+
+            def put_records(**kwargs: Any) -> Any:
+                self.waiting.set()
+                assert self.thaw.wait(60), "the test never thawed the emulator"
+                return original(**kwargs)
+
+            client.put_records = put_records
+        return client
+
+
+def wait_for(check: Any, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_a_full_queue_holds_the_publisher_back_instead_of_dropping(aws: dict[str, Any],
+                                                                  engines: list[RuleEngine]) -> None:
     problems: list[str] = []
-    engine = make_engine(aws, engines, flush_interval_s=60, max_pending=2, on_problem=problems.append)
-    for n in range(3):
-        engine.on_message("sensor/d1/data", reading("d1", n), None)
+    emulator = FrozenKinesis(aws["endpoint"])
+    engine = make_engine(aws, engines, factory=emulator, max_pending=3, on_problem=problems.append)
+    engine.on_message("sensor/d1/data", reading("d1", 0), None)
+    wait_for(emulator.waiting.is_set, "the engine to call the frozen emulator")
+    feed = threading.Thread(target=lambda: [engine.on_message("sensor/d1/data", reading("d1", n), None)
+                                            for n in range(1, 6)])
+    feed.start()
+    # three messages fill the queue; the fourth waits in on_message (the broker's feed thread: no PUBACK yet)
+    wait_for(lambda: engine.stats.backpressured == 1, "the feed to be held back")
+    assert feed.is_alive() and engine.stats.pending == 3 and engine.stats.dropped == 0
+    emulator.thaw.set()
+    feed.join(30)
+    assert not feed.is_alive()
     engine.flush()
-    assert [json.loads(r["Data"])["seq"] for r in stream_records(aws["kinesis"])] == [0, 1]
-    assert engine.stats.dropped == 1 and engine.stats.actions_ok == 2
-    assert problems == ["message on sensor/d1/data dropped: 2 messages are already waiting for the rules"]
+    assert [json.loads(r["Data"])["seq"] for r in stream_records(aws["kinesis"])] == [0, 1, 2, 3, 4, 5]
+    assert engine.stats.dropped == 0 and engine.stats.actions_ok == 6 and problems == []
+
+
+def test_every_lost_message_is_logged(aws: dict[str, Any], engines: list[RuleEngine],
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    properties = pipeline_rule_properties(stream="no-such-stream")
+    del properties["TopicRulePayload"]["ErrorAction"]
+    engine = make_engine(aws, engines, properties)  # no on_problem: the log is where a user finds it
+    with caplog.at_level(logging.WARNING, logger="iotpipe.local.rules"):
+        engine.on_message("sensor/d1/data", reading("d1", 1), None)
+        engine.on_message("sensor/d2/data", b"not json", None)
+        engine.flush()
+    lost = sorted(r.getMessage() for r in caplog.records if r.name == "iotpipe.local.rules")
+    assert engine.stats.dropped == 2 and len(lost) == 2
+    assert "sensor/d1/data lost" in lost[0] and "no error action" in lost[0]
+    assert "sensor/d2/data dropped" in lost[1] and "not a JSON object" in lost[1]
+
+
+def test_a_lone_surrogate_escape_reaches_the_stream(aws: dict[str, Any], engines: list[RuleEngine]) -> None:
+    engine = make_engine(aws, engines)
+    payload = b'{"deviceId": "d1", "sensorType": "temperature", "value": 1.5, "note": "\\ud800 \\udc00x"}'
+    engine.on_message("sensor/d1/data", payload, None)
+    engine.flush()
+    (record,) = stream_records(aws["kinesis"])
+    data = json.loads(record["Data"])
+    assert data["note"] == "\ud800 \udc00x" and data["value"] == 1.5 and data["topicDeviceId"] == "d1"
+    assert engine.stats.dropped == 0
+
+
+def test_a_payload_nested_too_deeply_goes_to_the_error_action(aws: dict[str, Any],
+                                                              engines: list[RuleEngine]) -> None:
+    engine = make_engine(aws, engines)
+    payload = b'{"deviceId": "d1", "sensorType": "t", "value": 1, "extra": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+    # valid JSON: the processors take it and quarantine it (deeper than the contract's 64 levels)
+    engine.on_message("sensor/d1/data", payload, None)
+    engine.flush()
+    assert stream_records(aws["kinesis"]) == []
+    ((key, body),) = error_objects(aws["s3"]).items()
+    assert key.startswith("rule-errors/d1/") and base64.b64decode(body["base64OriginalPayload"]) == payload
+    assert body["failures"][0]["failedAction"] == "KinesisAction"
+    assert "nests too deeply" in body["failures"][0]["errorMessage"]
+    assert engine.stats.error_actions == 1 and engine.stats.dropped == 0
+
+
+@pytest.mark.parametrize(("literal", "written"), [
+    # Data types: Decimal has "a minimum non-zero magnitude of 1E-999 and a maximum magnitude 9.999...E999"
+    (b"1e-400", b"1E-400"),
+    (b"-2.5E-999", b"-2.5E-999"),
+    (b"1e400", b"1E+400"),
+    # "A Decimal with a precision of 34 digits"
+    (b"3.14159265358979323846264338327950288419", b"3.141592653589793238462643383279503"),
+    # beyond the documented range the docs are silent: the literal passes as it was written
+    (b"1e-1000", b"1e-1000"),
+    (b"-7.5E+1000", b"-7.5E+1000"),
+    (b"71.25", b"71.25"),
+])
+def test_number_literals_reach_the_stream_as_aws_iot_holds_them(aws: dict[str, Any], engines: list[RuleEngine],
+                                                               literal: bytes, written: bytes) -> None:
+    engine = make_engine(aws, engines)
+    engine.on_message("sensor/d1/data", b'{"deviceId": "d1", "sensorType": "t", "value": ' + literal + b"}", None)
+    engine.flush()
+    (record,) = stream_records(aws["kinesis"])
+    assert record["Data"].startswith(b'{"deviceId":"d1","sensorType":"t","value":' + written + b",")
 
 
 def test_engine_refuses_duplicate_rule_names(aws: dict[str, Any]) -> None:

@@ -671,6 +671,37 @@ def _dynamodb_batch_write_answer(patches: Patches) -> None:
     patches.setattr(DynamoHandler, "batch_write_item", batch_write_item)
 
 
+# Services whose moto backends keep state in plain dicts that iotpipe local writes from several threads at once.
+SERIALIZED_SERVICES = ("dynamodb", "kinesis", "logs", "cloudwatch")
+
+
+def _serialized_backends(patches: Patches) -> None:
+    """moto's backends are not written for concurrent requests, and its server serves each request on a thread of
+    its own (waitress's pool of ``iotpipe local``, Werkzeug's thread per request in the tests). Two requests that
+    race lose writes: Kinesis ``Shard.put_record`` reads the last sequence number and stores under the next one
+    (moto's comment: "this function is not safe for concurrency"), so two PutRecords on one shard can store two
+    records under one number; a DynamoDB table keeps ``items`` in a ``defaultdict``, so two BatchWriteItem calls
+    that store the first items of a new partition key can each create its inner dict, and one call's items vanish
+    (a local run once stored 105 of 180 readings). One lock per service of :data:`SERIALIZED_SERVICES` runs each
+    request's action alone: the request is parsed before and the HTTP answer written after, outside the lock.
+    Their actions never wait (SQS, whose ReceiveMessage long-polls, is not among them); S3 writes a new object
+    per key, which is safe as it is."""
+    import threading
+
+    from moto.core.responses import BaseResponse
+
+    locks = {service: threading.Lock() for service in SERIALIZED_SERVICES}
+    original = BaseResponse.call_action
+
+    def call_action(self: Any) -> Any:
+        lock = locks.get(self.service_name or "")
+        if lock is None:
+            return original(self)
+        with lock:
+            return original(self)
+
+    patches.setattr(BaseResponse, "call_action", call_action)
+
 FIXES: tuple[Callable[[Patches], None], ...] = (
     _thing_attribute_payload,
     _change_set_outputs,
@@ -696,4 +727,5 @@ FIXES: tuple[Callable[[Patches], None], ...] = (
     _dynamodb_batch_write_answer,
     _dynamodb_item_build,
     _fix_seed_update_replacements,
+    _serialized_backends,
 )

@@ -40,14 +40,21 @@ Throughput: AWS's Kinesis action is one PutRecord per message; here a background
 of ~50 ms into PutRecords calls of up to 500 records (invisible to the consumer: order per partition key is kept,
 records go out in arrival order). A record that PutRecords reports failed, or a call that raises, goes to the
 rule's error action; an error action that fails too is counted in :attr:`RuleEngine.stats` and reported.
+
+Nothing the processors would accept is lost without a trace: a full queue makes ``on_message`` wait (the broker's
+feed then pushes back on the broker) instead of dropping; every lost message is logged; a lone surrogate escape is
+written back as an escape; a payload nested too deeply to parse goes to the error action; number literals keep
+AWS IoT's Decimal (``_decimal``). docs/local.md, "What the rule engine never loses", has the details.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import decimal
 import functools
 import json
+import logging
 import math
 import re
 import threading
@@ -73,6 +80,8 @@ KINESIS_MAX_RECORDS = 500
 KINESIS_MAX_RECORD_BYTES = 1024 * 1024
 KINESIS_MAX_REQUEST_BYTES = 5 * 1024 * 1024
 KINESIS_MAX_PARTITION_KEY = 256
+
+_log = logging.getLogger(__name__)
 
 
 class RuleError(IotpipeError):
@@ -104,36 +113,81 @@ _NO_CONSTANT: Any = object()
 # ---------------------------------------------------------------------------------------------- messages
 
 class _Message:
-    """What an expression sees: the parsed payload, the topic the rule sees, the client id and the rule time."""
+    """What an expression sees: the parsed payload, the topic the rule sees, the client id and the rule time.
 
-    __slots__ = ("client_id", "doc", "is_json", "now_ms", "raw", "topic")
+    ``too_deep``: the payload nests deeper than Python's JSON parser goes, so it could not be parsed at all.
+    """
+
+    __slots__ = ("client_id", "doc", "is_json", "now_ms", "raw", "too_deep", "topic")
 
     def __init__(self, doc: Mapping[str, Any], is_json: bool, raw: bytes, topic: str, client_id: str | None,
-                 now_ms: int) -> None:
+                 now_ms: int, too_deep: bool = False) -> None:
         self.doc = doc
         self.is_json = is_json
         self.raw = raw
         self.topic = topic
         self.client_id = client_id
         self.now_ms = now_ms
+        self.too_deep = too_deep
+
+
+class PayloadTooDeepError(IotpipeError):
+    """A JSON payload nests deeper than the rule engine can parse or re-encode (Python's recursion limit)."""
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# Data types: Decimal is "A Decimal with a precision of 34 digits, with a minimum non-zero magnitude of 1E-999
+# and a maximum magnitude 9.999...E999". A literal in that range is kept at 34 digits (a double where it holds the
+# same value: 71.2, 1e300), so 1e-400 stays 1E-400 rather than becoming 0. The page does not say what happens
+# beyond that range: such a literal is passed through as it was written.
+_DECIMAL = decimal.Context(prec=34, rounding=decimal.ROUND_HALF_EVEN, Emin=-999_999, Emax=999_999)
+_DECIMAL_MIN = Decimal("1E-999")
+_DECIMAL_LIMIT = Decimal("1E1000")
+
+
+class _Literal(Decimal):
+    """A number literal beyond AWS IoT's Decimal range: computes as its value, written as it was received."""
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> _Literal:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _decimal(text: str) -> Any:
+    """A JSON number with a fraction or exponent as the rules engine holds it: a float, a Decimal or a _Literal."""
+    if len(text) < 16 and "e" not in text and "E" not in text:
+        return float(text)  # at most 15 significant digits: a double holds them exactly
+    exact = Decimal(text)
+    if exact and not _DECIMAL_MIN <= abs(exact) < _DECIMAL_LIMIT:
+        return _Literal(text)
+    number = _DECIMAL.plus(exact)
+    value = float(number)
+    return value if math.isfinite(value) and Decimal(repr(value)) == number else number
+
+
 def _number_2016(text: str) -> Any:
     # "With SQL V2 (2016-03-23), numeric values that are whole numbers, such as 10.0, are processed as an Int
     # value (10) instead of the expected Decimal value (10.0)" (Data types). Int has "34 digits maximum".
-    value = float(text)
-    if value.is_integer() and abs(value) < 1e34:
-        return int(Decimal(text))
-    return value if math.isfinite(value) else Decimal(text)
+    value = _decimal(text)
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) < 1e34 else value
+    if type(value) is Decimal and value == value.to_integral_value() and abs(value) < _INT_LIMIT:
+        return int(value)
+    return value
 
 
 def _number_2015(text: str) -> Any:
-    value = float(text)
-    return value if math.isfinite(value) else Decimal(text)
+    return _decimal(text)
 
 
 _DECODERS = {
@@ -147,19 +201,31 @@ def parse_payload(payload: bytes, version: str = SQL_2016) -> dict[str, Any] | N
 
     A payload that is valid JSON but not an object (``80``) is not JSON to the rules engine: the WHERE clause
     page calls ``80`` an "Incoming non-JSON payload"; and "If you have an empty or a JSON payload, the resulting
-    payload can have data added using the rule" (Working with binary payloads).
+    payload can have data added using the rule" (Working with binary payloads). A payload nested too deeply to
+    parse is None here too; the engine sends it to the error action (see ``RuleEngine``).
     """
+    try:
+        return _decode(payload, version)
+    except RecursionError:
+        return None
+
+
+def _decode(payload: bytes, version: str) -> dict[str, Any] | None:
+    """``parse_payload``, except that a payload nested too deeply for the parser raises RecursionError."""
     if not payload:
         return {}
     try:
         doc = _DECODERS[version](payload.decode("utf-8"))
-    except (ValueError, RecursionError):
+    except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
 
 
 def _message(payload: bytes, version: str, topic: str, client_id: str | None, now_ms: int) -> _Message:
-    doc = parse_payload(payload, version)
+    try:
+        doc = _decode(payload, version)
+    except RecursionError:
+        return _Message({}, False, payload, topic, client_id, now_ms, too_deep=True)
     return _Message(doc if doc is not None else {}, doc is not None, payload, topic, client_id, now_ms)
 
 
@@ -181,13 +247,28 @@ def _dumps_slow(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def to_json(value: Any) -> bytes:
-    """The outgoing payload as compact UTF-8 JSON (always valid JSON: no NaN, no Infinity)."""
+    """The outgoing payload as compact UTF-8 JSON (always valid JSON: no NaN, no Infinity).
+
+    A lone surrogate (``"\\ud800"`` is valid JSON, and Python's and Node's parsers accept it) has no UTF-8 form:
+    it is written back as the escape it arrived as. Raises :class:`PayloadTooDeepError` for a value nested too
+    deeply to write.
+    """
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
-                          default=_json_default).encode("utf-8")
-    except (TypeError, ValueError):
-        return _dumps_slow(value).encode("utf-8")
+        try:
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+                              default=_json_default)
+        except (TypeError, ValueError):
+            text = _dumps_slow(value)
+    except RecursionError:
+        raise PayloadTooDeepError("the payload nests too deeply to be written as JSON again") from None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8")
 
 
 # ---------------------------------------------------------------------------------------------- conversions
@@ -930,7 +1011,14 @@ class Query:
         return self.run(_message(payload, self.version, topic, client_id, now_ms))
 
     def run(self, message: _Message) -> dict[str, Any] | bytes | None:
-        """``evaluate`` on an already parsed message (the engine parses each payload once for all rules)."""
+        """``evaluate`` on an already parsed message (the engine parses each payload once for all rules).
+
+        Raises :class:`PayloadTooDeepError` when the payload nests too deeply to parse and the SQL needs more than
+        to pass it through (``SELECT *`` alone still does).
+        """
+        if message.too_deep and (self.where is not None or self.items or not self.select_all):
+            raise PayloadTooDeepError("the payload nests too deeply for the iotpipe local rule engine to parse "
+                                      f"(Python's recursion limit), so `{self.sql}` cannot be evaluated on it")
         if self.where is not None and _to_bool(self.where.fn(message)) is not True:
             return None
         if self.select_all:
@@ -1225,12 +1313,14 @@ class RuleEngineStats:
 
     ``messages_in``: ``on_message`` calls. ``unrouted``: messages no enabled rule's FROM matched (AWS ignores
     them too). ``matched``: (message, rule) pairs whose WHERE held, so the actions ran; ``filtered``: pairs whose
-    WHERE was false or Undefined. ``sql_failed``: pairs the SQL could not evaluate (a non-JSON payload where
-    the SQL adds to ``*``). ``actions_ok`` / ``actions_failed``: action runs (one Kinesis record, one S3
+    WHERE was false or Undefined. ``sql_failed``: pairs the SQL could not evaluate: a non-JSON payload where
+    the SQL adds to ``*`` (dropped), or JSON nested too deeply to parse (each action counted failed, the message
+    sent to the error action). ``actions_ok`` / ``actions_failed``: action runs (one Kinesis record, one S3
     object). ``error_actions`` / ``error_actions_failed``: error-action messages delivered / not delivered.
-    ``dropped``: (message, rule) pairs lost, each also given to ``on_problem``: SQL that could not evaluate,
-    failed actions with no working error action, an unknown or disabled Basic Ingest rule, a message after
-    ``close()`` or over the queue limit. ``pending``: messages queued and not yet processed.
+    ``dropped``: (message, rule) pairs lost, each also logged and given to ``on_problem``: SQL that could not
+    evaluate a payload that is not JSON, failed actions with no working error action, an unknown or disabled
+    Basic Ingest rule. ``backpressured``: messages ``on_message`` held until the full queue had room.
+    ``pending``: messages queued and not yet processed.
     """
 
     messages_in: int = 0
@@ -1243,6 +1333,7 @@ class RuleEngineStats:
     error_actions: int = 0
     error_actions_failed: int = 0
     dropped: int = 0
+    backpressured: int = 0
     pending: int = 0
 
 
@@ -1283,9 +1374,11 @@ def _describe(exc: BaseException) -> str:
 class RuleEngine:
     """Runs topic rules on published messages against the emulated AWS, in a background thread.
 
-    ``on_message`` only queues (thread-safe, never blocks on AWS); the thread evaluates each message against the
-    rules and sends Kinesis records in PutRecords calls of up to ``max_batch`` records every ~``flush_interval_s``.
-    ``on_problem`` receives a one-line description of each lost message (and of each failed error action).
+    ``on_message`` queues (thread-safe); the thread evaluates each message against the rules and sends Kinesis
+    records in PutRecords calls of up to ``max_batch`` records every ~``flush_interval_s``. The queue holds at most
+    ``max_pending`` messages: past that ``on_message`` waits for room (the broker's feed then stops acknowledging,
+    which pushes back on the broker) rather than drop. Each lost message (and each failed error action) is logged
+    as a warning of this module's logger and given to ``on_problem`` as one line.
     """
 
     def __init__(self, rules: Sequence[TopicRule], clients: Any, *, clock_ms: Callable[[], int] = _now_ms,
@@ -1308,7 +1401,9 @@ class RuleEngine:
         self._on_problem = on_problem
         self._routes: dict[str, tuple[TopicRule, ...]] = {}
         self._queue: deque[tuple[str, bytes, str | None, int]] = deque()
-        self._condition = threading.Condition()
+        lock = threading.Lock()
+        self._condition = threading.Condition(lock)  # the thread waits for messages
+        self._room = threading.Condition(lock)  # producers wait for room in the queue
         self._processing = threading.Lock()
         self._counts = dict.fromkeys(_COUNTERS, 0)
         self._closed = False
@@ -1317,22 +1412,28 @@ class RuleEngine:
 
     # -- public
     def on_message(self, topic: str, payload: bytes, client_id: str | None) -> None:
-        """Queue a published message for the rules (thread-safe, non-blocking)."""
-        now = self._clock_ms()
-        problem = None
+        """Queue a published message for the rules (thread-safe).
+
+        With ``max_pending`` messages waiting it blocks until the thread takes them: the broker's feed calls this
+        before it acknowledges, so a stalled emulator holds the broker back instead of losing messages. After
+        ``close()`` it runs the rules on what is queued and on this message itself.
+        """
+        item = (topic, bytes(payload), client_id, self._clock_ms())
         with self._condition:
             self._counts["messages_in"] += 1
-            if self._closed or len(self._queue) >= self._max_pending:
-                self._counts["dropped"] += 1
-                problem = (f"message on {topic} dropped: "
-                           + ("the rule engine is closed" if self._closed
-                              else f"{self._max_pending} messages are already waiting for the rules"))
-            else:
-                self._queue.append((topic, bytes(payload), client_id, now))
-                if len(self._queue) == 1 or len(self._queue) >= self._max_batch:
+            if len(self._queue) >= self._max_pending and not self._closed:
+                self._counts["backpressured"] += 1
+                self._condition.notify()  # the thread must not linger over a full queue
+                while len(self._queue) >= self._max_pending and not self._closed:
+                    self._room.wait(1.0)
+            if not self._closed:
+                self._queue.append(item)
+                if len(self._queue) == 1 or len(self._queue) >= min(self._max_batch, self._max_pending):
                     self._condition.notify()
-        if problem is not None:
-            self._report([problem])
+                return
+        with self._processing:
+            problems = self._process([*self._take(), item])
+        self._report(problems)
 
     def flush(self) -> None:
         """Deliver everything queued so far (waits for a batch in flight; for tests and shutdown)."""
@@ -1341,10 +1442,11 @@ class RuleEngine:
         self._report(problems)  # outside the lock: on_problem may call back into the engine
 
     def close(self) -> None:
-        """Deliver what is queued, then stop the thread; idempotent. Later messages are counted as dropped."""
+        """Deliver what is queued, then stop the thread; idempotent. Later messages are run by ``on_message``."""
         with self._condition:
             self._closed = True
             self._condition.notify_all()
+            self._room.notify_all()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=120)
         self.flush()
@@ -1370,7 +1472,7 @@ class RuleEngine:
                     return
                 # Linger to coalesce records into fewer PutRecords calls, unless a full batch is waiting.
                 deadline = time.monotonic() + self._flush_interval_s
-                while len(self._queue) < self._max_batch and not self._closed:
+                while len(self._queue) < min(self._max_batch, self._max_pending) and not self._closed:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
@@ -1386,6 +1488,7 @@ class RuleEngine:
         with self._condition:
             items = list(self._queue)
             self._queue.clear()
+            self._room.notify_all()
         return items
 
     # -- processing (always under self._processing)
@@ -1445,13 +1548,23 @@ class RuleEngine:
             try:
                 out = rule.query.run(message)
                 data = None if out is None else out if isinstance(out, bytes) else to_json(out)
-            except Exception as exc:  # RuleEvaluationError, or anything a strange payload provokes
-                # No error action: "The error handling covered in this topic is for rule actions. To debug SQL
-                # issues ... set up AWS IoT logging" (Error handling); here on_problem is that log.
+            except RuleEvaluationError as exc:
+                # A payload that is not JSON: no error action. "The error handling covered in this topic is for
+                # rule actions. To debug SQL issues ... set up AWS IoT logging" (Error handling); here the log
+                # and on_problem are that log.
                 counts["sql_failed"] += 1
                 counts["dropped"] += 1
-                reason = str(exc) if isinstance(exc, RuleEvaluationError) else _describe(exc)
-                problems.append(f"rule {rule.name}: message on {topic} dropped: {reason}")
+                problems.append(f"rule {rule.name}: message on {topic} dropped: {exc}")
+                continue
+            except Exception as exc:  # PayloadTooDeepError, or anything else a strange payload provokes
+                # JSON the processors would take (and quarantine) but this engine cannot evaluate or write again:
+                # its actions cannot run, so it goes where AWS sends a message whose actions failed, the error
+                # action, rather than vanish.
+                counts["sql_failed"] += 1
+                reason = str(exc) if isinstance(exc, PayloadTooDeepError) else _describe(exc)
+                invocation = _Invocation(rule, message, topic, [_unrunnable(action, reason) for action in rule.actions])
+                counts["actions_failed"] += len(invocation.failures)
+                invocations.append(invocation)
                 continue
             if data is None:
                 counts["filtered"] += 1
@@ -1554,6 +1667,8 @@ class RuleEngine:
             counts["error_actions"] += 1
 
     def _report(self, problems: list[str]) -> None:
+        for problem in problems:
+            _log.warning("%s", problem)
         if self._on_problem is None:
             return
         for problem in problems:
@@ -1591,6 +1706,14 @@ def _record_problem(stream: str, partition_key: str, data: bytes) -> str | None:
     return None
 
 
+def _unrunnable(action: Action, reason: str) -> dict[str, str]:
+    """The error-action failure of an action that could not run because the rule could not evaluate the message."""
+    kind, resource = (("KinesisAction", action.stream_name.source) if isinstance(action, KinesisAction)
+                      else ("S3Action", action.bucket_name.source))
+    return {"failedAction": kind, "failedResource": resource,
+            "errorMessage": f"Failed to evaluate the rule on the message: {reason}"}
+
+
 def _kinesis_failure(stream: str, topic: str, reason: str) -> dict[str, str]:
     return {"failedAction": "KinesisAction", "failedResource": stream,
             "errorMessage": f"Failed to send message to Kinesis. The error received was {reason}. Message arrived "
@@ -1619,7 +1742,7 @@ def error_action_message(rule_name: str, topic: str, client_id: str | None, payl
 
 __all__ = [
     "BASIC_INGEST_PREFIX", "DEFAULT_SQL_VERSION", "SQL_VERSIONS", "SUPPORTED_FUNCTIONS", "UNDEFINED", "Action",
-    "Expr", "KinesisAction", "Query", "RuleEngine", "RuleEngineStats", "RuleError", "RuleEvaluationError",
-    "S3Action", "Template", "TopicRule", "basic_ingest_target", "compile_template", "error_action_message",
-    "parse_payload", "parse_sql", "rule_from_properties", "substitute", "to_json",
+    "Expr", "KinesisAction", "PayloadTooDeepError", "Query", "RuleEngine", "RuleEngineStats", "RuleError",
+    "RuleEvaluationError", "S3Action", "Template", "TopicRule", "basic_ingest_target", "compile_template",
+    "error_action_message", "parse_payload", "parse_sql", "rule_from_properties", "substitute", "to_json",
 ]
