@@ -394,7 +394,8 @@ class LocalPipeline:
                                     detail="" if wiring.engine.alive else "its thread ended"))
             for runner in wiring.runners:
                 dead = runner.dead_threads()
-                parts.append(PartHealth(f"mapping {runner.spec.function_name}", DEAD if dead else OK,
+                function_name = runner.spec.function_arn.rpartition(":")[2]
+                parts.append(PartHealth(f"mapping {function_name}", DEAD if dead else OK,
                                         detail=f"thread(s) {', '.join(dead)} ended" if dead else ""))
             for function in wiring.functions:
                 for pid, state, busy in function.worker_states():
