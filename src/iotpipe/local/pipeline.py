@@ -171,6 +171,7 @@ class LocalPipeline:
         self._wiring: _Wiring | None = None
         self._wiring_lock = threading.Lock()
         self._stop_event = threading.Event()
+        self._wake = threading.Event()  # a check is due now: the emulator exited, or stop was asked
         self._watcher: threading.Thread | None = None
         self._clients: Any = None
         self.rewires = 0
@@ -376,8 +377,19 @@ class LocalPipeline:
     def serve_forever(self) -> None:
         """Supervise every part until :meth:`stop` is called from another thread or a signal handler; LocalError
         naming the part when one is gone that cannot be restarted without losing what it holds."""
-        while not self._stop_event.wait(local_health.CHECK_INTERVAL_S):
+        if self.moto is not None:  # its exit wakes the check at once: every message acknowledged after it is lost
+            threading.Thread(target=self._wake_on_exit, args=(self.moto.process,), name="emulator-exit",
+                             daemon=True).start()
+        while not self._stop_event.is_set():
+            self._wake.wait(local_health.CHECK_INTERVAL_S)
+            self._wake.clear()
+            if self._stop_event.is_set():
+                return
             self.supervise_once()
+
+    def _wake_on_exit(self, process: subprocess.Popen[bytes]) -> None:
+        process.wait()
+        self._wake.set()
 
     # ------------------------------------------------------------------ supervision
 
@@ -539,6 +551,7 @@ class LocalPipeline:
     def request_stop(self) -> None:
         """Ask :meth:`serve_forever` to return."""
         self._stop_event.set()
+        self._wake.set()
 
     def stop(self) -> None:
         """Stop everything this pipeline started; idempotent, and leaves no process behind.
@@ -548,6 +561,7 @@ class LocalPipeline:
         started = time.monotonic()
         stopping = self.broker is not None or self.moto is not None
         self._stop_event.set()
+        self._wake.set()
         if self._watcher is not None:
             self._watcher.join(timeout=2)
         # The broker first: what it acknowledged reaches the rule engine before the engine flushes and closes,
