@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from iotpipe.cli import main
 from iotpipe.errors import LocalError
 from iotpipe.local.health import DEAD, OK, HealthRecord, PartHealth, read_health, write_health
 from iotpipe.local.pipeline import LocalOptions, LocalPipeline, _Wiring
+from iotpipe.local.processes import process_state
 from iotpipe.local.state import STATE_DIR_VARIABLE, LocalState, read_state, write_state
 
 DEAD_PID = 2**22 + 4321  # above the default pid_max: no such process
@@ -177,3 +179,22 @@ def test_a_killed_emulator_stops_the_broker_at_the_next_check(tmp_path: Path,
     with pytest.raises(LocalError, match=rf"emulator \(pid {sleeper.pid}\): dead: exited with code -9"):
         pipeline.supervise_once()
     assert broker.stopped
+
+
+def test_a_stopped_emulator_fails_after_three_unanswered_checks(tmp_path: Path,
+                                                                sleeper: subprocess.Popen[bytes]) -> None:
+    pipeline, broker = supervised(tmp_path, sleeper, engine_alive=True)
+    pipeline.moto.answers = lambda _timeout_s: False  # type: ignore[union-attr, method-assign]
+    os.kill(sleeper.pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5  # the signal takes effect when the process is next scheduled
+    while process_state(sleeper.pid) != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        for _ in range(2):  # one slow answer is not a failure
+            record = pipeline.supervise_once()
+            assert record.failure is None and not broker.stopped
+        with pytest.raises(LocalError, match=rf"emulator \(pid {sleeper.pid}\): stopped: 3 probes unanswered"):
+            pipeline.supervise_once()
+        assert broker.stopped
+    finally:
+        os.kill(sleeper.pid, signal.SIGCONT)
