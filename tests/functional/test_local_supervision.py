@@ -136,6 +136,13 @@ def test_a_killed_broker_is_restarted_on_its_port_and_nothing_after_is_lost(work
     report = json.loads(status.stdout)
     assert report["healthy"] is True
     assert any(f"broker (pid {broker}): dead" in event and "restarted" in event for event in report["events"])
+    os.kill(state.pid, signal.SIGSTOP)  # a wedged supervisor: status sees it by itself
+    try:
+        wedged = wait_until(lambda: (r := cli("local", "status")).returncode == 1 and r.stdout, 30,
+                            "status to notice the stopped supervisor")
+        assert f"supervisor (pid {state.pid}): stopped" in wedged
+    finally:
+        os.kill(state.pid, signal.SIGCONT)
 
 
 def test_a_stopped_worker_does_not_stall_its_shard(workdir: Path) -> None:
