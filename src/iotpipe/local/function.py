@@ -6,9 +6,10 @@ this interpreter (:mod:`iotpipe.local.worker`), Node.js runtimes in a ``node`` p
 AWS SDK v3 that the Node twin installs. A worker lives across invocations (a warm execution environment); an
 invocation that outlives the function's Timeout kills it, as Lambda does, and the next invocation starts a new one
 (a cold start). The Timeout is a hard deadline for the whole exchange, the write of the event to the worker's
-pipe included, so a stuck or stopped (SIGSTOP) worker cannot hold its shard. As on Lambda, concurrent invocations (one per shard of a stream with several) each get an
-environment of their own: a worker that is idle is reused, else another one starts. Every line the function writes
-on stdout or stderr goes to ``on_output``, which puts it into the function's log group.
+pipe included, so a stuck or stopped (SIGSTOP) worker cannot hold its shard. As on Lambda, concurrent
+invocations (one per shard of a stream with several) each get an environment of their own: a worker that is idle
+is reused, else another one starts. Every line the function writes on stdout or stderr goes to ``on_output``,
+which puts it into the function's log group.
 """
 
 from __future__ import annotations
