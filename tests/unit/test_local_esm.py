@@ -778,3 +778,45 @@ def test_a_replacing_runner_resumes_after_the_checkpoints_it_is_given(stream: St
                            resume_from=first.checkpoints())
     assert second.run_once() == 2
     assert function.batches() == [["d", "e"]]  # TRIM_HORIZON applies only where there is no checkpoint
+
+
+def test_a_shard_poller_that_died_is_named_and_a_replacement_carries_on(stream: Stream) -> None:
+    """The supervisor's view of a runner: a polling thread that ended with its shard unfinished is dead (a
+    BaseException that no ``except Exception`` catches ends it); a runner started from its checkpoints
+    delivers what is left."""
+    stream.put("a")
+    delivered = threading.Event()
+
+    class Crash(BaseException):
+        pass
+
+    def crash_after_first(_records: list[dict[str, Any]]) -> InvokeResult:
+        if delivered.is_set():
+            raise Crash()
+        delivered.set()
+        return InvokeResult(None)
+
+    function = FakeFunction(decide=crash_after_first)
+    runner = MappingRunner(spec_for(stream), stream.clients, function, poll_interval_s=0.02)
+    assert runner.dead_threads() == []  # not started
+    previous_hook = threading.excepthook
+    threading.excepthook = lambda _args: None  # the crash is the test's own
+    try:
+        runner.start()
+        assert delivered.wait(10)
+        assert runner.dead_threads() == []
+        stream.put("b")
+        deadline = time.monotonic() + 10
+        while not runner.dead_threads() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        [shard] = stream.kinesis.list_shards(StreamARN=stream.arn)["Shards"]
+        assert runner.dead_threads() == [f"esm-{shard['ShardId']}"]
+    finally:
+        threading.excepthook = previous_hook
+        runner.stop()
+    assert runner.dead_threads() == []  # stopped on purpose
+    again = FakeFunction()
+    replacement = MappingRunner(spec_for(stream), stream.clients, again, sleep=lambda _seconds: None,
+                                resume_from=runner.checkpoints())
+    assert replacement.run_once() == 1
+    assert again.batches() == [["b"]]

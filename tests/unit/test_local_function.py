@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from iotpipe.local.function import FunctionRunner, FunctionSpec
-from iotpipe.local.processes import process_alive
+from iotpipe.local.processes import process_alive, process_state
 from iotpipe.local.telemetry import emf_metrics
 
 PYTHON_CODE = """
@@ -167,6 +169,61 @@ def test_concurrent_invocations_run_in_environments_of_their_own(tmp_path: Path,
     finally:
         runner.close()
     assert runner.worker_pids() == []
+
+
+@pytest.mark.parametrize(("runtime", "code"), RUNTIMES)
+def test_a_stopped_worker_meets_the_timeout_even_when_the_event_overflows_its_pipe(tmp_path: Path, runtime: str,
+                                                                                  code: str) -> None:
+    """A worker stopped with SIGSTOP reads nothing: an event larger than the pipe's buffer (64 KiB) used to block
+    the write forever, so the function's timeout never fired and the shard stalled."""
+    skip_without_node(runtime)
+    lines = Lines()
+    runner = FunctionRunner(spec(runtime, code, timeout_s=1), aws_endpoint="http://127.0.0.1:9",
+                            region="us-east-1", workdir=tmp_path, on_output=lines)
+    results: list[object] = []
+    try:
+        runner({"n": 0})
+        [pid] = runner.worker_pids()
+        stop(pid)
+        call = threading.Thread(target=lambda: results.append(runner({"n": 1, "pad": "x" * 1_000_000})),
+                                daemon=True)
+        call.start()
+        call.join(timeout=30)
+        assert not call.is_alive(), "the invocation is still writing to the stopped worker"
+        [timed_out] = results
+        assert timed_out.payload["errorType"] == "Sandbox.Timedout"  # type: ignore[attr-defined]
+        assert not process_alive(pid)  # killed, as Lambda kills a timed-out environment
+        assert runner({"n": 2}).payload["n"] == 2  # a new worker
+        assert any("Task timed out after 1.00 seconds" in line for line in lines.lines)
+    finally:
+        runner.close()
+
+
+def test_an_idle_worker_that_is_stopped_is_discarded_before_an_invocation_waits_on_it(tmp_path: Path) -> None:
+    runner = FunctionRunner(spec("python3.13", PYTHON_CODE), aws_endpoint="http://127.0.0.1:9",
+                            region="us-east-1", workdir=tmp_path, on_output=Lines())
+    try:
+        runner({"n": 1})
+        [pid] = runner.worker_pids()
+        assert runner.worker_states() == [(pid, "running", False)]
+        assert runner.discard_idle_unhealthy() == []
+        stop(pid)
+        assert runner.worker_states() == [(pid, "stopped", False)]
+        assert runner.discard_idle_unhealthy() == [pid]
+        assert not process_alive(pid)
+        assert runner({"n": 2}).payload["n"] == 2
+        assert runner.cold_starts == 2
+    finally:
+        runner.close()
+
+
+def stop(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until the kernel shows it stopped (the signal is delivered asynchronously)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while process_state(pid) != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert process_state(pid) == "stopped"
 
 
 def test_close_leaves_no_worker(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from iotpipe.cli.common import progress
 from iotpipe.cli.output import echo_json, output_option, write_table
 from iotpipe.errors import LocalError
 from iotpipe.local import state as local_state
+from iotpipe.local.health import LocalStatus, local_status, read_health, remove_health
 from iotpipe.local.pipeline import LocalOptions, LocalPipeline, stop_running
 
 DETACH_TIMEOUT_S = 120.0
@@ -176,28 +176,38 @@ def _last_error(log_path: Path) -> str:
 @local.command("status")
 @output_option
 def status(output: str) -> None:
-    """Show whether iotpipe local runs, where, and what it serves (exit 0 either way)."""
+    """Show whether iotpipe local runs, where, and whether every part works.
+
+    \b
+    Exit 0 when it runs and every part works, or when nothing runs; exit 1 naming the part when one failed
+    (died, stopped, or stopped answering): the emulator, the broker, the rule engine, a mapping, a worker or
+    the supervisor itself. A failure stays reported until `iotpipe local down` or the next `local up`.
+    """
     directory = local_state.state_dir()
     try:
-        found = local_state.read_state(directory)
+        found = local_status(directory)
     except LocalError as exc:
         progress(f"note: {exc}")
-        found = None
-    if found is not None and not local_state.supervisor_alive(found):
-        progress(f"note: a stale state file from a run that was killed (pid {found.pid}) was removed")
-        local_state.remove_state(directory)
-        found = None
-    if found is None:
-        if output == "json":
-            click.echo(json.dumps({"running": False}))
-        else:
-            click.echo("iotpipe local is not running (start it with `iotpipe local up --detach`)")
-        return
+        found = LocalStatus(state=None, failed=(), record=read_health(directory))
+    if found.stale_pid is not None:
+        progress(f"note: a stale state file from a run that was killed (pid {found.stale_pid}) was removed")
     if output == "json":
-        echo_json({"running": True, **found.as_dict()})
-        return
-    click.echo("iotpipe local is running")
-    _show_state(found, output)
+        echo_json(found.as_dict())
+    elif found.failed:
+        click.echo("iotpipe local is failing:" if found.running else "iotpipe local failed:")
+        for part in found.failed:
+            click.echo(f"  {part.describe()}")
+        if found.failure:
+            click.echo(f"the supervisor gave up: {found.failure}")
+        if found.running and found.state is not None:
+            _show_state(found.state, output)
+    elif found.state is None:
+        click.echo("iotpipe local is not running (start it with `iotpipe local up --detach`)")
+    else:
+        click.echo("iotpipe local is running")
+        _show_state(found.state, output)
+    if found.failed:
+        sys.exit(1)
 
 
 @local.command("down")
@@ -210,6 +220,7 @@ def down() -> None:
         progress(f"note: {exc}")
         local_state.state_path(directory).unlink(missing_ok=True)
         stopped = None
+    remove_health(directory)  # a failure on record is over once everything is stopped
     if stopped is None:
         click.echo("iotpipe local is not running; nothing to stop")
         return

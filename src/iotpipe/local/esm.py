@@ -413,6 +413,8 @@ class MappingRunner:
         self._counts = dict.fromkeys((f.name for f in fields(MappingStats)), 0)
         self._shards: dict[str, _ShardWorker] = {}
         self._threads: list[threading.Thread] = []
+        self._shard_threads: dict[str, threading.Thread] = {}
+        self._watcher: threading.Thread | None = None
         self._kinesis: Any = None
         self._destination_client: Any = None
         self._queue_url: str | None = None
@@ -430,6 +432,18 @@ class MappingRunner:
         """True while a polling thread is alive."""
         return any(thread.is_alive() for thread in self._threads)
 
+    def dead_threads(self) -> list[str]:
+        """The names of the polling threads that ended while they still had work: the shard watcher, or the
+        poller of a shard that is not finished. Empty for a runner that was never started or was stopped."""
+        if not self._threads or self._stop.is_set():
+            return []
+        dead = [] if self._watcher is None or self._watcher.is_alive() else [self._watcher.name]
+        for shard_id, thread in list(self._shard_threads.items()):
+            worker = self._shards.get(shard_id)
+            if not thread.is_alive() and worker is not None and not worker.finished:
+                dead.append(thread.name)
+        return dead
+
     def checkpoints(self) -> dict[str, str | None]:
         """Per shard, the sequence number of the last record done with (None before the first)."""
         return {worker.shard_id: worker.checkpoint for worker in self._ordered()}
@@ -441,7 +455,7 @@ class MappingRunner:
         self._stop.clear()
         for worker in self._discover():
             self._start_thread(worker)
-        watcher = threading.Thread(target=self._watch_shards, name="esm-shards", daemon=True)
+        watcher = self._watcher = threading.Thread(target=self._watch_shards, name="esm-shards", daemon=True)
         watcher.start()
         self._threads.append(watcher)
 
@@ -521,6 +535,7 @@ class MappingRunner:
                                   daemon=True)
         thread.start()
         self._threads.append(thread)
+        self._shard_threads[worker.shard_id] = thread
 
     def _watch_shards(self) -> None:
         while not self._pause(self._discovery_interval_s):

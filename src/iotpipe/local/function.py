@@ -5,9 +5,11 @@ The code is the deployed template's ``Code.ZipFile``, or its module read from th
 this interpreter (:mod:`iotpipe.local.worker`), Node.js runtimes in a ``node`` process (``worker.js``) with the
 AWS SDK v3 that the Node twin installs. A worker lives across invocations (a warm execution environment); an
 invocation that outlives the function's Timeout kills it, as Lambda does, and the next invocation starts a new one
-(a cold start). As on Lambda, concurrent invocations (one per shard of a stream with several) each get an
-environment of their own: a worker that is idle is reused, else another one starts. Every line the function writes
-on stdout or stderr goes to ``on_output``, which puts it into the function's log group.
+(a cold start). The Timeout is a hard deadline for the whole exchange, the write of the event to the worker's
+pipe included, so a stuck or stopped (SIGSTOP) worker cannot hold its shard. As on Lambda, concurrent
+invocations (one per shard of a stream with several) each get an environment of their own: a worker that is idle
+is reused, else another one starts. Every line the function writes on stdout or stderr goes to ``on_output``,
+which puts it into the function's log group.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import IO, Any
 
 from iotpipe.errors import LocalError
 from iotpipe.local.esm import InvokeResult
-from iotpipe.local.processes import die_with_parent, start_from_lasting_thread, stop_process
+from iotpipe.local.processes import die_with_parent, process_state, start_from_lasting_thread, stop_process
 from iotpipe.local.stack import DeployedStack
 from iotpipe.local.state import LOCAL_CREDENTIALS
 
@@ -199,9 +201,12 @@ class FunctionRunner:
         request_id = str(uuid.uuid4())
         deadline_ms = time.time_ns() // 1_000_000 + self.spec.timeout_s * 1000
         try:
-            _write_message(worker.requests, {"requestId": request_id, "event": event,
-                                             "deadlineMs": deadline_ms, "functionArn": self.spec.arn})
-            response = _read_message(worker.responses, deadline_ms / 1000)
+            # The function's timeout bounds the write as well as the answer: a stopped worker (SIGSTOP) does not
+            # drain its pipe, so an event larger than the pipe's buffer would block the write forever.
+            sent = _write_message(worker.requests, {"requestId": request_id, "event": event,
+                                                    "deadlineMs": deadline_ms, "functionArn": self.spec.arn},
+                                  deadline_ms / 1000)
+            response = _read_message(worker.responses, deadline_ms / 1000) if sent else None
         except (BrokenPipeError, EOFError, OSError) as exc:
             self._discard(worker)
             self._on_output(f"RequestId: {request_id} Error: Runtime exited: {exc or 'no answer'}")
@@ -217,6 +222,25 @@ class FunctionRunner:
         if "error" in response:
             return InvokeResult(function_error="Unhandled", payload=response["error"])
         return InvokeResult(function_error=None, payload=response.get("payload"))
+
+    def worker_states(self) -> list[tuple[int, str, bool]]:
+        """``(pid, state, busy)`` of each worker that has not been reaped: state is ``running``, ``stopped``
+        (SIGSTOP: it answers nothing) or ``dead``."""
+        with self._lock:
+            workers = [(worker, False) for worker in self._idle] + [(worker, True) for worker in self._busy]
+        return [(worker.process.pid, "dead" if worker.process.poll() is not None else
+                 process_state(worker.process.pid), busy) for worker, busy in workers]
+
+    def discard_idle_unhealthy(self) -> list[int]:
+        """Kill and forget the idle workers that died or were stopped, so that no invocation waits out its
+        timeout on one; the pids discarded. (A busy one is killed by its invocation's deadline.)"""
+        with self._lock:
+            bad = [worker for worker in self._idle
+                   if worker.process.poll() is not None or process_state(worker.process.pid) != "running"]
+            self._idle = [worker for worker in self._idle if worker not in bad]
+        for worker in bad:
+            self._stop(worker)
+        return [worker.process.pid for worker in bad]
 
     def worker_pids(self) -> list[int]:
         """The process ids of the live workers (idle or busy)."""
@@ -281,10 +305,30 @@ def _spawn(command: list[str], env: dict[str, str], fds: tuple[int, int]) -> sub
         preexec_fn=die_with_parent))
 
 
-def _write_message(stream: IO[bytes], message: dict[str, Any]) -> None:
+def _write_message(stream: IO[bytes], message: dict[str, Any], deadline_s: float | None = None) -> bool:
+    """Write one message; False when ``deadline_s`` (epoch seconds) passes before the reader took all of it
+    (BrokenPipeError if the reader is gone)."""
     data = json.dumps(message, default=str).encode("utf-8")
-    stream.write(struct.pack(">I", len(data)) + data)
-    stream.flush()
+    framed = memoryview(struct.pack(">I", len(data)) + data)
+    if deadline_s is None:
+        stream.write(framed)
+        stream.flush()
+        return True
+    fd = stream.fileno()
+    os.set_blocking(fd, False)  # a write then takes what fits in the pipe and returns, never waits
+    while framed:
+        remaining = deadline_s - time.time()
+        if remaining <= 0:
+            return False
+        _, ready, _ = select.select([], [fd], [], remaining)
+        if not ready:
+            return False
+        try:
+            written = os.write(fd, framed)
+        except BlockingIOError:
+            continue
+        framed = framed[written:]
+    return True
 
 
 def _read_message(stream: IO[bytes], deadline_s: float) -> dict[str, Any] | None:

@@ -2,7 +2,12 @@
 
 One supervisor process owns everything it starts: a moto server (``python -m iotpipe.local.moto_server``, with
 iotpipe's fixes) and the MQTT broker as child processes that die with it, and in its own threads the topic rule
-engine, the event source mapping runners and the function runners' worker processes. It deploys through the
+engine, the event source mapping runners and the function runners' worker processes. It checks every part each
+second (:meth:`LocalPipeline.supervise_once`) and writes what it found to the health record
+(:mod:`iotpipe.local.health`): a broker that dies is restarted on its port, a mapping whose thread died restarts
+from its checkpoints, an idle worker that died or was stopped is discarded; when the emulator or the rule engine
+is gone it stops the broker first, so that devices see their publishes fail instead of being acknowledged and
+lost, and gives up with a LocalError naming the part. It deploys through the
 same code path as ``iotpipe deploy`` (render, lint, change set), then watches the stack: a later ``iotpipe deploy``
 into the emulator is picked up (rule, mapping and function are rebuilt from the deployed template), and after
 ``iotpipe destroy`` nothing runs until the next deploy.
@@ -23,13 +28,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from iotpipe.errors import LocalError
+from iotpipe.local import health as local_health
 from iotpipe.local import state as local_state
 from iotpipe.local.broker import free_port
+from iotpipe.local.health import DEAD, NOT_ANSWERING, OK, STOPPED, HealthRecord, PartHealth
 from iotpipe.local.moto_server import ACCESS_KEY_VARIABLE, API_TOKEN_HEADER, API_TOKEN_VARIABLE, QUIET_VARIABLE
-from iotpipe.local.processes import command_line, die_with_parent, process_alive, stop_process
+from iotpipe.local.processes import (
+    command_line,
+    die_with_parent,
+    process_alive,
+    process_state,
+    start_from_lasting_thread,
+    stop_process,
+)
 from iotpipe.local.stack import DeployedStack, load_deployed_stack
 
 Progress = Callable[[str], None]
@@ -98,6 +112,16 @@ class MotoServer:
         raise LocalError(f"the AWS emulator did not answer on {self.url} within {timeout_s:.0f} s; "
                          f"its log: {self._log.name}")
 
+    def answers(self, timeout_s: float) -> bool:
+        """True when the server answers a cheap request within ``timeout_s``."""
+        try:
+            request = urllib.request.Request(f"{self.url}/moto-api/config", headers={API_TOKEN_HEADER: self._token})
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                response.read()
+            return True
+        except (urllib.error.URLError, OSError):
+            return False
+
     def stop(self, timeout_s: float = 3.0) -> None:
         """Terminate the server (kill it if it lingers); idempotent."""
         stop_process(self.process, timeout_s)
@@ -154,12 +178,16 @@ class LocalPipeline:
         self._wiring: _Wiring | None = None
         self._wiring_lock = threading.Lock()
         self._stop_event = threading.Event()
+        self._wake = threading.Event()  # a check is due now: the emulator exited, or stop was asked
         self._watcher: threading.Thread | None = None
         self._clients: Any = None
         self.rewires = 0
         self.problems: list[str] = []
         self.credentials = local_state.new_credentials()
         self._lock: local_state.DirectoryLock | None = None
+        self.health: HealthRecord | None = None
+        self._emulator_misses = 0
+        self._failed = False
 
     # ------------------------------------------------------------------ start
 
@@ -180,6 +208,7 @@ class LocalPipeline:
         started = time.monotonic()
         self._lock = local_state.DirectoryLock(self.directory, self.options.lock_fd)
         refuse_if_running(self.directory)
+        local_health.remove_health(self.directory)  # a failure a previous run recorded is over
         config = load_config(self.options.config_path, self.options.env)
         for port, option in ((self.options.aws_port, "--aws-port"), (self.options.mqtt_port, "--mqtt-port")):
             if port:
@@ -202,15 +231,17 @@ class LocalPipeline:
         self.state = local_state.LocalState(
             env=config.env, stack_name=config.resolved_stack_name, region=local_state.LOCAL_REGION,
             aws_endpoint=self.moto.url, mqtt=self.broker.url, broker=self.broker.kind, pid=os.getpid(),
-            child_pids=tuple(pid for pid in (self.moto.process.pid, getattr(self.broker, "pid", None)) if pid),
+            child_pids=self._child_pids(),
             started_at=datetime.now(UTC).isoformat(timespec="seconds"), ready=True,
             log_file=str(self.directory / "local.log"), aws_access_key_id=self.credentials.aws_access_key_id,
             aws_secret_access_key=self.credentials.aws_secret_access_key,
             mqtt_username=self.credentials.mqtt_username, mqtt_password=self.credentials.mqtt_password,
             command=command_line(os.getpid()))
-        local_state.write_state(self.state, self.directory)
         self._watcher = threading.Thread(target=self._watch, args=(factory,), name="stack-watch", daemon=True)
         self._watcher.start()
+        self.health = HealthRecord(pid=os.getpid(), checked_at=time.time(), parts=self.check_parts())
+        local_health.write_health(self.health, self.directory)
+        local_state.write_state(self.state, self.directory)
         self.progress(f"ready in {time.monotonic() - started:.1f} s")
         return self.state
 
@@ -368,40 +399,214 @@ class LocalPipeline:
     # ------------------------------------------------------------------ run and stop
 
     def serve_forever(self) -> None:
-        """Block until :meth:`stop` is called from another thread or a signal handler."""
-        while not self._stop_event.wait(0.5):
-            if self.moto is not None and self.moto.process.poll() is not None:
-                raise LocalError(f"the AWS emulator exited (code {self.moto.process.returncode}); see "
-                                 f"{self.directory / 'aws.log'}")
+        """Supervise every part until :meth:`stop` is called from another thread or a signal handler; LocalError
+        naming the part when one is gone that cannot be restarted without losing what it holds."""
+        if self.moto is not None:  # its exit wakes the check at once: every message acknowledged after it is lost
+            threading.Thread(target=self._wake_on_exit, args=(self.moto.process,), name="emulator-exit",
+                             daemon=True).start()
+        while not self._stop_event.is_set():
+            self._wake.wait(local_health.CHECK_INTERVAL_S)
+            self._wake.clear()
+            if self._stop_event.is_set():
+                return
+            self.supervise_once()
+
+    def _wake_on_exit(self, process: subprocess.Popen[bytes]) -> None:
+        process.wait()
+        self._wake.set()
+
+    # ------------------------------------------------------------------ supervision
+
+    def check_parts(self) -> tuple[PartHealth, ...]:
+        """Look at every part once, changing nothing: the emulator (its process, and a cheap request), the broker
+        (its process, its feed to the rule engine), the stack watcher, and what the deployed stack runs: the rule
+        engine's thread, each mapping's polling threads and each function's worker processes."""
+        parts = [self._emulator_health(), self._broker_health()]
+        if self._watcher is not None and not self._stop_event.is_set():
+            parts.append(PartHealth("stack watcher", OK if self._watcher.is_alive() else DEAD))
+        wiring = self._wiring
+        if wiring is not None:
+            parts.append(PartHealth("rule engine", OK if wiring.engine.alive else DEAD,
+                                    detail="" if wiring.engine.alive else "its thread ended"))
+            for runner in wiring.runners:
+                dead = runner.dead_threads()
+                function_name = runner.spec.function_arn.rpartition(":")[2]
+                parts.append(PartHealth(f"mapping {function_name}", DEAD if dead else OK,
+                                        detail=f"thread(s) {', '.join(dead)} ended" if dead else ""))
+            for function in wiring.functions:
+                for pid, state, busy in function.worker_states():
+                    parts.append(PartHealth(f"worker {function.spec.name}", OK if state == "running" else state,
+                                            pid, "busy" if busy else "idle"))
+        return tuple(parts)
+
+    def _emulator_health(self) -> PartHealth:
+        moto = self.moto
+        if moto is None:
+            return PartHealth("emulator", DEAD, detail="stopped")
+        pid = moto.process.pid
+        if moto.process.poll() is not None:
+            return PartHealth("emulator", DEAD, pid, f"exited with code {moto.process.returncode}; its log: "
+                                                     f"{self.directory / 'aws.log'}")
+        state = process_state(pid)
+        if state == "running" and moto.answers(local_health.EMULATOR_PROBE_TIMEOUT_S):
+            self._emulator_misses = 0
+            return PartHealth("emulator", OK, pid)
+        self._emulator_misses += 1
+        if self._emulator_misses < local_health.EMULATOR_MISSES:
+            return PartHealth("emulator", OK, pid, f"{self._emulator_misses} probe(s) unanswered")
+        return PartHealth("emulator", STOPPED if state == STOPPED else NOT_ANSWERING, pid,
+                          f"{self._emulator_misses} probes unanswered")
+
+    def _broker_health(self) -> PartHealth:
+        broker = self.broker
+        if broker is None:
+            return PartHealth("broker", DEAD, detail="stopped")
+        pid = broker.pid
+        if pid is not None and (state := process_state(pid)) != "running":
+            return PartHealth("broker", DEAD if state == DEAD else STOPPED, pid,
+                              f"mosquitto {state}; its log: {self.directory / 'broker'}")
+        stats = broker.stats
+        if not stats.broker_running:
+            return PartHealth("broker", DEAD, pid, f"{broker.kind} no longer serves")
+        if not stats.feed_connected:  # it reconnects by itself, and mosquitto keeps what it queued meanwhile
+            return PartHealth("broker", NOT_ANSWERING, pid, f"the rule engine's feed lost it: {stats.last_feed_error}")
+        return PartHealth("broker", OK, pid)
+
+    def supervise_once(self) -> HealthRecord:
+        """Check every part and act on what is wrong, then write the health record.
+
+        Restarted, since that loses nothing: a dead or stopped broker (on its port; its in-flight messages are
+        the devices' to resend), a mapping whose thread died (from its checkpoints), the stack watcher; an idle
+        worker that died or was stopped is discarded (a busy one meets its invocation's deadline). Not
+        restarted, since that would lose what it holds: the emulator (all AWS state is in its memory) and the
+        rule engine (its queue): the broker is stopped first, so that devices see their publishes fail, and
+        LocalError names the part."""
+        parts = self.check_parts()
+        for part in parts:
+            if not part.ok and part.part in ("emulator", "rule engine"):
+                self._give_up(part, parts)
+        events = [event for part in parts if not part.ok and (event := self._repair(part))]
+        if events:
+            parts = self.check_parts()
+        record = self.health or HealthRecord(pid=os.getpid(), checked_at=time.time())
+        for event in events:
+            self.progress(event)
+            record = record.with_event(f"{datetime.now(UTC).isoformat(timespec='seconds')} {event}")
+        self.health = replace(record, checked_at=time.time(), parts=parts)
+        local_health.write_health(self.health, self.directory)
+        return self.health
+
+    def _repair(self, part: PartHealth) -> str | None:
+        """Restart or discard what ``part`` names when that loses nothing; what was done, or None."""
+        wiring = self._wiring
+        if part.part == "broker" and part.state in (DEAD, STOPPED):
+            return self._restart_broker(part)
+        if part.part == "stack watcher" and self.state is not None:
+            self._watcher = threading.Thread(target=self._watch, args=(self._clients,), name="stack-watch",
+                                             daemon=True)
+            self._watcher.start()
+            return "the stack watcher's thread had ended: restarted"
+        if wiring is None:
+            return None
+        if part.part.startswith("mapping "):
+            return self._restart_runners(wiring, part)
+        if part.part.startswith("worker ") and part.detail != "busy":
+            discarded = [pid for function in wiring.functions for pid in function.discard_idle_unhealthy()]
+            if discarded:
+                return f"{part.describe()}: discarded; the next invocation starts a new worker"
+        return None
+
+    def _restart_broker(self, part: PartHealth) -> str:
+        from iotpipe.local.broker import BrokerSpec, start_broker
+
+        old = self.broker
+        assert old is not None
+        with contextlib.suppress(Exception):
+            old.stop(timeout_s=1)
+        try:  # on its port: devices and the state file keep its address
+            self.broker = start_from_lasting_thread(lambda: start_broker(
+                BrokerSpec(kind=old.kind, port=old.port), self.directory / "broker", self._on_message))
+        except LocalError as exc:
+            self.broker = None
+            self._give_up(replace(part, detail=f"{part.detail}; restarting it failed: {exc}"), self.check_parts())
+        if self.state is not None:
+            self.state = replace(self.state, child_pids=self._child_pids())
+            local_state.write_state(self.state, self.directory)
+        return f"{part.describe()}: restarted on {self.broker.url}"
+
+    def _restart_runners(self, wiring: _Wiring, part: PartHealth) -> str | None:
+        restarted = []
+        with self._wiring_lock:
+            if self._wiring is not wiring:
+                return None  # rewired meanwhile: the new runners are checked next time
+            for index, runner in enumerate(wiring.runners):
+                if not runner.dead_threads():
+                    continue
+                checkpoints = runner.checkpoints()
+                runner.stop(timeout_s=1)
+                function = next(f for f in wiring.functions if f.spec.arn == runner.spec.function_arn)
+                wiring.runners[index] = fresh = self._runner(runner.spec, function, checkpoints)
+                fresh.start()
+                restarted.append(runner.spec.function_name)
+        return f"{part.describe()}: restarted from its checkpoints" if restarted else None
+
+    def _child_pids(self) -> tuple[int, ...]:
+        pids = (self.moto.process.pid if self.moto else None, getattr(self.broker, "pid", None))
+        return tuple(pid for pid in pids if pid)
+
+    def _give_up(self, failed: PartHealth, parts: tuple[PartHealth, ...]) -> NoReturn:
+        """Stop the broker (devices then see failed publishes, not acknowledged ones that are lost), record the
+        failure for ``local status`` and raise LocalError naming the part."""
+        if self.broker is not None:
+            with contextlib.suppress(Exception):
+                self.broker.stop(timeout_s=1)
+            self.broker = None
+        message = (f"{failed.describe()}; the MQTT broker was stopped so that devices see their publishes fail "
+                   "instead of being acknowledged and lost. Start again with `iotpipe local up` (the emulator's "
+                   "data does not survive it)")
+        parts = (*(part for part in parts if part.part != "broker"),
+                 PartHealth("broker", DEAD, detail="stopped by the supervisor"))
+        self._failed = True
+        record = self.health or HealthRecord(pid=os.getpid(), checked_at=time.time())
+        self.health = replace(record, checked_at=time.time(), parts=parts, failure=message)
+        local_health.write_health(self.health, self.directory)
+        raise LocalError(message)
 
     def request_stop(self) -> None:
         """Ask :meth:`serve_forever` to return."""
         self._stop_event.set()
+        self._wake.set()
 
     def stop(self) -> None:
         """Stop everything this pipeline started; idempotent, and leaves no process behind.
 
-        The rule engine flushes into the emulator before it stops; the broker and the emulator then stop
-        side by side (each is a process that takes its time to exit)."""
+        The broker stops first and hands what it acknowledged to the rule engine, which flushes into the
+        emulator before it stops; the emulator stops last."""
         started = time.monotonic()
+        stopping = self.broker is not None or self.moto is not None
         self._stop_event.set()
+        self._wake.set()
         if self._watcher is not None:
             self._watcher.join(timeout=2)
+        # The broker first: what it acknowledged reaches the rule engine before the engine flushes and closes,
+        # and nothing is acknowledged after that.
+        if self.broker is not None:
+            with contextlib.suppress(Exception):
+                self.broker.stop()
         with contextlib.suppress(Exception):
             self._unwire()
-        stoppers = [threading.Thread(target=part.stop) for part in (self.broker, self.moto) if part is not None]
-        for stopper in stoppers:
-            stopper.start()
-        for stopper in stoppers:
-            stopper.join(timeout=10)
+        if self.moto is not None:
+            self.moto.stop()
         self.broker = self.moto = None
         if self.state is not None:
             local_state.remove_state(self.directory, pid=os.getpid())
             self.state = None
+            if not self._failed:  # a failure stays on record for `local status` until down or the next up
+                local_health.remove_health(self.directory)
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-        if stoppers:
+        if stopping:
             self.progress(f"stopped in {time.monotonic() - started:.1f} s")
 
     @property

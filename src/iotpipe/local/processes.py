@@ -51,17 +51,25 @@ def stop_process(process: subprocess.Popen[Any], timeout_s: float = 3.0) -> None
 
 def process_alive(pid: int) -> bool:
     """True when a process ``pid`` exists and is not a zombie."""
+    return process_state(pid) != "dead"
+
+
+def process_state(pid: int) -> str:
+    """``running``, ``stopped`` (SIGSTOP or a tracer: alive but answering nothing) or ``dead`` (gone, or a
+    zombie)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return "dead"
     except PermissionError:
-        return True
+        return "running"
     try:
         status = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
     except (OSError, IndexError):
-        return True
-    return status != "Z"
+        return "running"
+    if status in ("Z", "X"):
+        return "dead"
+    return "stopped" if status in ("T", "t") else "running"
 
 
 def command_line(pid: int) -> str:

@@ -1458,6 +1458,11 @@ class RuleEngine:
             return RuleEngineStats(**self._counts, pending=len(self._queue))
 
     @property
+    def alive(self) -> bool:
+        """True while the engine's thread runs (or it was closed on purpose): messages queued now will be sent."""
+        return self._closed or self._thread.is_alive()
+
+    @property
     def rules(self) -> tuple[TopicRule, ...]:
         """The rules this engine runs."""
         return self._rules
