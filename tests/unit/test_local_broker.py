@@ -684,3 +684,15 @@ def test_the_feeds_client_id_cannot_be_guessed(started: Callable[..., tuple[Runn
 def test_a_username_needs_a_password() -> None:
     with pytest.raises(ConfigError, match="username and password together"):
         start_broker(BrokerSpec("amqtt", username="u"), Path("/nonexistent"), Inbox())
+
+
+@pytest.mark.mqtt
+def test_mosquittos_log_of_the_previous_run_is_kept(tmp_path: Path) -> None:
+    first = start_broker(BrokerSpec("mosquitto"), tmp_path, Inbox())
+    first.stop()
+    first_log = (tmp_path / "mosquitto.log").read_text(encoding="utf-8")
+    assert first_log  # mosquitto logs its start
+    second = start_broker(BrokerSpec("mosquitto"), tmp_path, Inbox())
+    second.stop()
+    assert (tmp_path / "mosquitto.1.log").read_text(encoding="utf-8") == first_log
+    assert (tmp_path / "mosquitto.log").exists()

@@ -21,7 +21,7 @@ from iotpipe.cli import main
 from iotpipe.errors import LocalError
 from iotpipe.local.health import DEAD, OK, HealthRecord, PartHealth, read_health, write_health
 from iotpipe.local.pipeline import LocalOptions, LocalPipeline, _Wiring
-from iotpipe.local.processes import process_state
+from iotpipe.local.processes import command_line, process_state
 from iotpipe.local.state import STATE_DIR_VARIABLE, LocalState, read_state, write_state
 
 DEAD_PID = 2**22 + 4321  # above the default pid_max: no such process
@@ -46,7 +46,7 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
 def a_state(pid: int, child_pids: tuple[int, ...] = ()) -> LocalState:
     return LocalState(env="local", stack_name="iotpipe-local", region="us-east-1", aws_endpoint="http://127.0.0.1:1",
                       mqtt="mqtt://127.0.0.1:2", broker="mosquitto", pid=pid, child_pids=child_pids, started_at="",
-                      ready=True, log_file="")
+                      ready=True, log_file="", command=command_line(pid))
 
 
 def status() -> Any:
@@ -198,3 +198,23 @@ def test_a_stopped_emulator_fails_after_three_unanswered_checks(tmp_path: Path,
         assert broker.stopped
     finally:
         os.kill(sleeper.pid, signal.SIGCONT)
+
+
+def test_a_message_while_no_stack_is_wired_is_counted_and_logged(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    pipeline = LocalPipeline(LocalOptions(directory=tmp_path))
+    assert pipeline.wiring is None  # destroyed, or between a destroy and the next deploy
+    with caplog.at_level("WARNING", logger="iotpipe.local.pipeline"):
+        pipeline._on_message("sensor/press-7/data", b'{"value": 1}', "press-7")
+    assert pipeline.unrouted == 1
+    assert "sensor/press-7/data" in caplog.text and "not routed" in caplog.text
+
+
+def test_a_reused_pid_is_not_taken_for_the_supervisor(state_dir: Path, sleeper: subprocess.Popen[bytes]) -> None:
+    recorded = a_state(sleeper.pid)
+    write_state(LocalState(**{**recorded.__dict__, "command": "python -m iotpipe local up --detach"}), state_dir)
+    result = status()
+    assert result.exit_code == 0
+    assert "not running" in result.stdout
+    assert read_state(state_dir) is None  # the stale file is gone
+    assert process_state(sleeper.pid) != DEAD  # and the program now holding the pid was left alone

@@ -79,6 +79,7 @@ from typing import Any, cast
 
 from iotpipe import naming
 from iotpipe.errors import ConfigError, LocalError
+from iotpipe.local.state import rotate_log
 
 OnMessage = Callable[[str, bytes, str | None], None]
 OnFeedLost = Callable[[str], None]
@@ -825,8 +826,8 @@ def _launch_mosquitto(
     log_path = workdir / "mosquitto.log"
     out_path = workdir / "mosquitto.out"
     conf_path = workdir / "mosquitto.conf"
-    for stale in (log_path, out_path):
-        stale.unlink(missing_ok=True)
+    rotate_log(log_path)  # the previous runs' broker logs stay, as aws.log's do
+    out_path.unlink(missing_ok=True)
     password_file = workdir / "mosquitto.passwd" if login else None
     if login and password_file:
         _write_private_text(password_file, mosquitto_password_line(*login) + "\n")

@@ -16,6 +16,7 @@ into the emulator is picked up (rule, mapping and function are rebuilt from the 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import subprocess
@@ -45,6 +46,8 @@ from iotpipe.local.processes import (
     stop_process,
 )
 from iotpipe.local.stack import DeployedStack, load_deployed_stack
+
+_log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 READY_TIMEOUT_S = 30.0
@@ -182,6 +185,7 @@ class LocalPipeline:
         self._watcher: threading.Thread | None = None
         self._clients: Any = None
         self.rewires = 0
+        self.unrouted = 0  # messages received while no stack was wired
         self.problems: list[str] = []
         self.credentials = local_state.new_credentials()
         self._lock: local_state.DirectoryLock | None = None
@@ -264,6 +268,12 @@ class LocalPipeline:
         wiring = self._wiring
         if wiring is not None:
             wiring.engine.on_message(topic, payload, client_id)
+            return
+        # No stack is wired (destroyed, or being replaced): as on AWS IoT, a message no rule matches is not
+        # routed anywhere; say so for every one, since the device's publish was acknowledged.
+        self.unrouted += 1
+        _log.warning("no topic rule is deployed: the message on %s (%d bytes) matched no rule and was not routed",
+                     topic, len(payload))
 
     def _render(self, config: Any) -> str:
         """The env's template, rendered and linted as ``iotpipe deploy`` does (lint errors refuse it)."""
