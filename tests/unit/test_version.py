@@ -37,3 +37,10 @@ def test_an_installed_package_is_a_release_even_inside_a_clone(tmp_path: Path) -
 def test_describe_says_when_the_clone_has_changes() -> None:
     assert VersionInfo("0.4.0", "1a2b3c4", True, "3.11.7").describe() == (
         "iotpipe 0.4.0 (git 1a2b3c4, modified) on Python 3.11.7")
+
+
+def test_the_changelog_has_the_current_release_and_an_unreleased_section() -> None:
+    headings = [line for line in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8").splitlines()
+                if line.startswith("## ")]
+    assert headings[0] == "## [Unreleased]"
+    assert re.fullmatch(rf"## \[{re.escape(iotpipe.__version__)}\] - \d{{4}}-\d{{2}}-\d{{2}}", headings[1])
