@@ -127,7 +127,7 @@ def _sarif_result(finding: Finding, rule_index: int, name: str) -> dict[str, Any
     if finding.resource:
         location["logicalLocations"] = [{"name": finding.resource, "kind": "resource",
                                          "fullyQualifiedName": f"Resources/{finding.resource}"}]
-    return {
+    result: dict[str, Any] = {
         "ruleId": finding.rule,
         "ruleIndex": rule_index,
         "level": _SARIF_LEVEL.get(finding.severity, "error"),
@@ -135,6 +135,16 @@ def _sarif_result(finding: Finding, rule_index: int, name: str) -> dict[str, Any
         "locations": [location],
         "properties": {"source": finding.source, "severity": finding.severity, "path": finding.path},
     }
+    if is_reasoned_skip(finding):
+        # Skipped in the resource's Metadata with a reason: suppressed in source, so code scanning does not open
+        # an alert for a decision already reviewed where the template is.
+        result["suppressions"] = [{"kind": "inSource", "justification": finding.message}]
+    return result
+
+
+def is_reasoned_skip(finding: Finding) -> bool:
+    """Whether ``finding`` is a checkov check skipped in the template with its reason (reported, not blocking)."""
+    return finding.source == "checkov" and finding.severity == "informational"
 
 
 def format_junit(reports: Sequence[TemplateReport]) -> str:

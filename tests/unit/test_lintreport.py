@@ -80,6 +80,9 @@ def test_sarif_has_a_rule_per_rule_id_and_a_located_result_per_finding() -> None
     assert first["physicalLocation"] == {"artifactLocation": {"uri": "stacks/app.yml"}, "region": {"startLine": 3}}
     assert first["logicalLocations"] == [{"name": "Logs", "kind": "resource", "fullyQualifiedName": "Resources/Logs"}]
     assert results[0]["message"]["text"] == E9104.message
+    # the checkov check skipped with a reason in the template is suppressed in source, the others are open
+    assert results[1]["suppressions"] == [{"kind": "inSource", "justification": SKIP.message}]
+    assert "suppressions" not in results[0] and "suppressions" not in results[2]
 
 
 def test_sarif_of_no_findings_is_a_valid_empty_run() -> None:
