@@ -3,7 +3,7 @@
 PYTHON ?= python3
 NODE_DIR := handler/node
 
-.PHONY: install lock test-latest test lint dist pytest node-test docs docs-config render bench bench-worst bench-broker bench-local bench-sql bench-cost golden clean
+.PHONY: install lock test-latest test lint pytest node-test docs docs-config render bench bench-worst bench-broker bench-local bench-sql bench-cost golden clean
 
 # constraints.txt pins every package of the dev and CI environment (make lock rewrites it), so an install is the
 # same every day; pyproject.toml's upper bounds keep a user's `pip install iotpipe[local]` on tested releases.
@@ -28,6 +28,7 @@ pytest:
 
 # The release artefacts (docs/versioning.md): sdist and wheel built as pip would (isolated, pyproject's build
 # requirements), checked by twine; tests/functional/test_wheel.py installs such a wheel into a fresh venv.
+.PHONY: dist
 dist:
 	rm -rf dist
 	$(PYTHON) -m build --outdir dist .
