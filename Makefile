@@ -26,6 +26,14 @@ lint:
 pytest:
 	$(PYTHON) -m pytest -q
 
+# The release artefacts (docs/versioning.md): sdist and wheel built as pip would (isolated, pyproject's build
+# requirements), checked by twine; tests/functional/test_wheel.py installs such a wheel into a fresh venv.
+.PHONY: dist
+dist:
+	rm -rf dist
+	$(PYTHON) -m build --outdir dist .
+	$(PYTHON) -m twine check --strict dist/*
+
 # Not in CI's gate: the suite against the newest release of every dependency, upper bounds dropped
 # (scripts/latest_requirements.py), in its own venv; finds the next upstream break on purpose.
 LATEST_VENV ?= .venv-latest

@@ -17,7 +17,9 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+# The release (docs/versioning.md: what is public, what a bump means); `iotpipe --version` adds the git commit
+# when run from a clone.
+__version__ = "0.4.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {

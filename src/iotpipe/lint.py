@@ -15,6 +15,8 @@ IGNORED_RULES = ("I4010",)
 # iotpipe's invariants as cfn-lint rules, appended by module path (cfn-lint's --append-rules accepts one).
 RULES_MODULE = "iotpipe.lintrules"
 DEFAULT_REGION = "us-east-1"
+# checkov comes with iotpipe's `lint` extra (and `dev`); a hint that works for a wheel install as for a clone.
+CHECKOV_HINT = "pip install 'iotpipe[lint]'"
 _SEVERITY = {"E": "error", "W": "warning", "I": "informational"}
 
 
@@ -28,6 +30,11 @@ class Finding:
     message: str
     path: str
     line: int
+    # The logical id of the resource the finding is about ("" for a template-level one), the rule's one-line
+    # title and where its documentation is (a URL, or a path in iotpipe's repository for its own rules).
+    resource: str = ""
+    title: str = ""
+    help_uri: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """The finding as a JSON-ready dict."""
@@ -76,7 +83,7 @@ def gate_message(failing: list[Finding], regions: tuple[str, ...], what: str, li
 
 
 def checkov_available() -> bool:
-    """Whether checkov can be imported (it is in the dev extra; CI has it)."""
+    """Whether checkov can be imported (the ``lint`` extra installs it; CI has it)."""
     return importlib.util.find_spec("checkov") is not None
 
 
@@ -121,7 +128,8 @@ def run_checkov(text: str) -> CheckovReport:
         failed.extend(_from_check(record, "error", str(record.check_name)) for record in report.failed_checks)
         skipped.extend(_from_check(record, "informational", _skip_message(record))
                        for record in report.skipped_checks)
-        failed.extend(Finding("checkov", "parse", "error", "checkov could not parse the template", "", 1)
+        failed.extend(Finding("checkov", "parse", "error", "checkov could not parse the template", "", 1,
+                              title="checkov parses the template")
                       for _ in report.parsing_errors)
     return CheckovReport(tuple(failed), tuple(skipped), passed)
 
@@ -136,11 +144,15 @@ def _from_check(record: Any, severity: str, message: str) -> Finding:
     logical_id = str(record.resource).rsplit(".", 1)[-1]
     first_line = int(record.file_line_range[0]) if record.file_line_range else 1
     return Finding(source="checkov", rule=str(record.check_id), severity=severity, message=message,
-                   path=f"Resources/{logical_id}", line=first_line)
+                   path=f"Resources/{logical_id}", line=first_line, resource=logical_id,
+                   title=str(record.check_name), help_uri=str(getattr(record, "guideline", None) or ""))
 
 
 def _from_match(match: Any) -> Finding:
     rule_id = str(match.rule.id)
-    path = "/".join(str(part) for part in getattr(match, "path", []) or [])
+    parts = list(getattr(match, "path", []) or [])
+    resource = str(parts[1]) if len(parts) > 1 and parts[0] == "Resources" else ""
     return Finding(source="cfn-lint", rule=rule_id, severity=_SEVERITY.get(rule_id[:1], "error"),
-                   message=str(match.message), path=path, line=int(match.linenumber))
+                   message=str(match.message), path="/".join(str(part) for part in parts), line=int(match.linenumber),
+                   resource=resource, title=str(match.rule.shortdesc or ""),
+                   help_uri=str(match.rule.source_url or ""))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import tempfile
 from pathlib import Path
@@ -32,6 +33,24 @@ def build_composition(cfg: PipelineConfig, blueprint: Blueprint | None = None) -
     """The default composition for ``cfg``, passed through ``blueprint`` when one is given."""
     composition = compose(cfg)
     return composition if blueprint is None else blueprint.apply(composition)
+
+
+def stale_template(path: Path, text: str, context: int = 20) -> str:
+    """Why the file ``path`` is not the rendered ``text`` (missing, or its first ``context`` differing lines as a
+    unified diff); "" when it is."""
+    try:
+        current = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return f"{path} does not exist"
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{path} cannot be read: {exc}"
+    if current == text:
+        return ""
+    diff = list(difflib.unified_diff(current.splitlines(), text.splitlines(), f"{path} (committed)",
+                                     f"{path} (rendered now)", n=0, lineterm=""))
+    changed = sum(1 for line in diff[2:] if line[:1] in "+-")
+    shown = "\n".join(diff[:context]) + ("\n..." if len(diff) > context else "")
+    return f"{path} is stale: {changed} line(s) differ from what iotpipe renders for its config\n{shown}"
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -93,3 +93,34 @@ def test_lint_of_a_missing_file_is_a_usage_error(runner: CliRunner, tmp_path: Pa
 def test_help_shows_examples(runner: CliRunner, command: str) -> None:
     result = runner.invoke(main, [command, "--help"])
     assert result.exit_code == 0 and "Examples:" in result.stdout and f"iotpipe {command}" in result.stdout
+
+
+def test_render_check_passes_on_a_current_template_and_writes_nothing(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "templates" / "TapStack.yml"
+    assert runner.invoke(main, ["render", "--env", "dev", "-o", str(out)]).exit_code == 0
+    before = out.stat().st_mtime_ns
+    result = runner.invoke(main, ["render", "--env", "dev", "-o", str(out), "--check"])
+    assert result.exit_code == 0, result.output
+    assert f"{out} is current for --env dev" in result.stderr
+    assert out.stat().st_mtime_ns == before and result.stdout == ""
+
+
+def test_render_check_fails_on_a_template_stale_for_its_config(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "TapStack.yml"
+    assert runner.invoke(main, ["render", "--env", "dev", "-o", str(out)]).exit_code == 0
+    committed = out.read_text(encoding="utf-8")
+    (tmp_path / "iotpipe.toml").write_text("[env.dev.processor]\nmemory_mb = 1024\n", encoding="utf-8")
+    result = runner.invoke(main, ["render", "--env", "dev", "-o", str(out), "--check"])
+    assert result.exit_code == 1, result.output
+    assert f"{out} is stale: 2 line(s) differ from what iotpipe renders for its config" in result.stderr
+    assert "+      MemorySize: 1024" in result.stderr
+    assert f"re-render it: iotpipe render --env dev -o {out}" in result.stderr
+    assert out.read_text(encoding="utf-8") == committed  # --check never writes
+
+
+def test_render_check_of_a_missing_file_fails_and_without_a_file_is_a_usage_error(runner: CliRunner,
+                                                                                   tmp_path: Path) -> None:
+    result = runner.invoke(main, ["render", "-o", str(tmp_path / "nope.yml"), "--check"])
+    assert result.exit_code == 1 and "nope.yml does not exist" in result.stderr
+    result = runner.invoke(main, ["render", "--check"])
+    assert result.exit_code == 2 and "--check compares a rendered template with a file" in result.stderr

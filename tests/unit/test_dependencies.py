@@ -93,6 +93,13 @@ def test_an_untested_moto_is_refused_in_one_line_naming_both(monkeypatch: pytest
     versions.check_tested(version="5.3.0")  # on purpose (make test-latest)
 
 
+def test_a_missing_moto_names_the_local_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(versions, "installed_version", lambda _package: None)
+    with pytest.raises(LocalError) as caught:
+        versions.check_tested()
+    assert str(caught.value) == "moto is not installed, and iotpipe local needs it: pip install 'iotpipe[local]'"
+
+
 def test_local_up_refuses_an_untested_moto_before_starting_anything(monkeypatch: pytest.MonkeyPatch,
                                                                     tmp_path: Path) -> None:
     from iotpipe.local import pipeline

@@ -51,7 +51,8 @@ def test_checkov_skip_is_reported_at_the_resource_with_its_reason(dev_text: str)
         source="checkov", rule="CKV_AWS_18", severity="informational",
         message="skipped: Ensure the S3 bucket has access logging enabled "
                 "(This is the access-log bucket itself; logging it into itself would loop.)",
-        path="Resources/RawDataAccessLogBucket", line=first_line_of(dev_text, "RawDataAccessLogBucket"))
+        path="Resources/RawDataAccessLogBucket", line=first_line_of(dev_text, "RawDataAccessLogBucket"),
+        resource="RawDataAccessLogBucket", title="Ensure the S3 bucket has access logging enabled")
 
 
 def test_failed_checkov_check_is_an_error_at_the_resource(unencrypted_stream_text: str) -> None:
@@ -60,7 +61,8 @@ def test_failed_checkov_check_is_an_error_at_the_resource(unencrypted_stream_tex
     assert failed == [Finding(source="checkov", rule=KINESIS_ENCRYPTION_CHECK, severity="error",
                               message="Ensure Kinesis Stream is securely encrypted",
                               path="Resources/SensorDataStream",
-                              line=first_line_of(unencrypted_stream_text, "SensorDataStream"))]
+                              line=first_line_of(unencrypted_stream_text, "SensorDataStream"),
+                              resource="SensorDataStream", title="Ensure Kinesis Stream is securely encrypted")]
 
 
 def test_checkov_runs_only_when_asked(unencrypted_stream_text: str) -> None:
@@ -120,20 +122,28 @@ def test_cli_says_when_checkov_is_missing(tmp_path: Path, unencrypted_stream_tex
     monkeypatch.setattr(build_module, "checkov_available", lambda: False)
     result = CliRunner().invoke(main, ["lint", str(write(tmp_path, unencrypted_stream_text))])
     assert result.exit_code == 1, result.output  # cfn-lint with iotpipe's rules still blocks it (E9104)
-    assert "checkov is not installed" in result.stderr
+    # the hint names the extra, which a wheel install can follow (not an editable install of a clone)
+    assert "checkov is not installed (pip install 'iotpipe[lint]'): only cfn-lint ran" in result.stderr
+    assert "-e" not in result.stderr
     assert " E9104 " in result.stdout and KINESIS_ENCRYPTION_CHECK not in result.stdout
 
 
 def test_cli_json_lists_both_tools_in_one_format(tmp_path: Path, unencrypted_stream_text: str) -> None:
     broken = misspelt_property(unencrypted_stream_text)
-    result = CliRunner().invoke(main, ["lint", str(write(tmp_path, broken)), "--output", "json"])
+    path = write(tmp_path, broken)
+    result = CliRunner().invoke(main, ["lint", str(path), "--output", "json"])
     assert result.exit_code == 1, result.output
     findings = json.loads(result.stdout)
     assert {f["source"] for f in findings} == {"cfn-lint", "checkov"}
-    assert all(set(f) == {"source", "rule", "severity", "message", "path", "line"} for f in findings)
-    assert {"source": "checkov", "rule": KINESIS_ENCRYPTION_CHECK, "severity": "error",
+    assert all(set(f) == {"source", "rule", "severity", "message", "path", "line", "resource", "title", "help_uri",
+                          "file"} for f in findings)
+    assert {"file": str(path), "source": "checkov", "rule": KINESIS_ENCRYPTION_CHECK, "severity": "error",
             "message": "Ensure Kinesis Stream is securely encrypted", "path": "Resources/SensorDataStream",
-            "line": first_line_of(broken, "SensorDataStream")} in findings
+            "line": first_line_of(broken, "SensorDataStream"), "resource": "SensorDataStream",
+            "title": "Ensure Kinesis Stream is securely encrypted", "help_uri": ""} in findings
+    e9104 = next(f for f in findings if f["rule"] == "E9104")
+    assert e9104["resource"] == "SensorDataStream" and e9104["title"] == "Data stores are encrypted at rest"
+    assert e9104["help_uri"] == "docs/security.md#iotpipes-own-lint-rules"
 
 
 def test_cli_lints_the_rendered_env_by_default() -> None:

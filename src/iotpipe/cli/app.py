@@ -132,9 +132,18 @@ def _announcing_config(name: str, callback: Callable[..., Any]) -> Callable[...,
     return wrapper
 
 
+def _print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from iotpipe.version import version_info
+
+        click.echo(version_info().describe())
+        ctx.exit()
+
+
 @click.group(cls=IotpipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks with errors (also accepted after the command).")
-@click.version_option(package_name="iotpipe")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version (and, in a clone, the git commit) and exit.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """Compose, lint, deploy and operate the manufacturing IoT telemetry pipeline.

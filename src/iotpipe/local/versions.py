@@ -16,6 +16,7 @@ from iotpipe.errors import LocalError
 
 # The variable a maintainer sets to run against an untested moto on purpose (``make test-latest`` does).
 ALLOW_UNTESTED = "IOTPIPE_ALLOW_UNTESTED_MOTO"
+INSTALL_LOCAL = "pip install 'iotpipe[local]'"
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,12 @@ def installed_version(package: str) -> str | None:
 
 def check_tested(tested: TestedRange = MOTO, version: str | None = None) -> None:
     """LocalError (one line, naming both) when the installed release is outside the tested range, unless
-    ``IOTPIPE_ALLOW_UNTESTED_MOTO=1``; a missing package is left to the import that needs it."""
+    ``IOTPIPE_ALLOW_UNTESTED_MOTO=1``; when the package is missing, a LocalError naming the ``local`` extra (a
+    wheel install without it would otherwise see only the emulator exit at start)."""
     found = installed_version(tested.package) if version is None else version
-    if found is None or tested.contains(found) or os.environ.get(ALLOW_UNTESTED) == "1":
+    if found is None:
+        raise LocalError(f"{tested.package} is not installed, and iotpipe local needs it: {INSTALL_LOCAL}")
+    if tested.contains(found) or os.environ.get(ALLOW_UNTESTED) == "1":
         return
     raise LocalError(f"{tested.package} {found} is installed but iotpipe local is tested with "
                      f"{tested.package}{tested.specifier}: pip install '{tested.package}{tested.specifier}' "
