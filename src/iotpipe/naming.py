@@ -325,3 +325,9 @@ def analytics_workgroup_name() -> Sub:
 def export(suffix: str) -> Export:
     """The seed's export naming: ``<stack name>-<suffix>``."""
     return Export(Sub("${AWS::StackName}-" + suffix))
+
+
+# AWS IoT's metric documentation says only that "the ActionType dimension contains the type of action that was
+# invoked", without listing values; the rule-failure alarm and doctor watch both spellings a Kinesis action is
+# reported under (the action's API name, and the error action message's failedAction form), so neither is missed.
+KINESIS_ACTION_TYPES = ("Kinesis", "KinesisAction")
