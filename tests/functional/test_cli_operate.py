@@ -259,8 +259,7 @@ def test_logs_show_the_processors_lines_summarised(stack: dict[str, str], monkey
     for message in messages:
         assert any(message in line for line in out)
 
-    as_json = [json.loads(line) for line in cli(stack, "logs", "--since", "10m", "--output", "json")
-               .stdout.splitlines()]
+    as_json = json.loads(cli(stack, "logs", "--since", "10m", "--output", "json").stdout)
     assert len(as_json) == len(printed)
     assert all(item["time"].endswith("Z") for item in as_json)
 
@@ -310,15 +309,25 @@ def test_logs_follow_is_bounded_and_filter_applies(stack: dict[str, str]) -> Non
     now = now_ms()
     logs.create_log_stream(logGroupName=group, logStreamName="s1")
     logs.put_log_events(logGroupName=group, logStreamName="s1", logEvents=[
-        {"timestamp": now - 2000, "message": '{"level":"INFO","message":"batch processed","records":3}'},
+        {"timestamp": now - 2000, "message": '{"level":"INFO","message":"batch processed","records":3,'
+                                             '"quarantined":1}'},
         {"timestamp": now - 1000, "message": '{"level":"WARN","message":"record quarantined","reason":"bad"}'}])
 
     followed = cli(stack, "logs", "--follow", "--max-wait", "1")
     assert followed.exit_code == 0, followed.output
     assert [line.split(None, 2)[2] for line in followed.stdout.splitlines()] == [
-        "batch processed records=3", "record quarantined reason=bad"]
+        "batch processed records=3 quarantined=1", "record quarantined reason=bad"]
     assert followed.stdout.splitlines()[1].split()[1] == "WARN"
 
+    # Every batch line counts "quarantined" records: the filter matches the quarantined records only.
     filtered = cli(stack, "logs", "--filter", "quarantined")
     assert filtered.exit_code == 0
     assert [line.split(None, 2)[2] for line in filtered.stdout.splitlines()] == ["record quarantined reason=bad"]
+
+    # --output json is one document; jsonl is a line per event; --follow streams, so json with it is refused.
+    document = json.loads(cli(stack, "logs", "--output", "json").stdout)
+    assert [item["message"] for item in document] == ["batch processed", "record quarantined"]
+    lines = cli(stack, "logs", "--output", "jsonl").stdout.splitlines()
+    assert [json.loads(line)["message"] for line in lines] == ["batch processed", "record quarantined"]
+    refused = cli(stack, "logs", "--follow", "--output", "json")
+    assert refused.exit_code == 2 and "--output jsonl" in refused.output

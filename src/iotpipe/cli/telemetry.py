@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from iotpipe import devices as devices_lib
 from iotpipe import simulate as simulate_lib
 from iotpipe.cli.common import config_options, load_pipeline_config, progress, running_local
-from iotpipe.cli.output import echo_json, output_option
+from iotpipe.cli.output import STREAM_FORMATS, echo_json, echo_json_line, output_choices
 from iotpipe.errors import ConfigError
 from iotpipe.query import now_ms
+
+# 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C.
+INTERRUPTED_EXIT = 130
 
 
 @click.command()
@@ -59,7 +64,8 @@ from iotpipe.query import now_ms
     help="Seconds to wait for outstanding PUBACKs at the end.",
 )
 @config_options
-@output_option
+@output_choices(STREAM_FORMATS, "table: a summary line (with --dry-run, the payloads one per line); json: one "
+                                "JSON document; jsonl: one JSON object per line (with --dry-run, per message).")
 def simulate(
     device_count: int | None,
     device_prefix: str,
@@ -119,8 +125,15 @@ def simulate(
         batch=batch,
     )
     if dry_run:
-        for message in simulate_lib.messages(plan, now_ms()):
-            click.echo(message.body())
+        planned = simulate_lib.messages(plan, now_ms())
+        if output == "json":
+            echo_json([message.as_dict() for message in planned])
+            return
+        for message in planned:
+            if output == "jsonl":
+                echo_json_line(message.as_dict())
+            else:
+                click.echo(message.body())
         return
     target = simulate_lib.parse_broker_url(broker) if broker else None
     where = broker or f"AWS IoT ({len(ids)} device(s) from {cert_dir})"
@@ -138,10 +151,16 @@ def simulate(
     )
     if output == "json":
         echo_json(summary.as_dict())
+    elif output == "jsonl":
+        echo_json_line(summary.as_dict())
     else:
         click.echo(
-            f"sent {summary.sent}, failed {summary.failed}, readings {summary.readings}, anomalies injected "
+            ("interrupted: " if summary.interrupted else "")
+            + f"sent {summary.sent}, failed {summary.failed}, readings {summary.readings}, anomalies injected "
             f"{summary.anomalies_injected} ({summary.devices} device(s), {summary.elapsed_s:g} s)"
         )
+    if summary.interrupted:
+        progress("stopped by Ctrl-C")
+        sys.exit(INTERRUPTED_EXIT)
     if summary.failed:
         raise simulate_lib.PublishError(f"{summary.failed} message(s) were not acknowledged by the broker")
