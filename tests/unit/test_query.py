@@ -336,7 +336,9 @@ def test_follow_yields_new_lines_once_and_stops_in_bounded_time(aws: dict[str, A
 
 
 def test_filter_pattern() -> None:
-    assert query.filter_pattern("quarantined") == '"quarantined"'
+    # "quarantined" names the processor's per-record lines (every batch line has a "quarantined" count).
+    assert query.filter_pattern("quarantined") == '"record quarantined"'
+    assert query.filter_pattern("timeout") == '"timeout"'
     assert query.filter_pattern('{ $.level = "ERROR" }') == '{ $.level = "ERROR" }'
     assert query.filter_pattern(None) is None
 
