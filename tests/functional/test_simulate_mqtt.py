@@ -337,3 +337,32 @@ def test_simulate_cert_dir_refused_without_a_trusted_certificate(tmp_path: Path)
     assert result.exit_code == 1
     assert f"device press-07: 127.0.0.1:{broker.port} refused the connection" in result.stderr
     assert "certificate is active" in result.stderr
+
+
+def test_a_device_registered_for_a_local_broker_publishes_to_it(broker: Broker, subscriber: Subscriber,
+                                                                tmp_path: Path) -> None:
+    # `device register --env local` used to write AWS IoT's (moto's) TLS endpoint: simulate --cert-dir could not
+    # connect. With the local broker's URL the connection file points there, without TLS.
+    import boto3
+    from moto import mock_aws
+
+    from iotpipe import devices, simulate
+
+    certs = tmp_path / "certs"
+    with mock_aws():
+        iot = boto3.client("iot", region_name="us-east-1")
+        iot.create_policy(policyName="SensorDevicePolicy-local", policyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}))
+        devices.register_device(iot, thing_name="press-01", policy_name="SensorDevicePolicy-local", out_dir=certs,
+                                environment="local", broker_url=f"mqtt://127.0.0.1:{broker.port}")
+    settings = json.loads((certs / "press-01.json").read_text())
+    assert (settings["endpoint"], settings["port"]) == ("127.0.0.1", broker.port)
+    assert settings["broker"] == {"url": f"mqtt://127.0.0.1:{broker.port}", "tls": False}
+    credentials = simulate.load_cert_dir(certs)
+    assert [c.tls for c in credentials] == [False]
+    from iotpipe.config import SEED_THRESHOLDS
+
+    plan = simulate.build_plan(["press-01"], {"temperature": SEED_THRESHOLDS["temperature"]}, count=3, rate_hz=50)
+    summary = simulate.run_simulation(plan, credentials=credentials, ack_timeout_s=5)
+    assert (summary.sent, summary.failed) == (3, 0)
+    assert [topic for topic, _payload in subscriber.wait_for(3)] == ["sensor/press-01/data"] * 3

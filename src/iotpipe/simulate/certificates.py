@@ -21,12 +21,14 @@ class DeviceCredentials:
     certificate: Path
     private_key: Path
     ca_file: Path | None
+    # False for a plain broker (a connection file written for ``iotpipe local``): no TLS, no client certificate.
+    tls: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         """JSON object: device id, endpoint and port, and the paths of its files (``caFile`` null: system CAs)."""
         return {"deviceId": self.device_id, "endpoint": self.endpoint, "port": self.port,
                 "certificate": str(self.certificate), "privateKey": str(self.private_key),
-                "caFile": str(self.ca_file) if self.ca_file else None}
+                "caFile": str(self.ca_file) if self.ca_file else None, "tls": self.tls}
 
 
 def load_cert_dir(cert_dir: str | Path) -> list[DeviceCredentials]:
@@ -50,6 +52,7 @@ def load_cert_dir(cert_dir: str | Path) -> list[DeviceCredentials]:
                 certificate=base / settings["certificateFile"],
                 private_key=base / settings["privateKeyFile"],
                 ca_file=base / ca_name if ca_name else _default_ca(base),
+                tls=bool((settings.get("broker") or {}).get("tls", True)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(
