@@ -152,6 +152,26 @@ def test_device_register_list_revoke(stack: dict[str, str], tmp_path: Path, monk
     assert "revoked press-07: deleted 1 certificate(s)" in revoked.stdout
     assert iot.list_things()["things"] == []
     assert iot.list_certificates()["certificates"] == []
+    # Its files are gone with it, so the id can be registered again.
+    assert "removed     certs/press-07.private.key" in revoked.stdout and list(certs.iterdir()) == []
+    assert cli(stack, "device", "register", "press-07", "--out-dir", "certs").exit_code == 0
+
+
+def test_device_register_in_iotpipe_local_points_at_its_broker(stack: dict[str, str], tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from iotpipe.local.state import LocalState
+
+    local = LocalState(env="dev", stack_name=STACK, region="us-east-1", aws_endpoint=stack["endpoint"],
+                       mqtt="mqtt://127.0.0.1:18831", broker="mosquitto", pid=1, child_pids=(), started_at="",
+                       ready=True, log_file="")
+    # A running `iotpipe local` serves env dev (no --endpoint-url: the CLI finds it from its state file).
+    monkeypatch.setattr("iotpipe.cli.common.running_state", lambda: local)
+    monkeypatch.setattr("iotpipe.cli.devices.running_state", lambda: local)
+    result = CliRunner().invoke(main, ["device", "register", "press-07", "--env", "dev", "--out-dir", "certs"])
+    assert result.exit_code == 0, result.output
+    connection = json.loads((tmp_path / "certs" / "press-07.json").read_text())
+    assert (connection["endpoint"], connection["port"]) == ("127.0.0.1", 18831)
+    assert connection["broker"] == {"url": "mqtt://127.0.0.1:18831", "tls": False}
 
 
 @pytest.mark.parametrize("name", ["bad/name", "has space", "x" * 129])
