@@ -368,3 +368,14 @@ def test_ctrl_c_in_simulate_prints_what_was_sent_and_exits_130(tmp_path: Path,
     result = _cli("--broker", "mqtt://127.0.0.1:1", "--count", "10")
     assert result.exit_code == 130
     assert result.stdout.startswith("interrupted: sent 5, failed 0")
+
+
+def test_ctrl_c_while_connecting_exits_130_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    def interrupted(*_args: object, **_kwargs: object) -> simulate.SimSummary:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(simulate, "run_simulation", interrupted)
+    result = _cli("--broker", "mqtt://127.0.0.1:1", "--count", "10")
+    assert result.exit_code == 130 and "stopped by Ctrl-C" in result.stderr

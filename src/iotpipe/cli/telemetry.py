@@ -141,14 +141,19 @@ def simulate(
     rule = devices_lib.basic_ingest_rule(cfg)
     topic = devices_lib.topic_for("<device>", rule)
     progress(f"simulating {len(ids)} device(s) -> {where} on {topic}, {plan.fmt} format, {rate:g} Hz{batching}")
-    summary = simulate_lib.run_simulation(
-        plan,
-        broker=target,
-        credentials=credentials,
-        ack_timeout_s=ack_timeout,
-        basic_ingest_rule=rule,
-        on_progress=lambda sent, failed: progress(f"  {sent} sent, {failed} failed"),
-    )
+    try:
+        summary = simulate_lib.run_simulation(
+            plan,
+            broker=target,
+            credentials=credentials,
+            ack_timeout_s=ack_timeout,
+            basic_ingest_rule=rule,
+            on_progress=lambda sent, failed: progress(f"  {sent} sent, {failed} failed"),
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C while connecting (the send loop itself returns an interrupted summary): nothing was sent.
+        progress("stopped by Ctrl-C before sending")
+        sys.exit(INTERRUPTED_EXIT)
     if output == "json":
         echo_json(summary.as_dict())
     elif output == "jsonl":
