@@ -327,7 +327,9 @@ def export(suffix: str) -> Export:
     return Export(Sub("${AWS::StackName}-" + suffix))
 
 
-# AWS IoT's metric documentation says only that "the ActionType dimension contains the type of action that was
-# invoked", without listing values; the rule-failure alarm and doctor watch both spellings a Kinesis action is
-# reported under (the action's API name, and the error action message's failedAction form), so neither is missed.
-KINESIS_ACTION_TYPES = ("Kinesis", "KinesisAction")
+# AWS IoT's metric documentation ("Rule action metrics", metrics_dimensions) says "the ActionType dimension
+# contains the type of action that was invoked" and defines it as "the action type specified by the rule",
+# linking to the rule actions page, whose name in the API for Kinesis is `kinesis`; it lists no metric values.
+# The rule-failure alarm and doctor therefore watch that name and the two other spellings in use (the
+# CloudFormation property, `Kinesis`, and the error action message's `failedAction` form, `KinesisAction`).
+KINESIS_ACTION_TYPES = ("kinesis", "Kinesis", "KinesisAction")

@@ -276,5 +276,5 @@ def test_cli_counts_each_metric_of_a_metric_math_alarm() -> None:
 
     cfg = build_config({}, "dev", {})
     alarms = [r for r in compose(cfg).template.resources.values() if r.resource_type == "AWS::CloudWatch::Alarm"]
-    # The rule-failure alarm sums two metrics (two ActionType spellings): CloudWatch bills it as two.
-    assert count_alarms(cfg) == len(alarms) + 1
+    # The rule-failure alarm sums three metrics (three ActionType spellings): CloudWatch bills it as three.
+    assert count_alarms(cfg) == len(alarms) + 2

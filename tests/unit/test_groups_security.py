@@ -377,7 +377,7 @@ ALARMS = [
      "Sum", 0, [("StreamName", {"Ref": "SensorDataStream"})]),
     ("RuleActionFailureAlarm", "IoT-Rule-Action-Failures", "AWS/IoT", "Failure", "Sum", 0,
      [[("RuleName", sub("SensorDataRule_${EnvironmentSuffix}")), ("ActionType", kind)]
-      for kind in ("Kinesis", "KinesisAction")]),
+      for kind in ("kinesis", "Kinesis", "KinesisAction")]),
     # Non-JSON payloads never reach the error action: ParseError is their only trace.
     ("RuleParseErrorAlarm", "IoT-Rule-Parse-Errors", "AWS/IoT", "ParseError", "Sum", 0,
      [("RuleName", sub("SensorDataRule_${EnvironmentSuffix}"))]),
