@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from deploy_helpers import REGION, SMALL_TEMPLATE, FakeClock, large_template, modified_template, moto_client
 from botocore.stub import ANY, Stubber
+from deploy_helpers import REGION, SMALL_TEMPLATE, FakeClock, large_template, modified_template, moto_client
 from moto import mock_aws
 from moto.cloudformation.models import cloudformation_backends
 
@@ -212,6 +212,7 @@ def test_termination_protection_change_is_planned_from_config() -> None:
 
 
 ACCOUNT = "123456789012"
+IDENTITY = {"Account": ACCOUNT, "Arn": f"arn:aws:iam::{ACCOUNT}:user/deployer", "UserId": "AIDAEXAMPLE"}
 ARTEFACT = Artefact(key="processor/abc.zip", body=b"zip")
 
 
@@ -219,7 +220,7 @@ def _owned_s3(head_bucket_error: str | None) -> tuple[DeployClient, Stubber]:
     """A client whose every S3 call is checked: each must name ACCOUNT as ExpectedBucketOwner."""
     sts = boto3.client("sts", region_name=REGION)
     sts_stub = Stubber(sts)
-    sts_stub.add_response("get_caller_identity", {"Account": ACCOUNT, "Arn": f"arn:aws:iam::{ACCOUNT}:user/deployer", "UserId": "AIDAEXAMPLE"})
+    sts_stub.add_response("get_caller_identity", IDENTITY)
     sts_stub.activate()
     s3 = boto3.client("s3", region_name=REGION)
     stub = Stubber(s3)
@@ -264,7 +265,7 @@ def test_an_artefact_bucket_owned_by_another_account_is_refused_before_any_uploa
 def test_a_bucket_name_taken_between_head_and_create_is_refused() -> None:
     sts = boto3.client("sts", region_name=REGION)
     sts_stub = Stubber(sts)
-    sts_stub.add_response("get_caller_identity", {"Account": ACCOUNT, "Arn": f"arn:aws:iam::{ACCOUNT}:user/deployer", "UserId": "AIDAEXAMPLE"})
+    sts_stub.add_response("get_caller_identity", IDENTITY)
     s3 = boto3.client("s3", region_name=REGION)
     stub = Stubber(s3)
     stub.add_client_error("head_bucket", "404", http_status_code=404)
