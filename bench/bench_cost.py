@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             server.wait(timeout=30)
     predicted, _ = cost.billable_units(workload, cfg, assumptions, seconds=seconds)
     table = cost.apply_overrides(cost.load_price_table(), cfg.price_overrides)
-    rows = compare(measured_units(counts, cfg, assumptions), predicted, table)
+    rows = compare(measured_units(counts, cfg), predicted, table)
     layout, window = cost.storage_layout(cfg)
     print(f"bench-cost, env {cfg.env} ({layout}{f', {window} s windows' if layout == 'packed' else ''}, "
           f"{'Basic Ingest' if cfg.ingest.basic_ingest else 'MQTT topics'}): {counts.readings:,} readings from "

@@ -205,6 +205,11 @@ class StorageConfig:
     ia_transition_days: int = _opt(30, lo=30, hi=3650)
     glacier_transition_days: int = _opt(90, lo=31, hi=3650)
     noncurrent_expiry_days: int = _opt(30, lo=1, hi=3650)
+    # S3 moves no object under 128 KB to another class by default, and archive objects are a few KB: without an
+    # expiry the archive would grow in S3 Standard forever.
+    archive_retention_days: int = _opt(365, lo=1, hi=36500,
+                                       doc="raw archive, quarantine and rule-error objects are deleted this many "
+                                           "days after they were written")
     access_log_expiry_days: int = _opt(365, lo=1, hi=3650)
     table_kms_key_arn: str = _opt("", pattern=KMS_KEY_PATTERN,
                                   doc="a KMS key ARN; empty: the AWS-managed key alias/aws/dynamodb")
@@ -291,6 +296,11 @@ class AnalyticsConfig:
     # Athena's minimum per-query cutoff is 10 MB; 10 GB caps one query at about 5 cents.
     bytes_scanned_cutoff_mb: int = _opt(10240, lo=10, hi=10_000_000)
     results_expiry_days: int = _opt(7, lo=1, hi=3650)
+    # Partition projection: every (year, month, day, hour) of these years is a partition Athena may list; a
+    # narrow range keeps a query without a time filter from planning hundreds of thousands of empty ones.
+    first_year: int = _opt(2024, lo=2000, hi=2200, doc="first year of archive partitions a query can see")
+    last_year: int = _opt(2035, lo=2000, hi=2200,
+                          doc="last year of archive partitions a query can see (raise it as years pass)")
 
     def __post_init__(self) -> None:
         _validate_fields(self, self.SECTION)
@@ -581,6 +591,9 @@ def _check_cross_field(config: PipelineConfig) -> None:
         raise FieldError(
             "storage.glacier_transition_days", f"{storage.glacier_transition_days} must be at least 30 "
             f"days after ia_transition_days ({storage.ia_transition_days}), as S3 requires")
+    if config.analytics.last_year < config.analytics.first_year:
+        raise FieldError(
+            "analytics.last_year", f"{config.analytics.last_year} is before first_year ({config.analytics.first_year})")
     if processor.batching_window_seconds and processor.batching_window_seconds > processor.timeout_seconds:
         raise FieldError(
             "processor.batching_window_seconds", f"{processor.batching_window_seconds} is longer than "

@@ -16,8 +16,13 @@ Billing rules the model follows (cited in ``prices/<region>.json`` and docs/cost
   records, GB-seconds at the configured memory and architecture.
 - DynamoDB on-demand: every item written costs ``ceil(size / 1 KB)`` write units on its own, BatchWriteItem
   or not; an anomaly item is written to the sparse index too. Storage is held for the TTL.
-- S3: one raw-archive object per batch (quarantine objects only when records are rejected: none assumed).
+- DynamoDB point-in-time recovery (the template enables it) is billed per GB-month of table size.
+- S3: one raw-archive object per batch (quarantine objects only when records are rejected: none assumed), kept
+  ``storage.archive_retention_days`` in S3 Standard (objects under 128 KB are not transitioned).
 - CloudWatch: log bytes per invocation, one custom metric per name and dimension set, alarms per month.
+- KMS: the template's customer-managed key, a month each. Athena (``analytics.enabled``): an assumed number of
+  queries a month, each over one day of the archive: data scanned (at least 10 MB a query) and S3 GET and LIST
+  requests, one GET per archive object.
 """
 
 from __future__ import annotations
@@ -119,9 +124,14 @@ DEFAULT_ASSUMPTIONS = Assumptions((
     Assumption("lambda_ms_per_item", 1.0, "ms", _MEASURED + ": per item written; an upper bound"),
     Assumption("log_bytes_per_invocation", 2240, "bytes", _MEASURED + ": START/END/REPORT, the batch log line "
                                                           "and the EMF documents of 3 sensor types"),
-    Assumption("s3_storage_months", 12, "months", _DEFAULT + ": each month's raw archive kept a year in S3 "
-                                                   "Standard (objects under 128 KB are not transitioned)"),
+    Assumption("athena_queries_per_month", 30, "queries", _DEFAULT + ": an iotpipe sql query a day, each over "
+                                                          "one day of the archive"),
 ))
+# Athena bills "a minimum of 10 MB per query" (Athena pricing); S3 lists at most 1,000 keys a request.
+ATHENA_MIN_SCAN_BYTES = 10 * 1024 * 1024
+S3_LIST_PAGE_KEYS = 1000
+# The template's customer-managed KMS keys (groups/keys.py: the pipeline key).
+CUSTOMER_MANAGED_KEYS = 1
 
 
 @dataclass(frozen=True)
@@ -533,12 +543,27 @@ def billable_units(workload: Workload, cfg: PipelineConfig, assumptions: Assumpt
         note = f"an item per reading of {s.item_bytes:,.0f} B; anomalies also in the index"
         stored = (s.items + s.anomaly_items) * (s.item_bytes + DYNAMODB_INDEX_OVERHEAD_BYTES)
     add("dynamodb.write_request_units", units, note)
-    add("dynamodb.storage_gb_months", dynamodb_storage_gb_months(stored, cfg.storage.ttl_days),
-        f"held {cfg.storage.ttl_days} days (TTL)")
+    table_gb_months = dynamodb_storage_gb_months(stored, cfg.storage.ttl_days)
+    add("dynamodb.storage_gb_months", table_gb_months, f"held {cfg.storage.ttl_days} days (TTL)")
+    add("dynamodb.pitr_gb_months", table_gb_months, "point-in-time recovery: the table's size, as stored")
 
     add("s3.put_requests", s.invocations, "one raw-archive object per batch")
-    months = assumptions.value("s3_storage_months")
-    add("s3.storage_gb_months", s.archive_bytes / GB * months, f"gzip, kept {months:g} months")
+    retention = cfg.storage.archive_retention_days
+    add("s3.storage_gb_months", archive_gb_months(s.archive_bytes, retention),
+        f"gzip, S3 Standard, expired after {retention} days")
+
+    add("kms.key_months", CUSTOMER_MANAGED_KEYS * seconds / MONTH_SECONDS, "the pipeline key (alarm topic, logs)",
+        per_reading=False)
+    if cfg.analytics.enabled:
+        queries = assumptions.value("athena_queries_per_month") * seconds / MONTH_SECONDS
+        days = seconds / 86400
+        scanned = max(s.archive_bytes / days, ATHENA_MIN_SCAN_BYTES)
+        objects = s.invocations / days
+        add("athena.data_scanned_tb", queries * scanned / 1024 ** 4,
+            f"{queries:g} queries, each over a day of archive", per_reading=False)
+        add("s3.get_requests", queries * objects, "Athena reads each archive object of the day", per_reading=False)
+        add("s3.list_requests", queries * 24 * max(1.0, objects / 24 / S3_LIST_PAGE_KEYS),
+            "Athena lists each hour partition", per_reading=False)
 
     add("cloudwatch.log_ingestion_gb", s.log_bytes / GB)
     add("cloudwatch.custom_metrics", s.custom_metrics * seconds / MONTH_SECONDS,
@@ -547,6 +572,11 @@ def billable_units(workload: Workload, cfg: PipelineConfig, assumptions: Assumpt
         add("cloudwatch.alarms", alarms * seconds / MONTH_SECONDS, "alarms in the rendered template",
             per_reading=False)
     return tuple(out), s
+
+
+def archive_gb_months(archive_bytes: float, retention_days: int) -> float:
+    """GB-months of a month's ``archive_bytes`` once the archive holds ``retention_days`` of them (steady state)."""
+    return archive_bytes / GB * retention_days / DAYS_PER_MONTH
 
 
 def dynamodb_storage_gb_months(stored_bytes: float, ttl_days: int) -> float:

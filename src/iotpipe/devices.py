@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from iotpipe import naming
 from iotpipe.aws import aws_call, call_aws, stack_outputs
@@ -61,12 +62,16 @@ class RegisteredDevice:
     port: int
     topic: str
     files: DeviceFiles
+    # A plain MQTT broker the device uses instead of AWS IoT's TLS endpoint (``iotpipe local``'s), as
+    # ``{"url": "mqtt://127.0.0.1:<port>", "tls": False}``; broker credentials would be more keys of it.
+    broker: tuple[tuple[str, Any], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """The registration as JSON-friendly data (``files`` in write order: certificate, key, connection)."""
         return {"thingName": self.thing_name, "thingArn": self.thing_arn, "certificateId": self.certificate_id,
                 "certificateArn": self.certificate_arn, "policyName": self.policy_name, "endpoint": self.endpoint,
-                "port": self.port, "topic": self.topic, "files": [str(path) for path in self.files.all()]}
+                "port": self.port, "topic": self.topic, "files": [str(path) for path in self.files.all()],
+                **({"broker": dict(self.broker)} if self.broker else {})}
 
 
 @dataclass(frozen=True)
@@ -129,12 +134,13 @@ class RevokedDevice:
     deleted_certificates: tuple[str, ...]
     detached_only_certificates: tuple[str, ...]
     detached_policies: tuple[str, ...]
+    removed_files: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """What was removed, as JSON-friendly data."""
         return {"thingName": self.thing_name, "deletedCertificates": list(self.deleted_certificates),
                 "detachedOnlyCertificates": list(self.detached_only_certificates),
-                "detachedPolicies": list(self.detached_policies)}
+                "detachedPolicies": list(self.detached_policies), "removedFiles": list(self.removed_files)}
 
 
 def validate_thing_name(name: str) -> str:
@@ -218,10 +224,13 @@ def register_device(
     environment: str,
     attributes: Mapping[str, str] | None = None,
     basic_ingest_rule: str | None = None,
+    broker_url: str | None = None,
 ) -> RegisteredDevice:
     """Create thing, keys and certificate, attach policy and thing, and write the device files.
 
-    With ``basic_ingest_rule`` the connection file's topic is that rule's Basic Ingest topic.
+    With ``basic_ingest_rule`` the connection file's topic is that rule's Basic Ingest topic. With
+    ``broker_url`` (``mqtt://host:port``, a plain broker such as ``iotpipe local``'s) the connection file points
+    the device there, without TLS, instead of at the account's AWS IoT endpoint.
 
     Nothing is left half-done: existing files are refused before any AWS call, and if an AWS call or a
     file write fails, what was created so far is removed again.
@@ -241,7 +250,12 @@ def register_device(
             f"thing {thing_name} already exists; revoke it first (iotpipe device revoke "
             f"{thing_name}) or choose another device id"
         )
-    endpoint = data_endpoint(iot)
+    broker: tuple[tuple[str, Any], ...] = ()
+    if broker_url is None:
+        endpoint, port = data_endpoint(iot), MQTT_TLS_PORT
+    else:
+        endpoint, port = _plain_broker(broker_url)
+        broker = (("url", broker_url), ("tls", False))
     undo: list[Callable[[], Any]] = []
     try:
         thing = call_aws("iot", "create-thing", iot.create_thing,
@@ -265,9 +279,10 @@ def register_device(
             certificate_arn=cert_arn,
             policy_name=policy_name,
             endpoint=endpoint,
-            port=MQTT_TLS_PORT,
+            port=port,
             topic=topic_for(thing_name, basic_ingest_rule),
             files=files,
+            broker=broker,
         )
         _write_files(device, keys["certificatePem"], keys["keyPair"]["PrivateKey"])
     except BaseException:
@@ -290,7 +305,19 @@ def connection_settings(device: RegisteredDevice) -> dict[str, Any]:
         "certificateFile": device.files.certificate.name,
         "privateKeyFile": device.files.private_key.name,
         "certificateId": device.certificate_id,
+        **({"broker": dict(device.broker)} if device.broker else {}),
     }
+
+
+def _plain_broker(url: str) -> tuple[str, int]:
+    parsed = urlparse(url)
+    try:
+        port = parsed.port or 1883
+    except ValueError:
+        port = 0
+    if parsed.scheme != "mqtt" or not parsed.hostname or not port:
+        raise ParameterError("broker_url", url, "is not a plain MQTT broker URL; use mqtt://host:port")
+    return parsed.hostname, port
 
 
 def list_devices(iot: Any, environment: str | None = None) -> list[Device]:
@@ -334,11 +361,14 @@ def check_managed(iot: Any, thing_name: str, environment: str) -> None:
                             "that environment's device")
 
 
-def revoke_device(iot: Any, thing_name: str, environment: str | None = None) -> RevokedDevice:
+def revoke_device(iot: Any, thing_name: str, environment: str | None = None,
+                  out_dir: str | Path | None = None) -> RevokedDevice:
     """Detach policies and thing, deactivate and delete each certificate, then delete the thing.
 
     With ``environment``, only a thing iotpipe registered for that environment is revoked (RevokeRefused
     otherwise). A certificate still attached to another thing is only detached from this one, never deleted.
+    With ``out_dir``, the device's files there (certificate, private key, connection file, as ``register``
+    wrote them) are removed once the thing is gone: they are useless, and register refuses to overwrite them.
     """
     validate_thing_name(thing_name)
     if environment is not None:
@@ -363,11 +393,15 @@ def revoke_device(iot: Any, thing_name: str, environment: str | None = None) -> 
         _delete_certificate(iot, cert_id)
         deleted.append(cert_id)
     call_aws("iot", "delete-thing", iot.delete_thing, thingName=thing_name)
+    removed = [] if out_dir is None else [path for path in device_files(out_dir, thing_name).all() if path.exists()]
+    for path in removed:
+        path.unlink()
     return RevokedDevice(
         thing_name=thing_name,
         deleted_certificates=tuple(deleted),
         detached_only_certificates=tuple(detached_only),
         detached_policies=tuple(policies),
+        removed_files=tuple(str(path) for path in removed),
     )
 
 

@@ -314,9 +314,9 @@ def recent_metrics(cloudwatch: Any, ctx: Context, now: datetime) -> list[Check]:
                           "simulate)? check the rule and the mapping rows"))
     else:
         rows.append(Check("readings processed (1 h)", PASS, f"{readings:g}"))
-    failures = _metric_sum(cloudwatch, "AWS/IoT", "Failure",
-                           {"RuleName": ctx.name(naming.RULE_NAME_PATTERN), "ActionType": "Kinesis"},
-                           "Sum", now)
+    failures = sum(_metric_sum(cloudwatch, "AWS/IoT", "Failure",
+                               {"RuleName": ctx.name(naming.RULE_NAME_PATTERN), "ActionType": kind}, "Sum", now) or 0
+                   for kind in naming.KINESIS_ACTION_TYPES)
     rows.append(Check("rule failures (1 h)", WARN, f"{failures:g}", "see rule-errors/ in the raw bucket")
                 if failures else Check("rule failures (1 h)", PASS, "0"))
     age = _metric_sum(cloudwatch, "AWS/Lambda", "IteratorAge", {"FunctionName": function}, "Maximum", now)

@@ -128,7 +128,7 @@ def batches(arrivals: Sequence[float], batch_size: int, window_s: float) -> list
     return out
 
 
-def measured_units(counts: Counts, cfg: PipelineConfig, assumptions: cost.Assumptions) -> dict[str, float]:
+def measured_units(counts: Counts, cfg: PipelineConfig) -> dict[str, float]:
     """The counted units by price key, as :func:`iotpipe.cost.billable_units` names them."""
     units: dict[str, float] = {
         "iot.messages": 0 if cfg.ingest.basic_ingest else counts.iot_units,
@@ -138,8 +138,9 @@ def measured_units(counts: Counts, cfg: PipelineConfig, assumptions: cost.Assump
         f"lambda.gb_seconds_{cfg.processor.architecture}": counts.billed_ms / 1000 * cfg.processor.memory_mb / 1024,
         "dynamodb.write_request_units": counts.write_units,
         "dynamodb.storage_gb_months": cost.dynamodb_storage_gb_months(counts.stored_bytes, cfg.storage.ttl_days),
+        "dynamodb.pitr_gb_months": cost.dynamodb_storage_gb_months(counts.stored_bytes, cfg.storage.ttl_days),
         "s3.put_requests": counts.s3_puts,
-        "s3.storage_gb_months": counts.archive_bytes / cost.GB * assumptions.value("s3_storage_months"),
+        "s3.storage_gb_months": cost.archive_gb_months(counts.archive_bytes, cfg.storage.archive_retention_days),
         "cloudwatch.log_ingestion_gb": counts.log_bytes / cost.GB,
     }
     if cfg.stream.mode == "PROVISIONED":

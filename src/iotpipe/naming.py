@@ -325,3 +325,11 @@ def analytics_workgroup_name() -> Sub:
 def export(suffix: str) -> Export:
     """The seed's export naming: ``<stack name>-<suffix>``."""
     return Export(Sub("${AWS::StackName}-" + suffix))
+
+
+# AWS IoT's metric documentation ("Rule action metrics", metrics_dimensions) says "the ActionType dimension
+# contains the type of action that was invoked" and defines it as "the action type specified by the rule",
+# linking to the rule actions page, whose name in the API for Kinesis is `kinesis`; it lists no metric values.
+# The rule-failure alarm and doctor therefore watch that name and the two other spellings in use (the
+# CloudFormation property, `Kinesis`, and the error action message's `failedAction` form, `KinesisAction`).
+KINESIS_ACTION_TYPES = ("kinesis", "Kinesis", "KinesisAction")

@@ -128,10 +128,14 @@ def athena_query_runner(workgroup_arn: Arn) -> Statement:
                      Resource=[workgroup_arn])
 
 
-def glue_database_reader(catalog_arn: Arn, database_arn: Arn) -> Statement:
-    """GetDatabase of one Glue database (IAM checks the catalog and the database)."""
+def glue_database_reader(catalog_arn: Arn, *database_arns: Arn) -> Statement:
+    """GetDatabase of the given Glue databases (IAM checks the catalog and the database).
+
+    Athena's query runner also needs ``default``: its IAM guide lists ``glue:GetDatabase`` on the ``default``
+    database among the permissions a query needs, whatever database the query names.
+    """
     return Statement(Sid="ReadArchiveDatabase", Effect=Allow, Action=[glue.GetDatabase],
-                     Resource=[catalog_arn, database_arn])
+                     Resource=[catalog_arn, *database_arns])
 
 
 def glue_table_reader(catalog_arn: Arn, database_arn: Arn, *table_arns: Arn) -> Statement:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ from troposphere import Template
 
 from iotpipe.compose import Composition, compose
 from iotpipe.config import PipelineConfig
+from iotpipe.errors import TemplateError
 
 if TYPE_CHECKING:
     from iotpipe.blueprint import Blueprint
@@ -58,7 +60,19 @@ def write_atomically(path: Path, text: str) -> None:
 
     The temporary file is created in the same directory (so the rename is atomic), exclusively and under a
     random name (``tempfile.mkstemp``): a symlink planted at a predictable name cannot redirect the write.
+    A symlink at ``path`` itself is followed on purpose (the link stays, its target gets the text), and a
+    character device or FIFO (``/dev/null``, ``/dev/stdout``, a pipe) is written through rather than replaced
+    by a regular file; any other kind of file is refused (TemplateError).
     """
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    kind = _file_kind(path)
+    if kind in ("character device", "fifo"):
+        with path.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+        return
+    if kind not in ("missing", "regular file"):
+        raise TemplateError(f"{path} is a {kind}; give a file path for -o (or omit -o to write to stdout)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -70,3 +84,15 @@ def write_atomically(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _file_kind(path: Path) -> str:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "missing"
+    for test, kind in ((stat.S_ISREG, "regular file"), (stat.S_ISCHR, "character device"), (stat.S_ISFIFO, "fifo"),
+                       (stat.S_ISDIR, "directory"), (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return kind
+    return "special file"

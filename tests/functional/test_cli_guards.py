@@ -170,14 +170,24 @@ def test_which_config_was_read_is_said_on_stderr(workdir: Path) -> None:
     assert "config: no iotpipe.toml here (nor --config): built-in defaults for env dev" in result.stderr
     (workdir / "iotpipe.toml").write_text("[env.dev]\n[env.prod]\n")
     assert "config: iotpipe.toml [env.dev]" in invoke("render", "--env", "dev").stderr
-    typo = invoke("render", "--env", "prdo")
+    typo = invoke("render", "--env", "prdo", "--new-env")
     assert "config: iotpipe.toml, no [env.prdo] section" in typo.stderr
 
 
-def test_diff_points_out_an_env_no_section_names(workdir: Path) -> None:
+@pytest.mark.parametrize("command", [["render"], ["deploy", "--yes"], ["diff"], ["cost", "--devices", "1"]])
+def test_an_env_the_config_file_does_not_name_is_refused(workdir: Path, command: list[str]) -> None:
+    # A typo such as --env prdo rendered with [defaults] (a note on stderr) and deploy created a new stack.
     (workdir / "iotpipe.toml").write_text("[env.dev]\n[env.prod]\n")
-    result = invoke("diff", "--env", "prdo", "--endpoint-url", "http://127.0.0.1:9", "--region", REGION)
-    assert "warning: env 'prdo' is not a section of the config file (it has dev, prod)" in result.stderr
+    result = invoke(*command, "--env", "prdo", "--endpoint-url", "http://127.0.0.1:9", "--region", REGION) \
+        if command[0] in ("deploy", "diff") else invoke(*command, "--env", "prdo")
+    assert "env 'prdo' is not a section of the config file (it has dev, prod)" in one_line_error(result, 2)
+    assert "--new-env" in result.stderr and result.stdout == ""
+
+
+def test_new_env_asks_for_an_env_without_a_section(workdir: Path) -> None:
+    (workdir / "iotpipe.toml").write_text("[env.dev]\n[env.prod]\n")
+    result = invoke("render", "--env", "staging", "--new-env")
+    assert result.exit_code == 0 and "Default: staging" in result.stdout
 
 
 # ---------------------------------------------------------------- deploy input, refused before anything is made

@@ -152,6 +152,26 @@ def test_device_register_list_revoke(stack: dict[str, str], tmp_path: Path, monk
     assert "revoked press-07: deleted 1 certificate(s)" in revoked.stdout
     assert iot.list_things()["things"] == []
     assert iot.list_certificates()["certificates"] == []
+    # Its files are gone with it, so the id can be registered again.
+    assert "removed     certs/press-07.private.key" in revoked.stdout and list(certs.iterdir()) == []
+    assert cli(stack, "device", "register", "press-07", "--out-dir", "certs").exit_code == 0
+
+
+def test_device_register_in_iotpipe_local_points_at_its_broker(stack: dict[str, str], tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from iotpipe.local.state import LocalState
+
+    local = LocalState(env="dev", stack_name=STACK, region="us-east-1", aws_endpoint=stack["endpoint"],
+                       mqtt="mqtt://127.0.0.1:18831", broker="mosquitto", pid=1, child_pids=(), started_at="",
+                       ready=True, log_file="")
+    # A running `iotpipe local` serves env dev (no --endpoint-url: the CLI finds it from its state file).
+    monkeypatch.setattr("iotpipe.cli.common.running_state", lambda: local)
+    monkeypatch.setattr("iotpipe.cli.devices.running_state", lambda: local)
+    result = CliRunner().invoke(main, ["device", "register", "press-07", "--env", "dev", "--out-dir", "certs"])
+    assert result.exit_code == 0, result.output
+    connection = json.loads((tmp_path / "certs" / "press-07.json").read_text())
+    assert (connection["endpoint"], connection["port"]) == ("127.0.0.1", 18831)
+    assert connection["broker"] == {"url": "mqtt://127.0.0.1:18831", "tls": False}
 
 
 @pytest.mark.parametrize("name", ["bad/name", "has space", "x" * 129])
@@ -259,8 +279,7 @@ def test_logs_show_the_processors_lines_summarised(stack: dict[str, str], monkey
     for message in messages:
         assert any(message in line for line in out)
 
-    as_json = [json.loads(line) for line in cli(stack, "logs", "--since", "10m", "--output", "json")
-               .stdout.splitlines()]
+    as_json = json.loads(cli(stack, "logs", "--since", "10m", "--output", "json").stdout)
     assert len(as_json) == len(printed)
     assert all(item["time"].endswith("Z") for item in as_json)
 
@@ -310,15 +329,25 @@ def test_logs_follow_is_bounded_and_filter_applies(stack: dict[str, str]) -> Non
     now = now_ms()
     logs.create_log_stream(logGroupName=group, logStreamName="s1")
     logs.put_log_events(logGroupName=group, logStreamName="s1", logEvents=[
-        {"timestamp": now - 2000, "message": '{"level":"INFO","message":"batch processed","records":3}'},
+        {"timestamp": now - 2000, "message": '{"level":"INFO","message":"batch processed","records":3,'
+                                             '"quarantined":1}'},
         {"timestamp": now - 1000, "message": '{"level":"WARN","message":"record quarantined","reason":"bad"}'}])
 
     followed = cli(stack, "logs", "--follow", "--max-wait", "1")
     assert followed.exit_code == 0, followed.output
     assert [line.split(None, 2)[2] for line in followed.stdout.splitlines()] == [
-        "batch processed records=3", "record quarantined reason=bad"]
+        "batch processed records=3 quarantined=1", "record quarantined reason=bad"]
     assert followed.stdout.splitlines()[1].split()[1] == "WARN"
 
+    # Every batch line counts "quarantined" records: the filter matches the quarantined records only.
     filtered = cli(stack, "logs", "--filter", "quarantined")
     assert filtered.exit_code == 0
     assert [line.split(None, 2)[2] for line in filtered.stdout.splitlines()] == ["record quarantined reason=bad"]
+
+    # --output json is one document; jsonl is a line per event; --follow streams, so json with it is refused.
+    document = json.loads(cli(stack, "logs", "--output", "json").stdout)
+    assert [item["message"] for item in document] == ["batch processed", "record quarantined"]
+    lines = cli(stack, "logs", "--output", "jsonl").stdout.splitlines()
+    assert [json.loads(line)["message"] for line in lines] == ["batch processed", "record quarantined"]
+    refused = cli(stack, "logs", "--follow", "--output", "json")
+    assert refused.exit_code == 2 and "--output jsonl" in refused.output

@@ -77,11 +77,12 @@ def reading(value: float, pad: int = 0) -> bytes:
     return json.dumps(body).encode()
 
 
-def publish(mqtt_url: str, payloads: list[bytes], timeout_s: float = 5) -> bool:
-    """True when the broker acknowledged every QoS 1 publish; False when it refused the connection or did not
-    acknowledge within ``timeout_s``."""
-    host, port = mqtt_url.removeprefix("mqtt://").split(":")
+def publish(state: LocalState, payloads: list[bytes], timeout_s: float = 5) -> bool:
+    """True when the broker acknowledged every QoS 1 publish (logged in with the run's credentials); False when it
+    refused the connection or did not acknowledge within ``timeout_s``."""
+    host, port = state.mqtt.removeprefix("mqtt://").split(":")
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=DEVICE)
+    client.username_pw_set(state.mqtt_username, state.mqtt_password)
     try:
         client.connect(host, int(port))
     except OSError:
@@ -107,10 +108,10 @@ def stored_values() -> set[float]:
 
 def test_a_killed_emulator_stops_the_broker_and_status_names_it(workdir: Path) -> None:
     state = up(workdir)
-    assert publish(state.mqtt, [reading(1.0)])
+    assert publish(state, [reading(1.0)])
     os.kill(child(state, "moto_server"), signal.SIGKILL)
     # Before: the broker went on acknowledging (and losing) publishes for minutes while the supervisor stopped.
-    wait_until(lambda: not publish(state.mqtt, [reading(2.0)], timeout_s=2), 30, "a publish the broker refuses")
+    wait_until(lambda: not publish(state, [reading(2.0)], timeout_s=2), 30, "a publish the broker refuses")
     status = cli("local", "status")
     assert status.returncode == 1, status.stdout
     assert "emulator (pid" in status.stdout and ": dead: exited with code -9" in status.stdout
@@ -126,7 +127,7 @@ def test_a_killed_broker_is_restarted_on_its_port_and_nothing_after_is_lost(work
     broker = child(state, "mosquitto")
     os.kill(broker, signal.SIGKILL)
     # Before: the broker was never restarted and status did not notice.
-    wait_until(lambda: publish(state.mqtt, [reading(7.0)], timeout_s=2), 30, "the restarted broker's acknowledgement")
+    wait_until(lambda: publish(state, [reading(7.0)], timeout_s=2), 30, "the restarted broker's acknowledgement")
     wait_until(lambda: 7.0 in stored_values(), 60, "the reading published after the restart in DynamoDB")
     restarted = read_state(workdir / "state")
     assert restarted is not None and restarted.mqtt == state.mqtt
@@ -147,13 +148,13 @@ def test_a_killed_broker_is_restarted_on_its_port_and_nothing_after_is_lost(work
 
 def test_a_stopped_worker_does_not_stall_its_shard(workdir: Path) -> None:
     state = up(workdir)
-    assert publish(state.mqtt, [reading(0.5)])
+    assert publish(state, [reading(0.5)])
     wait_until(lambda: 0.5 in stored_values(), 60, "the first reading (a warm worker)")
     (worker,) = [pid for pid in _descendants(state.pid) if "iotpipe.local.worker" in command_line(pid)]
     os.kill(worker, signal.SIGSTOP)
     # An event far larger than a pipe's 64 KiB buffer: before, writing it to the stopped worker blocked forever.
     values = [100.0 + n for n in range(60)]
-    assert publish(state.mqtt, [reading(value, pad=2000) for value in values], timeout_s=20)
+    assert publish(state, [reading(value, pad=2000) for value in values], timeout_s=20)
     wait_until(lambda: set(values) <= stored_values(), 90, "every reading despite the stopped worker")
     assert process_state(worker) == "dead"
     status = cli("local", "status")

@@ -337,3 +337,71 @@ def test_simulate_cert_dir_refused_without_a_trusted_certificate(tmp_path: Path)
     assert result.exit_code == 1
     assert f"device press-07: 127.0.0.1:{broker.port} refused the connection" in result.stderr
     assert "certificate is active" in result.stderr
+
+
+def test_a_device_registered_for_a_local_broker_publishes_to_it(broker: Broker, subscriber: Subscriber,
+                                                                tmp_path: Path) -> None:
+    # `device register --env local` used to write AWS IoT's (moto's) TLS endpoint: simulate --cert-dir could not
+    # connect. With the local broker's URL the connection file points there, without TLS.
+    import boto3
+    from moto import mock_aws
+
+    from iotpipe import devices, simulate
+
+    certs = tmp_path / "certs"
+    with mock_aws():
+        iot = boto3.client("iot", region_name="us-east-1")
+        iot.create_policy(policyName="SensorDevicePolicy-local", policyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}))
+        devices.register_device(iot, thing_name="press-01", policy_name="SensorDevicePolicy-local", out_dir=certs,
+                                environment="local", broker_url=f"mqtt://127.0.0.1:{broker.port}")
+    settings = json.loads((certs / "press-01.json").read_text())
+    assert (settings["endpoint"], settings["port"]) == ("127.0.0.1", broker.port)
+    assert settings["broker"] == {"url": f"mqtt://127.0.0.1:{broker.port}", "tls": False}
+    credentials = simulate.load_cert_dir(certs)
+    assert [c.tls for c in credentials] == [False]
+    from iotpipe.config import SEED_THRESHOLDS
+
+    plan = simulate.build_plan(["press-01"], {"temperature": SEED_THRESHOLDS["temperature"]}, count=3, rate_hz=50)
+    summary = simulate.run_simulation(plan, credentials=credentials, ack_timeout_s=5)
+    assert (summary.sent, summary.failed) == (3, 0)
+    assert [topic for topic, _payload in subscriber.wait_for(3)] == ["sensor/press-01/data"] * 3
+
+
+@pytest.mark.mqtt
+def test_devices_registered_for_iotpipe_local_log_in_with_the_runs_credentials(tmp_path: Path) -> None:
+    # iotpipe local's broker takes only its run's login, which changes every run and is never in a connection
+    # file: simulate --cert-dir adds the running one's to the files that point at it.
+    import boto3
+    from moto import mock_aws
+
+    from iotpipe import devices, simulate
+    from iotpipe.config import SEED_THRESHOLDS
+    from iotpipe.local.broker import BrokerSpec, start_broker
+
+    received: list[str] = []
+    login = ("iotpipe-run-1", "p4ss-of-the-run")
+    with start_broker(BrokerSpec("mosquitto", username=login[0], password=login[1]), tmp_path / "broker",
+                      lambda topic, _payload, _client: received.append(topic)) as broker:
+        certs = tmp_path / "certs"
+        with mock_aws():
+            iot = boto3.client("iot", region_name="us-east-1")
+            iot.create_policy(policyName="SensorDevicePolicy-local", policyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect",
+                                                         "Resource": "*"}]}))
+            devices.register_device(iot, thing_name="press-02", policy_name="SensorDevicePolicy-local",
+                                    out_dir=certs, environment="local", broker_url=broker.url)
+        assert "p4ss-of-the-run" not in (certs / "press-02.json").read_text()
+        plan = simulate.build_plan(["press-02"], {"temperature": SEED_THRESHOLDS["temperature"]}, count=2,
+                                   rate_hz=50)
+        without = simulate.load_cert_dir(certs)
+        with pytest.raises(simulate.PublishError):  # the broker refuses a device without the run's login
+            simulate.run_simulation(plan, credentials=without, ack_timeout_s=5)
+        logged_in = simulate.with_login(without, broker.url, *login)
+        summary = simulate.run_simulation(plan, credentials=logged_in, ack_timeout_s=5)
+        assert (summary.sent, summary.failed) == (2, 0)
+        deadline = time.monotonic() + 10
+        while len(received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert received == ["sensor/press-02/data"] * 2
+    assert simulate.with_login(without, "mqtt://127.0.0.1:1", *login) == without  # another broker's: unchanged

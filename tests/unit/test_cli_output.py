@@ -12,12 +12,22 @@ from click.testing import CliRunner
 import iotpipe.cli.output as cli_output
 from iotpipe.cli import main
 from iotpipe.cli.app import COMMANDS
-from iotpipe.cli.output import CSV_FORMATS, LINE_FORMATS, TABLE_FORMATS, OutputOption, format_csv, format_table
+from iotpipe.cli.output import (
+    CSV_FORMATS,
+    LINE_FORMATS,
+    STREAM_FORMATS,
+    TABLE_FORMATS,
+    OutputOption,
+    format_csv,
+    format_table,
+)
 
 CLI_DIR = Path(cli_output.__file__).parent
 # Commands that already offered CSV keep it; `logs` prints a stream of lines, not a table.
 WITH_CSV = {"readings", "anomalies", "sql"}
 LINE_STREAMS = {"logs"}
+# `simulate` prints a summary, or with --dry-run a stream of messages: it offers jsonl too.
+STREAMS = {"simulate"}
 
 
 def _walk(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
@@ -41,7 +51,7 @@ def test_every_output_option_is_the_shared_one_with_the_same_choices() -> None:
         assert isinstance(option.type, click.Choice)
         with_output[path] = tuple(option.type.choices)
     expected = {path: (CSV_FORMATS if path in WITH_CSV else LINE_FORMATS if path in LINE_STREAMS
-                       else TABLE_FORMATS) for path in with_output}
+                       else STREAM_FORMATS if path in STREAMS else TABLE_FORMATS) for path in with_output}
     assert with_output == expected
     # every command that shows results as a table or a listing offers --output
     assert {"readings", "anomalies", "metrics", "device list", "device register", "device revoke", "outputs",

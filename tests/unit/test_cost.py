@@ -18,7 +18,7 @@ HAND_ASSUMPTIONS = cost.DEFAULT_ASSUMPTIONS.with_values(
     "hand-worked example", single_payload_bytes=78, device_id_bytes=10, rule_added_bytes=72,
     reading_item_bytes=300, anomaly_rate=0.01, archive_line_overhead_bytes=100, compression_ratio=5,
     archive_object_overhead_bytes=0, lambda_ms_per_invocation=100, lambda_ms_per_item=1,
-    log_bytes_per_invocation=1000, s3_storage_months=12)
+    log_bytes_per_invocation=1000, athena_queries_per_month=30)
 GB = 1024 ** 3
 
 
@@ -62,18 +62,30 @@ def test_a_hand_worked_month_of_todays_layout() -> None:
     # Storage: 53,085,600 items x (300 + 100 index overhead) bytes = 21,234,240,000 B = 19.775927 GB, held
     # 90 days of a 30.416667-day month = 58.515072 GB-months x $0.25 = $14.628768.
     assert lines["dynamodb.storage_gb_months"] == pytest.approx(14.628768)
+    # Point-in-time recovery (the template enables it) is billed on the table's size: 58.515072 GB-months
+    # x $0.20 = $11.703014.
+    assert lines["dynamodb.pitr_gb_months"] == pytest.approx(11.703014)
     # S3: one archive object per invocation: 525,600 PUTs x $0.005/1000 = $2.628. Raw lines of 150 + 100 bytes,
-    # gzip 5:1 -> 2,628,000,000 B = 2.447516 GB, kept 12 months = 29.370189 GB-months x $0.023 = $0.675514.
+    # gzip 5:1 -> 2,628,000,000 B = 2.447516 GB, kept 365 days (storage.archive_retention_days) = 12 months
+    # = 29.370189 GB-months x $0.023 = $0.675514.
     assert lines["s3.put_requests"] == pytest.approx(2.628)
     assert lines["s3.storage_gb_months"] == pytest.approx(0.675514, rel=1e-5)
+    # KMS: the pipeline key, $1 a month. Athena: 30 queries, each over a day of archive (2,628,000,000 B /
+    # 30.416667 days = 86,400,000 B, over the 10 MB minimum): 2,592,000,000 B = 0.0023574 TB x $5 = $0.011787;
+    # each GETs the day's 17,280 objects: 518,400 x $0.0004/1000 = $0.20736, and lists 24 hours: 720 LISTs
+    # x $0.005/1000 = $0.0036.
+    assert lines["kms.key_months"] == pytest.approx(1.00)
+    assert lines["athena.data_scanned_tb"] == pytest.approx(0.011787, rel=1e-4)
+    assert lines["s3.get_requests"] == pytest.approx(0.20736)
+    assert lines["s3.list_requests"] == pytest.approx(0.0036)
     # CloudWatch: 525,600 invocations x 1,000 log bytes = 0.489503 GB x $0.50 = $0.244752; 6 metrics by
     # Environment + 2 per sensor type x 2 = 10 metrics x $0.30 = $3.00; 8 alarms x $0.10 = $0.80.
     assert lines["cloudwatch.log_ingestion_gb"] == pytest.approx(0.244752, rel=1e-5)
     assert lines["cloudwatch.custom_metrics"] == pytest.approx(3.00)
     assert lines["cloudwatch.alarms"] == pytest.approx(0.80)
-    # Total $135.659936 a month; / 52.56 M readings = $2.581049 per million.
-    assert est.monthly_total_usd == pytest.approx(135.659936, rel=1e-6)
-    assert est.per_million_readings_usd == pytest.approx(2.581049, rel=1e-6)
+    # Total $148.585697 a month; / 52.56 M readings = $2.826973 per million.
+    assert est.monthly_total_usd == pytest.approx(148.585697, rel=1e-6)
+    assert est.per_million_readings_usd == pytest.approx(2.826973, rel=1e-6)
 
 
 def test_basic_ingest_removes_the_messaging_charge_but_not_the_rule() -> None:
@@ -235,3 +247,34 @@ def test_repository_prod_env_meets_twenty_cents_per_million() -> None:
     dev = load_config(repo_config, "dev")
     assert cost.estimate(cost.Workload(1000, 3, 1.0, dev.ingest.readings_per_message), dev) \
         .per_million_readings_usd > 2.0
+
+
+def test_archive_storage_follows_the_configured_retention() -> None:
+    workload = cost.Workload(devices=10, sensors=2, rate_hz=1.0)
+    year = usd(cost.estimate(workload, build_config({}, "dev", {}), assumptions=HAND_ASSUMPTIONS))
+    quarter = usd(cost.estimate(workload, build_config({"defaults": {"storage": {"archive_retention_days": 73}}},
+                                                       "dev", {}), assumptions=HAND_ASSUMPTIONS))
+    # The archive held 73 days is a fifth of the one held 365 days; nothing else changes.
+    assert quarter["s3.storage_gb_months"] == pytest.approx(year["s3.storage_gb_months"] / 5)
+    assert quarter["s3.put_requests"] == year["s3.put_requests"]
+
+
+def test_athena_is_priced_only_with_analytics_and_a_query_scans_at_least_10_mb() -> None:
+    workload = cost.Workload(devices=1, sensors=1, rate_hz=0.01)
+    on = usd(cost.estimate(workload, build_config({}, "dev", {}), assumptions=HAND_ASSUMPTIONS))
+    # A tiny archive: each of the 30 queries is billed the 10 MB minimum.
+    assert on["athena.data_scanned_tb"] == pytest.approx(30 * 10 * 1024 ** 2 / 1024 ** 4 * 5)
+    off = usd(cost.estimate(workload, build_config({"defaults": {"analytics": {"enabled": False}}}, "dev", {}),
+                            assumptions=HAND_ASSUMPTIONS))
+    assert not {"athena.data_scanned_tb", "s3.get_requests", "s3.list_requests"} & set(off)
+    assert off["kms.key_months"] == on["kms.key_months"] == pytest.approx(1.0)
+
+
+def test_cli_counts_each_metric_of_a_metric_math_alarm() -> None:
+    from iotpipe.cli.cost import count_alarms
+    from iotpipe.compose import compose
+
+    cfg = build_config({}, "dev", {})
+    alarms = [r for r in compose(cfg).template.resources.values() if r.resource_type == "AWS::CloudWatch::Alarm"]
+    # The rule-failure alarm sums three metrics (three ActionType spellings): CloudWatch bills it as three.
+    assert count_alarms(cfg) == len(alarms) + 2

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
+from botocore.stub import ANY, Stubber
 from deploy_helpers import REGION, SMALL_TEMPLATE, FakeClock, large_template, modified_template, moto_client
 from moto import mock_aws
 from moto.cloudformation.models import cloudformation_backends
@@ -20,9 +21,11 @@ from iotpipe.deploy.plan import (
     merge_pairs,
     parse_assignments,
     plan_deploy,
+    upload_artefacts,
 )
 from iotpipe.deploy.waiters import wait_until_settled
 from iotpipe.errors import ConfigError, DeployError, TemplateError
+from iotpipe.package import Artefact
 
 STACK = "iotpipe-dev"
 
@@ -206,3 +209,67 @@ def test_termination_protection_change_is_planned_from_config() -> None:
     client: DeployClient = moto_client()
     assert plan_deploy(client, request(termination_protection=True)).termination_protection_change is True
     assert plan_deploy(client, request()).termination_protection_change is None
+
+
+ACCOUNT = "123456789012"
+IDENTITY = {"Account": ACCOUNT, "Arn": f"arn:aws:iam::{ACCOUNT}:user/deployer", "UserId": "AIDAEXAMPLE"}
+ARTEFACT = Artefact(key="processor/abc.zip", body=b"zip")
+
+
+def _owned_s3(head_bucket_error: str | None) -> tuple[DeployClient, Stubber]:
+    """A client whose every S3 call is checked: each must name ACCOUNT as ExpectedBucketOwner."""
+    sts = boto3.client("sts", region_name=REGION)
+    sts_stub = Stubber(sts)
+    sts_stub.add_response("get_caller_identity", IDENTITY)
+    sts_stub.activate()
+    s3 = boto3.client("s3", region_name=REGION)
+    stub = Stubber(s3)
+    bucket = artefact_bucket_name(ACCOUNT, REGION)
+    mine = {"Bucket": bucket, "ExpectedBucketOwner": ACCOUNT}
+    if head_bucket_error:
+        stub.add_client_error("head_bucket", head_bucket_error, http_status_code=int(head_bucket_error),
+                              expected_params=mine)
+    else:
+        stub.add_client_error("head_bucket", "404", http_status_code=404, expected_params=mine)
+        stub.add_response("create_bucket", {}, {"Bucket": bucket})
+        for operation in ("put_public_access_block", "put_bucket_encryption", "put_bucket_ownership_controls",
+                          "put_bucket_lifecycle_configuration"):
+            stub.add_response(operation, {}, {**mine, **{key: ANY for key in {
+                "put_public_access_block": ["PublicAccessBlockConfiguration"],
+                "put_bucket_encryption": ["ServerSideEncryptionConfiguration"],
+                "put_bucket_ownership_controls": ["OwnershipControls"],
+                "put_bucket_lifecycle_configuration": ["LifecycleConfiguration"]}[operation]}})
+        stub.add_client_error("head_object", "404", http_status_code=404,
+                              expected_params={**mine, "Key": ARTEFACT.key})
+        stub.add_response("put_object", {}, {**mine, "Key": ARTEFACT.key, "Body": ARTEFACT.body,
+                                             "ServerSideEncryption": "AES256"})
+    return DeployClient(cloudformation=None, s3=s3, sts=sts, region=REGION), stub
+
+
+def test_every_artefact_bucket_call_names_the_account_as_expected_owner() -> None:
+    client, stub = _owned_s3(None)
+    with stub:
+        assert upload_artefacts(client, [ARTEFACT]) is True
+    stub.assert_no_pending_responses()
+
+
+def test_an_artefact_bucket_owned_by_another_account_is_refused_before_any_upload() -> None:
+    # HeadBucket with ExpectedBucketOwner answers 403 when another account owns the (guessable) name.
+    client, stub = _owned_s3("403")
+    with stub, pytest.raises(DeployError, match=f"exists but account {ACCOUNT} does not own it.*Nothing was "
+                                                "uploaded"):
+        upload_artefacts(client, [ARTEFACT])
+    stub.assert_no_pending_responses()  # no create_bucket, no put_object were asked for
+
+
+def test_a_bucket_name_taken_between_head_and_create_is_refused() -> None:
+    sts = boto3.client("sts", region_name=REGION)
+    sts_stub = Stubber(sts)
+    sts_stub.add_response("get_caller_identity", IDENTITY)
+    s3 = boto3.client("s3", region_name=REGION)
+    stub = Stubber(s3)
+    stub.add_client_error("head_bucket", "404", http_status_code=404)
+    stub.add_client_error("create_bucket", "BucketAlreadyExists", http_status_code=409)
+    client = DeployClient(cloudformation=None, s3=s3, sts=sts, region=REGION)
+    with sts_stub, stub, pytest.raises(DeployError, match="does not own it"):
+        upload_artefacts(client, [ARTEFACT])

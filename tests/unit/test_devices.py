@@ -14,7 +14,7 @@ import pytest
 from moto import mock_aws
 
 from iotpipe import devices
-from iotpipe.errors import AwsError, ConfigError
+from iotpipe.errors import AwsError, ConfigError, ParameterError
 
 POLICY = "SensorDevicePolicy-dev"
 
@@ -216,3 +216,30 @@ def test_release_policy_revokes_ours_and_only_detaches_others(iot: Any, tmp_path
     iot.delete_policy(policyName=POLICY)  # what CloudFormation does on stack delete, now possible
     assert [t["thingName"] for t in iot.list_things()["things"]] == ["hvac-1"]
     assert ours.certificate_id not in [c["certificateId"] for c in iot.list_certificates()["certificates"]]
+
+
+def test_revoke_removes_the_device_files_so_the_id_can_be_registered_again(iot: Any, tmp_path: Path) -> None:
+    first = _register(iot, tmp_path)
+    revoked = devices.revoke_device(iot, "press-07", "dev", out_dir=tmp_path)
+    assert sorted(revoked.removed_files) == sorted(str(path) for path in first.files.all())
+    assert revoked.as_dict()["removedFiles"] == list(revoked.removed_files)
+    assert not any(path.exists() for path in first.files.all())
+    # Was: register refused ("refusing to overwrite ...") until the user found and moved the old files.
+    again = _register(iot, tmp_path)
+    assert all(path.exists() for path in again.files.all())
+
+
+def test_revoke_leaves_other_devices_files_alone(iot: Any, tmp_path: Path) -> None:
+    other = _register(iot, tmp_path, "press-08")
+    _register(iot, tmp_path)
+    devices.revoke_device(iot, "press-07", "dev", out_dir=tmp_path)
+    assert all(path.exists() for path in other.files.all())
+
+
+def test_register_for_a_plain_broker_writes_its_address_and_no_tls(iot: Any, tmp_path: Path) -> None:
+    result = _register(iot, tmp_path, broker_url="mqtt://127.0.0.1:18830")
+    settings = json.loads(result.files.connection.read_text())
+    assert (settings["endpoint"], settings["port"]) == ("127.0.0.1", 18830)
+    assert settings["broker"] == {"url": "mqtt://127.0.0.1:18830", "tls": False}
+    with pytest.raises(ParameterError, match="broker_url"):
+        _register(iot, tmp_path / "x", "press-09", broker_url="tcp://127.0.0.1")

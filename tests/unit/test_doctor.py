@@ -151,7 +151,10 @@ def test_high_iterator_age_errors_and_throttles_and_no_readings() -> None:
                            "Period": 3600, "Statistics": [statistic], "Dimensions": ANY})
 
     answer("SensorReadingsProcessed", "Sum", None)
+    # Rule failures are summed over both ActionType spellings (see naming.KINESIS_ACTION_TYPES).
+    answer("Failure", "Sum", None)
     answer("Failure", "Sum", 3.0)
+    answer("Failure", "Sum", None)
     answer("IteratorAge", "Maximum", 250_000.0)
     answer("Errors", "Sum", 4.0)
     answer("Throttles", "Sum", 0.0)

@@ -142,7 +142,7 @@ def test_monitoring_alarms_notify_the_encrypted_topic() -> None:
                                                  endpoint=build_endpoint(cfg, keys=keys)))
     resources = by_id(group)
     alarms = {k: v["Properties"] for k, v in resources.items() if v["Type"] == "AWS::CloudWatch::Alarm"}
-    assert len(alarms) == 8
+    assert len(alarms) == 10
     assert {"LambdaErrorAlarm", "AnomalyAlarm", "KinesisIteratorAgeAlarm"} <= set(alarms)
     assert all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
     assert alarms["AnomalyAlarm"]["Threshold"] == 25

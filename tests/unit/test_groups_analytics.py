@@ -115,3 +115,20 @@ def test_no_statement_of_the_query_policy_grants_a_wildcard_resource(resources: 
     for statement in statements:
         assert "*" not in statement["Resource"]
         assert all(not str(action).endswith("*") for action in statement["Action"])
+
+
+def test_projected_years_are_a_narrow_configured_range() -> None:
+    # AWS advises against projection ranges that leave most partitions empty: 2020-2099 projected 80 years of
+    # hours for an archive that starts when the stack is deployed.
+    default = _template()["Resources"]["RawArchiveTable"]["Properties"]["TableInput"]["Parameters"]
+    assert default["projection.year.range"] == "2024,2035"
+    narrowed = _template(analytics={"first_year": 2026, "last_year": 2027})["Resources"]
+    for table in ("RawArchiveTable", "QuarantineArchiveTable"):
+        assert narrowed[table]["Properties"]["TableInput"]["Parameters"]["projection.year.range"] == "2026,2027"
+
+
+def test_last_year_before_first_year_is_a_config_error() -> None:
+    from iotpipe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"analytics.last_year: 2025 is before first_year \(2026\)"):
+        build_config({"defaults": {"analytics": {"first_year": 2026, "last_year": 2025}}}, "dev", {})

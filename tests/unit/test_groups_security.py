@@ -123,9 +123,14 @@ def test_raw_bucket(dev: dict[str, dict[str, Any]]) -> None:
                                  "LogFilePrefix": "raw-data-bucket/"},
         "OwnershipControls": OWNER_ENFORCED,
         "LifecycleConfiguration": {"Rules": [{
-            "Id": "TransitionToIA", "Status": "Enabled",
+            # S3 transitions no object under 128 KB by default: the filter says so, and large objects still move.
+            "Id": "TransitionToIA", "Status": "Enabled", "ObjectSizeGreaterThan": "131071",
             "Transitions": [{"TransitionInDays": 30, "StorageClass": "STANDARD_IA"},
                             {"TransitionInDays": 90, "StorageClass": "GLACIER"}],
+            "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
+        }, {
+            # The archive (objects of a few KB) stays in S3 Standard and expires after the configured retention.
+            "Id": "ExpireArchive", "Status": "Enabled", "ExpirationInDays": 365,
             "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
         }]},
@@ -371,21 +376,42 @@ ALARMS = [
     ("KinesisWriteThrottleAlarm", "IoT-Kinesis-Write-Throttled", "AWS/Kinesis", "WriteProvisionedThroughputExceeded",
      "Sum", 0, [("StreamName", {"Ref": "SensorDataStream"})]),
     ("RuleActionFailureAlarm", "IoT-Rule-Action-Failures", "AWS/IoT", "Failure", "Sum", 0,
-     [("RuleName", sub("SensorDataRule_${EnvironmentSuffix}")), ("ActionType", "Kinesis")]),
+     [[("RuleName", sub("SensorDataRule_${EnvironmentSuffix}")), ("ActionType", kind)]
+      for kind in ("kinesis", "Kinesis", "KinesisAction")]),
+    # Non-JSON payloads never reach the error action: ParseError is their only trace.
+    ("RuleParseErrorAlarm", "IoT-Rule-Parse-Errors", "AWS/IoT", "ParseError", "Sum", 0,
+     [("RuleName", sub("SensorDataRule_${EnvironmentSuffix}"))]),
+    ("RuleNotFoundAlarm", "IoT-Rule-Not-Found", "AWS/IoT", "RuleNotFound", "Sum", 0,
+     [("RuleName", sub("SensorDataRule_${EnvironmentSuffix}"))]),
     ("QuarantineAlarm", "IoT-Records-Quarantined", "IoT/Manufacturing", "RecordsQuarantined", "Sum", 0, ENVIRONMENT),
 ]
 
 
+def watched(properties: dict[str, Any]) -> tuple[str, str, str, object]:
+    """Namespace, metric, statistic and dimensions of an alarm; a metric-math alarm's list of dimension sets."""
+    if "Metrics" not in properties:
+        return (properties["Namespace"], properties["MetricName"], properties["Statistic"],
+                [(d["Name"], d["Value"]) for d in properties["Dimensions"]])
+    total, *queries = properties["Metrics"]
+    assert total["Expression"] == " + ".join(f"FILL(m{i}, 0)" for i in range(len(queries)))
+    assert total["ReturnData"] is True and all(q["ReturnData"] is False for q in queries)
+    stats = [q["MetricStat"] for q in queries]
+    assert {(s["Metric"]["Namespace"], s["Metric"]["MetricName"], s["Stat"], s["Period"]) for s in stats} == {
+        (stats[0]["Metric"]["Namespace"], stats[0]["Metric"]["MetricName"], stats[0]["Stat"], 300)}
+    return (stats[0]["Metric"]["Namespace"], stats[0]["Metric"]["MetricName"], stats[0]["Stat"],
+            [[(d["Name"], d["Value"]) for d in s["Metric"]["Dimensions"]] for s in stats])
+
+
 def test_alarms_watch_the_right_metrics_and_notify_the_topic(dev: dict[str, dict[str, Any]]) -> None:
     alarms = {k: v["Properties"] for k, v in dev.items() if v["Type"] == "AWS::CloudWatch::Alarm"}
-    assert [(k, p["AlarmName"], p["Namespace"], p["MetricName"], p["Statistic"], p["Threshold"],
-             [(d["Name"], d["Value"]) for d in p["Dimensions"]]) for k, p in alarms.items()] == [
+    assert [(k, p["AlarmName"], *watched(p)[:3], p["Threshold"], watched(p)[3]) for k, p in alarms.items()] == [
         (k, sub(name + "-${EnvironmentSuffix}"), namespace, metric, statistic, threshold, dimensions)
         for k, name, namespace, metric, statistic, threshold, dimensions in ALARMS]
     for properties in alarms.values():
+        assert properties.get("Period", 300) == 300
         assert {key: properties[key] for key in (
-            "Period", "EvaluationPeriods", "ComparisonOperator", "TreatMissingData", "AlarmActions", "OKActions")} == {
-            "Period": 300, "EvaluationPeriods": 1, "ComparisonOperator": "GreaterThanThreshold",
+            "EvaluationPeriods", "ComparisonOperator", "TreatMissingData", "AlarmActions", "OKActions")} == {
+            "EvaluationPeriods": 1, "ComparisonOperator": "GreaterThanThreshold",
             "TreatMissingData": "notBreaching", "AlarmActions": [{"Ref": "AlarmTopic"}],
             "OKActions": [{"Ref": "AlarmTopic"}]}
 
@@ -462,3 +488,10 @@ def test_endpoint_lookup_function_logs_to_its_encrypted_group(dev: dict[str, dic
     assert customer_keys["IoTEndpointLookupLogGroup"]["Properties"]["KmsKeyId"] == KEY_ARN
     assert dev["IoTDataEndpoint"] == {"Type": "Custom::IoTEndpoint", "Properties": {
         "ServiceToken": get_att("IoTEndpointLookupFunction"), "EndpointType": "iot:Data-ATS"}}
+
+
+def test_archive_retention_comes_from_config() -> None:
+    cfg = load_config(None, "dev", {"storage.archive_retention_days": 30})
+    rules = resources(cfg)["RawDataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert [(rule["Id"], rule.get("ExpirationInDays")) for rule in rules] == [("TransitionToIA", None),
+                                                                             ("ExpireArchive", 30)]

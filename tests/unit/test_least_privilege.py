@@ -788,6 +788,8 @@ def athena_on_behalf(names: Mapping[str, str]) -> list[ContextCall]:
           for resource in (f"{glue}catalog", f"{glue}database/iotpipe_dev")),
         ContextCall("glue:GetTable", f"{glue}table/iotpipe_dev/raw_archive"),
         ContextCall("glue:GetTable", f"{glue}table/iotpipe_dev/quarantine_archive"),
+        # Athena's IAM guide lists glue:GetDatabase on the default database as needed to run queries.
+        ContextCall("glue:GetDatabase", f"{glue}database/default"),
         ContextCall("s3:ListBucket", raw, (("s3:prefix", f"raw/{hour}"),)),
         ContextCall("s3:ListBucket", raw, (("s3:prefix", f"quarantine/{hour}"),)),
         ContextCall("s3:GetObject", f"{raw}/raw/{hour}shardId-000000000000/1-2.jsonl.gz"),

@@ -62,7 +62,7 @@ def test_batches_close_at_batch_size_or_window() -> None:
 def test_measured_units_are_named_as_the_model_names_them() -> None:
     counts = metering.Counts(iot_units=10, invocations=2, write_units=30, s3_puts=2, kinesis_kb=10)
     cfg = build_config({}, "prod", {"stream.mode": "ON_DEMAND", "ingest.basic_ingest": True})
-    measured = metering.measured_units(counts, cfg, cost.DEFAULT_ASSUMPTIONS)
+    measured = metering.measured_units(counts, cfg)
     predicted, _ = cost.billable_units(cost.Workload(1, 1, 1.0), cfg, seconds=60)
     assert {q.key for q in predicted if q.per_reading} <= set(measured)
     assert measured["iot.messages"] == 0 and measured["iot.rules_triggered"] == 10

@@ -336,7 +336,9 @@ def test_follow_yields_new_lines_once_and_stops_in_bounded_time(aws: dict[str, A
 
 
 def test_filter_pattern() -> None:
-    assert query.filter_pattern("quarantined") == '"quarantined"'
+    # "quarantined" names the processor's per-record lines (every batch line has a "quarantined" count).
+    assert query.filter_pattern("quarantined") == '"record quarantined"'
+    assert query.filter_pattern("timeout") == '"timeout"'
     assert query.filter_pattern('{ $.level = "ERROR" }') == '{ $.level = "ERROR" }'
     assert query.filter_pattern(None) is None
 
@@ -391,3 +393,34 @@ def test_sparkline_and_period() -> None:
     assert query.choose_period(86400) == 1440
     with pytest.raises(ConfigError, match=r"^period_s=90 "):
         query.fetch_metrics(None, ENV, since_ms=0, until_ms=3600_000, period_s=90)
+
+
+def test_an_unknown_sensor_type_is_refused_with_the_known_ones_named() -> None:
+    from iotpipe.config import build_config
+    from iotpipe.errors import ParameterError
+
+    cfg = build_config({}, "dev", {})
+    # Refused before any AWS call (no clients are needed): with unknown_sensor = "quarantine" a type without a
+    # threshold is never stored, so `--sensor temprature` would silently find nothing.
+    for call in (lambda: query.readings(None, cfg, "press-1", sensor="temprature"),  # type: ignore[arg-type]
+                 lambda: query.anomalies(None, cfg, sensor="temprature")):  # type: ignore[arg-type]
+        with pytest.raises(ParameterError, match=r"sensor='temprature' is not a sensor type of env dev "
+                                                 r"\(known: pressure, temperature, vibration\); did you mean "
+                                                 r"temperature\?"):
+            call()
+    # When unknown types are stored, any name may have readings.
+    stored = build_config({"defaults": {"processor": {"unknown_sensor": "store"}}}, "dev", {})
+    with pytest.raises(AttributeError):  # gets past the check, to the (missing) clients
+        query.anomalies(None, stored, sensor="humidity")  # type: ignore[arg-type]
+
+
+def test_cli_names_the_sensor_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from iotpipe.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["readings", "press-1", "--sensor", "temprature",
+                                       "--endpoint-url", "http://127.0.0.1:9", "--region", "us-east-1"])
+    assert result.exit_code == 2, result.output
+    assert "--sensor" in result.stderr and "known: pressure, temperature, vibration" in result.stderr

@@ -51,12 +51,14 @@ CASES: list[tuple[Any, dict[str, Any]]] = [
       "rateHz": 2.0, "count": 10, "durationSeconds": None, "anomalyRate": 0.1, "format": "multi", "seed": 7,
       "batch": 5}),
     (SimSummary(sent=9, failed=1, readings=30, anomalies_injected=2, devices=2, elapsed_s=4.5),
-     {"sent": 9, "failed": 1, "readings": 30, "anomaliesInjected": 2, "devices": 2, "elapsedSeconds": 4.5}),
+     {"sent": 9, "failed": 1, "readings": 30, "anomaliesInjected": 2, "devices": 2, "elapsedSeconds": 4.5,
+      "interrupted": False}),
     (BrokerTarget("127.0.0.1", 1883), {"host": "127.0.0.1", "port": 1883}),
     (DeviceCredentials("press-07", "abc-ats.iot.us-east-1.amazonaws.com", 8883, Path("certs/press-07.cert.pem"),
                        Path("certs/press-07.private.key"), None),
      {"deviceId": "press-07", "endpoint": "abc-ats.iot.us-east-1.amazonaws.com", "port": 8883,
-      "certificate": "certs/press-07.cert.pem", "privateKey": "certs/press-07.private.key", "caFile": None}),
+      "certificate": "certs/press-07.cert.pem", "privateKey": "certs/press-07.private.key", "caFile": None,
+      "tls": True}),
 ]
 
 

@@ -8,6 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 from iotpipe.config import build_config
@@ -83,3 +84,55 @@ def test_write_atomically_ignores_a_planted_symlink_and_leaves_no_temporary(tmp_
     assert victim.read_text() == "precious\n"
     assert out.read_text() == "Resources: {}\n" and not out.is_symlink()
     assert sorted(p.name for p in out.parent.iterdir()) == [f".{out.name}.tmp", out.name]  # only the planted link
+
+
+def test_write_follows_a_symlink_at_the_path_and_keeps_the_link(tmp_path: Path) -> None:
+    from iotpipe.render import write_atomically
+
+    target = tmp_path / "real" / "TapStack.yml"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    link = tmp_path / "TapStack.yml"
+    link.symlink_to(target)
+    write_atomically(link, "Resources: {}\n")
+    # Was: the link was replaced by a regular file and the target kept the old text.
+    assert link.is_symlink() and target.read_text() == "Resources: {}\n"
+
+
+def test_write_goes_through_to_a_character_device(tmp_path: Path) -> None:
+    import stat
+
+    from iotpipe.render import write_atomically
+
+    # A link to /dev/null: the old code replaced the link (never the device itself, even as root, in this test).
+    link = tmp_path / "null"
+    link.symlink_to("/dev/null")
+    write_atomically(link, "Resources: {}\n")
+    assert link.is_symlink() and stat.S_ISCHR(Path("/dev/null").stat().st_mode)
+
+
+def test_write_goes_through_to_a_fifo(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    from iotpipe.render import write_atomically
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    write_atomically(fifo, "Resources: {}\n")
+    reader.join(timeout=10)
+    assert received == [b"Resources: {}\n"]
+    assert fifo.is_fifo()
+
+
+def test_write_refuses_a_directory_behind_a_symlink(tmp_path: Path) -> None:
+    from iotpipe.errors import TemplateError
+    from iotpipe.render import write_atomically
+
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "dir")
+    with pytest.raises(TemplateError, match="is a directory"):
+        write_atomically(tmp_path / "link", "x")

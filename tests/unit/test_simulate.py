@@ -7,6 +7,7 @@ import json
 import statistics
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -321,3 +322,66 @@ def test_load_cert_dir_names_a_missing_key(tmp_path: Path) -> None:
 def test_load_cert_dir_without_devices(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="register devices first"):
         simulate.load_cert_dir(tmp_path)
+
+
+def test_ctrl_c_stops_sending_and_the_summary_counts_what_was_sent() -> None:
+    plan = _plan(devices=["a"], count=10, rate_hz=1.0)
+    publisher, clock = RecordingPublisher(lost={1}), FakeClock()
+
+    def sleep(seconds: float) -> None:
+        if len(publisher.sent) >= 3:
+            raise KeyboardInterrupt
+        clock.sleep(seconds)
+
+    summary = simulate.run(plan, publisher, start_ms=START, clock=clock, sleep=sleep)
+    assert summary.interrupted and summary.as_dict()["interrupted"] is True
+    assert summary.sent + summary.failed == len(publisher.sent) < 10
+    assert summary.failed == 1 and summary.readings == len(publisher.sent)
+    assert publisher.closed
+
+
+def _cli(*args: str) -> Any:
+    from click.testing import CliRunner
+
+    from iotpipe.cli import main
+
+    return CliRunner().invoke(main, ["simulate", *args])
+
+
+def test_dry_run_output_json_is_one_document_and_jsonl_a_line_per_message(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ("--dry-run", "--devices", "2", "--count", "4", "--seed", "1")
+    document = json.loads(_cli(*args, "--output", "json").stdout)
+    assert isinstance(document, list) and len(document) == 4
+    assert {item["deviceId"] for item in document} == {"sim-001", "sim-002"}
+    assert all(item["payload"]["deviceId"] == item["deviceId"] for item in document)
+    lines = _cli(*args, "--output", "jsonl").stdout.splitlines()
+    def untimed(item: dict[str, Any]) -> dict[str, Any]:  # each run starts at its own "now"
+        return {**item, "payload": {k: v for k, v in item["payload"].items() if k != "timestamp"}}
+
+    assert [untimed(json.loads(line)) for line in lines] == [untimed(item) for item in document]
+    bodies = _cli(*args).stdout.splitlines()
+    assert len(bodies) == 4 and all(json.loads(body)["deviceId"].startswith("sim-") for body in bodies)
+
+
+def test_ctrl_c_in_simulate_prints_what_was_sent_and_exits_130(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    stopped = simulate.SimSummary(sent=5, failed=0, readings=5, anomalies_injected=0, devices=1, elapsed_s=2.5,
+                                  interrupted=True)
+    monkeypatch.setattr(simulate, "run_simulation", lambda *_args, **_kwargs: stopped)
+    result = _cli("--broker", "mqtt://127.0.0.1:1", "--count", "10")
+    assert result.exit_code == 130
+    assert result.stdout.startswith("interrupted: sent 5, failed 0")
+
+
+def test_ctrl_c_while_connecting_exits_130_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    def interrupted(*_args: object, **_kwargs: object) -> simulate.SimSummary:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(simulate, "run_simulation", interrupted)
+    result = _cli("--broker", "mqtt://127.0.0.1:1", "--count", "10")
+    assert result.exit_code == 130 and "stopped by Ctrl-C" in result.stderr

@@ -13,10 +13,7 @@ import click
 from iotpipe.aws import clean_message, explain_aws_failure, looks_like_html
 from iotpipe.cli import build, cost, deploy, detect, devices, doctor, local, observe, readings, sql, telemetry
 from iotpipe.cli.common import CliContext
-from iotpipe.errors import IotpipeError, ParameterError
-
-# Commands whose outcome depends on the env's config section: a section that does not exist is worth a warning.
-_ENV_SENSITIVE = frozenset({"deploy", "diff"})
+from iotpipe.errors import ConfigError, IotpipeError, ParameterError
 
 
 class IotpipeGroup(click.Group):
@@ -65,6 +62,11 @@ def _set_debug(ctx: click.Context, _: click.Parameter, value: bool) -> None:
         ctx.ensure_object(CliContext).debug = True
 
 
+def _set_new_env(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(CliContext).new_env = True
+
+
 def _equip(command: click.Command) -> None:
     """Give a command ``--debug`` and the config-source line on stderr, once."""
     if getattr(command, "_iotpipe_equipped", False):
@@ -74,7 +76,10 @@ def _equip(command: click.Command) -> None:
         command.params.append(click.Option(["--debug"], is_flag=True, expose_value=False, is_eager=True,
                                            callback=_set_debug, help="Show tracebacks with errors."))
     if command.callback is not None and any(p.name == "config_path" for p in command.params):
-        command.callback = _announcing_config(command.name or "", command.callback)
+        command.params.append(click.Option(
+            ["--new-env"], is_flag=True, expose_value=False, is_eager=True, callback=_set_new_env,
+            help="Allow an --env the config file has no [env.<name>] section for ([defaults] apply)."))
+        command.callback = _announcing_config(command.callback)
     if command.callback is not None:
         command.callback = _naming_flags(command.callback)
 
@@ -113,8 +118,10 @@ def _naming_flags(callback: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _announcing_config(name: str, callback: Callable[..., Any]) -> Callable[..., Any]:
-    """Say on stderr which config file was read (or that none was) before the command runs."""
+def _announcing_config(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """Say on stderr which config file was read (or that none was) before the command runs; an env the file has
+    no section for is a ConfigError (a typo like ``--env prdo`` would render, or deploy a new stack) unless
+    ``--new-env`` asks for it."""
 
     @functools.wraps(callback)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -124,9 +131,10 @@ def _announcing_config(name: str, callback: Callable[..., Any]) -> Callable[...,
         if isinstance(env, str):
             document = read_config_file(path)
             click.echo(config_source(path, document, env), err=True)
-            warning = unknown_env_warning(document, env)
-            if warning and name in _ENV_SENSITIVE:
-                click.echo(f"warning: {warning}", err=True)
+            unknown = unknown_env_warning(document, env)
+            obj = click.get_current_context().find_object(CliContext)
+            if unknown and not (obj is not None and obj.new_env):
+                raise ConfigError(f"{unknown}; or pass --new-env to use it with [defaults]")
         return callback(*args, **kwargs)
 
     return wrapper

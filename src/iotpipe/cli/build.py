@@ -22,7 +22,8 @@ from iotpipe.render import render_template, stale_template, write_atomically
 @click.command()
 @config_options
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the template to this file (default: stdout).")
+              help="Write the template to this file (default: stdout); a symlink is followed, a device or FIFO "
+                   "written through.")
 @click.option("--runtime", type=click.Choice(PYTHON_RUNTIMES + NODE_RUNTIMES),
               help="Processor runtime (overrides processor.runtime).")
 @click.option("--check", is_flag=True,

@@ -21,6 +21,7 @@ class CliContext:
     """What the group callback knows: debug flag and how to build boto3 clients (tests replace the factory)."""
 
     debug: bool = False
+    new_env: bool = False  # --new-env: an env with no section in the config file is wanted
     factory_class: type[ClientFactory] = ClientFactory
     overrides: dict[str, Any] = field(default_factory=dict)
 

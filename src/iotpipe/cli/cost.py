@@ -14,8 +14,9 @@ ALARM_TYPE = "AWS::CloudWatch::Alarm"
 
 
 def count_alarms(cfg: PipelineConfig) -> int:
-    """CloudWatch alarms in the env's rendered template."""
-    return sum(1 for resource in compose(cfg).template.resources.values() if resource.resource_type == ALARM_TYPE)
+    """Alarm metrics in the env's rendered template: CloudWatch bills an alarm per metric it watches."""
+    return sum(max(1, sum(1 for query in resource.properties.get("Metrics", []) if "MetricStat" in query.properties))
+               for resource in compose(cfg).template.resources.values() if resource.resource_type == ALARM_TYPE)
 
 
 def _usd(value: float) -> str:

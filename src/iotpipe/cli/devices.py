@@ -10,6 +10,7 @@ from iotpipe import devices as devices_lib
 from iotpipe.cli.common import Target, pipeline_target, progress
 from iotpipe.cli.output import confirm, echo_json, output_option, write_table
 from iotpipe.errors import ConfigError, IotpipeError
+from iotpipe.local.state import LocalClientFactory, running_state
 
 
 def _parse_attributes(pairs: Sequence[str]) -> dict[str, str]:
@@ -71,6 +72,9 @@ def register(
     devices_lib.validate_thing_name(device_id)
     extra = {**_parse_attributes(attributes), "location": location, "equipmentType": equipment_type}
     cfg, factory = target.config, target.factory
+    local = running_state()
+    # Registered in `iotpipe local`'s emulator: the device connects to its broker, not to an AWS IoT endpoint.
+    broker_url = local.mqtt if isinstance(factory, LocalClientFactory) and local is not None else None
     policy = devices_lib.device_policy_name(factory.client("cloudformation"), cfg)
     result = devices_lib.register_device(
         factory.client("iot"),
@@ -80,6 +84,7 @@ def register(
         environment=cfg.env,
         attributes={k: v for k, v in extra.items() if v is not None},
         basic_ingest_rule=devices_lib.basic_ingest_rule(cfg),
+        broker_url=broker_url,
     )
     if output == "json":
         echo_json(result.as_dict())
@@ -131,18 +136,22 @@ def list_(
 @device.command("revoke")
 @click.argument("device_id")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--out-dir", default="certs", show_default=True, type=click.Path(file_okay=False),
+              help="Where 'device register' wrote the device's files; they are removed once it is revoked.")
 @pipeline_target
 @output_option
 def revoke(
     device_id: str,
     yes: bool,
+    out_dir: str,
     target: Target,
     output: str,
 ) -> None:
     """Detach, deactivate and delete the device's certificates, then delete the thing.
 
     Only a thing iotpipe registered for this env (attributes managedBy=iotpipe, environment=<env>) is revoked;
-    any other is refused with the reason.
+    any other is refused with the reason. The device's certificate, key and connection file in --out-dir are
+    removed, so the id can be registered again.
 
     \b
     Examples:
@@ -153,7 +162,7 @@ def revoke(
     if not confirm(f"Revoke {device_id} and delete its certificates?", yes=yes,
                    what=f"revoking {device_id} (it deletes its certificates)"):
         raise IotpipeError(f"revoke cancelled at the prompt; {device_id} and its certificates are left as they are")
-    result = devices_lib.revoke_device(target.factory.client("iot"), device_id, target.config.env)
+    result = devices_lib.revoke_device(target.factory.client("iot"), device_id, target.config.env, out_dir=out_dir)
     if output == "json":
         echo_json(result.as_dict())
         return
@@ -161,3 +170,5 @@ def revoke(
         f"revoked {result.thing_name}: deleted {len(result.deleted_certificates)} certificate(s)"
         + (f", detached {len(result.detached_only_certificates)} shared" if result.detached_only_certificates else "")
     )
+    for path in result.removed_files:
+        click.echo(f"removed     {path}")

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import click
 
 from iotpipe import query as query_lib
 from iotpipe.cli.common import Target, pipeline_target, progress
-from iotpipe.cli.output import LINE_FORMATS, echo_json, output_choices, output_option, write_table
+from iotpipe.cli.output import (
+    LINE_FORMATS,
+    echo_json,
+    echo_json_line,
+    output_choices,
+    output_option,
+    write_table,
+)
 from iotpipe.errors import ConfigError
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
@@ -34,11 +40,13 @@ def rows_period(since_ms: int, until_ms: int, max_rows: int = MAX_METRIC_ROWS) -
 
 @click.command()
 @click.option("--since", default="10m", show_default=True, help="How far back: 30s, 10m, 1h or ISO 8601.")
-@click.option("--filter", "text", help="Only lines containing TEXT (or a CloudWatch Logs filter pattern).")
+@click.option("--filter", "text", help="Only lines containing TEXT (or a CloudWatch Logs filter pattern); "
+                                      "'quarantined': only the records the processor quarantined.")
 @click.option("--follow", is_flag=True, help="Keep polling for new lines (Ctrl-C to stop).")
 @click.option("--max-wait", type=float, default=600.0, show_default=True, help="Stop --follow after this many s.")
 @click.option("--limit", type=int, default=1000, show_default=True, help="At most this many lines (not --follow).")
-@output_choices(LINE_FORMATS, "text: one summarised line per event; json: one JSON object per event.")
+@output_choices(LINE_FORMATS, "text: one summarised line per event; json: one JSON array of the events; jsonl: "
+                              "one JSON object per event, as it comes (with --follow).")
 @pipeline_target
 def logs(
     since: str,
@@ -59,20 +67,28 @@ def logs(
     """
     if not 0 < max_wait <= 86400:
         raise ConfigError(f"--max-wait {max_wait} is out of range; use more than 0 and at most 86400 s")
+    if follow and output == "json":
+        raise click.UsageError("--follow streams events: use --output jsonl (one JSON object per line) or text; "
+                               "--output json is one document, printed at the end")
     cfg, factory = target.config, target.factory
     lines = query_lib.processor_logs(
         factory, cfg, since=since, text=text, follow=follow, max_wait_s=max_wait, limit=limit
     )
     shown = 0
+    collected: list[dict[str, object]] = []
     try:
         for line in lines:
             shown += 1
             if output == "json":
-                click.echo(json.dumps(line.as_dict(), sort_keys=True))
+                collected.append(line.as_dict())
+            elif output == "jsonl":
+                echo_json_line(line.as_dict())
             else:
                 click.echo(log_summary(line))
     except KeyboardInterrupt:
         progress("stopped")
+    if output == "json":
+        echo_json(collected)
     if not shown:
         progress(f"no log lines since {since}" + (f" matching {text!r}" if text else "")
                  + (" (--follow waited up to --max-wait)" if follow else "")

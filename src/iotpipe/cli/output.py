@@ -19,8 +19,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 TABLE_FORMATS = ("table", "json")
 CSV_FORMATS = (*TABLE_FORMATS, "csv")
-# `iotpipe logs` prints a stream of lines (one per event, or one JSON object per event), not a table.
-LINE_FORMATS = ("text", "json")
+# `json` is always one JSON document on stdout; a command that streams records also offers `jsonl` (JSON lines:
+# one object per record, printed as it comes).
+# `iotpipe logs` prints a stream of lines (one per event), not a table.
+LINE_FORMATS = ("text", "json", "jsonl")
+# `iotpipe simulate` prints a summary (a table), or with --dry-run the messages it would send.
+STREAM_FORMATS = (*TABLE_FORMATS, "jsonl")
 
 Align = Literal["<", ">"]
 
@@ -89,6 +93,11 @@ def format_json(data: Any, sort_keys: bool = True) -> str:
 def echo_json(data: Any) -> None:
     """Print ``data`` as indented JSON on stdout."""
     click.echo(format_json(data))
+
+
+def echo_json_line(data: Any) -> None:
+    """Print ``data`` as one line of JSON on stdout (``--output jsonl``)."""
+    click.echo(json.dumps(data, sort_keys=True, separators=(",", ":"), default=str))
 
 
 def write_records(records: Sequence[Mapping[str, Any]], fields: Sequence[str], output: str) -> None:

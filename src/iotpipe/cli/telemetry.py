@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 
 import click
@@ -9,9 +10,12 @@ import click
 from iotpipe import devices as devices_lib
 from iotpipe import simulate as simulate_lib
 from iotpipe.cli.common import config_options, load_pipeline_config, progress, running_local
-from iotpipe.cli.output import echo_json, output_option
+from iotpipe.cli.output import STREAM_FORMATS, echo_json, echo_json_line, output_choices
 from iotpipe.errors import ConfigError
 from iotpipe.query import now_ms
+
+# 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C.
+INTERRUPTED_EXIT = 130
 
 
 @click.command()
@@ -61,7 +65,8 @@ from iotpipe.query import now_ms
     help="Seconds to wait for outstanding PUBACKs at the end.",
 )
 @config_options
-@output_option
+@output_choices(STREAM_FORMATS, "table: a summary line (with --dry-run, the payloads one per line); json: one "
+                                "JSON document; jsonl: one JSON object per line (with --dry-run, per message).")
 def simulate(
     device_count: int | None,
     device_prefix: str,
@@ -96,12 +101,15 @@ def simulate(
     if broker and cert_dir:
         raise ConfigError("give --broker or --cert-dir, not both")
     cfg = load_pipeline_config(config_path, env)
-    local = running_local(cfg.env) if not (broker or cert_dir or dry_run) else None
-    broker = local.mqtt if local is not None else broker
+    local = running_local(cfg.env) if not (broker or dry_run) else None
+    broker = local.mqtt if local is not None and not cert_dir else broker
     if not (broker or cert_dir or dry_run):
         raise ConfigError("where to send? give --cert-dir (AWS IoT, TLS), --broker mqtt://host:port, or --dry-run "
                           "(or start `iotpipe local up --env <env>`)")
     credentials = simulate_lib.load_cert_dir(cert_dir) if cert_dir else []
+    if credentials and local is not None:  # connection files written for this local broker need its run's login
+        credentials = simulate_lib.with_login(credentials, local.mqtt, local.mqtt_username or None,
+                                              local.mqtt_password or None)
     if credentials:
         ids = [item.device_id for item in credentials][: device_count or None]
         if device_count and device_count > len(ids):
@@ -121,8 +129,15 @@ def simulate(
         batch=batch,
     )
     if dry_run:
-        for message in simulate_lib.messages(plan, now_ms()):
-            click.echo(message.body())
+        planned = simulate_lib.messages(plan, now_ms())
+        if output == "json":
+            echo_json([message.as_dict() for message in planned])
+            return
+        for message in planned:
+            if output == "jsonl":
+                echo_json_line(message.as_dict())
+            else:
+                click.echo(message.body())
         return
     target = simulate_lib.parse_broker_url(broker) if broker else None
     if target is not None and local is not None:  # the local broker takes only its run's login
@@ -132,20 +147,31 @@ def simulate(
     rule = devices_lib.basic_ingest_rule(cfg)
     topic = devices_lib.topic_for("<device>", rule)
     progress(f"simulating {len(ids)} device(s) -> {where} on {topic}, {plan.fmt} format, {rate:g} Hz{batching}")
-    summary = simulate_lib.run_simulation(
-        plan,
-        broker=target,
-        credentials=credentials,
-        ack_timeout_s=ack_timeout,
-        basic_ingest_rule=rule,
-        on_progress=lambda sent, failed: progress(f"  {sent} sent, {failed} failed"),
-    )
+    try:
+        summary = simulate_lib.run_simulation(
+            plan,
+            broker=target,
+            credentials=credentials,
+            ack_timeout_s=ack_timeout,
+            basic_ingest_rule=rule,
+            on_progress=lambda sent, failed: progress(f"  {sent} sent, {failed} failed"),
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C while connecting (the send loop itself returns an interrupted summary): nothing was sent.
+        progress("stopped by Ctrl-C before sending")
+        sys.exit(INTERRUPTED_EXIT)
     if output == "json":
         echo_json(summary.as_dict())
+    elif output == "jsonl":
+        echo_json_line(summary.as_dict())
     else:
         click.echo(
-            f"sent {summary.sent}, failed {summary.failed}, readings {summary.readings}, anomalies injected "
+            ("interrupted: " if summary.interrupted else "")
+            + f"sent {summary.sent}, failed {summary.failed}, readings {summary.readings}, anomalies injected "
             f"{summary.anomalies_injected} ({summary.devices} device(s), {summary.elapsed_s:g} s)"
         )
+    if summary.interrupted:
+        progress("stopped by Ctrl-C")
+        sys.exit(INTERRUPTED_EXIT)
     if summary.failed:
         raise simulate_lib.PublishError(f"{summary.failed} message(s) were not acknowledged by the broker")

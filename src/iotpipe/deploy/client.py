@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from iotpipe.aws import aws_error, call_aws
-from iotpipe.errors import AwsError
+from iotpipe.errors import AwsError, DeployError
 
 T = TypeVar("T")
 
@@ -292,41 +292,53 @@ class DeployClient:
         """The caller's account id."""
         return str(_call("get-caller-identity", self.sts.get_caller_identity)["Account"])
 
-    def ensure_artefact_bucket(self, bucket: str) -> bool:
-        """Create the artefacts bucket (encrypted, private, public access blocked) unless it exists; True if made."""
-        if self.bucket_exists(bucket):
+    def ensure_artefact_bucket(self, bucket: str, owner: str) -> bool:
+        """Create the artefacts bucket (encrypted, private, public access blocked) unless ``owner`` (an account id)
+        has it already; True if made. DeployError when another account owns the name: its guessable name
+        (``iotpipe-artefacts-<account>-<region>``) can be taken by anyone, and deploy must never upload the
+        processor's code into a bucket someone else controls."""
+        if self.bucket_exists(bucket, owner=owner):
             return False
         kwargs: dict[str, Any] = {"Bucket": bucket}
         if self.region and self.region != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
-        _call("create-bucket", self.s3.create_bucket, **kwargs)
-        _call("put-public-access-block", self.s3.put_public_access_block, Bucket=bucket,
+        try:
+            _call("create-bucket", self.s3.create_bucket, **kwargs)
+        except AwsError as exc:
+            if exc.code != "BucketAlreadyExists":
+                raise
+            raise _foreign_bucket(bucket, owner) from None
+        mine = {"ExpectedBucketOwner": owner}
+        _call("put-public-access-block", self.s3.put_public_access_block, Bucket=bucket, **mine,
               PublicAccessBlockConfiguration={"BlockPublicAcls": True, "IgnorePublicAcls": True,
                                               "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
-        _call("put-bucket-encryption", self.s3.put_bucket_encryption, Bucket=bucket,
+        _call("put-bucket-encryption", self.s3.put_bucket_encryption, Bucket=bucket, **mine,
               ServerSideEncryptionConfiguration={"Rules": [
                   {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}]})
-        _call("put-bucket-ownership-controls", self.s3.put_bucket_ownership_controls, Bucket=bucket,
+        _call("put-bucket-ownership-controls", self.s3.put_bucket_ownership_controls, Bucket=bucket, **mine,
               OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
         # Templates are only needed while a change set is created; old ones need not pile up.
         _call("put-bucket-lifecycle-configuration", self.s3.put_bucket_lifecycle_configuration, Bucket=bucket,
-              LifecycleConfiguration={"Rules": [{"ID": "expire-templates", "Status": "Enabled",
-                                                 "Filter": {"Prefix": "templates/"},
-                                                 "Expiration": {"Days": 30}}]})
+              **mine, LifecycleConfiguration={"Rules": [{"ID": "expire-templates", "Status": "Enabled",
+                                                         "Filter": {"Prefix": "templates/"},
+                                                         "Expiration": {"Days": 30}}]})
         return True
 
-    def put_object(self, bucket: str, key: str, body: bytes) -> None:
-        """Upload one object (server-side encrypted)."""
-        _call("put-object", self.s3.put_object, Bucket=bucket, Key=key, Body=body, ServerSideEncryption="AES256")
+    def put_object(self, bucket: str, key: str, body: bytes, *, owner: str = "") -> None:
+        """Upload one object (server-side encrypted); with ``owner``, only into a bucket that account owns."""
+        _call("put-object", self.s3.put_object, Bucket=bucket, Key=key, Body=body, ServerSideEncryption="AES256",
+              **_owned_by(owner))
 
-    def object_exists(self, bucket: str, key: str) -> bool:
+    def object_exists(self, bucket: str, key: str, *, owner: str = "") -> bool:
         """True when the object exists (HeadObject); False on 404."""
         try:
-            _call("head-object", self.s3.head_object, Bucket=bucket, Key=key)
+            _call("head-object", self.s3.head_object, Bucket=bucket, Key=key, **_owned_by(owner))
             return True
         except AwsError as exc:
             if exc.code in ("404", "NoSuchKey", "NotFound"):
                 return False
+            if owner and exc.code in ("403", "AccessDenied", "Forbidden"):
+                raise _foreign_bucket(bucket, owner) from None
             raise
 
     def object_url(self, bucket: str, key: str) -> str:
@@ -365,12 +377,28 @@ class DeployClient:
             deleted += len(batch)
         return deleted
 
-    def bucket_exists(self, bucket: str) -> bool:
-        """True when the bucket exists (and we may see it)."""
+    def bucket_exists(self, bucket: str, *, owner: str = "") -> bool:
+        """True when the bucket exists (and we may see it); with ``owner``, DeployError when the bucket exists
+        but that account does not own it (HeadBucket with ExpectedBucketOwner answers 403)."""
         try:
-            _call("head-bucket", self.s3.head_bucket, Bucket=bucket)
+            _call("head-bucket", self.s3.head_bucket, Bucket=bucket, **_owned_by(owner))
             return True
         except AwsError as exc:
             if exc.code in ("404", "NoSuchBucket", "NotFound"):
                 return False
+            if owner and exc.code in ("403", "AccessDenied", "Forbidden"):
+                raise _foreign_bucket(bucket, owner) from None
             raise
+
+
+def _owned_by(owner: str) -> dict[str, str]:
+    """``ExpectedBucketOwner``: S3 refuses the request (403) when another account owns the bucket."""
+    return {"ExpectedBucketOwner": owner} if owner else {}
+
+
+def _foreign_bucket(bucket: str, owner: str) -> DeployError:
+    return DeployError(f"S3 bucket {bucket} exists but account {owner} does not own it (or may not read it): "
+                       "deploy uploads the processor's code and large templates there, and will not upload into a "
+                       "bucket another account controls. Nothing was uploaded. If the bucket is yours, give this "
+                       "principal s3:ListBucket on it; otherwise its name is taken, and deploys from this account "
+                       "and region need it deleted by its owner")

@@ -215,13 +215,18 @@ def prepare_template(cfg: Any, parameters: Iterable[tuple[str, str]] = (), *, re
     return text, [f for f in findings if f not in failing]
 
 
-def _artefact_bucket(client: DeployClient, progress: Progress) -> tuple[str, bool]:
-    """The artefacts bucket of the caller's account and region, created on first need; (name, created)."""
-    bucket = artefact_bucket_name(client.account_id(), client.region)
-    created = client.ensure_artefact_bucket(bucket)
+def _artefact_bucket(client: DeployClient, progress: Progress) -> tuple[str, bool, str]:
+    """The artefacts bucket of the caller's account and region, created on first need; (name, created, owner).
+
+    Every call on it passes the account as ``ExpectedBucketOwner``: a bucket of that name owned by anyone else is
+    refused (DeployError) before anything is uploaded.
+    """
+    owner = client.account_id()
+    bucket = artefact_bucket_name(owner, client.region)
+    created = client.ensure_artefact_bucket(bucket, owner)
     if created:
         progress(f"created artefacts bucket {bucket} (encrypted, private, public access blocked)")
-    return bucket, created
+    return bucket, created, owner
 
 
 def upload_artefacts(client: DeployClient, artefacts: Iterable[Artefact], progress: Progress = _quiet) -> bool:
@@ -232,12 +237,12 @@ def upload_artefacts(client: DeployClient, artefacts: Iterable[Artefact], progre
     wanted = tuple(artefacts)
     if not wanted:
         return False
-    bucket, created = _artefact_bucket(client, progress)
+    bucket, created, owner = _artefact_bucket(client, progress)
     for artefact in wanted:
-        if client.object_exists(bucket, artefact.key):
+        if client.object_exists(bucket, artefact.key, owner=owner):
             progress(f"artefact s3://{bucket}/{artefact.key} is already there (same content, same key)")
             continue
-        client.put_object(bucket, artefact.key, artefact.body)
+        client.put_object(bucket, artefact.key, artefact.body, owner=owner)
         progress(f"uploaded {len(artefact.body):,} bytes to s3://{bucket}/{artefact.key}")
     return created
 
@@ -262,9 +267,9 @@ def template_source(client: DeployClient, request: DeployRequest, progress: Prog
                           f"TemplateBody limit, and `{read_only}` writes nothing to S3 to pass it as a TemplateURL; "
                           "package the processor as a zip (processor.packaging = \"zip\", the default, keeps the "
                           "template under the limit), or run `iotpipe deploy --no-execute`, which uploads it")
-    bucket, created = _artefact_bucket(client, progress)
+    bucket, created, owner = _artefact_bucket(client, progress)
     key = f"templates/{request.stack_name}/{hashlib.sha256(data).hexdigest()}.yaml"
-    client.put_object(bucket, key, data)
+    client.put_object(bucket, key, data, owner=owner)
     progress(f"template is {len(data):,} bytes (> {TEMPLATE_BODY_LIMIT:,}): uploaded to s3://{bucket}/{key}")
     return TemplateSource(url=client.object_url(bucket, key), bucket=bucket, bucket_created=created)
 

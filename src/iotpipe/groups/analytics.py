@@ -19,8 +19,6 @@ from iotpipe.naming import DEFAULT_NAMES, Names
 
 RESULTS_PREFIX = "results/"
 ENGINE_VERSION = "Athena engine version 3"
-# The archive keys are the UTC hour of a batch's first arrival; the years cover any stack deployed from the seed.
-PROJECTED_YEARS = "2020,2099"
 OPENX_SERDE = "org.openx.data.jsonserde.JsonSerDe"
 TEXT_INPUT = "org.apache.hadoop.mapred.TextInputFormat"
 TEXT_OUTPUT = "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat"
@@ -47,11 +45,14 @@ def build_analytics(cfg: AnalyticsConfig, names: Names = DEFAULT_NAMES, *, stora
     if not cfg.enabled:
         return AnalyticsGroup((), ())
     database = _database(names)
+    years = (cfg.first_year, cfg.last_year)
     raw = _archive_table(names.id(naming.RAW_ARCHIVE_TABLE), naming.RAW_ARCHIVE_TABLE_NAME, "raw", RAW_COLUMNS,
-                         storage, database, "Raw archive: one line per Kinesis record, as the processor received it")
+                         storage, database, "Raw archive: one line per Kinesis record, as the processor received it",
+                         years)
     quarantine = _archive_table(names.id(naming.QUARANTINE_ARCHIVE_TABLE), naming.QUARANTINE_ARCHIVE_TABLE_NAME,
                                 "quarantine", QUARANTINE_COLUMNS, storage, database,
-                                "Quarantined records: one line per record the processor refused, with the reason")
+                                "Quarantined records: one line per record the processor refused, with the reason",
+                                years)
     results = _results_bucket(cfg, names)
     workgroup = _workgroup(cfg, names, results)
     policy = _query_policy(names, storage, database, results, workgroup)
@@ -79,8 +80,11 @@ def _database(names: Names) -> tpglue.Database:
     )
 
 
-def projection_parameters(location_prefix: Sub) -> dict[str, object]:
+def projection_parameters(location_prefix: Sub, years: tuple[int, int] = (2024, 2035)) -> dict[str, object]:
     """Partition projection over ``year=YYYY/month=MM/day=DD/hour=HH/``: no crawler, no partition upkeep.
+
+    ``years`` (``analytics.first_year``, ``analytics.last_year``) bound the projected years: AWS advises against
+    ranges that leave most projected partitions empty, which a query without partition predicates would list.
 
     Below the hour come ``<shardId>/<firstSeq>-<lastSeq>.jsonl.gz``: Athena reads every object under a partition's
     location, sub-folders included, so the shard level needs no column (``"$path"`` names it).
@@ -90,7 +94,7 @@ def projection_parameters(location_prefix: Sub) -> dict[str, object]:
         "compressionType": "gzip",
         "projection.enabled": "true",
         "projection.year.type": "integer",
-        "projection.year.range": PROJECTED_YEARS,
+        "projection.year.range": f"{years[0]},{years[1]}",
         "projection.month.type": "integer",
         "projection.month.range": "1,12",
         "projection.month.digits": "2",
@@ -105,7 +109,8 @@ def projection_parameters(location_prefix: Sub) -> dict[str, object]:
 
 
 def _archive_table(logical_id: str, name: str, prefix: str, columns: tuple[tuple[str, str], ...],
-                   storage: StorageGroup, database: tpglue.Database, description: str) -> tpglue.Table:
+                   storage: StorageGroup, database: tpglue.Database, description: str,
+                   years: tuple[int, int]) -> tpglue.Table:
     # ${!year} is Fn::Sub's escape: the template keeps the literal ${year} Athena substitutes.
     template = Sub("s3://${Bucket}/" + prefix + "/year=${!year}/month=${!month}/day=${!day}/hour=${!hour}/",
                    Bucket=storage.bucket_name)
@@ -117,7 +122,7 @@ def _archive_table(logical_id: str, name: str, prefix: str, columns: tuple[tuple
             Name=name,
             Description=description,
             TableType="EXTERNAL_TABLE",
-            Parameters=projection_parameters(template),
+            Parameters=projection_parameters(template, years),
             PartitionKeys=[tpglue.Column(Name=column, Type="int") for column in PARTITION_COLUMNS],
             StorageDescriptor=tpglue.StorageDescriptor(
                 Columns=[tpglue.Column(Name=column, Type=kind) for column, kind in columns],
@@ -213,7 +218,8 @@ def _query_policy(names: Names, storage: StorageGroup, database_resource: tpglue
         Description=Sub("Run iotpipe sql on env ${EnvironmentSuffix}: its workgroup, archive tables and buckets"),
         PolicyDocument=policies.document(
             policies.athena_query_runner(workgroup_arn),
-            policies.glue_database_reader(Sub(glue + "catalog"), glue_arn("database/" + database)),
+            policies.glue_database_reader(Sub(glue + "catalog"), glue_arn("database/" + database),
+                                          glue_arn("database/default")),
             policies.glue_table_reader(
                 Sub(glue + "catalog"), glue_arn("database/" + database),
                 glue_arn(f"table/{database}/{naming.RAW_ARCHIVE_TABLE_NAME}"),

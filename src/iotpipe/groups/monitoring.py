@@ -42,6 +42,8 @@ class AlarmSpec:
     statistic: str
     threshold: float
     dimensions: tuple[tuple[str, object], ...]
+    # Further dimension sets of the same metric: the alarm then watches their sum (metric math).
+    alternatives: tuple[tuple[tuple[str, object], ...], ...] = ()
 
 
 def build_monitoring(cfg: PipelineConfig, names: Names = DEFAULT_NAMES, *, keys: KeyGroup, stream: StreamGroup,
@@ -88,7 +90,18 @@ def alarm_specs(cfg: PipelineConfig, names: Names = DEFAULT_NAMES, *, stream: St
         AlarmSpec("RuleActionFailureAlarm", "IoT-Rule-Action-Failures",
                   # The error action writes to the raw bucket, not a log group: point operators there.
                   "The topic rule failed to put readings into Kinesis (see rule-errors/ in the raw bucket)",
-                  "AWS/IoT", "Failure", "Sum", 0, (("RuleName", ingest.rule_name), ("ActionType", "Kinesis"))),
+                  "AWS/IoT", "Failure", "Sum", 0, (("RuleName", ingest.rule_name),
+                                                   ("ActionType", naming.KINESIS_ACTION_TYPES[0])),
+                  tuple((("RuleName", ingest.rule_name), ("ActionType", kind))
+                        for kind in naming.KINESIS_ACTION_TYPES[1:])),
+        # A payload that is not JSON fails the rule's SQL before any action runs: the error action never sees it,
+        # and ParseError is the only trace (AWS IoT rule metrics).
+        AlarmSpec("RuleParseErrorAlarm", "IoT-Rule-Parse-Errors",
+                  "Devices published payloads that are not JSON; the rule dropped them without running its error "
+                  "action", "AWS/IoT", "ParseError", "Sum", 0, (("RuleName", ingest.rule_name),)),
+        AlarmSpec("RuleNotFoundAlarm", "IoT-Rule-Not-Found",
+                  "Messages were sent to the rule (Basic Ingest) while it did not exist or was disabled",
+                  "AWS/IoT", "RuleNotFound", "Sum", 0, (("RuleName", ingest.rule_name),)),
         AlarmSpec("QuarantineAlarm", "IoT-Records-Quarantined",
                   "The processor quarantined records it could not understand",
                   naming.METRIC_NAMESPACE, naming.METRIC_QUARANTINED, "Sum", limits.quarantined_records,
@@ -96,19 +109,33 @@ def alarm_specs(cfg: PipelineConfig, names: Names = DEFAULT_NAMES, *, stream: St
     )
 
 
+def _metric(spec: AlarmSpec, period: int) -> dict[str, object]:
+    """The alarm's metric properties: one metric, or the sum of its dimension sets (missing data as 0)."""
+    if not spec.alternatives:
+        return {"Namespace": spec.namespace, "MetricName": spec.metric, "Statistic": spec.statistic,
+                "Period": period,
+                "Dimensions": [cw.MetricDimension(Name=name, Value=value) for name, value in spec.dimensions]}
+    sets = (spec.dimensions, *spec.alternatives)
+    queries = [cw.MetricDataQuery(
+        Id=f"m{i}", ReturnData=False,
+        MetricStat=cw.MetricStat(Period=period, Stat=spec.statistic, Metric=cw.Metric(
+            Namespace=spec.namespace, MetricName=spec.metric,
+            Dimensions=[cw.MetricDimension(Name=name, Value=value) for name, value in dimensions])))
+        for i, dimensions in enumerate(sets)]
+    total = cw.MetricDataQuery(Id="total", Label=spec.metric, ReturnData=True,
+                               Expression=" + ".join(f"FILL(m{i}, 0)" for i in range(len(sets))))
+    return {"Metrics": [total, *queries]}
+
+
 def _alarm(spec: AlarmSpec, names: Names, period: int, topic: Ref) -> cw.Alarm:
     return cw.Alarm(
         names.id(spec.logical_id),
         AlarmName=names.alarm_name(spec.name),
         AlarmDescription=spec.description,
-        Namespace=spec.namespace,
-        MetricName=spec.metric,
-        Statistic=spec.statistic,
-        Period=period,
+        **_metric(spec, period),
         EvaluationPeriods=1,
         Threshold=spec.threshold,
         ComparisonOperator="GreaterThanThreshold",
-        Dimensions=[cw.MetricDimension(Name=name, Value=value) for name, value in spec.dimensions],
         TreatMissingData="notBreaching",
         # Seed alarms had no actions, so they notified nobody.
         AlarmActions=[topic],

@@ -535,7 +535,8 @@ class LocalPipeline:
             old.stop(timeout_s=1)
         try:  # on its port: devices and the state file keep its address
             self.broker = start_from_lasting_thread(lambda: start_broker(
-                BrokerSpec(kind=old.kind, port=old.port), self.directory / "broker", self._on_message))
+                BrokerSpec(kind=old.kind, port=old.port, username=self.credentials.mqtt_username,
+                           password=self.credentials.mqtt_password), self.directory / "broker", self._on_message))
         except LocalError as exc:
             self.broker = None
             self._give_up(replace(part, detail=f"{part.detail}; restarting it failed: {exc}"), self.check_parts())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -223,6 +224,7 @@ def readings(
 
     validate_thing_name(device_id)
     _check_limit(limit)
+    _check_sensor(cfg, sensor)
     since_ms = parse_since(since, now if now is not None else now_ms())
     table = required_output(stack_names(clients, cfg), naming.OUT_TABLE_NAME, cfg)
     packed = cfg.storage.layout == "packed"
@@ -250,6 +252,7 @@ def anomalies(
 ) -> list[Reading]:
     """``iotpipe anomalies``: anomalies of every device from the AnomaliesByDay index, newest first."""
     _check_limit(limit)
+    _check_sensor(cfg, sensor)
     current = now if now is not None else now_ms()
     since_ms = parse_since(since, current)
     outputs = stack_names(clients, cfg)
@@ -270,3 +273,14 @@ def anomalies(
 def _check_limit(limit: int) -> None:
     if not 1 <= limit <= MAX_ITEMS:
         raise ParameterError("limit", limit, f"is out of range; use 1 to {MAX_ITEMS}")
+
+
+def _check_sensor(cfg: PipelineConfig, sensor: str | None) -> None:
+    """A sensor type the env has no threshold for is never stored when the processor quarantines unknown types:
+    a typo (``temprature``) would find nothing, so it is refused with the known types named."""
+    if sensor is None or sensor in cfg.thresholds or cfg.processor.unknown_sensor == "store":
+        return
+    known = sorted(cfg.thresholds)
+    close = difflib.get_close_matches(sensor, known, n=1)
+    raise ParameterError("sensor", sensor, f"is not a sensor type of env {cfg.env} (known: {', '.join(known)})"
+                         + (f"; did you mean {close[0]}?" if close else ""))

@@ -85,11 +85,19 @@ def _short(value: Any, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+# Words that name a kind of processor log line: each batch line carries a "quarantined" count, so the plain
+# phrase would match every batch; the processor logs each quarantined record as "record quarantined".
+NAMED_FILTERS = {"quarantined": '"record quarantined"'}
+
+
 def filter_pattern(text: str | None) -> str | None:
-    """``--filter`` -> a CloudWatch Logs filter pattern; patterns pass through, plain text is a phrase."""
+    """``--filter`` -> a CloudWatch Logs filter pattern; patterns pass through, a name of :data:`NAMED_FILTERS`
+    is its pattern, other plain text is a phrase."""
     if not text:
         return None
     stripped = text.strip()
+    if stripped in NAMED_FILTERS:
+        return NAMED_FILTERS[stripped]
     if stripped.startswith(("{", '"', "[", "?", "%")):
         return stripped
     return '"' + stripped.replace('"', '\\"') + '"'

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from iotpipe.devices import validate_thing_name
 from iotpipe.errors import ConfigError, ParameterError
@@ -21,12 +22,28 @@ class DeviceCredentials:
     certificate: Path
     private_key: Path
     ca_file: Path | None
+    # False for a plain broker (a connection file written for ``iotpipe local``): no TLS, no client certificate.
+    tls: bool = True
+    # A plain broker's login: ``iotpipe local``'s changes every run, so it is never in the connection file; the
+    # caller adds the running one's (see :func:`with_login`).
+    username: str | None = None
+    password: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON object: device id, endpoint and port, and the paths of its files (``caFile`` null: system CAs)."""
         return {"deviceId": self.device_id, "endpoint": self.endpoint, "port": self.port,
                 "certificate": str(self.certificate), "privateKey": str(self.private_key),
-                "caFile": str(self.ca_file) if self.ca_file else None}
+                "caFile": str(self.ca_file) if self.ca_file else None, "tls": self.tls}
+
+
+def with_login(devices: list[DeviceCredentials], broker_url: str, username: str | None,
+               password: str | None) -> list[DeviceCredentials]:
+    """``devices`` with the login of the plain broker at ``broker_url`` (``mqtt://host:port``) added to those whose
+    connection file points at it; the others unchanged."""
+    parsed = urlsplit(broker_url)
+    return [replace(device, username=username, password=password)
+            if not device.tls and (device.endpoint, device.port) == (parsed.hostname, parsed.port) else device
+            for device in devices]
 
 
 def load_cert_dir(cert_dir: str | Path) -> list[DeviceCredentials]:
@@ -50,6 +67,7 @@ def load_cert_dir(cert_dir: str | Path) -> list[DeviceCredentials]:
                 certificate=base / settings["certificateFile"],
                 private_key=base / settings["privateKeyFile"],
                 ca_file=base / ca_name if ca_name else _default_ca(base),
+                tls=bool((settings.get("broker") or {}).get("tls", True)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(

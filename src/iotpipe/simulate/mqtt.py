@@ -136,11 +136,14 @@ def _connect_client(device_id: str, target: BrokerTarget | DeviceCredentials, ti
     client.on_connect = on_connect
     client.on_disconnect = on_disconnect
     if isinstance(target, DeviceCredentials):
-        client.tls_set(
-            ca_certs=str(target.ca_file) if target.ca_file else None,
-            certfile=str(target.certificate),
-            keyfile=str(target.private_key),
-        )
+        if target.tls:
+            client.tls_set(
+                ca_certs=str(target.ca_file) if target.ca_file else None,
+                certfile=str(target.certificate),
+                keyfile=str(target.private_key),
+            )
+        elif target.username is not None:
+            client.username_pw_set(target.username, target.password)
         host, port = target.endpoint, target.port
     else:
         host, port = target.host, target.port

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from iotpipe.errors import ConfigError
 from iotpipe.simulate.certificates import DeviceCredentials
 from iotpipe.simulate.mqtt import BrokerTarget, MqttPublisher, Publisher
-from iotpipe.simulate.plan import SimPlan, messages
+from iotpipe.simulate.plan import SimMessage, SimPlan, messages
 
 
 @dataclass(frozen=True)
@@ -23,12 +23,14 @@ class SimSummary:
     anomalies_injected: int
     devices: int
     elapsed_s: float
+    interrupted: bool = False  # stopped by Ctrl-C: the counts are what was sent until then
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON object: messages acknowledged and not, readings sent, anomalies injected, devices, seconds."""
+        """JSON object: messages acknowledged and not, readings sent, anomalies injected, devices, seconds, and
+        whether Ctrl-C stopped the run."""
         return {"sent": self.sent, "failed": self.failed, "readings": self.readings,
                 "anomaliesInjected": self.anomalies_injected, "devices": self.devices,
-                "elapsedSeconds": self.elapsed_s}
+                "elapsedSeconds": self.elapsed_s, "interrupted": self.interrupted}
 
 
 def run(
@@ -45,27 +47,30 @@ def run(
     """Send the plan's messages on schedule and wait for their acknowledgements; a summary at the end.
 
     Acknowledgements are collected as they come in; whatever is still unacknowledged ``ack_timeout_s``
-    after the last send counts as failed.
+    after the last send counts as failed. Ctrl-C (KeyboardInterrupt) stops sending: the messages already
+    published get at most :data:`INTERRUPT_ACK_S` to be acknowledged, and the summary says ``interrupted``.
     """
     started = clock()
     start = start_ms if start_ms is not None else int(time.time() * 1000)
     pending: list[Callable[[float], bool]] = []
     sent = failed = readings = anomalies = 0
     last_progress = started
+    interrupted = False
     try:
-        for message in messages(plan, start):
-            delay = started + message.offset_s - clock()
-            if delay > 0:
-                sleep(delay)
-            pending.append(publisher.publish(message))
-            readings += message.readings
-            anomalies += message.anomalies
-            if len(pending) >= 1000:
-                ok, missing = _reap(pending)
-                sent, failed, pending = sent + ok, failed + len(missing), []
-            if on_progress is not None and clock() - last_progress >= progress_every_s:
-                last_progress = clock()
-                on_progress(sent + len(pending), failed)
+        try:
+            for message in _sent_on_schedule(plan, start, started, clock, sleep):
+                pending.append(publisher.publish(message))
+                readings += message.readings
+                anomalies += message.anomalies
+                if len(pending) >= 1000:
+                    ok, missing = _reap(pending)
+                    sent, failed, pending = sent + ok, failed + len(missing), []
+                if on_progress is not None and clock() - last_progress >= progress_every_s:
+                    last_progress = clock()
+                    on_progress(sent + len(pending), failed)
+        except KeyboardInterrupt:
+            interrupted = True
+            ack_timeout_s = min(ack_timeout_s, INTERRUPT_ACK_S)
         deadline = clock() + ack_timeout_s
         for wait in pending:
             if wait(max(deadline - clock(), 0.0)):
@@ -81,7 +86,22 @@ def run(
         anomalies_injected=anomalies,
         devices=len(plan.device_ids),
         elapsed_s=round(clock() - started, 3),
+        interrupted=interrupted,
     )
+
+
+# After Ctrl-C the user wants out: outstanding acknowledgements get this long at most.
+INTERRUPT_ACK_S = 2.0
+
+
+def _sent_on_schedule(plan: SimPlan, start_ms: int, started: float, clock: Callable[[], float],
+                      sleep: Callable[[float], None]) -> Iterator[SimMessage]:
+    """The plan's messages, each when its offset is due."""
+    for message in messages(plan, start_ms):
+        delay = started + message.offset_s - clock()
+        if delay > 0:
+            sleep(delay)
+        yield message
 
 
 def _reap(pending: list[Callable[[float], bool]]) -> tuple[int, list[Callable[[float], bool]]]:
