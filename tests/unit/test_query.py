@@ -32,6 +32,7 @@ THRESHOLDS = {"temperature": {"min": 10, "max": 80, "unit": "celsius"},
               "vibration": {"min": None, "max": 5, "unit": "mm/s"}}
 DAY1 = int(datetime(2026, 3, 1, 22, 0, tzinfo=UTC).timestamp() * 1000)
 DAY2 = int(datetime(2026, 3, 2, 1, 0, tzinfo=UTC).timestamp() * 1000)
+SHARD = "shardId-000000000000"
 
 
 def create_table(dynamodb: Any) -> None:
@@ -66,7 +67,7 @@ def kinesis_event(payloads: Sequence[Mapping[str, Any]], received_at: Sequence[i
         device = str(payload["deviceId"])
         data = {**payload, "receivedAt": received, "topicDeviceId": device}
         records.append({
-            "eventID": f"shardId-000000000000:{49600000000000000000000000000000000000000000000000 + index}",
+            "eventID": f"{SHARD}:{49600000000000000000000000000000000000000000000000 + index}",
             "eventSource": "aws:kinesis", "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/s",
             "kinesis": {"partitionKey": device, "data": base64.b64encode(json.dumps(data).encode()).decode(),
                         "sequenceNumber": str(49600000000000000000000000000000000000000000000000 + index),
@@ -191,8 +192,8 @@ def test_readings_unpack_packed_items_filter_the_range_and_drop_repeats(
     first, second = (str(49600000000000000000000000000000000000000000000000 + n) for n in (0, 1))
     window = (DAY2 - 120_000, DAY2 - 60_000, DAY2)
     assert sorted(item["sk"]["S"] for item in scan) == sorted([
-        f"{window[0]}#temperature#packed#{first}#0", f"{window[1]}#temperature#packed#{first}#0",
-        f"{window[1]}#temperature#packed#{second}#0", f"{window[2]}#temperature#packed#{second}#0",
+        f"{window[0]}#temperature#packed#{SHARD}#{first}#0", f"{window[1]}#temperature#packed#{SHARD}#{first}#0",
+        f"{window[1]}#temperature#packed#{SHARD}#{second}#0", f"{window[2]}#temperature#packed#{SHARD}#{second}#0",
         f"{DAY2 - 45_000}#temperature#95"])
 
     found = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=DAY2 - 50_000, pack_window_ms=60_000)
