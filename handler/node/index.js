@@ -286,7 +286,9 @@ function interpret(record, settings) {
   const readings = [];
   const rejections = [];
   let anyReplaced = false;
+  let sample = Object.hasOwn(payload, 'samples') ? 0 : -1; // a sample's position counts from 1, the payload is 0
   for (const body of bodies) {
+    sample += 1;
     if (!isObject(body)) {
       rejections.push({ reason: 'sample is not a JSON object', sensorType: null });
       continue;
@@ -300,9 +302,13 @@ function interpret(record, settings) {
     const [timestamp, replaced] = resolveTimestamp(own(body, 'timestamp'), receivedAt, retentionMs);
     anyReplaced = anyReplaced || replaced;
     const unit = Object.hasOwn(body, 'readings') ? null : own(body, 'unit');
+    // A reading dated by its arrival shares that time with every reading of its record: its origin, not its
+    // time, tells it apart (a retry writes the same key again; two samples alike never collapse).
+    const byArrival = replaced || isAbsent(own(body, 'timestamp'));
     const stamp = {
       device, timestamp, receivedAt, unit: unit || null,
       deviceTimestamp: replaced ? deviceTimestamp(own(body, 'timestamp')) : null,
+      origin: byArrival ? `#${record.shardId}#${record.sequenceNumber}#${sample}` : '',
     };
     for (const [sensorType, value] of pairs) {
       const outcome = buildReading(record, settings, stamp, sensorType, value);
@@ -460,7 +466,7 @@ function buildReading(record, settings, stamp, sensorType, value) {
   const padded = String(timestamp).padStart(13, '0');
   // The value is part of the key: an identical repeat collapses onto one item, a different value at the
   // same millisecond is another item, so no write can ever replace a stored reading by another value.
-  const sortKey = `${padded}#${sensorType}#${valueText}`;
+  const sortKey = `${padded}#${sensorType}#${valueText}${stamp.origin}`;
   const expires = Math.floor(Math.max(timestamp, record.arrivedAt) / 1000) + settings.ttlDays * 86_400;
   const item = {
     deviceId: { S: device },
@@ -508,7 +514,7 @@ function windowItems(readings, settings) {
 
 /**
  * Packed items: the readings of one device, sensor type and unit in one time window (epoch-aligned, windowMs
- * long), keyed `<13-digit window start>#<sensorType>#packed#<first sequence number>#<part>`. The key is a
+ * long), keyed `<13-digit window start>#<sensorType>#packed#<shardId>#<first sequence number>#<part>`. The key is a
  * function of the window and its first record, so a retried batch overwrites its own items and a later batch
  * with readings of the same window adds an item beside them. `readings` is `<ms after the window
  * start>:<value>` pairs joined by `,` in time order; a window whose text would pass maxBytes continues in the
@@ -529,7 +535,10 @@ function packItems(readings, windowMs, maxBytes = MAX_PACKED_READINGS_BYTES) {
   const partsTaken = new Map();
   for (const { device, sensorType, unit, start, group } of groups.values()) {
     const first = group[0].item;
-    const prefix = `${String(start).padStart(13, '0')}#${sensorType}#packed#${first.sequenceNumber.S}`;
+    // Sequence numbers are unique within a shard only (they restart in the children of a reshard on moto):
+    // the shard is part of the key, or two shards' items of one window could overwrite each other.
+    const prefix = `${String(start).padStart(13, '0')}#${sensorType}#packed#${first.shardId.S}`
+      + `#${first.sequenceNumber.S}`;
     const ordered = [...group].sort((a, b) => Number(a.item.timestamp.N) - Number(b.item.timestamp.N));
     for (const part of splitByBytes(ordered, start, maxBytes)) {
       const taken = `${device}\u0000${prefix}`;
@@ -555,12 +564,14 @@ function packItems(readings, windowMs, maxBytes = MAX_PACKED_READINGS_BYTES) {
 
 /**
  * The record an item's failure cuts the batch at: a reading's own, a packed item's first record's (in its key
- * `<start>#<sensorType>#packed#<sequence number>#<part>`; a malformed event's may hold `#`).
+ * `<start>#<sensorType>#packed#<shardId>#<sequence number>#<part>`, after its shardId; a malformed event's shard
+ * and sequence number may hold `#`).
  */
 function firstSequenceNumber(item) {
   if (item.sequenceNumber) return item.sequenceNumber.S;
   const key = item.sk.S;
-  return key.slice(0, key.lastIndexOf('#')).split('#').slice(3).join('#');
+  const prefix = `${key.slice(0, 13)}#${item.sensorType.S}#packed#${item.shardId.S}#`;
+  return key.slice(prefix.length, key.lastIndexOf('#'));
 }
 
 /** `offset:value` entries in parts whose joined text stays within maxBytes (ASCII: bytes = chars). */

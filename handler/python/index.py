@@ -331,7 +331,8 @@ def interpret(record: Record, settings: Settings) -> Interpretation:
     good: list[Reading] = []
     bad: list[Rejection] = []
     any_replaced = False
-    for body in bodies:
+    first_sample = 1 if "samples" in payload else 0  # a sample's position counts from 1, the payload is 0
+    for sample, body in enumerate(bodies, start=first_sample):
         if not isinstance(body, dict):
             bad.append(Rejection("sample is not a JSON object"))
             continue
@@ -345,7 +346,11 @@ def interpret(record: Record, settings: Settings) -> Interpretation:
         any_replaced = any_replaced or replaced
         given = device_timestamp(body.get("timestamp")) if replaced else None
         unit = body.get("unit") if "readings" not in body else None
-        stamp = Stamp(device, timestamp, received_at, given, unit or None)
+        # A reading dated by its arrival shares that time with every reading of its record: its origin, not its
+        # time, tells it apart (a retry writes the same key again; two samples alike never collapse).
+        by_arrival = replaced or body.get("timestamp") is None
+        origin = f"#{record.shard_id}#{record.sequence_number}#{sample}" if by_arrival else ""
+        stamp = Stamp(device, timestamp, received_at, given, unit or None, origin)
         for sensor_type, value in pairs:
             outcome = _reading(record, settings, stamp, sensor_type, value)
             (good if isinstance(outcome, Reading) else bad).append(outcome)  # type: ignore[arg-type]
@@ -501,6 +506,7 @@ class Stamp:
     received_at: int
     device_timestamp: str | None
     unit: str | None
+    origin: str = ""  # ``#<shardId>#<sequenceNumber>#<sample>`` for a reading dated by its arrival
 
 
 def _reading(record: Record, settings: Settings, stamp: Stamp, sensor_type: Any, value: Any) -> Reading | Rejection:
@@ -520,7 +526,7 @@ def _reading(record: Record, settings: Settings, stamp: Stamp, sensor_type: Any,
     timestamp = stamp.timestamp
     # The value is part of the key: an identical repeat collapses onto one item, a different value at the
     # same millisecond is another item, so no write can ever replace a stored reading by another value.
-    sort_key = f"{timestamp:013d}#{sensor_type}#{text}"
+    sort_key = f"{timestamp:013d}#{sensor_type}#{text}{stamp.origin}"
     expires = max(timestamp, record.arrived_at) // 1000 + settings.ttl_days * 86_400
     item: dict[str, dict[str, Any]] = {
         "deviceId": {"S": stamp.device},
@@ -569,7 +575,8 @@ def window_items(readings: Sequence[Reading], settings: Settings) -> list[dict[s
 def pack_items(readings: Sequence[Reading], window_ms: int,
                max_bytes: int = MAX_PACKED_READINGS_BYTES) -> list[dict[str, dict[str, Any]]]:
     """Packed items: the readings of one device, sensor type and unit in one time window (epoch-aligned,
-    ``window_ms`` long), keyed ``<13-digit window start>#<sensorType>#packed#<first sequence number>#<part>``.
+    ``window_ms`` long), keyed ``<13-digit window start>#<sensorType>#packed#<shardId>#<first sequence
+    number>#<part>``.
     The key is a function of the window and its first record, so a retried batch overwrites its own items
     and a later batch with readings of the same window adds an item beside them. ``readings`` is
     ``<ms after the window start>:<value>`` pairs joined by ``,`` in time order; a window whose text would
@@ -586,7 +593,9 @@ def pack_items(readings: Sequence[Reading], window_ms: int,
     parts_taken: dict[tuple[str, str], int] = {}
     for (device, sensor_type, unit, start), group in groups.items():
         first = group[0].item
-        prefix = f"{start:013d}#{sensor_type}#packed#{first['sequenceNumber']['S']}"
+        # Sequence numbers are unique within a shard only (they restart in the children of a reshard on moto):
+        # the shard is part of the key, or two shards' items of one window could overwrite each other.
+        prefix = f"{start:013d}#{sensor_type}#packed#{first['shardId']['S']}#{first['sequenceNumber']['S']}"
         ordered = sorted(group, key=lambda r: int(r.item["timestamp"]["N"]))
         for part in _split_by_bytes(ordered, start, max_bytes):
             number = parts_taken.get((device, prefix), 0)
@@ -610,10 +619,13 @@ def pack_items(readings: Sequence[Reading], window_ms: int,
 
 def first_sequence_number(item: Mapping[str, Mapping[str, Any]]) -> str:
     """The record an item's failure cuts the batch at: a reading's own, a packed item's first record's (in its
-    key ``<start>#<sensorType>#packed#<sequence number>#<part>``; a malformed event's may hold ``#``)."""
+    key ``<start>#<sensorType>#packed#<shardId>#<sequence number>#<part>``, after its ``shardId``; a malformed
+    event's shard and sequence number may hold ``#``)."""
     if "sequenceNumber" in item:
         return str(item["sequenceNumber"]["S"])
-    return str(item["sk"]["S"]).rsplit("#", 1)[0].split("#", 3)[3]
+    key = str(item["sk"]["S"])
+    prefix = f"{key[:13]}#{item['sensorType']['S']}#packed#{item['shardId']['S']}#"
+    return key[len(prefix):key.rindex("#")]
 
 
 def _split_by_bytes(ordered: Sequence[Reading], start: int, max_bytes: int) -> list[list[tuple[str, Reading]]]:

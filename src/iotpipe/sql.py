@@ -238,12 +238,26 @@ def _unit_case(column: str, thresholds: Thresholds) -> str:
     return f"CASE {column} {whens} END" if whens else "CAST(NULL AS VARCHAR)"
 
 
-def _reading_time(ttl_days: int) -> str:
-    """The processor's rule: the device time when plausible (after 2000, within the retention before and a day
-    after receipt), else the receive time."""
-    return ("CASE WHEN device_time >= TIMESTAMP '2000-01-01 00:00:00.000' "
+def _device_time_ok(ttl_days: int) -> str:
+    """The processor's rule for a device time: after 2000, within the retention before and a day after receipt."""
+    return ("device_time >= TIMESTAMP '2000-01-01 00:00:00.000' "
             f"AND device_time >= received_at - INTERVAL '{ttl_days}' DAY "
-            "AND device_time <= received_at + INTERVAL '1' DAY THEN device_time ELSE received_at END")
+            "AND device_time <= received_at + INTERVAL '1' DAY")
+
+
+def _reading_time(ttl_days: int) -> str:
+    """The processor's rule: the device time when plausible, else the receive time."""
+    return f"CASE WHEN {_device_time_ok(ttl_days)} THEN device_time ELSE received_at END"
+
+
+def _repeat_rank(ttl_days: int, t: str) -> str:
+    """1 for the reading the processor stores, more for its repeats (docs/contract.md, section 6): readings of one
+    device, sensor type, value and device time are one item; a reading dated by its arrival is told apart by its
+    origin (shard, sequence number, sample), so equal values sharing an arrival time are distinct readings."""
+    origin = (f"CASE WHEN {_device_time_ok(ttl_days)} THEN NULL ELSE concat({t}shard_id, '#', {t}sequence_number, "
+              f"'#', CAST({t}sample_index AS VARCHAR)) END")
+    return (f"row_number() OVER (PARTITION BY device_id, {t}sensor_type, value, {_reading_time(ttl_days)}, {origin} "
+            f"ORDER BY arrived_at, {t}shard_id, {t}sequence_number, {t}sample_index)")
 
 
 def _common_ctes(window: Window, thresholds: Thresholds) -> list[tuple[str, str]]:
@@ -356,14 +370,18 @@ def athena_relations(database: str, window: Window, thresholds: Thresholds,
          f"WHERE regexp_like(sensor_type, {_literal(SENSOR_TYPE_PATTERN)}) "
          "AND regexp_like(json_format(value_json), '^-?[0-9]')"),
         ("readings",
+         "SELECT device_id, sensor_type, value, unit, reading_time, device_time, received_at, arrived_at, shard_id, "
+         "sequence_number FROM ("
          f"SELECT device_id, t.sensor_type, value, unit, {_reading_time(ttl_days)} AS reading_time, device_time, "
-         "received_at, arrived_at, t.shard_id, t.sequence_number FROM typed_readings t "
+         f"received_at, arrived_at, t.shard_id, t.sequence_number, {_repeat_rank(ttl_days, 't.')} AS repeat_rank "
+         "FROM typed_readings t "
          "LEFT JOIN quarantine_keys w ON w.sensor_type IS NULL AND w.shard_id = t.shard_id "
          "AND w.sequence_number = t.sequence_number "
          "LEFT JOIN quarantine_keys p ON p.sensor_type = t.sensor_type AND p.shard_id = t.shard_id "
          "AND p.sequence_number = t.sequence_number AND (t.sample_index = 0 OR p.every_sample) "
          "WHERE w.shard_id IS NULL AND p.shard_id IS NULL AND device_id IS NOT NULL AND t.sensor_type IS NOT NULL "
-         f"AND (value = 0 OR (abs(value) >= {VALUE_MIN_MAGNITUDE!r} AND abs(value) < {VALUE_MAX_MAGNITUDE!r}))"),
+         f"AND (value = 0 OR (abs(value) >= {VALUE_MIN_MAGNITUDE!r} AND abs(value) < {VALUE_MAX_MAGNITUDE!r}))"
+         ") WHERE repeat_rank = 1"),
     ]
 
 
@@ -653,14 +671,17 @@ def duckdb_relations(archive: LocalArchive, window: Window, thresholds: Threshol
         f"COALESCE(unit_given, {_unit_case('sensor_type', thresholds)}) AS unit, device_time, received_at, "
         f"arrived_at, shard_id, sequence_number, sample_index FROM {entries} WHERE {in_window}",
         "CREATE OR REPLACE TEMP VIEW readings AS "
+        "SELECT device_id, sensor_type, value, unit, reading_time, device_time, received_at, arrived_at, shard_id, "
+        "sequence_number FROM ("
         f"SELECT device_id, sensor_type, value, unit, {_reading_time(ttl_days)} AS reading_time, device_time, "
-        "received_at, arrived_at, shard_id, sequence_number FROM typed_readings t "
+        f"received_at, arrived_at, shard_id, sequence_number, {_repeat_rank(ttl_days, '')} AS repeat_rank "
+        "FROM typed_readings t "
         "ANTI JOIN (SELECT shard_id, sequence_number FROM quarantine_keys WHERE sensor_type IS NULL) w "
         "USING (shard_id, sequence_number) "
         "ANTI JOIN (SELECT * FROM quarantine_keys WHERE sensor_type IS NOT NULL) p "
         "ON p.shard_id = t.shard_id AND p.sequence_number = t.sequence_number AND p.sensor_type = t.sensor_type "
         "AND (t.sample_index = 0 OR p.every_sample) "
-        "WHERE device_id IS NOT NULL AND sensor_type IS NOT NULL AND value IS NOT NULL",
+        "WHERE device_id IS NOT NULL AND sensor_type IS NOT NULL AND value IS NOT NULL) WHERE repeat_rank = 1",
     ]
 
 

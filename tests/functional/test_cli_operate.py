@@ -86,11 +86,14 @@ def client(stack: Mapping[str, str], service: str) -> Any:
 
 
 def run_processor(stack: Mapping[str, str], payloads: Sequence[Mapping[str, Any]], now: int,
-                  monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> list[str]:
-    """Feed payloads, as the IoT rule forwards them, through handler/python/index.py; its printed lines."""
+                  monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                  storage: Mapping[str, str] | None = None) -> list[str]:
+    """Feed payloads, as the IoT rule forwards them, through handler/python/index.py (``storage``: its
+    STORAGE_LAYOUT and PACK_WINDOW_SECONDS, when not the defaults); its printed lines."""
     env = {"DYNAMODB_TABLE": stack["SensorDataTableName"], "S3_BUCKET": stack["RawDataBucketName"],
            "ENVIRONMENT": "dev", "THRESHOLDS": json.dumps(THRESHOLDS), "UNKNOWN_SENSOR": "quarantine",
-           "TTL_DAYS": "90", "METRIC_NAMESPACE": "IoT/Manufacturing", "AWS_ENDPOINT_URL": stack["endpoint"]}
+           "TTL_DAYS": "90", "METRIC_NAMESPACE": "IoT/Manufacturing", "AWS_ENDPOINT_URL": stack["endpoint"],
+           **(storage or {})}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     event = kinesis_event(rule_records(payloads, now, first_sequence=49_600_000_000))
@@ -228,6 +231,30 @@ def test_readings_from_processor_items(stack: dict[str, str], monkeypatch: pytes
 
     bad = cli(stack, "readings", "press-1", "--since", "yesterday")
     assert bad.exit_code == 2 and "--since" in bad.stderr
+
+
+def test_readings_found_whatever_layout_and_window_they_were_written_with(
+        stack: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    now = now_ms()
+    hour = now - now % 3600_000 - 2 * 3600_000  # a window start two hours back: --since starts well after it
+    sent = [reading("press-1", "temperature", 20.0 + n, hour + 3000_000 + n * 1000) for n in range(30)]
+    run_processor(stack, [{"deviceId": "press-1", "samples": [{k: v for k, v in r.items() if k != "deviceId"}
+                                                               for r in sent]}],
+                  now, monkeypatch, capsys, storage={"STORAGE_LAYOUT": "packed", "PACK_WINDOW_SECONDS": "3600"})
+    # readings of a clockless device, one message: dated by their arrival, equal values are distinct readings
+    run_processor(stack, [{"deviceId": "press-1", "samples": [{"sensorType": "pressure", "value": 100.0}] * 20}],
+                  now, monkeypatch, capsys)
+    since = datetime.fromtimestamp((hour + 2990_000) / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    for storage in ('layout = "packed"\npack_window_seconds = 3600', 'layout = "packed"\npack_window_seconds = 60',
+                    'layout = "item-per-reading"'):  # the configuration changed after the items were written
+        (tmp_path / "iotpipe.toml").write_text(f"[defaults.storage]\n{storage}\n")
+        result = cli(stack, "readings", "press-1", "--since", since, "--output", "json")
+        assert result.exit_code == 0, result.output
+        found = json.loads(result.stdout)
+        assert sorted(r["value"] for r in found if r["sensorType"] == "temperature") == [20.0 + n for n in range(30)]
+        assert [r["value"] for r in found if r["sensorType"] == "pressure"] == [100.0] * 20, storage
 
 
 def test_anomalies_across_devices(stack: dict[str, str], monkeypatch: pytest.MonkeyPatch,

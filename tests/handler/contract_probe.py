@@ -40,7 +40,8 @@ def vector_outcome(index: Any, vector: dict[str, Any], data: list[list[str]]) ->
     for batch, encoded_batch in zip([*vector.get("before", []), vector], data, strict=True):
         interpretations = []
         for spec, encoded in zip(batch["records"], encoded_batch, strict=True):
-            event_record = {"eventID": f"{vector['shardId']}:{spec['sequenceNumber']}", "kinesis": {
+            shard = batch.get("shardId", vector["shardId"])  # a batch of another shard: before a reshard
+            event_record = {"eventID": f"{shard}:{spec['sequenceNumber']}", "kinesis": {
                 "partitionKey": spec["partitionKey"], "sequenceNumber": spec["sequenceNumber"], "data": encoded,
                 "approximateArrivalTimestamp": spec["arrivedAt"] / 1000}}
             interpretations.append(index.interpret(index.decode_record(event_record, 0), settings))

@@ -19,6 +19,7 @@ from processor_support import (
     metric_totals,
     objects,
     scan_items,
+    stdout_documents,
 )
 
 VECTORS = sorted(VECTORS_DIR.glob("*.json"))
@@ -51,7 +52,8 @@ def test_vector(path: Path, moto_endpoint: str) -> None:
     runtime = make_runtime(index, vector["env"], s3, dynamodb, emit=lines.append)
 
     for earlier in vector.get("before", []):  # earlier batches on the same table: retries, late readings
-        before = index.process(kinesis_event(earlier["records"], vector["shardId"]), None, runtime)
+        shard = earlier.get("shardId", vector["shardId"])  # a batch of another shard: before a reshard
+        before = index.process(kinesis_event(earlier["records"], shard), None, runtime)
         assert before == {"batchItemFailures": [{"itemIdentifier": s} for s in earlier["batchItemFailures"]]}
     lines.clear()
     response = index.process(kinesis_event(vector["records"], vector["shardId"]), None, runtime)
@@ -62,6 +64,9 @@ def test_vector(path: Path, moto_endpoint: str) -> None:
     assert _quarantine_summary(quarantined) == _quarantine_summary(expect["quarantine"])
     if "quarantineLines" in expect:
         assert len(quarantined) == expect["quarantineLines"]
+    if "log" in expect:  # the counts of the `batch processed` line
+        summary = next(d for d in stdout_documents(lines) if d.get("message") == "batch processed")
+        assert {k: summary[k] for k in expect["log"]} == expect["log"]
     environment, by_type = metric_totals(emf_documents(lines))
     assert {k: environment[k] for k in expect["metrics"]} == expect["metrics"]
     assert {t: {k: v[k] for k in expect["metrics"] if k in v} for t, v in by_type.items()} == \

@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-from processor_support import REPO, kinesis_event, load_handler, settings_env
+from processor_support import REPO, SHARD, kinesis_event, load_handler, settings_env
 
 index = load_handler()
 NODE_DIR = REPO / "handler" / "node"
@@ -60,7 +60,7 @@ def test_a_window_over_the_item_limit_is_split_into_parts_below_it() -> None:
     items = _python_items(_event())
     assert len(items) == 2
     assert [item["sk"]["S"] for item in items] == [
-        f"{START}#vibration#packed#5000#0", f"{START}#vibration#packed#5000#1"]
+        f"{START}#vibration#packed#{SHARD}#5000#0", f"{START}#vibration#packed#{SHARD}#5000#1"]
     assert all(item_size(item) < DYNAMODB_ITEM_LIMIT for item in items)
     entries = [entry for item in items for entry in item["readings"]["S"].split(",")]
     assert len(entries) == 20_000 and [int(e.split(":")[0]) for e in entries] == list(range(20_000))

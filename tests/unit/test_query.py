@@ -32,6 +32,7 @@ THRESHOLDS = {"temperature": {"min": 10, "max": 80, "unit": "celsius"},
               "vibration": {"min": None, "max": 5, "unit": "mm/s"}}
 DAY1 = int(datetime(2026, 3, 1, 22, 0, tzinfo=UTC).timestamp() * 1000)
 DAY2 = int(datetime(2026, 3, 2, 1, 0, tzinfo=UTC).timestamp() * 1000)
+SHARD = "shardId-000000000000"
 
 
 def create_table(dynamodb: Any) -> None:
@@ -66,7 +67,7 @@ def kinesis_event(payloads: Sequence[Mapping[str, Any]], received_at: Sequence[i
         device = str(payload["deviceId"])
         data = {**payload, "receivedAt": received, "topicDeviceId": device}
         records.append({
-            "eventID": f"shardId-000000000000:{49600000000000000000000000000000000000000000000000 + index}",
+            "eventID": f"{SHARD}:{49600000000000000000000000000000000000000000000000 + index}",
             "eventSource": "aws:kinesis", "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/s",
             "kinesis": {"partitionKey": device, "data": base64.b64encode(json.dumps(data).encode()).decode(),
                         "sequenceNumber": str(49600000000000000000000000000000000000000000000000 + index),
@@ -191,26 +192,54 @@ def test_readings_unpack_packed_items_filter_the_range_and_drop_repeats(
     first, second = (str(49600000000000000000000000000000000000000000000000 + n) for n in (0, 1))
     window = (DAY2 - 120_000, DAY2 - 60_000, DAY2)
     assert sorted(item["sk"]["S"] for item in scan) == sorted([
-        f"{window[0]}#temperature#packed#{first}#0", f"{window[1]}#temperature#packed#{first}#0",
-        f"{window[1]}#temperature#packed#{second}#0", f"{window[2]}#temperature#packed#{second}#0",
+        f"{window[0]}#temperature#packed#{SHARD}#{first}#0", f"{window[1]}#temperature#packed#{SHARD}#{first}#0",
+        f"{window[1]}#temperature#packed#{SHARD}#{second}#0", f"{window[2]}#temperature#packed#{SHARD}#{second}#0",
         f"{DAY2 - 45_000}#temperature#95"])
 
-    found = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=DAY2 - 50_000, pack_window_ms=60_000)
+    found = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=DAY2 - 50_000)
     assert [(r.timestamp - DAY2, r.value, r.status) for r in found] == [
         (0, 29.0, "NORMAL"), (-10_000, 28.0, "NORMAL"), (-20_000, 27.0, "NORMAL"), (-30_000, 26.0, "NORMAL"),
         (-40_000, 25.0, "NORMAL"), (-45_000, 95.0, "ANOMALY"), (-50_000, 24.0, "NORMAL")]
     assert {(r.device_id, r.sensor_type, r.unit) for r in found} == {("press-1", "temperature", "celsius")}
-    newest = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=0, limit=3, page_size=1,
-                                  pack_window_ms=60_000)
+    newest = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=0, limit=3, page_size=1)
     assert [r.value for r in newest] == [29.0, 28.0, 27.0]
-    every = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=0, limit=100, pack_window_ms=60_000)
+    every = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=0, limit=100)
     assert len(every) == 11
-    anomalies = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=0, anomalies_only=True,
-                                     pack_window_ms=60_000)
+    anomalies = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=0, anomalies_only=True)
     assert [(r.value, r.reason) for r in anomalies] == [(95.0, "above max 80")]
     # the anomaly is an item of its own in the packed layout too: the sparse day index finds it
     indexed = query.query_anomalies(aws["dynamodb"], TABLE, INDEX, since_ms=DAY2 - 3600_000, until_ms=DAY2)
     assert [(r.device_id, r.timestamp - DAY2, r.value) for r in indexed] == [("press-1", -45_000, 95.0)]
+
+
+def test_readings_of_a_clockless_device_are_distinct_and_a_retry_adds_none(
+        aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # 20 equal values in one message without timestamps: all dated by the arrival (DAY2), so only their origin
+    # (item of its own) or their rank among equal entries (packed) tells them apart
+    clockless = {"deviceId": "press-1", "samples": [{"sensorType": "temperature", "value": 50.0}] * 20}
+    timed = {"deviceId": "press-1", "samples": [{"timestamp": DAY2 - 5000, "sensorType": "temperature",
+                                                 "value": 50.0}]}
+    for env in ({}, PACKED):
+        for _ in range(2):  # a retried batch writes the same readings again
+            run_processor([clockless, timed], monkeypatch, capsys, received_at=[DAY2, DAY2], env=env)
+        run_processor([timed], monkeypatch, capsys, received_at=[DAY2], env=env, first=1)  # a partial retry
+        found = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=DAY2 - 60_000, limit=1000)
+        assert [(r.timestamp - DAY2, r.value) for r in found] == [(0, 50.0)] * 20 + [(-5000, 50.0)], env
+        aws["dynamodb"].delete_table(TableName=TABLE)
+        create_table(aws["dynamodb"])
+
+
+def test_readings_of_packed_items_written_before_the_shard_was_in_their_key(aws: dict[str, Any]) -> None:
+    start = DAY2 - DAY2 % 600_000 - 600_000  # a 600 s window an earlier release wrote
+    for sk, readings in ((f"{start}#temperature#packed#4960001#0", "1000:20,599000:21"),  # no shard in the key
+                         (f"{start}#temperature#packed#4960009#0", "599000:21")):  # a partial retry's repeat
+        aws["dynamodb"].put_item(TableName=TABLE, Item={
+            "deviceId": {"S": "press-1"}, "sk": {"S": sk}, "sensorType": {"S": "temperature"},
+            "status": {"S": "NORMAL"}, "readings": {"S": readings}, "ttl": {"N": "0"}, "unit": {"S": "celsius"}})
+    found = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=start + 500_000)
+    assert [(r.timestamp - start, r.value, r.unit) for r in found] == [(599_000, 21.0, "celsius")]
+    every = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=start)
+    assert [r.value for r in every] == [21.0, 20.0]
 
 
 # --- anomalies ------------------------------------------------------------------------------------------

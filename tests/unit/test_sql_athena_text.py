@@ -51,7 +51,7 @@ from test_sql_duckdb import (  # noqa: E402
     put_known_archive,
     rule,
 )
-from test_sql_samples import put_mixed_archive, put_vector_archive  # noqa: E402
+from test_sql_samples import put_arrival_archive, put_mixed_archive, put_vector_archive  # noqa: E402
 
 DATABASE = "iotpipe_dev"
 # Functions (and CAST-like forms) Athena engine v3 documents, as Trino names them; the ones iotpipe's text uses are
@@ -194,13 +194,15 @@ def odd_archive(s3: Any) -> Window:
 COMPARED = (
     "SELECT * FROM raw_records ORDER BY shard_id, sequence_number",
     "SELECT * FROM quarantined ORDER BY shard_id, sequence_number",
-    # several samples of one record share shard, sequence number and sensor type: their times order them
-    "SELECT * FROM readings ORDER BY shard_id, sequence_number, sensor_type, reading_time, value",
+    # several samples of one record share shard, sequence number and sensor type: their times order them (readings
+    # dated by their arrival share the reading time: the device time they gave orders them)
+    "SELECT * FROM readings ORDER BY shard_id, sequence_number, sensor_type, reading_time, value, device_time",
     *(q.sql for q in NAMED_QUERIES.values()),  # each orders its rows fully
 )
 
 
-@pytest.mark.parametrize("which", ["known archive", "odd payloads", "samples vector", "samples mixed"])
+@pytest.mark.parametrize("which", ["known archive", "odd payloads", "samples vector", "samples mixed",
+                                   "arrival times"])
 def test_the_athena_text_transpiled_to_duckdb_gives_the_same_rows(which: str, moto_endpoint: str,
                                                                    tmp_path: Path) -> None:
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
@@ -212,6 +214,8 @@ def test_the_athena_text_transpiled_to_duckdb_gives_the_same_rows(which: str, mo
         window = put_vector_archive(s3)
     elif which == "samples mixed":  # bad samples among good ones, all three forms, a retry
         window = put_mixed_archive(s3)
+    elif which == "arrival times":  # equal values dated by their arrival, a device's repeats
+        window = put_arrival_archive(s3)
     else:
         window = odd_archive(s3)
     local = fetch_archive(s3, BUCKET, window, tmp_path / "cache")

@@ -106,6 +106,31 @@ def stored_readings(index: Any, records: list[Any], ttl_days: int) -> list[tuple
     return sorted(rows)
 
 
+def arrival_records(index: Any) -> list[Any]:
+    """A clockless device's samples (no timestamp, an unset clock, invalid RFC 3339, older than the retention:
+    dated by their arrival) of one value, and a device-timed reading the device sent three times (one reading)."""
+    dated_by_arrival = [{}, {"timestamp": 12_000}, {"timestamp": "2026-13-06T09:19:00Z"},
+                        {"timestamp": "2020-01-01T00:00:00Z"}]
+    again = {"timestamp": ARRIVED - 30_000, "sensorType": "temperature", "value": 70.0}
+    samples = [{**kind, "sensorType": "temperature", "value": 70.0} for kind in dated_by_arrival * 2]
+    bad = {"sensorType": "temperature", "value": "hot"}  # quarantined alone
+    return [archive.record(index, SHARD0, 800, ARRIVED, rule({"deviceId": "kiln-5", "samples": [*samples, again,
+                                                                                                 again, bad]},
+                                                             ARRIVED), "kiln-5"),
+            archive.record(index, SHARD0, 801, ARRIVED, rule({"deviceId": "kiln-5", **again}, ARRIVED), "kiln-5"),
+            archive.record(index, SHARD1, 800, ARRIVED, rule({"deviceId": "kiln-5", "sensorType": "temperature",
+                                                              "value": 70.0}, ARRIVED), "kiln-5")]
+
+
+def put_arrival_archive(s3: Any) -> Window:
+    """The arrival-dated records, per shard."""
+    index = archive.load_processor(HANDLER)
+    records = arrival_records(index)
+    put_batch(s3, index, records[:2])
+    put_batch(s3, index, records[2:])
+    return WINDOW
+
+
 @pytest.fixture
 def s3(moto_endpoint: str) -> Any:
     client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
@@ -169,6 +194,21 @@ def test_the_mixed_archive_gives_exactly_the_readings_the_processor_stores(s3: A
     assert query(s3, "SELECT shard_id, sequence_number, count(*) FROM readings GROUP BY 1, 2 ORDER BY 1, 2",
                  window, tmp_path) == [(SHARD0, "700", 10), (SHARD0, "701", 1), (SHARD0, "702", 2),
                                        (SHARD1, "700", 2)]
+
+
+def test_readings_dated_by_their_arrival_are_distinct_and_a_device_repeat_is_one(s3: Any, tmp_path: Path) -> None:
+    window = put_arrival_archive(s3)
+    index = archive.load_processor(HANDLER)
+    settings = index.Settings.from_env({"DYNAMODB_TABLE": "t", "S3_BUCKET": "b", "THRESHOLDS": CFG.thresholds_json,
+                                        "TTL_DAYS": str(CFG.storage.ttl_days)})
+    records = arrival_records(index)
+    kept, repeats = index.deduplicate([r for rec in records for r in index.interpret(rec, settings).readings])
+    assert (len(kept), repeats) == (10, 2)  # 8 + 1 arrival-dated readings, the device's reading once
+    stored = sorted((r.item["deviceId"]["S"], r.item["sensorType"]["S"], float(r.item["value"]["N"]),
+                     r.item.get("unit", {}).get("S"),
+                     datetime.fromtimestamp(int(r.item["timestamp"]["N"]) / 1000, UTC).replace(tzinfo=None),
+                     r.item["sequenceNumber"]["S"]) for r in kept)
+    assert query(s3, f"SELECT {READING_COLUMNS} FROM readings ORDER BY ALL", window, tmp_path) == stored
 
 
 def test_named_queries_count_the_readings_of_samples(s3: Any, tmp_path: Path) -> None:

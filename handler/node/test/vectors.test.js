@@ -45,7 +45,8 @@ for (const file of support.vectorFiles()) {
     const { runtime, lines } = support.makeRuntime(vector.env, aws);
 
     for (const earlier of vector.before || []) { // earlier batches on the same table: retries, late readings
-      const before = await index.processBatch(support.kinesisEvent(earlier.records, vector.shardId), null, runtime);
+      const shard = earlier.shardId || vector.shardId; // a batch of another shard: before a reshard
+      const before = await index.processBatch(support.kinesisEvent(earlier.records, shard), null, runtime);
       assert.deepEqual(before, { batchItemFailures: earlier.batchItemFailures.map((s) => ({ itemIdentifier: s })) });
     }
     lines.length = 0;
@@ -58,6 +59,10 @@ for (const file of support.vectorFiles()) {
     const quarantined = Object.values(await support.objects(aws.s3, 'quarantine/')).flatMap(support.jsonlGz);
     assert.deepEqual(quarantineSummary(quarantined), quarantineSummary(expect.quarantine));
     if ('quarantineLines' in expect) assert.equal(quarantined.length, expect.quarantineLines);
+    if (expect.log) { // the counts of the `batch processed` line
+      const summary = lines.map((line) => JSON.parse(line)).find((d) => d.message === 'batch processed');
+      assert.deepEqual(pick(summary, Object.keys(expect.log)), expect.log);
+    }
     const [environment, byType] = support.metricTotals(support.emfDocuments(lines));
     const metricNames = Object.keys(expect.metrics);
     assert.deepEqual(pick(environment, metricNames), expect.metrics);

@@ -14,12 +14,15 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from iotpipe import naming
 from iotpipe.aws import aws_call
-from iotpipe.config import PipelineConfig
+from iotpipe.config import MAX_PACK_WINDOW_SECONDS, PipelineConfig
 from iotpipe.errors import ParameterError
 from iotpipe.query.outputs import ClientSource, required_output, stack_names
 from iotpipe.query.timespec import days_between, iso_ms, now_ms, parse_since, sort_key_from
 
 DEFAULT_ANOMALY_INDEX = naming.ANOMALY_INDEX
+# The longest window a packed item can have been written with (any release, any configuration): how far before a
+# time its readings can start.
+MAX_PACK_WINDOW_MS = MAX_PACK_WINDOW_SECONDS * 1000
 MAX_ITEMS = 100_000
 READING_FIELDS = (
     "deviceId",
@@ -89,17 +92,31 @@ def to_reading(item: Mapping[str, Any]) -> Reading:
 def to_readings(item: Mapping[str, Any]) -> list[Reading]:
     """A DynamoDB item (low-level client form) -> its readings: a packed item (sort key
     ``<13-digit window start>#<sensorType>#packed#...``, a ``readings`` text of ``<ms after the window
-    start>:<value>`` pairs) holds many, any other item one."""
+    start>:<value>`` pairs) holds many, any other item one. Whatever window and key form (with or without the
+    shard) it was written with: the key and the offsets say it."""
+    return [reading for reading, _ in _identified_readings(item)]
+
+
+def _identified_readings(item: Mapping[str, Any]) -> list[tuple[Reading, tuple[Any, ...]]]:
+    """An item's readings, each with what tells it apart from another reading (docs/contract.md, section 6): a
+    packed entry's sensor type, time, value and rank among the equal entries of its item (equal entries are
+    distinct readings dated by their arrival; a retry packs them again in another item, as often at most); an
+    item of its own's sensor type, time, value and the origin its key ends with (readings dated by their arrival)."""
     packed = item.get("readings", {}).get("S")
     sort_key = str(item.get("sk", {}).get("S", ""))
+    single = to_reading(item)
     if packed is None or sort_key.split("#")[2:3] != ["packed"]:
-        return [to_reading(item)]
-    template = to_reading(item)
+        origin = sort_key.split("#", 3)[3:]
+        return [(single, (single.sensor_type, single.timestamp, single.value, origin[0] if origin else 0))]
     start = int(sort_key[:13])
+    seen: dict[tuple[str, int, float], int] = {}
     readings = []
     for entry in packed.split(","):
         offset, _, value = entry.partition(":")
-        readings.append(dataclasses.replace(template, timestamp=start + int(offset), value=float(value)))
+        reading = dataclasses.replace(single, timestamp=start + int(offset), value=float(value))
+        key = (reading.sensor_type, reading.timestamp, reading.value)
+        seen[key] = seen.get(key, -1) + 1
+        readings.append((reading, (*key, seen[key])))
     return readings
 
 
@@ -113,32 +130,32 @@ def query_readings(
     anomalies_only: bool = False,
     limit: int = 100,
     page_size: int | None = None,
-    pack_window_ms: int = 0,
 ) -> list[Reading]:
     """A device's readings since ``since_ms``, newest first, at most ``limit`` (paginated Query).
 
-    Reads both storage layouts: a packed item (``pack_window_ms`` > 0) is keyed by its window's start, so the
-    query starts one window earlier and keeps the readings from ``since_ms`` on. A reading stored twice (a
-    retried batch, a partial retry that packed it again) is returned once.
+    Reads both storage layouts and every pack window, whatever the configuration says now (it may have changed
+    since the items were written): a packed item is keyed by its window's start and a window is at most
+    MAX_PACK_WINDOW_MS long, so the query starts that much earlier and keeps the readings from ``since_ms`` on.
+    A reading stored twice (a retried batch, a partial retry that packed it again) is returned once.
     """
-    start = sort_key_from(since_ms - pack_window_ms + 1 if pack_window_ms else since_ms)
+    lookback = MAX_PACK_WINDOW_MS
+    start = sort_key_from(max(0, since_ms - lookback + 1))
     kwargs = _newest_first_query(
         table, "deviceId = :d AND sk >= :from", {":d": {"S": device_id}, ":from": {"S": start}},
         sensor=sensor, anomalies_only=anomalies_only)
     if page_size:
         kwargs["Limit"] = page_size
-    found: dict[tuple[str, int, float], Reading] = {}
+    found: dict[tuple[Any, ...], Reading] = {}
     with aws_call("dynamodb", f"query {table}"):
         for page in dynamodb.get_paginator("query").paginate(**kwargs):
             items = page.get("Items", [])
             for item in items:
-                for reading in to_readings(item):
+                for reading, identity in _identified_readings(item):
                     if reading.timestamp >= since_ms:
-                        found.setdefault((reading.sensor_type, reading.timestamp, reading.value), reading)
+                        found.setdefault(identity, reading)
             # Items come newest window first: those not read yet hold readings before the last one's window
             # ends, so once `limit` readings are at or after that, the newest `limit` are known.
-            if items and sum(r.timestamp >= _item_start(items[-1]) + pack_window_ms
-                             for r in found.values()) >= limit:
+            if items and sum(r.timestamp >= _item_start(items[-1]) + lookback for r in found.values()) >= limit:
                 break
     return sorted(found.values(), key=lambda r: (r.timestamp, r.sensor_type, r.value), reverse=True)[:limit]
 
@@ -227,7 +244,6 @@ def readings(
     _check_sensor(cfg, sensor)
     since_ms = parse_since(since, now if now is not None else now_ms())
     table = required_output(stack_names(clients, cfg), naming.OUT_TABLE_NAME, cfg)
-    packed = cfg.storage.layout == "packed"
     return query_readings(
         clients.client("dynamodb"),
         table,
@@ -236,7 +252,6 @@ def readings(
         sensor=sensor,
         anomalies_only=anomalies_only,
         limit=limit,
-        pack_window_ms=cfg.storage.pack_window_seconds * 1000 if packed else 0,
     )
 
 
