@@ -49,6 +49,8 @@ TB = 1000**4
 # Above this many days the Athena partition predicate names months rather than days and hours.
 MAX_DAY_PREDICATES = 62
 _ARCHIVE_KEY = re.compile(r"^(raw|quarantine)/year=(\d{4})/month=(\d{2})/day=(\d{2})/hour=(\d{2})/([^/]+)/[^/]+$")
+# Quoted text, comments and semicolons: a semicolon inside a string, identifier or comment ends no statement.
+_SQL_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\$\$.*?\$\$|--[^\n]*|/\*.*?\*/|;|[^'\"$;/-]+|.", re.S)
 _FIRST_WORD = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*\(*\s*([A-Za-z]+)", re.S)
 READ_STATEMENTS = ("select", "with", "values")
 # The processor's rules a reading must pass (docs/contract.md section 3), mirrored where the quarantine cannot say
@@ -79,6 +81,12 @@ RELATION_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
 
 class SqlError(IotpipeError):
     """A SQL query could not run, failed or was cancelled; the message says why and what to do."""
+
+
+class SqlUsageError(SqlError):
+    """The query itself is refused: not exactly one read-only statement, or one the engine cannot parse or bind."""
+
+    exit_code = 2
 
 
 # --- time window ----------------------------------------------------------------------------------------
@@ -190,16 +198,36 @@ NAMED_QUERIES: dict[str, NamedQuery] = {q.name: q for q in (
 )}
 
 
+def split_statements(sql: str) -> list[str]:
+    """The statements of ``sql``: split at semicolons outside quotes and comments, blank ones (and comments alone)
+    dropped."""
+    statements, current = [], []
+    for token in [*_SQL_TOKEN.findall(sql), ";"]:
+        if token != ";":
+            current.append(token)
+            continue
+        text = "".join(current).strip()
+        if re.sub(r"--[^\n]*|/\*.*?\*/", "", text, flags=re.S).strip():
+            statements.append(text)
+        current = []
+    return statements
+
+
 def resolve_query(text: str) -> str:
-    """The SQL of a named query, or ``text`` itself; SqlError unless it is a read query (SELECT/WITH/VALUES)."""
+    """The SQL of a named query, or ``text`` itself; SqlUsageError unless it is exactly one read query
+    (SELECT/WITH/VALUES): a second statement after a semicolon is refused, whatever it is."""
     named = NAMED_QUERIES.get(text.strip())
     sql = named.sql if named else text
-    body = sql.strip().rstrip(";").strip()
+    statements = split_statements(sql)
+    if len(statements) > 1:
+        raise SqlUsageError(f"{len(statements)} statements given; iotpipe sql runs exactly one read query (SELECT, "
+                            f"WITH ... SELECT or VALUES): remove everything after the first ';'")
+    body = statements[0] if statements else ""
     match = _FIRST_WORD.match(body)
     if not body or match is None or match.group(1).lower() not in READ_STATEMENTS:
         names = ", ".join(NAMED_QUERIES)
-        raise SqlError(f"not a query: {text.strip()[:60]!r}; give a SELECT (or WITH ... SELECT), or a named "
-                       f"query: {names}")
+        raise SqlUsageError(f"not a query: {text.strip()[:60]!r}; give a SELECT (or WITH ... SELECT), or a named "
+                            f"query: {names}")
     return body
 
 
@@ -526,6 +554,7 @@ class LocalArchive:
     quarantine: tuple[Path, ...]
     bytes: int
     downloaded: int
+    root: Path | None = None  # the cache folder: the only files a query may read (else the files' own folders)
 
 
 def list_archive(s3: Any, bucket: str, window: Window) -> tuple[ArchiveObject, ...]:
@@ -577,7 +606,7 @@ def fetch_archive(s3: Any, bucket: str, window: Window, cache_dir: Path, workers
     raw_prefix, quarantine_prefix = naming.ARCHIVE_PREFIXES
     raw = tuple(p for o, p in zip(objects, paths, strict=True) if o.key.startswith(raw_prefix))
     quarantine = tuple(p for o, p in zip(objects, paths, strict=True) if o.key.startswith(quarantine_prefix))
-    return LocalArchive(raw, quarantine, sum(o.size for o in objects), len(missing))
+    return LocalArchive(raw, quarantine, sum(o.size for o in objects), len(missing), root=cache_dir)
 
 
 def require_duckdb() -> Any:
@@ -810,19 +839,53 @@ def duckdb_connection(archive: LocalArchive, window: Window, thresholds: Thresho
     return connection
 
 
+def _lock_down(connection: Any, archive: LocalArchive) -> None:
+    """From here on the connection reads files under the archive's cache only, writes none, loads no extension,
+    and its settings cannot be changed back (the user's query runs after this)."""
+    folders = [archive.root] if archive.root is not None else sorted({p.parent for p in (*archive.raw,
+                                                                                         *archive.quarantine)})
+    allowed = ", ".join(_literal(str(folder.resolve()) + os.sep) for folder in folders)
+    connection.execute(f"SET allowed_directories = [{allowed}]")
+    connection.execute("SET enable_external_access = false")
+    connection.execute("SET autoinstall_known_extensions = false")
+    connection.execute("SET autoload_known_extensions = false")
+    connection.execute("SET lock_configuration = true")
+
+
+def read_statement(connection: Any, sql: str) -> str:
+    """``sql`` when DuckDB parses it as exactly one SELECT (WITH, VALUES and FROM-first included), else
+    SqlUsageError: DuckDB's own parser decides, so no statement hides behind the lexical check."""
+    duckdb = require_duckdb()
+    try:
+        statements = connection.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise SqlUsageError(f"DuckDB cannot parse the query: {' '.join(str(exc).split())[:400]}") from None
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        kinds = ", ".join(str(s.type).rsplit(".", 1)[-1] for s in statements) or "nothing"
+        raise SqlUsageError(f"iotpipe sql runs exactly one read query (SELECT); DuckDB read: {kinds}")
+    return sql
+
+
+# DuckDB's errors that are the query's fault (exit 2), not the archive's or the machine's.
+_QUERY_FAULTS = ("ParserException", "BinderException", "CatalogException", "SyntaxException")
+
+
 def run_duckdb(sql: str, archive: LocalArchive, window: Window, thresholds: Thresholds,
                ttl_days: int) -> QueryResult:
-    """Run ``sql`` over the relations on DuckDB; a SQL error is SqlError with DuckDB's message."""
+    """Run ``sql`` over the relations on DuckDB; a SQL error is SqlError with DuckDB's message (SqlUsageError when
+    the query is not one SELECT, or names a column or relation that does not exist)."""
     duckdb = require_duckdb()
     started = time.monotonic()
     connection = duckdb_connection(archive, window, thresholds, ttl_days)
     try:
-        cursor = connection.execute(sql)
+        _lock_down(connection, archive)
+        cursor = connection.execute(read_statement(connection, sql))
         columns = tuple(d[0] for d in cursor.description or ())
         rows = tuple(tuple(row) for row in cursor.fetchall())
     except duckdb.Error as exc:
         message = " ".join(str(exc).split())
-        raise SqlError(f"DuckDB refused the query: {message[:400]}") from None
+        error = SqlUsageError if type(exc).__name__ in _QUERY_FAULTS else SqlError
+        raise error(f"DuckDB refused the query: {message[:400]}") from None
     finally:
         connection.close()
     return QueryResult("duckdb", columns, rows, archive.bytes, time.monotonic() - started,

@@ -129,10 +129,36 @@ def test_bad_input_is_one_line_and_exit_2_or_1(archive: str, args: list[str], me
     assert result.stdout == ""
 
 
-def test_a_sql_error_names_duckdbs_reason(archive: str) -> None:
+def test_a_sql_error_names_duckdbs_reason_and_exits_2(archive: str) -> None:
     result = sql(archive, "SELECT no_such_column FROM readings", *WINDOW)
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "DuckDB refused the query" in result.stderr and "no_such_column" in result.stderr
+
+
+def test_a_syntax_error_exits_2(archive: str) -> None:
+    result = sql(archive, "SELECT FROM WHERE readings", *WINDOW)
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: DuckDB")
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT 1; COPY (SELECT 42) TO 'out.csv'",
+    "SELECT 1 AS x; ATTACH 'stolen.db'",
+    "WITH a AS (SELECT 1) SELECT * FROM a; COPY (SELECT 42) TO 'out.csv'",
+])
+def test_a_second_statement_is_refused_and_writes_nothing(archive: str, tmp_path: Path, query: str) -> None:
+    result = sql(archive, query, *WINDOW)
+    assert result.exit_code == 2
+    assert "exactly one read query" in result.stderr and result.stdout == ""
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "stolen.db").exists()
+
+
+def test_the_query_reads_no_file_outside_the_cache(archive: str, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.csv"
+    secret.write_text("password\nhunter2\n")
+    result = sql(archive, f"SELECT * FROM read_csv('{secret}')", *WINDOW)
+    assert result.exit_code == 1
+    assert "hunter2" not in result.stdout and "disabled by configuration" in result.stderr
 
 
 def test_without_duckdb_the_message_says_how_to_add_it(archive: str, monkeypatch: pytest.MonkeyPatch) -> None:
