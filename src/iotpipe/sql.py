@@ -30,11 +30,14 @@ from iotpipe.config import Threshold
 from iotpipe.errors import ConfigError, IotpipeError, ParameterError
 from iotpipe.sql_cache import (
     ENTRIES_KIND,
+    PRIVATE_DIR,
     RECORDS_KIND,
     CacheLimits,
     PruneReport,
     cache_in_use,
+    make_tree_private,
     mark_used,
+    private_folder,
     prune_cache,
 )
 
@@ -589,7 +592,7 @@ def fetch_archive(s3: Any, bucket: str, window: Window, cache_dir: Path, workers
     def download(item: tuple[ArchiveObject, Path]) -> None:
         obj, path = item
         body = s3.get_object(Bucket=bucket, Key=obj.key, IfMatch=obj.etag)["Body"].read()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(path.parent)
         # A name of its own (another query may fetch the same object now), renamed into place when complete:
         # never a half-written cache file under the final name.
         handle, partial = tempfile.mkstemp(prefix=f"{path.name}.part-", dir=path.parent)
@@ -808,9 +811,10 @@ def convert_archive(connection: Any, archive: LocalArchive) -> int:
                     # reading it: keep its folder rather than replace it under that query.
                     try:
                         if source.is_dir():
+                            make_tree_private(source)
                             source.rename(target)
                         else:
-                            target.mkdir()
+                            target.mkdir(mode=PRIVATE_DIR)
                     except OSError:
                         if not target.is_dir():
                             raise

@@ -271,3 +271,15 @@ def test_athena_path_shows_progress_rows_and_cost(tmp_path: Path, monkeypatch: p
     assert result.stdout == "device_id,n\npress-01,42\n"
     assert "q-7 SUCCEEDED scanned 250.00 MB" in result.stderr
     assert "Athena scanned 250.00 MB, cost $0.001250" in result.stderr
+
+
+def test_the_cache_is_private_even_one_that_an_earlier_version_made_public(archive: str, tmp_path: Path) -> None:
+    cache = tmp_path / "xdg" / "iotpipe" / "archive"
+    cache.mkdir(parents=True, mode=0o755)
+    cache.chmod(0o755)  # as an earlier iotpipe left it
+    result = sql(archive, "SELECT count(*) FROM readings", *WINDOW)
+    assert result.exit_code == 0, result.stderr
+    found = [cache, *cache.rglob("*")]
+    assert len([p for p in found if p.name.endswith(".parquet")]) >= 2  # the parsed forms are there
+    public = {str(p.relative_to(cache)): oct(p.stat().st_mode & 0o777) for p in found if p.stat().st_mode & 0o077}
+    assert public == {}
