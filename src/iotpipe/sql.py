@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -432,6 +432,7 @@ class QueryResult:
     query_id: str = ""
     objects: int = 0
     downloaded: int = 0
+    skipped: tuple[SkippedObject, ...] = ()  # DuckDB: malformed archive objects left out
 
     @property
     def cost_usd(self) -> float:
@@ -789,36 +790,111 @@ def _duckdb_reading_ok(sensor_type: str, value: str) -> str:
             f"OR (abs({number}) >= {VALUE_MIN_MAGNITUDE!r} AND abs({number}) < {VALUE_MAX_MAGNITUDE!r}))")
 
 
-def convert_archive(connection: Any, archive: LocalArchive) -> int:
-    """Give every raw object of ``archive`` its parsed form beside it in the cache (the ETag is in the name, so a
-    changed object is a new file); returns how many objects were parsed. Files move into place complete."""
+@dataclass(frozen=True)
+class SkippedObject:
+    """An archive object a query could not read (truncated or not gzip, a line that is not a JSON object of the
+    archive's fields, a time out of range): left out of the query and of the cache."""
+
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """What :func:`convert_archive` did: how many objects it parsed, and which it skipped as malformed."""
+
+    parsed: int
+    skipped: tuple[SkippedObject, ...] = ()
+
+
+def archive_key(path: Path, root: Path | None) -> str:
+    """``s3://bucket/key`` of a cached object (its cache path less the ETag), or the path outside a cache."""
+    if root is None or root not in path.parents:
+        return str(path)
+    bucket, _, rest = path.relative_to(root).as_posix().partition("/")
+    stem = rest.removesuffix(".jsonl.gz").rpartition(".")[0] or rest
+    return f"s3://{bucket}/{stem}.jsonl.gz"
+
+
+def _skip(path: Path, root: Path | None, exc: Exception) -> SkippedObject:
+    """The object at ``path`` is malformed: out of the cache (a rerun fetches and names it again), and why."""
+    path.unlink(missing_ok=True)
+    reason = " ".join(str(exc).replace(str(path), "the object").split())
+    return SkippedObject(archive_key(path, root), reason[:200])
+
+
+def _convert_chunk(connection: Any, chunk: Sequence[Path]) -> None:
     import hashlib
 
+    with tempfile.TemporaryDirectory(prefix=".iotpipe-parse-", dir=chunk[0].parent) as staging:
+        for statement in _conversion_statements(chunk, Path(staging)):
+            connection.execute(statement)
+        for path in chunk:
+            object_id = hashlib.md5(str(path).encode(), usedforsecurity=False).hexdigest()
+            for kind in (RECORDS_KIND, ENTRIES_KIND):  # entries last: its directory marks a finished conversion
+                source, target = Path(staging) / kind / f"object={object_id}", parsed_dir(path, kind)
+                # Another query may have converted the same object meanwhile (same ETag, same content) and be
+                # reading it: keep its folder rather than replace it under that query.
+                try:
+                    if source.is_dir():
+                        make_tree_private(source)
+                        source.rename(target)
+                    else:
+                        target.mkdir(mode=PRIVATE_DIR)
+                except OSError:
+                    if not target.is_dir():
+                        raise
+
+
+def convert_archive(connection: Any, archive: LocalArchive, chunk_objects: int = 500) -> Conversion:
+    """Give every raw object of ``archive`` its parsed form beside it in the cache (the ETag is in the name, so a
+    changed object is a new file), ``chunk_objects`` objects per DuckDB statement. Files move into place complete.
+    A chunk DuckDB cannot read is parsed again object by object: a malformed object is skipped and removed from
+    the cache, the others are parsed."""
+    duckdb = require_duckdb()
     missing = [p for p in archive.raw if not parsed_dir(p, ENTRIES_KIND).is_dir()]
-    if not missing:
-        return 0
-    staging_root = missing[0].parent
-    for start in range(0, len(missing), 500):  # bounded statement size and memory per conversion
-        chunk = missing[start:start + 500]
-        with tempfile.TemporaryDirectory(prefix=".iotpipe-parse-", dir=staging_root) as staging:
-            for statement in _conversion_statements(chunk, Path(staging)):
-                connection.execute(statement)
-            for path in chunk:
-                object_id = hashlib.md5(str(path).encode(), usedforsecurity=False).hexdigest()
-                for kind in (RECORDS_KIND, ENTRIES_KIND):  # entries last: its directory marks a finished conversion
-                    source, target = Path(staging) / kind / f"object={object_id}", parsed_dir(path, kind)
-                    # Another query may have converted the same object meanwhile (same ETag, same content) and be
-                    # reading it: keep its folder rather than replace it under that query.
-                    try:
-                        if source.is_dir():
-                            make_tree_private(source)
-                            source.rename(target)
-                        else:
-                            target.mkdir(mode=PRIVATE_DIR)
-                    except OSError:
-                        if not target.is_dir():
-                            raise
-    return len(missing)
+    skipped: list[SkippedObject] = []
+    for start in range(0, len(missing), chunk_objects):  # bounded statement size and memory per conversion
+        chunk = missing[start:start + chunk_objects]
+        try:
+            _convert_chunk(connection, chunk)
+            continue
+        except duckdb.Error as exc:
+            if len(chunk) == 1:
+                skipped.append(_skip(chunk[0], archive.root, exc))
+                continue
+        for path in chunk:
+            try:
+                _convert_chunk(connection, [path])
+            except duckdb.Error as exc:
+                skipped.append(_skip(path, archive.root, exc))
+    return Conversion(len(missing) - len(skipped), tuple(skipped))
+
+
+def check_quarantine(connection: Any, archive: LocalArchive) -> tuple[SkippedObject, ...]:
+    """The quarantine objects of ``archive`` DuckDB cannot read (each read in full once, all together first):
+    skipped and removed from the cache, like a malformed raw object."""
+    duckdb = require_duckdb()
+    columns = ", ".join(f"count({c})" for c in ("sequenceNumber", "partitionKey", "reason", "sensorType",
+                                                 "rejected", "data", "dataBase64"))
+
+    def read(paths: Sequence[Path]) -> None:
+        connection.execute(f"SELECT {columns} FROM {_json_source(paths, _QUARANTINE_JSON, '')}").fetchall()
+
+    if not archive.quarantine:
+        return ()
+    try:
+        read(archive.quarantine)
+        return ()
+    except duckdb.Error:
+        pass
+    skipped = []
+    for path in archive.quarantine:
+        try:
+            read([path])
+        except duckdb.Error as exc:
+            skipped.append(_skip(path, archive.root, exc))
+    return tuple(skipped)
 
 
 def _duckdb_epoch_ms(text: str) -> str:
@@ -831,16 +907,26 @@ def _columns(name: str) -> str:
     return name[name.index("("):] if "(" in name else ""
 
 
-def duckdb_connection(archive: LocalArchive, window: Window, thresholds: Thresholds,
-                      ttl_days: int) -> Any:
-    """An in-memory DuckDB connection with the relations defined over ``archive``."""
+def prepare_duckdb(archive: LocalArchive, window: Window, thresholds: Thresholds,
+                   ttl_days: int) -> tuple[Any, tuple[SkippedObject, ...]]:
+    """An in-memory DuckDB connection with the relations defined over the readable objects of ``archive``, and the
+    objects it skipped as malformed."""
     duckdb = require_duckdb()
     connection = duckdb.connect(":memory:")
     connection.execute("SET TimeZone = 'UTC'")
-    convert_archive(connection, archive)
-    for statement in duckdb_relations(archive, window, thresholds, ttl_days):
+    skipped = (*convert_archive(connection, archive).skipped, *check_quarantine(connection, archive))
+    gone = {s.key for s in skipped}
+    readable = replace(archive, raw=tuple(p for p in archive.raw if archive_key(p, archive.root) not in gone),
+                       quarantine=tuple(p for p in archive.quarantine if archive_key(p, archive.root) not in gone))
+    for statement in duckdb_relations(readable, window, thresholds, ttl_days):
         connection.execute(statement)
-    return connection
+    return connection, skipped
+
+
+def duckdb_connection(archive: LocalArchive, window: Window, thresholds: Thresholds,
+                      ttl_days: int) -> Any:
+    """An in-memory DuckDB connection with the relations defined over ``archive`` (malformed objects skipped)."""
+    return prepare_duckdb(archive, window, thresholds, ttl_days)[0]
 
 
 def _lock_down(connection: Any, archive: LocalArchive) -> None:
@@ -880,7 +966,7 @@ def run_duckdb(sql: str, archive: LocalArchive, window: Window, thresholds: Thre
     the query is not one SELECT, or names a column or relation that does not exist)."""
     duckdb = require_duckdb()
     started = time.monotonic()
-    connection = duckdb_connection(archive, window, thresholds, ttl_days)
+    connection, skipped = prepare_duckdb(archive, window, thresholds, ttl_days)
     try:
         _lock_down(connection, archive)
         cursor = connection.execute(read_statement(connection, sql))
@@ -893,7 +979,8 @@ def run_duckdb(sql: str, archive: LocalArchive, window: Window, thresholds: Thre
     finally:
         connection.close()
     return QueryResult("duckdb", columns, rows, archive.bytes, time.monotonic() - started,
-                       objects=len(archive.raw) + len(archive.quarantine), downloaded=archive.downloaded)
+                       objects=len(archive.raw) + len(archive.quarantine), downloaded=archive.downloaded,
+                       skipped=skipped)
 
 
 @dataclass(frozen=True)

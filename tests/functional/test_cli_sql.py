@@ -283,3 +283,15 @@ def test_the_cache_is_private_even_one_that_an_earlier_version_made_public(archi
     assert len([p for p in found if p.name.endswith(".parquet")]) >= 2  # the parsed forms are there
     public = {str(p.relative_to(cache)): oct(p.stat().st_mode & 0o777) for p in found if p.stat().st_mode & 0o077}
     assert public == {}
+
+
+def test_a_malformed_object_is_named_counted_and_the_query_answers(archive: str) -> None:
+    key = "raw/year=2026/month=03/day=01/hour=10/shardId-000000000009/1-1.jsonl.gz"
+    boto3.client("s3", endpoint_url=archive, region_name="us-east-1").put_object(
+        Bucket=BUCKET, Key=key, Body=b"\x1f\x8b\x08 truncated")
+    for _ in range(2):
+        result = sql(archive, "SELECT count(*) AS n FROM readings", *WINDOW, "--output", "json")
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout) == [{"n": 5}]
+        assert f"skipped malformed archive object s3://{BUCKET}/{key}" in result.stderr
+        assert "1 malformed object skipped" in result.stderr and "Traceback" not in result.stderr

@@ -4,6 +4,7 @@ through the relations."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -143,8 +144,8 @@ def test_only_the_window_objects_are_fetched_and_the_cache_is_keyed_by_etag(s3: 
     again = fetch_archive(s3, BUCKET, WINDOW, tmp_path / "cache")
     assert again.downloaded == 0 and again.raw == first.raw
     connection = require_duckdb().connect()
-    assert convert_archive(connection, first) == 3
-    assert convert_archive(connection, again) == 0
+    assert convert_archive(connection, first).parsed == 3
+    assert convert_archive(connection, again).parsed == 0
     # A retried batch overwrote an object: a new ETag, so that one object is fetched again.
     index = archive.load_processor(HANDLER)
     b_records = batches(index)[2][0]
@@ -156,7 +157,7 @@ def test_only_the_window_objects_are_fetched_and_the_cache_is_keyed_by_etag(s3: 
     third = fetch_archive(s3, BUCKET, WINDOW, tmp_path / "cache")
     assert third.downloaded == 1
     # Each object is parsed once: the earlier objects' Parquet is reused, the new ETag's object is parsed.
-    assert convert_archive(connection, third) == 1
+    assert convert_archive(connection, third).parsed == 1
     assert all(parsed_dir(path, ENTRIES_KIND).is_dir() for path in third.raw)
     assert run_duckdb("SELECT unit FROM readings WHERE sequence_number = '200'", third, WINDOW, CFG.thresholds,
                       CFG.storage.ttl_days).rows == (("bar",),)
@@ -271,7 +272,44 @@ def test_a_parsed_form_made_meanwhile_by_another_query_is_kept_not_replaced(s3: 
     # another query's conversion of the same object is half way: its records are in place, its entries not yet
     shutil.rmtree(parsed_dir(path, ENTRIES_KIND))
 
-    assert convert_archive(connection, local) == 1
+    assert convert_archive(connection, local).parsed == 1
 
     assert records.stat().st_ino == inode  # a reader of that folder is not pulled from under
     assert parsed_dir(path, ENTRIES_KIND).is_dir()
+
+
+def _line(sequence: str, arrived: Any, data: Any = '{"deviceId": "press-07", "sensorType": "pressure", "value": 7}',
+          **fields: Any) -> bytes:
+    return json.dumps({"sequenceNumber": sequence, "partitionKey": "press-07", "arrivedAt": arrived, "data": data,
+                       **fields}).encode() + b"\n"
+
+
+GOOD_LINE = _line("900", A_ARRIVED)
+MALFORMED = {  # what a hand-made, damaged or foreign object in the archive's folders may hold
+    "truncated": gzip.compress(GOOD_LINE * 40)[:-30],
+    "not-gzip": GOOD_LINE,
+    "bad-line": gzip.compress(GOOD_LINE + b'{"sequenceNumber": "901", oops\n'),
+    "not-utf8": gzip.compress(GOOD_LINE + b'{"sequenceNumber": "902", "partitionKey": "\xff\xfe"}\n'),
+    "wrong-types": gzip.compress(GOOD_LINE + _line("903", "soon")),
+    "not-an-object": gzip.compress(GOOD_LINE + b"[1, 2]\n"),
+    "huge-arrival": gzip.compress(GOOD_LINE + _line("904", 2**62)),
+}
+HOUR_A = "year=2026/month=03/day=01/hour=10"
+
+
+@pytest.mark.parametrize("kind", ["raw", "quarantine"])
+def test_a_malformed_object_is_skipped_named_and_kept_out_of_the_cache(s3: Any, tmp_path: Path, kind: str) -> None:
+    for n, body in enumerate(MALFORMED.values()):
+        s3.put_object(Bucket=BUCKET, Key=f"{kind}/{HOUR_A}/{SHARD1}/{n}-{n}.jsonl.gz", Body=body)
+    # A quarantine line has no arrivedAt: the arrival's type and range do not make it malformed.
+    bad = [n for n, name in enumerate(MALFORMED) if kind == "raw" or name not in ("wrong-types", "huge-arrival")]
+    local = fetch_archive(s3, BUCKET, WINDOW, tmp_path / "cache")
+    for attempt in range(2):  # a rerun meets the same objects and skips them again
+        result = run_duckdb("SELECT count(*) FROM readings", local, WINDOW, CFG.thresholds, CFG.storage.ttl_days)
+        assert result.rows == ((5,),)  # the readings of the good objects of that hour and window, all there
+        assert sorted(s.key for s in result.skipped) == sorted(
+            f"s3://{BUCKET}/{kind}/{HOUR_A}/{SHARD1}/{n}-{n}.jsonl.gz" for n in bad), attempt
+        assert all(s.reason for s in result.skipped)
+        cached = {p.name.split(".")[0] for p in (tmp_path / "cache" / BUCKET / kind / HOUR_A / SHARD1).glob("*")}
+        assert cached.isdisjoint(f"{n}-{n}" for n in bad)
+        local = fetch_archive(s3, BUCKET, WINDOW, tmp_path / "cache")

@@ -53,8 +53,10 @@ def _summary(result: sql_lib.QueryResult) -> str:
     if result.engine == "athena":
         return (f"{rows} in {result.seconds:.1f} s; Athena scanned {result.bytes_scanned / 1e6:.2f} MB, "
                 f"cost ${result.cost_usd:.6f} ($5/TB, 10 MB minimum); query {result.query_id}")
-    return (f"{rows} in {result.seconds:.2f} s; DuckDB read {result.objects} archive objects "
-            f"({result.bytes_scanned / 1e6:.2f} MB, {result.downloaded} downloaded, the rest from the cache)")
+    skipped = (f"; {len(result.skipped)} malformed object{'s' if len(result.skipped) != 1 else ''} skipped "
+               "(named above)") if result.skipped else ""
+    return (f"{rows} in {result.seconds:.2f} s; DuckDB read {result.objects - len(result.skipped)} archive objects "
+            f"({result.bytes_scanned / 1e6:.2f} MB, {result.downloaded} downloaded, the rest from the cache){skipped}")
 
 
 @click.command("sql")
@@ -155,6 +157,8 @@ def sql(query: str | None, engine: str | None, since: str | None, start: str | N
 
 
 def _show(result: sql_lib.QueryResult, output: str) -> None:
+    for skipped in result.skipped:
+        progress(f"skipped malformed archive object {skipped.key} (not in the result, not cached): {skipped.reason}")
     click.echo(format_result(result, output))
     progress(_summary(result))
 
