@@ -32,6 +32,7 @@ from iotpipe.sql_cache import (
     ENTRIES_KIND,
     PRIVATE_DIR,
     RECORDS_KIND,
+    STAGING_PREFIX,
     CacheLimits,
     PruneReport,
     cache_in_use,
@@ -61,6 +62,11 @@ READ_STATEMENTS = ("select", "with", "values")
 SENSOR_TYPE_PATTERN = "^[A-Za-z][A-Za-z0-9_]{0,63}$"
 UNIT_MAX_CHARS = 32
 MAX_READINGS_PER_BODY = 100
+MAX_READINGS_PER_MESSAGE = 1000
+# DuckDB's memory bound by default (iotpipe sql --memory-mb): beyond it, DuckDB spills to the cache's own folder.
+DEFAULT_MEMORY_MB = 512
+MIN_MEMORY_MB = 128
+DOWNLOAD_CHUNK = 1024 * 1024
 VALUE_MIN_MAGNITUDE = 1e-130
 VALUE_MAX_MAGNITUDE = 1e126
 DUCKDB_MISSING = ("DuckDB is not installed; add it with: pip install 'iotpipe[sql]' (about 25 MB download, 70 MB "
@@ -592,13 +598,20 @@ def fetch_archive(s3: Any, bucket: str, window: Window, cache_dir: Path, workers
 
     def download(item: tuple[ArchiveObject, Path]) -> None:
         obj, path = item
-        body = s3.get_object(Bucket=bucket, Key=obj.key, IfMatch=obj.etag)["Body"].read()
+        body = s3.get_object(Bucket=bucket, Key=obj.key, IfMatch=obj.etag)["Body"]
         private_folder(path.parent)
         # A name of its own (another query may fetch the same object now), renamed into place when complete:
-        # never a half-written cache file under the final name.
+        # never a half-written cache file under the final name. Streamed: an object is never whole in memory.
         handle, partial = tempfile.mkstemp(prefix=f"{path.name}.part-", dir=path.parent)
-        with os.fdopen(handle, "wb") as out:
-            out.write(body)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                for chunk in body.iter_chunks(DOWNLOAD_CHUNK):
+                    out.write(chunk)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
+        finally:
+            body.close()
         os.replace(partial, path)
 
     if missing:
@@ -764,8 +777,11 @@ def _conversion_statements(paths: Sequence[Path], staging: Path) -> list[str]:
         "AS sample_index FROM ("
         f"SELECT object, shard_id, sequence_number, arrived_at, f, json_extract_string(f[1], '$') AS device_id, "
         f"COALESCE({_duckdb_epoch_ms(received)}, arrived_at) AS received_at, "
+        # More samples than readings a record may hold (docs/contract.md): the processor refuses the record, and
+        # expanding them would hold every sample of it in memory at once.
         "CASE WHEN f[3] IS NULL THEN [f[4:8]] "
-        "ELSE [json_extract(s, ['$.sensorType', '$.value', '$.timestamp', '$.unit', '$.readings']) "
+        f"WHEN json_array_length(f[3]) <= {MAX_READINGS_PER_MESSAGE} "
+        "THEN [json_extract(s, ['$.sensorType', '$.value', '$.timestamp', '$.unit', '$.readings']) "
         "FOR s IN json_extract(f[3], '$[*]')] END AS bodies FROM ("
         f"SELECT object, shard_id, sequence_number, arrived_at, json_extract(data, {fields}) AS f "
         "FROM _lines WHERE data IS NOT NULL AND json_valid(data)) WHERE f IS NOT NULL)))) "
@@ -907,12 +923,18 @@ def _columns(name: str) -> str:
     return name[name.index("("):] if "(" in name else ""
 
 
-def prepare_duckdb(archive: LocalArchive, window: Window, thresholds: Thresholds,
-                   ttl_days: int) -> tuple[Any, tuple[SkippedObject, ...]]:
+def prepare_duckdb(archive: LocalArchive, window: Window, thresholds: Thresholds, ttl_days: int,
+                   memory_mb: int = DEFAULT_MEMORY_MB,
+                   spill_dir: Path | None = None) -> tuple[Any, tuple[SkippedObject, ...]]:
     """An in-memory DuckDB connection with the relations defined over the readable objects of ``archive``, and the
-    objects it skipped as malformed."""
+    objects it skipped as malformed. DuckDB keeps to ``memory_mb`` (its buffers: parsed lines, joins, sorts),
+    spilling to ``spill_dir`` beyond it, on one thread per 256 MB (each thread holds buffers of its own)."""
     duckdb = require_duckdb()
-    connection = duckdb.connect(":memory:")
+    if memory_mb < MIN_MEMORY_MB:
+        raise ParameterError("memory_mb", memory_mb, f"is too little for DuckDB; give at least {MIN_MEMORY_MB}")
+    settings = {"memory_limit": f"{memory_mb}MB", "threads": max(1, min(os.cpu_count() or 1, memory_mb // 256))}
+    connection = duckdb.connect(":memory:", config={
+        **settings, **({"temp_directory": str(spill_dir)} if spill_dir is not None else {})})
     connection.execute("SET TimeZone = 'UTC'")
     skipped = (*convert_archive(connection, archive).skipped, *check_quarantine(connection, archive))
     gone = {s.key for s in skipped}
@@ -961,23 +983,25 @@ _QUERY_FAULTS = ("ParserException", "BinderException", "CatalogException", "Synt
 
 
 def run_duckdb(sql: str, archive: LocalArchive, window: Window, thresholds: Thresholds,
-               ttl_days: int) -> QueryResult:
+               ttl_days: int, memory_mb: int = DEFAULT_MEMORY_MB) -> QueryResult:
     """Run ``sql`` over the relations on DuckDB; a SQL error is SqlError with DuckDB's message (SqlUsageError when
     the query is not one SELECT, or names a column or relation that does not exist)."""
     duckdb = require_duckdb()
     started = time.monotonic()
-    connection, skipped = prepare_duckdb(archive, window, thresholds, ttl_days)
-    try:
-        _lock_down(connection, archive)
-        cursor = connection.execute(read_statement(connection, sql))
-        columns = tuple(d[0] for d in cursor.description or ())
-        rows = tuple(tuple(row) for row in cursor.fetchall())
-    except duckdb.Error as exc:
-        message = " ".join(str(exc).split())
-        error = SqlUsageError if type(exc).__name__ in _QUERY_FAULTS else SqlError
-        raise error(f"DuckDB refused the query: {message[:400]}") from None
-    finally:
-        connection.close()
+    spill_root = archive.root if archive.root is not None and archive.root.is_dir() else None
+    with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}spill-", dir=spill_root) as spill:
+        connection, skipped = prepare_duckdb(archive, window, thresholds, ttl_days, memory_mb, Path(spill))
+        try:
+            _lock_down(connection, archive)
+            cursor = connection.execute(read_statement(connection, sql))
+            columns = tuple(d[0] for d in cursor.description or ())
+            rows = tuple(tuple(row) for row in cursor.fetchall())
+        except duckdb.Error as exc:
+            message = " ".join(str(exc).split())
+            error = SqlUsageError if type(exc).__name__ in _QUERY_FAULTS else SqlError
+            raise error(f"DuckDB refused the query: {message[:400]}") from None
+        finally:
+            connection.close()
     return QueryResult("duckdb", columns, rows, archive.bytes, time.monotonic() - started,
                        objects=len(archive.raw) + len(archive.quarantine), downloaded=archive.downloaded,
                        skipped=skipped)
@@ -992,7 +1016,7 @@ class DuckdbRun:
 
 
 def query_duckdb(s3: Any, bucket: str, sql: str, window: Window, thresholds: Thresholds,
-                 ttl_days: int, cache_dir: Path, limits: CacheLimits | None = None,
+                 ttl_days: int, cache_dir: Path, limits: CacheLimits | None = None, memory_mb: int = DEFAULT_MEMORY_MB,
                  on_result: Callable[[QueryResult], None] = lambda _: None) -> DuckdbRun:
     """Fetch the window's archive objects into ``cache_dir``, run ``sql`` over them, hand the result to
     ``on_result`` (so rows can be shown before the cache work), then prune the cache to ``limits`` (superseded ETag
@@ -1004,7 +1028,7 @@ def query_duckdb(s3: Any, bucket: str, sql: str, window: Window, thresholds: Thr
     try:
         with cache_in_use(cache_dir):
             local = fetch_archive(s3, bucket, window, cache_dir)
-            result = run_duckdb(sql, local, window, thresholds, ttl_days)
+            result = run_duckdb(sql, local, window, thresholds, ttl_days, memory_mb)
         on_result(result)
     finally:
         if local is not None:  # also after a failed query: what it fetched has superseded older versions

@@ -120,6 +120,7 @@ def test_list_shows_the_named_queries() -> None:
     (["SELECT 1", "--from", "yesterday"], "--from yesterday is not an ISO 8601 time"),
     (["SELECT 1", "--since", "forever"], "--since forever is not valid"),
     (["SELECT 1", "--cache-max-mb", "0"], "Invalid value for '--cache-max-mb'"),
+    (["SELECT 1", "--memory-mb", "64"], "Invalid value for '--memory-mb'"),
     (["SELECT 1", "--clear-cache"], "--clear-cache takes no query"),
 ])
 def test_bad_input_is_one_line_and_exit_2_or_1(archive: str, args: list[str], message: str) -> None:

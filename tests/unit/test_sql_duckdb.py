@@ -17,6 +17,7 @@ import pytest
 
 from iotpipe import archive
 from iotpipe.config import build_config
+from iotpipe.errors import ParameterError
 from iotpipe.sql import (
     NAMED_QUERIES,
     Window,
@@ -313,3 +314,28 @@ def test_a_malformed_object_is_skipped_named_and_kept_out_of_the_cache(s3: Any, 
         cached = {p.name.split(".")[0] for p in (tmp_path / "cache" / BUCKET / kind / HOUR_A / SHARD1).glob("*")}
         assert cached.isdisjoint(f"{n}-{n}" for n in bad)
         local = fetch_archive(s3, BUCKET, WINDOW, tmp_path / "cache")
+
+
+def test_a_record_of_more_samples_than_a_record_may_hold_is_not_expanded(s3: Any, tmp_path: Path) -> None:
+    """The processor refuses more than 1,000 readings in a record: its samples are never all held in memory."""
+    index = archive.load_processor(HANDLER)
+
+    def samples(count: int, sequence: int) -> Any:
+        payload = {"deviceId": f"kiln-{count}", "receivedAt": A_ARRIVED, "topicDeviceId": f"kiln-{count}",
+                   "samples": [{"timestamp": A_ARRIVED - n, "sensorType": "temperature", "value": 20 + n % 9}
+                               for n in range(count)]}
+        return archive.record(index, SHARD1, sequence, A_ARRIVED, json.dumps(payload).encode(), f"kiln-{count}")
+
+    archive.put_objects(s3, BUCKET, archive.batch_objects(index, [samples(1000, 950), samples(1001, 951)]))
+    rows = query(s3, "SELECT device_id, count(*) FROM readings WHERE device_id LIKE 'kiln-%' GROUP BY 1", tmp_path)
+    assert rows == [("kiln-1000", 1000)]
+
+
+def test_a_small_memory_bound_spills_and_answers_the_same(s3: Any, tmp_path: Path) -> None:
+    local = fetch_archive(s3, BUCKET, WINDOW, tmp_path / "cache")
+    sql = "SELECT device_id, sensor_type, value FROM readings ORDER BY 1, 2"
+    small = run_duckdb(sql, local, WINDOW, CFG.thresholds, CFG.storage.ttl_days, memory_mb=128)
+    assert small.rows == run_duckdb(sql, local, WINDOW, CFG.thresholds, CFG.storage.ttl_days).rows
+    assert not list((tmp_path / "cache").glob(".iotpipe-parse-*"))  # the spill folder goes with the query
+    with pytest.raises(ParameterError, match="memory_mb=64 is too little"):
+        run_duckdb(sql, local, WINDOW, CFG.thresholds, CFG.storage.ttl_days, memory_mb=64)
