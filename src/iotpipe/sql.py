@@ -507,9 +507,17 @@ def run_athena(athena: Any, sql: str, *, workgroup: str, database: str, window: 
     state = execution["Status"]["State"]
     scanned = int(execution.get("Statistics", {}).get("DataScannedInBytes", 0))
     if state != "SUCCEEDED":
-        raise SqlError(athena_failure(query_id, state, execution["Status"].get("StateChangeReason", ""), scanned))
+        reason = execution["Status"].get("StateChangeReason", "")
+        error = SqlUsageError if state == "FAILED" and _ATHENA_QUERY_FAULT.search(reason) else SqlError
+        raise error(athena_failure(query_id, state, reason, scanned))
     columns, rows = _athena_rows(athena, query_id)
     return QueryResult("athena", columns, rows, scanned, time.monotonic() - started, query_id=query_id)
+
+
+# Athena's (Trino's) error names for a query that is wrong in itself: exit 2, like DuckDB's parser and binder.
+_ATHENA_QUERY_FAULT = re.compile(r"\b(SYNTAX_ERROR|COLUMN_NOT_FOUND|TABLE_NOT_FOUND|FUNCTION_NOT_FOUND|"
+                                 r"TYPE_MISMATCH|AMBIGUOUS_NAME|MISSING_COLUMN_NAME|INVALID_FUNCTION_ARGUMENT)\b|"
+                                 r"mismatched input|extraneous input")
 
 
 def athena_failure(query_id: str, state: str, reason: str, scanned: int) -> str:

@@ -215,6 +215,18 @@ def test_failure_is_one_line_with_athenas_reason() -> None:
     with stub, pytest.raises(SqlError) as raised:
         run(client)
     assert str(raised.value) == "query q-1 failed: COLUMN_NOT_FOUND: line 1:8: Column 'x' cannot be resolved"
+    assert raised.value.exit_code == 2  # the query's own fault: a usage error
+
+
+def test_a_failure_that_is_not_the_querys_fault_exits_1() -> None:
+    client, stub = athena()
+    start(stub)
+    stub.add_response("get_query_execution", execution("FAILED", 0, "HIVE_CANNOT_OPEN_SPLIT: Error opening Hive "
+                                                                    "split s3://b/raw/x.jsonl.gz"),
+                      {"QueryExecutionId": "q-1"})
+    with stub, pytest.raises(SqlError) as raised:
+        run(client)
+    assert raised.value.exit_code == 1
 
 
 def test_ctrl_c_stops_the_query() -> None:
