@@ -92,8 +92,9 @@ def sql(query: str | None, engine: str | None, since: str | None, start: str | N
         profile: str | None, endpoint_url: str | None) -> None:
     """Run SQL over the raw archive: relations readings, raw_records, quarantined, thresholds, query_window.
 
-    QUERY is a SELECT (or WITH ... SELECT) or the name of a shipped query. The same query gives the same rows on
-    Athena and DuckDB; progress and the data scanned go to stderr, rows to stdout.
+    QUERY is one SELECT (or WITH ... SELECT) or the name of a shipped query; a second statement is refused. The
+    same query gives the same rows on Athena and DuckDB; progress, the data scanned and any malformed archive
+    object skipped go to stderr, rows to stdout. DuckDB reads files in the cache only, within --memory-mb.
 
     \b
     Named queries:
