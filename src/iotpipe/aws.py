@@ -43,6 +43,9 @@ class Timeouts:
 # iotpipe's waits long for its answer (waiters poll, downloads stream), so an endpoint that accepts and never
 # answers fails a command in about half a minute rather than six.
 CLI_TIMEOUTS = Timeouts(connect_s=5.0, read_s=10.0, attempts=3)
+# deploy, diff and destroy: CloudFormation's change-set calls answer slower (moto's, under iotpipe local, create
+# every resource inside ExecuteChangeSet), and a timed-out write is retried.
+STACK_TIMEOUTS = Timeouts(connect_s=5.0, read_s=30.0, attempts=3)
 
 
 class EndpointError(AwsError):

@@ -10,12 +10,15 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from iotpipe.aws import CLI_TIMEOUTS, ClientFactory, Timeouts
+from iotpipe.aws import CLI_TIMEOUTS, STACK_TIMEOUTS, ClientFactory, Timeouts
 from iotpipe.cli import main
+from iotpipe.cli.common import CliContext
+from iotpipe.errors import IotpipeError
 
 
 @pytest.fixture
@@ -71,7 +74,46 @@ def test_a_silent_endpoint_fails_the_command_in_one_line(silent_endpoint: str, t
 def test_the_cli_bounds_every_client_and_help_says_so() -> None:
     config = ClientFactory(region="us-east-1", timeouts=CLI_TIMEOUTS).client("s3").meta.config
     assert (config.connect_timeout, config.read_timeout, config.retries["total_max_attempts"]) == (5.0, 10.0, 3)
-    for command in ("doctor", "status", "sql", "deploy"):
-        text = CliRunner().invoke(main, [command, "--help"]).stdout
+    for command in ("doctor", "status", "sql", "deploy", "readings", "device"):
+        text = CliRunner().invoke(main, [*command.split(), "--help"] if command != "device" else
+                                  ["device", "list", "--help"]).stdout
         assert "--connect-timeout" in text and "--read-timeout" in text and "--max-attempts" in text, command
     assert Timeouts().config() == {"retries": {"mode": "standard", "max_attempts": 5}}  # the library's default
+
+
+class Stop(IotpipeError):
+    """Raised by the recording factory: the test needs the bounds, not the call."""
+
+
+SEEN: list[Timeouts] = []
+
+
+class RecordingFactory(ClientFactory):
+    def client(self, service: str) -> Any:
+        SEEN.append(self.timeouts)
+        raise Stop(f"stopped before calling {service}")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["status", "--env", "dev"], CLI_TIMEOUTS),
+    (["deploy", "--env", "dev", "--yes"], STACK_TIMEOUTS),
+    (["outputs", "--env", "dev", "--read-timeout", "2.5", "--max-attempts", "1"],
+     Timeouts(connect_s=5.0, read_s=2.5, attempts=1)),
+])
+def test_each_command_hands_its_bounds_to_the_client_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              args: list[str], expected: Timeouts) -> None:
+    monkeypatch.chdir(tmp_path)
+    SEEN.clear()
+    result = CliRunner().invoke(main, [*args, "--endpoint-url", "http://127.0.0.1:9", "--region", "us-east-1"],
+                                obj=CliContext(factory_class=RecordingFactory))
+    assert result.exit_code == 1 and "stopped before calling" in result.stderr, result.output
+    assert SEEN and set(SEEN) == {expected}
+
+
+def test_the_bounds_come_from_the_environment_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IOTPIPE_READ_TIMEOUT", "4")
+    SEEN.clear()
+    CliRunner().invoke(main, ["outputs", "--endpoint-url", "http://127.0.0.1:9", "--region", "us-east-1"],
+                       obj=CliContext(factory_class=RecordingFactory))
+    assert SEEN and SEEN[0].read_s == 4.0

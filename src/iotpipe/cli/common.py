@@ -42,15 +42,18 @@ def _set_timeout(ctx: click.Context, param: click.Parameter, value: float | None
         obj.timeouts = replace(obj.timeouts, **bound)
 
 
-def aws_options(func: F) -> F:
+def aws_options(func: F | None = None, *, timeouts: Timeouts = CLI_TIMEOUTS) -> Any:
     """Add ``--region``, ``--profile``, ``--endpoint-url`` and the AWS calls' bounds (``--connect-timeout``,
-    ``--read-timeout``, ``--max-attempts``: kept in the context, read by :func:`client_factory`)."""
+    ``--read-timeout``, ``--max-attempts``: kept in the context, read by :func:`client_factory`), with this
+    command's ``timeouts`` as their defaults (``@aws_options`` or ``@aws_options(timeouts=...)``)."""
+    if func is None:
+        return functools.partial(aws_options, timeouts=timeouts)
     bounds = (
-        ("--max-attempts", "attempts", click.IntRange(1, 10), CLI_TIMEOUTS.attempts,
+        ("--max-attempts", "attempts", click.IntRange(1, 10), timeouts.attempts,
          "AWS calls: tries per call, the first included."),
-        ("--read-timeout", "read_s", click.FloatRange(0.1, 600), CLI_TIMEOUTS.read_s,
+        ("--read-timeout", "read_s", click.FloatRange(0.1, 600), timeouts.read_s,
          "AWS calls: seconds to wait for an answer, per try."),
-        ("--connect-timeout", "connect_s", click.FloatRange(0.1, 600), CLI_TIMEOUTS.connect_s,
+        ("--connect-timeout", "connect_s", click.FloatRange(0.1, 600), timeouts.connect_s,
          "AWS calls: seconds to wait for a connection, per try (an endpoint that never answers fails the command "
          "after about tries x (connect + read) seconds)."),
     )
@@ -128,8 +131,11 @@ class Target:
     factory: ClientFactory
 
 
-def pipeline_target(func: F) -> F:
-    """Add ``--env``, ``--config``, ``--region``, ``--profile`` and ``--endpoint-url``; pass ``target: Target``."""
+def pipeline_target(func: F | None = None, *, timeouts: Timeouts = CLI_TIMEOUTS) -> Any:
+    """Add ``--env``, ``--config``, ``--region``, ``--profile``, ``--endpoint-url`` and the AWS calls' bounds
+    (defaults ``timeouts``); pass ``target: Target``."""
+    if func is None:
+        return functools.partial(pipeline_target, timeouts=timeouts)
 
     @functools.wraps(func)
     def wrapper(*args: Any, config_path: str | None, env: str, region: str | None, profile: str | None,
@@ -138,4 +144,4 @@ def pipeline_target(func: F) -> F:
         target = Target(config, client_factory(config, region, profile, endpoint_url))
         return func(*args, target=target, **kwargs)
 
-    return config_options(aws_options(wrapper))  # type: ignore[return-value]
+    return config_options(aws_options(wrapper, timeouts=timeouts))
