@@ -964,7 +964,9 @@ def _lock_down(connection: Any, archive: LocalArchive) -> None:
     and its settings cannot be changed back (the user's query runs after this)."""
     folders = [archive.root] if archive.root is not None else sorted({p.parent for p in (*archive.raw,
                                                                                          *archive.quarantine)})
-    allowed = ", ".join(_literal(str(folder.resolve()) + os.sep) for folder in folders)
+    # Both spellings: the views name files by the cache path as given, which may run through a symbolic link.
+    spellings = sorted({str(form) + os.sep for folder in folders for form in (folder.absolute(), folder.resolve())})
+    allowed = ", ".join(_literal(spelling) for spelling in spellings)
     connection.execute(f"SET allowed_directories = [{allowed}]")
     connection.execute("SET enable_external_access = false")
     connection.execute("SET autoinstall_known_extensions = false")

@@ -296,3 +296,12 @@ def test_a_malformed_object_is_named_counted_and_the_query_answers(archive: str)
         assert json.loads(result.stdout) == [{"n": 5}]
         assert f"skipped malformed archive object s3://{BUCKET}/{key}" in result.stderr
         assert "1 malformed object skipped" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_cache_dir_reached_through_a_symbolic_link_is_readable(archive: str, tmp_path: Path) -> None:
+    (tmp_path / "real-cache").mkdir()
+    (tmp_path / "linked-cache").symlink_to(tmp_path / "real-cache")
+    result = sql(archive, "SELECT count(*) AS n FROM readings", *WINDOW, "--cache-dir", str(tmp_path / "linked-cache"),
+                 "--output", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == [{"n": 5}]
