@@ -339,3 +339,33 @@ def test_a_small_memory_bound_spills_and_answers_the_same(s3: Any, tmp_path: Pat
     assert not list((tmp_path / "cache").glob(".iotpipe-parse-*"))  # the spill folder goes with the query
     with pytest.raises(ParameterError, match="memory_mb=64 is too little"):
         run_duckdb(sql, local, WINDOW, CFG.thresholds, CFG.storage.ttl_days, memory_mb=64)
+
+
+class _ChunksOnly:
+    """An S3 body that may be read in chunks only: reading it whole fails the test."""
+
+    def __init__(self, body: Any, sizes: list[int]) -> None:
+        self.body, self.sizes = body, sizes
+
+    def read(self, *_: Any) -> bytes:
+        raise AssertionError("an archive object was read whole into memory")
+
+    def iter_chunks(self, chunk_size: int) -> Any:
+        self.sizes.append(chunk_size)
+        return self.body.iter_chunks(chunk_size)
+
+    def close(self) -> None:
+        self.body.close()
+
+
+def test_objects_are_downloaded_in_bounded_chunks(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_get, sizes = s3.get_object, []
+
+    def get_object(**kwargs: Any) -> dict[str, Any]:
+        answer = real_get(**kwargs)
+        return {**answer, "Body": _ChunksOnly(answer["Body"], sizes)}
+
+    monkeypatch.setattr(s3, "get_object", get_object)
+    rows = query(s3, "SELECT count(*) FROM readings", tmp_path)
+    assert rows == [(5,)] and sizes and max(sizes) <= 1024 * 1024
+    assert not list((tmp_path / "cache").rglob("*.part*"))
