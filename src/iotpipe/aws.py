@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from iotpipe.errors import AwsError
+from iotpipe.errors import AwsError, ConfigError
 
 if TYPE_CHECKING:
     import boto3
@@ -21,12 +21,46 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class Timeouts:
+    """How long an AWS call may take: seconds to connect and to wait for each read of an answer, and the calls
+    made in all (the first and its retries). At worst a call takes ``attempts * (connect_s + read_s)`` plus the
+    retries' backoff. ``None`` leaves botocore's own (60 s, 60 s, 5 retries: six minutes on an endpoint that never
+    answers)."""
+
+    connect_s: float | None = None
+    read_s: float | None = None
+    attempts: int | None = None
+
+    def config(self) -> dict[str, Any]:
+        """The keyword arguments of botocore's ``Config`` for these bounds (standard retries)."""
+        retries: dict[str, Any] = {"mode": "standard"}
+        retries.update({"total_max_attempts": self.attempts} if self.attempts is not None else {"max_attempts": 5})
+        bounds = {"connect_timeout": self.connect_s, "read_timeout": self.read_s}
+        return {"retries": retries, **{key: value for key, value in bounds.items() if value is not None}}
+
+
+# The CLI's budget per AWS call (every command, --connect-timeout, --read-timeout, --max-attempts): no call of
+# iotpipe's waits long for its answer (waiters poll, downloads stream), so an endpoint that accepts and never
+# answers fails a command in about half a minute rather than six.
+CLI_TIMEOUTS = Timeouts(connect_s=5.0, read_s=10.0, attempts=3)
+# deploy, diff and destroy: CloudFormation's change-set calls answer slower (moto's, under iotpipe local, create
+# every resource inside ExecuteChangeSet), and a timed-out write is retried.
+STACK_TIMEOUTS = Timeouts(connect_s=5.0, read_s=30.0, attempts=3)
+
+
+class EndpointError(AwsError):
+    """AWS (or the --endpoint-url) could not be reached or did not answer in time: no later call can do better."""
+
+
+@dataclass(frozen=True)
 class ClientFactory:
-    """Creates boto3 clients for one region, profile and (for moto or LocalStack) endpoint URL."""
+    """Creates boto3 clients for one region, profile and (for moto or LocalStack) endpoint URL, each call bounded by
+    ``timeouts``."""
 
     region: str | None = None
     profile: str | None = None
     endpoint_url: str | None = None
+    timeouts: Timeouts = Timeouts()
 
     def check(self) -> None:
         """Refuse a malformed region or endpoint URL before any AWS call (botocore would print a traceback)."""
@@ -36,7 +70,7 @@ class ClientFactory:
         if self.endpoint_url is not None:
             parts = urlsplit(self.endpoint_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise AwsError(f"--endpoint-url {self.endpoint_url!r} is not an http(s) URL; give the scheme, "
+                raise ConfigError(f"--endpoint-url {self.endpoint_url!r} is not an http(s) URL; give the scheme, "
                                f"e.g. --endpoint-url http://{self.endpoint_url.split('://')[-1] or '127.0.0.1:4566'}")
 
     def session(self) -> boto3.session.Session:
@@ -47,11 +81,11 @@ class ClientFactory:
         return boto3.session.Session(profile_name=self.profile, region_name=self.region)
 
     def client(self, service: str) -> Any:
-        """A client for ``service`` with standard retries and the endpoint override, if any."""
+        """A client for ``service`` with standard retries, the timeouts and the endpoint override, if any."""
         from botocore.config import Config
 
         self.check()
-        config = Config(retries={"mode": "standard", "max_attempts": 5})
+        config = Config(**self.timeouts.config())
         client = self.session().client(service, endpoint_url=self.endpoint_url, config=config)
         # botocore reads a 200 HTML page from a web server as an empty answer (an empty device list): refuse it.
         client.meta.events.register("after-call.*.*", refuse_html)
@@ -103,9 +137,11 @@ def aws_error(exc: BaseException, service: str = "", operation: str = "") -> Aws
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
+        ConnectTimeoutError,
         EndpointConnectionError,
         NoCredentialsError,
         NoRegionError,
+        ReadTimeoutError,
     )
     from botocore.parsers import ResponseParserError
 
@@ -133,9 +169,13 @@ def aws_error(exc: BaseException, service: str = "", operation: str = "") -> Aws
         return AwsError(f"{lead}{NO_REGION}", **names)
     if isinstance(exc, NoCredentialsError):
         return AwsError(f"{lead}{NO_CREDENTIALS}", **names)
+    if isinstance(exc, ReadTimeoutError | ConnectTimeoutError):
+        return EndpointError(f"{lead}no answer in time, on every attempt ({exc}); check --endpoint-url, --region "
+                             "and the network, or raise --read-timeout, --connect-timeout or --max-attempts",
+                             **names)
     if isinstance(exc, EndpointConnectionError):
-        return AwsError(f"{lead}cannot reach AWS ({exc}); check --endpoint-url, --region and the network",
-                        **names)
+        return EndpointError(f"{lead}cannot reach AWS ({exc}); check --endpoint-url, --region and the network",
+                             **names)
     if isinstance(exc, BotoCoreError):
         return AwsError(f"{call} failed: {clean_message(str(exc))}", **names)
     return None

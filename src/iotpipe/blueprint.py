@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import re
 import sys
 from collections.abc import Callable
@@ -35,6 +36,9 @@ class Blueprint:
         """Call the blueprint on ``composition``; BlueprintError if it fails or returns something else."""
         try:
             result = self.function(composition)
+        except SystemExit as exc:  # else render, lint, diff and deploy would exit 0 having done nothing
+            raise BlueprintError(f"blueprint {self.spec} called sys.exit({exc.code!r}) instead of returning a "
+                                 "Composition; return the composition, or raise an exception to stop") from None
         except Exception as exc:
             raise BlueprintError(f"blueprint {self.spec} raised {type(exc).__name__}: {exc}; fix the blueprint "
                                  "(--debug shows the traceback)") from exc
@@ -44,7 +48,26 @@ class Blueprint:
         if not isinstance(result.template, Template):
             raise BlueprintError(f"blueprint {self.spec} returned a Composition whose template is "
                                  f"{type(result.template).__name__}; keep a troposphere Template at .template")
+        _check_json(self.spec, result.template)
         return result
+
+
+def _check_json(spec: str, template: Template) -> None:
+    """BlueprintError naming the resource (or output, parameter) whose properties are not JSON: a set, a datetime
+    or any object troposphere does not know would fail the render with a TypeError traceback."""
+    sections = (("resource", template.resources), ("output", template.outputs), ("parameter", template.parameters))
+    for kind, items in sections:
+        for name, item in items.items():
+            try:
+                body = item.to_dict()
+            except Exception:  # a validation error is the render's to report, in its own words
+                continue
+            try:
+                json.dumps(body)
+            except (TypeError, ValueError) as exc:
+                raise BlueprintError(f"blueprint {spec} gave {kind} {name} a value that is not JSON ({exc}); set "
+                                     "strings, numbers, booleans, lists, dicts or troposphere objects "
+                                     "(Ref, GetAtt, Sub)") from None
 
 
 def load_blueprint(spec: str) -> Blueprint:
@@ -82,7 +105,7 @@ def _load_file(spec: str, path: Path) -> Any:
     sys.modules[name] = module
     try:
         module_spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         del sys.modules[name]
         raise BlueprintError(f"blueprint {spec}: importing {path} raised {type(exc).__name__}: {exc}; fix the "
                              "file (--debug shows the traceback)") from exc
@@ -98,7 +121,7 @@ def _load_module(spec: str, name: str) -> Any:
                                  "directory that holds it, or give path/to/file.py:callable") from exc
         raise BlueprintError(f"blueprint {spec}: importing {name} raised ModuleNotFoundError: {exc}; install "
                              "what it needs") from exc
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise BlueprintError(f"blueprint {spec}: importing {name} raised {type(exc).__name__}: {exc}; fix the "
                              "module (--debug shows the traceback)") from exc
 

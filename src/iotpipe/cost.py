@@ -328,15 +328,23 @@ def message_bytes(workload: Workload, assumptions: Assumptions, cfg: PipelineCon
     return payload_bytes(workload, assumptions) + topic_bytes(cfg, assumptions)
 
 
+# The workload the arithmetic is good for (beyond these, floats overflow or underflow into tracebacks): a billion
+# devices, ten thousand sensors each, a million readings a second per sensor.
+MAX_DEVICES = 10**9
+MAX_SENSORS = 10**4
+MAX_RATE_HZ = 1e6
+
+
 def validate_workload(workload: Workload, assumptions: Assumptions = DEFAULT_ASSUMPTIONS) -> Workload:
     """``workload`` if it is possible, else ParameterError naming the field and what is allowed."""
-    if isinstance(workload.devices, bool) or workload.devices < 1:
-        raise ParameterError("devices", workload.devices, "is out of range; use at least 1")
-    if isinstance(workload.sensors, bool) or workload.sensors < 1:
-        raise ParameterError("sensors", workload.sensors, "is out of range; use at least 1 sensor per device")
-    if not (math.isfinite(workload.rate_hz) and workload.rate_hz > 0):
+    if isinstance(workload.devices, bool) or not 1 <= workload.devices <= MAX_DEVICES:
+        raise ParameterError("devices", workload.devices, f"is out of range; use 1 to {MAX_DEVICES:,}")
+    if isinstance(workload.sensors, bool) or not 1 <= workload.sensors <= MAX_SENSORS:
+        raise ParameterError("sensors", workload.sensors, f"is out of range; use 1 to {MAX_SENSORS:,} sensors per "
+                             "device")
+    if not (math.isfinite(workload.rate_hz) and 0 < workload.rate_hz <= MAX_RATE_HZ):
         raise ParameterError("rate_hz", workload.rate_hz, "is out of range; give readings per second per sensor, "
-                             "more than 0")
+                             f"more than 0 and at most {MAX_RATE_HZ:,.0f}")
     if workload.readings_per_message < 1:
         raise ParameterError("readings_per_message", workload.readings_per_message, "is out of range; use at "
                              "least 1")

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from iotpipe import devices, naming
-from iotpipe.aws import aws_call, call_aws, clean_message, json_safe
+from iotpipe.aws import EndpointError, aws_call, call_aws, clean_message, json_safe
 from iotpipe.config import PipelineConfig, config_warnings, needed_concurrency
 from iotpipe.deploy.preflight import UNRESERVED_MINIMUM, account_concurrency, importers
 from iotpipe.errors import AwsError, IotpipeError
@@ -122,6 +122,8 @@ def credentials(sts: Any, region: str) -> Check:
                      "pass --region, set region in iotpipe.toml, or export AWS_DEFAULT_REGION")
     try:
         identity = call_aws("sts", "get-caller-identity", sts.get_caller_identity)
+    except EndpointError:
+        raise  # nothing else can be checked either: one line, not a row per check
     except AwsError as exc:
         return Check("credentials and region", FAIL, f"get-caller-identity failed: {_error_text(exc)}",
                      "run `aws configure`, pass --profile, or export AWS_PROFILE")

@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,11 +30,15 @@ from iotpipe.config import Threshold
 from iotpipe.errors import ConfigError, IotpipeError, ParameterError
 from iotpipe.sql_cache import (
     ENTRIES_KIND,
+    PRIVATE_DIR,
     RECORDS_KIND,
+    STAGING_PREFIX,
     CacheLimits,
     PruneReport,
     cache_in_use,
+    make_tree_private,
     mark_used,
+    private_folder,
     prune_cache,
 )
 
@@ -49,6 +53,8 @@ TB = 1000**4
 # Above this many days the Athena partition predicate names months rather than days and hours.
 MAX_DAY_PREDICATES = 62
 _ARCHIVE_KEY = re.compile(r"^(raw|quarantine)/year=(\d{4})/month=(\d{2})/day=(\d{2})/hour=(\d{2})/([^/]+)/[^/]+$")
+# Quoted text, comments and semicolons: a semicolon inside a string, identifier or comment ends no statement.
+_SQL_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\$\$.*?\$\$|--[^\n]*|/\*.*?\*/|;|[^'\"$;/-]+|.", re.S)
 _FIRST_WORD = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*\(*\s*([A-Za-z]+)", re.S)
 READ_STATEMENTS = ("select", "with", "values")
 # The processor's rules a reading must pass (docs/contract.md section 3), mirrored where the quarantine cannot say
@@ -56,6 +62,11 @@ READ_STATEMENTS = ("select", "with", "values")
 SENSOR_TYPE_PATTERN = "^[A-Za-z][A-Za-z0-9_]{0,63}$"
 UNIT_MAX_CHARS = 32
 MAX_READINGS_PER_BODY = 100
+MAX_READINGS_PER_MESSAGE = 1000
+# DuckDB's memory bound by default (iotpipe sql --memory-mb): beyond it, DuckDB spills to the cache's own folder.
+DEFAULT_MEMORY_MB = 512
+MIN_MEMORY_MB = 128
+DOWNLOAD_CHUNK = 1024 * 1024
 VALUE_MIN_MAGNITUDE = 1e-130
 VALUE_MAX_MAGNITUDE = 1e126
 DUCKDB_MISSING = ("DuckDB is not installed; add it with: pip install 'iotpipe[sql]' (about 25 MB download, 70 MB "
@@ -79,6 +90,12 @@ RELATION_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
 
 class SqlError(IotpipeError):
     """A SQL query could not run, failed or was cancelled; the message says why and what to do."""
+
+
+class SqlUsageError(SqlError):
+    """The query itself is refused: not exactly one read-only statement, or one the engine cannot parse or bind."""
+
+    exit_code = 2
 
 
 # --- time window ----------------------------------------------------------------------------------------
@@ -190,16 +207,36 @@ NAMED_QUERIES: dict[str, NamedQuery] = {q.name: q for q in (
 )}
 
 
+def split_statements(sql: str) -> list[str]:
+    """The statements of ``sql``: split at semicolons outside quotes and comments, blank ones (and comments alone)
+    dropped."""
+    statements, current = [], []
+    for token in [*_SQL_TOKEN.findall(sql), ";"]:
+        if token != ";":
+            current.append(token)
+            continue
+        text = "".join(current).strip()
+        if re.sub(r"--[^\n]*|/\*.*?\*/", "", text, flags=re.S).strip():
+            statements.append(text)
+        current = []
+    return statements
+
+
 def resolve_query(text: str) -> str:
-    """The SQL of a named query, or ``text`` itself; SqlError unless it is a read query (SELECT/WITH/VALUES)."""
+    """The SQL of a named query, or ``text`` itself; SqlUsageError unless it is exactly one read query
+    (SELECT/WITH/VALUES): a second statement after a semicolon is refused, whatever it is."""
     named = NAMED_QUERIES.get(text.strip())
     sql = named.sql if named else text
-    body = sql.strip().rstrip(";").strip()
+    statements = split_statements(sql)
+    if len(statements) > 1:
+        raise SqlUsageError(f"{len(statements)} statements given; iotpipe sql runs exactly one read query (SELECT, "
+                            f"WITH ... SELECT or VALUES): remove everything after the first ';'")
+    body = statements[0] if statements else ""
     match = _FIRST_WORD.match(body)
     if not body or match is None or match.group(1).lower() not in READ_STATEMENTS:
         names = ", ".join(NAMED_QUERIES)
-        raise SqlError(f"not a query: {text.strip()[:60]!r}; give a SELECT (or WITH ... SELECT), or a named "
-                       f"query: {names}")
+        raise SqlUsageError(f"not a query: {text.strip()[:60]!r}; give a SELECT (or WITH ... SELECT), or a named "
+                            f"query: {names}")
     return body
 
 
@@ -419,6 +456,7 @@ class QueryResult:
     query_id: str = ""
     objects: int = 0
     downloaded: int = 0
+    skipped: tuple[SkippedObject, ...] = ()  # DuckDB: malformed archive objects left out
 
     @property
     def cost_usd(self) -> float:
@@ -487,9 +525,17 @@ def run_athena(athena: Any, sql: str, *, workgroup: str, database: str, window: 
     state = execution["Status"]["State"]
     scanned = int(execution.get("Statistics", {}).get("DataScannedInBytes", 0))
     if state != "SUCCEEDED":
-        raise SqlError(athena_failure(query_id, state, execution["Status"].get("StateChangeReason", ""), scanned))
+        reason = execution["Status"].get("StateChangeReason", "")
+        error = SqlUsageError if state == "FAILED" and _ATHENA_QUERY_FAULT.search(reason) else SqlError
+        raise error(athena_failure(query_id, state, reason, scanned))
     columns, rows = _athena_rows(athena, query_id)
     return QueryResult("athena", columns, rows, scanned, time.monotonic() - started, query_id=query_id)
+
+
+# Athena's (Trino's) error names for a query that is wrong in itself: exit 2, like DuckDB's parser and binder.
+_ATHENA_QUERY_FAULT = re.compile(r"\b(SYNTAX_ERROR|COLUMN_NOT_FOUND|TABLE_NOT_FOUND|FUNCTION_NOT_FOUND|"
+                                 r"TYPE_MISMATCH|AMBIGUOUS_NAME|MISSING_COLUMN_NAME|INVALID_FUNCTION_ARGUMENT)\b|"
+                                 r"mismatched input|extraneous input")
 
 
 def athena_failure(query_id: str, state: str, reason: str, scanned: int) -> str:
@@ -544,6 +590,7 @@ class LocalArchive:
     quarantine: tuple[Path, ...]
     bytes: int
     downloaded: int
+    root: Path | None = None  # the cache folder: the only files a query may read (else the files' own folders)
 
 
 def list_archive(s3: Any, bucket: str, window: Window) -> tuple[ArchiveObject, ...]:
@@ -577,13 +624,20 @@ def fetch_archive(s3: Any, bucket: str, window: Window, cache_dir: Path, workers
 
     def download(item: tuple[ArchiveObject, Path]) -> None:
         obj, path = item
-        body = s3.get_object(Bucket=bucket, Key=obj.key, IfMatch=obj.etag)["Body"].read()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        body = s3.get_object(Bucket=bucket, Key=obj.key, IfMatch=obj.etag)["Body"]
+        private_folder(path.parent)
         # A name of its own (another query may fetch the same object now), renamed into place when complete:
-        # never a half-written cache file under the final name.
+        # never a half-written cache file under the final name. Streamed: an object is never whole in memory.
         handle, partial = tempfile.mkstemp(prefix=f"{path.name}.part-", dir=path.parent)
-        with os.fdopen(handle, "wb") as out:
-            out.write(body)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                for chunk in body.iter_chunks(DOWNLOAD_CHUNK):
+                    out.write(chunk)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
+        finally:
+            body.close()
         os.replace(partial, path)
 
     if missing:
@@ -595,7 +649,7 @@ def fetch_archive(s3: Any, bucket: str, window: Window, cache_dir: Path, workers
     raw_prefix, quarantine_prefix = naming.ARCHIVE_PREFIXES
     raw = tuple(p for o, p in zip(objects, paths, strict=True) if o.key.startswith(raw_prefix))
     quarantine = tuple(p for o, p in zip(objects, paths, strict=True) if o.key.startswith(quarantine_prefix))
-    return LocalArchive(raw, quarantine, sum(o.size for o in objects), len(missing))
+    return LocalArchive(raw, quarantine, sum(o.size for o in objects), len(missing), root=cache_dir)
 
 
 def require_duckdb() -> Any:
@@ -752,8 +806,11 @@ def _conversion_statements(paths: Sequence[Path], staging: Path) -> list[str]:
         "AS sample_index FROM ("
         f"SELECT object, shard_id, sequence_number, arrived_at, f, json_extract_string(f[1], '$') AS device_id, "
         f"COALESCE({_duckdb_epoch_ms(received)}, arrived_at) AS received_at, "
+        # More samples than readings a record may hold (docs/contract.md): the processor refuses the record, and
+        # expanding them would hold every sample of it in memory at once.
         "CASE WHEN f[3] IS NULL THEN [f[4:8]] "
-        "ELSE [json_extract(s, ['$.sensorType', '$.value', '$.timestamp', '$.unit', '$.readings']) "
+        f"WHEN json_array_length(f[3]) <= {MAX_READINGS_PER_MESSAGE} "
+        "THEN [json_extract(s, ['$.sensorType', '$.value', '$.timestamp', '$.unit', '$.readings']) "
         "FOR s IN json_extract(f[3], '$[*]')] END AS bodies FROM ("
         f"SELECT object, shard_id, sequence_number, arrived_at, json_extract(data, {fields}) AS f "
         "FROM _lines WHERE data IS NOT NULL AND json_valid(data)) WHERE f IS NOT NULL)))) "
@@ -778,35 +835,111 @@ def _duckdb_reading_ok(sensor_type: str, value: str) -> str:
             f"OR (abs({number}) >= {VALUE_MIN_MAGNITUDE!r} AND abs({number}) < {VALUE_MAX_MAGNITUDE!r}))")
 
 
-def convert_archive(connection: Any, archive: LocalArchive) -> int:
-    """Give every raw object of ``archive`` its parsed form beside it in the cache (the ETag is in the name, so a
-    changed object is a new file); returns how many objects were parsed. Files move into place complete."""
+@dataclass(frozen=True)
+class SkippedObject:
+    """An archive object a query could not read (truncated or not gzip, a line that is not a JSON object of the
+    archive's fields, a time out of range): left out of the query and of the cache."""
+
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """What :func:`convert_archive` did: how many objects it parsed, and which it skipped as malformed."""
+
+    parsed: int
+    skipped: tuple[SkippedObject, ...] = ()
+
+
+def archive_key(path: Path, root: Path | None) -> str:
+    """``s3://bucket/key`` of a cached object (its cache path less the ETag), or the path outside a cache."""
+    if root is None or root not in path.parents:
+        return str(path)
+    bucket, _, rest = path.relative_to(root).as_posix().partition("/")
+    stem = rest.removesuffix(".jsonl.gz").rpartition(".")[0] or rest
+    return f"s3://{bucket}/{stem}.jsonl.gz"
+
+
+def _skip(path: Path, root: Path | None, exc: Exception) -> SkippedObject:
+    """The object at ``path`` is malformed: out of the cache (a rerun fetches and names it again), and why."""
+    path.unlink(missing_ok=True)
+    reason = " ".join(str(exc).replace(str(path), "the object").split())
+    return SkippedObject(archive_key(path, root), reason[:200])
+
+
+def _convert_chunk(connection: Any, chunk: Sequence[Path]) -> None:
     import hashlib
 
+    with tempfile.TemporaryDirectory(prefix=".iotpipe-parse-", dir=chunk[0].parent) as staging:
+        for statement in _conversion_statements(chunk, Path(staging)):
+            connection.execute(statement)
+        for path in chunk:
+            object_id = hashlib.md5(str(path).encode(), usedforsecurity=False).hexdigest()
+            for kind in (RECORDS_KIND, ENTRIES_KIND):  # entries last: its directory marks a finished conversion
+                source, target = Path(staging) / kind / f"object={object_id}", parsed_dir(path, kind)
+                # Another query may have converted the same object meanwhile (same ETag, same content) and be
+                # reading it: keep its folder rather than replace it under that query.
+                try:
+                    if source.is_dir():
+                        make_tree_private(source)
+                        source.rename(target)
+                    else:
+                        target.mkdir(mode=PRIVATE_DIR)
+                except OSError:
+                    if not target.is_dir():
+                        raise
+
+
+def convert_archive(connection: Any, archive: LocalArchive, chunk_objects: int = 500) -> Conversion:
+    """Give every raw object of ``archive`` its parsed form beside it in the cache (the ETag is in the name, so a
+    changed object is a new file), ``chunk_objects`` objects per DuckDB statement. Files move into place complete.
+    A chunk DuckDB cannot read is parsed again object by object: a malformed object is skipped and removed from
+    the cache, the others are parsed."""
+    duckdb = require_duckdb()
     missing = [p for p in archive.raw if not parsed_dir(p, ENTRIES_KIND).is_dir()]
-    if not missing:
-        return 0
-    staging_root = missing[0].parent
-    for start in range(0, len(missing), 500):  # bounded statement size and memory per conversion
-        chunk = missing[start:start + 500]
-        with tempfile.TemporaryDirectory(prefix=".iotpipe-parse-", dir=staging_root) as staging:
-            for statement in _conversion_statements(chunk, Path(staging)):
-                connection.execute(statement)
-            for path in chunk:
-                object_id = hashlib.md5(str(path).encode(), usedforsecurity=False).hexdigest()
-                for kind in (RECORDS_KIND, ENTRIES_KIND):  # entries last: its directory marks a finished conversion
-                    source, target = Path(staging) / kind / f"object={object_id}", parsed_dir(path, kind)
-                    # Another query may have converted the same object meanwhile (same ETag, same content) and be
-                    # reading it: keep its folder rather than replace it under that query.
-                    try:
-                        if source.is_dir():
-                            source.rename(target)
-                        else:
-                            target.mkdir()
-                    except OSError:
-                        if not target.is_dir():
-                            raise
-    return len(missing)
+    skipped: list[SkippedObject] = []
+    for start in range(0, len(missing), chunk_objects):  # bounded statement size and memory per conversion
+        chunk = missing[start:start + chunk_objects]
+        try:
+            _convert_chunk(connection, chunk)
+            continue
+        except duckdb.Error as exc:
+            if len(chunk) == 1:
+                skipped.append(_skip(chunk[0], archive.root, exc))
+                continue
+        for path in chunk:
+            try:
+                _convert_chunk(connection, [path])
+            except duckdb.Error as exc:
+                skipped.append(_skip(path, archive.root, exc))
+    return Conversion(len(missing) - len(skipped), tuple(skipped))
+
+
+def check_quarantine(connection: Any, archive: LocalArchive) -> tuple[SkippedObject, ...]:
+    """The quarantine objects of ``archive`` DuckDB cannot read (each read in full once, all together first):
+    skipped and removed from the cache, like a malformed raw object."""
+    duckdb = require_duckdb()
+    columns = ", ".join(f"count({c})" for c in ("sequenceNumber", "partitionKey", "reason", "sensorType",
+                                                 "rejected", "data", "dataBase64"))
+
+    def read(paths: Sequence[Path]) -> None:
+        connection.execute(f"SELECT {columns} FROM {_json_source(paths, _QUARANTINE_JSON, '')}").fetchall()
+
+    if not archive.quarantine:
+        return ()
+    try:
+        read(archive.quarantine)
+        return ()
+    except duckdb.Error:
+        pass
+    skipped = []
+    for path in archive.quarantine:
+        try:
+            read([path])
+        except duckdb.Error as exc:
+            skipped.append(_skip(path, archive.root, exc))
+    return tuple(skipped)
 
 
 def _duckdb_epoch_ms(text: str) -> str:
@@ -819,35 +952,90 @@ def _columns(name: str) -> str:
     return name[name.index("("):] if "(" in name else ""
 
 
+def prepare_duckdb(archive: LocalArchive, window: Window, thresholds: Thresholds, ttl_days: int,
+                   memory_mb: int = DEFAULT_MEMORY_MB,
+                   spill_dir: Path | None = None) -> tuple[Any, tuple[SkippedObject, ...]]:
+    """An in-memory DuckDB connection with the relations defined over the readable objects of ``archive``, and the
+    objects it skipped as malformed. DuckDB keeps to ``memory_mb`` (its buffers: parsed lines, joins, sorts),
+    spilling to ``spill_dir`` beyond it, on one thread per 256 MB (each thread holds buffers of its own)."""
+    duckdb = require_duckdb()
+    if memory_mb < MIN_MEMORY_MB:
+        raise ParameterError("memory_mb", memory_mb, f"is too little for DuckDB; give at least {MIN_MEMORY_MB}")
+    settings = {"memory_limit": f"{memory_mb}MB", "threads": max(1, min(os.cpu_count() or 1, memory_mb // 256))}
+    connection = duckdb.connect(":memory:", config={
+        **settings, **({"temp_directory": str(spill_dir)} if spill_dir is not None else {})})
+    connection.execute("SET TimeZone = 'UTC'")
+    skipped = (*convert_archive(connection, archive).skipped, *check_quarantine(connection, archive))
+    gone = {s.key for s in skipped}
+    readable = replace(archive, raw=tuple(p for p in archive.raw if archive_key(p, archive.root) not in gone),
+                       quarantine=tuple(p for p in archive.quarantine if archive_key(p, archive.root) not in gone))
+    for statement in duckdb_relations(readable, window, thresholds, ttl_days):
+        connection.execute(statement)
+    return connection, skipped
+
+
 def duckdb_connection(archive: LocalArchive, window: Window, thresholds: Thresholds,
                       ttl_days: int) -> Any:
-    """An in-memory DuckDB connection with the relations defined over ``archive``."""
+    """An in-memory DuckDB connection with the relations defined over ``archive`` (malformed objects skipped)."""
+    return prepare_duckdb(archive, window, thresholds, ttl_days)[0]
+
+
+def _lock_down(connection: Any, archive: LocalArchive) -> None:
+    """From here on the connection reads files under the archive's cache only, writes none, loads no extension,
+    and its settings cannot be changed back (the user's query runs after this)."""
+    folders = [archive.root] if archive.root is not None else sorted({p.parent for p in (*archive.raw,
+                                                                                         *archive.quarantine)})
+    # Both spellings: the views name files by the cache path as given, which may run through a symbolic link.
+    spellings = sorted({str(form) + os.sep for folder in folders for form in (folder.absolute(), folder.resolve())})
+    allowed = ", ".join(_literal(spelling) for spelling in spellings)
+    connection.execute(f"SET allowed_directories = [{allowed}]")
+    connection.execute("SET enable_external_access = false")
+    connection.execute("SET autoinstall_known_extensions = false")
+    connection.execute("SET autoload_known_extensions = false")
+    connection.execute("SET lock_configuration = true")
+
+
+def read_statement(connection: Any, sql: str) -> str:
+    """``sql`` when DuckDB parses it as exactly one SELECT (WITH, VALUES and FROM-first included), else
+    SqlUsageError: DuckDB's own parser decides, so no statement hides behind the lexical check."""
     duckdb = require_duckdb()
-    connection = duckdb.connect(":memory:")
-    connection.execute("SET TimeZone = 'UTC'")
-    convert_archive(connection, archive)
-    for statement in duckdb_relations(archive, window, thresholds, ttl_days):
-        connection.execute(statement)
-    return connection
+    try:
+        statements = connection.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise SqlUsageError(f"DuckDB cannot parse the query: {' '.join(str(exc).split())[:400]}") from None
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        kinds = ", ".join(str(s.type).rsplit(".", 1)[-1] for s in statements) or "nothing"
+        raise SqlUsageError(f"iotpipe sql runs exactly one read query (SELECT); DuckDB read: {kinds}")
+    return sql
+
+
+# DuckDB's errors that are the query's fault (exit 2), not the archive's or the machine's.
+_QUERY_FAULTS = ("ParserException", "BinderException", "CatalogException", "SyntaxException")
 
 
 def run_duckdb(sql: str, archive: LocalArchive, window: Window, thresholds: Thresholds,
-               ttl_days: int) -> QueryResult:
-    """Run ``sql`` over the relations on DuckDB; a SQL error is SqlError with DuckDB's message."""
+               ttl_days: int, memory_mb: int = DEFAULT_MEMORY_MB) -> QueryResult:
+    """Run ``sql`` over the relations on DuckDB; a SQL error is SqlError with DuckDB's message (SqlUsageError when
+    the query is not one SELECT, or names a column or relation that does not exist)."""
     duckdb = require_duckdb()
     started = time.monotonic()
-    connection = duckdb_connection(archive, window, thresholds, ttl_days)
-    try:
-        cursor = connection.execute(sql)
-        columns = tuple(d[0] for d in cursor.description or ())
-        rows = tuple(tuple(row) for row in cursor.fetchall())
-    except duckdb.Error as exc:
-        message = " ".join(str(exc).split())
-        raise SqlError(f"DuckDB refused the query: {message[:400]}") from None
-    finally:
-        connection.close()
+    spill_root = archive.root if archive.root is not None and archive.root.is_dir() else None
+    with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}spill-", dir=spill_root) as spill:
+        connection, skipped = prepare_duckdb(archive, window, thresholds, ttl_days, memory_mb, Path(spill))
+        try:
+            _lock_down(connection, archive)
+            cursor = connection.execute(read_statement(connection, sql))
+            columns = tuple(d[0] for d in cursor.description or ())
+            rows = tuple(tuple(row) for row in cursor.fetchall())
+        except duckdb.Error as exc:
+            message = " ".join(str(exc).split())
+            error = SqlUsageError if type(exc).__name__ in _QUERY_FAULTS else SqlError
+            raise error(f"DuckDB refused the query: {message[:400]}") from None
+        finally:
+            connection.close()
     return QueryResult("duckdb", columns, rows, archive.bytes, time.monotonic() - started,
-                       objects=len(archive.raw) + len(archive.quarantine), downloaded=archive.downloaded)
+                       objects=len(archive.raw) + len(archive.quarantine), downloaded=archive.downloaded,
+                       skipped=skipped)
 
 
 @dataclass(frozen=True)
@@ -859,7 +1047,7 @@ class DuckdbRun:
 
 
 def query_duckdb(s3: Any, bucket: str, sql: str, window: Window, thresholds: Thresholds,
-                 ttl_days: int, cache_dir: Path, limits: CacheLimits | None = None,
+                 ttl_days: int, cache_dir: Path, limits: CacheLimits | None = None, memory_mb: int = DEFAULT_MEMORY_MB,
                  on_result: Callable[[QueryResult], None] = lambda _: None) -> DuckdbRun:
     """Fetch the window's archive objects into ``cache_dir``, run ``sql`` over them, hand the result to
     ``on_result`` (so rows can be shown before the cache work), then prune the cache to ``limits`` (superseded ETag
@@ -871,7 +1059,7 @@ def query_duckdb(s3: Any, bucket: str, sql: str, window: Window, thresholds: Thr
     try:
         with cache_in_use(cache_dir):
             local = fetch_archive(s3, bucket, window, cache_dir)
-            result = run_duckdb(sql, local, window, thresholds, ttl_days)
+            result = run_duckdb(sql, local, window, thresholds, ttl_days, memory_mb)
         on_result(result)
     finally:
         if local is not None:  # also after a failed query: what it fetched has superseded older versions

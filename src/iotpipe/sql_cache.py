@@ -4,6 +4,9 @@ Layout (``iotpipe.sql.cache_path``): ``<cache>/<bucket>/<key without .jsonl.gz>.
 (Parquet) form beside each object in ``<file>.records/`` and ``<file>.entries-v2/``. A rewritten object has a new ETag,
 so a new file; the file of its old ETag is *superseded*.
 
+The cache is private: its folder is 0700 (made so on every query), and what iotpipe writes in it is 0600 in 0700
+folders, since the objects and their parsed forms hold the devices' raw payloads.
+
 Pruning removes superseded versions, entries unused for ``max_age_days`` and, least recently used first, entries
 beyond ``max_bytes``; never an entry of the running query's window (``keep``). A query holds a shared lock on
 ``<cache>/.lock`` from listing to its last row; pruning and clearing take the lock exclusively without waiting, so
@@ -41,6 +44,8 @@ PARSED_KINDS = (RECORDS_KIND, ENTRIES_KIND)
 STALE_PARSED_KINDS = ("entries",)
 STAGING_PREFIX = ".iotpipe-parse-"
 PART_MARK = ".part"
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
 
 
 class CacheBusyError(IotpipeError):
@@ -91,9 +96,34 @@ class PruneReport:
 # --- locking ---------------------------------------------------------------------------------------------
 
 
+def make_private(cache_dir: Path) -> None:
+    """Create the cache folder readable by its owner only, and make an existing one so: it holds the archive's raw
+    payloads (an earlier iotpipe made it 0755, so this also closes those)."""
+    cache_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    if cache_dir.stat().st_mode & 0o777 != PRIVATE_DIR:
+        cache_dir.chmod(PRIVATE_DIR)
+
+
+def private_folder(path: Path) -> None:
+    """Create ``path`` and any missing parent as 0700 folders (``mkdir(parents=True)`` makes parents 0755)."""
+    for folder in reversed([path, *path.parents]):
+        with suppress(FileExistsError):
+            folder.mkdir(mode=PRIVATE_DIR)
+
+
+def make_tree_private(path: Path) -> None:
+    """Folders 0700 and files 0600 under ``path`` (what DuckDB writes follows the umask)."""
+    path.chmod(PRIVATE_DIR if path.is_dir() else PRIVATE_FILE)
+    for root, dirs, files in os.walk(path):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), PRIVATE_DIR)
+        for name in files:
+            os.chmod(os.path.join(root, name), PRIVATE_FILE)
+
+
 def _open_lock(cache_dir: Path) -> IO[bytes]:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    return open(cache_dir / LOCK_NAME, "a+b")
+    make_private(cache_dir)
+    return os.fdopen(os.open(cache_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_APPEND, PRIVATE_FILE), "a+b")
 
 
 @contextmanager
@@ -288,6 +318,7 @@ def prune_cache(cache_dir: Path, limits: CacheLimits, keep: Iterable[Path] = (),
         for path in leftovers:
             _remove_leftover(path)
         _remove_empty_folders(cache_dir, [*(e.path for e in removed), *leftovers])
+        stamp.touch(mode=PRIVATE_FILE)
         stamp.write_text(bounds)  # tighter bounds than the last prune's take effect on the next query
         os.utime(stamp, (moment, moment))
     gone = {entry.path for entry in removed}

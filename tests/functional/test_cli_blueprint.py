@@ -116,6 +116,12 @@ BAD_BLUEPRINTS = {
                "raised ValueError: no such stream"),
     "import fails": ("bp.py:customise", "import no_such_dependency\n", "importing bp.py raised ModuleNotFoundError"),
     "no colon": ("bp.py", "", "is not a blueprint spec"),
+    # issue 25: an exit 0 having done nothing, and a TypeError traceback
+    "exits": ("bp.py:customise", "import sys\ndef customise(c):\n    sys.exit(0)\n", "called sys.exit(0)"),
+    "exits on import": ("bp.py:customise", "import sys\nsys.exit(0)\n", "importing bp.py raised SystemExit"),
+    "not JSON": ("bp.py:customise", "def customise(c):\n    c.template.resources['SensorDataTable']"
+                 ".properties['TableClass'] = {1, 2}\n    return c\n",
+                 "gave resource SensorDataTable a value that is not JSON (Object of type set"),
 }
 
 
@@ -135,16 +141,20 @@ def test_a_bad_blueprint_exits_2_naming_it_and_writes_nothing(runner: CliRunner,
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("body", "fragment"), [
+    ("    return None\n", "blueprint bp.py:customise returned NoneType, not a Composition"),
+    ("    import sys\n    sys.exit(0)\n", "blueprint bp.py:customise called sys.exit(0)"),
+])
 @pytest.mark.parametrize("command", ["diff", "deploy"])
 def test_diff_and_deploy_refuse_a_bad_blueprint_before_any_aws_call(runner: CliRunner, tmp_path: Path,
-                                                                    command: str) -> None:
-    (tmp_path / "bp.py").write_text("def customise(c):\n    return None\n", encoding="utf-8")
+                                                                    command: str, body: str, fragment: str) -> None:
+    (tmp_path / "bp.py").write_text("def customise(c):\n" + body, encoding="utf-8")
     # an endpoint nothing listens on: any AWS call would fail with a connection error instead
     yes = ["--yes"] if command == "deploy" else []
     result = runner.invoke(main, [command, "--blueprint", "bp.py:customise", *yes,
                                   "--endpoint-url", "http://127.0.0.1:9", "--region", "us-east-1"])
     assert result.exit_code == 2, result.output
-    assert "blueprint bp.py:customise returned NoneType, not a Composition" in result.output
+    assert fragment in result.output
 
 
 def test_lint_refuses_a_template_file_and_a_blueprint_together(runner: CliRunner, tmp_path: Path) -> None:

@@ -134,7 +134,7 @@ def test_an_endpoint_that_is_not_aws_is_one_line(html_endpoint: str, command: li
 @pytest.mark.usefixtures("workdir")
 def test_an_endpoint_without_a_scheme_is_refused_before_any_call() -> None:
     result = invoke("readings", "press-1", "--env", "dev", "--endpoint-url", "127.0.0.1:4566")
-    line = one_line_error(result, 1)
+    line = one_line_error(result, 2)  # a usage error (README: exit 2)
     assert "--endpoint-url '127.0.0.1:4566' is not an http(s) URL" in line
     assert "http://127.0.0.1:4566" in line
 

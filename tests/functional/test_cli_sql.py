@@ -120,6 +120,7 @@ def test_list_shows_the_named_queries() -> None:
     (["SELECT 1", "--from", "yesterday"], "--from yesterday is not an ISO 8601 time"),
     (["SELECT 1", "--since", "forever"], "--since forever is not valid"),
     (["SELECT 1", "--cache-max-mb", "0"], "Invalid value for '--cache-max-mb'"),
+    (["SELECT 1", "--memory-mb", "64"], "Invalid value for '--memory-mb'"),
     (["SELECT 1", "--clear-cache"], "--clear-cache takes no query"),
 ])
 def test_bad_input_is_one_line_and_exit_2_or_1(archive: str, args: list[str], message: str) -> None:
@@ -129,10 +130,36 @@ def test_bad_input_is_one_line_and_exit_2_or_1(archive: str, args: list[str], me
     assert result.stdout == ""
 
 
-def test_a_sql_error_names_duckdbs_reason(archive: str) -> None:
+def test_a_sql_error_names_duckdbs_reason_and_exits_2(archive: str) -> None:
     result = sql(archive, "SELECT no_such_column FROM readings", *WINDOW)
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "DuckDB refused the query" in result.stderr and "no_such_column" in result.stderr
+
+
+def test_a_syntax_error_exits_2(archive: str) -> None:
+    result = sql(archive, "SELECT FROM WHERE readings", *WINDOW)
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: DuckDB")
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT 1; COPY (SELECT 42) TO 'out.csv'",
+    "SELECT 1 AS x; ATTACH 'stolen.db'",
+    "WITH a AS (SELECT 1) SELECT * FROM a; COPY (SELECT 42) TO 'out.csv'",
+])
+def test_a_second_statement_is_refused_and_writes_nothing(archive: str, tmp_path: Path, query: str) -> None:
+    result = sql(archive, query, *WINDOW)
+    assert result.exit_code == 2
+    assert "exactly one read query" in result.stderr and result.stdout == ""
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "stolen.db").exists()
+
+
+def test_the_query_reads_no_file_outside_the_cache(archive: str, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.csv"
+    secret.write_text("password\nhunter2\n")
+    result = sql(archive, f"SELECT * FROM read_csv('{secret}')", *WINDOW)
+    assert result.exit_code == 1
+    assert "hunter2" not in result.stdout and "disabled by configuration" in result.stderr
 
 
 def test_without_duckdb_the_message_says_how_to_add_it(archive: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -245,3 +272,36 @@ def test_athena_path_shows_progress_rows_and_cost(tmp_path: Path, monkeypatch: p
     assert result.stdout == "device_id,n\npress-01,42\n"
     assert "q-7 SUCCEEDED scanned 250.00 MB" in result.stderr
     assert "Athena scanned 250.00 MB, cost $0.001250" in result.stderr
+
+
+def test_the_cache_is_private_even_one_that_an_earlier_version_made_public(archive: str, tmp_path: Path) -> None:
+    cache = tmp_path / "xdg" / "iotpipe" / "archive"
+    cache.mkdir(parents=True, mode=0o755)
+    cache.chmod(0o755)  # as an earlier iotpipe left it
+    result = sql(archive, "SELECT count(*) FROM readings", *WINDOW)
+    assert result.exit_code == 0, result.stderr
+    found = [cache, *cache.rglob("*")]
+    assert len([p for p in found if p.name.endswith(".parquet")]) >= 2  # the parsed forms are there
+    public = {str(p.relative_to(cache)): oct(p.stat().st_mode & 0o777) for p in found if p.stat().st_mode & 0o077}
+    assert public == {}
+
+
+def test_a_malformed_object_is_named_counted_and_the_query_answers(archive: str) -> None:
+    key = "raw/year=2026/month=03/day=01/hour=10/shardId-000000000009/1-1.jsonl.gz"
+    boto3.client("s3", endpoint_url=archive, region_name="us-east-1").put_object(
+        Bucket=BUCKET, Key=key, Body=b"\x1f\x8b\x08 truncated")
+    for _ in range(2):
+        result = sql(archive, "SELECT count(*) AS n FROM readings", *WINDOW, "--output", "json")
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout) == [{"n": 5}]
+        assert f"skipped malformed archive object s3://{BUCKET}/{key}" in result.stderr
+        assert "1 malformed object skipped" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_cache_dir_reached_through_a_symbolic_link_is_readable(archive: str, tmp_path: Path) -> None:
+    (tmp_path / "real-cache").mkdir()
+    (tmp_path / "linked-cache").symlink_to(tmp_path / "real-cache")
+    result = sql(archive, "SELECT count(*) AS n FROM readings", *WINDOW, "--cache-dir", str(tmp_path / "linked-cache"),
+                 "--output", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == [{"n": 5}]

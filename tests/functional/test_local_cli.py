@@ -113,6 +113,16 @@ def test_a_port_in_use_is_refused_before_anything_starts(state_dir: Path) -> Non
     assert read_state(state_dir) is None
 
 
+@pytest.mark.parametrize("detach", [[], ["--detach"]])
+def test_a_config_typo_at_up_is_a_usage_error_detached_or_not(state_dir: Path, detach: list[str]) -> None:
+    Path("iotpipe.toml").write_text('[env.local]\nregion = 5\n', encoding="utf-8")
+    result = subprocess.run([*CLI, "local", "up", "--env", "local", *detach], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 2, result.stderr  # README: 2 for configuration errors (detached was 1)
+    assert "env.local.region: expected str" in result.stderr and "Traceback" not in result.stderr
+    assert read_state(state_dir) is None
+
+
 def test_a_second_up_is_refused_and_ctrl_c_in_the_foreground_leaves_nothing(state_dir: Path) -> None:
     foreground = subprocess.Popen([*CLI, "local", "up", "--output", "json"], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)

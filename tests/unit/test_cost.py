@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -225,12 +226,16 @@ def test_cli_table_shows_sources_date_and_assumptions() -> None:
     (["--devices", "5", "--sensors", "0"], "--sensors 0 is out of range"),
     (["--devices", "5", "--readings-per-message", "1001"], "more than 1,000 readings"),
     (["--devices", "5", "--readings-per-message", "0"], "--readings-per-message 0 is out of range"),
+    # issue 25: were an OverflowError and a ZeroDivisionError traceback
+    (["--devices", "5", "--rate", "1e308"], "--rate 1e+308 is out of range"),
+    (["--devices", "99999999999999999999999"], "--devices 99999999999999999999999 is out of range; use 1 to"),
+    (["--devices", "5", "--sensors", "100001"], "--sensors 100001 is out of range"),
 ])
 @pytest.mark.usefixtures("no_config")
 def test_cli_bad_input_exits_2_with_a_clear_error(args: list[str], message: str) -> None:
     result = CliRunner().invoke(main, ["cost", *args])
-    assert result.exit_code == 2
-    assert message in result.output
+    assert result.exit_code == 2, result.output
+    assert message in result.output and result.exception is not None and isinstance(result.exception, SystemExit)
     assert "monthly total" not in result.output and "line_items" not in result.output
 
 
@@ -278,3 +283,13 @@ def test_cli_counts_each_metric_of_a_metric_math_alarm() -> None:
     alarms = [r for r in compose(cfg).template.resources.values() if r.resource_type == "AWS::CloudWatch::Alarm"]
     # The rule-failure alarm sums three metrics (three ActionType spellings): CloudWatch bills it as three.
     assert count_alarms(cfg) == len(alarms) + 2
+
+
+@pytest.mark.parametrize("workload", [
+    cost.Workload(devices=cost.MAX_DEVICES, sensors=cost.MAX_SENSORS, rate_hz=cost.MAX_RATE_HZ),
+    cost.Workload(devices=cost.MAX_DEVICES, sensors=1, rate_hz=1e-9, readings_per_message=1),
+    cost.Workload(devices=1, sensors=1, rate_hz=1e-9),
+])
+def test_every_workload_within_the_bounds_is_priced(workload: cost.Workload) -> None:
+    est = cost.estimate(cost.validate_workload(workload), build_config({}, "dev", {}))
+    assert math.isfinite(est.monthly_total_usd) and est.monthly_total_usd > 0

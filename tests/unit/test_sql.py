@@ -17,6 +17,7 @@ from iotpipe.sql import (
     AthenaProgress,
     LocalArchive,
     SqlError,
+    SqlUsageError,
     Window,
     archive_key_hour,
     athena_cost,
@@ -88,6 +89,15 @@ def test_named_and_read_queries_resolve_and_others_are_refused() -> None:
     for bad in ("DELETE FROM readings", "CREATE TABLE t AS SELECT 1", "", "hourly_stats"):
         with pytest.raises(SqlError, match="not a query"):
             resolve_query(bad)
+
+
+def test_exactly_one_statement_is_accepted_and_quoted_semicolons_split_nothing() -> None:
+    assert resolve_query("SELECT ';' AS x, \"a;b\" FROM t /* ; */ -- ;\n;") == \
+        "SELECT ';' AS x, \"a;b\" FROM t /* ; */ -- ;"
+    for bad in ("SELECT 1; COPY (SELECT 42) TO 'out.csv'", "SELECT 1;SELECT 2", "VALUES (1); DROP TABLE t"):
+        with pytest.raises(SqlUsageError, match="2 statements given") as raised:
+            resolve_query(bad)
+        assert raised.value.exit_code == 2
 
 
 def test_relations_are_merged_into_the_users_own_with() -> None:
@@ -205,6 +215,18 @@ def test_failure_is_one_line_with_athenas_reason() -> None:
     with stub, pytest.raises(SqlError) as raised:
         run(client)
     assert str(raised.value) == "query q-1 failed: COLUMN_NOT_FOUND: line 1:8: Column 'x' cannot be resolved"
+    assert raised.value.exit_code == 2  # the query's own fault: a usage error
+
+
+def test_a_failure_that_is_not_the_querys_fault_exits_1() -> None:
+    client, stub = athena()
+    start(stub)
+    stub.add_response("get_query_execution", execution("FAILED", 0, "HIVE_CANNOT_OPEN_SPLIT: Error opening Hive "
+                                                                    "split s3://b/raw/x.jsonl.gz"),
+                      {"QueryExecutionId": "q-1"})
+    with stub, pytest.raises(SqlError) as raised:
+        run(client)
+    assert raised.value.exit_code == 1
 
 
 def test_ctrl_c_stops_the_query() -> None:

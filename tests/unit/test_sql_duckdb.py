@@ -4,6 +4,7 @@ through the relations."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import pytest
 
 from iotpipe import archive
 from iotpipe.config import build_config
+from iotpipe.errors import ParameterError
 from iotpipe.sql import (
     NAMED_QUERIES,
     Window,
@@ -143,8 +145,8 @@ def test_only_the_window_objects_are_fetched_and_the_cache_is_keyed_by_etag(s3: 
     again = fetch_archive(s3, BUCKET, WINDOW, tmp_path / "cache")
     assert again.downloaded == 0 and again.raw == first.raw
     connection = require_duckdb().connect()
-    assert convert_archive(connection, first) == 3
-    assert convert_archive(connection, again) == 0
+    assert convert_archive(connection, first).parsed == 3
+    assert convert_archive(connection, again).parsed == 0
     # A retried batch overwrote an object: a new ETag, so that one object is fetched again.
     index = archive.load_processor(HANDLER)
     b_records = batches(index)[2][0]
@@ -156,7 +158,7 @@ def test_only_the_window_objects_are_fetched_and_the_cache_is_keyed_by_etag(s3: 
     third = fetch_archive(s3, BUCKET, WINDOW, tmp_path / "cache")
     assert third.downloaded == 1
     # Each object is parsed once: the earlier objects' Parquet is reused, the new ETag's object is parsed.
-    assert convert_archive(connection, third) == 1
+    assert convert_archive(connection, third).parsed == 1
     assert all(parsed_dir(path, ENTRIES_KIND).is_dir() for path in third.raw)
     assert run_duckdb("SELECT unit FROM readings WHERE sequence_number = '200'", third, WINDOW, CFG.thresholds,
                       CFG.storage.ttl_days).rows == (("bar",),)
@@ -271,7 +273,99 @@ def test_a_parsed_form_made_meanwhile_by_another_query_is_kept_not_replaced(s3: 
     # another query's conversion of the same object is half way: its records are in place, its entries not yet
     shutil.rmtree(parsed_dir(path, ENTRIES_KIND))
 
-    assert convert_archive(connection, local) == 1
+    assert convert_archive(connection, local).parsed == 1
 
     assert records.stat().st_ino == inode  # a reader of that folder is not pulled from under
     assert parsed_dir(path, ENTRIES_KIND).is_dir()
+
+
+def _line(sequence: str, arrived: Any, data: Any = '{"deviceId": "press-07", "sensorType": "pressure", "value": 7}',
+          **fields: Any) -> bytes:
+    return json.dumps({"sequenceNumber": sequence, "partitionKey": "press-07", "arrivedAt": arrived, "data": data,
+                       **fields}).encode() + b"\n"
+
+
+GOOD_LINE = _line("900", A_ARRIVED)
+MALFORMED = {  # what a hand-made, damaged or foreign object in the archive's folders may hold
+    "truncated": gzip.compress(GOOD_LINE * 40)[:-30],
+    "not-gzip": GOOD_LINE,
+    "bad-line": gzip.compress(GOOD_LINE + b'{"sequenceNumber": "901", oops\n'),
+    "not-utf8": gzip.compress(GOOD_LINE + b'{"sequenceNumber": "902", "partitionKey": "\xff\xfe"}\n'),
+    "wrong-types": gzip.compress(GOOD_LINE + _line("903", "soon")),
+    "not-an-object": gzip.compress(GOOD_LINE + b"[1, 2]\n"),
+    "huge-arrival": gzip.compress(GOOD_LINE + _line("904", 2**62)),
+}
+HOUR_A = "year=2026/month=03/day=01/hour=10"
+
+
+@pytest.mark.parametrize("kind", ["raw", "quarantine"])
+def test_a_malformed_object_is_skipped_named_and_kept_out_of_the_cache(s3: Any, tmp_path: Path, kind: str) -> None:
+    for n, body in enumerate(MALFORMED.values()):
+        s3.put_object(Bucket=BUCKET, Key=f"{kind}/{HOUR_A}/{SHARD1}/{n}-{n}.jsonl.gz", Body=body)
+    # A quarantine line has no arrivedAt: the arrival's type and range do not make it malformed.
+    bad = [n for n, name in enumerate(MALFORMED) if kind == "raw" or name not in ("wrong-types", "huge-arrival")]
+    local = fetch_archive(s3, BUCKET, WINDOW, tmp_path / "cache")
+    for attempt in range(2):  # a rerun meets the same objects and skips them again
+        result = run_duckdb("SELECT count(*) FROM readings", local, WINDOW, CFG.thresholds, CFG.storage.ttl_days)
+        assert result.rows == ((5,),)  # the readings of the good objects of that hour and window, all there
+        assert sorted(s.key for s in result.skipped) == sorted(
+            f"s3://{BUCKET}/{kind}/{HOUR_A}/{SHARD1}/{n}-{n}.jsonl.gz" for n in bad), attempt
+        assert all(s.reason for s in result.skipped)
+        cached = {p.name.split(".")[0] for p in (tmp_path / "cache" / BUCKET / kind / HOUR_A / SHARD1).glob("*")}
+        assert cached.isdisjoint(f"{n}-{n}" for n in bad)
+        local = fetch_archive(s3, BUCKET, WINDOW, tmp_path / "cache")
+
+
+def test_a_record_of_more_samples_than_a_record_may_hold_is_not_expanded(s3: Any, tmp_path: Path) -> None:
+    """The processor refuses more than 1,000 readings in a record: its samples are never all held in memory."""
+    index = archive.load_processor(HANDLER)
+
+    def samples(count: int, sequence: int) -> Any:
+        payload = {"deviceId": f"kiln-{count}", "receivedAt": A_ARRIVED, "topicDeviceId": f"kiln-{count}",
+                   "samples": [{"timestamp": A_ARRIVED - n, "sensorType": "temperature", "value": 20 + n % 9}
+                               for n in range(count)]}
+        return archive.record(index, SHARD1, sequence, A_ARRIVED, json.dumps(payload).encode(), f"kiln-{count}")
+
+    archive.put_objects(s3, BUCKET, archive.batch_objects(index, [samples(1000, 950), samples(1001, 951)]))
+    rows = query(s3, "SELECT device_id, count(*) FROM readings WHERE device_id LIKE 'kiln-%' GROUP BY 1", tmp_path)
+    assert rows == [("kiln-1000", 1000)]
+
+
+def test_a_small_memory_bound_spills_and_answers_the_same(s3: Any, tmp_path: Path) -> None:
+    local = fetch_archive(s3, BUCKET, WINDOW, tmp_path / "cache")
+    sql = "SELECT device_id, sensor_type, value FROM readings ORDER BY 1, 2"
+    small = run_duckdb(sql, local, WINDOW, CFG.thresholds, CFG.storage.ttl_days, memory_mb=128)
+    assert small.rows == run_duckdb(sql, local, WINDOW, CFG.thresholds, CFG.storage.ttl_days).rows
+    assert not list((tmp_path / "cache").glob(".iotpipe-parse-*"))  # the spill folder goes with the query
+    with pytest.raises(ParameterError, match="memory_mb=64 is too little"):
+        run_duckdb(sql, local, WINDOW, CFG.thresholds, CFG.storage.ttl_days, memory_mb=64)
+
+
+class _ChunksOnly:
+    """An S3 body that may be read in chunks only: reading it whole fails the test."""
+
+    def __init__(self, body: Any, sizes: list[int]) -> None:
+        self.body, self.sizes = body, sizes
+
+    def read(self, *_: Any) -> bytes:
+        raise AssertionError("an archive object was read whole into memory")
+
+    def iter_chunks(self, chunk_size: int) -> Any:
+        self.sizes.append(chunk_size)
+        return self.body.iter_chunks(chunk_size)
+
+    def close(self) -> None:
+        self.body.close()
+
+
+def test_objects_are_downloaded_in_bounded_chunks(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_get, sizes = s3.get_object, []
+
+    def get_object(**kwargs: Any) -> dict[str, Any]:
+        answer = real_get(**kwargs)
+        return {**answer, "Body": _ChunksOnly(answer["Body"], sizes)}
+
+    monkeypatch.setattr(s3, "get_object", get_object)
+    rows = query(s3, "SELECT count(*) FROM readings", tmp_path)
+    assert rows == [(5,)] and sizes and max(sizes) <= 1024 * 1024
+    assert not list((tmp_path / "cache").rglob("*.part*"))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import click
 
-from iotpipe.aws import ClientFactory
+from iotpipe.aws import CLI_TIMEOUTS, ClientFactory, Timeouts
 from iotpipe.config import PipelineConfig, load_config
 from iotpipe.local.state import LocalState, local_factory, running_state
 
@@ -24,6 +24,7 @@ class CliContext:
     new_env: bool = False  # --new-env: an env with no section in the config file is wanted
     factory_class: type[ClientFactory] = ClientFactory
     overrides: dict[str, Any] = field(default_factory=dict)
+    timeouts: Timeouts = CLI_TIMEOUTS
 
 
 def config_options(func: F) -> F:
@@ -35,8 +36,33 @@ def config_options(func: F) -> F:
     return func
 
 
-def aws_options(func: F) -> F:
-    """Add ``--region``, ``--profile`` and ``--endpoint-url``."""
+def _set_timeout(ctx: click.Context, param: click.Parameter, value: float | None) -> None:
+    if value is not None:
+        obj = ctx.ensure_object(CliContext)
+        bound: dict[str, Any] = {str(param.name): value}
+        obj.timeouts = replace(obj.timeouts, **bound)
+
+
+def aws_options(func: F | None = None, *, timeouts: Timeouts = CLI_TIMEOUTS) -> Any:
+    """Add ``--region``, ``--profile``, ``--endpoint-url`` and the AWS calls' bounds (``--connect-timeout``,
+    ``--read-timeout``, ``--max-attempts``: kept in the context, read by :func:`client_factory`), with this
+    command's ``timeouts`` as their defaults (``@aws_options`` or ``@aws_options(timeouts=...)``)."""
+    if func is None:
+        return functools.partial(aws_options, timeouts=timeouts)
+    bounds = (
+        ("--max-attempts", "attempts", click.IntRange(1, 10), timeouts.attempts,
+         "AWS calls: tries per call, the first included."),
+        ("--read-timeout", "read_s", click.FloatRange(0.1, 600), timeouts.read_s,
+         "AWS calls: seconds to wait for an answer, per try."),
+        ("--connect-timeout", "connect_s", click.FloatRange(0.1, 600), timeouts.connect_s,
+         "AWS calls: seconds to wait for a connection, per try (an endpoint that never answers fails the command "
+         "after about tries x (connect + read) seconds)."),
+    )
+    for flag, name, kind, default, text in bounds:
+        func = click.option(flag, name, type=kind, default=default, show_default=True, expose_value=False,
+                            metavar="N" if name == "attempts" else "SECONDS",
+                            envvar=f"IOTPIPE_{flag[2:].upper().replace('-', '_')}", show_envvar=True,
+                            callback=_set_timeout, help=text)(func)
     func = click.option("--endpoint-url", help="Send AWS calls to this URL (moto, LocalStack).")(func)
     func = click.option("--profile", help="AWS named profile.")(func)
     func = click.option("--region", help="AWS region (default: config, then the profile's).")(func)
@@ -76,10 +102,12 @@ def client_factory(config: PipelineConfig, region: str | None, profile: str | No
     """
     ctx = click.get_current_context().find_object(CliContext)
     factory_class = ctx.factory_class if ctx is not None else ClientFactory
+    timeouts = ctx.timeouts if ctx is not None else CLI_TIMEOUTS
     local = running_local(config.env) if endpoint_url is None else None
     if local is not None:
-        return local_factory(local)
-    return factory_class(region=region or config.region or None, profile=profile, endpoint_url=endpoint_url)
+        return replace(local_factory(local), timeouts=timeouts)
+    return factory_class(region=region or config.region or None, profile=profile, endpoint_url=endpoint_url,
+                         timeouts=timeouts)
 
 
 def running_local(env: str) -> LocalState | None:
@@ -104,8 +132,11 @@ class Target:
     factory: ClientFactory
 
 
-def pipeline_target(func: F) -> F:
-    """Add ``--env``, ``--config``, ``--region``, ``--profile`` and ``--endpoint-url``; pass ``target: Target``."""
+def pipeline_target(func: F | None = None, *, timeouts: Timeouts = CLI_TIMEOUTS) -> Any:
+    """Add ``--env``, ``--config``, ``--region``, ``--profile``, ``--endpoint-url`` and the AWS calls' bounds
+    (defaults ``timeouts``); pass ``target: Target``."""
+    if func is None:
+        return functools.partial(pipeline_target, timeouts=timeouts)
 
     @functools.wraps(func)
     def wrapper(*args: Any, config_path: str | None, env: str, region: str | None, profile: str | None,
@@ -114,4 +145,4 @@ def pipeline_target(func: F) -> F:
         target = Target(config, client_factory(config, region, profile, endpoint_url))
         return func(*args, target=target, **kwargs)
 
-    return config_options(aws_options(wrapper))  # type: ignore[return-value]
+    return config_options(aws_options(wrapper, timeouts=timeouts))

@@ -9,6 +9,7 @@ import click
 
 from iotpipe import devices as devices_lib
 from iotpipe import naming
+from iotpipe.aws import STACK_TIMEOUTS
 from iotpipe.cli.common import Target, blueprint_option, pipeline_target, progress
 from iotpipe.cli.output import confirm, echo_json, format_table, output_option, require_consent
 from iotpipe.config import PipelineConfig, config_warnings, validate_tag
@@ -126,7 +127,7 @@ def _show_result(result: DeployResult, output: str) -> None:
 
 
 @click.command()
-@pipeline_target
+@pipeline_target(timeouts=STACK_TIMEOUTS)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required without a terminal).")
 @click.option("--no-execute", is_flag=True, help="Create the change set, show it, delete it; change nothing.")
 @click.option("--param", "params", multiple=True, metavar="K=V",
@@ -177,7 +178,7 @@ def deploy(target: Target, yes: bool, no_execute: bool, params: tuple[str, ...],
 
 
 @click.command()
-@pipeline_target
+@pipeline_target(timeouts=STACK_TIMEOUTS)
 @click.option("--param", "params", multiple=True, metavar="K=V", help="Template parameter override. Repeatable.")
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Stack tag override. Repeatable.")
 @_timeout_option
@@ -293,7 +294,7 @@ def _describe_targets(targets: Sequence[devices_lib.PolicyTarget]) -> str:
 
 
 @click.command()
-@pipeline_target
+@pipeline_target(timeouts=STACK_TIMEOUTS)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required without a terminal).")
 @click.option("--revoke-devices", is_flag=True,
               help="Revoke the env's registered devices (and detach the device policy from any other certificate) "

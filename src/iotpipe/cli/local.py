@@ -141,7 +141,9 @@ def _wait_detached(directory: Path, child: subprocess.Popen[Any], log_path: Path
             if state is not None:
                 return state
             if child.poll() is not None:
-                raise LocalError(f"iotpipe local did not start: {_last_error(log_path)} (log: {log_path})")
+                # the child's own code: 2 when the config or an option is wrong, as in the foreground
+                raise LocalError(f"iotpipe local did not start: {_last_error(log_path)} (log: {log_path})",
+                                 exit_code=2 if child.returncode == 2 else 1)
             time.sleep(0.1)
     except KeyboardInterrupt:
         _terminate(child)

@@ -53,8 +53,10 @@ def _summary(result: sql_lib.QueryResult) -> str:
     if result.engine == "athena":
         return (f"{rows} in {result.seconds:.1f} s; Athena scanned {result.bytes_scanned / 1e6:.2f} MB, "
                 f"cost ${result.cost_usd:.6f} ($5/TB, 10 MB minimum); query {result.query_id}")
-    return (f"{rows} in {result.seconds:.2f} s; DuckDB read {result.objects} archive objects "
-            f"({result.bytes_scanned / 1e6:.2f} MB, {result.downloaded} downloaded, the rest from the cache)")
+    skipped = (f"; {len(result.skipped)} malformed object{'s' if len(result.skipped) != 1 else ''} skipped "
+               "(named above)") if result.skipped else ""
+    return (f"{rows} in {result.seconds:.2f} s; DuckDB read {result.objects - len(result.skipped)} archive objects "
+            f"({result.bytes_scanned / 1e6:.2f} MB, {result.downloaded} downloaded, the rest from the cache){skipped}")
 
 
 @click.command("sql")
@@ -76,18 +78,23 @@ def _summary(result: sql_lib.QueryResult) -> str:
 @click.option("--cache-max-days", type=click.IntRange(min=1), default=sql_cache.DEFAULT_MAX_AGE_DAYS,
               show_default=True, envvar="IOTPIPE_SQL_CACHE_MAX_DAYS", show_envvar=True,
               help="DuckDB: after a query, remove cached objects no query used for this many days.")
+@click.option("--memory-mb", type=click.IntRange(min=sql_lib.MIN_MEMORY_MB), default=sql_lib.DEFAULT_MEMORY_MB,
+              show_default=True, envvar="IOTPIPE_SQL_MEMORY_MB", show_envvar=True,
+              help="DuckDB: memory for parsing and the query; beyond it DuckDB spills to the cache folder "
+                   "(the command's peak RSS stays within about this plus 200 MB).")
 @click.option("--clear-cache", is_flag=True, help="Remove every cached archive object (of --cache-dir) and exit.")
 @click.option("--list", "list_queries", is_flag=True, help="List the named queries and exit.")
 @config_options
 @aws_options
 def sql(query: str | None, engine: str | None, since: str | None, start: str | None, end: str | None,
         output: str, bucket: str | None, cache_dir: Path | None, cache_max_mb: int, cache_max_days: int,
-        clear_cache: bool, list_queries: bool, config_path: str | None, env: str, region: str | None,
+        memory_mb: int, clear_cache: bool, list_queries: bool, config_path: str | None, env: str, region: str | None,
         profile: str | None, endpoint_url: str | None) -> None:
     """Run SQL over the raw archive: relations readings, raw_records, quarantined, thresholds, query_window.
 
-    QUERY is a SELECT (or WITH ... SELECT) or the name of a shipped query. The same query gives the same rows on
-    Athena and DuckDB; progress and the data scanned go to stderr, rows to stdout.
+    QUERY is one SELECT (or WITH ... SELECT) or the name of a shipped query; a second statement is refused. The
+    same query gives the same rows on Athena and DuckDB; progress, the data scanned and any malformed archive
+    object skipped go to stderr, rows to stdout. DuckDB reads files in the cache only, within --memory-mb.
 
     \b
     Named queries:
@@ -129,7 +136,7 @@ def sql(query: str | None, engine: str | None, since: str | None, start: str | N
         name = bucket or _stack_output(factory, cfg, naming.OUT_BUCKET_NAME)
         limits = sql_cache.CacheLimits(max_bytes=cache_max_mb * sql_cache.MB, max_age_days=cache_max_days)
         run = sql_lib.query_duckdb(factory.client("s3"), name, text, window, cfg.thresholds, cfg.storage.ttl_days,
-                                   cache_dir or sql_lib.default_cache_dir(), limits,
+                                   cache_dir or sql_lib.default_cache_dir(), limits, memory_mb,
                                    on_result=lambda result: _show(result, output))
         if run.cache.skipped:
             progress("cache not pruned: another iotpipe sql is using it (the next query prunes it)")
@@ -155,6 +162,8 @@ def sql(query: str | None, engine: str | None, since: str | None, start: str | N
 
 
 def _show(result: sql_lib.QueryResult, output: str) -> None:
+    for skipped in result.skipped:
+        progress(f"skipped malformed archive object {skipped.key} (not in the result, not cached): {skipped.reason}")
     click.echo(format_result(result, output))
     progress(_summary(result))
 
