@@ -5,12 +5,14 @@ NODE_DIR := handler/node
 
 .PHONY: install lock test-latest test lint pytest node-test docs docs-config render bench bench-worst bench-broker bench-local bench-sql bench-cost bench-detect golden clean
 
-# constraints.txt pins every package of the dev and CI environment (make lock rewrites it), so an install is the
-# same every day; pyproject.toml's upper bounds keep a user's `pip install iotpipe[local]` on tested releases.
+# constraints.txt pins every Python package of the dev and CI environment (make lock rewrites it) and
+# handler/node/package-lock.json every npm package (npm ci), so an install is the same every day;
+# pyproject.toml's upper bounds keep a user's `pip install iotpipe[local]` on tested releases.
 install:
 	$(PYTHON) -m pip install -c constraints.txt pip
 	$(PYTHON) -m pip install -c constraints.txt -e '.[dev]'
-	@if [ -f $(NODE_DIR)/package.json ]; then npm install --no-audit --no-fund --prefix $(NODE_DIR); fi
+	@if [ -f $(NODE_DIR)/package-lock.json ]; then npm ci --no-audit --no-fund --prefix $(NODE_DIR); \
+	  elif [ -f $(NODE_DIR)/package.json ]; then npm install --no-audit --no-fund --prefix $(NODE_DIR); fi
 	@command -v mosquitto >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; \
 	  else echo "mosquitto is missing: sudo apt-get install mosquitto (needed by the MQTT tests)" >&2; exit 1; fi; }
