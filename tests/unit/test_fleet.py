@@ -235,3 +235,27 @@ def test_audit_reports_each_kind_of_finding(iot: Any, tmp_path: Path) -> None:
                                   last_seen={"ok-1": now - timedelta(days=8), "new-4": now - timedelta(days=1)})
     assert [(f.kind, f.subject) for f in silent] == [("silent", "ok-1")]
     assert ok.thing_name == "ok-1"
+
+
+def _csr() -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "press-07")])).sign(key, hashes.SHA256())
+    return request.public_bytes(Encoding.PEM).decode()
+
+
+def test_rotate_from_a_csr_writes_no_private_key(iot: Any, tmp_path: Path) -> None:
+    old = _registered(iot, tmp_path)
+    old_key = old.files.private_key.read_text()
+    report = _rotate(iot, tmp_path, csr_pem=_csr(), confirmed=True)
+    assert report.state.phase == "done"
+    assert not fleet.rotation_files(tmp_path, "press-07")[2].exists()
+    assert old.files.private_key.read_text() == old_key  # the device keeps its own key; only the certificate moves
+    assert "BEGIN CERTIFICATE" in old.files.certificate.read_text()
+    assert _status(iot, report.state.new_certificate_id) == "ACTIVE"
