@@ -332,6 +332,7 @@ def _start_rotation(iot: Any, thing_name: str, *, out_dir: str | Path, grace: ti
 
 def _retire_old(iot: Any, state: RotationState) -> list[str]:
     steps = []
+    attached = set(devices._principals(iot, state.thing_name))  # a resumed run may have detached some already
     for cert_id in state.old_certificate_ids:
         arn = _certificate_arn(iot, cert_id)
         if arn is None:
@@ -339,6 +340,8 @@ def _retire_old(iot: Any, state: RotationState) -> list[str]:
             continue
         call_aws("iot", "update-certificate", iot.update_certificate, certificateId=cert_id, newStatus="INACTIVE")
         steps.append(f"deactivated old certificate {cert_id}")
+        if arn not in attached:
+            continue
         call_aws("iot", "detach-thing-principal", iot.detach_thing_principal, thingName=state.thing_name,
                  principal=arn)
         steps.append(f"detached old certificate {cert_id} from {state.thing_name} (kept, inactive)")

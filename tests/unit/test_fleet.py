@@ -259,3 +259,18 @@ def test_rotate_from_a_csr_writes_no_private_key(iot: Any, tmp_path: Path) -> No
     assert old.files.private_key.read_text() == old_key  # the device keeps its own key; only the certificate moves
     assert "BEGIN CERTIFICATE" in old.files.certificate.read_text()
     assert _status(iot, report.state.new_certificate_id) == "ACTIVE"
+
+
+def test_rotate_resumes_when_interrupted_while_retiring(iot: Any, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    old = _registered(iot, tmp_path)
+    _rotate(iot, tmp_path)
+    original = fleet._install_new_files
+    monkeypatch.setattr(fleet, "_install_new_files", lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        _rotate(iot, tmp_path, confirmed=True)  # the old certificate is retired, the files not yet moved
+    assert _status(iot, old.certificate_id) == "INACTIVE"
+    monkeypatch.setattr(fleet, "_install_new_files", original)
+    resumed = _rotate(iot, tmp_path, confirmed=True)
+    assert resumed.state.phase == "done"
+    assert json.loads(old.files.connection.read_text())["certificateId"] == resumed.state.new_certificate_id
