@@ -123,3 +123,25 @@ def test_rotate_all_expiring_within(endpoint: str) -> None:
     assert "a-1: rotation of a-1 complete" in both.stdout and "b-2: rotation of b-2 complete" in both.stdout
     bad = cli(endpoint, "device", "rotate", "a-1", "--grace", "soon", "--yes")
     assert bad.exit_code == 2 and "--grace soon is not a duration" in bad.stderr
+
+
+def test_rotate_with_the_devices_csr(endpoint: str, tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    assert cli(endpoint, "device", "register", "press-07").exit_code == 0
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "press-07")])).sign(key, hashes.SHA256())
+    (tmp_path / "press-07.csr").write_bytes(request.public_bytes(Encoding.PEM))
+    result = cli(endpoint, "device", "rotate", "press-07", "--csr", "press-07.csr", "--output", "json", "--yes")
+    assert result.exit_code == 0, result.output
+    [report] = json.loads(result.stdout)
+    assert report["state"]["phase"] == "attached"
+    assert report["steps"][0].endswith("press-07.next.cert.pem")  # no private key: the device keeps its own
+    assert not (tmp_path / "certs" / "press-07.next.private.key").exists()
+    many = cli(endpoint, "device", "rotate", "--all-expiring-within", "30d", "--csr", "press-07.csr", "--yes")
+    assert many.exit_code == 2 and "--csr is for one device" in many.stderr
