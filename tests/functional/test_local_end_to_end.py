@@ -25,6 +25,7 @@ from click.testing import CliRunner, Result
 from iotpipe.cli import main
 from iotpipe.local.processes import process_alive
 from iotpipe.local.state import STATE_DIR_VARIABLE, LocalState, read_state
+from waiting import wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs mosquitto (make install)")
 
@@ -39,17 +40,6 @@ DEVICE = "press-7"
 
 def iotpipe(*args: str) -> Result:
     return CliRunner().invoke(main, list(args))
-
-
-def wait_until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture
