@@ -18,7 +18,9 @@ is therefore only a pointer, as in the guide's example::
 and the records themselves must be read back: from the stream (``AT_SEQUENCE_NUMBER``) while its retention keeps
 them, else from the raw archive, which the processor writes before anything else
 (``raw/<partitions>/<shardId>/<firstSeq>-<lastSeq>.jsonl.gz``, docs/contract.md section 7). ``iotpipe local``
-writes the same document (``iotpipe.local.esm.failure_record``).
+writes the same document (``iotpipe.local.esm.failure_record``). The S3 destination (``processor.on_failure =
+"s3"``) writes the same document plus ``payload``, the whole invocation event, under ``aws/lambda/`` of the raw
+bucket; its records need no reading back.
 
 A redrive runs the records through the processor again, with their original arrival times, so each reaches the
 outcome of its first attempt (the contract: the outcome is a function of the record alone, and a re-write lands on
@@ -33,7 +35,7 @@ import gzip
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -72,6 +74,16 @@ class RedriveFailed(IotpipeError):
 
 
 @dataclass(frozen=True)
+class StoredRecord:
+    """A Kinesis record read back: from the stream or from the archive."""
+
+    sequence_number: str
+    partition_key: str
+    arrived_at_ms: int
+    data: bytes
+
+
+@dataclass(frozen=True)
 class FailedBatch:
     """One on-failure message: which records of which shard failed, when, and why."""
 
@@ -86,6 +98,8 @@ class FailedBatch:
     function_error: str
     failed_at: float  # epoch seconds (the document's timestamp)
     first_arrival: float  # epoch seconds (approximateArrivalOfFirstRecord)
+    kind: str = "sqs"  # "sqs": a queue message (receipt_handle); "s3": an object (message_id is its key)
+    records: tuple[StoredRecord, ...] = ()  # the s3 kind's invocation record carries them
 
     def age_s(self, now: float) -> float:
         """Seconds since the first record arrived in the stream."""
@@ -135,16 +149,6 @@ class Listing:
 
 
 @dataclass(frozen=True)
-class StoredRecord:
-    """A Kinesis record read back: from the stream or from the archive."""
-
-    sequence_number: str
-    partition_key: str
-    arrived_at_ms: int
-    data: bytes
-
-
-@dataclass(frozen=True)
 class RedriveOutcome:
     """What a redrive did with one message."""
 
@@ -178,9 +182,34 @@ def _epoch(text: Any) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def parse_message(message_id: str, receipt_handle: str, body: str) -> FailedBatch:
+def parse_message(message_id: str, receipt_handle: str, body: str | bytes) -> FailedBatch:
     """The failed batch of an SQS on-failure message; ValueError naming what is missing when it is not one."""
+    return _parse_document(json.loads(body), message_id, receipt_handle)
+
+
+def parse_object(key: str, body: str | bytes) -> FailedBatch:
+    """The failed batch of an S3 on-failure object, its records from the invocation record it carries
+    (``payload``: the event, as an object or its JSON text); ValueError when it is not one."""
     document = json.loads(body)
+    payload = document.get("payload") if isinstance(document, dict) else None
+    if isinstance(payload, str):
+        payload = json.loads(payload)
+    if not isinstance(payload, dict) or not isinstance(payload.get("Records"), list):
+        raise ValueError("no payload with Records: not an S3 on-failure record of a Kinesis mapping")
+    records = tuple(event_record(r) for r in payload["Records"])
+    batch = _parse_document(document, key, "")
+    return replace(batch, kind="s3", records=records)
+
+
+def event_record(record: dict[str, Any]) -> StoredRecord:
+    """A record of a Lambda Kinesis event."""
+    kinesis = record["kinesis"]
+    return StoredRecord(str(kinesis["sequenceNumber"]), str(kinesis.get("partitionKey", "")),
+                        int(float(kinesis["approximateArrivalTimestamp"]) * 1000 + 0.5),
+                        base64.b64decode(kinesis["data"]))
+
+
+def _parse_document(document: Any, message_id: str, receipt_handle: str) -> FailedBatch:
     info = document.get("KinesisBatchInfo") if isinstance(document, dict) else None
     if not isinstance(info, dict):
         raise ValueError("no KinesisBatchInfo: not a Kinesis on-failure record")
@@ -263,8 +292,25 @@ def view(batches: Iterable[FailedBatch], retention_h: int, now: float) -> tuple[
     return tuple(FailureView(b, b.age_s(now), b.retention_left_s(now, retention_h), retention_h) for b in ordered)
 
 
+def s3_failures(s3: Any, bucket: str, limit: int = MAX_MESSAGES) -> tuple[list[FailedBatch], list[Unreadable]]:
+    """The failed batches Lambda's S3 on-failure destination wrote under ``aws/lambda/`` of ``bucket``."""
+    batches: list[FailedBatch] = []
+    unreadable: list[Unreadable] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=naming.FAILURE_PREFIX):
+        for item in page.get("Contents", []):
+            if len(batches) + len(unreadable) >= limit:
+                return batches, unreadable
+            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            try:
+                batches.append(parse_object(item["Key"], body))
+            except (ValueError, TypeError, KeyError) as exc:
+                unreadable.append(Unreadable(item["Key"], str(exc)))
+    return batches, unreadable
+
+
 def list_failures(clients: Clients, cfg: Any, *, now: float, limit: int = MAX_MESSAGES) -> Listing:
-    """The dead-letter queue's failed batches; the messages stay in the queue, visible again at once."""
+    """The failed batches of both on-failure kinds: the dead-letter queue's messages (they stay in the queue,
+    visible again at once) and the S3 destination's objects in the raw bucket."""
     found = resources(clients, cfg)
     sqs = clients.client("sqs")
     messages = receive_all(sqs, found.queue_url, visibility_s=LIST_VISIBILITY_S, limit=limit)
@@ -273,7 +319,8 @@ def list_failures(clients: Clients, cfg: Any, *, now: float, limit: int = MAX_ME
         hours = retention_hours(clients.client("kinesis"), found.stream_name)
     finally:
         release(sqs, found.queue_url, messages)
-    return Listing(found.queue_url, hours, view(batches, hours, now), tuple(unreadable))
+    in_s3, unreadable_s3 = s3_failures(clients.client("s3"), found.bucket, limit)
+    return Listing(found.queue_url, hours, view(batches + in_s3, hours, now), tuple(unreadable + unreadable_s3))
 
 
 # -- reading the records back -------------------------------------------------------------------------------------
@@ -435,7 +482,10 @@ def lambda_invoker(lambda_client: Any, function_name: str) -> Invoker:
 
 def read_records(clients: Clients, found: Resources, batch: FailedBatch, *,
                  now: float, retention_h: int) -> tuple[str, list[StoredRecord] | None]:
-    """The batch's records and where they came from: the stream while it retains them, else the archive."""
+    """The batch's records and where they came from: the S3 kind's own, else the stream while it retains them,
+    else the archive."""
+    if batch.kind == "s3" and len(batch.records) == batch.batch_size:
+        return "s3", list(batch.records)
     if batch.retention_left_s(now, retention_h) > 0:
         records = read_from_stream(clients.client("kinesis"), batch, found.stream_name)
         if records is not None:
@@ -458,8 +508,10 @@ def redrive(clients: Clients, cfg: Any, invoke: Invoker, *, now: float, dry_run:
     hours = retention_hours(clients.client("kinesis"), found.stream_name)
     messages = receive_all(sqs, found.queue_url, visibility_s=REDRIVE_VISIBILITY_S, limit=limit)
     batches, unreadable = _split(messages)
-    outcomes = [RedriveOutcome(u.message_id, "", "", 0, False, f"left in the queue: {u.problem}")
-                for u in unreadable]
+    in_s3, unreadable_s3 = s3_failures(clients.client("s3"), found.bucket, limit)
+    batches += in_s3
+    outcomes = [RedriveOutcome(u.message_id, "", "", 0, False, f"left where it is: {u.problem}")
+                for u in unreadable + unreadable_s3]
     on_start(sum(b.batch_size for b in batches))
     try:
         for batch in sorted(batches, key=lambda b: b.first_arrival):
@@ -488,7 +540,10 @@ def _redrive_one(clients: Clients, found: Resources, batch: FailedBatch, invoke:
     if problem:
         return RedriveOutcome(batch.message_id, batch.shard_id, source, len(records), False, problem)
     try:
-        clients.client("sqs").delete_message(QueueUrl=found.queue_url, ReceiptHandle=batch.receipt_handle)
+        if batch.kind == "s3":
+            clients.client("s3").delete_object(Bucket=found.bucket, Key=batch.message_id)
+        else:
+            clients.client("sqs").delete_message(QueueUrl=found.queue_url, ReceiptHandle=batch.receipt_handle)
     except Exception as exc:  # the records are stored: a later redrive writes the same items again
         raise AwsError(f"the records of message {batch.message_id} were stored but deleting it failed ({exc}); "
                        "run iotpipe failures redrive again (it stores nothing twice)") from exc

@@ -278,3 +278,53 @@ def test_redrive_cli_invokes_the_deployed_function_with_a_progress_bar(
     assert "records" in result.stderr  # the progress bar (its label only when stderr is not a terminal)
     assert "deleted" in result.stdout
     assert sorted(i["value"]["N"] for i in items(stack)) == ["20.5", "95"] and queued(stack) == 0
+
+
+def put_s3_failure(stack: Mapping[str, str], sequences: Sequence[str], datas: Sequence[bytes],
+                   arrival: float) -> str:
+    """Lambda's S3 on-failure record: the batch info and the whole invocation record (``payload``), where
+    iotpipe local's mapping runner puts it."""
+    event = failures_lib.kinesis_event(
+        [failures_lib.StoredRecord(seq, "press-07", int(arrival * 1000), data)
+         for seq, data in zip(sequences, datas, strict=True)],
+        "shardId-000000000000", f"arn:aws:kinesis:us-east-1:123456789012:stream/{STREAM}")
+    document = {
+        "requestContext": {"requestId": "0d3b1e2a-6f52-4c39-9d43-2b1c0f5c8a11", "condition": "RetryAttemptsExhausted",
+                           "functionArn": f"arn:aws:lambda:us-east-1:123456789012:function:{FUNCTION}",
+                           "approximateInvokeCount": 3},
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "version": "1.0", "timestamp": iso(arrival + 60),
+        "KinesisBatchInfo": {"shardId": "shardId-000000000000", "startSequenceNumber": sequences[0],
+                             "endSequenceNumber": sequences[-1], "approximateArrivalOfFirstRecord": iso(arrival),
+                             "approximateArrivalOfLastRecord": iso(arrival), "batchSize": len(sequences),
+                             "streamArn": f"arn:aws:kinesis:us-east-1:123456789012:stream/{STREAM}"},
+        "payload": event}
+    day = iso(arrival)[:10].replace("-", "/")
+    key = f"aws/lambda/5f0e4b1c-0000-4000-8000-000000000001/shardId-000000000000/{day}/x"
+    aws(stack, "s3").put_object(Bucket=BUCKET, Key=key, Body=json.dumps(document).encode())
+    return key
+
+
+def test_the_s3_kind_is_listed_and_redriven_from_its_own_records(
+        stack: dict[str, str], processor: FunctionRunner) -> None:
+    arrival = time.time() - 3 * 86400  # gone from the stream, never archived: the object has the records
+    key = put_s3_failure(stack, ["300", "301"], payloads([25.0, 99.0], device="oven-1"), arrival)
+    send_failure(stack, "400", "400", 1, time.time() - 60)
+
+    listed = json.loads(cli(stack, "failures", "list", "--output", "json").stdout)
+    assert sorted((f["kind"], f["startSequenceNumber"], f["urgent"]) for f in listed) == [
+        ("s3", "300", True), ("sqs", "400", False)]
+    [s3_id] = [f["messageId"] for f in listed if f["kind"] == "s3"]
+    assert s3_id == key
+    shown = json.loads(cli(stack, "failures", "show", key, "--output", "json").stdout)
+    assert shown["source"] == "s3" and [r["sequenceNumber"] for r in shown["records"]] == ["300", "301"]
+
+    clients, cfg = target(stack)
+    report = failures_lib.redrive(clients, cfg, processor, now=time.time())
+
+    by_kind = {o.source: o for o in report.outcomes}
+    assert by_kind["s3"].deleted and by_kind["s3"].records == 2
+    assert sorted(i["value"]["N"] for i in items(stack)) == ["25", "99"]
+    assert "Contents" not in aws(stack, "s3").list_objects_v2(Bucket=BUCKET, Prefix="aws/lambda/")
+    assert [o.problem.startswith("neither the stream") for o in report.outcomes if o.source != "s3"] == [True]
+    assert queued(stack) == 1

@@ -30,13 +30,13 @@ def _duration(seconds: float) -> str:
 def _row(v: failures_lib.FailureView) -> tuple[str, ...]:
     b = v.batch
     left = f"{_duration(v.retention_left_s)} ({v.left_fraction:.0%})" + (" !!" if v.urgent else "")
-    return (b.message_id, b.shard_id, f"{b.start_sequence}..{b.end_sequence}", str(b.batch_size), b.condition,
+    return (b.kind, b.message_id, b.shard_id, f"{b.start_sequence}..{b.end_sequence}", str(b.batch_size), b.condition,
             _duration(v.age_s), left)
 
 
 def _as_dict(v: failures_lib.FailureView) -> dict[str, object]:
     b = v.batch
-    return {"messageId": b.message_id, "shardId": b.shard_id, "startSequenceNumber": b.start_sequence,
+    return {"kind": b.kind, "messageId": b.message_id, "shardId": b.shard_id, "startSequenceNumber": b.start_sequence,
             "endSequenceNumber": b.end_sequence, "batchSize": b.batch_size, "condition": b.condition,
             "functionError": b.function_error, "ageSeconds": round(v.age_s), "retentionLeftSeconds":
             round(v.retention_left_s), "retentionLeftFraction": round(v.left_fraction, 3), "urgent": v.urgent}
@@ -75,7 +75,7 @@ def list_(output: str, target: Target) -> None:
     elif not listing.failures:
         progress("the dead-letter queue holds no failed batches")
     else:
-        write_table(("MESSAGE", "SHARD", "SEQUENCES", "RECORDS", "CONDITION", "AGE", "RETENTION LEFT"),
+        write_table(("KIND", "MESSAGE", "SHARD", "SEQUENCES", "RECORDS", "CONDITION", "AGE", "RETENTION LEFT"),
                     [_row(v) for v in listing.failures])
     _warn_urgent(listing.failures, target.config.env)
 
@@ -92,7 +92,7 @@ def show(message_id: str, output: str, target: Target) -> None:
     if output == "json":
         echo_json({**_as_dict(chosen), "source": source if records is not None else "", "records": shown})
     else:
-        write_table(("MESSAGE", "SHARD", "SEQUENCES", "RECORDS", "CONDITION", "AGE", "RETENTION LEFT"),
+        write_table(("KIND", "MESSAGE", "SHARD", "SEQUENCES", "RECORDS", "CONDITION", "AGE", "RETENTION LEFT"),
                     [_row(chosen)])
         if records is None:
             progress("neither the stream nor the raw archive holds all of its records")
