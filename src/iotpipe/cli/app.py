@@ -155,7 +155,7 @@ COMMANDS: tuple[click.Command, ...] = (
     build.render, build.lint, cost.cost,
     deploy.deploy, deploy.diff, deploy.outputs, deploy.status, deploy.destroy, doctor.doctor,
     devices.device, telemetry.simulate, readings.readings, readings.anomalies, observe.logs, observe.metrics,
-    local.local, sql.sql, detect.detect, failures.failures,
+    local.local, sql.sql, detect.detect, failures.failures, failures.replay,
 )
 for _command in COMMANDS:
     main.add_command(_command)

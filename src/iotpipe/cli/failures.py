@@ -1,4 +1,4 @@
-"""``iotpipe failures list|show|redrive``: the dead-letter queue's failed batches, read back and redriven."""
+"""``iotpipe failures list|show|redrive`` (failed batches, read back and redriven) and ``iotpipe replay``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from iotpipe import failures as failures_lib
+from iotpipe import replay as replay_lib
 from iotpipe.cli.common import Target, pipeline_target, progress
 from iotpipe.cli.output import echo_json, output_option, write_table
 from iotpipe.local.esm import InvokeResult
@@ -169,3 +170,53 @@ def redrive(dry_run: bool, output: str, target: Target) -> None:
 
 def _no_invoke(_: dict[str, Any]) -> InvokeResult:
     raise AssertionError("a dry run invokes nothing")
+
+
+@click.command()
+@click.option("--from", "start", required=True, help="Start of the window (arrival time): 2h, 1d or ISO 8601.")
+@click.option("--to", "end", default="0s", show_default=True, help="End of the window (excluded): 0s is now.")
+@click.option("--device", "devices", multiple=True, help="Only this device (repeatable); default every device.")
+@click.option("--rate", type=float, default=replay_lib.DEFAULT_RATE, show_default=True,
+              help="At most this many records per second, so the live stream keeps its share.")
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(dir_okay=False),
+              help="Checkpoint file (default: ./.iotpipe-replay-<env>.json); a rerun resumes from it.")
+@click.option("--dry-run", is_flag=True, help="Read the window and count; invoke nothing.")
+@output_option
+@pipeline_target
+def replay(start: str, end: str, devices: tuple[str, ...], rate: float, checkpoint_path: str | None, dry_run: bool,
+           output: str, target: Target) -> None:
+    """Reprocess archived records of a window through the deployed processor, in order per device.
+
+    \b
+    Examples:
+      iotpipe replay --env prod --from 2026-03-01T00:00:00Z --to 2026-03-01T01:00:00Z
+      iotpipe replay --env prod --from 7d --device press-07 --dry-run
+    """
+    from iotpipe.query.timespec import now_ms, parse_since
+
+    now = now_ms()
+    window = replay_lib.Window(parse_since(start, now), parse_since(end, now), tuple(devices))
+    checkpoint = Path(checkpoint_path or f".iotpipe-replay-{target.config.env}.json")
+    function_name = failures_lib.resources(target.factory, target.config).function_name
+    with contextlib.ExitStack() as stack:
+        invoke = stack.enter_context(_processor(target, function_name)) if not dry_run else _no_invoke
+        bar: list[Any] = []
+
+        def begin(total: int) -> None:
+            progressbar: Any = click.progressbar(length=total, label="records", file=sys.stderr)
+            bar.append(stack.enter_context(progressbar))
+
+        def advance(count: int) -> None:
+            bar[0].update(count)
+
+        summary = replay_lib.replay(target.factory, target.config, invoke, window, checkpoint=checkpoint,
+                                    dry_run=dry_run, max_records_per_s=rate, on_start=begin, on_records=advance)
+    fields = {"records": summary.records, "replayed": summary.replayed, "readings": summary.readings,
+              "quarantined": summary.quarantined, "anomaliesBefore": summary.anomalies_before,
+              "anomaliesAfter": summary.anomalies_after, "resumed": summary.resumed, "dryRun": summary.dry_run}
+    if output == "json":
+        echo_json(fields)
+    else:
+        write_table(("RECORDS", "REPLAYED", "READINGS", "QUARANTINED", "ANOMALIES BEFORE", "ANOMALIES AFTER"),
+                    [(summary.records, summary.replayed, summary.readings, summary.quarantined,
+                      summary.anomalies_before, summary.anomalies_after)])
