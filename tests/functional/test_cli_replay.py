@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from test_cli_failures import (  # the same small stack and helpers
     BUCKET,
     FUNCTION,
@@ -26,8 +27,12 @@ from test_cli_failures import (  # the same small stack and helpers
     target,
 )
 
+import iotpipe.cli.common as common
+import iotpipe.local.state as local_state
+from iotpipe import archive
 from iotpipe import failures as failures_lib
 from iotpipe import replay as replay_lib
+from iotpipe.cli import main
 from iotpipe.local.esm import InvokeResult
 from iotpipe.local.function import FunctionRunner
 
@@ -132,8 +137,6 @@ def test_a_changed_threshold_replayed_for_one_hour_changes_only_that_hours_anoma
 
 
 def archive_two_shards(stack: Mapping[str, str], at: int) -> None:
-    from iotpipe import archive
-
     processor = archive.load_processor()
     for shard in ("shardId-000000000000", "shardId-000000000001"):
         records = [archive.record(processor, shard, 10 + i, at + i, json.dumps({
@@ -210,3 +213,29 @@ def test_replay_refuses_the_packed_layout(stack: dict[str, str], tmp_path: Path)
         replay_lib.replay(clients, cfg, lambda _e: InvokeResult(None, None),
                           replay_lib.Window(0, 3_600_000), checkpoint=tmp_path / "c.json")
 
+
+
+def test_on_iotpipe_local_replay_runs_the_function_runner_with_the_emulated_configuration(
+        stack: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Lambda invoke (moto's cannot run the code): the runner ``iotpipe local`` uses, on its emulator."""
+    create_function(stack, {**THRESHOLDS, "temperature": {**THRESHOLDS["temperature"], "max": 90}})
+    at = int(time.time() * 1000) - HOUR_MS
+
+    processor = archive.load_processor()
+    records = [archive.record(processor, "shardId-000000000000", 10 + i, at + i, json.dumps({
+        "deviceId": "press-07", "sensorType": "temperature", "value": value, "timestamp": at + i}).encode(),
+        "press-07") for i, value in enumerate((50.0, 85.0))]
+    archive.put_objects(aws(stack, "s3"), BUCKET, archive.batch_objects(processor, records))
+    state = local_state.LocalState(env="dev", stack_name="iotpipe-dev", region="us-east-1",
+                                   aws_endpoint=stack["endpoint"], mqtt="mqtt://127.0.0.1:1", broker="none",
+                                   pid=1, child_pids=(), started_at="", ready=True, log_file="")
+    monkeypatch.setattr(common, "running_state", lambda: state)
+    monkeypatch.setattr(local_state, "running_state", lambda: state)
+    monkeypatch.setattr(failures_lib, "lambda_invoker", lambda *_: pytest.fail("Lambda's Invoke on local"))
+
+    result = CliRunner().invoke(main, ["replay", "--env", "dev", "--from", "2h", "--output", "json"])
+
+    assert result.exit_code == 0, result.output
+    assert "using iotpipe local" in result.stderr
+    assert json.loads(result.stdout)["readings"] == 2
+    assert sorted((i["value"]["N"], i["status"]["S"]) for i in items(stack)) == [("50", "NORMAL"), ("85", "NORMAL")]
