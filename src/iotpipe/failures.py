@@ -565,22 +565,26 @@ def show(clients: Clients, cfg: Any, message_id: str, *, now: float) -> tuple[Fa
     return chosen, records, source
 
 
-def local_function_spec(lambda_client: Any, function_name: str, code: str) -> Any:
+def local_function_spec(lambda_client: Any, function_name: str, code: str | None = None) -> Any:
     """The emulated function as ``iotpipe local``'s runner runs it: its configuration (runtime, handler,
-    environment, timeout) from the emulator, and ``code`` (moto stores the zip but cannot run it)."""
+    environment, timeout) from the emulator, and ``code`` (moto stores the zip but cannot run it; default: the
+    shipped processor of the function's runtime)."""
     from iotpipe.local.function import FunctionSpec
 
     config = lambda_client.get_function_configuration(FunctionName=function_name)
+    runtime = config.get("Runtime", "python3.12")
     return FunctionSpec(
-        name=config["FunctionName"], arn=config["FunctionArn"], runtime=config.get("Runtime", "python3.12"),
-        handler=config.get("Handler", "index.handler"), code=code,
+        name=config["FunctionName"], arn=config["FunctionArn"], runtime=runtime,
+        handler=config.get("Handler", "index.handler"), code=code or shipped_processor_code(runtime),
         environment=dict((config.get("Environment") or {}).get("Variables") or {}),
         timeout_s=int(config.get("Timeout", 60)), memory_mb=int(config.get("MemorySize", 256)),
         log_group=f"/aws/lambda/{config['FunctionName']}", role_arn=str(config.get("Role", "")))
 
 
-def shipped_processor_code() -> str:
-    """The Python processor shipped with iotpipe (what ``iotpipe deploy`` packages)."""
+def shipped_processor_code(runtime: str = "python3.12") -> str:
+    """The processor shipped with iotpipe for ``runtime`` (what ``iotpipe deploy`` packages): the Python one, or
+    its Node twin for ``nodejs*``."""
     from importlib import resources as package_files
 
-    return package_files.files("iotpipe.handlers").joinpath("python/index.py").read_text(encoding="utf-8")
+    member = "node/index.js" if runtime.startswith("nodejs") else "python/index.py"
+    return package_files.files("iotpipe.handlers").joinpath(member).read_text(encoding="utf-8")

@@ -78,3 +78,8 @@ def test_archive_lines_become_records_text_or_base64() -> None:
              {"sequenceNumber": "6", "partitionKey": "p", "arrivedAt": 8,
               "dataBase64": base64.b64encode(b"\xff").decode()}]
     assert [r.data for r in failures.archive_records(lines)] == [b"{}", b"\xff"]
+
+
+def test_the_local_runner_gets_the_processor_of_the_functions_runtime() -> None:
+    python, node = failures.shipped_processor_code("python3.13"), failures.shipped_processor_code("nodejs22.x")
+    assert "def handler(" in python and "async function handler(" in node

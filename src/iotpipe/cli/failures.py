@@ -108,7 +108,8 @@ def show(message_id: str, output: str, target: Target) -> None:
 @contextlib.contextmanager
 def _processor(target: Target, function_name: str) -> Iterator[failures_lib.Invoker]:
     """The deployed processor: Lambda's Invoke on AWS; on ``iotpipe local`` (whose moto Lambda cannot run code)
-    the same runner ``iotpipe local`` uses, with the function's emulated configuration and iotpipe's processor."""
+    the same runner ``iotpipe local`` uses, with the function's emulated configuration and iotpipe's processor of
+    its runtime (Python, or the Node twin)."""
     from iotpipe.local.state import running_state
 
     state = running_state()
@@ -117,8 +118,7 @@ def _processor(target: Target, function_name: str) -> Iterator[failures_lib.Invo
         return
     from iotpipe.local.function import FunctionRunner
 
-    spec = failures_lib.local_function_spec(target.factory.client("lambda"), function_name,
-                                            failures_lib.shipped_processor_code())
+    spec = failures_lib.local_function_spec(target.factory.client("lambda"), function_name)
     with tempfile.TemporaryDirectory(prefix="iotpipe-redrive-") as workdir:
         runner = FunctionRunner(spec, aws_endpoint=state.aws_endpoint, region=state.region, workdir=Path(workdir),
                                 on_output=lambda _: None,
