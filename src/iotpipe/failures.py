@@ -515,6 +515,9 @@ def redrive(clients: Clients, cfg: Any, invoke: Invoker, *, now: float, dry_run:
     on_start(sum(b.batch_size for b in batches))
     try:
         for batch in sorted(batches, key=lambda b: b.first_arrival):
+            if batch.kind == "sqs":  # hidden for a whole visibility timeout from its own start, not the run's
+                sqs.change_message_visibility(QueueUrl=found.queue_url, ReceiptHandle=batch.receipt_handle,
+                                              VisibilityTimeout=REDRIVE_VISIBILITY_S)
             outcomes.append(_redrive_one(clients, found, batch, invoke, now=now, retention_h=hours,
                                          dry_run=dry_run, on_records=on_records))
     finally:

@@ -328,3 +328,36 @@ def test_the_s3_kind_is_listed_and_redriven_from_its_own_records(
     assert "Contents" not in aws(stack, "s3").list_objects_v2(Bucket=BUCKET, Prefix="aws/lambda/")
     assert [o.problem.startswith("neither the stream") for o in report.outcomes if o.source != "s3"] == [True]
     assert queued(stack) == 1
+
+
+def test_each_message_is_hidden_again_from_the_start_of_its_own_redrive(stack: dict[str, str]) -> None:
+    first = put_records(stack, payloads([20.0]))
+    second = put_records(stack, payloads([21.0]))
+    send_failure(stack, first[0], first[0], 1, time.time() - 120)
+    send_failure(stack, second[0], second[0], 1, time.time() - 60)
+    clients, cfg = target(stack)
+    sqs = clients.client("sqs")
+    hidden: list[tuple[str, int]] = []
+    order: list[str] = []
+
+    class Clients:
+        def client(self, service: str) -> Any:
+            return sqs if service == "sqs" else clients.client(service)
+
+    original = sqs.change_message_visibility
+
+    def spy(**kwargs: Any) -> Any:
+        hidden.append((kwargs["ReceiptHandle"], kwargs["VisibilityTimeout"]))
+        return original(**kwargs)
+
+    sqs.change_message_visibility = spy
+
+    def invoke(event: dict[str, Any]) -> InvokeResult:
+        order.append(f"invoke {event['Records'][0]['kinesis']['sequenceNumber']}")
+        order.append(f"hidden {len(hidden)}")
+        return InvokeResult(None, {"batchItemFailures": []})
+
+    failures_lib.redrive(Clients(), cfg, invoke, now=time.time())
+
+    assert [t for _, t in hidden] == [failures_lib.REDRIVE_VISIBILITY_S] * 2
+    assert order == [f"invoke {first[0]}", "hidden 1", f"invoke {second[0]}", "hidden 2"]
