@@ -233,8 +233,9 @@ def receive_all(sqs: Any, queue_url: str, *, visibility_s: int, limit: int = MAX
     """Every message of the queue (up to ``limit``), each hidden for ``visibility_s`` seconds from then on."""
     seen: dict[str, dict[str, Any]] = {}
     for _ in range(limit // 10 + 2):
+        # Long polling: a short poll samples some of SQS's servers and can answer nothing while messages wait.
         got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=visibility_s,
-                                  WaitTimeSeconds=0).get("Messages", [])
+                                  WaitTimeSeconds=1).get("Messages", [])
         fresh = [m for m in got if m["MessageId"] not in seen]
         if not fresh or len(seen) >= limit:
             break
