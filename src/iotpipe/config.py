@@ -252,6 +252,10 @@ class ProcessorConfig:
     log_retention_days: int = _opt(7, choices=LOG_RETENTION_DAYS)
     log_kms_key_arn: str = _opt("", pattern=KMS_KEY_PATTERN, doc="a KMS key ARN; empty: the pipeline's own key")
     dlq_retention_days: int = _opt(14, lo=1, hi=14)
+    on_failure: str = _opt("sqs", choices=("sqs", "s3"),
+                           doc="where the event source mapping records a batch it gives up on: sqs, the dead-letter "
+                               "queue (batch info only); s3, the raw bucket under aws/lambda/ (the whole "
+                               "invocation record, its records included)")
     unknown_sensor: str = _opt("quarantine", choices=("quarantine", "store"),
                                doc="what the processor does with a sensor type that has no threshold")
     # zip by default: the inline source (about 40 KB) puts the template over CloudFormation's 51,200-byte

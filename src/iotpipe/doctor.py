@@ -349,7 +349,8 @@ def dead_letters(sqs: Any, ctx: Context) -> list[Check]:
                 ["Attributes"].get("ApproximateNumberOfMessages", 0))
     if depth:
         return [Check("dead-letter queue", WARN, f"{depth} message(s)",
-                      "each names a shard and sequence range; read them back from the raw archive and fix the cause")]
+                      "fix the cause, then iotpipe failures list / redrive --env "
+                      f"{ctx.config.env} (reads each batch back and stores it)")]
     return [Check("dead-letter queue", PASS, "empty")]
 
 

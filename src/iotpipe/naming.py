@@ -32,6 +32,9 @@ BASIC_INGEST_PREFIX = "$aws/rules/"
 ANOMALY_INDEX = "AnomaliesByDay"
 # Key prefixes of the processor's raw archive and quarantine objects in the raw bucket.
 ARCHIVE_PREFIXES = ("raw/", "quarantine/")
+# Where Lambda's S3 on-failure destination writes (processor.on_failure = "s3"): the object key is
+# aws/lambda/<ESM-UUID>/<shardID>/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-<Random UUID> (Lambda guide).
+FAILURE_PREFIX = "aws/lambda/"
 
 # Logical ids of the seed template (kept verbatim).
 RAW_BUCKET = "RawDataBucket"

@@ -58,6 +58,7 @@ def test_a_healthy_stack_passes_with_warnings_that_say_what_to_do(deployed: str)
     assert checks["device policy"]["status"] == "warn" and "press-7" in checks["device policy"]["detail"]
     assert "--revoke-devices" in checks["device policy"]["action"]
     assert checks["dead-letter queue"]["status"] == "warn" and checks["dead-letter queue"]["detail"] == "1 message(s)"
+    assert "iotpipe failures list / redrive --env" in checks["dead-letter queue"]["action"]
     assert checks["imported exports"]["status"] == "pass"
     # moto has no GetAccountSettings: the row says it could not check rather than guessing.
     assert checks["account concurrency"]["status"] == "warn"

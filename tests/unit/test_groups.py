@@ -107,6 +107,17 @@ def test_processor_event_source_mapping_is_bounded_and_reports_partial_failures(
         "Fn::GetAtt": ["DataProcessorDeadLetterQueue", "Arn"]}
 
 
+def test_processor_on_failure_s3_sends_failed_batches_to_the_raw_bucket_under_aws_lambda() -> None:
+    group = by_id(processor_group({"processor.on_failure": "s3"}))
+    mapping = group["KinesisEventSourceMapping"]["Properties"]
+    assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["RawDataBucket", "Arn"]}
+    statements = {s["Sid"]: s for s in group["DataProcessorRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"]}
+    assert statements["WriteFailedBatches"]["Action"] == ["s3:PutObject"]
+    assert statements["WriteFailedBatches"]["Resource"] == [{"Fn::Sub": "${RawDataBucket.Arn}/aws/lambda/*"}]
+    assert statements["ListFailedBatches"]["Condition"] == {"StringLike": {"s3:prefix": ["aws/lambda/*"]}}
+
+
 def test_processor_role_grants_exactly_the_processor_calls() -> None:
     role = by_id(processor_group())["DataProcessorRole"]["Properties"]
     assert "ManagedPolicyArns" not in role

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -455,6 +456,24 @@ def test_failed_batch_goes_to_an_sns_destination(stream: Stream) -> None:
     assert document["KinesisBatchInfo"]["batchSize"] == 1
 
 
+def test_failed_batch_goes_to_an_s3_destination_with_the_whole_invocation_record(stream: Stream) -> None:
+    s3 = stream.clients.client("s3")
+    s3.create_bucket(Bucket="esm-failures")
+    stream.put("a")
+    stream.put("b")
+    runner = runner_for(stream, FakeFunction(lambda _records: InvokeResult("Unhandled")), max_retry_attempts=0,
+                        on_failure_destination="arn:aws:s3:::esm-failures")
+    assert runner.run_once() == 2
+    (key,) = [o["Key"] for o in s3.list_objects_v2(Bucket="esm-failures")["Contents"]]
+    assert re.fullmatch(r"aws/lambda/[0-9a-f-]{36}/shardId-000000000000/\d{4}/\d\d/\d\d/"
+                        r"\d{4}-\d\d-\d\dT\d\d\.\d\d\.\d\d-[0-9a-f-]{36}", key)
+    document = json.loads(s3.get_object(Bucket="esm-failures", Key=key)["Body"].read())
+    assert document["KinesisBatchInfo"]["batchSize"] == 2
+    records = document["payload"]["Records"]
+    assert [base64.b64decode(r["kinesis"]["data"]) for r in records] == [b"a", b"b"]
+    assert records[0]["kinesis"]["sequenceNumber"] == document["KinesisBatchInfo"]["startSequenceNumber"]
+
+
 # -- record age ----------------------------------------------------------------------------------------------------
 
 
@@ -599,7 +618,8 @@ def test_mapping_accepts_infinite_limits_and_string_forms() -> None:
     ({"MaximumRetryAttempts": 2.5}, "MaximumRetryAttempts 2.5 must be -1 (infinite) or a whole number"),
     ({"BisectBatchOnFunctionError": "yes"}, "BisectBatchOnFunctionError 'yes' must be true or false"),
     ({"FunctionResponseTypes": ["Everything"]}, "only ReportBatchItemFailures"),
-    ({"DestinationConfig": {"OnFailure": {"Destination": "arn:aws:s3:::bucket"}}}, "SQS queue or SNS topic"),
+    ({"DestinationConfig": {"OnFailure": {"Destination": "arn:aws:lambda:us-east-1:123456789012:function:f"}}},
+     "SQS queue, SNS topic or S3 bucket"),
     ({"FilterCriteria": {"Filters": [{"Pattern": "{}"}]}}, "FilterCriteria is not supported by iotpipe local"),
     ({"TumblingWindowInSeconds": 60}, "TumblingWindowInSeconds is not supported"),
 ])

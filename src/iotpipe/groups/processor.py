@@ -36,9 +36,9 @@ def build_processor(cfg: PipelineConfig, names: Names = DEFAULT_NAMES, *, keys: 
     """The processor wired to the stream, writing to the storage group's bucket and table."""
     log_group = _log_group(cfg, names, keys)
     queue = _dead_letter_queue(cfg, names)
-    role = _role(names, stream=stream, storage=storage, log_group=log_group, queue=queue)
+    role = _role(cfg, names, stream=stream, storage=storage, log_group=log_group, queue=queue)
     function = _function(cfg, names, role=role, storage=storage, log_group=log_group, queue=queue)
-    mapping = _mapping(cfg, names, stream=stream, function=function, queue=queue)
+    mapping = _mapping(cfg, names, stream=stream, function=function, queue=queue, storage=storage)
     outputs = (
         Output(names.output(naming.OUT_FUNCTION_NAME), Description="Lambda function name for data processing",
                Value=Ref(function), Export=names.export(naming.OUT_FUNCTION_NAME)),
@@ -94,8 +94,8 @@ def _dead_letter_queue(cfg: PipelineConfig, names: Names) -> tpsqs.Queue:
     )
 
 
-def _role(names: Names, *, stream: StreamGroup, storage: StorageGroup, log_group: tplogs.LogGroup,
-          queue: tpsqs.Queue) -> iam.Role:
+def _role(cfg: PipelineConfig, names: Names, *, stream: StreamGroup, storage: StorageGroup,
+          log_group: tplogs.LogGroup, queue: tpsqs.Queue) -> iam.Role:
     statements = [
         policies.log_writer(GetAtt(log_group, "Arn")),
         policies.stream_reader(stream.stream_arn),
@@ -103,6 +103,9 @@ def _role(names: Names, *, stream: StreamGroup, storage: StorageGroup, log_group
         policies.object_writer(storage.bucket_arn, *RAW_PREFIXES),
         policies.queue_sender(GetAtt(queue, "Arn")),
     ]
+    if cfg.processor.on_failure == "s3":  # "s3:PutObject and s3:ListBucket" (Lambda guide, S3 destinations)
+        statements += [policies.object_writer(storage.bucket_arn, naming.FAILURE_PREFIX, sid="WriteFailedBatches"),
+                       policies.bucket_lister(storage.bucket_arn, naming.FAILURE_PREFIX, sid="ListFailedBatches")]
     if stream.customer_key_arn:
         statements.append(policies.key_user(stream.customer_key_arn, policies.KMS_DECRYPT,
                                             sid="DecryptStreamRecords"))
@@ -160,7 +163,7 @@ def _reserved_concurrency(reserved: int) -> dict[str, int]:
 
 
 def _mapping(cfg: PipelineConfig, names: Names, *, stream: StreamGroup, function: tplambda.Function,
-             queue: tpsqs.Queue) -> tplambda.EventSourceMapping:
+             queue: tpsqs.Queue, storage: StorageGroup) -> tplambda.EventSourceMapping:
     processor = cfg.processor
     return tplambda.EventSourceMapping(
         names.id(naming.EVENT_SOURCE_MAPPING),
@@ -176,7 +179,8 @@ def _mapping(cfg: PipelineConfig, names: Names, *, stream: StreamGroup, function
         BisectBatchOnFunctionError=True,
         FunctionResponseTypes=["ReportBatchItemFailures"],
         DestinationConfig=tplambda.DestinationConfig(
-            OnFailure=tplambda.OnFailure(Destination=GetAtt(queue, "Arn"))),
+            OnFailure=tplambda.OnFailure(Destination=storage.bucket_arn if processor.on_failure == "s3"
+                                         else GetAtt(queue, "Arn"))),
         ParallelizationFactor=processor.parallelization_factor,
         Enabled=True,
     )

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from iotpipe import naming
 from iotpipe.errors import AwsError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -231,9 +232,9 @@ def _destination(properties: Mapping[str, Any], where: str) -> str | None:
     if arn in (None, ""):
         return None
     service = arn.split(":")[2] if isinstance(arn, str) and arn.count(":") >= 5 else None
-    if service not in ("sqs", "sns"):
+    if service not in ("sqs", "sns", "s3"):
         raise ConfigError(f"{where} DestinationConfig.OnFailure.Destination {arn!r}: iotpipe local sends to an "
-                          "SQS queue or SNS topic ARN only; use one of those")
+                          "SQS queue, SNS topic or S3 bucket ARN only; use one of those")
     return str(arn)
 
 
@@ -369,6 +370,16 @@ def failure_record(records: Sequence[StreamRecord], *, condition: str, spec: Map
             "streamArn": spec.stream_arn,
         },
     }
+
+
+def failure_object_key(spec: MappingSpec, body: str) -> str:
+    """Where Lambda's S3 on-failure destination puts a failed batch's record: "aws/lambda/<ESM-UUID>/<shardID>/
+    YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-<Random UUID>" (Lambda guide); the mapping's UUID is made up from its ARNs."""
+    document = json.loads(body)
+    shard = document["KinesisBatchInfo"]["shardId"]
+    at = datetime.fromisoformat(document["timestamp"].replace("Z", "+00:00"))
+    mapping = uuid.uuid5(uuid.NAMESPACE_URL, f"{spec.stream_arn} {spec.function_arn}")
+    return f"{naming.FAILURE_PREFIX}{mapping}/{shard}/{at:%Y/%m/%d}/{at:%Y-%m-%dT%H.%M.%S}-{uuid.uuid4()}"
 
 
 def _iso_ms(epoch: float) -> str:
@@ -597,6 +608,8 @@ class MappingRunner:
             return True
         document = failure_record(records, condition=condition, spec=self.spec, response=attempt.response,
                                   invoke_count=attempt.invokes, now=self._clock())
+        if destination.split(":")[2] == "s3":  # "Lambda also sends the entire invocation record" (Lambda guide)
+            document["payload"] = lambda_event(records)
         body = json.dumps(document)
         failures = 0
         while True:
@@ -624,6 +637,10 @@ class MappingRunner:
             client = self._destination_client
         if service == "sns":
             client.publish(TopicArn=destination, Message=body)
+            return
+        if service == "s3":
+            client.put_object(Bucket=destination.split(":")[5], Key=failure_object_key(self.spec, body),
+                              Body=body.encode())
             return
         if self._queue_url is None:
             account, name = destination.split(":")[4], destination.split(":")[5]

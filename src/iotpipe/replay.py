@@ -1,0 +1,267 @@
+"""Replay: run archived records of a time window through the deployed processor again.
+
+After a threshold change or a processor fix, the raw archive (docs/contract.md section 7) still has every record.
+A replay reads the window's archive objects (all shards, or only the records of ``devices``: the topic rule's
+partition key is the device id), deduplicates them on (shard, sequence number) since the archive is at least once,
+and invokes the processor with Kinesis events built from them, per shard in sequence-number order, so each device's
+records arrive in the order it sent them. Each record keeps its original arrival time.
+
+**Idempotent, item per reading.** A reading's key is ``<ms>#<sensorType>#<value>``: the replay writes the item
+again whole (a BatchWriteItem put replaces every attribute), so a reading that was an anomaly and no longer is loses
+``reason``, ``anomalyDay`` and ``anomalySk`` (it leaves the anomaly index) and nothing is stored twice.
+
+**Not the packed layout.** A packed item's key is its window start and its first record's sequence number, and an
+anomaly is an item of its own: after a threshold change a reading that was an anomaly would be packed while its
+anomaly item stayed, and a batch cut differently packs into different items. A replay there would store readings
+twice, so it is refused (:class:`ReplayError`) until the processor can replace a window's items.
+
+**Detection state.** The processor shipped here scores readings with thresholds; the adaptive detector of
+section 12 is pure and keeps no state across invocations in the table, so a replay starts from no state, as the
+first run did. When the processor persists per-series state, a replay must restore the state as of the window's
+start first; this module then refuses a window that does not start at a stored state (not built yet).
+
+**Resumable.** After each invocation the last sequence number replayed per shard goes to the checkpoint file; a
+replay with the same window and devices resumes after it (Ctrl-C loses at most one invocation's work, which the
+next run writes again, idempotently). **Rate-limited** to ``max_records_per_s`` so the live stream's invocations
+keep their concurrency and the table's capacity.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from iotpipe import archive, naming
+from iotpipe.errors import ConfigError, IotpipeError
+from iotpipe.failures import (
+    Clients,
+    FailedBatch,
+    Invoker,
+    StoredRecord,
+    archive_records,
+    chunks,
+    kinesis_event,
+    read_archive_object,
+    run_records,
+)
+
+DEFAULT_RATE = 500  # records per second
+_MAX_WINDOW = timedelta(days=400)
+
+
+class ReplayError(IotpipeError):
+    """A replay cannot run, or stopped: the message says why and how to go on."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """What to replay: records that arrived in [start_ms, end_ms), of ``devices`` (empty: every device)."""
+
+    start_ms: int
+    end_ms: int
+    devices: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.end_ms <= self.start_ms:
+            raise ConfigError("--to must be after --from")
+        if self.end_ms - self.start_ms > _MAX_WINDOW.total_seconds() * 1000:
+            raise ConfigError("the window is longer than 400 days; replay it in parts")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The checkpoint's identity of this window."""
+        return {"from": self.start_ms, "to": self.end_ms, "devices": sorted(self.devices)}
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    """What a replay did (or, dry, would do)."""
+
+    records: int  # records in the window (after deduplication and the device filter)
+    replayed: int  # of them, run through the processor by this run (not skipped by the checkpoint)
+    readings: int  # readings the processor stores for the replayed records
+    quarantined: int  # records with a rejection
+    anomalies_before: int
+    anomalies_after: int
+    resumed: bool
+    dry_run: bool
+
+
+def hour_prefixes(start_ms: int, end_ms: int) -> Iterator[str]:
+    """The archive's hour partitions that can hold records arriving in [start_ms, end_ms): an object is keyed by
+    its first record's arrival, so the hour before the window too."""
+    hour = datetime.fromtimestamp(start_ms / 1000, UTC).replace(minute=0, second=0, microsecond=0)
+    hour -= timedelta(hours=1)
+    end = datetime.fromtimestamp(end_ms / 1000, UTC)
+    while hour < end:
+        yield f"{naming.ARCHIVE_PREFIXES[0]}year={hour:%Y}/month={hour:%m}/day={hour:%d}/hour={hour:%H}/"
+        hour += timedelta(hours=1)
+
+
+def archived(s3: Any, bucket: str, window: Window) -> dict[str, list[StoredRecord]]:
+    """The window's records by shard, deduplicated on sequence number, in sequence-number order."""
+    by_shard: dict[str, dict[int, StoredRecord]] = {}
+    paginator = s3.get_paginator("list_objects_v2")
+    for prefix in hour_prefixes(window.start_ms, window.end_ms):
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                shard = item["Key"][len(prefix):].split("/")[0]
+                for record in archive_records(read_archive_object(s3, bucket, item["Key"])):
+                    if _wanted(record, window):
+                        by_shard.setdefault(shard, {}).setdefault(int(record.sequence_number), record)
+    return {shard: [found[seq] for seq in sorted(found)] for shard, found in sorted(by_shard.items())}
+
+
+def _wanted(record: StoredRecord, window: Window) -> bool:
+    in_time = window.start_ms <= record.arrived_at_ms < window.end_ms
+    return in_time and (not window.devices or record.partition_key in window.devices)
+
+
+def outcome_counts(settings_env: dict[str, str], records: Iterable[StoredRecord], shard: str) -> tuple[int, int]:
+    """(readings stored, records quarantined) of ``records`` under the function's settings, by the processor's
+    own ``interpret`` (the shipped Python processor)."""
+    processor = archive.load_processor()
+    settings = processor.Settings.from_env({"DYNAMODB_TABLE": "-", "S3_BUCKET": "-", **settings_env})
+    readings = quarantined = 0
+    for record in records:
+        found = processor.interpret(
+            archive.record(processor, shard, record.sequence_number, record.arrived_at_ms, record.data,
+                           record.partition_key), settings)
+        readings += len(found.readings)
+        quarantined += bool(found.rejections)
+    return readings, quarantined
+
+
+def count_anomalies(dynamodb: Any, table: str, devices: Iterable[str], window: Window) -> int:
+    """Anomaly items of ``devices`` with a reading time in the window, with a day's slack either side (a reading
+    is keyed by the device's time, which may differ from its arrival)."""
+    total = 0
+    lower, upper = f"{max(window.start_ms - 86_400_000, 0):013d}", f"{window.end_ms + 86_400_000:013d}~"
+    for device in sorted(set(devices)):
+        paginator = dynamodb.get_paginator("query")
+        for page in paginator.paginate(
+                TableName=table, Select="COUNT", KeyConditionExpression="deviceId = :d AND sk BETWEEN :a AND :b",
+                FilterExpression="#s = :anomaly", ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":d": {"S": device}, ":a": {"S": lower},
+                                           ":b": {"S": upper}, ":anomaly": {"S": "ANOMALY"}}):
+            total += int(page.get("Count", 0))
+    return total
+
+
+def read_checkpoint(path: Path, window: Window) -> dict[str, str]:
+    """The last sequence number replayed per shard, from a checkpoint of the same window; {} when there is none.
+    ReplayError when the file belongs to another window."""
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if saved.get("window") != window.as_dict():
+        raise ReplayError(f"checkpoint {path} belongs to another replay ({saved.get('window')}); replay that "
+                          "window to finish it, or delete the file to start this one")
+    return {str(k): str(v) for k, v in saved.get("done", {}).items()}
+
+
+def write_checkpoint(path: Path, window: Window, done: dict[str, str]) -> None:
+    """Write the checkpoint atomically (a Ctrl-C never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps({"window": window.as_dict(), "done": done}, indent=1), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The deployed pieces a replay uses (from the stack's outputs and the function's configuration)."""
+
+    bucket: str
+    table: str
+    stream_arn: str
+    settings_env: dict[str, str]
+
+
+def target(clients: Clients, cfg: Any, function_name: str | None = None) -> Target:
+    """The raw bucket, table, stream and the processor's environment of ``cfg``'s stack."""
+    from iotpipe.query.outputs import required_output, stack_names
+
+    outputs = stack_names(clients, cfg)
+    bucket = required_output(outputs, naming.OUT_BUCKET_NAME, cfg)
+    table = required_output(outputs, naming.OUT_TABLE_NAME, cfg)
+    stream = required_output(outputs, naming.OUT_STREAM_NAME, cfg)
+    name = function_name or required_output(outputs, naming.OUT_FUNCTION_NAME, cfg)
+    config = clients.client("lambda").get_function_configuration(FunctionName=name)
+    env = dict((config.get("Environment") or {}).get("Variables") or {})
+    arn = clients.client("kinesis").describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
+    return Target(bucket, table, str(arn), env)
+
+
+def replay(clients: Clients, cfg: Any, invoke: Invoker, window: Window, *, checkpoint: Path,
+           dry_run: bool = False, max_records_per_s: float = DEFAULT_RATE,
+           sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+           on_start: Callable[[int], None] = lambda _: None,
+           on_records: Callable[[int], None] = lambda _: None) -> ReplaySummary:
+    """Replay ``window`` through ``invoke`` (the deployed processor); see the module's docstring.
+
+    ReplayError when the processor fails on a record (the checkpoint keeps what was done; run again to resume)
+    or the table uses the packed layout.
+    """
+    if max_records_per_s <= 0:
+        raise ConfigError("--rate must be above 0 records per second")
+    found = target(clients, cfg)
+    if found.settings_env.get("STORAGE_LAYOUT", "item-per-reading") != "item-per-reading":
+        raise ReplayError("the processor uses the packed layout (storage.layout = \"packed\"), where a replay would "
+                          "store readings twice (a packed item's key depends on how the batch was cut); replay is "
+                          "for the item-per-reading layout only")
+    by_shard = archived(clients.client("s3"), found.bucket, window)
+    done = {} if dry_run else read_checkpoint(checkpoint, window)
+    pending = {shard: [r for r in records if shard not in done or int(r.sequence_number) > int(done[shard])]
+               for shard, records in by_shard.items()}
+    total = sum(len(r) for r in by_shard.values())
+    to_run = sum(len(r) for r in pending.values())
+    devices = window.devices or tuple(sorted({r.partition_key for rs in by_shard.values() for r in rs}))
+    dynamodb = clients.client("dynamodb")
+    before = count_anomalies(dynamodb, found.table, devices, window)
+    readings = quarantined = 0
+    for shard, records in pending.items():
+        counted = outcome_counts(found.settings_env, records, shard)
+        readings, quarantined = readings + counted[0], quarantined + counted[1]
+    on_start(to_run)
+    if not dry_run:
+        _run(invoke, pending, found.stream_arn, done, checkpoint, window, max_records_per_s, sleep, clock,
+             on_records)
+        checkpoint.unlink(missing_ok=True)
+    else:
+        on_records(to_run)
+    after = before if dry_run else count_anomalies(dynamodb, found.table, devices, window)
+    return ReplaySummary(total, to_run, readings, quarantined, before, after, bool(done), dry_run)
+
+
+def _run(invoke: Invoker, pending: dict[str, list[StoredRecord]], stream_arn: str, done: dict[str, str],
+         checkpoint: Path, window: Window, rate: float, sleep: Callable[[float], None], clock: Callable[[], float],
+         on_records: Callable[[int], None]) -> None:
+    started, sent = clock(), 0
+    for shard, records in pending.items():
+        for chunk in chunks(records):
+            batch = _batch(shard, stream_arn, chunk)
+            problem = run_records(invoke, chunk, batch, on_records)
+            if problem:
+                raise ReplayError(f"{problem} (shard {shard}, records {chunk[0].sequence_number}.."
+                                  f"{chunk[-1].sequence_number}); the checkpoint {checkpoint} keeps what was "
+                                  "replayed: fix the cause and run the same replay again to resume")
+            done[shard] = chunk[-1].sequence_number
+            write_checkpoint(checkpoint, window, done)
+            sent += len(chunk)
+            ahead = sent / rate - (clock() - started)
+            if ahead > 0:
+                sleep(ahead)
+
+
+def _batch(shard: str, stream_arn: str, records: Sequence[StoredRecord]) -> FailedBatch:
+    return FailedBatch("replay", "", shard, records[0].sequence_number, records[-1].sequence_number, len(records),
+                       stream_arn, "replay", "", 0.0, records[0].arrived_at_ms / 1000)
+
+
+__all__ = ["ReplayError", "ReplaySummary", "Window", "archived", "kinesis_event", "replay"]
