@@ -44,9 +44,11 @@ def cli(*args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
-def stored_items(endpoint: str, table: str) -> int:
-    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
-                            aws_access_key_id="local", aws_secret_access_key="local")
+def stored_items(info: dict[str, Any], table: str) -> int:
+    # the emulator takes only the run's access key (`local up --output json` prints it)
+    dynamodb = boto3.client("dynamodb", endpoint_url=info["awsEndpoint"], region_name="us-east-1",
+                            aws_access_key_id=info["awsAccessKeyId"],
+                            aws_secret_access_key=info["awsSecretAccessKey"])
     pages = dynamodb.get_paginator("scan").paginate(TableName=table, Select="COUNT")
     return sum(page["Count"] for page in pages)
 
@@ -78,9 +80,9 @@ def test_every_reading_published_at_once_by_several_devices_is_stored(broker: st
     outputs = json.loads(cli("outputs", "--env", "local", "--output", "json").stdout)
     table = outputs["SensorDataTableName"]
     deadline = time.monotonic() + 120
-    count = stored_items(info["awsEndpoint"], table)
+    count = stored_items(info, table)
     while count < sent and time.monotonic() < deadline:
         time.sleep(0.5)
-        count = stored_items(info["awsEndpoint"], table)
+        count = stored_items(info, table)
     assert count == sent  # one item per reading (the item-per-reading layout)
     assert cli("local", "down").returncode == 0
