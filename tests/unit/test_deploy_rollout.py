@@ -1,0 +1,129 @@
+"""Rollout progress: CodeDeploy's deployments of the processor's alias, read with botocore's Stubber (moto's
+CodeDeploy has no deployments of Lambda aliases)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+
+from iotpipe.deploy.rollout import (
+    RolloutGroup,
+    RolloutState,
+    fired_alarms,
+    rollout_group,
+    rollout_state,
+    watch_rollouts,
+)
+from iotpipe.errors import AwsError
+
+GROUP = RolloutGroup("prod-ProcessorDeployApplication-AbC", "prod-ProcessorDeployGroup-XyZ")
+ALARMS = ("IoT-Rollout-Errors-prod", "IoT-Rollout-Iterator-Age-prod", "IoT-Records-Quarantined-prod")
+SINCE = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
+STOPPED_MESSAGE = ("One or more alarms have been activated according to the Amazon CloudWatch metrics you selected, "
+                   "and the affected deployments have been stopped. Activated alarms: <IoT-Rollout-Errors-prod>")
+
+
+def codedeploy() -> Any:
+    return boto3.client("codedeploy", region_name="us-east-1", aws_access_key_id="testing",
+                        aws_secret_access_key="testing")
+
+
+def expect_state(stub: Stubber, deployment_id: str, status: str, weight: float | None,
+                 error: dict[str, str] | None = None, rollback: str = "") -> None:
+    info: dict[str, Any] = {"deploymentId": deployment_id, "status": status,
+                            "deploymentConfigName": "CodeDeployDefault.LambdaCanary10Percent5Minutes"}
+    if error:
+        info["errorInformation"] = error
+    if rollback:
+        info["rollbackInfo"] = {"rollbackDeploymentId": rollback}
+    stub.add_response("get_deployment", {"deploymentInfo": info}, {"deploymentId": deployment_id})
+    if weight is None:
+        stub.add_response("list_deployment_targets", {"targetIds": []}, {"deploymentId": deployment_id})
+        return
+    target = "iot-data-processor-prod:live"
+    stub.add_response("list_deployment_targets", {"targetIds": [target]}, {"deploymentId": deployment_id})
+    stub.add_response("get_deployment_target", {"deploymentTarget": {"lambdaTarget": {"lambdaFunctionInfo": {
+        "functionName": "iot-data-processor-prod", "functionAlias": "live", "currentVersion": "4",
+        "targetVersion": "5", "targetVersionWeight": weight}}}},
+        {"deploymentId": deployment_id, "targetId": target})
+
+
+def test_a_shift_in_progress_reports_the_weight_on_the_new_version() -> None:
+    client = codedeploy()
+    with Stubber(client) as stub:
+        expect_state(stub, "d-1", "InProgress", 0.1)
+        state = rollout_state(client, "d-1", ALARMS)
+    assert state == RolloutState("d-1", "InProgress", "CodeDeployDefault.LambdaCanary10Percent5Minutes", "4", "5",
+                                 0.1)
+    assert not state.done and state.as_dict()["targetWeight"] == 0.1
+
+
+def test_a_rollback_names_the_alarm_that_fired() -> None:
+    client = codedeploy()
+    with Stubber(client) as stub:
+        expect_state(stub, "d-2", "Stopped", 0.1, {"code": "ALARM_ACTIVE", "message": STOPPED_MESSAGE}, "d-3")
+        state = rollout_state(client, "d-2", ALARMS)
+    assert state.done and state.error_code == "ALARM_ACTIVE"
+    assert state.fired_alarms == ("IoT-Rollout-Errors-prod",)
+    assert state.rolled_back_by == "d-3"
+
+
+def test_fired_alarms_falls_back_to_the_names_codedeploy_lists() -> None:
+    assert fired_alarms("... Activated alarms: <a-prod,b-prod>") == ("a-prod", "b-prod")
+    assert fired_alarms("the deployment failed because a hook failed") == ()
+
+
+def test_watch_reports_each_change_until_the_stack_operation_ends() -> None:
+    client = codedeploy()
+    seen: list[RolloutState] = []
+    stops = iter([False, False, True])
+    with Stubber(client) as stub:
+        stub.add_response("get_deployment_group", {"deploymentGroupInfo": {
+            "alarmConfiguration": {"enabled": True, "alarms": [{"name": name} for name in ALARMS]}}},
+            {"applicationName": GROUP.application, "deploymentGroupName": GROUP.group})
+        listing = {"applicationName": GROUP.application, "deploymentGroupName": GROUP.group,
+                   "createTimeRange": {"start": SINCE}}
+        stub.add_response("list_deployments", {"deployments": []}, listing)
+        stub.add_response("list_deployments", {"deployments": ["d-1"]}, listing)
+        expect_state(stub, "d-1", "InProgress", 0.1)
+        stub.add_response("list_deployments", {"deployments": ["d-1"]}, listing)
+        expect_state(stub, "d-1", "Succeeded", 1.0)
+        watch = watch_rollouts(client, GROUP, SINCE, seen.append, stop=lambda: next(stops), sleep=lambda _: None)
+        stub.assert_no_pending_responses()
+    assert [(s.status, s.target_weight) for s in seen] == [("InProgress", 0.1), ("Succeeded", 1.0)]
+    assert watch.states == (seen[-1],)
+
+
+def test_watch_is_bounded_by_max_polls() -> None:
+    client = codedeploy()
+    polls: list[float] = []
+    with Stubber(client) as stub:
+        stub.add_response("get_deployment_group", {"deploymentGroupInfo": {}}, {
+            "applicationName": GROUP.application, "deploymentGroupName": GROUP.group})
+        for _ in range(3):
+            stub.add_response("list_deployments", {"deployments": []}, {
+                "applicationName": ANY, "deploymentGroupName": ANY, "createTimeRange": ANY})
+        watch = watch_rollouts(client, GROUP, SINCE, lambda _: None, stop=lambda: False, max_polls=3,
+                               sleep=polls.append)
+    assert watch.states == () and len(polls) == 3
+
+
+def test_an_aws_error_names_codedeploy_and_the_operation() -> None:
+    client = codedeploy()
+    with Stubber(client) as stub:
+        stub.add_client_error("get_deployment", "DeploymentDoesNotExistException", "no such deployment")
+        with pytest.raises(AwsError, match="get-deployment") as caught:
+            rollout_state(client, "d-9")
+    assert caught.value.code == "DeploymentDoesNotExistException"
+
+
+def test_the_group_is_found_among_the_stack_resources_or_absent() -> None:
+    resources = [{"LogicalResourceId": "ProcessorDeployApplication", "PhysicalResourceId": GROUP.application},
+                 {"LogicalResourceId": "ProcessorDeployGroup", "PhysicalResourceId": GROUP.group},
+                 {"LogicalResourceId": "DataProcessorFunction", "PhysicalResourceId": "iot-data-processor-prod"}]
+    assert rollout_group(resources) == GROUP
+    assert rollout_group(resources[2:]) is None
