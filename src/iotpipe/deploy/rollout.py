@@ -8,14 +8,19 @@ which of the group's alarms fired.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from iotpipe import naming
 from iotpipe.aws import aws_call, call_aws
+from iotpipe.deploy.client import DeployClient
+from iotpipe.deploy.execute import DeployResult, execute_plan
+from iotpipe.deploy.plan import DeployPlan
+from iotpipe.errors import IotpipeError
 
 TERMINAL = frozenset({"Succeeded", "Failed", "Stopped"})
 # CodeDeploy's message when alarms stop a deployment ends with the alarms' names: "... Activated alarms: <a,b>".
@@ -126,7 +131,7 @@ def group_alarms(codedeploy: Any, group: RolloutGroup) -> tuple[str, ...]:
 
 def watch_rollouts(codedeploy: Any, group: RolloutGroup, since: datetime, on_change: Callable[[RolloutState], None],
                    *, stop: Callable[[], bool], poll_s: float = 15.0, max_polls: int = 2000,
-                   sleep: Callable[[float], None] = time.sleep) -> RolloutWatch:
+                   sleep: Callable[[float], object] = time.sleep) -> RolloutWatch:
     """Poll the group's deployments created since ``since`` until ``stop()`` says the stack operation ended
     (then once more) or ``max_polls`` polls; ``on_change`` gets each state that differs from the last one seen.
 
@@ -150,6 +155,43 @@ def watch_rollouts(codedeploy: Any, group: RolloutGroup, since: datetime, on_cha
     return RolloutWatch(tuple(last.values()))
 
 
+def execute_watching_rollout(client: DeployClient, codedeploy: Any, plan: DeployPlan,
+                             progress: Callable[[str], None], on_change: Callable[[RolloutState], None], *,
+                             poll_s: float = 15.0, prefix: str = "") -> tuple[DeployResult, RolloutWatch]:
+    """:func:`~iotpipe.deploy.execute.execute_plan`, following the deployment group's shifts while it runs.
+
+    Only an update of a stack that already has the deployment group can start a shift (creating the alias starts
+    none). The watch runs beside the stack wait and stops with it; a failure to read CodeDeploy (a missing
+    permission, say) is reported through ``progress`` and never fails the deploy. ``execute_plan``'s own error
+    (a rolled-back update) is raised after the watch reported its last state, so the fired alarm is shown first.
+    """
+    group = None
+    if plan.action == "update" and plan.stack is not None:
+        group = rollout_group(client.stack_resources(plan.stack.stack_id), prefix)
+    if group is None:
+        return execute_plan(client, plan, progress), RolloutWatch()
+    done = threading.Event()
+    watched: list[RolloutWatch] = []
+
+    def watch() -> None:
+        try:
+            watched.append(watch_rollouts(codedeploy, group, since, on_change, stop=done.is_set, poll_s=poll_s,
+                                          sleep=done.wait))
+        except IotpipeError as exc:
+            progress(f"could not follow the rollout in CodeDeploy ({exc}); the stack events still tell the outcome")
+
+    since = datetime.now(UTC)
+    thread = threading.Thread(target=watch, name="rollout-watch", daemon=True)
+    thread.start()
+    try:
+        result = execute_plan(client, plan, progress)
+    finally:
+        done.set()
+        # Bounded: one last poll of a few calls after the stack operation ended.
+        thread.join(timeout=120)
+    return result, watched[0] if watched else RolloutWatch()
+
+
 def _lambda_target(codedeploy: Any, deployment_id: str) -> Mapping[str, Any]:
     """``lambdaFunctionInfo`` of the deployment's one Lambda target ({} before CodeDeploy lists it)."""
     ids = call_aws("codedeploy", "list-deployment-targets", codedeploy.list_deployment_targets,
@@ -161,5 +203,5 @@ def _lambda_target(codedeploy: Any, deployment_id: str) -> Mapping[str, Any]:
     return (target.get("lambdaTarget") or {}).get("lambdaFunctionInfo") or {}
 
 
-__all__ = ["RolloutGroup", "RolloutState", "RolloutWatch", "deployments_since", "fired_alarms", "group_alarms",
-           "rollout_group", "rollout_state", "watch_rollouts"]
+__all__ = ["RolloutGroup", "RolloutState", "RolloutWatch", "deployments_since", "execute_watching_rollout",
+           "fired_alarms", "group_alarms", "rollout_group", "rollout_state", "watch_rollouts"]
