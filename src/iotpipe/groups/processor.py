@@ -72,7 +72,9 @@ def _published(names: Names, function: tplambda.Function) -> tuple[tplambda.Vers
     so the hash covers every property (SAM first hashed the code only, and an environment change then kept the
     alias on the old configuration).
     """
-    digest = hashlib.sha256(json.dumps(function.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    # Properties only: a reworded checkov comment in Metadata is no new version and no rollout.
+    properties = function.to_dict()["Properties"]
+    digest = hashlib.sha256(json.dumps(properties, sort_keys=True).encode()).hexdigest()[:10]
     version = tplambda.Version(
         names.id(naming.PROCESSOR_VERSION) + digest,
         # Retained, as SAM does: CodeDeploy's rollback shifts the alias back to the previous version, which must
