@@ -23,6 +23,7 @@ from iotpipe.groups.ingest import IngestGroup, build_ingest
 from iotpipe.groups.keys import KeyGroup, build_keys
 from iotpipe.groups.monitoring import MonitoringGroup, build_monitoring
 from iotpipe.groups.processor import ProcessorGroup, build_processor
+from iotpipe.groups.rollout import RolloutGroup, build_rollout
 from iotpipe.groups.storage import StorageGroup, build_storage
 from iotpipe.groups.stream import StreamGroup, build_stream
 from iotpipe.naming import DEFAULT_NAMES, Names
@@ -49,6 +50,7 @@ class Groups:
     ingest: IngestGroup
     monitoring: MonitoringGroup
     analytics: AnalyticsGroup
+    rollout: RolloutGroup
 
     def in_order(self) -> tuple[Group, ...]:
         """Every group, in the order compose adds them."""
@@ -70,6 +72,7 @@ _BUILTINS: dict[str, tuple[type, Callable[..., Any], str | None, tuple[str, ...]
     "ingest": (IngestGroup, build_ingest, "ingest", ("stream", "storage", "endpoint")),
     "monitoring": (MonitoringGroup, build_monitoring, "", ("keys", "stream", "processor", "ingest")),
     "analytics": (AnalyticsGroup, build_analytics, "analytics", ("storage",)),
+    "rollout": (RolloutGroup, build_rollout, "", ("processor", "monitoring")),
 }
 GROUP_NAMES = tuple(_BUILTINS)
 

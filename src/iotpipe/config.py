@@ -45,6 +45,19 @@ NODE_RUNTIMES = ("nodejs22.x", "nodejs24.x")
 MAX_THRESHOLDS_JSON_BYTES = 3500
 # The processor's STORAGE_LAYOUT values (docs/contract.md, section 6).
 STORAGE_LAYOUTS = ("item-per-reading", "packed")
+# processor.rollout -> CodeDeploy's predefined Lambda deployment configuration (CodeDeploy user guide,
+# "Deployment configurations on an AWS Lambda compute platform"); all-at-once publishes no version or alias.
+ROLLOUTS = {
+    "all-at-once": "",
+    "canary10-5m": "CodeDeployDefault.LambdaCanary10Percent5Minutes",
+    "canary10-10m": "CodeDeployDefault.LambdaCanary10Percent10Minutes",
+    "canary10-15m": "CodeDeployDefault.LambdaCanary10Percent15Minutes",
+    "canary10-30m": "CodeDeployDefault.LambdaCanary10Percent30Minutes",
+    "linear10-1m": "CodeDeployDefault.LambdaLinear10PercentEvery1Minute",
+    "linear10-2m": "CodeDeployDefault.LambdaLinear10PercentEvery2Minutes",
+    "linear10-3m": "CodeDeployDefault.LambdaLinear10PercentEvery3Minutes",
+    "linear10-10m": "CodeDeployDefault.LambdaLinear10PercentEvery10Minutes",
+}
 # Queries read back this far before --since to find the packed item whose window holds it (an hour at most).
 MAX_PACK_WINDOW_SECONDS = 3600
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
@@ -267,6 +280,12 @@ class ProcessorConfig:
                               "limit, so diff and status write nothing to S3; inline: the source is the template's "
                               "Code.ZipFile (one self-contained file, but over the limit: deploy, diff and status "
                               "need the template uploaded, and diff and status refuse to)")
+
+    rollout: str = _opt("all-at-once", choices=tuple(ROLLOUTS),
+                        doc="all-at-once: an update replaces the code for every shard at once; canaryP-Nm / "
+                            "linearP-Nm: each code or configuration change publishes a version and CodeDeploy "
+                            "shifts the mapping's alias to it (P% of batches for N minutes, or P% more every N "
+                            "minutes), rolling back by itself when a rollout alarm fires (docs/deploying.md)")
 
     def __post_init__(self) -> None:
         _validate_fields(self, self.SECTION)

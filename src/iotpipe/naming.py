@@ -77,6 +77,16 @@ ANALYTICS_WORKGROUP = "AnalyticsWorkGroup"
 ANALYTICS_RESULTS_BUCKET = "AnalyticsResultsBucket"
 ANALYTICS_RESULTS_BUCKET_POLICY = "AnalyticsResultsBucketPolicy"
 ANALYTICS_POLICY = "AnalyticsQueryPolicy"
+PROCESSOR_VERSION = "DataProcessorVersion"  # + a hash of the function's properties (one version per change)
+PROCESSOR_ALIAS = "DataProcessorAlias"
+ROLLOUT_APPLICATION = "ProcessorDeployApplication"
+ROLLOUT_DEPLOYMENT_GROUP = "ProcessorDeployGroup"
+ROLLOUT_ROLE = "ProcessorDeployRole"
+QUARANTINE_ALARM = "QuarantineAlarm"
+ROLLOUT_ERROR_ALARM = "RolloutErrorAlarm"
+ROLLOUT_ITERATOR_AGE_ALARM = "RolloutIteratorAgeAlarm"
+# The alias the event source mapping invokes when processor.rollout is not all-at-once.
+PROCESSOR_ALIAS_NAME = "live"
 # Glue table names (Athena lowercases identifiers; the SQL relations of `iotpipe sql` read these).
 RAW_ARCHIVE_TABLE_NAME = "raw_archive"
 QUARANTINE_ARCHIVE_TABLE_NAME = "quarantine_archive"

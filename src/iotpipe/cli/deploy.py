@@ -26,6 +26,7 @@ from iotpipe.deploy.plan import (
     plan_destroy,
     prepare_template,
 )
+from iotpipe.deploy.rollout import RolloutState, execute_watching_rollout
 from iotpipe.deploy.status import describe_stack, stack_status
 from iotpipe.doctor import deploy_blockers
 from iotpipe.errors import DeployError, IotpipeError
@@ -174,7 +175,29 @@ def deploy(target: Target, yes: bool, no_execute: bool, params: tuple[str, ...],
     if plan.has_changes and not confirm("Execute these changes?", yes=yes, what="deploy"):
         discard_plan(client, plan, progress)
         raise DeployError("deploy cancelled at the prompt; nothing was executed (the change set was deleted)")
-    _show_result(execute_plan(client, plan, progress), output)
+    if cfg.processor.rollout == "all-at-once":
+        _show_result(execute_plan(client, plan, progress), output)
+        return
+    result, _ = execute_watching_rollout(client, target.factory.client("codedeploy"), plan, progress,
+                                         lambda state: progress(rollout_line(state)))
+    _show_result(result, output)
+
+
+def rollout_line(state: RolloutState) -> str:
+    """One progress line for a CodeDeploy shift of the processor's alias."""
+    head = f"rollout {state.deployment_id}: {state.status}"
+    if state.status in ("Stopped", "Failed"):
+        why = (f"alarm {', '.join(state.fired_alarms)} fired" if state.fired_alarms
+               else state.error_message or "no reason given")
+        back = f"; the alias went back to version {state.current_version}" if state.current_version else ""
+        rollback = f" (rollback {state.rolled_back_by})" if state.rolled_back_by else ""
+        return f"{head} ({state.error_code or 'error'}): {why}{back}{rollback}"
+    if state.status == "Succeeded":
+        return f"{head}, version {state.target_version or '?'} takes every batch"
+    if state.target_weight is not None:
+        return (f"{head}, {state.target_weight:.0%} of batches on version {state.target_version} "
+                f"(the rest on {state.current_version})")
+    return head
 
 
 @click.command()

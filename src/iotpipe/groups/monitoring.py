@@ -102,7 +102,7 @@ def alarm_specs(cfg: PipelineConfig, names: Names = DEFAULT_NAMES, *, stream: St
         AlarmSpec("RuleNotFoundAlarm", "IoT-Rule-Not-Found",
                   "Messages were sent to the rule (Basic Ingest) while it did not exist or was disabled",
                   "AWS/IoT", "RuleNotFound", "Sum", 0, (("RuleName", ingest.rule_name),)),
-        AlarmSpec("QuarantineAlarm", "IoT-Records-Quarantined",
+        AlarmSpec(naming.QUARANTINE_ALARM, "IoT-Records-Quarantined",
                   "The processor quarantined records it could not understand",
                   naming.METRIC_NAMESPACE, naming.METRIC_QUARANTINED, "Sum", limits.quarantined_records,
                   (("Environment", env),)),

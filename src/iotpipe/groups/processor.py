@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from troposphere import AWSObject, GetAtt, Output, Ref, Sub, Tags, iam
 from troposphere import awslambda as tplambda
 from troposphere import logs as tplogs
 from troposphere import sqs as tpsqs
+from troposphere.policies import CodeDeployLambdaAliasUpdate, UpdatePolicy
 
 from iotpipe import naming, policies
 from iotpipe.config import PipelineConfig
@@ -29,6 +32,10 @@ class ProcessorGroup:
     function_name: Ref
     queue_name: GetAtt
     function_arn: GetAtt
+    # processor.rollout other than all-at-once: the version this template publishes and the alias the mapping
+    # invokes (the rollout group shifts the alias to the version); None otherwise.
+    version: GetAtt | None = None
+    alias: Ref | None = None
 
 
 def build_processor(cfg: PipelineConfig, names: Names = DEFAULT_NAMES, *, keys: KeyGroup, stream: StreamGroup,
@@ -38,7 +45,9 @@ def build_processor(cfg: PipelineConfig, names: Names = DEFAULT_NAMES, *, keys: 
     queue = _dead_letter_queue(cfg, names)
     role = _role(cfg, names, stream=stream, storage=storage, log_group=log_group, queue=queue)
     function = _function(cfg, names, role=role, storage=storage, log_group=log_group, queue=queue)
-    mapping = _mapping(cfg, names, stream=stream, function=function, queue=queue, storage=storage)
+    published = _published(names, function) if cfg.processor.rollout != "all-at-once" else ()
+    target = Ref(published[1]) if published else GetAtt(function, "Arn")
+    mapping = _mapping(cfg, names, stream=stream, target=target, queue=queue, storage=storage)
     outputs = (
         Output(names.output(naming.OUT_FUNCTION_NAME), Description="Lambda function name for data processing",
                Value=Ref(function), Export=names.export(naming.OUT_FUNCTION_NAME)),
@@ -49,8 +58,44 @@ def build_processor(cfg: PipelineConfig, names: Names = DEFAULT_NAMES, *, keys: 
         Output(names.output(naming.OUT_DLQ_URL), Description="Records of batches that exhausted their retries",
                Value=Ref(queue)),
     )
-    return ProcessorGroup((role, function, log_group, queue, mapping), outputs, Ref(function),
-                          GetAtt(queue, "QueueName"), GetAtt(function, "Arn"))
+    return ProcessorGroup((role, function, log_group, queue, *published, mapping), outputs, Ref(function),
+                          GetAtt(queue, "QueueName"), GetAtt(function, "Arn"),
+                          GetAtt(published[0], "Version") if published else None,
+                          Ref(published[1]) if published else None)
+
+
+def _published(names: Names, function: tplambda.Function) -> tuple[tplambda.Version, tplambda.Alias]:
+    """A version named by a hash of the function's properties, and the alias CodeDeploy shifts to it.
+
+    As SAM's AutoPublishAlias: "the logical ID of the Version resource changes when the function's code or
+    configuration changes" is how CloudFormation publishes a new version; a version snapshots configuration too,
+    so the hash covers every property (SAM first hashed the code only, and an environment change then kept the
+    alias on the old configuration).
+    """
+    # Properties only: a reworded checkov comment in Metadata is no new version and no rollout.
+    properties = function.to_dict()["Properties"]
+    digest = hashlib.sha256(json.dumps(properties, sort_keys=True).encode()).hexdigest()[:10]
+    version = tplambda.Version(
+        names.id(naming.PROCESSOR_VERSION) + digest,
+        # Retained, as SAM does: CodeDeploy's rollback shifts the alias back to the previous version, which must
+        # still exist; deleting the function deletes its versions.
+        DeletionPolicy="Retain", UpdateReplacePolicy="Retain",
+        FunctionName=Ref(function),
+    )
+    alias = tplambda.Alias(
+        names.id(naming.PROCESSOR_ALIAS),
+        FunctionName=Ref(function),
+        FunctionVersion=GetAtt(version, "Version"),
+        Name=naming.PROCESSOR_ALIAS_NAME,
+        # "To perform an AWS CodeDeploy deployment when the version changes on an AWS::Lambda::Alias resource,
+        # use the CodeDeployLambdaAliasUpdate update policy" (CloudFormation UpdatePolicy attribute).
+        UpdatePolicy=UpdatePolicy(CodeDeployLambdaAliasUpdate=CodeDeployLambdaAliasUpdate(
+            ApplicationName=Ref(names.id(naming.ROLLOUT_APPLICATION)),
+            # These Refs are dependencies too (cfn-lint W3005): the deployment group, and through it the new
+            # version's alarms, are updated before the shift starts.
+            DeploymentGroupName=Ref(names.id(naming.ROLLOUT_DEPLOYMENT_GROUP)))),
+    )
+    return version, alias
 
 
 def processor_environment(cfg: PipelineConfig, storage: StorageGroup,
@@ -162,13 +207,15 @@ def _reserved_concurrency(reserved: int) -> dict[str, int]:
     return {"ReservedConcurrentExecutions": reserved} if reserved else {}
 
 
-def _mapping(cfg: PipelineConfig, names: Names, *, stream: StreamGroup, function: tplambda.Function,
+def _mapping(cfg: PipelineConfig, names: Names, *, stream: StreamGroup, target: GetAtt | Ref,
              queue: tpsqs.Queue, storage: StorageGroup) -> tplambda.EventSourceMapping:
     processor = cfg.processor
     return tplambda.EventSourceMapping(
         names.id(naming.EVENT_SOURCE_MAPPING),
         EventSourceArn=stream.stream_arn,
-        FunctionName=GetAtt(function, "Arn"),
+        # The function, or under a rollout its alias: each batch then goes to the one version the alias's
+        # weights pick for that invocation (docs/deploying.md, "Safe rollout").
+        FunctionName=target,
         # Seed used LATEST: readings published before the mapping was enabled were lost. StartingPosition is
         # create-only, so a stack migrated from the seed keeps LATEST (processor.starting_position).
         StartingPosition=processor.starting_position,

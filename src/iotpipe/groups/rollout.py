@@ -1,0 +1,114 @@
+"""Rollout group: the CodeDeploy application, deployment group, service role and alarms that shift the
+processor's alias to a new version gradually and roll back by themselves (``processor.rollout``).
+
+Nothing is made under ``all-at-once``. Otherwise the processor group publishes a version per change and points
+the event source mapping at its alias, whose ``CodeDeployLambdaAliasUpdate`` update policy names this group's
+application and deployment group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import awacs.awslambda as awacs_lambda
+import awacs.cloudwatch as awacs_cw
+from awacs.aws import Allow, Statement
+from troposphere import AWSObject, GetAtt, Output, Ref, Sub, Tags, iam
+from troposphere import cloudwatch as cw
+from troposphere import codedeploy as cd
+
+from iotpipe import naming, policies
+from iotpipe.config import ROLLOUTS, PipelineConfig
+from iotpipe.groups.monitoring import MonitoringGroup
+from iotpipe.groups.processor import ProcessorGroup
+from iotpipe.naming import DEFAULT_NAMES, Names
+
+
+@dataclass(frozen=True)
+class RolloutGroup:
+    """What the rollout group made (nothing under all-at-once)."""
+
+    resources: tuple[AWSObject, ...]
+    outputs: tuple[Output, ...]
+
+
+def build_rollout(cfg: PipelineConfig, names: Names = DEFAULT_NAMES, *, processor: ProcessorGroup,
+                  monitoring: MonitoringGroup) -> RolloutGroup:
+    """CodeDeploy's application and deployment group for the processor's alias, with the alarms that stop it."""
+    if processor.version is None or processor.alias is None:
+        return RolloutGroup((), ())
+    alarms = _alarms(cfg, names, processor, monitoring.alarm_topic)
+    # The pipeline's quarantine alarm rolls back too: the processor's RecordsQuarantined metric carries no
+    # version dimension, so it counts both versions' records (a rise during a shift is the new version's).
+    rollback_alarms = [Ref(alarm) for alarm in alarms] + [Ref(names.id(naming.QUARANTINE_ALARM))]
+    role = _role(names, processor, alarms)
+    application = cd.Application(names.id(naming.ROLLOUT_APPLICATION), ComputePlatform="Lambda",
+                                 Tags=Tags(Environment=Ref(naming.ENV_PARAM)))
+    group = cd.DeploymentGroup(
+        names.id(naming.ROLLOUT_DEPLOYMENT_GROUP),
+        ApplicationName=Ref(application),
+        ServiceRoleArn=GetAtt(role, "Arn"),
+        DeploymentConfigName=ROLLOUTS[cfg.processor.rollout],
+        # Lambda deployments are blue/green with traffic control (CodeDeploy API, DeploymentStyle).
+        DeploymentStyle=cd.DeploymentStyle(DeploymentType="BLUE_GREEN", DeploymentOption="WITH_TRAFFIC_CONTROL"),
+        AutoRollbackConfiguration=cd.AutoRollbackConfiguration(
+            Enabled=True, Events=["DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_ALARM"]),
+        AlarmConfiguration=cd.AlarmConfiguration(Enabled=True,
+                                                 Alarms=[cd.Alarm(Name=name) for name in rollback_alarms]),
+    )
+    return RolloutGroup((*alarms, role, application, group), ())
+
+
+def alias_arn(processor: ProcessorGroup) -> Sub:
+    """The alias's ARN spelled from the function's (a Ref to the alias would make the role depend on it)."""
+    return Sub("${Function}:" + naming.PROCESSOR_ALIAS_NAME, Function=processor.function_arn)
+
+
+def _alarms(cfg: PipelineConfig, names: Names, processor: ProcessorGroup, topic: Ref) -> tuple[cw.Alarm, ...]:
+    # Lambda publishes alias invocations under FunctionName, Resource (function:alias) and ExecutedVersion:
+    # the new version's own errors and lag, not the old version's.
+    dimensions = [
+        cw.MetricDimension(Name="FunctionName", Value=processor.function_name),
+        cw.MetricDimension(Name="Resource", Value=Sub("${Function}:" + naming.PROCESSOR_ALIAS_NAME,
+                                                      Function=processor.function_name)),
+        cw.MetricDimension(Name="ExecutedVersion", Value=processor.version),
+    ]
+    limits = cfg.alarms
+
+    def alarm(logical_id: str, name: str, description: str, metric: str, statistic: str,
+              threshold: float) -> cw.Alarm:
+        return cw.Alarm(
+            names.id(logical_id), AlarmName=names.alarm_name(name), AlarmDescription=description,
+            Namespace="AWS/Lambda", MetricName=metric, Statistic=statistic, Dimensions=dimensions,
+            # One minute: a canary step is a few minutes long, and CodeDeploy polls the alarms during it.
+            Period=60, EvaluationPeriods=1, Threshold=threshold, ComparisonOperator="GreaterThanThreshold",
+            TreatMissingData="notBreaching", AlarmActions=[topic], OKActions=[topic])
+
+    return (
+        alarm(naming.ROLLOUT_ERROR_ALARM, "IoT-Rollout-Errors",
+              "The processor version being rolled out failed invocations; CodeDeploy rolls the alias back",
+              "Errors", "Sum", 0),
+        alarm(naming.ROLLOUT_ITERATOR_AGE_ALARM, "IoT-Rollout-Iterator-Age",
+              "The processor version being rolled out falls behind the stream; CodeDeploy rolls the alias back",
+              "IteratorAge", "Maximum", limits.iterator_age_ms),
+    )
+
+
+def _role(names: Names, processor: ProcessorGroup, alarms: tuple[cw.Alarm, ...]) -> iam.Role:
+    # Scoped statements instead of AWSCodeDeployRoleForLambda (lambda:UpdateAlias and cloudwatch:DescribeAlarms
+    # on "*", sns:Publish, s3:GetObject): a Lambda deployment reads and moves this alias, reads these alarms.
+    alarm_arns = [GetAtt(alarm, "Arn") for alarm in alarms]
+    alarm_arns.append(GetAtt(names.id(naming.QUARANTINE_ALARM), "Arn"))
+    statements = [
+        Statement(Sid="ShiftProcessorAlias", Effect=Allow,
+                  Action=[awacs_lambda.GetAlias, awacs_lambda.UpdateAlias,
+                          awacs_lambda.GetProvisionedConcurrencyConfig],
+                  Resource=[alias_arn(processor)]),
+        Statement(Sid="ReadRollbackAlarms", Effect=Allow, Action=[awacs_cw.DescribeAlarms], Resource=alarm_arns),
+    ]
+    return iam.Role(
+        names.id(naming.ROLLOUT_ROLE),
+        AssumeRolePolicyDocument=policies.assume_role_by("codedeploy.amazonaws.com"),
+        Policies=[iam.Policy(PolicyName="ProcessorRolloutPolicy", PolicyDocument=policies.document(*statements))],
+        Tags=Tags(Environment=Ref(naming.ENV_PARAM)),
+    )

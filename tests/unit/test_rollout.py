@@ -1,0 +1,98 @@
+"""processor.rollout: a version per change, the mapping on an alias, CodeDeploy shifting it with rollback alarms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from cfnlint.decode import decode_str
+
+from iotpipe.config import build_config
+from iotpipe.errors import ConfigError
+from iotpipe.render import render_template
+
+ROLLOUT_TYPES = {"AWS::Lambda::Version", "AWS::Lambda::Alias", "AWS::CodeDeploy::Application",
+                 "AWS::CodeDeploy::DeploymentGroup"}
+
+
+def rendered(**overrides: Any) -> dict[str, Any]:
+    template, matches = decode_str(render_template(build_config({}, "dev", overrides)))
+    assert not matches and template is not None
+    return dict(template["Resources"])
+
+
+def of_type(resources: dict[str, Any], kind: str) -> dict[str, Any]:
+    found = {key: value for key, value in resources.items() if value["Type"] == kind}
+    assert len(found) == 1, f"expected one {kind}, found {sorted(found)}"
+    return found
+
+
+def version_id(resources: dict[str, Any]) -> str:
+    return next(iter(of_type(resources, "AWS::Lambda::Version")))
+
+
+def test_all_at_once_publishes_nothing_and_maps_the_function() -> None:
+    resources = rendered()
+    assert not {value["Type"] for value in resources.values()} & ROLLOUT_TYPES
+    assert resources["KinesisEventSourceMapping"]["Properties"]["FunctionName"] == {
+        "Fn::GetAtt": ["DataProcessorFunction", "Arn"]}
+
+
+def test_a_canary_maps_the_alias_and_codedeploy_shifts_it() -> None:
+    resources = rendered(**{"processor.rollout": "canary10-5m"})
+    alias_id, alias = next(iter(of_type(resources, "AWS::Lambda::Alias").items()))
+    assert resources["KinesisEventSourceMapping"]["Properties"]["FunctionName"] == {"Ref": alias_id}
+    assert alias["Properties"]["FunctionVersion"] == {"Fn::GetAtt": [version_id(resources), "Version"]}
+    update = alias["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"]
+    group_id, group = next(iter(of_type(resources, "AWS::CodeDeploy::DeploymentGroup").items()))
+    application_id = next(iter(of_type(resources, "AWS::CodeDeploy::Application")))
+    assert update == {"ApplicationName": {"Ref": application_id}, "DeploymentGroupName": {"Ref": group_id}}
+    props = group["Properties"]
+    assert props["DeploymentConfigName"] == "CodeDeployDefault.LambdaCanary10Percent5Minutes"
+    assert props["AutoRollbackConfiguration"] == {"Enabled": True,
+                                                  "Events": ["DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_ALARM"]}
+    assert props["AlarmConfiguration"]["Enabled"] is True
+    assert {alarm["Name"]["Ref"] for alarm in props["AlarmConfiguration"]["Alarms"]} == {
+        "RolloutErrorAlarm", "RolloutIteratorAgeAlarm", "QuarantineAlarm"}
+
+
+@pytest.mark.parametrize("alarm", ["RolloutErrorAlarm", "RolloutIteratorAgeAlarm"])
+def test_rollback_alarms_watch_only_the_new_version(alarm: str) -> None:
+    resources = rendered(**{"processor.rollout": "linear10-1m"})
+    dimensions = {d["Name"]: d["Value"] for d in resources[alarm]["Properties"]["Dimensions"]}
+    assert dimensions["ExecutedVersion"] == {"Fn::GetAtt": [version_id(resources), "Version"]}
+    assert dimensions["FunctionName"] == {"Ref": "DataProcessorFunction"}
+    assert set(dimensions) == {"FunctionName", "Resource", "ExecutedVersion"}
+    assert resources[alarm]["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_a_new_version_is_published_per_code_or_configuration_change() -> None:
+    first = version_id(rendered(**{"processor.rollout": "canary10-5m"}))
+    assert version_id(rendered(**{"processor.rollout": "canary10-5m"})) == first
+    assert version_id(rendered(**{"processor.rollout": "canary10-5m", "processor.memory_mb": 512})) != first
+    assert version_id(rendered(**{"processor.rollout": "canary10-5m", "processor.runtime": "nodejs22.x"})) != first
+    # Old versions stay: a rollback shifts the alias back to one.
+    resources = rendered(**{"processor.rollout": "canary10-5m"})
+    assert resources[first]["DeletionPolicy"] == "Retain"
+
+
+def test_codedeploy_role_is_scoped_to_the_alias_and_the_rollback_alarms() -> None:
+    resources = rendered(**{"processor.rollout": "canary10-5m"})
+    role = resources["ProcessorDeployRole"]["Properties"]
+    assert "ManagedPolicyArns" not in role
+    trust = role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
+    assert trust == {"Service": ["codedeploy.amazonaws.com"]}
+    statements = role["Policies"][0]["PolicyDocument"]["Statement"]
+    by_sid = {statement["Sid"]: statement for statement in statements}
+    assert set(by_sid["ShiftProcessorAlias"]["Action"]) == {
+        "lambda:GetAlias", "lambda:UpdateAlias", "lambda:GetProvisionedConcurrencyConfig"}
+    assert by_sid["ShiftProcessorAlias"]["Resource"] == [
+        {"Fn::Sub": ["${Function}:live", {"Function": {"Fn::GetAtt": ["DataProcessorFunction", "Arn"]}}]}]
+    assert by_sid["ReadRollbackAlarms"]["Resource"] == [
+        {"Fn::GetAtt": [alarm, "Arn"]} for alarm in ("RolloutErrorAlarm", "RolloutIteratorAgeAlarm", "QuarantineAlarm")]
+    assert all("*" not in statement["Resource"] for statement in statements)
+
+
+def test_an_unknown_rollout_is_refused_with_the_choices() -> None:
+    with pytest.raises(ConfigError, match="canary10-5m"):
+        build_config({}, "dev", {"processor.rollout": "canary50-1h"})
