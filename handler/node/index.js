@@ -124,11 +124,13 @@ function parseThresholds(text) {
       if (!isObject(spec)) throw new Error(`${name} is not an object`);
       thresholds.set(name, Object.freeze({
         min: bound(own(spec, 'min')), max: bound(own(spec, 'max')), unit: String(own(spec, 'unit') || ''),
+        detector: detectorOf(spec),
       }));
     }
     return thresholds;
   } catch (err) {
-    throw new Error(`THRESHOLDS must be a JSON object sensorType -> {min, max, unit}: ${err.message}`);
+    throw new Error('THRESHOLDS must be a JSON object sensorType -> {min, max, unit, detector?, sensitivity?, '
+      + `probation?}: ${err.message}`);
   }
 }
 
@@ -477,12 +479,24 @@ function buildReading(record, settings, stamp, sensorType, value) {
   };
   if (unit) item.unit = { S: unit };
   if (stamp.deviceTimestamp !== null) item.deviceTimestamp = { S: stamp.deviceTimestamp };
-  if (reason) {
-    item.reason = { S: reason };
-    item.anomalyDay = { S: new Date(timestamp).toISOString().slice(0, 10) };
-    item.anomalySk = { S: `${padded}#${device}#${sensorType}` };
-  }
+  if (reason) Object.assign(item, anomalyFields(item, reason, 'bound'));
   return { record, key: `${device}\u0000${sortKey}`, sensorType, anomaly: reason !== null, item };
+}
+
+/**
+ * What an anomaly item adds: `reason`, the `rule` that fired (`bound` or `model`), and the keys of the anomaly
+ * index (`anomalyDay`, `anomalySk`).
+ */
+function anomalyFields(item, reason, rule) {
+  const timestamp = Number(item.timestamp.N);
+  return {
+    status: { S: 'ANOMALY' },
+    anomalyDetected: { BOOL: true },
+    reason: { S: reason },
+    rule: { S: rule },
+    anomalyDay: { S: new Date(timestamp).toISOString().slice(0, 10) },
+    anomalySk: { S: `${String(timestamp).padStart(13, '0')}#${item.deviceId.S}#${item.sensorType.S}` },
+  };
 }
 
 /**
@@ -670,6 +684,74 @@ function detectSeries(points, params = DETECTOR_DEFAULTS, state = emptyDetectorS
     current = next;
   }
   return [scored, current];
+}
+
+/**
+ * The detector of one THRESHOLDS entry (`detector`, `sensitivity`, `probation`): `{params, sensitivity}`, or null
+ * when `detector` is absent or `off`. Throws on a value outside the contract.
+ */
+function detectorOf(spec) {
+  const name = own(spec, 'detector');
+  if (name === undefined || name === null || name === 'off') return null;
+  if (typeof name !== 'string' || !Object.hasOwn(DETECTOR_PRESETS, name)) {
+    throw new Error(`detector ${JSON.stringify(name)} is not 'onset', 'sustained' or 'off'`);
+  }
+  const givenSensitivity = own(spec, 'sensitivity');
+  const sensitivity = givenSensitivity === undefined ? DEFAULT_SENSITIVITY : givenSensitivity;
+  if (typeof sensitivity !== 'number' || !(sensitivity > 0 && sensitivity <= 1)) {
+    throw new Error(`sensitivity ${JSON.stringify(sensitivity)} is not a number in (0, 1]`);
+  }
+  const givenProbation = own(spec, 'probation');
+  const probation = givenProbation === undefined ? 0 : givenProbation;
+  if (typeof probation !== 'number' || !Number.isInteger(probation) || probation < 0 || probation > 1_000_000) {
+    throw new Error(`probation ${JSON.stringify(probation)} is not a whole number from 0 to 1000000`);
+  }
+  const preset = DETECTOR_PRESETS[name];
+  return Object.freeze({ params: probation ? Object.freeze({ ...preset, probation }) : preset, sensitivity });
+}
+
+/** A model figure as a DynamoDB number: below its smallest magnitude it is 0, past its largest (or not finite)
+ * there is none. */
+function numberAttribute(number) {
+  if (!Number.isFinite(number) || Math.abs(number) >= NUMBER_MAX_MAGNITUDE) return null;
+  return { N: Math.abs(number) < NUMBER_MIN_MAGNITUDE ? '0' : formatNumber(number) };
+}
+
+/**
+ * The reading as the detector leaves it: a bound anomaly gains the model's `score` and expected band
+ * (`expectedLow`, `expectedHigh`); a score at or above the sensitivity makes a `model` anomaly.
+ */
+function judge(reading, scored, detector) {
+  const model = scored.score >= detector.sensitivity;
+  if (!reading.anomaly && !model) return reading;
+  const { zScale } = detector.params;
+  const low = scored.expected - zScale * scored.spread;
+  const high = scored.expected + zScale * scored.spread;
+  const item = { ...reading.item };
+  if (!reading.anomaly) {
+    Object.assign(item, anomalyFields(item, `expected ${formatNumber(low)} to ${formatNumber(high)}`, 'model'));
+  }
+  for (const [name, number] of [['score', scored.score], ['expectedLow', low], ['expectedHigh', high]]) {
+    const attribute = numberAttribute(number);
+    if (attribute !== null) item[name] = attribute;
+  }
+  return { ...reading, anomaly: true, item };
+}
+
+/**
+ * Score each reading of a sensor type with a detector against its series' state (device, sensor type), in the
+ * order given (the batch's, which Kinesis keeps per device), learning it into `states` (a Map) after.
+ */
+function scoreReadings(readings, settings, states) {
+  return readings.map((reading) => {
+    const threshold = settings.thresholds.get(reading.sensorType);
+    if (!threshold || !threshold.detector) return reading;
+    const series = `${reading.item.deviceId.S}\u0000${reading.sensorType}`;
+    const [scored, next] = detectStep(states.get(series) || emptyDetectorState(), Number(reading.item.timestamp.N),
+      Number(reading.item.value.N), threshold.detector.params);
+    states.set(series, next);
+    return judge(reading, scored, threshold.detector);
+  });
 }
 
 // ---------------------------------------------------------------- S3 objects
@@ -914,7 +996,8 @@ async function processBatch(event, context, runtime) {
     runtime, `raw/${batchSuffix(group)}`, jsonlGzip(archiveLines(group)), deadline,
   ));
   const archived = runUntil(runtime, archiveTasks, runtime.poolSize, deadline);
-  const tally = { stored: 0, anomalies: 0, quarantined: 0, duplicates: 0, timestampsReplaced: 0, byType: new Map(), failed: [] };
+  const tally = { stored: 0, anomalies: 0, quarantined: 0, duplicates: 0, timestampsReplaced: 0, byType: new Map(), failed: [],
+    states: new Map() }; // states: the detector's, per series
   let window = [];
   let readingsInWindow = 0;
   let archiveChecked = false;
@@ -962,7 +1045,9 @@ async function storeWindow(runtime, window, batchFirst, deadline, tally) {
     tally.failed.push(...window.map((i) => i.record.sequenceNumber));
     return false;
   }
-  const { readings, repeats } = deduplicate(window.flatMap((i) => i.readings));
+  const deduplicated = deduplicate(window.flatMap((i) => i.readings));
+  const { repeats } = deduplicated;
+  const readings = scoreReadings(deduplicated.readings, runtime.settings, tally.states);
   const items = windowItems(readings, runtime.settings);
   const chunks = [];
   for (let i = 0; i < items.length; i += BATCH_WRITE_LIMIT) chunks.push(items.slice(i, i + BATCH_WRITE_LIMIT));
@@ -1091,6 +1176,9 @@ module.exports = {
   detectorStateFromList,
   detectStep,
   detectSeries,
+  detectorOf,
+  judge,
+  scoreReadings,
   retryable,
   BatchFailed,
   BACKOFF_CAP_S,

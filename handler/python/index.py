@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
@@ -82,6 +82,7 @@ class Threshold:
     min: float | None
     max: float | None
     unit: str
+    detector: Detector | None = None
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,13 @@ class Settings:
         try:
             raw = json.loads(env.get("THRESHOLDS") or "{}")
             thresholds = {
-                str(name): Threshold(_bound(spec.get("min")), _bound(spec.get("max")), str(spec.get("unit") or ""))
+                str(name): Threshold(_bound(spec.get("min")), _bound(spec.get("max")), str(spec.get("unit") or ""),
+                                     detector_of(spec))
                 for name, spec in raw.items()
             }
         except (ValueError, AttributeError, TypeError) as exc:
-            raise ValueError(f"THRESHOLDS must be a JSON object sensorType -> {{min, max, unit}}: {exc}") from None
+            raise ValueError("THRESHOLDS must be a JSON object sensorType -> {min, max, unit, detector?, "
+                             f"sensitivity?, probation?}}: {exc}") from None
         unknown = env.get("UNKNOWN_SENSOR") or "quarantine"
         if unknown not in ("quarantine", "store"):
             raise ValueError(f"UNKNOWN_SENSOR must be 'quarantine' or 'store', not {unknown!r}")
@@ -540,11 +543,18 @@ def _reading(record: Record, settings: Settings, stamp: Stamp, sensor_type: Any,
     if stamp.device_timestamp is not None:
         item["deviceTimestamp"] = {"S": stamp.device_timestamp}
     if reason:
-        day = datetime.fromtimestamp(timestamp / 1000, UTC).strftime("%Y-%m-%d")
-        item["reason"] = {"S": reason}
-        item["anomalyDay"] = {"S": day}
-        item["anomalySk"] = {"S": f"{timestamp:013d}#{stamp.device}#{sensor_type}"}
+        item.update(anomaly_fields(item, reason, "bound"))
     return Reading(record, (stamp.device, sort_key), sensor_type, reason is not None, item)
+
+
+def anomaly_fields(item: Mapping[str, Mapping[str, Any]], reason: str, rule: str) -> dict[str, dict[str, Any]]:
+    """What an anomaly item adds: ``reason``, the ``rule`` that fired (``bound`` or ``model``), and the keys of
+    the anomaly index (``anomalyDay``, ``anomalySk``)."""
+    timestamp = int(item["timestamp"]["N"])
+    day = datetime.fromtimestamp(timestamp / 1000, UTC).strftime("%Y-%m-%d")
+    return {"status": {"S": "ANOMALY"}, "anomalyDetected": {"BOOL": True}, "reason": {"S": reason},
+            "rule": {"S": rule}, "anomalyDay": {"S": day},
+            "anomalySk": {"S": f"{timestamp:013d}#{item['deviceId']['S']}#{item['sensorType']['S']}"}}
 
 
 def deduplicate(readings: Sequence[Reading]) -> tuple[list[Reading], int]:
@@ -747,6 +757,76 @@ def detect_series(points: Iterable[tuple[int, float]], params: DetectorParams,
     return scored, current
 
 
+@dataclass(frozen=True)
+class Detector:
+    """A sensor type's detector as configured (THRESHOLDS): its parameters and sensitivity."""
+
+    params: DetectorParams
+    sensitivity: float = DEFAULT_SENSITIVITY
+
+
+def detector_of(spec: Mapping[str, Any]) -> Detector | None:
+    """The detector of one THRESHOLDS entry (``detector``, ``sensitivity``, ``probation``); None when ``detector``
+    is absent or ``off``. Raises ValueError on a value outside the contract."""
+    name = spec.get("detector")
+    if name is None or name == "off":
+        return None
+    if name not in DETECTOR_PRESETS:
+        raise ValueError(f"detector {name!r} is not 'onset', 'sustained' or 'off'")
+    sensitivity = spec.get("sensitivity", DEFAULT_SENSITIVITY)
+    if not _is_number(sensitivity) or not 0 < sensitivity <= 1:
+        raise ValueError(f"sensitivity {sensitivity!r} is not a number in (0, 1]")
+    probation = spec.get("probation", 0)
+    if not _is_number(probation) or probation != math.floor(probation) or not 0 <= probation <= 1_000_000:
+        raise ValueError(f"probation {probation!r} is not a whole number from 0 to 1000000")
+    preset = DETECTOR_PRESETS[name]
+    params = replace(preset, probation=int(probation)) if probation else preset
+    return Detector(params, float(sensitivity))
+
+
+def _number_attribute(number: float) -> dict[str, str] | None:
+    """A model figure as a DynamoDB number: below its smallest magnitude it is 0, past its largest (or not
+    finite) there is none."""
+    if not math.isfinite(number) or abs(number) >= NUMBER_MAX_MAGNITUDE:
+        return None
+    return {"N": "0" if abs(number) < NUMBER_MIN_MAGNITUDE else format_number(number)}
+
+
+def judge(reading: Reading, scored: Scored, detector: Detector) -> Reading:
+    """The reading as the detector leaves it: a bound anomaly gains the model's ``score`` and expected band
+    (``expectedLow``, ``expectedHigh``); a score at or above the sensitivity makes a ``model`` anomaly."""
+    model = scored.score >= detector.sensitivity
+    if not reading.anomaly and not model:
+        return reading
+    z_scale = detector.params.z_scale
+    low, high = scored.expected - z_scale * scored.spread, scored.expected + z_scale * scored.spread
+    item = dict(reading.item)
+    if not reading.anomaly:
+        item.update(anomaly_fields(item, f"expected {format_number(low)} to {format_number(high)}", "model"))
+    for name, number in (("score", scored.score), ("expectedLow", low), ("expectedHigh", high)):
+        attribute = _number_attribute(number)
+        if attribute is not None:
+            item[name] = attribute
+    return replace(reading, anomaly=True, item=item)
+
+
+def score_readings(readings: Iterable[Reading], settings: Settings,
+                   states: dict[tuple[str, str], DetectorState]) -> list[Reading]:
+    """Score each reading of a sensor type with a detector against its series' state (device, sensor type), in
+    the order given (the batch's, which Kinesis keeps per device), learning it into ``states`` after."""
+    judged = []
+    for reading in readings:
+        threshold = settings.thresholds.get(reading.sensor_type)
+        if threshold is None or threshold.detector is None:
+            judged.append(reading)
+            continue
+        series = (reading.item["deviceId"]["S"], reading.sensor_type)
+        scored, states[series] = detect_step(states.get(series, DetectorState()), int(reading.item["timestamp"]["N"]),
+                                             float(reading.item["value"]["N"]), threshold.detector.params)
+        judged.append(judge(reading, scored, threshold.detector))
+    return judged
+
+
 # ---------------------------------------------------------------- S3 objects
 
 def batch_suffix(records: Sequence[Record], first: Record | None = None) -> str:
@@ -929,6 +1009,7 @@ class Tally:
     timestamps_replaced: int = 0
     by_type: dict[str, tuple[int, int]] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
+    states: dict[tuple[str, str], DetectorState] = field(default_factory=dict)  # the detector's, per series
 
 
 def process(event: Any, context: Any, runtime: Runtime) -> dict[str, Any]:
@@ -1020,6 +1101,7 @@ def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: R
         tally.failed += [i.record.sequence_number for i in window]
         return False
     readings, repeats = deduplicate([r for i in window for r in i.readings])
+    readings = score_readings(readings, runtime.settings, tally.states)
     items = window_items(readings, runtime.settings)
     chunks = [items[i:i + BATCH_WRITE_LIMIT] for i in range(0, len(items), BATCH_WRITE_LIMIT)]
     writes = [runtime.pool.submit(write_items, runtime, chunk, deadline) for chunk in chunks]
