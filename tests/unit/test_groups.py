@@ -116,7 +116,7 @@ def test_processor_role_grants_exactly_the_processor_calls() -> None:
     assert actions == sorted([
         "logs:CreateLogStream", "logs:PutLogEvents", "kinesis:DescribeStream", "kinesis:DescribeStreamSummary",
         "kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards", "dynamodb:BatchWriteItem",
-        "s3:PutObject", "sqs:SendMessage"])
+        "dynamodb:BatchGetItem", "s3:PutObject", "sqs:SendMessage"])
     assert all(statement["Resource"] != "*" and "*" not in statement["Resource"] for statement in statements)
 
 

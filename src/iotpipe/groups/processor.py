@@ -100,6 +100,7 @@ def _role(names: Names, *, stream: StreamGroup, storage: StorageGroup, log_group
         policies.log_writer(GetAtt(log_group, "Arn")),
         policies.stream_reader(stream.stream_arn),
         policies.table_writer(storage.table_arn),
+        policies.state_reader(storage.table_arn),
         policies.object_writer(storage.bucket_arn, *RAW_PREFIXES),
         policies.queue_sender(GetAtt(queue, "Arn")),
     ]
