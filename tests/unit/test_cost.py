@@ -71,9 +71,14 @@ def test_a_hand_worked_month_of_todays_layout() -> None:
     assert lines["cloudwatch.log_ingestion_gb"] == pytest.approx(0.244752, rel=1e-5)
     assert lines["cloudwatch.custom_metrics"] == pytest.approx(3.00)
     assert lines["cloudwatch.alarms"] == pytest.approx(0.80)
-    # Total $135.659936 a month; / 52.56 M readings = $2.581049 per million.
-    assert est.monthly_total_usd == pytest.approx(135.659936, rel=1e-6)
-    assert est.per_million_readings_usd == pytest.approx(2.581049, rel=1e-6)
+    # The detector's state (every seed sensor type has one): one batch stream holds all 10 devices, each read
+    # (1 read unit: under 4 KB) and written (1 write unit: under 1 KB) once a batch: 5,256,000 of each,
+    # x $0.125/M = $0.657 and x $0.625/M = $3.285.
+    assert lines["dynamodb.read_request_units"] == pytest.approx(0.657)
+    assert lines["dynamodb.state_write_request_units"] == pytest.approx(3.285)
+    # Total $139.601936 a month; / 52.56 M readings = $2.656049 per million.
+    assert est.monthly_total_usd == pytest.approx(139.601936, rel=1e-6)
+    assert est.per_million_readings_usd == pytest.approx(2.656049, rel=1e-6)
 
 
 def test_basic_ingest_removes_the_messaging_charge_but_not_the_rule() -> None:
@@ -235,3 +240,20 @@ def test_repository_prod_env_meets_twenty_cents_per_million() -> None:
     dev = load_config(repo_config, "dev")
     assert cost.estimate(cost.Workload(1000, 3, 1.0, dev.ingest.readings_per_message), dev) \
         .per_million_readings_usd > 2.0
+
+
+def test_the_detector_state_is_read_and_written_once_per_device_per_batch() -> None:
+    cfg = build_config({}, "prod", {})
+    est = cost.estimate(cost.Workload(devices=1000, sensors=3, rate_hz=1.0), cfg)
+    lines = {i.item: i for i in est.line_items}
+    streams = cost.batch_streams(est.workload, cfg, est.shape.shards)
+    visits = est.shape.invocations * min(1000 / streams, est.shape.records_per_invocation)
+    assert cost.detector_state_bytes(3) <= 1024  # one write unit, one read unit
+    assert lines["read_request_units"].units == pytest.approx(visits)
+    assert lines["state_write_request_units"].units == pytest.approx(visits)
+    assert lines["state_write_request_units"].usd == pytest.approx(visits * 0.625e-6)
+    assert cost.detector_state_bytes(4) > 1024  # a fourth series costs a second write unit
+    off = build_config({"defaults": {"thresholds": {name: {"detector": "off"} for name in cfg.thresholds}}},
+                       "prod", {})
+    items = {i.item for i in cost.estimate(cost.Workload(devices=1000, sensors=3, rate_hz=1.0), off).line_items}
+    assert not items & {"read_request_units", "state_write_request_units"}
