@@ -47,7 +47,9 @@ def cli(*args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
 def stored_items(endpoint: str, table: str) -> int:
     dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
                             aws_access_key_id="local", aws_secret_access_key="local")
-    pages = dynamodb.get_paginator("scan").paginate(TableName=table, Select="COUNT")
+    # Readings only: not the detector's state item of each device (docs/contract.md 12).
+    pages = dynamodb.get_paginator("scan").paginate(TableName=table, Select="COUNT", FilterExpression="sk <> :state",
+                                                    ExpressionAttributeValues={":state": {"S": "#detector"}})
     return sum(page["Count"] for page in pages)
 
 
