@@ -12,7 +12,7 @@
 const zlib = require('node:zlib');
 const { performance } = require('node:perf_hooks');
 const { S3Client, PutObjectCommand } = require('@aws-sdk/client-s3');
-const { DynamoDBClient, BatchWriteItemCommand } = require('@aws-sdk/client-dynamodb');
+const { DynamoDBClient, BatchWriteItemCommand, BatchGetItemCommand } = require('@aws-sdk/client-dynamodb');
 
 const MIN_TIMESTAMP_MS = 946_684_800_000; // 2000-01-01T00:00:00Z: anything earlier is a clock that was never set
 const MAX_FUTURE_MS = 86_400_000; // a reading more than a day ahead of its arrival has a wrong clock
@@ -124,11 +124,13 @@ function parseThresholds(text) {
       if (!isObject(spec)) throw new Error(`${name} is not an object`);
       thresholds.set(name, Object.freeze({
         min: bound(own(spec, 'min')), max: bound(own(spec, 'max')), unit: String(own(spec, 'unit') || ''),
+        detector: detectorOf(spec),
       }));
     }
     return thresholds;
   } catch (err) {
-    throw new Error(`THRESHOLDS must be a JSON object sensorType -> {min, max, unit}: ${err.message}`);
+    throw new Error('THRESHOLDS must be a JSON object sensorType -> {min, max, unit, detector?, sensitivity?, '
+      + `probation?}: ${err.message}`);
   }
 }
 
@@ -483,12 +485,24 @@ function buildReading(record, settings, stamp, sensorType, value) {
   };
   if (unit) item.unit = { S: unit };
   if (stamp.deviceTimestamp !== null) item.deviceTimestamp = { S: stamp.deviceTimestamp };
-  if (reason) {
-    item.reason = { S: reason };
-    item.anomalyDay = { S: new Date(timestamp).toISOString().slice(0, 10) };
-    item.anomalySk = { S: `${padded}#${device}#${sensorType}` };
-  }
+  if (reason) Object.assign(item, anomalyFields(item, reason, 'bound'));
   return { record, key: `${device}\u0000${sortKey}`, sensorType, anomaly: reason !== null, item };
+}
+
+/**
+ * What an anomaly item adds: `reason`, the `rule` that fired (`bound` or `model`), and the keys of the anomaly
+ * index (`anomalyDay`, `anomalySk`).
+ */
+function anomalyFields(item, reason, rule) {
+  const timestamp = Number(item.timestamp.N);
+  return {
+    status: { S: 'ANOMALY' },
+    anomalyDetected: { BOOL: true },
+    reason: { S: reason },
+    rule: { S: rule },
+    anomalyDay: { S: new Date(timestamp).toISOString().slice(0, 10) },
+    anomalySk: { S: `${String(timestamp).padStart(13, '0')}#${item.deviceId.S}#${item.sensorType.S}` },
+  };
 }
 
 /**
@@ -681,6 +695,211 @@ function detectSeries(points, params = DETECTOR_DEFAULTS, state = emptyDetectorS
     current = next;
   }
   return [scored, current];
+}
+
+/**
+ * The detector of one THRESHOLDS entry (`detector`, `sensitivity`, `probation`): `{params, sensitivity}`, or null
+ * when `detector` is absent or `off`. Throws on a value outside the contract.
+ */
+function detectorOf(spec) {
+  const name = own(spec, 'detector');
+  if (name === undefined || name === null || name === 'off') return null;
+  if (typeof name !== 'string' || !Object.hasOwn(DETECTOR_PRESETS, name)) {
+    throw new Error(`detector ${JSON.stringify(name)} is not 'onset', 'sustained' or 'off'`);
+  }
+  const givenSensitivity = own(spec, 'sensitivity');
+  const sensitivity = givenSensitivity === undefined ? DEFAULT_SENSITIVITY : givenSensitivity;
+  if (typeof sensitivity !== 'number' || !(sensitivity > 0 && sensitivity <= 1)) {
+    throw new Error(`sensitivity ${JSON.stringify(sensitivity)} is not a number in (0, 1]`);
+  }
+  const givenProbation = own(spec, 'probation');
+  const probation = givenProbation === undefined ? 0 : givenProbation;
+  if (typeof probation !== 'number' || !Number.isInteger(probation) || probation < 0 || probation > 1_000_000) {
+    throw new Error(`probation ${JSON.stringify(probation)} is not a whole number from 0 to 1000000`);
+  }
+  const preset = DETECTOR_PRESETS[name];
+  return Object.freeze({ params: probation ? Object.freeze({ ...preset, probation }) : preset, sensitivity });
+}
+
+/** A model figure as a DynamoDB number: below its smallest magnitude it is 0, past its largest (or not finite)
+ * there is none. */
+function numberAttribute(number) {
+  if (!Number.isFinite(number) || Math.abs(number) >= NUMBER_MAX_MAGNITUDE) return null;
+  return { N: Math.abs(number) < NUMBER_MIN_MAGNITUDE ? '0' : formatNumber(number) };
+}
+
+/**
+ * The reading as the detector leaves it: a bound anomaly gains the model's `score` and expected band
+ * (`expectedLow`, `expectedHigh`); a score at or above the sensitivity makes a `model` anomaly.
+ */
+function judge(reading, scored, detector) {
+  const model = scored.score >= detector.sensitivity;
+  if (!reading.anomaly && !model) return reading;
+  const { zScale } = detector.params;
+  const low = scored.expected - zScale * scored.spread;
+  const high = scored.expected + zScale * scored.spread;
+  const item = { ...reading.item };
+  if (!reading.anomaly) {
+    Object.assign(item, anomalyFields(item, `expected ${formatNumber(low)} to ${formatNumber(high)}`, 'model'));
+  }
+  for (const [name, number] of [['score', scored.score], ['expectedLow', low], ['expectedHigh', high]]) {
+    const attribute = numberAttribute(number);
+    if (attribute !== null) item[name] = attribute;
+  }
+  return { ...reading, anomaly: true, item };
+}
+
+/**
+ * Score each reading of a sensor type with a detector against its series' state (device, sensor type), in the
+ * order given (the batch's, which Kinesis keeps per device), learning it into `states` (a Map) after; a reading
+ * of a record at or below its device's `absorbed` sequence number (a Map) is scored but not learned again.
+ */
+function scoreReadings(readings, settings, states, absorbed = new Map()) {
+  return readings.map((reading) => {
+    const threshold = settings.thresholds.get(reading.sensorType);
+    if (!threshold || !threshold.detector) return reading;
+    const device = reading.item.deviceId.S;
+    const series = `${device}\u0000${reading.sensorType}`;
+    const [scored, next] = detectStep(states.get(series) || emptyDetectorState(), Number(reading.item.timestamp.N),
+      Number(reading.item.value.N), threshold.detector.params);
+    const seen = absorbed.get(device) || '';
+    if (!seen || compareSequences(reading.record.sequenceNumber, seen) > 0) states.set(series, next);
+    return judge(reading, scored, threshold.detector);
+  });
+}
+
+// ---------------------------------------------------------------- the detector's state between invocations
+
+const STATE_SORT_KEY = '#detector'; // sorts before every reading's key, so `sk >= <13-digit ms>` never meets it
+const BATCH_GET_LIMIT = 100;
+
+/** States as stored: a JSON object sensor type -> state array, types in code point order, numbers in section
+ * 4's format (so both processors write the same bytes). `states` is a Map. */
+function statesText(states) {
+  const names = [...states.keys()].sort(compareCodePoints);
+  return `{${names.map((name) => `${JSON.stringify(name)}:[${detectorStateToList(states.get(name))
+    .map(formatNumber).join(',')}]`).join(',')}}`;
+}
+
+/** States from their stored text, as a Map. */
+function parseStates(text) {
+  return new Map(Object.entries(parseJson(text || '{}')).map(([name, values]) => [name, detectorStateFromList(values)]));
+}
+
+/** A device's state item as read (an absent item is the empty memory). */
+function memoryOf(item) {
+  const text = (name) => (item && item[name] && typeof item[name].S === 'string' ? item[name].S : '');
+  return { seq: text('seq'), states: parseStates(text('states')), prevSeq: text('prevSeq'),
+    prevStates: parseStates(text('prevStates')) };
+}
+
+/**
+ * Where a device's scoring starts in a batch whose first record of it is `firstSeq`: `[seq, states]` after the
+ * stored `seq` normally; when that record was already absorbed (a retry of the batch that wrote the item), from
+ * the snapshot that batch started from; a record older than that snapshot starts after `seq` again.
+ */
+function startingPoint(memory, firstSeq) {
+  if (memory.seq && compareSequences(firstSeq, memory.seq) <= 0 && compareSequences(firstSeq, memory.prevSeq) > 0) {
+    return [memory.prevSeq, memory.prevStates];
+  }
+  return [memory.seq, memory.states];
+}
+
+/** A device's state item. */
+function stateItem(device, seq, states, prevSeq, prevStates) {
+  return { deviceId: { S: device }, sk: { S: STATE_SORT_KEY }, seq: { S: seq }, states: { S: statesText(states) },
+    prevSeq: { S: prevSeq }, prevStates: { S: statesText(prevStates) } };
+}
+
+/** The state items of `devices` (BatchGetItem, 100 keys a call, strongly consistent, unprocessed keys retried until
+ * the deadline) as a Map device -> memory; null when they could not all be read. */
+async function readMemories(runtime, devices, deadline) {
+  const { table } = runtime.settings;
+  const found = new Map();
+  for (let start = 0; start < devices.length; start += BATCH_GET_LIMIT) {
+    let pending = devices.slice(start, start + BATCH_GET_LIMIT)
+      .map((d) => ({ deviceId: { S: d }, sk: { S: STATE_SORT_KEY } }));
+    for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt += 1) {
+      try {
+        const response = await runtime.dynamodb.send(new BatchGetItemCommand({
+          RequestItems: { [table]: { Keys: pending, ConsistentRead: true } },
+        }));
+        for (const item of (response.Responses || {})[table] || []) found.set(item.deviceId.S, memoryOf(item));
+        pending = (((response.UnprocessedKeys || {})[table] || {}).Keys) || [];
+      } catch (err) {
+        log(runtime, 'ERROR', 'BatchGetItem failed', {
+          error: errorCode(err), detail: errorDetail(err), keys: pending.length, attempt: attempt + 1,
+        });
+        if (!retryable(err)) return null;
+      }
+      if (pending.length === 0 || !(await backoff(runtime, attempt, deadline))) break;
+    }
+    if (pending.length) return null;
+  }
+  return found;
+}
+
+const detected = (settings, reading) => {
+  const threshold = settings.thresholds.get(reading.sensorType);
+  return Boolean(threshold && threshold.detector);
+};
+
+/** Read the state items of the window's devices not read yet in this batch and set where each starts; false when
+ * they could not be read (the window fails: nothing of it is written). */
+async function recall(runtime, readings, deadline, tally) {
+  const firsts = new Map();
+  for (const reading of readings) {
+    const device = reading.item.deviceId.S;
+    if (!tally.starts.has(device) && detected(runtime.settings, reading) && !firsts.has(device)) {
+      firsts.set(device, reading.record.sequenceNumber);
+    }
+  }
+  if (firsts.size === 0) return true;
+  const memories = await readMemories(runtime, [...firsts.keys()], deadline);
+  if (memories === null) return false;
+  for (const [device, first] of firsts) {
+    const [seq, states] = startingPoint(memories.get(device) || memoryOf(null), first);
+    tally.starts.set(device, [seq, states]);
+    for (const [name, state] of states) tally.states.set(`${device}\u0000${name}`, state);
+  }
+  return true;
+}
+
+/** Keep the states as of the window's committed records: when the window was cut short, score its committed
+ * readings again from the states before it (the same arithmetic, so the same states). */
+function commitStates(settings, committed, cutShort, before, absorbed, tally) {
+  if (cutShort) {
+    tally.states = new Map(before);
+    scoreReadings(committed, settings, tally.states, absorbed);
+  }
+  for (const reading of committed) {
+    if (!detected(settings, reading)) continue;
+    const device = reading.item.deviceId.S;
+    const seq = reading.record.sequenceNumber;
+    if (compareSequences(seq, tally.committed.get(device) || '') > 0) tally.committed.set(device, seq);
+  }
+}
+
+/** Write the state item of every device with committed readings (BatchWriteItem, 25 a call); false when one could
+ * not be written. */
+async function saveStates(runtime, tally, deadline) {
+  const byDevice = new Map();
+  for (const [series, state] of tally.states) {
+    const [device, name] = series.split('\u0000');
+    if (!tally.committed.has(device)) continue;
+    if (!byDevice.has(device)) byDevice.set(device, new Map());
+    byDevice.get(device).set(name, state);
+  }
+  const items = [...tally.committed].map(([device, committedSeq]) => {
+    const [startSeq, startStates] = tally.starts.get(device);
+    const seq = compareSequences(committedSeq, startSeq) >= 0 ? committedSeq : startSeq;
+    return stateItem(device, seq, byDevice.get(device) || new Map(), startSeq, startStates);
+  });
+  const chunks = [];
+  for (let i = 0; i < items.length; i += BATCH_WRITE_LIMIT) chunks.push(items.slice(i, i + BATCH_WRITE_LIMIT));
+  const results = await runUntil(runtime, chunks.map((chunk) => () => writeItems(runtime, chunk, deadline)),
+    runtime.poolSize, deadline);
+  return chunks.every((_, i) => results[i] && 'value' in results[i] && results[i].value.length === 0);
 }
 
 // ---------------------------------------------------------------- S3 objects
@@ -925,7 +1144,10 @@ async function processBatch(event, context, runtime) {
     runtime, `raw/${batchSuffix(group)}`, jsonlGzip(archiveLines(group)), deadline,
   ));
   const archived = runUntil(runtime, archiveTasks, runtime.poolSize, deadline);
-  const tally = { stored: 0, anomalies: 0, quarantined: 0, duplicates: 0, timestampsReplaced: 0, byType: new Map(), failed: [] };
+  const tally = { stored: 0, anomalies: 0, quarantined: 0, duplicates: 0, timestampsReplaced: 0, byType: new Map(), failed: [],
+    // The detector (docs/contract.md 12): each series' state after the committed records (and the window being
+    // written), each device's starting point, and its last committed record.
+    states: new Map(), starts: new Map(), committed: new Map() };
   let window = [];
   let readingsInWindow = 0;
   let archiveChecked = false;
@@ -944,6 +1166,13 @@ async function processBatch(event, context, runtime) {
     }
     window = [];
     readingsInWindow = 0;
+  }
+  if (tally.committed.size && !(await saveStates(runtime, tally, deadline))) {
+    // Items were written but a device's state was not: the whole batch is retried (a retry of the batch that
+    // wrote the other states starts from their snapshots), and nothing of it counts as done.
+    log(runtime, 'ERROR', 'detector state write failed; the batch will be retried', { records: records.length });
+    Object.assign(tally, { stored: 0, anomalies: 0, quarantined: 0, duplicates: 0, timestampsReplaced: 0,
+      byType: new Map(), failed: records.map((r) => r.sequenceNumber) });
   }
   summarize(runtime, records, byShard, tally, nowMs, started);
   if (tally.failed.length === records.length) {
@@ -973,7 +1202,15 @@ async function storeWindow(runtime, window, batchFirst, deadline, tally) {
     tally.failed.push(...window.map((i) => i.record.sequenceNumber));
     return false;
   }
-  const { readings, repeats } = deduplicate(window.flatMap((i) => i.readings));
+  const deduplicated = deduplicate(window.flatMap((i) => i.readings));
+  const { repeats } = deduplicated;
+  if (!(await recall(runtime, deduplicated.readings, deadline, tally))) {
+    tally.failed.push(...window.map((i) => i.record.sequenceNumber));
+    return false;
+  }
+  const before = new Map(tally.states);
+  const absorbed = new Map([...tally.starts].map(([device, [seq]]) => [device, seq]));
+  const readings = scoreReadings(deduplicated.readings, runtime.settings, tally.states, absorbed);
   const items = windowItems(readings, runtime.settings);
   const chunks = [];
   for (let i = 0; i < items.length; i += BATCH_WRITE_LIMIT) chunks.push(items.slice(i, i + BATCH_WRITE_LIMIT));
@@ -1020,6 +1257,8 @@ async function storeWindow(runtime, window, batchFirst, deadline, tally) {
     tally.stored += 1;
     tally.anomalies += reading.anomaly ? 1 : 0;
   }
+  commitStates(runtime.settings, readings.filter((r) => committed.has(r.record)), cut < window.length, before,
+    absorbed, tally);
   tally.quarantined += window.slice(0, cut).filter((i) => i.rejections.length).length;
   tally.duplicates += repeats;
   tally.timestampsReplaced += window.filter((i) => i.timestampReplaced).length;
@@ -1102,6 +1341,13 @@ module.exports = {
   detectorStateFromList,
   detectStep,
   detectSeries,
+  detectorOf,
+  judge,
+  scoreReadings,
+  statesText,
+  parseStates,
+  startingPoint,
+  STATE_SORT_KEY,
   retryable,
   BatchFailed,
   BACKOFF_CAP_S,

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
@@ -82,6 +82,7 @@ class Threshold:
     min: float | None
     max: float | None
     unit: str
+    detector: Detector | None = None
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,13 @@ class Settings:
         try:
             raw = json.loads(env.get("THRESHOLDS") or "{}")
             thresholds = {
-                str(name): Threshold(_bound(spec.get("min")), _bound(spec.get("max")), str(spec.get("unit") or ""))
+                str(name): Threshold(_bound(spec.get("min")), _bound(spec.get("max")), str(spec.get("unit") or ""),
+                                     detector_of(spec))
                 for name, spec in raw.items()
             }
         except (ValueError, AttributeError, TypeError) as exc:
-            raise ValueError(f"THRESHOLDS must be a JSON object sensorType -> {{min, max, unit}}: {exc}") from None
+            raise ValueError("THRESHOLDS must be a JSON object sensorType -> {min, max, unit, detector?, "
+                             f"sensitivity?, probation?}}: {exc}") from None
         unknown = env.get("UNKNOWN_SENSOR") or "quarantine"
         if unknown not in ("quarantine", "store"):
             raise ValueError(f"UNKNOWN_SENSOR must be 'quarantine' or 'store', not {unknown!r}")
@@ -546,11 +549,18 @@ def _reading(record: Record, settings: Settings, stamp: Stamp, sensor_type: Any,
     if stamp.device_timestamp is not None:
         item["deviceTimestamp"] = {"S": stamp.device_timestamp}
     if reason:
-        day = datetime.fromtimestamp(timestamp / 1000, UTC).strftime("%Y-%m-%d")
-        item["reason"] = {"S": reason}
-        item["anomalyDay"] = {"S": day}
-        item["anomalySk"] = {"S": f"{timestamp:013d}#{stamp.device}#{sensor_type}"}
+        item.update(anomaly_fields(item, reason, "bound"))
     return Reading(record, (stamp.device, sort_key), sensor_type, reason is not None, item)
+
+
+def anomaly_fields(item: Mapping[str, Mapping[str, Any]], reason: str, rule: str) -> dict[str, dict[str, Any]]:
+    """What an anomaly item adds: ``reason``, the ``rule`` that fired (``bound`` or ``model``), and the keys of
+    the anomaly index (``anomalyDay``, ``anomalySk``)."""
+    timestamp = int(item["timestamp"]["N"])
+    day = datetime.fromtimestamp(timestamp / 1000, UTC).strftime("%Y-%m-%d")
+    return {"status": {"S": "ANOMALY"}, "anomalyDetected": {"BOOL": True}, "reason": {"S": reason},
+            "rule": {"S": rule}, "anomalyDay": {"S": day},
+            "anomalySk": {"S": f"{timestamp:013d}#{item['deviceId']['S']}#{item['sensorType']['S']}"}}
 
 
 def deduplicate(readings: Sequence[Reading]) -> tuple[list[Reading], int]:
@@ -759,6 +769,166 @@ def detect_series(points: Iterable[tuple[int, float]], params: DetectorParams,
     return scored, current
 
 
+@dataclass(frozen=True)
+class Detector:
+    """A sensor type's detector as configured (THRESHOLDS): its parameters and sensitivity."""
+
+    params: DetectorParams
+    sensitivity: float = DEFAULT_SENSITIVITY
+
+
+def detector_of(spec: Mapping[str, Any]) -> Detector | None:
+    """The detector of one THRESHOLDS entry (``detector``, ``sensitivity``, ``probation``); None when ``detector``
+    is absent or ``off``. Raises ValueError on a value outside the contract."""
+    name = spec.get("detector")
+    if name is None or name == "off":
+        return None
+    if name not in DETECTOR_PRESETS:
+        raise ValueError(f"detector {name!r} is not 'onset', 'sustained' or 'off'")
+    sensitivity = spec.get("sensitivity", DEFAULT_SENSITIVITY)
+    if not _is_number(sensitivity) or not 0 < sensitivity <= 1:
+        raise ValueError(f"sensitivity {sensitivity!r} is not a number in (0, 1]")
+    probation = spec.get("probation", 0)
+    if not _is_number(probation) or probation != math.floor(probation) or not 0 <= probation <= 1_000_000:
+        raise ValueError(f"probation {probation!r} is not a whole number from 0 to 1000000")
+    preset = DETECTOR_PRESETS[name]
+    params = replace(preset, probation=int(probation)) if probation else preset
+    return Detector(params, float(sensitivity))
+
+
+def _number_attribute(number: float) -> dict[str, str] | None:
+    """A model figure as a DynamoDB number: below its smallest magnitude it is 0, past its largest (or not
+    finite) there is none."""
+    if not math.isfinite(number) or abs(number) >= NUMBER_MAX_MAGNITUDE:
+        return None
+    return {"N": "0" if abs(number) < NUMBER_MIN_MAGNITUDE else format_number(number)}
+
+
+def judge(reading: Reading, scored: Scored, detector: Detector) -> Reading:
+    """The reading as the detector leaves it: a bound anomaly gains the model's ``score`` and expected band
+    (``expectedLow``, ``expectedHigh``); a score at or above the sensitivity makes a ``model`` anomaly."""
+    model = scored.score >= detector.sensitivity
+    if not reading.anomaly and not model:
+        return reading
+    z_scale = detector.params.z_scale
+    low, high = scored.expected - z_scale * scored.spread, scored.expected + z_scale * scored.spread
+    item = dict(reading.item)
+    if not reading.anomaly:
+        item.update(anomaly_fields(item, f"expected {format_number(low)} to {format_number(high)}", "model"))
+    for name, number in (("score", scored.score), ("expectedLow", low), ("expectedHigh", high)):
+        attribute = _number_attribute(number)
+        if attribute is not None:
+            item[name] = attribute
+    return replace(reading, anomaly=True, item=item)
+
+
+def score_readings(readings: Iterable[Reading], settings: Settings, states: dict[tuple[str, str], DetectorState],
+                   absorbed: Mapping[str, str] | None = None) -> list[Reading]:
+    """Score each reading of a sensor type with a detector against its series' state (device, sensor type), in
+    the order given (the batch's, which Kinesis keeps per device), learning it into ``states`` after; a reading
+    of a record at or below its device's ``absorbed`` sequence number is scored but not learned again."""
+    judged = []
+    for reading in readings:
+        threshold = settings.thresholds.get(reading.sensor_type)
+        if threshold is None or threshold.detector is None:
+            judged.append(reading)
+            continue
+        device = reading.item["deviceId"]["S"]
+        series = (device, reading.sensor_type)
+        scored, learned = detect_step(states.get(series, DetectorState()), int(reading.item["timestamp"]["N"]),
+                                      float(reading.item["value"]["N"]), threshold.detector.params)
+        seen = (absorbed or {}).get(device, "")
+        if not seen or _sequence_order(reading.record.sequence_number) > _sequence_order(seen):
+            states[series] = learned
+        judged.append(judge(reading, scored, threshold.detector))
+    return judged
+
+
+# ---------------------------------------------------------------- the detector's state between invocations
+
+STATE_SORT_KEY = "#detector"  # sorts before every reading's key, so `sk >= <13-digit ms>` never meets it
+BATCH_GET_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """What a device's state item holds: the states after ``seq`` (the highest sequence number absorbed) and
+    the snapshot the batch that wrote it started from (``prev_states`` after ``prev_seq``)."""
+
+    seq: str = ""
+    states: Mapping[str, DetectorState] = field(default_factory=dict)
+    prev_seq: str = ""
+    prev_states: Mapping[str, DetectorState] = field(default_factory=dict)
+
+
+def states_text(states: Mapping[str, DetectorState]) -> str:
+    """States as stored: a JSON object sensor type -> state array, types in code point order, numbers in
+    section 4's format (so both processors write the same bytes)."""
+    return "{" + ",".join(f"{json.dumps(name)}:[{','.join(format_number(v) for v in states[name].to_list())}]"
+                          for name in sorted(states)) + "}"
+
+
+def parse_states(text: str) -> dict[str, DetectorState]:
+    """States from their stored text."""
+    return {name: DetectorState.from_list(values) for name, values in parse_json(text or "{}").items()}
+
+
+def memory_of(item: Mapping[str, Mapping[str, Any]] | None) -> DeviceMemory:
+    """A device's state item as read (an absent item is the empty memory)."""
+    if not item:
+        return DeviceMemory()
+    text = lambda name: str(item.get(name, {}).get("S", ""))  # noqa: E731
+    return DeviceMemory(text("seq"), parse_states(text("states")), text("prevSeq"), parse_states(text("prevStates")))
+
+
+def starting_point(memory: DeviceMemory, first_seq: str) -> tuple[str, Mapping[str, DetectorState]]:
+    """Where a device's scoring starts in a batch whose first record of it is ``first_seq``: after the stored
+    ``seq`` normally; when that record was already absorbed (the batch is a retry of the one that wrote the
+    item: a timeout after the write, a bisected half), from the snapshot that batch started from, so the
+    retry yields the first attempt's scores and learns nothing twice. A record older than that snapshot (a
+    re-delivery from further back) starts after ``seq`` again: its records up to ``seq`` are scored, not learned."""
+    first = _sequence_order(first_seq)
+    if memory.seq and first <= _sequence_order(memory.seq) and first > _sequence_order(memory.prev_seq):
+        return memory.prev_seq, memory.prev_states
+    return memory.seq, memory.states
+
+
+def state_item(device: str, seq: str, states: Mapping[str, DetectorState], prev_seq: str,
+               prev_states: Mapping[str, DetectorState]) -> dict[str, dict[str, Any]]:
+    """A device's state item."""
+    return {"deviceId": {"S": device}, "sk": {"S": STATE_SORT_KEY}, "seq": {"S": seq},
+            "states": {"S": states_text(states)}, "prevSeq": {"S": prev_seq},
+            "prevStates": {"S": states_text(prev_states)}}
+
+
+def read_memories(runtime: Runtime, devices: Sequence[str], deadline: float) -> dict[str, DeviceMemory] | None:
+    """The state items of ``devices`` (BatchGetItem, 100 keys a call, strongly consistent, unprocessed keys
+    retried until the deadline); None when they could not all be read."""
+    table = runtime.settings.table
+    found: dict[str, DeviceMemory] = {}
+    for start in range(0, len(devices), BATCH_GET_LIMIT):
+        pending: list[dict[str, Any]] = [{"deviceId": {"S": d}, "sk": {"S": STATE_SORT_KEY}}
+                                         for d in devices[start:start + BATCH_GET_LIMIT]]
+        for attempt in range(MAX_WRITE_ATTEMPTS):
+            try:
+                response = runtime.dynamodb.batch_get_item(
+                    RequestItems={table: {"Keys": pending, "ConsistentRead": True}})
+                for item in response.get("Responses", {}).get(table, []):
+                    found[item["deviceId"]["S"]] = memory_of(item)
+                pending = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+            except Exception as exc:  # botocore errors; which ones are worth retrying is decided by retryable()
+                _log(runtime, "ERROR", "BatchGetItem failed", error=_error_code(exc), detail=str(exc)[:500],
+                     keys=len(pending), attempt=attempt + 1)
+                if not retryable(exc):
+                    return None
+            if not pending or not _backoff(runtime, attempt, deadline):
+                break
+        if pending:
+            return None
+    return found
+
+
+
 # ---------------------------------------------------------------- S3 objects
 
 def batch_suffix(records: Sequence[Record], first: Record | None = None) -> str:
@@ -941,6 +1111,11 @@ class Tally:
     timestamps_replaced: int = 0
     by_type: dict[str, tuple[int, int]] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
+    # The detector (docs/contract.md 12): each series' state after the committed records (and the window being
+    # written), each device's starting point, and its last committed record.
+    states: dict[tuple[str, str], DetectorState] = field(default_factory=dict)
+    starts: dict[str, tuple[str, Mapping[str, DetectorState]]] = field(default_factory=dict)
+    committed: dict[str, str] = field(default_factory=dict)
 
 
 def process(event: Any, context: Any, runtime: Runtime) -> dict[str, Any]:
@@ -996,6 +1171,11 @@ def _process_batch(event: Any, context: Any, runtime: Runtime) -> dict[str, Any]
             break
         window, readings_in_window = [], 0
 
+    if tally.committed and not _save_states(runtime, tally, deadline):
+        # Items were written but a device's state was not: the whole batch is retried (a retry of the batch that
+        # wrote the other states starts from their snapshots), and nothing of it counts as done.
+        _log(runtime, "ERROR", "detector state write failed; the batch will be retried", records=len(records))
+        tally = Tally(failed=[r.sequence_number for r in records])
     totals = {"records": len(records), "stored": tally.stored, "anomalies": tally.anomalies,
               "quarantined": tally.quarantined, "failed": len(tally.failed), "duplicates": tally.duplicates,
               "timestampsReplaced": tally.timestamps_replaced}
@@ -1032,6 +1212,12 @@ def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: R
         tally.failed += [i.record.sequence_number for i in window]
         return False
     readings, repeats = deduplicate([r for i in window for r in i.readings])
+    if not _recall(runtime, readings, deadline, tally):
+        tally.failed += [i.record.sequence_number for i in window]
+        return False
+    before = dict(tally.states)
+    absorbed = {device: start[0] for device, start in tally.starts.items()}
+    readings = score_readings(readings, runtime.settings, tally.states, absorbed)
     items = window_items(readings, runtime.settings)
     chunks = [items[i:i + BATCH_WRITE_LIMIT] for i in range(0, len(items), BATCH_WRITE_LIMIT)]
     writes = [runtime.pool.submit(write_items, runtime, chunk, deadline) for chunk in chunks]
@@ -1066,6 +1252,8 @@ def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: R
             tally.by_type[reading.sensor_type] = (count + 1, anomalies + reading.anomaly)
             tally.stored += 1
             tally.anomalies += reading.anomaly
+    _commit_states(runtime.settings, [r for r in readings if id(r.record) in committed], cut < len(window),
+                   before, absorbed, tally)
     tally.quarantined += sum(1 for i in window[:cut] if i.rejections)
     tally.duplicates += repeats
     tally.timestamps_replaced += sum(i.timestamp_replaced for i in window)
@@ -1073,6 +1261,61 @@ def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: R
     # record is counted as done before the attempt that commits it.
     tally.failed += [i.record.sequence_number for i in window[cut:]]
     return cut == len(window)
+
+
+def _detected(settings: Settings, reading: Reading) -> bool:
+    threshold = settings.thresholds.get(reading.sensor_type)
+    return threshold is not None and threshold.detector is not None
+
+
+def _recall(runtime: Runtime, readings: Sequence[Reading], deadline: float, tally: Tally) -> bool:
+    """Read the state items of the window's devices not read yet in this batch and set where each starts; False
+    when they could not be read (the window fails: nothing of it is written)."""
+    firsts: dict[str, str] = {}
+    for reading in readings:
+        device = reading.item["deviceId"]["S"]
+        if device not in tally.starts and _detected(runtime.settings, reading):
+            firsts.setdefault(device, reading.record.sequence_number)
+    if not firsts:
+        return True
+    memories = read_memories(runtime, list(firsts), deadline)
+    if memories is None:
+        return False
+    for device, first in firsts.items():
+        seq, states = starting_point(memories.get(device, DeviceMemory()), first)
+        tally.starts[device] = (seq, states)
+        tally.states.update({(device, name): state for name, state in states.items()})
+    return True
+
+
+def _commit_states(settings: Settings, committed: Sequence[Reading], cut_short: bool,
+                   before: Mapping[tuple[str, str], DetectorState], absorbed: Mapping[str, str], tally: Tally) -> None:
+    """Keep the states as of the window's committed records: when the window was cut short, score its committed
+    readings again from the states before it (the same arithmetic, so the same states)."""
+    if cut_short:
+        tally.states = dict(before)
+        score_readings(committed, settings, tally.states, absorbed)
+    for reading in committed:
+        if _detected(settings, reading):
+            device = reading.item["deviceId"]["S"]
+            seq = reading.record.sequence_number
+            if _sequence_order(seq) > _sequence_order(tally.committed.get(device, "")):
+                tally.committed[device] = seq
+
+
+def _save_states(runtime: Runtime, tally: Tally, deadline: float) -> bool:
+    """Write the state item of every device with committed readings (BatchWriteItem, 25 a call); False when one
+    could not be written."""
+    by_device: dict[str, dict[str, DetectorState]] = {}
+    for (device, name), state in tally.states.items():
+        if device in tally.committed:
+            by_device.setdefault(device, {})[name] = state
+    items = [state_item(device, max(tally.committed[device], tally.starts[device][0], key=_sequence_order),
+                        by_device.get(device, {}), *tally.starts[device]) for device in tally.committed]
+    chunks = [items[i:i + BATCH_WRITE_LIMIT] for i in range(0, len(items), BATCH_WRITE_LIMIT)]
+    writes = [runtime.pool.submit(write_items, runtime, chunk, deadline) for chunk in chunks]
+    _wait(runtime, writes, deadline)
+    return all(_failure(write, "BatchWriteItem") is None and not write.result() for write in writes)
 
 
 def _by_shard(items: Iterable[Any], shard_of: Callable[[Any], str]) -> dict[str, list[Any]]:

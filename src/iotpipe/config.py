@@ -176,11 +176,11 @@ class Threshold:
     min: float | None = _opt(None)
     max: float | None = _opt(None)
     unit: str = _opt("", pattern=re.compile(r"^[\w/%.° -]{0,32}$"))
-    # The adaptive detector of docs/contract.md section 12; `iotpipe detect` applies it (the processors do not yet).
+    # The adaptive detector of docs/contract.md section 12: the processors and `iotpipe detect` apply it.
     detector: str = _opt("onset", choices=("off", "onset", "sustained"),
                          doc="the adaptive detector's preset: onset (one alarm at an event's start), sustained "
-                             "(every reading while a deviation lasts) or off; `iotpipe detect` applies it, the "
-                             "processors do not run the detector yet")
+                             "(every reading while a deviation lasts) or off; the processors and `iotpipe detect` "
+                             "apply it")
     sensitivity: float = _opt(0.5, lo=0.01, hi=1.0, doc="a detector score at or above it is an anomaly")
     probation: int = _opt(0, lo=0, hi=1_000_000, doc="readings a series learns before it scores; 0: the preset's")
 
@@ -433,9 +433,10 @@ class PipelineConfig:
 
     @property
     def thresholds_json(self) -> str:
-        """The thresholds as the processor's THRESHOLDS variable: compact JSON, sensor type -> min/max/unit."""
-        table = {name: {"min": t.min, "max": t.max, "unit": t.unit} for name, t in self.thresholds.items()}
-        return json.dumps(table, sort_keys=True, separators=(",", ":"))
+        """The thresholds as the processor's THRESHOLDS variable: compact JSON, sensor type -> min/max/unit and
+        the detector (docs/contract.md 11; sensitivity and probation only when not the processor's defaults)."""
+        return json.dumps({name: _threshold_entry(t) for name, t in self.thresholds.items()}, sort_keys=True,
+                          separators=(",", ":"))
 
     @property
     def resolved_stack_name(self) -> str:
@@ -596,6 +597,18 @@ def _build_thresholds(raw: Any, path: str) -> ReadOnlyMap:
     for name, spec in _deep_merge(seed, table).items():
         result.append((name, _build_section(Threshold, spec, f"{path}.{name}")))
     return ReadOnlyMap(result)
+
+
+def _threshold_entry(threshold: Threshold) -> dict[str, Any]:
+    """One sensor type's THRESHOLDS entry; the detector's keys left out when they are the contract's defaults."""
+    entry: dict[str, Any] = {"min": threshold.min, "max": threshold.max, "unit": threshold.unit}
+    if threshold.detector != "off":
+        entry["detector"] = threshold.detector
+        if threshold.sensitivity != 0.5:
+            entry["sensitivity"] = threshold.sensitivity
+        if threshold.probation:
+            entry["probation"] = threshold.probation
+    return entry
 
 
 def _check_cross_field(config: PipelineConfig) -> None:

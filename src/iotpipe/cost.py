@@ -555,6 +555,7 @@ def billable_units(workload: Workload, cfg: PipelineConfig, assumptions: Assumpt
     add("dynamodb.storage_gb_months", table_gb_months, f"held {cfg.storage.ttl_days} days (TTL)")
     add("dynamodb.pitr_gb_months", table_gb_months, "point-in-time recovery: the table's size, as stored")
 
+    out.extend(detector_state_units(workload, cfg, s))
     add("s3.put_requests", s.invocations, "one raw-archive object per batch")
     retention = cfg.storage.archive_retention_days
     add("s3.storage_gb_months", archive_gb_months(s.archive_bytes, retention),
@@ -585,6 +586,34 @@ def billable_units(workload: Workload, cfg: PipelineConfig, assumptions: Assumpt
 def archive_gb_months(archive_bytes: float, retention_days: int) -> float:
     """GB-months of a month's ``archive_bytes`` once the archive holds ``retention_days`` of them (steady state)."""
     return archive_bytes / GB * retention_days / DAYS_PER_MONTH
+
+
+def detector_state_bytes(sensors: int) -> int:
+    """Bytes of a device's detector state item with ``sensors`` series (docs/contract.md 12), as the processor
+    builds it: 56-digit sequence numbers, and states whose doubles take their longest digits."""
+    from iotpipe.archive import load_processor
+
+    index = load_processor()
+    state = index.DetectorState(123_456, 1_767_225_600_000, -12345.678901234567, 1234.5678901234567,
+                                -12345.678901234567, 1000.1234567890123, 12, 12.345678901234567)
+    states = {f"sensor{n:05d}": state for n in range(sensors)}  # a sensor type name of 11 characters
+    seq = "4" * 56
+    return dynamodb_item_size(index.state_item("device-000001", seq, states, seq, states))
+
+
+def detector_state_units(workload: Workload, cfg: PipelineConfig, s: Shape) -> tuple[Units, ...]:
+    """The detector's state (docs/contract.md 12): per batch, each device in it read once (BatchGetItem,
+    strongly consistent: 1 read unit per 4 KB) and written once (BatchWriteItem); the items themselves (one a
+    device) stay under a megabyte, so their storage is left out. Nothing when no sensor type has a detector."""
+    if all(t.detector == "off" for t in cfg.thresholds.values()):
+        return ()
+    streams = batch_streams(workload, cfg, s.shards)
+    devices_per_batch = min(workload.devices / streams, s.records_per_invocation)
+    visits = s.invocations * devices_per_batch
+    item_bytes = detector_state_bytes(workload.sensors)
+    note = f"{devices_per_batch:,.1f} devices a batch, state items of {item_bytes:,} B"
+    return (Units("dynamodb.read_request_units", visits * math.ceil(item_bytes / 4096), "detector state: " + note),
+            Units("dynamodb.state_write_request_units", visits * write_units(item_bytes), note))
 
 
 def dynamodb_storage_gb_months(stored_bytes: float, ttl_days: int) -> float:

@@ -38,6 +38,8 @@ class Counts:
     stored_bytes: int = 0
     anomaly_items: int = 0
     packed_items: int = 0
+    state_write_units: int = 0  # the detector's state items (docs/contract.md 12), priced on their own line
+    state_read_units: int = 0
     packed_bytes: int = 0
     payload_bytes: int = 0
     s3_puts: int = 0
@@ -65,6 +67,9 @@ class Counts:
         for item in items:
             size = cost.dynamodb_item_size(item)
             units = cost.write_units(size)
+            if item.get("sk", {}).get("S") == STATE_SORT_KEY:
+                self.state_write_units += units
+                continue
             copies = 2 if "anomalyDay" in item else 1
             self.items += 1
             self.item_bytes += size
@@ -88,6 +93,9 @@ class Counts:
         self.calls[name] = self.calls.get(name, 0) + 1
 
 
+STATE_SORT_KEY = "#detector"  # the sort key of a device's detector state item (docs/contract.md 12)
+
+
 def write_request_hook(counts: Counts) -> Any:
     """A botocore ``provide-client-params`` hook counting the items of BatchWriteItem and PutItem."""
     def hook(params: Mapping[str, Any], model: Any, **_: Any) -> None:
@@ -97,6 +105,8 @@ def write_request_hook(counts: Counts) -> Any:
                              for request in requests if "PutRequest" in request])
         elif model.name == "PutItem":
             counts.on_items([params["Item"]])
+        elif model.name == "BatchGetItem":  # the detector's state: one read unit per item under 4 KB
+            counts.state_read_units += sum(len(spec["Keys"]) for spec in params["RequestItems"].values())
     return hook
 
 
@@ -137,6 +147,8 @@ def measured_units(counts: Counts, cfg: PipelineConfig) -> dict[str, float]:
         "lambda.requests": counts.invocations,
         f"lambda.gb_seconds_{cfg.processor.architecture}": counts.billed_ms / 1000 * cfg.processor.memory_mb / 1024,
         "dynamodb.write_request_units": counts.write_units,
+        "dynamodb.state_write_request_units": counts.state_write_units,
+        "dynamodb.read_request_units": counts.state_read_units,
         "dynamodb.storage_gb_months": cost.dynamodb_storage_gb_months(counts.stored_bytes, cfg.storage.ttl_days),
         "dynamodb.pitr_gb_months": cost.dynamodb_storage_gb_months(counts.stored_bytes, cfg.storage.ttl_days),
         "s3.put_requests": counts.s3_puts,

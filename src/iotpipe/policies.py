@@ -58,6 +58,11 @@ def table_writer(table_arn: Arn) -> Statement:
     return Statement(Sid="WriteReadings", Effect=Allow, Action=[dynamodb.BatchWriteItem], Resource=[table_arn])
 
 
+def state_reader(table_arn: Arn) -> Statement:
+    """Batched item reads of one table: the processor reads its detector's state items (docs/contract.md 12)."""
+    return Statement(Sid="ReadDetectorState", Effect=Allow, Action=[dynamodb.BatchGetItem], Resource=[table_arn])
+
+
 def object_writer(bucket_arn: Arn, *prefixes: str, sid: str = "ArchiveRawRecords") -> Statement:
     """PutObject under the given key prefixes of one bucket (no ACL calls)."""
     return Statement(

@@ -49,7 +49,9 @@ def stored_items(info: dict[str, Any], table: str) -> int:
     dynamodb = boto3.client("dynamodb", endpoint_url=info["awsEndpoint"], region_name="us-east-1",
                             aws_access_key_id=info["awsAccessKeyId"],
                             aws_secret_access_key=info["awsSecretAccessKey"])
-    pages = dynamodb.get_paginator("scan").paginate(TableName=table, Select="COUNT")
+    # Readings only: not the detector's state item of each device (docs/contract.md 12).
+    pages = dynamodb.get_paginator("scan").paginate(TableName=table, Select="COUNT", FilterExpression="sk <> :state",
+                                                    ExpressionAttributeValues={":state": {"S": "#detector"}})
     return sum(page["Count"] for page in pages)
 
 

@@ -46,7 +46,16 @@ def vector_outcome(index: Any, vector: dict[str, Any], data: list[list[str]]) ->
                 "approximateArrivalTimestamp": spec["arrivedAt"] / 1000}}
             interpretations.append(index.interpret(index.decode_record(event_record, 0), settings))
         readings, _ = index.deduplicate([r for i in interpretations for r in i.readings])
-        for item in index.window_items(readings, settings):
+        # The detector (contract 12) from empty states, as a first batch: its scores and each device's state item.
+        states: dict[tuple[str, str], Any] = {}
+        readings = index.score_readings(readings, settings, states)
+        last: dict[str, str] = {}
+        for reading in readings:
+            if (reading.item["deviceId"]["S"], reading.sensor_type) in states:
+                last[reading.item["deviceId"]["S"]] = reading.record.sequence_number
+        state_items = [index.state_item(device, seq, {t: st for (d, t), st in states.items() if d == device}, "", {})
+                       for device, seq in last.items()]
+        for item in [*index.window_items(readings, settings), *state_items]:
             plain = {k: _plain(v) for k, v in item.items()}
             table[(plain["deviceId"], plain["sk"])] = plain
         rows = []

@@ -84,9 +84,14 @@ def test_a_hand_worked_month_of_todays_layout() -> None:
     assert lines["cloudwatch.log_ingestion_gb"] == pytest.approx(0.244752, rel=1e-5)
     assert lines["cloudwatch.custom_metrics"] == pytest.approx(3.00)
     assert lines["cloudwatch.alarms"] == pytest.approx(0.80)
-    # Total $148.585697 a month; / 52.56 M readings = $2.826973 per million.
-    assert est.monthly_total_usd == pytest.approx(148.585697, rel=1e-6)
-    assert est.per_million_readings_usd == pytest.approx(2.826973, rel=1e-6)
+    # The detector's state (every seed sensor type has one): one batch stream holds all 10 devices, each read
+    # (1 read unit: under 4 KB) and written (1 write unit: under 1 KB) once a batch: 5,256,000 of each,
+    # x $0.125/M = $0.657 and x $0.625/M = $3.285.
+    assert lines["dynamodb.read_request_units"] == pytest.approx(0.657)
+    assert lines["dynamodb.state_write_request_units"] == pytest.approx(3.285)
+    # Total $148.585697 + $0.657 + $3.285 = $152.527697 a month; / 52.56 M readings = $2.901973 per million.
+    assert est.monthly_total_usd == pytest.approx(152.527697, rel=1e-6)
+    assert est.per_million_readings_usd == pytest.approx(2.901973, rel=1e-6)
 
 
 def test_basic_ingest_removes_the_messaging_charge_but_not_the_rule() -> None:
@@ -293,3 +298,20 @@ def test_cli_counts_each_metric_of_a_metric_math_alarm() -> None:
 def test_every_workload_within_the_bounds_is_priced(workload: cost.Workload) -> None:
     est = cost.estimate(cost.validate_workload(workload), build_config({}, "dev", {}))
     assert math.isfinite(est.monthly_total_usd) and est.monthly_total_usd > 0
+
+
+def test_the_detector_state_is_read_and_written_once_per_device_per_batch() -> None:
+    cfg = build_config({}, "prod", {})
+    est = cost.estimate(cost.Workload(devices=1000, sensors=3, rate_hz=1.0), cfg)
+    lines = {i.item: i for i in est.line_items}
+    streams = cost.batch_streams(est.workload, cfg, est.shape.shards)
+    visits = est.shape.invocations * min(1000 / streams, est.shape.records_per_invocation)
+    assert cost.detector_state_bytes(3) <= 1024  # one write unit, one read unit
+    assert lines["read_request_units"].units == pytest.approx(visits)
+    assert lines["state_write_request_units"].units == pytest.approx(visits)
+    assert lines["state_write_request_units"].usd == pytest.approx(visits * 0.625e-6)
+    assert cost.detector_state_bytes(4) > 1024  # a fourth series costs a second write unit
+    off = build_config({"defaults": {"thresholds": {name: {"detector": "off"} for name in cfg.thresholds}}},
+                       "prod", {})
+    items = {i.item for i in cost.estimate(cost.Workload(devices=1000, sensors=3, rate_hz=1.0), off).line_items}
+    assert not items & {"read_request_units", "state_write_request_units"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from pathlib import Path
 
@@ -147,7 +148,14 @@ def test_the_detector_settings_are_config_keys_of_a_sensor_type() -> None:
     assert (vibration.max, vibration.detector, vibration.sensitivity, vibration.probation) == (5.0, "sustained",
                                                                                               0.6, 0)
     assert cfg.thresholds["temperature"].detector == "onset"
-    assert "detector" not in cfg.thresholds_json  # not in the processor's THRESHOLDS: it does not run it yet
+    entries = json.loads(cfg.thresholds_json)  # the processor's THRESHOLDS: defaults left to the contract
+    assert entries["vibration"] == {"min": None, "max": 5.0, "unit": "mm/s", "detector": "sustained",
+                                    "sensitivity": 0.6}
+    assert entries["temperature"]["detector"] == "onset" and "sensitivity" not in entries["temperature"]
+    off = build_config({"defaults": {"thresholds": {"vibration": {"detector": "off", "probation": 9}}}}, "dev", {})
+    assert set(json.loads(off.thresholds_json)["vibration"]) == {"min", "max", "unit"}
+    probing = build_config({"defaults": {"thresholds": {"vibration": {"probation": 9}}}}, "dev", {})
+    assert json.loads(probing.thresholds_json)["vibration"]["probation"] == 9
     for bad in ({"detector": "eager"}, {"sensitivity": 0.0}, {"probation": -1}):
         with pytest.raises(ConfigError, match=r"defaults\.thresholds\.vibration"):
             build_config({"defaults": {"thresholds": {"vibration": bad}}}, "dev", {})

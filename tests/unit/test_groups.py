@@ -83,7 +83,8 @@ def test_processor_function_runtime_code_and_environment() -> None:
     assert function["Code"] == {"S3Bucket": {"Fn::Sub": ARTEFACT_BUCKET_PATTERN}, "S3Key": artefact.key}
     assert read_zip_member(artefact.body, "index.py") == HANDLER.read_text(encoding="utf-8")
     variables = function["Environment"]["Variables"]
-    assert json.loads(variables["THRESHOLDS"])["vibration"] == {"min": None, "max": 5.0, "unit": "mm/s"}
+    assert json.loads(variables["THRESHOLDS"])["vibration"] == {"min": None, "max": 5.0, "unit": "mm/s",
+                                                             "detector": "onset"}
     assert variables["UNKNOWN_SENSOR"] == "quarantine" and variables["TTL_DAYS"] == "90"
     assert (variables["STORAGE_LAYOUT"], variables["PACK_WINDOW_SECONDS"]) == ("item-per-reading", "60")
     assert function["ReservedConcurrentExecutions"] == 10
@@ -126,7 +127,7 @@ def test_processor_role_grants_exactly_the_processor_calls() -> None:
     assert actions == sorted([
         "logs:CreateLogStream", "logs:PutLogEvents", "kinesis:DescribeStream", "kinesis:DescribeStreamSummary",
         "kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards", "dynamodb:BatchWriteItem",
-        "s3:PutObject", "sqs:SendMessage"])
+        "dynamodb:BatchGetItem", "s3:PutObject", "sqs:SendMessage"])
     assert all(statement["Resource"] != "*" and "*" not in statement["Resource"] for statement in statements)
 
 

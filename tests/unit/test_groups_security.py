@@ -217,6 +217,8 @@ def test_processor_role(dev: dict[str, dict[str, Any]]) -> None:
              "Resource": [get_att("SensorDataStream")]},
             {"Sid": "WriteReadings", "Effect": "Allow", "Action": ["dynamodb:BatchWriteItem"],
              "Resource": [get_att("SensorDataTable")]},
+            {"Sid": "ReadDetectorState", "Effect": "Allow", "Action": ["dynamodb:BatchGetItem"],
+             "Resource": [get_att("SensorDataTable")]},
             {"Sid": "ArchiveRawRecords", "Effect": "Allow", "Action": ["s3:PutObject"],
              "Resource": [sub("${RawDataBucket.Arn}/raw/*"), sub("${RawDataBucket.Arn}/quarantine/*")]},
             {"Sid": "SendToDeadLetterQueue", "Effect": "Allow", "Action": ["sqs:SendMessage"],

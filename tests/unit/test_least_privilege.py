@@ -180,7 +180,7 @@ def call_resource(service: str, operation: str, params: Mapping[str, Any]) -> li
     """The resource ARN(s) IAM authorizes ``service:operation`` with ``params`` against."""
     if service == "s3" and operation in ("PutObject", "PutObjectAcl", "GetObject"):
         return [f"arn:aws:s3:::{params['Bucket']}/{params['Key']}"]
-    if service == "dynamodb" and operation == "BatchWriteItem":
+    if service == "dynamodb" and operation in ("BatchWriteItem", "BatchGetItem"):
         return [f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}" for table in params["RequestItems"]]
     if service == "dynamodb" and "TableName" in params:
         return [f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{params['TableName']}"]
@@ -400,7 +400,7 @@ def processor_run(world: World) -> Iterator[ProcessorRun]:
         listing = setup.client("s3").list_objects_v2(Bucket=deployed.names["RawDataBucket"]).get("Contents", [])
         items = setup.client("dynamodb").scan(TableName=deployed.names["SensorDataTable"])["Items"]
         yield ProcessorRun(deployed, result, handler_calls.calls, platform.calls,
-                           [o["Key"] for o in listing], {i["status"]["S"] for i in items})
+                           [o["Key"] for o in listing], {i["status"]["S"] for i in items if "status" in i})
 
 
 # ---------------------------------------------------------------- processor role tests
@@ -412,7 +412,7 @@ def test_processor_run_exercises_every_path(processor_run: ProcessorRun) -> None
     assert any(k.startswith("raw/") for k in keys) and any(k.startswith("quarantine/") for k in keys), keys
     assert processor_run.statuses == {"NORMAL", "ANOMALY"}
     actions = {c.action for c in processor_run.handler_calls}
-    assert actions == {"s3:PutObject", "dynamodb:BatchWriteItem"}
+    assert actions == {"s3:PutObject", "dynamodb:BatchWriteItem", "dynamodb:BatchGetItem"}
 
 
 def test_every_processor_call_is_granted_for_its_resource(processor_run: ProcessorRun) -> None:

@@ -73,3 +73,17 @@ def test_comparison_agrees_within_the_tolerance_of_the_measured_value() -> None:
     assert metering.Comparison("k", 100, 109, 0, 0).agrees(0.10)
     assert not metering.Comparison("k", 100, 111, 0, 0).agrees(0.10)
     assert metering.Comparison("k", 0, 0, 0, 0).agrees(0.10)
+
+
+def test_the_detector_state_is_counted_on_its_own_lines() -> None:
+    counts = metering.Counts()
+    hook = metering.write_request_hook(counts)
+    state = {"deviceId": {"S": "press-1"}, "sk": {"S": metering.STATE_SORT_KEY}, "states": {"S": "{}"}}
+    reading = {"deviceId": {"S": "press-1"}, "sk": {"S": "1767225600000#temperature#20"}}
+    hook({"RequestItems": {"t": [{"PutRequest": {"Item": state}}, {"PutRequest": {"Item": reading}}]}},
+         type("Model", (), {"name": "BatchWriteItem"}))
+    hook({"RequestItems": {"t": {"Keys": [{"deviceId": {"S": "a"}}, {"deviceId": {"S": "b"}}]}}},
+         type("Model", (), {"name": "BatchGetItem"}))
+    assert (counts.items, counts.write_units, counts.state_write_units, counts.state_read_units) == (1, 1, 1, 2)
+    measured = metering.measured_units(counts, build_config({}, "dev", {}), cost.DEFAULT_ASSUMPTIONS)
+    assert measured["dynamodb.state_write_request_units"] == 1 and measured["dynamodb.read_request_units"] == 2

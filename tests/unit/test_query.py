@@ -453,3 +453,31 @@ def test_cli_names_the_sensor_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPat
                                        "--endpoint-url", "http://127.0.0.1:9", "--region", "us-east-1"])
     assert result.exit_code == 2, result.output
     assert "--sensor" in result.stderr and "known: pressure, temperature, vibration" in result.stderr
+
+
+def test_anomalies_and_readings_say_why_with_the_detector(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from iotpipe.cli.readings import _reading_output
+
+    detecting = {**THRESHOLDS, "temperature": {**THRESHOLDS["temperature"], "detector": "onset", "probation": 5}}
+    values = [20.0, 20.1, 19.9, 20.0, 20.2, 20.1, 35.0, 95.0]
+    run_processor([single("press-1", "temperature", v, DAY2 - (len(values) - i) * 1000) for i, v in enumerate(values)],
+                  monkeypatch, capsys, env={"THRESHOLDS": json.dumps(detecting)})
+
+    found = query.query_anomalies(aws["dynamodb"], TABLE, INDEX, since_ms=DAY2 - 3600_000, until_ms=DAY2 + 1000)
+    assert [(r.value, r.rule) for r in found] == [(95.0, "bound"), (35.0, "model")]
+    model = found[1]
+    assert model.score is not None and model.score >= 0.5
+    assert model.expected_low is not None and model.expected_high is not None
+    assert model.expected_low < 20.1 < model.expected_high
+    assert model.reason.startswith("expected ")
+    only = query.query_readings(aws["dynamodb"], TABLE, "press-1", since_ms=DAY2 - 3600_000, anomalies_only=True)
+    assert [(r.rule, r.score) for r in only] == [(r.rule, r.score) for r in found]
+
+    _reading_output(found, "table", with_device=True, what="anomalies")
+    table = capsys.readouterr().out
+    assert "RULE" in table and "SCORE" in table and "EXPECTED" in table
+    assert f"{model.score:.3f}" in table and model.band in table and "bound" in table
+    _reading_output(found, "json", with_device=True)
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[1]["rule"] == "model" and rows[1]["expectedLow"] == model.expected_low

@@ -24,6 +24,10 @@ def _reading_output(found: Sequence[query_lib.Reading], output: str, with_device
         ((r.device_id,) if with_device else ()) + (r.time, r.sensor_type, f"{r.value:g}", r.unit, r.status, r.reason)
         for r in found
     ]
+    if any(r.rule for r in found):  # why each anomaly is one: the rule, the detector's score and expected band
+        headers += ("RULE", "SCORE", "EXPECTED")
+        rows = [(*row, r.rule, "" if r.score is None else f"{r.score:.3f}", r.band)
+                for row, r in zip(rows, found, strict=True)]
     write_table(headers, rows)
 
 

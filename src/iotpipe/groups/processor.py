@@ -145,6 +145,7 @@ def _role(cfg: PipelineConfig, names: Names, *, stream: StreamGroup, storage: St
         policies.log_writer(GetAtt(log_group, "Arn")),
         policies.stream_reader(stream.stream_arn),
         policies.table_writer(storage.table_arn),
+        policies.state_reader(storage.table_arn),
         policies.object_writer(storage.bucket_arn, *RAW_PREFIXES),
         policies.queue_sender(GetAtt(queue, "Arn")),
     ]

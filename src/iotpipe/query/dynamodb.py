@@ -34,6 +34,10 @@ READING_FIELDS = (
     "status",
     "anomaly",
     "reason",
+    "rule",
+    "score",
+    "expectedLow",
+    "expectedHigh",
 )
 
 
@@ -49,6 +53,19 @@ class Reading:
     status: str
     anomaly: bool
     reason: str
+    # Why an anomaly is one (docs/contract.md 6 and 12): the rule that fired (bound or model), the detector's
+    # score and the band it expected; empty or None on other readings and sensor types without a detector.
+    rule: str = ""
+    score: float | None = None
+    expected_low: float | None = None
+    expected_high: float | None = None
+
+    @property
+    def band(self) -> str:
+        """The expected band as ``low..high`` (``""`` when there is none)."""
+        if self.expected_low is None or self.expected_high is None:
+            return ""
+        return f"{self.expected_low:.6g}..{self.expected_high:.6g}"
 
     @property
     def time(self) -> str:
@@ -67,6 +84,10 @@ class Reading:
             "status": self.status,
             "anomaly": self.anomaly,
             "reason": self.reason,
+            "rule": self.rule,
+            "score": self.score,
+            "expectedLow": self.expected_low,
+            "expectedHigh": self.expected_high,
         }
 
 
@@ -86,7 +107,16 @@ def to_reading(item: Mapping[str, Any]) -> Reading:
         status=str(plain.get("status", "")),
         anomaly=bool(plain.get("anomalyDetected", False)),
         reason=str(plain.get("reason", "")),
+        rule=str(plain.get("rule", "")),
+        score=_optional_float(plain.get("score")),
+        expected_low=_optional_float(plain.get("expectedLow")),
+        expected_high=_optional_float(plain.get("expectedHigh")),
     )
+
+
+def _optional_float(value: Any) -> float | None:
+    """A number attribute as a float, None when absent."""
+    return float(value) if isinstance(value, Decimal | int | float) else None
 
 
 def to_readings(item: Mapping[str, Any]) -> list[Reading]:
