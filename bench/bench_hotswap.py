@@ -33,7 +33,6 @@ from click.testing import CliRunner
 REPO = Path(__file__).resolve().parents[1]
 HANDLER = REPO / "handler" / "python" / "index.py"
 REGION = "us-east-1"
-EMPTY_BATCH_ANSWER = {"batchItemFailures": []}
 
 
 def _edit(path: Path, n: int) -> None:
