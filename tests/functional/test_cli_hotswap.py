@@ -140,3 +140,23 @@ def test_watch_hotswaps_after_a_save(moto_endpoint: str, config: Path, monkeypat
     assert f"Hotswapped {FUNCTION}" in result.stdout  # after the save
     sha = lambda_client(moto_endpoint).get_function(FunctionName=FUNCTION)["Configuration"]["CodeSha256"]
     assert sha == hotswap_lib.code_sha256(package.processor_artefact("python3.13").body)
+
+
+def test_hotswap_of_inline_code_sends_the_source_zipped(moto_endpoint: str, tmp_path: Path, config: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    write_config(tmp_path, '[env.dev]\n[env.dev.processor]\npackaging = "inline"\n')
+    deploy(moto_endpoint, config)
+    edit_handler(monkeypatch, "edited inline")
+    result = run(moto_endpoint, config, "deploy", "--hotswap", "--output", "json")
+    assert result.exit_code == 0, result.stderr
+    expected = hotswap_lib.code_sha256(package.deterministic_zip(
+        {"index.py": package.handler_source("python3.13").encode("utf-8")}))
+    assert f'"codeSha256": "{expected}"' in result.stdout
+    assert lambda_client(moto_endpoint).get_function(
+        FunctionName=FUNCTION)["Configuration"]["CodeSha256"] == expected
+
+
+def test_hotswap_with_no_execute_is_a_usage_error(config: Path) -> None:
+    result = run("http://127.0.0.1:9", config, "deploy", "--hotswap", "--no-execute")
+    assert result.exit_code == 2
+    assert "use `iotpipe diff`" in result.stderr
