@@ -315,3 +315,25 @@ def test_a_saved_edit_of_the_handler_runs_from_the_next_invocation(tmp_path: Pat
     finally:
         processor.close()
         other.close()
+
+
+def test_the_pipeline_watcher_hands_saved_edits_to_its_functions(tmp_path: Path) -> None:
+    from iotpipe.local.function import HandlerFollower
+    from iotpipe.local.pipeline import LocalOptions, LocalPipeline, _Wiring
+
+    source = tmp_path / "index.py"
+    source.write_text(PYTHON_CODE)
+    said: list[str] = []
+    pipeline = LocalPipeline(LocalOptions(directory=tmp_path / "state"), said.append)
+    runner = FunctionRunner(spec("python3.13", PYTHON_CODE), aws_endpoint="http://127.0.0.1:9", region="us-east-1",
+                            workdir=tmp_path, on_output=Lines())
+    follower = HandlerFollower({"python": source})
+    try:
+        pipeline._follow_edits(follower)  # nothing wired (between a destroy and a deploy): nothing to do
+        pipeline._wiring = _Wiring(stack=None, engine=None, runners=[], functions=[runner], sinks=[])
+        source.write_text(PYTHON_CODE.replace('"n": event.get("n")', '"n": -1'))
+        pipeline._follow_edits(follower)
+        assert said == ["function fn-test: picked up the saved edit of its handler source"]
+        assert runner({"n": 3}).payload == {"batchItemFailures": [], "n": -1}
+    finally:
+        runner.close()
