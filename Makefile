@@ -3,7 +3,7 @@
 PYTHON ?= python3
 NODE_DIR := handler/node
 
-.PHONY: install lock test-latest test lint pytest node-test docs docs-config render bench bench-worst bench-broker bench-local bench-sql bench-cost bench-detect bench-fleet golden clean
+.PHONY: install lock test-latest test lint pytest node-test docs docs-config render bench bench-worst bench-broker bench-local bench-sql bench-cost bench-detect bench-fleet bench-hotswap golden clean
 
 # constraints.txt pins every Python package of the dev and CI environment (make lock rewrites it) and
 # handler/node/package-lock.json every npm package (npm ci), so an install is the same every day;
@@ -105,6 +105,10 @@ bench-detect:
 # smaller runs: make bench-cost BENCH_COST_ARGS="--readings 5000 --devices 20".
 bench-cost:
 	$(PYTHON) bench/bench_cost.py $(BENCH_COST_ARGS)
+
+# save -> new code in place: iotpipe local, deploy --watch (hotswap) and a full deploy, on moto. BENCH_HOTSWAP_ARGS="--runs 1"
+bench-hotswap:
+	$(PYTHON) bench/bench_hotswap.py $(BENCH_HOTSWAP_ARGS)
 
 # a smoke run: make bench-fleet BENCH_FLEET_ARGS="--devices 50"
 bench-fleet:

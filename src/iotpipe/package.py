@@ -16,6 +16,7 @@ import io
 import zipfile
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 from troposphere import Sub, awslambda
 
@@ -52,6 +53,11 @@ def runtime_family(runtime: str) -> str:
     if not family:
         raise ConfigError(f"processor.runtime: {runtime!r} is neither a python nor a nodejs runtime")
     return family
+
+
+def handler_path(runtime: str) -> Path:
+    """The file the processor source for ``runtime`` is read from (``handler/python/index.py`` in a checkout)."""
+    return Path(str(resources.files("iotpipe.handlers").joinpath(_SOURCES[runtime_family(runtime)])))
 
 
 def handler_source(runtime: str) -> str:

@@ -284,3 +284,56 @@ def test_a_raising_or_timing_out_function_ends_in_the_on_failure_queue(tmp_path:
     assert failure["responseContext"]["functionError"] == "Unhandled"
     assert failure["KinesisBatchInfo"]["batchSize"] == 1
     assert failure["KinesisBatchInfo"]["startSequenceNumber"] == failure["KinesisBatchInfo"]["endSequenceNumber"]
+
+
+def test_a_saved_edit_of_the_handler_runs_from_the_next_invocation(tmp_path: Path) -> None:
+    from iotpipe.local.function import HandlerFollower
+    from iotpipe.package import handler_path
+
+    source = tmp_path / "edited" / "index.py"  # a copy of the processor: the checkout's file is left alone
+    source.parent.mkdir()
+    original = handler_path("python3.13").read_text(encoding="utf-8")
+    source.write_text(original, encoding="utf-8")
+    follower = HandlerFollower({"python": source})
+    processor = FunctionRunner(
+        FunctionSpec(name="processor", arn="arn:aws:lambda:us-east-1:123456789012:function:processor",
+                     runtime="python3.13", handler="index.handler", code=original,
+                     environment={"DYNAMODB_TABLE": "t", "S3_BUCKET": "b"}, timeout_s=10, memory_mb=128,
+                     log_group="/aws/lambda/processor"),
+        aws_endpoint="http://127.0.0.1:9", region="us-east-1", workdir=tmp_path / "run", on_output=Lines())
+    other = FunctionRunner(spec("python3.13", PYTHON_CODE), aws_endpoint="http://127.0.0.1:9", region="us-east-1",
+                           workdir=tmp_path / "other", on_output=Lines())
+    try:
+        assert processor({"Records": []}).payload == {"batchItemFailures": []}
+        assert follower.poll([processor, other]) == []  # nothing saved yet
+        source.write_text(original + "\n\ndef handler(event, context):\n    return {'edited': len(event['Records'])}\n",
+                          encoding="utf-8")
+        assert follower.poll([processor, other]) == ["processor"]  # the blueprint-like function is left alone
+        assert processor({"Records": []}).payload == {"edited": 0}
+        assert processor.cold_starts == 2  # the warm worker that had loaded the old code was retired
+        assert other.spec.code == PYTHON_CODE
+    finally:
+        processor.close()
+        other.close()
+
+
+def test_the_pipeline_watcher_hands_saved_edits_to_its_functions(tmp_path: Path) -> None:
+    from iotpipe.local.function import HandlerFollower
+    from iotpipe.local.pipeline import LocalOptions, LocalPipeline, _Wiring
+
+    source = tmp_path / "index.py"
+    source.write_text(PYTHON_CODE)
+    said: list[str] = []
+    pipeline = LocalPipeline(LocalOptions(directory=tmp_path / "state"), said.append)
+    runner = FunctionRunner(spec("python3.13", PYTHON_CODE), aws_endpoint="http://127.0.0.1:9", region="us-east-1",
+                            workdir=tmp_path, on_output=Lines())
+    follower = HandlerFollower({"python": source})
+    try:
+        pipeline._follow_edits(follower)  # nothing wired (between a destroy and a deploy): nothing to do
+        pipeline._wiring = _Wiring(stack=None, engine=None, runners=[], functions=[runner], sinks=[])
+        source.write_text(PYTHON_CODE.replace('"n": event.get("n")', '"n": -1'))
+        pipeline._follow_edits(follower)
+        assert said == ["function fn-test: picked up the saved edit of its handler source"]
+        assert runner({"n": 3}).payload == {"batchItemFailures": [], "n": -1}
+    finally:
+        runner.close()

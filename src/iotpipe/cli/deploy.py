@@ -139,11 +139,15 @@ def _show_result(result: DeployResult, output: str) -> None:
               help="What CloudFormation does when a create fails (an update: rollback or do-nothing).")
 @click.option("--checkov/--no-checkov", "with_checkov", default=True, show_default=True,
               help="Gate on checkov's CloudFormation checks too, as `iotpipe lint` does (when checkov is installed).")
+@click.option("--hotswap", is_flag=True,
+              help="Dev only: when only the processor's code changed, update the function's code directly (no "
+                   "change set); refused on a production env. The next full deploy reconciles the drift.")
+@click.option("--watch", is_flag=True, help="Hotswap now and after each save of the processor's source.")
 @_timeout_option
 @output_option
 @blueprint_option
 def deploy(target: Target, yes: bool, no_execute: bool, params: tuple[str, ...], tags: tuple[str, ...], on_failure: str,
-           with_checkov: bool, timeout: float, output: str, blueprint: Any) -> None:
+           with_checkov: bool, hotswap: bool, watch: bool, timeout: float, output: str, blueprint: Any) -> None:
     """Render, lint and deploy the pipeline stack through a change set.
 
     The template must pass `iotpipe lint`'s gate for the target region first (cfn-lint with iotpipe's own rules,
@@ -160,7 +164,11 @@ def deploy(target: Target, yes: bool, no_execute: bool, params: tuple[str, ...],
       iotpipe deploy --env dev --no-execute --output json
       iotpipe deploy --env dev --endpoint-url http://127.0.0.1:5000 --yes
       iotpipe deploy --env dev --blueprint examples/firehose_copy.py:customise
+      iotpipe deploy --env dev --hotswap --watch
     """
+    if hotswap or watch:
+        _hotswap(target, params, tags, timeout, output, blueprint, watch, no_execute)
+        return
     if not no_execute:
         require_consent(yes, "deploy")
     cfg, client = target.config, DeployClient.from_factory(target.factory)
@@ -198,6 +206,20 @@ def rollout_line(state: RolloutState) -> str:
         return (f"{head}, {state.target_weight:.0%} of batches on version {state.target_version} "
                 f"(the rest on {state.current_version})")
     return head
+
+
+def _hotswap(target: Target, params: Sequence[str], tags: Sequence[str], timeout: float, output: str,
+             blueprint: Any, watch: bool, no_execute: bool) -> None:
+    """--hotswap/--watch: render and swap. Not linted (only the code may differ from the deployed template, which
+    passed the gate) and not confirmed (as `cdk deploy --hotswap`: dev only, production envs are refused)."""
+    from iotpipe.cli.hotswap import run_hotswap
+    from iotpipe.render import render_template
+
+    if no_execute:
+        raise click.UsageError("--hotswap/--watch update code at once; use `iotpipe diff` to see changes instead")
+    cfg = target.config
+    run_hotswap(target.factory, lambda: _request(cfg, render_template(cfg, blueprint), params, tags, "rollback",
+                                                 timeout), cfg.processor.runtime, output, watch)
 
 
 @click.command()

@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -111,6 +111,7 @@ class _Worker:
     requests: IO[bytes]
     responses: IO[bytes]
     readers: list[threading.Thread] = field(default_factory=list)
+    generation: int = 0  # the code it loaded (FunctionRunner.update_code bumps the runner's)
 
 
 class FunctionRunner:
@@ -130,7 +131,19 @@ class FunctionRunner:
         self._closed = False
         self.invocations = 0
         self.cold_starts = 0
+        self._generation = 0
         self._write_code()
+
+    def update_code(self, code: str) -> None:
+        """Run ``code`` from the next invocation on: idle workers are retired now, busy ones when they finish
+        (each worker loaded its module once, as a warm Lambda environment does)."""
+        with self._lock:
+            self.spec = replace(self.spec, code=code)
+            self._generation += 1
+            self._write_code()
+            stale, self._idle = self._idle, []
+        for worker in stale:
+            self._stop(worker)
 
     def _write_code(self) -> None:
         if self._code_dir.exists():
@@ -182,7 +195,8 @@ class FunctionRunner:
         process = _spawn(command, self._environment(), (request_read, response_write))
         os.close(request_read)
         os.close(response_write)
-        worker = _Worker(process, os.fdopen(request_write, "wb"), os.fdopen(response_read, "rb"))
+        worker = _Worker(process, os.fdopen(request_write, "wb"), os.fdopen(response_read, "rb"),
+                         generation=self._generation)
         for stream in (process.stdout, process.stderr):
             assert stream is not None
             reader = threading.Thread(target=self._pump, args=(stream,), daemon=True)
@@ -266,7 +280,7 @@ class FunctionRunner:
     def _release(self, worker: _Worker) -> None:
         with self._lock:
             self._busy.discard(worker)
-            if self._closed:
+            if self._closed or worker.generation != self._generation:
                 self._stop(worker)
             else:
                 self._idle.append(worker)
@@ -295,6 +309,49 @@ class FunctionRunner:
             self._idle.clear()
         for worker in workers:
             self._stop(worker)
+
+
+class HandlerFollower:
+    """Puts saved edits of the processor's sources into the functions that run them (``iotpipe local``'s inner
+    loop, as ``sam local`` reads the code at each invoke).
+
+    ``sources`` maps a runtime family (``python``, ``nodejs``) to its source file. A function follows a file
+    while it runs that file's text as last seen: another function's code (a blueprint's) is left alone.
+    """
+
+    def __init__(self, sources: Mapping[str, Path]) -> None:
+        self._sources = dict(sources)
+        self._seen = {family: _read_text(path) for family, path in self._sources.items()}
+
+    @classmethod
+    def for_packaged_handlers(cls) -> HandlerFollower:
+        """Following the processor and its Node twin as iotpipe packages them (``handler/`` in a checkout)."""
+        from iotpipe.package import handler_path
+
+        return cls({"python": handler_path("python3"), "nodejs": handler_path("nodejs")})
+
+    def poll(self, functions: list[FunctionRunner]) -> list[str]:
+        """Read each source; update the functions that ran its previous text; their names."""
+        from iotpipe.package import runtime_family
+
+        updated = []
+        for family, path in self._sources.items():
+            text, previous = _read_text(path), self._seen[family]
+            if text is None or text == previous:
+                continue  # unchanged, or gone for a moment while an editor replaces it
+            for function in functions:
+                if runtime_family(function.spec.runtime) == family and function.spec.code == previous:
+                    function.update_code(text)
+                    updated.append(function.spec.name)
+            self._seen[family] = text
+        return updated
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
 
 
 def _spawn(command: list[str], env: dict[str, str], fds: tuple[int, int]) -> subprocess.Popen[bytes]:

@@ -374,8 +374,12 @@ class LocalPipeline:
 
     def _watch(self, factory: Any) -> None:
         """Follow deploys and destroys of the stack until stopped."""
+        from iotpipe.local.function import HandlerFollower
+
         assert self.state is not None
+        follower = HandlerFollower.for_packaged_handlers()
         while not self._stop_event.wait(WATCH_INTERVAL_S):
+            self._follow_edits(follower)
             current = self._wiring
             try:
                 stack = load_deployed_stack(factory, self.state.stack_name, current.stack if current else None)
@@ -383,6 +387,12 @@ class LocalPipeline:
                 self.problems.append(f"watching the stack: {exc}")
                 continue
             self._follow(factory, stack)
+
+    def _follow_edits(self, follower: Any) -> None:
+        """A saved edit of the processor's source runs from the next invocation on (no deploy needed)."""
+        wiring = self._wiring
+        for name in follower.poll(wiring.functions) if wiring is not None else ():
+            self.progress(f"function {name}: picked up the saved edit of its handler source")
 
     def _follow(self, factory: Any, stack: DeployedStack | None) -> None:
         """Unwire after a destroy; rewire after a deploy that changed the stack and has settled."""
