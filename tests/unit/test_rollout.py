@@ -13,6 +13,7 @@ from iotpipe.render import render_template
 
 ROLLOUT_TYPES = {"AWS::Lambda::Version", "AWS::Lambda::Alias", "AWS::CodeDeploy::Application",
                  "AWS::CodeDeploy::DeploymentGroup"}
+HOOK = "ProcessorPreTrafficHook"
 
 
 def rendered(**overrides: Any) -> dict[str, Any]:
@@ -33,6 +34,7 @@ def version_id(resources: dict[str, Any]) -> str:
 
 def test_all_at_once_publishes_nothing_and_maps_the_function() -> None:
     resources = rendered()
+    assert HOOK not in resources and f"{HOOK}Role" not in resources
     assert not {value["Type"] for value in resources.values()} & ROLLOUT_TYPES
     assert resources["KinesisEventSourceMapping"]["Properties"]["FunctionName"] == {
         "Fn::GetAtt": ["DataProcessorFunction", "Arn"]}
@@ -46,7 +48,8 @@ def test_a_canary_maps_the_alias_and_codedeploy_shifts_it() -> None:
     update = alias["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"]
     group_id, group = next(iter(of_type(resources, "AWS::CodeDeploy::DeploymentGroup").items()))
     application_id = next(iter(of_type(resources, "AWS::CodeDeploy::Application")))
-    assert update == {"ApplicationName": {"Ref": application_id}, "DeploymentGroupName": {"Ref": group_id}}
+    assert update == {"ApplicationName": {"Ref": application_id}, "DeploymentGroupName": {"Ref": group_id},
+                      "BeforeAllowTrafficHook": {"Ref": "ProcessorPreTrafficHook"}}
     props = group["Properties"]
     assert props["DeploymentConfigName"] == "CodeDeployDefault.LambdaCanary10Percent5Minutes"
     assert props["AutoRollbackConfiguration"] == {"Enabled": True,
@@ -90,7 +93,31 @@ def test_codedeploy_role_is_scoped_to_the_alias_and_the_rollback_alarms() -> Non
         {"Fn::Sub": ["${Function}:live", {"Function": {"Fn::GetAtt": ["DataProcessorFunction", "Arn"]}}]}]
     assert by_sid["ReadRollbackAlarms"]["Resource"] == [
         {"Fn::GetAtt": [alarm, "Arn"]} for alarm in ("RolloutErrorAlarm", "RolloutIteratorAgeAlarm", "QuarantineAlarm")]
+    # CodeDeploy invokes the pre-traffic hook with this role.
+    assert by_sid["RunPreTrafficHook"] == {"Sid": "RunPreTrafficHook", "Effect": "Allow",
+                                           "Action": ["lambda:InvokeFunction"],
+                                           "Resource": [{"Fn::GetAtt": [HOOK, "Arn"]}]}
     assert all("*" not in statement["Resource"] for statement in statements)
+
+
+@pytest.mark.parametrize("rollout", ["canary10-5m", "linear10-1m"])
+def test_the_pre_traffic_hook_checks_the_new_version_with_least_privilege(rollout: str) -> None:
+    resources = rendered(**{"processor.rollout": rollout})
+    version = version_id(resources)
+    hook = resources[HOOK]["Properties"]
+    # As SAM passes a hook the version: an environment variable set to the Version's Ref (its ARN).
+    assert hook["Environment"]["Variables"] == {"NEW_VERSION": {"Ref": version}}
+    assert hook["Role"] == {"Fn::GetAtt": [f"{HOOK}Role", "Arn"]}
+    assert "SAMPLE = {'shard': 'shardId-pretraffic-hook'" in hook["Code"]["ZipFile"]
+    role = resources[f"{HOOK}Role"]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": ["lambda.amazonaws.com"]}
+    statements = role["Policies"][0]["PolicyDocument"]["Statement"]
+    assert [(s["Sid"], s["Action"], s["Resource"]) for s in statements] == [
+        ("InvokeNewVersion", ["lambda:InvokeFunction"], [{"Ref": version}]),
+        ("ReportHookStatus", ["codedeploy:PutLifecycleEventHookExecutionStatus"], [{"Fn::Sub": [
+            "arn:${AWS::Partition}:codedeploy:${AWS::Region}:${AWS::AccountId}:deploymentgroup:${Application}/*",
+            {"Application": {"Ref": "ProcessorDeployApplication"}}]}]),
+    ]
 
 
 def test_an_unknown_rollout_is_refused_with_the_choices() -> None:
