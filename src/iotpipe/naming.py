@@ -87,6 +87,7 @@ ROLLOUT_HOOK_ROLE = "ProcessorPreTrafficHookRole"
 QUARANTINE_ALARM = "QuarantineAlarm"
 ROLLOUT_ERROR_ALARM = "RolloutErrorAlarm"
 ROLLOUT_ITERATOR_AGE_ALARM = "RolloutIteratorAgeAlarm"
+ROLLOUT_QUARANTINE_ALARM = "RolloutQuarantineAlarm"
 # The alias the event source mapping invokes when processor.rollout is not all-at-once.
 PROCESSOR_ALIAS_NAME = "live"
 # Glue table names (Athena lowercases identifiers; the SQL relations of `iotpipe sql` read these).

@@ -40,10 +40,9 @@ def verdict(lambda_client: Any, function: str, sample: dict[str, Any]) -> str:
 def kinesis_event(sample: dict[str, Any]) -> dict[str, Any]:
     """The Lambda Kinesis event of the sample's ``[partitionKey, base64 data, arrival ms]`` records."""
     return {"Records": [{
-        "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": key, "sequenceNumber": str(index),
-                    "data": data, "approximateArrivalTimestamp": arrived / 1000},
-        "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventName": "aws:kinesis:record",
-        "eventID": f"{sample['shard']}:{index}",
+        "kinesis": {"partitionKey": key, "sequenceNumber": str(index), "data": data,
+                    "approximateArrivalTimestamp": arrived / 1000},
+        "eventSource": "aws:kinesis", "eventID": f"{sample['shard']}:{index}",
     } for index, (key, data, arrived) in enumerate(sample["records"], 1)]}
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cfnlint.decode import decode_str
 
-from iotpipe.config import build_config
+from iotpipe import pretraffic
+from iotpipe.config import build_config, load_config
+from iotpipe.deploy.plan import TEMPLATE_BODY_LIMIT, compact_json
 from iotpipe.errors import ConfigError
 from iotpipe.render import render_template
 
@@ -56,7 +59,7 @@ def test_a_canary_maps_the_alias_and_codedeploy_shifts_it() -> None:
                                                   "Events": ["DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_ALARM"]}
     assert props["AlarmConfiguration"]["Enabled"] is True
     assert {alarm["Name"]["Ref"] for alarm in props["AlarmConfiguration"]["Alarms"]} == {
-        "RolloutErrorAlarm", "RolloutIteratorAgeAlarm", "QuarantineAlarm"}
+        "RolloutErrorAlarm", "RolloutIteratorAgeAlarm", "RolloutQuarantineAlarm"}
 
 
 @pytest.mark.parametrize("alarm", ["RolloutErrorAlarm", "RolloutIteratorAgeAlarm"])
@@ -67,6 +70,18 @@ def test_rollback_alarms_watch_only_the_new_version(alarm: str) -> None:
     assert dimensions["FunctionName"] == {"Ref": "DataProcessorFunction"}
     assert set(dimensions) == {"FunctionName", "Resource", "ExecutedVersion"}
     assert resources[alarm]["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_quarantines_roll_back_beyond_the_hooks_own_records() -> None:
+    resources = rendered(**{"processor.rollout": "canary10-5m", "alarms.quarantined_records": 3})
+    hook_records = len(pretraffic.hook_sample(pretraffic.shipped_vectors())["records"])
+    props = resources["RolloutQuarantineAlarm"]["Properties"]
+    pipeline = resources["QuarantineAlarm"]["Properties"]
+    # The same metric as the pipeline's alarm, which fires at each release: the hook quarantines on purpose.
+    assert {k: props[k] for k in ("Namespace", "MetricName", "Statistic", "Dimensions", "Period")} == \
+        {k: pipeline[k] for k in ("Namespace", "MetricName", "Statistic", "Dimensions", "Period")}
+    assert pipeline["Threshold"] == 3
+    assert props["Threshold"] == 3 + hook_records
 
 
 def test_a_new_version_is_published_per_code_or_configuration_change() -> None:
@@ -92,7 +107,8 @@ def test_codedeploy_role_is_scoped_to_the_alias_and_the_rollback_alarms() -> Non
     assert by_sid["ShiftProcessorAlias"]["Resource"] == [
         {"Fn::Sub": ["${Function}:live", {"Function": {"Fn::GetAtt": ["DataProcessorFunction", "Arn"]}}]}]
     assert by_sid["ReadRollbackAlarms"]["Resource"] == [
-        {"Fn::GetAtt": [alarm, "Arn"]} for alarm in ("RolloutErrorAlarm", "RolloutIteratorAgeAlarm", "QuarantineAlarm")]
+        {"Fn::GetAtt": [alarm, "Arn"]} for alarm in ("RolloutErrorAlarm", "RolloutIteratorAgeAlarm",
+                                                  "RolloutQuarantineAlarm")]
     # CodeDeploy invokes the pre-traffic hook with this role.
     assert by_sid["RunPreTrafficHook"] == {"Sid": "RunPreTrafficHook", "Effect": "Allow",
                                            "Action": ["lambda:InvokeFunction"],
@@ -123,3 +139,12 @@ def test_the_pre_traffic_hook_checks_the_new_version_with_least_privilege(rollou
 def test_an_unknown_rollout_is_refused_with_the_choices() -> None:
     with pytest.raises(ConfigError, match="canary10-5m"):
         build_config({}, "dev", {"processor.rollout": "canary50-1h"})
+
+
+@pytest.mark.parametrize("runtime", ["python3.13", "nodejs22.x"])
+def test_prods_template_with_the_hook_fits_the_template_body_limit(runtime: str) -> None:
+    cfg = load_config(Path(__file__).resolve().parents[2] / "iotpipe.toml", "prod", {"processor.runtime": runtime})
+    assert cfg.processor.rollout != "all-at-once"
+    body = render_template(cfg)
+    assert "ProcessorPreTrafficHook" in body
+    assert len(compact_json(body).encode("utf-8")) <= TEMPLATE_BODY_LIMIT

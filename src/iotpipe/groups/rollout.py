@@ -10,6 +10,7 @@ application and deployment group, and its ``BeforeAllowTrafficHook`` this group'
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import awacs.awslambda as awacs_lambda
 import awacs.cloudwatch as awacs_cw
@@ -40,11 +41,11 @@ def build_rollout(cfg: PipelineConfig, names: Names = DEFAULT_NAMES, *, processo
     """CodeDeploy's application and deployment group for the processor's alias, with the alarms that stop it."""
     if processor.version is None or processor.alias is None:
         return RolloutGroup((), ())
-    alarms = _alarms(cfg, names, processor, monitoring.alarm_topic)
-    # The pipeline's quarantine alarm rolls back too: the processor's RecordsQuarantined metric carries no
-    # version dimension, so it counts both versions' records (a rise during a shift is the new version's).
-    rollback_alarms = [Ref(alarm) for alarm in alarms] + [Ref(names.id(naming.QUARANTINE_ALARM))]
-    hook = _hook(names, processor)
+    sample = pretraffic.hook_sample(pretraffic.shipped_vectors())
+    alarms = (*_alarms(cfg, names, processor, monitoring.alarm_topic),
+              _quarantine_alarm(cfg, names, len(sample["records"]), monitoring.alarm_topic))
+    rollback_alarms = [Ref(alarm) for alarm in alarms]
+    hook = _hook(names, processor, sample)
     role = _role(names, processor, alarms, hook)
     application = cd.Application(names.id(naming.ROLLOUT_APPLICATION), ComputePlatform="Lambda",
                                  Tags=Tags(Environment=Ref(naming.ENV_PARAM)))
@@ -98,23 +99,37 @@ def _alarms(cfg: PipelineConfig, names: Names, processor: ProcessorGroup, topic:
     )
 
 
-def _hook(names: Names, processor: ProcessorGroup) -> tplambda.Function:
+def _quarantine_alarm(cfg: PipelineConfig, names: Names, hook_records: int, topic: Ref) -> cw.Alarm:
+    # Quarantines roll back too: the processor's RecordsQuarantined metric carries no version dimension, so it
+    # counts both versions' records (a rise during a shift is the new version's). As the pipeline's quarantine
+    # alarm, plus the records the pre-traffic hook has quarantined on purpose (that alarm fires at each release).
+    return cw.Alarm(
+        names.id(naming.ROLLOUT_QUARANTINE_ALARM), AlarmName=names.alarm_name("IoT-Rollout-Quarantined"),
+        AlarmDescription="Quarantines beyond the pre-traffic hook's; CodeDeploy rolls the alias back",
+        Namespace=naming.METRIC_NAMESPACE, MetricName=naming.METRIC_QUARANTINED, Statistic="Sum",
+        Dimensions=[cw.MetricDimension(Name="Environment", Value=names.metric_environment())],
+        Period=cfg.alarms.period_seconds, EvaluationPeriods=1, Threshold=cfg.alarms.quarantined_records + hook_records,
+        ComparisonOperator="GreaterThanThreshold", TreatMissingData="notBreaching", AlarmActions=[topic],
+        OKActions=[topic])
+
+
+def _hook(names: Names, processor: ProcessorGroup, sample: dict[str, Any]) -> tplambda.Function:
     # Inline, stdlib + boto3; NEW_VERSION is the Version's Ref (its ARN), as SAM passes it to a hook.
     version = Ref(_version_id(processor))
     return tplambda.Function(
         names.id(naming.ROLLOUT_HOOK),
-        Description="Before traffic shifts: checks the new processor version against the shared vectors",
+        Description="Checks a new processor version against the shared vectors",
         Runtime="python3.13", Architectures=["arm64"], Handler="index.handler", MemorySize=128,
         Role=GetAtt(names.id(naming.ROLLOUT_HOOK_ROLE), "Arn"),
         Timeout=120,
-        Code=tplambda.Code(ZipFile=pretraffic.hook_code(pretraffic.hook_sample(pretraffic.shipped_vectors()))),
+        Code=tplambda.Code(ZipFile=pretraffic.hook_code(sample)),
         Environment=tplambda.Environment(Variables={"NEW_VERSION": version}),
         Tags=Tags(Environment=Ref(naming.ENV_PARAM)),
         Metadata={"checkov": {"skip": [
-            {"id": "CKV_AWS_115", "comment": "Runs once per rollout, invoked by CodeDeploy."},
-            {"id": "CKV_AWS_116", "comment": "CodeDeploy invokes it synchronously; it reports its own result."},
-            {"id": "CKV_AWS_117", "comment": "Calls two AWS APIs over TLS; a VPC would add NAT cost only."},
-            {"id": "CKV_AWS_173", "comment": "Holds a version ARN, no secret."},
+            {"id": "CKV_AWS_115", "comment": "Runs once per rollout."},
+            {"id": "CKV_AWS_116", "comment": "It reports its own result to CodeDeploy."},
+            {"id": "CKV_AWS_117", "comment": "Calls two AWS APIs; a VPC adds NAT cost only."},
+            {"id": "CKV_AWS_173", "comment": "A version ARN, no secret."},
         ]}},
     )
 
@@ -150,7 +165,6 @@ def _role(names: Names, processor: ProcessorGroup, alarms: tuple[cw.Alarm, ...],
     # Scoped statements instead of AWSCodeDeployRoleForLambda (lambda:UpdateAlias and cloudwatch:DescribeAlarms
     # on "*", sns:Publish, s3:GetObject): a Lambda deployment reads and moves this alias, reads these alarms.
     alarm_arns = [GetAtt(alarm, "Arn") for alarm in alarms]
-    alarm_arns.append(GetAtt(names.id(naming.QUARANTINE_ALARM), "Arn"))
     statements = [
         Statement(Sid="ShiftProcessorAlias", Effect=Allow,
                   Action=[awacs_lambda.GetAlias, awacs_lambda.UpdateAlias,
