@@ -73,8 +73,10 @@ def test_the_sample_takes_whole_record_rejections_from_the_vectors(sample: dict[
     assert sample["log"] == {"records": 4, "stored": 0, "quarantined": 4, "failed": 0}
 
 
+@pytest.mark.parametrize("prefix", ["", "2026-12-07T02:40:00.000Z\t8f1c-request\tINFO\t"],
+                         ids=["plain", "console-log-prefix"])  # Node's console.log lines carry a text prefix
 def test_a_matching_version_succeeds_and_writes_nothing_to_the_table(
-        hook: dict[str, Any], sample: dict[str, Any], stubs: Any, moto_endpoint: str) -> None:
+        hook: dict[str, Any], sample: dict[str, Any], stubs: Any, moto_endpoint: str, prefix: str) -> None:
     index = load_handler()
     s3, dynamodb = clients(moto_endpoint)
     create_resources(s3, dynamodb)
@@ -82,7 +84,8 @@ def test_a_matching_version_succeeds_and_writes_nothing_to_the_table(
     response = index.process(pretraffic.kinesis_event(sample), None, make_runtime(index, ENV, s3, dynamodb,
                                                                                   emit=lines.append))
 
-    assert run(hook, sample, stubs, invoke_answer(response, ["START RequestId: 1", *lines, "END"]),
+    tail = ["START RequestId: 1", *(prefix + line for line in lines), "END RequestId: 1"]
+    assert run(hook, sample, stubs, invoke_answer(response, tail),
                "Succeeded") == "Succeeded"
     assert scan_items(dynamodb) == []
 
