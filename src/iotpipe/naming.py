@@ -82,9 +82,12 @@ PROCESSOR_ALIAS = "DataProcessorAlias"
 ROLLOUT_APPLICATION = "ProcessorDeployApplication"
 ROLLOUT_DEPLOYMENT_GROUP = "ProcessorDeployGroup"
 ROLLOUT_ROLE = "ProcessorDeployRole"
+ROLLOUT_HOOK = "ProcessorPreTrafficHook"
+ROLLOUT_HOOK_ROLE = "ProcessorPreTrafficHookRole"
 QUARANTINE_ALARM = "QuarantineAlarm"
 ROLLOUT_ERROR_ALARM = "RolloutErrorAlarm"
 ROLLOUT_ITERATOR_AGE_ALARM = "RolloutIteratorAgeAlarm"
+ROLLOUT_QUARANTINE_ALARM = "RolloutQuarantineAlarm"
 # The alias the event source mapping invokes when processor.rollout is not all-at-once.
 PROCESSOR_ALIAS_NAME = "live"
 # Glue table names (Athena lowercases identifiers; the SQL relations of `iotpipe sql` read these).

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cfnlint.decode import decode_str
 
-from iotpipe.config import build_config
+from iotpipe import pretraffic
+from iotpipe.config import build_config, load_config
+from iotpipe.deploy.plan import TEMPLATE_BODY_LIMIT, compact_json
 from iotpipe.errors import ConfigError
 from iotpipe.render import render_template
 
 ROLLOUT_TYPES = {"AWS::Lambda::Version", "AWS::Lambda::Alias", "AWS::CodeDeploy::Application",
                  "AWS::CodeDeploy::DeploymentGroup"}
+HOOK = "ProcessorPreTrafficHook"
 
 
 def rendered(**overrides: Any) -> dict[str, Any]:
@@ -33,6 +37,7 @@ def version_id(resources: dict[str, Any]) -> str:
 
 def test_all_at_once_publishes_nothing_and_maps_the_function() -> None:
     resources = rendered()
+    assert HOOK not in resources and f"{HOOK}Role" not in resources
     assert not {value["Type"] for value in resources.values()} & ROLLOUT_TYPES
     assert resources["KinesisEventSourceMapping"]["Properties"]["FunctionName"] == {
         "Fn::GetAtt": ["DataProcessorFunction", "Arn"]}
@@ -46,14 +51,15 @@ def test_a_canary_maps_the_alias_and_codedeploy_shifts_it() -> None:
     update = alias["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"]
     group_id, group = next(iter(of_type(resources, "AWS::CodeDeploy::DeploymentGroup").items()))
     application_id = next(iter(of_type(resources, "AWS::CodeDeploy::Application")))
-    assert update == {"ApplicationName": {"Ref": application_id}, "DeploymentGroupName": {"Ref": group_id}}
+    assert update == {"ApplicationName": {"Ref": application_id}, "DeploymentGroupName": {"Ref": group_id},
+                      "BeforeAllowTrafficHook": {"Ref": "ProcessorPreTrafficHook"}}
     props = group["Properties"]
     assert props["DeploymentConfigName"] == "CodeDeployDefault.LambdaCanary10Percent5Minutes"
     assert props["AutoRollbackConfiguration"] == {"Enabled": True,
                                                   "Events": ["DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_ALARM"]}
     assert props["AlarmConfiguration"]["Enabled"] is True
     assert {alarm["Name"]["Ref"] for alarm in props["AlarmConfiguration"]["Alarms"]} == {
-        "RolloutErrorAlarm", "RolloutIteratorAgeAlarm", "QuarantineAlarm"}
+        "RolloutErrorAlarm", "RolloutIteratorAgeAlarm", "RolloutQuarantineAlarm"}
 
 
 @pytest.mark.parametrize("alarm", ["RolloutErrorAlarm", "RolloutIteratorAgeAlarm"])
@@ -64,6 +70,18 @@ def test_rollback_alarms_watch_only_the_new_version(alarm: str) -> None:
     assert dimensions["FunctionName"] == {"Ref": "DataProcessorFunction"}
     assert set(dimensions) == {"FunctionName", "Resource", "ExecutedVersion"}
     assert resources[alarm]["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_quarantines_roll_back_beyond_the_hooks_own_records() -> None:
+    resources = rendered(**{"processor.rollout": "canary10-5m", "alarms.quarantined_records": 3})
+    hook_records = len(pretraffic.hook_sample(pretraffic.shipped_vectors())["records"])
+    props = resources["RolloutQuarantineAlarm"]["Properties"]
+    pipeline = resources["QuarantineAlarm"]["Properties"]
+    # The same metric as the pipeline's alarm, which fires at each release: the hook quarantines on purpose.
+    assert {k: props[k] for k in ("Namespace", "MetricName", "Statistic", "Dimensions", "Period")} == \
+        {k: pipeline[k] for k in ("Namespace", "MetricName", "Statistic", "Dimensions", "Period")}
+    assert pipeline["Threshold"] == 3
+    assert props["Threshold"] == 3 + hook_records
 
 
 def test_a_new_version_is_published_per_code_or_configuration_change() -> None:
@@ -89,10 +107,44 @@ def test_codedeploy_role_is_scoped_to_the_alias_and_the_rollback_alarms() -> Non
     assert by_sid["ShiftProcessorAlias"]["Resource"] == [
         {"Fn::Sub": ["${Function}:live", {"Function": {"Fn::GetAtt": ["DataProcessorFunction", "Arn"]}}]}]
     assert by_sid["ReadRollbackAlarms"]["Resource"] == [
-        {"Fn::GetAtt": [alarm, "Arn"]} for alarm in ("RolloutErrorAlarm", "RolloutIteratorAgeAlarm", "QuarantineAlarm")]
+        {"Fn::GetAtt": [alarm, "Arn"]} for alarm in ("RolloutErrorAlarm", "RolloutIteratorAgeAlarm",
+                                                  "RolloutQuarantineAlarm")]
+    # CodeDeploy invokes the pre-traffic hook with this role.
+    assert by_sid["RunPreTrafficHook"] == {"Sid": "RunPreTrafficHook", "Effect": "Allow",
+                                           "Action": ["lambda:InvokeFunction"],
+                                           "Resource": [{"Fn::GetAtt": [HOOK, "Arn"]}]}
     assert all("*" not in statement["Resource"] for statement in statements)
+
+
+@pytest.mark.parametrize("rollout", ["canary10-5m", "linear10-1m"])
+def test_the_pre_traffic_hook_checks_the_new_version_with_least_privilege(rollout: str) -> None:
+    resources = rendered(**{"processor.rollout": rollout})
+    version = version_id(resources)
+    hook = resources[HOOK]["Properties"]
+    # As SAM passes a hook the version: an environment variable set to the Version's Ref (its ARN).
+    assert hook["Environment"]["Variables"] == {"NEW_VERSION": {"Ref": version}}
+    assert hook["Role"] == {"Fn::GetAtt": [f"{HOOK}Role", "Arn"]}
+    assert "SAMPLE = {'shard': 'shardId-pretraffic-hook'" in hook["Code"]["ZipFile"]
+    role = resources[f"{HOOK}Role"]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": ["lambda.amazonaws.com"]}
+    statements = role["Policies"][0]["PolicyDocument"]["Statement"]
+    assert [(s["Sid"], s["Action"], s["Resource"]) for s in statements] == [
+        ("InvokeNewVersion", ["lambda:InvokeFunction"], [{"Ref": version}]),
+        ("ReportHookStatus", ["codedeploy:PutLifecycleEventHookExecutionStatus"], [{"Fn::Sub": [
+            "arn:${AWS::Partition}:codedeploy:${AWS::Region}:${AWS::AccountId}:deploymentgroup:${Application}/*",
+            {"Application": {"Ref": "ProcessorDeployApplication"}}]}]),
+    ]
 
 
 def test_an_unknown_rollout_is_refused_with_the_choices() -> None:
     with pytest.raises(ConfigError, match="canary10-5m"):
         build_config({}, "dev", {"processor.rollout": "canary50-1h"})
+
+
+@pytest.mark.parametrize("runtime", ["python3.13", "nodejs22.x"])
+def test_prods_template_with_the_hook_fits_the_template_body_limit(runtime: str) -> None:
+    cfg = load_config(Path(__file__).resolve().parents[2] / "iotpipe.toml", "prod", {"processor.runtime": runtime})
+    assert cfg.processor.rollout != "all-at-once"
+    body = render_template(cfg)
+    assert "ProcessorPreTrafficHook" in body
+    assert len(compact_json(body).encode("utf-8")) <= TEMPLATE_BODY_LIMIT

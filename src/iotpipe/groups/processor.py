@@ -93,7 +93,9 @@ def _published(names: Names, function: tplambda.Function) -> tuple[tplambda.Vers
             ApplicationName=Ref(names.id(naming.ROLLOUT_APPLICATION)),
             # These Refs are dependencies too (cfn-lint W3005): the deployment group, and through it the new
             # version's alarms, are updated before the shift starts.
-            DeploymentGroupName=Ref(names.id(naming.ROLLOUT_DEPLOYMENT_GROUP)))),
+            DeploymentGroupName=Ref(names.id(naming.ROLLOUT_DEPLOYMENT_GROUP)),
+            # The rollout group's hook checks the new version against the vectors before any traffic shifts.
+            BeforeAllowTrafficHook=Ref(names.id(naming.ROLLOUT_HOOK)))),
     )
     return version, alias
 

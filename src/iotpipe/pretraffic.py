@@ -1,0 +1,145 @@
+"""The processor rollout's pre-traffic hook (CodeDeploy ``BeforeAllowTraffic``), run as an inline Lambda.
+
+Before CodeDeploy moves any traffic to the new processor version, the hook invokes that version (``NEW_VERSION``,
+the Version's ``Ref``, as SAM passes it) with a Kinesis event made from the shared vectors' records that the
+contract quarantines whole whatever the configuration, and compares its partial-batch response and its
+``batch processed`` log line with the vectors' expectations. Such records never reach the table. It then
+reports Succeeded or Failed to CodeDeploy, which rolls the alias back on Failed.
+
+This file is the hook's source: :func:`hook_code` inlines it (stdlib + boto3 only) with the sample appended.
+"""
+
+import ast
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+SAMPLE: dict[str, Any] = {}  # {"shard", "records", "response", "log"}; hook_code appends the rendered one
+
+
+def verdict(lambda_client: Any, function: str, sample: dict[str, Any]) -> str:
+    """Why ``function`` (a version's ARN) disagrees with the sample's expectations; "" when it agrees."""
+    answer = lambda_client.invoke(FunctionName=function, Payload=json.dumps(kinesis_event(sample)).encode(),
+                                  LogType="Tail")
+    body = answer["Payload"].read().decode("utf-8", "replace")
+    if answer.get("FunctionError"):
+        return f"the new version failed: {body[:500]}"
+    if json.loads(body) != sample["response"]:
+        return f"response {body[:500]} is not {json.dumps(sample['response'])}"
+    tail = base64.b64decode(answer.get("LogResult") or "").decode("utf-8", "replace")
+    summary = next((line for line in map(_document, tail.splitlines())
+                    if line.get("message") == "batch processed"), None)
+    if summary is None:
+        return "no 'batch processed' line in the new version's log"
+    differ = {key: summary.get(key) for key, want in sample["log"].items() if summary.get(key) != want}
+    return f"batch processed {differ} is not {sample['log']}" if differ else ""
+
+
+def kinesis_event(sample: dict[str, Any]) -> dict[str, Any]:
+    """The Lambda Kinesis event of the sample's ``[partitionKey, base64 data, arrival ms]`` records."""
+    return {"Records": [{
+        "kinesis": {"partitionKey": key, "sequenceNumber": str(index), "data": data,
+                    "approximateArrivalTimestamp": arrived / 1000},
+        "eventSource": "aws:kinesis", "eventID": f"{sample['shard']}:{index}",
+    } for index, (key, data, arrived) in enumerate(sample["records"], 1)]}
+
+
+def _document(line: str) -> dict[str, Any]:
+    """A log line's JSON object (Lambda's JSON log format nests the printed line under ``message``)."""
+    for text in (line, line[line.find("{"):]):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and isinstance(value.get("message"), str) and value["message"][:1] == "{":
+            return _document(value["message"])
+        return value if isinstance(value, dict) else {}
+    return {}
+
+
+def handler(event: dict[str, Any], _context: Any, clients: Any = None) -> str:
+    """Lambda entry point: check the new version, report to CodeDeploy, return the status."""
+    import boto3
+
+    lambda_client, codedeploy = clients or (boto3.client("lambda"), boto3.client("codedeploy"))
+    try:
+        reason = verdict(lambda_client, os.environ["NEW_VERSION"], SAMPLE)
+    except Exception as exc:  # any failure refuses the rollout, and CodeDeploy must hear of it
+        reason = f"the check failed: {exc!r}"
+    status = "Failed" if reason else "Succeeded"
+    print(json.dumps({"message": "pre-traffic check", "status": status, "reason": reason}))
+    codedeploy.put_lifecycle_event_hook_execution_status(
+        deploymentId=event["DeploymentId"], lifecycleEventHookExecutionId=event["LifecycleEventHookExecutionId"],
+        status=status)
+    return status
+
+
+# ---------------------------------------------------------------- render time (not part of the hook)
+
+# The vectors' record-level rejections: the record is quarantined whole before any threshold or
+# unknown-sensor setting applies, so no configuration stores it.
+# unknown-sensor setting applies, so no configuration stores it. In order of preference: the sample keeps the
+# template small (CloudFormation's 51,200-byte body).
+WHOLE_RECORD_REASONS = ("data is not JSON", "data is not UTF-8", "deviceId differs from topic", "invalid deviceId",
+                        "missing deviceId", "payload is not a JSON object")
+HOOK_SHARD = "shardId-pretraffic-hook"  # its raw/quarantine archive objects stay apart from the stream's
+
+
+def hook_sample(vectors: list[dict[str, Any]], *, limit: int = 4) -> dict[str, Any]:
+    """The hook's records and expectations: the first vector record of each of the first ``limit`` whole-record
+    reasons (:data:`WHOLE_RECORD_REASONS`), as ``[partitionKey, base64 data, arrival ms]``."""
+    found: dict[str, dict[str, Any]] = {}
+    for vector in vectors:
+        if "before" in vector:  # its expectations depend on earlier batches
+            continue
+        reasons = {row["sequenceNumber"]: row["reason"] for row in vector["expect"]["quarantine"]
+                   if "sensorType" not in row and "rejected" not in row}
+        for record in vector["records"]:
+            found.setdefault(reasons.get(record["sequenceNumber"], ""), record)
+    chosen = [found[reason] for reason in WHOLE_RECORD_REASONS if reason in found][:limit]
+    records = [[spec["partitionKey"], _data(spec), spec["arrivedAt"]] for spec in chosen]
+    log = {"records": len(records), "stored": 0, "quarantined": len(records), "failed": 0}
+    return {"shard": HOOK_SHARD, "records": records, "response": {"batchItemFailures": []}, "log": log}
+
+
+def shipped_vectors() -> list[dict[str, Any]]:
+    """The shared behaviour vectors shipped with the processors (``handler/vectors/*.json``), by name."""
+    from importlib import resources
+
+    folder = resources.files("iotpipe.handlers").joinpath("vectors")
+    return [json.loads(entry.read_text(encoding="utf-8"))
+            for entry in sorted(folder.iterdir(), key=lambda e: e.name) if entry.name.endswith(".json")]
+
+
+def _data(spec: dict[str, Any]) -> str:
+    if "payload" in spec:
+        return base64.b64encode(json.dumps(spec["payload"]).encode()).decode()
+    if "text" in spec:
+        return base64.b64encode(spec["text"].encode()).decode()
+    return str(spec["base64"])
+
+
+def hook_code(sample: dict[str, Any]) -> str:
+    """The hook's inline source: this module up to the render-time part, without docstrings or comments,
+    with ``SAMPLE`` set."""
+    source = Path(__file__).read_text(encoding="utf-8").split("# ----------------------------------------------")[0]
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            body.pop(0)
+            if not body:
+                body.append(ast.Pass())
+    for node in ast.walk(tree):  # annotations are for mypy here, bytes of the template there
+        if isinstance(node, ast.arg):
+            node.annotation = None
+        elif isinstance(node, ast.FunctionDef):
+            node.returns = None
+    tree.body = [node for node in tree.body
+                 if not isinstance(node, ast.AnnAssign)  # SAMPLE's placeholder: the rendered one follows
+                 and not (isinstance(node, ast.Import) and node.names[0].name == "ast")
+                 and not (isinstance(node, ast.ImportFrom) and node.module in ("pathlib", "typing"))]
+    return ast.unparse(tree) + f"\nSAMPLE = {sample!r}\n"
