@@ -210,9 +210,11 @@ def test_readings_from_processor_items(stack: dict[str, str], monkeypatch: pytes
     table = cli(stack, "readings", "press-1", "--since", "1h")
     assert table.exit_code == 0, table.output
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["TIME", "SENSOR", "VALUE", "UNIT", "STATUS", "REASON"]
+    # an anomaly says which rule fired, with the score and the learned band where the detector has them
+    assert lines[0].split() == ["TIME", "SENSOR", "VALUE", "UNIT", "STATUS", "REASON", "RULE", "SCORE", "EXPECTED"]
     assert [line.split()[1] for line in lines[1:]] == ["vibration", "pressure", "temperature"]  # newest first
-    assert "85  " in lines[3] and "ANOMALY" in lines[3] and lines[3].endswith("above max 80")
+    assert "85  " in lines[3] and "ANOMALY" in lines[3] and "above max 80" in lines[3]
+    assert lines[3].split()[-1] == "bound"  # a static bound fired (still in its probation: no score or band)
 
     as_json = json.loads(cli(stack, "readings", "press-1", "--since", "3h", "--output", "json").stdout)
     assert [(r["sensorType"], r["value"], r["status"]) for r in as_json] == [
@@ -271,7 +273,7 @@ def test_anomalies_across_devices(stack: dict[str, str], monkeypatch: pytest.Mon
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["DEVICE", "TIME", "SENSOR"]
     assert [line.split()[0] for line in lines[1:]] == ["oven-2", "press-1"]
-    assert lines[1].endswith("below min 30")
+    assert "below min 30" in lines[1] and lines[1].split()[-1] == "bound"
 
     week = json.loads(cli(stack, "anomalies", "--since", "7d", "--output", "json").stdout)
     assert [(a["deviceId"], a["sensorType"]) for a in week] == [
