@@ -71,6 +71,14 @@ ENV = {"ENVIRONMENT": "bench", "UNKNOWN_SENSOR": "quarantine", "TTL_DAYS": 90,
                       "vibration": {"min": None, "max": 5.0, "unit": "mm/s"}}}
 PACKED_ENV = {**ENV, "STORAGE_LAYOUT": "packed", "PACK_WINDOW_SECONDS": "60"}
 LAYOUTS = ("item-per-reading", "packed")
+# ENV's THRESHOLDS name no detector, so the default rows run the static bounds only. --compare-detection adds each row
+# with the learned detector on (the config's default, `onset`), state items read and written included.
+DETECTION_ON = ", detection on"
+
+
+def detection_on(env: dict[str, Any]) -> dict[str, Any]:
+    """``env`` with every sensor type's learned detector on (the ``onset`` preset, as the config deploys it)."""
+    return {**env, "THRESHOLDS": {name: {**spec, "detector": "onset"} for name, spec in env["THRESHOLDS"].items()}}
 NODE_DRIVER = REPO / "bench" / "node_driver.js"
 NODE_TWIN = REPO / "handler" / "node" / "index.js"
 NODE_MODULES = REPO / "handler" / "node" / "node_modules"
@@ -505,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="storage layouts of the processor rows (STORAGE_LAYOUT)")
     parser.add_argument("--plain-moto", action="store_true",
                         help="moto without iotpipe's fixes (the default server has them, as the tests' does)")
+    parser.add_argument("--compare-detection", action="store_true",
+                        help="add each processor row with the learned detector on, and the on/off ratio")
     parser.add_argument("--worst", action="store_true", help="run the worst-case batches instead (bench-worst)")
     parser.add_argument("--cases", nargs="+", help="with --worst: only the cases whose name contains one of these")
     args = parser.parse_args(argv)
@@ -540,6 +550,21 @@ def main(argv: list[str] | None = None) -> int:
                      lambda events, env=env: run_twin(endpoint, events, LATENCY_S * 1000, env)),
                 ]
                 latency_labels[f"node twin{name_suffix}"] = f"node twin, {latency}{suffix}"
+            if args.compare_detection:
+                on = detection_on(env)
+                modes += [
+                    (PYTHON_MOTO + suffix + DETECTION_ON,
+                     lambda events, on=on: run_python(endpoint, events, None, on)),
+                    (f"python, {latency}{suffix}{DETECTION_ON}",
+                     lambda events, on=on: run_python(endpoint, events, latency_model, on)),
+                ]
+                if with_node:
+                    modes += [
+                        (TWIN_MOTO + suffix + DETECTION_ON,
+                         lambda events, on=on: run_twin(endpoint, events, None, on)),
+                        (f"node twin, {latency}{suffix}{DETECTION_ON}",
+                         lambda events, on=on: run_twin(endpoint, events, LATENCY_S * 1000, on)),
+                    ]
         if not with_node:
             print("node or its AWS SDK (make install) is missing: no node twin or seed rows", file=sys.stderr)
         with_seed = with_node and args.seed_dir is not None and (args.seed_dir / "TapStack.yml").is_file()
@@ -578,6 +603,10 @@ def main(argv: list[str] | None = None) -> int:
                     ratio = best[label]["per_second"] / best[SEED_MOTO]["per_second"]
                     print(f"{f'  {name} / seed on moto':<{LABEL_WIDTH}} {size:>6} {'':>9} {ratio:>11.1f}x",
                           flush=True)
+            for label in [label for label in best if label + DETECTION_ON in best]:
+                ratio = best[label + DETECTION_ON]["per_second"] / best[label]["per_second"]
+                print(f"{f'  detection on / off: {label}':<{LABEL_WIDTH}} {size:>6} {'':>9} {ratio:>11.2f}x",
+                      flush=True)
             for line in target_verdicts(best, latency_labels, size, load_handler()):
                 print(line, flush=True)
     finally:

@@ -87,3 +87,18 @@ def test_a_seed_dir_without_the_template_is_named(tmp_path: Path) -> None:
     if NODE_READY:
         assert f"no TapStack.yml in --seed-dir {tmp_path}" in done.stderr
     assert "seed node handler" not in done.stdout
+
+
+def test_compare_detection_adds_rows_with_the_detector_on_and_the_ratio() -> None:
+    done = run_bench(*TINY, "--compare-detection")
+
+    assert done.returncode == 0, done.stderr
+    found = rows(done.stdout)
+    # the default rows run the static bounds only; with the detector on, each 50-reading event of 20 devices also
+    # reads their state items (one BatchGetItem) and writes them (one BatchWriteItem): 5 calls an event, not 3
+    assert found["python, moto server"] == (100, 60.0, 0)
+    assert found["python, moto server, detection on"] == (100, 100.0, 0)
+    assert found["python, 10 ms per call (no server), detection on"][0] == 100
+    assert re.search(r"^  detection on / off: python, moto server\s+50\s+[\d.]+x$", done.stdout, re.MULTILINE)
+    if NODE_READY:
+        assert found["node twin, moto server, detection on"] == (100, 100.0, 0)

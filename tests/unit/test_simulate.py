@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 import json
+import random
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +17,7 @@ from iotpipe.errors import ConfigError
 
 THRESHOLDS = {**SEED_THRESHOLDS, "humidity": Threshold(min=20.0, max=None, unit="%")}
 START = 1_790_000_000_000
+REPO_CONFIG = Path(__file__).parents[2] / "iotpipe.toml"
 
 
 def _outside(sensor: str, value: float, thresholds: dict[str, Threshold] = THRESHOLDS) -> bool:
@@ -163,27 +164,121 @@ def _series(sensor: str, count: int, rate: float = 1.0) -> list[float]:
     return [json.loads(m.body())["value"] for m in simulate.messages(plan, START)]
 
 
-def test_temperature_drifts_slowly() -> None:
-    values = _series("temperature", 600)
-    steps = [abs(b - a) for a, b in itertools.pairwise(values)]
+@pytest.mark.parametrize("sensor", ["temperature", "pressure", "vibration", "humidity"])
+def test_a_healthy_sensor_holds_a_steady_level_with_small_noise(sensor: str) -> None:
+    values = _series(sensor, 600)
+    low, high = simulate.normal_band(THRESHOLDS[sensor])
+    assert all(low <= value <= high for value in values)
+    # noise of 1 % of the band: a detector learns the level within its probation
+    assert 0.005 * (high - low) < statistics.stdev(values) < 0.02 * (high - low)
+    assert abs(statistics.mean(values[:300]) - statistics.mean(values[300:])) < 0.005 * (high - low)
+
+
+def test_machines_differ_in_level() -> None:
+    plan = _plan(sensors=["temperature"], devices=[f"sim-{i:03d}" for i in range(1, 9)], count=80)
+    means: dict[str, list[float]] = {}
+    for message in simulate.messages(plan, START):
+        means.setdefault(message.device_id, []).append(json.loads(message.body())["value"])
+    levels = sorted(statistics.mean(values) for values in means.values())
     low, high = simulate.normal_band(THRESHOLDS["temperature"])
-    assert statistics.mean(steps) < 0.08 * (high - low)  # neighbours are close: a drift, not white noise
-    assert max(values) - min(values) > 0.2 * (high - low)  # yet it moves over ten minutes
+    assert levels[-1] - levels[0] > 0.1 * (high - low)
 
 
-def test_pressure_oscillates() -> None:
-    values = _series("pressure", 300)
-    low, high = simulate.normal_band(THRESHOLDS["pressure"])
-    mid = (low + high) / 2
-    crossings = sum(1 for a, b in itertools.pairwise(values) if (a - mid) * (b - mid) < 0)
-    assert crossings >= 10  # a 30 s cycle crosses the middle about 20 times in 300 s
+class _Noiseless(random.Random):
+    def gauss(self, mu: float = 0.0, sigma: float = 1.0) -> float:  # noqa: ARG002  (the signature overridden)
+        return mu
 
 
-def test_vibration_shows_bearing_wear_trends() -> None:
-    values = _series("vibration", 3000)
-    baseline = statistics.median(values)
-    assert max(values) > 2 * baseline  # wear lifts the level well above the baseline
-    assert max(values) <= THRESHOLDS["vibration"].max  # but never past max unless injected
+def test_the_daily_rhythm_is_slow() -> None:
+    model = simulate.SignalModel("temperature", THRESHOLDS["temperature"], _Noiseless(1))  # the rhythm alone
+    day = [model.step(hour * 3600.0) for hour in range(25)]
+    low, high = simulate.normal_band(THRESHOLDS["temperature"])
+    assert 0.03 * (high - low) < max(day) - min(day) <= 0.041 * (high - low)
+    assert abs(day[0] - day[24]) < 0.002 * (high - low)  # back where it was a day later
+
+
+def _failing(failure: str, count: int = 400, healthy_s: float = 200.0) -> tuple[list[float], set[int], int]:
+    """A failing temperature sensor at 1 Hz: its values, the timestamps the ground truth lists, the width."""
+    plan = _plan(sensors=["temperature"], count=count, failure=failure, healthy_s=healthy_s)
+    values = [json.loads(m.body())["value"] for m in simulate.messages(plan, START)]
+    truth = {timestamp for _, _, timestamp, _ in simulate.ground_truth(plan, START)}
+    low, high = simulate.normal_band(THRESHOLDS["temperature"])
+    return values, truth, int(high - low)
+
+
+def test_level_shift_moves_the_level_at_the_failure() -> None:
+    values, truth, width = _failing("level-shift")
+    assert abs(statistics.mean(values[200:]) - statistics.mean(values[:200])) > 0.13 * width
+    assert truth == {START + 1000 * i for i in range(200, 400)}
+
+
+def test_drift_creeps_from_the_failure() -> None:
+    values, truth, width = _failing("drift")
+    assert abs(statistics.mean(values[190:200]) - statistics.mean(values[:200])) < 0.01 * width
+    assert abs(statistics.mean(values[390:]) - statistics.mean(values[:200])) > 0.9 * width * 0.002 * 190
+    assert min(truth) == START + 200_000
+
+
+def test_spikes_are_rare_and_listed_one_by_one() -> None:
+    values, truth, width = _failing("spike")
+    mean = statistics.mean(values[:200])
+    jumps = {START + 1000 * i for i, value in enumerate(values) if abs(value - mean) > 0.1 * width}
+    assert jumps == truth
+    assert 2 <= len(truth) <= 30 and min(truth) >= START + 200_000
+
+
+def test_variance_grows_after_the_failure() -> None:
+    values, _, _ = _failing("variance")
+    assert statistics.stdev(values[300:]) > 5 * statistics.stdev(values[:200])
+
+
+def test_flatline_repeats_the_last_healthy_value() -> None:
+    values, truth, _ = _failing("flatline")
+    assert set(values[199:]) == {values[199]}
+    assert len(set(values[:200])) > 50
+    assert len(truth) == 200
+
+
+@pytest.mark.parametrize(("failure", "preset"), [
+    ("level-shift", "onset"), ("spike", "onset"), ("variance", "onset"),
+    # a slow drift raises the deviation a little a reading, never past its recent peak: only `sustained` sees it
+    ("drift", "sustained"),
+])
+def test_the_processors_detector_finds_the_failure_and_nothing_before_it(failure: str, preset: str) -> None:
+    from iotpipe.detect import load_processor
+
+    index = load_processor()
+    values, truth, _ = _failing(failure, count=800, healthy_s=450.0)  # past either preset's probation
+    scored, _ = index.detect_series(((START + 1000 * i, v) for i, v in enumerate(values)),
+                                    index.DETECTOR_PRESETS[preset])
+    flagged = {START + 1000 * i for i, s in enumerate(scored) if s.score >= index.DEFAULT_SENSITIVITY}
+    assert flagged
+    assert min(flagged) >= min(truth)  # no false alarm on the healthy signal
+
+
+def test_only_the_failing_devices_sensor_fails() -> None:
+    plan = _plan(devices=["sim-001", "sim-002"], count=None, duration_s=30.0, fmt="multi", failure="spike",
+                 healthy_s=10.0, failure_sensor="pressure")
+    rows = list(simulate.ground_truth(plan, START))
+    assert rows and {(device, sensor, failure) for device, sensor, _, failure in rows} == \
+        {("sim-001", "pressure", "spike")}
+    assert plan.failing_devices == ("sim-001",)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"failure": "melt"}, "^failure="),
+    ({"failure": "drift", "failing_devices": 2}, "^failing_devices="),
+    ({"failure": "drift", "failure_sensor": "rpm"}, "^failure_sensor="),
+    ({"failure": "drift", "healthy_s": -1.0}, "^healthy_s="),
+    ({"failure": "drift", "count": None, "duration_s": 10.0}, "never start"),
+])
+def test_failure_options_are_validated(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _plan(**kwargs)
+
+
+def test_without_a_failure_no_ground_truth() -> None:
+    assert list(simulate.ground_truth(_plan(), START)) == []
 
 
 def test_duration_bounds_the_number_of_messages() -> None:
@@ -385,3 +480,38 @@ def test_ctrl_c_while_connecting_exits_130_too(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(simulate, "run_simulation", interrupted)
     result = _cli("--broker", "mqtt://127.0.0.1:1", "--count", "10")
     assert result.exit_code == 130 and "stopped by Ctrl-C" in result.stderr
+
+
+def test_cli_writes_the_ground_truth_of_the_messages_it_sends(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from iotpipe.cli import main
+
+    truth = tmp_path / "truth.csv"
+    result = CliRunner().invoke(main, [
+        "simulate", "--dry-run", "--devices", "2", "--rate", "10", "--duration", "30", "--format", "multi",
+        "--failure", "level-shift", "--healthy-for", "20", "--ground-truth", str(truth), "--output", "jsonl",
+        "--seed", "3", "--config", str(REPO_CONFIG)])
+    assert result.exit_code == 0, result.output
+    sent = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    faults = {(m["deviceId"], sensor, timestamp) for m in sent for sensor, timestamp in m["faults"]}
+    lines = truth.read_text().splitlines()
+    assert lines[0] == "deviceId,sensorType,timestamp,failure"
+    rows = [line.split(",") for line in lines[1:]]
+    assert {(device, sensor, int(timestamp)) for device, sensor, timestamp, _ in rows} == faults
+    assert len(rows) == 100 and {(device, sensor, f) for device, sensor, _, f in rows} == \
+        {("sim-001", "pressure", "level-shift")}
+    first = min(int(timestamp) for _, _, timestamp, _ in rows)
+    assert first == sent[0]["payload"]["timestamp"] + 20_000
+
+
+def test_cli_ground_truth_needs_a_failure(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from iotpipe.cli import main
+
+    result = CliRunner().invoke(main, ["simulate", "--dry-run", "--ground-truth", str(tmp_path / "t.csv"),
+                                       "--config", str(REPO_CONFIG)])
+    assert result.exit_code == 2
+    assert "--failure" in result.output
+    assert not (tmp_path / "t.csv").exists()

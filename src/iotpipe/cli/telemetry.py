@@ -55,6 +55,19 @@ INTERRUPTED_EXIT = 130
     show_default=True,
     help="Samples (timestamps) per message: N > 1 sends the samples form, one message per N samples.",
 )
+@click.option(
+    "--failure",
+    type=click.Choice(simulate_lib.FAILURES),
+    help="Make the failing devices' sensor fail this way after --healthy-for (inside the static bounds).",
+)
+@click.option("--failing-devices", type=int, default=1, show_default=True,
+              help="With --failure: how many devices fail (the first ones: <prefix>-001 ...).")
+@click.option("--failure-sensor", help="With --failure: the sensor type that fails (default: the first simulated).")
+@click.option("--healthy-for", "healthy_s", type=float,
+              help="With --failure: seconds of healthy signal first (default: 200 samples, past the detector's "
+                   "default probation of 150 readings).")
+@click.option("--ground-truth", type=click.Path(dir_okay=False, writable=True),
+              help="With --failure: write the failed readings to this CSV (deviceId,sensorType,timestamp,failure).")
 @click.option("--seed", type=int, help="Random seed: same seed, same values.")
 @click.option("--dry-run", is_flag=True, help="Print the payloads as JSON lines instead of sending.")
 @click.option(
@@ -79,6 +92,11 @@ def simulate(
     cert_dir: str | None,
     fmt: str,
     batch: int,
+    failure: str | None,
+    failing_devices: int,
+    failure_sensor: str | None,
+    healthy_s: float | None,
+    ground_truth: str | None,
     seed: int | None,
     dry_run: bool,
     ack_timeout: float,
@@ -88,7 +106,9 @@ def simulate(
 ) -> None:
     """Send realistic sensor telemetry over MQTT (QoS 1, one client per device).
 
-    Values follow the configured thresholds and units; --anomaly-rate injects out-of-range values.
+    Values follow the configured thresholds and units: each sensor holds a steady level with small noise;
+    --anomaly-rate injects out-of-range values; --failure makes sensors fail inside the bounds (drift, spike,
+    level-shift, variance, flatline) and --ground-truth lists the failed readings.
     Progress goes to stderr, the summary (sent, failed, anomalies injected) to stdout.
 
     \b
@@ -97,7 +117,10 @@ def simulate(
       iotpipe simulate --broker mqtt://127.0.0.1:1883 --devices 5 --rate 2 --count 100 --seed 7
       iotpipe simulate --dry-run --devices 2 --count 6 --format multi --seed 1
       iotpipe simulate --env prod --cert-dir certs --format multi --batch 60 --duration 600
+      iotpipe simulate --env local --devices 3 --rate 10 --duration 60 --failure level-shift --ground-truth t.csv
     """
+    if ground_truth and not failure:
+        raise ConfigError("--ground-truth lists the failed readings: give --failure too")
     if broker and cert_dir:
         raise ConfigError("give --broker or --cert-dir, not both")
     cfg = load_pipeline_config(config_path, env)
@@ -127,9 +150,16 @@ def simulate(
         fmt=fmt,
         seed=seed,
         batch=batch,
+        failure=failure,
+        failing_devices=failing_devices,
+        failure_sensor=failure_sensor,
+        healthy_s=healthy_s,
     )
     if dry_run:
-        planned = simulate_lib.messages(plan, now_ms())
+        start = now_ms()
+        if ground_truth:
+            simulate_lib.write_ground_truth(ground_truth, simulate_lib.ground_truth(plan, start))
+        planned = simulate_lib.messages(plan, start)
         if output == "json":
             echo_json([message.as_dict() for message in planned])
             return
@@ -160,6 +190,9 @@ def simulate(
         # Ctrl-C while connecting (the send loop itself returns an interrupted summary): nothing was sent.
         progress("stopped by Ctrl-C before sending")
         sys.exit(INTERRUPTED_EXIT)
+    if ground_truth:
+        simulate_lib.write_ground_truth(ground_truth, simulate_lib.ground_truth(
+            plan, summary.start_ms, summary.sent + summary.failed))
     if output == "json":
         echo_json(summary.as_dict())
     elif output == "jsonl":
@@ -168,7 +201,11 @@ def simulate(
         click.echo(
             ("interrupted: " if summary.interrupted else "")
             + f"sent {summary.sent}, failed {summary.failed}, readings {summary.readings}, anomalies injected "
-            f"{summary.anomalies_injected} ({summary.devices} device(s), {summary.elapsed_s:g} s)"
+            f"{summary.anomalies_injected}"
+            + (f", failed readings {summary.failed_readings} ({plan.failure} on "
+               f"{', '.join(plan.failing_devices)} {plan.failure_sensor} from {plan.healthy_s:g} s)"
+               if plan.failure else "")
+            + f" ({summary.devices} device(s), {summary.elapsed_s:g} s)"
         )
     if summary.interrupted:
         progress("stopped by Ctrl-C")

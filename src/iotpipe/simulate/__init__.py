@@ -18,13 +18,16 @@ from iotpipe.simulate.plan import (
     SimMessage,
     SimPlan,
     build_plan,
+    ground_truth,
     messages,
     simulated_device_ids,
+    write_ground_truth,
 )
 from iotpipe.simulate.runner import SimSummary, run, run_simulation
-from iotpipe.simulate.signals import SignalModel, anomalous_value, normal_band
+from iotpipe.simulate.signals import FAILURES, SignalModel, anomalous_value, normal_band
 
 __all__ = [
+    "FAILURES",
     "FORMATS",
     "MAX_DEVICES",
     "MAX_DURATION_S",
@@ -43,6 +46,7 @@ __all__ = [
     "SimSummary",
     "anomalous_value",
     "build_plan",
+    "ground_truth",
     "load_cert_dir",
     "messages",
     "normal_band",
@@ -51,4 +55,5 @@ __all__ = [
     "run_simulation",
     "simulated_device_ids",
     "with_login",
+    "write_ground_truth",
 ]

@@ -24,13 +24,16 @@ class SimSummary:
     devices: int
     elapsed_s: float
     interrupted: bool = False  # stopped by Ctrl-C: the counts are what was sent until then
+    failed_readings: int = 0  # readings of a failing sensor after its failure started (the ground truth's rows)
+    start_ms: int = 0  # the first message's timestamp: with the plan, it gives the ground truth
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON object: messages acknowledged and not, readings sent, anomalies injected, devices, seconds, and
-        whether Ctrl-C stopped the run."""
+        """JSON object: messages acknowledged and not, readings sent, anomalies injected, devices, seconds,
+        whether Ctrl-C stopped the run, failed readings sent, and the run's start (epoch ms)."""
         return {"sent": self.sent, "failed": self.failed, "readings": self.readings,
                 "anomaliesInjected": self.anomalies_injected, "devices": self.devices,
-                "elapsedSeconds": self.elapsed_s, "interrupted": self.interrupted}
+                "elapsedSeconds": self.elapsed_s, "interrupted": self.interrupted,
+                "failedReadings": self.failed_readings, "startMs": self.start_ms}
 
 
 def run(
@@ -53,7 +56,7 @@ def run(
     started = clock()
     start = start_ms if start_ms is not None else int(time.time() * 1000)
     pending: list[Callable[[float], bool]] = []
-    sent = failed = readings = anomalies = 0
+    sent = failed = readings = anomalies = faults = 0
     last_progress = started
     interrupted = False
     try:
@@ -62,6 +65,7 @@ def run(
                 pending.append(publisher.publish(message))
                 readings += message.readings
                 anomalies += message.anomalies
+                faults += len(message.faults)
                 if len(pending) >= 1000:
                     ok, missing = _reap(pending)
                     sent, failed, pending = sent + ok, failed + len(missing), []
@@ -87,6 +91,8 @@ def run(
         devices=len(plan.device_ids),
         elapsed_s=round(clock() - started, 3),
         interrupted=interrupted,
+        failed_readings=faults,
+        start_ms=start,
     )
 
 

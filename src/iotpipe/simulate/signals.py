@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from iotpipe.config import Threshold
 
@@ -38,54 +38,71 @@ def anomalous_value(threshold: Threshold, rng: random.Random) -> float:
     return value if value < lo else math.nextafter(lo, -math.inf)
 
 
+FAILURES = ("drift", "spike", "level-shift", "variance", "flatline")
+NOISE = 0.01  # a healthy reading's noise, as a fraction of the normal band's width
+DAY_S = 86_400.0
+
+
 @dataclass
 class SignalModel:
-    """A sensor's signal over time: a model per sensor type, state kept between steps."""
+    """A sensor's signal over time: a steady level of its own with small noise and a slow daily rhythm, healthy
+    until its ``failure`` (if any) starts at ``failure_start_s``; state kept between steps.
+
+    The healthy signal is what a machine at a steady operating point sends: a level that differs between
+    machines but holds still, so a detector learns it within its probation and a failure inside the static
+    bounds stands out. Failures, with ``w`` the normal band's width and noise ``0.01 w``: ``drift`` moves the
+    level by ``0.002 w`` a second, ``spike`` makes 5 % of the readings jump by ``0.15``-``0.3 w``,
+    ``level-shift`` moves the level by ``0.15 w`` at once, ``variance`` grows the noise by its own size every
+    5 seconds, ``flatline`` repeats the last healthy value.
+    """
 
     sensor_type: str
     threshold: Threshold
     rng: random.Random
-    drift: float = 0.0
-    wear: float = 0.0
-    wear_steps_left: int = 0
-    phase: float = field(default=0.0)
+    failure: str | None = None  # one of FAILURES
+    failure_start_s: float = 0.0  # seconds after the run's start
+    level: float = 0.0
+    phase: float = 0.0
+    direction: float = 1.0
+    last: float | None = None
+    faulty: bool = False  # whether the last step's value is a failed one (ground truth)
 
     def __post_init__(self) -> None:
+        lo, hi = normal_band(self.threshold)
+        self.level = (lo + hi) / 2 + self.rng.uniform(-0.15, 0.15) * (hi - lo)
         self.phase = self.rng.uniform(0, 2 * math.pi)
+        # A failure moves the level towards the side with more room, so it stays inside the normal band.
+        self.direction = 1.0 if self.level <= (lo + hi) / 2 else -1.0
+
+    def failing(self, t: float) -> bool:
+        """Whether the failure has started at ``t`` seconds."""
+        return self.failure is not None and t >= self.failure_start_s
 
     def step(self, t: float) -> float:
-        """The next normal value at ``t`` seconds (inside the normal band)."""
+        """The next value at ``t`` seconds (inside the normal band), failed if the failure has started."""
         lo, hi = normal_band(self.threshold)
         width = hi - lo
-        mid = (lo + hi) / 2
-        if self.sensor_type == "temperature":
-            # slow mean-reverting drift plus a slow cycle and a little noise
-            self.drift = 0.98 * self.drift + self.rng.gauss(0, 0.03 * width)
-            value = (
-                mid
-                + self.drift
-                + 0.15 * width * math.sin(2 * math.pi * t / 3600 + self.phase)
-                + self.rng.gauss(0, 0.02 * width)
-            )
-        elif self.sensor_type == "pressure":
-            value = (
-                mid
-                + 0.3 * width * math.sin(2 * math.pi * t / 30 + self.phase)
-                + self.rng.gauss(0, 0.03 * width)
-            )
-        elif self.sensor_type == "vibration":
-            # low baseline; now and then a bearing starts wearing and the level creeps up, then is "replaced"
-            if self.wear_steps_left == 0 and self.rng.random() < 0.01:
-                self.wear_steps_left = self.rng.randint(20, 120)
-            if self.wear_steps_left > 0:
-                self.wear = min(self.wear + 0.01 * width, 0.7 * width)
-                self.wear_steps_left -= 1
-            else:
-                self.wear = 0.0
-            value = lo + 0.2 * width + self.wear + abs(self.rng.gauss(0, 0.05 * width))
-        else:
-            value = mid + self.rng.gauss(0, 0.1 * width)
-        return round(min(max(value, lo), hi), 2)
+        rhythm = 0.02 * width * math.sin(2 * math.pi * t / DAY_S + self.phase)
+        noise = self.rng.gauss(0, NOISE * width)
+        mode = self.failure if self.failing(t) else None
+        since = t - self.failure_start_s
+        offset = 0.0
+        self.faulty = mode is not None
+        if mode == "flatline" and self.last is not None:
+            return self.last
+        if mode == "drift":
+            offset = self.direction * 0.002 * width * since
+        elif mode == "level-shift":
+            offset = self.direction * 0.15 * width
+        elif mode == "variance":
+            noise *= 1.0 + since / 5.0
+        elif mode == "spike":
+            self.faulty = self.rng.random() < 0.05
+            if self.faulty:
+                offset = self.rng.choice((-1.0, 1.0)) * self.rng.uniform(0.15, 0.3) * width
+        value = round(min(max(self.level + rhythm + noise + offset, lo), hi), 2)
+        self.last = value
+        return value
 
     def sample(self, t: float, anomaly_rate: float) -> tuple[float, bool]:
         """The value at ``t``; with probability ``anomaly_rate`` an injected out-of-range value instead."""
