@@ -62,12 +62,13 @@ CASES: list[tuple[Any, dict[str, Any]]] = [
                 start_ms=T0),
      {"sent": 9, "failed": 1, "readings": 30, "anomaliesInjected": 2, "devices": 2, "elapsedSeconds": 4.5,
       "interrupted": False, "failedReadings": 3, "startMs": T0}),
-    (BrokerTarget("127.0.0.1", 1883), {"host": "127.0.0.1", "port": 1883}),
+    (BrokerTarget("127.0.0.1", 1883, "iotpipe-run", "secret"),
+     {"host": "127.0.0.1", "port": 1883, "username": "iotpipe-run", "passwordSet": True}),
     (DeviceCredentials("press-07", "abc-ats.iot.us-east-1.amazonaws.com", 8883, Path("certs/press-07.cert.pem"),
                        Path("certs/press-07.private.key"), None),
      {"deviceId": "press-07", "endpoint": "abc-ats.iot.us-east-1.amazonaws.com", "port": 8883,
       "certificate": "certs/press-07.cert.pem", "privateKey": "certs/press-07.private.key", "caFile": None,
-      "tls": True}),
+      "tls": True, "username": None, "passwordSet": False}),
 ]
 
 

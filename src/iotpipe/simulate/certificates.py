@@ -30,10 +30,12 @@ class DeviceCredentials:
     password: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON object: device id, endpoint and port, and the paths of its files (``caFile`` null: system CAs)."""
+        """JSON object: device id, endpoint and port, the paths of its files (``caFile`` null: system CAs) and a
+        plain broker's login user (whether there is a password, never the password)."""
         return {"deviceId": self.device_id, "endpoint": self.endpoint, "port": self.port,
                 "certificate": str(self.certificate), "privateKey": str(self.private_key),
-                "caFile": str(self.ca_file) if self.ca_file else None, "tls": self.tls}
+                "caFile": str(self.ca_file) if self.ca_file else None, "tls": self.tls,
+                "username": self.username, "passwordSet": self.password is not None}
 
 
 def with_login(devices: list[DeviceCredentials], broker_url: str, username: str | None,

@@ -31,8 +31,9 @@ class BrokerTarget:
     password: str | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON object: host and port (never the password)."""
-        return {"host": self.host, "port": self.port}
+        """JSON object: host, port and the login's user (whether there is a password, never the password)."""
+        return {"host": self.host, "port": self.port, "username": self.username,
+                "passwordSet": self.password is not None}
 
 
 def parse_broker_url(url: str) -> BrokerTarget:
