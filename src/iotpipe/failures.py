@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from iotpipe import naming
+from iotpipe.aws import call_aws
 from iotpipe.errors import AwsError, IotpipeError
 from iotpipe.local.esm import InvokeResult
 
@@ -335,10 +336,11 @@ def read_from_stream(kinesis: Any, batch: FailedBatch, stream_name: str) -> list
     """The batch's records from the stream (``AT_SEQUENCE_NUMBER``), or None when the stream no longer has all of
     them (the first one trimmed by the retention, or fewer than the batch held)."""
     try:
-        iterator = kinesis.get_shard_iterator(
-            StreamName=_stream_name(batch.stream_arn, stream_name), ShardId=batch.shard_id,
-            ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=batch.start_sequence)["ShardIterator"]
-    except kinesis.exceptions.ClientError:
+        iterator = call_aws("kinesis", "get-shard-iterator", kinesis.get_shard_iterator,
+                            StreamName=_stream_name(batch.stream_arn, stream_name), ShardId=batch.shard_id,
+                            ShardIteratorType="AT_SEQUENCE_NUMBER",
+                            StartingSequenceNumber=batch.start_sequence)["ShardIterator"]
+    except AwsError:  # trimmed by the retention, or the shard is gone: the archive has the records
         return None
     end = int(batch.end_sequence)
     found: list[StoredRecord] = []

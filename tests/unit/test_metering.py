@@ -85,5 +85,5 @@ def test_the_detector_state_is_counted_on_its_own_lines() -> None:
     hook({"RequestItems": {"t": {"Keys": [{"deviceId": {"S": "a"}}, {"deviceId": {"S": "b"}}]}}},
          type("Model", (), {"name": "BatchGetItem"}))
     assert (counts.items, counts.write_units, counts.state_write_units, counts.state_read_units) == (1, 1, 1, 2)
-    measured = metering.measured_units(counts, build_config({}, "dev", {}), cost.DEFAULT_ASSUMPTIONS)
+    measured = metering.measured_units(counts, build_config({}, "dev", {}))
     assert measured["dynamodb.state_write_request_units"] == 1 and measured["dynamodb.read_request_units"] == 2

@@ -117,7 +117,8 @@ def dev(rendered: dict[str, str]) -> dict[str, Any]:
 
 def test_every_alarm_notifies_the_alarm_topic(dev: dict[str, Any]) -> None:
     alarms = of_type(dev, "AWS::CloudWatch::Alarm")
-    assert len(alarms) == 8 and set(SEED_ALARMS) <= set(alarms)
+    # the seed's three and iotpipe's, the IoT rule's ParseError and RuleNotFound among them
+    assert len(alarms) == 10 and set(SEED_ALARMS) | {"RuleParseErrorAlarm", "RuleNotFoundAlarm"} <= set(alarms)
     for logical_id, alarm in alarms.items():
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}], logical_id
     assert set(of_type(dev, "AWS::SNS::Topic")) == {"AlarmTopic"}

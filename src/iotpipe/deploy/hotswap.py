@@ -20,12 +20,12 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from iotpipe.aws import call_aws
 from iotpipe.deploy.client import DeployClient, Stack
 from iotpipe.deploy.plan import DeployRequest, parse_template, upload_artefacts
+from iotpipe.deploy.waiters import snapshot, wait_function_updated, watch_files
 from iotpipe.errors import DeployError
 from iotpipe.package import artefact_bucket_name, deterministic_zip
 
@@ -171,10 +171,7 @@ def execute_hotswap(client: DeployClient, request: DeployRequest, updates: Seque
         progress(f"hotswap: updating the code of {update.function_name} from {update.describe()}")
         response = call_aws("lambda", "update-function-code", client.lambda_.update_function_code,
                             FunctionName=update.function_name, **update.code)
-        attempts = max(1, int(request.timeout_s))
-        waiter = client.lambda_.get_waiter("function_updated_v2")
-        call_aws("lambda", "get-function (function_updated_v2 waiter)", waiter.wait,
-                 FunctionName=update.function_name, WaiterConfig={"Delay": 1, "MaxAttempts": attempts})
+        wait_function_updated(client.lambda_, update.function_name, request.timeout_s)
         updated.append((update.function_name, str(response.get("CodeSha256", ""))))
     return HotswapResult(stack_name=request.stack_name, updated=tuple(updated), seconds=clock() - started)
 
@@ -202,41 +199,6 @@ def code_sha256(zip_body: bytes) -> str:
 
 
 # --- --watch ---------------------------------------------------------------------------------------
-
-
-def snapshot(paths: Iterable[Path]) -> tuple[tuple[str, int, int], ...]:
-    """Each file's (path, mtime in ns, size); a missing file counts as (path, -1, -1) (an editor mid-save)."""
-    result = []
-    for path in paths:
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            result.append((str(path), -1, -1))
-            continue
-        result.append((str(path), stat.st_mtime_ns, stat.st_size))
-    return tuple(result)
-
-
-def watch_files(paths: Sequence[Path], on_change: Callable[[], None], *, interval_s: float = 0.5,
-                max_changes: int | None = None, max_polls: int | None = None,
-                sleep: Callable[[float], None] = time.sleep) -> int:
-    """Poll ``paths`` every ``interval_s`` and call ``on_change`` after each save; the number of changes seen.
-
-    Runs until ``max_changes`` changes or ``max_polls`` polls (None: until interrupted). Polling mtimes needs no
-    dependency and works the same on every platform and file system.
-    """
-    last = snapshot(paths)
-    changes = polls = 0
-    while (max_changes is None or changes < max_changes) and (max_polls is None or polls < max_polls):
-        sleep(interval_s)
-        polls += 1
-        current = snapshot(paths)
-        if current == last or any(mtime < 0 for _, mtime, _ in current):
-            continue
-        last = current
-        changes += 1
-        on_change()
-    return changes
 
 
 __all__ = ["DRIFT_WARNING", "CodeUpdate", "HotswapResult", "code_changes", "code_sha256", "execute_hotswap",

@@ -1,4 +1,5 @@
-"""Every wait of deploy: one stack poller (bounded, optionally streaming events) and the change-set waiter.
+"""Every wait of deploy: one stack poller (bounded, optionally streaming events), the change-set waiter, the
+function-code waiter of a hotswap and the file watcher of ``--watch``.
 
 A stack wait polls rather than using boto3's stack waiters because it streams each stack event as it arrives;
 the change-set wait has nothing to stream and uses boto3's ``change_set_create_complete`` waiter.
@@ -6,10 +7,14 @@ the change-set wait has nothing to stream and uses boto3's ``change_set_create_c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 from botocore.exceptions import WaiterError
 
+from iotpipe.aws import call_aws
 from iotpipe.deploy.client import ChangeSet, DeployClient, Stack, StackEvent
 from iotpipe.errors import AwsError, DeployError
 
@@ -118,5 +123,58 @@ def wait_change_set(client: DeployClient, change_set_id: str, timeout_s: float, 
     return client.describe_change_set(change_set_id)
 
 
-__all__ = ["CREATE_STATES", "POLL_SECONDS", "format_event", "poll_stack", "wait_change_set", "wait_for_stack",
-           "wait_until_settled"]
+__all__ = [
+    "CREATE_STATES",
+    "POLL_SECONDS",
+    "format_event",
+    "poll_stack",
+    "snapshot",
+    "wait_change_set",
+    "wait_for_stack",
+    "wait_function_updated",
+    "wait_until_settled",
+    "watch_files",
+]
+
+
+def wait_function_updated(lambda_client: Any, function_name: str, timeout_s: float) -> None:
+    """Wait (boto3's ``function_updated_v2`` waiter, a poll a second) until a code update of ``function_name``
+    is in place; AwsError when it fails or outlasts ``timeout_s``."""
+    waiter = lambda_client.get_waiter("function_updated_v2")
+    call_aws("lambda", "get-function (function_updated_v2 waiter)", waiter.wait,
+             FunctionName=function_name, WaiterConfig={"Delay": 1, "MaxAttempts": max(1, int(timeout_s))})
+
+
+def snapshot(paths: Iterable[Path]) -> tuple[tuple[str, int, int], ...]:
+    """Each file's (path, mtime in ns, size); a missing file counts as (path, -1, -1) (an editor mid-save)."""
+    result = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            result.append((str(path), -1, -1))
+            continue
+        result.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(result)
+
+
+def watch_files(paths: Sequence[Path], on_change: Callable[[], None], *, interval_s: float = 0.5,
+                max_changes: int | None = None, max_polls: int | None = None,
+                sleep: Callable[[float], None] = time.sleep) -> int:
+    """Poll ``paths`` every ``interval_s`` and call ``on_change`` after each save; the number of changes seen.
+
+    Runs until ``max_changes`` changes or ``max_polls`` polls (None: until interrupted). Polling mtimes needs no
+    dependency and works the same on every platform and file system.
+    """
+    last = snapshot(paths)
+    changes = polls = 0
+    while (max_changes is None or changes < max_changes) and (max_polls is None or polls < max_polls):
+        sleep(interval_s)
+        polls += 1
+        current = snapshot(paths)
+        if current == last or any(mtime < 0 for _, mtime, _ in current):
+            continue
+        last = current
+        changes += 1
+        on_change()
+    return changes
