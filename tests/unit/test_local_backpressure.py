@@ -75,7 +75,8 @@ def test_a_stalled_emulator_holds_the_broker_back_and_loses_nothing(kind: str, m
                 for n in range(MESSAGES)]
         # the engine's queue is full and the feed waits in on_message; the feed's own queue fills behind it
         wait_for(lambda: engine.stats.pending == 2 and broker.stats.queue_depth == 2, "the feed to stall")
-        assert engine.stats.backpressured == 1
+        # at least one message waited for room (more when the engine's sender took one out meanwhile)
+        assert engine.stats.backpressured >= 1
         if kind == "amqtt":
             # the embedded broker stops with its feed: the publisher's QoS 1 acknowledgements wait
             assert sum(info.is_published() for info in sent) < MESSAGES
