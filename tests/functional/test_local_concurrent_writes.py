@@ -9,50 +9,27 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from iotpipe.local.broker import amqtt_available
-from iotpipe.local.state import STATE_DIR_VARIABLE
+from local_run import CLI, cli, local_workdir, stored_readings
 
 CONFIG = """
 [env.local.processor]
 batch_size = 100
 batching_window_seconds = 1
 """
-CLI = [sys.executable, "-c", "from iotpipe.cli import main; main()"]
 PUBLISHERS = ("press", "lathe")
 
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv(STATE_DIR_VARIABLE, str(tmp_path / "state"))
-    (tmp_path / "iotpipe.toml").write_text(CONFIG)
-    yield tmp_path
-    subprocess.run([*CLI, "local", "down"], env={**os.environ}, capture_output=True, timeout=30, check=False)
-
-
-def cli(*args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], env={**os.environ}, capture_output=True, text=True, timeout=timeout_s,
-                          check=False)
-
-
-def stored_items(info: dict[str, Any], table: str) -> int:
-    # the emulator takes only the run's access key (`local up --output json` prints it)
-    dynamodb = boto3.client("dynamodb", endpoint_url=info["awsEndpoint"], region_name="us-east-1",
-                            aws_access_key_id=info["awsAccessKeyId"],
-                            aws_secret_access_key=info["awsSecretAccessKey"])
-    # Readings only: not the detector's state item of each device (docs/contract.md 12).
-    pages = dynamodb.get_paginator("scan").paginate(TableName=table, Select="COUNT", FilterExpression="sk <> :state",
-                                                    ExpressionAttributeValues={":state": {"S": "#detector"}})
-    return sum(page["Count"] for page in pages)
+    yield from local_workdir(tmp_path, monkeypatch, CONFIG)
 
 
 @pytest.mark.usefixtures("workdir")
@@ -82,9 +59,9 @@ def test_every_reading_published_at_once_by_several_devices_is_stored(broker: st
     outputs = json.loads(cli("outputs", "--env", "local", "--output", "json").stdout)
     table = outputs["SensorDataTableName"]
     deadline = time.monotonic() + 120
-    count = stored_items(info, table)
+    count = stored_readings(info, table)
     while count < sent and time.monotonic() < deadline:
         time.sleep(0.5)
-        count = stored_items(info, table)
+        count = stored_readings(info, table)
     assert count == sent  # one item per reading (the item-per-reading layout)
     assert cli("local", "down").returncode == 0

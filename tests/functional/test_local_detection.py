@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from iotpipe.local.state import STATE_DIR_VARIABLE
+from local_run import cli, local_workdir, stored_readings
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs mosquitto (make install)")
 
@@ -32,32 +28,12 @@ CONFIG = """
 batch_size = 100
 batching_window_seconds = 1
 """
-CLI = [sys.executable, "-c", "from iotpipe.cli import main; main()"]
 DEFAULT_SENSITIVITY = 0.5
 
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv(STATE_DIR_VARIABLE, str(tmp_path / "state"))
-    (tmp_path / "iotpipe.toml").write_text(CONFIG)
-    yield tmp_path
-    subprocess.run([*CLI, "local", "down"], env={**os.environ}, capture_output=True, timeout=30, check=False)
-
-
-def cli(*args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], env={**os.environ}, capture_output=True, text=True, timeout=timeout_s,
-                          check=False)
-
-
-def stored_readings(info: dict[str, Any], table: str) -> int:
-    # the emulator takes only the run's access key (`local up --output json` prints it)
-    dynamodb = boto3.client("dynamodb", endpoint_url=info["awsEndpoint"], region_name="us-east-1",
-                            aws_access_key_id=info["awsAccessKeyId"],
-                            aws_secret_access_key=info["awsSecretAccessKey"])
-    pages = dynamodb.get_paginator("scan").paginate(TableName=table, Select="COUNT", FilterExpression="sk <> :state",
-                                                    ExpressionAttributeValues={":state": {"S": "#detector"}})
-    return sum(page["Count"] for page in pages)
+    yield from local_workdir(tmp_path, monkeypatch, CONFIG)
 
 
 def test_a_failing_sensor_is_flagged_by_the_model_and_healthy_ones_are_not(workdir: Path) -> None:

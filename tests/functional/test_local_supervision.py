@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +16,12 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from iotpipe.local.processes import command_line, process_state
-from iotpipe.local.state import STATE_DIR_VARIABLE, LocalState, read_state
+from iotpipe.local.state import LocalState, read_state
+from local_run import cli, local_workdir
 from waiting import wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs mosquitto (make install)")
 
-CLI = [sys.executable, "-c", "from iotpipe.cli import main; main()"]
 CONFIG = """
 [env.local.processor]
 batch_size = 100
@@ -33,17 +31,9 @@ timeout_seconds = 3
 DEVICE = "press-3"
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, check=False)
-
-
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv(STATE_DIR_VARIABLE, str(tmp_path / "state"))
-    (tmp_path / "iotpipe.toml").write_text(CONFIG)
-    yield tmp_path
-    cli("local", "down")
+    yield from local_workdir(tmp_path, monkeypatch, CONFIG)
 
 
 def up(workdir: Path) -> LocalState:
