@@ -29,19 +29,29 @@ def stored_metric(harness: Harness) -> float:
 
 
 class FakeClock:
-    """A monotonic clock that only the processor's backoff sleeps advance (thread-safe)."""
+    """A monotonic clock that only the processor's backoff sleeps advance, as time passes for threads that sleep
+    at once: each thread keeps its own time (from the latest time when it first looks), its sleeps advance it,
+    and ``now`` is the latest of them. (One shared counter made two threads' overlapping sleeps add up, and a
+    thread could check the deadline before another's sleep and then sleep past it.)"""
 
     def __init__(self) -> None:
         self.now = 1000.0
         self.lock = threading.Lock()
+        self.threads = threading.local()
+
+    def _own(self) -> float:
+        if not hasattr(self.threads, "now"):
+            self.threads.now = self.now
+        return float(self.threads.now)
 
     def monotonic(self) -> float:
         with self.lock:
-            return self.now
+            return self._own()
 
     def sleep(self, seconds: float) -> None:
         with self.lock:
-            self.now += seconds
+            self.threads.now = self._own() + seconds
+            self.now = max(self.now, self.threads.now)
 
 
 def with_clock(harness: Harness, clock: FakeClock) -> None:

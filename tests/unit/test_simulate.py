@@ -383,7 +383,8 @@ def test_parse_broker_url(url: str, host: str, port: int) -> None:
 def test_parse_broker_url_reads_a_login() -> None:
     target = simulate.parse_broker_url("mqtt://iotpipe-a1:p%40ss:word@127.0.0.1:1884")
     assert target == simulate.BrokerTarget("127.0.0.1", 1884, "iotpipe-a1", "p@ss:word")
-    assert "p@ss" not in repr(target) and target.as_dict() == {"host": "127.0.0.1", "port": 1884}
+    assert "p@ss" not in repr(target)
+    assert target.as_dict() == {"host": "127.0.0.1", "port": 1884, "username": "iotpipe-a1", "passwordSet": True}
 
 
 @pytest.mark.parametrize("url", ["tcp://x:1", "mqtt://", "mqtt://x:notaport", "127.0.0.1:1883"])
