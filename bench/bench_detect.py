@@ -32,8 +32,8 @@ from iotpipe.config import SEED_THRESHOLDS  # noqa: E402
 from iotpipe.detect import parse_timestamp, read_series  # noqa: E402
 from iotpipe.evaluate import PROFILES, nab_score, point_metrics  # noqa: E402
 
-# ../shared/eval-data next to the checkout; a git worktree under <checkout's parent>/wt/ looks one level up too.
-DATA_CANDIDATES = (REPO.parent / "shared" / "eval-data", REPO.parent.parent / "shared" / "eval-data")
+# the development data next to the checkout, when there is any; a user gives --data
+DATA_CANDIDATES = (REPO.parent / "shared" / "eval-data",)
 HANDLER = REPO / "handler" / "python" / "index.py"  # this checkout's processor, measured before it is installed
 PSI_PER_BAR = 14.5038
 NAIVE_ALPHA = 0.01
