@@ -10,15 +10,20 @@ records arrive in the order it sent them. Each record keeps its original arrival
 again whole (a BatchWriteItem put replaces every attribute), so a reading that was an anomaly and no longer is loses
 ``reason``, ``anomalyDay`` and ``anomalySk`` (it leaves the anomaly index) and nothing is stored twice.
 
-**Not the packed layout.** A packed item's key is its window start and its first record's sequence number, and an
-anomaly is an item of its own: after a threshold change a reading that was an anomaly would be packed while its
-anomaly item stayed, and a batch cut differently packs into different items. A replay there would store readings
-twice, so it is refused (:class:`ReplayError`) until the processor can replace a window's items.
+**The packed layout.** A packed item's key is its window start and the first record (of its batch) with a reading
+in it, and an anomaly is an item of its own. Readers take the union of a window's items and drop repeats
+(docs/contract.md section 6), so a replay that cuts batches differently adds packed items that hold readings
+already held, and readers see each reading once. What they would see twice is an anomaly the new configuration
+no longer judges one: its own item would stay beside the packed reading. So, in the packed layout, before each
+invocation the replay deletes the anomaly items its records wrote (the keys the processor's own ``interpret``
+gives them, the same in both layouts); the invocation writes again those that still are anomalies. A record that
+fails leaves its anomaly items deleted until the replay is run again, which the error says.
 
-**Detection state.** The processor shipped here scores readings with thresholds; the adaptive detector of
-section 12 is pure and keeps no state across invocations in the table, so a replay starts from no state, as the
-first run did. When the processor persists per-series state, a replay must restore the state as of the window's
-start first; this module then refuses a window that does not start at a stored state (not built yet).
+**Detection state.** Every replayed record is at or below its device's absorbed sequence number (section 12 of
+the contract), so the processor scores it against the series' latest state and learns nothing from it: the live
+stream's detector is the same after a replay (its ``seq`` and ``states``; the retry snapshot ``prevSeq``/``prevStates``
+becomes the latest, so a live batch retried at that moment is scored from the latest states and still learns nothing
+twice), and a replayed reading's model judgement is today's model's, not the one it had when it arrived.
 
 **Resumable.** After each invocation the last sequence number replayed per shard goes to the checkpoint file; a
 replay with the same window and devices resumes after it (Ctrl-C loses at most one invocation's work, which the
@@ -34,6 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +59,7 @@ from iotpipe.failures import (
 
 DEFAULT_RATE = 500  # records per second
 _MAX_WINDOW = timedelta(days=400)
+_BATCH_ATTEMPTS = 8  # BatchGetItem/BatchWriteItem calls per batch while DynamoDB leaves some unprocessed
 
 
 class ReplayError(IotpipeError):
@@ -137,6 +144,53 @@ def outcome_counts(settings_env: dict[str, str], records: Iterable[StoredRecord]
     return readings, quarantined
 
 
+def own_item_keys(settings_env: dict[str, str], records: Iterable[StoredRecord], shard: str) -> list[tuple[str, str]]:
+    """The (deviceId, sk) of the item of its own each reading of ``records`` has (an anomaly's key in either
+    layout), by the processor's own ``interpret``."""
+    processor = archive.load_processor()
+    settings = processor.Settings.from_env({"DYNAMODB_TABLE": "-", "S3_BUCKET": "-", **settings_env})
+    keys: dict[tuple[str, str], None] = {}
+    for record in records:
+        found = processor.interpret(
+            archive.record(processor, shard, record.sequence_number, record.arrived_at_ms, record.data,
+                           record.partition_key), settings)
+        keys.update(dict.fromkeys(tuple(reading.key) for reading in found.readings))
+    return list(keys)
+
+
+def delete_anomaly_items(dynamodb: Any, table: str, settings_env: dict[str, str], shard: str,
+                         records: Sequence[StoredRecord]) -> int:
+    """Delete the anomaly items of ``records``' readings (packed layout, before they are replayed); how many."""
+    keys = own_item_keys(settings_env, records, shard)
+    anomalies: list[dict[str, Any]] = []
+    for start in range(0, len(keys), 100):
+        request: dict[str, Any] = {table: {
+            "Keys": [{"deviceId": {"S": device}, "sk": {"S": sk}} for device, sk in keys[start:start + 100]],
+            "ProjectionExpression": "deviceId, sk, #s", "ExpressionAttributeNames": {"#s": "status"},
+            "ConsistentRead": True}}
+        for _attempt in range(_BATCH_ATTEMPTS):
+            answer = dynamodb.batch_get_item(RequestItems=request)
+            anomalies += [{"deviceId": item["deviceId"], "sk": item["sk"]}
+                          for item in answer.get("Responses", {}).get(table, [])
+                          if item.get("status", {}).get("S") == "ANOMALY"]
+            request = answer.get("UnprocessedKeys") or {}
+            if not request:
+                break
+        else:
+            raise ReplayError(f"DynamoDB left keys of {table} unread after {_BATCH_ATTEMPTS} attempts; run the "
+                              "replay again to resume")
+    for start in range(0, len(anomalies), 25):
+        writes: dict[str, Any] = {table: [{"DeleteRequest": {"Key": key}} for key in anomalies[start:start + 25]]}
+        for _attempt in range(_BATCH_ATTEMPTS):
+            writes = dynamodb.batch_write_item(RequestItems=writes).get("UnprocessedItems") or {}
+            if not writes:
+                break
+        else:
+            raise ReplayError(f"DynamoDB left deletes of {table} unprocessed after {_BATCH_ATTEMPTS} attempts; run "
+                              "the replay again to resume")
+    return len(anomalies)
+
+
 def count_anomalies(dynamodb: Any, table: str, devices: Iterable[str], window: Window) -> int:
     """Anomaly items of ``devices`` with a reading time in the window, with a day's slack either side (a reading
     is keyed by the device's time, which may differ from its arrival)."""
@@ -205,16 +259,12 @@ def replay(clients: Clients, cfg: Any, invoke: Invoker, window: Window, *, check
            on_records: Callable[[int], None] = lambda _: None) -> ReplaySummary:
     """Replay ``window`` through ``invoke`` (the deployed processor); see the module's docstring.
 
-    ReplayError when the processor fails on a record (the checkpoint keeps what was done; run again to resume)
-    or the table uses the packed layout.
+    ReplayError when the processor fails on a record (the checkpoint keeps what was done; run again to resume).
     """
     if max_records_per_s <= 0:
         raise ConfigError("--rate must be above 0 records per second")
     found = target(clients, cfg)
-    if found.settings_env.get("STORAGE_LAYOUT", "item-per-reading") != "item-per-reading":
-        raise ReplayError("the processor uses the packed layout (storage.layout = \"packed\"), where a replay would "
-                          "store readings twice (a packed item's key depends on how the batch was cut); replay is "
-                          "for the item-per-reading layout only")
+    packed = found.settings_env.get("STORAGE_LAYOUT", "item-per-reading") == "packed"
     by_shard = archived(clients.client("s3"), found.bucket, window)
     done = {} if dry_run else read_checkpoint(checkpoint, window)
     pending = {shard: [r for r in records if shard not in done or int(r.sequence_number) > int(done[shard])]
@@ -230,8 +280,10 @@ def replay(clients: Clients, cfg: Any, invoke: Invoker, window: Window, *, check
         readings, quarantined = readings + counted[0], quarantined + counted[1]
     on_start(to_run)
     if not dry_run:
+        before_chunk = (partial(delete_anomaly_items, dynamodb, found.table, found.settings_env) if packed
+                        else lambda _shard, _records: 0)
         _run(invoke, pending, found.stream_arn, done, checkpoint, window, max_records_per_s, sleep, clock,
-             on_records)
+             on_records, before_chunk)
         checkpoint.unlink(missing_ok=True)
     else:
         on_records(to_run)
@@ -241,10 +293,11 @@ def replay(clients: Clients, cfg: Any, invoke: Invoker, window: Window, *, check
 
 def _run(invoke: Invoker, pending: dict[str, list[StoredRecord]], stream_arn: str, done: dict[str, str],
          checkpoint: Path, window: Window, rate: float, sleep: Callable[[float], None], clock: Callable[[], float],
-         on_records: Callable[[int], None]) -> None:
+         on_records: Callable[[int], None], before_chunk: Callable[[str, Sequence[StoredRecord]], int]) -> None:
     started, sent = clock(), 0
     for shard, records in pending.items():
         for chunk in chunks(records):
+            before_chunk(shard, chunk)
             batch = _batch(shard, stream_arn, chunk)
             problem = run_records(invoke, chunk, batch, on_records)
             if problem:

@@ -1,6 +1,6 @@
 """``iotpipe replay`` against a moto server: three hours of telemetry processed by the real processor (which
 archives it), a threshold changed in the function's configuration, one hour replayed; only that hour's anomaly items
-change. Also: resuming from the checkpoint after Ctrl-C, the rate limit, the packed layout refused."""
+change. Also: resuming from the checkpoint after Ctrl-C, the rate limit, the packed layout, detection state."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from iotpipe import replay as replay_lib
 from iotpipe.cli import main
 from iotpipe.local.esm import InvokeResult
 from iotpipe.local.function import FunctionRunner
+from iotpipe.query import dynamodb as query_dynamodb
 
 __all__ = ["stack"]  # a fixture
 HOUR_MS = 3_600_000
@@ -206,13 +207,54 @@ def test_replay_is_rate_limited_and_filters_devices(stack: dict[str, str], tmp_p
     assert (one.records, one.readings, calls) == (3, 3, [])  # a dry run invokes nothing
 
 
-def test_replay_refuses_the_packed_layout(stack: dict[str, str], tmp_path: Path) -> None:
+def test_a_packed_replay_cut_differently_leaves_each_reading_once_and_only_todays_anomalies(
+        stack: dict[str, str], deployed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Live: two batches (50, 85 | 95, 70); replayed: one. 85 is no longer an anomaly (its item of its own goes,
+    it is packed now), 95 is one for a new reason, 70 is packed in the replay's item and stays in the live one;
+    a reader sees every reading once."""
     create_function(stack, THRESHOLDS, layout="packed")
+    at = (int(time.time() * 1000) // HOUR_MS - 1) * HOUR_MS + 60_000
+    live = deployed()
+    assert live(event([(11, "press-07", 50.0, at), (12, "press-07", 85.0, at + 1000)])).payload == {
+        "batchItemFailures": []}
+    assert live(event([(13, "press-07", 95.0, at + 2000), (14, "press-07", 70.0, at + 3000)])).payload == {
+        "batchItemFailures": []}
+    set_thresholds(stack, {**THRESHOLDS, "temperature": {**THRESHOLDS["temperature"], "max": 90}})
+    monkeypatch.setattr(failures_lib, "lambda_invoker", lambda _client, _name: deployed())
     clients, cfg = target(stack)
-    with pytest.raises(replay_lib.ReplayError, match="packed layout"):
-        replay_lib.replay(clients, cfg, lambda _e: InvokeResult(None, None),
-                          replay_lib.Window(0, 3_600_000), checkpoint=tmp_path / "c.json")
 
+    summary = replay_lib.replay(clients, cfg, deployed(), replay_lib.Window(at - 60_000, at + HOUR_MS),
+                                checkpoint=Path("cp.json").resolve())
+
+    assert (summary.replayed, summary.anomalies_before, summary.anomalies_after) == (4, 2, 1)
+    assert {k: v for k, v in anomaly_view(stack).items() if v[0] == "ANOMALY"} == {
+        f"{at + 2000:013d}#temperature#95": ("ANOMALY", "above max 90")}
+    packed = {i["sk"]["S"].split("#")[4]: i["readings"]["S"] for i in items(stack) if "#packed#" in i["sk"]["S"]}
+    assert packed == {"11": "0:50,1000:85,3000:70", "14": "3000:70"}  # 70 twice: the live cut's item stays
+    read = query_dynamodb.query_readings(aws(stack, "dynamodb"), TABLE, "press-07", since_ms=at - 60_000)
+    assert sorted((r.timestamp - at, r.value, r.status) for r in read) == [
+        (0, 50.0, "NORMAL"), (1000, 85.0, "NORMAL"), (2000, 95.0, "ANOMALY"), (3000, 70.0, "NORMAL")]
+
+
+def test_a_replay_learns_nothing_so_the_live_detector_state_is_unchanged(
+        stack: dict[str, str], deployed: Any) -> None:
+    detected = {"temperature": {**THRESHOLDS["temperature"], "detector": "onset"}}
+    create_function(stack, detected)
+    at = (int(time.time() * 1000) // HOUR_MS - 1) * HOUR_MS + 60_000
+    live = deployed()
+    for batch in range(3):
+        assert live(event([(100 + batch * 10 + i, "press-07", 40.0 + (i % 3), at + (batch * 10 + i) * 1000)
+                           for i in range(10)])).payload == {"batchItemFailures": []}
+    state = [i for i in items(stack) if i["sk"]["S"] == "#detector"]
+    assert len(state) == 1 and state[0]["seq"]["S"] == "129"
+    clients, cfg = target(stack)
+
+    summary = replay_lib.replay(clients, cfg, deployed(), replay_lib.Window(at - 60_000, at + HOUR_MS),
+                                checkpoint=Path("cp.json").resolve())
+
+    assert summary.replayed == 30
+    after = [i for i in items(stack) if i["sk"]["S"] == "#detector"]
+    assert [(i["seq"], i["states"]) for i in after] == [(i["seq"], i["states"]) for i in state]
 
 
 def test_on_iotpipe_local_replay_runs_the_function_runner_with_the_emulated_configuration(
