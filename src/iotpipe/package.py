@@ -20,6 +20,7 @@ from pathlib import Path
 
 from troposphere import Sub, awslambda
 
+from iotpipe import pretraffic
 from iotpipe.config import ProcessorConfig
 from iotpipe.errors import ConfigError
 
@@ -30,6 +31,7 @@ _MODULE_FILES = {"python": "index.py", "nodejs": "index.js"}
 # One artefacts bucket per account and region (Lambda reads code only from a bucket in its own region).
 ARTEFACT_BUCKET_PATTERN = "iotpipe-artefacts-${AWS::AccountId}-${AWS::Region}"
 PROCESSOR_PREFIX = "processor/"
+HOOK_PREFIX = "pretraffic-hook/"
 # The earliest time a zip entry can carry: the zip's bytes never depend on when or where it was built.
 _ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
 
@@ -110,9 +112,32 @@ def processor_code(processor: ProcessorConfig) -> awslambda.Code:
     return awslambda.Code(S3Bucket=Sub(ARTEFACT_BUCKET_PATTERN), S3Key=artefact.key)
 
 
+def hook_source() -> str:
+    """The rollout's pre-traffic hook (:mod:`iotpipe.pretraffic`) with its sample of the shipped vectors."""
+    return pretraffic.hook_code(pretraffic.hook_sample(pretraffic.shipped_vectors()))
+
+
+def hook_artefact() -> Artefact:
+    """The pre-traffic hook as a zip (``index.py``), keyed ``pretraffic-hook/<sha256>.zip``."""
+    body = deterministic_zip({"index.py": hook_source().encode("utf-8")})
+    return Artefact(key=f"{HOOK_PREFIX}{hashlib.sha256(body).hexdigest()}.zip", body=body)
+
+
+def hook_code(processor: ProcessorConfig) -> awslambda.Code:
+    """The pre-traffic hook's ``Code``, packaged as the processor is: a zip artefact (which keeps its 3 KB out of
+    the template's 51,200-byte body), or inline."""
+    if processor.packaging == "inline":
+        return awslambda.Code(ZipFile=hook_source())
+    return awslambda.Code(S3Bucket=Sub(ARTEFACT_BUCKET_PATTERN), S3Key=hook_artefact().key)
+
+
 def artefacts(processor: ProcessorConfig) -> tuple[Artefact, ...]:
-    """What deploy must upload before the template for ``processor`` can be deployed (nothing when inline)."""
-    return () if processor.packaging == "inline" else (processor_artefact(processor.runtime),)
+    """What deploy must upload before the template for ``processor`` can be deployed (nothing when inline): the
+    processor, and the pre-traffic hook when a rollout shifts traffic gradually."""
+    if processor.packaging == "inline":
+        return ()
+    hook = () if processor.rollout == "all-at-once" else (hook_artefact(),)
+    return (processor_artefact(processor.runtime), *hook)
 
 
 def artefact_bucket_name(account_id: str, region: str) -> str:

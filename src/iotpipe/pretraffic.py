@@ -1,22 +1,35 @@
-"""The processor rollout's pre-traffic hook (CodeDeploy ``BeforeAllowTraffic``), run as an inline Lambda.
+"""The processor rollout's pre-traffic hook (CodeDeploy ``BeforeAllowTraffic``), run as a Lambda.
 
 Before CodeDeploy moves any traffic to the new processor version, the hook invokes that version (``NEW_VERSION``,
-the Version's ``Ref``, as SAM passes it) with a Kinesis event made from the shared vectors' records that the
-contract quarantines whole whatever the configuration, and compares its partial-batch response and its
-``batch processed`` log line with the vectors' expectations. Such records never reach the table. It then
-reports Succeeded or Failed to CodeDeploy, which rolls the alias back on Failed.
+the Version's ``Ref``, as SAM passes it) twice:
 
-This file is the hook's source: :func:`hook_code` inlines it (stdlib + boto3 only) with the sample appended.
+1. With a Kinesis event made from the shared vectors' records that the contract quarantines whole whatever the
+   configuration, comparing its partial-batch response and its ``batch processed`` log line with the vectors'
+   expectations. Such records never reach the table.
+2. With recent live traffic: the newest raw archive object of the last two hours (``ARCHIVE_BUCKET``) that is
+   small (at most ``RECENT_MAX_BYTES``) and that the running version quarantined nothing of (no quarantine object
+   beside it), sent whole with its own shard, sequence numbers and arrival times, so every key it writes is the
+   key the running version wrote (contract section 6: the same batch gives the same items, in both layouts; the
+   detector learns nothing from records at or below its absorbed sequence number, section 12). The new version
+   must fail nothing, quarantine nothing and store or drop as a repeat at least one reading per record. With no
+   such object (a quiet or new stack) this check is skipped and the log says so.
+
+It then reports Succeeded or Failed to CodeDeploy, which rolls the alias back on Failed.
+
+This file is the hook's source: :func:`hook_code` makes it (stdlib + boto3 only) with the sample appended.
 """
 
 import ast
 import base64
+import gzip
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 SAMPLE: dict[str, Any] = {}  # {"shard", "records", "response", "log"}; hook_code appends the rendered one
+RECENT_MAX_BYTES = 262_144  # a compressed archive object; the event stays far under Lambda's 6 MB
 
 
 def verdict(lambda_client: Any, function: str, sample: dict[str, Any]) -> str:
@@ -37,13 +50,59 @@ def verdict(lambda_client: Any, function: str, sample: dict[str, Any]) -> str:
     return f"batch processed {differ} is not {sample['log']}" if differ else ""
 
 
+def recent_sample(s3: Any, bucket: str, now: float) -> dict[str, Any] | None:
+    """The newest small raw archive object of the last two hours that has no quarantine object beside it, as
+    ``{"key", "shard", "records": [[partitionKey, base64 data, arrival ms, sequence number], ...]}``."""
+    found = []
+    for hours_ago in (0, 1):
+        prefix = time.strftime("raw/year=%Y/month=%m/day=%d/hour=%H/", time.gmtime(now - hours_ago * 3600))
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            found += [item for item in page.get("Contents", []) if item["Size"] <= RECENT_MAX_BYTES]
+    for item in sorted(found, key=lambda item: item["LastModified"], reverse=True)[:20]:
+        try:
+            s3.head_object(Bucket=bucket, Key="quarantine/" + item["Key"][len("raw/"):])
+            continue
+        except s3.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                raise
+        lines = gzip.decompress(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()).splitlines()
+        records = [json.loads(line) for line in lines if line.strip()]
+        return {"key": item["Key"], "shard": item["Key"].split("/")[5], "records": [
+            [r.get("partitionKey", ""), r.get("dataBase64") or base64.b64encode(r["data"].encode()).decode(),
+             r["arrivedAt"], str(r["sequenceNumber"])] for r in records]}
+    return None
+
+
+def recent_verdict(lambda_client: Any, function: str, recent: dict[str, Any]) -> str:
+    """Why ``function`` mishandles the recent records the running version stored whole; "" when it does not."""
+    answer = lambda_client.invoke(FunctionName=function, Payload=json.dumps(kinesis_event(recent)).encode(),
+                                  LogType="Tail")
+    body = answer["Payload"].read().decode("utf-8", "replace")
+    if answer.get("FunctionError"):
+        return f"the new version failed on {recent['key']}: {body[:500]}"
+    if json.loads(body) != {"batchItemFailures": []}:
+        return f"the new version failed records of {recent['key']}: {body[:500]}"
+    tail = base64.b64decode(answer.get("LogResult") or "").decode("utf-8", "replace")
+    summary = next((line for line in map(_document, tail.splitlines())
+                    if line.get("message") == "batch processed"), None)
+    if summary is None:
+        return "no 'batch processed' line in the new version's log"
+    count = len(recent["records"])
+    kept = int(summary.get("stored") or 0) + int(summary.get("duplicates") or 0)
+    if summary.get("records") != count or summary.get("quarantined") or summary.get("failed") or kept < count:
+        return (f"on {recent['key']}, which the running version stored whole, the new version logged {summary}: "
+                f"expected {count} records, none quarantined or failed, at least one reading each")
+    return ""
+
+
 def kinesis_event(sample: dict[str, Any]) -> dict[str, Any]:
-    """The Lambda Kinesis event of the sample's ``[partitionKey, base64 data, arrival ms]`` records."""
+    """The Lambda Kinesis event of the sample's ``[partitionKey, base64 data, arrival ms(, sequence number)]``
+    records (numbered from 1 when they carry no sequence number)."""
     return {"Records": [{
-        "kinesis": {"partitionKey": key, "sequenceNumber": str(index), "data": data,
-                    "approximateArrivalTimestamp": arrived / 1000},
-        "eventSource": "aws:kinesis", "eventID": f"{sample['shard']}:{index}",
-    } for index, (key, data, arrived) in enumerate(sample["records"], 1)]}
+        "kinesis": {"partitionKey": spec[0], "sequenceNumber": (spec[3:] or [str(index)])[0], "data": spec[1],
+                    "approximateArrivalTimestamp": spec[2] / 1000},
+        "eventSource": "aws:kinesis", "eventID": f"{sample['shard']}:{(spec[3:] or [str(index)])[0]}",
+    } for index, spec in enumerate(sample["records"], 1)]}
 
 
 def _document(line: str) -> dict[str, Any]:
@@ -63,13 +122,18 @@ def handler(event: dict[str, Any], _context: Any, clients: Any = None) -> str:
     """Lambda entry point: check the new version, report to CodeDeploy, return the status."""
     import boto3
 
-    lambda_client, codedeploy = clients or (boto3.client("lambda"), boto3.client("codedeploy"))
+    lambda_client, codedeploy, s3 = clients or (boto3.client("lambda"), boto3.client("codedeploy"),
+                                                 boto3.client("s3"))
+    recent = None
     try:
         reason = verdict(lambda_client, os.environ["NEW_VERSION"], SAMPLE)
+        recent = None if reason else recent_sample(s3, os.environ["ARCHIVE_BUCKET"], time.time())
+        reason = reason or (recent_verdict(lambda_client, os.environ["NEW_VERSION"], recent) if recent else "")
     except Exception as exc:  # any failure refuses the rollout, and CodeDeploy must hear of it
         reason = f"the check failed: {exc!r}"
     status = "Failed" if reason else "Succeeded"
-    print(json.dumps({"message": "pre-traffic check", "status": status, "reason": reason}))
+    print(json.dumps({"message": "pre-traffic check", "status": status, "reason": reason,
+                      "recent": recent["key"] if recent else "none in the last two hours"}))
     codedeploy.put_lifecycle_event_hook_execution_status(
         deploymentId=event["DeploymentId"], lifecycleEventHookExecutionId=event["LifecycleEventHookExecutionId"],
         status=status)
@@ -79,7 +143,6 @@ def handler(event: dict[str, Any], _context: Any, clients: Any = None) -> str:
 # ---------------------------------------------------------------- render time (not part of the hook)
 
 # The vectors' record-level rejections: the record is quarantined whole before any threshold or
-# unknown-sensor setting applies, so no configuration stores it.
 # unknown-sensor setting applies, so no configuration stores it. In order of preference: the sample keeps the
 # template small (CloudFormation's 51,200-byte body).
 WHOLE_RECORD_REASONS = ("data is not JSON", "data is not UTF-8", "deviceId differs from topic", "invalid deviceId",

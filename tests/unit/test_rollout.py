@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cfnlint.decode import decode_str
 
-from iotpipe import pretraffic
+from iotpipe import package, pretraffic
 from iotpipe.config import build_config, load_config
 from iotpipe.deploy.plan import TEMPLATE_BODY_LIMIT, compact_json
 from iotpipe.errors import ConfigError
@@ -122,9 +123,13 @@ def test_the_pre_traffic_hook_checks_the_new_version_with_least_privilege(rollou
     version = version_id(resources)
     hook = resources[HOOK]["Properties"]
     # As SAM passes a hook the version: an environment variable set to the Version's Ref (its ARN).
-    assert hook["Environment"]["Variables"] == {"NEW_VERSION": {"Ref": version}}
+    assert hook["Environment"]["Variables"] == {"NEW_VERSION": {"Ref": version},
+                                                "ARCHIVE_BUCKET": {"Ref": "RawDataBucket"}}
     assert hook["Role"] == {"Fn::GetAtt": [f"{HOOK}Role", "Arn"]}
-    assert "SAMPLE = {'shard': 'shardId-pretraffic-hook'" in hook["Code"]["ZipFile"]
+    # Packaged as the processor is (a zip by default): the zip deploy uploads holds the hook with its sample.
+    assert hook["Code"]["S3Key"] == package.hook_artefact().key
+    assert "SAMPLE = {'shard': 'shardId-pretraffic-hook'" in package.read_zip_member(package.hook_artefact().body,
+                                                                                      "index.py")
     role = resources[f"{HOOK}Role"]["Properties"]
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": ["lambda.amazonaws.com"]}
     statements = role["Policies"][0]["PolicyDocument"]["Statement"]
@@ -133,7 +138,22 @@ def test_the_pre_traffic_hook_checks_the_new_version_with_least_privilege(rollou
         ("ReportHookStatus", ["codedeploy:PutLifecycleEventHookExecutionStatus"], [{"Fn::Sub": [
             "arn:${AWS::Partition}:codedeploy:${AWS::Region}:${AWS::AccountId}:deploymentgroup:${Application}/*",
             {"Application": {"Ref": "ProcessorDeployApplication"}}]}]),
+        ("ListRawArchive", ["s3:ListBucket"], [{"Fn::GetAtt": ["RawDataBucket", "Arn"]}]),
+        ("ReadRecentArchive", ["s3:GetObject"], [
+            {"Fn::Sub": ["${Bucket}/" + prefix + "*", {"Bucket": {"Fn::GetAtt": ["RawDataBucket", "Arn"]}}]}
+            for prefix in ("raw/", "quarantine/")]),
     ]
+    # Listing only the raw partitions, reading only archive and quarantine objects: nothing else of the bucket.
+    assert statements[2]["Condition"] == {"StringLike": {"s3:prefix": "raw/*"}}
+
+
+def test_the_hook_is_uploaded_with_the_processor_or_inlined_with_it() -> None:
+    zipped = load_config(None, "dev", {"processor.rollout": "canary10-5m"}).processor
+    assert [a.key.split("/")[0] for a in package.artefacts(zipped)] == ["processor", "pretraffic-hook"]
+    assert [a.key.split("/")[0] for a in package.artefacts(replace(zipped, rollout="all-at-once"))] == ["processor"]
+    inline = rendered(**{"processor.rollout": "canary10-5m", "processor.packaging": "inline"})[HOOK]["Properties"]
+    assert inline["Code"] == {"ZipFile": package.hook_source()}
+    assert package.artefacts(replace(zipped, packaging="inline")) == ()
 
 
 def test_an_unknown_rollout_is_refused_with_the_choices() -> None:

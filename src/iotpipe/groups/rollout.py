@@ -10,18 +10,18 @@ application and deployment group, and its ``BeforeAllowTrafficHook`` this group'
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import awacs.awslambda as awacs_lambda
 import awacs.cloudwatch as awacs_cw
 import awacs.codedeploy as awacs_cd
-from awacs.aws import Allow, Statement
+import awacs.s3 as awacs_s3
+from awacs.aws import Allow, Condition, Statement, StringLike
 from troposphere import AWSObject, GetAtt, Output, Ref, Sub, Tags, iam
 from troposphere import awslambda as tplambda
 from troposphere import cloudwatch as cw
 from troposphere import codedeploy as cd
 
-from iotpipe import naming, policies, pretraffic
+from iotpipe import naming, package, policies, pretraffic
 from iotpipe.config import ROLLOUTS, PipelineConfig
 from iotpipe.groups.monitoring import MonitoringGroup
 from iotpipe.groups.processor import ProcessorGroup
@@ -45,7 +45,7 @@ def build_rollout(cfg: PipelineConfig, names: Names = DEFAULT_NAMES, *, processo
     alarms = (*_alarms(cfg, names, processor, monitoring.alarm_topic),
               _quarantine_alarm(cfg, names, len(sample["records"]), monitoring.alarm_topic))
     rollback_alarms = [Ref(alarm) for alarm in alarms]
-    hook = _hook(names, processor, sample)
+    hook = _hook(cfg, names, processor)
     role = _role(names, processor, alarms, hook)
     application = cd.Application(names.id(naming.ROLLOUT_APPLICATION), ComputePlatform="Lambda",
                                  Tags=Tags(Environment=Ref(naming.ENV_PARAM)))
@@ -113,22 +113,23 @@ def _quarantine_alarm(cfg: PipelineConfig, names: Names, hook_records: int, topi
         OKActions=[topic])
 
 
-def _hook(names: Names, processor: ProcessorGroup, sample: dict[str, Any]) -> tplambda.Function:
-    # Inline, stdlib + boto3; NEW_VERSION is the Version's Ref (its ARN), as SAM passes it to a hook.
+def _hook(cfg: PipelineConfig, names: Names, processor: ProcessorGroup) -> tplambda.Function:
+    # stdlib + boto3, packaged as the processor is; NEW_VERSION is the Version's Ref (its ARN), as SAM passes it.
     version = Ref(_version_id(processor))
     return tplambda.Function(
         names.id(naming.ROLLOUT_HOOK),
-        Description="Checks a new processor version against the shared vectors",
+        Description="Checks a new processor version against the shared vectors and recent traffic",
         Runtime="python3.13", Architectures=["arm64"], Handler="index.handler", MemorySize=128,
         Role=GetAtt(names.id(naming.ROLLOUT_HOOK_ROLE), "Arn"),
         Timeout=120,
-        Code=tplambda.Code(ZipFile=pretraffic.hook_code(sample)),
-        Environment=tplambda.Environment(Variables={"NEW_VERSION": version}),
+        Code=package.hook_code(cfg.processor),
+        Environment=tplambda.Environment(Variables={"NEW_VERSION": version,
+                                                    "ARCHIVE_BUCKET": Ref(names.id(naming.RAW_BUCKET))}),
         Tags=Tags(Environment=Ref(naming.ENV_PARAM)),
         Metadata={"checkov": {"skip": [
             {"id": "CKV_AWS_115", "comment": "Runs once per rollout."},
             {"id": "CKV_AWS_116", "comment": "It reports its own result to CodeDeploy."},
-            {"id": "CKV_AWS_117", "comment": "Calls two AWS APIs; a VPC adds NAT cost only."},
+            {"id": "CKV_AWS_117", "comment": "Calls three AWS APIs; a VPC adds NAT cost only."},
             {"id": "CKV_AWS_173", "comment": "A version ARN, no secret."},
         ]}},
     )
@@ -139,11 +140,17 @@ def _hook_resources(names: Names, processor: ProcessorGroup, hook: tplambda.Func
     # group: naming the group would close a loop (group -> its role -> this hook -> this role -> group).
     group_arn = Sub("arn:${AWS::Partition}:codedeploy:${AWS::Region}:${AWS::AccountId}:deploymentgroup:"
                     "${Application}/*", Application=Ref(names.id(naming.ROLLOUT_APPLICATION)))
+    bucket_arn = GetAtt(names.id(naming.RAW_BUCKET), "Arn")
     statements = [
         Statement(Sid="InvokeNewVersion", Effect=Allow, Action=[awacs_lambda.InvokeFunction],
                   Resource=[Ref(_version_id(processor))]),
         Statement(Sid="ReportHookStatus", Effect=Allow, Action=[awacs_cd.PutLifecycleEventHookExecutionStatus],
                   Resource=[group_arn]),
+        # Recent traffic: list the raw archive's hour partitions, read a raw object and look for its quarantine.
+        Statement(Sid="ListRawArchive", Effect=Allow, Action=[awacs_s3.ListBucket], Resource=[bucket_arn],
+                  Condition=Condition(StringLike("s3:prefix", naming.ARCHIVE_PREFIXES[0] + "*"))),
+        Statement(Sid="ReadRecentArchive", Effect=Allow, Action=[awacs_s3.GetObject],
+                  Resource=[Sub("${Bucket}/" + prefix + "*", Bucket=bucket_arn) for prefix in naming.ARCHIVE_PREFIXES]),
     ]
     role = iam.Role(
         names.id(naming.ROLLOUT_HOOK_ROLE),
