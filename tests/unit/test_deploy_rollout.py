@@ -207,6 +207,10 @@ def test_an_update_reports_the_rollback_and_its_alarm_while_the_stack_updates() 
     assert result.status == "UPDATE_COMPLETE"
     assert [s.fired_alarms for s in seen] == [("IoT-Rollout-Errors-prod",)]
     assert watch.states == tuple(seen) and seen[0].rolled_back_by == "d-3"
+    # `iotpipe deploy --output json` prints the result: the shift, its fired alarm and the rollback are in it.
+    rollouts = result.as_dict()["rollouts"]
+    assert rollouts == [s.as_dict() for s in seen]
+    assert (rollouts[0]["firedAlarms"], rollouts[0]["rollbackDeploymentId"]) == (["IoT-Rollout-Errors-prod"], "d-3")
 
 
 @pytest.mark.usefixtures("aws")
@@ -217,6 +221,7 @@ def test_a_stack_without_a_deployment_group_never_calls_codedeploy() -> None:
     result, watch = execute_watching_rollout(client, fake, deploy(client, modified_template()), lambda _: None,
                                              lambda _: None)
     assert result.status == "UPDATE_COMPLETE" and watch.states == () and fake.calls == []
+    assert result.as_dict()["rollouts"] == []
 
 
 @pytest.mark.usefixtures("aws")

@@ -35,13 +35,15 @@ class DeployResult:
     outputs: tuple[tuple[str, str], ...] = ()
     termination_protection: bool | None = None
     notes: tuple[str, ...] = ()
+    # The processor's CodeDeploy shifts this deploy started (``RolloutState.as_dict``), in the order they started.
+    rollouts: tuple[Mapping[str, Any], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """The result as JSON-friendly data."""
         return {"stackName": self.stack_name, "action": self.action, "executed": self.executed,
                 "status": self.status, "changes": [c.as_dict() for c in self.changes],
                 "outputs": dict(self.outputs), "terminationProtection": self.termination_protection,
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "rollouts": [dict(r) for r in self.rollouts]}
 
 
 def failure_message(stack_name: str, operation: str, status: str, events: tuple[StackEvent, ...]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -189,7 +189,8 @@ def execute_watching_rollout(client: DeployClient, codedeploy: Any, plan: Deploy
         done.set()
         # Bounded: one last poll of a few calls after the stack operation ended.
         thread.join(timeout=120)
-    return result, watched[0] if watched else RolloutWatch()
+    seen = watched[0] if watched else RolloutWatch()
+    return replace(result, rollouts=tuple(state.as_dict() for state in seen.states)), seen
 
 
 def _lambda_target(codedeploy: Any, deployment_id: str) -> Mapping[str, Any]:
