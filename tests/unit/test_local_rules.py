@@ -26,20 +26,19 @@ from iotpipe.aws import ClientFactory
 from iotpipe.compose import compose
 from iotpipe.config import build_config
 from iotpipe.groups.ingest import RULE_SQL
-from iotpipe.local.rules import (
+from iotpipe.local.rules.boto_actions import BotoActions
+from iotpipe.local.rules.engine import RuleEngine, RuleEngineStats
+from iotpipe.local.rules.iotsql import (
     UNDEFINED,
-    RuleEngine,
-    RuleEngineStats,
     RuleError,
     RuleEvaluationError,
-    basic_ingest_target,
     compile_template,
     parse_payload,
     parse_sql,
-    rule_from_properties,
     substitute,
     to_json,
 )
+from iotpipe.local.rules.model import basic_ingest_target, rule_from_properties
 
 NOW = 1_700_000_000_123
 SEED_TEMPLATE = Path(__file__).resolve().parents[1] / "data" / "seed_TapStack.yml"
@@ -640,7 +639,7 @@ def make_engine(aws: dict[str, Any], engines: list[RuleEngine], *rules_propertie
                 **kwargs: Any) -> RuleEngine:
     factory = kwargs.pop("factory", None) or ClientFactory(region=REGION, endpoint_url=aws["endpoint"])
     rules = [rule_from_properties(p) for p in (rules_properties or (pipeline_rule_properties(),))]
-    engine = RuleEngine(rules, factory, clock_ms=lambda: NOW, **kwargs)
+    engine = RuleEngine(rules, BotoActions(factory), clock_ms=lambda: NOW, **kwargs)
     engines.append(engine)
     return engine
 

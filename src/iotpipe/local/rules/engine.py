@@ -22,7 +22,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iotpipe.local.rules.iotsql import (
     Message,
@@ -33,6 +33,10 @@ from iotpipe.local.rules.iotsql import (
     to_json,
 )
 from iotpipe.local.rules.model import Action, KinesisAction, S3Action, TopicRule, basic_ingest_target
+from iotpipe.local.rules.sink import ActionError, ActionSink, KinesisRecord
+
+if TYPE_CHECKING:
+    from iotpipe.local.rules.boto_actions import ClientSource
 
 KINESIS_MAX_RECORDS = 500
 KINESIS_MAX_RECORD_BYTES = 1024 * 1024
@@ -100,26 +104,36 @@ def _now_ms() -> int:
 
 
 def _describe(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, Mapping) and isinstance(response.get("Error"), Mapping):
-        error = response["Error"]
-        return f"{error.get('Code', 'Error')}: {error.get('Message', '')}"
-    return f"{type(exc).__name__}: {exc}"
+    return str(exc) if isinstance(exc, ActionError) else f"{type(exc).__name__}: {exc}"
+
+
+def _as_sink(target: ActionSink | ClientSource) -> ActionSink:
+    """``target`` itself if it is an action sink, else boto3 actions with its clients (``iotpipe local``'s wiring
+    hands the engine its client factory)."""
+    if isinstance(target, ActionSink):
+        return target
+    from iotpipe.local.rules.boto_actions import BotoActions
+
+    return BotoActions(target)
 
 
 class RuleEngine:
-    """Runs topic rules on published messages against the emulated AWS, in a background thread.
+    """Runs topic rules on published messages, in a background thread; the actions go to ``sink``.
 
     ``on_message`` queues (thread-safe); the thread evaluates each message against the rules and sends Kinesis
     records in PutRecords calls of up to ``max_batch`` records every ~``flush_interval_s``. The queue holds at most
     ``max_pending`` messages: past that ``on_message`` waits for room (the broker's feed then stops acknowledging,
     which pushes back on the broker) rather than drop. Each lost message (and each failed error action) is logged
     as a warning of this module's logger and given to ``on_problem`` as one line.
+
+    ``sink`` is an :class:`~iotpipe.local.rules.sink.ActionSink`, the engine's only way to AWS; a client factory
+    (anything with ``client(service)``) is wrapped in :class:`~iotpipe.local.rules.boto_actions.BotoActions`.
     """
 
-    def __init__(self, rules: Sequence[TopicRule], clients: Any, *, clock_ms: Callable[[], int] = _now_ms,
-                 flush_interval_s: float = 0.05, max_batch: int = KINESIS_MAX_RECORDS,
-                 max_pending: int = 200_000, on_problem: Callable[[str], None] | None = None) -> None:
+    def __init__(self, rules: Sequence[TopicRule], sink: ActionSink | ClientSource, *,
+                 clock_ms: Callable[[], int] = _now_ms, flush_interval_s: float = 0.05,
+                 max_batch: int = KINESIS_MAX_RECORDS, max_pending: int = 200_000,
+                 on_problem: Callable[[str], None] | None = None) -> None:
         names = [rule.name for rule in rules]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -128,8 +142,7 @@ class RuleEngine:
             raise RuleError(f"max_batch must be between 1 and {KINESIS_MAX_RECORDS}, not {max_batch}")
         self._rules = tuple(rules)
         self._by_name = {rule.name: rule for rule in rules}
-        self._clients = clients
-        self._service_clients: dict[str, Any] = {}
+        self._sink = _as_sink(sink)
         self._clock_ms = clock_ms
         self._flush_interval_s = flush_interval_s
         self._max_batch = max_batch
@@ -344,24 +357,15 @@ class RuleEngine:
         else:
             counts["actions_ok"] += 1
 
-    def _client(self, service: str) -> Any:
-        client = self._service_clients.get(service)
-        if client is None:
-            client = self._service_clients[service] = self._clients.client(service)
-        return client
-
     def _put_object(self, action: S3Action, bucket: str, key: str, body: bytes) -> None:
         if not bucket or not key:
             raise ValueError(f"the bucket name or key is empty (bucket {bucket!r}, key {key!r})")
-        extra = {"ACL": action.canned_acl} if action.canned_acl else {}
-        self._client("s3").put_object(Bucket=bucket, Key=key, Body=body, **extra)
+        self._sink.put_object(bucket, key, body, canned_acl=action.canned_acl)
 
     def _put_records(self, stream: str, records: list[_Record], counts: dict[str, int]) -> None:
         for chunk in _chunks(records, self._max_batch):
             try:
-                response = self._client("kinesis").put_records(
-                    StreamName=stream, Records=[{"Data": r.data, "PartitionKey": r.partition_key} for r in chunk])
-                results = response["Records"]
+                results = self._sink.put_records(stream, [KinesisRecord(r.data, r.partition_key) for r in chunk])
             except Exception as exc:
                 reason = _describe(exc)
                 for record in chunk:
@@ -369,12 +373,11 @@ class RuleEngine:
                     record.invocation.failures.append(
                         _kinesis_failure(stream, record.invocation.original_topic, reason))
                 continue
-            for record, result in zip(chunk, results, strict=True):
-                if "ErrorCode" in result:
+            for record, failure in zip(chunk, results, strict=True):
+                if failure is not None:
                     counts["actions_failed"] += 1
-                    reason = f"{result['ErrorCode']}: {result.get('ErrorMessage', '')}"
                     record.invocation.failures.append(
-                        _kinesis_failure(stream, record.invocation.original_topic, reason))
+                        _kinesis_failure(stream, record.invocation.original_topic, failure))
                 else:
                     counts["actions_ok"] += 1
 
@@ -398,7 +401,7 @@ class RuleEngine:
                 problem = _record_problem(stream, key, body)
                 if problem:
                     raise ValueError(problem)
-                self._client("kinesis").put_record(StreamName=stream, PartitionKey=key, Data=body)
+                self._sink.put_record(stream, KinesisRecord(body, key))
         except Exception as exc:
             counts["error_actions_failed"] += 1
             counts["dropped"] += 1
