@@ -1,5 +1,8 @@
 """The engine of ``iotpipe local``'s topic rules: published messages in, actions out, in a background thread.
 
+The actions leave through an :class:`~iotpipe.local.rules.sink.ActionSink`, the engine's only way to AWS: the
+engine evaluates, renders, checks Kinesis's limits and batches; the sink delivers.
+
 Throughput: AWS's Kinesis action is one PutRecord per message; here a background thread coalesces the records
 of ~50 ms into PutRecords calls of up to 500 records (invisible to the consumer: order per partition key is kept,
 records go out in arrival order). A record that PutRecords reports failed, or a call that raises, goes to the

@@ -1,6 +1,8 @@
-"""The rule model: a deployed ``AWS::IoT::TopicRule`` read into a :class:`TopicRule`, its actions as data.
+"""The rule model: a deployed ``AWS::IoT::TopicRule`` read into a :class:`TopicRule` (its parsed SQL, its actions as
+data with compiled substitution templates), and the rule a Basic Ingest topic names.
 
-Actions ``Kinesis`` and ``S3``; the error action (either kind) receives AWS's error-action message.
+iotpipe local runs the actions ``Kinesis`` and ``S3``; the error action (either kind) receives AWS's error-action
+message. Anything else is a :class:`RuleError` naming it when the rule is read.
 """
 
 from __future__ import annotations
