@@ -409,6 +409,9 @@ def _compile_topic_filter(topic_filter: str, sql: str) -> Callable[[str], bool]:
 
 # ---------------------------------------------------------------------------------------------- queries
 
+_WHERE = re.compile(r"\s+WHERE\b", re.IGNORECASE)
+
+
 def _never(_topic: str) -> bool:
     return False
 
@@ -497,8 +500,9 @@ def parse_sql(sql: str, version: str = SQL_2016) -> Query:
     if parser.accept_keyword("FROM"):
         token = parser.advance()
         if token.kind != "str":
+            written = _WHERE.split(sql[token.pos:], maxsplit=1)[0].strip() or "topic/subtopic"
             raise RuleError(f"the FROM topic filter in {where} must be enclosed in single quotes, as in "
-                            "FROM 'sensor/+/data'")
+                            f"FROM '{written}'")
         topic_filter = token.value
         matcher = _compile_topic_filter(topic_filter, sql)
     where_expr = parser.expression() if parser.accept_keyword("WHERE") else None
