@@ -2,7 +2,9 @@
 data with compiled substitution templates), and the rule a Basic Ingest topic names.
 
 iotpipe local runs the actions ``Kinesis`` and ``S3``; the error action (either kind) receives AWS's error-action
-message. Anything else is a :class:`RuleError` naming it when the rule is read.
+message. Anything else is a :class:`RuleError` naming it when the rule is read. Basic Ingest: a message on
+``$aws/rules/<rule>/<topic>`` runs that rule only (its FROM is not consulted), and ``topic()`` sees ``<topic>``
+without the prefix (``basic_ingest_target``).
 """
 
 from __future__ import annotations

@@ -3,8 +3,7 @@
 Topic filters follow the MQTT topics page: "A subscription to sensor/# receives messages published to sensor/,
 sensor/temperature, sensor/temperature/room1, but not messages published to sensor" (MQTT 3.1.1 would match
 ``sensor`` too), and the FROM page: '#' matches "one or more" path elements. As in MQTT, a filter that starts
-with a wildcard does not match topics starting with ``$``. Basic Ingest: a message on ``$aws/rules/<rule>/<topic>``
-runs that rule only (its FROM is not consulted), and ``topic()`` sees ``<topic>`` without the prefix.
+with a wildcard does not match topics starting with ``$``.
 """
 
 from __future__ import annotations
