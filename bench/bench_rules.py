@@ -34,7 +34,8 @@ import boto3
 
 from iotpipe.aws import ClientFactory
 from iotpipe.groups.ingest import RULE_SQL
-from iotpipe.local.rules import RuleEngine, _message, compile_template, parse_sql, rule_from_properties, to_json
+from iotpipe.local.rules import RuleEngine, rule_from_properties
+from iotpipe.local.rules.iotsql import compile_template, parse_message, parse_sql, to_json
 
 
 def payloads(count: int, devices: int = 50) -> list[tuple[str, bytes]]:
@@ -55,7 +56,7 @@ def bench_evaluate(messages: list[tuple[str, bytes]]) -> float:
     started = time.perf_counter()
     for topic, payload in messages:
         if query.matches(topic):
-            message = _message(payload, query.version, topic, None, 1)
+            message = parse_message(payload, query.version, topic, None, 1)
             to_json(query.run(message))
             key.render(message)
     elapsed = time.perf_counter() - started
