@@ -11,9 +11,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from iotpipe.local.broker import free_port
 from iotpipe.local.moto_server import API_TOKEN_HEADER
 from iotpipe.local.pipeline import MotoServer
+from iotpipe.local.processes import free_port
 from iotpipe.local.state import LocalClientFactory, LocalCredentials, new_credentials
 
 

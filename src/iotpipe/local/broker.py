@@ -53,7 +53,6 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
-import ctypes
 import errno
 import functools
 import getpass
@@ -65,11 +64,8 @@ import os
 import queue
 import secrets
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -79,6 +75,15 @@ from typing import Any, cast
 
 from iotpipe import naming
 from iotpipe.errors import ConfigError, LocalError
+from iotpipe.local.processes import (
+    accepts_connections,
+    bind_error,
+    connect_host,
+    free_port,
+    spawn,
+    stop_process,
+    wait_ready,
+)
 from iotpipe.local.state import rotate_log
 
 OnMessage = Callable[[str, bytes, str | None], None]
@@ -293,12 +298,12 @@ class RunningBroker:
     @property
     def url(self) -> str:
         """``mqtt://host:port`` for ``iotpipe simulate --broker``."""
-        return f"mqtt://{_connect_host(self.host)}:{self.port}"
+        return f"mqtt://{connect_host(self.host)}:{self.port}"
 
     @property
     def tls_url(self) -> str | None:
         """``mqtts://host:tls_port`` when there is a TLS listener (verify it with ``ca_file``)."""
-        return f"mqtts://{_connect_host(self.host)}:{self.tls_port}" if self.tls_port else None
+        return f"mqtts://{connect_host(self.host)}:{self.tls_port}" if self.tls_port else None
 
     @property
     def pid(self) -> int | None:
@@ -500,11 +505,6 @@ def _login(spec: BrokerSpec) -> tuple[str, str] | None:
     return (spec.username, spec.password) if spec.username is not None and spec.password is not None else None
 
 
-def _connect_host(host: str) -> str:
-    # a wildcard listener is reached on loopback
-    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-
-
 def _port_in_use(host: str, port: int | str) -> LocalError:
     return LocalError(
         f"MQTT port {port} on {host} is already in use; pick another with --mqtt-port PORT, or --mqtt-port 0 "
@@ -514,26 +514,15 @@ def _port_in_use(host: str, port: int | str) -> LocalError:
 
 def _ensure_port_free(host: str, port: int, *, tls: bool = False) -> None:
     """LocalError when ``host:port`` cannot be bound (as the broker would bind it, with SO_REUSEADDR)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                if tls:
-                    raise LocalError(f"MQTT TLS port {port} on {host} is already in use; pick another TLS port, "
-                                     "or 0 for a free one") from None
-                raise _port_in_use(host, port) from None
-            raise LocalError(f"cannot listen on {host}:{port} for MQTT: {exc.strerror}; check --mqtt-host") from None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free on ``host`` a moment ago (the OS picks it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    exc = bind_error(host, port)
+    if exc is None:
+        return
+    if exc.errno == errno.EADDRINUSE:
+        if tls:
+            raise LocalError(f"MQTT TLS port {port} on {host} is already in use; pick another TLS port, "
+                             "or 0 for a free one")
+        raise _port_in_use(host, port)
+    raise LocalError(f"cannot listen on {host}:{port} for MQTT: {exc.strerror}; check --mqtt-host")
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -581,7 +570,7 @@ def ensure_tls_files(directory: Path, host: str) -> TlsFiles:
         _write_private(ca_key_path, _key_pem(ca_key))
         files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     server_key = ec.generate_private_key(ec.SECP256R1())
-    names = ("localhost", "127.0.0.1", "::1", _connect_host(host), host)
+    names = ("localhost", "127.0.0.1", "::1", connect_host(host), host)
     server_cert = _certificate("iotpipe local broker", server_key, ca_cert, ca_key, SERVER_DAYS, names)
     _write_private(files.server_key, _key_pem(server_key))
     files.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
@@ -718,27 +707,6 @@ def _write_private_text(path: Path, text: str) -> None:
     _write_private(path, text.encode("utf-8"))
 
 
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """A preexec_fn that makes the child get SIGTERM when its parent dies (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
-        # the parent may have died between fork and prctl: then nobody would send the signal
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return hook
-
-
 class _AddressInUse(Exception):
     pass
 
@@ -760,21 +728,7 @@ class _MosquittoBackend(_Backend):
                 self.client.disconnect()
             with contextlib.suppress(Exception):
                 self.client.loop_stop()
-        _kill_process_group(self.process, timeout_s)
-
-
-def _kill_process_group(process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """SIGTERM the child's process group, SIGKILL after ``timeout_s``, and reap it."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=max(timeout_s, 0.1))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-    # mosquitto never forks; once it is reaped its pid (and group id) may belong to someone else: leave it be
+        stop_process(self.process, timeout_s)  # its process group: mosquitto runs in a session of its own
 
 
 def _start_mosquitto(
@@ -833,15 +787,7 @@ def _launch_mosquitto(
         _write_private_text(password_file, mosquitto_password_line(*login) + "\n")
     _write_private_text(conf_path, mosquitto_config(port, host, log_path, tls, password_file))
     with out_path.open("wb") as out:
-        process = subprocess.Popen(
-            [binary, "-c", str(conf_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent_hook(),  # only prctl and getppid run in the child
-            close_fds=True,
-        )
+        process = spawn([binary, "-c", str(conf_path)], stdout=out, stderr=subprocess.STDOUT, new_session=True)
     backend = _MosquittoBackend(process, port, log_path)
     backend.tls_port = tls.port if tls else None
     try:
@@ -851,7 +797,7 @@ def _launch_mosquitto(
             _wait_listening(backend, host, tls.port, out_path, deadline)
         backend.client = _connect_feed(host, port, dispatcher, feed, deadline, backend, out_path, login)
         if not backend.running():
-            _raise_exited(backend, out_path)
+            raise _exited(backend, out_path)
         return backend
     except BaseException:
         backend.close(1)
@@ -862,31 +808,22 @@ def _logs(backend: _MosquittoBackend, out_path: Path) -> str:
     return f"{_tail(out_path, 5)} | {_tail(backend.log_path)}"
 
 
-def _raise_exited(backend: _MosquittoBackend, out_path: Path) -> None:
+def _exited(backend: _MosquittoBackend, out_path: Path) -> Exception:
+    """Why mosquitto exited at start: a port taken meanwhile (the caller retries another), else its log."""
     logs = _logs(backend, out_path)
     if "Address already in use" in logs:
-        raise _AddressInUse()
-    raise LocalError(
+        return _AddressInUse()
+    return LocalError(
         f"mosquitto exited with code {backend.process.returncode} at start; its log: {logs} "
         f"(files in {out_path.parent})"
     )
 
 
 def _wait_listening(backend: _MosquittoBackend, host: str, port: int, out_path: Path, deadline: float) -> None:
-    while True:
-        if not backend.running():
-            _raise_exited(backend, out_path)
-        try:
-            with socket.create_connection((_connect_host(host), port), timeout=0.2):
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise LocalError(
-                f"mosquitto did not accept connections on {host}:{port} in time; its log: "
-                f"{_logs(backend, out_path)}"
-            )
-        time.sleep(0.02)
+    wait_ready(lambda: accepts_connections(host, port), process=backend.process, deadline=deadline,
+               exited=lambda: _exited(backend, out_path),
+               timed_out=lambda: LocalError(f"mosquitto did not accept connections on {host}:{port} in time; its "
+                                            f"log: {_logs(backend, out_path)}"))
 
 
 def _connect_feed(
@@ -943,7 +880,7 @@ def _connect_feed(
     client.on_disconnect = on_disconnect
     client.on_message = on_message
     try:
-        client.connect(_connect_host(host), port, keepalive=30)
+        client.connect(connect_host(host), port, keepalive=30)
     except (OSError, ValueError) as exc:
         raise LocalError(f"the broker feed cannot connect to mosquitto on port {port}: {exc}") from None
     client.loop_start()
@@ -952,7 +889,7 @@ def _connect_feed(
             if refused:
                 raise LocalError(f"{refused[0]}; mosquitto log: {_logs(backend, out_path)}")
             if not backend.running():
-                _raise_exited(backend, out_path)
+                raise _exited(backend, out_path)
             if time.monotonic() > deadline:
                 raise LocalError(
                     f"the broker feed was not subscribed to mosquitto on port {port} in time; its log: "

@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from iotpipe.errors import LocalError
 from iotpipe.local.esm import InvokeResult
-from iotpipe.local.processes import die_with_parent, process_state, start_from_lasting_thread, stop_process
+from iotpipe.local.processes import process_state, spawn, stop_process
 from iotpipe.local.stack import DeployedStack
 from iotpipe.local.state import LOCAL_CREDENTIALS
 
@@ -292,9 +292,7 @@ class FunctionRunner:
 
     @staticmethod
     def _stop(worker: _Worker) -> None:
-        if worker.process.poll() is None:  # a timed-out or broken worker is killed, as Lambda does
-            worker.process.kill()
-        stop_process(worker.process, timeout_s=2)
+        stop_process(worker.process, timeout_s=2, kill=True)  # a timed-out or broken worker is killed, as Lambda does
         for stream in (worker.requests, worker.responses):
             with contextlib.suppress(OSError):
                 stream.close()
@@ -357,9 +355,7 @@ def _read_text(path: Path) -> str | None:
 def _spawn(command: list[str], env: dict[str, str], fds: tuple[int, int]) -> subprocess.Popen[bytes]:
     """Start ``command`` with the two pipe ends ``fds`` inherited; it dies with this process (and only then: not
     when the calling thread, e.g. a shard's poller, ends)."""
-    return start_from_lasting_thread(lambda: subprocess.Popen(
-        command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds,
-        preexec_fn=die_with_parent))
+    return spawn(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds)
 
 
 def _write_message(stream: IO[bytes], message: dict[str, Any], deadline_s: float | None = None) -> bool:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -34,16 +33,19 @@ from typing import Any, NoReturn
 from iotpipe.errors import LocalError
 from iotpipe.local import health as local_health
 from iotpipe.local import state as local_state
-from iotpipe.local.broker import free_port
 from iotpipe.local.health import DEAD, NOT_ANSWERING, OK, STOPPED, HealthRecord, PartHealth
 from iotpipe.local.moto_server import ACCESS_KEY_VARIABLE, API_TOKEN_HEADER, API_TOKEN_VARIABLE, QUIET_VARIABLE
 from iotpipe.local.processes import (
+    bind_error,
     command_line,
-    die_with_parent,
+    free_port,
     process_alive,
     process_state,
+    spawn,
     start_from_lasting_thread,
+    stop_pid,
     stop_process,
+    wait_ready,
 )
 from iotpipe.local.stack import DeployedStack, load_deployed_stack
 
@@ -73,12 +75,9 @@ def _quiet(_: str) -> None:
 
 def check_port_free(port: int, option: str) -> None:
     """LocalError naming ``option`` when ``port`` is taken on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            raise LocalError(f"port {port} on 127.0.0.1 is in use; pick another with {option} N, or {option} 0 "
-                             "for a free one") from None
+    if bind_error("127.0.0.1", port) is not None:
+        raise LocalError(f"port {port} on 127.0.0.1 is in use; pick another with {option} N, or {option} 0 "
+                         "for a free one")
 
 
 class MotoServer:
@@ -92,33 +91,22 @@ class MotoServer:
         self._token = credentials.aws_secret_access_key if credentials else ""
         if credentials is not None:
             env.update({ACCESS_KEY_VARIABLE: credentials.aws_access_key_id, API_TOKEN_VARIABLE: self._token})
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "iotpipe.local.moto_server", "-H", "127.0.0.1", "-p", str(port)],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-            preexec_fn=die_with_parent)
+        self.process = spawn([sys.executable, "-m", "iotpipe.local.moto_server", "-H", "127.0.0.1", "-p", str(port)],
+                             env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout_s: float) -> None:
         """Return once the server answers; LocalError (with its log) if it exits or stays silent."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise LocalError(f"the AWS emulator exited at start (code {self.process.returncode}); "
-                                 f"its log: {self._log.name}")
-            try:
-                request = urllib.request.Request(f"{self.url}/moto-api/data.json",
-                                                 headers={API_TOKEN_HEADER: self._token})
-                with urllib.request.urlopen(request, timeout=1) as response:
-                    response.read()
-                return
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.05)
-        raise LocalError(f"the AWS emulator did not answer on {self.url} within {timeout_s:.0f} s; "
-                         f"its log: {self._log.name}")
+        wait_ready(lambda: self.answers(1.0, "data.json"), process=self.process,
+                   deadline=time.monotonic() + timeout_s,
+                   exited=lambda: LocalError(f"the AWS emulator exited at start (code {self.process.returncode}); "
+                                             f"its log: {self._log.name}"),
+                   timed_out=lambda: LocalError(f"the AWS emulator did not answer on {self.url} within "
+                                                f"{timeout_s:.0f} s; its log: {self._log.name}"))
 
-    def answers(self, timeout_s: float) -> bool:
-        """True when the server answers a cheap request within ``timeout_s``."""
+    def answers(self, timeout_s: float, path: str = "config") -> bool:
+        """True when the server answers a cheap request (``/moto-api/<path>``) within ``timeout_s``."""
         try:
-            request = urllib.request.Request(f"{self.url}/moto-api/config", headers={API_TOKEN_HEADER: self._token})
+            request = urllib.request.Request(f"{self.url}/moto-api/{path}", headers={API_TOKEN_HEADER: self._token})
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 response.read()
             return True
@@ -661,26 +649,15 @@ def refuse_if_running(directory: Path) -> None:
 def stop_running(directory: Path, timeout_s: float = 5.0) -> local_state.LocalState | None:
     """Stop the ``iotpipe local`` recorded in ``directory``; None when none runs (a stale file is removed, and a
     pid that another program reused is never signalled)."""
-    import signal
-
     found = local_state.read_state(directory)
     if found is None:
         return None
     if not local_state.supervisor_alive(found):
         local_state.remove_state(directory)
         return None
-    os.kill(found.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while process_alive(found.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if process_alive(found.pid):
-        os.kill(found.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 2
-        while process_alive(found.pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
+    stop_pid(found.pid, timeout_s)
     for pid in found.child_pids:  # normally gone with their parent; a SIGKILLed parent may leave them briefly
         if process_alive(pid) and any(name in command_line(pid) for name in ("moto_server", "mosquitto")):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            stop_pid(pid, kill=True)
     local_state.remove_state(directory)
     return replace(found, ready=False)
