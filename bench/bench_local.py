@@ -139,7 +139,7 @@ class LatencyProbe:
         """Patch FunctionRunner.__call__ in this process (the benchmark's own instrumentation)."""
         import base64
 
-        from iotpipe.local.function import FunctionRunner
+        from iotpipe.local.functions.runner import FunctionRunner
 
         original = FunctionRunner.__call__
         probe = self

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from iotpipe import naming
 from iotpipe.errors import AwsError, ConfigError
+from iotpipe.local.functions.result import InvokeResult
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,6 @@ class MappingSpec:
     def region(self) -> str:
         """The stream's region (the ``awsRegion`` of every record)."""
         return self.stream_arn.split(":")[3]
-
-
-@dataclass(frozen=True)
-class InvokeResult:
-    """What one invocation of the function returned."""
-
-    function_error: str | None  # None: the invocation succeeded; else e.g. "Unhandled" (raised) or "TimedOut"
-    payload: Any = None  # the function's JSON return value (a dict with batchItemFailures, or None)
 
 
 class Invoker(Protocol):

@@ -291,9 +291,10 @@ class LocalPipeline:
     def _wire(self, stack: DeployedStack) -> None:
         """Build and start the rule engine, mapping runners and functions of ``stack``; a previous wiring is
         replaced (its mappings stop first, and the new ones resume where they stopped)."""
-        from iotpipe.local.function import FunctionRunner, function_from_stack
+        from iotpipe.local.functions.runner import FunctionRunner
+        from iotpipe.local.functions.spec import function_from_stack
+        from iotpipe.local.functions.telemetry import TelemetrySink
         from iotpipe.local.rules import RuleEngine, rule_from_properties
-        from iotpipe.local.telemetry import TelemetrySink
 
         assert self.moto is not None
         rules = [rule_from_properties(stack.properties(logical_id))
@@ -362,7 +363,7 @@ class LocalPipeline:
 
     def _watch(self, factory: Any) -> None:
         """Follow deploys and destroys of the stack until stopped."""
-        from iotpipe.local.function import HandlerFollower
+        from iotpipe.local.functions.follower import HandlerFollower
 
         assert self.state is not None
         follower = HandlerFollower.for_packaged_handlers()
