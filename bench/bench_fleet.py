@@ -20,7 +20,7 @@ from pathlib import Path
 
 from iotpipe import fleet
 from iotpipe.aws import ClientFactory
-from iotpipe.local.pipeline import MotoServer
+from iotpipe.local.supervisor import MotoServer
 
 POLICY = "SensorDevicePolicy-bench"
 

@@ -47,7 +47,7 @@ def bench_local(runs: int, workdir: Path, timeout_s: float = 30.0) -> list[float
     from iotpipe.local.functions.follower import HandlerFollower
     from iotpipe.local.functions.runner import FunctionRunner
     from iotpipe.local.functions.spec import FunctionSpec
-    from iotpipe.local.pipeline import WATCH_INTERVAL_S
+    from iotpipe.local.supervisor import WATCH_INTERVAL_S
 
     source = workdir / "local" / "index.py"
     source.parent.mkdir(parents=True)

@@ -320,7 +320,7 @@ def test_a_saved_edit_of_the_handler_runs_from_the_next_invocation(tmp_path: Pat
 
 def test_the_pipeline_watcher_hands_saved_edits_to_its_functions(tmp_path: Path) -> None:
     from iotpipe.local.functions.follower import HandlerFollower
-    from iotpipe.local.pipeline import LocalOptions, LocalPipeline, _Wiring
+    from iotpipe.local.supervisor import LocalOptions, LocalPipeline, _Wiring
 
     source = tmp_path / "index.py"
     source.write_text(PYTHON_CODE)

@@ -12,9 +12,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from iotpipe.local.moto_server import API_TOKEN_HEADER
-from iotpipe.local.pipeline import MotoServer
 from iotpipe.local.processes import free_port
 from iotpipe.local.state import LocalClientFactory, LocalCredentials, new_credentials
+from iotpipe.local.supervisor import MotoServer
 
 
 @pytest.fixture(scope="module")

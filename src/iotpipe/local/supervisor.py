@@ -1,5 +1,9 @@
 """``iotpipe local up``: start the emulator and the broker, deploy the env's stack, run the rule and the mapping.
 
+The composition root of ``iotpipe local``: the only module that imports across its rooms (``broker``, ``rules``,
+``esm``, ``functions``, the emulator) and wires them together; every process it starts goes through
+:mod:`iotpipe.local.processes`.
+
 One supervisor process owns everything it starts: a moto server (``python -m iotpipe.local.moto_server``, with
 iotpipe's fixes) and the MQTT broker as child processes that die with it, and in its own threads the topic rule
 engine, the event source mapping runners and the function runners' worker processes. It checks every part each
@@ -28,11 +32,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from iotpipe.errors import LocalError
 from iotpipe.local import health as local_health
 from iotpipe.local import state as local_state
+from iotpipe.local.clients import Clients
 from iotpipe.local.health import DEAD, NOT_ANSWERING, OK, STOPPED, HealthRecord, PartHealth
 from iotpipe.local.moto_server import ACCESS_KEY_VARIABLE, API_TOKEN_HEADER, API_TOKEN_VARIABLE, QUIET_VARIABLE
 from iotpipe.local.processes import (
@@ -42,12 +47,20 @@ from iotpipe.local.processes import (
     process_alive,
     process_state,
     spawn,
-    start_from_lasting_thread,
     stop_pid,
     stop_process,
     wait_ready,
 )
 from iotpipe.local.stack import DeployedStack, load_deployed_stack
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+
+    from iotpipe.local.broker import RunningBroker
+    from iotpipe.local.esm import MappingRunner, MappingSpec
+    from iotpipe.local.functions.follower import HandlerFollower
+    from iotpipe.local.functions.runner import FunctionRunner
+    from iotpipe.local.functions.telemetry import TelemetrySink
 
 _log = logging.getLogger(__name__)
 
@@ -123,12 +136,12 @@ class ClientCache:
     """One boto3 client per service, made once and shared by the runners' threads (boto3 clients are
     thread-safe; making one loads its service model, which costs tens of milliseconds)."""
 
-    def __init__(self, factory: Any) -> None:
+    def __init__(self, factory: Clients) -> None:
         self._factory = factory
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[str, BaseClient] = {}
         self._lock = threading.Lock()
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str) -> BaseClient:
         """The shared client for ``service``."""
         with self._lock:
             if service not in self._clients:
@@ -141,10 +154,10 @@ class _Wiring:
     """What runs for one deployed version of the stack."""
 
     stack: DeployedStack
-    engine: Any
-    runners: list[Any]
-    functions: list[Any]
-    sinks: list[Any]
+    engine: Any  # iotpipe.local.rules.RuleEngine
+    runners: list[MappingRunner]
+    functions: list[FunctionRunner]
+    sinks: list[TelemetrySink]
 
     def stop(self) -> None:
         for runner in self.runners:
@@ -164,14 +177,14 @@ class LocalPipeline:
         self.progress = progress
         self.directory = options.directory or local_state.state_dir()
         self.moto: MotoServer | None = None
-        self.broker: Any = None
+        self.broker: RunningBroker | None = None
         self.state: local_state.LocalState | None = None
         self._wiring: _Wiring | None = None
         self._wiring_lock = threading.Lock()
         self._stop_event = threading.Event()
         self._wake = threading.Event()  # a check is due now: the emulator exited, or stop was asked
         self._watcher: threading.Thread | None = None
-        self._clients: Any = None
+        self._clients: ClientCache | None = None
         self.rewires = 0
         self.unrouted = 0  # messages received while no stack was wired
         self.problems: list[str] = []
@@ -237,7 +250,7 @@ class LocalPipeline:
         self.progress(f"ready in {time.monotonic() - started:.1f} s")
         return self.state
 
-    def _start_broker(self) -> Any:
+    def _start_broker(self) -> RunningBroker:
         from iotpipe.local.broker import BrokerSpec, start_broker
 
         return start_broker(BrokerSpec(kind=self.options.broker, port=self.options.mqtt_port,
@@ -296,11 +309,11 @@ class LocalPipeline:
         from iotpipe.local.functions.telemetry import TelemetrySink
         from iotpipe.local.rules import RuleEngine, rule_from_properties
 
-        assert self.moto is not None
+        assert self.moto is not None and self._clients is not None
         rules = [rule_from_properties(stack.properties(logical_id))
                  for logical_id in stack.resources_of_type("AWS::IoT::TopicRule")]
-        functions: dict[str, Any] = {}
-        sinks: list[Any] = []
+        functions: dict[str, FunctionRunner] = {}
+        sinks: list[TelemetrySink] = []
         for logical_id in stack.resources_of_type("AWS::Lambda::Function"):
             spec = function_from_stack(stack, logical_id, self._read_object)
             sink = TelemetrySink(self._clients, spec.log_group)
@@ -312,7 +325,7 @@ class LocalPipeline:
                                                  on_output=sink)
         mappings = self._mappings(stack, functions)
         previous = self._wiring
-        checkpoints: dict[str, Any] = {}
+        checkpoints: dict[str, dict[str, str | None]] = {}
         if previous is not None:  # a redeploy keeps each mapping's place in its shards, as Lambda does
             for runner in previous.runners:
                 runner.stop()
@@ -331,10 +344,11 @@ class LocalPipeline:
 
     def _read_object(self, bucket: str, key: str) -> bytes:
         """An object of the emulator's S3 (a function's zip that deploy uploaded)."""
+        assert self._clients is not None
         body: bytes = self._clients.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
         return body
 
-    def _mappings(self, stack: DeployedStack, functions: dict[str, Any]) -> list[Any]:
+    def _mappings(self, stack: DeployedStack, functions: dict[str, FunctionRunner]) -> list[MappingSpec]:
         from iotpipe.local.esm import mapping_from_properties
 
         mappings = []
@@ -347,7 +361,8 @@ class LocalPipeline:
                                                     invoke_identity_arn=functions[function_arn].spec.role_arn))
         return mappings
 
-    def _runner(self, mapping: Any, function: Any, resume_from: Any) -> Any:
+    def _runner(self, mapping: MappingSpec, function: FunctionRunner,
+                resume_from: dict[str, str | None] | None) -> MappingRunner:
         from iotpipe.local.esm import MappingRunner
 
         assert self.moto is not None
@@ -361,7 +376,7 @@ class LocalPipeline:
         if previous is not None:
             previous.stop()
 
-    def _watch(self, factory: Any) -> None:
+    def _watch(self, factory: Clients) -> None:
         """Follow deploys and destroys of the stack until stopped."""
         from iotpipe.local.functions.follower import HandlerFollower
 
@@ -377,13 +392,13 @@ class LocalPipeline:
                 continue
             self._follow(factory, stack)
 
-    def _follow_edits(self, follower: Any) -> None:
+    def _follow_edits(self, follower: HandlerFollower) -> None:
         """A saved edit of the processor's source runs from the next invocation on (no deploy needed)."""
         wiring = self._wiring
         for name in follower.poll(wiring.functions) if wiring is not None else ():
             self.progress(f"function {name}: picked up the saved edit of its handler source")
 
-    def _follow(self, factory: Any, stack: DeployedStack | None) -> None:
+    def _follow(self, factory: Clients, stack: DeployedStack | None) -> None:
         """Unwire after a destroy; rewire after a deploy that changed the stack and has settled."""
         assert self.state is not None
         current = self._wiring
@@ -533,9 +548,9 @@ class LocalPipeline:
         with contextlib.suppress(Exception):
             old.stop(timeout_s=1)
         try:  # on its port: devices and the state file keep its address
-            self.broker = start_from_lasting_thread(lambda: start_broker(
+            self.broker = start_broker(
                 BrokerSpec(kind=old.kind, port=old.port, username=self.credentials.mqtt_username,
-                           password=self.credentials.mqtt_password), self.directory / "broker", self._on_message))
+                           password=self.credentials.mqtt_password), self.directory / "broker", self._on_message)
         except LocalError as exc:
             self.broker = None
             self._give_up(replace(part, detail=f"{part.detail}; restarting it failed: {exc}"), self.check_parts())
@@ -620,7 +635,7 @@ class LocalPipeline:
             self.progress(f"stopped in {time.monotonic() - started:.1f} s")
 
     @property
-    def wiring(self) -> Any:
+    def wiring(self) -> _Wiring | None:
         """What runs now (rule engine, runners, functions), or None between a destroy and a deploy."""
         return self._wiring
 
@@ -631,7 +646,7 @@ def _function_arn(stack: DeployedStack, name_or_arn: str) -> str:
     return f"arn:aws:lambda:{stack.region}:{stack.account_id}:function:{name_or_arn}"
 
 
-def _settled(factory: Any, stack_name: str) -> bool:
+def _settled(factory: Clients, stack_name: str) -> bool:
     status = factory.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"][0]["StackStatus"]
     return bool(status.endswith("_COMPLETE"))
 
