@@ -112,3 +112,17 @@ def test_records_past_the_maximum_age_lead_the_batch_and_are_split_off(max_age: 
     records = tuple(record(n, arrival) for n, arrival in enumerate(arrivals))
     old, live = split_expired(records, max_record_age_s=max_age, now=now)
     assert (old, live) == (records[:expired], records[expired:])
+
+
+def test_a_shard_worker_reaches_other_objects_through_their_public_interface_only() -> None:
+    # It used to make 18 calls into MappingRunner's private members; now it talks to MappingContext's methods.
+    import ast
+    import inspect
+
+    from iotpipe.local.esm import shard
+
+    tree = ast.parse(inspect.getsource(shard))
+    private = sorted({f"{ast.unparse(node.value)}.{node.attr}" for node in ast.walk(tree)
+                      if isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                      and not node.attr.startswith("__") and ast.unparse(node.value) != "self"})
+    assert private == []
