@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -20,16 +19,10 @@ from pathlib import Path
 
 from iotpipe import fleet
 from iotpipe.aws import ClientFactory
-from iotpipe.local.pipeline import MotoServer
+from iotpipe.local.processes import free_port
+from iotpipe.local.supervisor import MotoServer
 
 POLICY = "SensorDevicePolicy-bench"
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def timed(label: str, count: int, action: object) -> float:

@@ -1,7 +1,7 @@
 """``make bench-hotswap``: seconds from saving the processor's source to the new code being in place, three ways.
 
 - ``local``: what ``iotpipe local`` does between a save and the next record: its watcher polls the source every
-  ``WATCH_INTERVAL_S`` (:class:`iotpipe.local.function.HandlerFollower`), the function runner retires its warm
+  ``WATCH_INTERVAL_S`` (:class:`iotpipe.local.functions.follower.HandlerFollower`), the function runner retires its warm
   worker, and the next Kinesis batch cold-starts the new code. Measured on the real processor (a copy of
   ``handler/python/index.py``) in a real worker process, fed a one-record batch every 0.1 s as the mapping runner
   would, until a record is answered by the new code. (The broker, rule engine and emulator around it do not
@@ -44,8 +44,10 @@ def _edit(path: Path, n: int) -> None:
 
 def bench_local(runs: int, workdir: Path, timeout_s: float = 30.0) -> list[float]:
     """Save -> the next one-record batch answered by the new code, with local's watcher and function runner."""
-    from iotpipe.local.function import FunctionRunner, FunctionSpec, HandlerFollower
-    from iotpipe.local.pipeline import WATCH_INTERVAL_S
+    from iotpipe.local.functions.follower import HandlerFollower
+    from iotpipe.local.functions.runner import FunctionRunner
+    from iotpipe.local.functions.spec import FunctionSpec
+    from iotpipe.local.supervisor import WATCH_INTERVAL_S
 
     source = workdir / "local" / "index.py"
     source.parent.mkdir(parents=True)

@@ -139,7 +139,7 @@ class LatencyProbe:
         """Patch FunctionRunner.__call__ in this process (the benchmark's own instrumentation)."""
         import base64
 
-        from iotpipe.local.function import FunctionRunner
+        from iotpipe.local.functions.runner import FunctionRunner
 
         original = FunctionRunner.__call__
         probe = self
@@ -223,8 +223,8 @@ def run(name: str, readings_per_message: int, rate_msgs: float, duration_s: floa
         batch_size: int, probe: LatencyProbe, broker: str, qos: int = 1, shards: int = 2) -> RunResult:
     """One run on a fresh ``iotpipe local``."""
     from iotpipe.aws import stack_outputs
-    from iotpipe.local.pipeline import LocalOptions, LocalPipeline
     from iotpipe.local.state import local_factory
+    from iotpipe.local.supervisor import LocalOptions, LocalPipeline
 
     with tempfile.TemporaryDirectory(prefix="iotpipe-bench-local-") as temp:
         config = Path(temp) / "iotpipe.toml"

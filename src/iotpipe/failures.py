@@ -42,7 +42,7 @@ from typing import Any, Protocol
 from iotpipe import naming
 from iotpipe.aws import call_aws
 from iotpipe.errors import AwsError, IotpipeError
-from iotpipe.local.esm import InvokeResult
+from iotpipe.local.functions.result import InvokeResult
 
 # The processor refuses nothing for size, but Lambda's synchronous payload limit is 6 MB: stay under it.
 MAX_EVENT_BYTES = 5 * 1024 * 1024
@@ -575,7 +575,7 @@ def local_function_spec(lambda_client: Any, function_name: str, code: str | None
     """The emulated function as ``iotpipe local``'s runner runs it: its configuration (runtime, handler,
     environment, timeout) from the emulator, and ``code`` (moto stores the zip but cannot run it; default: the
     shipped processor of the function's runtime)."""
-    from iotpipe.local.function import FunctionSpec
+    from iotpipe.local.functions.spec import FunctionSpec
 
     config = lambda_client.get_function_configuration(FunctionName=function_name)
     runtime = config.get("Runtime", "python3.12")

@@ -20,8 +20,9 @@ from iotpipe import failures as failures_lib
 from iotpipe.aws import ClientFactory
 from iotpipe.cli import main
 from iotpipe.config import load_config
-from iotpipe.local.esm import InvokeResult
-from iotpipe.local.function import FunctionRunner, FunctionSpec
+from iotpipe.local.functions.result import InvokeResult
+from iotpipe.local.functions.runner import FunctionRunner
+from iotpipe.local.functions.spec import FunctionSpec
 
 STACK = "iotpipe-dev"
 TABLE, BUCKET, STREAM, FUNCTION = "SensorReadings-dev", "iot-raw-data-dev-test", "sensor-data-stream-dev", "proc-dev"

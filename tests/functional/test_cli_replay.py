@@ -33,8 +33,8 @@ from iotpipe import archive
 from iotpipe import failures as failures_lib
 from iotpipe import replay as replay_lib
 from iotpipe.cli import main
-from iotpipe.local.esm import InvokeResult
-from iotpipe.local.function import FunctionRunner
+from iotpipe.local.functions.result import InvokeResult
+from iotpipe.local.functions.runner import FunctionRunner
 from iotpipe.query import dynamodb as query_dynamodb
 
 __all__ = ["stack"]  # a fixture

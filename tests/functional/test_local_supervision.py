@@ -134,7 +134,7 @@ def test_a_stopped_worker_does_not_stall_its_shard(workdir: Path) -> None:
     state = up(workdir)
     assert publish(state, [reading(0.5)])
     wait_until(lambda: 0.5 in stored_values(), 60, "the first reading (a warm worker)")
-    (worker,) = [pid for pid in _descendants(state.pid) if "iotpipe.local.worker" in command_line(pid)]
+    (worker,) = [pid for pid in _descendants(state.pid) if "iotpipe.local.functions.worker" in command_line(pid)]
     os.kill(worker, signal.SIGSTOP)
     # An event far larger than a pipe's 64 KiB buffer: before, writing it to the stopped worker blocked forever.
     values = [100.0 + n for n in range(60)]

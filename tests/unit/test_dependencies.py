@@ -102,7 +102,7 @@ def test_a_missing_moto_names_the_local_extra(monkeypatch: pytest.MonkeyPatch) -
 
 def test_local_up_refuses_an_untested_moto_before_starting_anything(monkeypatch: pytest.MonkeyPatch,
                                                                     tmp_path: Path) -> None:
-    from iotpipe.local import pipeline
+    from iotpipe.local import supervisor as pipeline
 
     monkeypatch.delenv(versions.ALLOW_UNTESTED, raising=False)
     monkeypatch.setattr(versions, "installed_version", lambda _package: "9.0.0")

@@ -17,6 +17,7 @@ import pytest
 from iotpipe.aws import ClientFactory
 from iotpipe.local import broker as broker_module
 from iotpipe.local.broker import BrokerSpec, amqtt_available, start_broker
+from iotpipe.local.broker import running as running_module
 from iotpipe.local.rules import RuleEngine, rule_from_properties
 
 REGION = "us-east-1"
@@ -65,7 +66,7 @@ def test_a_stalled_emulator_holds_the_broker_back_and_loses_nothing(kind: str, m
     emulator = FrozenKinesis(moto_endpoint)
     problems: list[str] = []
     engine = RuleEngine([rule_from_properties(RULE)], emulator, max_pending=2, on_problem=problems.append)
-    monkeypatch.setattr(broker_module, "FEED_QUEUE_SIZE", 2)
+    monkeypatch.setattr(running_module, "FEED_QUEUE_SIZE", 2)
     broker = start_broker(BrokerSpec(kind=kind), tmp_path, engine.on_message)
     publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="press-1")
     try:

@@ -19,6 +19,8 @@ import pytest
 from iotpipe.errors import ConfigError, LocalError
 from iotpipe.local import broker as broker_module
 from iotpipe.local.broker import BrokerSpec, RunningBroker, mosquitto_config, resolve_kind, start_broker
+from iotpipe.local.broker import mosquitto as mosquitto_module
+from iotpipe.local.broker import running as running_module
 
 KINDS = ("mosquitto", "amqtt")
 Message = tuple[str, bytes, "str | None"]
@@ -223,7 +225,7 @@ def test_a_port_taken_during_start_is_reported_by_the_broker_itself(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the early check passes (someone binds the port just after it); the broker's own failure is recognised
-    monkeypatch.setattr(broker_module, "_ensure_port_free", lambda _host, _port: None)
+    monkeypatch.setattr(running_module, "_ensure_port_free", lambda _host, _port: None)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -240,8 +242,8 @@ def test_a_free_port_lost_to_another_program_is_retried(tmp_path: Path, monkeypa
         taken.listen()
         busy = taken.getsockname()[1]
         ports = iter([busy])
-        real = broker_module.free_port
-        monkeypatch.setattr(broker_module, "free_port", lambda host: next(ports, None) or real(host))
+        real = mosquitto_module.free_port
+        monkeypatch.setattr(mosquitto_module, "free_port", lambda host: next(ports, None) or real(host))
         broker = start_broker(BrokerSpec("mosquitto"), tmp_path, Inbox())
         try:
             assert broker.port != busy
@@ -252,8 +254,8 @@ def test_a_free_port_lost_to_another_program_is_retried(tmp_path: Path, monkeypa
 
 @pytest.mark.mqtt
 def test_mosquitto_dying_at_start_reports_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = broker_module.mosquitto_config
-    monkeypatch.setattr(broker_module, "mosquitto_config",
+    real = mosquitto_module.mosquitto_config
+    monkeypatch.setattr(mosquitto_module, "mosquitto_config",
                         lambda *args, **kwargs: real(*args, **kwargs) + "no_such_option 1\n")
     with pytest.raises(LocalError, match=r"mosquitto exited with code \d+ at start.*no_such_option"):
         start_broker(BrokerSpec("mosquitto"), tmp_path, Inbox())
@@ -300,17 +302,17 @@ def test_mosquitto_dies_with_a_killed_parent(tmp_path: Path) -> None:
 
 
 def test_resolve_kind_prefers_mosquitto_then_amqtt(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(broker_module, "mosquitto_binary", lambda: "/usr/sbin/mosquitto")
-    monkeypatch.setattr(broker_module, "amqtt_available", lambda: True)
+    monkeypatch.setattr(running_module, "mosquitto_binary", lambda: "/usr/sbin/mosquitto")
+    monkeypatch.setattr(running_module, "amqtt_available", lambda: True)
     assert resolve_kind("auto") == "mosquitto"
     assert resolve_kind("amqtt") == "amqtt"
-    monkeypatch.setattr(broker_module, "mosquitto_binary", lambda: None)
+    monkeypatch.setattr(running_module, "mosquitto_binary", lambda: None)
     assert resolve_kind("auto") == "amqtt"
 
 
 def test_missing_brokers_name_how_to_install_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(broker_module, "mosquitto_binary", lambda: None)
-    monkeypatch.setattr(broker_module, "amqtt_available", lambda: False)
+    monkeypatch.setattr(running_module, "mosquitto_binary", lambda: None)
+    monkeypatch.setattr(running_module, "amqtt_available", lambda: False)
     with pytest.raises(LocalError, match=r"sudo apt-get install mosquitto"):
         start_broker(BrokerSpec("mosquitto"), tmp_path, Inbox())
     with pytest.raises(LocalError, match=r"pip install 'iotpipe\[local\]'"):
@@ -349,7 +351,7 @@ def test_a_port_held_by_another_broker_is_not_mistaken_for_ours(kind: str, start
 def test_a_stuck_on_message_fills_a_bounded_queue_and_does_not_hold_up_stop(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(broker_module, "FEED_QUEUE_SIZE", 3)
+    monkeypatch.setattr(running_module, "FEED_QUEUE_SIZE", 3)
     release = threading.Event()
     broker = start_broker(BrokerSpec(kind), tmp_path, lambda *_: release.wait(30))
     try:

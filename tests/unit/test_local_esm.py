@@ -18,11 +18,11 @@ import pytest
 from iotpipe.aws import ClientFactory
 from iotpipe.errors import ConfigError
 from iotpipe.local.esm import (
-    InvokeResult,
     MappingRunner,
     MappingSpec,
     mapping_from_properties,
 )
+from iotpipe.local.functions.result import InvokeResult
 
 REGION = "us-east-1"
 STREAM = "esm-readings"

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from iotpipe.local.function import FunctionRunner, FunctionSpec
+from iotpipe.local.functions.runner import FunctionRunner
+from iotpipe.local.functions.spec import FunctionSpec
+from iotpipe.local.functions.telemetry import emf_metrics
 from iotpipe.local.processes import process_alive, process_state
-from iotpipe.local.telemetry import emf_metrics
 
 PYTHON_CODE = """
 import json, os, time
@@ -287,7 +288,7 @@ def test_a_raising_or_timing_out_function_ends_in_the_on_failure_queue(tmp_path:
 
 
 def test_a_saved_edit_of_the_handler_runs_from_the_next_invocation(tmp_path: Path) -> None:
-    from iotpipe.local.function import HandlerFollower
+    from iotpipe.local.functions.follower import HandlerFollower
     from iotpipe.package import handler_path
 
     source = tmp_path / "edited" / "index.py"  # a copy of the processor: the checkout's file is left alone
@@ -318,8 +319,8 @@ def test_a_saved_edit_of_the_handler_runs_from_the_next_invocation(tmp_path: Pat
 
 
 def test_the_pipeline_watcher_hands_saved_edits_to_its_functions(tmp_path: Path) -> None:
-    from iotpipe.local.function import HandlerFollower
-    from iotpipe.local.pipeline import LocalOptions, LocalPipeline, _Wiring
+    from iotpipe.local.functions.follower import HandlerFollower
+    from iotpipe.local.supervisor import LocalOptions, LocalPipeline, _Wiring
 
     source = tmp_path / "index.py"
     source.write_text(PYTHON_CODE)

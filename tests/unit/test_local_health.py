@@ -20,9 +20,9 @@ from click.testing import CliRunner
 from iotpipe.cli import main
 from iotpipe.errors import LocalError
 from iotpipe.local.health import DEAD, OK, HealthRecord, PartHealth, read_health, write_health
-from iotpipe.local.pipeline import LocalOptions, LocalPipeline, _Wiring
 from iotpipe.local.processes import command_line, process_state
 from iotpipe.local.state import STATE_DIR_VARIABLE, LocalState, read_state, write_state
+from iotpipe.local.supervisor import LocalOptions, LocalPipeline, _Wiring
 
 DEAD_PID = 2**22 + 4321  # above the default pid_max: no such process
 
@@ -204,7 +204,7 @@ def test_a_message_while_no_stack_is_wired_is_counted_and_logged(tmp_path: Path,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     pipeline = LocalPipeline(LocalOptions(directory=tmp_path))
     assert pipeline.wiring is None  # destroyed, or between a destroy and the next deploy
-    with caplog.at_level("WARNING", logger="iotpipe.local.pipeline"):
+    with caplog.at_level("WARNING", logger="iotpipe.local.supervisor"):
         pipeline._on_message("sensor/press-7/data", b'{"value": 1}', "press-7")
     assert pipeline.unrouted == 1
     assert "sensor/press-7/data" in caplog.text and "not routed" in caplog.text

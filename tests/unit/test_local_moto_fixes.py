@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from iotpipe.local.broker import free_port
+from iotpipe.local.processes import free_port
 
 REGION = "us-east-1"
 TEMPLATE = json.dumps({

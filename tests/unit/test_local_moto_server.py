@@ -11,10 +11,10 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from iotpipe.local.broker import free_port
 from iotpipe.local.moto_server import API_TOKEN_HEADER
-from iotpipe.local.pipeline import MotoServer
+from iotpipe.local.processes import free_port
 from iotpipe.local.state import LocalClientFactory, LocalCredentials, new_credentials
+from iotpipe.local.supervisor import MotoServer
 
 
 @pytest.fixture(scope="module")

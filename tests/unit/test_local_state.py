@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from iotpipe.cli import main
 from iotpipe.errors import LocalError
 from iotpipe.local import state as local_state
-from iotpipe.local.pipeline import refuse_if_running, stop_running
 from iotpipe.local.processes import command_line, process_alive
+from iotpipe.local.supervisor import refuse_if_running, stop_running
 
 SUPERVISOR_COMMAND = f"{sys.executable} -c from iotpipe.cli import main; main() local up --env local"
 

@@ -13,7 +13,7 @@ import pytest
 from iotpipe.config import ConfigError, load_config
 from iotpipe.deploy.plan import TEMPLATE_BODY_LIMIT
 from iotpipe.errors import LocalError
-from iotpipe.local.function import function_from_stack
+from iotpipe.local.functions.spec import function_from_stack
 from iotpipe.local.stack import DeployedStack
 from iotpipe.package import (
     ARTEFACT_BUCKET_PATTERN,

@@ -16,7 +16,7 @@ from iotpipe import failures as failures_lib
 from iotpipe import replay as replay_lib
 from iotpipe.cli.common import Target, pipeline_target, progress
 from iotpipe.cli.output import echo_json, output_option, write_table
-from iotpipe.local.esm import InvokeResult
+from iotpipe.local.functions.result import InvokeResult
 
 
 def _duration(seconds: float) -> str:
@@ -116,7 +116,7 @@ def _processor(target: Target, function_name: str) -> Iterator[failures_lib.Invo
     if state is None or state.env != target.config.env:
         yield failures_lib.lambda_invoker(target.factory.client("lambda"), function_name)
         return
-    from iotpipe.local.function import FunctionRunner
+    from iotpipe.local.functions.runner import FunctionRunner
 
     spec = failures_lib.local_function_spec(target.factory.client("lambda"), function_name)
     with tempfile.TemporaryDirectory(prefix="iotpipe-redrive-") as workdir:

@@ -18,7 +18,7 @@ from iotpipe.cli.output import echo_json, output_option, write_table
 from iotpipe.errors import LocalError
 from iotpipe.local import state as local_state
 from iotpipe.local.health import LocalStatus, local_status, read_health, remove_health
-from iotpipe.local.pipeline import LocalOptions, LocalPipeline, stop_running
+from iotpipe.local.supervisor import LocalOptions, LocalPipeline, stop_running
 
 DETACH_TIMEOUT_S = 120.0
 
@@ -108,7 +108,7 @@ def _run_foreground(options: LocalOptions, output: str) -> None:
 def _start_detached(options: LocalOptions) -> local_state.LocalState:
     """Start ``local up`` in a new session, logging to the state directory; return its state once ready."""
     directory = local_state.state_dir()
-    from iotpipe.local.pipeline import refuse_if_running
+    from iotpipe.local.supervisor import refuse_if_running
 
     # The lock is taken here and handed to the child (same open file), so a second `up` refuses at once
     # instead of starting a child that would find the folder taken.

@@ -1,7 +1,7 @@
 """The health of a running ``iotpipe local``: what its supervisor found in each part, and what ``local status``
 concludes from that and from its own look at the processes.
 
-The supervisor (:meth:`iotpipe.local.pipeline.LocalPipeline.serve_forever`) checks every part each
+The supervisor (:meth:`iotpipe.local.supervisor.LocalPipeline.serve_forever`) checks every part each
 :data:`CHECK_INTERVAL_S` and writes the result to ``health.json`` next to the state file: one
 :class:`PartHealth` per part, the time of the check (the supervisor's heartbeat), the restarts it made, and
 the failure that made it give up, if any. ``local status`` reads that record but does not trust it alone: it

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from iotpipe.errors import LocalError
+from iotpipe.local.clients import Clients
 
 _SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
 # Physical id -> ARN for the resource types whose Arn attribute the pipeline template reads.
@@ -160,7 +161,8 @@ class DeployedStack:
         raise LocalError(f"stack {self.name}: condition function {key} is not resolved by iotpipe local")
 
 
-def load_deployed_stack(clients: Any, stack_name: str, previous: DeployedStack | None = None) -> DeployedStack | None:
+def load_deployed_stack(clients: Clients, stack_name: str,
+                        previous: DeployedStack | None = None) -> DeployedStack | None:
     """The deployed stack ``stack_name`` (None when it does not exist or is being deleted).
 
     When the template body and parameters equal those of ``previous``, ``previous`` itself is returned without

@@ -1,9 +1,9 @@
 """The Python Lambda runtime of ``iotpipe local``: runs one deployed handler in its own process.
 
-Started by :class:`iotpipe.local.function.FunctionRunner` as ``python -m iotpipe.local.worker CODE_DIR HANDLER
-IN_FD OUT_FD`` with the function's environment. It reads invocations from IN_FD and answers on OUT_FD
-(4-byte big-endian length, then JSON), so that the handler's stdout and stderr stay free for its log lines, as on
-Lambda, where they go to the function's log group.
+Started by :class:`iotpipe.local.functions.runner.FunctionRunner` as ``python -m iotpipe.local.functions.worker
+CODE_DIR HANDLER IN_FD OUT_FD`` with the function's environment. It reads invocations from IN_FD and answers on
+OUT_FD (:mod:`iotpipe.local.functions.framing`), so that the handler's stdout and stderr stay free for its log
+lines, as on Lambda, where they go to the function's log group. Standard library only, before the handler.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import struct
 import sys
 import time
 import traceback
 from typing import Any, BinaryIO
+
+from iotpipe.local.functions.framing import encode, read_message
 
 
 class Context:
@@ -36,22 +37,6 @@ class Context:
         return max(0, self._deadline_ms - time.time_ns() // 1_000_000)
 
 
-def read_message(stream: BinaryIO) -> dict[str, Any] | None:
-    """One length-prefixed JSON message, or None at end of stream."""
-    header = stream.read(4)
-    if len(header) < 4:
-        return None
-    (length,) = struct.unpack(">I", header)
-    return json.loads(stream.read(length))
-
-
-def write_message(stream: BinaryIO, message: dict[str, Any]) -> None:
-    """Write one length-prefixed JSON message and flush it."""
-    data = json.dumps(message, default=str).encode("utf-8")
-    stream.write(struct.pack(">I", len(data)) + data)
-    stream.flush()
-
-
 def serve(code_dir: str, handler_name: str, requests: BinaryIO, responses: BinaryIO) -> None:
     """Load the handler once (an init error fails every invocation) and answer invocations until EOF."""
     sys.path.insert(0, code_dir)
@@ -62,7 +47,7 @@ def serve(code_dir: str, handler_name: str, requests: BinaryIO, responses: Binar
         handler = getattr(importlib.import_module(module_name), function_name)
     except Exception as exc:  # an init error is the function's error, reported per invocation as Lambda does
         init_error = _error(exc, "Runtime.ImportModuleError")
-    while (request := read_message(requests)) is not None:
+    while (request := read_message(requests.read)) is not None:
         request_id = request["requestId"]
         started = time.perf_counter()
         print(f"START RequestId: {request_id} Version: $LATEST", flush=True)
@@ -79,7 +64,8 @@ def serve(code_dir: str, handler_name: str, requests: BinaryIO, responses: Binar
         duration_ms = (time.perf_counter() - started) * 1000
         print(f"END RequestId: {request_id}", flush=True)
         print(f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms", flush=True)
-        write_message(responses, response)
+        responses.write(encode(response))
+        responses.flush()
 
 
 def _error(exc: BaseException, error_type: str) -> dict[str, Any]:
@@ -88,7 +74,7 @@ def _error(exc: BaseException, error_type: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Entry point: ``python -m iotpipe.local.worker CODE_DIR HANDLER IN_FD OUT_FD``."""
+    """Entry point: ``python -m iotpipe.local.functions.worker CODE_DIR HANDLER IN_FD OUT_FD``."""
     code_dir, handler_name, in_fd, out_fd = sys.argv[1:5]
     with os.fdopen(int(in_fd), "rb") as requests, os.fdopen(int(out_fd), "wb") as responses:
         serve(code_dir, handler_name, requests, responses)

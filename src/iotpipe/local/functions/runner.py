@@ -1,9 +1,8 @@
 """The deployed function, run as Lambda would: its own code, environment, timeout and runtime.
 
-The code is the deployed template's ``Code.ZipFile``, or its module read from the zip at ``Code.S3Bucket`` /
-``S3Key`` in the emulator's S3 (where ``iotpipe deploy`` uploaded it). Python runtimes run in a worker process of
-this interpreter (:mod:`iotpipe.local.worker`), Node.js runtimes in a ``node`` process (``worker.js``) with the
-AWS SDK v3 that the Node twin installs. A worker lives across invocations (a warm execution environment); an
+The code is :class:`~iotpipe.local.functions.spec.FunctionSpec`'s. Python runtimes run in a worker process of
+this interpreter (:mod:`iotpipe.local.functions.worker`), Node.js runtimes in a ``node`` process (``worker.js``)
+with the AWS SDK v3 that the Node twin installs. A worker lives across invocations (a warm execution environment); an
 invocation that outlives the function's Timeout kills it, as Lambda does, and the next invocation starts a new one
 (a cold start). The Timeout is a hard deadline for the whole exchange, the write of the event to the worker's
 pipe included, so a stuck or stopped (SIGSTOP) worker cannot hold its shard. As on Lambda, concurrent
@@ -15,94 +14,27 @@ which puts it into the function's log group.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import shutil
-import struct
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
 from iotpipe.errors import LocalError
-from iotpipe.local.esm import InvokeResult
-from iotpipe.local.processes import die_with_parent, process_state, start_from_lasting_thread, stop_process
-from iotpipe.local.stack import DeployedStack
+from iotpipe.local.functions.framing import encode, read_message
+from iotpipe.local.functions.result import InvokeResult
+from iotpipe.local.functions.spec import FunctionSpec, node_modules_dir
+from iotpipe.local.processes import process_state, spawn, stop_process
 from iotpipe.local.state import LOCAL_CREDENTIALS
 
 _NODE_WORKER = Path(__file__).with_name("worker.js")
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    """What the runner needs of a deployed ``AWS::Lambda::Function``."""
-
-    name: str
-    arn: str
-    runtime: str
-    handler: str
-    code: str
-    environment: Mapping[str, str]
-    timeout_s: int
-    memory_mb: int
-    log_group: str
-    role_arn: str = ""
-
-
-def function_from_stack(stack: DeployedStack, logical_id: str,
-                        read_object: Callable[[str, str], bytes] | None = None) -> FunctionSpec:
-    """The function ``logical_id`` of the deployed stack, its code inline or read with ``read_object(bucket,
-    key)`` from a zip in S3; LocalError if the code is neither, or cannot be read."""
-    properties = stack.properties(logical_id)
-    handler = properties.get("Handler", "index.handler")
-    source = _function_code(logical_id, properties.get("Code", {}), properties["Runtime"], handler, read_object)
-    name = stack.physical_ids[logical_id]
-    logging_config = properties.get("LoggingConfig", {})
-    return FunctionSpec(
-        name=name,
-        arn=f"arn:aws:lambda:{stack.region}:{stack.account_id}:function:{name}",
-        runtime=properties["Runtime"],
-        handler=handler,
-        code=source,
-        environment={key: str(value) for key, value in
-                     properties.get("Environment", {}).get("Variables", {}).items()},
-        timeout_s=int(properties.get("Timeout", 3)),
-        memory_mb=int(properties.get("MemorySize", 128)),
-        log_group=logging_config.get("LogGroup") or f"/aws/lambda/{name}",
-        role_arn=str(properties.get("Role", "")),
-    )
-
-
-def _function_code(logical_id: str, code: Mapping[str, Any], runtime: str, handler: str,
-                   read_object: Callable[[str, str], bytes] | None) -> str:
-    """The handler module's source: ``Code.ZipFile``, or the module file of the zip at S3Bucket/S3Key."""
-    from iotpipe.package import read_zip_member
-
-    if "ZipFile" in code:
-        return str(code["ZipFile"])
-    if "S3Bucket" not in code or "S3Key" not in code or read_object is None:
-        raise LocalError(f"function {logical_id}: iotpipe local runs code given as Code.ZipFile or Code.S3Bucket/"
-                         f"S3Key; this template gives {', '.join(sorted(code)) or 'no code'}")
-    bucket, key = str(code["S3Bucket"]), str(code["S3Key"])
-    module = handler.rpartition(".")[0] + (".py" if runtime.startswith("python") else ".js")
-    try:
-        return read_zip_member(read_object(bucket, key), module)
-    except Exception as exc:  # botocore, a bad zip or a missing member: the user needs the same answer
-        raise LocalError(f"function {logical_id}: cannot read its code {module} from s3://{bucket}/{key} in the "
-                         f"emulator ({exc}); deploy with `iotpipe deploy`, which uploads it") from None
-
-
-def node_modules_dir() -> Path:
-    """Where the Node twin's AWS SDK is installed (``npm install --prefix handler/node``)."""
-    import iotpipe.handlers
-
-    return Path(iotpipe.handlers.__path__[0]) / "node" / "node_modules"
 
 
 @dataclass(eq=False)  # identity: the pool tells its workers apart
@@ -155,7 +87,7 @@ class FunctionRunner:
 
     def _command(self) -> list[str]:
         if self.spec.runtime.startswith("python"):
-            return [sys.executable, "-m", "iotpipe.local.worker", str(self._code_dir), self.spec.handler]
+            return [sys.executable, "-m", "iotpipe.local.functions.worker", str(self._code_dir), self.spec.handler]
         if self.spec.runtime.startswith("nodejs"):
             node = shutil.which("node")
             if node is None:
@@ -185,7 +117,7 @@ class FunctionRunner:
         if self.spec.runtime.startswith("nodejs"):
             env["NODE_PATH"] = str(node_modules_dir())
         else:  # the worker module itself must be importable, as the Lambda runtime's bootstrap is
-            env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+            env["PYTHONPATH"] = str(Path(__file__).resolve().parents[3])
         return env
 
     def _start(self) -> _Worker:
@@ -292,9 +224,7 @@ class FunctionRunner:
 
     @staticmethod
     def _stop(worker: _Worker) -> None:
-        if worker.process.poll() is None:  # a timed-out or broken worker is killed, as Lambda does
-            worker.process.kill()
-        stop_process(worker.process, timeout_s=2)
+        stop_process(worker.process, timeout_s=2, kill=True)  # a timed-out or broken worker is killed, as Lambda does
         for stream in (worker.requests, worker.responses):
             with contextlib.suppress(OSError):
                 stream.close()
@@ -311,66 +241,16 @@ class FunctionRunner:
             self._stop(worker)
 
 
-class HandlerFollower:
-    """Puts saved edits of the processor's sources into the functions that run them (``iotpipe local``'s inner
-    loop, as ``sam local`` reads the code at each invoke).
-
-    ``sources`` maps a runtime family (``python``, ``nodejs``) to its source file. A function follows a file
-    while it runs that file's text as last seen: another function's code (a blueprint's) is left alone.
-    """
-
-    def __init__(self, sources: Mapping[str, Path]) -> None:
-        self._sources = dict(sources)
-        self._seen = {family: _read_text(path) for family, path in self._sources.items()}
-
-    @classmethod
-    def for_packaged_handlers(cls) -> HandlerFollower:
-        """Following the processor and its Node twin as iotpipe packages them (``handler/`` in a checkout)."""
-        from iotpipe.package import handler_path
-
-        return cls({"python": handler_path("python3"), "nodejs": handler_path("nodejs")})
-
-    def poll(self, functions: list[FunctionRunner]) -> list[str]:
-        """Read each source; update the functions that ran its previous text; their names."""
-        from iotpipe.package import runtime_family
-
-        updated = []
-        for family, path in self._sources.items():
-            text, previous = _read_text(path), self._seen[family]
-            if text is None or text == previous:
-                continue  # unchanged, or gone for a moment while an editor replaces it
-            for function in functions:
-                if runtime_family(function.spec.runtime) == family and function.spec.code == previous:
-                    function.update_code(text)
-                    updated.append(function.spec.name)
-            self._seen[family] = text
-        return updated
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (FileNotFoundError, UnicodeDecodeError):
-        return None
-
-
 def _spawn(command: list[str], env: dict[str, str], fds: tuple[int, int]) -> subprocess.Popen[bytes]:
     """Start ``command`` with the two pipe ends ``fds`` inherited; it dies with this process (and only then: not
     when the calling thread, e.g. a shard's poller, ends)."""
-    return start_from_lasting_thread(lambda: subprocess.Popen(
-        command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds,
-        preexec_fn=die_with_parent))
+    return spawn(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds)
 
 
-def _write_message(stream: IO[bytes], message: dict[str, Any], deadline_s: float | None = None) -> bool:
+def _write_message(stream: IO[bytes], message: dict[str, Any], deadline_s: float) -> bool:
     """Write one message; False when ``deadline_s`` (epoch seconds) passes before the reader took all of it
     (BrokenPipeError if the reader is gone)."""
-    data = json.dumps(message, default=str).encode("utf-8")
-    framed = memoryview(struct.pack(">I", len(data)) + data)
-    if deadline_s is None:
-        stream.write(framed)
-        stream.flush()
-        return True
+    framed = memoryview(encode(message))
     fd = stream.fileno()
     os.set_blocking(fd, False)  # a write then takes what fits in the pipe and returns, never waits
     while framed:
@@ -388,32 +268,27 @@ def _write_message(stream: IO[bytes], message: dict[str, Any], deadline_s: float
     return True
 
 
+class _DeadlinePassed(Exception):
+    pass
+
+
 def _read_message(stream: IO[bytes], deadline_s: float) -> dict[str, Any] | None:
     """The next message, or None when ``deadline_s`` (epoch seconds) passes first; EOFError if the worker died."""
-    data = b""
-    needed = 4
-    length: int | None = None
     fd = stream.fileno()
-    while True:
+
+    def read(size: int) -> bytes:
         remaining = deadline_s - time.time()
-        if remaining <= 0:
-            return None
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
-            return None
-        chunk = os.read(fd, needed - len(data))
-        if not chunk:
-            raise EOFError("the worker exited")
-        data += chunk
-        if len(data) < needed:
-            continue
-        if length is None:
-            (length,) = struct.unpack(">I", data)
-            data, needed = b"", length
-            if length == 0:
-                return {}
-            continue
-        return json.loads(data)
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            raise _DeadlinePassed
+        return os.read(fd, size)
+
+    try:
+        message = read_message(read)
+    except _DeadlinePassed:
+        return None
+    if message is None:
+        raise EOFError("the worker exited")
+    return dict(message)
 
 
 def _utc_now() -> str:

@@ -1,5 +1,9 @@
 """``iotpipe local up``: start the emulator and the broker, deploy the env's stack, run the rule and the mapping.
 
+The composition root of ``iotpipe local``: the only module that imports across its rooms (``broker``, ``rules``,
+``esm``, ``functions``, the emulator) and wires them together; every process it starts goes through
+:mod:`iotpipe.local.processes`.
+
 One supervisor process owns everything it starts: a moto server (``python -m iotpipe.local.moto_server``, with
 iotpipe's fixes) and the MQTT broker as child processes that die with it, and in its own threads the topic rule
 engine, the event source mapping runners and the function runners' worker processes. It checks every part each
@@ -18,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -29,23 +32,35 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from iotpipe.errors import LocalError
 from iotpipe.local import health as local_health
 from iotpipe.local import state as local_state
-from iotpipe.local.broker import free_port
+from iotpipe.local.clients import Clients
 from iotpipe.local.health import DEAD, NOT_ANSWERING, OK, STOPPED, HealthRecord, PartHealth
 from iotpipe.local.moto_server import ACCESS_KEY_VARIABLE, API_TOKEN_HEADER, API_TOKEN_VARIABLE, QUIET_VARIABLE
 from iotpipe.local.processes import (
+    bind_error,
     command_line,
-    die_with_parent,
+    free_port,
     process_alive,
     process_state,
-    start_from_lasting_thread,
+    spawn,
+    stop_pid,
     stop_process,
+    wait_ready,
 )
 from iotpipe.local.stack import DeployedStack, load_deployed_stack
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+
+    from iotpipe.local.broker import RunningBroker
+    from iotpipe.local.esm import MappingRunner, MappingSpec
+    from iotpipe.local.functions.follower import HandlerFollower
+    from iotpipe.local.functions.runner import FunctionRunner
+    from iotpipe.local.functions.telemetry import TelemetrySink
 
 _log = logging.getLogger(__name__)
 
@@ -73,12 +88,9 @@ def _quiet(_: str) -> None:
 
 def check_port_free(port: int, option: str) -> None:
     """LocalError naming ``option`` when ``port`` is taken on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            raise LocalError(f"port {port} on 127.0.0.1 is in use; pick another with {option} N, or {option} 0 "
-                             "for a free one") from None
+    if bind_error("127.0.0.1", port) is not None:
+        raise LocalError(f"port {port} on 127.0.0.1 is in use; pick another with {option} N, or {option} 0 "
+                         "for a free one")
 
 
 class MotoServer:
@@ -92,33 +104,22 @@ class MotoServer:
         self._token = credentials.aws_secret_access_key if credentials else ""
         if credentials is not None:
             env.update({ACCESS_KEY_VARIABLE: credentials.aws_access_key_id, API_TOKEN_VARIABLE: self._token})
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "iotpipe.local.moto_server", "-H", "127.0.0.1", "-p", str(port)],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-            preexec_fn=die_with_parent)
+        self.process = spawn([sys.executable, "-m", "iotpipe.local.moto_server", "-H", "127.0.0.1", "-p", str(port)],
+                             env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout_s: float) -> None:
         """Return once the server answers; LocalError (with its log) if it exits or stays silent."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise LocalError(f"the AWS emulator exited at start (code {self.process.returncode}); "
-                                 f"its log: {self._log.name}")
-            try:
-                request = urllib.request.Request(f"{self.url}/moto-api/data.json",
-                                                 headers={API_TOKEN_HEADER: self._token})
-                with urllib.request.urlopen(request, timeout=1) as response:
-                    response.read()
-                return
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.05)
-        raise LocalError(f"the AWS emulator did not answer on {self.url} within {timeout_s:.0f} s; "
-                         f"its log: {self._log.name}")
+        wait_ready(lambda: self.answers(1.0, "data.json"), process=self.process,
+                   deadline=time.monotonic() + timeout_s,
+                   exited=lambda: LocalError(f"the AWS emulator exited at start (code {self.process.returncode}); "
+                                             f"its log: {self._log.name}"),
+                   timed_out=lambda: LocalError(f"the AWS emulator did not answer on {self.url} within "
+                                                f"{timeout_s:.0f} s; its log: {self._log.name}"))
 
-    def answers(self, timeout_s: float) -> bool:
-        """True when the server answers a cheap request within ``timeout_s``."""
+    def answers(self, timeout_s: float, path: str = "config") -> bool:
+        """True when the server answers a cheap request (``/moto-api/<path>``) within ``timeout_s``."""
         try:
-            request = urllib.request.Request(f"{self.url}/moto-api/config", headers={API_TOKEN_HEADER: self._token})
+            request = urllib.request.Request(f"{self.url}/moto-api/{path}", headers={API_TOKEN_HEADER: self._token})
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 response.read()
             return True
@@ -135,12 +136,12 @@ class ClientCache:
     """One boto3 client per service, made once and shared by the runners' threads (boto3 clients are
     thread-safe; making one loads its service model, which costs tens of milliseconds)."""
 
-    def __init__(self, factory: Any) -> None:
+    def __init__(self, factory: Clients) -> None:
         self._factory = factory
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[str, BaseClient] = {}
         self._lock = threading.Lock()
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str) -> BaseClient:
         """The shared client for ``service``."""
         with self._lock:
             if service not in self._clients:
@@ -153,10 +154,10 @@ class _Wiring:
     """What runs for one deployed version of the stack."""
 
     stack: DeployedStack
-    engine: Any
-    runners: list[Any]
-    functions: list[Any]
-    sinks: list[Any]
+    engine: Any  # iotpipe.local.rules.RuleEngine
+    runners: list[MappingRunner]
+    functions: list[FunctionRunner]
+    sinks: list[TelemetrySink]
 
     def stop(self) -> None:
         for runner in self.runners:
@@ -176,14 +177,14 @@ class LocalPipeline:
         self.progress = progress
         self.directory = options.directory or local_state.state_dir()
         self.moto: MotoServer | None = None
-        self.broker: Any = None
+        self.broker: RunningBroker | None = None
         self.state: local_state.LocalState | None = None
         self._wiring: _Wiring | None = None
         self._wiring_lock = threading.Lock()
         self._stop_event = threading.Event()
         self._wake = threading.Event()  # a check is due now: the emulator exited, or stop was asked
         self._watcher: threading.Thread | None = None
-        self._clients: Any = None
+        self._clients: ClientCache | None = None
         self.rewires = 0
         self.unrouted = 0  # messages received while no stack was wired
         self.problems: list[str] = []
@@ -249,7 +250,7 @@ class LocalPipeline:
         self.progress(f"ready in {time.monotonic() - started:.1f} s")
         return self.state
 
-    def _start_broker(self) -> Any:
+    def _start_broker(self) -> RunningBroker:
         from iotpipe.local.broker import BrokerSpec, start_broker
 
         return start_broker(BrokerSpec(kind=self.options.broker, port=self.options.mqtt_port,
@@ -303,15 +304,16 @@ class LocalPipeline:
     def _wire(self, stack: DeployedStack) -> None:
         """Build and start the rule engine, mapping runners and functions of ``stack``; a previous wiring is
         replaced (its mappings stop first, and the new ones resume where they stopped)."""
-        from iotpipe.local.function import FunctionRunner, function_from_stack
+        from iotpipe.local.functions.runner import FunctionRunner
+        from iotpipe.local.functions.spec import function_from_stack
+        from iotpipe.local.functions.telemetry import TelemetrySink
         from iotpipe.local.rules import RuleEngine, rule_from_properties
-        from iotpipe.local.telemetry import TelemetrySink
 
-        assert self.moto is not None
+        assert self.moto is not None and self._clients is not None
         rules = [rule_from_properties(stack.properties(logical_id))
                  for logical_id in stack.resources_of_type("AWS::IoT::TopicRule")]
-        functions: dict[str, Any] = {}
-        sinks: list[Any] = []
+        functions: dict[str, FunctionRunner] = {}
+        sinks: list[TelemetrySink] = []
         for logical_id in stack.resources_of_type("AWS::Lambda::Function"):
             spec = function_from_stack(stack, logical_id, self._read_object)
             sink = TelemetrySink(self._clients, spec.log_group)
@@ -323,7 +325,7 @@ class LocalPipeline:
                                                  on_output=sink)
         mappings = self._mappings(stack, functions)
         previous = self._wiring
-        checkpoints: dict[str, Any] = {}
+        checkpoints: dict[str, dict[str, str | None]] = {}
         if previous is not None:  # a redeploy keeps each mapping's place in its shards, as Lambda does
             for runner in previous.runners:
                 runner.stop()
@@ -342,10 +344,11 @@ class LocalPipeline:
 
     def _read_object(self, bucket: str, key: str) -> bytes:
         """An object of the emulator's S3 (a function's zip that deploy uploaded)."""
+        assert self._clients is not None
         body: bytes = self._clients.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
         return body
 
-    def _mappings(self, stack: DeployedStack, functions: dict[str, Any]) -> list[Any]:
+    def _mappings(self, stack: DeployedStack, functions: dict[str, FunctionRunner]) -> list[MappingSpec]:
         from iotpipe.local.esm import mapping_from_properties
 
         mappings = []
@@ -358,7 +361,8 @@ class LocalPipeline:
                                                     invoke_identity_arn=functions[function_arn].spec.role_arn))
         return mappings
 
-    def _runner(self, mapping: Any, function: Any, resume_from: Any) -> Any:
+    def _runner(self, mapping: MappingSpec, function: FunctionRunner,
+                resume_from: dict[str, str | None] | None) -> MappingRunner:
         from iotpipe.local.esm import MappingRunner
 
         assert self.moto is not None
@@ -372,9 +376,9 @@ class LocalPipeline:
         if previous is not None:
             previous.stop()
 
-    def _watch(self, factory: Any) -> None:
+    def _watch(self, factory: Clients) -> None:
         """Follow deploys and destroys of the stack until stopped."""
-        from iotpipe.local.function import HandlerFollower
+        from iotpipe.local.functions.follower import HandlerFollower
 
         assert self.state is not None
         follower = HandlerFollower.for_packaged_handlers()
@@ -388,13 +392,13 @@ class LocalPipeline:
                 continue
             self._follow(factory, stack)
 
-    def _follow_edits(self, follower: Any) -> None:
+    def _follow_edits(self, follower: HandlerFollower) -> None:
         """A saved edit of the processor's source runs from the next invocation on (no deploy needed)."""
         wiring = self._wiring
         for name in follower.poll(wiring.functions) if wiring is not None else ():
             self.progress(f"function {name}: picked up the saved edit of its handler source")
 
-    def _follow(self, factory: Any, stack: DeployedStack | None) -> None:
+    def _follow(self, factory: Clients, stack: DeployedStack | None) -> None:
         """Unwire after a destroy; rewire after a deploy that changed the stack and has settled."""
         assert self.state is not None
         current = self._wiring
@@ -544,9 +548,9 @@ class LocalPipeline:
         with contextlib.suppress(Exception):
             old.stop(timeout_s=1)
         try:  # on its port: devices and the state file keep its address
-            self.broker = start_from_lasting_thread(lambda: start_broker(
+            self.broker = start_broker(
                 BrokerSpec(kind=old.kind, port=old.port, username=self.credentials.mqtt_username,
-                           password=self.credentials.mqtt_password), self.directory / "broker", self._on_message))
+                           password=self.credentials.mqtt_password), self.directory / "broker", self._on_message)
         except LocalError as exc:
             self.broker = None
             self._give_up(replace(part, detail=f"{part.detail}; restarting it failed: {exc}"), self.check_parts())
@@ -631,7 +635,7 @@ class LocalPipeline:
             self.progress(f"stopped in {time.monotonic() - started:.1f} s")
 
     @property
-    def wiring(self) -> Any:
+    def wiring(self) -> _Wiring | None:
         """What runs now (rule engine, runners, functions), or None between a destroy and a deploy."""
         return self._wiring
 
@@ -642,7 +646,7 @@ def _function_arn(stack: DeployedStack, name_or_arn: str) -> str:
     return f"arn:aws:lambda:{stack.region}:{stack.account_id}:function:{name_or_arn}"
 
 
-def _settled(factory: Any, stack_name: str) -> bool:
+def _settled(factory: Clients, stack_name: str) -> bool:
     status = factory.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"][0]["StackStatus"]
     return bool(status.endswith("_COMPLETE"))
 
@@ -661,26 +665,15 @@ def refuse_if_running(directory: Path) -> None:
 def stop_running(directory: Path, timeout_s: float = 5.0) -> local_state.LocalState | None:
     """Stop the ``iotpipe local`` recorded in ``directory``; None when none runs (a stale file is removed, and a
     pid that another program reused is never signalled)."""
-    import signal
-
     found = local_state.read_state(directory)
     if found is None:
         return None
     if not local_state.supervisor_alive(found):
         local_state.remove_state(directory)
         return None
-    os.kill(found.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while process_alive(found.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if process_alive(found.pid):
-        os.kill(found.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 2
-        while process_alive(found.pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
+    stop_pid(found.pid, timeout_s)
     for pid in found.child_pids:  # normally gone with their parent; a SIGKILLed parent may leave them briefly
         if process_alive(pid) and any(name in command_line(pid) for name in ("moto_server", "mosquitto")):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            stop_pid(pid, kill=True)
     local_state.remove_state(directory)
     return replace(found, ready=False)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from iotpipe.local.clients import Clients
+
 MAX_LOG_EVENTS_PER_CALL = 10_000
 MAX_LOG_BYTES_PER_CALL = 1_000_000
 MAX_METRICS_PER_CALL = 1000  # PutMetricData: at most 1,000 metrics per request
@@ -73,7 +75,7 @@ def _directive_metrics(document: Mapping[str, Any], directives: Any, timestamp_m
 class TelemetrySink:
     """Takes the function's output lines; a background thread writes them to CloudWatch Logs and Metrics."""
 
-    def __init__(self, clients: Any, log_group: str, *, flush_interval_s: float = 0.5) -> None:
+    def __init__(self, clients: Clients, log_group: str, *, flush_interval_s: float = 0.5) -> None:
         self._logs = clients.client("logs")
         self._cloudwatch = clients.client("cloudwatch")
         self.log_group = log_group
