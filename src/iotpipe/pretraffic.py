@@ -55,12 +55,13 @@ def recent_sample(s3: Any, bucket: str, now: float) -> dict[str, Any] | None:
     ``{"key", "shard", "records": [[partitionKey, base64 data, arrival ms, sequence number], ...]}``."""
     found = []
     for hours_ago in (0, 1):
-        prefix = time.strftime("raw/year=%Y/month=%m/day=%d/hour=%H/", time.gmtime(now - hours_ago * 3600))
+        prefix = ARCHIVE_PREFIXES[0] + time.strftime("year=%Y/month=%m/day=%d/hour=%H/",
+                                                      time.gmtime(now - hours_ago * 3600))
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             found += [item for item in page.get("Contents", []) if item["Size"] <= RECENT_MAX_BYTES]
     for item in sorted(found, key=lambda item: item["LastModified"], reverse=True)[:20]:
         try:
-            s3.head_object(Bucket=bucket, Key="quarantine/" + item["Key"][len("raw/"):])
+            s3.head_object(Bucket=bucket, Key=ARCHIVE_PREFIXES[1] + item["Key"][len(ARCHIVE_PREFIXES[0]):])
             continue
         except s3.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
@@ -142,6 +143,8 @@ def handler(event: dict[str, Any], _context: Any, clients: Any = None) -> str:
 
 # ---------------------------------------------------------------- render time (not part of the hook)
 
+from iotpipe.naming import ARCHIVE_PREFIXES  # noqa: E402  (hook_code appends its value to the hook)
+
 # The vectors' record-level rejections: the record is quarantined whole before any threshold or
 # unknown-sensor setting applies, so no configuration stores it. In order of preference: the sample keeps the
 # template small (CloudFormation's 51,200-byte body).
@@ -205,4 +208,4 @@ def hook_code(sample: dict[str, Any]) -> str:
                  if not isinstance(node, ast.AnnAssign)  # SAMPLE's placeholder: the rendered one follows
                  and not (isinstance(node, ast.Import) and node.names[0].name == "ast")
                  and not (isinstance(node, ast.ImportFrom) and node.module in ("pathlib", "typing"))]
-    return ast.unparse(tree) + f"\nSAMPLE = {sample!r}\n"
+    return ast.unparse(tree) + f"\nSAMPLE = {sample!r}\nARCHIVE_PREFIXES = {ARCHIVE_PREFIXES!r}\n"
