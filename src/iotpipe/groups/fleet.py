@@ -151,7 +151,8 @@ def _provisioning(cfg: PipelineConfig, names: Names, keys: KeyGroup) -> tuple[li
         PolicyDocument=policies.document(*claim_statements(names)))
     outputs = [
         Output(names.output(naming.OUT_FLEET_TEMPLATE), Description="Fleet provisioning template of claim devices",
-               Value=Ref(template)),
+               # The name, not Ref: moto's CloudFormation has no provisioning templates (iotpipe local emulates it).
+               Value=Sub(template_name)),
         Output(names.output(naming.OUT_FLEET_TABLE), Description="Allow-list table of provisioning by claim",
                Value=Ref(table)),
         Output(names.output(naming.OUT_FLEET_CLAIM_POLICY), Description="IoT policy of claim certificates",
