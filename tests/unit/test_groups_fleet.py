@@ -31,6 +31,7 @@ from iotpipe import provisioning_hook
 from iotpipe.config import load_config
 from iotpipe.deploy.plan import TEMPLATE_BODY_LIMIT, compact_json
 from iotpipe.groups.fleet import hook_code, template_body
+from iotpipe.lint import blocking, lint_template
 from iotpipe.render import render_template
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,6 +83,12 @@ def test_the_template_names_the_thing_from_the_serial_and_activates_the_certific
     assert resources["certificate"]["Properties"] == {"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"},
                                                       "Status": "ACTIVE"}
     assert resources["policy"]["Properties"] == {"PolicyName": "SensorDevicePolicy-prod"}
+
+
+def test_prod_with_the_audit_passes_the_lint_gate(prod: dict[str, Any]) -> None:
+    text = render_template(load_config(REPO / "iotpipe.toml", "prod", {"fleet.device_defender_audit": True}))
+    assert blocking(lint_template(text, checkov=True)) == []
+    assert "DeviceDefenderAuditRole" in prod["Resources"]
 
 
 def test_the_hook_is_inlined_within_lambdas_limit_and_answers_within_iots_5_seconds(prod: dict[str, Any]) -> None:

@@ -216,6 +216,9 @@ def _audit(cfg: PipelineConfig, names: Names, keys: KeyGroup, monitoring: Monito
             policies.key_user(keys.key_arn, policies.KMS_GENERATE_DATA_KEY, policies.KMS_DECRYPT,
                               sid="EncryptNotifications")))],
         Tags=Tags(Environment=Ref(naming.ENV_PARAM)),
+        Metadata={"iotpipe": {"wildcard-resources": {"ListCertificates": (
+            "iot:ListCertificates has no resource type in the Service Authorization Reference: IAM authorizes it "
+            "against \"*\" only")}}},
     )
     configuration = tpiot.AccountAuditConfiguration(
         names.id(naming.AUDIT_CONFIGURATION), AccountId=AccountId, RoleArn=GetAtt(role, "Arn"),
