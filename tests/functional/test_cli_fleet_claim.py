@@ -105,3 +105,16 @@ def test_a_stack_without_provisioning_by_claim_names_the_setting(moto_endpoint: 
         {"Resources": TEMPLATE["Resources"], "Outputs": {"X": {"Value": "y"}}}))
     result = cli(moto_endpoint, "fleet", "status")
     assert result.exit_code == 1 and "provisioning_by_claim = true" in result.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--serial", "SN-1"], "--provision-by-claim DIR and --serial SERIAL go together"),
+    (["--provision-by-claim", "claim"], "--provision-by-claim DIR and --serial SERIAL go together"),
+    (["--provision-by-claim", "claim", "--serial", "SN-1", "--broker", "mqtt://127.0.0.1:1"], "drop --broker"),
+    (["--provision-by-claim", "nowhere", "--serial", "SN-1", "--env", "dev"], "has no claim.json"),
+])
+def test_simulate_by_claim_refuses_bad_usage_with_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         args: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["simulate", *args])
+    assert result.exit_code == 2 and message in result.output

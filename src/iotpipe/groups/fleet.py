@@ -24,7 +24,7 @@ from troposphere import dynamodb as ddb
 from troposphere import iot as tpiot
 from troposphere import logs as tplogs
 
-from iotpipe import naming, policies
+from iotpipe import devices, naming, policies
 from iotpipe.config import PipelineConfig
 from iotpipe.groups.keys import KeyGroup
 from iotpipe.groups.monitoring import MonitoringGroup
@@ -75,7 +75,10 @@ def template_body(names: Names = DEFAULT_NAMES) -> str:
         "Resources": {
             "thing": {"Type": "AWS::IoT::Thing", "Properties": {
                 "ThingName": {"Ref": SERIAL_PARAMETER},
-                "AttributePayload": {"serial": {"Ref": SERIAL_PARAMETER}, "provisionedBy": "claim"}}},
+                # environment and managedBy as `device register` sets them: `device list`, `rotate`, `audit` and
+                # `revoke` then treat a device provisioned by claim as one of the env's.
+                "AttributePayload": {"serial": {"Ref": SERIAL_PARAMETER}, "provisionedBy": "claim",
+                                     "environment": "${EnvironmentSuffix}", "managedBy": devices.MANAGED_BY}}},
             "certificate": {"Type": "AWS::IoT::Certificate", "Properties": {
                 "CertificateId": {"Ref": CERTIFICATE_PARAMETER}, "Status": "ACTIVE"}},
             "policy": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": policy_name}},

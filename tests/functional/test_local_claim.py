@@ -54,7 +54,10 @@ def test_an_allowed_serial_provisions_and_sends_and_another_is_refused(workdir: 
     iot = boto3.client("iot", endpoint_url=info["awsEndpoint"], region_name="us-east-1",
                        aws_access_key_id=info["awsAccessKeyId"], aws_secret_access_key=info["awsSecretAccessKey"])
     thing = iot.describe_thing(thingName="SN-0001")
-    assert thing["attributes"] == {"serial": "SN-0001", "provisionedBy": "claim"}
+    assert thing["attributes"] == {"serial": "SN-0001", "provisionedBy": "claim", "environment": "local",
+                                   "managedBy": "iotpipe"}
+    listed = json.loads(cli("device", "list", "--env", "local", "--output", "json").stdout)
+    assert "SN-0001" in [device["thingName"] for device in listed]  # one of the env's devices
     principal = iot.list_thing_principals(thingName="SN-0001")["principals"][0]
     certificate_id = principal.rsplit("/", 1)[-1]
     assert iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]["status"] == "ACTIVE"
