@@ -20,11 +20,14 @@ PROVISION = "$aws/provisioning-templates/iotpipe-claim-local/provision/json"
 
 
 class Clients:
+    """One client per service, as iotpipe local's client cache gives them."""
+
     def __init__(self) -> None:
         self._session = boto3.session.Session(region_name="us-east-1")
+        self._made: dict[str, Any] = {}
 
     def client(self, service: str) -> Any:
-        return self._session.client(service)
+        return self._made.setdefault(service, self._session.client(service))
 
 
 @pytest.fixture
@@ -87,3 +90,48 @@ def test_another_template_and_a_bad_payload_are_rejected(emulator: ProvisioningE
     reply = emulator.handle(PROVISION, b"not json")
     assert reply is not None and json.loads(reply[1])["errorCode"] == "InvalidPayload"
     assert emulator.handle("sensor/SN-1/data", b"{}") is None
+
+
+# ---------------------------------------------------------------- the provisioning role covers RegisterThing's calls
+
+IOT_ARN = "arn:aws:iot:us-east-1:123456789012"
+RESOURCE_OF = {  # Service Authorization Reference: the resource type each IoT action is authorized against
+    "CreateThing": lambda p: f"{IOT_ARN}:thing/{p['thingName']}",
+    "AttachThingPrincipal": lambda p: f"{IOT_ARN}:thing/{p['thingName']}",
+    "UpdateCertificate": lambda p: f"{IOT_ARN}:cert/{p['certificateId']}",
+    "DescribeCertificate": lambda p: f"{IOT_ARN}:cert/{p['certificateId']}",
+    "AttachPolicy": lambda p: f"{IOT_ARN}:policy/{p['policyName']}",
+}
+
+
+def test_every_call_of_the_templates_resources_is_granted_by_the_provisioning_role(
+        emulator: ProvisioningEmulator) -> None:
+    from test_least_privilege import decoded, grants, resolve, wildcard
+
+    from iotpipe.config import load_config
+    from iotpipe.render import render_template
+
+    calls: list[tuple[str, str]] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        if model.service_model.signing_name == "iot" and model.name in RESOURCE_OF:
+            calls.append((f"iot:{model.name}", RESOURCE_OF[model.name](params)))
+        elif model.service_model.signing_name == "iot" and model.name != "CreateKeysAndCertificate":
+            raise AssertionError(f"iot:{model.name} has no resource mapping here: map it, then check the role")
+
+    token = ask(emulator, CREATE_TOPIC, {})[1]["certificateOwnershipToken"]
+    emulator._clients.client("iot").meta.events.register("provide-client-params.iot.*", record)
+    ask(emulator, PROVISION, {"certificateOwnershipToken": token, "parameters": {"SerialNumber": "SN-1"}})
+    template = decoded(render_template(load_config(None, "local", {"fleet.provisioning_by_claim": True})))
+    names = {"AWS::Partition": "aws", "AWS::Region": "us-east-1", "AWS::AccountId": "123456789012",
+             "EnvironmentSuffix": "local"}
+    statements = [s for p in template["Resources"]["FleetProvisioningRole"]["Properties"]["Policies"]
+                  for s in resolve(p["PolicyDocument"]["Statement"], names)]
+    granted = grants(statements)
+    assert {action for action, _ in calls} == {f"iot:{name}" for name in RESOURCE_OF}
+    ungranted = [call for call in calls if not any(
+        wildcard(g.action, call[0], ignore_case=True) and wildcard(g.resource, call[1]) for g in granted)]
+    assert ungranted == []
+    # and it reaches no other policy than the device policy
+    other = ("iot:AttachPolicy", f"{IOT_ARN}:policy/iotpipe-claim-local")
+    assert not any(wildcard(g.action, other[0]) and wildcard(g.resource, other[1]) for g in granted)

@@ -187,7 +187,8 @@ def _provisioning_role(names: Names) -> iam.Role:
                      Name=names.device_policy_name())
     statements = [
         Statement(Sid="CreateThings", Effect=Allow,
-                  Action=[awsiot.CreateThing, awsiot.DescribeThing, awsiot.UpdateThing, awsiot.ListThingPrincipals],
+                  Action=[awsiot.CreateThing, awsiot.DescribeThing, awsiot.UpdateThing, awsiot.ListThingPrincipals,
+                          awsiot.AttachThingPrincipal],
                   Resource=[thing_arn]),
         Statement(Sid="ActivateCertificates", Effect=Allow,
                   Action=[awsiot.DescribeCertificate, awsiot.UpdateCertificate, awsiot.AttachThingPrincipal,
