@@ -19,6 +19,7 @@ from iotpipe.config import PipelineConfig
 from iotpipe.errors import TemplateError
 from iotpipe.groups.analytics import AnalyticsGroup, build_analytics
 from iotpipe.groups.endpoint import EndpointGroup, build_endpoint
+from iotpipe.groups.fleet import FleetGroup, build_fleet
 from iotpipe.groups.ingest import IngestGroup, build_ingest
 from iotpipe.groups.keys import KeyGroup, build_keys
 from iotpipe.groups.monitoring import MonitoringGroup, build_monitoring
@@ -51,6 +52,7 @@ class Groups:
     monitoring: MonitoringGroup
     analytics: AnalyticsGroup
     rollout: RolloutGroup
+    fleet: FleetGroup
 
     def in_order(self) -> tuple[Group, ...]:
         """Every group, in the order compose adds them."""
@@ -73,6 +75,7 @@ _BUILTINS: dict[str, tuple[type, Callable[..., Any], str | None, tuple[str, ...]
     "monitoring": (MonitoringGroup, build_monitoring, "", ("keys", "stream", "processor", "ingest")),
     "analytics": (AnalyticsGroup, build_analytics, "analytics", ("storage",)),
     "rollout": (RolloutGroup, build_rollout, "", ("processor", "monitoring")),
+    "fleet": (FleetGroup, build_fleet, "", ("keys", "monitoring")),
 }
 GROUP_NAMES = tuple(_BUILTINS)
 

@@ -343,6 +343,22 @@ class IngestConfig:
                                          "with it (--readings-per-message overrides)")
 
 
+@dataclass(frozen=True)
+class FleetConfig:
+    """Fleets: provisioning by claim and the Device Defender audit (both opt-in, docs/fleets.md)."""
+
+    SECTION: ClassVar[str] = "fleet"
+    provisioning_by_claim: bool = _opt(False, doc="true: a fleet provisioning template, its pre-provisioning hook "
+                                                  "and allow-list table, and the claim policy (iotpipe fleet claim)")
+    device_defender_audit: bool = _opt(False, doc="true: Device Defender's certificate-expiry audit check, scheduled, "
+                                                  "notifying the alarm topic (priced in iotpipe cost)")
+    audit_frequency: str = _opt("WEEKLY", choices=("DAILY", "WEEKLY", "BIWEEKLY", "MONTHLY"),
+                                doc="how often the scheduled audit runs")
+
+    def __post_init__(self) -> None:
+        _validate_fields(self, self.SECTION)
+
+
 SEED_THRESHOLDS: Mapping[str, Threshold] = {
     "temperature": Threshold(min=10.0, max=80.0, unit="celsius"),
     "pressure": Threshold(min=30.0, max=150.0, unit="psi"),
@@ -398,6 +414,7 @@ class PipelineConfig:
     alarms: AlarmConfig = field(default_factory=AlarmConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     tags: tuple[tuple[str, str], ...] = ()
     parameters: tuple[tuple[str, str], ...] = ()
     # ``[prices.<service>] <item> = <usd per unit>``: overrides of the packaged price table (iotpipe cost).
@@ -451,6 +468,7 @@ _SECTION_TYPES: dict[str, type] = {
     "alarms": AlarmConfig,
     "analytics": AnalyticsConfig,
     "ingest": IngestConfig,
+    "fleet": FleetConfig,
 }
 _SCALAR_KEYS = ("stack_name", "region", "termination_protection")
 _TOP_KEYS = (*_SCALAR_KEYS, "thresholds", *_SECTION_TYPES, "tags", "parameters", "prices")

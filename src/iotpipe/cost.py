@@ -561,6 +561,9 @@ def billable_units(workload: Workload, cfg: PipelineConfig, assumptions: Assumpt
     add("s3.storage_gb_months", archive_gb_months(s.archive_bytes, retention),
         f"gzip, S3 Standard, expired after {retention} days")
 
+    if cfg.fleet.device_defender_audit:
+        add("iot.device_defender_audit_devices", workload.devices * seconds / MONTH_SECONDS,
+            "Device Defender audit: every device's certificate is active in the month", per_reading=False)
     add("kms.key_months", CUSTOMER_MANAGED_KEYS * seconds / MONTH_SECONDS, "the pipeline key (alarm topic, logs)",
         per_reading=False)
     if cfg.analytics.enabled:

@@ -309,6 +309,11 @@ def connection_settings(device: RegisteredDevice) -> dict[str, Any]:
     }
 
 
+def plain_broker(url: str) -> tuple[str, int]:
+    """Host and port of a plain ``mqtt://host:port`` broker URL (ParameterError ``broker_url`` otherwise)."""
+    return _plain_broker(url)
+
+
 def _plain_broker(url: str) -> tuple[str, int]:
     parsed = urlparse(url)
     try:

@@ -79,6 +79,17 @@ ANALYTICS_RESULTS_BUCKET_POLICY = "AnalyticsResultsBucketPolicy"
 ANALYTICS_POLICY = "AnalyticsQueryPolicy"
 PROCESSOR_VERSION = "DataProcessorVersion"  # + a hash of the function's properties (one version per change)
 PROCESSOR_ALIAS = "DataProcessorAlias"
+FLEET_TEMPLATE = "FleetProvisioningTemplate"
+FLEET_ROLE = "FleetProvisioningRole"
+FLEET_HOOK = "FleetPreProvisioningHook"
+FLEET_HOOK_ROLE = "FleetPreProvisioningHookRole"
+FLEET_HOOK_PERMISSION = "FleetPreProvisioningHookPermission"
+FLEET_HOOK_LOG_GROUP = "FleetPreProvisioningHookLogGroup"
+FLEET_TABLE = "FleetAllowListTable"
+FLEET_CLAIM_POLICY = "FleetClaimPolicy"
+AUDIT_CONFIGURATION = "DeviceDefenderAuditConfiguration"
+AUDIT_ROLE = "DeviceDefenderAuditRole"
+AUDIT_SCHEDULE = "DeviceDefenderScheduledAudit"
 ROLLOUT_APPLICATION = "ProcessorDeployApplication"
 ROLLOUT_DEPLOYMENT_GROUP = "ProcessorDeployGroup"
 ROLLOUT_ROLE = "ProcessorDeployRole"
@@ -114,6 +125,10 @@ OUT_ANALYTICS_DATABASE = "AnalyticsDatabaseName"
 OUT_ANALYTICS_WORKGROUP = "AnalyticsWorkGroupName"
 OUT_ANALYTICS_RESULTS = "AnalyticsResultsBucketName"
 OUT_ANALYTICS_POLICY = "AnalyticsQueryPolicyArn"
+OUT_FLEET_TEMPLATE = "FleetProvisioningTemplateName"
+OUT_FLEET_TABLE = "FleetAllowListTableName"
+OUT_FLEET_CLAIM_POLICY = "FleetClaimPolicyName"
+OUT_FLEET_HOOK = "FleetPreProvisioningHookName"
 OUT_ENV = ENV_PARAM
 EXPORTS = {
     OUT_TABLE_NAME: "SensorDataTable",
@@ -244,6 +259,23 @@ class Names:
     def device_policy_name(self) -> Sub:
         """The IoT policy attached to device certificates."""
         return Sub("SensorDevicePolicy-" + self.env())
+
+    def provisioning_template_name(self) -> str:
+        """The fleet provisioning template (``Fn::Sub`` pattern); devices publish under
+        ``$aws/provisioning-templates/<name>/provision/``."""
+        return "iotpipe-claim-" + self.env()
+
+    def claim_policy_name(self) -> Sub:
+        """The IoT policy attached to claim certificates."""
+        return Sub("iotpipe-claim-" + self.env())
+
+    def fleet_table_name(self) -> Sub:
+        """The allow-list table of provisioning by claim (serials and claim certificates)."""
+        return Sub("iotpipe-fleet-" + self.env())
+
+    def fleet_hook_name(self) -> Sub:
+        """The pre-provisioning hook function."""
+        return Sub("iotpipe-claim-hook-" + self.env())
 
     def thing_name(self) -> Sub:
         """The seed's sample thing."""

@@ -105,6 +105,16 @@ def test_basic_ingest_removes_the_messaging_charge_but_not_the_rule() -> None:
     assert basic["iot.rules_triggered"] == plain["iot.rules_triggered"]
 
 
+def test_the_device_defender_audit_is_priced_per_device_only_when_opted_in() -> None:
+    workload = cost.Workload(devices=1000, sensors=2, rate_hz=1.0)
+    off = usd(cost.estimate(workload, build_config({}, "dev", {}), assumptions=HAND_ASSUMPTIONS))
+    on = usd(cost.estimate(workload, build_config({}, "dev", {"fleet.device_defender_audit": True}),
+                           assumptions=HAND_ASSUMPTIONS))
+    assert "iot.device_defender_audit_devices" not in off
+    assert on["iot.device_defender_audit_devices"] == pytest.approx(1000 * 1.10 / 1000)  # $1.10 per 1,000 devices
+    assert {key: value for key, value in on.items() if key != "iot.device_defender_audit_devices"} == off
+
+
 def test_several_readings_per_message_divide_the_per_message_charges() -> None:
     cfg = build_config({}, "dev", {})
     one = usd(cost.estimate(cost.Workload(10, 2, 1.0, 1), cfg, assumptions=HAND_ASSUMPTIONS))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
+from typing import Any
 
 import click
 
@@ -13,6 +14,7 @@ from iotpipe.cli.common import config_options, load_pipeline_config, progress, r
 from iotpipe.cli.output import STREAM_FORMATS, echo_json, echo_json_line, output_choices
 from iotpipe.errors import ConfigError
 from iotpipe.query import now_ms
+from iotpipe.simulate import claim as simulate_claim
 
 # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C.
 INTERRUPTED_EXIT = 130
@@ -40,6 +42,10 @@ INTERRUPTED_EXIT = 130
 @click.option("--sensor", "sensors", multiple=True, help="Sensor types to simulate (default: all configured).")
 @click.option("--broker", help="Plain MQTT broker, mqtt://host:port (no TLS).")
 @click.option("--cert-dir", type=click.Path(file_okay=False), help="Devices registered with 'device register' (TLS).")
+@click.option("--provision-by-claim", "claim_dir", type=click.Path(file_okay=False),
+              help="First provision --serial with the claim certificate in this folder ('fleet claim create'), "
+                   "then send as the new thing.")
+@click.option("--serial", help="With --provision-by-claim: the device's serial (its thing name once provisioned).")
 @click.option(
     "--format",
     "fmt",
@@ -90,6 +96,8 @@ def simulate(
     sensors: tuple[str, ...],
     broker: str | None,
     cert_dir: str | None,
+    claim_dir: str | None,
+    serial: str | None,
     fmt: str,
     batch: int,
     failure: str | None,
@@ -118,17 +126,25 @@ def simulate(
       iotpipe simulate --dry-run --devices 2 --count 6 --format multi --seed 1
       iotpipe simulate --env prod --cert-dir certs --format multi --batch 60 --duration 600
       iotpipe simulate --env local --devices 3 --rate 10 --duration 60 --failure level-shift --ground-truth t.csv
+      iotpipe simulate --env local --provision-by-claim claim/local --serial SN-0001 --count 10
     """
+    if bool(claim_dir) != bool(serial):
+        raise ConfigError("--provision-by-claim DIR and --serial SERIAL go together")
+    if claim_dir and (broker or cert_dir or dry_run):
+        raise ConfigError("--provision-by-claim connects with the claim certificate: drop --broker, --cert-dir and "
+                          "--dry-run")
     if ground_truth and not failure:
         raise ConfigError("--ground-truth lists the failed readings: give --failure too")
     if broker and cert_dir:
         raise ConfigError("give --broker or --cert-dir, not both")
     cfg = load_pipeline_config(config_path, env)
     local = running_local(cfg.env) if not (broker or dry_run) else None
-    broker = local.mqtt if local is not None and not cert_dir else broker
-    if not (broker or cert_dir or dry_run):
+    broker = local.mqtt if local is not None and not (cert_dir or claim_dir) else broker
+    if not (broker or cert_dir or claim_dir or dry_run):
         raise ConfigError("where to send? give --cert-dir (AWS IoT, TLS), --broker mqtt://host:port, or --dry-run "
                           "(or start `iotpipe local up --env <env>`)")
+    if claim_dir and serial:
+        cert_dir = _provision(claim_dir, serial, local, devices_lib.basic_ingest_rule(cfg))
     credentials = simulate_lib.load_cert_dir(cert_dir) if cert_dir else []
     if credentials and local is not None:  # connection files written for this local broker need its run's login
         credentials = simulate_lib.with_login(credentials, local.mqtt, local.mqtt_username or None,
@@ -212,3 +228,16 @@ def simulate(
         sys.exit(INTERRUPTED_EXIT)
     if summary.failed:
         raise simulate_lib.PublishError(f"{summary.failed} message(s) were not acknowledged by the broker")
+
+
+def _provision(claim_dir: str, serial: str, local: Any, rule: str | None) -> str:
+    """Provision ``serial`` by claim (as a device does, over MQTT); the folder of its new certificate."""
+    claim = simulate_claim.load_claim(claim_dir)
+    username = local.mqtt_username or None if local is not None and not claim.credentials.tls else None
+    password = local.mqtt_password or None if local is not None and not claim.credentials.tls else None
+    progress(f"provisioning {serial} by claim with template {claim.template}")
+    provisioned = simulate_claim.provision_by_claim(claim, serial, username=username, password=password,
+                                                    basic_ingest_rule=rule)
+    progress(f"provisioned thing {provisioned.thing_name} (certificate {provisioned.certificate_id[:12]}…), "
+             f"files in {provisioned.cert_dir}")
+    return str(provisioned.cert_dir)

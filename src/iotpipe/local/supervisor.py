@@ -158,8 +158,11 @@ class _Wiring:
     runners: list[MappingRunner]
     functions: list[FunctionRunner]
     sinks: list[TelemetrySink]
+    provisioning: Any = None  # fleet provisioning by claim (iotpipe.local.provisioning), when the stack has it
 
     def stop(self) -> None:
+        if self.provisioning is not None:
+            self.provisioning.stop()
         for runner in self.runners:
             runner.stop()
         self.engine.close()
@@ -332,7 +335,8 @@ class LocalPipeline:
                 checkpoints[runner.spec.stream_arn] = runner.checkpoints()
         runners = [self._runner(mapping, functions[mapping.function_arn], checkpoints.get(mapping.stream_arn))
                    for mapping in mappings]
-        wiring = _Wiring(stack, RuleEngine(rules, self._clients), runners, list(functions.values()), sinks)
+        wiring = _Wiring(stack, RuleEngine(rules, self._clients), runners, list(functions.values()), sinks,
+                         self._provisioning(stack))
         for runner in runners:
             runner.start()
         with self._wiring_lock:
@@ -341,6 +345,21 @@ class LocalPipeline:
             previous.stop()
         self.progress(f"running {len(rules)} topic rule(s), {len(runners)} event source mapping(s), "
                       f"{len(functions)} function(s) of stack {stack.name} (version {stack.digest[:12]})")
+
+    def _provisioning(self, stack: DeployedStack) -> Any:
+        """The fleet provisioning emulator of ``stack``'s provisioning template, serving the broker (or None)."""
+        from urllib.parse import urlsplit
+
+        from iotpipe.local.provisioning import ProvisioningEmulator, Responder, template_from_stack
+
+        template = template_from_stack(stack)
+        if template is None or self.broker is None:
+            return None
+        address = urlsplit(self.broker.url)
+        responder = Responder(ProvisioningEmulator(template, self._clients), address.hostname or "127.0.0.1",
+                              address.port or 1883, self.credentials.mqtt_username, self.credentials.mqtt_password)
+        self.progress(f"answering fleet provisioning by claim for template {template.name}")
+        return responder
 
     def _read_object(self, bucket: str, key: str) -> bytes:
         """An object of the emulator's S3 (a function's zip that deploy uploaded)."""
