@@ -78,7 +78,7 @@ def template_body(names: Names = DEFAULT_NAMES) -> str:
                 # environment and managedBy as `device register` sets them: `device list`, `rotate`, `audit` and
                 # `revoke` then treat a device provisioned by claim as one of the env's.
                 "AttributePayload": {"serial": {"Ref": SERIAL_PARAMETER}, "provisionedBy": "claim",
-                                     "environment": "${EnvironmentSuffix}", "managedBy": devices.MANAGED_BY}}},
+                                     "environment": f"${{{naming.ENV_PARAM}}}", "managedBy": devices.MANAGED_BY}}},
             "certificate": {"Type": "AWS::IoT::Certificate", "Properties": {
                 "CertificateId": {"Ref": CERTIFICATE_PARAMETER}, "Status": "ACTIVE"}},
             "policy": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": policy_name}},
