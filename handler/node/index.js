@@ -693,7 +693,7 @@ function detectStep(state, timestampMs, value, params = DETECTOR_DEFAULTS) {
   // whole milliseconds, and the peak in 64ths (both exact in any double arithmetic): the digits they drop keep a
   // device's state item of three series within one 1 KB write unit
   else interval = Math.floor(state.interval + INTERVAL_ALPHA * (elapsed - state.interval));
-  const peak = scoring ? Math.floor(Math.max(z, state.peak * params.peakDecay) * PEAK_STEPS) / PEAK_STEPS : 0;
+  const peak = scoring ? Math.floor(Math.max(z, state.peak * params.peakDecay) * PEAK_STEPS + 0.5) / PEAK_STEPS : 0;
   const longest = run === 0 ? Math.max(state.longest, state.run) : state.longest;
   const learned = { count: state.count + 1, newestMs: timestampMs, mean, variance, short, interval, shifted, peak,
     last: value, run, longest };

@@ -730,8 +730,9 @@ PEAK_STEPS = 64.0
 
 
 def _in_steps(number: float) -> float:
-    """``number`` floored to a multiple of 1 / PEAK_STEPS (not finite: as it is, as JavaScript's Math.floor does)."""
-    return math.floor(number * PEAK_STEPS) / PEAK_STEPS if math.isfinite(number) else number
+    """``number`` to the nearest multiple of 1 / PEAK_STEPS, halves up (not finite: as it is, as JavaScript's
+    Math.floor leaves it)."""
+    return math.floor(number * PEAK_STEPS + 0.5) / PEAK_STEPS if math.isfinite(number) else number
 
 
 def detect_step(state: DetectorState, timestamp_ms: int, value: float,
