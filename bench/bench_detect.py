@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "src"))
 from iotpipe.archive import load_processor  # noqa: E402
 from iotpipe.config import SEED_THRESHOLDS  # noqa: E402
 from iotpipe.detect import parse_timestamp, read_series  # noqa: E402
-from iotpipe.evaluate import PROFILES, nab_score, point_metrics  # noqa: E402
+from iotpipe.evaluate import PROFILES, category_scores, nab_score, point_metrics  # noqa: E402
 
 # the development data next to the checkout, when there is any; a user gives --data
 DATA_CANDIDATES = (REPO.parent / "shared" / "eval-data",)
@@ -130,12 +130,18 @@ def bench_nab(root: Path, limit: int | None, index: Any) -> list[str]:
     for label, scorer in (("naive z-score", naive), ("iotpipe onset", ours(index))):
         scores, timing = timed(scorer, ((files[n][1], files[n][2]) for n in names))
         detectors.append((label, scores, timing))
+    categories: dict[str, dict[str, float]] = {}
     for label, scores, timing in detectors:
         corpus = {n: (files[n][0], s, files[n][3]) for n, s in zip(names, scores, strict=True)}
         results = {profile: nab_score(corpus, profile) for profile in PROFILES}
         cost = f"{timing.us_per_reading:>12.2f}{timing.state_bytes:>9}" if timing else f"{'-':>12}{'-':>9}"
         lines.append(f"{label:<16}" + "".join(f"{results[p].normalised:>10.1f}" for p in PROFILES)
                      + f"{results['standard'].threshold:>11.3f}" + cost)
+        if label == "iotpipe onset":
+            categories = {p: category_scores(corpus, p, results[p].threshold) for p in PROFILES}
+    lines.append("iotpipe onset per category, at the corpus thresholds (NaN: no window)")
+    for category in categories["standard"]:
+        lines.append(f"  {category:<22}" + "".join(f"{categories[p][category]:>10.1f}" for p in PROFILES))
     return lines
 
 

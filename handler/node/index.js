@@ -618,6 +618,8 @@ const DETECTOR_DEFAULTS = Object.freeze({
   gapIntervals: 20.0, // a gap longer than this many usual intervals restarts the short mean
   peakDecay: 0.995, // per reading, of the recent peak deviation a new deviation must exceed
   novelty: 1.0, // 1: score the excess over the recent peak (one alarm per event); 0: every deviation
+  flatMin: 10, // readings repeating the last value exactly before a flat line can score; 0: no flat rule
+  flatFactor: 2.0, // a flat line scores once it is this many times the longest run the series has had
 });
 // onset: one alarm at an event's start (NAB); sustained: every reading while the deviation lasts (SKAB's point task)
 const DETECTOR_PRESETS = Object.freeze({
@@ -630,19 +632,23 @@ const DEFAULT_SENSITIVITY = 0.5; // a score at or above it is an anomaly (chosen
 const SPREAD_FLOOR_RELATIVE = 1e-3; // a flat series still has a spread: 0.1 % of its level
 const SPREAD_FLOOR_ABSOLUTE = 1e-9;
 const INTERVAL_ALPHA = 0.1;
+const PEAK_STEPS = 64.0;
 
 /** A series' state before its first reading. */
 const emptyDetectorState = () => ({
-  count: 0, newestMs: 0, mean: 0, variance: 0, short: 0, interval: 0, shifted: 0, peak: 0,
+  count: 0, newestMs: 0, mean: 0, variance: 0, short: 0, interval: 0, shifted: 0, peak: 0, last: 0, run: 0, longest: 0,
 });
 
 /** The state as the JSON array it is stored as (docs/contract.md 12). */
-const detectorStateToList = (s) => [s.count, s.newestMs, s.mean, s.variance, s.short, s.interval, s.shifted, s.peak];
+const detectorStateToList = (s) => [s.count, s.newestMs, s.mean, s.variance, s.short, s.interval, s.shifted, s.peak,
+  s.last, s.run, s.longest];
 
-/** The state from its JSON array. */
+/** The state from its JSON array; an 8-number state of the previous release gains the last value at its mean and
+ * no runs. */
 function detectorStateFromList(values) {
-  const [count, newestMs, mean, variance, short, interval, shifted, peak] = values.map(Number);
-  return { count, newestMs, mean, variance, short, interval, shifted, peak };
+  const all = values.length === 8 ? [...values, values[2], 0, 0] : values;
+  const [count, newestMs, mean, variance, short, interval, shifted, peak, last, run, longest] = all.map(Number);
+  return { count, newestMs, mean, variance, short, interval, shifted, peak, last, run, longest };
 }
 
 /**
@@ -652,7 +658,7 @@ function detectorStateFromList(values) {
 function detectStep(state, timestampMs, value, params = DETECTOR_DEFAULTS) {
   if (state.count === 0) {
     const first = { count: 1, newestMs: timestampMs, mean: value, variance: 0, short: value, interval: 0,
-      shifted: 0, peak: 0 };
+      shifted: 0, peak: 0, last: value, run: 0, longest: 0 };
     return [{ score: 0, expected: value, spread: 0, learned: true }, first];
   }
   const late = timestampMs < state.newestMs;
@@ -665,23 +671,32 @@ function detectStep(state, timestampMs, value, params = DETECTOR_DEFAULTS) {
   const zShift = Math.abs(short - state.mean) / (spread * Math.sqrt(params.shortAlpha / (2.0 - params.shortAlpha)));
   const z = Math.max(zPoint, zShift);
   const novel = Math.max(0, z - params.novelty * state.peak);
-  const score = state.count < params.probation ? 0
-    : (novel * novel) / (novel * novel + params.zScale * params.zScale);
+  const scoring = state.count >= params.probation;
+  let score = scoring ? (novel * novel) / (novel * novel + params.zScale * params.zScale) : 0;
+  const run = value === state.last ? state.run + 1 : 0;
+  // a stuck sensor: a run of one repeated value longer than any the series has had (once at its onset for
+  // novelty 1, every reading of it for 0)
+  const bound = Math.max(params.flatMin, params.flatFactor * state.longest);
+  if (scoring && params.flatMin > 0 && run > bound && (params.novelty === 0 || state.run <= bound)) score = 1;
   if (late) return [{ score, expected: state.mean, spread, learned: false }, state];
   const alpha = Math.max(params.longAlpha, 1.0 / (state.count + 1));
   const limit = params.clipZ * spread;
   let deviation = value - state.mean;
-  if (state.count >= params.probation) deviation = Math.max(-limit, Math.min(limit, deviation));
+  if (scoring) deviation = Math.max(-limit, Math.min(limit, deviation));
   let mean = state.mean + alpha * deviation;
   const variance = (1.0 - alpha) * (state.variance + alpha * deviation * deviation);
-  let shifted = state.count >= params.probation && zShift > params.zScale ? state.shifted + 1 : 0;
+  let shifted = scoring && zShift > params.zScale ? state.shifted + 1 : 0;
   if (shifted >= params.relearn) [mean, shifted] = [short, 0];
   let interval;
   if (gap) interval = state.interval;
   else if (state.count === 1) interval = elapsed;
-  else interval = state.interval + INTERVAL_ALPHA * (elapsed - state.interval);
-  const peak = state.count >= params.probation ? Math.max(z, state.peak * params.peakDecay) : 0;
-  const learned = { count: state.count + 1, newestMs: timestampMs, mean, variance, short, interval, shifted, peak };
+  // whole milliseconds, and the peak in 64ths (both exact in any double arithmetic): the digits they drop keep a
+  // device's state item of three series within one 1 KB write unit
+  else interval = Math.floor(state.interval + INTERVAL_ALPHA * (elapsed - state.interval));
+  const peak = scoring ? Math.floor(Math.max(z, state.peak * params.peakDecay) * PEAK_STEPS + 0.5) / PEAK_STEPS : 0;
+  const longest = run === 0 ? Math.max(state.longest, state.run) : state.longest;
+  const learned = { count: state.count + 1, newestMs: timestampMs, mean, variance, short, interval, shifted, peak,
+    last: value, run, longest };
   return [{ score, expected: state.mean, spread, learned: true }, learned];
 }
 

@@ -668,6 +668,8 @@ class DetectorParams:
     gap_intervals: float = 20.0  # a gap longer than this many usual intervals restarts the short mean
     peak_decay: float = 0.995  # per reading, of the recent peak deviation a new deviation must exceed
     novelty: float = 1.0  # 1: score the excess over the recent peak (one alarm per event); 0: every deviation
+    flat_min: int = 10  # readings repeating the last value exactly before a flat line can score; 0: no flat rule
+    flat_factor: float = 2.0  # a flat line scores once it is this many times the longest run the series has had
 
 
 # onset: one alarm at an event's start (NAB); sustained: every reading while the deviation lasts (SKAB's point task)
@@ -690,17 +692,24 @@ class DetectorState:
     interval: float = 0.0
     shifted: int = 0
     peak: float = 0.0
+    last: float = 0.0
+    run: int = 0
+    longest: int = 0
 
     def to_list(self) -> list[float | int]:
         """The state as the JSON array it is stored as (docs/contract.md 12)."""
-        return [self.count, self.newest_ms, self.mean, self.var, self.short, self.interval, self.shifted, self.peak]
+        return [self.count, self.newest_ms, self.mean, self.var, self.short, self.interval, self.shifted, self.peak,
+                self.last, self.run, self.longest]
 
     @classmethod
     def from_list(cls, values: Sequence[Any]) -> DetectorState:
-        """The state from its JSON array."""
-        count, newest, mean, var, short, interval, shifted, peak = values
+        """The state from its JSON array; an 8-number state of the previous release gains the last value at its
+        mean and no runs."""
+        if len(values) == 8:
+            values = [*values, values[2], 0, 0]
+        count, newest, mean, var, short, interval, shifted, peak, last, run, longest = values
         return cls(int(count), int(newest), float(mean), float(var), float(short), float(interval), int(shifted),
-                   float(peak))
+                   float(peak), float(last), int(run), int(longest))
 
 
 @dataclass(frozen=True)
@@ -717,13 +726,20 @@ DEFAULT_SENSITIVITY = 0.5  # a score at or above it is an anomaly (chosen on the
 SPREAD_FLOOR_RELATIVE = 1e-3  # a flat series still has a spread: 0.1 % of its level
 SPREAD_FLOOR_ABSOLUTE = 1e-9
 INTERVAL_ALPHA = 0.1
+PEAK_STEPS = 64.0
+
+
+def _in_steps(number: float) -> float:
+    """``number`` to the nearest multiple of 1 / PEAK_STEPS, halves up (not finite: as it is, as JavaScript's
+    Math.floor leaves it)."""
+    return math.floor(number * PEAK_STEPS + 0.5) / PEAK_STEPS if math.isfinite(number) else number
 
 
 def detect_step(state: DetectorState, timestamp_ms: int, value: float,
                 params: DetectorParams) -> tuple[Scored, DetectorState]:
     """Score ``value`` against ``state`` (before learning it), then the state that has learned it."""
     if state.count == 0:
-        first = DetectorState(1, timestamp_ms, value, 0.0, value, 0.0, 0, 0.0)
+        first = DetectorState(1, timestamp_ms, value, 0.0, value, 0.0, 0, 0.0, value, 0, 0)
         return Scored(0.0, value, 0.0, True), first
     late = timestamp_ms < state.newest_ms
     elapsed = timestamp_ms - state.newest_ms
@@ -734,17 +750,24 @@ def detect_step(state: DetectorState, timestamp_ms: int, value: float,
     z_shift = abs(short - state.mean) / (spread * math.sqrt(params.short_alpha / (2.0 - params.short_alpha)))
     z = max(z_point, z_shift)
     novel = max(0.0, z - params.novelty * state.peak)
-    score = 0.0 if state.count < params.probation else novel * novel / (novel * novel + params.z_scale * params.z_scale)
+    scoring = state.count >= params.probation
+    score = novel * novel / (novel * novel + params.z_scale * params.z_scale) if scoring else 0.0
+    run = state.run + 1 if value == state.last else 0
+    # a stuck sensor: a run of one repeated value longer than any the series has had (once at its onset for
+    # novelty 1, every reading of it for 0); a value repeated past the bound is no evidence of anything else
+    bound = max(params.flat_min, params.flat_factor * state.longest)
+    if scoring and params.flat_min > 0 and run > bound and (params.novelty == 0 or state.run <= bound):
+        score = 1.0
     if late:
         return Scored(score, state.mean, spread, False), state
     alpha = max(params.long_alpha, 1.0 / (state.count + 1))
     limit = params.clip_z * spread
     deviation = value - state.mean
-    if state.count >= params.probation:
+    if scoring:
         deviation = max(-limit, min(limit, deviation))
     mean = state.mean + alpha * deviation
     var = (1.0 - alpha) * (state.var + alpha * deviation * deviation)
-    shifted = state.shifted + 1 if state.count >= params.probation and z_shift > params.z_scale else 0
+    shifted = state.shifted + 1 if scoring and z_shift > params.z_scale else 0
     if shifted >= params.relearn:
         mean, shifted = short, 0
     if gap:
@@ -752,9 +775,13 @@ def detect_step(state: DetectorState, timestamp_ms: int, value: float,
     elif state.count == 1:
         interval = float(elapsed)
     else:
-        interval = state.interval + INTERVAL_ALPHA * (elapsed - state.interval)
-    peak = max(z, state.peak * params.peak_decay) if state.count >= params.probation else 0.0
-    learned = DetectorState(state.count + 1, timestamp_ms, mean, var, short, interval, shifted, peak)
+        # whole milliseconds, and the peak in 64ths (both exact in any double arithmetic): the digits they drop
+        # keep a device's state item of three series within one 1 KB write unit
+        interval = float(math.floor(state.interval + INTERVAL_ALPHA * (elapsed - state.interval)))
+    peak = _in_steps(max(z, state.peak * params.peak_decay)) if scoring else 0.0
+    longest = max(state.longest, state.run) if run == 0 else state.longest
+    learned = DetectorState(state.count + 1, timestamp_ms, mean, var, short, interval, shifted, peak, value, run,
+                            longest)
     return Scored(score, state.mean, spread, True), learned
 
 

@@ -597,8 +597,9 @@ def detector_state_bytes(sensors: int) -> int:
     from iotpipe.archive import load_processor
 
     index = load_processor()
+    # the interval is whole milliseconds and the peak a multiple of 1/64 (the contract's rounding of both)
     state = index.DetectorState(123_456, 1_767_225_600_000, -12345.678901234567, 1234.5678901234567,
-                                -12345.678901234567, 1000.1234567890123, 12, 12.345678901234567)
+                                -12345.678901234567, 1000.0, 12, 12.34375, -12345.678901234567, 12, 1234)
     states = {f"sensor{n:05d}": state for n in range(sensors)}  # a sensor type name of 11 characters
     seq = "4" * 56
     return dynamodb_item_size(index.state_item("device-000001", seq, states, seq, states))

@@ -147,11 +147,35 @@ def nab_score(files: Mapping[str, tuple[Sequence[str], Sequence[float], Sequence
                for name, (stamps, scores, windows) in files.items()}
     everything = [row for rows in weighed.values() for row in rows]
     threshold, raw = max(scores_by_threshold(everything, cost), key=lambda pair: pair[1])
-    null_rows = [ScoredRow(0.0, row.weight, row.window, row.probationary) for row in everything]
-    null = max(score for _, score in scores_by_threshold(null_rows, cost))
     windows = sum(len(spec[2]) for spec in files.values())
     per_file = {name: score_at(rows, cost, threshold) for name, rows in weighed.items()}
-    return NabResult(profile, threshold, raw, null, windows * cost.tp_weight, per_file)
+    return NabResult(profile, threshold, raw, _null_score(everything, cost), windows * cost.tp_weight, per_file)
+
+
+def _null_score(rows: Sequence[ScoredRow], cost: CostMatrix) -> float:
+    """The raw score of the detector that never detects (NAB's null), the best of its two thresholds."""
+    null_rows = [ScoredRow(0.0, row.weight, row.window, row.probationary) for row in rows]
+    return max(score for _, score in scores_by_threshold(null_rows, cost))
+
+
+def category_scores(files: Mapping[str, tuple[Sequence[str], Sequence[float], Sequence[tuple[str, str]]]],
+                    profile: str, threshold: float) -> dict[str, float]:
+    """Each category's normalised score (files named ``<category>/<file>``) at one ``threshold``, the corpus
+    threshold ``nab_score`` chose or one chosen without the category (a leave-one-category-out check); NaN for
+    a category without windows."""
+    cost = PROFILES[profile]
+    groups: dict[str, list[str]] = {}
+    for name in files:
+        groups.setdefault(name.split("/")[0], []).append(name)
+    result = {}
+    for category, names in sorted(groups.items()):
+        rows = [row for name in names for row in weigh_rows(name, files[name][0], files[name][1], files[name][2],
+                                                              cost)]
+        perfect = sum(len(files[name][2]) for name in names) * cost.tp_weight
+        null = _null_score(rows, cost)
+        raw = score_at(rows, cost, threshold)
+        result[category] = math.nan if perfect == null else 100.0 * (raw - null) / (perfect - null)
+    return result
 
 
 @dataclass(frozen=True)

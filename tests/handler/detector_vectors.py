@@ -53,6 +53,9 @@ def cases() -> dict[str, dict[str, Any]]:
     late[210], late[211] = late[211], late[210]
     late.append([START_MS, 99.0])
     short = {"probation": 20, "relearn": 10}
+    stuck = base[:250] + [base[249]] * 40
+    sustained = {"probation": 20, "long_alpha": 0.0005, "z_scale": 5.5, "clip_z": 4.0, "relearn": 3600,
+                 "novelty": 0.0}
     return {
         "spike": {"description": "noise, then one reading 10 units off", "params": {}, "points": _regular(spike)},
         "level_shift": {"description": "a lasting shift of 8 units: alarms, then re-learns", "params": short,
@@ -63,8 +66,11 @@ def cases() -> dict[str, dict[str, Any]]:
         "gap": {"description": "two days off, then a level 3 units higher", "params": short, "points": gap},
         "repeated": {"description": "every timestamp twice", "params": short, "points": repeated},
         "sustained": {"description": "the sustained preset on a shift: every shifted reading scores",
-                      "params": {"probation": 20, "long_alpha": 0.0005, "z_scale": 5.5, "clip_z": 4.0, "relearn": 3600,
-                                 "novelty": 0.0}, "points": _regular(shift)},
+                      "params": sustained, "points": _regular(shift)},
+        "stuck": {"description": "a sensor stuck at its last value: one alarm when the run passes flat_min",
+                  "params": short, "points": _regular(stuck)},
+        "stuck_sustained": {"description": "the sustained preset on a stuck sensor: every reading past flat_min",
+                            "params": sustained, "points": _regular(stuck)},
         "late": {"description": "two readings swapped and one far older than the newest: scored, not learned",
                  "params": short, "points": late},
     }

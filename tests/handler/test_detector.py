@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 from detector_vectors import START_MS, STEP_MS, VECTOR_DIR, build, close
@@ -32,7 +33,7 @@ def test_committed_vectors_match_the_processor(name: str) -> None:
 
 def test_one_step_is_the_contract_arithmetic() -> None:
     state = index.DetectorState(count=200, newest_ms=1000, mean=10.0, var=4.0, short=10.0, interval=1000.0,
-                                shifted=0, peak=1.0)
+                                shifted=0, peak=1.0, last=9.0, run=3, longest=4)
     params = index.DetectorParams(probation=5, long_alpha=0.01, z_scale=4.0, clip_z=4.0)
     scored, after = index.detect_step(state, 2000, 16.0, params)
     # spread 2; z_point 3; short 11.2, z_shift 0.6 / sqrt(0.2 / 1.8) = 1.8; novel 3 - 1 = 2; score 4 / (4 + 16)
@@ -43,6 +44,8 @@ def test_one_step_is_the_contract_arithmetic() -> None:
     assert after.var == pytest.approx(0.99 * 4.36)
     assert after.short == pytest.approx(11.2)
     assert after.peak == pytest.approx(3.0)
+    # 16 is not the last value 9: the run of 3 ends and becomes the longest (4 stays, it is longer)
+    assert (after.last, after.run, after.longest) == (16.0, 0, 4)
     assert (after.count, after.newest_ms, after.interval, after.shifted) == (201, 2000, 1000.0, 0)
 
 
@@ -98,16 +101,54 @@ def test_the_state_is_small_and_round_trips() -> None:
 
 def test_the_presets_are_the_contracts() -> None:
     onset = index.DetectorParams(probation=150, long_alpha=0.002, short_alpha=0.2, z_scale=2.0, clip_z=10.0,
-                                 relearn=60, gap_intervals=20.0, peak_decay=0.995, novelty=1.0)
+                                 relearn=60, gap_intervals=20.0, peak_decay=0.995, novelty=1.0, flat_min=10,
+                                 flat_factor=2.0)
     sustained = index.DetectorParams(probation=400, long_alpha=0.0005, short_alpha=0.2, z_scale=5.5, clip_z=4.0,
-                                     relearn=3600, gap_intervals=20.0, peak_decay=0.995, novelty=0.0)
+                                     relearn=3600, gap_intervals=20.0, peak_decay=0.995, novelty=0.0,
+                                     flat_min=10, flat_factor=2.0)
     assert {"onset": onset, "sustained": sustained} == index.DETECTOR_PRESETS
     assert index.DetectorParams() == onset
     assert index.DEFAULT_SENSITIVITY == 0.5
 
 
-def test_the_state_stays_under_200_bytes_whatever_the_values() -> None:
+def test_the_state_stays_under_400_bytes_whatever_the_values() -> None:
     worst = index.DetectorState(count=2**53, newest_ms=253_402_300_799_999, mean=-1.2345678901234567e-300,
                                 var=1.2345678901234567e+300, short=-2.2250738585072014e-308,
-                                interval=-1.2345678901234567e-300, shifted=2**31, peak=-1.7976931348623157e+308)
-    assert len(json.dumps(worst.to_list()).encode()) < 200
+                                interval=-1.2345678901234567e-300, shifted=2**31, peak=-1.7976931348623157e+308,
+                                last=-1.2345678901234567e-300, run=2**53, longest=2**53)
+    assert len(json.dumps(worst.to_list()).encode()) < 400
+
+
+def noisy(count: int, level: float = 20.0) -> list[float]:
+    return [level + 0.5 * math.sin(1.7 * i) + 0.3 * math.cos(0.31 * i) for i in range(count)]
+
+
+def test_a_stuck_sensor_alarms_once_at_the_onset_of_the_flat_line() -> None:
+    # 200 readings of noise, then the sensor repeats its last value: 10 repeats are tolerated, the 11th alarms
+    values = noisy(200) + [noisy(200)[-1]] * 40
+    scored, state = run(values, index.DetectorParams(probation=50))
+    flagged = [i for i, s in enumerate(scored) if s.score >= 0.5 and i >= 200]
+    assert flagged == [210]
+    assert scored[210].score == 1.0
+    assert state.run == 40
+
+
+def test_the_sustained_preset_flags_every_reading_of_a_flat_line() -> None:
+    values = noisy(200) + [noisy(200)[-1]] * 40
+    scored, _ = run(values, replace(index.DETECTOR_PRESETS["sustained"], probation=50))
+    assert [i for i, s in enumerate(scored) if s.score >= 0.5 and i >= 200] == list(range(210, 240))
+
+
+def test_repeats_the_series_always_has_are_not_a_flat_line() -> None:
+    # a counter that sits at 0 for 15 readings at a time: a run of 15 (within twice the longest seen) is normal
+    block = [0.0] * 16 + [3.0, 5.0, 2.0, 4.0]
+    scored, state = run(block * 20, index.DetectorParams(probation=50))
+    assert state.longest == 15
+    assert all(s.score < 1.0 for s in scored)
+
+
+def test_a_state_of_the_previous_release_still_loads() -> None:
+    old = [300, 1718000000000, 20.0, 0.25, 20.5, 60000.0, 0, 1.5]
+    state = index.DetectorState.from_list(old)
+    assert (state.last, state.run, state.longest) == (20.0, 0, 0)
+    assert state.to_list()[:8] == old

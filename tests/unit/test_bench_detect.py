@@ -42,8 +42,10 @@ def test_the_three_detectors_side_by_side(tmp_path: Path) -> None:
     assert nab["static rules"][:3] == ["0.0", "0.0", "0.0"]
     assert float(nab["iotpipe onset"][0]) > 90  # the spike found at the window's start
     assert 0 < int(nab["iotpipe onset"][-1]) <= 1024  # state bytes
-    assert lines[5].startswith("SKAB: 1 labelled files, 600 rows")
-    skab = {line[:18].strip(): [float(x) for x in line[18:].split()] for line in lines[7:11]}
+    assert lines[5].startswith("iotpipe onset per category")
+    assert lines[6].split() == ["synthetic", *nab["iotpipe onset"][:3]]  # the only category: the corpus score
+    assert lines[7].startswith("SKAB: 1 labelled files, 600 rows")
+    skab = {line[:18].strip(): [float(x) for x in line[18:].split()] for line in lines[9:13]}
     assert skab["static rules"][1:] == [100.0, 0.0]  # the seed's pressure rule (30 psi) flags every SKAB row
     assert skab["iotpipe sustained"][0] > 0.9  # the shift flagged on every reading while it lasts
     assert skab["iotpipe onset"][0] < skab["iotpipe sustained"][0]

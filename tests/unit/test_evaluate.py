@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from iotpipe.evaluate import PROFILES, nab_score, point_metrics, scaled_sigmoid, score_at, weigh_rows
+from iotpipe.evaluate import PROFILES, category_scores, nab_score, point_metrics, scaled_sigmoid, score_at, weigh_rows
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "nab_reference"
 
@@ -64,6 +64,23 @@ def test_the_threshold_maximises_the_corpus_score() -> None:
     assert result.threshold == 0.9
     assert result.raw == pytest.approx(scaled_sigmoid(-(599 - 590 + 1) / 100) / scaled_sigmoid(-1.0) - 0.11)
     assert 0 < result.normalised < 100
+
+
+def test_categories_are_scored_apart_at_a_given_threshold() -> None:
+    stamps = [f"t{i:04d}" for i in range(1000)]
+    found = [1.0 if i == 500 else 0.0 for i in range(1000)]
+    missed = [0.0] * 1000
+    quiet = [0.0] * 1000
+    quiet[700] = 1.0  # a false positive in a file without windows
+    corpus = {"good/a.csv": (stamps, found, [("t0500", "t0599")]),
+              "bad/b.csv": (stamps, missed, [("t0500", "t0599")]),
+              "none/c.csv": (stamps, quiet, [])}
+    scores = category_scores(corpus, "standard", 0.5)
+    assert scores["good"] == pytest.approx(100.0)
+    assert scores["bad"] == pytest.approx(0.0)
+    assert math.isnan(scores["none"])
+    # the corpus result at the same threshold is the categories' raw scores together
+    assert nab_score(corpus).raw == pytest.approx(1.0 - 1.0 - 0.11)
 
 
 def test_rows_in_the_probationary_period_are_not_scored() -> None:

@@ -243,6 +243,8 @@ def test_flatline_repeats_the_last_healthy_value() -> None:
     ("level-shift", "onset"), ("spike", "onset"), ("variance", "onset"),
     # a slow drift raises the deviation a little a reading, never past its recent peak: only `sustained` sees it
     ("drift", "sustained"),
+    # a stuck sensor repeats its last value: the flat-line rule (a run longer than any the series has had)
+    ("flatline", "onset"), ("flatline", "sustained"),
 ])
 def test_the_processors_detector_finds_the_failure_and_nothing_before_it(failure: str, preset: str) -> None:
     from iotpipe.detect import load_processor

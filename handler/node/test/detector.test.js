@@ -18,7 +18,8 @@ const files = fs.readdirSync(DIR).filter((f) => f.endsWith('.json')).sort();
 
 test('the detector vectors cover the contract', () => {
   const names = new Set(files.map((f) => path.basename(f, '.json')));
-  for (const name of ['spike', 'level_shift', 'flatline', 'irregular', 'gap', 'repeated', 'late', 'sustained']) {
+  for (const name of ['spike', 'level_shift', 'flatline', 'irregular', 'gap', 'repeated', 'late', 'sustained', 'stuck',
+    'stuck_sustained']) {
     assert.ok(names.has(name), name);
   }
 });
@@ -47,7 +48,7 @@ for (const file of files) {
 
 test('the presets are the contract\'s', () => {
   const onset = { probation: 150, longAlpha: 0.002, shortAlpha: 0.2, zScale: 2.0, clipZ: 10.0, relearn: 60,
-    gapIntervals: 20.0, peakDecay: 0.995, novelty: 1.0 };
+    gapIntervals: 20.0, peakDecay: 0.995, novelty: 1.0, flatMin: 10, flatFactor: 2.0 };
   const sustained = { ...onset, probation: 400, longAlpha: 0.0005, zScale: 5.5, clipZ: 4.0, relearn: 3600,
     novelty: 0.0 };
   assert.deepEqual({ ...index.DETECTOR_PRESETS.onset }, onset);
