@@ -17,8 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from iotpipe.contract import (
+    BASIC_INGEST_PREFIX,
+    MAX_PACK_WINDOW_SECONDS,
+    SENSOR_TYPE_PATTERN,
+    STORAGE_LAYOUTS,
+    device_topic,
+)
 from iotpipe.errors import ConfigError
-from iotpipe.naming import BASIC_INGEST_PREFIX, device_topic
 
 DEFAULT_CONFIG_FILE = "iotpipe.toml"
 ENV_NAME_PATTERN = re.compile(r"^[a-z0-9]{1,20}$")
@@ -33,7 +39,6 @@ ON_DEMAND_INITIAL_SHARDS = 4
 TAG_VALUE_PATTERN = re.compile(r"^[\w .:/=+\-@]*$")
 MAX_TAG_KEY_LENGTH = 128
 MAX_TAG_VALUE_LENGTH = 256
-SENSOR_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 TAG_KEY_PATTERN = re.compile(r"^[\w .:/=+\-@]{1,128}$")
 PARAMETER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9]{1,255}$")
 # Key ARNs only (not aliases): IAM grants on the key are scoped to its ARN.
@@ -43,8 +48,6 @@ PYTHON_RUNTIMES = ("python3.12", "python3.13", "python3.14")
 NODE_RUNTIMES = ("nodejs22.x", "nodejs24.x")
 # Lambda allows 4 KB of environment variables in all; the other variables take well under 600 bytes.
 MAX_THRESHOLDS_JSON_BYTES = 3500
-# The processor's STORAGE_LAYOUT values (docs/contract.md, section 6).
-STORAGE_LAYOUTS = ("item-per-reading", "packed")
 # processor.rollout -> CodeDeploy's predefined Lambda deployment configuration (CodeDeploy user guide,
 # "Deployment configurations on an AWS Lambda compute platform"); all-at-once publishes no version or alias.
 ROLLOUTS = {
@@ -58,8 +61,6 @@ ROLLOUTS = {
     "linear10-3m": "CodeDeployDefault.LambdaLinear10PercentEvery3Minutes",
     "linear10-10m": "CodeDeployDefault.LambdaLinear10PercentEvery10Minutes",
 }
-# Queries read back this far before --since to find the packed item whose window holds it (an hour at most).
-MAX_PACK_WINDOW_SECONDS = 3600
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
                       2557, 2922, 3288, 3653)
 

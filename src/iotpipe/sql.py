@@ -27,6 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from iotpipe.config import Threshold
+
+# The processor's rules a reading must pass (docs/contract.md section 3), mirrored where the quarantine cannot say
+# which reading of a record it refused: the samples form holds one sensor type in several samples.
+from iotpipe.contract import (
+    MAX_READINGS_PER_BODY,
+    MAX_READINGS_PER_MESSAGE,
+    SENSOR_TYPE_PATTERN,
+    UNIT_MAX_CHARS,
+    VALUE_MAX_MAGNITUDE,
+    VALUE_MIN_MAGNITUDE,
+)
 from iotpipe.errors import ConfigError, IotpipeError, ParameterError
 from iotpipe.sql_cache import (
     ENTRIES_KIND,
@@ -57,18 +68,10 @@ _ARCHIVE_KEY = re.compile(r"^(raw|quarantine)/year=(\d{4})/month=(\d{2})/day=(\d
 _SQL_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\$\$.*?\$\$|--[^\n]*|/\*.*?\*/|;|[^'\"$;/-]+|.", re.S)
 _FIRST_WORD = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*\(*\s*([A-Za-z]+)", re.S)
 READ_STATEMENTS = ("select", "with", "values")
-# The processor's rules a reading must pass (docs/contract.md section 3), mirrored where the quarantine cannot say
-# which reading of a record it refused: the samples form holds one sensor type in several samples.
-SENSOR_TYPE_PATTERN = "^[A-Za-z][A-Za-z0-9_]{0,63}$"
-UNIT_MAX_CHARS = 32
-MAX_READINGS_PER_BODY = 100
-MAX_READINGS_PER_MESSAGE = 1000
 # DuckDB's memory bound by default (iotpipe sql --memory-mb): beyond it, DuckDB spills to the cache's own folder.
 DEFAULT_MEMORY_MB = 512
 MIN_MEMORY_MB = 128
 DOWNLOAD_CHUNK = 1024 * 1024
-VALUE_MIN_MAGNITUDE = 1e-130
-VALUE_MAX_MAGNITUDE = 1e126
 DUCKDB_MISSING = ("DuckDB is not installed; add it with: pip install 'iotpipe[sql]' (about 25 MB download, 70 MB "
                   "installed), or use --engine athena")
 
@@ -327,7 +330,7 @@ def partition_predicate(window: Window) -> str:
 def athena_relations(database: str, window: Window, thresholds: Thresholds,
                      ttl_days: int) -> list[tuple[str, str]]:
     """The relations as (name, query) common table expressions over the Glue tables of ``database``."""
-    from iotpipe import naming
+    from iotpipe import contract
 
     db = '"' + database.replace('"', '""') + '"'
     epoch = "TIMESTAMP '1970-01-01 00:00:00.000'"
@@ -341,7 +344,7 @@ def athena_relations(database: str, window: Window, thresholds: Thresholds,
         ("archive_lines",
          f"SELECT {shard} AS shard_id, sequencenumber AS sequence_number, partitionkey AS partition_key, "
          f"date_add('millisecond', arrivedat, {epoch}) AS arrived_at, data, database64 AS data_base64 "
-         f"FROM {db}.{naming.RAW_ARCHIVE_TABLE_NAME} WHERE {where}"),
+         f"FROM {db}.{contract.RAW_ARCHIVE_TABLE_NAME} WHERE {where}"),
         ("raw_records",
          "SELECT shard_id, sequence_number, partition_key, arrived_at, data, data_base64 FROM ("
          "SELECT *, row_number() OVER (PARTITION BY shard_id, sequence_number ORDER BY arrived_at) AS line_rank "
@@ -355,7 +358,7 @@ def athena_relations(database: str, window: Window, thresholds: Thresholds,
          "date_add('hour', hour, date_add('day', day - 1, date_add('month', month - 1, "
          f"date_add('year', year - 1970, {epoch})))) AS archive_hour, "
          "row_number() OVER (PARTITION BY " + shard + ", sequencenumber) AS line_rank "
-         f"FROM {db}.{naming.QUARANTINE_ARCHIVE_TABLE_NAME} WHERE {where}) WHERE line_rank = 1"),
+         f"FROM {db}.{contract.QUARANTINE_ARCHIVE_TABLE_NAME} WHERE {where}) WHERE line_rank = 1"),
         ("quarantined",
          "SELECT shard_id, sequence_number, partition_key, reason, sensor_type, rejected_sensor_types, data, "
          "data_base64, archive_hour FROM quarantine_lines"),
@@ -404,7 +407,7 @@ def athena_relations(database: str, window: Window, thresholds: Thresholds,
          "COALESCE(try(date_add('millisecond', CAST(try_cast(json_extract_scalar(j, '$.receivedAt') AS DOUBLE) "
          f"AS BIGINT), {epoch})), arrived_at) AS received_at, arrived_at, shard_id, sequence_number, sample_index "
          "FROM reading_entries "
-         f"WHERE regexp_like(sensor_type, {_literal(SENSOR_TYPE_PATTERN)}) "
+         f"WHERE regexp_like(sensor_type, {_literal(SENSOR_TYPE_PATTERN.pattern)}) "
          "AND regexp_like(json_format(value_json), '^-?[0-9]')"),
         ("readings",
          "SELECT device_id, sensor_type, value, unit, reading_time, device_time, received_at, arrived_at, shard_id, "
@@ -644,9 +647,9 @@ def fetch_archive(s3: Any, bucket: str, window: Window, cache_dir: Path, workers
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(missing)))) as pool:
             list(pool.map(download, missing))
     mark_used(p for p in paths if p not in {path for _, path in missing})  # last use: what pruning evicts by
-    from iotpipe import naming
+    from iotpipe import contract
 
-    raw_prefix, quarantine_prefix = naming.ARCHIVE_PREFIXES
+    raw_prefix, quarantine_prefix = contract.ARCHIVE_PREFIXES
     raw = tuple(p for o, p in zip(objects, paths, strict=True) if o.key.startswith(raw_prefix))
     quarantine = tuple(p for o, p in zip(objects, paths, strict=True) if o.key.startswith(quarantine_prefix))
     return LocalArchive(raw, quarantine, sum(o.size for o in objects), len(missing), root=cache_dir)
@@ -830,7 +833,7 @@ def _duckdb_reading_ok(sensor_type: str, value: str) -> str:
     """The reading checks of section 3 that depend on the reading alone: the sensor type's pattern, a value that
     is a JSON number in DynamoDB's range (``unknown sensorType`` depends on the config: the quarantine tells it)."""
     number = f"try_cast({value} AS DOUBLE)"
-    return (f"regexp_full_match({sensor_type}, {_literal(SENSOR_TYPE_PATTERN)}) "
+    return (f"regexp_full_match({sensor_type}, {_literal(SENSOR_TYPE_PATTERN.pattern)}) "
             f"AND json_type({value}) IN ('BIGINT', 'UBIGINT', 'DOUBLE') AND ({number} = 0 "
             f"OR (abs({number}) >= {VALUE_MIN_MAGNITUDE!r} AND abs({number}) < {VALUE_MAX_MAGNITUDE!r}))")
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
+from iotpipe import contract
 from iotpipe import devices as devices_lib
-from iotpipe import naming
 from iotpipe.aws import STACK_TIMEOUTS
 from iotpipe.cli.common import Target, blueprint_option, pipeline_target, progress
 from iotpipe.cli.output import confirm, echo_json, format_table, output_option, require_consent
@@ -321,7 +321,7 @@ def _status_plan(cfg: PipelineConfig, client: DeployClient, stack: Stack, timeou
 
 def _device_policy(client: DeployClient, stack: Stack) -> str | None:
     """The stack's device policy: its SensorDevicePolicyName output, or its AWS::IoT::Policy resource (seed)."""
-    name = stack.output_map.get(naming.OUT_DEVICE_POLICY)
+    name = stack.output_map.get(contract.OUT_DEVICE_POLICY)
     if name:
         return name
     for resource in client.stack_resources(stack.stack_id):

@@ -77,7 +77,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from iotpipe import naming
+from iotpipe import contract as naming
 from iotpipe.errors import ConfigError, LocalError
 from iotpipe.local.state import rotate_log
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from iotpipe import naming
+from iotpipe import contract as naming
 from iotpipe.errors import AwsError, ConfigError
 
 log = logging.getLogger(__name__)

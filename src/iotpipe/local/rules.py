@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from iotpipe import naming
+from iotpipe import contract as naming
 from iotpipe.errors import IotpipeError
 
 SQL_2015 = "2015-10-08"
