@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from iotpipe import contract, sql_cache
+from iotpipe import contract
 from iotpipe import sql as sql_lib
 from iotpipe.cli.common import (
     aws_options,
@@ -22,6 +22,7 @@ from iotpipe.cli.common import (
 from iotpipe.cli.output import CSV_FORMATS, format_csv, format_json, format_table, output_choices
 from iotpipe.errors import AwsError
 from iotpipe.query import now_ms, stack_names
+from iotpipe.sql import cache as sql_cache
 
 _QUERIES = "\n".join(f"      {q.name:<20} {q.description}" for q in sql_lib.NAMED_QUERIES.values())
 
