@@ -22,6 +22,7 @@ test: lint docs pytest node-test
 lint:
 	ruff check src tests bench
 	mypy
+	lint-imports
 	iotpipe lint templates/TapStack.yml
 	iotpipe lint --env dev
 

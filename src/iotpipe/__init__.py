@@ -13,15 +13,13 @@ Names are imported on first use, so ``import iotpipe`` stays cheap for the CLI a
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 # The release (docs/versioning.md: what is public, what a bump means); `iotpipe --version` adds the git commit
 # when run from a clone.
 __version__ = "0.4.0"
 
-# public name -> module that defines it
+# public name -> module that defines it (imported on first use)
 _EXPORTS: dict[str, str] = {
     # configuration
     "PipelineConfig": "iotpipe.config",
@@ -34,10 +32,10 @@ _EXPORTS: dict[str, str] = {
     "load_config": "iotpipe.config",
     "build_config": "iotpipe.config",
     # composition
-    "compose": "iotpipe.compose",
-    "Composition": "iotpipe.compose",
-    "Groups": "iotpipe.compose",
-    "GROUP_NAMES": "iotpipe.compose",
+    "compose": "iotpipe.composition",
+    "Composition": "iotpipe.composition",
+    "Groups": "iotpipe.composition",
+    "GROUP_NAMES": "iotpipe.composition",
     "Names": "iotpipe.naming",
     "Blueprint": "iotpipe.blueprint",
     "load_blueprint": "iotpipe.blueprint",
@@ -65,58 +63,9 @@ _EXPORTS: dict[str, str] = {
     "AwsError": "iotpipe.errors",
 }
 
-__all__ = [  # noqa: RUF022 (grouped as _EXPORTS is)
-    "__version__",
-    "PipelineConfig",
-    "Threshold",
-    "StreamConfig",
-    "StorageConfig",
-    "ProcessorConfig",
-    "AlarmConfig",
-    "AnalyticsConfig",
-    "load_config",
-    "build_config",
-    "compose",
-    "Composition",
-    "Groups",
-    "GROUP_NAMES",
-    "Names",
-    "Blueprint",
-    "load_blueprint",
-    "to_yaml",
-    "render_template",
-    "build_composition",
-    "lint_template",
-    "blocking",
-    "Finding",
-    "prepare_template",
-    "DeployRequest",
-    "plan_deploy",
-    "execute_plan",
-    "DeployClient",
-    "IotpipeError",
-    "ConfigError",
-    "TemplateError",
-    "BlueprintError",
-    "LintError",
-    "DeployError",
-    "ParameterError",
-    "AwsError",
-]
-
-
-class _Package(types.ModuleType):
-    """The package module: importing the submodule ``iotpipe.compose`` must not replace the function
-    ``iotpipe.compose`` (the import system binds a submodule on its package by name); ``from iotpipe.compose
-    import ...`` still reaches the module."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "compose" and isinstance(value, types.ModuleType):
-            value = value.compose
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+# The one list of public names: __all__ is made from _EXPORTS, and tests/unit/test_api.py checks that the
+# TYPE_CHECKING block below (what type checkers and IDEs read) imports exactly these names from these modules.
+__all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
@@ -132,33 +81,61 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
 
 
+# The same names for type checkers and IDEs: `X as X` marks an explicit re-export (isort would split those into
+# one statement per name, hence its noqa).
 if TYPE_CHECKING:
-    from iotpipe.blueprint import Blueprint, load_blueprint
-    from iotpipe.compose import GROUP_NAMES, Composition, Groups, compose
+    from iotpipe.blueprint import (  # noqa: I001
+        Blueprint as Blueprint,
+        load_blueprint as load_blueprint,
+    )
+    from iotpipe.composition import (
+        GROUP_NAMES as GROUP_NAMES,
+        Composition as Composition,
+        Groups as Groups,
+        compose as compose,
+    )
     from iotpipe.config import (
-        AlarmConfig,
-        AnalyticsConfig,
-        PipelineConfig,
-        ProcessorConfig,
-        StorageConfig,
-        StreamConfig,
-        Threshold,
-        build_config,
-        load_config,
+        AlarmConfig as AlarmConfig,
+        AnalyticsConfig as AnalyticsConfig,
+        PipelineConfig as PipelineConfig,
+        ProcessorConfig as ProcessorConfig,
+        StorageConfig as StorageConfig,
+        StreamConfig as StreamConfig,
+        Threshold as Threshold,
+        build_config as build_config,
+        load_config as load_config,
     )
-    from iotpipe.deploy.client import DeployClient
-    from iotpipe.deploy.execute import execute_plan
-    from iotpipe.deploy.plan import DeployRequest, plan_deploy, prepare_template
+    from iotpipe.deploy.client import (
+        DeployClient as DeployClient,
+    )
+    from iotpipe.deploy.execute import (
+        execute_plan as execute_plan,
+    )
+    from iotpipe.deploy.plan import (
+        DeployRequest as DeployRequest,
+        plan_deploy as plan_deploy,
+        prepare_template as prepare_template,
+    )
     from iotpipe.errors import (
-        AwsError,
-        BlueprintError,
-        ConfigError,
-        DeployError,
-        IotpipeError,
-        LintError,
-        ParameterError,
-        TemplateError,
+        AwsError as AwsError,
+        BlueprintError as BlueprintError,
+        ConfigError as ConfigError,
+        DeployError as DeployError,
+        IotpipeError as IotpipeError,
+        LintError as LintError,
+        ParameterError as ParameterError,
+        TemplateError as TemplateError,
     )
-    from iotpipe.lint import Finding, blocking, lint_template
-    from iotpipe.naming import Names
-    from iotpipe.render import build_composition, render_template, to_yaml
+    from iotpipe.lint import (
+        Finding as Finding,
+        blocking as blocking,
+        lint_template as lint_template,
+    )
+    from iotpipe.naming import (
+        Names as Names,
+    )
+    from iotpipe.render import (
+        build_composition as build_composition,
+        render_template as render_template,
+        to_yaml as to_yaml,
+    )

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from iotpipe import naming
+from iotpipe import contract
 
 _LOADS = itertools.count()
 
@@ -60,7 +60,7 @@ def batch_objects(processor: ModuleType, records: Sequence[Any],
     """The objects the processor writes for one batch: ``raw/<partitions>/<shard>/<first>-<last>.jsonl.gz``, and
     the quarantine object under the same suffix when ``quarantine`` has lines. Key -> gzip JSON lines."""
     suffix = processor.batch_suffix(records)
-    raw_prefix, quarantine_prefix = naming.ARCHIVE_PREFIXES
+    raw_prefix, quarantine_prefix = contract.ARCHIVE_PREFIXES
     objects = {raw_prefix + suffix: processor.jsonl_gzip(processor.archive_lines(records))}
     lines = list(quarantine)
     if lines:

@@ -1,4 +1,4 @@
-"""Blueprints: a user's callable that receives the default :class:`~iotpipe.compose.Composition` and returns a
+"""Blueprints: a user's callable that receives the default :class:`~iotpipe.composition.Composition` and returns a
 customised one (a property changed, a group added or replaced). ``--blueprint`` on ``render``, ``lint``, ``diff``
 and ``deploy`` names one as ``package.module:callable`` or ``path/to/file.py:callable``.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from troposphere import Template
 
-from iotpipe.compose import Composition
+from iotpipe.composition import Composition
 from iotpipe.errors import BlueprintError
 
 SPEC_HELP = "give module:callable (e.g. mypkg.blueprints:customise) or path/to/file.py:callable"

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
-from iotpipe import naming
+from iotpipe import contract
 from iotpipe.config import ON_DEMAND_INITIAL_SHARDS, PipelineConfig
 from iotpipe.errors import ConfigError, ParameterError
 
@@ -45,7 +45,7 @@ DAYS_PER_MONTH = MONTH_HOURS / 24
 # "The maximum size of the message payload is 128 KB" (AWS IoT Core quotas, message broker).
 MAX_MESSAGE_BYTES = 128 * 1024
 # The processor's MAX_READINGS_PER_MESSAGE (samples form, docs/contract.md).
-MAX_READINGS_PER_MESSAGE = 1_000
+MAX_READINGS_PER_MESSAGE = contract.MAX_READINGS_PER_MESSAGE
 IOT_METER_BYTES = 5 * 1024
 KINESIS_PUT_UNIT_BYTES = 25 * 1024
 KINESIS_ON_DEMAND_ROUNDING_BYTES = 1024
@@ -317,9 +317,9 @@ def payload_bytes(workload: Workload, assumptions: Assumptions) -> float:
 def topic_bytes(cfg: PipelineConfig | None, assumptions: Assumptions) -> int:
     """Bytes of the topic a device publishes to (``sensor/<id>/data`` or its Basic Ingest form)."""
     device = "d" * int(assumptions.value("device_id_bytes"))
-    topic = naming.device_topic(device)
+    topic = contract.device_topic(device)
     if cfg is not None and cfg.ingest.basic_ingest:
-        topic = f"{naming.BASIC_INGEST_PREFIX}{naming.rule_name(cfg.env)}/{topic}"
+        topic = f"{contract.BASIC_INGEST_PREFIX}{contract.rule_name(cfg.env)}/{topic}"
     return len(topic)
 
 
@@ -644,7 +644,7 @@ def estimate(workload: Workload, cfg: PipelineConfig, *, prices: PriceTable | No
     lines = price_units(units, table)
     layout, window = storage_layout(cfg)
     settings = (
-        ("ingest", "Basic Ingest" if cfg.ingest.basic_ingest else f"MQTT topic {naming.device_topic('<id>')}"),
+        ("ingest", "Basic Ingest" if cfg.ingest.basic_ingest else f"MQTT topic {contract.device_topic('<id>')}"),
         ("stream", f"{cfg.stream.mode}, {s.shards} shard(s), retention {cfg.stream.retention_hours} h"),
         ("processor", f"{cfg.processor.architecture}, {cfg.processor.memory_mb} MB, batch {cfg.processor.batch_size},"
                       f" window {cfg.processor.batching_window_seconds} s"),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from iotpipe import naming
+from iotpipe import contract
 from iotpipe.aws import aws_call, call_aws, stack_outputs
 from iotpipe.config import PipelineConfig
 from iotpipe.errors import AwsError, ConfigError, IotpipeError, ParameterError
@@ -148,7 +148,7 @@ def validate_thing_name(name: str) -> str:
     if not THING_NAME_PATTERN.fullmatch(name or ""):
         raise ConfigError(
             f"device id {name!r} is not valid: use 1-128 letters, digits, ':', '_' or '-' (it becomes the thing "
-            f"name, the MQTT client id and the topic level in {naming.device_topic('<id>')})"
+            f"name, the MQTT client id and the topic level in {contract.device_topic('<id>')})"
         )
     return name
 
@@ -156,13 +156,13 @@ def validate_thing_name(name: str) -> str:
 def topic_for(thing_name: str, basic_ingest_rule: str | None = None) -> str:
     """The topic a device publishes to: ``sensor/<thing>/data`` as the data contract defines it, or with
     ``basic_ingest_rule`` that rule's Basic Ingest topic ``$aws/rules/<rule>/sensor/<thing>/data``."""
-    topic = naming.device_topic(thing_name)
-    return f"{naming.BASIC_INGEST_PREFIX}{basic_ingest_rule}/{topic}" if basic_ingest_rule else topic
+    topic = contract.device_topic(thing_name)
+    return f"{contract.BASIC_INGEST_PREFIX}{basic_ingest_rule}/{topic}" if basic_ingest_rule else topic
 
 
 def basic_ingest_rule(cfg: PipelineConfig) -> str | None:
     """The rule devices of ``cfg``'s env publish to by Basic Ingest, or None when ``ingest.basic_ingest`` is off."""
-    return naming.rule_name(cfg.env) if cfg.ingest.basic_ingest else None
+    return contract.rule_name(cfg.env) if cfg.ingest.basic_ingest else None
 
 
 def device_files(out_dir: str | Path, thing_name: str) -> DeviceFiles:
@@ -200,7 +200,7 @@ def thing_attributes(environment: str, extra: Mapping[str, str]) -> dict[str, st
 def device_policy_name(cloudformation: Any, cfg: PipelineConfig) -> str:
     """The stack's device policy name (output SensorDevicePolicyName)."""
     outputs = stack_outputs(cloudformation, cfg.resolved_stack_name)
-    name = outputs.get(naming.OUT_DEVICE_POLICY)
+    name = outputs.get(contract.OUT_DEVICE_POLICY)
     if not name:
         raise AwsError(
             f"stack {cfg.resolved_stack_name} has no output SensorDevicePolicyName; redeploy it with "

@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from iotpipe import naming
+from iotpipe import contract
 from iotpipe.aws import call_aws
 from iotpipe.errors import AwsError, IotpipeError
 from iotpipe.local.functions.result import InvokeResult
@@ -279,7 +279,7 @@ def resources(clients: Clients, cfg: Any) -> Resources:
 
     outputs = stack_names(clients, cfg)
     return Resources(*(required_output(outputs, key, cfg) for key in (
-        naming.OUT_DLQ_URL, naming.OUT_STREAM_NAME, naming.OUT_BUCKET_NAME, naming.OUT_FUNCTION_NAME)))
+        contract.OUT_DLQ_URL, contract.OUT_STREAM_NAME, contract.OUT_BUCKET_NAME, contract.OUT_FUNCTION_NAME)))
 
 
 def retention_hours(kinesis: Any, stream_name: str) -> int:
@@ -298,7 +298,7 @@ def s3_failures(s3: Any, bucket: str, limit: int = MAX_MESSAGES) -> tuple[list[F
     """The failed batches Lambda's S3 on-failure destination wrote under ``aws/lambda/`` of ``bucket``."""
     batches: list[FailedBatch] = []
     unreadable: list[Unreadable] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=naming.FAILURE_PREFIX):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=contract.FAILURE_PREFIX):
         for item in page.get("Contents", []):
             if len(batches) + len(unreadable) >= limit:
                 return batches, unreadable
@@ -372,7 +372,7 @@ def _hour_prefixes(shard_id: str, around: float) -> Iterator[str]:
     start = datetime.fromtimestamp(around, UTC).replace(minute=0, second=0, microsecond=0)
     for offset in range(-_ARCHIVE_HOURS_AROUND, _ARCHIVE_HOURS_AROUND + 1):
         hour = start + timedelta(hours=offset)
-        yield (f"{naming.ARCHIVE_PREFIXES[0]}year={hour:%Y}/month={hour:%m}/day={hour:%d}/hour={hour:%H}/"
+        yield (f"{contract.ARCHIVE_PREFIXES[0]}year={hour:%Y}/month={hour:%m}/day={hour:%d}/hour={hour:%H}/"
                f"{shard_id}/")
 
 

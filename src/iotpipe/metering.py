@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from iotpipe import cost, naming
+from iotpipe import contract, cost
 from iotpipe.config import PipelineConfig
 
 
@@ -84,7 +84,7 @@ class Counts:
         """An S3 PUT."""
         self.s3_puts += 1
         self.s3_bytes += len(body)
-        if key.startswith(naming.ARCHIVE_PREFIXES[0]):
+        if key.startswith(contract.ARCHIVE_PREFIXES[0]):
             self.archive_bytes += len(body)
             self.raw_line_bytes += len(gzip.decompress(body))
 

@@ -1,6 +1,6 @@
-"""The contract in one place: logical ids, physical names, output keys and exports, the metric namespace, the
-anomaly index and the topic pattern. The groups, ``query``, ``devices`` and the CLI import these; nothing else
-spells them (``tests/unit/test_contract.py`` fails when a contract literal appears outside this module).
+"""The template's names: :class:`Names` (logical ids, physical names as ``Fn::Sub``, output keys and exports of
+one pipeline in a template) and the default pipeline's names. The constants they are built from are the
+contract's (``iotpipe.contract``, stdlib only), re-exported here for the groups.
 
 Ids and names equal the seed's so a stack deployed from the seed template can update. :class:`Names` adds a
 prefix for a second pipeline in the same template; its defaults reproduce the ids and names below exactly.
@@ -8,158 +8,24 @@ prefix for a second pipeline in the same template; its defaults reproduce the id
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from troposphere import Export, Ref, Sub
 
+# The contract's constants stay reachable as ``naming.<NAME>`` for the template's groups; code that needs no
+# template imports ``iotpipe.contract`` and never loads troposphere.
+from iotpipe.contract import *  # noqa: F403
+from iotpipe.contract import (
+    BASIC_INGEST_PREFIX,
+    ENV_PARAM,
+    ENV_REF,
+    EXPORTS,
+    PREFIX_PATTERN,
+    TOPIC_ROOT,
+    TOPIC_ROOT_PATTERN,
+    device_topic,
+)
 from iotpipe.errors import ConfigError
-
-ENV_PARAM = "EnvironmentSuffix"
-ALARM_EMAIL_PARAM = "AlarmEmail"
-ENV_REF = "${" + ENV_PARAM + "}"
-METRIC_NAMESPACE = "IoT/Manufacturing"
-METRIC_READINGS = "SensorReadingsProcessed"
-METRIC_ANOMALIES = "AnomaliesDetected"
-METRIC_QUARANTINED = "RecordsQuarantined"
-METRIC_NAMES = (METRIC_READINGS, METRIC_ANOMALIES, METRIC_QUARANTINED)
-TOPIC_ROOT = "sensor"
-TOPIC_FILTER = TOPIC_ROOT + "/+/data"
-TOPIC_PATTERN = TOPIC_ROOT + "/{deviceId}/data"
-# Basic Ingest: "Messages have topic names that start with $aws/rules/rule_name in their first three levels"
-# (AWS IoT developer guide, Basic Ingest); the rule still sees sensor/<deviceId>/data.
-BASIC_INGEST_PREFIX = "$aws/rules/"
-ANOMALY_INDEX = "AnomaliesByDay"
-# Key prefixes of the processor's raw archive and quarantine objects in the raw bucket.
-ARCHIVE_PREFIXES = ("raw/", "quarantine/")
-# Where Lambda's S3 on-failure destination writes (processor.on_failure = "s3"): the object key is
-# aws/lambda/<ESM-UUID>/<shardID>/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-<Random UUID> (Lambda guide).
-FAILURE_PREFIX = "aws/lambda/"
-
-# Logical ids of the seed template (kept verbatim).
-RAW_BUCKET = "RawDataBucket"
-TABLE = "SensorDataTable"
-STREAM = "SensorDataStream"
-PROCESSOR_ROLE = "DataProcessorRole"
-PROCESSOR_FUNCTION = "DataProcessorFunction"
-PROCESSOR_LOG_GROUP = "DataProcessorLogGroup"
-EVENT_SOURCE_MAPPING = "KinesisEventSourceMapping"
-RULE_ROLE = "IoTRuleRole"
-TOPIC_RULE = "SensorDataRule"
-DEVICE_POLICY = "SensorDevicePolicy"
-DEVICE_THING = "ManufacturingDevice"
-LAMBDA_ERROR_ALARM = "LambdaErrorAlarm"
-ANOMALY_ALARM = "AnomalyAlarm"
-ITERATOR_AGE_ALARM = "KinesisIteratorAgeAlarm"
-
-# Logical ids iotpipe adds.
-RAW_BUCKET_POLICY = "RawDataBucketPolicy"
-ACCESS_LOG_BUCKET = "RawDataAccessLogBucket"
-ACCESS_LOG_BUCKET_POLICY = "RawDataAccessLogBucketPolicy"
-PROCESSOR_DLQ = "DataProcessorDeadLetterQueue"
-ALARM_TOPIC = "AlarmTopic"
-PIPELINE_KEY = "PipelineKey"
-PIPELINE_KEY_ALIAS = "PipelineKeyAlias"
-ALARM_TOPIC_POLICY = "AlarmTopicPolicy"
-ALARM_SUBSCRIPTION = "AlarmEmailSubscription"
-DASHBOARD = "PipelineDashboard"
-HAS_ALARM_EMAIL = "HasAlarmEmail"
-HAS_RESERVED_CONCURRENCY = "HasReservedConcurrency"
-IOT_ENDPOINT = "IoTDataEndpoint"
-IOT_ENDPOINT_ROLE = "IoTEndpointLookupRole"
-IOT_ENDPOINT_FUNCTION = "IoTEndpointLookupFunction"
-IOT_ENDPOINT_LOG_GROUP = "IoTEndpointLookupLogGroup"
-IOT_ENDPOINT_RESOURCE_TYPE = "Custom::IoTEndpoint"
-ANALYTICS_DATABASE = "AnalyticsDatabase"
-RAW_ARCHIVE_TABLE = "RawArchiveTable"
-QUARANTINE_ARCHIVE_TABLE = "QuarantineArchiveTable"
-ANALYTICS_WORKGROUP = "AnalyticsWorkGroup"
-ANALYTICS_RESULTS_BUCKET = "AnalyticsResultsBucket"
-ANALYTICS_RESULTS_BUCKET_POLICY = "AnalyticsResultsBucketPolicy"
-ANALYTICS_POLICY = "AnalyticsQueryPolicy"
-PROCESSOR_VERSION = "DataProcessorVersion"  # + a hash of the function's properties (one version per change)
-PROCESSOR_ALIAS = "DataProcessorAlias"
-FLEET_TEMPLATE = "FleetProvisioningTemplate"
-FLEET_ROLE = "FleetProvisioningRole"
-FLEET_HOOK = "FleetPreProvisioningHook"
-FLEET_HOOK_ROLE = "FleetPreProvisioningHookRole"
-FLEET_HOOK_PERMISSION = "FleetPreProvisioningHookPermission"
-FLEET_HOOK_LOG_GROUP = "FleetPreProvisioningHookLogGroup"
-FLEET_TABLE = "FleetAllowListTable"
-FLEET_CLAIM_POLICY = "FleetClaimPolicy"
-AUDIT_CONFIGURATION = "DeviceDefenderAuditConfiguration"
-AUDIT_ROLE = "DeviceDefenderAuditRole"
-AUDIT_SCHEDULE = "DeviceDefenderScheduledAudit"
-ROLLOUT_APPLICATION = "ProcessorDeployApplication"
-ROLLOUT_DEPLOYMENT_GROUP = "ProcessorDeployGroup"
-ROLLOUT_ROLE = "ProcessorDeployRole"
-ROLLOUT_HOOK = "ProcessorPreTrafficHook"
-ROLLOUT_HOOK_ROLE = "ProcessorPreTrafficHookRole"
-QUARANTINE_ALARM = "QuarantineAlarm"
-ROLLOUT_ERROR_ALARM = "RolloutErrorAlarm"
-ROLLOUT_ITERATOR_AGE_ALARM = "RolloutIteratorAgeAlarm"
-ROLLOUT_QUARANTINE_ALARM = "RolloutQuarantineAlarm"
-# The alias the event source mapping invokes when processor.rollout is not all-at-once.
-PROCESSOR_ALIAS_NAME = "live"
-# Glue table names (Athena lowercases identifiers; the SQL relations of `iotpipe sql` read these).
-RAW_ARCHIVE_TABLE_NAME = "raw_archive"
-QUARANTINE_ARCHIVE_TABLE_NAME = "quarantine_archive"
-
-# Output keys (the seed's, then iotpipe's) and the export suffixes of the seed's exports
-# (export name: ``<stack name>-<suffix>``).
-OUT_TABLE_NAME = "SensorDataTableName"
-OUT_BUCKET_NAME = "RawDataBucketName"
-OUT_ANOMALY_INDEX = "AnomalyIndexName"
-OUT_STREAM_NAME = "KinesisStreamName"
-OUT_FUNCTION_NAME = "DataProcessorFunctionName"
-OUT_FUNCTION_ARN = "DataProcessorFunctionArn"
-OUT_LOG_GROUP_NAME = "DataProcessorLogGroupName"
-OUT_DLQ_URL = "DeadLetterQueueUrl"
-OUT_IOT_ENDPOINT = "IoTEndpoint"
-OUT_THING_NAME = "IoTThingName"
-OUT_TOPIC_PATTERN = "IoTTopicPattern"
-OUT_DEVICE_POLICY = "SensorDevicePolicyName"
-OUT_ALARM_TOPIC = "AlarmTopicArn"
-OUT_KEY_ARN = "PipelineKeyArn"
-OUT_ANALYTICS_DATABASE = "AnalyticsDatabaseName"
-OUT_ANALYTICS_WORKGROUP = "AnalyticsWorkGroupName"
-OUT_ANALYTICS_RESULTS = "AnalyticsResultsBucketName"
-OUT_ANALYTICS_POLICY = "AnalyticsQueryPolicyArn"
-OUT_FLEET_TEMPLATE = "FleetProvisioningTemplateName"
-OUT_FLEET_TABLE = "FleetAllowListTableName"
-OUT_FLEET_CLAIM_POLICY = "FleetClaimPolicyName"
-OUT_FLEET_HOOK = "FleetPreProvisioningHookName"
-OUT_ENV = ENV_PARAM
-EXPORTS = {
-    OUT_TABLE_NAME: "SensorDataTable",
-    OUT_BUCKET_NAME: "RawDataBucket",
-    OUT_STREAM_NAME: "KinesisStream",
-    OUT_FUNCTION_NAME: "DataProcessorFunction",
-    OUT_FUNCTION_ARN: "DataProcessorFunctionArn",
-    OUT_IOT_ENDPOINT: "IoTEndpoint",
-    OUT_THING_NAME: "IoTThingName",
-    OUT_TOPIC_PATTERN: "IoTTopicPattern",
-    OUT_ANALYTICS_DATABASE: "AnalyticsDatabase",
-    OUT_ANALYTICS_WORKGROUP: "AnalyticsWorkGroup",
-    OUT_ANALYTICS_POLICY: "AnalyticsQueryPolicy",
-    OUT_ENV: "EnvironmentSuffix",
-}
-
-# The environment suffix goes into bucket names, which S3 allows in lowercase only.
-ENV_SUFFIX_PATTERN = "^[a-z0-9]+$"
-# A pipeline prefix becomes part of logical ids (letters and digits) and, lowercased, of physical names,
-# including bucket names (at most 63 characters with account, region and suffix) and rule names (no hyphen).
-PREFIX_PATTERN = re.compile(r"^([A-Z][A-Za-z0-9]{0,7})?$")
-
-
-def device_topic(device_id: str, root: str = TOPIC_ROOT) -> str:
-    """The data topic of a device: ``sensor/<deviceId>/data``."""
-    return f"{root}/{device_id}/data"
-
-
-def command_topic(device_id: str, root: str = TOPIC_ROOT) -> str:
-    """The command topic a device subscribes to: ``sensor/<deviceId>/commands``."""
-    return f"{root}/{device_id}/commands"
 
 
 @dataclass(frozen=True)
@@ -179,7 +45,7 @@ class Names:
             raise ConfigError(f"names.prefix: {self.prefix!r} is not valid; use an uppercase letter and up to 7 "
                               "letters or digits (it goes into logical ids and, lowercased, bucket names), or "
                               "'' for the seed's ids")
-        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", self.topic_root):
+        if not TOPIC_ROOT_PATTERN.fullmatch(self.topic_root):
             raise ConfigError(f"names.topic_root: {self.topic_root!r} is not a topic level; use 1-32 lowercase "
                               "letters, digits, '_' or '-', starting with a letter")
 
@@ -307,22 +173,11 @@ class Names:
 
 
 DEFAULT_NAMES = Names()
-RULE_NAME_PATTERN = DEFAULT_NAMES.rule_name_pattern()
 
 
 def sub(pattern: str) -> Sub:
     """``Fn::Sub`` of a name pattern that may use ``${EnvironmentSuffix}`` and pseudo parameters."""
     return Sub(pattern)
-
-
-def rule_name(env: str) -> str:
-    """The default pipeline's topic rule name in ``env`` (the EnvironmentSuffix is the env)."""
-    return RULE_NAME_PATTERN.replace(ENV_REF, env)
-
-
-def basic_ingest_topic_pattern(rule: str) -> str:
-    """The Basic Ingest topic devices publish to for ``rule``: ``$aws/rules/<rule>/sensor/{deviceId}/data``."""
-    return f"{BASIC_INGEST_PREFIX}{rule}/{TOPIC_PATTERN}"
 
 
 def raw_bucket_name() -> Sub:
@@ -373,11 +228,3 @@ def analytics_workgroup_name() -> Sub:
 def export(suffix: str) -> Export:
     """The seed's export naming: ``<stack name>-<suffix>``."""
     return Export(Sub("${AWS::StackName}-" + suffix))
-
-
-# AWS IoT's metric documentation ("Rule action metrics", metrics_dimensions) says "the ActionType dimension
-# contains the type of action that was invoked" and defines it as "the action type specified by the rule",
-# linking to the rule actions page, whose name in the API for Kinesis is `kinesis`; it lists no metric values.
-# The rule-failure alarm and doctor therefore watch that name and the two other spellings in use (the
-# CloudFormation property, `Kinesis`, and the error action message's `failedAction` form, `KinesisAction`).
-KINESIS_ACTION_TYPES = ("kinesis", "Kinesis", "KinesisAction")

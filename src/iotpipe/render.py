@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from troposphere import Template
 
-from iotpipe.compose import Composition, compose
+from iotpipe.composition import Composition, compose
 from iotpipe.config import PipelineConfig
 from iotpipe.errors import TemplateError
 

@@ -43,7 +43,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from iotpipe import archive, naming
+from iotpipe import archive, contract
 from iotpipe.errors import ConfigError, IotpipeError
 from iotpipe.failures import (
     Clients,
@@ -106,7 +106,7 @@ def hour_prefixes(start_ms: int, end_ms: int) -> Iterator[str]:
     hour -= timedelta(hours=1)
     end = datetime.fromtimestamp(end_ms / 1000, UTC)
     while hour < end:
-        yield f"{naming.ARCHIVE_PREFIXES[0]}year={hour:%Y}/month={hour:%m}/day={hour:%d}/hour={hour:%H}/"
+        yield f"{contract.ARCHIVE_PREFIXES[0]}year={hour:%Y}/month={hour:%m}/day={hour:%d}/hour={hour:%H}/"
         hour += timedelta(hours=1)
 
 
@@ -242,10 +242,10 @@ def target(clients: Clients, cfg: Any, function_name: str | None = None) -> Targ
     from iotpipe.query.outputs import required_output, stack_names
 
     outputs = stack_names(clients, cfg)
-    bucket = required_output(outputs, naming.OUT_BUCKET_NAME, cfg)
-    table = required_output(outputs, naming.OUT_TABLE_NAME, cfg)
-    stream = required_output(outputs, naming.OUT_STREAM_NAME, cfg)
-    name = function_name or required_output(outputs, naming.OUT_FUNCTION_NAME, cfg)
+    bucket = required_output(outputs, contract.OUT_BUCKET_NAME, cfg)
+    table = required_output(outputs, contract.OUT_TABLE_NAME, cfg)
+    stream = required_output(outputs, contract.OUT_STREAM_NAME, cfg)
+    name = function_name or required_output(outputs, contract.OUT_FUNCTION_NAME, cfg)
     config = clients.client("lambda").get_function_configuration(FunctionName=name)
     env = dict((config.get("Environment") or {}).get("Variables") or {})
     arn = clients.client("kinesis").describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]

@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 from iotpipe.aws import ClientFactory
 from iotpipe.cli import main
 from iotpipe.cli.common import CliContext
-from iotpipe.sql_cache import cache_in_use
+from iotpipe.sql.cache import cache_in_use
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "unit"))

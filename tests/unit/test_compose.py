@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cfnlint.decode import decode_str
 
-from iotpipe.compose import compose
+from iotpipe.composition import compose
 from iotpipe.config import build_config
 from iotpipe.render import render_template
 
@@ -167,7 +167,7 @@ def _blocking(template: Any) -> list[Any]:
 
 
 def test_compose_returns_the_template_the_handles_and_the_contract_values() -> None:
-    from iotpipe.compose import Composition, Groups
+    from iotpipe.composition import Composition, Groups
     from iotpipe.naming import Names
 
     composition = compose(build_config({}, "dev", {}))

@@ -292,7 +292,7 @@ def test_athena_is_priced_only_with_analytics_and_a_query_scans_at_least_10_mb()
 
 def test_cli_counts_each_metric_of_a_metric_math_alarm() -> None:
     from iotpipe.cli.cost import count_alarms
-    from iotpipe.compose import compose
+    from iotpipe.composition import compose
 
     cfg = build_config({}, "dev", {})
     alarms = [r for r in compose(cfg).template.resources.values() if r.resource_type == "AWS::CloudWatch::Alarm"]

@@ -17,7 +17,7 @@ import iotpipe.render
 from iotpipe.aws import ClientFactory
 from iotpipe.cli import main
 from iotpipe.cli.common import CliContext
-from iotpipe.compose import compose
+from iotpipe.composition import compose
 from iotpipe.config import PipelineConfig
 from iotpipe.lint import Finding
 from iotpipe.render import to_yaml

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from iotpipe import lint as lint_module
 from iotpipe.cli import build as build_module
 from iotpipe.cli import main
-from iotpipe.compose import compose
+from iotpipe.composition import compose
 from iotpipe.config import load_config
 from iotpipe.lint import Finding, blocking, lint_template
 from iotpipe.render import render_template, to_yaml

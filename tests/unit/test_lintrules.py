@@ -14,7 +14,7 @@ from troposphere import Ref, Sub, kinesis, logs, sqs
 
 from iotpipe import lintrules
 from iotpipe.cli import main
-from iotpipe.compose import compose
+from iotpipe.composition import compose
 from iotpipe.config import load_config
 from iotpipe.lint import RULES_MODULE, Finding, blocking, lint_template
 from iotpipe.render import render_template, to_yaml

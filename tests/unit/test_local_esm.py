@@ -558,7 +558,7 @@ def test_stop_interrupts_retry_backoff_and_keeps_the_batch_unprocessed(stream: S
 def template_mapping_properties() -> dict[str, Any]:
     """The event source mapping our own template renders, intrinsics resolved as a deploy would."""
     from iotpipe import naming
-    from iotpipe.compose import compose
+    from iotpipe.composition import compose
     from iotpipe.config import build_config
 
     resources = compose(build_config({}, "dev", {})).template.to_dict()["Resources"]

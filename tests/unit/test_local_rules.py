@@ -23,7 +23,7 @@ from botocore.stub import Stubber
 from cfnlint.decode import decode_str
 
 from iotpipe.aws import ClientFactory
-from iotpipe.compose import compose
+from iotpipe.composition import compose
 from iotpipe.config import build_config
 from iotpipe.groups.ingest import RULE_SQL
 from iotpipe.local.rules.boto_actions import BotoActions

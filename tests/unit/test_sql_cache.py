@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from iotpipe.errors import ConfigError
-from iotpipe.sql_cache import (
+from iotpipe.sql.cache import (
     DAY_S,
     ENTRIES_KIND,
     MB,

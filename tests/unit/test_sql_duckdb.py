@@ -29,7 +29,7 @@ from iotpipe.sql import (
     require_duckdb,
     run_duckdb,
 )
-from iotpipe.sql_cache import ENTRIES_KIND, CacheLimits
+from iotpipe.sql.cache import ENTRIES_KIND, CacheLimits
 
 REPO = Path(__file__).resolve().parents[2]
 HANDLER = REPO / "handler" / "python" / "index.py"

@@ -7,7 +7,7 @@ import click
 from iotpipe import cost as cost_lib
 from iotpipe.cli.common import config_options, load_pipeline_config, progress
 from iotpipe.cli.output import echo_json, format_table, output_option
-from iotpipe.compose import compose
+from iotpipe.composition import compose
 from iotpipe.config import PipelineConfig
 
 ALARM_TYPE = "AWS::CloudWatch::Alarm"

@@ -7,30 +7,17 @@ from typing import Any
 
 import click
 
-from iotpipe import devices as devices_lib
-from iotpipe import naming
 from iotpipe.aws import STACK_TIMEOUTS
 from iotpipe.cli.common import Target, blueprint_option, pipeline_target, progress
 from iotpipe.cli.output import confirm, echo_json, format_table, output_option, require_consent
-from iotpipe.config import PipelineConfig, config_warnings, validate_tag
-from iotpipe.deploy.client import Change, DeployClient, Stack, StackEvent
+from iotpipe.deploy.client import Change, DeployClient, StackEvent
+from iotpipe.deploy.destroy import device_guard, release_devices
 from iotpipe.deploy.execute import DeployResult, DestroyResult, discard_plan, execute_destroy, execute_plan
-from iotpipe.deploy.plan import (
-    CREATE_STATES,
-    ON_FAILURE_CHOICES,
-    DeployPlan,
-    DeployRequest,
-    merge_pairs,
-    parse_assignments,
-    plan_deploy,
-    plan_destroy,
-    prepare_template,
-)
+from iotpipe.deploy.plan import ON_FAILURE_CHOICES, DeployPlan, parse_assignments, plan_destroy
+from iotpipe.deploy.planner import DeployOptions, deploy_request, plan_config
 from iotpipe.deploy.rollout import RolloutState, execute_watching_rollout
-from iotpipe.deploy.status import describe_stack, stack_status
-from iotpipe.doctor import deploy_blockers
-from iotpipe.errors import DeployError, IotpipeError
-from iotpipe.package import artefacts
+from iotpipe.deploy.status import describe_stack, pipeline_status
+from iotpipe.errors import DeployError
 
 DEFAULT_TIMEOUT_MINUTES = 30.0
 
@@ -60,46 +47,10 @@ def events_table(events: Sequence[StackEvent]) -> str:
     return format_table(("Time", "Status", "LogicalId", "Type", "Reason"), rows)
 
 
-def _request(cfg: PipelineConfig, template: str, params: Sequence[str], tags: Sequence[str], on_failure: str,
-             timeout: float) -> DeployRequest:
-    return DeployRequest(
-        stack_name=cfg.resolved_stack_name, template_body=template, env=cfg.env,
-        parameters=merge_pairs(cfg.parameters, parse_assignments(params, "--param")),
-        tags=_tags(cfg, tags),
-        termination_protection=cfg.termination_protection, on_failure=on_failure, timeout_minutes=timeout,
-        reserved_concurrency=cfg.processor.reserved_concurrency, artefacts=artefacts(cfg.processor))
-
-
-def _tags(cfg: PipelineConfig, tags: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """Config tags overridden by --tag, each valid for CloudFormation (keys 1-128, values 1-256, no aws:)."""
-    merged = merge_pairs(cfg.tags, parse_assignments(tags, "--tag"))
-    return tuple(validate_tag(key, value, "--tag") for key, value in merged)
-
-
-def _plan(cfg: PipelineConfig, client: DeployClient, params: Sequence[str], tags: Sequence[str],
-          on_failure: str, timeout: float, factory: Any = None, *, checkov: bool = False,
-          read_only: str = "", blueprint: Any = None) -> DeployPlan:
-    for warning in config_warnings(cfg):
-        progress(f"warning: {warning}")
-    _tags(cfg, tags)  # bad input is refused before anything is rendered, uploaded or created
-    parameters = merge_pairs(cfg.parameters, parse_assignments(params, "--param"))
-    # The lint gate of `iotpipe lint`, for the region the stack goes to, before any AWS call.
-    template, findings = prepare_template(cfg, parameters, region=client.region, checkov=checkov,
-                                          blueprint=blueprint)
-    if factory is not None:
-        _refuse_blockers(factory, cfg, client)
-    if findings:
-        progress(f"lint: {len(findings)} non-blocking finding(s); `iotpipe lint --env {cfg.env}` lists them")
-    return plan_deploy(client, _request(cfg, template, params, tags, on_failure, timeout), progress,
-                       read_only=read_only)
-
-
-def _refuse_blockers(factory: Any, cfg: PipelineConfig, client: DeployClient) -> None:
-    """The doctor's rows that would fail the deploy on AWS (names taken in the account), before any write."""
-    blockers = deploy_blockers(factory, cfg, client.account_id(), client.region)
-    if blockers:
-        raise DeployError("; ".join(f"{check.name}: {check.detail} ({check.action})" for check in blockers)
-                          + f"; `iotpipe doctor --env {cfg.env}` checks everything")
+def _options(params: Sequence[str], tags: Sequence[str], **more: Any) -> DeployOptions:
+    """--tag and --param as deploy options (tags parsed first: a bad one is the first error)."""
+    parsed_tags = parse_assignments(tags, "--tag")
+    return DeployOptions(parameters=parse_assignments(params, "--param"), tags=parsed_tags, **more)
 
 
 def _show_plan(plan: DeployPlan, output: str) -> None:
@@ -172,8 +123,9 @@ def deploy(target: Target, yes: bool, no_execute: bool, params: tuple[str, ...],
     if not no_execute:
         require_consent(yes, "deploy")
     cfg, client = target.config, DeployClient.from_factory(target.factory)
-    plan = _plan(cfg, client, params, tags, on_failure, timeout, factory=target.factory, checkov=with_checkov,
-                 blueprint=blueprint)
+    options = _options(params, tags, on_failure=on_failure, timeout_minutes=timeout, checkov=with_checkov,
+                       blueprint=blueprint)
+    plan = plan_config(cfg, client, options, progress, factory=target.factory).plan
     _show_plan(plan, output)
     if no_execute:
         result = discard_plan(client, plan, progress)
@@ -217,9 +169,9 @@ def _hotswap(target: Target, params: Sequence[str], tags: Sequence[str], timeout
 
     if no_execute:
         raise click.UsageError("--hotswap/--watch update code at once; use `iotpipe diff` to see changes instead")
-    cfg = target.config
-    run_hotswap(target.factory, lambda: _request(cfg, render_template(cfg, blueprint), params, tags, "rollback",
-                                                 timeout), cfg.processor.runtime, output, watch)
+    cfg, options = target.config, _options(params, tags, timeout_minutes=timeout)
+    run_hotswap(target.factory, lambda: deploy_request(cfg, render_template(cfg, blueprint), options),
+                cfg.processor.runtime, output, watch)
 
 
 @click.command()
@@ -243,7 +195,8 @@ def diff(target: Target, params: tuple[str, ...], tags: tuple[str, ...], timeout
       iotpipe diff --env dev --blueprint mypkg.blueprints:customise
     """
     cfg, client = target.config, DeployClient.from_factory(target.factory)
-    plan = _plan(cfg, client, params, tags, "rollback", timeout, read_only="iotpipe diff", blueprint=blueprint)
+    options = _options(params, tags, timeout_minutes=timeout, read_only="iotpipe diff", blueprint=blueprint)
+    plan = plan_config(cfg, client, options, progress).plan
     result = discard_plan(client, plan, progress)
     if output == "json":
         echo_json(result.as_dict())
@@ -286,10 +239,10 @@ def status(target: Target, last: int, check: bool, timeout: float, output: str) 
       iotpipe status --env dev
       iotpipe status --env prod --events 30 --no-check
     """
-    cfg, client = target.config, DeployClient.from_factory(target.factory)
-    stack = describe_stack(client, cfg.resolved_stack_name, cfg.env)
-    plan = _status_plan(cfg, client, stack, timeout) if check else None
-    report = stack_status(client, stack, plan, last)
+    cfg = target.config
+    report = pipeline_status(cfg, DeployClient.from_factory(target.factory), last=last, check=check,
+                             timeout_minutes=timeout, progress=progress)
+    stack = report.stack
     if output == "json":
         echo_json(report.as_dict())
         return
@@ -304,38 +257,6 @@ def status(target: Target, last: int, check: bool, timeout: float, output: str) 
     else:
         click.echo(f"{len(report.pending_changes)} pending change(s); `iotpipe diff --env {cfg.env}` shows them, "
                    f"`iotpipe deploy --env {cfg.env}` applies them.")
-
-
-def _status_plan(cfg: PipelineConfig, client: DeployClient, stack: Stack, timeout: float) -> DeployPlan | None:
-    """A plan to compare against, unless the stack is busy or broken (status must still report then)."""
-    if stack.status.endswith("_IN_PROGRESS") or stack.status in CREATE_STATES or stack.status.endswith("FAILED") \
-            or stack.status == "ROLLBACK_COMPLETE":
-        progress(f"not comparing with the config while the stack is {stack.status}")
-        return None
-    try:
-        return _plan(cfg, client, (), (), "rollback", timeout, read_only="iotpipe status")
-    except IotpipeError as exc:
-        progress(f"could not compare with the config: {exc}")
-        return None
-
-
-def _device_policy(client: DeployClient, stack: Stack) -> str | None:
-    """The stack's device policy: its SensorDevicePolicyName output, or its AWS::IoT::Policy resource (seed)."""
-    name = stack.output_map.get(naming.OUT_DEVICE_POLICY)
-    if name:
-        return name
-    for resource in client.stack_resources(stack.stack_id):
-        if resource.get("ResourceType") == "AWS::IoT::Policy" and resource.get("PhysicalResourceId"):
-            return str(resource["PhysicalResourceId"])
-    return None
-
-
-def _describe_targets(targets: Sequence[devices_lib.PolicyTarget]) -> str:
-    named = sorted({thing for target in targets for thing in target.things})
-    bare = [target.certificate_id[:12] for target in targets if not target.things]
-    parts = ([f"device(s) {', '.join(named)}"] if named else []) + (
-        [f"certificate(s) {', '.join(bare)} without a thing"] if bare else [])
-    return " and ".join(parts)
 
 
 @click.command()
@@ -368,15 +289,9 @@ def destroy(target: Target, yes: bool, revoke_devices: bool, timeout: float, out
             echo_json(DestroyResult(stack_name=plan.stack_name, deleted=False).as_dict())
         return
     iot = target.factory.client("iot")
-    policy = _device_policy(client, plan.stack)
-    targets = devices_lib.policy_targets(iot, policy) if policy else ()
-    if targets and not revoke_devices:
-        raise DeployError(
-            f"device policy {policy} is attached to {_describe_targets(targets)}, and AWS IoT refuses to delete a "
-            "policy attached to a certificate (the stack would end DELETE_FAILED); nothing was deleted. Revoke "
-            f"them (iotpipe device revoke <id> --env {cfg.env}) or run destroy again with --revoke-devices")
-    if targets:
-        progress(f"destroy will first revoke {_describe_targets(targets)} (policy {policy})")
+    guard = device_guard(iot, client, plan.stack, cfg.env, revoke_devices=revoke_devices)
+    if guard.targets:
+        progress(f"destroy will first revoke {guard.describe()} (policy {guard.policy})")
     if plan.buckets:
         progress(f"destroy will delete every object version in bucket(s) {', '.join(plan.buckets)}, then stack "
                  f"{plan.stack_name} ({plan.stack.status})")
@@ -384,15 +299,14 @@ def destroy(target: Target, yes: bool, revoke_devices: bool, timeout: float, out
         progress(f"destroy will delete stack {plan.stack_name} ({plan.stack.status}); it has no buckets to empty")
     for bucket in plan.retained_buckets:
         progress(f"bucket {bucket} is retained by its DeletionPolicy and is left as it is")
-    question = f"Destroy stack {plan.stack_name} and its data" + (" and revoke those devices" if targets else "")
+    question = f"Destroy stack {plan.stack_name} and its data" + (" and revoke those devices" if guard.targets
+                                                                   else "")
     if not confirm(question + "?", yes=yes, what="destroy"):
         raise DeployError("destroy cancelled at the prompt; nothing was deleted")
-    if targets and policy:
-        released = devices_lib.release_policy(iot, policy, cfg.env)
+    released = release_devices(iot, guard, cfg.env)
+    if released is not None:
         progress(f"revoked {len(released.revoked)} device(s) ({', '.join(r.thing_name for r in released.revoked)}); "
-                 f"detached policy {policy} from {len(released.detached_certificates)} other certificate(s)")
-    elif policy:
-        devices_lib.delete_old_policy_versions(iot, policy)
+                 f"detached policy {guard.policy} from {len(released.detached_certificates)} other certificate(s)")
     result = execute_destroy(client, plan, timeout * 60, progress)
     if output == "json":
         echo_json(result.as_dict())

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
+from iotpipe import contract, fleet
 from iotpipe import devices as devices_lib
-from iotpipe import fleet, naming
 from iotpipe.aws import stack_outputs
 from iotpipe.cli.common import Target, pipeline_target, progress
 from iotpipe.cli.output import confirm, echo_json, output_option, write_table
@@ -315,9 +315,9 @@ def audit(expiring_within: str, silent_for: str | None, target: Target, output: 
     names = [d.thing_name for d in devices_lib.list_devices(iot, cfg.env)]
     last_seen = None
     if silence is not None:
-        table = stack_outputs(factory.client("cloudformation"), cfg.resolved_stack_name).get(naming.OUT_TABLE_NAME)
+        table = stack_outputs(factory.client("cloudformation"), cfg.resolved_stack_name).get(contract.OUT_TABLE_NAME)
         if not table:
-            raise IotpipeError(f"stack {cfg.resolved_stack_name} has no output {naming.OUT_TABLE_NAME}; deploy "
+            raise IotpipeError(f"stack {cfg.resolved_stack_name} has no output {contract.OUT_TABLE_NAME}; deploy "
                                f"it first: iotpipe deploy --env {cfg.env}")
         last_seen = fleet.last_readings(factory.client("dynamodb"), table, names)
     findings = fleet.audit_findings(fleet.collect_certificates(iot, names), now=datetime.now(UTC),

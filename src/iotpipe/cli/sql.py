@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from iotpipe import naming, sql_cache
+from iotpipe import contract
 from iotpipe import sql as sql_lib
 from iotpipe.cli.common import (
     aws_options,
@@ -22,6 +22,7 @@ from iotpipe.cli.common import (
 from iotpipe.cli.output import CSV_FORMATS, format_csv, format_json, format_table, output_choices
 from iotpipe.errors import AwsError
 from iotpipe.query import now_ms, stack_names
+from iotpipe.sql import cache as sql_cache
 
 _QUERIES = "\n".join(f"      {q.name:<20} {q.description}" for q in sql_lib.NAMED_QUERIES.values())
 
@@ -133,7 +134,7 @@ def sql(query: str | None, engine: str | None, since: str | None, start: str | N
              f"on {engine}")
     if engine == "duckdb":
         sql_lib.require_duckdb()
-        name = bucket or _stack_output(factory, cfg, naming.OUT_BUCKET_NAME)
+        name = bucket or _stack_output(factory, cfg, contract.OUT_BUCKET_NAME)
         limits = sql_cache.CacheLimits(max_bytes=cache_max_mb * sql_cache.MB, max_age_days=cache_max_days)
         run = sql_lib.query_duckdb(factory.client("s3"), name, text, window, cfg.thresholds, cfg.storage.ttl_days,
                                    cache_dir or sql_lib.default_cache_dir(), limits, memory_mb,
@@ -147,7 +148,7 @@ def sql(query: str | None, engine: str | None, since: str | None, start: str | N
     else:
         outputs = stack_names(factory, cfg)
         workgroup, database = (_required(outputs, key, cfg.env) for key in
-                               (naming.OUT_ANALYTICS_WORKGROUP, naming.OUT_ANALYTICS_DATABASE))
+                               (contract.OUT_ANALYTICS_WORKGROUP, contract.OUT_ANALYTICS_DATABASE))
         last: list[tuple[str, int]] = []
 
         def show(step: sql_lib.AthenaProgress) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from iotpipe import naming
+from iotpipe import contract
 from iotpipe.aws import call_aws
 from iotpipe.errors import AwsError, ConfigError, DeployError
 
@@ -78,10 +78,10 @@ def check_environment_suffix(parameters: Iterable[tuple[str, str]], env: str) ->
     the prod names.
     """
     for key, value in parameters:
-        if key != naming.ENV_PARAM:
+        if key != contract.ENV_PARAM:
             continue
         if value != env:
-            raise ConfigError(f"parameter {naming.ENV_PARAM}={value!r} differs from --env {env}: it names every "
+            raise ConfigError(f"parameter {contract.ENV_PARAM}={value!r} differs from --env {env}: it names every "
                               f"resource, so it must be the env itself; drop it, or use --env {value.lower()}")
 
 

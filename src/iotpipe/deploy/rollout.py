@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from iotpipe import naming
+from iotpipe import contract
 from iotpipe.aws import aws_call, call_aws
 from iotpipe.deploy.client import DeployClient
 from iotpipe.deploy.execute import DeployResult, execute_plan
@@ -76,8 +76,8 @@ def rollout_group(resources: Sequence[Mapping[str, Any]], prefix: str = "") -> R
     """The deployment group among the stack's resources (``DeployClient.stack_resources``); None when the stack
     has none (``processor.rollout = "all-at-once"``)."""
     by_id = {r.get("LogicalResourceId"): r.get("PhysicalResourceId", "") for r in resources}
-    application = by_id.get(prefix + naming.ROLLOUT_APPLICATION)
-    group = by_id.get(prefix + naming.ROLLOUT_DEPLOYMENT_GROUP)
+    application = by_id.get(prefix + contract.ROLLOUT_APPLICATION)
+    group = by_id.get(prefix + contract.ROLLOUT_DEPLOYMENT_GROUP)
     return RolloutGroup(application, group) if application and group else None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +10,13 @@ from iotpipe.deploy.client import Change, DeployClient, Stack, StackEvent
 from iotpipe.deploy.execute import discard_plan
 from iotpipe.deploy.plan import DeployPlan
 from iotpipe.deploy.waiters import CREATE_STATES
-from iotpipe.errors import DeployError
+from iotpipe.errors import DeployError, IotpipeError
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -49,4 +56,36 @@ def describe_stack(client: DeployClient, stack_name: str, env: str = "dev") -> S
     return stack
 
 
-__all__ = ["StatusReport", "describe_stack", "stack_status"]
+def comparable(stack: Stack) -> bool:
+    """Whether a change set can compare ``stack`` with the config: not while it is busy or broken."""
+    return not (stack.status.endswith("_IN_PROGRESS") or stack.status in CREATE_STATES
+                or stack.status.endswith("FAILED") or stack.status == "ROLLBACK_COMPLETE")
+
+
+def status_plan(cfg: Any, client: DeployClient, stack: Stack, timeout_minutes: float = 30.0,
+                progress: Progress = _quiet) -> DeployPlan | None:
+    """A plan to compare ``stack`` against (``iotpipe deploy``'s own, writing nothing to S3), or None when the
+    stack is busy or broken or the plan fails: the status must still be reported then (``progress`` says why)."""
+    from iotpipe.deploy.planner import DeployOptions, plan_config
+
+    if not comparable(stack):
+        progress(f"not comparing with the config while the stack is {stack.status}")
+        return None
+    try:
+        options = DeployOptions(timeout_minutes=timeout_minutes, read_only="iotpipe status")
+        return plan_config(cfg, client, options, progress).plan
+    except IotpipeError as exc:
+        progress(f"could not compare with the config: {exc}")
+        return None
+
+
+def pipeline_status(cfg: Any, client: DeployClient, *, last: int = 10, check: bool = True,
+                    timeout_minutes: float = 30.0, progress: Progress = _quiet) -> StatusReport:
+    """The status of ``cfg``'s stack: its last ``last`` events and, when ``check``, the changes a deploy of the
+    current config would make (None when not compared). DeployError when the stack does not exist."""
+    stack = describe_stack(client, cfg.resolved_stack_name, cfg.env)
+    plan = status_plan(cfg, client, stack, timeout_minutes, progress) if check else None
+    return stack_status(client, stack, plan, last)
+
+
+__all__ = ["StatusReport", "comparable", "describe_stack", "pipeline_status", "stack_status", "status_plan"]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from iotpipe import naming
+from iotpipe import contract as naming
 
 _applied: list[Patches] = []
 

@@ -291,15 +291,11 @@ class LocalPipeline:
         """Deploy ``template`` into the emulator through ``iotpipe deploy``'s own plan and execution."""
         from iotpipe.deploy.client import DeployClient
         from iotpipe.deploy.execute import execute_plan
-        from iotpipe.deploy.plan import DeployRequest, merge_pairs, plan_deploy
-        from iotpipe.package import artefacts
+        from iotpipe.deploy.plan import plan_deploy
+        from iotpipe.deploy.planner import deploy_request
 
-        request = DeployRequest(stack_name=config.resolved_stack_name, template_body=template, env=config.env,
-                                parameters=merge_pairs(config.parameters, ()), tags=merge_pairs(config.tags, ()),
-                                termination_protection=config.termination_protection,
-                                artefacts=artefacts(config.processor))
         client = DeployClient.from_factory(factory)
-        plan = plan_deploy(client, request, self.progress)
+        plan = plan_deploy(client, deploy_request(config, template), self.progress)
         execute_plan(client, plan, self.progress)
 
     # ------------------------------------------------------------------ wiring

@@ -12,14 +12,14 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
 
-from iotpipe import naming
+from iotpipe import contract
 from iotpipe.aws import aws_call
 from iotpipe.config import MAX_PACK_WINDOW_SECONDS, PipelineConfig
 from iotpipe.errors import ParameterError
 from iotpipe.query.outputs import ClientSource, required_output, stack_names
 from iotpipe.query.timespec import days_between, iso_ms, now_ms, parse_since, sort_key_from
 
-DEFAULT_ANOMALY_INDEX = naming.ANOMALY_INDEX
+DEFAULT_ANOMALY_INDEX = contract.ANOMALY_INDEX
 # The longest window a packed item can have been written with (any release, any configuration): how far before a
 # time its readings can start.
 MAX_PACK_WINDOW_MS = MAX_PACK_WINDOW_SECONDS * 1000
@@ -273,7 +273,7 @@ def readings(
     _check_limit(limit)
     _check_sensor(cfg, sensor)
     since_ms = parse_since(since, now if now is not None else now_ms())
-    table = required_output(stack_names(clients, cfg), naming.OUT_TABLE_NAME, cfg)
+    table = required_output(stack_names(clients, cfg), contract.OUT_TABLE_NAME, cfg)
     return query_readings(
         clients.client("dynamodb"),
         table,
@@ -301,8 +301,8 @@ def anomalies(
     current = now if now is not None else now_ms()
     since_ms = parse_since(since, current)
     outputs = stack_names(clients, cfg)
-    table = required_output(outputs, naming.OUT_TABLE_NAME, cfg)
-    index = outputs.get(naming.OUT_ANOMALY_INDEX) or DEFAULT_ANOMALY_INDEX
+    table = required_output(outputs, contract.OUT_TABLE_NAME, cfg)
+    index = outputs.get(contract.OUT_ANOMALY_INDEX) or DEFAULT_ANOMALY_INDEX
     return query_anomalies(
         clients.client("dynamodb"),
         table,

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from iotpipe import naming
+from iotpipe import contract
 from iotpipe.aws import aws_call
 from iotpipe.config import PipelineConfig
 from iotpipe.errors import AwsError
@@ -156,7 +156,7 @@ def follow_logs(
 
 def log_group(clients: ClientSource, cfg: PipelineConfig) -> str:
     """The processor's log group name (output DataProcessorLogGroupName)."""
-    return required_output(stack_names(clients, cfg), naming.OUT_LOG_GROUP_NAME, cfg)
+    return required_output(stack_names(clients, cfg), contract.OUT_LOG_GROUP_NAME, cfg)
 
 
 def processor_logs(

@@ -7,15 +7,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from iotpipe import naming
+from iotpipe import contract
 from iotpipe.aws import aws_call
 from iotpipe.config import PipelineConfig
 from iotpipe.errors import ConfigError, ParameterError
 from iotpipe.query.outputs import ClientSource, stack_names
 from iotpipe.query.timespec import iso_ms, now_ms, parse_since
 
-METRIC_NAMESPACE = naming.METRIC_NAMESPACE
-METRIC_NAMES = naming.METRIC_NAMES
+METRIC_NAMESPACE = contract.METRIC_NAMESPACE
+METRIC_NAMES = contract.METRIC_NAMES
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def metrics(
     current = now if now is not None else now_ms()
     since_ms = parse_since(since, current)
     outputs = stack_names(clients, cfg)
-    environment = outputs.get(naming.OUT_ENV) or cfg.env
+    environment = outputs.get(contract.OUT_ENV) or cfg.env
     return fetch_metrics(
         clients.client("cloudwatch"), environment, since_ms=since_ms, until_ms=current, period_s=period_s
     )

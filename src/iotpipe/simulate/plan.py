@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from iotpipe import contract
 from iotpipe.config import Threshold
 from iotpipe.devices import topic_for, validate_thing_name
 from iotpipe.errors import ConfigError, ParameterError
@@ -26,7 +27,7 @@ FORMATS = ("single", "multi")
 # IoT Core refuses a publish over 128 KB ("Message size", AWS IoT Core quotas); the processor quarantines a message
 # of more than 1,000 readings (docs/contract.md, section 3).
 MAX_MESSAGE_BYTES = 128 * 1024
-MAX_READINGS_PER_MESSAGE = 1_000
+MAX_READINGS_PER_MESSAGE = contract.MAX_READINGS_PER_MESSAGE
 # The longest text a simulated value can take in JSON (a double's repr), and the longest epoch-ms timestamp.
 _WORST_VALUE = -1.2345678901234567e-100
 _WORST_TIMESTAMP = 9_999_999_999_999

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from iotpipe import naming
+from iotpipe import contract
 from iotpipe.errors import LocalError
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ OnFeedLost = Callable[[str], None]
 
 KINDS = ("auto", "mosquitto", "amqtt")
 FEED_TOPICS = ("#", "$aws/rules/#")
-BASIC_INGEST_PREFIX = naming.BASIC_INGEST_PREFIX
+BASIC_INGEST_PREFIX = contract.BASIC_INGEST_PREFIX
 # mosquitto is often in /usr/sbin, which is not on a normal user's PATH.
 MOSQUITTO_FALLBACKS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 INSTALL_MOSQUITTO = (
@@ -61,8 +61,8 @@ class DevicePolicy:
     """
 
     is_registered: Callable[[str], bool]
-    publish_topic: str = naming.device_topic("{client_id}")
-    command_topic: str = naming.command_topic("{client_id}")
+    publish_topic: str = contract.device_topic("{client_id}")
+    command_topic: str = contract.command_topic("{client_id}")
     basic_ingest_rule: str | None = None
 
     def allows(self, action: str, client_id: str, topic: str) -> bool:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from iotpipe import naming
+from iotpipe import contract
 from iotpipe.local.esm.spec import MappingSpec
 
 # "the batch reaches the payload limit of 6 MB" (synchronous invocation payload limit).
@@ -160,7 +160,7 @@ def failure_object_key(spec: MappingSpec, body: str) -> str:
     shard = document["KinesisBatchInfo"]["shardId"]
     at = datetime.fromisoformat(document["timestamp"].replace("Z", "+00:00"))
     mapping = uuid.uuid5(uuid.NAMESPACE_URL, f"{spec.stream_arn} {spec.function_arn}")
-    return f"{naming.FAILURE_PREFIX}{mapping}/{shard}/{at:%Y/%m/%d}/{at:%Y-%m-%dT%H.%M.%S}-{uuid.uuid4()}"
+    return f"{contract.FAILURE_PREFIX}{mapping}/{shard}/{at:%Y/%m/%d}/{at:%Y-%m-%dT%H.%M.%S}-{uuid.uuid4()}"
 
 
 def _iso_ms(epoch: float) -> str:

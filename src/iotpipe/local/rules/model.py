@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from iotpipe import naming
+from iotpipe import contract
 from iotpipe.local.rules.iotsql import DEFAULT_SQL_VERSION, Query, RuleError, Template, compile_template, parse_sql
 
-BASIC_INGEST_PREFIX = naming.BASIC_INGEST_PREFIX
+BASIC_INGEST_PREFIX = contract.BASIC_INGEST_PREFIX
 
 
 @dataclass(frozen=True)

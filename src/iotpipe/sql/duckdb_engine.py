@@ -1,17 +1,5 @@
-"""SQL over the raw archive: the same relations on Athena (cloud) and DuckDB (laptop, ``iotpipe local``, moto).
-
-Relations (same names and columns on both engines):
-
-- ``raw_records``: one row per archived Kinesis record, deduplicated by shard and sequence number.
-- ``readings``: one row per reading (single, multi-reading and samples payloads expanded), quarantined readings
-  excluded.
-- ``quarantined``: one row per record the processor refused, with its reason.
-- ``thresholds``: the configured sensor thresholds; ``query_window``: the requested time window.
-
-On Athena they are common table expressions over the Glue tables, with partition predicates for the window
-(partition projection prunes to the window's hours). On DuckDB they are views over the archive objects of the
-window, fetched through boto3 and cached locally by ETag.
-"""
+"""The DuckDB engine: the window's archive objects fetched through boto3 into the cache, parsed once into
+Parquet, views for the relations, and a locked-down read-only query."""
 
 from __future__ import annotations
 
@@ -19,16 +7,24 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from iotpipe.config import Threshold
-from iotpipe.errors import ConfigError, IotpipeError, ParameterError
-from iotpipe.sql_cache import (
+# The processor's rules a reading must pass (docs/contract.md section 3), mirrored where the quarantine cannot say
+# which reading of a record it refused: the samples form holds one sensor type in several samples.
+from iotpipe.contract import (
+    MAX_READINGS_PER_BODY,
+    MAX_READINGS_PER_MESSAGE,
+    SENSOR_TYPE_PATTERN,
+    UNIT_MAX_CHARS,
+    VALUE_MAX_MAGNITUDE,
+    VALUE_MIN_MAGNITUDE,
+)
+from iotpipe.errors import ParameterError
+from iotpipe.sql.cache import (
     ENTRIES_KIND,
     PRIVATE_DIR,
     RECORDS_KIND,
@@ -41,536 +37,34 @@ from iotpipe.sql_cache import (
     private_folder,
     prune_cache,
 )
+from iotpipe.sql.queries import (
+    QueryResult,
+    SkippedObject,
+    SqlError,
+    SqlUsageError,
+)
+from iotpipe.sql.relations import (
+    Thresholds,
+    _common_ctes,
+    _literal,
+    _reading_time,
+    _repeat_rank,
+    _timestamp,
+    _unit_case,
+)
+from iotpipe.sql.window import (
+    Window,
+    archive_key_hour,
+    window_days,
+    window_hours,
+)
 
-# A config's thresholds (a read-only mapping, sensor type -> Threshold), or the same as pairs.
-Thresholds = Mapping[str, Threshold] | Sequence[tuple[str, Threshold]]
-
-HOUR_MS = 3_600_000
-# Athena's price for SQL queries: $5 per TB scanned, at least 10 MB per query (Athena pricing).
-PRICE_PER_TB_USD = 5.0
-MIN_BILLED_BYTES = 10 * 1000 * 1000
-TB = 1000**4
-# Above this many days the Athena partition predicate names months rather than days and hours.
-MAX_DAY_PREDICATES = 62
-_ARCHIVE_KEY = re.compile(r"^(raw|quarantine)/year=(\d{4})/month=(\d{2})/day=(\d{2})/hour=(\d{2})/([^/]+)/[^/]+$")
-# Quoted text, comments and semicolons: a semicolon inside a string, identifier or comment ends no statement.
-_SQL_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\$\$.*?\$\$|--[^\n]*|/\*.*?\*/|;|[^'\"$;/-]+|.", re.S)
-_FIRST_WORD = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*\(*\s*([A-Za-z]+)", re.S)
-READ_STATEMENTS = ("select", "with", "values")
-# The processor's rules a reading must pass (docs/contract.md section 3), mirrored where the quarantine cannot say
-# which reading of a record it refused: the samples form holds one sensor type in several samples.
-SENSOR_TYPE_PATTERN = "^[A-Za-z][A-Za-z0-9_]{0,63}$"
-UNIT_MAX_CHARS = 32
-MAX_READINGS_PER_BODY = 100
-MAX_READINGS_PER_MESSAGE = 1000
 # DuckDB's memory bound by default (iotpipe sql --memory-mb): beyond it, DuckDB spills to the cache's own folder.
 DEFAULT_MEMORY_MB = 512
 MIN_MEMORY_MB = 128
 DOWNLOAD_CHUNK = 1024 * 1024
-VALUE_MIN_MAGNITUDE = 1e-130
-VALUE_MAX_MAGNITUDE = 1e126
 DUCKDB_MISSING = ("DuckDB is not installed; add it with: pip install 'iotpipe[sql]' (about 25 MB download, 70 MB "
                   "installed), or use --engine athena")
-
-# Relation name -> (column, type) as both engines return them.
-RELATION_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "readings": (("device_id", "varchar"), ("sensor_type", "varchar"), ("value", "double"), ("unit", "varchar"),
-                 ("reading_time", "timestamp"), ("device_time", "timestamp"), ("received_at", "timestamp"),
-                 ("arrived_at", "timestamp"), ("shard_id", "varchar"), ("sequence_number", "varchar")),
-    "raw_records": (("shard_id", "varchar"), ("sequence_number", "varchar"), ("partition_key", "varchar"),
-                    ("arrived_at", "timestamp"), ("data", "varchar"), ("data_base64", "varchar")),
-    "quarantined": (("shard_id", "varchar"), ("sequence_number", "varchar"), ("partition_key", "varchar"),
-                    ("reason", "varchar"), ("sensor_type", "varchar"), ("rejected_sensor_types", "array(varchar)"),
-                    ("data", "varchar"), ("data_base64", "varchar"), ("archive_hour", "timestamp")),
-    "thresholds": (("sensor_type", "varchar"), ("min_value", "double"), ("max_value", "double"),
-                   ("unit", "varchar")),
-    "query_window": (("window_start", "timestamp"), ("window_end", "timestamp")),
-}
-
-
-class SqlError(IotpipeError):
-    """A SQL query could not run, failed or was cancelled; the message says why and what to do."""
-
-
-class SqlUsageError(SqlError):
-    """The query itself is refused: not exactly one read-only statement, or one the engine cannot parse or bind."""
-
-    exit_code = 2
-
-
-# --- time window ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Window:
-    """A time window of archive arrival times, epoch ms, ``start`` inclusive and ``end`` exclusive."""
-
-    start_ms: int
-    end_ms: int
-
-    @property
-    def start(self) -> datetime:
-        """Start as a naive UTC datetime."""
-        return _utc(self.start_ms)
-
-    @property
-    def end(self) -> datetime:
-        """End as a naive UTC datetime."""
-        return _utc(self.end_ms)
-
-
-def _utc(epoch_ms: int) -> datetime:
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).replace(tzinfo=None)
-
-
-def parse_time(text: str, parameter: str) -> int:
-    """An ISO 8601 time (UTC when it has no offset) -> epoch ms, else ParameterError naming ``parameter``."""
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ParameterError(parameter, text, "is not an ISO 8601 time; use e.g. 2026-01-02T03:00:00Z") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
-
-
-def window_from(since: str | None, start: str | None, end: str | None, now_ms: int) -> Window:
-    """``--since`` (a duration or ISO time, up to now) or ``--from``/``--to`` -> Window; ConfigError if bad."""
-    from iotpipe.query import parse_since
-
-    if since is not None and start is not None:
-        raise ConfigError("--since and --from both given; use --since 24h, or --from T [--to T]")
-    end_ms = parse_time(end, "end") if end is not None else now_ms
-    start_ms = parse_time(start, "start") if start is not None else parse_since(since or "24h", now_ms)
-    if start_ms >= end_ms:
-        raise ConfigError(f"the window is empty: it starts at {_utc(start_ms)}Z and ends at {_utc(end_ms)}Z; "
-                          "give a --from before --to")
-    return Window(start_ms, end_ms)
-
-
-def window_hours(window: Window) -> list[datetime]:
-    """The UTC hours (naive datetimes) whose archive partitions can hold arrivals of ``window``."""
-    hour = window.start.replace(minute=0, second=0, microsecond=0)
-    hours = []
-    while hour < window.end:
-        hours.append(hour)
-        hour += timedelta(hours=1)
-    return hours
-
-
-def window_days(window: Window) -> list[date]:
-    """The UTC days the window touches, oldest first."""
-    return sorted({hour.date() for hour in window_hours(window)})
-
-
-def archive_key_hour(key: str) -> tuple[str, datetime, str] | None:
-    """``(kind, hour, shard id)`` of an archive or quarantine object key, None for any other key."""
-    match = _ARCHIVE_KEY.match(key)
-    if match is None:
-        return None
-    kind, year, month, day, hour, shard = match.groups()
-    try:
-        return kind, datetime(int(year), int(month), int(day), int(hour)), shard
-    except ValueError:
-        return None
-
-
-# --- named queries --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NamedQuery:
-    """A query shipped with iotpipe, run by name: ``iotpipe sql hourly-stats``."""
-
-    name: str
-    description: str
-    sql: str
-
-
-NAMED_QUERIES: dict[str, NamedQuery] = {q.name: q for q in (
-    NamedQuery("hourly-stats", "count, min, average and max per device, sensor and hour",
-               "SELECT device_id, sensor_type, date_trunc('hour', reading_time) AS hour, count(*) AS readings,\n"
-               "       min(value) AS min_value, round(avg(value), 3) AS avg_value, max(value) AS max_value\n"
-               "FROM readings\nGROUP BY 1, 2, 3\nORDER BY 3, 1, 2"),
-    NamedQuery("anomalies-per-day", "readings outside the configured thresholds, per day, device and sensor",
-               "SELECT CAST(r.reading_time AS DATE) AS day, r.device_id, r.sensor_type, count(*) AS anomalies\n"
-               "FROM readings r JOIN thresholds t ON r.sensor_type = t.sensor_type\n"
-               "WHERE r.value > t.max_value OR r.value < t.min_value\n"
-               "GROUP BY 1, 2, 3\nORDER BY 1, 2, 3"),
-    NamedQuery("silent-devices", "devices whose last reading in the window is over an hour before its end",
-               "SELECT device_id, max(reading_time) AS last_reading, count(*) AS readings\n"
-               "FROM readings\nGROUP BY device_id\n"
-               "HAVING max(reading_time) < (SELECT window_end FROM query_window) - INTERVAL '1' HOUR\n"
-               "ORDER BY 2, 1"),
-    NamedQuery("quarantine-reasons", "quarantined records per reason",
-               "SELECT reason, count(*) AS records\nFROM quarantined\nGROUP BY reason\nORDER BY 2 DESC, 1"),
-)}
-
-
-def split_statements(sql: str) -> list[str]:
-    """The statements of ``sql``: split at semicolons outside quotes and comments, blank ones (and comments alone)
-    dropped."""
-    statements, current = [], []
-    for token in [*_SQL_TOKEN.findall(sql), ";"]:
-        if token != ";":
-            current.append(token)
-            continue
-        text = "".join(current).strip()
-        if re.sub(r"--[^\n]*|/\*.*?\*/", "", text, flags=re.S).strip():
-            statements.append(text)
-        current = []
-    return statements
-
-
-def resolve_query(text: str) -> str:
-    """The SQL of a named query, or ``text`` itself; SqlUsageError unless it is exactly one read query
-    (SELECT/WITH/VALUES): a second statement after a semicolon is refused, whatever it is."""
-    named = NAMED_QUERIES.get(text.strip())
-    sql = named.sql if named else text
-    statements = split_statements(sql)
-    if len(statements) > 1:
-        raise SqlUsageError(f"{len(statements)} statements given; iotpipe sql runs exactly one read query (SELECT, "
-                            f"WITH ... SELECT or VALUES): remove everything after the first ';'")
-    body = statements[0] if statements else ""
-    match = _FIRST_WORD.match(body)
-    if not body or match is None or match.group(1).lower() not in READ_STATEMENTS:
-        names = ", ".join(NAMED_QUERIES)
-        raise SqlUsageError(f"not a query: {text.strip()[:60]!r}; give a SELECT (or WITH ... SELECT), or a named "
-                            f"query: {names}")
-    return body
-
-
-# --- relation SQL shared by both engines ----------------------------------------------------------------
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _number(value: float | None) -> str:
-    return "CAST(NULL AS DOUBLE)" if value is None else f"CAST({value!r} AS DOUBLE)"
-
-
-def _timestamp(moment: datetime) -> str:
-    return f"TIMESTAMP '{moment.isoformat(sep=' ', timespec='milliseconds')}'"
-
-
-def _pairs(thresholds: Thresholds) -> Sequence[tuple[str, Threshold]]:
-    """(sensor type, threshold) pairs of a config's thresholds mapping, or of pairs given as such."""
-    return tuple(thresholds.items()) if isinstance(thresholds, Mapping) else thresholds
-
-
-def _thresholds_values(thresholds: Thresholds) -> str:
-    rows = [f"({_literal(name)}, {_number(t.min)}, {_number(t.max)}, {_literal(t.unit)})"
-            for name, t in _pairs(thresholds)]
-    if not rows:
-        return "SELECT CAST(NULL AS VARCHAR), CAST(NULL AS DOUBLE), CAST(NULL AS DOUBLE), CAST(NULL AS VARCHAR) " \
-               "WHERE 1 = 0"
-    return "VALUES " + ", ".join(rows)
-
-
-def _unit_case(column: str, thresholds: Thresholds) -> str:
-    """The configured unit of a sensor type, as the processor stores it when the payload gives none."""
-    whens = " ".join(f"WHEN {_literal(name)} THEN {_literal(t.unit)}" for name, t in _pairs(thresholds) if t.unit)
-    return f"CASE {column} {whens} END" if whens else "CAST(NULL AS VARCHAR)"
-
-
-def _device_time_ok(ttl_days: int) -> str:
-    """The processor's rule for a device time: after 2000, within the retention before and a day after receipt."""
-    return ("device_time >= TIMESTAMP '2000-01-01 00:00:00.000' "
-            f"AND device_time >= received_at - INTERVAL '{ttl_days}' DAY "
-            "AND device_time <= received_at + INTERVAL '1' DAY")
-
-
-def _reading_time(ttl_days: int) -> str:
-    """The processor's rule: the device time when plausible, else the receive time."""
-    return f"CASE WHEN {_device_time_ok(ttl_days)} THEN device_time ELSE received_at END"
-
-
-def _repeat_rank(ttl_days: int, t: str) -> str:
-    """1 for the reading the processor stores, more for its repeats (docs/contract.md, section 6): readings of one
-    device, sensor type, value and device time are one item; a reading dated by its arrival is told apart by its
-    origin (shard, sequence number, sample), so equal values sharing an arrival time are distinct readings."""
-    origin = (f"CASE WHEN {_device_time_ok(ttl_days)} THEN NULL ELSE concat({t}shard_id, '#', {t}sequence_number, "
-              f"'#', CAST({t}sample_index AS VARCHAR)) END")
-    return (f"row_number() OVER (PARTITION BY device_id, {t}sensor_type, value, {_reading_time(ttl_days)}, {origin} "
-            f"ORDER BY arrived_at, {t}shard_id, {t}sequence_number, {t}sample_index)")
-
-
-def _common_ctes(window: Window, thresholds: Thresholds) -> list[tuple[str, str]]:
-    return [
-        ("query_window(window_start, window_end)",
-         f"SELECT {_timestamp(window.start)}, {_timestamp(window.end)}"),
-        ("thresholds(sensor_type, min_value, max_value, unit)", _thresholds_values(thresholds)),
-    ]
-
-
-# --- Athena ---------------------------------------------------------------------------------------------
-
-
-def partition_predicate(window: Window) -> str:
-    """Predicates on the projected partition columns that cover ``window`` (per day and hour, or per month for
-    long windows), so Athena reads only those partitions."""
-    hours = window_hours(window)
-    days: dict[date, list[int]] = {}
-    for hour in hours:
-        days.setdefault(hour.date(), []).append(hour.hour)
-    if len(days) <= MAX_DAY_PREDICATES:
-        parts = [f"(year = {d.year} AND month = {d.month} AND day = {d.day} AND hour BETWEEN {min(h)} AND {max(h)})"
-                 for d, h in days.items()]
-    else:
-        months = sorted({(d.year, d.month) for d in days})
-        parts = [f"(year = {y} AND month = {m})" for y, m in months]
-    return "(" + " OR ".join(parts) + ")"
-
-
-def athena_relations(database: str, window: Window, thresholds: Thresholds,
-                     ttl_days: int) -> list[tuple[str, str]]:
-    """The relations as (name, query) common table expressions over the Glue tables of ``database``."""
-    from iotpipe import naming
-
-    db = '"' + database.replace('"', '""') + '"'
-    epoch = "TIMESTAMP '1970-01-01 00:00:00.000'"
-    shard = "regexp_extract(\"$path\", 'hour=[0-9]{2}/([^/]+)/', 1)"
-    sensor_json = "json_extract(body, '$.sensorType')"
-    where = f"{partition_predicate(window)}"
-    in_window = "arrived_at >= (SELECT window_start FROM query_window) " \
-                "AND arrived_at < (SELECT window_end FROM query_window)"
-    return [
-        *_common_ctes(window, thresholds),
-        ("archive_lines",
-         f"SELECT {shard} AS shard_id, sequencenumber AS sequence_number, partitionkey AS partition_key, "
-         f"date_add('millisecond', arrivedat, {epoch}) AS arrived_at, data, database64 AS data_base64 "
-         f"FROM {db}.{naming.RAW_ARCHIVE_TABLE_NAME} WHERE {where}"),
-        ("raw_records",
-         "SELECT shard_id, sequence_number, partition_key, arrived_at, data, data_base64 FROM ("
-         "SELECT *, row_number() OVER (PARTITION BY shard_id, sequence_number ORDER BY arrived_at) AS line_rank "
-         f"FROM archive_lines WHERE {in_window}) WHERE line_rank = 1"),
-        ("quarantine_lines",
-         "SELECT * FROM ("
-         f"SELECT {shard} AS shard_id, sequencenumber AS sequence_number, partitionkey AS partition_key, reason, "
-         "sensortype AS sensor_type, transform(rejected, r -> r.sensortype) AS rejected_sensor_types, "
-         "transform(filter(rejected, r -> r.reason = 'unknown sensorType'), r -> r.sensortype) "
-         "AS unknown_sensor_types, data, database64 AS data_base64, "
-         "date_add('hour', hour, date_add('day', day - 1, date_add('month', month - 1, "
-         f"date_add('year', year - 1970, {epoch})))) AS archive_hour, "
-         "row_number() OVER (PARTITION BY " + shard + ", sequencenumber) AS line_rank "
-         f"FROM {db}.{naming.QUARANTINE_ARCHIVE_TABLE_NAME} WHERE {where}) WHERE line_rank = 1"),
-        ("quarantined",
-         "SELECT shard_id, sequence_number, partition_key, reason, sensor_type, rejected_sensor_types, data, "
-         "data_base64, archive_hour FROM quarantine_lines"),
-        # As on DuckDB (duckdb_relations): a record refused whole, or the refused readings of a type.
-        ("quarantine_keys",
-         "SELECT shard_id, sequence_number, CAST(NULL AS VARCHAR) AS sensor_type, true AS every_sample "
-         "FROM quarantine_lines WHERE rejected_sensor_types IS NULL "
-         "UNION ALL SELECT q.shard_id, q.sequence_number, s.sensor_type, false FROM quarantine_lines q "
-         "CROSS JOIN UNNEST(q.rejected_sensor_types) AS s(sensor_type) WHERE s.sensor_type IS NOT NULL "
-         "UNION ALL SELECT q.shard_id, q.sequence_number, s.sensor_type, true FROM quarantine_lines q "
-         "CROSS JOIN UNNEST(q.unknown_sensor_types) AS s(sensor_type) WHERE s.sensor_type IS NOT NULL"),
-        ("payloads",
-         "SELECT shard_id, sequence_number, arrived_at, try(json_parse(data)) AS j FROM raw_records "
-         "WHERE data IS NOT NULL"),
-        # The bodies of a payload: the payload itself (sample_index 0), or each sample of the samples form
-        # (sample_index from 1; the payload's own reading fields are then ignored).
-        ("bodies",
-         "SELECT p.*, p.j AS body, 0 AS sample_index FROM payloads p "
-         "WHERE p.j IS NOT NULL AND json_extract(p.j, '$.samples') IS NULL "
-         "UNION ALL SELECT p.*, s.body, s.sample_index FROM payloads p "
-         "CROSS JOIN UNNEST(try(CAST(json_extract(p.j, '$.samples') AS ARRAY(JSON)))) WITH ORDINALITY "
-         "AS s(body, sample_index) WHERE p.j IS NOT NULL"),
-        # A single body: one reading when its sensorType is a string and its unit absent, null or short; a multi
-        # body: one row per key of its readings map, at most 100 (UNNEST of the keys, element_at for the value:
-        # plain Trino that sqlglot also transpiles to DuckDB, which UNNEST of a map is not).
-        ("reading_entries",
-         "SELECT b.*, json_extract_scalar(body, '$.sensorType') AS sensor_type, "
-         "json_extract(body, '$.value') AS value_json, "
-         "NULLIF(json_extract_scalar(body, '$.unit'), '') AS unit_given FROM bodies b "
-         "WHERE json_extract(body, '$.readings') IS NULL "
-         f"AND {_is_json_string(sensor_json)} AND {_trino_unit_ok()} "
-         "UNION ALL SELECT m.shard_id, m.sequence_number, m.arrived_at, m.j, m.body, m.sample_index, "
-         "e.sensor_type, element_at(m.readings, e.sensor_type), CAST(NULL AS VARCHAR) FROM ("
-         "SELECT b.*, try(CAST(json_extract(b.body, '$.readings') AS MAP(VARCHAR, JSON))) AS readings FROM bodies b"
-         f") m CROSS JOIN UNNEST(map_keys(m.readings)) AS e(sensor_type) "
-         f"WHERE cardinality(map_keys(m.readings)) <= {MAX_READINGS_PER_BODY}"),
-        ("typed_readings",
-         "SELECT json_extract_scalar(j, '$.deviceId') AS device_id, sensor_type, "
-         "try(CAST(value_json AS DOUBLE)) AS value, "
-         f"COALESCE(unit_given, {_unit_case('sensor_type', thresholds)}) AS unit, "
-         "CASE WHEN try_cast(json_extract_scalar(body, '$.timestamp') AS DOUBLE) IS NOT NULL "
-         "THEN try(date_add('millisecond', CAST(try_cast(json_extract_scalar(body, '$.timestamp') AS DOUBLE) "
-         f"AS BIGINT), {epoch})) "
-         "ELSE try(CAST(from_iso8601_timestamp(json_extract_scalar(body, '$.timestamp')) AT TIME ZONE 'UTC' "
-         "AS timestamp(3))) END AS device_time, "
-         "COALESCE(try(date_add('millisecond', CAST(try_cast(json_extract_scalar(j, '$.receivedAt') AS DOUBLE) "
-         f"AS BIGINT), {epoch})), arrived_at) AS received_at, arrived_at, shard_id, sequence_number, sample_index "
-         "FROM reading_entries "
-         f"WHERE regexp_like(sensor_type, {_literal(SENSOR_TYPE_PATTERN)}) "
-         "AND regexp_like(json_format(value_json), '^-?[0-9]')"),
-        ("readings",
-         "SELECT device_id, sensor_type, value, unit, reading_time, device_time, received_at, arrived_at, shard_id, "
-         "sequence_number FROM ("
-         f"SELECT device_id, t.sensor_type, value, unit, {_reading_time(ttl_days)} AS reading_time, device_time, "
-         f"received_at, arrived_at, t.shard_id, t.sequence_number, {_repeat_rank(ttl_days, 't.')} AS repeat_rank "
-         "FROM typed_readings t "
-         "LEFT JOIN quarantine_keys w ON w.sensor_type IS NULL AND w.shard_id = t.shard_id "
-         "AND w.sequence_number = t.sequence_number "
-         "LEFT JOIN quarantine_keys p ON p.sensor_type = t.sensor_type AND p.shard_id = t.shard_id "
-         "AND p.sequence_number = t.sequence_number AND (t.sample_index = 0 OR p.every_sample) "
-         "WHERE w.shard_id IS NULL AND p.shard_id IS NULL AND device_id IS NOT NULL AND t.sensor_type IS NOT NULL "
-         f"AND (value = 0 OR (abs(value) >= {VALUE_MIN_MAGNITUDE!r} AND abs(value) < {VALUE_MAX_MAGNITUDE!r}))"
-         ") WHERE repeat_rank = 1"),
-    ]
-
-
-def _is_json_string(value: str) -> str:
-    """Trino: the JSON value ``value`` is a string (json_format quotes strings only)."""
-    return f"json_format({value}) LIKE '\"%'"
-
-
-def _trino_unit_ok() -> str:
-    """Trino: a single body's unit is absent, null, or a string of at most 32 characters."""
-    unit = "json_extract(body, '$.unit')"
-    return (f"(COALESCE(json_format({unit}), 'null') = 'null' OR ({_is_json_string(unit)} "
-            f"AND length(json_extract_scalar(body, '$.unit')) <= {UNIT_MAX_CHARS}))")
-
-
-def with_relations(ctes: Sequence[tuple[str, str]], sql: str) -> str:
-    """``sql`` preceded by the relations as common table expressions (merged into its own WITH, if any)."""
-    prelude = ",\n".join(f"{name} AS ({body})" for name, body in ctes)
-    body = sql.strip().rstrip(";").strip()
-    match = re.match(r"(?is)^with\s+(?!recursive\b)", body)
-    if match:
-        return f"WITH {prelude},\n{body[match.end():]}"
-    return f"WITH {prelude}\n{body}"
-
-
-@dataclass(frozen=True)
-class QueryResult:
-    """Rows of a finished query and what it cost to run."""
-
-    engine: str
-    columns: tuple[str, ...]
-    rows: tuple[tuple[Any, ...], ...]
-    bytes_scanned: int
-    seconds: float
-    query_id: str = ""
-    objects: int = 0
-    downloaded: int = 0
-    skipped: tuple[SkippedObject, ...] = ()  # DuckDB: malformed archive objects left out
-
-    @property
-    def cost_usd(self) -> float:
-        """Athena's charge for the query ($5 per TB, 10 MB minimum); 0 on DuckDB."""
-        return athena_cost(self.bytes_scanned) if self.engine == "athena" else 0.0
-
-
-def athena_cost(bytes_scanned: int) -> float:
-    """US dollars Athena charges for a query that scanned ``bytes_scanned`` ($5 per TB, at least 10 MB)."""
-    return max(bytes_scanned, MIN_BILLED_BYTES) / TB * PRICE_PER_TB_USD
-
-
-@dataclass(frozen=True)
-class AthenaProgress:
-    """One poll of a running query."""
-
-    query_id: str
-    state: str
-    bytes_scanned: int
-
-
-_ATHENA_TYPES: dict[str, Callable[[str], Any]] = {
-    "tinyint": int, "smallint": int, "integer": int, "bigint": int, "double": float, "float": float,
-    "real": float, "boolean": lambda v: v == "true",
-    "timestamp": lambda v: datetime.fromisoformat(v), "date": lambda v: date.fromisoformat(v),
-}
-
-
-def _athena_value(value: str | None, kind: str) -> Any:
-    if value is None:
-        return None
-    convert = _ATHENA_TYPES.get(kind.split("(")[0].lower())
-    try:
-        return convert(value) if convert else value
-    except ValueError:
-        return value
-
-
-def run_athena(athena: Any, sql: str, *, workgroup: str, database: str, window: Window,
-               thresholds: Thresholds, ttl_days: int,
-               on_progress: Callable[[AthenaProgress], None] = lambda _: None,
-               sleep: Callable[[float], None] = time.sleep, poll_seconds: float = 1.0,
-               max_polls: int = 86_400) -> QueryResult:
-    """Run ``sql`` over the relations in ``workgroup``: start, poll (``on_progress`` each time), page through the
-    results. Ctrl-C (KeyboardInterrupt) while it runs stops the query; a failed or cancelled query is SqlError."""
-    started = time.monotonic()
-    text = with_relations(athena_relations(database, window, thresholds, ttl_days), sql)
-    query_id = athena.start_query_execution(QueryString=text, WorkGroup=workgroup,
-                                            QueryExecutionContext={"Database": database})["QueryExecutionId"]
-    execution: dict[str, Any] = {}
-    try:
-        for _ in range(max_polls):
-            execution = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]
-            state = execution["Status"]["State"]
-            scanned = int(execution.get("Statistics", {}).get("DataScannedInBytes", 0))
-            on_progress(AthenaProgress(query_id, state, scanned))
-            if state in ("SUCCEEDED", "FAILED", "CANCELLED"):
-                break
-            sleep(poll_seconds)
-        else:
-            athena.stop_query_execution(QueryExecutionId=query_id)
-            raise SqlError(f"query {query_id} still running after {max_polls} polls; stopped it")
-    except KeyboardInterrupt:
-        athena.stop_query_execution(QueryExecutionId=query_id)
-        raise SqlError(f"query {query_id} cancelled (Ctrl-C); Athena stopped it") from None
-    state = execution["Status"]["State"]
-    scanned = int(execution.get("Statistics", {}).get("DataScannedInBytes", 0))
-    if state != "SUCCEEDED":
-        reason = execution["Status"].get("StateChangeReason", "")
-        error = SqlUsageError if state == "FAILED" and _ATHENA_QUERY_FAULT.search(reason) else SqlError
-        raise error(athena_failure(query_id, state, reason, scanned))
-    columns, rows = _athena_rows(athena, query_id)
-    return QueryResult("athena", columns, rows, scanned, time.monotonic() - started, query_id=query_id)
-
-
-# Athena's (Trino's) error names for a query that is wrong in itself: exit 2, like DuckDB's parser and binder.
-_ATHENA_QUERY_FAULT = re.compile(r"\b(SYNTAX_ERROR|COLUMN_NOT_FOUND|TABLE_NOT_FOUND|FUNCTION_NOT_FOUND|"
-                                 r"TYPE_MISMATCH|AMBIGUOUS_NAME|MISSING_COLUMN_NAME|INVALID_FUNCTION_ARGUMENT)\b|"
-                                 r"mismatched input|extraneous input")
-
-
-def athena_failure(query_id: str, state: str, reason: str, scanned: int) -> str:
-    """One line: the query's end state and Athena's reason, with what to do for the bytes-scanned cutoff."""
-    reason = " ".join(reason.split()) or "no reason given"
-    line = f"query {query_id} {state.lower()}: {reason}"
-    if "bytes scanned limit" in reason.lower():
-        line += (f" (scanned {scanned / 1e6:.1f} MB); narrow --since/--from/--to, or raise "
-                 "analytics.bytes_scanned_cutoff_mb and redeploy")
-    return line
-
-
-def _athena_rows(athena: Any, query_id: str) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
-    paginator = athena.get_paginator("get_query_results")
-    columns: tuple[str, ...] = ()
-    kinds: tuple[str, ...] = ()
-    rows: list[tuple[Any, ...]] = []
-    first = True
-    for page in paginator.paginate(QueryExecutionId=query_id):
-        result = page["ResultSet"]
-        if not columns:
-            info = result.get("ResultSetMetadata", {}).get("ColumnInfo", [])
-            columns = tuple(c["Name"] for c in info)
-            kinds = tuple(c.get("Type", "varchar") for c in info)
-        page_rows = result.get("Rows", [])
-        if first and page_rows:
-            page_rows = page_rows[1:]  # the first row of a SELECT's first page repeats the column names
-        first = False
-        for row in page_rows:
-            values = [datum.get("VarCharValue") for datum in row.get("Data", [])]
-            rows.append(tuple(_athena_value(v, k) for v, k in zip(values, kinds, strict=False)))
-    return columns, tuple(rows)
-
-
-# --- DuckDB ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -644,9 +138,9 @@ def fetch_archive(s3: Any, bucket: str, window: Window, cache_dir: Path, workers
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(missing)))) as pool:
             list(pool.map(download, missing))
     mark_used(p for p in paths if p not in {path for _, path in missing})  # last use: what pruning evicts by
-    from iotpipe import naming
+    from iotpipe import contract
 
-    raw_prefix, quarantine_prefix = naming.ARCHIVE_PREFIXES
+    raw_prefix, quarantine_prefix = contract.ARCHIVE_PREFIXES
     raw = tuple(p for o, p in zip(objects, paths, strict=True) if o.key.startswith(raw_prefix))
     quarantine = tuple(p for o, p in zip(objects, paths, strict=True) if o.key.startswith(quarantine_prefix))
     return LocalArchive(raw, quarantine, sum(o.size for o in objects), len(missing), root=cache_dir)
@@ -830,18 +324,9 @@ def _duckdb_reading_ok(sensor_type: str, value: str) -> str:
     """The reading checks of section 3 that depend on the reading alone: the sensor type's pattern, a value that
     is a JSON number in DynamoDB's range (``unknown sensorType`` depends on the config: the quarantine tells it)."""
     number = f"try_cast({value} AS DOUBLE)"
-    return (f"regexp_full_match({sensor_type}, {_literal(SENSOR_TYPE_PATTERN)}) "
+    return (f"regexp_full_match({sensor_type}, {_literal(SENSOR_TYPE_PATTERN.pattern)}) "
             f"AND json_type({value}) IN ('BIGINT', 'UBIGINT', 'DOUBLE') AND ({number} = 0 "
             f"OR (abs({number}) >= {VALUE_MIN_MAGNITUDE!r} AND abs({number}) < {VALUE_MAX_MAGNITUDE!r}))")
-
-
-@dataclass(frozen=True)
-class SkippedObject:
-    """An archive object a query could not read (truncated or not gzip, a line that is not a JSON object of the
-    archive's fields, a time out of range): left out of the query and of the cache."""
-
-    key: str
-    reason: str
 
 
 @dataclass(frozen=True)

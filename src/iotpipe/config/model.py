@@ -1,50 +1,43 @@
-"""Pipeline configuration: frozen dataclasses loaded from iotpipe.toml, an environment and CLI overrides.
-
-Values flow CLI overrides > ``[env.<name>]`` > ``[defaults]`` > built-in defaults. The built-in defaults
-reproduce the seed template's values. Every bad value raises :class:`ConfigError` naming the key path.
-"""
+"""The configuration model: frozen dataclasses per section, the pipeline's config, its cross-field rules and
+warnings."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import re
-import tomllib
-import typing
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
-from iotpipe.errors import ConfigError
-from iotpipe.naming import BASIC_INGEST_PREFIX, device_topic
+from iotpipe.config.fields import FieldError, ReadOnlyMap, _opt, _type_problem, _validate_fields
+from iotpipe.config.names import (
+    EMAIL_PATTERN,
+    KMS_KEY_PATTERN,
+    PARAMETER_NAME_PATTERN,
+    REGION_PATTERN,
+    STACK_NAME_PATTERN,
+    _price_problem,
+    check_env_name,
+    validate_tag,
+)
+from iotpipe.contract import (
+    BASIC_INGEST_PREFIX,
+    MAX_PACK_WINDOW_SECONDS,
+    SENSOR_TYPE_PATTERN,
+    STORAGE_LAYOUTS,
+    device_topic,
+)
 
-DEFAULT_CONFIG_FILE = "iotpipe.toml"
-ENV_NAME_PATTERN = re.compile(r"^[a-z0-9]{1,20}$")
-# CloudFormation's stack name pattern (CreateStack StackName).
-STACK_NAME_PATTERN = re.compile(r"^[a-zA-Z][-a-zA-Z0-9]{0,127}$")
-# AWS region names: us-east-1, eu-central-2, us-gov-west-1, cn-north-1, us-iso-east-1, us-isob-east-1.
-REGION_PATTERN = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
 # Kinesis on-demand: "a newly created data stream in on-demand mode" gets "4 MB/s of write and 8 MB/s of read
 # throughput" (Kinesis developer guide, on-demand mode), i.e. 4 shards of 1 MB/s, and it adds shards as traffic
 # grows; Lambda polls each shard with parallelization_factor concurrent batches.
 ON_DEMAND_INITIAL_SHARDS = 4
-TAG_VALUE_PATTERN = re.compile(r"^[\w .:/=+\-@]*$")
-MAX_TAG_KEY_LENGTH = 128
-MAX_TAG_VALUE_LENGTH = 256
-SENSOR_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-TAG_KEY_PATTERN = re.compile(r"^[\w .:/=+\-@]{1,128}$")
-PARAMETER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9]{1,255}$")
-# Key ARNs only (not aliases): IAM grants on the key are scoped to its ARN.
-KMS_KEY_PATTERN = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+)?$")
-EMAIL_PATTERN = re.compile(r"^([^@\s]+@[^@\s]+\.[^@\s]+)?$")
+
+
 PYTHON_RUNTIMES = ("python3.12", "python3.13", "python3.14")
 NODE_RUNTIMES = ("nodejs22.x", "nodejs24.x")
 # Lambda allows 4 KB of environment variables in all; the other variables take well under 600 bytes.
 MAX_THRESHOLDS_JSON_BYTES = 3500
-# The processor's STORAGE_LAYOUT values (docs/contract.md, section 6).
-STORAGE_LAYOUTS = ("item-per-reading", "packed")
 # processor.rollout -> CodeDeploy's predefined Lambda deployment configuration (CodeDeploy user guide,
 # "Deployment configurations on an AWS Lambda compute platform"); all-at-once publishes no version or alias.
 ROLLOUTS = {
@@ -58,113 +51,8 @@ ROLLOUTS = {
     "linear10-3m": "CodeDeployDefault.LambdaLinear10PercentEvery3Minutes",
     "linear10-10m": "CodeDeployDefault.LambdaLinear10PercentEvery10Minutes",
 }
-# Queries read back this far before --since to find the packed item whose window holds it (an hour at most).
-MAX_PACK_WINDOW_SECONDS = 3600
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
                       2557, 2922, 3288, 3653)
-
-
-def _opt(default: Any, *, lo: float | None = None, hi: float | None = None,
-         choices: tuple[Any, ...] | None = None, pattern: re.Pattern[str] | None = None,
-         doc: str = "") -> Any:
-    """A dataclass field carrying its validation rule in metadata."""
-    meta = {"lo": lo, "hi": hi, "choices": choices, "pattern": pattern, "doc": doc}
-    return field(default=default, metadata=meta)
-
-
-class FieldError(ConfigError):
-    """A field of a config type has a bad value; ``field`` is its dotted name inside the object that raised.
-
-    The TOML loader puts the file section in front (``env.prod.processor.batch_size``); built in Python, the
-    message starts with the type's section (``processor.batch_size``).
-    """
-
-    def __init__(self, field_name: str, problem: str, owner: str = "") -> None:
-        where = field_name or owner
-        super().__init__(f"{where}: {problem}" if where else problem)
-        self.field = field_name
-        self.problem = problem
-
-
-def _validate_fields(obj: Any, section: str) -> None:
-    """Check every field of the dataclass ``obj`` against its type and the rule in its metadata (the one place
-    config values are checked); ints given for float fields become floats."""
-    hints = typing.get_type_hints(type(obj))
-    for spec in dataclasses.fields(obj):
-        value = getattr(obj, spec.name)
-        name = f"{section}.{spec.name}" if section else spec.name
-        problem = _type_problem(value, hints[spec.name]) or _rule_problem(value, spec.metadata)
-        if problem:
-            raise FieldError(name, problem)
-        if hints[spec.name] in (float, float | None) and isinstance(value, int):
-            object.__setattr__(obj, spec.name, float(value))
-
-
-def _type_problem(value: Any, expected: Any) -> str | None:
-    allowed = typing.get_args(expected) or (expected,)
-    ok = any(
-        (kind is float and isinstance(value, int | float) and not isinstance(value, bool))
-        or (kind is int and isinstance(value, int) and not isinstance(value, bool))
-        or (kind is type(None) and value is None)
-        or (kind in (str, bool) and type(value) is kind)
-        for kind in allowed
-    )
-    if not ok:
-        names = " or ".join(getattr(kind, "__name__", str(kind)) for kind in allowed if kind is not type(None))
-        return f"expected {names}, got {type(value).__name__} {value!r}"
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{value!r} is not a finite number"
-    return None
-
-
-def _rule_problem(value: Any, rule: Mapping[str, Any]) -> str | None:
-    lo, hi, choices, pattern = rule.get("lo"), rule.get("hi"), rule.get("choices"), rule.get("pattern")
-    if choices is not None and value not in choices:
-        return f"{value!r} is not allowed; choose one of {', '.join(map(str, choices))}"
-    if isinstance(value, int) and not isinstance(value, bool) and not _fits_float(value):
-        return (f"a {len(str(abs(value)))}-digit number is out of range"
-                + (f"; allowed {lo} to {hi}" if lo is not None or hi is not None else ""))
-    if value is not None and ((lo is not None and value < lo) or (hi is not None and value > hi)):
-        return f"{value!r} is out of range; allowed {lo} to {hi}"
-    if pattern is not None and not pattern.fullmatch(value):
-        return f"{value!r} is not valid{'; ' + rule['doc'] if rule.get('doc') else ''}"
-    return None
-
-
-def _fits_float(value: int) -> bool:
-    try:
-        float(value)
-    except OverflowError:
-        return False
-    return True
-
-
-class ReadOnlyMap(Mapping[str, Any]):
-    """A read-only, hashable mapping (sorted by key), so a frozen config stays hashable and comparable."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> None:
-        pairs = items.items() if isinstance(items, Mapping) else items
-        self._items: dict[str, Any] = dict(sorted(pairs))
-
-    def __getitem__(self, key: str) -> Any:
-        return self._items[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __hash__(self) -> int:
-        return hash(tuple(self._items.items()))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Mapping) and dict(self._items) == dict(other.items())
-
-    def __repr__(self) -> str:
-        return f"ReadOnlyMap({self._items!r})"
 
 
 @dataclass(frozen=True)
@@ -366,14 +254,6 @@ SEED_THRESHOLDS: Mapping[str, Threshold] = {
 }
 
 
-def check_env_name(env: Any) -> str:
-    """``env`` if it can name an environment (it goes into bucket and stack names), else ConfigError."""
-    if not isinstance(env, str) or not ENV_NAME_PATTERN.fullmatch(env):
-        raise FieldError("env", f"{env!r} is not a valid environment name; use 1-20 lowercase letters or digits "
-                                "(it becomes part of bucket and stack names)")
-    return env
-
-
 def _pairs(raw: Any, name: str) -> tuple[tuple[Any, Any], ...]:
     """``raw`` as (key, value) pairs, or FieldError naming ``name``."""
     if not isinstance(raw, tuple) or not all(isinstance(p, tuple) and len(p) == 2 for p in raw):
@@ -470,151 +350,6 @@ _SECTION_TYPES: dict[str, type] = {
     "ingest": IngestConfig,
     "fleet": FleetConfig,
 }
-_SCALAR_KEYS = ("stack_name", "region", "termination_protection")
-_TOP_KEYS = (*_SCALAR_KEYS, "thresholds", *_SECTION_TYPES, "tags", "parameters", "prices")
-PRICE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-
-
-def load_config(path: str | Path | None = None, env: str = "dev",
-                overrides: Mapping[str, Any] | None = None) -> PipelineConfig:
-    """Load ``path`` (default ./iotpipe.toml if present) for ``env``, applying dotted-key ``overrides``.
-
-    ``overrides`` maps dotted key paths (``processor.runtime``) to values, as the CLI flags give them.
-    """
-    document = read_config_file(path)
-    return build_config(document, env, overrides or {})
-
-
-def read_config_file(path: str | Path | None) -> dict[str, Any]:
-    """Parse the TOML file; a missing default file means an empty document, a missing named file is an error."""
-    if path is None:
-        candidate = Path(DEFAULT_CONFIG_FILE)
-        if not candidate.exists():
-            return {}
-        path = candidate
-    file_path = Path(path)
-    try:
-        with file_path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {file_path} does not exist; create it or drop --config") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file {file_path} is a directory; give a TOML file") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {file_path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") \
-            from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {file_path} is not valid TOML: {exc}") from None
-    except ValueError as exc:  # e.g. an integer of more digits than Python converts (sys.int_info)
-        raise ConfigError(f"config file {file_path} has a value Python cannot read: {str(exc)[:120]}") from None
-
-
-def config_source(path: str | Path | None, document: Mapping[str, Any], env: str) -> str:
-    """One line for stderr: which file was read (or that none was) and which sections apply to ``env``."""
-    if path is None and not Path(DEFAULT_CONFIG_FILE).exists():
-        return f"config: no {DEFAULT_CONFIG_FILE} here (nor --config): built-in defaults for env {env}"
-    name = path or DEFAULT_CONFIG_FILE
-    sections = sorted((document.get("env") or {}).keys()) if isinstance(document.get("env"), Mapping) else []
-    if env in sections:
-        return f"config: {name} [env.{env}]"
-    return f"config: {name}, no [env.{env}] section: [defaults] and built-in defaults"
-
-
-def unknown_env_warning(document: Mapping[str, Any], env: str) -> str | None:
-    """A warning when the config file has env sections but none named ``env`` (a typo like ``--env prdo``)."""
-    envs = document.get("env")
-    if not isinstance(envs, Mapping) or not envs or env in envs:
-        return None
-    return (f"env {env!r} is not a section of the config file (it has {', '.join(sorted(envs))}); "
-            f"check --env, or add [env.{env}]")
-
-
-def build_config(document: Mapping[str, Any], env: str, overrides: Mapping[str, Any]) -> PipelineConfig:
-    """Merge defaults, the env section and overrides from a parsed document into a validated config."""
-    check_env_name(env)
-    _reject_unknown(document, ("defaults", "env"), "")
-    defaults = _table(document.get("defaults", {}), "defaults")
-    envs = _table(document.get("env", {}), "env")
-    cli_layer = _expand_dotted(overrides)
-    layers = [("defaults", defaults), *((f"env.{name}", section) for name, section in envs.items()),
-              ("override", cli_layer)]
-    for path, layer in layers:
-        _check_layer(_table(layer, path), path)
-    merged = _deep_merge(_deep_merge(defaults, envs.get(env, {})), cli_layer)
-    source = f"env.{env}" if env in envs else "defaults"
-    return _to_config(merged, env, source)
-
-
-def _check_layer(layer: Mapping[str, Any], path: str) -> None:
-    """Validate one layer on its own, so an error names the file section (or override) it came from."""
-    _reject_unknown(layer, _TOP_KEYS, path)
-    for name, cls in _SECTION_TYPES.items():
-        if name in layer:
-            _check_keys(cls, layer[name], f"{path}.{name}")
-    for name, spec in _table(layer.get("thresholds", {}), f"{path}.thresholds").items():
-        _check_keys(Threshold, spec, f"{path}.thresholds.{name}")
-    _price_overrides(layer.get("prices", {}), f"{path}.prices")
-
-
-def _to_config(merged: Mapping[str, Any], env: str, source: str) -> PipelineConfig:
-    sections: dict[str, Any] = {name: _build_section(cls, merged.get(name, {}), f"{source}.{name}")
-                for name, cls in _SECTION_TYPES.items()}
-    scalars = {key: merged[key] for key in _SCALAR_KEYS if key in merged}
-    return _construct(PipelineConfig, f"{source}", env=env,
-                      thresholds=_build_thresholds(merged.get("thresholds"), f"{source}.thresholds"),
-                      tags=tuple(validate_tag(k, v, f"{source}.tags")
-                                 for k, v in _string_pairs(merged.get("tags", {}), f"{source}.tags",
-                                                           TAG_KEY_PATTERN)),
-                      parameters=_string_pairs(merged.get("parameters", {}), f"{source}.parameters",
-                                               PARAMETER_NAME_PATTERN),
-                      price_overrides=_price_overrides(merged.get("prices", {}), f"{source}.prices"),
-                      **scalars, **sections)
-
-
-def _construct(cls: type[_T], path: str, **values: Any) -> _T:
-    """``cls(**values)``: the type validates itself; its error is given the file section's path."""
-    try:
-        return cls(**values)
-    except FieldError as exc:
-        raise ConfigError(f"{path}.{exc.field}: {exc.problem}" if exc.field else f"{path}: {exc.problem}") \
-            from None
-
-
-def _price_overrides(raw: Any, path: str) -> tuple[tuple[str, float], ...]:
-    """``{service: {item: usd}}`` -> sorted ``("service.item", usd)`` pairs, each checked by :func:`_price_problem`.
-
-    Whether ``service.item`` exists in the price table is checked by :mod:`iotpipe.cost`, which owns it.
-    """
-    pairs = []
-    for service, items in _table(raw, path).items():
-        for item, value in _table(items, f"{path}.{service}").items():
-            problem = _price_problem(service, item, value)
-            if problem:
-                raise ConfigError(f"{path}.{service}.{item}: {problem}")
-            pairs.append((f"{service}.{item}", float(value)))
-    return tuple(sorted(pairs))
-
-
-def _price_problem(service: Any, item: Any, value: Any) -> str | None:
-    if not (isinstance(service, str) and isinstance(item, str) and PRICE_NAME_PATTERN.fullmatch(service)
-            and PRICE_NAME_PATTERN.fullmatch(item)):
-        return "price names are lowercase words as in the price table (e.g. [prices.dynamodb] " \
-               "write_request_units = 0.625)"
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        return f"{value!r} is not a price; give USD per unit as a number >= 0"
-    return None
-
-
-def _build_thresholds(raw: Any, path: str) -> ReadOnlyMap:
-    if raw is None:
-        return ReadOnlyMap(SEED_THRESHOLDS)
-    table = _table(raw, path)
-    seed: dict[str, Any] = {name: dataclasses.asdict(t) for name, t in SEED_THRESHOLDS.items()}
-    result = []
-    # Sensor type names are checked by PipelineConfig itself (one place for every rule).
-    for name, spec in _deep_merge(seed, table).items():
-        result.append((name, _build_section(Threshold, spec, f"{path}.{name}")))
-    return ReadOnlyMap(result)
 
 
 def _threshold_entry(threshold: Threshold) -> dict[str, Any]:
@@ -687,105 +422,3 @@ def config_warnings(config: PipelineConfig) -> tuple[str, ...]:
             f"stream.mode ON_DEMAND starts with {ON_DEMAND_INITIAL_SHARDS} shards and adds shards as traffic grows: "
             f"the processor runs shards x parallelization_factor batches at once{cap}")
     return tuple(warnings)
-
-
-def validate_region(region: str, what: str = "--region") -> str:
-    """``region`` if it looks like an AWS region name, else ConfigError (exit 2) before any AWS call."""
-    if not REGION_PATTERN.fullmatch(region):
-        raise ConfigError(f"{what} {region!r} is not an AWS region name (e.g. us-east-1, eu-central-1)")
-    return region
-
-
-def validate_stack_name(name: str, what: str = "stack_name") -> str:
-    """``name`` if CloudFormation accepts it as a stack name, else ConfigError."""
-    if not STACK_NAME_PATTERN.fullmatch(name):
-        raise ConfigError(f"{what}: {name!r} is not a CloudFormation stack name; use a letter followed by up to "
-                          "127 letters, digits or hyphens")
-    return name
-
-
-def validate_tag(key: str, value: str, what: str = "tag") -> tuple[str, str]:
-    """A stack tag as CloudFormation and the tagged services accept it, else ConfigError.
-
-    Tags: keys 1-128 characters, values up to 256, and the ``aws:`` prefix is reserved for AWS.
-    """
-    if not key or len(key) > MAX_TAG_KEY_LENGTH:
-        raise ConfigError(f"{what} key {key!r}: use 1 to {MAX_TAG_KEY_LENGTH} characters")
-    if key.lower().startswith("aws:"):
-        raise ConfigError(f"{what} key {key!r}: the aws: prefix is reserved for AWS; choose another key")
-    if not TAG_KEY_PATTERN.fullmatch(key):
-        raise ConfigError(f"{what} key {key!r}: use letters, digits, spaces and _ . : / = + - @")
-    if not value:
-        raise ConfigError(f"{what} {key}: the value is empty; give a value (KEY=VALUE)")
-    if len(value) > MAX_TAG_VALUE_LENGTH:
-        raise ConfigError(f"{what} {key}: the value has {len(value)} characters; at most {MAX_TAG_VALUE_LENGTH}")
-    if not TAG_VALUE_PATTERN.fullmatch(value):
-        raise ConfigError(f"{what} {key}: the value may use letters, digits, spaces and _ . : / = + - @")
-    return key, value
-
-
-_T = typing.TypeVar("_T")
-
-
-def _build_section(cls: type[_T], raw: Any, path: str) -> _T:
-    table = _table(raw, path)
-    _reject_unknown(table, tuple(f.name for f in dataclasses.fields(cls)), path)  # type: ignore[arg-type]
-    return _construct(cls, path, **table)
-
-
-def _check_keys(cls: type, raw: Any, path: str) -> None:
-    """Check one layer's keys and values for ``cls`` on their own (a layer may set a few keys of a section)."""
-    table = _table(raw, path)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    _reject_unknown(table, tuple(fields), path)
-    hints = typing.get_type_hints(cls)
-    for name, value in table.items():
-        problem = _type_problem(value, hints[name]) or _rule_problem(value, fields[name].metadata)
-        if problem:
-            raise ConfigError(f"{path}.{name}: {problem}")
-
-
-def _string_pairs(raw: Any, path: str, key_pattern: re.Pattern[str]) -> tuple[tuple[str, str], ...]:
-    table = _table(raw, path)
-    pairs = []
-    for key, value in table.items():
-        if not key_pattern.fullmatch(key):
-            raise ConfigError(f"{path}.{key}: not a valid key")
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise ConfigError(f"{path}.{key}: expected a string, got {type(value).__name__}")
-        pairs.append((key, str(value)))
-    return tuple(sorted(pairs))
-
-
-def _table(raw: Any, path: str) -> dict[str, Any]:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{path}: expected a table, got {type(raw).__name__} {raw!r}")
-    return dict(raw)
-
-
-def _reject_unknown(table: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
-    for key in table:
-        if key not in allowed:
-            where = f"{path}.{key}" if path else key
-            raise ConfigError(f"{where}: unknown key; allowed keys are {', '.join(allowed)}")
-
-
-def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _expand_dotted(overrides: Mapping[str, Any]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for dotted, value in overrides.items():
-        node = tree
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return tree
