@@ -810,8 +810,8 @@ function memoryOf(item) {
   const text = (name) => (item && item[name] && typeof item[name].S === 'string' ? item[name].S : '');
   return { seq: text('seq'), states: parseStates(text('states')), prevSeq: text('prevSeq'),
     prevStates: parseStates(text('prevStates')),
-    // With notifications on: each sensor type's newest anomaly (ms) after `seq`, and at `prevSeq`.
-    episodes: parseEpisodes(text('episodes')), prevEpisodes: parseEpisodes(text('prevEpisodes')) };
+    // With notifications on: each sensor type's newest anomaly (ms) after `seq`, while its episode may go on.
+    episodes: parseEpisodes(text('episodes')) };
 }
 
 /** Episodes as stored: a JSON object sensor type -> newest anomaly (ms), types in code point order. */
@@ -825,30 +825,34 @@ function parseEpisodes(text) {
   return new Map(Object.entries(parseJson(text || '{}')).map(([name, ms]) => [name, Number(ms)]));
 }
 
-/** Whether a batch whose first record of the device is `firstSeq` retries the one that wrote `memory`. */
-function isRetry(memory, firstSeq) {
-  return Boolean(memory.seq) && compareSequences(firstSeq, memory.seq) <= 0
-    && compareSequences(firstSeq, memory.prevSeq) > 0;
-}
-
 /**
  * Where a device's scoring starts in a batch whose first record of it is `firstSeq`: `[seq, states]` after the
  * stored `seq` normally; when that record was already absorbed (a retry of the batch that wrote the item), from
  * the snapshot that batch started from; a record older than that snapshot starts after `seq` again.
  */
 function startingPoint(memory, firstSeq) {
-  return isRetry(memory, firstSeq) ? [memory.prevSeq, memory.prevStates] : [memory.seq, memory.states];
+  if (memory.seq && compareSequences(firstSeq, memory.seq) <= 0 && compareSequences(firstSeq, memory.prevSeq) > 0) {
+    return [memory.prevSeq, memory.prevStates];
+  }
+  return [memory.seq, memory.states];
 }
 
-/** A device's state item; `episodes` ([after seq, at prevSeq], Maps) only with notifications on. */
+/** A device's state item; `episodes` (after seq, a Map) only with notifications on. */
 function stateItem(device, seq, states, prevSeq, prevStates, episodes = null) {
   const item = { deviceId: { S: device }, sk: { S: STATE_SORT_KEY }, seq: { S: seq },
     states: { S: statesText(states) }, prevSeq: { S: prevSeq }, prevStates: { S: statesText(prevStates) } };
-  if (episodes) {
-    item.episodes = { S: episodesText(episodes[0]) };
-    item.prevEpisodes = { S: episodesText(episodes[1]) };
-  }
+  if (episodes) item.episodes = { S: episodesText(episodes) };
   return item;
+}
+
+/** The episodes worth keeping (a Map): a series' newest anomaly at most its type's `episodeQuiet` before the newest
+ * reading its state learned (an older one cannot hold a later reading in its episode). */
+function openEpisodes(episodes, states, settings) {
+  return new Map([...episodes].filter(([name, at]) => {
+    const threshold = settings.thresholds.get(name);
+    const state = states.get(name);
+    return Boolean(threshold) && (!state || state.newestMs - at <= threshold.episodeQuietMs);
+  }));
 }
 
 // ---------------------------------------------------------------- episodes and their notifications
@@ -961,14 +965,14 @@ function devicesToRecall(settings, readings, tally) {
   return firsts;
 }
 
-/** Read the state items of the window's devices not read yet in this batch (or take the `prefetched` read of the
- * same devices, [devices, promise]) and set where each starts; false when they could not be read (the window
- * fails: nothing of it is written). */
+/** Read the state items of the window's devices not read yet in this batch (or take them from the `prefetched`
+ * read, [devices (a Set), promise], when it holds them all) and set where each starts; false when they could not be
+ * read (the window fails: nothing of it is written). */
 async function recall(runtime, readings, deadline, tally, prefetched = null) {
   const firsts = devicesToRecall(runtime.settings, readings, tally);
   if (firsts.size === 0) return true;
   const devices = [...firsts.keys()];
-  const memories = prefetched && prefetched[0].join('\u0000') === devices.join('\u0000')
+  const memories = prefetched && devices.every((d) => prefetched[0].has(d))
     ? await prefetched[1] : await readMemories(runtime, devices, deadline);
   if (memories === null) return false;
   for (const [device, first] of firsts) {
@@ -977,9 +981,9 @@ async function recall(runtime, readings, deadline, tally, prefetched = null) {
     tally.starts.set(device, [seq, states]);
     for (const [name, state] of states) tally.states.set(`${device}\u0000${name}`, state);
     if (runtime.settings.topicArn) {
-      const episodes = isRetry(memory, first) ? memory.prevEpisodes : memory.episodes;
-      tally.episodesAtStart.set(device, episodes);
-      for (const [name, at] of episodes) tally.episodes.set(`${device}\u0000${name}`, at);
+      // A retry starts from the episodes after `seq` too: every anomaly it scores again was learned into them, so
+      // it starts no episode again, and none of its records above `seq` is notified twice.
+      for (const [name, at] of memory.episodes) tally.episodes.set(`${device}\u0000${name}`, at);
       tally.notified.set(device, memory.seq);
     }
   }
@@ -1040,7 +1044,7 @@ function committedAfter(settings, readings, committed) {
 }
 
 /** The state item of every device in `committed` (a Map device -> last committed record), from `tally`. */
-function stateItems(tally, committed) {
+function stateItems(settings, tally, committed) {
   const bySeries = (map) => {
     const byDevice = new Map();
     for (const [series, value] of map) {
@@ -1055,15 +1059,16 @@ function stateItems(tally, committed) {
   return [...committed].map(([device, committedSeq]) => {
     const [startSeq, startStates] = tally.starts.get(device);
     const seq = compareSequences(committedSeq, startSeq) >= 0 ? committedSeq : startSeq;
-    return stateItem(device, seq, states.get(device) || new Map(), startSeq, startStates, tally.notified.has(device)
-      ? [episodes.get(device) || new Map(), tally.episodesAtStart.get(device) || new Map()] : null);
+    const deviceStates = states.get(device) || new Map();
+    return stateItem(device, seq, deviceStates, startSeq, startStates, tally.notified.has(device)
+      ? openEpisodes(episodes.get(device) || new Map(), deviceStates, settings) : null);
   });
 }
 
 /** Write the state item of every device with committed readings (BatchWriteItem, 25 a call); false when one could
  * not be written. */
 async function saveStates(runtime, tally, deadline) {
-  const items = stateItems(tally, tally.committed);
+  const items = stateItems(runtime.settings, tally, tally.committed);
   const chunks = [];
   for (let i = 0; i < items.length; i += BATCH_WRITE_LIMIT) chunks.push(items.slice(i, i + BATCH_WRITE_LIMIT));
   const results = await runUntil(runtime, chunks.map((chunk) => () => writeItems(runtime, chunk, deadline)),
@@ -1313,13 +1318,21 @@ async function processBatch(event, context, runtime) {
     runtime, `raw/${batchSuffix(group)}`, jsonlGzip(archiveLines(group)), deadline,
   ));
   const archived = runUntil(runtime, archiveTasks, runtime.poolSize, deadline);
+  // The detector state items of the batch's devices (its partition keys: the rule's topic(2), which a valid reading's
+  // deviceId equals) are read while the archive is written and the records validated: a read only, and no other
+  // invocation writes them meanwhile (one invocation at a time per device).
+  let prefetched = null;
+  if ([...runtime.settings.thresholds.values()].some((t) => t.detector)) {
+    const devices = [...new Set(records.map((r) => r.partitionKey).filter((key) => DEVICE_ID_PATTERN.test(key)))];
+    prefetched = [new Set(devices), readMemories(runtime, devices, deadline).catch(() => null)];
+  }
   const tally = { stored: 0, anomalies: 0, quarantined: 0, duplicates: 0, timestampsReplaced: 0, byType: new Map(), failed: [],
     // The detector (docs/contract.md 12): each series' state after the committed records (and the window being
     // written), each device's starting point, and its last committed record.
     states: new Map(), starts: new Map(), committed: new Map(),
-    // With notifications on: each series' newest anomaly, each device's episodes where it started and the sequence
-    // number its stored item had (what an earlier attempt notified), the episode starts to notify.
-    episodes: new Map(), episodesAtStart: new Map(), notified: new Map(), notices: [],
+    // With notifications on: each series' newest anomaly, the sequence number each device's stored item had (what an
+    // earlier attempt notified), the episode starts to notify.
+    episodes: new Map(), notified: new Map(), notices: [],
     statesSaved: false }; // written with the last window's readings (no second round trip)
   let window = [];
   let readingsInWindow = 0;
@@ -1329,11 +1342,7 @@ async function processBatch(event, context, runtime) {
     window.push(interpretation);
     readingsInWindow += interpretation.readings.length;
     if (readingsInWindow < WINDOW_READINGS && position + 1 < records.length) continue;
-    let prefetched = null;
-    if (!archiveChecked) { // validation of the first window ran while the archive was in flight, and so do the
-      // detector state reads of its devices (a read only: nothing is written before the archive exists)
-      const devices = [...devicesToRecall(runtime.settings, window.flatMap((i) => i.readings), tally).keys()];
-      if (devices.length) prefetched = [devices, readMemories(runtime, devices, deadline).catch(() => null)];
+    if (!archiveChecked) { // validation of the first window ran while the archive was in flight
       checkArchive(runtime, await archived, records.length);
       archiveChecked = true;
     }
@@ -1402,7 +1411,7 @@ async function storeWindow(runtime, window, batchFirst, deadline, tally, prefetc
   // The state items as they are when every record of the window commits, in chunks of their own, written with the
   // readings; when the window is cut short they are written again (saveStates) from what committed.
   const ahead = last && starts.length === 0 && tally.notices.length === 0
-    ? stateItems(tally, committedAfter(runtime.settings, readings, tally.committed)) : [];
+    ? stateItems(runtime.settings, tally, committedAfter(runtime.settings, readings, tally.committed)) : [];
   const stateChunks = [];
   for (let i = 0; i < ahead.length; i += BATCH_WRITE_LIMIT) stateChunks.push(ahead.slice(i, i + BATCH_WRITE_LIMIT));
   const rejected = groupBy(window.filter((i) => i.rejections.length), (i) => i.record.shardId);

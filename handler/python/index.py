@@ -875,9 +875,8 @@ class DeviceMemory:
     states: Mapping[str, DetectorState] = field(default_factory=dict)
     prev_seq: str = ""
     prev_states: Mapping[str, DetectorState] = field(default_factory=dict)
-    # With notifications on: each sensor type's newest anomaly (ms) after ``seq``, and at ``prev_seq``.
+    # With notifications on: each sensor type's newest anomaly (ms) after ``seq``, while its episode may go on.
     episodes: Mapping[str, int] = field(default_factory=dict)
-    prev_episodes: Mapping[str, int] = field(default_factory=dict)
 
 
 def states_text(states: Mapping[str, DetectorState]) -> str:
@@ -898,7 +897,7 @@ def memory_of(item: Mapping[str, Mapping[str, Any]] | None) -> DeviceMemory:
         return DeviceMemory()
     text = lambda name: str(item.get(name, {}).get("S", ""))  # noqa: E731
     return DeviceMemory(text("seq"), parse_states(text("states")), text("prevSeq"), parse_states(text("prevStates")),
-                        parse_episodes(text("episodes")), parse_episodes(text("prevEpisodes")))
+                        parse_episodes(text("episodes")))
 
 
 def episodes_text(episodes: Mapping[str, int]) -> str:
@@ -911,34 +910,38 @@ def parse_episodes(text: str) -> dict[str, int]:
     return {name: int(ms) for name, ms in parse_json(text or "{}").items()}
 
 
-def is_retry(memory: DeviceMemory, first_seq: str) -> bool:
-    """Whether a batch whose first record of the device is ``first_seq`` retries the one that wrote ``memory``."""
-    first = _sequence_order(first_seq)
-    return bool(memory.seq) and _sequence_order(memory.prev_seq) < first <= _sequence_order(memory.seq)
-
-
 def starting_point(memory: DeviceMemory, first_seq: str) -> tuple[str, Mapping[str, DetectorState]]:
     """Where a device's scoring starts in a batch whose first record of it is ``first_seq``: after the stored
     ``seq`` normally; when that record was already absorbed (the batch is a retry of the one that wrote the
     item: a timeout after the write, a bisected half), from the snapshot that batch started from, so the
     retry yields the first attempt's scores and learns nothing twice. A record older than that snapshot (a
     re-delivery from further back) starts after ``seq`` again: its records up to ``seq`` are scored, not learned."""
-    if is_retry(memory, first_seq):
+    first = _sequence_order(first_seq)
+    if memory.seq and first <= _sequence_order(memory.seq) and first > _sequence_order(memory.prev_seq):
         return memory.prev_seq, memory.prev_states
     return memory.seq, memory.states
 
 
 def state_item(device: str, seq: str, states: Mapping[str, DetectorState], prev_seq: str,
                prev_states: Mapping[str, DetectorState],
-               episodes: tuple[Mapping[str, int], Mapping[str, int]] | None = None) -> dict[str, dict[str, Any]]:
-    """A device's state item; ``episodes`` (after ``seq``, at ``prev_seq``) only with notifications on."""
+               episodes: Mapping[str, int] | None = None) -> dict[str, dict[str, Any]]:
+    """A device's state item; ``episodes`` (after ``seq``) only with notifications on."""
     item = {"deviceId": {"S": device}, "sk": {"S": STATE_SORT_KEY}, "seq": {"S": seq},
             "states": {"S": states_text(states)}, "prevSeq": {"S": prev_seq},
             "prevStates": {"S": states_text(prev_states)}}
     if episodes is not None:
-        item["episodes"] = {"S": episodes_text(episodes[0])}
-        item["prevEpisodes"] = {"S": episodes_text(episodes[1])}
+        item["episodes"] = {"S": episodes_text(episodes)}
     return item
+
+
+def open_episodes(episodes: Mapping[str, int], states: Mapping[str, DetectorState],
+                  settings: Settings) -> dict[str, int]:
+    """The episodes worth keeping: a series' newest anomaly at most its type's ``episodeQuiet`` before the
+    newest reading its state learned (an older one cannot hold a later reading in its episode)."""
+    def open_(name: str, at: int) -> bool:
+        threshold, state = settings.thresholds.get(name), states.get(name)
+        return threshold is not None and (state is None or state.newest_ms - at <= threshold.episode_quiet_ms)
+    return {name: at for name, at in episodes.items() if open_(name, at)}
 
 
 # ---------------------------------------------------------------- episodes and their notifications
@@ -1222,10 +1225,9 @@ class Tally:
     states: dict[tuple[str, str], DetectorState] = field(default_factory=dict)
     starts: dict[str, tuple[str, Mapping[str, DetectorState]]] = field(default_factory=dict)
     committed: dict[str, str] = field(default_factory=dict)
-    # With notifications on: each series' newest anomaly, each device's episodes where it started and the
-    # sequence number its stored item had (what an earlier attempt notified), the episode starts to notify.
+    # With notifications on: each series' newest anomaly, the sequence number each device's stored item had
+    # (what an earlier attempt notified), the episode starts to notify.
     episodes: dict[tuple[str, str], int] = field(default_factory=dict)
-    episodes_at_start: dict[str, Mapping[str, int]] = field(default_factory=dict)
     notified: dict[str, str] = field(default_factory=dict)
     notices: list[Reading] = field(default_factory=list)
     states_saved: bool = False  # written with the last window's readings (no second round trip)
@@ -1266,6 +1268,13 @@ def _process_batch(event: Any, context: Any, runtime: Runtime) -> dict[str, Any]
     by_shard = _by_shard(records, lambda r: r.shard_id)
     archives = [runtime.pool.submit(put_object, runtime, f"raw/{batch_suffix(group)}",
                                     jsonl_gzip(archive_lines(group)), deadline) for group in by_shard.values()]
+    # The detector state items of the batch's devices (its partition keys: the rule's topic(2), which a valid
+    # reading's deviceId equals) are read while the archive is written and the records validated: a read only,
+    # and no other invocation writes them meanwhile (one invocation at a time per device).
+    prefetched = None
+    if any(t.detector is not None for t in runtime.settings.thresholds.values()):
+        devices = list(dict.fromkeys(r.partition_key for r in records if DEVICE_ID_PATTERN.fullmatch(r.partition_key)))
+        prefetched = (set(devices), runtime.pool.submit(read_memories, runtime, devices, deadline))
     tally = Tally()
     window: list[Interpretation] = []
     readings_in_window = 0
@@ -1276,12 +1285,7 @@ def _process_batch(event: Any, context: Any, runtime: Runtime) -> dict[str, Any]
         readings_in_window += len(interpretation.readings)
         if readings_in_window < WINDOW_READINGS and position + 1 < len(records):
             continue
-        prefetched = None
-        if not archived:  # validation of the first window ran while the archive was in flight, and so do the
-            # detector state reads of its devices (a read only: nothing is written before the archive exists)
-            devices = list(_devices_to_recall(runtime.settings, (r for i in window for r in i.readings), tally))
-            if devices:
-                prefetched = (devices, runtime.pool.submit(read_memories, runtime, devices, deadline))
+        if not archived:  # validation of the first window ran while the archive was in flight
             _wait_for_archive(runtime, archives, deadline, len(records))
             archived = True
         if not _store_window(runtime, window, records[0], deadline, tally, prefetched,
@@ -1327,7 +1331,7 @@ def _wait_for_archive(runtime: Runtime, archives: list[Future[None]], deadline: 
 
 
 def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: Record, deadline: float,
-                  tally: Tally, prefetched: tuple[list[str], Future[Any]] | None = None, *, last: bool = False) -> bool:
+                  tally: Tally, prefetched: tuple[set[str], Future[Any]] | None = None, *, last: bool = False) -> bool:
     """Write one window's readings and quarantine lines; count what it committed into ``tally``. False when
     a record of it failed (the batch stops there: Lambda retries from the lowest failure). The batch's last window
     writes the detector state items with its readings when it has no notification to send first."""
@@ -1348,7 +1352,7 @@ def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: R
     chunks = [items[i:i + BATCH_WRITE_LIMIT] for i in range(0, len(items), BATCH_WRITE_LIMIT)]
     # The state items as they are when every record of the window commits, in chunks of their own, written with
     # the readings; when the window is cut short they are written again (_save_states) from what committed.
-    ahead = _state_items(tally, _committed_after(runtime.settings, readings, tally.committed)) \
+    ahead = _state_items(runtime.settings, tally, _committed_after(runtime.settings, readings, tally.committed)) \
         if last and not starts and not tally.notices else []
     state_chunks = [ahead[i:i + BATCH_WRITE_LIMIT] for i in range(0, len(ahead), BATCH_WRITE_LIMIT)]
     writes = [runtime.pool.submit(write_items, runtime, chunk, deadline) for chunk in chunks]
@@ -1419,14 +1423,14 @@ def _devices_to_recall(settings: Settings, readings: Iterable[Reading], tally: T
 
 
 def _recall(runtime: Runtime, readings: Sequence[Reading], deadline: float, tally: Tally,
-            prefetched: tuple[list[str], Future[Any]] | None = None) -> bool:
-    """Read the state items of the window's devices not read yet in this batch (or take the ``prefetched`` read
-    of the same devices) and set where each starts; False when they could not be read (the window fails:
-    nothing of it is written)."""
+            prefetched: tuple[set[str], Future[Any]] | None = None) -> bool:
+    """Read the state items of the window's devices not read yet in this batch (or take them from the
+    ``prefetched`` read when it holds them all) and set where each starts; False when they could not be read
+    (the window fails: nothing of it is written)."""
     firsts = _devices_to_recall(runtime.settings, readings, tally)
     if not firsts:
         return True
-    if prefetched is not None and prefetched[0] == list(firsts):
+    if prefetched is not None and prefetched[0].issuperset(firsts):
         _wait(runtime, [prefetched[1]], deadline)
         memories = None if _failure(prefetched[1], "BatchGetItem") else prefetched[1].result()
     else:
@@ -1439,9 +1443,9 @@ def _recall(runtime: Runtime, readings: Sequence[Reading], deadline: float, tall
         tally.starts[device] = (seq, states)
         tally.states.update({(device, name): state for name, state in states.items()})
         if runtime.settings.topic_arn:
-            episodes = memory.prev_episodes if is_retry(memory, first) else memory.episodes
-            tally.episodes_at_start[device] = episodes
-            tally.episodes.update({(device, name): at for name, at in episodes.items()})
+            # A retry starts from the episodes after ``seq`` too: every anomaly it scores again was learned into
+            # them, so it starts no episode again, and none of its records above ``seq`` is notified twice.
+            tally.episodes.update({(device, name): at for name, at in memory.episodes.items()})
             tally.notified[device] = memory.seq
     return True
 
@@ -1494,7 +1498,7 @@ def _committed_after(settings: Settings, readings: Iterable[Reading], committed:
     return after
 
 
-def _state_items(tally: Tally, committed: Mapping[str, str]) -> list[dict[str, dict[str, Any]]]:
+def _state_items(settings: Settings, tally: Tally, committed: Mapping[str, str]) -> list[dict[str, dict[str, Any]]]:
     """The state item of every device in ``committed`` (device -> last committed record), from ``tally``."""
     by_device: dict[str, dict[str, DetectorState]] = {}
     for (device, name), state in tally.states.items():
@@ -1505,14 +1509,14 @@ def _state_items(tally: Tally, committed: Mapping[str, str]) -> list[dict[str, d
         episodes.setdefault(device, {})[name] = at
     return [state_item(device, max(committed[device], tally.starts[device][0], key=_sequence_order),
                        by_device.get(device, {}), *tally.starts[device],
-                       (episodes.get(device, {}), tally.episodes_at_start.get(device, {}))
+                       open_episodes(episodes.get(device, {}), by_device.get(device, {}), settings)
                        if device in tally.notified else None) for device in committed]
 
 
 def _save_states(runtime: Runtime, tally: Tally, deadline: float) -> bool:
     """Write the state item of every device with committed readings (BatchWriteItem, 25 a call); False when one
     could not be written."""
-    items = _state_items(tally, tally.committed)
+    items = _state_items(runtime.settings, tally, tally.committed)
     chunks = [items[i:i + BATCH_WRITE_LIMIT] for i in range(0, len(items), BATCH_WRITE_LIMIT)]
     writes = [runtime.pool.submit(write_items, runtime, chunk, deadline) for chunk in chunks]
     _wait(runtime, writes, deadline)

@@ -84,6 +84,8 @@ def test_one_notification_per_episode_and_none_on_a_retry(moto_endpoint: str, pa
         assert recorder.published == expected
         assert [(n["Subject"], n["Message"]) for n in delivered(sqs, queue)] == [
             (e["Subject"], e["Message"]) for e in expected]
+        [state] = [i for i in items if i["sk"] == index.STATE_SORT_KEY]
+        assert json.loads(state["episodes"]) == batch["episodes"]
 
 
 def test_without_a_topic_nothing_is_published_and_the_state_item_has_no_episodes(moto_endpoint: str) -> None:

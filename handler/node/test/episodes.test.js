@@ -50,6 +50,8 @@ for (const file of SCENARIOS) {
       const items = await support.scanItems(aws.dynamodb);
       assert.deepEqual(published, batch.notifications.map((spec) => ({
         TopicArn: topic, Subject: spec.subject, Message: expectedMessage(spec, items) })));
+      const state = items.find((i) => i.sk === index.STATE_SORT_KEY);
+      assert.deepEqual(JSON.parse(state.episodes), batch.episodes);
     }
   });
 }
