@@ -114,3 +114,11 @@ def test_a_failed_publish_is_logged_with_its_message_and_the_batch_still_commits
     assert "Anomaly on device press-1, sensor temperature" in failures[0]["notification"]
     [state] = [i for i in scan_items(dynamodb) if i["sk"] == index.STATE_SORT_KEY]
     assert state["seq"] == "1039" and json.loads(state["episodes"]) == {"temperature": 1767225630000}
+
+
+@pytest.mark.parametrize("quiet", [-1, 1.5, 604_801, "60", True])
+def test_an_episode_quiet_outside_the_contract_fails_the_start_naming_it(quiet: Any) -> None:
+    thresholds = {"temperature": {"min": 10, "max": 80, "unit": "celsius", "detector": "onset",
+                                  "episodeQuiet": quiet}}
+    with pytest.raises(ValueError, match="episodeQuiet"):
+        index.Settings.from_env({"DYNAMODB_TABLE": "t", "S3_BUCKET": "b", "THRESHOLDS": json.dumps(thresholds)})

@@ -86,3 +86,11 @@ test('a failed publish is logged with its message and the batch still commits', 
   assert.equal(state.seq, '1039');
   assert.deepEqual(JSON.parse(state.episodes), { temperature: 1767225630000 });
 });
+
+test('an episodeQuiet outside the contract fails the start naming it', () => {
+  for (const quiet of [-1, 1.5, 604_801, '60', true]) {
+    const thresholds = { temperature: { min: 10, max: 80, unit: 'celsius', detector: 'onset', episodeQuiet: quiet } };
+    assert.throws(() => index.settingsFromEnv({ DYNAMODB_TABLE: 't', S3_BUCKET: 'b', THRESHOLDS: JSON.stringify(thresholds) }),
+      /episodeQuiet/);
+  }
+});
