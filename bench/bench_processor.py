@@ -14,6 +14,10 @@ Kinesis events of 100 and 1,000 readings through:
 5. "moto alone": the same items written with BatchWriteItem and nothing else, the most any processor storing
    them can get from this moto server.
 
+``--compare-detection`` adds each processor row with the learned detector on, the on/off ratio, and the detector's
+memory: a series' state (stored and as a Python object), a device's state item, and the peak Python allocation of
+one batch with detection off and on.
+
 Calls are HTTP attempts (retries included) in every row; each run is warmed up on its first event first.
 ``--layouts`` picks the storage layouts (``STORAGE_LAYOUT``): rows 1 to 3 run once per layout, the packed ones
 labelled ``packed``, and the targets are judged for each.
@@ -158,6 +162,46 @@ def run_python(endpoint: str, events: list[dict[str, Any]], hook: Callable[..., 
     runtime.pool.shutdown()
     return {"readings": readings, "per_second": readings / seconds, "calls_per_1000": counter.count * 1000 / readings,
             "failures": failures}
+
+
+def detection_memory(size: int) -> list[str]:
+    """Memory of the detector: a series' state (stored and as a Python object), a device's state item, and the
+    peak Python allocation of one ``size``-reading batch with detection off and on (tracemalloc, 10 ms model)."""
+    import tracemalloc
+
+    from iotpipe.cost import dynamodb_item_size
+
+    index = load_handler()
+    params = index.DETECTOR_PRESETS["onset"]
+    _, state = index.detect_series([(1_767_225_600_000 + i * 1000, 20.0 + (i * 7 % 5) / 10) for i in range(500)],
+                                   params)
+    stored = len(index.states_text({"temperature": state})) - len('{"temperature":}')
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    kept = [index.DetectorState(*state.to_list()) for _ in range(1000)]
+    per_object = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    tracemalloc.stop()
+    names = [name for name, _, _ in SENSORS]
+    item = index.state_item("press-00", "4" * 56, {n: state for n in names}, "4" * 56, {n: state for n in names},
+                            {n: 1_767_225_600_000 for n in names})
+    peaks = {}
+    event = events_for(size, size)[0]
+    for label, env in (("off", ENV), ("on", detection_on(ENV))):
+        s3, dynamodb = clients("http://127.0.0.1:9", pool=index.POOL_SIZE)
+        for client in (s3, dynamodb):
+            client.meta.events.register_last("before-send", latency_model)
+        runtime = make_runtime(index, env, s3, dynamodb, emit=lambda _line: None)
+        index.process(event, None, runtime)  # warm-up: clients and imports
+        tracemalloc.start()
+        index.process(event, None, runtime)
+        peaks[label] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        runtime.pool.shutdown()
+    return [f"  detector memory: a series' state is 8 numbers, {stored} B stored (JSON), {per_object:,.0f} B as a "
+            f"Python object; a device's state item of {len(names)} series {dynamodb_item_size(item):,} B (open "
+            "episodes included)",
+            f"  batch memory (python, tracemalloc peak, one {size}-reading batch, 10 ms model): detection off "
+            f"{peaks['off'] / 1024:,.0f} KB, on {peaks['on'] / 1024:,.0f} KB"]
 
 
 def run_moto_alone(endpoint: str, events: list[dict[str, Any]]) -> dict[str, float]:
@@ -609,6 +653,9 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
             for line in target_verdicts(best, latency_labels, size, load_handler()):
                 print(line, flush=True)
+            if args.compare_detection:
+                for line in detection_memory(size):
+                    print(line, flush=True)
     finally:
         server.stdin.close()  # type: ignore[union-attr]
         try:

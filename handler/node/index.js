@@ -13,6 +13,8 @@ const zlib = require('node:zlib');
 const { performance } = require('node:perf_hooks');
 const { S3Client, PutObjectCommand } = require('@aws-sdk/client-s3');
 const { DynamoDBClient, BatchWriteItemCommand, BatchGetItemCommand } = require('@aws-sdk/client-dynamodb');
+// The Lambda Node runtimes ship the AWS SDK v3, SNS client included.
+const { SNSClient, PublishCommand } = require('@aws-sdk/client-sns');
 
 const MIN_TIMESTAMP_MS = 946_684_800_000; // 2000-01-01T00:00:00Z: anything earlier is a clock that was never set
 const MAX_FUTURE_MS = 86_400_000; // a reading more than a day ahead of its arrival has a wrong clock
@@ -48,6 +50,8 @@ const JSON_STRING = /"[^"\\]*(?:\\[\s\S][^"\\]*)*"/g;
 const NOT_BRACKETS = /[^[\]{}]+/g;
 const JSON_TOKEN = /"[^"\\]*(?:\\[\s\S][^"\\]*)*"|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?/g;
 // DynamoDB numbers: magnitude in [1e-130, 1e126); a value outside would fail the whole BatchWriteItem call.
+const DEFAULT_EPISODE_QUIET_S = 3_600; // an anomaly this long after its series' previous one starts a new episode
+const MAX_EPISODE_QUIET_S = 604_800;
 const NUMBER_MIN_MAGNITUDE = 1e-130;
 const NUMBER_MAX_MAGNITUDE = 1e126;
 const RETRYABLE_ERRORS = new Set([
@@ -107,7 +111,19 @@ function settingsFromEnv(env) {
     namespace: env.METRIC_NAMESPACE || 'IoT/Manufacturing',
     layout,
     packWindowMs: Number(windowText) * 1000,
+    topicArn: env.ALARM_TOPIC_ARN || '', // where an anomaly episode's start is notified (empty: nowhere)
   });
+}
+
+/** A THRESHOLDS entry's `episodeQuiet` (seconds, default 3600) in ms; throws outside the contract. */
+function episodeQuietOf(spec) {
+  const given = own(spec, 'episodeQuiet');
+  const quiet = given === undefined ? DEFAULT_EPISODE_QUIET_S : given;
+  if (typeof quiet !== 'number' || !Number.isInteger(quiet) || quiet < 0 || quiet > MAX_EPISODE_QUIET_S) {
+    throw new Error(`episodeQuiet ${JSON.stringify(quiet)} is not a whole number of seconds from 0 to `
+      + `${MAX_EPISODE_QUIET_S}`);
+  }
+  return quiet * 1000;
 }
 
 function parseThresholds(text) {
@@ -124,19 +140,20 @@ function parseThresholds(text) {
       if (!isObject(spec)) throw new Error(`${name} is not an object`);
       thresholds.set(name, Object.freeze({
         min: bound(own(spec, 'min')), max: bound(own(spec, 'max')), unit: String(own(spec, 'unit') || ''),
-        detector: detectorOf(spec),
+        detector: detectorOf(spec), episodeQuietMs: episodeQuietOf(spec),
       }));
     }
     return thresholds;
   } catch (err) {
     throw new Error('THRESHOLDS must be a JSON object sensorType -> {min, max, unit, detector?, sensitivity?, '
-      + `probation?}: ${err.message}`);
+      + `probation?, episodeQuiet?}: ${err.message}`);
   }
 }
 
 /**
  * Everything the processor talks to; tests and the benchmark build their own.
- * @param {object} options settings, s3, dynamodb (SDK v3 clients), and optionally emit(line), sleep(seconds),
+ * @param {object} options settings, s3, dynamodb (SDK v3 clients), sns (one when settings.topicArn is set), and
+ *   optionally emit(line), sleep(seconds),
  *   clockMs(), monotonic() (seconds), random(), poolSize
  */
 function createRuntime(options) {
@@ -160,8 +177,10 @@ function runtimeFromEnv(env = process.env) {
   // One attempt per SDK call (maxAttempts counts the first, as botocore's total_max_attempts does): the
   // processor's own loop retries until its deadline, the same in both twins.
   const config = { maxAttempts: 1, requestHandler: { connectionTimeout: 2_000, requestTimeout: 5_000 } };
+  const settings = settingsFromEnv(env);
   return createRuntime({
-    settings: settingsFromEnv(env),
+    settings,
+    sns: settings.topicArn ? new SNSClient(config) : null,
     // A custom endpoint (moto, LocalStack) has no per-bucket DNS names.
     s3: new S3Client({ ...config, forcePathStyle: Boolean(env.AWS_ENDPOINT_URL) }),
     dynamodb: new DynamoDBClient(config),
@@ -805,7 +824,20 @@ function parseStates(text) {
 function memoryOf(item) {
   const text = (name) => (item && item[name] && typeof item[name].S === 'string' ? item[name].S : '');
   return { seq: text('seq'), states: parseStates(text('states')), prevSeq: text('prevSeq'),
-    prevStates: parseStates(text('prevStates')) };
+    prevStates: parseStates(text('prevStates')),
+    // With notifications on: each sensor type's newest anomaly (ms) after `seq`, while its episode may go on.
+    episodes: parseEpisodes(text('episodes')) };
+}
+
+/** Episodes as stored: a JSON object sensor type -> newest anomaly (ms), types in code point order. */
+function episodesText(episodes) {
+  const names = [...episodes.keys()].sort(compareCodePoints);
+  return `{${names.map((name) => `${JSON.stringify(name)}:${episodes.get(name)}`).join(',')}}`;
+}
+
+/** Episodes from their stored text, as a Map. */
+function parseEpisodes(text) {
+  return new Map(Object.entries(parseJson(text || '{}')).map(([name, ms]) => [name, Number(ms)]));
 }
 
 /**
@@ -820,10 +852,87 @@ function startingPoint(memory, firstSeq) {
   return [memory.seq, memory.states];
 }
 
-/** A device's state item. */
-function stateItem(device, seq, states, prevSeq, prevStates) {
-  return { deviceId: { S: device }, sk: { S: STATE_SORT_KEY }, seq: { S: seq }, states: { S: statesText(states) },
-    prevSeq: { S: prevSeq }, prevStates: { S: statesText(prevStates) } };
+/** A device's state item; `episodes` (after seq, a Map) only with notifications on. */
+function stateItem(device, seq, states, prevSeq, prevStates, episodes = null) {
+  const item = { deviceId: { S: device }, sk: { S: STATE_SORT_KEY }, seq: { S: seq },
+    states: { S: statesText(states) }, prevSeq: { S: prevSeq }, prevStates: { S: statesText(prevStates) } };
+  if (episodes) item.episodes = { S: episodesText(episodes) };
+  return item;
+}
+
+/** The episodes worth keeping (a Map): a series' newest anomaly at most its type's `episodeQuiet` before the newest
+ * reading its state learned (an older one cannot hold a later reading in its episode). */
+function openEpisodes(episodes, states, settings) {
+  return new Map([...episodes].filter(([name, at]) => {
+    const threshold = settings.thresholds.get(name);
+    const state = states.get(name);
+    return Boolean(threshold) && (!state || state.newestMs - at <= threshold.episodeQuietMs);
+  }));
+}
+
+// ---------------------------------------------------------------- episodes and their notifications
+
+/**
+ * The anomalies of detector types that start an episode of their series: the first anomaly, or one more than the
+ * type's `episodeQuiet` after the series' newest anomaly (reading time). Each anomaly of a record above its
+ * device's `absorbed` sequence number updates `episodes` (a Map series -> newest anomaly ms).
+ */
+function episodeStarts(readings, settings, episodes, absorbed) {
+  const starts = [];
+  for (const reading of readings) {
+    const threshold = settings.thresholds.get(reading.sensorType);
+    if (!reading.anomaly || !threshold || !threshold.detector || !threshold.episodeQuietMs) continue;
+    const device = reading.item.deviceId.S;
+    const series = `${device}\u0000${reading.sensorType}`;
+    const at = Number(reading.item.timestamp.N);
+    const newest = episodes.get(series);
+    if (newest === undefined || at - newest > threshold.episodeQuietMs) starts.push(reading);
+    const seen = absorbed.get(device) || '';
+    if (!seen || compareSequences(reading.record.sequenceNumber, seen) > 0) {
+      episodes.set(series, newest === undefined ? at : Math.max(newest, at));
+    }
+  }
+  return starts;
+}
+
+/** The SNS subject and message of an episode's first anomaly, for a person reading e-mail. */
+function notification(reading, settings) {
+  const { item } = reading;
+  const field = (name, kind) => (item[name] && typeof item[name][kind] === 'string' ? item[name][kind] : '');
+  const device = field('deviceId', 'S');
+  const sensor = reading.sensorType;
+  const unit = field('unit', 'S');
+  const [low, high] = [field('expectedLow', 'N'), field('expectedHigh', 'N')];
+  const quietS = settings.thresholds.get(sensor).episodeQuietMs / 1000;
+  let subject = `[${settings.environment}] anomaly: ${device} ${sensor}`;
+  if (subject.length > 100) subject = `${subject.slice(0, 97)}...`; // SNS: a subject is at most 100 characters
+  const lines = [
+    `Anomaly on device ${device}, sensor ${sensor} (${settings.environment}).`,
+    '',
+    `Rule:     ${field('rule', 'S')} (${field('reason', 'S')})`,
+    `Value:    ${field('value', 'N')}${unit ? ` ${unit}` : ''}`,
+    `Score:    ${field('score', 'N') || 'n/a'}`,
+    low && high ? `Expected: ${low} to ${high}` : 'Expected: n/a',
+    `Time:     ${new Date(Number(field('timestamp', 'N'))).toISOString()}`,
+    '',
+    `The first anomaly of this series after ${quietS} s without one; the rest of this episode is not notified.`,
+    `iotpipe anomalies --device ${device} lists them all.`,
+  ];
+  return [subject, `${lines.join('\n')}\n`];
+}
+
+/** SNS Publish to the alarm topic, retrying retryable errors with backoff until `deadline`; rejects with the last
+ * error. */
+async function publish(runtime, subject, message, deadline) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await runtime.sns.send(new PublishCommand({
+        TopicArn: runtime.settings.topicArn, Subject: subject, Message: message,
+      }));
+    } catch (err) {
+      if (!retryable(err) || !(await backoff(runtime, attempt, deadline))) throw err;
+    }
+  }
 }
 
 /** The state items of `devices` (BatchGetItem, 100 keys a call, strongly consistent, unprocessed keys retried until
@@ -859,25 +968,67 @@ const detected = (settings, reading) => {
   return Boolean(threshold && threshold.detector);
 };
 
-/** Read the state items of the window's devices not read yet in this batch and set where each starts; false when
- * they could not be read (the window fails: nothing of it is written). */
-async function recall(runtime, readings, deadline, tally) {
+/** The devices with a detector reading whose state item this batch has not read yet -> their first record. */
+function devicesToRecall(settings, readings, tally) {
   const firsts = new Map();
   for (const reading of readings) {
     const device = reading.item.deviceId.S;
-    if (!tally.starts.has(device) && detected(runtime.settings, reading) && !firsts.has(device)) {
+    if (!tally.starts.has(device) && detected(settings, reading) && !firsts.has(device)) {
       firsts.set(device, reading.record.sequenceNumber);
     }
   }
+  return firsts;
+}
+
+/** Read the state items of the window's devices not read yet in this batch (or take them from the `prefetched`
+ * read, [devices (a Set), promise], when it holds them all) and set where each starts; false when they could not be
+ * read (the window fails: nothing of it is written). */
+async function recall(runtime, readings, deadline, tally, prefetched = null) {
+  const firsts = devicesToRecall(runtime.settings, readings, tally);
   if (firsts.size === 0) return true;
-  const memories = await readMemories(runtime, [...firsts.keys()], deadline);
+  const devices = [...firsts.keys()];
+  const memories = prefetched && devices.every((d) => prefetched[0].has(d))
+    ? await prefetched[1] : await readMemories(runtime, devices, deadline);
   if (memories === null) return false;
   for (const [device, first] of firsts) {
-    const [seq, states] = startingPoint(memories.get(device) || memoryOf(null), first);
+    const memory = memories.get(device) || memoryOf(null);
+    const [seq, states] = startingPoint(memory, first);
     tally.starts.set(device, [seq, states]);
     for (const [name, state] of states) tally.states.set(`${device}\u0000${name}`, state);
+    if (runtime.settings.topicArn) {
+      // A retry starts from the episodes after `seq` too: every anomaly it scores again was learned into them, so
+      // it starts no episode again, and none of its records above `seq` is notified twice.
+      for (const [name, at] of memory.episodes) tally.episodes.set(`${device}\u0000${name}`, at);
+      tally.notified.set(device, memory.seq);
+    }
   }
   return true;
+}
+
+/** The episode starts no earlier attempt notified: of records above the sequence number the device's stored item
+ * had (an attempt notifies before it writes the item). */
+function toNotify(starts, tally) {
+  return starts.filter((r) => compareSequences(r.record.sequenceNumber, tally.notified.get(r.item.deviceId.S) || '') > 0);
+}
+
+/** Publish each episode start to the alarm topic (concurrently); one that cannot be published is logged with its
+ * message and lost (readings and state never wait on the topic). */
+async function notify(runtime, notices, deadline) {
+  if (notices.length === 0) return;
+  const messages = notices.map((reading) => notification(reading, runtime.settings));
+  const results = await runUntil(runtime, messages.map(([subject, message]) => () => publish(runtime, subject,
+    message, deadline)), runtime.poolSize, deadline);
+  messages.forEach(([subject, message], i) => {
+    const result = results[i];
+    if (result && !('error' in result)) {
+      log(runtime, 'INFO', 'anomaly episode notified', { subject });
+    } else {
+      const err = result ? result.error : new Error('SNS Publish not done before the deadline');
+      log(runtime, 'ERROR', 'anomaly notification failed', {
+        error: errorCode(err), detail: errorDetail(err), subject, notification: message,
+      });
+    }
+  });
 }
 
 /** Keep the states as of the window's committed records: when the window was cut short, score its committed
@@ -895,21 +1046,44 @@ function commitStates(settings, committed, cutShort, before, absorbed, tally) {
   }
 }
 
+/** Each device's last committed detector record (a Map) once `readings` commit too. */
+function committedAfter(settings, readings, committed) {
+  const after = new Map(committed);
+  for (const reading of readings) {
+    if (!detected(settings, reading)) continue;
+    const device = reading.item.deviceId.S;
+    const seq = reading.record.sequenceNumber;
+    if (compareSequences(seq, after.get(device) || '') > 0) after.set(device, seq);
+  }
+  return after;
+}
+
+/** The state item of every device in `committed` (a Map device -> last committed record), from `tally`. */
+function stateItems(settings, tally, committed) {
+  const bySeries = (map) => {
+    const byDevice = new Map();
+    for (const [series, value] of map) {
+      const [device, name] = series.split('\u0000');
+      if (!committed.has(device)) continue;
+      if (!byDevice.has(device)) byDevice.set(device, new Map());
+      byDevice.get(device).set(name, value);
+    }
+    return byDevice;
+  };
+  const [states, episodes] = [bySeries(tally.states), bySeries(tally.episodes)];
+  return [...committed].map(([device, committedSeq]) => {
+    const [startSeq, startStates] = tally.starts.get(device);
+    const seq = compareSequences(committedSeq, startSeq) >= 0 ? committedSeq : startSeq;
+    const deviceStates = states.get(device) || new Map();
+    return stateItem(device, seq, deviceStates, startSeq, startStates, tally.notified.has(device)
+      ? openEpisodes(episodes.get(device) || new Map(), deviceStates, settings) : null);
+  });
+}
+
 /** Write the state item of every device with committed readings (BatchWriteItem, 25 a call); false when one could
  * not be written. */
 async function saveStates(runtime, tally, deadline) {
-  const byDevice = new Map();
-  for (const [series, state] of tally.states) {
-    const [device, name] = series.split('\u0000');
-    if (!tally.committed.has(device)) continue;
-    if (!byDevice.has(device)) byDevice.set(device, new Map());
-    byDevice.get(device).set(name, state);
-  }
-  const items = [...tally.committed].map(([device, committedSeq]) => {
-    const [startSeq, startStates] = tally.starts.get(device);
-    const seq = compareSequences(committedSeq, startSeq) >= 0 ? committedSeq : startSeq;
-    return stateItem(device, seq, byDevice.get(device) || new Map(), startSeq, startStates);
-  });
+  const items = stateItems(runtime.settings, tally, tally.committed);
   const chunks = [];
   for (let i = 0; i < items.length; i += BATCH_WRITE_LIMIT) chunks.push(items.slice(i, i + BATCH_WRITE_LIMIT));
   const results = await runUntil(runtime, chunks.map((chunk) => () => writeItems(runtime, chunk, deadline)),
@@ -1159,10 +1333,22 @@ async function processBatch(event, context, runtime) {
     runtime, `raw/${batchSuffix(group)}`, jsonlGzip(archiveLines(group)), deadline,
   ));
   const archived = runUntil(runtime, archiveTasks, runtime.poolSize, deadline);
+  // The detector state items of the batch's devices (its partition keys: the rule's topic(2), which a valid reading's
+  // deviceId equals) are read while the archive is written and the records validated: a read only, and no other
+  // invocation writes them meanwhile (one invocation at a time per device).
+  let prefetched = null;
+  if ([...runtime.settings.thresholds.values()].some((t) => t.detector)) {
+    const devices = [...new Set(records.map((r) => r.partitionKey).filter((key) => DEVICE_ID_PATTERN.test(key)))];
+    prefetched = [new Set(devices), readMemories(runtime, devices, deadline).catch(() => null)];
+  }
   const tally = { stored: 0, anomalies: 0, quarantined: 0, duplicates: 0, timestampsReplaced: 0, byType: new Map(), failed: [],
     // The detector (docs/contract.md 12): each series' state after the committed records (and the window being
     // written), each device's starting point, and its last committed record.
-    states: new Map(), starts: new Map(), committed: new Map() };
+    states: new Map(), starts: new Map(), committed: new Map(),
+    // With notifications on: each series' newest anomaly, the sequence number each device's stored item had (what an
+    // earlier attempt notified), the episode starts to notify.
+    episodes: new Map(), notified: new Map(), notices: [],
+    statesSaved: false }; // written with the last window's readings (no second round trip)
   let window = [];
   let readingsInWindow = 0;
   let archiveChecked = false;
@@ -1175,14 +1361,18 @@ async function processBatch(event, context, runtime) {
       checkArchive(runtime, await archived, records.length);
       archiveChecked = true;
     }
-    if (!(await storeWindow(runtime, window, records[0], deadline, tally))) {
+    if (!(await storeWindow(runtime, window, records[0], deadline, tally, prefetched,
+      position + 1 === records.length))) {
       tally.failed.push(...records.slice(position + 1).map((r) => r.sequenceNumber));
       break;
     }
     window = [];
     readingsInWindow = 0;
   }
-  if (tally.committed.size && !(await saveStates(runtime, tally, deadline))) {
+  // An episode's notification goes out before the state item that records it (so a retry of a batch whose state was
+  // written notifies nothing again).
+  await notify(runtime, tally.notices, deadline);
+  if (tally.committed.size && !tally.statesSaved && !(await saveStates(runtime, tally, deadline))) {
     // Items were written but a device's state was not: the whole batch is retried (a retry of the batch that
     // wrote the other states starts from their snapshots), and nothing of it counts as done.
     log(runtime, 'ERROR', 'detector state write failed; the batch will be retried', { records: records.length });
@@ -1210,25 +1400,35 @@ function checkArchive(runtime, results, recordCount) {
 
 /**
  * Write one window's readings and quarantine lines; count what it committed into `tally`. Resolves to false
- * when a record of it failed (the batch stops there: Lambda retries from the lowest failure).
+ * when a record of it failed (the batch stops there: Lambda retries from the lowest failure). The batch's last
+ * window writes the detector state items with its readings when it has no notification to send first.
  */
-async function storeWindow(runtime, window, batchFirst, deadline, tally) {
+async function storeWindow(runtime, window, batchFirst, deadline, tally, prefetched = null, last = false) {
   if (runtime.monotonic() >= deadline) {
     tally.failed.push(...window.map((i) => i.record.sequenceNumber));
     return false;
   }
   const deduplicated = deduplicate(window.flatMap((i) => i.readings));
   const { repeats } = deduplicated;
-  if (!(await recall(runtime, deduplicated.readings, deadline, tally))) {
+  if (!(await recall(runtime, deduplicated.readings, deadline, tally, prefetched))) {
     tally.failed.push(...window.map((i) => i.record.sequenceNumber));
     return false;
   }
   const before = new Map(tally.states);
+  const beforeEpisodes = new Map(tally.episodes);
   const absorbed = new Map([...tally.starts].map(([device, [seq]]) => [device, seq]));
   const readings = scoreReadings(deduplicated.readings, runtime.settings, tally.states, absorbed);
+  let starts = runtime.settings.topicArn
+    ? toNotify(episodeStarts(readings, runtime.settings, tally.episodes, absorbed), tally) : [];
   const items = windowItems(readings, runtime.settings);
   const chunks = [];
   for (let i = 0; i < items.length; i += BATCH_WRITE_LIMIT) chunks.push(items.slice(i, i + BATCH_WRITE_LIMIT));
+  // The state items as they are when every record of the window commits, in chunks of their own, written with the
+  // readings; when the window is cut short they are written again (saveStates) from what committed.
+  const ahead = last && starts.length === 0 && tally.notices.length === 0
+    ? stateItems(runtime.settings, tally, committedAfter(runtime.settings, readings, tally.committed)) : [];
+  const stateChunks = [];
+  for (let i = 0; i < ahead.length; i += BATCH_WRITE_LIMIT) stateChunks.push(ahead.slice(i, i + BATCH_WRITE_LIMIT));
   const rejected = groupBy(window.filter((i) => i.rejections.length), (i) => i.record.shardId);
   const spans = groupBy(window.map((i) => i.record), (r) => r.shardId);
   const shards = [...rejected.keys()];
@@ -1236,6 +1436,7 @@ async function storeWindow(runtime, window, batchFirst, deadline, tally) {
     ...chunks.map((chunk) => () => writeItems(runtime, chunk, deadline)),
     ...shards.map((shard) => () => putObject(runtime, `quarantine/${batchSuffix(spans.get(shard), batchFirst)}`,
       jsonlGzip(rejected.get(shard).map(quarantineLine)), deadline)),
+    ...stateChunks.map((chunk) => () => writeItems(runtime, chunk, deadline)),
   ], runtime.poolSize, deadline);
 
   const failed = new Set();
@@ -1274,6 +1475,17 @@ async function storeWindow(runtime, window, batchFirst, deadline, tally) {
   }
   commitStates(runtime.settings, readings.filter((r) => committed.has(r.record)), cut < window.length, before,
     absorbed, tally);
+  if (runtime.settings.topicArn) {
+    if (cut < window.length) {
+      tally.episodes = beforeEpisodes;
+      starts = toNotify(episodeStarts(readings.filter((r) => committed.has(r.record)), runtime.settings,
+        tally.episodes, absorbed), tally);
+    }
+    tally.notices.push(...starts);
+  }
+  const stateResults = results.slice(chunks.length + shards.length);
+  tally.statesSaved = ahead.length > 0 && cut === window.length
+    && stateResults.every((r) => r && 'value' in r && r.value.length === 0);
   tally.quarantined += window.slice(0, cut).filter((i) => i.rejections.length).length;
   tally.duplicates += repeats;
   tally.timestampsReplaced += window.filter((i) => i.timestampReplaced).length;
@@ -1359,6 +1571,8 @@ module.exports = {
   detectorOf,
   judge,
   scoreReadings,
+  episodeStarts,
+  notification,
   statesText,
   parseStates,
   startingPoint,

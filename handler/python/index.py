@@ -65,6 +65,8 @@ NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 # DynamoDB numbers: magnitude in [1e-130, 1e126); a value outside would fail the whole BatchWriteItem call.
 NUMBER_MIN_MAGNITUDE = 1e-130
 NUMBER_MAX_MAGNITUDE = 1e126
+DEFAULT_EPISODE_QUIET_S = 3600  # an anomaly this long after its series' previous one starts a new episode
+MAX_EPISODE_QUIET_S = 604_800
 RETRYABLE_ERRORS = frozenset({
     "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
     "InternalServerError", "ServiceUnavailable", "LimitExceededException", "SlowDown", "RequestTimeout",
@@ -83,6 +85,7 @@ class Threshold:
     max: float | None
     unit: str
     detector: Detector | None = None
+    episode_quiet_ms: int = DEFAULT_EPISODE_QUIET_S * 1000  # 0: no notifications for this type
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class Settings:
     namespace: str = "IoT/Manufacturing"
     layout: str = "item-per-reading"
     pack_window_ms: int = 60_000
+    topic_arn: str = ""  # ALARM_TOPIC_ARN: where an anomaly episode's start is notified (empty: nowhere)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -109,12 +113,12 @@ class Settings:
             raw = json.loads(env.get("THRESHOLDS") or "{}")
             thresholds = {
                 str(name): Threshold(_bound(spec.get("min")), _bound(spec.get("max")), str(spec.get("unit") or ""),
-                                     detector_of(spec))
+                                     detector_of(spec), episode_quiet_of(spec))
                 for name, spec in raw.items()
             }
         except (ValueError, AttributeError, TypeError) as exc:
             raise ValueError("THRESHOLDS must be a JSON object sensorType -> {min, max, unit, detector?, "
-                             f"sensitivity?, probation?}}: {exc}") from None
+                             f"sensitivity?, probation?, episodeQuiet?}}: {exc}") from None
         unknown = env.get("UNKNOWN_SENSOR") or "quarantine"
         if unknown not in ("quarantine", "store"):
             raise ValueError(f"UNKNOWN_SENSOR must be 'quarantine' or 'store', not {unknown!r}")
@@ -138,7 +142,16 @@ class Settings:
             namespace=env.get("METRIC_NAMESPACE") or "IoT/Manufacturing",
             layout=layout,
             pack_window_ms=int(window_text) * 1000,
+            topic_arn=env.get("ALARM_TOPIC_ARN") or "",
         )
+
+
+def episode_quiet_of(spec: Mapping[str, Any]) -> int:
+    """A THRESHOLDS entry's ``episodeQuiet`` (seconds, default 3600) in ms; ValueError outside the contract."""
+    quiet = spec.get("episodeQuiet", DEFAULT_EPISODE_QUIET_S)
+    if not _is_number(quiet) or quiet != math.floor(quiet) or not 0 <= quiet <= MAX_EPISODE_QUIET_S:
+        raise ValueError(f"episodeQuiet {quiet!r} is not a whole number of seconds from 0 to {MAX_EPISODE_QUIET_S}")
+    return int(quiet) * 1000
 
 
 def _bound(value: Any) -> float | None:
@@ -200,6 +213,7 @@ class Runtime:
     s3: Any
     dynamodb: Any
     pool: ThreadPoolExecutor
+    sns: Any = None  # an SNS client when settings.topic_arn is set
     emit: Callable[[str], None] = print
     sleep: Callable[[float], None] = time.sleep
     clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
@@ -217,11 +231,13 @@ class Runtime:
         # validation of 25 nested items costs more CPU than everything else per call.
         config = Config(max_pool_connections=POOL_SIZE, connect_timeout=2, read_timeout=5,
                         retries={"mode": "standard", "total_max_attempts": 1}, parameter_validation=False)
+        settings = Settings.from_env(os.environ if env is None else env)
         return cls(
-            settings=Settings.from_env(os.environ if env is None else env),
+            settings=settings,
             s3=boto3.client("s3", config=config),
             dynamodb=boto3.client("dynamodb", config=config),
             pool=ThreadPoolExecutor(max_workers=POOL_SIZE),
+            sns=boto3.client("sns", config=config) if settings.topic_arn else None,
         )
 
 
@@ -886,6 +902,8 @@ class DeviceMemory:
     states: Mapping[str, DetectorState] = field(default_factory=dict)
     prev_seq: str = ""
     prev_states: Mapping[str, DetectorState] = field(default_factory=dict)
+    # With notifications on: each sensor type's newest anomaly (ms) after ``seq``, while its episode may go on.
+    episodes: Mapping[str, int] = field(default_factory=dict)
 
 
 def states_text(states: Mapping[str, DetectorState]) -> str:
@@ -905,7 +923,18 @@ def memory_of(item: Mapping[str, Mapping[str, Any]] | None) -> DeviceMemory:
     if not item:
         return DeviceMemory()
     text = lambda name: str(item.get(name, {}).get("S", ""))  # noqa: E731
-    return DeviceMemory(text("seq"), parse_states(text("states")), text("prevSeq"), parse_states(text("prevStates")))
+    return DeviceMemory(text("seq"), parse_states(text("states")), text("prevSeq"), parse_states(text("prevStates")),
+                        parse_episodes(text("episodes")))
+
+
+def episodes_text(episodes: Mapping[str, int]) -> str:
+    """Episodes as stored: a JSON object sensor type -> newest anomaly (ms), types in code point order."""
+    return "{" + ",".join(f"{json.dumps(name)}:{episodes[name]}" for name in sorted(episodes)) + "}"
+
+
+def parse_episodes(text: str) -> dict[str, int]:
+    """Episodes from their stored text."""
+    return {name: int(ms) for name, ms in parse_json(text or "{}").items()}
 
 
 def starting_point(memory: DeviceMemory, first_seq: str) -> tuple[str, Mapping[str, DetectorState]]:
@@ -921,11 +950,91 @@ def starting_point(memory: DeviceMemory, first_seq: str) -> tuple[str, Mapping[s
 
 
 def state_item(device: str, seq: str, states: Mapping[str, DetectorState], prev_seq: str,
-               prev_states: Mapping[str, DetectorState]) -> dict[str, dict[str, Any]]:
-    """A device's state item."""
-    return {"deviceId": {"S": device}, "sk": {"S": STATE_SORT_KEY}, "seq": {"S": seq},
+               prev_states: Mapping[str, DetectorState],
+               episodes: Mapping[str, int] | None = None) -> dict[str, dict[str, Any]]:
+    """A device's state item; ``episodes`` (after ``seq``) only with notifications on."""
+    item = {"deviceId": {"S": device}, "sk": {"S": STATE_SORT_KEY}, "seq": {"S": seq},
             "states": {"S": states_text(states)}, "prevSeq": {"S": prev_seq},
             "prevStates": {"S": states_text(prev_states)}}
+    if episodes is not None:
+        item["episodes"] = {"S": episodes_text(episodes)}
+    return item
+
+
+def open_episodes(episodes: Mapping[str, int], states: Mapping[str, DetectorState],
+                  settings: Settings) -> dict[str, int]:
+    """The episodes worth keeping: a series' newest anomaly at most its type's ``episodeQuiet`` before the
+    newest reading its state learned (an older one cannot hold a later reading in its episode)."""
+    def open_(name: str, at: int) -> bool:
+        threshold, state = settings.thresholds.get(name), states.get(name)
+        return threshold is not None and (state is None or state.newest_ms - at <= threshold.episode_quiet_ms)
+    return {name: at for name, at in episodes.items() if open_(name, at)}
+
+
+# ---------------------------------------------------------------- episodes and their notifications
+
+def episode_starts(readings: Iterable[Reading], settings: Settings, episodes: dict[tuple[str, str], int],
+                   absorbed: Mapping[str, str]) -> list[Reading]:
+    """The anomalies of detector types that start an episode of their series: the first anomaly, or one more than
+    the type's ``episodeQuiet`` after the series' newest anomaly (reading time). Each anomaly of a record above
+    its device's ``absorbed`` sequence number updates ``episodes`` (series -> newest anomaly ms)."""
+    starts = []
+    for reading in readings:
+        threshold = settings.thresholds.get(reading.sensor_type)
+        if not reading.anomaly or threshold is None or threshold.detector is None or not threshold.episode_quiet_ms:
+            continue
+        device = reading.item["deviceId"]["S"]
+        series, at = (device, reading.sensor_type), int(reading.item["timestamp"]["N"])
+        newest = episodes.get(series)
+        if newest is None or at - newest > threshold.episode_quiet_ms:
+            starts.append(reading)
+        seen = absorbed.get(device, "")
+        if not seen or _sequence_order(reading.record.sequence_number) > _sequence_order(seen):
+            episodes[series] = at if newest is None else max(newest, at)
+    return starts
+
+
+def iso_utc(ms: int) -> str:
+    """Epoch ms as RFC 3339 UTC with milliseconds (JavaScript's toISOString)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def notification(reading: Reading, settings: Settings) -> tuple[str, str]:
+    """The SNS subject and message of an episode's first anomaly, for a person reading e-mail."""
+    item = reading.item
+    field_text = lambda name, kind: str(item.get(name, {}).get(kind, ""))  # noqa: E731
+    device, sensor = field_text("deviceId", "S"), reading.sensor_type
+    unit = field_text("unit", "S")
+    low, high = field_text("expectedLow", "N"), field_text("expectedHigh", "N")
+    quiet_s = settings.thresholds[sensor].episode_quiet_ms // 1000
+    subject = f"[{settings.environment}] anomaly: {device} {sensor}"
+    if len(subject) > 100:  # SNS: a subject is at most 100 characters
+        subject = subject[:97] + "..."
+    lines = [
+        f"Anomaly on device {device}, sensor {sensor} ({settings.environment}).",
+        "",
+        f"Rule:     {field_text('rule', 'S')} ({field_text('reason', 'S')})",
+        f"Value:    {field_text('value', 'N')}{' ' + unit if unit else ''}",
+        f"Score:    {field_text('score', 'N') or 'n/a'}",
+        f"Expected: {low} to {high}" if low and high else "Expected: n/a",
+        f"Time:     {iso_utc(int(field_text('timestamp', 'N')))}",
+        "",
+        f"The first anomaly of this series after {quiet_s} s without one; the rest of this episode is not notified.",
+        f"iotpipe anomalies --device {device} lists them all.",
+    ]
+    return subject, "\n".join(lines) + "\n"
+
+
+def publish(runtime: Runtime, subject: str, message: str, deadline: float) -> None:
+    """SNS Publish to the alarm topic, retrying retryable errors with backoff until ``deadline``; raises the last
+    error."""
+    for attempt in range(MAX_WRITE_ATTEMPTS):
+        try:
+            runtime.sns.publish(TopicArn=runtime.settings.topic_arn, Subject=subject, Message=message)
+            return
+        except Exception as exc:
+            if not retryable(exc) or not _backoff(runtime, attempt, deadline):
+                raise
 
 
 def read_memories(runtime: Runtime, devices: Sequence[str], deadline: float) -> dict[str, DeviceMemory] | None:
@@ -1143,6 +1252,12 @@ class Tally:
     states: dict[tuple[str, str], DetectorState] = field(default_factory=dict)
     starts: dict[str, tuple[str, Mapping[str, DetectorState]]] = field(default_factory=dict)
     committed: dict[str, str] = field(default_factory=dict)
+    # With notifications on: each series' newest anomaly, the sequence number each device's stored item had
+    # (what an earlier attempt notified), the episode starts to notify.
+    episodes: dict[tuple[str, str], int] = field(default_factory=dict)
+    notified: dict[str, str] = field(default_factory=dict)
+    notices: list[Reading] = field(default_factory=list)
+    states_saved: bool = False  # written with the last window's readings (no second round trip)
 
 
 def process(event: Any, context: Any, runtime: Runtime) -> dict[str, Any]:
@@ -1180,6 +1295,13 @@ def _process_batch(event: Any, context: Any, runtime: Runtime) -> dict[str, Any]
     by_shard = _by_shard(records, lambda r: r.shard_id)
     archives = [runtime.pool.submit(put_object, runtime, f"raw/{batch_suffix(group)}",
                                     jsonl_gzip(archive_lines(group)), deadline) for group in by_shard.values()]
+    # The detector state items of the batch's devices (its partition keys: the rule's topic(2), which a valid
+    # reading's deviceId equals) are read while the archive is written and the records validated: a read only,
+    # and no other invocation writes them meanwhile (one invocation at a time per device).
+    prefetched = None
+    if any(t.detector is not None for t in runtime.settings.thresholds.values()):
+        devices = list(dict.fromkeys(r.partition_key for r in records if DEVICE_ID_PATTERN.fullmatch(r.partition_key)))
+        prefetched = (set(devices), runtime.pool.submit(read_memories, runtime, devices, deadline))
     tally = Tally()
     window: list[Interpretation] = []
     readings_in_window = 0
@@ -1193,12 +1315,16 @@ def _process_batch(event: Any, context: Any, runtime: Runtime) -> dict[str, Any]
         if not archived:  # validation of the first window ran while the archive was in flight
             _wait_for_archive(runtime, archives, deadline, len(records))
             archived = True
-        if not _store_window(runtime, window, records[0], deadline, tally):
+        if not _store_window(runtime, window, records[0], deadline, tally, prefetched,
+                             last=position + 1 == len(records)):
             tally.failed += [r.sequence_number for r in records[position + 1:]]
             break
         window, readings_in_window = [], 0
 
-    if tally.committed and not _save_states(runtime, tally, deadline):
+    # An episode's notification goes out before the state item that records it (so a retry of a batch whose
+    # state was written notifies nothing again).
+    _notify(runtime, tally.notices, deadline)
+    if tally.committed and not tally.states_saved and not _save_states(runtime, tally, deadline):
         # Items were written but a device's state was not: the whole batch is retried (a retry of the batch that
         # wrote the other states starts from their snapshots), and nothing of it counts as done.
         _log(runtime, "ERROR", "detector state write failed; the batch will be retried", records=len(records))
@@ -1232,28 +1358,38 @@ def _wait_for_archive(runtime: Runtime, archives: list[Future[None]], deadline: 
 
 
 def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: Record, deadline: float,
-                  tally: Tally) -> bool:
+                  tally: Tally, prefetched: tuple[set[str], Future[Any]] | None = None, *, last: bool = False) -> bool:
     """Write one window's readings and quarantine lines; count what it committed into ``tally``. False when
-    a record of it failed (the batch stops there: Lambda retries from the lowest failure)."""
+    a record of it failed (the batch stops there: Lambda retries from the lowest failure). The batch's last window
+    writes the detector state items with its readings when it has no notification to send first."""
     if runtime.monotonic() >= deadline:
         tally.failed += [i.record.sequence_number for i in window]
         return False
     readings, repeats = deduplicate([r for i in window for r in i.readings])
-    if not _recall(runtime, readings, deadline, tally):
+    if not _recall(runtime, readings, deadline, tally, prefetched):
         tally.failed += [i.record.sequence_number for i in window]
         return False
     before = dict(tally.states)
+    before_episodes = dict(tally.episodes)
     absorbed = {device: start[0] for device, start in tally.starts.items()}
     readings = score_readings(readings, runtime.settings, tally.states, absorbed)
+    starts = _to_notify(episode_starts(readings, runtime.settings, tally.episodes, absorbed), tally) \
+        if runtime.settings.topic_arn else []
     items = window_items(readings, runtime.settings)
     chunks = [items[i:i + BATCH_WRITE_LIMIT] for i in range(0, len(items), BATCH_WRITE_LIMIT)]
+    # The state items as they are when every record of the window commits, in chunks of their own, written with
+    # the readings; when the window is cut short they are written again (_save_states) from what committed.
+    ahead = _state_items(runtime.settings, tally, _committed_after(runtime.settings, readings, tally.committed)) \
+        if last and not starts and not tally.notices else []
+    state_chunks = [ahead[i:i + BATCH_WRITE_LIMIT] for i in range(0, len(ahead), BATCH_WRITE_LIMIT)]
     writes = [runtime.pool.submit(write_items, runtime, chunk, deadline) for chunk in chunks]
+    state_writes = [runtime.pool.submit(write_items, runtime, chunk, deadline) for chunk in state_chunks]
     rejected = _by_shard([i for i in window if i.rejections], lambda i: i.record.shard_id)
     spans = _by_shard([i.record for i in window], lambda r: r.shard_id)
     quarantines = {shard: runtime.pool.submit(
         put_object, runtime, f"quarantine/{batch_suffix(spans[shard], batch_first)}",
         jsonl_gzip(quarantine_line(i) for i in group), deadline) for shard, group in rejected.items()}
-    _wait(runtime, [*writes, *quarantines.values()], deadline)
+    _wait(runtime, [*writes, *state_writes, *quarantines.values()], deadline)
 
     failed: set[str] = set()
     for chunk, write in zip(chunks, writes, strict=True):
@@ -1281,6 +1417,14 @@ def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: R
             tally.anomalies += reading.anomaly
     _commit_states(runtime.settings, [r for r in readings if id(r.record) in committed], cut < len(window),
                    before, absorbed, tally)
+    if runtime.settings.topic_arn:
+        if cut < len(window):
+            tally.episodes = before_episodes
+            starts = _to_notify(episode_starts([r for r in readings if id(r.record) in committed],
+                                               runtime.settings, tally.episodes, absorbed), tally)
+        tally.notices += starts
+    tally.states_saved = bool(ahead) and cut == len(window) and all(
+        _failure(write, "BatchWriteItem") is None and not write.result() for write in state_writes)
     tally.quarantined += sum(1 for i in window[:cut] if i.rejections)
     tally.duplicates += repeats
     tally.timestamps_replaced += sum(i.timestamp_replaced for i in window)
@@ -1295,24 +1439,64 @@ def _detected(settings: Settings, reading: Reading) -> bool:
     return threshold is not None and threshold.detector is not None
 
 
-def _recall(runtime: Runtime, readings: Sequence[Reading], deadline: float, tally: Tally) -> bool:
-    """Read the state items of the window's devices not read yet in this batch and set where each starts; False
-    when they could not be read (the window fails: nothing of it is written)."""
+def _devices_to_recall(settings: Settings, readings: Iterable[Reading], tally: Tally) -> dict[str, str]:
+    """The devices with a detector reading whose state item this batch has not read yet -> their first record."""
     firsts: dict[str, str] = {}
     for reading in readings:
         device = reading.item["deviceId"]["S"]
-        if device not in tally.starts and _detected(runtime.settings, reading):
+        if device not in tally.starts and _detected(settings, reading):
             firsts.setdefault(device, reading.record.sequence_number)
+    return firsts
+
+
+def _recall(runtime: Runtime, readings: Sequence[Reading], deadline: float, tally: Tally,
+            prefetched: tuple[set[str], Future[Any]] | None = None) -> bool:
+    """Read the state items of the window's devices not read yet in this batch (or take them from the
+    ``prefetched`` read when it holds them all) and set where each starts; False when they could not be read
+    (the window fails: nothing of it is written)."""
+    firsts = _devices_to_recall(runtime.settings, readings, tally)
     if not firsts:
         return True
-    memories = read_memories(runtime, list(firsts), deadline)
+    if prefetched is not None and prefetched[0].issuperset(firsts):
+        _wait(runtime, [prefetched[1]], deadline)
+        memories = None if _failure(prefetched[1], "BatchGetItem") else prefetched[1].result()
+    else:
+        memories = read_memories(runtime, list(firsts), deadline)
     if memories is None:
         return False
     for device, first in firsts.items():
-        seq, states = starting_point(memories.get(device, DeviceMemory()), first)
+        memory = memories.get(device, DeviceMemory())
+        seq, states = starting_point(memory, first)
         tally.starts[device] = (seq, states)
         tally.states.update({(device, name): state for name, state in states.items()})
+        if runtime.settings.topic_arn:
+            # A retry starts from the episodes after ``seq`` too: every anomaly it scores again was learned into
+            # them, so it starts no episode again, and none of its records above ``seq`` is notified twice.
+            tally.episodes.update({(device, name): at for name, at in memory.episodes.items()})
+            tally.notified[device] = memory.seq
     return True
+
+
+def _to_notify(starts: Iterable[Reading], tally: Tally) -> list[Reading]:
+    """The episode starts no earlier attempt notified: of records above the sequence number the device's stored
+    item had (an attempt notifies before it writes the item)."""
+    return [r for r in starts if _sequence_order(r.record.sequence_number)
+            > _sequence_order(tally.notified.get(r.item["deviceId"]["S"], ""))]
+
+
+def _notify(runtime: Runtime, notices: Sequence[Reading], deadline: float) -> None:
+    """Publish each episode start to the alarm topic (concurrently); one that cannot be published is logged with
+    its message and lost (readings and state never wait on the topic)."""
+    messages = [notification(reading, runtime.settings) for reading in notices]
+    sent = [runtime.pool.submit(publish, runtime, subject, message, deadline) for subject, message in messages]
+    _wait(runtime, sent, deadline)
+    for (subject, message), future in zip(messages, sent, strict=True):
+        exc = _failure(future, "SNS Publish")
+        if exc is None:
+            _log(runtime, "INFO", "anomaly episode notified", subject=subject)
+        else:
+            _log(runtime, "ERROR", "anomaly notification failed", error=_error_code(exc), detail=str(exc)[:500],
+                 subject=subject, notification=message)
 
 
 def _commit_states(settings: Settings, committed: Sequence[Reading], cut_short: bool,
@@ -1330,15 +1514,36 @@ def _commit_states(settings: Settings, committed: Sequence[Reading], cut_short: 
                 tally.committed[device] = seq
 
 
+def _committed_after(settings: Settings, readings: Iterable[Reading], committed: Mapping[str, str]) -> dict[str, str]:
+    """Each device's last committed detector record once ``readings`` commit too."""
+    after = dict(committed)
+    for reading in readings:
+        if _detected(settings, reading):
+            device, seq = reading.item["deviceId"]["S"], reading.record.sequence_number
+            if _sequence_order(seq) > _sequence_order(after.get(device, "")):
+                after[device] = seq
+    return after
+
+
+def _state_items(settings: Settings, tally: Tally, committed: Mapping[str, str]) -> list[dict[str, dict[str, Any]]]:
+    """The state item of every device in ``committed`` (device -> last committed record), from ``tally``."""
+    by_device: dict[str, dict[str, DetectorState]] = {}
+    for (device, name), state in tally.states.items():
+        if device in committed:
+            by_device.setdefault(device, {})[name] = state
+    episodes: dict[str, dict[str, int]] = {}
+    for (device, name), at in tally.episodes.items():
+        episodes.setdefault(device, {})[name] = at
+    return [state_item(device, max(committed[device], tally.starts[device][0], key=_sequence_order),
+                       by_device.get(device, {}), *tally.starts[device],
+                       open_episodes(episodes.get(device, {}), by_device.get(device, {}), settings)
+                       if device in tally.notified else None) for device in committed]
+
+
 def _save_states(runtime: Runtime, tally: Tally, deadline: float) -> bool:
     """Write the state item of every device with committed readings (BatchWriteItem, 25 a call); False when one
     could not be written."""
-    by_device: dict[str, dict[str, DetectorState]] = {}
-    for (device, name), state in tally.states.items():
-        if device in tally.committed:
-            by_device.setdefault(device, {})[name] = state
-    items = [state_item(device, max(tally.committed[device], tally.starts[device][0], key=_sequence_order),
-                        by_device.get(device, {}), *tally.starts[device]) for device in tally.committed]
+    items = _state_items(runtime.settings, tally, tally.committed)
     chunks = [items[i:i + BATCH_WRITE_LIMIT] for i in range(0, len(items), BATCH_WRITE_LIMIT)]
     writes = [runtime.pool.submit(write_items, runtime, chunk, deadline) for chunk in chunks]
     _wait(runtime, writes, deadline)

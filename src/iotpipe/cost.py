@@ -124,6 +124,9 @@ DEFAULT_ASSUMPTIONS = Assumptions((
     Assumption("lambda_ms_per_item", 1.0, "ms", _MEASURED + ": per item written; an upper bound"),
     Assumption("log_bytes_per_invocation", 2240, "bytes", _MEASURED + ": START/END/REPORT, the batch log line "
                                                           "and the EMF documents of 3 sensor types"),
+    Assumption("episodes_per_series_month", 1, "episodes", _DEFAULT + ": anomaly episodes of one series (device x "
+                                                           "sensor) a month, each one notification to the alarm "
+                                                           "topic and one e-mail"),
     Assumption("athena_queries_per_month", 30, "queries", _DEFAULT + ": an iotpipe sql query a day, each over "
                                                           "one day of the archive"),
 ))
@@ -555,7 +558,7 @@ def billable_units(workload: Workload, cfg: PipelineConfig, assumptions: Assumpt
     add("dynamodb.storage_gb_months", table_gb_months, f"held {cfg.storage.ttl_days} days (TTL)")
     add("dynamodb.pitr_gb_months", table_gb_months, "point-in-time recovery: the table's size, as stored")
 
-    out.extend(detector_state_units(workload, cfg, s))
+    out.extend(detector_state_units(workload, cfg, s, episodes_per_month(workload, cfg, assumptions, seconds), seconds))
     add("s3.put_requests", s.invocations, "one raw-archive object per batch")
     retention = cfg.storage.archive_retention_days
     add("s3.storage_gb_months", archive_gb_months(s.archive_bytes, retention),
@@ -583,7 +586,29 @@ def billable_units(workload: Workload, cfg: PipelineConfig, assumptions: Assumpt
     if alarms:
         add("cloudwatch.alarms", alarms * seconds / MONTH_SECONDS, "alarms in the rendered template",
             per_reading=False)
+    out.extend(episode_notification_units(workload, cfg, assumptions, seconds))
     return tuple(out), s
+
+
+def episode_notification_units(workload: Workload, cfg: PipelineConfig, assumptions: Assumptions,
+                               seconds: float) -> tuple[Units, ...]:
+    """One SNS publish per anomaly episode of a series (docs/contract.md 12) and one e-mail per publish (the
+    AlarmEmail subscription); by episode, not by reading. Nothing when no sensor type notifies."""
+    episodes = episodes_per_month(workload, cfg, assumptions, seconds)
+    if not episodes:
+        return ()
+    series = workload.devices * workload.sensors
+    note = f"{assumptions.value('episodes_per_series_month'):g} episode a series a month, {series:,} series"
+    return (Units("sns.publishes", episodes, "anomaly notifications: " + note, per_reading=False),
+            Units("sns.email_deliveries", episodes, "one e-mail subscription (AlarmEmail)", per_reading=False))
+
+
+def episodes_per_month(workload: Workload, cfg: PipelineConfig, assumptions: Assumptions, seconds: float) -> float:
+    """Anomaly episodes notified in ``seconds`` (0 when no sensor type notifies)."""
+    if all(t.detector == "off" or not t.episode_quiet for t in cfg.thresholds.values()):
+        return 0.0
+    return workload.devices * workload.sensors * assumptions.value("episodes_per_series_month") \
+        * seconds / MONTH_SECONDS
 
 
 def archive_gb_months(archive_bytes: float, retention_days: int) -> float:
@@ -591,9 +616,10 @@ def archive_gb_months(archive_bytes: float, retention_days: int) -> float:
     return archive_bytes / GB * retention_days / DAYS_PER_MONTH
 
 
-def detector_state_bytes(sensors: int) -> int:
+def detector_state_bytes(sensors: int, *, episodes: bool = False) -> int:
     """Bytes of a device's detector state item with ``sensors`` series (docs/contract.md 12), as the processor
-    builds it: 56-digit sequence numbers, and states whose doubles take their longest digits."""
+    builds it: 56-digit sequence numbers, and states whose doubles take their longest digits; with ``episodes``,
+    every series in an open anomaly episode."""
     from iotpipe.archive import load_processor
 
     index = load_processor()
@@ -602,10 +628,12 @@ def detector_state_bytes(sensors: int) -> int:
                                 -12345.678901234567, 1000.0, 12, 12.34375, -12345.678901234567, 12, 1234)
     states = {f"sensor{n:05d}": state for n in range(sensors)}  # a sensor type name of 11 characters
     seq = "4" * 56
-    return dynamodb_item_size(index.state_item("device-000001", seq, states, seq, states))
+    return dynamodb_item_size(index.state_item("device-000001", seq, states, seq, states,
+                                               {name: 1_767_225_600_000 for name in states} if episodes else None))
 
 
-def detector_state_units(workload: Workload, cfg: PipelineConfig, s: Shape) -> tuple[Units, ...]:
+def detector_state_units(workload: Workload, cfg: PipelineConfig, s: Shape, episodes: float = 0.0,
+                         seconds: float = MONTH_SECONDS) -> tuple[Units, ...]:
     """The detector's state (docs/contract.md 12): per batch, each device in it read once (BatchGetItem,
     strongly consistent: 1 read unit per 4 KB) and written once (BatchWriteItem); the items themselves (one a
     device) stay under a megabyte, so their storage is left out. Nothing when no sensor type has a detector."""
@@ -616,8 +644,16 @@ def detector_state_units(workload: Workload, cfg: PipelineConfig, s: Shape) -> t
     visits = s.invocations * devices_per_batch
     item_bytes = detector_state_bytes(workload.sensors)
     note = f"{devices_per_batch:,.1f} devices a batch, state items of {item_bytes:,} B"
+    # While an episode is open (episode_quiet after its newest anomaly) its device's state item also holds its
+    # timestamp (docs/contract.md 12): those writes cost the larger item's write units.
+    quiet_s = max((t.episode_quiet for t in cfg.thresholds.values() if t.detector != "off"), default=0)
+    visits_per_device = visits / workload.devices / seconds if workload.devices else 0.0
+    extra = write_units(detector_state_bytes(workload.sensors, episodes=True)) - write_units(item_bytes)
+    open_writes = min(episodes * quiet_s * visits_per_device, visits) * extra
+    if open_writes:
+        note += f"; {open_writes:,.0f} more units while an anomaly episode is open"
     return (Units("dynamodb.read_request_units", visits * math.ceil(item_bytes / 4096), "detector state: " + note),
-            Units("dynamodb.state_write_request_units", visits * write_units(item_bytes), note))
+            Units("dynamodb.state_write_request_units", visits * write_units(item_bytes) + open_writes, note))
 
 
 def dynamodb_storage_gb_months(stored_bytes: float, ttl_days: int) -> float:

@@ -12,6 +12,7 @@ import awacs.kinesis as kinesis
 import awacs.kms as kms
 import awacs.logs as logs
 import awacs.s3 as s3
+import awacs.sns as sns
 import awacs.sqs as sqs
 import awacs.sts as sts
 from awacs.aws import Action, Allow, Bool, Condition, Deny, PolicyDocument, Principal, Statement, StringLike
@@ -61,6 +62,11 @@ def table_writer(table_arn: Arn) -> Statement:
 def state_reader(table_arn: Arn) -> Statement:
     """Batched item reads of one table: the processor reads its detector's state items (docs/contract.md 12)."""
     return Statement(Sid="ReadDetectorState", Effect=Allow, Action=[dynamodb.BatchGetItem], Resource=[table_arn])
+
+
+def topic_publisher(topic_arn: Arn) -> Statement:
+    """Publish to one SNS topic (the processor's anomaly episode notifications)."""
+    return Statement(Sid="NotifyAnomalies", Effect=Allow, Action=[sns.Publish], Resource=[topic_arn])
 
 
 def object_writer(bucket_arn: Arn, *prefixes: str, sid: str = "ArchiveRawRecords") -> Statement:

@@ -127,3 +127,60 @@ def test_devices_keep_states_of_their_own(moto_endpoint: str) -> None:
     items, _ = run(moto_endpoint, mixed[:30], mixed[30:])
     states = {i["deviceId"]: json.loads(i["states"]) for i in items if i["sk"] == index.STATE_SORT_KEY}
     assert states["press-1"] == states["press-2"] and states["press-1"]["temperature"][0] == 40
+
+
+
+class Overlap:
+    """Clients on which a call of ``waiter`` waits (2 s at most) for a call of ``awaited`` to start, and records
+    whether it did: calls issued together overlap, a call issued after the waiting one ended never does."""
+
+    def __init__(self, waiter: Any, awaited: Any) -> None:
+        import threading
+
+        self.waiter, self.awaited, self.started = waiter, awaited, threading.Event()
+        self.overlapped: list[bool] = []
+
+    def call(self, name: str, kwargs: dict[str, Any], send: Any) -> Any:
+        if self.awaited(name, kwargs):
+            self.started.set()
+        if self.waiter(name, kwargs):
+            self.overlapped.append(self.started.wait(timeout=2))
+        return send(**kwargs)
+
+    def wrap(self, client: Any, *names: str) -> Any:
+        overlap = self
+
+        class Wrapped:
+            def __getattr__(self, attribute: str) -> Any:
+                if attribute in names:
+                    return lambda **kwargs: overlap.call(attribute, kwargs, getattr(client, attribute))
+                return getattr(client, attribute)
+        return Wrapped()
+
+
+def state_write(name: str, kwargs: dict[str, Any]) -> bool:
+    return name == "batch_write_item" and any(
+        r["PutRequest"]["Item"]["sk"]["S"] == index.STATE_SORT_KEY
+        for rs in kwargs["RequestItems"].values() for r in rs)
+
+
+def readings_write(name: str, kwargs: dict[str, Any]) -> bool:
+    return name == "batch_write_item" and not state_write(name, kwargs)
+
+
+@pytest.mark.parametrize(("waiter", "awaited"), [
+    # The state items are read while the raw archive is written ...
+    (lambda name, _: name == "put_object", lambda name, _: name == "batch_get_item"),
+    # ... and written with the readings, not after them.
+    (readings_write, state_write),
+], ids=["read-with-archive", "write-with-readings"])
+def test_state_round_trips_overlap_the_batchs_own_calls(moto_endpoint: str, waiter: Any, awaited: Any) -> None:
+    s3, dynamodb = clients(moto_endpoint)
+    create_resources(s3, dynamodb)
+    overlap = Overlap(waiter, awaited)
+    runtime = make_runtime(index, ENV, overlap.wrap(s3, "put_object"),
+                           overlap.wrap(dynamodb, "batch_get_item", "batch_write_item"), emit=lambda _line: None)
+    assert index.process(kinesis_event(BATCH), None, runtime) == {"batchItemFailures": []}
+    [state] = [i for i in scan_items(dynamodb) if i["sk"] == index.STATE_SORT_KEY]
+    assert state["seq"] == "1039"
+    assert overlap.overlapped and all(overlap.overlapped)

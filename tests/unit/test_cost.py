@@ -89,9 +89,26 @@ def test_a_hand_worked_month_of_todays_layout() -> None:
     # x $0.125/M = $0.657 and x $0.625/M = $3.285.
     assert lines["dynamodb.read_request_units"] == pytest.approx(0.657)
     assert lines["dynamodb.state_write_request_units"] == pytest.approx(3.285)
-    # Total $148.585697 + $0.657 + $3.285 = $152.527697 a month; / 52.56 M readings = $2.901973 per million.
-    assert est.monthly_total_usd == pytest.approx(152.527697, rel=1e-6)
-    assert est.per_million_readings_usd == pytest.approx(2.901973, rel=1e-6)
+    # SNS: 10 devices x 2 sensors = 20 series, one anomaly episode each a month (the default assumption), each one
+    # publish (20 x $0.50/M = $0.00001) and one e-mail (20 x $2.00/100,000 = $0.0004).
+    assert lines["sns.publishes"] == pytest.approx(0.00001)
+    assert lines["sns.email_deliveries"] == pytest.approx(0.0004)
+    # Total $148.585697 + $0.657 + $3.285 + $0.00041 = $152.528107 a month; / 52.56 M readings = $2.901981 per
+    # million.
+    assert est.monthly_total_usd == pytest.approx(152.528107, rel=1e-6)
+    assert est.per_million_readings_usd == pytest.approx(2.901981, rel=1e-6)
+
+
+def test_notifications_are_priced_per_episode_and_not_when_no_type_notifies() -> None:
+    workload = cost.Workload(devices=100, sensors=3, rate_hz=1.0)
+    units = dict((u.key, u.units) for u in cost.billable_units(workload, build_config({}, "dev", {}))[0])
+    assert units["sns.publishes"] == units["sns.email_deliveries"] == pytest.approx(300)
+    many = cost.DEFAULT_ASSUMPTIONS.with_values("test", episodes_per_series_month=4)
+    units = dict((u.key, u.units) for u in cost.billable_units(workload, build_config({}, "dev", {}), many)[0])
+    assert units["sns.publishes"] == pytest.approx(1200)
+    quiet = build_config({"defaults": {"thresholds": {name: {"episode_quiet": 0} for name in
+                                                      ("temperature", "pressure", "vibration")}}}, "dev", {})
+    assert not [u for u in cost.billable_units(workload, quiet)[0] if u.key.startswith("sns.")]
 
 
 def test_basic_ingest_removes_the_messaging_charge_but_not_the_rule() -> None:
@@ -318,8 +335,12 @@ def test_the_detector_state_is_read_and_written_once_per_device_per_batch() -> N
     visits = est.shape.invocations * min(1000 / streams, est.shape.records_per_invocation)
     assert cost.detector_state_bytes(3) <= 1024  # one write unit, one read unit
     assert lines["read_request_units"].units == pytest.approx(visits)
-    assert lines["state_write_request_units"].units == pytest.approx(visits)
-    assert lines["state_write_request_units"].usd == pytest.approx(visits * 0.625e-6)
+    # and while an anomaly episode is open (an hour after its newest anomaly; one episode a series a month: 3,000
+    # episodes) the item holds its timestamp too, and a write costs one more unit
+    assert cost.detector_state_bytes(3, episodes=True) > 1024
+    writes = visits + 3000 * 3600 * visits / 1000 / cost.MONTH_SECONDS
+    assert lines["state_write_request_units"].units == pytest.approx(writes)
+    assert lines["state_write_request_units"].usd == pytest.approx(writes * 0.625e-6)
     assert cost.detector_state_bytes(4) > 1024  # a fourth series costs a second write unit
     off = build_config({"defaults": {"thresholds": {name: {"detector": "off"} for name in cfg.thresholds}}},
                        "prod", {})

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from iotpipe.config import StorageConfig, StreamConfig, build_config
+from iotpipe.errors import ConfigError
 from iotpipe.groups.endpoint import build_endpoint
 from iotpipe.groups.ingest import RULE_SQL, build_ingest
 from iotpipe.groups.keys import build_keys
@@ -97,6 +98,18 @@ def test_processor_environment_carries_the_packed_layout() -> None:
     assert (variables["STORAGE_LAYOUT"], variables["PACK_WINDOW_SECONDS"]) == ("packed", "300")
 
 
+def test_processor_notifies_episodes_to_the_alarm_topic_with_the_configured_quiet_period() -> None:
+    default = by_id(processor_group({}))["DataProcessorFunction"]["Properties"]["Environment"]["Variables"]
+    assert default["ALARM_TOPIC_ARN"] == {"Ref": "AlarmTopic"}
+    assert "episodeQuiet" not in json.loads(default["THRESHOLDS"])["vibration"]  # the contract's default, 3600 s
+    quiet = processor_group({"thresholds.vibration.episode_quiet": 600, "thresholds.temperature.episode_quiet": 0})
+    variables = by_id(quiet)["DataProcessorFunction"]["Properties"]["Environment"]["Variables"]
+    thresholds = json.loads(variables["THRESHOLDS"])
+    assert (thresholds["vibration"]["episodeQuiet"], thresholds["temperature"]["episodeQuiet"]) == (600, 0)
+    with pytest.raises(ConfigError, match="episode_quiet"):
+        processor_group({"thresholds.vibration.episode_quiet": 604_801})
+
+
 def test_processor_event_source_mapping_is_bounded_and_reports_partial_failures() -> None:
     mapping = by_id(processor_group({"processor.batch_size": 500}))["KinesisEventSourceMapping"]["Properties"]
     assert mapping["StartingPosition"] == "TRIM_HORIZON"
@@ -127,7 +140,8 @@ def test_processor_role_grants_exactly_the_processor_calls() -> None:
     assert actions == sorted([
         "logs:CreateLogStream", "logs:PutLogEvents", "kinesis:DescribeStream", "kinesis:DescribeStreamSummary",
         "kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards", "dynamodb:BatchWriteItem",
-        "dynamodb:BatchGetItem", "s3:PutObject", "sqs:SendMessage"])
+        "dynamodb:BatchGetItem", "s3:PutObject", "sqs:SendMessage", "sns:Publish", "kms:Decrypt",
+        "kms:GenerateDataKey"])
     assert all(statement["Resource"] != "*" and "*" not in statement["Resource"] for statement in statements)
 
 

@@ -223,6 +223,11 @@ def test_processor_role(dev: dict[str, dict[str, Any]]) -> None:
              "Resource": [sub("${RawDataBucket.Arn}/raw/*"), sub("${RawDataBucket.Arn}/quarantine/*")]},
             {"Sid": "SendToDeadLetterQueue", "Effect": "Allow", "Action": ["sqs:SendMessage"],
              "Resource": [get_att("DataProcessorDeadLetterQueue")]},
+            # One notification per anomaly episode: the alarm topic only, and its key.
+            {"Sid": "NotifyAnomalies", "Effect": "Allow", "Action": ["sns:Publish"],
+             "Resource": [{"Ref": "AlarmTopic"}]},
+            {"Sid": "EncryptAlarms", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+             "Resource": [get_att("PipelineKey")]},
         ]}}],
         "Tags": [ENV_TAG],
     }}

@@ -89,3 +89,48 @@ test('the state persists between batches, and retries score as the first attempt
   const [, redelivered] = split((await run([BATCH.slice(0, 20), BATCH.slice(20), BATCH.slice(5, 8)]))[0]);
   assert.deepEqual([redelivered.seq, JSON.parse(redelivered.states).temperature[0]], ['1039', 40]);
 });
+
+/** Clients on which a call matching `waiter` waits (2 s at most) for a call matching `awaited` to start, recording
+ * whether it did: calls issued together overlap, a call issued after the waiting one ended never does. */
+function overlapping(clients, waiter, awaited) {
+  let signal;
+  const started = new Promise((resolve) => { signal = resolve; });
+  const overlapped = [];
+  for (const client of [clients.s3, clients.dynamodb]) {
+    client.middlewareStack.add((next, context) => async (args) => {
+      if (awaited(context.commandName, args.input)) signal(true);
+      if (waiter(context.commandName, args.input)) {
+        let timer;
+        overlapped.push(await Promise.race([started, new Promise((resolve) => {
+          timer = setTimeout(() => resolve(false), 2000);
+        })]));
+        clearTimeout(timer);
+      }
+      return next(args);
+    }, { step: 'initialize', name: 'overlap' });
+  }
+  return overlapped;
+}
+
+const isStateWrite = (name, input) => name === 'BatchWriteItemCommand'
+  && input.RequestItems[support.TABLE].some((r) => r.PutRequest.Item.sk.S === index.STATE_SORT_KEY);
+
+for (const [label, waiter, awaited] of [
+  // The state items are read while the raw archive is written ...
+  ['read with the archive', (name) => name === 'PutObjectCommand', (name) => name === 'BatchGetItemCommand'],
+  // ... and written with the readings, not after them.
+  ['written with the readings', (name, input) => name === 'BatchWriteItemCommand' && !isStateWrite(name, input),
+    isStateWrite],
+]) {
+  test(`state round trips overlap the batch's own calls: ${label}`, async () => {
+    const aws = support.clients(moto.endpoint);
+    await support.createResources(aws);
+    const clients = support.clients(moto.endpoint);
+    const overlapped = overlapping(clients, waiter, awaited);
+    const { runtime } = support.makeRuntime(ENV, clients);
+    assert.deepEqual(await index.processBatch(support.kinesisEvent(BATCH), null, runtime), { batchItemFailures: [] });
+    const [, state] = split(await support.scanItems(aws.dynamodb));
+    assert.equal(state.seq, '1039');
+    assert.ok(overlapped.length > 0 && overlapped.every(Boolean), `overlapped: ${overlapped}`);
+  });
+}

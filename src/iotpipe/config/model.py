@@ -71,6 +71,10 @@ class Threshold:
                              "apply it")
     sensitivity: float = _opt(0.5, lo=0.01, hi=1.0, doc="a detector score at or above it is an anomaly")
     probation: int = _opt(0, lo=0, hi=1_000_000, doc="readings a series learns before it scores; 0: the preset's")
+    episode_quiet: int = _opt(3600, lo=0, hi=604_800,
+                              doc="seconds without an anomaly of a series (reading time) after which its next "
+                                  "anomaly starts a new episode: the processor sends one notification to the alarm "
+                                  "topic per episode, not one per reading; 0: no notifications for this type")
 
     def __post_init__(self) -> None:
         _validate_fields(self, self.SECTION)
@@ -331,7 +335,8 @@ class PipelineConfig:
     @property
     def thresholds_json(self) -> str:
         """The thresholds as the processor's THRESHOLDS variable: compact JSON, sensor type -> min/max/unit and
-        the detector (docs/contract.md 11; sensitivity and probation only when not the processor's defaults)."""
+        the detector (docs/contract.md 11; sensitivity, probation and episodeQuiet only when not the processor's
+        defaults)."""
         return json.dumps({name: _threshold_entry(t) for name, t in self.thresholds.items()}, sort_keys=True,
                           separators=(",", ":"))
 
@@ -361,6 +366,8 @@ def _threshold_entry(threshold: Threshold) -> dict[str, Any]:
             entry["sensitivity"] = threshold.sensitivity
         if threshold.probation:
             entry["probation"] = threshold.probation
+        if threshold.episode_quiet != 3600:
+            entry["episodeQuiet"] = threshold.episode_quiet
     return entry
 
 

@@ -43,7 +43,7 @@ def build_processor(cfg: PipelineConfig, names: Names = DEFAULT_NAMES, *, keys: 
     """The processor wired to the stream, writing to the storage group's bucket and table."""
     log_group = _log_group(cfg, names, keys)
     queue = _dead_letter_queue(cfg, names)
-    role = _role(cfg, names, stream=stream, storage=storage, log_group=log_group, queue=queue)
+    role = _role(cfg, names, keys=keys, stream=stream, storage=storage, log_group=log_group, queue=queue)
     function = _function(cfg, names, role=role, storage=storage, log_group=log_group, queue=queue)
     published = _published(names, function) if cfg.processor.rollout != "all-at-once" else ()
     target = Ref(published[1]) if published else GetAtt(function, "Arn")
@@ -115,6 +115,9 @@ def processor_environment(cfg: PipelineConfig, storage: StorageGroup,
         "TTL_DAYS": str(cfg.storage.ttl_days),
         "STORAGE_LAYOUT": cfg.storage.layout,
         "PACK_WINDOW_SECONDS": str(cfg.storage.pack_window_seconds),
+        # The monitoring group's topic (by logical id: it is built after this group); one notification per
+        # anomaly episode (docs/contract.md 12).
+        "ALARM_TOPIC_ARN": Ref(names.id(naming.ALARM_TOPIC)),
     }
 
 
@@ -141,7 +144,7 @@ def _dead_letter_queue(cfg: PipelineConfig, names: Names) -> tpsqs.Queue:
     )
 
 
-def _role(cfg: PipelineConfig, names: Names, *, stream: StreamGroup, storage: StorageGroup,
+def _role(cfg: PipelineConfig, names: Names, *, keys: KeyGroup, stream: StreamGroup, storage: StorageGroup,
           log_group: tplogs.LogGroup, queue: tpsqs.Queue) -> iam.Role:
     statements = [
         policies.log_writer(GetAtt(log_group, "Arn")),
@@ -150,6 +153,10 @@ def _role(cfg: PipelineConfig, names: Names, *, stream: StreamGroup, storage: St
         policies.state_reader(storage.table_arn),
         policies.object_writer(storage.bucket_arn, *RAW_PREFIXES),
         policies.queue_sender(GetAtt(queue, "Arn")),
+        # Anomaly episodes to the alarm topic, encrypted with the pipeline's key (a publisher needs
+        # kms:GenerateDataKey and kms:Decrypt on it, SNS developer guide, "Encryption at rest").
+        policies.topic_publisher(Ref(names.id(naming.ALARM_TOPIC))),
+        policies.key_user(keys.key_arn, policies.KMS_DECRYPT, policies.KMS_GENERATE_DATA_KEY, sid="EncryptAlarms"),
     ]
     if cfg.processor.on_failure == "s3":  # "s3:PutObject and s3:ListBucket" (Lambda guide, S3 destinations)
         statements += [policies.object_writer(storage.bucket_arn, naming.FAILURE_PREFIX, sid="WriteFailedBatches"),
