@@ -60,12 +60,9 @@ def recent_sample(s3: Any, bucket: str, now: float) -> dict[str, Any] | None:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             found += [item for item in page.get("Contents", []) if item["Size"] <= RECENT_MAX_BYTES]
     for item in sorted(found, key=lambda item: item["LastModified"], reverse=True)[:20]:
-        try:
-            s3.head_object(Bucket=bucket, Key=ARCHIVE_PREFIXES[1] + item["Key"][len(ARCHIVE_PREFIXES[0]):])
+        quarantine = ARCHIVE_PREFIXES[1] + item["Key"][len(ARCHIVE_PREFIXES[0]):]
+        if s3.list_objects_v2(Bucket=bucket, Prefix=quarantine, MaxKeys=1).get("KeyCount"):
             continue
-        except s3.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-                raise
         lines = gzip.decompress(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()).splitlines()
         records = [json.loads(line) for line in lines if line.strip()]
         return {"key": item["Key"], "shard": item["Key"].split("/")[5], "records": [

@@ -146,11 +146,11 @@ def _hook_resources(names: Names, processor: ProcessorGroup, hook: tplambda.Func
                   Resource=[Ref(_version_id(processor))]),
         Statement(Sid="ReportHookStatus", Effect=Allow, Action=[awacs_cd.PutLifecycleEventHookExecutionStatus],
                   Resource=[group_arn]),
-        # Recent traffic: list the raw archive's hour partitions, read a raw object and look for its quarantine.
+        # Recent traffic: list the raw archive's hour partitions and look for a raw object's quarantine; read raw.
         Statement(Sid="ListRawArchive", Effect=Allow, Action=[awacs_s3.ListBucket], Resource=[bucket_arn],
-                  Condition=Condition(StringLike("s3:prefix", naming.ARCHIVE_PREFIXES[0] + "*"))),
+                  Condition=Condition(StringLike("s3:prefix", [p + "*" for p in naming.ARCHIVE_PREFIXES]))),
         Statement(Sid="ReadRecentArchive", Effect=Allow, Action=[awacs_s3.GetObject],
-                  Resource=[Sub("${Bucket}/" + prefix + "*", Bucket=bucket_arn) for prefix in naming.ARCHIVE_PREFIXES]),
+                  Resource=[Sub("${Bucket}/" + naming.ARCHIVE_PREFIXES[0] + "*", Bucket=bucket_arn)]),
     ]
     role = iam.Role(
         names.id(naming.ROLLOUT_HOOK_ROLE),
