@@ -122,17 +122,17 @@ def test_read_only_commands_write_nothing_to_s3_and_diff_shows_a_code_change(mot
     assert s3_writes()["PutObject"] == 1 and len(objects(moto_endpoint)) == 2
 
 
-def test_inline_packaging_diff_refuses_rather_than_upload(moto_endpoint: str, config: Path) -> None:
+def test_an_oversized_template_diff_never_creates_the_artefacts_bucket(moto_endpoint: str, config: Path) -> None:
     config.write_text("[env.dev.processor]\npackaging = \"inline\"\n")
     diff = run(moto_endpoint, config, "diff")
     assert diff.exit_code == 1
-    assert "over CloudFormation's 51,200-byte TemplateBody limit, and `iotpipe diff` writes nothing to S3" \
-        in diff.stderr and "processor.packaging" in diff.stderr
+    assert "over CloudFormation's 51,200-byte TemplateBody limit" in diff.stderr
+    assert "`iotpipe diff` never creates" in diff.stderr and "iotpipe deploy --no-execute" in diff.stderr
     assert s3_writes() == Counter() and objects(moto_endpoint) == []
 
 
-def test_inline_packaging_deploys_through_an_uploaded_template_and_status_does_not(moto_endpoint: str,
-                                                                                   config: Path) -> None:
+def test_an_oversized_template_goes_by_url_and_status_and_diff_upload_only_a_changed_template(
+        moto_endpoint: str, config: Path) -> None:
     config.write_text("[env.dev.processor]\npackaging = \"inline\"\n")
     deploy = run(moto_endpoint, config, "deploy", "--yes", "--no-checkov")
     assert deploy.exit_code == 0, deploy.stderr
@@ -140,5 +140,11 @@ def test_inline_packaging_deploys_through_an_uploaded_template_and_status_does_n
     RecordingFactory.calls.clear()
     status = run(moto_endpoint, config, "status")
     assert status.exit_code == 0, status.stderr
-    assert "could not compare with the config" in status.stderr and "writes nothing to S3" in status.stderr
-    assert s3_writes() == Counter()
+    assert "could not compare" not in status.stderr and "is already there" in status.stderr
+    assert s3_writes() == Counter()  # the deployed template's key: nothing written
+    config.write_text("[env.dev.processor]\npackaging = \"inline\"\nmemory_mb = 512\n")
+    diff = run(moto_endpoint, config, "diff")
+    assert diff.exit_code == 0, diff.stderr
+    assert "Modify  DataProcessorFunction" in diff.stdout
+    assert s3_writes() == Counter({"PutObject": 1})  # the changed template, under its own key; no code
+    assert len(objects(moto_endpoint)) == 2

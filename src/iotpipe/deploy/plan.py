@@ -251,8 +251,10 @@ def template_source(client: DeployClient, request: DeployRequest, progress: Prog
                     read_only: str = "") -> TemplateSource:
     """Inline body when it fits CloudFormation's 51,200-byte limit, else an upload to the artefacts bucket.
 
-    ``read_only`` names a command that writes nothing to S3: an oversized template is then a DeployError that
-    says how to make it fit, instead of an upload.
+    ``read_only`` names a command that uploads no code and never creates the artefacts bucket (``diff``,
+    ``status``): an oversized template goes into the bucket only when it exists already (its key is the template's
+    hash, so an unchanged template is not written again, and ``templates/`` expires after 30 days), as ``cdk diff``
+    uploads to its bootstrap bucket; without the bucket it is a DeployError that says how to go on.
     """
     data = request.template_body.encode("utf-8")
     if len(data) <= TEMPLATE_BODY_LIMIT:
@@ -263,14 +265,23 @@ def template_source(client: DeployClient, request: DeployRequest, progress: Prog
                  f"limit; sent as compact JSON ({len(compact.encode('utf-8')):,} bytes)")
         return TemplateSource(body=compact)
     if read_only:
-        raise DeployError(f"the template is {len(data):,} bytes, over CloudFormation's {TEMPLATE_BODY_LIMIT:,}-byte "
-                          f"TemplateBody limit, and `{read_only}` writes nothing to S3 to pass it as a TemplateURL; "
-                          "package the processor as a zip (processor.packaging = \"zip\", the default, keeps the "
-                          "template under the limit), or run `iotpipe deploy --no-execute`, which uploads it")
-    bucket, created, owner = _artefact_bucket(client, progress)
+        owner = client.account_id()
+        bucket, created = artefact_bucket_name(owner, client.region), False
+        if not client.bucket_exists(bucket, owner=owner):
+            raise DeployError(f"the template is {len(data):,} bytes, over CloudFormation's "
+                              f"{TEMPLATE_BODY_LIMIT:,}-byte TemplateBody limit, so it must be passed as a TemplateURL "
+                              "from the artefacts bucket "
+                              f"{bucket}, which `{read_only}` never creates and which does not exist yet: run "
+                              "`iotpipe deploy --no-execute` once (it creates the bucket and uploads the template), or "
+                              "package the processor as a zip (processor.packaging = \"zip\", the default)")
+    else:
+        bucket, created, owner = _artefact_bucket(client, progress)
     key = f"templates/{request.stack_name}/{hashlib.sha256(data).hexdigest()}.yaml"
-    client.put_object(bucket, key, data, owner=owner)
-    progress(f"template is {len(data):,} bytes (> {TEMPLATE_BODY_LIMIT:,}): uploaded to s3://{bucket}/{key}")
+    if read_only and client.object_exists(bucket, key, owner=owner):
+        progress(f"template is {len(data):,} bytes (> {TEMPLATE_BODY_LIMIT:,}): s3://{bucket}/{key} is already there")
+    else:
+        client.put_object(bucket, key, data, owner=owner)
+        progress(f"template is {len(data):,} bytes (> {TEMPLATE_BODY_LIMIT:,}): uploaded to s3://{bucket}/{key}")
     return TemplateSource(url=client.object_url(bucket, key), bucket=bucket, bucket_created=created)
 
 
@@ -303,8 +314,9 @@ def plan_deploy(client: DeployClient, request: DeployRequest, progress: Progress
     """Describe the stack and create (never execute) a change set for ``request``; the plan says what would change.
 
     The request's artefacts are uploaded first, unless ``read_only`` names the command asking (``diff``,
-    ``status``): those write nothing to S3. A change set needs no artefact to exist (CloudFormation reads the
-    code when it creates or updates the function), and a content-addressed key shows a code change without it.
+    ``status``): those upload no code (at most an oversized template, :func:`template_source`). A change set needs
+    no artefact to exist (CloudFormation reads the code when it creates or updates the function), and a
+    content-addressed key shows a code change without it.
     """
     if request.on_failure not in ON_FAILURE_CHOICES:
         raise ParameterError("on_failure", request.on_failure,
