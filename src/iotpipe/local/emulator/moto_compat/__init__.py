@@ -126,14 +126,15 @@ def active() -> tuple[str, ...]:
 
 
 @contextmanager
-def suspended() -> Iterator[None]:
-    """Plain moto inside the block: every applied patch's originals back, then the patches again after (the tests
-    against plain moto run in the process that serves the patched one)."""
-    applied = [name for name in reversed(active())]
-    for name in applied:
+def suspended(names: Iterable[str] | None = None) -> Iterator[None]:
+    """moto without the applied patches called ``names`` (all of them when None) inside the block, the patches
+    back after: a test of what one patch changes runs plain moto in the process that serves the patched one."""
+    wanted = None if names is None else set(names)
+    chosen = [name for name in reversed(active()) if wanted is None or name in wanted]
+    for name in chosen:
         restore(_active[name])
     try:
         yield
     finally:
-        for name in reversed(applied):
+        for name in reversed(chosen):
             reinstate(_active[name])
