@@ -36,7 +36,7 @@ from iotpipe.local.emulator.moto_compat.base import KINDS, NOT_FILED, Kind, Patc
 from iotpipe.local.emulator.moto_compat.versions import ALLOW_UNTESTED, INSTALL_LOCAL, MOTO, installed_version
 
 __all__ = ["ALL_KINDS", "KINDS", "LIBRARY_KINDS", "NOT_FILED", "PATCHES", "Applied", "Kind", "Patch", "active",
-           "apply", "by_name", "check_versions", "suspended"]
+           "apply", "by_name", "check_versions", "markdown_table", "suspended"]
 
 PATCHES: tuple[Patch, ...] = (*cloudformation.PATCHES, *iot.PATCHES, *kms.PATCHES, *awslambda.PATCHES,
                               *cloudwatch.PATCHES, *kinesis.PATCHES, *dynamodb.PATCHES, *core.PATCHES)
@@ -138,3 +138,11 @@ def suspended(names: Iterable[str] | None = None) -> Iterator[None]:
     finally:
         for name in reversed(chosen):
             reinstate(_active[name])
+
+
+def markdown_table(patches: Iterable[Patch] = PATCHES) -> str:
+    """The patches as the Markdown table of ``docs/local.md`` (name, kind, tested range, upstream, what it does)."""
+    rows = ["| Patch | Kind | Tested on | Upstream | What it changes |", "|---|---|---|---|---|"]
+    rows += [f"| `{patch.name}` | {patch.kind} | {patch.tested.package}{patch.tested.specifier} | {patch.upstream} "
+             f"| {patch.summary} |" for patch in patches]
+    return "\n".join(rows) + "\n"
