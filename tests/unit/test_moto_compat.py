@@ -24,6 +24,7 @@ from iotpipe.local.emulator.server import SERVER_THREADS, application
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEED = tuple(patch.name for patch in moto_compat.PATCHES if patch.kind == "speed")
+LEFT_ON = "an earlier test left speed patches on: take the emulator_patches fixture, which undoes them"
 
 
 def test_each_patch_is_declared_once_in_its_services_module() -> None:
@@ -86,7 +87,7 @@ def test_undo_puts_every_original_back() -> None:
     missing = object()
     before = [vars(target).get(name, missing) for target, name in watched]
     applied = moto_compat.apply(names=SPEED)
-    assert applied.names == SPEED  # the library's tests never leave a speed patch on
+    assert applied.names == SPEED, LEFT_ON
     during = [vars(target).get(name, missing) for target, name in watched]
     assert all(now is not then for now, then in zip(during, before, strict=True))
     applied.undo()
@@ -250,7 +251,7 @@ def emulator_url() -> Iterator[str]:
 
 @pytest.mark.parametrize("names", [*((name,) for name in SPEED), SPEED], ids=[*SPEED, "all"])
 def test_speed_patches_answer_as_plain_moto_does(emulator_url: str, names: tuple[str, ...]) -> None:
-    assert not set(SPEED) & set(moto_compat.active())
+    assert not set(SPEED) & set(moto_compat.active()), LEFT_ON
     plain = answers(emulator_url)
     applied = moto_compat.apply(names=names)
     try:
