@@ -90,9 +90,9 @@ def _poll_until(stop: threading.Event, interval_s: float, poll: Callable[[], Any
 def _moto() -> tuple[Any, str]:
     from moto.server import ThreadedMotoServer
 
-    from iotpipe.local import moto_fixes
+    from iotpipe.local.emulator import moto_compat
 
-    moto_fixes.apply()
+    moto_compat.apply(moto_compat.ALL_KINDS)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -314,8 +314,8 @@ MOTO_SERVER = """
 import gc, logging, sys
 gc.disable()
 if sys.argv[1:] == ["patched"]:
-    from iotpipe.local import moto_fixes
-    moto_fixes.apply()
+    from iotpipe.local.emulator import moto_compat
+    moto_compat.apply(moto_compat.ALL_KINDS)
 from moto.server import ThreadedMotoServer
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -330,8 +330,8 @@ def start_moto_server(patched: bool = True) -> tuple[subprocess.Popen[str], str]
     """A moto server on a free loopback port in its own process (its own interpreter lock, as the seed's
     Node process has its own); it stops when its stdin closes. Returns the process and the endpoint URL.
 
-    ``patched``: with iotpipe's moto fixes (``iotpipe.local.moto_fixes``), as the tests' moto server and
-    ``iotpipe local`` run it. Several fix moto's DynamoDB write path, whose per-attribute cost (a quadratic size
+    ``patched``: with every iotpipe moto patch (``iotpipe.local.emulator.moto_compat``, all kinds), as
+    ``iotpipe local`` runs it. Several fix moto's DynamoDB write path, whose per-attribute cost (a quadratic size
     check, generic parsing) weighed on items with more attributes than the seed's; every row, the seed's too,
     runs against the same server."""
     process = subprocess.Popen([sys.executable, "-c", MOTO_SERVER, *(["patched"] if patched else [])],

@@ -14,7 +14,7 @@ Usage: python bench/bench_rules.py [--messages 20000] [--rate 0 (as fast as poss
 Measured on the shared 2-core machine (other work running, so figures vary by ~30%), 20,000 messages:
 evaluate 47,000-107,000 msgs/s; engine at full speed 41 PutRecords calls of ~490 records, 0.05 CPU s per 1,000
 messages in the engine's process; the moto server spent 0.069 CPU s per 1,000 records before the PutRecords
-answer fix in ``moto_fixes`` and 0.033-0.035 after it (3,000 -> 4,000 msgs/s end of flush). Paced at 2,000
+answer patch in ``moto_compat`` and 0.033-0.035 after it (3,000 -> 4,000 msgs/s end of flush). Paced at 2,000
 msgs/s it keeps up (1,996 msgs/s, batches of ~72 records).
 """
 

@@ -1,4 +1,8 @@
-"""Shared fixtures: fake AWS credentials, and a moto server on a free loopback port."""
+"""Shared fixtures: fake AWS credentials, and a moto server on a free loopback port.
+
+The library's and the CLI's tests run on moto with iotpipe's ``parity`` and ``api`` patches only
+(:data:`iotpipe.local.emulator.moto_compat.LIBRARY_KINDS`): moto made to answer as AWS does, never moto rewritten
+for speed. A test of the emulator itself takes ``emulator_patches`` (every kind, undone after the test)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from moto.server import ThreadedMotoServer
 
-from iotpipe.local import moto_fixes
+from iotpipe.local.emulator import moto_compat
 
 REGION = "us-east-1"
 
@@ -24,8 +28,8 @@ def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
-    """A moto server on a free loopback port for the whole session (moto gaps patched); yields its URL."""
-    moto_fixes.apply()
+    """A moto server on a free loopback port for the whole session (parity and api patches); yields its URL."""
+    moto_compat.apply(moto_compat.LIBRARY_KINDS)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -44,3 +48,14 @@ def moto_endpoint(moto_server: str) -> Iterator[str]:
     with urllib.request.urlopen(request) as response:
         response.read()
     yield moto_server
+
+
+@pytest.fixture
+def emulator_patches() -> Iterator[moto_compat.Applied]:
+    """Every moto patch, as the emulator of ``iotpipe local`` runs (the speed ones too), undone after the test;
+    yields the handle of the patches this fixture added."""
+    applied = moto_compat.apply(moto_compat.ALL_KINDS)
+    try:
+        yield applied
+    finally:
+        applied.undo()

@@ -15,7 +15,8 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from iotpipe.errors import LocalError
-from iotpipe.local import moto_fixes, versions
+from iotpipe.local.emulator.moto_compat import kinesis as moto_kinesis
+from iotpipe.local.emulator.moto_compat import versions
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
@@ -120,7 +121,7 @@ def test_local_up_refuses_an_untested_moto_before_starting_anything(monkeypatch:
     datetime(2023, 11, 14, 22, 13, 20, 250000, tzinfo=UTC),
 ])
 def test_a_records_arrival_reads_as_epoch_seconds_in_every_moto_form(created_at: object) -> None:
-    assert moto_fixes.arrival_seconds(SimpleNamespace(created_at=created_at)) == pytest.approx(1_700_000_000.25)
+    assert moto_kinesis.arrival_seconds(SimpleNamespace(created_at=created_at)) == pytest.approx(1_700_000_000.25)
 
 
 def _latest_requirements() -> object:

@@ -25,7 +25,7 @@ from iotpipe.deploy.execute import discard_plan, execute_destroy, execute_plan
 from iotpipe.deploy.plan import DeployPlan, DeployRequest, TemplateSource, plan_deploy, plan_destroy
 from iotpipe.deploy.waiters import wait_for_stack
 from iotpipe.errors import DeployError
-from iotpipe.local import moto_fixes
+from iotpipe.local.emulator import moto_compat
 
 STACK = "iotpipe-dev"
 STACK_ID = f"arn:aws:cloudformation:{REGION}:123456789012:stack/{STACK}/1111"
@@ -34,7 +34,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 @pytest.fixture
 def aws() -> Iterator[None]:
-    moto_fixes.apply()
+    moto_compat.apply(moto_compat.LIBRARY_KINDS)
     with mock_aws():
         yield
 

@@ -26,7 +26,7 @@ from iotpipe.deploy.rollout import (
     watch_rollouts,
 )
 from iotpipe.errors import AwsError
-from iotpipe.local import moto_fixes
+from iotpipe.local.emulator import moto_compat
 
 GROUP = RolloutGroup("prod-ProcessorDeployApplication-AbC", "prod-ProcessorDeployGroup-XyZ")
 ALARMS = ("IoT-Rollout-Errors-prod", "IoT-Rollout-Iterator-Age-prod", "IoT-Records-Quarantined-prod")
@@ -192,7 +192,7 @@ def deploy(client: Any, template: str) -> DeployPlan:
 
 @pytest.fixture
 def aws() -> Iterator[None]:
-    moto_fixes.apply()
+    moto_compat.apply(moto_compat.LIBRARY_KINDS)
     with mock_aws():
         yield
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from moto import mock_aws
 
-from iotpipe.local import moto_fixes
+from iotpipe.local.emulator import moto_compat
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "library.md"
@@ -48,7 +48,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    moto_fixes.apply()
+    moto_compat.apply(moto_compat.LIBRARY_KINDS)
     with mock_aws():
         yield tmp_path
 

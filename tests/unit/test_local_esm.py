@@ -668,13 +668,11 @@ def test_a_batch_stays_under_the_6_mb_invocation_payload(stream: Stream) -> None
     assert all(len(json.dumps(event)) <= 6 * 1024 * 1024 for event in function.events)
 
 
+@pytest.mark.usefixtures("emulator_patches")
 def test_moto_shard_reads_page_through_the_shard_in_order(stream: Stream) -> None:
     from moto.kinesis.models import Shard
 
-    from iotpipe.local import moto_fixes
-
-    moto_fixes.apply()
-    assert Shard.get_records.__qualname__.startswith("_fix_kinesis_shard_scans")
+    assert Shard.get_records.__qualname__.startswith("_shard_scans")
     sequences = stream.put(*[f"r{i}" for i in range(23)])
     assert [int(s) for s in sequences] == list(range(int(sequences[0]), int(sequences[0]) + 23))
     kinesis, shard = stream.kinesis, "shardId-000000000000"

@@ -18,22 +18,20 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from iotpipe.local import moto_fixes
-from iotpipe.local.moto_server import SERVER_THREADS
+from iotpipe.local.emulator import moto_compat
+from iotpipe.local.emulator.server import SERVER_THREADS, application
 
 WRITERS = 8
 
 
 @pytest.fixture
-def emulator() -> Iterator[str]:
-    """moto's server application, patched, on waitress with the thread pool of ``iotpipe local``; frequent
-    thread switches while it runs."""
+def emulator(emulator_patches: moto_compat.Applied) -> Iterator[str]:
+    """The emulator's application, with every patch, on waitress with the thread pool of ``iotpipe local``;
+    frequent thread switches while it runs."""
+    del emulator_patches  # requested for its effect: moto patched as iotpipe local runs it
     import waitress.server
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-    moto_fixes.apply()
-    server = waitress.server.create_server(DomainDispatcherApplication(create_backend_app), host="127.0.0.1",
-                                           port=0, threads=SERVER_THREADS)
+    server = waitress.server.create_server(application(), host="127.0.0.1", port=0, threads=SERVER_THREADS)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.effective_port}"

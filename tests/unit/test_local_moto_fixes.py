@@ -1,4 +1,5 @@
-"""The moto fixes iotpipe owns: on the shared test server and in ``python -m iotpipe.local.moto_server``."""
+"""The moto patches iotpipe owns: on the shared test server (parity and api; the speed ones where a test asks for
+them) and in ``python -m iotpipe.local.moto_server`` (all)."""
 
 from __future__ import annotations
 
@@ -91,6 +92,7 @@ def test_python_m_iotpipe_local_moto_server_serves_the_fixes() -> None:
         server.wait(timeout=10)
 
 
+@pytest.mark.usefixtures("emulator_patches")
 def test_item_size_limit_still_holds_with_the_linear_check(moto_endpoint: str) -> None:
     dynamodb = client("dynamodb", moto_endpoint)
     dynamodb.create_table(TableName="t", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
@@ -106,6 +108,7 @@ def test_item_size_limit_still_holds_with_the_linear_check(moto_endpoint: str) -
         dynamodb.put_item(TableName="t", Item=over)
 
 
+@pytest.mark.usefixtures("emulator_patches")
 def test_batch_writes_keep_every_attribute_type(moto_endpoint: str) -> None:
     """Writes parsed by json.loads (no binary attribute) and by moto's shape walker (binary) store the same types."""
     dynamodb = client("dynamodb", moto_endpoint)

@@ -1,153 +1,23 @@
-"""``python -m iotpipe.local.moto_server [moto_server's arguments]``: a moto server with iotpipe's fixes.
-
-moto's own server runs on Werkzeug's development server, which closes the connection after every response and
-starts a thread per request: about 2 ms of CPU per AWS call on the server and 1.7 ms on the client, most of it
-connection set-up and two writes per response. When waitress is installed (the ``local`` and ``dev`` extras
-install it) the same WSGI application is served by waitress instead: HTTP/1.1 keep-alive, a fixed pool of
-threads, one buffered write per response (about 1.3 ms on each side, measured on the 2-core development
-machine). ``--ssl``, ``--ssl-cert`` and ``--reload`` stay on Werkzeug, which implements them; so does
-``IOTPIPE_MOTO_WERKZEUG=1``.
-
-With ``IOTPIPE_MOTO_ACCESS_KEY`` set (``iotpipe local`` sets it to the run's random key) the server answers only
-requests signed with that access key (SigV4 ``Authorization`` header or presigned ``X-Amz-Credential``); any other
-gets AWS's 403 (``UnrecognizedClientException``, ``InvalidClientTokenId`` or S3's ``InvalidAccessKeyId``). moto's
-own ``/moto-api/`` (reset, state dumps) then needs ``IOTPIPE_MOTO_API_TOKEN`` in the ``X-Iotpipe-Local-Token``
-header: it is the supervisor's alone.
-"""
+"""``python -m iotpipe.local.moto_server [-H host] [-p port]``: the emulator of ``iotpipe local`` (moto's server
+with iotpipe's moto patches, on waitress). The emulator itself is :mod:`iotpipe.local.emulator.server`; this
+module keeps the entry point and the names its callers import."""
 
 from __future__ import annotations
 
-import hmac
-import importlib.util
-import json
-import logging
-import os
-import re
-import sys
-from collections.abc import Callable, Iterable
-from typing import Any
-from urllib.parse import parse_qs
+from iotpipe.local.emulator.server import (
+    ACCESS_KEY_VARIABLE,
+    API_TOKEN_HEADER,
+    API_TOKEN_VARIABLE,
+    QUIET_VARIABLE,
+    SERVER_THREADS,
+    WERKZEUG_VARIABLE,
+    AccessKeyGuard,
+    main,
+    request_credential,
+)
 
-from iotpipe.local import moto_fixes
-
-QUIET_VARIABLE = "IOTPIPE_MOTO_QUIET"
-WERKZEUG_VARIABLE = "IOTPIPE_MOTO_WERKZEUG"
-SERVER_THREADS = 8
-ACCESS_KEY_VARIABLE = "IOTPIPE_MOTO_ACCESS_KEY"
-API_TOKEN_VARIABLE = "IOTPIPE_MOTO_API_TOKEN"
-API_TOKEN_HEADER = "X-Iotpipe-Local-Token"
-_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/]*/[^/]*/([^/,\s]+)/")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Apply the fixes in this process, then run moto's own server entry point with ``argv``."""
-    import moto.server as moto_server
-
-    moto_fixes.apply()
-    if os.environ.get(QUIET_VARIABLE):  # a line per request costs ~8% of the server's CPU under load
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    serve = serve_with_waitress if use_waitress() else moto_server.run_simple
-    access_key = os.environ.get(ACCESS_KEY_VARIABLE)
-    if access_key:
-        serve = _guarded(serve, access_key, os.environ.get(API_TOKEN_VARIABLE, ""))
-    setattr(moto_server, "run_simple", serve)  # noqa: B010 (a module attribute moto reads)
-    moto_server.main(sys.argv[1:] if argv is None else argv)
-
-
-def _guarded(serve: Callable[..., None], access_key: str, api_token: str) -> Callable[..., None]:
-    """``serve`` (``run_simple``'s signature) with the application wrapped in :class:`AccessKeyGuard`."""
-    def run(hostname: str, port: int, application: Any, **options: Any) -> None:
-        serve(hostname, port, AccessKeyGuard(application, access_key, api_token), **options)
-
-    return run
-
-
-class AccessKeyGuard:
-    """WSGI middleware: only requests signed with ``access_key`` reach ``app``; ``/moto-api/`` needs
-    ``api_token`` in the ``X-Iotpipe-Local-Token`` header."""
-
-    def __init__(self, app: Callable[..., Iterable[bytes]], access_key: str, api_token: str) -> None:
-        self.app = app
-        self.access_key = access_key
-        self.api_token = api_token
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        """Answer 403 for another key (or none), else pass the request on."""
-        path = str(environ.get("PATH_INFO", ""))
-        if path.startswith("/moto-api"):
-            given = str(environ.get("HTTP_" + API_TOKEN_HEADER.upper().replace("-", "_"), ""))
-            if self.api_token and hmac.compare_digest(given.encode(), self.api_token.encode()):
-                return self.app(environ, start_response)
-            return _refuse(start_response, "", "moto-api", "AccessDenied", "moto's API is iotpipe local's own")
-        key, service = request_credential(environ)
-        if key is not None and hmac.compare_digest(key.encode(), self.access_key.encode()):
-            return self.app(environ, start_response)
-        what = f"the access key {key}" if key else "an unsigned request"
-        return _refuse(start_response, str(environ.get("CONTENT_TYPE", "")), service, "",
-                       f"{what} is not this iotpipe local's; use the credentials in its state file")
-
-
-def request_credential(environ: dict[str, Any]) -> tuple[str | None, str]:
-    """The access key and service a request is signed for (SigV4 header or presigned URL, or S3's SigV2 forms);
-    (None, '') if unsigned."""
-    authorization = str(environ.get("HTTP_AUTHORIZATION", ""))
-    found = _CREDENTIAL.search(authorization)
-    if found:
-        return found.group(1), found.group(2)
-    if authorization.startswith("AWS ") and ":" in authorization:
-        return authorization[4:].split(":")[0], "s3"
-    query = parse_qs(str(environ.get("QUERY_STRING", "")))
-    credential = (query.get("X-Amz-Credential") or [""])[0].split("/")
-    if len(credential) >= 4 and credential[0]:
-        return credential[0], credential[3]
-    if query.get("AWSAccessKeyId"):
-        return query["AWSAccessKeyId"][0], "s3"
-    return None, ""
-
-
-def _refuse(start_response: Callable[..., Any], content_type: str, service: str, code: str,
-            message: str) -> list[bytes]:
-    """AWS's answer to an unknown access key, in the protocol the client will parse."""
-    if service == "s3":
-        code = code or "InvalidAccessKeyId"
-        body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}"
-                "</Message></Error>").encode()
-        kind = "application/xml"
-    elif "x-www-form-urlencoded" in content_type:  # the query protocol (CloudFormation, STS, SNS, IAM)
-        code = code or "InvalidClientTokenId"
-        body = (f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message>"
-                "</Error><RequestId>iotpipe-local</RequestId></ErrorResponse>").encode()
-        kind = "text/xml"
-    else:
-        code = code or "UnrecognizedClientException"
-        body = json.dumps({"__type": code, "message": message}).encode()
-        kind = "application/x-amz-json-1.1"
-    start_response("403 Forbidden", [("Content-Type", kind), ("Content-Length", str(len(body))),
-                                     ("x-amzn-ErrorType", code)])
-    return [body]
-
-
-def use_waitress() -> bool:
-    """True when waitress is installed and not turned off by ``IOTPIPE_MOTO_WERKZEUG``."""
-    return not os.environ.get(WERKZEUG_VARIABLE) and importlib.util.find_spec("waitress") is not None
-
-
-def serve_with_waitress(hostname: str, port: int, application: Any, *, ssl_context: Any = None,
-                        use_reloader: bool = False, **options: Any) -> None:
-    """Werkzeug's ``run_simple`` as moto's server calls it, served by waitress; TLS and the reloader go to
-    Werkzeug, which implements them."""
-    if ssl_context is not None or use_reloader:
-        from werkzeug.serving import run_simple
-
-        run_simple(hostname, port, application, ssl_context=ssl_context, use_reloader=use_reloader, **options)
-        return
-    import waitress
-
-    if os.environ.get(QUIET_VARIABLE):
-        logging.getLogger("waitress").setLevel(logging.ERROR)
-    print(f" * Running on http://{hostname}:{port} (waitress)", file=sys.stderr, flush=True)
-    waitress.serve(application, host=hostname, port=port, threads=SERVER_THREADS, ident=None, _quiet=True)
-
+__all__ = ["ACCESS_KEY_VARIABLE", "API_TOKEN_HEADER", "API_TOKEN_VARIABLE", "QUIET_VARIABLE", "SERVER_THREADS",
+           "WERKZEUG_VARIABLE", "AccessKeyGuard", "main", "request_credential"]
 
 if __name__ == "__main__":
     main()

@@ -21,8 +21,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from iotpipe.aws import ClientFactory
 from iotpipe.errors import LocalError
+
+# The emulator's client factory and defaults, re-exported where the other rooms have always found them.
+from iotpipe.local.emulator.clients import LOCAL_CREDENTIALS as LOCAL_CREDENTIALS
+from iotpipe.local.emulator.clients import LOCAL_REGION as LOCAL_REGION
+from iotpipe.local.emulator.clients import LocalClientFactory as LocalClientFactory
 from iotpipe.local.processes import command_line, process_alive
 
 STATE_DIR_VARIABLE = "IOTPIPE_LOCAL_DIR"
@@ -30,9 +34,6 @@ LOCK_FD_VARIABLE = "IOTPIPE_LOCAL_LOCK_FD"
 DEFAULT_STATE_DIR = Path(".iotpipe") / "local"
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
-LOCAL_REGION = "us-east-1"
-# only for code that talks to an emulator without iotpipe local's check (the tests' moto server)
-LOCAL_CREDENTIALS = ("local", "local")
 KEEP_LOGS = 3
 _KEY_ALPHABET = string.ascii_uppercase + string.digits
 
@@ -239,22 +240,6 @@ def _held_message(directory: Path) -> str:
                 f"MQTT {found.mqtt}); stop it with `iotpipe local down` first")
     return (f"iotpipe local is starting or running in {directory} (its lock is held); wait for it, or stop it "
             "with `iotpipe local down`")
-
-
-@dataclass(frozen=True)
-class LocalClientFactory(ClientFactory):
-    """Clients for the emulator: its endpoint, its region and the run's access key (the only one it accepts)."""
-
-    access_key_id: str = LOCAL_CREDENTIALS[0]
-    secret_access_key: str = LOCAL_CREDENTIALS[1]
-
-    def session(self) -> Any:
-        """A boto3 session with the run's credentials."""
-        import boto3
-
-        return boto3.session.Session(aws_access_key_id=self.access_key_id,
-                                     aws_secret_access_key=self.secret_access_key,
-                                     region_name=self.region or LOCAL_REGION)
 
 
 def local_factory(state: LocalState) -> LocalClientFactory:

@@ -210,7 +210,7 @@ class LocalPipeline:
 
     def _start(self) -> local_state.LocalState:
         from iotpipe.config import load_config
-        from iotpipe.local.versions import check_tested
+        from iotpipe.local.emulator.moto_compat.versions import check_tested
 
         check_tested()
         started = time.monotonic()

@@ -17,7 +17,6 @@ from iotpipe.local.esm.records import (
     failure_object_key,
     failure_record,
     lambda_event,
-    raw_kinesis_client,
     record_from_kinesis,
 )
 from iotpipe.local.esm.runner import MappingRunner
@@ -36,6 +35,5 @@ __all__ = [
     "failure_record",
     "lambda_event",
     "mapping_from_properties",
-    "raw_kinesis_client",
     "record_from_kinesis",
 ]

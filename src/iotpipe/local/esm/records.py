@@ -103,31 +103,6 @@ def _fixed_event_bytes(spec: MappingSpec, shard_id: str) -> int:
     return len(json.dumps(event)) + 2
 
 
-def raw_kinesis_client(kinesis: Any) -> Any:
-    """``kinesis`` made to leave GetRecords' ``Data`` as base64 text and arrival times as epoch seconds: exactly
-    what the Lambda event holds. boto3's default (decode then re-encode the data, parse each timestamp into a
-    local-time datetime) costs 40 us of the ~50 us per record that parsing takes. The client gets its own parser
-    factory, so clients sharing its session keep the defaults; a botocore without that attribute is left as is.
-    Only for a client nobody else uses: its other callers would get text where boto3 gives bytes."""
-    from botocore.parsers import ResponseParserFactory
-
-    endpoint = getattr(kinesis, "_endpoint", None)
-    if endpoint is None or not hasattr(endpoint, "_response_parser_factory"):
-        return kinesis
-    factory = ResponseParserFactory()
-    factory.set_parser_defaults(blob_parser=str, timestamp_parser=_epoch_seconds)
-    endpoint._response_parser_factory = factory
-    return kinesis
-
-
-def _epoch_seconds(value: Any) -> float:
-    if isinstance(value, int | float):
-        return float(value)
-    from botocore.utils import parse_timestamp
-
-    return float(parse_timestamp(value).timestamp())
-
-
 def failure_record(records: Sequence[StreamRecord], *, condition: str, spec: MappingSpec,
                    response: InvokeOutcome | None, invoke_count: int, now: float) -> dict[str, Any]:
     """The on-failure destination document for discarded ``records`` (Lambda's Kinesis invocation record)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from iotpipe.local.clients import Clients
 from iotpipe.local.esm.context import Invoker, MappingContext, MappingStats
-from iotpipe.local.esm.records import raw_kinesis_client
+from iotpipe.local.emulator.clients import raw_kinesis_client
 from iotpipe.local.esm.shard import ShardWorker
 from iotpipe.local.esm.spec import MappingSpec
 

@@ -1,6 +1,7 @@
-"""The releases of the packages ``iotpipe local`` patches that it was tested with, checked before it starts.
+"""The releases of the packages ``iotpipe local`` patches that it was tested with, checked before it starts
+(and before :func:`iotpipe.local.emulator.moto_compat.apply` patches anything).
 
-``iotpipe.local.moto_fixes`` rewrites moto's internals, so a moto release outside the tested range may change
+``iotpipe.local.emulator.moto_compat`` rewrites moto's internals, so a moto release outside the tested range may change
 what is patched (moto 5.2.6 turned a Kinesis record's arrival time from a float into a datetime, and every
 GetRecords failed). pyproject.toml carries the same range; a unit test keeps the two equal.
 """
