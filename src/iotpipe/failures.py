@@ -220,10 +220,21 @@ def _parse_document(document: Any, message_id: str, receipt_handle: str) -> Fail
         raise ValueError(f"KinesisBatchInfo lacks {', '.join(missing)}")
     request = document.get("requestContext") or {}
     response = document.get("responseContext") or {}
+    for name, context in (("requestContext", request), ("responseContext", response)):
+        if not isinstance(context, dict):
+            raise ValueError(f"{name} is not an object")
+    # Redrive compares and orders sequence numbers as integers: a message that lies about them is left alone.
+    for key in ("startSequenceNumber", "endSequenceNumber"):
+        if not isinstance(info[key], str) or not info[key].isdecimal():
+            raise ValueError(f"{key} {info[key]!r} is not a sequence number")
+    if int(info["startSequenceNumber"]) > int(info["endSequenceNumber"]):
+        raise ValueError("the sequence range starts after it ends")
+    if isinstance(info["batchSize"], bool) or not isinstance(info["batchSize"], int) or info["batchSize"] < 1:
+        raise ValueError(f"batchSize {info['batchSize']!r} is not a number of records")
     return FailedBatch(
         message_id=message_id, receipt_handle=receipt_handle, shard_id=str(info["shardId"]),
-        start_sequence=str(info["startSequenceNumber"]), end_sequence=str(info["endSequenceNumber"]),
-        batch_size=int(info["batchSize"]), stream_arn=str(info["streamArn"]),
+        start_sequence=info["startSequenceNumber"], end_sequence=info["endSequenceNumber"],
+        batch_size=info["batchSize"], stream_arn=str(info["streamArn"]),
         condition=str(request.get("condition", "")), function_error=str(response.get("functionError", "")),
         failed_at=_epoch(document.get("timestamp", info["approximateArrivalOfFirstRecord"])),
         first_arrival=_epoch(info["approximateArrivalOfFirstRecord"]),

@@ -39,6 +39,21 @@ def test_a_message_that_is_not_a_kinesis_failure_says_what_it_lacks(body: str, p
         failures.parse_message("m", "rh", body)
 
 
+@pytest.mark.parametrize(("document", "problem"), [
+    ({"requestContext": "RetryAttemptsExhausted", "KinesisBatchInfo": INFO}, "requestContext is not an object"),
+    ({"responseContext": "Unhandled", "KinesisBatchInfo": INFO}, "responseContext is not an object"),
+    ({"KinesisBatchInfo": {**INFO, "startSequenceNumber": "abc"}}, "startSequenceNumber 'abc' is not a sequence"),
+    ({"KinesisBatchInfo": {**INFO, "endSequenceNumber": None}}, "endSequenceNumber None is not a sequence"),
+    ({"KinesisBatchInfo": {**INFO, "startSequenceNumber": "498"}}, "starts after it ends"),
+    ({"KinesisBatchInfo": {**INFO, "batchSize": 0}}, "batchSize 0 is not a number of records"),
+    ([INFO], "no KinesisBatchInfo"),
+])
+def test_a_malformed_message_is_unreadable_rather_than_a_crash(document: object, problem: str) -> None:
+    # list and redrive leave such a message in the queue (they catch ValueError), never stop with a traceback
+    with pytest.raises(ValueError, match=problem):
+        failures.parse_message("m", "rh", json.dumps(document))
+
+
 def test_an_s3_record_carries_its_records_as_an_object_or_as_json_text() -> None:
     record = failures.StoredRecord("495", "press-07", 1772445600123, b'{"deviceId":"press-07"}')
     event = failures.kinesis_event([record], INFO["shardId"], INFO["streamArn"])
