@@ -100,6 +100,7 @@ class FailedBatch:
     failed_at: float  # epoch seconds (the document's timestamp)
     first_arrival: float  # epoch seconds (approximateArrivalOfFirstRecord)
     kind: str = "sqs"  # "sqs": a queue message (receipt_handle); "s3": an object (message_id is its key)
+    function_arn: str = ""  # requestContext.functionArn (with the alias or version invoked, if any)
     records: tuple[StoredRecord, ...] = ()  # the s3 kind's invocation record carries them
 
     def age_s(self, now: float) -> float:
@@ -236,6 +237,7 @@ def _parse_document(document: Any, message_id: str, receipt_handle: str) -> Fail
         start_sequence=info["startSequenceNumber"], end_sequence=info["endSequenceNumber"],
         batch_size=info["batchSize"], stream_arn=str(info["streamArn"]),
         condition=str(request.get("condition", "")), function_error=str(response.get("functionError", "")),
+        function_arn=str(request.get("functionArn", "")),
         failed_at=_epoch(document.get("timestamp", info["approximateArrivalOfFirstRecord"])),
         first_arrival=_epoch(info["approximateArrivalOfFirstRecord"]),
     )
@@ -272,6 +274,32 @@ def _split(messages: Iterable[dict[str, Any]]) -> tuple[list[FailedBatch], list[
         except (ValueError, TypeError, KeyError) as exc:
             unreadable.append(Unreadable(message["MessageId"], str(exc)))
     return batches, unreadable
+
+
+def foreign_problem(batch: FailedBatch, stream_name: str, function_name: str) -> str:
+    """Why ``batch`` is not this pipeline's to redrive ("" when it is): another stream's records (its sequence
+    numbers would pick this stream's or archive's records), or another function's failure."""
+    stream = batch.stream_arn.rpartition(":stream/")[2]
+    if stream != stream_name:
+        return (f"it names stream/{stream}, not this stack's stream/{stream_name}: it is another pipeline's; "
+                "redrive it with that one's env")
+    # functionArn may carry the alias or version invoked (arn:...:function:name:live).
+    function = batch.function_arn.partition(":function:")[2].partition(":")[0]
+    if batch.function_arn and function != function_name:
+        return (f"it names function:{function}, not this stack's function:{function_name}: it is another "
+                "pipeline's; redrive it with that one's env")
+    return ""
+
+
+def _own(batches: Iterable[FailedBatch], found: Resources) -> tuple[list[FailedBatch], list[Unreadable]]:
+    own, foreign = [], []
+    for batch in batches:
+        problem = foreign_problem(batch, found.stream_name, found.function_name)
+        if problem:
+            foreign.append(Unreadable(batch.message_id, problem))
+        else:
+            own.append(batch)
+    return own, foreign
 
 
 @dataclass(frozen=True)
@@ -333,7 +361,8 @@ def list_failures(clients: Clients, cfg: Any, *, now: float, limit: int = MAX_ME
     finally:
         release(sqs, found.queue_url, messages)
     in_s3, unreadable_s3 = s3_failures(clients.client("s3"), found.bucket, limit)
-    return Listing(found.queue_url, hours, view(batches + in_s3, hours, now), tuple(unreadable + unreadable_s3))
+    own, foreign = _own(batches + in_s3, found)
+    return Listing(found.queue_url, hours, view(own, hours, now), tuple(unreadable + unreadable_s3 + foreign))
 
 
 # -- reading the records back -------------------------------------------------------------------------------------
@@ -523,9 +552,9 @@ def redrive(clients: Clients, cfg: Any, invoke: Invoker, *, now: float, dry_run:
     messages = receive_all(sqs, found.queue_url, visibility_s=REDRIVE_VISIBILITY_S, limit=limit)
     batches, unreadable = _split(messages)
     in_s3, unreadable_s3 = s3_failures(clients.client("s3"), found.bucket, limit)
-    batches += in_s3
+    batches, foreign = _own(batches + in_s3, found)
     outcomes = [RedriveOutcome(u.message_id, "", "", 0, False, f"left where it is: {u.problem}")
-                for u in unreadable + unreadable_s3]
+                for u in unreadable + unreadable_s3 + foreign]
     on_start(sum(b.batch_size for b in batches))
     try:
         for batch in sorted(batches, key=lambda b: b.first_arrival):

@@ -361,3 +361,38 @@ def test_each_message_is_hidden_again_from_the_start_of_its_own_redrive(stack: d
 
     assert [t for _, t in hidden] == [failures_lib.REDRIVE_VISIBILITY_S] * 2
     assert order == [f"invoke {first[0]}", "hidden 1", f"invoke {second[0]}", "hidden 2"]
+
+
+def test_a_message_for_another_stream_or_function_is_left_alone(stack: dict[str, str]) -> None:
+    # Records with the same sequence numbers are in this stack's archive: a foreign message must not redrive them.
+    arrival = time.time() - 3 * 86400
+    archive_batch(stack, [600], payloads([21.0]), int(arrival * 1000))
+    sqs = aws(stack, "sqs")
+    calls: list[dict[str, Any]] = []
+
+    def invoke(event: dict[str, Any]) -> InvokeResult:
+        calls.append(event)
+        return InvokeResult(None, {"batchItemFailures": []})
+
+    for replaced in ((f"stream/{STREAM}", "stream/sensor-data-stream-prod"),
+                     (f"function:{FUNCTION}", "function:proc-prod")):
+        for _ in range(3):  # empty the queue (moto allows one PurgeQueue a minute)
+            for old in sqs.receive_message(QueueUrl=stack["DeadLetterQueueUrl"], MaxNumberOfMessages=10,
+                                           WaitTimeSeconds=1).get("Messages", []):
+                sqs.delete_message(QueueUrl=stack["DeadLetterQueueUrl"], ReceiptHandle=old["ReceiptHandle"])
+        assert queued(stack) == 0
+        send_failure(stack, "600", "600", 1, arrival)
+        message = sqs.receive_message(QueueUrl=stack["DeadLetterQueueUrl"], WaitTimeSeconds=1)["Messages"][0]
+        sqs.delete_message(QueueUrl=stack["DeadLetterQueueUrl"], ReceiptHandle=message["ReceiptHandle"])
+        sqs.send_message(QueueUrl=stack["DeadLetterQueueUrl"], MessageBody=message["Body"].replace(*replaced))
+        send_failure(stack, "600", "600", 1, arrival)  # and this stack's own, for the next round
+        clients, cfg = target(stack)
+        calls.clear()
+        listing = failures_lib.list_failures(clients, cfg, now=time.time())
+        assert [u.problem for u in listing.unreadable] == [f"it names {replaced[1]}, not this stack's {replaced[0]}: "
+                                                           "it is another pipeline's; redrive it with that one's env"]
+        report = failures_lib.redrive(clients, cfg, invoke, now=time.time())
+
+        assert sorted(o.deleted for o in report.outcomes) == [False, True] and len(calls) == 1
+        assert [o.problem for o in report.failed] == [f"left where it is: {listing.unreadable[0].problem}"]
+        assert queued(stack) == 1
