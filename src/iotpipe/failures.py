@@ -566,9 +566,9 @@ def redrive(clients: Clients, cfg: Any, invoke: Invoker, *, now: float, dry_run:
     finally:
         if dry_run:
             release(sqs, found.queue_url, messages)
-        else:  # the ones kept come back at once for the next try, not after the visibility timeout
-            kept = {o.message_id for o in outcomes if not o.deleted}
-            release(sqs, found.queue_url, [m for m in messages if m["MessageId"] in kept])
+        else:  # the ones not deleted (kept, or not reached after a Ctrl-C) come back at once for the next try
+            deleted = {o.message_id for o in outcomes if o.deleted}
+            release(sqs, found.queue_url, [m for m in messages if m["MessageId"] not in deleted])
     return RedriveReport(tuple(outcomes), dry_run)
 
 

@@ -396,3 +396,23 @@ def test_a_message_for_another_stream_or_function_is_left_alone(stack: dict[str,
         assert sorted(o.deleted for o in report.outcomes) == [False, True] and len(calls) == 1
         assert [o.problem for o in report.failed] == [f"left where it is: {listing.unreadable[0].problem}"]
         assert queued(stack) == 1
+
+
+def test_ctrl_c_mid_redrive_makes_every_message_not_deleted_visible_again_at_once(stack: dict[str, str]) -> None:
+    first = put_records(stack, payloads([20.0]))
+    second = put_records(stack, payloads([21.0]))
+    send_failure(stack, first[0], first[0], 1, time.time() - 120)
+    send_failure(stack, second[0], second[0], 1, time.time() - 60)
+    clients, cfg = target(stack)
+
+    def interrupted(_: dict[str, Any]) -> InvokeResult:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        failures_lib.redrive(clients, cfg, interrupted, now=time.time())
+
+    # Both are back for the next run (and `failures list`), not hidden for the redrive's visibility timeout.
+    visible = aws(stack, "sqs").get_queue_attributes(
+        QueueUrl=stack["DeadLetterQueueUrl"], AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    assert int(visible["ApproximateNumberOfMessages"]) == 2
+    assert len(failures_lib.list_failures(clients, cfg, now=time.time()).failures) == 2
