@@ -37,6 +37,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -259,6 +260,25 @@ def write_checkpoint(path: Path, window: Window, done: dict[str, str], stream_ar
     os.replace(temporary, path)
 
 
+@contextmanager
+def checkpoint_lock(path: Path) -> Iterator[None]:
+    """Hold ``<checkpoint>.lock`` while a replay writes ``path``; ReplayError when another replay holds it."""
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        holder = lock.read_text(encoding="utf-8", errors="replace").strip() or "unknown"
+        raise ReplayError(f"another replay is using checkpoint {path} (process {holder}); wait for it to finish, or "
+                          f"delete {lock} if that replay is no longer running") from None
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class Target:
     """The deployed pieces a replay uses (from the stack's outputs and the function's configuration)."""
@@ -295,6 +315,15 @@ def replay(clients: Clients, cfg: Any, invoke: Invoker, window: Window, *, check
     """
     if max_records_per_s <= 0:
         raise ConfigError("--rate must be above 0 records per second")
+    with nullcontext() if dry_run else checkpoint_lock(checkpoint):
+        return _replay(clients, cfg, invoke, window, checkpoint=checkpoint, dry_run=dry_run,
+                       max_records_per_s=max_records_per_s, sleep=sleep, clock=clock, on_start=on_start,
+                       on_records=on_records)
+
+
+def _replay(clients: Clients, cfg: Any, invoke: Invoker, window: Window, *, checkpoint: Path, dry_run: bool,
+            max_records_per_s: float, sleep: Callable[[float], None], clock: Callable[[], float],
+            on_start: Callable[[int], None], on_records: Callable[[int], None]) -> ReplaySummary:
     found = target(clients, cfg)
     packed = found.settings_env.get("STORAGE_LAYOUT", "item-per-reading") == "packed"
     by_shard = archived(clients.client("s3"), found.bucket, window)

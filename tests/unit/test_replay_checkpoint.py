@@ -47,3 +47,16 @@ def test_another_windows_checkpoint_names_the_flags_that_resume_it(tmp_path: Pat
         replay.read_checkpoint(path, later, DEV)
     assert ("--from 2026-03-02T10:00:00.000Z --to 2026-03-02T11:00:00.000Z --device press-07"
             in str(raised.value))
+
+
+def test_a_second_replay_on_the_same_checkpoint_is_refused_while_the_first_runs(tmp_path: Path) -> None:
+    # Two runs shared the checkpoint's temporary file (one crashed in os.replace) and invoked every record twice.
+    path = tmp_path / "cp.json"
+    refused = pytest.raises(replay.ReplayError, match=f"another replay is using checkpoint {path} .*delete {path}.lock")
+    with replay.checkpoint_lock(path), refused, replay.checkpoint_lock(path):
+        pass
+    with pytest.raises(KeyboardInterrupt), replay.checkpoint_lock(path):  # Ctrl-C releases it
+        raise KeyboardInterrupt
+    with replay.checkpoint_lock(path):
+        assert path.with_name("cp.json.lock").exists()
+    assert not path.with_name("cp.json.lock").exists()
