@@ -255,7 +255,9 @@ def receive_all(sqs: Any, queue_url: str, *, visibility_s: int, limit: int = MAX
             break
         for message in fresh:
             seen[message["MessageId"]] = message
-    return list(seen.values())[:limit]
+    received = list(seen.values())
+    release(sqs, queue_url, received[limit:])  # received past the limit: not ours to hide
+    return received[:limit]
 
 
 def release(sqs: Any, queue_url: str, messages: Sequence[dict[str, Any]]) -> None:

@@ -416,3 +416,18 @@ def test_ctrl_c_mid_redrive_makes_every_message_not_deleted_visible_again_at_onc
         QueueUrl=stack["DeadLetterQueueUrl"], AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
     assert int(visible["ApproximateNumberOfMessages"]) == 2
     assert len(failures_lib.list_failures(clients, cfg, now=time.time()).failures) == 2
+
+
+def test_messages_beyond_the_limit_are_not_left_hidden(stack: dict[str, str]) -> None:
+    sequences = put_records(stack, payloads([20.0, 21.0, 22.0]))
+    for index, sequence in enumerate(sequences):
+        send_failure(stack, sequence, sequence, 1, time.time() - 300 + index)
+    clients, cfg = target(stack)
+
+    listing = failures_lib.list_failures(clients, cfg, now=time.time(), limit=2)
+
+    assert len(listing.failures) == 2
+    # The one received past the limit is visible at once, not hidden for the listing's visibility timeout.
+    visible = aws(stack, "sqs").get_queue_attributes(
+        QueueUrl=stack["DeadLetterQueueUrl"], AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    assert int(visible["ApproximateNumberOfMessages"]) == 3
