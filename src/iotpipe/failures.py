@@ -389,7 +389,10 @@ def read_from_stream(kinesis: Any, batch: FailedBatch, stream_name: str) -> list
     for _ in range(_MAX_PAGES):
         if iterator is None:
             break
-        page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
+        try:
+            page = call_aws("kinesis", "get-records", kinesis.get_records, ShardIterator=iterator, Limit=10000)
+        except AwsError:  # throttled past botocore's retries, an expired iterator, a KMS error: the archive has them
+            return None
         for item in page.get("Records", []):
             if int(item["SequenceNumber"]) > end:
                 return _complete(found, batch)

@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 from click.testing import CliRunner, Result
 
 from iotpipe import archive
@@ -431,3 +432,29 @@ def test_messages_beyond_the_limit_are_not_left_hidden(stack: dict[str, str]) ->
     visible = aws(stack, "sqs").get_queue_attributes(
         QueueUrl=stack["DeadLetterQueueUrl"], AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
     assert int(visible["ApproximateNumberOfMessages"]) == 3
+
+
+def test_a_stream_that_throttles_or_expires_the_iterator_falls_back_to_the_archive(stack: dict[str, str]) -> None:
+    datas = payloads([20.5, 21.5])
+    sequences = put_records(stack, datas)
+    archive_batch(stack, [int(s) for s in sequences], datas, int(time.time() * 1000) - 60_000)
+    send_failure(stack, sequences[0], sequences[-1], 2, time.time() - 60)
+    clients, cfg = target(stack)
+    kinesis = clients.client("kinesis")
+    stubber = Stubber(kinesis)
+    stubber.activate()
+    stubber.add_response("describe_stream_summary", {"StreamDescriptionSummary": {
+        "StreamName": STREAM, "StreamARN": "arn", "StreamStatus": "ACTIVE", "RetentionPeriodHours": 24,
+        "StreamCreationTimestamp": datetime.now(UTC), "EnhancedMonitoring": [], "OpenShardCount": 1}})
+    stubber.add_response("get_shard_iterator", {"ShardIterator": "AAAA"})
+    stubber.add_client_error("get_records", "ProvisionedThroughputExceededException", "Rate exceeded for shard")
+
+    class Clients:
+        def client(self, service: str) -> Any:
+            return kinesis if service == "kinesis" else clients.client(service)
+
+    report = failures_lib.redrive(Clients(), cfg, lambda _: InvokeResult(None, {"batchItemFailures": []}),
+                                  now=time.time())
+
+    assert [(o.source, o.records, o.deleted, o.problem) for o in report.outcomes] == [("archive", 2, True, "")]
+    assert queued(stack) == 0
