@@ -445,10 +445,22 @@ def archive_records(lines: Iterable[dict[str, Any]]) -> Iterator[StoredRecord]:
                            int(line["arrivedAt"]), data)
 
 
+class CorruptArchive(IotpipeError):
+    """An archive object that is not a gzip of JSON lines."""
+
+
 def read_archive_object(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
-    """The JSON lines of one gzip archive object."""
+    """The JSON lines of one gzip archive object; CorruptArchive naming it when it is not one."""
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    return [json.loads(line) for line in gzip.decompress(body).decode("utf-8").splitlines() if line.strip()]
+    try:
+        lines = [json.loads(line) for line in gzip.decompress(body).decode("utf-8").splitlines() if line.strip()]
+    except (OSError, EOFError, ValueError) as exc:  # BadGzipFile is an OSError; JSON and UTF-8 errors ValueErrors
+        raise CorruptArchive(f"s3://{bucket}/{key} is not a gzip of JSON lines ({exc}); restore it from a version "
+                             "or backup, or move it out of raw/ to go on without its records") from exc
+    if not all(isinstance(line, dict) for line in lines):
+        raise CorruptArchive(f"s3://{bucket}/{key} is not a gzip of JSON lines (a line is not an object); restore "
+                             "it from a version or backup, or move it out of raw/ to go on without its records")
+    return lines
 
 
 def read_from_archive(s3: Any, bucket: str, batch: FailedBatch) -> list[StoredRecord] | None:
@@ -579,7 +591,10 @@ def redrive(clients: Clients, cfg: Any, invoke: Invoker, *, now: float, dry_run:
 
 def _redrive_one(clients: Clients, found: Resources, batch: FailedBatch, invoke: Invoker, *, now: float,
                  retention_h: int, dry_run: bool, on_records: Callable[[int], None]) -> RedriveOutcome:
-    source, records = read_records(clients, found, batch, now=now, retention_h=retention_h)
+    try:
+        source, records = read_records(clients, found, batch, now=now, retention_h=retention_h)
+    except CorruptArchive as exc:  # this message stays; the others are still redriven
+        return RedriveOutcome(batch.message_id, batch.shard_id, "", 0, False, str(exc))
     if records is None:
         return RedriveOutcome(batch.message_id, batch.shard_id, "", 0, False,
                               f"neither the stream nor the archive s3://{found.bucket} holds all {batch.batch_size} "

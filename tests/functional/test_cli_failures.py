@@ -458,3 +458,22 @@ def test_a_stream_that_throttles_or_expires_the_iterator_falls_back_to_the_archi
 
     assert [(o.source, o.records, o.deleted, o.problem) for o in report.outcomes] == [("archive", 2, True, "")]
     assert queued(stack) == 0
+
+
+def test_a_corrupt_archive_object_keeps_its_message_and_the_others_are_redriven(
+        stack: dict[str, str], processor: FunctionRunner) -> None:
+    arrival = time.time() - 3 * 86400
+    hour = datetime.fromtimestamp(arrival, UTC)
+    key = (f"raw/year={hour:%Y}/month={hour:%m}/day={hour:%d}/hour={hour:%H}/shardId-000000000000/"
+           "300-301.jsonl.gz")
+    aws(stack, "s3").put_object(Bucket=BUCKET, Key=key, Body=b"truncated, not gzip")
+    send_failure(stack, "300", "301", 2, arrival)
+    archive_batch(stack, [400], payloads([21.0]), int(arrival * 1000))
+    send_failure(stack, "400", "400", 1, arrival + 1)
+    clients, cfg = target(stack)
+
+    report = failures_lib.redrive(clients, cfg, processor, now=time.time())
+
+    assert [(o.deleted, o.problem.split(" (")[0]) for o in report.outcomes] == [
+        (False, f"s3://{BUCKET}/{key} is not a gzip of JSON lines"), (True, "")]
+    assert queued(stack) == 1 and [i["value"]["N"] for i in items(stack)] == ["21"]
