@@ -6,7 +6,7 @@ never returns while the stack is still ``*_IN_PROGRESS``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
