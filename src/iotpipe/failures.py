@@ -100,6 +100,7 @@ class FailedBatch:
     failed_at: float  # epoch seconds (the document's timestamp)
     first_arrival: float  # epoch seconds (approximateArrivalOfFirstRecord)
     kind: str = "sqs"  # "sqs": a queue message (receipt_handle); "s3": an object (message_id is its key)
+    function_arn: str = ""  # requestContext.functionArn (with the alias or version invoked, if any)
     records: tuple[StoredRecord, ...] = ()  # the s3 kind's invocation record carries them
 
     def age_s(self, now: float) -> float:
@@ -220,11 +221,23 @@ def _parse_document(document: Any, message_id: str, receipt_handle: str) -> Fail
         raise ValueError(f"KinesisBatchInfo lacks {', '.join(missing)}")
     request = document.get("requestContext") or {}
     response = document.get("responseContext") or {}
+    for name, context in (("requestContext", request), ("responseContext", response)):
+        if not isinstance(context, dict):
+            raise ValueError(f"{name} is not an object")
+    # Redrive compares and orders sequence numbers as integers: a message that lies about them is left alone.
+    for key in ("startSequenceNumber", "endSequenceNumber"):
+        if not isinstance(info[key], str) or not info[key].isdecimal():
+            raise ValueError(f"{key} {info[key]!r} is not a sequence number")
+    if int(info["startSequenceNumber"]) > int(info["endSequenceNumber"]):
+        raise ValueError("the sequence range starts after it ends")
+    if isinstance(info["batchSize"], bool) or not isinstance(info["batchSize"], int) or info["batchSize"] < 1:
+        raise ValueError(f"batchSize {info['batchSize']!r} is not a number of records")
     return FailedBatch(
         message_id=message_id, receipt_handle=receipt_handle, shard_id=str(info["shardId"]),
-        start_sequence=str(info["startSequenceNumber"]), end_sequence=str(info["endSequenceNumber"]),
-        batch_size=int(info["batchSize"]), stream_arn=str(info["streamArn"]),
+        start_sequence=info["startSequenceNumber"], end_sequence=info["endSequenceNumber"],
+        batch_size=info["batchSize"], stream_arn=str(info["streamArn"]),
         condition=str(request.get("condition", "")), function_error=str(response.get("functionError", "")),
+        function_arn=str(request.get("functionArn", "")),
         failed_at=_epoch(document.get("timestamp", info["approximateArrivalOfFirstRecord"])),
         first_arrival=_epoch(info["approximateArrivalOfFirstRecord"]),
     )
@@ -242,7 +255,9 @@ def receive_all(sqs: Any, queue_url: str, *, visibility_s: int, limit: int = MAX
             break
         for message in fresh:
             seen[message["MessageId"]] = message
-    return list(seen.values())[:limit]
+    received = list(seen.values())
+    release(sqs, queue_url, received[limit:])  # received past the limit: not ours to hide
+    return received[:limit]
 
 
 def release(sqs: Any, queue_url: str, messages: Sequence[dict[str, Any]]) -> None:
@@ -261,6 +276,32 @@ def _split(messages: Iterable[dict[str, Any]]) -> tuple[list[FailedBatch], list[
         except (ValueError, TypeError, KeyError) as exc:
             unreadable.append(Unreadable(message["MessageId"], str(exc)))
     return batches, unreadable
+
+
+def foreign_problem(batch: FailedBatch, stream_name: str, function_name: str) -> str:
+    """Why ``batch`` is not this pipeline's to redrive ("" when it is): another stream's records (its sequence
+    numbers would pick this stream's or archive's records), or another function's failure."""
+    stream = batch.stream_arn.rpartition(":stream/")[2]
+    if stream != stream_name:
+        return (f"it names stream/{stream}, not this stack's stream/{stream_name}: it is another pipeline's; "
+                "redrive it with that one's env")
+    # functionArn may carry the alias or version invoked (arn:...:function:name:live).
+    function = batch.function_arn.partition(":function:")[2].partition(":")[0]
+    if batch.function_arn and function != function_name:
+        return (f"it names function:{function}, not this stack's function:{function_name}: it is another "
+                "pipeline's; redrive it with that one's env")
+    return ""
+
+
+def _own(batches: Iterable[FailedBatch], found: Resources) -> tuple[list[FailedBatch], list[Unreadable]]:
+    own, foreign = [], []
+    for batch in batches:
+        problem = foreign_problem(batch, found.stream_name, found.function_name)
+        if problem:
+            foreign.append(Unreadable(batch.message_id, problem))
+        else:
+            own.append(batch)
+    return own, foreign
 
 
 @dataclass(frozen=True)
@@ -322,7 +363,8 @@ def list_failures(clients: Clients, cfg: Any, *, now: float, limit: int = MAX_ME
     finally:
         release(sqs, found.queue_url, messages)
     in_s3, unreadable_s3 = s3_failures(clients.client("s3"), found.bucket, limit)
-    return Listing(found.queue_url, hours, view(batches + in_s3, hours, now), tuple(unreadable + unreadable_s3))
+    own, foreign = _own(batches + in_s3, found)
+    return Listing(found.queue_url, hours, view(own, hours, now), tuple(unreadable + unreadable_s3 + foreign))
 
 
 # -- reading the records back -------------------------------------------------------------------------------------
@@ -347,7 +389,10 @@ def read_from_stream(kinesis: Any, batch: FailedBatch, stream_name: str) -> list
     for _ in range(_MAX_PAGES):
         if iterator is None:
             break
-        page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
+        try:
+            page = call_aws("kinesis", "get-records", kinesis.get_records, ShardIterator=iterator, Limit=10000)
+        except AwsError:  # throttled past botocore's retries, an expired iterator, a KMS error: the archive has them
+            return None
         for item in page.get("Records", []):
             if int(item["SequenceNumber"]) > end:
                 return _complete(found, batch)
@@ -400,10 +445,22 @@ def archive_records(lines: Iterable[dict[str, Any]]) -> Iterator[StoredRecord]:
                            int(line["arrivedAt"]), data)
 
 
+class CorruptArchive(IotpipeError):
+    """An archive object that is not a gzip of JSON lines."""
+
+
 def read_archive_object(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
-    """The JSON lines of one gzip archive object."""
+    """The JSON lines of one gzip archive object; CorruptArchive naming it when it is not one."""
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    return [json.loads(line) for line in gzip.decompress(body).decode("utf-8").splitlines() if line.strip()]
+    try:
+        lines = [json.loads(line) for line in gzip.decompress(body).decode("utf-8").splitlines() if line.strip()]
+    except (OSError, EOFError, ValueError) as exc:  # BadGzipFile is an OSError; JSON and UTF-8 errors ValueErrors
+        raise CorruptArchive(f"s3://{bucket}/{key} is not a gzip of JSON lines ({exc}); restore it from a version "
+                             "or backup, or move it out of raw/ to go on without its records") from exc
+    if not all(isinstance(line, dict) for line in lines):
+        raise CorruptArchive(f"s3://{bucket}/{key} is not a gzip of JSON lines (a line is not an object); restore "
+                             "it from a version or backup, or move it out of raw/ to go on without its records")
+    return lines
 
 
 def read_from_archive(s3: Any, bucket: str, batch: FailedBatch) -> list[StoredRecord] | None:
@@ -512,9 +569,9 @@ def redrive(clients: Clients, cfg: Any, invoke: Invoker, *, now: float, dry_run:
     messages = receive_all(sqs, found.queue_url, visibility_s=REDRIVE_VISIBILITY_S, limit=limit)
     batches, unreadable = _split(messages)
     in_s3, unreadable_s3 = s3_failures(clients.client("s3"), found.bucket, limit)
-    batches += in_s3
+    batches, foreign = _own(batches + in_s3, found)
     outcomes = [RedriveOutcome(u.message_id, "", "", 0, False, f"left where it is: {u.problem}")
-                for u in unreadable + unreadable_s3]
+                for u in unreadable + unreadable_s3 + foreign]
     on_start(sum(b.batch_size for b in batches))
     try:
         for batch in sorted(batches, key=lambda b: b.first_arrival):
@@ -526,15 +583,18 @@ def redrive(clients: Clients, cfg: Any, invoke: Invoker, *, now: float, dry_run:
     finally:
         if dry_run:
             release(sqs, found.queue_url, messages)
-        else:  # the ones kept come back at once for the next try, not after the visibility timeout
-            kept = {o.message_id for o in outcomes if not o.deleted}
-            release(sqs, found.queue_url, [m for m in messages if m["MessageId"] in kept])
+        else:  # the ones not deleted (kept, or not reached after a Ctrl-C) come back at once for the next try
+            deleted = {o.message_id for o in outcomes if o.deleted}
+            release(sqs, found.queue_url, [m for m in messages if m["MessageId"] not in deleted])
     return RedriveReport(tuple(outcomes), dry_run)
 
 
 def _redrive_one(clients: Clients, found: Resources, batch: FailedBatch, invoke: Invoker, *, now: float,
                  retention_h: int, dry_run: bool, on_records: Callable[[int], None]) -> RedriveOutcome:
-    source, records = read_records(clients, found, batch, now=now, retention_h=retention_h)
+    try:
+        source, records = read_records(clients, found, batch, now=now, retention_h=retention_h)
+    except CorruptArchive as exc:  # this message stays; the others are still redriven
+        return RedriveOutcome(batch.message_id, batch.shard_id, "", 0, False, str(exc))
     if records is None:
         return RedriveOutcome(batch.message_id, batch.shard_id, "", 0, False,
                               f"neither the stream nor the archive s3://{found.bucket} holds all {batch.batch_size} "

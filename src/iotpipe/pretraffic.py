@@ -30,6 +30,22 @@ from typing import Any
 
 SAMPLE: dict[str, Any] = {}  # {"shard", "records", "response", "log"}; hook_code appends the rendered one
 RECENT_MAX_BYTES = 262_144  # a compressed archive object; the event stays far under Lambda's 6 MB
+REPORT_MARGIN_S = 15  # of the hook's own time, kept to report to CodeDeploy after the invocations
+
+
+def hook_clients(remaining_ms: int) -> tuple[Any, Any, Any]:
+    """(lambda, codedeploy, s3) clients whose calls end in time for the report to CodeDeploy.
+
+    A hook that dies before PutLifecycleEventHookExecutionStatus leaves the deployment waiting for it for an
+    hour. botocore's defaults (a 60 s read timeout, then retries of the invoke) outlast the hook's own timeout
+    on a new version that hangs, so each of the two invocations gets half of the time left, once.
+    """
+    import boto3
+    from botocore.config import Config
+
+    budget_s = max(1.0, (remaining_ms / 1000 - REPORT_MARGIN_S) / 2)
+    invoking = Config(read_timeout=budget_s, connect_timeout=min(10.0, budget_s), retries={"total_max_attempts": 1})
+    return boto3.client("lambda", config=invoking), boto3.client("codedeploy"), boto3.client("s3")
 
 
 def verdict(lambda_client: Any, function: str, sample: dict[str, Any]) -> str:
@@ -116,12 +132,9 @@ def _document(line: str) -> dict[str, Any]:
     return {}
 
 
-def handler(event: dict[str, Any], _context: Any, clients: Any = None) -> str:
+def handler(event: dict[str, Any], context: Any, clients: Any = None) -> str:
     """Lambda entry point: check the new version, report to CodeDeploy, return the status."""
-    import boto3
-
-    lambda_client, codedeploy, s3 = clients or (boto3.client("lambda"), boto3.client("codedeploy"),
-                                                 boto3.client("s3"))
+    lambda_client, codedeploy, s3 = clients or hook_clients(context.get_remaining_time_in_millis())
     recent = None
     try:
         reason = verdict(lambda_client, os.environ["NEW_VERSION"], SAMPLE)

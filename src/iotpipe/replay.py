@@ -37,6 +37,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -207,24 +208,75 @@ def count_anomalies(dynamodb: Any, table: str, devices: Iterable[str], window: W
     return total
 
 
-def read_checkpoint(path: Path, window: Window) -> dict[str, str]:
-    """The last sequence number replayed per shard, from a checkpoint of the same window; {} when there is none.
-    ReplayError when the file belongs to another window."""
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _flags(saved: dict[str, Any]) -> str:
+    """The replay options that name a checkpoint's window (--from 2h is relative: a rerun is another window)."""
+    devices = "".join(f" --device {device}" for device in saved["devices"])
+    return f"--from {_iso(saved['from'])} --to {_iso(saved['to'])}{devices}"
+
+
+def _checkpoint_fields(text: str) -> tuple[dict[str, Any], str, dict[str, str]]:
+    """(window, stream ARN, done) of a checkpoint's text; ValueError when it is not one."""
+    saved = json.loads(text)
+    if not isinstance(saved, dict):
+        raise ValueError("it is not a JSON object")
+    window, done = saved.get("window"), saved.get("done", {})
+    if (not isinstance(window, dict) or not isinstance(window.get("from"), int) or not isinstance(window.get("to"), int)
+            or not isinstance(window.get("devices"), list) or not isinstance(done, dict)
+            or not all(isinstance(seq, str) and seq.isdecimal() for seq in done.values())):
+        raise ValueError("its window or done shards are missing or malformed")
+    return window, str(saved.get("stream", "")), {str(shard): seq for shard, seq in done.items()}
+
+
+def read_checkpoint(path: Path, window: Window, stream_arn: str = "") -> dict[str, str]:
+    """The last sequence number replayed per shard, from a checkpoint of the same window and stream; {} when there
+    is none. ReplayError when the file is corrupt or belongs to another window or stream."""
     if not path.exists():
         return {}
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    if saved.get("window") != window.as_dict():
-        raise ReplayError(f"checkpoint {path} belongs to another replay ({saved.get('window')}); replay that "
-                          "window to finish it, or delete the file to start this one")
-    return {str(k): str(v) for k, v in saved.get("done", {}).items()}
+    try:
+        saved, stream, done = _checkpoint_fields(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReplayError(f"checkpoint {path} is not a replay checkpoint ({exc}); delete it to replay from the start "
+                          "(a replay writes the same items again, so nothing is stored twice)") from exc
+    if stream and stream_arn and stream != stream_arn:
+        # Shard ids repeat in every env: another stream's sequence numbers would skip this one's records.
+        raise ReplayError(f"checkpoint {path} belongs to a replay of stream {stream.rpartition(':stream/')[2]}, not "
+                          f"{stream_arn.rpartition(':stream/')[2]}; pass that env, or another --checkpoint file")
+    if saved != window.as_dict():
+        raise ReplayError(f"checkpoint {path} belongs to another replay; finish it with {_flags(saved)}, or delete "
+                          "the file to start this one")
+    return done
 
 
-def write_checkpoint(path: Path, window: Window, done: dict[str, str]) -> None:
+def write_checkpoint(path: Path, window: Window, done: dict[str, str], stream_arn: str = "") -> None:
     """Write the checkpoint atomically (a Ctrl-C never leaves half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps({"window": window.as_dict(), "done": done}, indent=1), encoding="utf-8")
+    temporary.write_text(json.dumps({"window": window.as_dict(), "stream": stream_arn, "done": done}, indent=1),
+                         encoding="utf-8")
     os.replace(temporary, path)
+
+
+@contextmanager
+def checkpoint_lock(path: Path) -> Iterator[None]:
+    """Hold ``<checkpoint>.lock`` while a replay writes ``path``; ReplayError when another replay holds it."""
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        holder = lock.read_text(encoding="utf-8", errors="replace").strip() or "unknown"
+        raise ReplayError(f"another replay is using checkpoint {path} (process {holder}); wait for it to finish, or "
+                          f"delete {lock} if that replay is no longer running") from None
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -263,10 +315,19 @@ def replay(clients: Clients, cfg: Any, invoke: Invoker, window: Window, *, check
     """
     if max_records_per_s <= 0:
         raise ConfigError("--rate must be above 0 records per second")
+    with nullcontext() if dry_run else checkpoint_lock(checkpoint):
+        return _replay(clients, cfg, invoke, window, checkpoint=checkpoint, dry_run=dry_run,
+                       max_records_per_s=max_records_per_s, sleep=sleep, clock=clock, on_start=on_start,
+                       on_records=on_records)
+
+
+def _replay(clients: Clients, cfg: Any, invoke: Invoker, window: Window, *, checkpoint: Path, dry_run: bool,
+            max_records_per_s: float, sleep: Callable[[float], None], clock: Callable[[], float],
+            on_start: Callable[[int], None], on_records: Callable[[int], None]) -> ReplaySummary:
     found = target(clients, cfg)
     packed = found.settings_env.get("STORAGE_LAYOUT", "item-per-reading") == "packed"
     by_shard = archived(clients.client("s3"), found.bucket, window)
-    done = {} if dry_run else read_checkpoint(checkpoint, window)
+    done = {} if dry_run else read_checkpoint(checkpoint, window, found.stream_arn)
     pending = {shard: [r for r in records if shard not in done or int(r.sequence_number) > int(done[shard])]
                for shard, records in by_shard.items()}
     total = sum(len(r) for r in by_shard.values())
@@ -305,7 +366,7 @@ def _run(invoke: Invoker, pending: dict[str, list[StoredRecord]], stream_arn: st
                                   f"{chunk[-1].sequence_number}); the checkpoint {checkpoint} keeps what was "
                                   "replayed: fix the cause and run the same replay again to resume")
             done[shard] = chunk[-1].sequence_number
-            write_checkpoint(checkpoint, window, done)
+            write_checkpoint(checkpoint, window, done, stream_arn)
             sent += len(chunk)
             ahead = sent / rate - (clock() - started)
             if ahead > 0:

@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 from click.testing import CliRunner, Result
 
 from iotpipe import archive
@@ -362,3 +363,118 @@ def test_each_message_is_hidden_again_from_the_start_of_its_own_redrive(stack: d
 
     assert [t for _, t in hidden] == [failures_lib.REDRIVE_VISIBILITY_S] * 2
     assert order == [f"invoke {first[0]}", "hidden 1", f"invoke {second[0]}", "hidden 2"]
+
+
+def test_a_message_for_another_stream_or_function_is_left_alone(stack: dict[str, str]) -> None:
+    # Records with the same sequence numbers are in this stack's archive: a foreign message must not redrive them.
+    arrival = time.time() - 3 * 86400
+    archive_batch(stack, [600], payloads([21.0]), int(arrival * 1000))
+    sqs = aws(stack, "sqs")
+    calls: list[dict[str, Any]] = []
+
+    def invoke(event: dict[str, Any]) -> InvokeResult:
+        calls.append(event)
+        return InvokeResult(None, {"batchItemFailures": []})
+
+    for replaced in ((f"stream/{STREAM}", "stream/sensor-data-stream-prod"),
+                     (f"function:{FUNCTION}", "function:proc-prod")):
+        for _ in range(3):  # empty the queue (moto allows one PurgeQueue a minute)
+            for old in sqs.receive_message(QueueUrl=stack["DeadLetterQueueUrl"], MaxNumberOfMessages=10,
+                                           WaitTimeSeconds=1).get("Messages", []):
+                sqs.delete_message(QueueUrl=stack["DeadLetterQueueUrl"], ReceiptHandle=old["ReceiptHandle"])
+        assert queued(stack) == 0
+        send_failure(stack, "600", "600", 1, arrival)
+        message = sqs.receive_message(QueueUrl=stack["DeadLetterQueueUrl"], WaitTimeSeconds=1)["Messages"][0]
+        sqs.delete_message(QueueUrl=stack["DeadLetterQueueUrl"], ReceiptHandle=message["ReceiptHandle"])
+        sqs.send_message(QueueUrl=stack["DeadLetterQueueUrl"], MessageBody=message["Body"].replace(*replaced))
+        send_failure(stack, "600", "600", 1, arrival)  # and this stack's own, for the next round
+        clients, cfg = target(stack)
+        calls.clear()
+        listing = failures_lib.list_failures(clients, cfg, now=time.time())
+        assert [u.problem for u in listing.unreadable] == [f"it names {replaced[1]}, not this stack's {replaced[0]}: "
+                                                           "it is another pipeline's; redrive it with that one's env"]
+        report = failures_lib.redrive(clients, cfg, invoke, now=time.time())
+
+        assert sorted(o.deleted for o in report.outcomes) == [False, True] and len(calls) == 1
+        assert [o.problem for o in report.failed] == [f"left where it is: {listing.unreadable[0].problem}"]
+        assert queued(stack) == 1
+
+
+def test_ctrl_c_mid_redrive_makes_every_message_not_deleted_visible_again_at_once(stack: dict[str, str]) -> None:
+    first = put_records(stack, payloads([20.0]))
+    second = put_records(stack, payloads([21.0]))
+    send_failure(stack, first[0], first[0], 1, time.time() - 120)
+    send_failure(stack, second[0], second[0], 1, time.time() - 60)
+    clients, cfg = target(stack)
+
+    def interrupted(_: dict[str, Any]) -> InvokeResult:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        failures_lib.redrive(clients, cfg, interrupted, now=time.time())
+
+    # Both are back for the next run (and `failures list`), not hidden for the redrive's visibility timeout.
+    visible = aws(stack, "sqs").get_queue_attributes(
+        QueueUrl=stack["DeadLetterQueueUrl"], AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    assert int(visible["ApproximateNumberOfMessages"]) == 2
+    assert len(failures_lib.list_failures(clients, cfg, now=time.time()).failures) == 2
+
+
+def test_messages_beyond_the_limit_are_not_left_hidden(stack: dict[str, str]) -> None:
+    sequences = put_records(stack, payloads([20.0, 21.0, 22.0]))
+    for index, sequence in enumerate(sequences):
+        send_failure(stack, sequence, sequence, 1, time.time() - 300 + index)
+    clients, cfg = target(stack)
+
+    listing = failures_lib.list_failures(clients, cfg, now=time.time(), limit=2)
+
+    assert len(listing.failures) == 2
+    # The one received past the limit is visible at once, not hidden for the listing's visibility timeout.
+    visible = aws(stack, "sqs").get_queue_attributes(
+        QueueUrl=stack["DeadLetterQueueUrl"], AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    assert int(visible["ApproximateNumberOfMessages"]) == 3
+
+
+def test_a_stream_that_throttles_or_expires_the_iterator_falls_back_to_the_archive(stack: dict[str, str]) -> None:
+    datas = payloads([20.5, 21.5])
+    sequences = put_records(stack, datas)
+    archive_batch(stack, [int(s) for s in sequences], datas, int(time.time() * 1000) - 60_000)
+    send_failure(stack, sequences[0], sequences[-1], 2, time.time() - 60)
+    clients, cfg = target(stack)
+    kinesis = clients.client("kinesis")
+    stubber = Stubber(kinesis)
+    stubber.activate()
+    stubber.add_response("describe_stream_summary", {"StreamDescriptionSummary": {
+        "StreamName": STREAM, "StreamARN": "arn", "StreamStatus": "ACTIVE", "RetentionPeriodHours": 24,
+        "StreamCreationTimestamp": datetime.now(UTC), "EnhancedMonitoring": [], "OpenShardCount": 1}})
+    stubber.add_response("get_shard_iterator", {"ShardIterator": "AAAA"})
+    stubber.add_client_error("get_records", "ProvisionedThroughputExceededException", "Rate exceeded for shard")
+
+    class Clients:
+        def client(self, service: str) -> Any:
+            return kinesis if service == "kinesis" else clients.client(service)
+
+    report = failures_lib.redrive(Clients(), cfg, lambda _: InvokeResult(None, {"batchItemFailures": []}),
+                                  now=time.time())
+
+    assert [(o.source, o.records, o.deleted, o.problem) for o in report.outcomes] == [("archive", 2, True, "")]
+    assert queued(stack) == 0
+
+
+def test_a_corrupt_archive_object_keeps_its_message_and_the_others_are_redriven(
+        stack: dict[str, str], processor: FunctionRunner) -> None:
+    arrival = time.time() - 3 * 86400
+    hour = datetime.fromtimestamp(arrival, UTC)
+    key = (f"raw/year={hour:%Y}/month={hour:%m}/day={hour:%d}/hour={hour:%H}/shardId-000000000000/"
+           "300-301.jsonl.gz")
+    aws(stack, "s3").put_object(Bucket=BUCKET, Key=key, Body=b"truncated, not gzip")
+    send_failure(stack, "300", "301", 2, arrival)
+    archive_batch(stack, [400], payloads([21.0]), int(arrival * 1000))
+    send_failure(stack, "400", "400", 1, arrival + 1)
+    clients, cfg = target(stack)
+
+    report = failures_lib.redrive(clients, cfg, processor, now=time.time())
+
+    assert [(o.deleted, o.problem.split(" (")[0]) for o in report.outcomes] == [
+        (False, f"s3://{BUCKET}/{key} is not a gzip of JSON lines"), (True, "")]
+    assert queued(stack) == 1 and [i["value"]["N"] for i in items(stack)] == ["21"]

@@ -203,3 +203,15 @@ def test_the_recent_sample_skips_batches_the_running_version_quarantined_from(aw
 
     assert recent is not None and [r[3] for r in recent["records"]] == ["49700000200"]
     assert pretraffic.recent_sample(s3, BUCKET, time.time() + 3 * 3600) is None  # nothing in the last two hours
+
+
+def test_the_hooks_invocations_end_in_time_to_report_to_codedeploy(
+        hook: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # A new version that hangs until its timeout: botocore's default 60 s read timeout and retried invoke outlast
+    # the hook's own 120 s, which then dies unreported and CodeDeploy waits an hour for it.
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    lam, codedeploy, s3 = hook["hook_clients"](120_000)
+    assert lam.meta.config.retries["total_max_attempts"] == 1  # no second invoke of a hung version
+    assert 2 * lam.meta.config.read_timeout + pretraffic.REPORT_MARGIN_S <= 120
+    assert codedeploy.meta.service_model.service_name == "codedeploy" and s3.meta.service_model.service_name == "s3"
+    assert hook["hook_clients"](5_000)[0].meta.config.read_timeout == 1.0

@@ -5,8 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from iotpipe import package
+from iotpipe.config import build_config
 from iotpipe.deploy.client import Stack
-from iotpipe.deploy.hotswap import code_changes, non_code_differences, production_reason, watch_files
+from iotpipe.deploy.hotswap import code_changes, non_code_differences, plan_hotswap, production_reason, watch_files
+from iotpipe.deploy.plan import DeployRequest
+from iotpipe.errors import DeployError
+from iotpipe.render import render_template
 
 
 def template(code: dict[str, Any], batch: int = 100) -> dict[str, Any]:
@@ -63,3 +70,26 @@ def test_watch_calls_back_once_per_save_and_is_bounded(tmp_path: Path) -> None:
     seen = watch_files([source], lambda: calls.append(source.read_text()), interval_s=0, max_polls=10,
                        sleep=sleep)
     assert calls == ["v1!", "v1!!", "v1!!!"] and seen == 3
+
+
+def test_a_rollout_env_is_refused_as_such_not_as_more_than_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under processor.rollout the mapping invokes an alias of a published version: a new $LATEST would reach no
+    # record, and the version's logical id (a hash of its code) made the refusal list resources the user never
+    # changed ("more than the processor's code changed (ProcessorVersion..., ...)").
+    cfg = build_config({}, "dev", {"processor.rollout": "canary10-5m", "processor.packaging": "inline"})
+    original = package.handler_source
+    before = render_template(cfg)
+    monkeypatch.setattr(package, "handler_source", lambda runtime: original(runtime) + "\n# edited\n")
+    after = render_template(cfg)
+    assert before != after
+
+    class Client:
+        def get_template(self, _stack_id: str) -> str:
+            return before
+
+    stack = Stack(name="iotpipe-dev", stack_id="id", status="UPDATE_COMPLETE")
+    with pytest.raises(DeployError) as refused:
+        plan_hotswap(Client(), DeployRequest(stack_name="iotpipe-dev", template_body=after), stack)
+    message = str(refused.value)
+    assert "processor.rollout = canary10-5m" in message and "more than the processor's code" not in message
+    assert "run a full `iotpipe deploy --env dev`" in message

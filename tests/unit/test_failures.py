@@ -4,6 +4,7 @@ invoker (botocore's Stubber: the request Lambda gets and how its answer is read)
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import json
 
@@ -37,6 +38,21 @@ def test_an_sqs_on_failure_record_is_read_with_its_batch_info() -> None:
 def test_a_message_that_is_not_a_kinesis_failure_says_what_it_lacks(body: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         failures.parse_message("m", "rh", body)
+
+
+@pytest.mark.parametrize(("document", "problem"), [
+    ({"requestContext": "RetryAttemptsExhausted", "KinesisBatchInfo": INFO}, "requestContext is not an object"),
+    ({"responseContext": "Unhandled", "KinesisBatchInfo": INFO}, "responseContext is not an object"),
+    ({"KinesisBatchInfo": {**INFO, "startSequenceNumber": "abc"}}, "startSequenceNumber 'abc' is not a sequence"),
+    ({"KinesisBatchInfo": {**INFO, "endSequenceNumber": None}}, "endSequenceNumber None is not a sequence"),
+    ({"KinesisBatchInfo": {**INFO, "startSequenceNumber": "498"}}, "starts after it ends"),
+    ({"KinesisBatchInfo": {**INFO, "batchSize": 0}}, "batchSize 0 is not a number of records"),
+    ([INFO], "no KinesisBatchInfo"),
+])
+def test_a_malformed_message_is_unreadable_rather_than_a_crash(document: object, problem: str) -> None:
+    # list and redrive leave such a message in the queue (they catch ValueError), never stop with a traceback
+    with pytest.raises(ValueError, match=problem):
+        failures.parse_message("m", "rh", json.dumps(document))
 
 
 def test_an_s3_record_carries_its_records_as_an_object_or_as_json_text() -> None:
@@ -83,3 +99,21 @@ def test_archive_lines_become_records_text_or_base64() -> None:
 def test_the_local_runner_gets_the_processor_of_the_functions_runtime() -> None:
     python, node = failures.shipped_processor_code("python3.13"), failures.shipped_processor_code("nodejs22.x")
     assert "def handler(" in python and "async function handler(" in node
+
+
+class _Bucket:
+    """An S3 client of one object's body."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def get_object(self, **_: str) -> dict[str, io.BytesIO]:
+        return {"Body": io.BytesIO(self.body)}
+
+
+@pytest.mark.parametrize("body", [b"not gzip", gzip.compress(b'{"sequenceNumber": "5"}\n')[:-6],
+                                  gzip.compress(b"{not json}\n"), gzip.compress(b"\xff\xfe\n")])
+def test_a_corrupt_archive_object_is_an_error_naming_its_key(body: bytes) -> None:
+    # replay stopped with a BadGzipFile/EOFError/JSONDecodeError traceback that named no object
+    with pytest.raises(failures.CorruptArchive, match=r"s3://raw-b/raw/k\.jsonl\.gz is not a gzip of JSON lines"):
+        failures.read_archive_object(_Bucket(body), "raw-b", "raw/k.jsonl.gz")

@@ -108,6 +108,18 @@ def code_changes(deployed: Mapping[str, Any], rendered: Mapping[str, Any]) -> tu
                         != (spec.get("Properties") or {}).get("Code")))
 
 
+def rollout_name(template: Mapping[str, Any]) -> str | None:
+    """The ``processor.rollout`` a template shifts its processor's alias with (None: all-at-once, no alias)."""
+    from iotpipe.config import ROLLOUTS
+
+    names = {deployment_config: name for name, deployment_config in ROLLOUTS.items()}
+    for spec in (template.get("Resources") or {}).values():
+        if spec.get("Type") == "AWS::CodeDeploy::DeploymentGroup":
+            config_name = (spec.get("Properties") or {}).get("DeploymentConfigName")
+            return names.get(config_name, str(config_name)) if isinstance(config_name, str) else "a gradual rollout"
+    return None
+
+
 def _changed_pairs(wanted: Iterable[tuple[str, str]], current: Iterable[tuple[str, str]]) -> list[str]:
     have = dict(current)
     return sorted(key for key, value in wanted if have.get(key) != value)
@@ -132,6 +144,14 @@ def plan_hotswap(client: DeployClient, request: DeployRequest, stack: Stack | No
         raise DeployError(f"stack {name} is in {stack.status}; hotswap needs a settled stack: run "
                           f"`iotpipe deploy --env {request.env}` (or `iotpipe status`) first")
     rendered = parse_template(request.template_body)
+    rollout = rollout_name(rendered)
+    if rollout:
+        # The mapping invokes the alias of a published version: new code in $LATEST would handle no record, and
+        # each code change is a new version (its logical id hashes the code) that CodeDeploy shifts to.
+        raise DeployError(f"env {request.env} sets processor.rollout = {rollout}: its stream invokes an alias of a "
+                          "published version, which a hotswap of the function's code would not reach; run a full "
+                          f"`iotpipe deploy --env {request.env}` (or set processor.rollout = \"all-at-once\" for "
+                          "this env to hotswap)")
     body = client.get_template(stack.stack_id)
     deployed = dict(body) if isinstance(body, Mapping) else parse_template(str(body))
     others = non_code_differences(deployed, rendered)
