@@ -55,6 +55,10 @@ PLATFORM_ACTIONS = {
     "logs:CreateLogStream": "Lambda log delivery into the function's log group",
     "logs:PutLogEvents": "Lambda log delivery into the function's log group",
 }
+# What SNS does with the publisher's permissions when a topic is encrypted: "the publisher must have the
+# kms:GenerateDataKey* and kms:Decrypt permissions for the AWS KMS key" (Amazon SNS developer guide, "Key
+# management", enabling compatibility between event sources and encrypted topics). moto records no such call.
+SNS_KMS_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
 
 
 # ---------------------------------------------------------------- template and IAM evaluation helpers
@@ -190,6 +194,8 @@ def call_resource(service: str, operation: str, params: Mapping[str, Any]) -> li
     if service == "sqs":
         account, name = params["QueueUrl"].rstrip("/").split("/")[-2:]
         return [f"arn:aws:sqs:{REGION}:{account}:{name}"]
+    if service == "sns" and operation == "Publish":
+        return [params["TopicArn"]]
     if service == "iot" and operation == "DescribeEndpoint":
         # No resource type in the Service Authorization Reference: IAM authorizes it against "*".
         return ["*"]
@@ -264,6 +270,11 @@ def deploy(template: dict[str, Any], setup: boto3.session.Session) -> Deployed:
     group = logs.describe_log_groups(logGroupNamePrefix=log_group)["logGroups"][0]
     # CloudFormation's LogGroup Arn attribute is the ARN ending in ":*", as moto's "arn" field is.
     names.update({"DataProcessorLogGroup": log_group, "DataProcessorLogGroup.Arn": group["arn"]})
+    key = setup.client("kms").create_key(Description="pipeline key")["KeyMetadata"]["Arn"]
+    names.update({"PipelineKey": key.split("/")[-1], "PipelineKey.Arn": key})
+    topic = setup.client("sns").create_topic(Name=prop("AlarmTopic", "TopicName"),
+                                             Attributes={"KmsMasterKeyId": key})["TopicArn"]
+    names.update({"AlarmTopic": topic})
     lookup_group = prop("IoTEndpointLookupLogGroup", "LogGroupName")
     logs.create_log_group(logGroupName=lookup_group)
     lookup = logs.describe_log_groups(logGroupNamePrefix=lookup_group)["logGroups"][0]
@@ -354,6 +365,14 @@ def function_environment(deployed: Deployed) -> dict[str, str]:
     return {key: str(value) for key, value in resolve(variables, deployed.names).items()}
 
 
+def sns_key_calls(deployed: Deployed, handler_calls: list[Call]) -> list[Call]:
+    """The key calls SNS makes with the publisher's permissions for each publish to the encrypted alarm topic."""
+    key = deployed.names["PipelineKey.Arn"]
+    return [Call(action, key, "sns") for call in handler_calls
+            if call.action == "sns:Publish" and call.resource == deployed.names["AlarmTopic"]
+            for action in SNS_KMS_ACTIONS]
+
+
 def replay_lambda_platform(deployed: Deployed, lambda_calls: Recorder) -> None:
     """What Lambda does with the role besides polling: deliver logs, send a failed batch to the destination."""
     session = lambda_calls.attach(boto3.session.Session(region_name=REGION))
@@ -399,8 +418,9 @@ def processor_run(world: World) -> Iterator[ProcessorRun]:
         replay_lambda_platform(deployed, platform)
         listing = setup.client("s3").list_objects_v2(Bucket=deployed.names["RawDataBucket"]).get("Contents", [])
         items = setup.client("dynamodb").scan(TableName=deployed.names["SensorDataTable"])["Items"]
-        yield ProcessorRun(deployed, result, handler_calls.calls, platform.calls,
-                           [o["Key"] for o in listing], {i["status"]["S"] for i in items if "status" in i})
+        yield ProcessorRun(deployed, result, handler_calls.calls + sns_key_calls(deployed, handler_calls.calls),
+                           platform.calls, [o["Key"] for o in listing],
+                           {i["status"]["S"] for i in items if "status" in i})
 
 
 # ---------------------------------------------------------------- processor role tests
@@ -412,7 +432,12 @@ def test_processor_run_exercises_every_path(processor_run: ProcessorRun) -> None
     assert any(k.startswith("raw/") for k in keys) and any(k.startswith("quarantine/") for k in keys), keys
     assert processor_run.statuses == {"NORMAL", "ANOMALY"}
     actions = {c.action for c in processor_run.handler_calls}
-    assert actions == {"s3:PutObject", "dynamodb:BatchWriteItem", "dynamodb:BatchGetItem"}
+    # press-1's temperature 95.0 and press-2's pressure 151.0 each start an anomaly episode: one notification
+    # each (and SNS's key calls)
+    assert actions == {"s3:PutObject", "dynamodb:BatchWriteItem", "dynamodb:BatchGetItem", "sns:Publish",
+                       *SNS_KMS_ACTIONS}
+    assert [c.resource for c in processor_run.handler_calls if c.action == "sns:Publish"] == [
+        processor_run.deployed.names["AlarmTopic"]] * 2
 
 
 def test_every_processor_call_is_granted_for_its_resource(processor_run: ProcessorRun) -> None:

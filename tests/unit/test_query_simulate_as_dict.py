@@ -20,6 +20,7 @@ import iotpipe.simulate
 from iotpipe.config import Threshold
 from iotpipe.query import LogLine, MetricSeries, MetricsReport, Reading
 from iotpipe.simulate import BrokerTarget, DeviceCredentials, SimMessage, SimPlan, SimSummary
+from iotpipe.simulate.claim import ClaimSettings, Provisioned
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -69,6 +70,14 @@ CASES: list[tuple[Any, dict[str, Any]]] = [
      {"deviceId": "press-07", "endpoint": "abc-ats.iot.us-east-1.amazonaws.com", "port": 8883,
       "certificate": "certs/press-07.cert.pem", "privateKey": "certs/press-07.private.key", "caFile": None,
       "tls": True, "username": None, "passwordSet": False}),
+    (ClaimSettings(Path("claim"), "iotpipe-prod-fleet", DeviceCredentials(
+        "claim", "127.0.0.1", 1883, Path("claim/claim.cert.pem"), Path("claim/claim.private.key"), None, tls=False)),
+     {"directory": "claim", "template": "iotpipe-prod-fleet", "credentials": {
+         "deviceId": "claim", "endpoint": "127.0.0.1", "port": 1883, "certificate": "claim/claim.cert.pem",
+         "privateKey": "claim/claim.private.key", "caFile": None, "tls": False, "username": None,
+         "passwordSet": False}}),
+    (Provisioned("press-0042", "c0ffee", Path("claim/devices/press-0042")),
+     {"thingName": "press-0042", "certificateId": "c0ffee", "certDir": "claim/devices/press-0042"}),
 ]
 
 

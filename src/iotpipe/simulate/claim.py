@@ -34,6 +34,11 @@ class ClaimSettings:
     template: str
     credentials: DeviceCredentials
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly data (the claim's files by path; no secret)."""
+        return {"directory": str(self.directory), "template": self.template,
+                "credentials": self.credentials.as_dict()}
+
 
 def load_claim(claim_dir: str | Path) -> ClaimSettings:
     """The claim certificate and settings in ``claim_dir`` (written by ``iotpipe fleet claim create``)."""

@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from iotpipe.local.clients import Clients
-from iotpipe.local.esm.context import Invoker, MappingContext, MappingStats
 from iotpipe.local.emulator.clients import raw_kinesis_client
+from iotpipe.local.esm.context import Invoker, MappingContext, MappingStats
 from iotpipe.local.esm.shard import ShardWorker
 from iotpipe.local.esm.spec import MappingSpec
 
