@@ -77,6 +77,15 @@ def spawn(command: Sequence[str], *, env: Mapping[str, str] | None = None, stdou
         stderr=stderr, pass_fds=tuple(pass_fds), start_new_session=new_session, close_fds=True, preexec_fn=hook))
 
 
+def spawn_detached(command: Sequence[str], *, env: Mapping[str, str], stdout: Stream,
+                   pass_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
+    """Start ``command`` in a session of its own that outlives this process (``iotpipe local up --detach``: the
+    one child that must not die with its parent); stdin is /dev/null."""
+    return subprocess.Popen(list(command), env=dict(env), stdin=subprocess.DEVNULL, stdout=stdout,
+                            stderr=subprocess.STDOUT, pass_fds=tuple(pass_fds), start_new_session=True,
+                            close_fds=True)
+
+
 def wait_ready(ready: Callable[[], bool], *, process: subprocess.Popen[Any], deadline: float,
                exited: Callable[[], BaseException], timed_out: Callable[[], BaseException]) -> None:
     """Return once ``ready()`` is true; raise ``exited()`` when ``process`` ends first, ``timed_out()`` when
