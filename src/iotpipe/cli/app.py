@@ -12,6 +12,7 @@ import click
 
 from iotpipe.aws import clean_message, explain_aws_failure, looks_like_html
 from iotpipe.cli import build, cost, deploy, detect, devices, doctor, failures, local, observe, readings, sql, telemetry
+from iotpipe.cli import console as console_command
 from iotpipe.cli.common import CliContext
 from iotpipe.errors import ConfigError, IotpipeError, ParameterError
 
@@ -172,7 +173,7 @@ COMMANDS: tuple[click.Command, ...] = (
     build.render, build.lint, cost.cost,
     deploy.deploy, deploy.diff, deploy.outputs, deploy.status, deploy.destroy, doctor.doctor,
     devices.device, telemetry.simulate, readings.readings, readings.anomalies, observe.logs, observe.metrics,
-    local.local, sql.sql, detect.detect, failures.failures, failures.replay,
+    local.local, sql.sql, detect.detect, failures.failures, failures.replay, console_command.console,
 )
 for _command in COMMANDS:
     main.add_command(_command)
