@@ -176,3 +176,32 @@ def test_static_assets_ship_in_the_package() -> None:
     folder = Path(static_dir())
     assert {p.name for p in folder.iterdir()} >= {"index.html", "console.js", "console.css", "vendor"}
     assert (folder / "vendor" / "uPlot.iife.min.js").stat().st_size > 10_000
+
+
+def test_the_fleet_snapshot_is_served_at_once_and_refreshed_behind(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from iotpipe.console import data as data_module
+    from iotpipe.query.fleet import DeviceSummary
+
+    calls: list[int] = []
+    release = threading.Event()
+
+    def summary(*_args: Any, **_kwargs: Any) -> list[DeviceSummary]:
+        calls.append(len(calls))
+        if len(calls) > 1:
+            release.wait(10)  # the background read is slow: the page must not wait for it
+        return [DeviceSummary(f"d{len(calls)}", False, "", NOW, 1, 0, "online")]
+
+    monkeypatch.setattr(data_module.fleet_lib, "fleet_summary", summary)
+    data = console_data(tmp_path)
+    assert [d["deviceId"] for d in data.fleet()["devices"]] == ["d1"]
+    assert data.fleet()["devices"][0]["deviceId"] == "d1" and len(calls) == 1  # fresh: no read
+    assert [d["deviceId"] for d in data.fleet(max_age_s=0)["devices"]] == ["d1"]  # old: served, read behind
+    release.set()
+    for _ in range(100):
+        if data.fleet()["devices"][0]["deviceId"] == "d2":
+            break
+        threading.Event().wait(0.05)
+    assert data.fleet()["devices"][0]["deviceId"] == "d2" and len(calls) == 2

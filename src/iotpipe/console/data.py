@@ -35,6 +35,7 @@ RANGES: dict[str, int] = {"15m": 900, "1h": 3600, "6h": 21_600, "24h": 86_400, "
 # The most points one chart line is sent (LTTB keeps the shape; anomalies are sent on their own, all of them).
 MAX_POINTS = 2000
 FLEET_TTL_S = 5.0
+FLEET_STALE_OK_S = 120.0
 SENSOR_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -123,10 +124,24 @@ class ConsoleData:
     # -- fleet -----------------------------------------------------------------------------------------------
 
     def fleet(self, max_age_s: float = FLEET_TTL_S) -> dict[str, Any]:
-        """Every device's row (computed at most once per ``max_age_s``; one computation at a time)."""
+        """Every device's row. A snapshot younger than ``max_age_s`` is returned as it is; one younger than
+        FLEET_STALE_OK_S is returned at once while a background read refreshes it (a page never waits on a
+        thousand devices' reads it has just seen); else the fleet is read now."""
+        snapshot = self._fleet
+        age = time.monotonic() - snapshot[0] if snapshot is not None else None
+        if snapshot is not None and age is not None and age < max_age_s:
+            return snapshot[1]
+        if snapshot is not None and age is not None and age < FLEET_STALE_OK_S:
+            if self._fleet_lock.acquire(blocking=False):
+                threading.Thread(target=self._refresh_fleet, args=(True,), daemon=True).start()
+            return snapshot[1]
         with self._fleet_lock:
-            if self._fleet is not None and time.monotonic() - self._fleet[0] < max_age_s:
-                return self._fleet[1]
+            if self._fleet is not None and self._fleet is not snapshot:
+                return self._fleet[1]  # another request read it meanwhile
+            return self._refresh_fleet(False)
+
+    def _refresh_fleet(self, release: bool) -> dict[str, Any]:
+        try:
             names = self.names()
             now = self.clock()
             rows = fleet_lib.fleet_summary(self.clients.client("iot"), self.clients.client("dynamodb"),
@@ -136,6 +151,9 @@ class ConsoleData:
                       "counts": {state: sum(1 for r in rows if r.state == state) for state in fleet_lib.STATES}}
             self._fleet = (time.monotonic(), result)
             return result
+        finally:
+            if release:
+                self._fleet_lock.release()
 
     # -- a device ----------------------------------------------------------------------------------------------
 

@@ -367,7 +367,7 @@
     });
   }
 
-  async function route() {
+  async function route(event) {
     const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
     state.view = parts[0] || "fleet";
     delete main.dataset.ready;
@@ -378,7 +378,7 @@
     else if (state.view === "health") await showHealth();
     else if (state.view === "sql") await showSql();
     else { state.view = "fleet"; await showFleet(); }
-    main.focus({ preventScroll: true });
+    if (event) main.focus({ preventScroll: true });  // a new view: focus moves to it (not on the first load)
   }
 
   window.addEventListener("hashchange", route);
