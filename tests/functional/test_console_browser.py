@@ -54,6 +54,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         try:
             started = cli("local", "up", "--detach", "--output", "json")
             assert started.returncode == 0, started.stderr
+            assert "see it in a browser: iotpipe console --env local" in started.stderr  # local up says where
             info: dict[str, Any] = json.loads(started.stdout)
             simulated = cli("simulate", "--env", "local", "--devices", "3", "--format", "multi", "--rate", "5",
                             "--duration", "4", "--seed", "1", "--output", "json")
