@@ -99,6 +99,26 @@ def first_line(process: subprocess.Popen[str]) -> str:
     return found[0].strip()
 
 
+def wait_for_fleet(url: str, timeout_s: float = 600) -> None:
+    """Until the console has read the fleet once (it does at start): the page's first render is then its own."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    token = parts.query.removeprefix("token=")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout_s)
+        connection.request("GET", "/api/fleet", headers={"Cookie": f"iotpipe_console={token}"})
+        answer = connection.getresponse()
+        answer.read()
+        connection.close()
+        if answer.status == 200:
+            return
+        time.sleep(1)
+    raise SystemExit("the console did not read the fleet in time")
+
+
 def measure(url: str, runs: int) -> dict[str, list[float]]:
     """Fleet render and day-chart figures over ``runs`` fresh browser contexts."""
     from playwright.sync_api import sync_playwright
@@ -163,7 +183,9 @@ def main() -> None:
             console = subprocess.Popen([*CLI, "console", "--env", "local", "--no-browser", "--port", "0"], env=env,
                                        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             url = first_line(console)
-            time.sleep(1)
+            began = time.perf_counter()
+            wait_for_fleet(url)
+            read_s = time.perf_counter() - began
             figures = measure(url, args.runs)
         finally:
             if console is not None:
@@ -173,6 +195,7 @@ def main() -> None:
     median = {key: statistics.median(values) for key, values in figures.items()}
     print(f"console on iotpipe local: {args.devices} devices, a day of {args.day_readings} readings ({args.layout}), "
           f"median of {args.runs} runs")
+    print(f"  the console's first read of the fleet     {read_s * 1000:8.0f} ms   (at start, before a page asks)")
     print(f"  fleet first render, navigation to rows   {median['fleet_navigation_ms']:8.0f} ms   (target < 1000)")
     print(f"  fleet request to rows                    {median['fleet_request_ms']:8.0f} ms")
     print(f"  day chart, request to drawn              {median['chart_ms']:8.0f} ms   (target < 500; "

@@ -91,6 +91,7 @@ class ConsoleData:
         self._names = names  # None: read from the stack's outputs on first use
         self._fleet: tuple[float, dict[str, Any]] | None = None
         self._fleet_lock = threading.Lock()
+        self._fleet_seconds = 0.0  # how long the last read of the fleet took
 
     # -- resources -------------------------------------------------------------------------------------------
 
@@ -129,7 +130,8 @@ class ConsoleData:
         thousand devices' reads it has just seen); else the fleet is read now."""
         snapshot = self._fleet
         age = time.monotonic() - snapshot[0] if snapshot is not None else None
-        if snapshot is not None and age is not None and age < max_age_s:
+        # a fleet that takes long to read (a thousand devices on the emulator) is read again less often
+        if snapshot is not None and age is not None and age < max(max_age_s, 2 * self._fleet_seconds):
             return snapshot[1]
         if snapshot is not None and age is not None and age < FLEET_STALE_OK_S:
             if self._fleet_lock.acquire(blocking=False):
@@ -141,6 +143,7 @@ class ConsoleData:
             return self._refresh_fleet(False)
 
     def _refresh_fleet(self, release: bool) -> dict[str, Any]:
+        started = time.monotonic()
         try:
             names = self.names()
             now = self.clock()
@@ -150,6 +153,7 @@ class ConsoleData:
             result = {"now": now, "devices": [row.as_dict(now) for row in rows],
                       "counts": {state: sum(1 for r in rows if r.state == state) for state in fleet_lib.STATES}}
             self._fleet = (time.monotonic(), result)
+            self._fleet_seconds = time.monotonic() - started
             return result
         finally:
             if release:
