@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
-from iotpipe.cli.common import Target, pipeline_target, progress, running_local
+from iotpipe.cli.common import Target, pipeline_target, progress
 from iotpipe.errors import ConfigError
+from iotpipe.local.state import LocalClientFactory
 
 
 def console_url(host: str, port: int, token: str) -> str:
@@ -63,7 +64,8 @@ def console(port: int, host: str, no_browser: bool, target: Target) -> None:
         progress(f"warning: --host {host} is not a loopback address: other machines can reach the console; the "
                  "token in its URL is all that guards it (send it only over a channel you trust, and mind that "
                  "the page is plain HTTP)")
-    local = target.config.env == "local" or running_local(target.config.env) is not None \
+    # on iotpipe local (or another emulator): SQL on DuckDB, and devices found in the table as well as the things
+    local = isinstance(target.factory, LocalClientFactory) or target.config.env == "local" \
         or target.factory.endpoint_url is not None
     data = ConsoleData(target.config, target.factory, local=local)
     token = new_token()
