@@ -118,6 +118,14 @@ def page(browser: Any, console: dict[str, Any]) -> Iterator[Any]:
     context.close()
 
 
+def ready(page: Any, view: str) -> None:
+    """Wait for ``view`` to be drawn; on a timeout, fail with what the page shows."""
+    try:
+        page.wait_for_selector(f"main[data-ready={view}]")
+    except playwright_api.TimeoutError:
+        pytest.fail(f"the {view} view was not drawn; the page shows: {page.inner_text('body')[:1500]}")
+
+
 def shots(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("IOTPIPE_CONSOLE_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -147,7 +155,7 @@ def test_fleet_rows_with_the_quiet_device_marked_stale_in_words(page: Any, tmp_p
 
 def test_a_device_chart_is_drawn_with_its_points_and_bounds(page: Any, tmp_path: Path) -> None:
     page.goto(page.url.split("#")[0] + "#/device/sim-001/15m")
-    page.wait_for_selector("main[data-ready=device]")
+    ready(page, "device")
     chart = page.locator("figure[data-sensor=temperature] .chart")
     assert chart.get_attribute("data-drawn") == "true"
     assert int(chart.get_attribute("data-points") or 0) == 20  # 5 Hz for 4 s

@@ -40,6 +40,9 @@
   }
   function fmtNum(value) { return value === null || value === undefined ? "–" : Number(value).toLocaleString("en-US", { maximumFractionDigits: 3 }); }
 
+  // A view is marked drawn only while it is still the one shown (a slow answer of the view left must not mark it).
+  function markReady(view) { if (state.view === view) main.dataset.ready = view; }
+
   function problem(message) { return el("p", { class: "problem", role: "alert", text: message }); }
 
   function setView(title, ...content) {
@@ -125,8 +128,8 @@
       state.fleet = await api("/api/fleet");
       renderFleetTable();
       window.consoleTimings.push({ what: "fleet", ms: performance.now() - started, rows: state.fleet.devices.length });
-      main.dataset.ready = "fleet";
-    } catch (err) { main.append(problem(`The fleet could not be read: ${err.message}`)); }
+      markReady("fleet");
+    } catch (err) { if (state.view === "fleet") main.append(problem(`The fleet could not be read: ${err.message}`)); }
   }
 
   // -- a device ---------------------------------------------------------------------------------------------------
@@ -218,7 +221,7 @@
       el("div", { class: "chart", role: "img", "aria-label": `${s.name} chart, loading` }), el("figcaption", { text: `${s.name}: loading…` })));
     charts.replaceChildren(...figures);
     await Promise.all(info.sensors.map((s, i) => loadSeries(deviceId, s.name, range, figures[i])));
-    main.dataset.ready = "device";
+    markReady("device");
   }
 
   // New readings of the device shown: its charts are read again (the fleet event says it sent something).
@@ -279,7 +282,7 @@
     try {
       state.anomalies = (await api("/api/anomalies")).anomalies;
       renderAnomalies();
-      main.dataset.ready = "anomalies";
+      markReady("anomalies");
     } catch (err) { main.append(problem(err.message)); }
   }
 
@@ -310,7 +313,7 @@
         el("li", { text: `${fmtTime(l.timestamp)} ${l.message}` }))) : el("p", { text: "none" })]),
       part("Cost this month (iotpipe cost)", h.cost, (c) => [el("p", { class: "big", text: `$${fmtNum(c.monthlyUsd)}` }),
         el("p", { text: `${c.devices} devices × ${c.sensors} sensors at ${c.rateHz} Hz (observed); $${fmtNum(c.perMillionUsd)} per million readings; ${c.region} prices of ${c.pricesAsOf}` })])));
-    main.dataset.ready = "health";
+    markReady("health");
   }
 
   // -- SQL --------------------------------------------------------------------------------------------------------
@@ -339,7 +342,7 @@
       el("div", { class: "controls" }, el("label", { for: "sql-named", text: "Named query" }), named,
         el("label", { for: "sql-since", text: "Window" }), since),
       el("label", { for: "sql-text", text: "Query" }), box, el("div", {}, run), out);
-    main.dataset.ready = "sql";
+    markReady("sql");
   }
 
   // -- live -------------------------------------------------------------------------------------------------------
@@ -369,16 +372,19 @@
 
   async function route(event) {
     const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
-    state.view = parts[0] || "fleet";
+    const id = (state.routeId = (state.routeId || 0) + 1);
+    state.view = ["device", "anomalies", "health", "sql"].includes(parts[0]) && (parts[0] !== "device" || parts[1])
+      ? parts[0] : "fleet";
     delete main.dataset.ready;
     if (!state.about) state.about = await api("/api/about");
+    if (id !== state.routeId) return;  // another route started meanwhile: it draws its own view
     document.getElementById("env").textContent = `env ${state.about.env}${state.about.local ? " (iotpipe local)" : ""}`;
-    if (state.view === "device" && parts[1]) await showDevice(parts[1], parts[2]);
+    if (state.view === "device") await showDevice(parts[1], parts[2]);
     else if (state.view === "anomalies") await showAnomalies();
     else if (state.view === "health") await showHealth();
     else if (state.view === "sql") await showSql();
-    else { state.view = "fleet"; await showFleet(); }
-    if (event) main.focus({ preventScroll: true });  // a new view: focus moves to it (not on the first load)
+    else await showFleet();
+    if (event && id === state.routeId) main.focus({ preventScroll: true });  // a new view: focus moves to it
   }
 
   window.addEventListener("hashchange", route);
