@@ -206,3 +206,37 @@ def test_the_fleet_snapshot_is_served_at_once_and_refreshed_behind(tmp_path: Pat
             break
         threading.Event().wait(0.05)
     assert data.fleet()["devices"][0]["deviceId"] == "d2" and len(calls) == 2
+
+
+def test_sql_on_athena_shows_the_most_it_can_scan_before_and_what_it_scanned_after(stored: None,
+                                                                                   tmp_path: Path) -> None:
+    del stored
+    from botocore.stub import ANY, Stubber
+
+    athena = boto3.client("athena", region_name="us-east-1")
+    stub = Stubber(athena)  # moto has no Athena engine: AWS's answers, as botocore's Stubber gives them
+    stub.add_response("start_query_execution", {"QueryExecutionId": "q1"},
+                      {"QueryString": ANY, "WorkGroup": "wg", "QueryExecutionContext": {"Database": "db"}})
+    stub.add_response("get_query_execution", {"QueryExecution": {
+        "QueryExecutionId": "q1", "Status": {"State": "SUCCEEDED"}, "Statistics": {"DataScannedInBytes": 20_000_000}}},
+        {"QueryExecutionId": "q1"})
+    stub.add_response("get_query_results", {"ResultSet": {
+        "Rows": [{"Data": [{"VarCharValue": "one"}]}, {"Data": [{"VarCharValue": "1"}]}],
+        "ResultSetMetadata": {"ColumnInfo": [{"Name": "one", "Type": "integer"}]}}}, {"QueryExecutionId": "q1"})
+    stub.activate()
+
+    class WithAthena(Clients):
+        def client(self, service: str) -> Any:
+            return athena if service == "athena" else super().client(service)
+
+    names = Names(table=TABLE, index=INDEX, bucket=BUCKET, log_group="", queue_url="", function_name="",
+                  environment="dev", workgroup="wg", database="db")
+    data = ConsoleData(load_config(None, "dev", {}), WithAthena(), local=False, cache_dir=tmp_path,
+                       clock=lambda: NOW, names=names)
+    archived = sum(o["Size"] for o in boto3.client("s3", region_name="us-east-1").list_objects_v2(
+        Bucket=BUCKET, Prefix="raw/")["Contents"])
+    result = data.run_sql("SELECT 1 AS one", since="24h")
+    assert (result["engine"], result["columns"], result["rows"]) == ("athena", ["one"], [[1]])
+    # before: the window's archive objects (the one of three days ago is outside the 24 h window)
+    assert 0 < result["estimate"]["bytes"] < archived
+    assert result["bytesScanned"] == 20_000_000 and result["costUsd"] == pytest.approx(20e6 / 1e12 * 5)
