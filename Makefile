@@ -3,7 +3,7 @@
 PYTHON ?= python3
 NODE_DIR := handler/node
 
-.PHONY: install lock test-latest test lint pytest node-test docs docs-config render bench bench-worst bench-broker bench-local bench-sql bench-cost bench-detect bench-fleet bench-hotswap golden clean
+.PHONY: install lock test-latest test lint pytest node-test docs docs-config render bench bench-worst bench-broker bench-local bench-sql bench-cost bench-detect bench-fleet bench-hotswap bench-console console-screenshots golden clean
 
 # constraints.txt pins every Python package of the dev and CI environment (make lock rewrites it) and
 # handler/node/package-lock.json every npm package (npm ci), so an install is the same every day;
@@ -16,6 +16,9 @@ install:
 	@command -v mosquitto >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; \
 	  else echo "mosquitto is missing: sudo apt-get install mosquitto (needed by the MQTT tests)" >&2; exit 1; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium is missing: sudo apt-get install chromium (needed by the console's browser tests)" >&2; exit 1; fi; }
 
 test: lint docs pytest node-test
 
@@ -114,6 +117,15 @@ bench-hotswap:
 # a smoke run: make bench-fleet BENCH_FLEET_ARGS="--devices 50"
 bench-fleet:
 	$(PYTHON) bench/bench_fleet.py $(BENCH_FLEET_ARGS)
+
+# the console: fleet first render (1,000 devices) and a day at 1 Hz drawn, in chromium on iotpipe local;
+# a smoke run: make bench-console BENCH_CONSOLE_ARGS="--devices 50 --day-readings 3600"
+bench-console:
+	$(PYTHON) bench/bench_console.py $(BENCH_CONSOLE_ARGS)
+
+# the screenshots docs/console.md shows, taken by the console's browser tests
+console-screenshots:
+	IOTPIPE_CONSOLE_SCREENSHOTS=docs/img $(PYTHON) -m pytest -q tests/functional/test_console_browser.py
 
 clean:
 	rm -rf build dist site .pytest_cache .ruff_cache .mypy_cache src/*.egg-info

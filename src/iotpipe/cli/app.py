@@ -26,6 +26,7 @@ from iotpipe.cli import (
     sql,
     telemetry,
 )
+from iotpipe.cli import console as console_command
 from iotpipe.cli.common import CliContext
 from iotpipe.errors import ConfigError, IotpipeError, ParameterError
 
@@ -187,6 +188,7 @@ COMMANDS: tuple[click.Command, ...] = (
     deploy.deploy, deploy.diff, deploy.outputs, deploy.status, deploy.destroy, doctor.doctor,
     devices.device, telemetry.simulate, readings.readings, readings.anomalies, observe.logs, observe.metrics,
     local.local, sql.sql, detect.detect, failures.failures, failures.replay, fleet.fleet_group,
+    console_command.console,
 )
 for _command in COMMANDS:
     main.add_command(_command)

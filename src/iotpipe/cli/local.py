@@ -63,14 +63,21 @@ def up(env: str, config_path: str | None, aws_port: int, mqtt_port: int, broker:
                            lock_fd=int(inherited) if inherited.isdigit() else None)
     if detach:
         _show_state(control.start_detached(options), output)
+        progress(console_hint(env))
         return
     _run_foreground(options, output)
+
+
+def console_hint(env: str) -> str:
+    """Where to see the env in a browser (the console picks its own token, so its full URL is its own to print)."""
+    return f"see it in a browser: iotpipe console --env {env} (it prints http://127.0.0.1:8765/?token=...)"
 
 
 def _run_foreground(options: LocalOptions, output: str) -> None:
     def on_ready(state: local_state.LocalState) -> None:
         _show_state(state, output)
         sys.stdout.flush()
+        progress(console_hint(options.env))
 
     control.run_foreground(options, progress, on_ready)
 

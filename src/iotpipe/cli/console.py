@@ -1,0 +1,100 @@
+"""``iotpipe console``: the plant at a glance in a browser, for ``iotpipe local`` and a deployed stack."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import webbrowser
+from typing import Any
+
+import click
+
+from iotpipe.cli.common import Target, pipeline_target, progress
+from iotpipe.errors import ConfigError
+from iotpipe.local.state import LocalClientFactory
+
+
+def console_url(host: str, port: int, token: str) -> str:
+    """The page's address with its token (an IPv6 host in brackets)."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/?token={token}"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: a free one); ConfigError naming the fix when it is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port, or --port 0 "
+                          "for a free one") from None
+    sock.listen(128)
+    return sock
+
+
+@click.command("console")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port on --host (0: a free port).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback lets other machines reach the console (the token "
+                   "still guards it): it warns.")
+@click.option("--no-browser", is_flag=True, help="Do not open a browser; the URL is the first line on stdout.")
+@pipeline_target
+def console(port: int, host: str, no_browser: bool, target: Target) -> None:
+    """Open the console: fleet, devices' charts, anomalies, pipeline health and SQL, live, in a browser.
+
+    Reads ENV through iotpipe's own library with your credentials (or the running iotpipe local's), which never
+    reach the page. Read-only. The URL carries a random token (as Jupyter's does): without it the page answers 401.
+    Runs until Ctrl-C.
+
+    \b
+    Examples:
+      iotpipe console --env local
+      iotpipe console --env prod --no-browser --port 0
+    """
+    import uvicorn
+
+    from iotpipe.console.app import Settings, create_app, is_loopback, new_token
+    from iotpipe.console.data import ConsoleData
+
+    if not is_loopback(host):
+        progress(f"warning: --host {host} is not a loopback address: other machines can reach the console; the "
+                 "token in its URL is all that guards it (send it only over a channel you trust, and mind that "
+                 "the page is plain HTTP)")
+    # on iotpipe local (or another emulator): SQL on DuckDB, and devices found in the table as well as the things
+    local = isinstance(target.factory, LocalClientFactory) or target.config.env == "local" \
+        or target.factory.endpoint_url is not None
+    data = ConsoleData(target.config, target.factory, local=local)
+    token = new_token()
+    sock = bind(host, port)
+    actual = sock.getsockname()[1]
+    settings = Settings(token=token, bind_host=host, port=actual)
+    url = console_url(host, actual, token)
+    click.echo(url)
+    import sys
+
+    sys.stdout.flush()
+    # the fleet is read once before the first page asks for it: its first render is then the page's own time
+    threading.Thread(target=_warm, args=(data,), daemon=True).start()
+    if not no_browser:
+        webbrowser.open(url)
+    progress(f"iotpipe console for env {target.config.env} at {url.split('?')[0]} (Ctrl-C stops it)")
+    server = uvicorn.Server(uvicorn.Config(create_app(data, settings), log_level="warning", access_log=False,
+                                           lifespan="off", timeout_graceful_shutdown=2))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn stops gracefully, then raises Ctrl-C again
+        pass
+    finally:
+        sock.close()
+    progress("iotpipe console stopped")
+
+
+def _warm(data: Any) -> None:
+    try:
+        data.fleet()
+    except Exception as exc:  # the page shows the same problem when it asks
+        progress(f"note: the fleet could not be read yet: {exc}")

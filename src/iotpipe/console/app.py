@@ -1,0 +1,244 @@
+"""The console's web app (Starlette): the page, its static assets, a JSON API per view and server-sent events.
+
+Safe by default: every request needs the run's random token, as ``?token=`` once (the answer sets an HttpOnly,
+SameSite=Strict cookie and redirects to the same page without it) or the cookie after that; a Host header that is
+not the loopback address the server is bound to is refused (DNS rebinding); the only POST (a SQL SELECT) needs a
+JSON body from the same origin; every answer carries a strict Content-Security-Policy (scripts and styles from the
+app's own files only, no inline script, nothing from elsewhere). Nothing the app serves holds a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from iotpipe.console.data import ConsoleData
+from iotpipe.errors import IotpipeError, ParameterError
+
+COOKIE = "iotpipe_console"
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "font-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# Server-sent events: how often the server looks for news, and how long one stream lasts (the browser's
+# EventSource reconnects by itself).
+POLL_S = 2.0
+STREAM_S = 600.0
+
+
+def new_token() -> str:
+    """A random token for the console's URL (256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback name or address."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the app checks each request against."""
+
+    token: str
+    bind_host: str = "127.0.0.1"
+    port: int = 0
+    poll_s: float = POLL_S
+    stream_s: float = STREAM_S
+    extra_hosts: tuple[str, ...] = field(default=())
+
+    def host_allowed(self, header: str) -> bool:
+        """Bound to loopback: the Host header must name a loopback host (a DNS-rebinding page cannot); bound
+        elsewhere the token alone guards it."""
+        if not is_loopback(self.bind_host):
+            return True
+        name = header.rsplit(":", 1)[0] if not header.endswith("]") else header
+        return is_loopback(name.strip("[]")) or name in self.extra_hosts
+
+
+def static_dir() -> str:
+    """The folder of the page's files inside the package."""
+    return str(resources.files("iotpipe.console") / "static")
+
+
+class Guard(BaseHTTPMiddleware):
+    """Host check, token or cookie, security headers on every answer."""
+
+    def __init__(self, app: Any, settings: Settings) -> None:
+        super().__init__(app)
+        self.settings = settings
+
+    async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await self._check(request, call_next)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    async def _check(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if not self.settings.host_allowed(request.headers.get("host", "")):
+            return PlainTextResponse("refused: this console answers on its loopback address only", status_code=403)
+        given = request.query_params.get("token")
+        if given is not None:
+            if not hmac.compare_digest(given.encode(), self.settings.token.encode()):
+                return PlainTextResponse("wrong token: open the URL `iotpipe console` printed", status_code=403)
+            if request.method == "GET" and not request.url.path.startswith("/api/"):
+                # the token leaves the address bar (and the history); the cookie carries it from now on
+                rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+                query = "&".join(f"{k}={v}" for k, v in rest)
+                target = request.url.path + (f"?{query}" if query else "")
+                response: Response = RedirectResponse(target, status_code=303)
+                response.set_cookie(COOKIE, self.settings.token, httponly=True, samesite="strict", path="/")
+                return response
+        elif not hmac.compare_digest(request.cookies.get(COOKIE, "").encode(), self.settings.token.encode()):
+            return PlainTextResponse("the console needs its token: open the URL `iotpipe console` printed "
+                                     "(it ends with ?token=...)", status_code=401)
+        if request.method not in ("GET", "HEAD") and not _same_origin_json(request):
+            return PlainTextResponse("refused: only the console's own page may send this", status_code=403)
+        return await call_next(request)
+
+
+def _same_origin_json(request: Request) -> bool:
+    """A JSON POST from the console's own page (a form of another site cannot send JSON without a preflight the
+    console never grants, and a browser marks its origin)."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        return False
+    site = request.headers.get("sec-fetch-site")
+    return site in (None, "same-origin")
+
+
+def _error(exc: Exception) -> JSONResponse:
+    # a bad argument (a parameter, a device id, a range) is the page's; anything else is the pipeline's
+    status = 400 if isinstance(exc, ParameterError) or getattr(exc, "exit_code", 1) == 2 else 502
+    return JSONResponse({"error": str(exc)}, status_code=status)
+
+
+def create_app(data: ConsoleData, settings: Settings) -> Starlette:
+    """The console app over ``data``."""
+
+    async def call(read: Callable[[], Any]) -> Response:
+        try:
+            return JSONResponse(await run_in_threadpool(read))
+        except IotpipeError as exc:
+            return _error(exc)
+
+    async def index(_request: Request) -> Response:
+        return FileResponse(f"{static_dir()}/index.html", media_type="text/html; charset=utf-8")
+
+    async def about(_request: Request) -> Response:
+        return await call(data.about)
+
+    async def fleet(_request: Request) -> Response:
+        return await call(data.fleet)
+
+    async def device(request: Request) -> Response:
+        return await call(lambda: data.device(request.path_params["device_id"],
+                                              request.query_params.get("range", "1h")))
+
+    async def series(request: Request) -> Response:
+        return await call(lambda: data.series(request.path_params["device_id"], request.path_params["sensor"],
+                                              request.query_params.get("range", "1h")))
+
+    async def anomalies(request: Request) -> Response:
+        q = request.query_params
+        return await call(lambda: data.anomalies(device_id=q.get("device") or None, sensor=q.get("sensor") or None,
+                                                 rule=q.get("rule") or None))
+
+    async def health(_request: Request) -> Response:
+        return await call(data.health)
+
+    async def sql_queries(_request: Request) -> Response:
+        return await call(data.sql_queries)
+
+    async def sql_run(request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            return JSONResponse({"error": 'send {"query": "SELECT ...", "since": "24h"}'}, status_code=400)
+        since = body.get("since")
+        window = since if isinstance(since, str) else "24h"
+        return await call(lambda: data.run_sql(body["query"], window))
+
+    async def events(request: Request) -> Response:
+        return StreamingResponse(_events(request, data, settings), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    routes = [
+        Route("/", index),
+        Route("/api/about", about),
+        Route("/api/fleet", fleet),
+        Route("/api/device/{device_id}", device),
+        Route("/api/device/{device_id}/series/{sensor}", series),
+        Route("/api/anomalies", anomalies),
+        Route("/api/health", health),
+        Route("/api/sql", sql_queries),
+        Route("/api/sql", sql_run, methods=["POST"]),
+        Route("/api/events", events),
+        Mount("/static", app=StaticFiles(directory=static_dir()), name="static"),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(Guard, settings=settings)])
+
+
+def sse(event: str, payload: Any) -> str:
+    """One server-sent event."""
+    return f"event: {event}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+async def _events(request: Request, data: ConsoleData, settings: Settings) -> AsyncIterator[str]:
+    """News while the page is open: each new anomaly and the fleet when it changed (a device's new readings
+    show as its new last-seen time). Polls every ``poll_s`` for at most ``stream_s``."""
+    since = data.clock()
+    seen: set[tuple[str, int, str]] = set()
+    last_fleet: Any = None
+    yield "retry: 2000\n\n"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.stream_s
+    while loop.time() < deadline and not await request.is_disconnected():
+        try:
+            found = await run_in_threadpool(lambda: data.anomalies(since_ms=since - 60_000, limit=500))
+            for anomaly in reversed(found["anomalies"]):
+                key = (anomaly["deviceId"], anomaly["timestamp"], anomaly["sensorType"])
+                if key not in seen:
+                    seen.add(key)
+                    yield sse("anomaly", anomaly)
+            fleet = await run_in_threadpool(data.fleet)
+            if fleet["devices"] != last_fleet:
+                last_fleet = fleet["devices"]
+                yield sse("fleet", fleet)
+        except IotpipeError as exc:
+            yield sse("problem", {"error": str(exc)})
+        await asyncio.sleep(settings.poll_s)

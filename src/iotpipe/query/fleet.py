@@ -1,0 +1,247 @@
+"""The fleet at a glance and a sensor's readings over a time range: the aggregates ``iotpipe console`` shows.
+
+Built from the same reads as ``iotpipe devices list``, ``readings`` and ``anomalies`` (the things and their
+certificates, the table's device partitions, the sparse anomaly index), so the console has no data path of its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from iotpipe.aws import aws_call
+from iotpipe.errors import ParameterError
+from iotpipe.query.dynamodb import MAX_PACK_WINDOW_MS, Reading, _identified_readings, query_anomalies
+from iotpipe.query.timespec import sort_key_from
+
+HOUR_MS = 3_600_000
+# A device is "stale" once silent this long (its last values are old), "offline" after OFFLINE_AFTER_S.
+STALE_AFTER_S = 120
+OFFLINE_AFTER_S = 3600
+# Anomalies count as open for this long after they fired (the pipeline has no acknowledgement).
+OPEN_ANOMALY_S = 86_400
+# Readings one range read returns at most (90 days at 1 Hz is 7.8 million: such ranges are the archive's).
+MAX_RANGE_READINGS = 1_000_000
+FLEET_WORKERS = 16
+STATES = ("online", "stale", "offline", "unknown")
+
+
+@dataclass(frozen=True)
+class DeviceSummary:
+    """One device of the fleet view.
+
+    ``state``: ``online`` (a reading within the stale time), ``stale`` (silent longer: its values are old),
+    ``offline`` (silent past the offline time) or ``unknown`` (no reading in the table at all: never sent, or
+    everything it sent has expired; nothing says whether it works).
+    """
+
+    device_id: str
+    registered: bool
+    certificate: str  # active | inactive | revoked | pending_transfer | none (registered, no certificate) | ""
+    last_seen_ms: int | None
+    readings_last_hour: int
+    open_anomalies: int
+    state: str
+
+    def silent_for_s(self, now_ms: int) -> float | None:
+        """Seconds since the last reading (None when there is none)."""
+        return None if self.last_seen_ms is None else max(0.0, (now_ms - self.last_seen_ms) / 1000)
+
+    def as_dict(self, now_ms: int) -> dict[str, Any]:
+        """JSON object of the device's row."""
+        return {"deviceId": self.device_id, "registered": self.registered, "certificate": self.certificate,
+                "lastSeen": self.last_seen_ms, "silentFor": self.silent_for_s(now_ms),
+                "readingsLastHour": self.readings_last_hour, "openAnomalies": self.open_anomalies,
+                "state": self.state}
+
+
+def device_state(last_seen_ms: int | None, now_ms: int, stale_after_s: float = STALE_AFTER_S,
+                 offline_after_s: float = OFFLINE_AFTER_S) -> str:
+    """``online``, ``stale``, ``offline`` or ``unknown`` (no reading known) for a device last seen then."""
+    if last_seen_ms is None:
+        return "unknown"
+    silent = (now_ms - last_seen_ms) / 1000
+    if silent >= offline_after_s:
+        return "offline"
+    return "stale" if silent >= stale_after_s else "online"
+
+
+def certificate_states(iot: Any) -> dict[str, str]:
+    """Every certificate's status by certificate id (``ListCertificates``, one call per 250)."""
+    found: dict[str, str] = {}
+    with aws_call("iot", "list-certificates"):
+        for page in iot.get_paginator("list_certificates").paginate(PaginationConfig={"MaxItems": 100_000}):
+            for cert in page.get("certificates", []):
+                found[cert["certificateId"]] = str(cert.get("status", "")).lower()
+    return found
+
+
+def thing_certificates(iot: Any, thing_names: Sequence[str], workers: int = FLEET_WORKERS) -> dict[str, list[str]]:
+    """Each thing's certificate ids (``ListThingPrincipals``, one call per thing, ``workers`` at once)."""
+
+    def principals(name: str) -> list[str]:
+        with aws_call("iot", "list-thing-principals"):
+            found = iot.list_thing_principals(thingName=name).get("principals", [])
+        return [p.rsplit("/", 1)[-1] for p in found if ":cert/" in p]
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return dict(zip(thing_names, pool.map(principals, thing_names), strict=True))
+
+
+def registered_things(iot: Any, environment: str | None) -> list[str]:
+    """The names of the things registered for ``environment`` (its ``environment`` attribute), sorted."""
+    kwargs: dict[str, str] = {"attributeName": "environment", "attributeValue": environment} if environment else {}
+    names: list[str] = []
+    with aws_call("iot", "list-things"):
+        for page in iot.get_paginator("list_things").paginate(**kwargs, PaginationConfig={"MaxItems": 100_000}):
+            names.extend(thing["thingName"] for thing in page.get("things", []))
+    return sorted(names)
+
+
+def devices_in_table(dynamodb: Any, table: str) -> list[str]:
+    """Every device id with an item in the table (a Scan of the keys: for ``iotpipe local``, whose simulated
+    devices are no things; on AWS a Scan reads the whole table, so the fleet there is the registered things)."""
+    found: set[str] = set()
+    with aws_call("dynamodb", f"scan {table}"):
+        for page in dynamodb.get_paginator("scan").paginate(TableName=table, ProjectionExpression="deviceId"):
+            found.update(item["deviceId"]["S"] for item in page.get("Items", []))
+    return sorted(found)
+
+
+def _is_reading_key(sort_key: str) -> bool:
+    return sort_key[:13].isdigit()
+
+
+def device_activity(dynamodb: Any, table: str, device_id: str, now_ms: int) -> tuple[int | None, int]:
+    """A device's last reading time (None when the table has none) and its readings in the hour before ``now_ms``.
+
+    One Query of the last hour's keys (packed items counted by their entries), and only when that finds nothing a
+    second, newest-first Query that stops at the first reading item."""
+    since = now_ms - HOUR_MS
+    kwargs = {"TableName": table, "KeyConditionExpression": "deviceId = :d AND sk BETWEEN :from AND :to",
+              "ExpressionAttributeValues": {":d": {"S": device_id},
+                                            ":from": {"S": sort_key_from(max(0, since - MAX_PACK_WINDOW_MS + 1))},
+                                            ":to": {"S": sort_key_from(now_ms + 86_400_000)}},
+              "ProjectionExpression": "sk, #t, readings", "ExpressionAttributeNames": {"#t": "timestamp"}}
+    count, last = 0, None
+    with aws_call("dynamodb", f"query {table}"):
+        for page in dynamodb.get_paginator("query").paginate(**kwargs):
+            for item in page.get("Items", []):
+                times = _item_times(item)
+                count += sum(1 for t in times if since <= t)
+                if times:
+                    last = max(last or 0, max(times))
+        if last is not None:
+            return last, count
+        older = {"TableName": table, "KeyConditionExpression": "deviceId = :d AND sk < :to",
+                 "ExpressionAttributeValues": {":d": {"S": device_id}, ":to": {"S": sort_key_from(since)}},
+                 "ScanIndexForward": False, "ProjectionExpression": "sk, #t, readings",
+                 "ExpressionAttributeNames": {"#t": "timestamp"}}
+        for page in dynamodb.get_paginator("query").paginate(**older, PaginationConfig={"PageSize": 50}):
+            for item in page.get("Items", []):
+                times = _item_times(item)
+                if times:
+                    return max(times), 0
+    return None, 0
+
+
+def _item_times(item: Mapping[str, Any]) -> list[int]:
+    """The reading times of an item as projected (sort key, timestamp, packed readings); [] for other items."""
+    sort_key = str(item.get("sk", {}).get("S", ""))
+    if not _is_reading_key(sort_key):
+        return []
+    packed = item.get("readings", {}).get("S")
+    if packed is not None and sort_key.split("#")[2:3] == ["packed"]:
+        start = int(sort_key[:13])
+        return [start + int(entry.partition(":")[0]) for entry in packed.split(",") if entry]
+    stamp = item.get("timestamp", {}).get("N")
+    return [int(float(stamp))] if stamp is not None else [int(sort_key[:13])]
+
+
+def open_anomaly_counts(dynamodb: Any, table: str, index: str, now_ms: int,
+                        open_s: float = OPEN_ANOMALY_S) -> Counter[str]:
+    """Anomalies per device in the open window before ``now_ms`` (one read of the sparse index per day)."""
+    found = query_anomalies(dynamodb, table, index, since_ms=now_ms - int(open_s * 1000), until_ms=now_ms,
+                            limit=100_000)
+    return Counter(reading.device_id for reading in found)
+
+
+def fleet_summary(iot: Any, dynamodb: Any, *, table: str, index: str, environment: str | None, now_ms: int,
+                  discover: bool = False, stale_after_s: float = STALE_AFTER_S,
+                  offline_after_s: float = OFFLINE_AFTER_S, workers: int = FLEET_WORKERS) -> list[DeviceSummary]:
+    """Every device: the env's registered things and (``discover``) every device with items in the table, each
+    with its last reading, readings in the last hour, open anomalies, certificate state and online/stale/offline/
+    unknown, sorted by device id. The per-device reads run ``workers`` at once."""
+    if not 0 < stale_after_s <= offline_after_s:
+        raise ParameterError("stale_after_s", stale_after_s, f"must be above 0 and at most the offline time "
+                             f"({offline_after_s:g} s)")
+    things = registered_things(iot, environment)
+    certs_of = thing_certificates(iot, things, workers) if things else {}
+    statuses = certificate_states(iot) if things else {}
+    ids = sorted(set(things) | set(devices_in_table(dynamodb, table) if discover else ()))
+    anomalies = open_anomaly_counts(dynamodb, table, index, now_ms)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        activity = list(pool.map(lambda d: device_activity(dynamodb, table, d, now_ms), ids))
+    rows = []
+    for device_id, (last, count) in zip(ids, activity, strict=True):
+        registered = device_id in certs_of
+        rows.append(DeviceSummary(
+            device_id=device_id, registered=registered,
+            certificate=_certificate(certs_of.get(device_id, []), statuses) if registered else "",
+            last_seen_ms=last, readings_last_hour=count, open_anomalies=anomalies.get(device_id, 0),
+            state=device_state(last, now_ms, stale_after_s, offline_after_s)))
+    return rows
+
+
+def _certificate(cert_ids: Iterable[str], statuses: Mapping[str, str]) -> str:
+    """One word for a thing's certificates: active if any is, else the first one's status, else none."""
+    found = [statuses.get(cert, "unknown") for cert in cert_ids]
+    if not found:
+        return "none"
+    return "active" if "active" in found else found[0]
+
+
+@dataclass(frozen=True)
+class SensorRange:
+    """One sensor's readings over a range, oldest first, and whether the read stopped at its bound."""
+
+    readings: tuple[Reading, ...]
+    truncated: bool
+
+
+def query_range(dynamodb: Any, table: str, device_id: str, *, since_ms: int, until_ms: int,
+                sensor: str | None = None, max_readings: int = MAX_RANGE_READINGS) -> SensorRange:
+    """A device's readings (of ``sensor``) from ``since_ms`` to ``until_ms`` inclusive, oldest first, both storage
+    layouts (a packed item can start up to the longest pack window before ``since_ms``), each reading once, at
+    most ``max_readings`` (``truncated`` then says so)."""
+    if until_ms < since_ms:
+        raise ParameterError("until_ms", until_ms, "is before since_ms; give a range that starts first")
+    if not 1 <= max_readings <= MAX_RANGE_READINGS:
+        raise ParameterError("max_readings", max_readings, f"is out of range; use 1 to {MAX_RANGE_READINGS}")
+    values: dict[str, Any] = {":d": {"S": device_id},
+                              ":from": {"S": sort_key_from(max(0, since_ms - MAX_PACK_WINDOW_MS + 1))},
+                              ":to": {"S": sort_key_from(until_ms + 1)}}
+    kwargs: dict[str, Any] = {"TableName": table, "ExpressionAttributeValues": values,
+                              "KeyConditionExpression": "deviceId = :d AND sk BETWEEN :from AND :to"}
+    if sensor:
+        kwargs["FilterExpression"] = "sensorType = :s"
+        values[":s"] = {"S": sensor}
+    found: dict[tuple[Any, ...], Reading] = {}
+    truncated = False
+    with aws_call("dynamodb", f"query {table}"):
+        for page in dynamodb.get_paginator("query").paginate(**kwargs):
+            for item in page.get("Items", []):
+                if not _is_reading_key(str(item.get("sk", {}).get("S", ""))):
+                    continue
+                for reading, identity in _identified_readings(item):
+                    if since_ms <= reading.timestamp <= until_ms and not math.isnan(reading.value):
+                        found.setdefault(identity, reading)
+            if len(found) >= max_readings:
+                truncated = True
+                break
+    ordered = sorted(found.values(), key=lambda r: (r.timestamp, r.sensor_type))[:max_readings]
+    return SensorRange(tuple(ordered), truncated)

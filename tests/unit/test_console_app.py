@@ -1,0 +1,242 @@
+"""The console's web app over items the real processor wrote into moto: each view's JSON, downsampling, the SQL
+archive for ranges past the table's retention, server-sent events, and the guards (token, cookie, Host, CSP,
+same-origin JSON, no credentials in any answer)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from starlette.testclient import TestClient
+from test_query import BUCKET, DAY2, INDEX, TABLE, create_table, run_processor, single
+
+from iotpipe.config import load_config
+from iotpipe.console.app import COOKIE, Settings, create_app, is_loopback, static_dir
+from iotpipe.console.data import ConsoleData, Names
+
+NOW = DAY2 + 60_000
+TOKEN = "t0ken-for-the-tests"
+BASE = "http://127.0.0.1:8765"
+SECRET = "testing"  # the fake secret access key of tests/conftest.py: no answer may carry it
+POINTS = 100  # the most points a line is sent here (the console's is 2,000)
+
+
+class Clients:
+    def client(self, service: str) -> Any:
+        return boto3.client(service, region_name="us-east-1")
+
+
+def console_data(tmp_path: Path, **overrides: Any) -> ConsoleData:
+    names = Names(table=TABLE, index=INDEX, bucket=BUCKET, log_group="/aws/lambda/p", queue_url="",
+                  function_name="p", environment="dev", workgroup="", database="")
+    return ConsoleData(load_config(None, "dev", overrides), Clients(), local=True, cache_dir=tmp_path / "cache",
+                       clock=lambda: NOW, names=names, max_points=POINTS)
+
+
+@pytest.fixture
+def stored(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
+    with mock_aws():
+        create_table(boto3.client("dynamodb", region_name="us-east-1"))
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        run_processor([single("press-1", "temperature", 20.0 + (i % 7), NOW - 3_000_000 + i * 10_000)
+                       for i in range(300)] + [single("press-1", "temperature", 95.0, NOW - 1000),
+                                                single("press-2", "pressure", 100.0, NOW - 600_000)],
+                      monkeypatch, capsys)
+        # a batch of its own: an archive object is filed under the hour its batch arrived
+        run_processor([single("press-3", "temperature", 42.0, NOW - 3 * 86_400_000)], monkeypatch, capsys,
+                      first=10_000)
+        yield
+
+
+@pytest.fixture
+def client(stored: None, tmp_path: Path) -> Iterator[TestClient]:
+    del stored
+    app = create_app(console_data(tmp_path), Settings(token=TOKEN, poll_s=0.01, stream_s=0.05))
+    with TestClient(app, base_url=BASE, follow_redirects=False) as test_client:
+        test_client.cookies.set(COOKIE, TOKEN)
+        yield test_client
+
+
+def test_the_page_needs_the_token_then_a_cookie_carries_it(tmp_path: Path) -> None:
+    app = create_app(console_data(tmp_path), Settings(token=TOKEN))
+    with TestClient(app, base_url=BASE, follow_redirects=False) as anonymous:
+        assert anonymous.get("/").status_code == 401
+        assert anonymous.get("/api/fleet").status_code == 401
+        assert anonymous.get("/static/console.js").status_code == 401
+        assert anonymous.get("/?token=guess").status_code == 403
+        opened = anonymous.get(f"/?token={TOKEN}")
+        assert opened.status_code == 303 and opened.headers["location"] == "/"  # the token leaves the URL
+        cookie = opened.headers["set-cookie"]
+        assert f"{COOKIE}={TOKEN}" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        page = anonymous.get("/")
+        assert page.status_code == 200 and "iotpipe console" in page.text
+
+
+def test_every_answer_has_a_strict_csp_and_the_page_has_no_inline_script(client: TestClient) -> None:
+    page = client.get("/")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp and page.headers["x-content-type-options"] == "nosniff"
+    assert all("src=" in tag for tag in re.findall(r"<script[^>]*>", page.text))
+    assert "http" not in "".join(re.findall(r'(?:src|href)="([^"]*)"', page.text))  # nothing from elsewhere
+    assert client.get("/api/fleet").headers["content-security-policy"] == csp
+
+
+def test_a_foreign_host_header_is_refused(client: TestClient) -> None:
+    # a DNS-rebinding page reaches 127.0.0.1 under its own name: the Host header gives it away
+    assert client.get("/api/fleet", headers={"host": "evil.example:8765"}).status_code == 403
+    assert client.get("/api/fleet", headers={"host": "localhost:8765"}).status_code == 200
+    assert Settings(token=TOKEN, bind_host="0.0.0.0").host_allowed("evil.example")
+    assert is_loopback("::1") and is_loopback("127.0.0.2") and not is_loopback("10.0.0.1")
+
+
+def test_writes_only_as_same_origin_json(client: TestClient) -> None:
+    assert client.post("/api/sql", content="query=SELECT 1").status_code == 403
+    assert client.post("/api/sql", json={"query": "SELECT 1"}, headers={"sec-fetch-site": "cross-site"}).status_code \
+        == 403
+    assert client.put("/api/fleet", json={}).status_code in (403, 405)
+    assert client.delete("/api/fleet").status_code in (403, 405)
+
+
+def test_fleet_view(client: TestClient) -> None:
+    fleet = client.get("/api/fleet").json()
+    rows = {row["deviceId"]: row for row in fleet["devices"]}
+    assert (rows["press-1"]["state"], rows["press-1"]["openAnomalies"]) == ("online", 1)
+    assert rows["press-1"]["readingsLastHour"] == 301
+    assert (rows["press-2"]["state"], rows["press-2"]["silentFor"]) == ("stale", 600.0)
+    assert rows["press-3"]["state"] == "offline"
+    assert fleet["counts"] == {"online": 1, "stale": 1, "offline": 1, "unknown": 0}
+
+
+def test_a_sensor_series_is_downsampled_with_every_anomaly_and_its_bounds(client: TestClient) -> None:
+    series = client.get("/api/device/press-1/series/temperature?range=1h").json()
+    assert series["points"] == 301 and series["shown"] == len(series["times"]) == POINTS
+    assert (series["min"], series["max"], series["unit"]) == (10.0, 80.0, "celsius")
+    assert [(a["value"], a["reason"]) for a in series["anomalies"]] == [(95.0, "above max 80")]
+    assert series["sources"] == [{"source": "table", "from": NOW - 3_600_000, "to": NOW}]
+    assert client.get("/api/device/press-1/series/temperature?range=15m").json()["points"] == 91
+    device = client.get("/api/device/press-1?range=24h").json()
+    assert [s["name"] for s in device["sensors"]] == ["pressure", "temperature", "vibration"]
+    assert len(device["anomalies"]) == 1
+
+
+def test_bad_arguments_are_400_with_the_fix(client: TestClient) -> None:
+    answer = client.get("/api/device/press-1/series/temperature?range=2y")
+    assert answer.status_code == 400 and "15m" in answer.json()["error"]
+    assert client.get("/api/device/bad%20id?range=1h").status_code == 400
+    assert client.get("/api/device/press-1/series/temp'erature?range=1h").status_code == 400
+
+
+def test_anomalies_feed_filters(client: TestClient) -> None:
+    assert [a["deviceId"] for a in client.get("/api/anomalies").json()["anomalies"]] == ["press-1"]
+    assert client.get("/api/anomalies?sensor=pressure").json()["anomalies"] == []
+    assert client.get("/api/anomalies?rule=model").json()["anomalies"] == []
+    assert len(client.get("/api/anomalies?rule=bound&device=press-1").json()["anomalies"]) == 1
+
+
+def test_events_stream_anomalies_and_the_fleet(client: TestClient) -> None:
+    with client.stream("GET", "/api/events") as stream:
+        text = "".join(stream.iter_text())
+    assert "event: anomaly" in text and '"deviceId":"press-1"' in text and "event: fleet" in text
+
+
+def test_health_reads_each_part_or_says_why_not(client: TestClient) -> None:
+    health = client.get("/api/health").json()
+    assert health["cost"]["ok"] and health["cost"]["value"]["monthlyUsd"] > 0
+    assert health["cost"]["value"]["devices"] == 3
+    assert not health["deadLetters"]["ok"]  # this test's stack has no queue: the part says so, the page stays
+    assert set(health) == {"now", "metrics", "iteratorAge", "deadLetters", "quarantined", "errors", "cost"}
+
+
+def test_no_answer_carries_a_credential(client: TestClient) -> None:
+    for path in ("/api/about", "/api/fleet", "/api/health", "/api/anomalies", "/api/sql",
+                 "/api/device/press-1/series/temperature?range=1h"):
+        assert SECRET not in client.get(path).text, path
+
+
+def test_ranges_past_the_retention_come_from_the_sql_archive(stored: None, tmp_path: Path) -> None:
+    del stored
+    pytest.importorskip("duckdb")
+    data = console_data(tmp_path, **{"storage.ttl_days": 1})
+    series = data.series("press-3", "temperature", "7d")
+    assert [s["source"] for s in series["sources"]] == ["archive", "table"]
+    assert series["sources"][0]["engine"] == "duckdb"
+    # three days old, past the one-day retention: read from the raw archive (the table part has nothing)
+    assert series["values"] == [42.0] and series["times"][0] <= (NOW - 3 * 86_400_000) / 1000
+    recent = data.series("press-1", "temperature", "7d")
+    assert recent["points"] == 301 and recent["sources"][1]["source"] == "table"
+
+
+def test_static_assets_ship_in_the_package() -> None:
+    folder = Path(static_dir())
+    assert {p.name for p in folder.iterdir()} >= {"index.html", "console.js", "console.css", "vendor"}
+    assert (folder / "vendor" / "uPlot.iife.min.js").stat().st_size > 10_000
+
+
+def test_the_fleet_snapshot_is_served_at_once_and_refreshed_behind(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from iotpipe.console import data as data_module
+    from iotpipe.query.fleet import DeviceSummary
+
+    calls: list[int] = []
+    release = threading.Event()
+
+    def summary(*_args: Any, **_kwargs: Any) -> list[DeviceSummary]:
+        calls.append(len(calls))
+        if len(calls) > 1:
+            release.wait(10)  # the background read is slow: the page must not wait for it
+        return [DeviceSummary(f"d{len(calls)}", False, "", NOW, 1, 0, "online")]
+
+    monkeypatch.setattr(data_module.fleet_lib, "fleet_summary", summary)
+    data = console_data(tmp_path)
+    assert [d["deviceId"] for d in data.fleet()["devices"]] == ["d1"]
+    assert data.fleet()["devices"][0]["deviceId"] == "d1" and len(calls) == 1  # fresh: no read
+    threading.Event().wait(0.05)  # older than twice its (instant) read
+    assert [d["deviceId"] for d in data.fleet(max_age_s=0)["devices"]] == ["d1"]  # old: served, read behind
+    release.set()
+    for _ in range(100):
+        if data.fleet()["devices"][0]["deviceId"] == "d2":
+            break
+        threading.Event().wait(0.05)
+    assert data.fleet()["devices"][0]["deviceId"] == "d2" and len(calls) == 2
+
+
+def test_sql_on_athena_shows_the_most_it_can_scan_before_and_what_it_scanned_after(stored: None,
+                                                                                   tmp_path: Path) -> None:
+    del stored
+    from botocore.stub import ANY, Stubber
+
+    athena = boto3.client("athena", region_name="us-east-1")
+    stub = Stubber(athena)  # moto has no Athena engine: AWS's answers, as botocore's Stubber gives them
+    stub.add_response("start_query_execution", {"QueryExecutionId": "q1"},
+                      {"QueryString": ANY, "WorkGroup": "wg", "QueryExecutionContext": {"Database": "db"}})
+    stub.add_response("get_query_execution", {"QueryExecution": {
+        "QueryExecutionId": "q1", "Status": {"State": "SUCCEEDED"}, "Statistics": {"DataScannedInBytes": 20_000_000}}},
+        {"QueryExecutionId": "q1"})
+    stub.add_response("get_query_results", {"ResultSet": {
+        "Rows": [{"Data": [{"VarCharValue": "one"}]}, {"Data": [{"VarCharValue": "1"}]}],
+        "ResultSetMetadata": {"ColumnInfo": [{"Name": "one", "Type": "integer"}]}}}, {"QueryExecutionId": "q1"})
+    stub.activate()
+
+    class WithAthena(Clients):
+        def client(self, service: str) -> Any:
+            return athena if service == "athena" else super().client(service)
+
+    names = Names(table=TABLE, index=INDEX, bucket=BUCKET, log_group="", queue_url="", function_name="",
+                  environment="dev", workgroup="wg", database="db")
+    data = ConsoleData(load_config(None, "dev", {}), WithAthena(), local=False, cache_dir=tmp_path,
+                       clock=lambda: NOW, names=names)
+    archived = sum(o["Size"] for o in boto3.client("s3", region_name="us-east-1").list_objects_v2(
+        Bucket=BUCKET, Prefix="raw/")["Contents"])
+    result = data.run_sql("SELECT 1 AS one", since="24h")
+    assert (result["engine"], result["columns"], result["rows"]) == ("athena", ["one"], [[1]])
+    # before: the window's archive objects (the one of three days ago is outside the 24 h window)
+    assert 0 < result["estimate"]["bytes"] < archived
+    assert result["bytesScanned"] == 20_000_000 and result["costUsd"] == pytest.approx(20e6 / 1e12 * 5)

@@ -1,0 +1,107 @@
+"""The fleet aggregate and range reads ``iotpipe console`` shows (iotpipe.query.fleet), against items the real
+processor wrote into moto: last seen, readings in the last hour (both storage layouts), open anomalies, certificate
+state, and online / stale / offline / unknown kept apart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from test_query import BUCKET, DAY2, INDEX, TABLE, create_table, run_processor, single
+
+from iotpipe.errors import ParameterError
+from iotpipe.query import fleet
+
+NOW = DAY2 + 60_000
+PACKED = {"STORAGE_LAYOUT": "packed", "PACK_WINDOW_SECONDS": "60"}
+
+
+@pytest.fixture
+def aws() -> Iterator[dict[str, Any]]:
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        create_table(dynamodb)
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        yield {"dynamodb": dynamodb, "iot": boto3.client("iot", region_name="us-east-1")}
+
+
+def register(iot: Any, name: str, env: str = "test", status: str = "ACTIVE") -> None:
+    iot.create_thing(thingName=name, attributePayload={"attributes": {"environment": env}})
+    cert = iot.create_keys_and_certificate(setAsActive=True)
+    iot.attach_thing_principal(thingName=name, principal=cert["certificateArn"])
+    if status != "ACTIVE":
+        iot.update_certificate(certificateId=cert["certificateId"], newStatus=status)
+
+
+def test_fleet_rows_keep_online_stale_offline_and_unknown_apart(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    run_processor([single("press-1", "temperature", 20.0, NOW - 30_000),
+                   single("press-1", "temperature", 95.0, NOW - 20_000),  # an anomaly: above max 80
+                   single("press-1", "pressure", 100.0, NOW - 20_000),
+                   single("press-2", "temperature", 21.0, NOW - 600_000),
+                   single("press-3", "temperature", 22.0, NOW - 7_200_000)], monkeypatch, capsys)
+    register(aws["iot"], "press-1")
+    register(aws["iot"], "press-4")  # registered, never sent anything
+    register(aws["iot"], "press-3", status="REVOKED")
+    register(aws["iot"], "other-env", env="prod")
+
+    rows = fleet.fleet_summary(aws["iot"], aws["dynamodb"], table=TABLE, index=INDEX, environment="test",
+                               now_ms=NOW, discover=True)
+
+    by_id = {row.device_id: row for row in rows}
+    assert list(by_id) == ["press-1", "press-2", "press-3", "press-4"]  # sorted; other env's thing left out
+    assert {d: r.state for d, r in by_id.items()} == {"press-1": "online", "press-2": "stale",
+                                                      "press-3": "offline", "press-4": "unknown"}
+    assert (by_id["press-1"].last_seen_ms, by_id["press-1"].readings_last_hour) == (NOW - 20_000, 3)
+    assert by_id["press-1"].open_anomalies == 1 and by_id["press-2"].open_anomalies == 0
+    assert (by_id["press-3"].last_seen_ms, by_id["press-3"].readings_last_hour) == (NOW - 7_200_000, 0)
+    assert (by_id["press-4"].last_seen_ms, by_id["press-4"].silent_for_s(NOW)) == (None, None)
+    assert {d: (r.registered, r.certificate) for d, r in by_id.items()} == {
+        "press-1": (True, "active"), "press-2": (False, ""), "press-3": (True, "revoked"), "press-4": (True, "active")}
+    assert by_id["press-2"].as_dict(NOW)["silentFor"] == 600.0
+
+
+def test_without_discovery_the_fleet_is_the_registered_things(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    run_processor([single("sim-001", "temperature", 20.0, NOW - 1000)], monkeypatch, capsys)
+    register(aws["iot"], "press-1")
+    rows = fleet.fleet_summary(aws["iot"], aws["dynamodb"], table=TABLE, index=INDEX, environment="test",
+                               now_ms=NOW)
+    assert [row.device_id for row in rows] == ["press-1"]
+
+
+def test_packed_items_count_each_reading(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    run_processor([single("press-5", "temperature", 20.0 + i, NOW - 50_000 + i * 1000) for i in range(40)],
+                  monkeypatch, capsys, env=PACKED)
+    last, count = fleet.device_activity(aws["dynamodb"], TABLE, "press-5", NOW)
+    assert (last, count) == (NOW - 50_000 + 39_000, 40)
+    found = fleet.query_range(aws["dynamodb"], TABLE, "press-5", since_ms=NOW - 45_000, until_ms=NOW - 40_000,
+                              sensor="temperature")
+    assert [r.value for r in found.readings] == [25.0, 26.0, 27.0, 28.0, 29.0, 30.0]
+    assert not found.truncated
+
+
+def test_range_reads_one_sensor_oldest_first_and_says_when_it_stops(aws: dict[str, Any],
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    run_processor([single("press-1", sensor, float(i), NOW - 10_000 + i * 1000)
+                   for i in range(10) for sensor in ("temperature", "pressure")], monkeypatch, capsys)
+    found = fleet.query_range(aws["dynamodb"], TABLE, "press-1", since_ms=NOW - 10_000, until_ms=NOW,
+                              sensor="pressure")
+    assert [(r.sensor_type, r.value) for r in found.readings] == [("pressure", float(i)) for i in range(10)]
+    capped = fleet.query_range(aws["dynamodb"], TABLE, "press-1", since_ms=NOW - 10_000, until_ms=NOW,
+                               max_readings=4)
+    assert capped.truncated and len(capped.readings) == 4
+    with pytest.raises(ParameterError, match="until_ms"):
+        fleet.query_range(aws["dynamodb"], TABLE, "press-1", since_ms=NOW, until_ms=NOW - 1)
+
+
+@pytest.mark.parametrize(("silent_s", "expected"), [(0, "online"), (119, "online"), (120, "stale"),
+                                                     (3599, "stale"), (3600, "offline")])
+def test_device_state_thresholds(silent_s: int, expected: str) -> None:
+    assert fleet.device_state(NOW - silent_s * 1000, NOW) == expected
+    assert fleet.device_state(None, NOW) == "unknown"
