@@ -34,12 +34,17 @@ def local_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: str) 
     subprocess.run([*CLI, "local", "down"], env={**os.environ}, capture_output=True, timeout=30, check=False)
 
 
+def emulator_client(info: dict[str, Any], service: str) -> Any:
+    """A boto3 client of the run ``local up --output json`` described, with its access key (the only one the
+    emulator takes)."""
+    return boto3.client(service, endpoint_url=info["awsEndpoint"], region_name="us-east-1",
+                        aws_access_key_id=info["awsAccessKeyId"], aws_secret_access_key=info["awsSecretAccessKey"])
+
+
 def stored_readings(info: dict[str, Any], table: str) -> int:
-    """Readings in ``table`` of the run ``local up --output json`` described (with its access key, the only one
-    the emulator takes), leaving out the detector's state items."""
-    dynamodb = boto3.client("dynamodb", endpoint_url=info["awsEndpoint"], region_name="us-east-1",
-                            aws_access_key_id=info["awsAccessKeyId"],
-                            aws_secret_access_key=info["awsSecretAccessKey"])
+    """Readings in ``table`` of the run ``local up --output json`` described, leaving out the detector's state
+    items."""
+    dynamodb = emulator_client(info, "dynamodb")
     pages = dynamodb.get_paginator("scan").paginate(TableName=table, Select="COUNT", FilterExpression="sk <> :state",
                                                     ExpressionAttributeValues={":state": {"S": STATE_SORT_KEY}})
     return sum(page["Count"] for page in pages)

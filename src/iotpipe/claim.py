@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -110,7 +109,7 @@ def create_claim(iot: Any, dynamodb: Any, names: FleetNames, *, out_dir: str | P
                     *([(targets[2], ca, 0o644)] if ca and broker is None else []),
                     (targets[3], json.dumps(settings, indent=2, sort_keys=True) + "\n", 0o644)]
         for path, text, mode in contents:
-            _write_exclusive(path, text, mode)
+            devices.write_exclusive(path, text, mode, folder_option="-o DIR")
             written.append(path)
     except BaseException:
         for path in written:
@@ -147,18 +146,6 @@ def amazon_root_ca() -> str | None:
     begin = text.index("-----BEGIN CERTIFICATE-----", start)
     end = text.index("-----END CERTIFICATE-----", begin) + len("-----END CERTIFICATE-----")
     return text[begin:end] + "\n"
-
-
-def _write_exclusive(path: Path, text: str, mode: int) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except FileExistsError:
-        raise ConfigError(f"refusing to overwrite {path}; move it away or use another -o DIR") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}; choose a writable -o DIR") from None
-    os.fchmod(fd, mode)  # the umask must not widen or narrow the key's mode
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
 
 
 def read_serials(path: str | Path) -> tuple[str, ...]:

@@ -486,7 +486,7 @@ def _write_files(device: RegisteredDevice, certificate_pem: str, private_key: st
     written: list[Path] = []
     try:
         for path, text, mode in contents:
-            _write_exclusive(path, text, mode)
+            write_exclusive(path, text, mode)
             written.append(path)
     except BaseException:
         for path in written:
@@ -494,13 +494,15 @@ def _write_files(device: RegisteredDevice, certificate_pem: str, private_key: st
         raise
 
 
-def _write_exclusive(path: Path, text: str, mode: int) -> None:
+def write_exclusive(path: Path, text: str, mode: int, *, folder_option: str = "--out-dir") -> None:
+    """Write ``text`` to a new file ``path`` with ``mode`` exactly (never over an existing file; a partial file is
+    removed). ConfigError naming ``folder_option`` (the command's folder flag) as the way out."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:
-        raise ConfigError(f"refusing to overwrite {path}; move it away or use another --out-dir") from None
+        raise ConfigError(f"refusing to overwrite {path}; move it away or use another {folder_option}") from None
     except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}; choose a writable --out-dir") from None
+        raise ConfigError(f"cannot write {path}: {exc.strerror}; choose a writable {folder_option}") from None
     try:
         os.fchmod(fd, mode)  # the umask must not widen or narrow the key's mode
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

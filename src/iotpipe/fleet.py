@@ -322,9 +322,9 @@ def _start_rotation(iot: Any, thing_name: str, *, out_dir: str | Path, grace: ti
     state = RotationState(thing_name, old, made["certificateId"], made["certificateArn"],
                           now.isoformat(), int(grace.total_seconds()), "created")
     try:
-        devices._write_exclusive(next_cert, made["certificatePem"], 0o600)
+        devices.write_exclusive(next_cert, made["certificatePem"], 0o600)
         if private_key is not None:
-            devices._write_exclusive(next_key, private_key, 0o600)
+            devices.write_exclusive(next_key, private_key, 0o600)
         _save_state(state_path, state)
     except BaseException:
         for path in (next_cert, next_key):
@@ -390,7 +390,7 @@ def _write_replacing(path: Path, text: str, mode: int) -> None:
     """Write ``path`` atomically (a temporary file renamed over it), with ``mode``."""
     temporary = path.with_name(path.name + ".tmp")
     temporary.unlink(missing_ok=True)
-    devices._write_exclusive(temporary, text, mode)
+    devices.write_exclusive(temporary, text, mode)
     os.replace(temporary, path)
 
 

@@ -12,10 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from local_run import cli, local_workdir, stored_readings
+from local_run import cli, emulator_client, local_workdir, stored_readings
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs mosquitto (make install)")
 
@@ -51,8 +50,7 @@ def test_an_allowed_serial_provisions_and_sends_and_another_is_refused(workdir: 
     key = workdir / "claim" / "devices" / "SN-0001" / "SN-0001.private.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
 
-    iot = boto3.client("iot", endpoint_url=info["awsEndpoint"], region_name="us-east-1",
-                       aws_access_key_id=info["awsAccessKeyId"], aws_secret_access_key=info["awsSecretAccessKey"])
+    iot = emulator_client(info, "iot")
     thing = iot.describe_thing(thingName="SN-0001")
     assert thing["attributes"] == {"serial": "SN-0001", "provisionedBy": "claim", "environment": "local",
                                    "managedBy": "iotpipe"}

@@ -12,10 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from local_run import cli, local_workdir, stored_readings
+from local_run import cli, emulator_client, local_workdir, stored_readings
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs mosquitto (make install)")
 
@@ -31,13 +30,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield from local_workdir(tmp_path, monkeypatch, CONFIG)
 
 
-def client(info: dict[str, Any], service: str) -> Any:
-    return boto3.client(service, endpoint_url=info["awsEndpoint"], region_name="us-east-1",
-                        aws_access_key_id=info["awsAccessKeyId"], aws_secret_access_key=info["awsSecretAccessKey"])
-
-
 def items(info: dict[str, Any], table: str) -> dict[tuple[str, str], dict[str, Any]]:
-    pages = client(info, "dynamodb").get_paginator("scan").paginate(TableName=table)
+    pages = emulator_client(info, "dynamodb").get_paginator("scan").paginate(TableName=table)
     return {(i["deviceId"]["S"], i["sk"]["S"]): i for page in pages for i in page["Items"]
             if not i["sk"]["S"].startswith("#")}
 
@@ -61,7 +55,7 @@ def test_a_lowered_threshold_replayed_on_local_changes_exactly_the_temperature_i
     temperature = {key for key, item in before.items() if item["sensorType"]["S"] == "temperature"}
     assert temperature and all(item["status"]["S"] == "NORMAL" for item in before.values())
 
-    lam = client(info, "lambda")
+    lam = emulator_client(info, "lambda")
     variables = lam.get_function_configuration(FunctionName=function)["Environment"]["Variables"]
     thresholds = json.loads(variables["THRESHOLDS"])
     thresholds["temperature"] = {**thresholds["temperature"], "min": -50, "max": -40}  # every reading is above

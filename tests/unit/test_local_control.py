@@ -19,7 +19,8 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_status_and_stop_of_a_folder_where_nothing_runs(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.usefixtures("folder")
+def test_status_and_stop_of_a_folder_where_nothing_runs(capsys: pytest.CaptureFixture[str]) -> None:
     notes: list[str] = []
     found = control.status(notes.append)
     assert (found.state, found.failed, found.running) == (None, (), False)
