@@ -46,3 +46,10 @@ def test_the_import_rules_hold() -> None:
     result = subprocess.run([command, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300,
                             check=False)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_test_modules_have_names_of_their_own() -> None:
+    # pytest imports test files by their base name (rootdir conftest, no packages): two test_x.py in different
+    # folders stop the whole run at collection.
+    names = [path.name for path in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({name for name in names if names.count(name) > 1}) == []
