@@ -105,3 +105,28 @@ def test_range_reads_one_sensor_oldest_first_and_says_when_it_stops(aws: dict[st
 def test_device_state_thresholds(silent_s: int, expected: str) -> None:
     assert fleet.device_state(NOW - silent_s * 1000, NOW) == expected
     assert fleet.device_state(None, NOW) == "unknown"
+
+
+@pytest.mark.parametrize("env", [{}, PACKED], ids=["item-per-reading", "packed"])
+def test_a_series_is_the_range_read_as_columns(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str], env: dict[str, str]) -> None:
+    sent = [single("press-6", "temperature", 20.0 + i % 7, NOW - 100_000 + i * 1000) for i in range(90)]
+    sent += [single("press-6", "temperature", 95.0, NOW - 30_500),  # an anomaly (above max 80)
+             single("press-6", "pressure", 100.0, NOW - 30_000), sent[10], sent[10]]  # another sensor, a repeat
+    run_processor(sent, monkeypatch, capsys, env=env)
+    for since, until, cap in ((NOW - 200_000, NOW, 1_000_000), (NOW - 75_000, NOW - 20_000, 1_000_000),
+                              (NOW - 200_000, NOW, 5)):
+        ranged = fleet.query_range(aws["dynamodb"], TABLE, "press-6", since_ms=since, until_ms=until,
+                                   sensor="temperature", max_readings=cap)
+        series = fleet.query_series(aws["dynamodb"], TABLE, "press-6", sensor="temperature", since_ms=since,
+                                    until_ms=until, max_readings=cap)
+        assert series.times == tuple(r.timestamp for r in ranged.readings)
+        assert series.values == tuple(r.value for r in ranged.readings)
+        assert series.anomalies == tuple(r for r in ranged.readings if r.anomaly)
+        assert series.truncated == ranged.truncated
+    assert [r.value for r in series.anomalies] == [] and len(series.times) == 5
+    whole = fleet.query_series(aws["dynamodb"], TABLE, "press-6", sensor="temperature", since_ms=NOW - 200_000,
+                               until_ms=NOW)
+    assert [r.value for r in whole.anomalies] == [95.0] and len(whole.times) == 91  # the repeat read once
+    with pytest.raises(ParameterError, match="until_ms"):
+        fleet.query_series(aws["dynamodb"], TABLE, "press-6", sensor="temperature", since_ms=NOW, until_ms=NOW - 1)

@@ -195,14 +195,12 @@ class ConsoleData:
             values += archived[1]
             sources.append({"source": "archive", "from": since, "to": retained_from, "engine": archived[2]})
         table_from = max(since, retained_from)
-        found = fleet_lib.query_range(self.clients.client("dynamodb"), names.table, device_id, since_ms=table_from,
-                                      until_ms=until, sensor=sensor)
+        found = fleet_lib.query_series(self.clients.client("dynamodb"), names.table, device_id, sensor=sensor,
+                                       since_ms=table_from, until_ms=until)
         truncated = found.truncated
-        for reading in found.readings:
-            times.append(reading.timestamp / 1000)
-            values.append(reading.value)
-            if reading.anomaly:
-                anomalies.append(reading_dict(reading))
+        times += [when / 1000 for when in found.times]
+        values += found.values
+        anomalies += [reading_dict(reading) for reading in found.anomalies]
         sources.append({"source": "table", "from": table_from, "to": until})
         total = len(times)
         shown_t, shown_v = lttb(times, values, max_points) if total > max_points else (times, values)

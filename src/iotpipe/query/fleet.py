@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from iotpipe.aws import aws_call
@@ -245,3 +246,83 @@ def query_range(dynamodb: Any, table: str, device_id: str, *, since_ms: int, unt
                 break
     ordered = sorted(found.values(), key=lambda r: (r.timestamp, r.sensor_type))[:max_readings]
     return SensorRange(tuple(ordered), truncated)
+
+
+@dataclass(frozen=True)
+class SensorSeries:
+    """One sensor's line over a range as columns (epoch ms, values), oldest first, the anomalous readings among
+    them in full, and whether the read stopped at its bound: what a chart needs, without a Reading per point."""
+
+    times: tuple[int, ...]
+    values: tuple[float, ...]
+    anomalies: tuple[Reading, ...]
+    truncated: bool
+
+
+def query_series(dynamodb: Any, table: str, device_id: str, *, sensor: str, since_ms: int, until_ms: int,
+                 max_readings: int = MAX_RANGE_READINGS) -> SensorSeries:
+    """``sensor``'s readings of a device from ``since_ms`` to ``until_ms`` inclusive: the same reads, readings and
+    deduplication as :func:`query_range`, as columns. A packed item's entries are parsed straight into the columns
+    (a day at 1 Hz is 86,400 of them); an item of its own is made a full Reading only when it is an anomaly."""
+    if until_ms < since_ms:
+        raise ParameterError("until_ms", until_ms, "is before since_ms; give a range that starts first")
+    if not 1 <= max_readings <= MAX_RANGE_READINGS:
+        raise ParameterError("max_readings", max_readings, f"is out of range; use 1 to {MAX_RANGE_READINGS}")
+    kwargs: dict[str, Any] = {
+        "TableName": table, "KeyConditionExpression": "deviceId = :d AND sk BETWEEN :from AND :to",
+        "FilterExpression": "sensorType = :s",
+        "ExpressionAttributeValues": {":d": {"S": device_id}, ":s": {"S": sensor},
+                                      ":from": {"S": sort_key_from(max(0, since_ms - MAX_PACK_WINDOW_MS + 1))},
+                                      ":to": {"S": sort_key_from(until_ms + 1)}}}
+    found: dict[tuple[Any, ...], tuple[int, float]] = {}
+    anomalies: dict[tuple[Any, ...], Reading] = {}
+    truncated = False
+    with aws_call("dynamodb", f"query {table}"):
+        for page in dynamodb.get_paginator("query").paginate(**kwargs):
+            for item in page.get("Items", []):
+                _series_points(item, sensor, since_ms, until_ms, found, anomalies)
+            if len(found) >= max_readings:
+                truncated = True
+                break
+    points = sorted(found.values(), key=lambda point: point[0])[:max_readings]
+    last = points[-1][0] if points else None
+    kept = sorted((r for r in anomalies.values() if last is not None and r.timestamp <= last),
+                  key=lambda reading: reading.timestamp)
+    return SensorSeries(tuple(t for t, _ in points), tuple(v for _, v in points), tuple(kept), truncated)
+
+
+def _series_points(item: Mapping[str, Any], sensor: str, since_ms: int, until_ms: int,
+                   found: dict[tuple[Any, ...], tuple[int, float]], anomalies: dict[tuple[Any, ...], Reading]) -> None:
+    """An item's readings in the range, into ``found`` by their identity (docs/contract.md, section 6, as
+    ``_identified_readings`` tells them apart) and, when anomalous, into ``anomalies``."""
+    sort_key = str(item.get("sk", {}).get("S", ""))
+    if not _is_reading_key(sort_key):
+        return
+    packed = item.get("readings", {}).get("S")
+    anomalous = bool(item.get("anomalyDetected", {}).get("BOOL", False))
+    if packed is None and not anomalous and "N" in item.get("value", {}) and "N" in item.get("timestamp", {}):
+        # a plain reading of its own, as to_reading reads it, without a Reading
+        when, value = int(Decimal(item["timestamp"]["N"])), float(Decimal(item["value"]["N"]))
+        origin = sort_key.split("#", 3)[3:]
+        identity = (item.get("sensorType", {}).get("S", ""), when, value, origin[0] if origin else 0)
+        if since_ms <= when <= until_ms and value == value:  # not NaN
+            found.setdefault(identity, (when, value))
+        return
+    if packed is None or sort_key.split("#")[2:3] != ["packed"] or anomalous:
+        for reading, identity in _identified_readings(item):  # an item of its own (or a rare anomalous pack)
+            if since_ms <= reading.timestamp <= until_ms and not math.isnan(reading.value) and identity not in found:
+                found[identity] = (reading.timestamp, reading.value)
+                if reading.anomaly:
+                    anomalies[identity] = reading
+        return
+    start = int(sort_key[:13])
+    entries = [entry.partition(":") for entry in packed.split(",")]
+    keys = [(start + int(offset), float(text)) for offset, _, text in entries]
+    ranks = [0] * len(keys)
+    if len(set(keys)) != len(keys):  # equal entries: each its rank among them
+        seen: dict[tuple[int, float], int] = {}
+        for index, key in enumerate(keys):
+            ranks[index] = seen[key] = seen.get(key, -1) + 1
+    # a point is its identity's time and value, so a repeat of an identity stores the same point again
+    found.update({(sensor, when, value, rank): (when, value) for (when, value), rank in zip(keys, ranks, strict=True)
+                  if since_ms <= when <= until_ms and value == value})  # value == value: not NaN
