@@ -130,3 +130,18 @@ def test_a_series_is_the_range_read_as_columns(aws: dict[str, Any], monkeypatch:
     assert [r.value for r in whole.anomalies] == [95.0] and len(whole.times) == 91  # the repeat read once
     with pytest.raises(ParameterError, match="until_ms"):
         fleet.query_series(aws["dynamodb"], TABLE, "press-6", sensor="temperature", since_ms=NOW, until_ms=NOW - 1)
+
+
+@pytest.mark.parametrize("env", [{}, PACKED], ids=["item-per-reading", "packed"])
+def test_one_scan_finds_what_each_devices_queries_find(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       env: dict[str, str]) -> None:
+    run_processor([single("press-1", "temperature", 20.0 + i, NOW - 90_000 + i * 7000) for i in range(12)]
+                  + [single("press-2", "temperature", 21.0, NOW - 5_400_000 + i * 1000) for i in range(3)]
+                  + [single("press-3", "pressure", 99.0, NOW - 3_590_000), single("press-3", "pressure", 98.0,
+                                                                               NOW - 3_700_000)]
+                  + [single("press-4", "temperature", 200.0, NOW + 3_600_000)], monkeypatch, capsys, env=env)
+    scanned = fleet.table_activity(aws["dynamodb"], TABLE, NOW)
+    assert sorted(scanned) == ["press-1", "press-2", "press-3", "press-4"]
+    assert scanned == {device: fleet.device_activity(aws["dynamodb"], TABLE, device, NOW) for device in scanned}
+    assert scanned["press-1"] == (NOW - 90_000 + 11 * 7000, 12) and scanned["press-2"] == (NOW - 5_398_000, 0)

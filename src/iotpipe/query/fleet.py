@@ -103,14 +103,31 @@ def registered_things(iot: Any, environment: str | None) -> list[str]:
     return sorted(names)
 
 
-def devices_in_table(dynamodb: Any, table: str) -> list[str]:
-    """Every device id with an item in the table (a Scan of the keys: for ``iotpipe local``, whose simulated
-    devices are no things; on AWS a Scan reads the whole table, so the fleet there is the registered things)."""
-    found: set[str] = set()
+def table_activity(dynamodb: Any, table: str, now_ms: int) -> dict[str, tuple[int | None, int]]:
+    """Every device with an item in the table, each with :func:`device_activity`'s answer, from one Scan of the
+    keys, times and packed readings: for ``iotpipe local``, whose simulated devices are no things (on AWS a Scan
+    reads the whole table: the fleet there is the registered things, read device by device). The same items
+    decide as in :func:`device_activity`: the last hour's keys (to a day ahead), else the newest older item."""
+    since = now_ms - HOUR_MS
+    low, high, older = sort_key_from(max(0, since - MAX_PACK_WINDOW_MS + 1)), sort_key_from(now_ms + 86_400_000), \
+        sort_key_from(since)
+    recent: dict[str, tuple[int | None, int]] = {}
+    newest_older: dict[str, tuple[str, int]] = {}
+    kwargs = {"TableName": table, "ProjectionExpression": "deviceId, sk, #t, readings",
+              "ExpressionAttributeNames": {"#t": "timestamp"}}
     with aws_call("dynamodb", f"scan {table}"):
-        for page in dynamodb.get_paginator("scan").paginate(TableName=table, ProjectionExpression="deviceId"):
-            found.update(item["deviceId"]["S"] for item in page.get("Items", []))
-    return sorted(found)
+        for page in dynamodb.get_paginator("scan").paginate(**kwargs):
+            for item in page.get("Items", []):
+                device, sort_key = item["deviceId"]["S"], str(item.get("sk", {}).get("S", ""))
+                last, count = recent.setdefault(device, (None, 0))
+                times = _item_times(item)
+                if times and low <= sort_key <= high:
+                    count += sum(1 for t in times if since <= t)
+                    recent[device] = (max(last or 0, max(times)), count)
+                elif times and sort_key < older and sort_key > newest_older.get(device, ("", 0))[0]:
+                    newest_older[device] = (sort_key, max(times))
+    return {device: found if found[0] is not None else (
+        (newest_older[device][1], 0) if device in newest_older else (None, 0)) for device, found in recent.items()}
 
 
 def _is_reading_key(sort_key: str) -> bool:
@@ -183,10 +200,14 @@ def fleet_summary(iot: Any, dynamodb: Any, *, table: str, index: str, environmen
     things = registered_things(iot, environment)
     certs_of = thing_certificates(iot, things, workers) if things else {}
     statuses = certificate_states(iot) if things else {}
-    ids = sorted(set(things) | set(devices_in_table(dynamodb, table) if discover else ()))
+    scanned = table_activity(dynamodb, table, now_ms) if discover else {}
+    ids = sorted(set(things) | set(scanned))
     anomalies = open_anomaly_counts(dynamodb, table, index, now_ms)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        activity = list(pool.map(lambda d: device_activity(dynamodb, table, d, now_ms), ids))
+    if discover:  # the Scan saw every item: a thing it did not see has none
+        activity = [scanned.get(device_id, (None, 0)) for device_id in ids]
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            activity = list(pool.map(lambda d: device_activity(dynamodb, table, d, now_ms), ids))
     rows = []
     for device_id, (last, count) in zip(ids, activity, strict=True):
         registered = device_id in certs_of
