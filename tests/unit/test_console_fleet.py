@@ -128,6 +128,10 @@ def test_a_series_is_the_range_read_as_columns(aws: dict[str, Any], monkeypatch:
     whole = fleet.query_series(aws["dynamodb"], TABLE, "press-6", sensor="temperature", since_ms=NOW - 200_000,
                                until_ms=NOW)
     assert [r.value for r in whole.anomalies] == [95.0] and len(whole.times) == 91  # the repeat read once
+    every = fleet.query_device_series(aws["dynamodb"], TABLE, "press-6", since_ms=NOW - 200_000, until_ms=NOW)
+    assert every == {sensor: fleet.query_series(aws["dynamodb"], TABLE, "press-6", sensor=sensor,
+                                                since_ms=NOW - 200_000, until_ms=NOW)
+                     for sensor in ("temperature", "pressure")}
     with pytest.raises(ParameterError, match="until_ms"):
         fleet.query_series(aws["dynamodb"], TABLE, "press-6", sensor="temperature", since_ms=NOW, until_ms=NOW - 1)
 

@@ -285,34 +285,58 @@ def query_series(dynamodb: Any, table: str, device_id: str, *, sensor: str, sinc
     """``sensor``'s readings of a device from ``since_ms`` to ``until_ms`` inclusive: the same reads, readings and
     deduplication as :func:`query_range`, as columns. A packed item's entries are parsed straight into the columns
     (a day at 1 Hz is 86,400 of them); an item of its own is made a full Reading only when it is an anomaly."""
+    found = _read_series(dynamodb, table, device_id, sensor, since_ms, until_ms, max_readings)
+    return found.get(sensor, SensorSeries((), (), (), False))
+
+
+def query_device_series(dynamodb: Any, table: str, device_id: str, *, since_ms: int, until_ms: int,
+                        max_readings: int = MAX_RANGE_READINGS) -> dict[str, SensorSeries]:
+    """Every sensor's :func:`query_series` of a device in one read of its partition (the sensor type follows the
+    time in the sort key, so one sensor's Query reads every sensor's items anyway): at most ``max_readings`` in
+    all (each sensor's ``truncated`` then says so)."""
+    return _read_series(dynamodb, table, device_id, None, since_ms, until_ms, max_readings)
+
+
+def _read_series(dynamodb: Any, table: str, device_id: str, sensor: str | None, since_ms: int, until_ms: int,
+                 max_readings: int) -> dict[str, SensorSeries]:
     if until_ms < since_ms:
         raise ParameterError("until_ms", until_ms, "is before since_ms; give a range that starts first")
     if not 1 <= max_readings <= MAX_RANGE_READINGS:
         raise ParameterError("max_readings", max_readings, f"is out of range; use 1 to {MAX_RANGE_READINGS}")
-    kwargs: dict[str, Any] = {
-        "TableName": table, "KeyConditionExpression": "deviceId = :d AND sk BETWEEN :from AND :to",
-        "FilterExpression": "sensorType = :s",
-        "ExpressionAttributeValues": {":d": {"S": device_id}, ":s": {"S": sensor},
-                                      ":from": {"S": sort_key_from(max(0, since_ms - MAX_PACK_WINDOW_MS + 1))},
-                                      ":to": {"S": sort_key_from(until_ms + 1)}}}
+    values: dict[str, Any] = {":d": {"S": device_id},
+                              ":from": {"S": sort_key_from(max(0, since_ms - MAX_PACK_WINDOW_MS + 1))},
+                              ":to": {"S": sort_key_from(until_ms + 1)}}
+    kwargs: dict[str, Any] = {"TableName": table, "ExpressionAttributeValues": values,
+                              "KeyConditionExpression": "deviceId = :d AND sk BETWEEN :from AND :to"}
+    if sensor is not None:
+        kwargs["FilterExpression"] = "sensorType = :s"
+        values[":s"] = {"S": sensor}
     found: dict[tuple[Any, ...], tuple[int, float]] = {}
     anomalies: dict[tuple[Any, ...], Reading] = {}
     truncated = False
     with aws_call("dynamodb", f"query {table}"):
         for page in dynamodb.get_paginator("query").paginate(**kwargs):
             for item in page.get("Items", []):
-                _series_points(item, sensor, since_ms, until_ms, found, anomalies)
+                _series_points(item, since_ms, until_ms, found, anomalies)
             if len(found) >= max_readings:
                 truncated = True
                 break
-    points = sorted(found.values(), key=lambda point: point[0])[:max_readings]
-    last = points[-1][0] if points else None
-    kept = sorted((r for r in anomalies.values() if last is not None and r.timestamp <= last),
-                  key=lambda reading: reading.timestamp)
-    return SensorSeries(tuple(t for t, _ in points), tuple(v for _, v in points), tuple(kept), truncated)
+    # each reading in the order query_range gives (time, then sensor type), at most max_readings in all
+    kept = sorted(found.items(), key=lambda pair: (pair[1][0], pair[0][0]))[:max_readings]
+    columns: dict[str, tuple[list[int], list[float]]] = {}
+    for identity, (when, value) in kept:
+        times, series_values = columns.setdefault(identity[0], ([], []))
+        times.append(when)
+        series_values.append(value)
+    last = kept[-1][1][0] if kept else None
+    marked = sorted((r for r in anomalies.values() if last is not None and r.timestamp <= last),
+                    key=lambda reading: reading.timestamp)
+    return {name: SensorSeries(tuple(times), tuple(series_values),
+                               tuple(r for r in marked if r.sensor_type == name), truncated)
+            for name, (times, series_values) in columns.items()}
 
 
-def _series_points(item: Mapping[str, Any], sensor: str, since_ms: int, until_ms: int,
+def _series_points(item: Mapping[str, Any], since_ms: int, until_ms: int,
                    found: dict[tuple[Any, ...], tuple[int, float]], anomalies: dict[tuple[Any, ...], Reading]) -> None:
     """An item's readings in the range, into ``found`` by their identity (docs/contract.md, section 6, as
     ``_identified_readings`` tells them apart) and, when anomalous, into ``anomalies``."""
@@ -336,7 +360,7 @@ def _series_points(item: Mapping[str, Any], sensor: str, since_ms: int, until_ms
                 if reading.anomaly:
                     anomalies[identity] = reading
         return
-    start = int(sort_key[:13])
+    start, sensor = int(sort_key[:13]), str(item.get("sensorType", {}).get("S", ""))
     entries = [entry.partition(":") for entry in packed.split(",")]
     keys = [(start + int(offset), float(text)) for offset, _, text in entries]
     ranks = [0] * len(keys)
