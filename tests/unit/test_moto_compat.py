@@ -178,6 +178,9 @@ def dynamodb_requests(dynamodb: Any, record: Callable[..., None]) -> None:
     record(dynamodb.query, TableName="readings", KeyConditionExpression="deviceId = :d",
            ExpressionAttributeValues={":d": {"N": "1"}})  # a key of the wrong type: moto's error
     record(dynamodb.scan, TableName="readings", Select="COUNT")
+    record(dynamodb.scan, TableName="readings", ProjectionExpression="deviceId, sk, v", Limit=7)  # then binary
+    record(dynamodb.scan, TableName="readings", FilterExpression="v > :v", ExpressionAttributeValues={
+        ":v": {"N": "5"}}, ExclusiveStartKey={"deviceId": {"S": "d1"}, "sk": {"S": "0004"}})
 
 
 def kinesis_requests(kinesis: Any, record: Callable[..., None]) -> None:
@@ -269,5 +272,5 @@ def test_speed_patches_answer_as_plain_moto_does(emulator_url: str, names: tuple
         patched = answers(emulator_url)
     finally:
         applied.undo()
-    assert len(plain) == 48 and any("Error" in answer for answer in plain)
+    assert len(plain) == 50 and any("Error" in answer for answer in plain)
     assert patched == plain

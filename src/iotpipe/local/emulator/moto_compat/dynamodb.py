@@ -159,24 +159,26 @@ def _batch_write_answer(patches: Recorder) -> None:
     patches.setattr(DynamoHandler, "batch_write_item", batch_write_item)
 
 
-def _query_answer(patches: Recorder) -> None:
-    """moto writes each Query answer through its generic model-driven serializer, attribute by attribute: about a
-    second for a page of a day's packed readings (1 MB), five times what finding the items costs. Without binary
-    attributes the answer is plain JSON (Count, ScannedCount, Items, LastEvaluatedKey, ConsumedCapacity): write it
-    as such; an answer holding bytes (binary attributes, which the serializer base64-encodes) goes the slow way."""
+def _read_answers(patches: Recorder) -> None:
+    """moto writes each Query and Scan answer through its generic model-driven serializer, attribute by attribute:
+    about a second for a page of a day's packed readings (1 MB), five times what finding the items costs. Without
+    binary attributes the answer is plain JSON (Count, ScannedCount, Items, LastEvaluatedKey, ConsumedCapacity):
+    write it as such; an answer holding bytes (binary attributes, which the serializer base64-encodes) goes the
+    slow way."""
     from moto.dynamodb.responses import DynamoHandler
 
-    original = DynamoHandler.query
+    def as_json(original: Any) -> Any:
+        def answer(self: Any) -> Any:
+            result = original(self)
+            try:
+                text = json.dumps(result.result)
+            except TypeError:  # bytes of a binary attribute
+                return result
+            return text, {"Content-Type": "application/x-amz-json-1.0"}
+        return answer
 
-    def query(self: Any) -> Any:
-        result = original(self)
-        try:
-            text = json.dumps(result.result)
-        except TypeError:  # bytes of a binary attribute
-            return result
-        return text, {"Content-Type": "application/x-amz-json-1.0"}
-
-    patches.setattr(DynamoHandler, "query", query)
+    patches.setattr(DynamoHandler, "query", as_json(DynamoHandler.query))
+    patches.setattr(DynamoHandler, "scan", as_json(DynamoHandler.scan))
 
 
 def _partition_query(patches: Recorder) -> None:
@@ -233,7 +235,7 @@ PATCHES: tuple[Patch, ...] = (
     Patch("dynamodb.partition_query", "speed",
           "a table Query lists only the asked partition's items, not the whole table's",
           _partition_query),
-    Patch("dynamodb.query_answer", "speed",
-          "Query answer written as JSON directly (the serializer's way when it holds binary attributes)",
-          _query_answer),
+    Patch("dynamodb.read_answers", "speed",
+          "Query and Scan answers written as JSON directly (the serializer's way when they hold binary attributes)",
+          _read_answers),
 )
