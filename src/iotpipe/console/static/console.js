@@ -30,6 +30,9 @@
     return body;
   }
 
+  const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+  function esc(value) { return String(value).replace(/[&<>"']/g, (c) => ESCAPES[c]); }
+
   function fmtTime(ms) { return ms === null || ms === undefined ? "never" : new Date(ms).toISOString().replace("T", " ").slice(0, 19) + " UTC"; }
   function fmtAgo(seconds) {
     if (seconds === null || seconds === undefined) return "no reading";
@@ -38,7 +41,8 @@
     if (seconds < 86400) return `${(seconds / 3600).toFixed(1)} h`;
     return `${(seconds / 86400).toFixed(1)} d`;
   }
-  function fmtNum(value) { return value === null || value === undefined ? "–" : Number(value).toLocaleString("en-US", { maximumFractionDigits: 3 }); }
+  const NUMBER = new Intl.NumberFormat("en-US", { maximumFractionDigits: 3 });  // made once: a row has two numbers
+  function fmtNum(value) { return value === null || value === undefined ? "–" : NUMBER.format(Number(value)); }
 
   // A view is marked drawn only while it is still the one shown (a slow answer of the view left must not mark it).
   function markReady(view) { if (state.view === view) main.dataset.ready = view; }
@@ -81,18 +85,14 @@
     const body = document.getElementById("fleet-body");
     if (!body) return;
     const rows = fleetRows();
-    const fragment = document.createDocumentFragment();
-    for (const d of rows) {
-      fragment.append(el("tr", { class: `state-${d.state}`, "data-device": d.deviceId },
-        el("th", { scope: "row" }, el("a", { href: `#/device/${encodeURIComponent(d.deviceId)}`, text: d.deviceId })),
-        el("td", { class: "state", "data-state": d.state, text: STATE_LABEL[d.state] || d.state }),
-        el("td", { text: fmtTime(d.lastSeen) }),
-        el("td", { text: fmtAgo(d.silentFor) }),
-        el("td", { class: "num", text: fmtNum(d.readingsLastHour) }),
-        el("td", { class: "num", text: fmtNum(d.openAnomalies) }),
-        el("td", { text: d.registered ? d.certificate : "not registered" })));
-    }
-    body.replaceChildren(fragment);
+    // one DOM write: the rows' markup parsed at once is several times faster than a thousand rows of nodes built
+    // one by one (every value escaped; the page's CSP allows no script in it anyway)
+    body.innerHTML = rows.map((d) => `<tr class="state-${esc(d.state)}" data-device="${esc(d.deviceId)}">` +
+      `<th scope="row"><a href="#/device/${esc(encodeURIComponent(d.deviceId))}">${esc(d.deviceId)}</a></th>` +
+      `<td class="state" data-state="${esc(d.state)}">${esc(STATE_LABEL[d.state] || d.state)}</td>` +
+      `<td>${esc(fmtTime(d.lastSeen))}</td><td>${esc(fmtAgo(d.silentFor))}</td>` +
+      `<td class="num">${esc(fmtNum(d.readingsLastHour))}</td><td class="num">${esc(fmtNum(d.openAnomalies))}</td>` +
+      `<td>${esc(d.registered ? d.certificate : "not registered")}</td></tr>`).join("");
     const counts = (state.fleet && state.fleet.counts) || {};
     document.getElementById("fleet-count").textContent =
       `${rows.length} of ${(state.fleet && state.fleet.devices.length) || 0} devices shown · ` +
@@ -103,8 +103,8 @@
     }
   }
 
-  async function showFleet() {
-    const started = performance.now();
+  async function showFleet(asked) {
+    const started = asked ? asked.started : performance.now();  // from the request, wherever it was sent
     const filter = el("input", { id: "fleet-filter", type: "search", value: state.filter, placeholder: "press-07",
       oninput: (e) => { state.filter = e.target.value; renderFleetTable(); } });
     const select = el("select", { id: "fleet-state", onchange: (e) => { state.stateFilter = e.target.value; renderFleetTable(); } },
@@ -125,7 +125,7 @@
       el("table", { id: "fleet", class: "data" }, el("caption", { text: "Every device, live" }), el("thead", {}, head),
         el("tbody", { id: "fleet-body" })));
     try {
-      state.fleet = await api("/api/fleet");
+      state.fleet = await (asked ? asked.answer : api("/api/fleet"));
       renderFleetTable();
       window.consoleTimings.push({ what: "fleet", ms: performance.now() - started, rows: state.fleet.devices.length });
       markReady("fleet");
@@ -376,6 +376,9 @@
     state.view = ["device", "anomalies", "health", "sql"].includes(parts[0]) && (parts[0] !== "device" || parts[1])
       ? parts[0] : "fleet";
     delete main.dataset.ready;
+    // the fleet (the snapshot the console holds) is asked for alongside the page's first question, not after it
+    const fleetAsked = state.view === "fleet" ? { started: performance.now(), answer: api("/api/fleet") } : null;
+    if (fleetAsked) fleetAsked.answer.catch(() => {});  // its error is shown by showFleet
     if (!state.about) state.about = await api("/api/about");
     if (id !== state.routeId) return;  // another route started meanwhile: it draws its own view
     document.getElementById("env").textContent = `env ${state.about.env}${state.about.local ? " (iotpipe local)" : ""}`;
@@ -383,7 +386,7 @@
     else if (state.view === "anomalies") await showAnomalies();
     else if (state.view === "health") await showHealth();
     else if (state.view === "sql") await showSql();
-    else await showFleet();
+    else await showFleet(fleetAsked);
     if (event && id === state.routeId) main.focus({ preventScroll: true });  // a new view: focus moves to it
   }
 
