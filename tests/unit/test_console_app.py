@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from test_query import BUCKET, DAY2, INDEX, TABLE, create_table, run_processor, single
 
 from iotpipe.config import load_config
-from iotpipe.console.app import COOKIE, Settings, create_app, is_loopback, static_dir
+from iotpipe.console.app import COOKIE, Settings, asset_version, create_app, is_loopback, static_dir
 from iotpipe.console.data import ConsoleData, Names
 
 NOW = DAY2 + 60_000
@@ -177,6 +177,21 @@ def test_static_assets_ship_in_the_package() -> None:
     folder = Path(static_dir())
     assert {p.name for p in folder.iterdir()} >= {"index.html", "console.js", "console.css", "vendor"}
     assert (folder / "vendor" / "uPlot.iife.min.js").stat().st_size > 10_000
+
+
+def test_static_assets_are_versioned_and_kept_by_the_browser_that_passed_the_token(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.headers["cache-control"] == "no-store"  # the page itself is asked for each time
+    addresses = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
+    version = asset_version(static_dir())
+    assert addresses and all(a.endswith(f"?v={version}") for a in addresses)
+    asset = client.get(addresses[-1])
+    assert asset.status_code == 200 and asset.headers["cache-control"] == "private, max-age=31536000, immutable"
+    again = client.get(addresses[-1], headers={"if-none-match": asset.headers["etag"]})
+    assert again.status_code == 304 and again.headers["cache-control"] == asset.headers["cache-control"]
+    client.cookies.clear()
+    refused = client.get(addresses[-1], headers={"if-none-match": asset.headers["etag"]})
+    assert refused.status_code == 401 and refused.headers["cache-control"] == "no-store"
 
 
 def test_the_fleet_snapshot_is_served_at_once_and_refreshed_behind(tmp_path: Path,
