@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from iotpipe.errors import LocalError
 from iotpipe.local.emulator import moto_compat
-from iotpipe.local.emulator.clients import RAW_KINESIS_PARSER
+from iotpipe.local.emulator.clients import RAW_DYNAMODB_READS, RAW_KINESIS_PARSER, raw_dynamodb_reads
 from iotpipe.local.emulator.moto_compat import base, versions
 from iotpipe.local.emulator.server import SERVER_THREADS, application
 
@@ -40,7 +40,7 @@ def test_each_patch_is_declared_once_in_its_services_module() -> None:
 
 
 def test_docs_list_every_patch_as_declared() -> None:
-    table = moto_compat.markdown_table((*moto_compat.PATCHES, RAW_KINESIS_PARSER))
+    table = moto_compat.markdown_table((*moto_compat.PATCHES, RAW_KINESIS_PARSER, RAW_DYNAMODB_READS))
     assert table in (ROOT / "docs" / "local.md").read_text()
 
 
@@ -227,8 +227,9 @@ def comparable(value: Any) -> Any:
     return value
 
 
-def answers(url: str) -> list[Any]:
-    """The answers of the same requests to the emulator at ``url``, from a reset state."""
+def answers(url: str, dynamodb_client: Callable[[Any], Any] = lambda client: client) -> list[Any]:
+    """The answers of the same requests to the emulator at ``url``, from a reset state (the DynamoDB client
+    made by boto3 and given to ``dynamodb_client``)."""
     import urllib.request
 
     urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=30).read()
@@ -243,7 +244,8 @@ def answers(url: str) -> list[Any]:
                 "HTTPStatusCode")})
 
     for service, requests in (("dynamodb", dynamodb_requests), ("kinesis", kinesis_requests)):
-        requests(boto3.client(service, endpoint_url=url, region_name="us-east-1", config=config), record)
+        client = boto3.client(service, endpoint_url=url, region_name="us-east-1", config=config)
+        requests(dynamodb_client(client) if service == "dynamodb" else client, record)
     return found
 
 
@@ -274,3 +276,27 @@ def test_speed_patches_answer_as_plain_moto_does(emulator_url: str, names: tuple
         applied.undo()
     assert len(plain) == 50 and any("Error" in answer for answer in plain)
     assert patched == plain
+
+
+def test_raw_dynamodb_reads_give_what_botocore_parses(emulator_url: str) -> None:
+    # the same requests (Queries and Scans with and without binary attributes, errors) through both parsers
+    assert not set(SPEED) & set(moto_compat.active()), LEFT_ON
+    parsed = answers(emulator_url)
+    raw = answers(emulator_url, raw_dynamodb_reads)
+    assert len(parsed) == 50 and any(isinstance(a, dict) and "Items" in a and a["Items"] for a in parsed)
+    assert raw == parsed
+
+
+def test_raw_dynamodb_reads_skip_botocore_walking_a_plain_answer(emulator_url: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.parsers import BaseJSONParser
+
+    walked: list[str] = []
+    original = BaseJSONParser._parse_shape
+    monkeypatch.setattr(BaseJSONParser, "_parse_shape", lambda self, shape, node: (
+        walked.append(shape.name), original(self, shape, node))[1])
+    answers(emulator_url, raw_dynamodb_reads)
+    with_bytes = walked.count("QueryOutput") + walked.count("ScanOutput")
+    walked.clear()
+    answers(emulator_url)
+    assert 0 < with_bytes < walked.count("QueryOutput") + walked.count("ScanOutput")

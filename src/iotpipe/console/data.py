@@ -23,6 +23,7 @@ from iotpipe.config import PipelineConfig
 from iotpipe.console.downsample import lttb
 from iotpipe.devices import validate_thing_name
 from iotpipe.errors import AwsError, IotpipeError, ParameterError
+from iotpipe.local.emulator.clients import raw_dynamodb_reads
 from iotpipe.query import fleet as fleet_lib
 from iotpipe.query.dynamodb import DEFAULT_ANOMALY_INDEX, Reading, query_anomalies
 from iotpipe.query.logs import fetch_logs
@@ -43,7 +44,9 @@ SENSOR_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class CachedClients:
-    """One boto3 client per service, made once (boto3 clients are thread-safe; making one costs ~50 ms)."""
+    """One boto3 client per service, made once (boto3 clients are thread-safe; making one costs ~50 ms). The
+    DynamoDB client is the console's own: its Query and Scan answers are taken as parsed JSON
+    (:func:`~iotpipe.local.emulator.clients.raw_dynamodb_reads`)."""
 
     def __init__(self, source: ClientSource) -> None:
         self._source = source
@@ -54,7 +57,8 @@ class CachedClients:
         """The client for ``service``."""
         with self._lock:
             if service not in self._clients:
-                self._clients[service] = self._source.client(service)
+                made = self._source.client(service)
+                self._clients[service] = raw_dynamodb_reads(made) if service == "dynamodb" else made
             return self._clients[service]
 
 
