@@ -153,6 +153,45 @@ def test_fleet_rows_with_the_quiet_device_marked_stale_in_words(page: Any, tmp_p
     page.screenshot(path=str(shots(tmp_path) / "console-fleet.png"))
 
 
+def test_a_large_fleet_is_windowed_with_every_row_reachable(browser: Any, console: dict[str, Any]) -> None:
+    # the console's own fleet has five devices: the page is given 1,000 (the live stream held back, so the
+    # console's real fleet does not replace them)
+    devices = [{"deviceId": f"dev-{i:04d}", "state": "online", "lastSeen": 1_700_000_000_000 + i, "silentFor": 5,
+                "readingsLastHour": i, "openAnomalies": 0, "registered": True, "certificate": "ACTIVE"}
+               for i in range(1000)]
+    fleet = {"devices": devices, "counts": {"online": 1000}}
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.route(re.compile(r".*/api/fleet$"), lambda route: route.fulfill(json=fleet))
+        page.route(re.compile(r".*/api/events$"), lambda route: route.abort())
+        page.goto(console["url"])
+        ready(page, "fleet")
+        rows = page.locator("#fleet-body tr[data-device]")
+        assert 0 < rows.count() < 200  # only the rows in view and a margin
+        assert page.get_attribute("#fleet", "aria-rowcount") == "1001"
+        assert page.inner_text("#fleet-count").startswith("1000 of 1000 devices shown")
+        page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        page.wait_for_selector("tr[data-device=dev-0999]")  # the last row, by scrolling
+        assert page.get_attribute("tr[data-device=dev-0999]", "aria-rowindex") == "1001"
+        assert rows.count() < 200 and page.locator("tr[data-device=dev-0000]").count() == 0
+        page.evaluate("window.scrollTo(0, 0)")
+        page.wait_for_selector("tr[data-device=dev-0000]")
+        page.focus("tr[data-device=dev-0040] a")  # in the margin below the view: Tab moves on row by row
+        for _ in range(3):
+            page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.closest('tr').dataset.device") == "dev-0043"
+        page.fill("#fleet-filter", "dev-07")
+        assert rows.count() == 100 and page.locator("#fleet-body tr.spacer").count() == 0
+        page.fill("#fleet-filter", "")
+        page.click("th[data-key=readingsLastHour] button")
+        page.click("th[data-key=readingsLastHour] button")  # the most readings first
+        assert rows.first.get_attribute("data-device") == "dev-0999"
+    finally:
+        context.close()
+
+
 def test_a_device_chart_is_drawn_with_its_points_and_bounds(page: Any, tmp_path: Path) -> None:
     page.goto(page.url.split("#")[0] + "#/device/sim-001/15m")
     ready(page, "device")

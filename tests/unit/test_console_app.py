@@ -5,6 +5,7 @@ same-origin JSON, no credentials in any answer)."""
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from starlette.testclient import TestClient
 from test_query import BUCKET, DAY2, INDEX, TABLE, create_table, run_processor, single
 
 from iotpipe.config import load_config
-from iotpipe.console.app import COOKIE, Settings, create_app, is_loopback, static_dir
+from iotpipe.console.app import COOKIE, Settings, asset_version, create_app, is_loopback, static_dir
 from iotpipe.console.data import ConsoleData, Names
 
 NOW = DAY2 + 60_000
@@ -178,6 +179,21 @@ def test_static_assets_ship_in_the_package() -> None:
     assert (folder / "vendor" / "uPlot.iife.min.js").stat().st_size > 10_000
 
 
+def test_static_assets_are_versioned_and_kept_by_the_browser_that_passed_the_token(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.headers["cache-control"] == "no-store"  # the page itself is asked for each time
+    addresses = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
+    version = asset_version(static_dir())
+    assert addresses and all(a.endswith(f"?v={version}") for a in addresses)
+    asset = client.get(addresses[-1])
+    assert asset.status_code == 200 and asset.headers["cache-control"] == "private, max-age=31536000, immutable"
+    again = client.get(addresses[-1], headers={"if-none-match": asset.headers["etag"]})
+    assert again.status_code == 304 and again.headers["cache-control"] == asset.headers["cache-control"]
+    client.cookies.clear()
+    refused = client.get(addresses[-1], headers={"if-none-match": asset.headers["etag"]})
+    assert refused.status_code == 401 and refused.headers["cache-control"] == "no-store"
+
+
 def test_the_fleet_snapshot_is_served_at_once_and_refreshed_behind(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
@@ -240,3 +256,32 @@ def test_sql_on_athena_shows_the_most_it_can_scan_before_and_what_it_scanned_aft
     # before: the window's archive objects (the one of three days ago is outside the 24 h window)
     assert 0 < result["estimate"]["bytes"] < archived
     assert result["bytesScanned"] == 20_000_000 and result["costUsd"] == pytest.approx(20e6 / 1e12 * 5)
+
+
+def test_the_charts_of_a_device_page_share_one_read_of_its_partition(stored: None, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from iotpipe.console import data as data_module
+
+    del stored
+    reads: list[str] = []
+    original = data_module.fleet_lib.query_device_series
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args[2])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(data_module.fleet_lib, "query_device_series", counted)
+    data = console_data(tmp_path)
+    with ThreadPoolExecutor(3) as pool:  # the page asks for each sensor at once
+        answers = list(pool.map(lambda s: data.series("press-1", s, "1h"), ("temperature", "pressure", "vibration")))
+    assert reads == ["press-1"]
+    assert [a["points"] for a in answers] == [301, 0, 0] and answers[0]["anomalies"][0]["value"] == 95.0
+    assert {(a["since"], a["until"]) for a in answers} == {(NOW - 3_600_000, NOW)}
+    data.series("press-2", "pressure", "1h")
+    assert reads == ["press-1", "press-2"]
+    monkeypatch.setattr(data_module, "SHARED_READ_S", 0.0)
+    threading.Event().wait(0.01)
+    data.series("press-1", "temperature", "1h")  # older than the shared time: read again
+    assert reads == ["press-1", "press-2", "press-1"]

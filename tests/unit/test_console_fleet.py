@@ -105,3 +105,47 @@ def test_range_reads_one_sensor_oldest_first_and_says_when_it_stops(aws: dict[st
 def test_device_state_thresholds(silent_s: int, expected: str) -> None:
     assert fleet.device_state(NOW - silent_s * 1000, NOW) == expected
     assert fleet.device_state(None, NOW) == "unknown"
+
+
+@pytest.mark.parametrize("env", [{}, PACKED], ids=["item-per-reading", "packed"])
+def test_a_series_is_the_range_read_as_columns(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str], env: dict[str, str]) -> None:
+    sent = [single("press-6", "temperature", 20.0 + i % 7, NOW - 100_000 + i * 1000) for i in range(90)]
+    sent += [single("press-6", "temperature", 95.0, NOW - 30_500),  # an anomaly (above max 80)
+             single("press-6", "pressure", 100.0, NOW - 30_000), sent[10], sent[10]]  # another sensor, a repeat
+    run_processor(sent, monkeypatch, capsys, env=env)
+    for since, until, cap in ((NOW - 200_000, NOW, 1_000_000), (NOW - 75_000, NOW - 20_000, 1_000_000),
+                              (NOW - 200_000, NOW, 5)):
+        ranged = fleet.query_range(aws["dynamodb"], TABLE, "press-6", since_ms=since, until_ms=until,
+                                   sensor="temperature", max_readings=cap)
+        series = fleet.query_series(aws["dynamodb"], TABLE, "press-6", sensor="temperature", since_ms=since,
+                                    until_ms=until, max_readings=cap)
+        assert series.times == tuple(r.timestamp for r in ranged.readings)
+        assert series.values == tuple(r.value for r in ranged.readings)
+        assert series.anomalies == tuple(r for r in ranged.readings if r.anomaly)
+        assert series.truncated == ranged.truncated
+    assert [r.value for r in series.anomalies] == [] and len(series.times) == 5
+    whole = fleet.query_series(aws["dynamodb"], TABLE, "press-6", sensor="temperature", since_ms=NOW - 200_000,
+                               until_ms=NOW)
+    assert [r.value for r in whole.anomalies] == [95.0] and len(whole.times) == 91  # the repeat read once
+    every = fleet.query_device_series(aws["dynamodb"], TABLE, "press-6", since_ms=NOW - 200_000, until_ms=NOW)
+    assert every == {sensor: fleet.query_series(aws["dynamodb"], TABLE, "press-6", sensor=sensor,
+                                                since_ms=NOW - 200_000, until_ms=NOW)
+                     for sensor in ("temperature", "pressure")}
+    with pytest.raises(ParameterError, match="until_ms"):
+        fleet.query_series(aws["dynamodb"], TABLE, "press-6", sensor="temperature", since_ms=NOW, until_ms=NOW - 1)
+
+
+@pytest.mark.parametrize("env", [{}, PACKED], ids=["item-per-reading", "packed"])
+def test_one_scan_finds_what_each_devices_queries_find(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       env: dict[str, str]) -> None:
+    run_processor([single("press-1", "temperature", 20.0 + i, NOW - 90_000 + i * 7000) for i in range(12)]
+                  + [single("press-2", "temperature", 21.0, NOW - 5_400_000 + i * 1000) for i in range(3)]
+                  + [single("press-3", "pressure", 99.0, NOW - 3_590_000), single("press-3", "pressure", 98.0,
+                                                                               NOW - 3_700_000)]
+                  + [single("press-4", "temperature", 200.0, NOW + 3_600_000)], monkeypatch, capsys, env=env)
+    scanned = fleet.table_activity(aws["dynamodb"], TABLE, NOW)
+    assert sorted(scanned) == ["press-1", "press-2", "press-3", "press-4"]
+    assert scanned == {device: fleet.device_activity(aws["dynamodb"], TABLE, device, NOW) for device in scanned}
+    assert scanned["press-1"] == (NOW - 90_000 + 11 * 7000, 12) and scanned["press-2"] == (NOW - 5_398_000, 0)

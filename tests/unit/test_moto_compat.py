@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from iotpipe.errors import LocalError
 from iotpipe.local.emulator import moto_compat
-from iotpipe.local.emulator.clients import RAW_KINESIS_PARSER
+from iotpipe.local.emulator.clients import RAW_DYNAMODB_READS, RAW_KINESIS_PARSER, raw_dynamodb_reads
 from iotpipe.local.emulator.moto_compat import base, versions
 from iotpipe.local.emulator.server import SERVER_THREADS, application
 
@@ -29,18 +29,18 @@ LEFT_ON = "an earlier test left speed patches on: take the emulator_patches fixt
 
 def test_each_patch_is_declared_once_in_its_services_module() -> None:
     names = [patch.name for patch in moto_compat.PATCHES]
-    assert len(names) == len(set(names)) == 26
+    assert len(names) == len(set(names)) == 29
     for patch in moto_compat.PATCHES:
         module = "awslambda" if patch.service == "lambda" else patch.service
         assert patch.install is not None and patch.install.__module__.endswith(f"moto_compat.{module}")
         assert patch.kind in moto_compat.KINDS and patch.summary and patch.upstream
         assert patch.tested == versions.MOTO
     assert {kind: sum(patch.kind == kind for patch in moto_compat.PATCHES) for kind in moto_compat.KINDS} == \
-        {"parity": 12, "api": 3, "speed": 11}
+        {"parity": 12, "api": 3, "speed": 14}
 
 
 def test_docs_list_every_patch_as_declared() -> None:
-    table = moto_compat.markdown_table((*moto_compat.PATCHES, RAW_KINESIS_PARSER))
+    table = moto_compat.markdown_table((*moto_compat.PATCHES, RAW_KINESIS_PARSER, RAW_DYNAMODB_READS))
     assert table in (ROOT / "docs" / "local.md").read_text()
 
 
@@ -122,7 +122,7 @@ print(count, len(changes))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split()[0] == "26"
+    assert done.stdout.split()[0] == "29"
 
 
 def dynamodb_requests(dynamodb: Any, record: Callable[..., None]) -> None:
@@ -167,7 +167,20 @@ def dynamodb_requests(dynamodb: Any, record: Callable[..., None]) -> None:
                ExpressionAttributeValues={":d": {"S": device}})
     record(dynamodb.query, TableName="readings", KeyConditionExpression="deviceId = :d AND sk BETWEEN :a AND :b",
            ExpressionAttributeValues={":d": {"S": "d1"}, ":a": {"S": "0004"}, ":b": {"S": "0016"}}, Limit=3)
+    # a partition read page by page, both ways, from a start key, filtered and projected (the partition_query path)
+    for forward in (True, False):
+        record(dynamodb.query, TableName="readings", KeyConditionExpression="deviceId = :d AND sk > :a",
+               ExpressionAttributeValues={":d": {"S": "d2"}, ":a": {"S": "0004"}, ":v": {"N": "10"}},
+               FilterExpression="v > :v", ProjectionExpression="sk, v", ScanIndexForward=forward, Limit=2,
+               ExclusiveStartKey={"deviceId": {"S": "d2"}, "sk": {"S": "0008" if forward else "0020"}})
+    record(dynamodb.query, TableName="readings", KeyConditionExpression="deviceId = :d",
+           ExpressionAttributeValues={":d": {"S": "nobody"}})
+    record(dynamodb.query, TableName="readings", KeyConditionExpression="deviceId = :d",
+           ExpressionAttributeValues={":d": {"N": "1"}})  # a key of the wrong type: moto's error
     record(dynamodb.scan, TableName="readings", Select="COUNT")
+    record(dynamodb.scan, TableName="readings", ProjectionExpression="deviceId, sk, v", Limit=7)  # then binary
+    record(dynamodb.scan, TableName="readings", FilterExpression="v > :v", ExpressionAttributeValues={
+        ":v": {"N": "5"}}, ExclusiveStartKey={"deviceId": {"S": "d1"}, "sk": {"S": "0004"}})
 
 
 def kinesis_requests(kinesis: Any, record: Callable[..., None]) -> None:
@@ -214,8 +227,9 @@ def comparable(value: Any) -> Any:
     return value
 
 
-def answers(url: str) -> list[Any]:
-    """The answers of the same requests to the emulator at ``url``, from a reset state."""
+def answers(url: str, dynamodb_client: Callable[[Any], Any] = lambda client: client) -> list[Any]:
+    """The answers of the same requests to the emulator at ``url``, from a reset state (the DynamoDB client
+    made by boto3 and given to ``dynamodb_client``)."""
     import urllib.request
 
     urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=30).read()
@@ -230,7 +244,8 @@ def answers(url: str) -> list[Any]:
                 "HTTPStatusCode")})
 
     for service, requests in (("dynamodb", dynamodb_requests), ("kinesis", kinesis_requests)):
-        requests(boto3.client(service, endpoint_url=url, region_name="us-east-1", config=config), record)
+        client = boto3.client(service, endpoint_url=url, region_name="us-east-1", config=config)
+        requests(dynamodb_client(client) if service == "dynamodb" else client, record)
     return found
 
 
@@ -259,5 +274,29 @@ def test_speed_patches_answer_as_plain_moto_does(emulator_url: str, names: tuple
         patched = answers(emulator_url)
     finally:
         applied.undo()
-    assert len(plain) == 44 and any("Error" in answer for answer in plain)
+    assert len(plain) == 50 and any("Error" in answer for answer in plain)
     assert patched == plain
+
+
+def test_raw_dynamodb_reads_give_what_botocore_parses(emulator_url: str) -> None:
+    # the same requests (Queries and Scans with and without binary attributes, errors) through both parsers
+    assert not set(SPEED) & set(moto_compat.active()), LEFT_ON
+    parsed = answers(emulator_url)
+    raw = answers(emulator_url, raw_dynamodb_reads)
+    assert len(parsed) == 50 and any(isinstance(a, dict) and "Items" in a and a["Items"] for a in parsed)
+    assert raw == parsed
+
+
+def test_raw_dynamodb_reads_skip_botocore_walking_a_plain_answer(emulator_url: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.parsers import BaseJSONParser
+
+    walked: list[str] = []
+    original = BaseJSONParser._parse_shape
+    monkeypatch.setattr(BaseJSONParser, "_parse_shape", lambda self, shape, node: (
+        walked.append(shape.name), original(self, shape, node))[1])
+    answers(emulator_url, raw_dynamodb_reads)
+    with_bytes = walked.count("QueryOutput") + walked.count("ScanOutput")
+    walked.clear()
+    answers(emulator_url)
+    assert 0 < with_bytes < walked.count("QueryOutput") + walked.count("ScanOutput")

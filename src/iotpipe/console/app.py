@@ -10,12 +10,15 @@ app's own files only, no inline script, nothing from elsewhere). Nothing the app
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -24,7 +27,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import (
-    FileResponse,
+    HTMLResponse,
     JSONResponse,
     PlainTextResponse,
     RedirectResponse,
@@ -89,6 +92,26 @@ def static_dir() -> str:
     return str(resources.files("iotpipe.console") / "static")
 
 
+# A versioned asset may be kept by the browser: its address changes with its content. "private": never by a
+# shared cache; the browser that keeps it got it past the token check.
+STATIC_CACHE = "private, max-age=31536000, immutable"
+
+
+def asset_version(folder: str) -> str:
+    """A short hash of every file the page loads from ``folder`` (its addresses carry it)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name != "index.html"):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def index_page(folder: str) -> str:
+    """The page, each of its asset addresses versioned (``/static/console.js?v=<hash>``)."""
+    version = asset_version(folder)
+    html = (Path(folder) / "index.html").read_text(encoding="utf-8")
+    return re.sub(r'((?:src|href)="/static/[^"?]+)"', rf'\1?v={version}"', html)
+
+
 class Guard(BaseHTTPMiddleware):
     """Host check, token or cookie, security headers on every answer."""
 
@@ -104,6 +127,8 @@ class Guard(BaseHTTPMiddleware):
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
         response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
+        if request.url.path.startswith("/static/") and response.status_code in (200, 304):
+            response.headers["Cache-Control"] = STATIC_CACHE  # StaticFiles answers If-None-Match with its ETag
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
@@ -154,8 +179,10 @@ def create_app(data: ConsoleData, settings: Settings) -> Starlette:
         except IotpipeError as exc:
             return _error(exc)
 
+    page = index_page(static_dir())
+
     async def index(_request: Request) -> Response:
-        return FileResponse(f"{static_dir()}/index.html", media_type="text/html; charset=utf-8")
+        return HTMLResponse(page)
 
     async def about(_request: Request) -> Response:
         return await call(data.about)

@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from iotpipe.config import PipelineConfig
 from iotpipe.console.downsample import lttb
 from iotpipe.devices import validate_thing_name
 from iotpipe.errors import AwsError, IotpipeError, ParameterError
+from iotpipe.local.emulator.clients import raw_dynamodb_reads
 from iotpipe.query import fleet as fleet_lib
 from iotpipe.query.dynamodb import DEFAULT_ANOMALY_INDEX, Reading, query_anomalies
 from iotpipe.query.logs import fetch_logs
@@ -36,11 +38,15 @@ RANGES: dict[str, int] = {"15m": 900, "1h": 3600, "6h": 21_600, "24h": 86_400, "
 MAX_POINTS = 2000
 FLEET_TTL_S = 5.0
 FLEET_STALE_OK_S = 120.0
+# The charts of one device page share one read of its partition: a read this young (or running) is reused.
+SHARED_READ_S = 2.0
 SENSOR_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class CachedClients:
-    """One boto3 client per service, made once (boto3 clients are thread-safe; making one costs ~50 ms)."""
+    """One boto3 client per service, made once (boto3 clients are thread-safe; making one costs ~50 ms). The
+    DynamoDB client is the console's own: its Query and Scan answers are taken as parsed JSON
+    (:func:`~iotpipe.local.emulator.clients.raw_dynamodb_reads`)."""
 
     def __init__(self, source: ClientSource) -> None:
         self._source = source
@@ -51,7 +57,8 @@ class CachedClients:
         """The client for ``service``."""
         with self._lock:
             if service not in self._clients:
-                self._clients[service] = self._source.client(service)
+                made = self._source.client(service)
+                self._clients[service] = raw_dynamodb_reads(made) if service == "dynamodb" else made
             return self._clients[service]
 
 
@@ -92,6 +99,8 @@ class ConsoleData:
         self._fleet: tuple[float, dict[str, Any]] | None = None
         self._fleet_lock = threading.Lock()
         self._fleet_seconds = 0.0  # how long the last read of the fleet took
+        self._reads: dict[tuple[str, str], tuple[float, Future[Any]]] = {}
+        self._reads_lock = threading.Lock()
 
     # -- resources -------------------------------------------------------------------------------------------
 
@@ -181,9 +190,8 @@ class ConsoleData:
         validate_thing_name(device_id)
         if not SENSOR_PATTERN.match(sensor):
             raise ParameterError("sensor", sensor, "is not a sensor type (letters, digits, _ . -)")
-        since, until = self._range(range_name)
+        since, until, table_from, read = self._device_read(device_id, range_name)
         retained_from = until - self.cfg.storage.ttl_days * 86_400_000
-        names = self.names()
         sources: list[dict[str, Any]] = []
         times: list[float] = []
         values: list[float] = []
@@ -194,21 +202,45 @@ class ConsoleData:
             times += archived[0]
             values += archived[1]
             sources.append({"source": "archive", "from": since, "to": retained_from, "engine": archived[2]})
-        table_from = max(since, retained_from)
-        found = fleet_lib.query_range(self.clients.client("dynamodb"), names.table, device_id, since_ms=table_from,
-                                      until_ms=until, sensor=sensor)
+        found = read.get(sensor, fleet_lib.SensorSeries((), (), (), False))
         truncated = found.truncated
-        for reading in found.readings:
-            times.append(reading.timestamp / 1000)
-            values.append(reading.value)
-            if reading.anomaly:
-                anomalies.append(reading_dict(reading))
+        times += [when / 1000 for when in found.times]
+        values += found.values
+        anomalies += [reading_dict(reading) for reading in found.anomalies]
         sources.append({"source": "table", "from": table_from, "to": until})
         total = len(times)
         shown_t, shown_v = lttb(times, values, max_points) if total > max_points else (times, values)
         return {"deviceId": device_id, "sensor": sensor, "range": range_name, "since": since, "until": until,
                 "points": total, "shown": len(shown_t), "truncated": truncated, "times": shown_t,
                 "values": shown_v, "anomalies": anomalies, "sources": sources, **self._bounds(sensor)}
+
+    def _device_read(self, device_id: str, range_name: str) -> tuple[int, int, int, dict[str, Any]]:
+        """The range's bounds (since, until, where the table's part starts) and every sensor's series from the
+        table, in one read of the device's partition shared by the requests of its charts: a page asks for each
+        sensor at once, and each sensor's own Query would read every sensor's items. A read started less than
+        SHARED_READ_S ago (or still running) is reused; a failed one is not."""
+        key = (device_id, range_name)
+        with self._reads_lock:
+            entry = self._reads.get(key)
+            owner = entry is None or time.monotonic() - entry[0] > SHARED_READ_S
+            if owner:
+                self._reads = {k: v for k, v in self._reads.items() if time.monotonic() - v[0] <= SHARED_READ_S}
+                entry = self._reads[key] = (time.monotonic(), Future())
+        assert entry is not None
+        future: Future[tuple[int, int, int, dict[str, Any]]] = entry[1]
+        if owner:
+            try:
+                since, until = self._range(range_name)
+                table_from = max(since, until - self.cfg.storage.ttl_days * 86_400_000)
+                found = fleet_lib.query_device_series(self.clients.client("dynamodb"), self.names().table, device_id,
+                                                      since_ms=table_from, until_ms=until)
+                future.set_result((since, until, table_from, found))
+            except BaseException as exc:
+                with self._reads_lock:
+                    if self._reads.get(key) is entry:
+                        del self._reads[key]
+                future.set_exception(exc)
+        return future.result()
 
     def _archive_series(self, device_id: str, sensor: str, since: int, until: int) -> tuple[list[float],
                                                                                              list[float], str]:

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from iotpipe.aws import aws_call
@@ -102,14 +103,31 @@ def registered_things(iot: Any, environment: str | None) -> list[str]:
     return sorted(names)
 
 
-def devices_in_table(dynamodb: Any, table: str) -> list[str]:
-    """Every device id with an item in the table (a Scan of the keys: for ``iotpipe local``, whose simulated
-    devices are no things; on AWS a Scan reads the whole table, so the fleet there is the registered things)."""
-    found: set[str] = set()
+def table_activity(dynamodb: Any, table: str, now_ms: int) -> dict[str, tuple[int | None, int]]:
+    """Every device with an item in the table, each with :func:`device_activity`'s answer, from one Scan of the
+    keys, times and packed readings: for ``iotpipe local``, whose simulated devices are no things (on AWS a Scan
+    reads the whole table: the fleet there is the registered things, read device by device). The same items
+    decide as in :func:`device_activity`: the last hour's keys (to a day ahead), else the newest older item."""
+    since = now_ms - HOUR_MS
+    low, high, older = sort_key_from(max(0, since - MAX_PACK_WINDOW_MS + 1)), sort_key_from(now_ms + 86_400_000), \
+        sort_key_from(since)
+    recent: dict[str, tuple[int | None, int]] = {}
+    newest_older: dict[str, tuple[str, int]] = {}
+    kwargs = {"TableName": table, "ProjectionExpression": "deviceId, sk, #t, readings",
+              "ExpressionAttributeNames": {"#t": "timestamp"}}
     with aws_call("dynamodb", f"scan {table}"):
-        for page in dynamodb.get_paginator("scan").paginate(TableName=table, ProjectionExpression="deviceId"):
-            found.update(item["deviceId"]["S"] for item in page.get("Items", []))
-    return sorted(found)
+        for page in dynamodb.get_paginator("scan").paginate(**kwargs):
+            for item in page.get("Items", []):
+                device, sort_key = item["deviceId"]["S"], str(item.get("sk", {}).get("S", ""))
+                last, count = recent.setdefault(device, (None, 0))
+                times = _item_times(item)
+                if times and low <= sort_key <= high:
+                    count += sum(1 for t in times if since <= t)
+                    recent[device] = (max(last or 0, max(times)), count)
+                elif times and sort_key < older and sort_key > newest_older.get(device, ("", 0))[0]:
+                    newest_older[device] = (sort_key, max(times))
+    return {device: found if found[0] is not None else (
+        (newest_older[device][1], 0) if device in newest_older else (None, 0)) for device, found in recent.items()}
 
 
 def _is_reading_key(sort_key: str) -> bool:
@@ -182,10 +200,14 @@ def fleet_summary(iot: Any, dynamodb: Any, *, table: str, index: str, environmen
     things = registered_things(iot, environment)
     certs_of = thing_certificates(iot, things, workers) if things else {}
     statuses = certificate_states(iot) if things else {}
-    ids = sorted(set(things) | set(devices_in_table(dynamodb, table) if discover else ()))
+    scanned = table_activity(dynamodb, table, now_ms) if discover else {}
+    ids = sorted(set(things) | set(scanned))
     anomalies = open_anomaly_counts(dynamodb, table, index, now_ms)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        activity = list(pool.map(lambda d: device_activity(dynamodb, table, d, now_ms), ids))
+    if discover:  # the Scan saw every item: a thing it did not see has none
+        activity = [scanned.get(device_id, (None, 0)) for device_id in ids]
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            activity = list(pool.map(lambda d: device_activity(dynamodb, table, d, now_ms), ids))
     rows = []
     for device_id, (last, count) in zip(ids, activity, strict=True):
         registered = device_id in certs_of
@@ -245,3 +267,107 @@ def query_range(dynamodb: Any, table: str, device_id: str, *, since_ms: int, unt
                 break
     ordered = sorted(found.values(), key=lambda r: (r.timestamp, r.sensor_type))[:max_readings]
     return SensorRange(tuple(ordered), truncated)
+
+
+@dataclass(frozen=True)
+class SensorSeries:
+    """One sensor's line over a range as columns (epoch ms, values), oldest first, the anomalous readings among
+    them in full, and whether the read stopped at its bound: what a chart needs, without a Reading per point."""
+
+    times: tuple[int, ...]
+    values: tuple[float, ...]
+    anomalies: tuple[Reading, ...]
+    truncated: bool
+
+
+def query_series(dynamodb: Any, table: str, device_id: str, *, sensor: str, since_ms: int, until_ms: int,
+                 max_readings: int = MAX_RANGE_READINGS) -> SensorSeries:
+    """``sensor``'s readings of a device from ``since_ms`` to ``until_ms`` inclusive: the same reads, readings and
+    deduplication as :func:`query_range`, as columns. A packed item's entries are parsed straight into the columns
+    (a day at 1 Hz is 86,400 of them); an item of its own is made a full Reading only when it is an anomaly."""
+    found = _read_series(dynamodb, table, device_id, sensor, since_ms, until_ms, max_readings)
+    return found.get(sensor, SensorSeries((), (), (), False))
+
+
+def query_device_series(dynamodb: Any, table: str, device_id: str, *, since_ms: int, until_ms: int,
+                        max_readings: int = MAX_RANGE_READINGS) -> dict[str, SensorSeries]:
+    """Every sensor's :func:`query_series` of a device in one read of its partition (the sensor type follows the
+    time in the sort key, so one sensor's Query reads every sensor's items anyway): at most ``max_readings`` in
+    all (each sensor's ``truncated`` then says so)."""
+    return _read_series(dynamodb, table, device_id, None, since_ms, until_ms, max_readings)
+
+
+def _read_series(dynamodb: Any, table: str, device_id: str, sensor: str | None, since_ms: int, until_ms: int,
+                 max_readings: int) -> dict[str, SensorSeries]:
+    if until_ms < since_ms:
+        raise ParameterError("until_ms", until_ms, "is before since_ms; give a range that starts first")
+    if not 1 <= max_readings <= MAX_RANGE_READINGS:
+        raise ParameterError("max_readings", max_readings, f"is out of range; use 1 to {MAX_RANGE_READINGS}")
+    values: dict[str, Any] = {":d": {"S": device_id},
+                              ":from": {"S": sort_key_from(max(0, since_ms - MAX_PACK_WINDOW_MS + 1))},
+                              ":to": {"S": sort_key_from(until_ms + 1)}}
+    kwargs: dict[str, Any] = {"TableName": table, "ExpressionAttributeValues": values,
+                              "KeyConditionExpression": "deviceId = :d AND sk BETWEEN :from AND :to"}
+    if sensor is not None:
+        kwargs["FilterExpression"] = "sensorType = :s"
+        values[":s"] = {"S": sensor}
+    found: dict[tuple[Any, ...], tuple[int, float]] = {}
+    anomalies: dict[tuple[Any, ...], Reading] = {}
+    truncated = False
+    with aws_call("dynamodb", f"query {table}"):
+        for page in dynamodb.get_paginator("query").paginate(**kwargs):
+            for item in page.get("Items", []):
+                _series_points(item, since_ms, until_ms, found, anomalies)
+            if len(found) >= max_readings:
+                truncated = True
+                break
+    # each reading in the order query_range gives (time, then sensor type), at most max_readings in all
+    kept = sorted(found.items(), key=lambda pair: (pair[1][0], pair[0][0]))[:max_readings]
+    columns: dict[str, tuple[list[int], list[float]]] = {}
+    for identity, (when, value) in kept:
+        times, series_values = columns.setdefault(identity[0], ([], []))
+        times.append(when)
+        series_values.append(value)
+    last = kept[-1][1][0] if kept else None
+    marked = sorted((r for r in anomalies.values() if last is not None and r.timestamp <= last),
+                    key=lambda reading: reading.timestamp)
+    return {name: SensorSeries(tuple(times), tuple(series_values),
+                               tuple(r for r in marked if r.sensor_type == name), truncated)
+            for name, (times, series_values) in columns.items()}
+
+
+def _series_points(item: Mapping[str, Any], since_ms: int, until_ms: int,
+                   found: dict[tuple[Any, ...], tuple[int, float]], anomalies: dict[tuple[Any, ...], Reading]) -> None:
+    """An item's readings in the range, into ``found`` by their identity (docs/contract.md, section 6, as
+    ``_identified_readings`` tells them apart) and, when anomalous, into ``anomalies``."""
+    sort_key = str(item.get("sk", {}).get("S", ""))
+    if not _is_reading_key(sort_key):
+        return
+    packed = item.get("readings", {}).get("S")
+    anomalous = bool(item.get("anomalyDetected", {}).get("BOOL", False))
+    if packed is None and not anomalous and "N" in item.get("value", {}) and "N" in item.get("timestamp", {}):
+        # a plain reading of its own, as to_reading reads it, without a Reading
+        when, value = int(Decimal(item["timestamp"]["N"])), float(Decimal(item["value"]["N"]))
+        origin = sort_key.split("#", 3)[3:]
+        identity = (item.get("sensorType", {}).get("S", ""), when, value, origin[0] if origin else 0)
+        if since_ms <= when <= until_ms and value == value:  # not NaN
+            found.setdefault(identity, (when, value))
+        return
+    if packed is None or sort_key.split("#")[2:3] != ["packed"] or anomalous:
+        for reading, identity in _identified_readings(item):  # an item of its own (or a rare anomalous pack)
+            if since_ms <= reading.timestamp <= until_ms and not math.isnan(reading.value) and identity not in found:
+                found[identity] = (reading.timestamp, reading.value)
+                if reading.anomaly:
+                    anomalies[identity] = reading
+        return
+    start, sensor = int(sort_key[:13]), str(item.get("sensorType", {}).get("S", ""))
+    entries = [entry.partition(":") for entry in packed.split(",")]
+    keys = [(start + int(offset), float(text)) for offset, _, text in entries]
+    ranks = [0] * len(keys)
+    if len(set(keys)) != len(keys):  # equal entries: each its rank among them
+        seen: dict[tuple[int, float], int] = {}
+        for index, key in enumerate(keys):
+            ranks[index] = seen[key] = seen.get(key, -1) + 1
+    # a point is its identity's time and value, so a repeat of an identity stores the same point again
+    found.update({(sensor, when, value, rank): (when, value) for (when, value), rank in zip(keys, ranks, strict=True)
+                  if since_ms <= when <= until_ms and value == value})  # value == value: not NaN
