@@ -39,6 +39,9 @@ def run_foreground(options: LocalOptions, progress: Progress,
         raise _Terminated()
 
     previous = signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C stops it even when it was started with SIGINT ignored (a shell without job control does that to a
+    # background command, and the child inherits it): a foreground run is stopped by SIGINT, always.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     ready = False
     try:
         state = pipeline.start()
@@ -51,6 +54,7 @@ def run_foreground(options: LocalOptions, progress: Progress,
     finally:
         pipeline.stop()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     if not ready:
         raise LocalError("interrupted while starting; everything that had started was stopped", exit_code=130)
     progress("iotpipe local stopped; no process left")
