@@ -115,14 +115,14 @@ def test_register_rolls_back_when_policy_is_missing(iot: Any, tmp_path: Path) ->
 
 def test_register_rolls_back_aws_and_files_when_a_write_fails(iot: Any, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    original = devices._write_exclusive
+    original = devices.write_exclusive
 
     def failing(path: Path, text: str, mode: int) -> None:
         if path.suffix == ".json":
             raise OSError(28, "No space left on device")
         original(path, text, mode)
 
-    monkeypatch.setattr(devices, "_write_exclusive", failing)
+    monkeypatch.setattr(devices, "write_exclusive", failing)
     with pytest.raises(OSError, match="No space"):
         _register(iot, tmp_path)
     assert list(tmp_path.iterdir()) == []

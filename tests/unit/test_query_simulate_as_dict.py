@@ -19,6 +19,7 @@ import iotpipe.query
 import iotpipe.simulate
 from iotpipe.config import Threshold
 from iotpipe.query import LogLine, MetricSeries, MetricsReport, Reading
+from iotpipe.query.fleet import DeviceSummary, SensorRange, SensorSeries
 from iotpipe.simulate import BrokerTarget, DeviceCredentials, SimMessage, SimPlan, SimSummary
 from iotpipe.simulate.claim import ClaimSettings, Provisioned
 
@@ -76,6 +77,16 @@ CASES: list[tuple[Any, dict[str, Any]]] = [
          "deviceId": "claim", "endpoint": "127.0.0.1", "port": 1883, "certificate": "claim/claim.cert.pem",
          "privateKey": "claim/claim.private.key", "caFile": None, "tls": False, "username": None,
          "passwordSet": False}}),
+    (DeviceSummary("press-07", True, "active", T0, 60, 1, "online"),
+     {"deviceId": "press-07", "registered": True, "certificate": "active", "lastSeen": T0, "silentFor": None,
+      "readingsLastHour": 60, "openAnomalies": 1, "state": "online"}),
+    (SensorRange((Reading("press-1", T0, "temperature", 20.5, "celsius", "NORMAL", False, ""),), False),
+     {"readings": [{"deviceId": "press-1", "time": "2026-01-01T00:00:00.000Z", "timestamp": T0,
+                    "sensorType": "temperature", "value": 20.5, "unit": "celsius", "status": "NORMAL",
+                    "anomaly": False, "reason": "", "rule": "", "score": None, "expectedLow": None,
+                    "expectedHigh": None}], "truncated": False}),
+    (SensorSeries((T0, T0 + 1000), (20.5, 21.0), (), True),
+     {"times": [T0, T0 + 1000], "values": [20.5, 21.0], "anomalies": [], "truncated": True}),
     (Provisioned("press-0042", "c0ffee", Path("claim/devices/press-0042")),
      {"thingName": "press-0042", "certificateId": "c0ffee", "certDir": "claim/devices/press-0042"}),
 ]

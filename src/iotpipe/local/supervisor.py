@@ -383,7 +383,9 @@ class LocalPipeline:
         assert self.moto is not None
         # Its own client factory, not the shared cache: the runner then parses GetRecords cheaply.
         clients = self._client_factory(mapping.region)
-        return MappingRunner(mapping, clients, function, resume_from=resume_from)
+        from iotpipe.local.emulator.clients import raw_kinesis_client
+
+        return MappingRunner(mapping, clients, function, resume_from=resume_from, reader=raw_kinesis_client)
 
     def _unwire(self) -> None:
         with self._wiring_lock:

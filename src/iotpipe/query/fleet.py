@@ -52,10 +52,11 @@ class DeviceSummary:
         """Seconds since the last reading (None when there is none)."""
         return None if self.last_seen_ms is None else max(0.0, (now_ms - self.last_seen_ms) / 1000)
 
-    def as_dict(self, now_ms: int) -> dict[str, Any]:
-        """JSON object of the device's row."""
+    def as_dict(self, now_ms: int | None = None) -> dict[str, Any]:
+        """JSON object of the device's row (``silentFor`` as of ``now_ms``; null without it)."""
         return {"deviceId": self.device_id, "registered": self.registered, "certificate": self.certificate,
-                "lastSeen": self.last_seen_ms, "silentFor": self.silent_for_s(now_ms),
+                "lastSeen": self.last_seen_ms,
+                "silentFor": None if now_ms is None else self.silent_for_s(now_ms),
                 "readingsLastHour": self.readings_last_hour, "openAnomalies": self.open_anomalies,
                 "state": self.state}
 
@@ -234,6 +235,10 @@ class SensorRange:
     readings: tuple[Reading, ...]
     truncated: bool
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly data."""
+        return {"readings": [reading.as_dict() for reading in self.readings], "truncated": self.truncated}
+
 
 def query_range(dynamodb: Any, table: str, device_id: str, *, since_ms: int, until_ms: int,
                 sensor: str | None = None, max_readings: int = MAX_RANGE_READINGS) -> SensorRange:
@@ -278,6 +283,11 @@ class SensorSeries:
     values: tuple[float, ...]
     anomalies: tuple[Reading, ...]
     truncated: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly data (the columns as lists)."""
+        return {"times": list(self.times), "values": list(self.values),
+                "anomalies": [reading.as_dict() for reading in self.anomalies], "truncated": self.truncated}
 
 
 def query_series(dynamodb: Any, table: str, device_id: str, *, sensor: str, since_ms: int, until_ms: int,

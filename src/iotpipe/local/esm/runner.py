@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from iotpipe.local.clients import Clients
-from iotpipe.local.emulator.clients import raw_kinesis_client
 from iotpipe.local.esm.context import Invoker, MappingContext, MappingStats
 from iotpipe.local.esm.shard import ShardWorker
 from iotpipe.local.esm.spec import MappingSpec
@@ -33,12 +32,16 @@ class MappingRunner:
     def __init__(self, spec: MappingSpec, clients: Clients, invoke: Invoker, *,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
                  poll_interval_s: float = 0.2, retry_backoff_s: float = 0.2,
-                 discovery_interval_s: float = 5.0, resume_from: Mapping[str, str | None] | None = None) -> None:
+                 discovery_interval_s: float = 5.0, resume_from: Mapping[str, str | None] | None = None,
+                 reader: Callable[[Any], Any] = lambda client: client) -> None:
+        # reader: makes a fresh Kinesis client the shard reader's own (the supervisor passes the emulator's
+        # cheaper GetRecords parsing); never applied to a client that may be shared.
         # resume_from: the checkpoints() of a runner this one replaces (a redeploy that keeps the mapping): Lambda
         # keeps a mapping's position across updates, so those shards carry on after their last record done.
         self.spec = spec
         self._resume_from = dict(resume_from or {})
         self._clients = clients
+        self._reader = reader
         self._context = MappingContext(spec, clients, invoke, clock=clock, sleep=sleep,
                                        poll_interval_s=poll_interval_s, retry_backoff_s=retry_backoff_s)
         self._discovery_interval_s = discovery_interval_s
@@ -148,7 +151,7 @@ class MappingRunner:
         from iotpipe.aws import ClientFactory
 
         client = self._clients.client("kinesis")
-        return raw_kinesis_client(client) if isinstance(self._clients, ClientFactory) else client
+        return self._reader(client) if isinstance(self._clients, ClientFactory) else client
 
     def _ordered(self) -> list[ShardWorker]:
         """The shards in shard id order (parents before their children)."""
