@@ -48,20 +48,30 @@ def hook_clients(remaining_ms: int) -> tuple[Any, Any, Any]:
     return boto3.client("lambda", config=invoking), boto3.client("codedeploy"), boto3.client("s3")
 
 
-def verdict(lambda_client: Any, function: str, sample: dict[str, Any]) -> str:
-    """Why ``function`` (a version's ARN) disagrees with the sample's expectations; "" when it agrees."""
-    answer = lambda_client.invoke(FunctionName=function, Payload=json.dumps(kinesis_event(sample)).encode(),
-                                  LogType="Tail")
+def invoke_and_summarise(lambda_client: Any, function: str, event: dict[str, Any], response: dict[str, Any],
+                         what: str) -> tuple[str, dict[str, Any]]:
+    """Invoke ``function`` with ``event``: why it failed ("" when it answered ``response``) and its ``batch
+    processed`` log line ({} when it failed); ``what`` names the records in the reason."""
+    answer = lambda_client.invoke(FunctionName=function, Payload=json.dumps(event).encode(), LogType="Tail")
     body = answer["Payload"].read().decode("utf-8", "replace")
     if answer.get("FunctionError"):
-        return f"the new version failed: {body[:500]}"
-    if json.loads(body) != sample["response"]:
-        return f"response {body[:500]} is not {json.dumps(sample['response'])}"
+        return f"the new version failed on {what}: {body[:500]}", {}
+    if json.loads(body) != response:
+        return f"its response to {what}, {body[:500]}, is not {json.dumps(response)}", {}
     tail = base64.b64decode(answer.get("LogResult") or "").decode("utf-8", "replace")
     summary = next((line for line in map(_document, tail.splitlines())
                     if line.get("message") == "batch processed"), None)
     if summary is None:
-        return "no 'batch processed' line in the new version's log"
+        return "no 'batch processed' line in the new version's log", {}
+    return "", summary
+
+
+def verdict(lambda_client: Any, function: str, sample: dict[str, Any]) -> str:
+    """Why ``function`` (a version's ARN) disagrees with the sample's expectations; "" when it agrees."""
+    problem, summary = invoke_and_summarise(lambda_client, function, kinesis_event(sample), sample["response"],
+                                            "the vectors' records")
+    if problem:
+        return problem
     differ = {key: summary.get(key) for key, want in sample["log"].items() if summary.get(key) != want}
     return f"batch processed {differ} is not {sample['log']}" if differ else ""
 
@@ -89,18 +99,10 @@ def recent_sample(s3: Any, bucket: str, now: float) -> dict[str, Any] | None:
 
 def recent_verdict(lambda_client: Any, function: str, recent: dict[str, Any]) -> str:
     """Why ``function`` mishandles the recent records the running version stored whole; "" when it does not."""
-    answer = lambda_client.invoke(FunctionName=function, Payload=json.dumps(kinesis_event(recent)).encode(),
-                                  LogType="Tail")
-    body = answer["Payload"].read().decode("utf-8", "replace")
-    if answer.get("FunctionError"):
-        return f"the new version failed on {recent['key']}: {body[:500]}"
-    if json.loads(body) != {"batchItemFailures": []}:
-        return f"the new version failed records of {recent['key']}: {body[:500]}"
-    tail = base64.b64decode(answer.get("LogResult") or "").decode("utf-8", "replace")
-    summary = next((line for line in map(_document, tail.splitlines())
-                    if line.get("message") == "batch processed"), None)
-    if summary is None:
-        return "no 'batch processed' line in the new version's log"
+    problem, summary = invoke_and_summarise(lambda_client, function, kinesis_event(recent),
+                                            {"batchItemFailures": []}, recent["key"])
+    if problem:
+        return problem
     count = len(recent["records"])
     kept = int(summary.get("stored") or 0) + int(summary.get("duplicates") or 0)
     if summary.get("records") != count or summary.get("quarantined") or summary.get("failed") or kept < count:

@@ -240,11 +240,10 @@ class SensorRange:
         return {"readings": [reading.as_dict() for reading in self.readings], "truncated": self.truncated}
 
 
-def query_range(dynamodb: Any, table: str, device_id: str, *, since_ms: int, until_ms: int,
-                sensor: str | None = None, max_readings: int = MAX_RANGE_READINGS) -> SensorRange:
-    """A device's readings (of ``sensor``) from ``since_ms`` to ``until_ms`` inclusive, oldest first, both storage
-    layouts (a packed item can start up to the longest pack window before ``since_ms``), each reading once, at
-    most ``max_readings`` (``truncated`` then says so)."""
+def _range_query(table: str, device_id: str, since_ms: int, until_ms: int, sensor: str | None,
+                 max_readings: int) -> dict[str, Any]:
+    """The Query of a device's items from ``since_ms`` to ``until_ms`` (from the longest pack window before, where a
+    packed item holding ``since_ms`` can start), of ``sensor`` only when given; ParameterError on a bad range."""
     if until_ms < since_ms:
         raise ParameterError("until_ms", until_ms, "is before since_ms; give a range that starts first")
     if not 1 <= max_readings <= MAX_RANGE_READINGS:
@@ -254,9 +253,18 @@ def query_range(dynamodb: Any, table: str, device_id: str, *, since_ms: int, unt
                               ":to": {"S": sort_key_from(until_ms + 1)}}
     kwargs: dict[str, Any] = {"TableName": table, "ExpressionAttributeValues": values,
                               "KeyConditionExpression": "deviceId = :d AND sk BETWEEN :from AND :to"}
-    if sensor:
+    if sensor is not None:
         kwargs["FilterExpression"] = "sensorType = :s"
         values[":s"] = {"S": sensor}
+    return kwargs
+
+
+def query_range(dynamodb: Any, table: str, device_id: str, *, since_ms: int, until_ms: int,
+                sensor: str | None = None, max_readings: int = MAX_RANGE_READINGS) -> SensorRange:
+    """A device's readings (of ``sensor``) from ``since_ms`` to ``until_ms`` inclusive, oldest first, both storage
+    layouts (a packed item can start up to the longest pack window before ``since_ms``), each reading once, at
+    most ``max_readings`` (``truncated`` then says so)."""
+    kwargs = _range_query(table, device_id, since_ms, until_ms, sensor or None, max_readings)
     found: dict[tuple[Any, ...], Reading] = {}
     truncated = False
     with aws_call("dynamodb", f"query {table}"):
@@ -309,18 +317,7 @@ def query_device_series(dynamodb: Any, table: str, device_id: str, *, since_ms: 
 
 def _read_series(dynamodb: Any, table: str, device_id: str, sensor: str | None, since_ms: int, until_ms: int,
                  max_readings: int) -> dict[str, SensorSeries]:
-    if until_ms < since_ms:
-        raise ParameterError("until_ms", until_ms, "is before since_ms; give a range that starts first")
-    if not 1 <= max_readings <= MAX_RANGE_READINGS:
-        raise ParameterError("max_readings", max_readings, f"is out of range; use 1 to {MAX_RANGE_READINGS}")
-    values: dict[str, Any] = {":d": {"S": device_id},
-                              ":from": {"S": sort_key_from(max(0, since_ms - MAX_PACK_WINDOW_MS + 1))},
-                              ":to": {"S": sort_key_from(until_ms + 1)}}
-    kwargs: dict[str, Any] = {"TableName": table, "ExpressionAttributeValues": values,
-                              "KeyConditionExpression": "deviceId = :d AND sk BETWEEN :from AND :to"}
-    if sensor is not None:
-        kwargs["FilterExpression"] = "sensorType = :s"
-        values[":s"] = {"S": sensor}
+    kwargs = _range_query(table, device_id, since_ms, until_ms, sensor, max_readings)
     found: dict[tuple[Any, ...], tuple[int, float]] = {}
     anomalies: dict[tuple[Any, ...], Reading] = {}
     truncated = False
