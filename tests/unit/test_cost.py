@@ -346,3 +346,32 @@ def test_the_detector_state_is_read_and_written_once_per_device_per_batch() -> N
                        "prod", {})
     items = {i.item for i in cost.estimate(cost.Workload(devices=1000, sensors=3, rate_hz=1.0), off).line_items}
     assert not items & {"read_request_units", "state_write_request_units"}
+
+
+def _documented_totals(text: str) -> dict[str, tuple[str, str]]:
+    """The ``a month`` and ``per million readings`` rows of a page's dev/prod comparison table: row -> (dev, prod)."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip().strip("*").strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0] in ("a month", "per million readings"):
+            rows[cells[0]] = (cells[1], cells[2])
+    return rows
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/cost.md"])
+def test_the_documented_dev_and_prod_totals_are_what_iotpipe_cost_says(page: str) -> None:
+    from pathlib import Path
+
+    from iotpipe.cli.cost import count_alarms
+    from iotpipe.config import load_config
+
+    repo = Path(__file__).resolve().parents[2]
+    wanted = []
+    for env in ("dev", "prod"):  # as `iotpipe cost --env ENV --devices 1000 --sensors 3 --rate 1` computes it
+        cfg = load_config(repo / "iotpipe.toml", env)
+        est = cost.estimate(cost.Workload(1000, 3, 1.0, cfg.ingest.readings_per_message), cfg,
+                            alarms=count_alarms(cfg))
+        wanted.append((f"{est.monthly_total_usd:,.0f} USD", f"{est.per_million_readings_usd:.4f} USD"))
+    documented = _documented_totals((repo / page).read_text(encoding="utf-8"))
+    assert documented == {"a month": (wanted[0][0], wanted[1][0]),
+                          "per million readings": (wanted[0][1], wanted[1][1])}
