@@ -197,9 +197,9 @@ def detection_memory(size: int) -> list[str]:
         peaks[label] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         runtime.pool.shutdown()
-    return [f"  detector memory: a series' state is 8 numbers, {stored} B stored (JSON), {per_object:,.0f} B as a "
-            f"Python object; a device's state item of {len(names)} series {dynamodb_item_size(item):,} B (open "
-            "episodes included)",
+    return [f"  detector memory: a series' state is {len(state.to_list())} numbers, {stored} B stored (JSON), "
+            f"{per_object:,.0f} B as a Python object; a device's state item of {len(names)} series "
+            f"{dynamodb_item_size(item):,} B (open episodes included)",
             f"  batch memory (python, tracemalloc peak, one {size}-reading batch, 10 ms model): detection off "
             f"{peaks['off'] / 1024:,.0f} KB, on {peaks['on'] / 1024:,.0f} KB"]
 
