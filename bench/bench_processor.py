@@ -197,9 +197,9 @@ def detection_memory(size: int) -> list[str]:
         peaks[label] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         runtime.pool.shutdown()
-    return [f"  detector memory: a series' state is 8 numbers, {stored} B stored (JSON), {per_object:,.0f} B as a "
-            f"Python object; a device's state item of {len(names)} series {dynamodb_item_size(item):,} B (open "
-            "episodes included)",
+    return [f"  detector memory: a series' state is {len(state.to_list())} numbers, {stored} B stored (JSON), "
+            f"{per_object:,.0f} B as a Python object; a device's state item of {len(names)} series "
+            f"{dynamodb_item_size(item):,} B (open episodes included)",
             f"  batch memory (python, tracemalloc peak, one {size}-reading batch, 10 ms model): detection off "
             f"{peaks['off'] / 1024:,.0f} KB, on {peaks['on'] / 1024:,.0f} KB"]
 
@@ -353,8 +353,33 @@ MOTO_ALONE = "moto alone: same items, BatchWriteItem"
 
 
 def _row(label: str, size: int, result: dict[str, float]) -> str:
+    server_cpu = result.get("server_cpu_per_1000")
     return (f"{label:<{LABEL_WIDTH}} {size:>6} {int(result['readings']):>9} {result['per_second']:>12,.0f} "
-            f"{result['calls_per_1000']:>14.1f} {int(result['failures']):>9}")
+            f"{result['calls_per_1000']:>14.1f} {int(result['failures']):>9} "
+            f"{'-' if server_cpu is None else f'{server_cpu * 1000:,.0f}':>14}")
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds the process ``pid`` has used (Linux /proc; None where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_server_cpu(run: Callable[[list[dict[str, Any]]], dict[str, float]], pid: int, size: int
+                    ) -> Callable[[list[dict[str, Any]]], dict[str, float]]:
+    """``run`` that also reports the moto server's CPU seconds per 1,000 readings it processed (``size`` more for
+    the warm-up batch): what the server spends on a row's calls, which no overlap on the client's side hides."""
+    def measured(events: list[dict[str, Any]]) -> dict[str, float]:
+        before = process_cpu_seconds(pid)
+        result = run(events)
+        after = process_cpu_seconds(pid)
+        if before is not None and after is not None:
+            result["server_cpu_per_1000"] = (after - before) * 1000 / (result["readings"] + size)
+        return result
+    return measured
 
 
 MAX_CALLS_PER_1000 = 50
@@ -623,7 +648,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"best of {args.repeat} interleaved runs per row (other work on the machine only ever slows a run); "
               f"calls = HTTP attempts, retries included")
         print(f"{'run':<{LABEL_WIDTH}} {'batch':>6} {'readings':>9} {'readings/s':>12} {'calls/1000':>14} "
-              f"{'failures':>9}")
+              f"{'failures':>9} {'server ms/1000':>14}")
+        print("(server ms/1000: the moto server process's CPU per 1,000 readings, warm-up batch included; "
+              "'-' for the rows that reach no server)")
+        latency_rows = {label for label, _ in modes if latency in label}  # no server: nothing to measure there
         deadline = time.monotonic() + args.budget_s
         for size in args.sizes:
             events = events_for(size, args.readings_per_size)
@@ -634,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"{round_} runs", file=sys.stderr)
                     break
                 for label, run in modes:
-                    result = run(events)
+                    result = run(events) if label in latency_rows else with_server_cpu(run, server.pid, size)(events)
                     if label not in best or result["per_second"] > best[label]["per_second"]:
                         best[label] = result
             for label, result in best.items():

@@ -474,6 +474,8 @@ def parse_rfc3339(text: str) -> int | None:
 def format_number(number: float) -> str:
     """The contract's number text: ECMAScript's Number::toString of the double (shortest round-trip digits;
     plain notation from 1e-6 to below 1e21, else ``d.ddde±x``); zero is ``0``."""
+    if type(number) is int:  # not a bool: a whole number's text is its digits, as below, without repr's work
+        return str(number)
     if number == 0:
         return "0"
     sign = "-" if number < 0 else ""
@@ -913,9 +915,14 @@ def states_text(states: Mapping[str, DetectorState]) -> str:
                           for name in sorted(states)) + "}"
 
 
+# A states text holds only section 4's numbers, which json's own parsing reads as the same doubles (the whole ones
+# as ints, which DetectorState.from_list converts): C speed, where parse_json calls back into Python per number.
+_STATES_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_states(text: str) -> dict[str, DetectorState]:
     """States from their stored text."""
-    return {name: DetectorState.from_list(values) for name, values in parse_json(text or "{}").items()}
+    return {name: DetectorState.from_list(values) for name, values in _STATES_DECODER.decode(text or "{}").items()}
 
 
 def memory_of(item: Mapping[str, Mapping[str, Any]] | None) -> DeviceMemory:
@@ -1377,12 +1384,13 @@ def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: R
         if runtime.settings.topic_arn else []
     items = window_items(readings, runtime.settings)
     chunks = [items[i:i + BATCH_WRITE_LIMIT] for i in range(0, len(items), BATCH_WRITE_LIMIT)]
+    writes = [runtime.pool.submit(write_items, runtime, chunk, deadline) for chunk in chunks]
     # The state items as they are when every record of the window commits, in chunks of their own, written with
-    # the readings; when the window is cut short they are written again (_save_states) from what committed.
+    # the readings (built while those are in flight); when the window is cut short they are written again
+    # (_save_states) from what committed.
     ahead = _state_items(runtime.settings, tally, _committed_after(runtime.settings, readings, tally.committed)) \
         if last and not starts and not tally.notices else []
     state_chunks = [ahead[i:i + BATCH_WRITE_LIMIT] for i in range(0, len(ahead), BATCH_WRITE_LIMIT)]
-    writes = [runtime.pool.submit(write_items, runtime, chunk, deadline) for chunk in chunks]
     state_writes = [runtime.pool.submit(write_items, runtime, chunk, deadline) for chunk in state_chunks]
     rejected = _by_shard([i for i in window if i.rejections], lambda i: i.record.shard_id)
     spans = _by_shard([i.record for i in window], lambda r: r.shard_id)

@@ -152,3 +152,24 @@ def test_a_state_of_the_previous_release_still_loads() -> None:
     state = index.DetectorState.from_list(old)
     assert (state.last, state.run, state.longest) == (20.0, 0, 0)
     assert state.to_list()[:8] == old
+
+
+def test_a_stored_states_text_reads_back_as_the_states_written() -> None:
+    # whole numbers, extremes and an 8-number state of the previous release, as the state item holds them
+    worst = index.DetectorState(count=2**53, newest_ms=253_402_300_799_999, mean=-1.2345678901234567e-300,
+                                var=1.2345678901234567e+300, short=-2.2250738585072014e-308, interval=60000.0,
+                                shifted=7, peak=205.125, last=1e21, run=0, longest=3)
+    _, learned = run([1.0, 2.0, 1.5, 1.7, 1.2, 1.4, 1.3])
+    states = {"pressure": worst, "temperature": learned, "vibration": index.DetectorState()}
+    text = index.states_text(states)
+    assert index.parse_states(text) == states
+    assert index.states_text(index.parse_states(text)) == text
+    old = index.parse_states('{"temperature":[300,1718000000000,20,0.25,20.5,60000,0,1.5]}')["temperature"]
+    assert old == index.DetectorState(300, 1718000000000, 20.0, 0.25, 20.5, 60000.0, 0, 1.5, 20.0, 0, 0)
+    with pytest.raises(ValueError):
+        index.parse_states('{"temperature":[NaN,1,2,3,4,5,6,7]}')
+
+
+@pytest.mark.parametrize("whole", [0, 1, -7, 150, 1_767_225_600_000, 2**53, -(2**53), 10**20])
+def test_a_whole_number_has_the_text_of_its_double(whole: int) -> None:
+    assert index.format_number(whole) == index.format_number(float(whole)) == str(whole)

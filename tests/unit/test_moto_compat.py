@@ -29,14 +29,14 @@ LEFT_ON = "an earlier test left speed patches on: take the emulator_patches fixt
 
 def test_each_patch_is_declared_once_in_its_services_module() -> None:
     names = [patch.name for patch in moto_compat.PATCHES]
-    assert len(names) == len(set(names)) == 29
+    assert len(names) == len(set(names)) == 30
     for patch in moto_compat.PATCHES:
         module = "awslambda" if patch.service == "lambda" else patch.service
         assert patch.install is not None and patch.install.__module__.endswith(f"moto_compat.{module}")
         assert patch.kind in moto_compat.KINDS and patch.summary and patch.upstream
         assert patch.tested == versions.MOTO
     assert {kind: sum(patch.kind == kind for patch in moto_compat.PATCHES) for kind in moto_compat.KINDS} == \
-        {"parity": 12, "api": 3, "speed": 14}
+        {"parity": 12, "api": 3, "speed": 15}
 
 
 def test_docs_list_every_patch_as_declared() -> None:
@@ -122,7 +122,7 @@ print(count, len(changes))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split()[0] == "29"
+    assert done.stdout.split()[0] == "30"
 
 
 def dynamodb_requests(dynamodb: Any, record: Callable[..., None]) -> None:
@@ -160,6 +160,22 @@ def dynamodb_requests(dynamodb: Any, record: Callable[..., None]) -> None:
                                                          "empty": {"SS": []}})
     record(dynamodb.update_item, TableName="readings", Key={"deviceId": {"S": "d1"}, "sk": {"S": "0"}},
            UpdateExpression="ADD n :one", ExpressionAttributeValues={":one": {"N": "1"}}, ReturnValues="ALL_NEW")
+    # BatchGetItem (the batch_get path): plain items, a missing key, binary attributes (the slow way both ways),
+    # a projection, another table's keys, and the request errors
+    state_keys = [{"deviceId": {"S": f"d{i % 3}"}, "sk": {"S": f"{i:04d}"}} for i in range(0, 25, 4)]
+    record(dynamodb.batch_get_item, RequestItems={"readings": {
+        "Keys": [*state_keys, {"deviceId": {"S": "nobody"}, "sk": {"S": "#detector"}}], "ConsistentRead": True}})
+    record(dynamodb.batch_get_item, RequestItems={"readings": {"Keys": [
+        {"deviceId": {"S": "d1"}, "sk": {"S": "0"}}, {"deviceId": {"S": "d9"}, "sk": {"S": "b"}}]}})
+    record(dynamodb.batch_get_item, RequestItems={"readings": {
+        "Keys": [{"deviceId": {"S": "d9"}, "sk": {"S": "b"}}], "ProjectionExpression": "sk, #v",
+        "ExpressionAttributeNames": {"#v": "v"}}})
+    record(dynamodb.batch_get_item, RequestItems={"readings": {"Keys": [{"deviceId": {"S": "d1"}, "sk": {
+        "B": b"\x01"}}]}})  # a binary key value where the table's key is a string: moto's error
+    record(dynamodb.batch_get_item, RequestItems={"readings": {"Keys": state_keys[:1] * 2}})  # duplicates
+    record(dynamodb.batch_get_item, RequestItems={"readings": {"Keys": [
+        {"deviceId": {"S": "d1"}, "sk": {"S": f"{i:04d}"}} for i in range(101)]}})  # over 100 keys
+    record(dynamodb.batch_get_item, RequestItems={"nowhere": {"Keys": state_keys[:1]}})
     record(dynamodb.get_item, TableName="readings", Key={"deviceId": {"S": "d1"}, "sk": {"S": "1"}})
     record(dynamodb.get_item, TableName="readings", Key={"deviceId": {"S": "d9"}, "sk": {"S": "b"}})
     for device in ("d0", "d1", "d2"):
@@ -274,7 +290,7 @@ def test_speed_patches_answer_as_plain_moto_does(emulator_url: str, names: tuple
         patched = answers(emulator_url)
     finally:
         applied.undo()
-    assert len(plain) == 50 and any("Error" in answer for answer in plain)
+    assert len(plain) == 57 and any("Error" in answer for answer in plain)
     assert patched == plain
 
 
@@ -283,7 +299,7 @@ def test_raw_dynamodb_reads_give_what_botocore_parses(emulator_url: str) -> None
     assert not set(SPEED) & set(moto_compat.active()), LEFT_ON
     parsed = answers(emulator_url)
     raw = answers(emulator_url, raw_dynamodb_reads)
-    assert len(parsed) == 50 and any(isinstance(a, dict) and "Items" in a and a["Items"] for a in parsed)
+    assert len(parsed) == 57 and any(isinstance(a, dict) and "Items" in a and a["Items"] for a in parsed)
     assert raw == parsed
 
 
