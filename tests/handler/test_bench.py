@@ -18,7 +18,7 @@ BENCH = REPO / "bench" / "bench_processor.py"
 TINY = ["--sizes", "50", "--readings-per-size", "100", "--repeat", "1", "--layouts", "item-per-reading"]
 NODE_READY = shutil.which("node") is not None and (
     REPO / "handler" / "node" / "node_modules" / "@aws-sdk" / "client-s3").is_dir()
-ROW = r"^(\S.*?)\s+{size}\s+(\d+)\s+[\d,]+\s+([\d.]+)\s+(\d+)$"
+ROW = r"^(\S.*?)\s+{size}\s+(\d+)\s+[\d,]+\s+([\d.]+)\s+(\d+)\s+(?:[\d,]+|-)$"  # ..., server ms/1000
 
 
 run_bench = partial(run_script, BENCH)
@@ -52,6 +52,9 @@ def test_the_benchmark_runs_every_row_and_counts_the_calls_without_the_seed() ->
     assert "same checks (targets are judged at 1,000), python: calls/1000 <= 50 NOT met (60.0)" in done.stdout
     assert "10 ms model at zero CPU, archived first: at most 2,500/s" in done.stdout
     assert not any("packed" in label for label in found)
+    # the moto server's CPU per 1,000 readings on the rows that reach it, none on the 10 ms model's
+    assert re.search(r"^python, moto server\s.*\s0\s+[1-9][\d,]*$", done.stdout, re.MULTILINE)
+    assert re.search(r"^python, 10 ms per call \(no server\)\s.*\s0\s+-$", done.stdout, re.MULTILINE)
 
 
 def test_the_packed_layout_rows_write_fewer_items() -> None:
@@ -100,7 +103,7 @@ def test_compare_detection_adds_rows_with_the_detector_on_and_the_ratio() -> Non
     assert found["python, moto server, detection on"] == (100, 100.0, 0)
     assert found["python, 10 ms per call (no server), detection on"][0] == 100
     assert re.search(r"^  detection on / off: python, moto server\s+50\s+[\d.]+x$", done.stdout, re.MULTILINE)
-    assert re.search(r"^  detector memory: a series' state is 8 numbers, \d+ B stored \(JSON\), [\d,]+ B as a Python "
+    assert re.search(r"^  detector memory: a series' state is 11 numbers, \d+ B stored \(JSON\), [\d,]+ B as a Python "
                      r"object; a device's state item of 3 series [\d,]+ B", done.stdout, re.MULTILINE)
     assert re.search(r"^  batch memory \(python, tracemalloc peak, one 50-reading batch, 10 ms model\): detection off "
                      r"[\d,]+ KB, on [\d,]+ KB$", done.stdout, re.MULTILINE)
