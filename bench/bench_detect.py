@@ -131,8 +131,8 @@ def bench_nab(root: Path, limit: int | None, index: Any, held_out: bool = False)
     static = [[0.0] * len(files[n][2]) for n in names]  # NAB's series have no static bounds: the null detector
     detectors: list[tuple[str, list[list[float]], Timing | None]] = [("static rules", static, None)]
     for label, scorer in (("naive z-score", naive), ("iotpipe onset", ours(index))):
-        scores, timing = timed(scorer, ((files[n][1], files[n][2]) for n in names))
-        detectors.append((label, scores, timing))
+        scores, spent = timed(scorer, ((files[n][1], files[n][2]) for n in names))
+        detectors.append((label, scores, spent))
     categories: dict[str, dict[str, float]] = {}
     left_out: dict[str, dict[str, tuple[float, float]]] = {}
     for label, scores, timing in detectors:
