@@ -1,14 +1,16 @@
 """Benchmark the adaptive detector on NAB and SKAB: the static rules, a naive z-score and the processor's detector
 side by side, with per-reading CPU time and state bytes.
 
-    python bench/bench_detect.py [--data ../shared/eval-data] [--nab-files N] [--skip-nab] [--skip-skab]
+    python bench/bench_detect.py [--data ../shared/eval-data] [--nab-files N] [--held-out] [--skip-nab] [--skip-skab]
 
 NAB (nab/data/<category>/<file>.csv, labels/combined_windows.json) is scored by iotpipe's own NAB scorer
 (:mod:`iotpipe.evaluate`: windows, the scaled sigmoid, the three profiles, one corpus threshold chosen by the
 optimiser, normalisation between the null and the perfect detector). SKAB (the labelled files under skab/, every
 sensor column one sensor of one device, ``device_flag`` = any sensor flagged) is scored with point F1, FAR and MAR
-over all files together, as SKAB's leaderboard does. The data is looked for at ``../shared/eval-data`` next to the
-checkout; when it is absent the benchmark says so and exits 0 (a clone has no such folder).
+over all files together, as SKAB's leaderboard does. ``--held-out`` adds, for ``iotpipe onset``, each category's
+score at the threshold chosen on the other files (leave one category out: how far one corpus threshold carries
+over). The data is looked for at ``../shared/eval-data`` next to the checkout; when it is absent the benchmark says
+so and exits 0 (a clone has no such folder).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ sys.path.insert(0, str(REPO / "src"))
 from iotpipe.archive import load_processor  # noqa: E402
 from iotpipe.config import SEED_THRESHOLDS  # noqa: E402
 from iotpipe.detect import parse_timestamp, read_series  # noqa: E402
-from iotpipe.evaluate import PROFILES, category_scores, nab_score, point_metrics  # noqa: E402
+from iotpipe.evaluate import PROFILES, category_scores, held_out_scores, nab_score, point_metrics  # noqa: E402
 
 # the development data next to the checkout, when there is any; a user gives --data
 DATA_CANDIDATES = (REPO.parent / "shared" / "eval-data",)
@@ -118,8 +120,9 @@ def load_nab(root: Path, limit: int | None) -> dict[str, NabFile]:
     return files
 
 
-def bench_nab(root: Path, limit: int | None, index: Any) -> list[str]:
-    """Lines of the NAB table: each detector's normalised score under each profile, CPU and state."""
+def bench_nab(root: Path, limit: int | None, index: Any, held_out: bool = False) -> list[str]:
+    """Lines of the NAB table: each detector's normalised score under each profile, CPU and state; with
+    ``held_out``, ours per category also at thresholds chosen without the category."""
     files = load_nab(root, limit)
     names = list(files)
     lines = [f"NAB: {len(files)} files, {sum(len(f[2]) for f in files.values()):,} readings ({root})",
@@ -128,9 +131,10 @@ def bench_nab(root: Path, limit: int | None, index: Any) -> list[str]:
     static = [[0.0] * len(files[n][2]) for n in names]  # NAB's series have no static bounds: the null detector
     detectors: list[tuple[str, list[list[float]], Timing | None]] = [("static rules", static, None)]
     for label, scorer in (("naive z-score", naive), ("iotpipe onset", ours(index))):
-        scores, timing = timed(scorer, ((files[n][1], files[n][2]) for n in names))
-        detectors.append((label, scores, timing))
+        scores, spent = timed(scorer, ((files[n][1], files[n][2]) for n in names))
+        detectors.append((label, scores, spent))
     categories: dict[str, dict[str, float]] = {}
+    left_out: dict[str, dict[str, tuple[float, float]]] = {}
     for label, scores, timing in detectors:
         corpus = {n: (files[n][0], s, files[n][3]) for n, s in zip(names, scores, strict=True)}
         results = {profile: nab_score(corpus, profile) for profile in PROFILES}
@@ -139,9 +143,20 @@ def bench_nab(root: Path, limit: int | None, index: Any) -> list[str]:
                      + f"{results['standard'].threshold:>11.3f}" + cost)
         if label == "iotpipe onset":
             categories = {p: category_scores(corpus, p, results[p].threshold) for p in PROFILES}
+            if held_out:
+                left_out = {p: held_out_scores(corpus, p) for p in PROFILES}
     lines.append("iotpipe onset per category, at the corpus thresholds (NaN: no window)")
     for category in categories["standard"]:
         lines.append(f"  {category:<22}" + "".join(f"{categories[p][category]:>10.1f}" for p in PROFILES))
+    if left_out:
+        held = list(left_out["standard"])
+        lines.append("iotpipe onset per category, leaving it out (threshold chosen on the other files; standard"
+                     " threshold)")
+        for category in held:
+            lines.append(f"  {category:<22}" + "".join(f"{left_out[p][category][0]:>10.1f}" for p in PROFILES)
+                         + f"{left_out['standard'][category][1]:>11.3f}")
+        lines.append(f"  {'mean':<22}" + "".join(
+            f"{sum(left_out[p][c][0] for c in held) / max(1, len(held)):>10.1f}" for p in PROFILES))
     return lines
 
 
@@ -198,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="eval-data folder (nab/, skab/); default ../shared/eval-data")
     parser.add_argument("--nab-files", type=int, help="score only the first N NAB files (a quick run)")
+    parser.add_argument("--held-out", action="store_true",
+                        help="also score each NAB category at the threshold chosen without it")
     parser.add_argument("--skip-nab", action="store_true")
     parser.add_argument("--skip-skab", action="store_true")
     args = parser.parse_args(argv)
@@ -209,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.data = data
     index = load_processor(HANDLER)
     if not args.skip_nab and (args.data / "nab").is_dir():
-        print("\n".join(bench_nab(args.data / "nab", args.nab_files, index)), flush=True)
+        print("\n".join(bench_nab(args.data / "nab", args.nab_files, index, args.held_out)), flush=True)
     if not args.skip_skab and (args.data / "skab").is_dir():
         print("\n".join(bench_skab(args.data / "skab", index)))
     return 0

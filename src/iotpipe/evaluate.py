@@ -178,6 +178,22 @@ def category_scores(files: Mapping[str, tuple[Sequence[str], Sequence[float], Se
     return result
 
 
+def held_out_scores(files: Mapping[str, tuple[Sequence[str], Sequence[float], Sequence[tuple[str, str]]]],
+                    profile: str) -> dict[str, tuple[float, float]]:
+    """Leave one category out: for each category with windows, (its normalised score, the threshold) when the
+    threshold is the one ``nab_score`` chooses on every *other* file. It shows how far a corpus threshold carries
+    over to a category it was not chosen on, as it must to the held-out NAB category."""
+    categories = sorted({name.split("/")[0] for name in files})
+    result = {}
+    for category in categories:
+        if not any(spec[2] for name, spec in files.items() if name.split("/")[0] == category):
+            continue
+        others = {name: spec for name, spec in files.items() if name.split("/")[0] != category}
+        threshold = nab_score(others, profile).threshold
+        result[category] = (category_scores(files, profile, threshold)[category], threshold)
+    return result
+
+
 @dataclass(frozen=True)
 class PointMetrics:
     """SKAB's outlier-detection metrics: F1, false alarm rate and missed alarm rate (per cent)."""

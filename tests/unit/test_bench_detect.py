@@ -56,3 +56,14 @@ def test_without_data_it_says_so_and_succeeds(tmp_path: Path) -> None:
     result = run_script(SCRIPT, "--data", str(tmp_path / "absent"), timeout_s=120)
     assert result.returncode == 0
     assert "skipped, no development data" in result.stdout
+
+
+def test_held_out_scores_each_category_at_a_threshold_chosen_without_it(tmp_path: Path) -> None:
+    _make_data(tmp_path)
+    result = run_script(SCRIPT, "--data", str(tmp_path), "--held-out", "--skip-skab", timeout_s=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("iotpipe onset per category, leaving it out"))
+    # the only category: without it nothing is left to choose a threshold on, so nothing is detected (the null)
+    assert lines[start + 1].split() == ["synthetic", "0.0", "0.0", "0.0", "1.100"]
+    assert lines[start + 2].split() == ["mean", "0.0", "0.0", "0.0"]

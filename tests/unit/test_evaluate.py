@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from iotpipe.evaluate import PROFILES, category_scores, nab_score, point_metrics, scaled_sigmoid, score_at, weigh_rows
+from iotpipe.evaluate import (
+    PROFILES,
+    category_scores,
+    held_out_scores,
+    nab_score,
+    point_metrics,
+    scaled_sigmoid,
+    score_at,
+    weigh_rows,
+)
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "nab_reference"
 
@@ -81,6 +90,26 @@ def test_categories_are_scored_apart_at_a_given_threshold() -> None:
     assert math.isnan(scores["none"])
     # the corpus result at the same threshold is the categories' raw scores together
     assert nab_score(corpus).raw == pytest.approx(1.0 - 1.0 - 0.11)
+
+
+def test_a_held_out_category_is_scored_at_the_threshold_the_others_choose() -> None:
+    stamps = [f"t{i:04d}" for i in range(1000)]
+    quiet = [0.0] * 1000
+    high = list(quiet)
+    high[520] = 0.9  # found at a threshold of 0.9 or less
+    low = list(quiet)
+    low[520], low[300] = 0.3, 0.6  # found only at 0.3, with a false positive at 0.6 above it
+    corpus = {"high/a.csv": (stamps, high, [("t0500", "t0599")]),
+              "low/b.csv": (stamps, low, [("t0500", "t0599")]),
+              "none/c.csv": (stamps, quiet, [])}
+    held = held_out_scores(corpus, "standard")
+    assert set(held) == {"high", "low"}  # a category without windows has nothing to hold out
+    # without "low" the others choose 0.9, where low's window is missed and its false positive not made
+    assert held["low"] == (pytest.approx(0.0), 0.9)
+    # without "high" the others choose 0.3 (the window's reward beats the false positive's cost): high is found
+    assert held["high"][1] == 0.3
+    assert held["high"][0] > 50
+    assert held["high"][0] == pytest.approx(category_scores(corpus, "standard", 0.3)["high"])
 
 
 def test_rows_in_the_probationary_period_are_not_scored() -> None:
