@@ -712,7 +712,10 @@ function detectStep(state, timestampMs, value, params = DETECTOR_DEFAULTS) {
   // whole milliseconds, and the peak in 64ths (both exact in any double arithmetic): the digits they drop keep a
   // device's state item of three series within one 1 KB write unit
   else interval = Math.floor(state.interval + INTERVAL_ALPHA * (elapsed - state.interval));
-  const peak = scoring ? Math.floor(Math.max(z, state.peak * params.peakDecay) * PEAK_STEPS + 0.5) / PEAK_STEPS : 0;
+  // the recent peak is learned over probation's second half too: the first deviations after probation are
+  // judged against the noise the series has shown, not against 0 (which alarmed on ordinary noise)
+  const tracking = scoring || 2 * state.count >= params.probation;
+  const peak = tracking ? Math.floor(Math.max(z, state.peak * params.peakDecay) * PEAK_STEPS + 0.5) / PEAK_STEPS : 0;
   const longest = run === 0 ? Math.max(state.longest, state.run) : state.longest;
   const learned = { count: state.count + 1, newestMs: timestampMs, mean, variance, short, interval, shifted, peak,
     last: value, run, longest };

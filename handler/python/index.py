@@ -796,7 +796,10 @@ def detect_step(state: DetectorState, timestamp_ms: int, value: float,
         # whole milliseconds, and the peak in 64ths (both exact in any double arithmetic): the digits they drop
         # keep a device's state item of three series within one 1 KB write unit
         interval = float(math.floor(state.interval + INTERVAL_ALPHA * (elapsed - state.interval)))
-    peak = _in_steps(max(z, state.peak * params.peak_decay)) if scoring else 0.0
+    # the recent peak is learned over probation's second half too: the first deviations after probation are
+    # judged against the noise the series has shown, not against 0 (which alarmed on ordinary noise)
+    tracking = scoring or 2 * state.count >= params.probation
+    peak = _in_steps(max(z, state.peak * params.peak_decay)) if tracking else 0.0
     longest = max(state.longest, state.run) if run == 0 else state.longest
     learned = DetectorState(state.count + 1, timestamp_ms, mean, var, short, interval, shifted, peak, value, run,
                             longest)

@@ -4,10 +4,11 @@ detector (``rule`` ``model``) flags the failing series after its failure starts,
 sends one notification for that episode.
 
 Not seed-dependent: the level shift is 15 noise deviations (``iotpipe.simulate.signals``), and the test deploys a
-sensitivity of 0.9 (a novel deviation of 6 spreads) where the default 0.5 (2 spreads) lets a healthy series' noise
-raise an alarm right after its probation for most seeds. ``test_the_failure_stands_out_whatever_the_seed`` runs
-the processor's own detector over the simulated series of 30 seeds and checks the margin on both sides; the
-local run uses one fixed seed."""
+sensitivity of 0.9 (a novel deviation of 6 spreads) where the default 0.5 (2 spreads) still lets a healthy series'
+noise raise an alarm after its probation for a few seeds (2 series of 270 over 30 seeds; 31 before the recent
+peak was learned during probation). ``test_the_failure_stands_out_whatever_the_seed`` runs the processor's own
+detector over the simulated series of 30 seeds and checks the margin on both sides; the local run uses one fixed
+seed."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def test_the_failure_stands_out_whatever_the_seed() -> None:
     seeds: no healthy reading reaches the sensitivity, and the failing series does after its failure starts."""
     index = load_processor(REPO / "handler" / "python" / "index.py")
     thresholds = build_config({}, "local", {}).thresholds
-    healthy_peak, failing_low = 0.0, 1.0
+    healthy_peak, failing_low, alarmed_at_default = 0.0, 1.0, 0
     for seed in range(30):
         for device in DEVICES:
             for sensor, threshold in thresholds.items():
@@ -62,10 +63,15 @@ def test_the_failure_stands_out_whatever_the_seed() -> None:
                 points = [(i * 1000 // RATE_HZ, model.step(i / RATE_HZ)) for i in range(DURATION_S * RATE_HZ)]
                 scores = [s.score for s in index.detect_series(points, index.DETECTOR_PRESETS["onset"])[0]]
                 onset = int(HEALTHY_S * RATE_HZ)
-                healthy_peak = max(healthy_peak, *(scores[:onset] if failing else scores))
+                healthy = scores[:onset] if failing else scores
+                healthy_peak = max(healthy_peak, *healthy)
+                alarmed_at_default += max(healthy) >= index.DEFAULT_SENSITIVITY
                 if failing:
                     failing_low = min(failing_low, max(scores[onset:]))
     assert healthy_peak < SENSITIVITY <= failing_low, (healthy_peak, failing_low)
+    # at the default sensitivity a healthy series rarely alarms once its probation ends (2 of the 270 here; 31
+    # when the recent peak started from 0 at the end of probation)
+    assert alarmed_at_default <= 5, alarmed_at_default
 
 
 @pytest.fixture

@@ -50,10 +50,24 @@ def test_one_step_is_the_contract_arithmetic() -> None:
 
 
 def test_scores_are_zero_during_the_probation_and_in_range_after() -> None:
-    scored, _ = run([1.0, 2.0, 1.5, 9.0, 1.0, 1.2, 1.1, 30.0, 1.0])
+    scored, _ = run([1.0, 9.0, 2.0, 1.5, 1.0, 1.2, 1.1, 30.0, 1.0])
     assert [s.score for s in scored[:5]] == [0.0] * 5
     assert all(0.0 <= s.score <= 1.0 for s in scored)
     assert scored[7].score > 0.5 > scored[6].score
+
+
+def test_the_recent_peak_is_learned_from_the_second_half_of_probation() -> None:
+    params = index.DetectorParams(probation=40, relearn=1000)
+    calm = [1.0 + 0.1 * ((i * 7) % 5 - 2) for i in range(60)]
+    _, first_half = run(calm[:19], params)  # 2 x 19 < 40: nothing remembered yet
+    _, second_half = run(calm[:30], params)
+    assert first_half.peak == 0.0 and second_half.peak > 0.0
+    # so the first ordinary deviation after probation is judged against the noise already seen, not against 0:
+    # a 2.5-spread wobble alarmed when the peak started at 0 (as it did) and does not now
+    after = run(calm[:40], params)[1]
+    wobble = after.mean + 2.5 * after.var ** 0.5
+    assert index.detect_step(after, START_MS + 40 * STEP_MS, wobble, params)[0].score < 0.5
+    assert index.detect_step(replace(after, peak=0.0), START_MS + 40 * STEP_MS, wobble, params)[0].score > 0.5
 
 
 def test_a_late_reading_is_scored_but_not_learned() -> None:
