@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from test_query import BUCKET, DAY2, INDEX, TABLE, create_table, run_processor, single
 
 from iotpipe.config import load_config
-from iotpipe.console.app import COOKIE, Settings, asset_version, create_app, is_loopback, static_dir
+from iotpipe.console.app import Settings, asset_version, create_app, is_loopback, static_dir
 from iotpipe.console.data import ConsoleData, Names
 
 NOW = DAY2 + 60_000
@@ -59,7 +59,7 @@ def client(stored: None, tmp_path: Path) -> Iterator[TestClient]:
     del stored
     app = create_app(console_data(tmp_path), Settings(token=TOKEN, poll_s=0.01, stream_s=0.05))
     with TestClient(app, base_url=BASE, follow_redirects=False) as test_client:
-        test_client.cookies.set(COOKIE, TOKEN)
+        test_client.cookies.set(Settings(token=TOKEN).cookie, TOKEN)
         yield test_client
 
 
@@ -73,9 +73,30 @@ def test_the_page_needs_the_token_then_a_cookie_carries_it(tmp_path: Path) -> No
         opened = anonymous.get(f"/?token={TOKEN}")
         assert opened.status_code == 303 and opened.headers["location"] == "/"  # the token leaves the URL
         cookie = opened.headers["set-cookie"]
-        assert f"{COOKIE}={TOKEN}" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        assert f"iotpipe_console_0={TOKEN}" in cookie  # named by its port (0 here)
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie
         page = anonymous.get("/")
         assert page.status_code == 200 and "iotpipe console" in page.text
+
+
+def test_the_token_redirect_stays_on_this_server_and_keeps_the_rest_of_the_query(tmp_path: Path) -> None:
+    app = create_app(console_data(tmp_path), Settings(token=TOKEN))
+    with TestClient(app, base_url=BASE, follow_redirects=False) as browser:
+        # a path of two slashes would be a link to another host ("//evil.example/") in the Location header
+        assert browser.get(f"{BASE}//evil.example/?token={TOKEN}").headers["location"] == "/evil.example/"
+        assert browser.get(f"/?token={TOKEN}&a=b%26c%3Dd").headers["location"] == "/?a=b%26c%3Dd"
+
+
+def test_consoles_on_two_ports_of_one_host_keep_their_own_cookie(tmp_path: Path) -> None:
+    # a browser keeps cookies by host, not port: two consoles must not overwrite each other's token
+    first = create_app(console_data(tmp_path), Settings(token=TOKEN, port=8765))
+    second = create_app(console_data(tmp_path), Settings(token="another-token", port=8766))
+    with TestClient(first, base_url=BASE, follow_redirects=False) as one, \
+            TestClient(second, base_url="http://127.0.0.1:8766", follow_redirects=False) as other:
+        other.cookies.jar = one.cookies.jar  # one browser's cookie jar
+        assert one.get(f"/?token={TOKEN}").status_code == 303
+        assert other.get("/?token=another-token").status_code == 303
+        assert one.get("/").status_code == 200 and other.get("/").status_code == 200
 
 
 def test_every_answer_has_a_strict_csp_and_the_page_has_no_inline_script(client: TestClient) -> None:

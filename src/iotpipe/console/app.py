@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -77,6 +78,12 @@ class Settings:
     poll_s: float = POLL_S
     stream_s: float = STREAM_S
     extra_hosts: tuple[str, ...] = field(default=())
+
+    @property
+    def cookie(self) -> str:
+        """The cookie's name, one per port: a browser keeps cookies by host, not port, so consoles on two ports
+        of 127.0.0.1 would otherwise overwrite each other's token."""
+        return f"{COOKIE}_{self.port}"
 
     def host_allowed(self, header: str) -> bool:
         """Bound to loopback: the Host header must name a loopback host (a DNS-rebinding page cannot); bound
@@ -141,18 +148,25 @@ class Guard(BaseHTTPMiddleware):
                 return PlainTextResponse("wrong token: open the URL `iotpipe console` printed", status_code=403)
             if request.method == "GET" and not request.url.path.startswith("/api/"):
                 # the token leaves the address bar (and the history); the cookie carries it from now on
-                rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-                query = "&".join(f"{k}={v}" for k, v in rest)
-                target = request.url.path + (f"?{query}" if query else "")
-                response: Response = RedirectResponse(target, status_code=303)
-                response.set_cookie(COOKIE, self.settings.token, httponly=True, samesite="strict", path="/")
+                response: Response = RedirectResponse(_without_token(request), status_code=303)
+                response.set_cookie(self.settings.cookie, self.settings.token, httponly=True, samesite="strict",
+                                    path="/")
                 return response
-        elif not hmac.compare_digest(request.cookies.get(COOKIE, "").encode(), self.settings.token.encode()):
+        elif not hmac.compare_digest(request.cookies.get(self.settings.cookie, "").encode(),
+                                     self.settings.token.encode()):
             return PlainTextResponse("the console needs its token: open the URL `iotpipe console` printed "
                                      "(it ends with ?token=...)", status_code=401)
         if request.method not in ("GET", "HEAD") and not _same_origin_json(request):
             return PlainTextResponse("refused: only the console's own page may send this", status_code=403)
         return await call_next(request)
+
+
+def _without_token(request: Request) -> str:
+    """The address asked for, without its token, as a path on this server: a path of two leading slashes
+    (``//host/``) would send the browser to another host, and the rest of the query is kept as it was encoded."""
+    rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+    path = "/" + request.url.path.lstrip("/")
+    return path + (f"?{urlencode(rest)}" if rest else "")
 
 
 def _same_origin_json(request: Request) -> bool:
