@@ -306,3 +306,107 @@ def test_the_charts_of_a_device_page_share_one_read_of_its_partition(stored: Non
     threading.Event().wait(0.01)
     data.series("press-1", "temperature", "1h")  # older than the shared time: read again
     assert reads == ["press-1", "press-2", "press-1"]
+
+
+def test_the_sql_box_runs_one_query_at_a_time(stored: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # on Athena each query is billed: a second Run while one is running is refused, not queued
+    del stored
+    data = console_data(tmp_path)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(text: str, since: str = "24h") -> dict[str, Any]:
+        entered.set()
+        release.wait(10)
+        return {"engine": "duckdb", "query": text, "since": since}
+
+    monkeypatch.setattr(data, "run_sql", slow)
+    app = create_app(data, Settings(token=TOKEN))
+    answers: list[Any] = []
+    with TestClient(app, base_url=BASE) as browser:
+        browser.cookies.set(Settings(token=TOKEN).cookie, TOKEN)
+        first = threading.Thread(target=lambda: answers.append(browser.post("/api/sql", json={"query": "SELECT 1"})))
+        first.start()
+        assert entered.wait(10)
+        second = browser.post("/api/sql", json={"query": "SELECT 2"})
+        release.set()
+        first.join(10)
+        assert second.status_code == 429 and "running already" in second.json()["error"]
+        assert answers[0].status_code == 200 and answers[0].json()["query"] == "SELECT 1"
+        assert browser.post("/api/sql", json={"query": "SELECT 3"}).status_code == 200  # free again
+
+
+def test_an_athena_query_of_the_sql_box_is_stopped_after_its_time(stored: None, tmp_path: Path) -> None:
+    del stored
+    from botocore.stub import ANY, Stubber
+
+    from iotpipe.sql import SqlError
+
+    athena = boto3.client("athena", region_name="us-east-1")
+    stub = Stubber(athena)
+    stub.add_response("start_query_execution", {"QueryExecutionId": "q1"},
+                      {"QueryString": ANY, "WorkGroup": "wg", "QueryExecutionContext": {"Database": "db"}})
+    for _ in range(2):
+        stub.add_response("get_query_execution", {"QueryExecution": {"QueryExecutionId": "q1",
+                                                                     "Status": {"State": "RUNNING"}}},
+                          {"QueryExecutionId": "q1"})
+    stub.add_response("stop_query_execution", {}, {"QueryExecutionId": "q1"})
+    stub.activate()
+
+    class WithAthena(Clients):
+        def client(self, service: str) -> Any:
+            return athena if service == "athena" else super().client(service)
+
+    names = Names(table=TABLE, index=INDEX, bucket=BUCKET, log_group="", queue_url="", function_name="",
+                  environment="dev", workgroup="wg", database="db")
+    data = ConsoleData(load_config(None, "dev", {}), WithAthena(), local=False, cache_dir=tmp_path,
+                       clock=lambda: NOW, names=names, sql_max_polls=2)
+    with pytest.raises(SqlError, match="stopped it"):
+        data.run_sql("SELECT 1 AS one", since="24h")
+    stub.assert_no_pending_responses()  # Athena was told to stop
+
+
+def test_event_streams_are_limited_and_a_closed_one_frees_its_place(stored: None, tmp_path: Path) -> None:
+    # a real server: the test client would wait for a stream's end before answering
+    import http.client
+    import socket
+
+    import uvicorn
+
+    del stored
+    app = create_app(console_data(tmp_path), Settings(token=TOKEN, max_streams=1, poll_s=0.05, stream_s=30))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    runner = threading.Thread(target=lambda: server.run(sockets=[sock]), daemon=True)
+    runner.start()
+
+    def open_stream() -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", f"/api/events?token={TOKEN}")
+        return connection, connection.getresponse()
+
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        first, answer = open_stream()
+        assert answer.status == 200 and answer.readline() == b"retry: 2000\n"
+        refused, second = open_stream()
+        assert second.status == 503 and b"open already" in second.read()
+        refused.close()
+        first.close()
+        for _ in range(100):  # the server sees the first stream closed at its next poll
+            connection, again = open_stream()
+            if again.status == 200:
+                break
+            connection.close()
+            threading.Event().wait(0.05)
+        assert again.status == 200
+        connection.close()
+    finally:
+        server.should_exit = True
+        runner.join(10)
+        sock.close()

@@ -49,6 +49,8 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # EventSource reconnects by itself).
 POLL_S = 2.0
 STREAM_S = 600.0
+# Open event streams at most: each polls the anomaly index every POLL_S (read units on AWS) and holds a socket.
+MAX_STREAMS = 16
 
 
 def new_token() -> str:
@@ -77,6 +79,7 @@ class Settings:
     port: int = 0
     poll_s: float = POLL_S
     stream_s: float = STREAM_S
+    max_streams: int = MAX_STREAMS
     extra_hosts: tuple[str, ...] = field(default=())
 
     @property
@@ -194,6 +197,8 @@ def create_app(data: ConsoleData, settings: Settings) -> Starlette:
             return _error(exc)
 
     page = index_page(static_dir())
+    sql_running = asyncio.Lock()  # one query at a time: on Athena each one is billed
+    streams = [0]  # event streams open now
 
     async def index(_request: Request) -> Response:
         return HTMLResponse(page)
@@ -232,10 +237,25 @@ def create_app(data: ConsoleData, settings: Settings) -> Starlette:
             return JSONResponse({"error": 'send {"query": "SELECT ...", "since": "24h"}'}, status_code=400)
         since = body.get("since")
         window = since if isinstance(since, str) else "24h"
-        return await call(lambda: data.run_sql(body["query"], window))
+        if sql_running.locked():
+            return JSONResponse({"error": "a query is running already: wait for its answer"}, status_code=429)
+        async with sql_running:
+            return await call(lambda: data.run_sql(body["query"], window))
 
     async def events(request: Request) -> Response:
-        return StreamingResponse(_events(request, data, settings), media_type="text/event-stream",
+        if streams[0] >= settings.max_streams:
+            return PlainTextResponse(f"{settings.max_streams} pages of this console are open already: close one",
+                                     status_code=503)
+
+        async def counted() -> AsyncIterator[str]:
+            streams[0] += 1  # counted once it runs: a stream cancelled before it starts never ends either
+            try:
+                async for event in _events(request, data, settings):
+                    yield event
+            finally:
+                streams[0] -= 1
+
+        return StreamingResponse(counted(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     routes = [
