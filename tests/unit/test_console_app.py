@@ -410,3 +410,21 @@ def test_event_streams_are_limited_and_a_closed_one_frees_its_place(stored: None
         server.should_exit = True
         runner.join(10)
         sock.close()
+
+
+def test_an_unexpected_error_answers_without_its_traceback(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:
+        def client(self, service: str) -> Any:
+            raise RuntimeError(f"no {service} client: secret {SECRET}")
+
+    names = Names(table=TABLE, index=INDEX, bucket=BUCKET, log_group="", queue_url="", function_name="",
+                  environment="dev", workgroup="", database="")
+    data = ConsoleData(load_config(None, "dev", {}), Broken(), local=True, cache_dir=tmp_path, clock=lambda: NOW,
+                       names=names)
+    with TestClient(create_app(data, Settings(token=TOKEN)), base_url=BASE) as browser:
+        browser.cookies.set(Settings(token=TOKEN).cookie, TOKEN)
+        answer = browser.get("/api/fleet")
+    assert answer.status_code == 500 and "RuntimeError" in answer.json()["error"]
+    assert SECRET not in answer.text and "Traceback" not in answer.text
+    assert "default-src 'none'" in answer.headers["content-security-policy"]  # a failure is guarded like the rest
+    assert "Traceback" in caplog.text or any(r.exc_info for r in caplog.records)  # the terminal gets the why

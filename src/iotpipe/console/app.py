@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,6 +45,7 @@ from iotpipe.errors import IotpipeError, ParameterError
 COOKIE = "iotpipe_console"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "font-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+LOG = logging.getLogger("iotpipe.console")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # Server-sent events: how often the server looks for news, and how long one stream lasts (the browser's
 # EventSource reconnects by itself).
@@ -195,6 +197,10 @@ def create_app(data: ConsoleData, settings: Settings) -> Starlette:
             return JSONResponse(await run_in_threadpool(read))
         except IotpipeError as exc:
             return _error(exc)
+        except Exception as exc:  # a bug or an unwrapped library error: the traceback to the terminal, not the page
+            LOG.exception("the console failed")
+            return JSONResponse({"error": f"the console failed ({type(exc).__name__}); its terminal shows why"},
+                                status_code=500)
 
     page = index_page(static_dir())
     sql_running = asyncio.Lock()  # one query at a time: on Athena each one is billed
