@@ -216,6 +216,18 @@ def test_an_anomaly_appears_live_without_a_reload(page: Any, console: dict[str, 
     assert "above max 80" in row.inner_text() and "120" in row.inner_text()
     assert navigations == []  # no reload
     page.screenshot(path=str(shots(tmp_path) / "console-anomalies.png"))
+    rows = page.locator("#anomaly-body tr")
+    page.fill("#f-device", "no-such-press")  # filtered by device, sensor and rule as the person picks them
+    assert rows.count() == 0
+    page.fill("#f-device", "press-h")
+    assert rows.evaluate_all("rows => rows.map(r => r.dataset.device)") == ["press-hot"]
+    page.select_option("#f-sensor", "pressure")
+    assert rows.count() == 0 and page.inner_text("#anomaly-count").startswith("0 anomalies")
+    page.select_option("#f-sensor", "temperature")
+    page.select_option("#f-rule", "model")
+    assert rows.count() == 0
+    page.select_option("#f-rule", "bound")
+    assert rows.count() == 1
 
 
 def test_keyboard_alone_reaches_every_view(page: Any) -> None:
