@@ -125,6 +125,16 @@ def test_writes_only_as_same_origin_json(client: TestClient) -> None:
     assert client.delete("/api/fleet").status_code in (403, 405)
 
 
+def test_reads_only_from_the_console_s_own_page(client: TestClient) -> None:
+    # a page on another port of 127.0.0.1 is same-site: the browser sends it the cookie, marked "same-site"
+    for site in ("same-site", "cross-site"):
+        assert client.get("/api/device/press-1/series/temperature?range=90d",
+                          headers={"sec-fetch-site": site}).status_code == 403
+        assert client.get("/api/events", headers={"sec-fetch-site": site}).status_code == 403
+    assert client.get("/api/fleet", headers={"sec-fetch-site": "same-origin"}).status_code == 200
+    assert client.get("/api/fleet", headers={"sec-fetch-site": "none"}).status_code == 200  # typed in the bar
+
+
 def test_fleet_view(client: TestClient) -> None:
     fleet = client.get("/api/fleet").json()
     rows = {row["deviceId"]: row for row in fleet["devices"]}

@@ -163,6 +163,11 @@ class Guard(BaseHTTPMiddleware):
                                      "(it ends with ?token=...)", status_code=401)
         if request.method not in ("GET", "HEAD") and not _same_origin_json(request):
             return PlainTextResponse("refused: only the console's own page may send this", status_code=403)
+        if request.url.path.startswith("/api/") and request.headers.get("sec-fetch-site") not in (
+                None, "same-origin", "none"):
+            # a page of another port of this host is "same-site": SameSite=Strict sends it the cookie, and a read
+            # can start Athena queries (a range past the table's retention) though the page never sees the answer
+            return PlainTextResponse("refused: only the console's own page may ask this", status_code=403)
         return await call_next(request)
 
 
