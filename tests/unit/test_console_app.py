@@ -438,3 +438,27 @@ def test_an_unexpected_error_answers_without_its_traceback(tmp_path: Path, caplo
     assert SECRET not in answer.text and "Traceback" not in answer.text
     assert "default-src 'none'" in answer.headers["content-security-policy"]  # a failure is guarded like the rest
     assert "Traceback" in caplog.text or any(r.exc_info for r in caplog.records)  # the terminal gets the why
+
+
+def test_a_model_anomaly_comes_with_its_learned_band_and_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from test_query import THRESHOLDS
+
+    detecting = {**THRESHOLDS, "temperature": {**THRESHOLDS["temperature"], "detector": "onset", "probation": 5}}
+    values = [20.0, 20.1, 19.9, 20.0, 20.2, 20.1, 35.0, 20.0]
+    with mock_aws():
+        create_table(boto3.client("dynamodb", region_name="us-east-1"))
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        run_processor([single("press-1", "temperature", v, NOW - (len(values) - i) * 1000)
+                       for i, v in enumerate(values)], monkeypatch, capsys,
+                      env={"THRESHOLDS": json.dumps(detecting)})
+        data = console_data(tmp_path)
+        series = data.series("press-1", "temperature", "15m")
+        device = data.device("press-1", "15m")
+    [anomaly] = series["anomalies"]
+    assert (anomaly["value"], anomaly["rule"]) == (35.0, "model")  # inside the static bounds: the model's
+    assert anomaly["expectedLow"] < 20.1 < anomaly["expectedHigh"] and anomaly["score"] >= 0.5
+    assert [(a["value"], a["rule"], a["expectedLow"]) for a in device["anomalies"]] == [
+        (35.0, "model", anomaly["expectedLow"])]  # the list beside the charts says why
