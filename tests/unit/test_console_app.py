@@ -462,3 +462,15 @@ def test_a_model_anomaly_comes_with_its_learned_band_and_why(tmp_path: Path, mon
     assert anomaly["expectedLow"] < 20.1 < anomaly["expectedHigh"] and anomaly["score"] >= 0.5
     assert [(a["value"], a["rule"], a["expectedLow"]) for a in device["anomalies"]] == [
         (35.0, "model", anomaly["expectedLow"])]  # the list beside the charts says why
+
+
+def test_the_sql_box_runs_one_select_on_duckdb_and_refuses_more(client: TestClient) -> None:
+    pytest.importorskip("duckdb")
+    ran = client.post("/api/sql", json={"query": "SELECT count(*) AS n FROM readings", "since": "24h"})
+    assert ran.status_code == 200, ran.text
+    # the 24 h window: press-3's reading of three days ago is outside it
+    assert (ran.json()["engine"], ran.json()["columns"], ran.json()["rows"]) == ("duckdb", ["n"], [[302]])
+    second = client.post("/api/sql", json={"query": "SELECT 1; COPY readings TO '/tmp/x.csv'"})
+    assert second.status_code == 400 and "2 statements" in second.json()["error"]
+    write = client.post("/api/sql", json={"query": "COPY (SELECT 1) TO '/tmp/x.csv'"})
+    assert write.status_code == 400
