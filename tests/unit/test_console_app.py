@@ -446,7 +446,8 @@ def test_a_model_anomaly_comes_with_its_learned_band_and_why(tmp_path: Path, mon
 
     from test_query import THRESHOLDS
 
-    detecting = {**THRESHOLDS, "temperature": {**THRESHOLDS["temperature"], "detector": "onset", "probation": 5}}
+    temperature: dict[str, Any] = dict(THRESHOLDS["temperature"])  # type: ignore[call-overload]
+    detecting = {**THRESHOLDS, "temperature": {**temperature, "detector": "onset", "probation": 5}}
     values = [20.0, 20.1, 19.9, 20.0, 20.2, 20.1, 35.0, 20.0]
     with mock_aws():
         create_table(boto3.client("dynamodb", region_name="us-east-1"))
