@@ -1,7 +1,7 @@
 """The console's web app (Starlette): the page, its static assets, a JSON API per view and server-sent events.
 
 Safe by default: every request needs the run's random token, as ``?token=`` once (the answer sets an HttpOnly,
-SameSite=Strict cookie and redirects to the same page without it) or the cookie after that; a Host header that is
+SameSite=Strict cookie and moves on to the same page without it) or the cookie after that; a Host header that is
 not the loopback address the server is bound to is refused (DNS rebinding); the only POST (a SQL SELECT) needs a
 JSON body from the same origin; every answer carries a strict Content-Security-Policy (scripts and styles from the
 app's own files only, no inline script, nothing from elsewhere). Nothing the app serves holds a credential.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import html
 import json
 import logging
 import re
@@ -32,7 +33,6 @@ from starlette.responses import (
     HTMLResponse,
     JSONResponse,
     PlainTextResponse,
-    RedirectResponse,
     Response,
     StreamingResponse,
 )
@@ -153,7 +153,7 @@ class Guard(BaseHTTPMiddleware):
                 return PlainTextResponse("wrong token: open the URL `iotpipe console` printed", status_code=403)
             if request.method == "GET" and not request.url.path.startswith("/api/"):
                 # the token leaves the address bar (and the history); the cookie carries it from now on
-                response: Response = RedirectResponse(_without_token(request), status_code=303)
+                response: Response = HTMLResponse(landing_page(_without_token(request)))
                 response.set_cookie(self.settings.cookie, self.settings.token, httponly=True, samesite="strict",
                                     path="/")
                 return response
@@ -169,6 +169,17 @@ class Guard(BaseHTTPMiddleware):
             # can start Athena queries (a range past the table's retention) though the page never sees the answer
             return PlainTextResponse("refused: only the console's own page may ask this", status_code=403)
         return await call_next(request)
+
+
+def landing_page(target: str) -> str:
+    """The answer to the token URL: it sets the cookie and moves on to ``target`` by itself. Not a redirect: a
+    navigation started elsewhere (the browser opening the console's start file, a link in another site) is
+    cross-site, and a browser sends no SameSite=Strict cookie along a redirect of it; this page's own refresh is
+    same-origin, and replaces its entry in the history."""
+    shown = html.escape(target, quote=True)
+    return (f'<!doctype html>\n<html lang="en"><meta charset="utf-8">\n'
+            f'<meta http-equiv="refresh" content="0;url={shown}">\n<title>iotpipe console</title>\n'
+            f'<p><a href="{shown}">Open the iotpipe console</a></p></html>\n')
 
 
 def _without_token(request: Request) -> str:
