@@ -105,11 +105,10 @@ def wait_for_fleet(url: str, timeout_s: float = 600) -> None:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    token = parts.query.removeprefix("token=")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout_s)
-        connection.request("GET", "/api/fleet", headers={"Cookie": f"iotpipe_console={token}"})
+        connection.request("GET", f"/api/fleet?{parts.query}")  # an API request may carry the token itself
         answer = connection.getresponse()
         answer.read()
         connection.close()

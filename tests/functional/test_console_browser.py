@@ -113,9 +113,15 @@ def page(browser: Any, console: dict[str, Any]) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     opened = context.new_page()
     opened.set_default_timeout(WAIT_MS)
-    opened.goto(console["url"])
+    open_console(opened, console)
     yield opened
     context.close()
+
+
+def open_console(page: Any, console: dict[str, Any]) -> None:
+    """Open the token URL as the user does; its answer moves on to the page without the token by itself."""
+    page.goto(console["url"])
+    page.wait_for_url(console["base"] + "/")
 
 
 def ready(page: Any, view: str) -> None:
@@ -153,6 +159,25 @@ def test_fleet_rows_with_the_quiet_device_marked_stale_in_words(page: Any, tmp_p
     page.screenshot(path=str(shots(tmp_path) / "console-fleet.png"))
 
 
+def test_the_start_file_the_browser_is_opened_with_shows_the_fleet(browser: Any, console: dict[str, Any]) -> None:
+    # `iotpipe console` starts the browser on a private file that moves on to the token URL: a navigation from a
+    # file is cross-site, and the token's SameSite=Strict cookie must still reach the page
+    from iotpipe.cli.console import redirect_file
+
+    start = redirect_file(console["url"])
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.goto(start.as_uri())
+        ready(page, "fleet")
+        assert page.url == console["base"] + "/"  # the token left the address bar
+        assert "token=" not in page.evaluate("document.referrer") + page.url
+    finally:
+        context.close()
+        start.unlink()
+
+
 def test_a_large_fleet_is_windowed_with_every_row_reachable(browser: Any, console: dict[str, Any]) -> None:
     # the console's own fleet has five devices: the page is given 1,000 (the live stream held back, so the
     # console's real fleet does not replace them)
@@ -166,7 +191,7 @@ def test_a_large_fleet_is_windowed_with_every_row_reachable(browser: Any, consol
         page.set_default_timeout(WAIT_MS)
         page.route(re.compile(r".*/api/fleet$"), lambda route: route.fulfill(json=fleet))
         page.route(re.compile(r".*/api/events$"), lambda route: route.abort())
-        page.goto(console["url"])
+        open_console(page, console)
         ready(page, "fleet")
         rows = page.locator("#fleet-body tr[data-device]")
         assert 0 < rows.count() < 200  # only the rows in view and a margin
@@ -216,6 +241,18 @@ def test_an_anomaly_appears_live_without_a_reload(page: Any, console: dict[str, 
     assert "above max 80" in row.inner_text() and "120" in row.inner_text()
     assert navigations == []  # no reload
     page.screenshot(path=str(shots(tmp_path) / "console-anomalies.png"))
+    rows = page.locator("#anomaly-body tr")
+    page.fill("#f-device", "no-such-press")  # filtered by device, sensor and rule as the person picks them
+    assert rows.count() == 0
+    page.fill("#f-device", "press-h")
+    assert rows.evaluate_all("rows => rows.map(r => r.dataset.device)") == ["press-hot"]
+    page.select_option("#f-sensor", "pressure")
+    assert rows.count() == 0 and page.inner_text("#anomaly-count").startswith("0 anomalies")
+    page.select_option("#f-sensor", "temperature")
+    page.select_option("#f-rule", "model")
+    assert rows.count() == 0
+    page.select_option("#f-rule", "bound")
+    assert rows.count() == 1
 
 
 def test_keyboard_alone_reaches_every_view(page: Any) -> None:
@@ -239,7 +276,7 @@ def test_no_serious_accessibility_violation(browser: Any, console: dict[str, Any
     try:
         page = context.new_page()
         page.set_default_timeout(WAIT_MS)
-        page.goto(console["url"])
+        open_console(page, console)
         found: dict[str, list[str]] = {}
         for view in ("fleet", "device/sim-002/1h", "anomalies", "health", "sql"):
             page.goto(console["base"] + "/#/" + view)

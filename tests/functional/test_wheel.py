@@ -149,3 +149,17 @@ def test_the_wheel_alone_does_the_readmes_first_minutes(venv: Path, user_env: tu
     assert len(stored) >= 20
     down = run([cli, "local", "down"], env, cwd, timeout=60)
     assert down.returncode == 0, down.stdout + down.stderr
+
+
+def test_the_wheel_holds_every_file_of_the_console_page(dist: Path) -> None:
+    # the page works with no internet: every file it loads (its script, styles, the vendored chart library) must
+    # be in the wheel, not only in the source tree
+    import zipfile
+
+    static = ROOT / "src" / "iotpipe" / "console" / "static"
+    wanted = {f"iotpipe/console/static/{p.relative_to(static).as_posix()}" for p in static.rglob("*")
+              if p.is_file() and "__pycache__" not in p.parts}
+    with zipfile.ZipFile(next(dist.glob("iotpipe-*.whl"))) as wheel:
+        shipped = set(wheel.namelist())
+    assert wanted and "iotpipe/console/static/vendor/uPlot.iife.min.js" in wanted
+    assert wanted - shipped == set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from starlette.testclient import TestClient
 from test_query import BUCKET, DAY2, INDEX, TABLE, create_table, run_processor, single
 
 from iotpipe.config import load_config
-from iotpipe.console.app import COOKIE, Settings, asset_version, create_app, is_loopback, static_dir
+from iotpipe.console.app import Settings, asset_version, create_app, is_loopback, static_dir
 from iotpipe.console.data import ConsoleData, Names
 
 NOW = DAY2 + 60_000
@@ -59,7 +60,7 @@ def client(stored: None, tmp_path: Path) -> Iterator[TestClient]:
     del stored
     app = create_app(console_data(tmp_path), Settings(token=TOKEN, poll_s=0.01, stream_s=0.05))
     with TestClient(app, base_url=BASE, follow_redirects=False) as test_client:
-        test_client.cookies.set(COOKIE, TOKEN)
+        test_client.cookies.set(Settings(token=TOKEN).cookie, TOKEN)
         yield test_client
 
 
@@ -71,11 +72,35 @@ def test_the_page_needs_the_token_then_a_cookie_carries_it(tmp_path: Path) -> No
         assert anonymous.get("/static/console.js").status_code == 401
         assert anonymous.get("/?token=guess").status_code == 403
         opened = anonymous.get(f"/?token={TOKEN}")
-        assert opened.status_code == 303 and opened.headers["location"] == "/"  # the token leaves the URL
+        # the token leaves the URL: the answer moves on to the page by itself (a same-origin refresh, which keeps
+        # the SameSite=Strict cookie when the browser was sent here from elsewhere, unlike a redirect)
+        assert opened.status_code == 200 and '<meta http-equiv="refresh" content="0;url=/">' in opened.text
+        assert "<script" not in opened.text and TOKEN not in opened.text
         cookie = opened.headers["set-cookie"]
-        assert f"{COOKIE}={TOKEN}" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        assert f"iotpipe_console_0={TOKEN}" in cookie  # named by its port (0 here)
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie
         page = anonymous.get("/")
         assert page.status_code == 200 and "iotpipe console" in page.text
+
+
+def test_the_token_redirect_stays_on_this_server_and_keeps_the_rest_of_the_query(tmp_path: Path) -> None:
+    app = create_app(console_data(tmp_path), Settings(token=TOKEN))
+    with TestClient(app, base_url=BASE, follow_redirects=False) as browser:
+        # a path of two slashes would be a link to another host ("//evil.example/") in the Location header
+        assert 'content="0;url=/evil.example/"' in browser.get(f"{BASE}//evil.example/?token={TOKEN}").text
+        assert 'content="0;url=/?a=b%26c%3Dd"' in browser.get(f"/?token={TOKEN}&a=b%26c%3Dd").text
+
+
+def test_consoles_on_two_ports_of_one_host_keep_their_own_cookie(tmp_path: Path) -> None:
+    # a browser keeps cookies by host, not port: two consoles must not overwrite each other's token
+    first = create_app(console_data(tmp_path), Settings(token=TOKEN, port=8765))
+    second = create_app(console_data(tmp_path), Settings(token="another-token", port=8766))
+    with TestClient(first, base_url=BASE, follow_redirects=False) as one, \
+            TestClient(second, base_url="http://127.0.0.1:8766", follow_redirects=False) as other:
+        other.cookies.jar = one.cookies.jar  # one browser's cookie jar
+        assert "set-cookie" in one.get(f"/?token={TOKEN}").headers
+        assert "set-cookie" in other.get("/?token=another-token").headers
+        assert one.get("/").status_code == 200 and other.get("/").status_code == 200
 
 
 def test_every_answer_has_a_strict_csp_and_the_page_has_no_inline_script(client: TestClient) -> None:
@@ -102,6 +127,16 @@ def test_writes_only_as_same_origin_json(client: TestClient) -> None:
         == 403
     assert client.put("/api/fleet", json={}).status_code in (403, 405)
     assert client.delete("/api/fleet").status_code in (403, 405)
+
+
+def test_reads_only_from_the_console_s_own_page(client: TestClient) -> None:
+    # a page on another port of 127.0.0.1 is same-site: the browser sends it the cookie, marked "same-site"
+    for site in ("same-site", "cross-site"):
+        assert client.get("/api/device/press-1/series/temperature?range=90d",
+                          headers={"sec-fetch-site": site}).status_code == 403
+        assert client.get("/api/events", headers={"sec-fetch-site": site}).status_code == 403
+    assert client.get("/api/fleet", headers={"sec-fetch-site": "same-origin"}).status_code == 200
+    assert client.get("/api/fleet", headers={"sec-fetch-site": "none"}).status_code == 200  # typed in the bar
 
 
 def test_fleet_view(client: TestClient) -> None:
@@ -285,3 +320,162 @@ def test_the_charts_of_a_device_page_share_one_read_of_its_partition(stored: Non
     threading.Event().wait(0.01)
     data.series("press-1", "temperature", "1h")  # older than the shared time: read again
     assert reads == ["press-1", "press-2", "press-1"]
+
+
+def test_the_sql_box_runs_one_query_at_a_time(stored: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # on Athena each query is billed: a second Run while one is running is refused, not queued
+    del stored
+    data = console_data(tmp_path)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(text: str, since: str = "24h") -> dict[str, Any]:
+        entered.set()
+        release.wait(10)
+        return {"engine": "duckdb", "query": text, "since": since}
+
+    monkeypatch.setattr(data, "run_sql", slow)
+    app = create_app(data, Settings(token=TOKEN))
+    answers: list[Any] = []
+    with TestClient(app, base_url=BASE) as browser:
+        browser.cookies.set(Settings(token=TOKEN).cookie, TOKEN)
+        first = threading.Thread(target=lambda: answers.append(browser.post("/api/sql", json={"query": "SELECT 1"})))
+        first.start()
+        assert entered.wait(10)
+        second = browser.post("/api/sql", json={"query": "SELECT 2"})
+        release.set()
+        first.join(10)
+        assert second.status_code == 429 and "running already" in second.json()["error"]
+        assert answers[0].status_code == 200 and answers[0].json()["query"] == "SELECT 1"
+        assert browser.post("/api/sql", json={"query": "SELECT 3"}).status_code == 200  # free again
+
+
+def test_an_athena_query_of_the_sql_box_is_stopped_after_its_time(stored: None, tmp_path: Path) -> None:
+    del stored
+    from botocore.stub import ANY, Stubber
+
+    from iotpipe.sql import SqlError
+
+    athena = boto3.client("athena", region_name="us-east-1")
+    stub = Stubber(athena)
+    stub.add_response("start_query_execution", {"QueryExecutionId": "q1"},
+                      {"QueryString": ANY, "WorkGroup": "wg", "QueryExecutionContext": {"Database": "db"}})
+    for _ in range(2):
+        stub.add_response("get_query_execution", {"QueryExecution": {"QueryExecutionId": "q1",
+                                                                     "Status": {"State": "RUNNING"}}},
+                          {"QueryExecutionId": "q1"})
+    stub.add_response("stop_query_execution", {}, {"QueryExecutionId": "q1"})
+    stub.activate()
+
+    class WithAthena(Clients):
+        def client(self, service: str) -> Any:
+            return athena if service == "athena" else super().client(service)
+
+    names = Names(table=TABLE, index=INDEX, bucket=BUCKET, log_group="", queue_url="", function_name="",
+                  environment="dev", workgroup="wg", database="db")
+    data = ConsoleData(load_config(None, "dev", {}), WithAthena(), local=False, cache_dir=tmp_path,
+                       clock=lambda: NOW, names=names, sql_max_polls=2)
+    with pytest.raises(SqlError, match="stopped it"):
+        data.run_sql("SELECT 1 AS one", since="24h")
+    stub.assert_no_pending_responses()  # Athena was told to stop
+
+
+def test_event_streams_are_limited_and_a_closed_one_frees_its_place(stored: None, tmp_path: Path) -> None:
+    # a real server: the test client would wait for a stream's end before answering
+    import http.client
+    import socket
+
+    import uvicorn
+
+    del stored
+    app = create_app(console_data(tmp_path), Settings(token=TOKEN, max_streams=1, poll_s=0.05, stream_s=30))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    runner = threading.Thread(target=lambda: server.run(sockets=[sock]), daemon=True)
+    runner.start()
+
+    def open_stream() -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", f"/api/events?token={TOKEN}")
+        return connection, connection.getresponse()
+
+    try:
+        deadline = time.monotonic() + 30  # bounded waits: the shared machine may be slow
+        while not server.started and time.monotonic() < deadline:
+            threading.Event().wait(0.05)
+        first, answer = open_stream()
+        assert answer.status == 200 and answer.readline() == b"retry: 2000\n"
+        refused, second = open_stream()
+        assert second.status == 503 and b"open already" in second.read()
+        refused.close()
+        first.close()
+        deadline = time.monotonic() + 30
+        while True:  # the server sees the first stream closed at its next poll
+            connection, again = open_stream()
+            if again.status == 200 or time.monotonic() > deadline:
+                break
+            connection.close()
+            threading.Event().wait(0.05)
+        assert again.status == 200
+        connection.close()
+    finally:
+        server.should_exit = True
+        runner.join(10)
+        sock.close()
+
+
+def test_an_unexpected_error_answers_without_its_traceback(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:
+        def client(self, service: str) -> Any:
+            raise RuntimeError(f"no {service} client: secret {SECRET}")
+
+    names = Names(table=TABLE, index=INDEX, bucket=BUCKET, log_group="", queue_url="", function_name="",
+                  environment="dev", workgroup="", database="")
+    data = ConsoleData(load_config(None, "dev", {}), Broken(), local=True, cache_dir=tmp_path, clock=lambda: NOW,
+                       names=names)
+    with TestClient(create_app(data, Settings(token=TOKEN)), base_url=BASE) as browser:
+        browser.cookies.set(Settings(token=TOKEN).cookie, TOKEN)
+        answer = browser.get("/api/fleet")
+    assert answer.status_code == 500 and "RuntimeError" in answer.json()["error"]
+    assert SECRET not in answer.text and "Traceback" not in answer.text
+    assert "default-src 'none'" in answer.headers["content-security-policy"]  # a failure is guarded like the rest
+    assert "Traceback" in caplog.text or any(r.exc_info for r in caplog.records)  # the terminal gets the why
+
+
+def test_a_model_anomaly_comes_with_its_learned_band_and_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from test_query import THRESHOLDS
+
+    temperature: dict[str, Any] = dict(THRESHOLDS["temperature"])  # type: ignore[call-overload]
+    detecting = {**THRESHOLDS, "temperature": {**temperature, "detector": "onset", "probation": 5}}
+    values = [20.0, 20.1, 19.9, 20.0, 20.2, 20.1, 35.0, 20.0]
+    with mock_aws():
+        create_table(boto3.client("dynamodb", region_name="us-east-1"))
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        run_processor([single("press-1", "temperature", v, NOW - (len(values) - i) * 1000)
+                       for i, v in enumerate(values)], monkeypatch, capsys,
+                      env={"THRESHOLDS": json.dumps(detecting)})
+        data = console_data(tmp_path)
+        series = data.series("press-1", "temperature", "15m")
+        device = data.device("press-1", "15m")
+    [anomaly] = series["anomalies"]
+    assert (anomaly["value"], anomaly["rule"]) == (35.0, "model")  # inside the static bounds: the model's
+    assert anomaly["expectedLow"] < 20.1 < anomaly["expectedHigh"] and anomaly["score"] >= 0.5
+    assert [(a["value"], a["rule"], a["expectedLow"]) for a in device["anomalies"]] == [
+        (35.0, "model", anomaly["expectedLow"])]  # the list beside the charts says why
+
+
+def test_the_sql_box_runs_one_select_on_duckdb_and_refuses_more(client: TestClient) -> None:
+    pytest.importorskip("duckdb")
+    ran = client.post("/api/sql", json={"query": "SELECT count(*) AS n FROM readings", "since": "24h"})
+    assert ran.status_code == 200, ran.text
+    # the 24 h window: press-3's reading of three days ago is outside it
+    assert (ran.json()["engine"], ran.json()["columns"], ran.json()["rows"]) == ("duckdb", ["n"], [[302]])
+    second = client.post("/api/sql", json={"query": "SELECT 1; COPY readings TO '/tmp/x.csv'"})
+    assert second.status_code == 400 and "2 statements" in second.json()["error"]
+    write = client.post("/api/sql", json={"query": "COPY (SELECT 1) TO '/tmp/x.csv'"})
+    assert write.status_code == 400

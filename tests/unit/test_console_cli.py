@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import stat
+from pathlib import Path
+from typing import Any
 
+import pytest
+from click.testing import CliRunner
+
+import iotpipe.cli.console as console_cli
+from iotpipe.cli import main
 from iotpipe.cli.console import bind, console_url
 from iotpipe.errors import ConfigError
 
@@ -22,3 +29,25 @@ def test_port_zero_picks_a_free_port_and_a_taken_one_names_the_fix() -> None:
             bind("127.0.0.1", port)
     finally:
         first.close()
+
+
+def test_the_browser_is_started_with_a_private_file_not_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a command line shows in every local user's ps: the browser gets the address of a page only the user reads
+    opened: list[str] = []
+    seen: dict[str, Any] = {}
+
+    def serve(_server: Any, **_kwargs: Any) -> None:
+        page = Path(opened[0].removeprefix("file://"))
+        seen.update(mode=stat.S_IMODE(page.stat().st_mode), text=page.read_text(), page=page)
+
+    monkeypatch.setattr(console_cli.webbrowser, "open", opened.append)
+    monkeypatch.setattr(console_cli, "_warm", lambda _data: None)  # no read of a stack here
+    monkeypatch.setattr("uvicorn.Server.run", serve)
+    result = CliRunner().invoke(main, ["console", "--env", "dev", "--port", "0", "--region", "us-east-1"])
+
+    assert result.exit_code == 0, result.output
+    url = result.stdout.splitlines()[0]
+    assert "?token=" in url and len(opened) == 1 and opened[0].startswith("file:///")
+    assert "token" not in opened[0]
+    assert seen["mode"] == 0o600 and f'content="0;url={url}"' in seen["text"]
+    assert not seen["page"].exists()  # removed when the console stops

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import html
+import os
 import socket
+import tempfile
 import threading
 import webbrowser
+from pathlib import Path
 from typing import Any
 
 import click
@@ -33,6 +37,18 @@ def bind(host: str, port: int) -> socket.socket:
                           "for a free one") from None
     sock.listen(128)
     return sock
+
+
+def redirect_file(url: str) -> Path:
+    """A page only the user can read that sends the browser on to ``url``. The browser is started with this file's
+    address rather than the URL: a command line shows in every local user's ``ps``, and the token with it (a browser
+    started by ``webbrowser`` keeps its first address in its command line for as long as it runs)."""
+    descriptor, name = tempfile.mkstemp(prefix="iotpipe-console-", suffix=".html")  # mode 0600
+    shown = html.escape(url, quote=True)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as page:
+        page.write(f'<!doctype html>\n<meta charset="utf-8">\n<meta http-equiv="refresh" content="0;url={shown}">\n'
+                   f'<title>iotpipe console</title>\n<p><a href="{shown}">Open the iotpipe console</a></p>\n')
+    return Path(name)
 
 
 @click.command("console")
@@ -79,8 +95,9 @@ def console(port: int, host: str, no_browser: bool, target: Target) -> None:
     sys.stdout.flush()
     # the fleet is read once before the first page asks for it: its first render is then the page's own time
     threading.Thread(target=_warm, args=(data,), daemon=True).start()
-    if not no_browser:
-        webbrowser.open(url)
+    opener = None if no_browser else redirect_file(url)
+    if opener is not None:
+        webbrowser.open(opener.as_uri())
     progress(f"iotpipe console for env {target.config.env} at {url.split('?')[0]} (Ctrl-C stops it)")
     server = uvicorn.Server(uvicorn.Config(create_app(data, settings), log_level="warning", access_log=False,
                                            lifespan="off", timeout_graceful_shutdown=2))
@@ -90,6 +107,8 @@ def console(port: int, host: str, no_browser: bool, target: Target) -> None:
         pass
     finally:
         sock.close()
+        if opener is not None:
+            opener.unlink(missing_ok=True)
     progress("iotpipe console stopped")
 
 

@@ -1,7 +1,7 @@
 """The console's web app (Starlette): the page, its static assets, a JSON API per view and server-sent events.
 
 Safe by default: every request needs the run's random token, as ``?token=`` once (the answer sets an HttpOnly,
-SameSite=Strict cookie and redirects to the same page without it) or the cookie after that; a Host header that is
+SameSite=Strict cookie and moves on to the same page without it) or the cookie after that; a Host header that is
 not the loopback address the server is bound to is refused (DNS rebinding); the only POST (a SQL SELECT) needs a
 JSON body from the same origin; every answer carries a strict Content-Security-Policy (scripts and styles from the
 app's own files only, no inline script, nothing from elsewhere). Nothing the app serves holds a credential.
@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import html
 import json
+import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -30,7 +33,6 @@ from starlette.responses import (
     HTMLResponse,
     JSONResponse,
     PlainTextResponse,
-    RedirectResponse,
     Response,
     StreamingResponse,
 )
@@ -43,11 +45,14 @@ from iotpipe.errors import IotpipeError, ParameterError
 COOKIE = "iotpipe_console"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "font-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+LOG = logging.getLogger("iotpipe.console")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # Server-sent events: how often the server looks for news, and how long one stream lasts (the browser's
 # EventSource reconnects by itself).
 POLL_S = 2.0
 STREAM_S = 600.0
+# Open event streams at most: each polls the anomaly index every POLL_S (read units on AWS) and holds a socket.
+MAX_STREAMS = 16
 
 
 def new_token() -> str:
@@ -76,7 +81,14 @@ class Settings:
     port: int = 0
     poll_s: float = POLL_S
     stream_s: float = STREAM_S
+    max_streams: int = MAX_STREAMS
     extra_hosts: tuple[str, ...] = field(default=())
+
+    @property
+    def cookie(self) -> str:
+        """The cookie's name, one per port: a browser keeps cookies by host, not port, so consoles on two ports
+        of 127.0.0.1 would otherwise overwrite each other's token."""
+        return f"{COOKIE}_{self.port}"
 
     def host_allowed(self, header: str) -> bool:
         """Bound to loopback: the Host header must name a loopback host (a DNS-rebinding page cannot); bound
@@ -141,18 +153,41 @@ class Guard(BaseHTTPMiddleware):
                 return PlainTextResponse("wrong token: open the URL `iotpipe console` printed", status_code=403)
             if request.method == "GET" and not request.url.path.startswith("/api/"):
                 # the token leaves the address bar (and the history); the cookie carries it from now on
-                rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-                query = "&".join(f"{k}={v}" for k, v in rest)
-                target = request.url.path + (f"?{query}" if query else "")
-                response: Response = RedirectResponse(target, status_code=303)
-                response.set_cookie(COOKIE, self.settings.token, httponly=True, samesite="strict", path="/")
+                response: Response = HTMLResponse(landing_page(_without_token(request)))
+                response.set_cookie(self.settings.cookie, self.settings.token, httponly=True, samesite="strict",
+                                    path="/")
                 return response
-        elif not hmac.compare_digest(request.cookies.get(COOKIE, "").encode(), self.settings.token.encode()):
+        elif not hmac.compare_digest(request.cookies.get(self.settings.cookie, "").encode(),
+                                     self.settings.token.encode()):
             return PlainTextResponse("the console needs its token: open the URL `iotpipe console` printed "
                                      "(it ends with ?token=...)", status_code=401)
         if request.method not in ("GET", "HEAD") and not _same_origin_json(request):
             return PlainTextResponse("refused: only the console's own page may send this", status_code=403)
+        if request.url.path.startswith("/api/") and request.headers.get("sec-fetch-site") not in (
+                None, "same-origin", "none"):
+            # a page of another port of this host is "same-site": SameSite=Strict sends it the cookie, and a read
+            # can start Athena queries (a range past the table's retention) though the page never sees the answer
+            return PlainTextResponse("refused: only the console's own page may ask this", status_code=403)
         return await call_next(request)
+
+
+def landing_page(target: str) -> str:
+    """The answer to the token URL: it sets the cookie and moves on to ``target`` by itself. Not a redirect: a
+    navigation started elsewhere (the browser opening the console's start file, a link in another site) is
+    cross-site, and a browser sends no SameSite=Strict cookie along a redirect of it; this page's own refresh is
+    same-origin, and replaces its entry in the history."""
+    shown = html.escape(target, quote=True)
+    return (f'<!doctype html>\n<html lang="en"><meta charset="utf-8">\n'
+            f'<meta http-equiv="refresh" content="0;url={shown}">\n<title>iotpipe console</title>\n'
+            f'<p><a href="{shown}">Open the iotpipe console</a></p></html>\n')
+
+
+def _without_token(request: Request) -> str:
+    """The address asked for, without its token, as a path on this server: a path of two leading slashes
+    (``//host/``) would send the browser to another host, and the rest of the query is kept as it was encoded."""
+    rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+    path = "/" + request.url.path.lstrip("/")
+    return path + (f"?{urlencode(rest)}" if rest else "")
 
 
 def _same_origin_json(request: Request) -> bool:
@@ -178,8 +213,14 @@ def create_app(data: ConsoleData, settings: Settings) -> Starlette:
             return JSONResponse(await run_in_threadpool(read))
         except IotpipeError as exc:
             return _error(exc)
+        except Exception as exc:  # a bug or an unwrapped library error: the traceback to the terminal, not the page
+            LOG.exception("the console failed")
+            return JSONResponse({"error": f"the console failed ({type(exc).__name__}); its terminal shows why"},
+                                status_code=500)
 
     page = index_page(static_dir())
+    sql_running = asyncio.Lock()  # one query at a time: on Athena each one is billed
+    streams = [0]  # event streams open now
 
     async def index(_request: Request) -> Response:
         return HTMLResponse(page)
@@ -218,10 +259,25 @@ def create_app(data: ConsoleData, settings: Settings) -> Starlette:
             return JSONResponse({"error": 'send {"query": "SELECT ...", "since": "24h"}'}, status_code=400)
         since = body.get("since")
         window = since if isinstance(since, str) else "24h"
-        return await call(lambda: data.run_sql(body["query"], window))
+        if sql_running.locked():
+            return JSONResponse({"error": "a query is running already: wait for its answer"}, status_code=429)
+        async with sql_running:
+            return await call(lambda: data.run_sql(body["query"], window))
 
     async def events(request: Request) -> Response:
-        return StreamingResponse(_events(request, data, settings), media_type="text/event-stream",
+        if streams[0] >= settings.max_streams:
+            return PlainTextResponse(f"{settings.max_streams} pages of this console are open already: close one",
+                                     status_code=503)
+
+        async def counted() -> AsyncIterator[str]:
+            streams[0] += 1  # counted once it runs: a stream cancelled before it starts never ends either
+            try:
+                async for event in _events(request, data, settings):
+                    yield event
+            finally:
+                streams[0] -= 1
+
+        return StreamingResponse(counted(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     routes = [

@@ -41,6 +41,9 @@ FLEET_STALE_OK_S = 120.0
 # The charts of one device page share one read of its partition: a read this young (or running) is reused.
 SHARED_READ_S = 2.0
 SENSOR_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# How long a query of the SQL box may run on Athena (polls, one a second) before the console stops it: a page
+# left open must not hold a billed query for the day `iotpipe sql` allows.
+SQL_MAX_POLLS = 600
 
 
 class CachedClients:
@@ -88,8 +91,9 @@ class ConsoleData:
 
     def __init__(self, cfg: PipelineConfig, clients: ClientSource, *, local: bool,
                  cache_dir: Path | None = None, clock: Callable[[], int] = now_ms, names: Names | None = None,
-                 max_points: int = MAX_POINTS) -> None:
+                 max_points: int = MAX_POINTS, sql_max_polls: int = SQL_MAX_POLLS) -> None:
         self.cfg = cfg
+        self.sql_max_polls = sql_max_polls
         self.clients = CachedClients(clients)
         self.local = local
         self.cache_dir = cache_dir or sql_lib.default_cache_dir()
@@ -387,7 +391,7 @@ class ConsoleData:
             before = {"bytes": most, "usd": sql_lib.athena_cost(most)}
             result = sql_lib.run_athena(self.clients.client("athena"), query, workgroup=names.workgroup,
                                         database=names.database, window=window, thresholds=self.cfg.thresholds,
-                                        ttl_days=self.cfg.storage.ttl_days)
+                                        ttl_days=self.cfg.storage.ttl_days, max_polls=self.sql_max_polls)
         return {"engine": result.engine, "columns": list(result.columns),
                 "rows": [[_cell(v) for v in row] for row in result.rows[:5000]], "rowCount": len(result.rows),
                 "seconds": result.seconds, "bytesScanned": result.bytes_scanned, "costUsd": result.cost_usd,
