@@ -100,7 +100,7 @@ def _request_id_check(patches: Recorder) -> None:
         if type(body) is str and "<RequestId>" not in body:
             enriched, _ = original(headers, "")
             return enriched, body
-        return original(headers, body)  # type: ignore[no-any-return]
+        return original(headers, body)
 
     patches.setattr(BaseResponse, "_enrich_response", staticmethod(enrich_response))
 
