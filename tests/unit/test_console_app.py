@@ -285,3 +285,27 @@ def test_the_charts_of_a_device_page_share_one_read_of_its_partition(stored: Non
     threading.Event().wait(0.01)
     data.series("press-1", "temperature", "1h")  # older than the shared time: read again
     assert reads == ["press-1", "press-2", "press-1"]
+
+
+def test_a_device_page_starts_the_read_its_charts_share(stored: None, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from iotpipe.console import data as data_module
+
+    del stored
+    reads: list[str] = []
+    started, release = threading.Event(), threading.Event()
+    original = data_module.fleet_lib.query_device_series
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args[2])
+        started.set()
+        release.wait(30)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(data_module.fleet_lib, "query_device_series", held)
+    data = console_data(tmp_path)
+    assert data.device("press-1", "1h")["deviceId"] == "press-1"
+    assert started.wait(30) and reads == ["press-1"]  # begun by the device's own request
+    threading.Timer(0.2, release.set).start()
+    assert data.series("press-1", "temperature", "1h")["points"] == 301  # waits for that read, reads nothing more
+    assert reads == ["press-1"]
