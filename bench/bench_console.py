@@ -150,6 +150,14 @@ def measure(url: str, runs: int) -> dict[str, list[float]]:
                 chart = next(t for t in timings if t["what"] == "chart" and t["sensor"] == "temperature")
                 figures["chart_ms"].append(chart["ms"])
                 figures.setdefault("chart_from_page_ms", []).append(chart.get("fromPage", float("nan")))
+                # where the chart's time went: its request until the answer's first byte (the console's read,
+                # LTTB and JSON), the rest of the answer, and the page's work after it (JSON parse, uPlot's draw)
+                entry = page.evaluate("""() => performance.getEntriesByType("resource")
+                    .filter((e) => e.name.includes("/series/temperature")).map((e) => e.toJSON()).pop()""")
+                if entry:
+                    figures.setdefault("chart_wait_ms", []).append(entry["responseStart"] - entry["requestStart"])
+                    figures.setdefault("chart_after_answer_ms", []).append(
+                        chart["ms"] - (entry["responseEnd"] - entry["startTime"]))
                 figures.setdefault("chart_points", []).append(chart["points"])
                 figures.setdefault("chart_shown", []).append(chart["shown"])
                 context.close()

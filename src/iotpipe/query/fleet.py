@@ -116,7 +116,8 @@ def table_activity(dynamodb: Any, table: str, now_ms: int) -> dict[str, tuple[in
     low, high, older = sort_key_from(max(0, since - MAX_PACK_WINDOW_MS + 1)), sort_key_from(now_ms + 86_400_000), \
         sort_key_from(since)
     recent: dict[str, tuple[int | None, int]] = {}
-    newest_older: dict[str, tuple[str, int]] = {}
+    # the items before the hour's keys, read only for a device without a reading in the hour (its newest one)
+    older_items: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
     kwargs = {"TableName": table, "ProjectionExpression": "deviceId, sk, #t, readings",
               "ExpressionAttributeNames": {"#t": "timestamp"}}
     with aws_call("dynamodb", f"scan {table}"):
@@ -124,14 +125,24 @@ def table_activity(dynamodb: Any, table: str, now_ms: int) -> dict[str, tuple[in
             for item in page.get("Items", []):
                 device, sort_key = item["deviceId"]["S"], str(item.get("sk", {}).get("S", ""))
                 last, count = recent.setdefault(device, (None, 0))
-                times = _item_times(item)
-                if times and low <= sort_key <= high:
-                    count += sum(1 for t in times if since <= t)
-                    recent[device] = (max(last or 0, max(times)), count)
-                elif times and sort_key < older and sort_key > newest_older.get(device, ("", 0))[0]:
-                    newest_older[device] = (sort_key, max(times))
-    return {device: found if found[0] is not None else (
-        (newest_older[device][1], 0) if device in newest_older else (None, 0)) for device, found in recent.items()}
+                if low <= sort_key <= high:
+                    times = _item_times(item)
+                    if times:
+                        count += sum(1 for t in times if since <= t)
+                        recent[device] = (max(last or 0, max(times)), count)
+                elif sort_key < older:
+                    older_items.setdefault(device, []).append((sort_key, item))
+    return {device: found if found[0] is not None else _newest_older(older_items.get(device, []))
+            for device, found in recent.items()}
+
+
+def _newest_older(items: list[tuple[str, Mapping[str, Any]]]) -> tuple[int | None, int]:
+    """The last reading time of the item with the greatest key that holds a reading, and no reading in the hour."""
+    for _, item in sorted(items, key=lambda pair: pair[0], reverse=True):
+        times = _item_times(item)
+        if times:
+            return max(times), 0
+    return None, 0
 
 
 def _is_reading_key(sort_key: str) -> bool:
