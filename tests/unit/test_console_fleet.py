@@ -214,3 +214,27 @@ def test_a_series_reads_messy_items_as_the_range_read_does(aws: dict[str, Any], 
                                   sensor="pressure", max_readings=cap)
         assert one.times == tuple(r.timestamp for r in alone.readings)
         assert one.values == tuple(r.value for r in alone.readings)
+
+
+def test_pages_fetched_ahead_come_in_order_with_their_errors_and_stop_one_ahead() -> None:
+    asked: list[int] = []
+
+    def pages(fail_at: int | None) -> Iterator[dict[str, Any]]:
+        for number in range(5):
+            asked.append(number)
+            if number == fail_at:
+                raise RuntimeError(f"page {number} failed")
+            yield {"Items": [number]}
+
+    assert [page["Items"] for page in fleet._fetched_ahead(pages(None))] == [[0], [1], [2], [3], [4]]
+    asked.clear()
+    read: list[Any] = []
+    with pytest.raises(RuntimeError, match="page 2 failed"):
+        for page in fleet._fetched_ahead(pages(2)):
+            read.append(page["Items"])
+    assert read == [[0], [1]]
+    asked.clear()
+    for page in fleet._fetched_ahead(pages(None)):
+        if page["Items"] == [1]:
+            break
+    assert asked == [0, 1, 2]  # a reader that stops early: one page asked for ahead, no more

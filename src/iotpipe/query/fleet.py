@@ -11,7 +11,7 @@ import itertools
 import math
 import operator
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
@@ -336,7 +336,7 @@ def _read_series(dynamodb: Any, table: str, device_id: str, sensor: str | None, 
     count = 0
     truncated = False
     with aws_call("dynamodb", f"query {table}"):
-        for page in dynamodb.get_paginator("query").paginate(**kwargs):
+        for page in _fetched_ahead(dynamodb.get_paginator("query").paginate(**kwargs)):
             for item in page.get("Items", []):
                 count += _add_item(item, since_ms, until_ms, runs)
             # count holds every repeat too: the distinct readings are counted only near the bound
@@ -351,6 +351,19 @@ def _read_series(dynamodb: Any, table: str, device_id: str, sensor: str | None, 
     shown = sorted((name for name in merged if kept[name]), key=lambda name: (merged[name][0][0], name))
     return {name: SensorSeries(tuple(merged[name][0][:kept[name]]), tuple(merged[name][1][:kept[name]]),
                                tuple(r for r in marked if r.sensor_type == name), truncated) for name in shown}
+
+
+def _fetched_ahead(pages: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+    """``pages`` in order, each next one asked for while the caller reads the one before (a thread of its own
+    waits for the answer): a day of readings is a page or two of 1 MB, and reading one takes about as long as
+    fetching the next. Errors come where the page would have; a caller that stops early waits for the one page
+    already asked for."""
+    found = iter(pages)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(next, found, None)
+        while (page := pending.result()) is not None:
+            pending = pool.submit(next, found, None)
+            yield page
 
 
 class _Run:
