@@ -186,7 +186,13 @@ def _partition_query(patches: Recorder) -> None:
     ``DynamoType`` comparisons, and only then keeps the asked partition: each page of a device's readings costs the
     whole table (about 16 s a page next to a day of readings, ~60 ms per device of a thousand-device fleet). While
     such a Query runs, ``all_items`` lists only the asked partition (in the same key order): the items that filter
-    kept, so the answer, its paging and its errors are the same."""
+    kept, so the answer, its paging and its errors are the same. A later page then walks every item before its
+    ``ExclusiveStartKey`` (building two ``DynamoType`` per item to compare it): quadratic in pages, seconds per
+    page of a partition of 86,400 items. When the start key names the asked partition and a string sort key, the
+    list starts after it (before it, read backwards): the items that walk skips, so the answer is the same."""
+    import bisect
+
+    from moto.dynamodb.models.dynamo_type import DynamoType
     from moto.dynamodb.models.table import Table
 
     original_query = Table.query
@@ -197,11 +203,23 @@ def _partition_query(patches: Recorder) -> None:
         index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
         if index_name or hash_key is None or not self.range_key_attr:
             return original_query(self, hash_key, *args, **kwargs)
-        asked.partition = (self, hash_key)
+        start = kwargs.get("exclusive_start_key", args[3] if len(args) > 3 else None)
+        forward = kwargs.get("scan_index_forward", args[4] if len(args) > 4 else True)
+        asked.partition = (self, hash_key, _start_after(self, hash_key, start), forward is not False)
         try:
             return original_query(self, hash_key, *args, **kwargs)
         finally:
             asked.partition = None
+
+    def _start_after(table: Any, hash_key: Any, start: Any) -> Any:
+        """The start key's sort key when it is a string of the asked partition, else None (moto's walk)."""
+        if not isinstance(start, dict) or set(start) != {table.hash_key_attr, table.range_key_attr}:
+            return None
+        hashed, ranged = start[table.hash_key_attr], start[table.range_key_attr]
+        if hashed != hash_key.to_json() or not isinstance(ranged, dict) or set(ranged) != {"S"} \
+                or type(ranged["S"]) is not str or hash_key.type != "S":
+            return None
+        return DynamoType(ranged)
 
     def all_items(self: Any) -> list[Any]:
         partition = getattr(asked, "partition", None)
@@ -210,7 +228,13 @@ def _partition_query(patches: Recorder) -> None:
         found = self.items.get(partition[1])
         if not isinstance(found, dict):
             return []
-        return sorted(found.values(), key=lambda item: item.range_key)
+        ordered = sorted(found.values(), key=lambda item: item.range_key)
+        start, forward = partition[2], partition[3]
+        if start is None or any(item.range_key.type != "S" for item in ordered):
+            return ordered
+        if forward:
+            return ordered[bisect.bisect_right(ordered, start.value, key=lambda item: item.range_key.value):]
+        return ordered[:bisect.bisect_left(ordered, start.value, key=lambda item: item.range_key.value)]
 
     patches.setattr(Table, "query", query)
     patches.setattr(Table, "all_items", all_items)
@@ -360,7 +384,7 @@ PATCHES: tuple[Patch, ...] = (
           "BatchWriteItem answer written as JSON directly",
           _batch_write_answer),
     Patch("dynamodb.partition_query", "speed",
-          "a table Query lists only the asked partition's items, not the whole table's",
+          "a table Query lists only the asked partition's items (after its start key), not the whole table's",
           _partition_query),
     Patch("dynamodb.read_answers", "speed",
           "Query and Scan answers written as JSON directly (the serializer's way when they hold binary attributes)",
