@@ -479,3 +479,25 @@ def test_the_sql_box_runs_one_select_on_duckdb_and_refuses_more(client: TestClie
     assert second.status_code == 400 and "2 statements" in second.json()["error"]
     write = client.post("/api/sql", json={"query": "COPY (SELECT 1) TO '/tmp/x.csv'"})
     assert write.status_code == 400
+def test_a_device_page_starts_the_read_its_charts_share(stored: None, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from iotpipe.console import data as data_module
+
+    del stored
+    reads: list[str] = []
+    started, release = threading.Event(), threading.Event()
+    original = data_module.fleet_lib.query_device_series
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args[2])
+        started.set()
+        release.wait(30)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(data_module.fleet_lib, "query_device_series", held)
+    data = console_data(tmp_path)
+    assert data.device("press-1", "1h")["deviceId"] == "press-1"
+    assert started.wait(30) and reads == ["press-1"]  # begun by the device's own request
+    threading.Timer(0.2, release.set).start()
+    assert data.series("press-1", "temperature", "1h")["points"] == 301  # waits for that read, reads nothing more
+    assert reads == ["press-1"]

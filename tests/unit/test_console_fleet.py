@@ -149,3 +149,92 @@ def test_one_scan_finds_what_each_devices_queries_find(aws: dict[str, Any], monk
     assert sorted(scanned) == ["press-1", "press-2", "press-3", "press-4"]
     assert scanned == {device: fleet.device_activity(aws["dynamodb"], TABLE, device, NOW) for device in scanned}
     assert scanned["press-1"] == (NOW - 90_000 + 11 * 7000, 12) and scanned["press-2"] == (NOW - 5_398_000, 0)
+
+
+def _messy_items(seed: int) -> list[dict[str, Any]]:
+    """Items of both layouts as retries, late readings and arrival dates leave them: packed windows split over
+    several items, a window packed again by a retry, equal entries in one item, entries out of time order, a NaN,
+    readings of their own with and without an origin (some equal to a packed entry, some anomalies)."""
+    import random
+
+    rng = random.Random(seed)
+    items: list[dict[str, Any]] = []
+    for window in range(6):
+        start = NOW - 400_000 + window * 60_000
+        for sensor in ("temperature", "pressure"):
+            entries = [(rng.randrange(0, 60) * 1000, rng.choice((20.5, 21.0, 22.25, 23.0))) for _ in range(12)]
+            if rng.random() < 0.5:
+                entries.sort()
+            if rng.random() < 0.3:
+                entries.append(entries[0])  # an equal entry: another reading dated by its arrival
+            if window == 2:
+                entries.append((5000, float("nan")))
+            cut = rng.randrange(1, len(entries))
+            for seq, part in enumerate((entries[:cut], entries[cut:], entries[: cut // 2 + 1])):  # the last: a retry
+                text = ",".join(f"{offset}:{value:g}" for offset, value in part)
+                items.append({"deviceId": {"S": "press-9"}, "sk": {"S": f"{start:013d}#{sensor}#packed#s#{seq}#0"},
+                              "readings": {"S": text}, "sensorType": {"S": sensor}, "status": {"S": "NORMAL"}})
+            for n in range(3):
+                when = start + (entries[n][0] if n else rng.randrange(0, 60_000))
+                value = entries[n][1] if n < 2 else 99.0
+                origin = f"#s#{n}#1" if rng.random() < 0.5 else ""
+                single_item = {"deviceId": {"S": "press-9"}, "sk": {"S": f"{when:013d}#{sensor}#{value:g}{origin}"},
+                               "timestamp": {"N": str(when)}, "value": {"N": f"{value:g}"},
+                               "sensorType": {"S": sensor}, "status": {"S": "NORMAL"}}
+                if value == 99.0:
+                    single_item.update(status={"S": "ANOMALY"}, anomalyDetected={"BOOL": True},
+                                       reason={"S": "above max"}, rule={"S": "bound"})
+                items.append(single_item)
+    return items
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_series_reads_messy_items_as_the_range_read_does(aws: dict[str, Any], seed: int) -> None:
+    for item in _messy_items(seed):
+        aws["dynamodb"].put_item(TableName=TABLE, Item=item)
+    for since, until, cap in ((NOW - 500_000, NOW, 1_000_000), (NOW - 330_000, NOW - 130_000, 1_000_000),
+                              (NOW - 500_000, NOW, 40), (NOW - 500_000, NOW, 1)):
+        ranged = fleet.query_range(aws["dynamodb"], TABLE, "press-9", since_ms=since, until_ms=until,
+                                   max_readings=cap)
+        every = fleet.query_device_series(aws["dynamodb"], TABLE, "press-9", since_ms=since, until_ms=until,
+                                          max_readings=cap)
+        whole = fleet.query_range(aws["dynamodb"], TABLE, "press-9", since_ms=since, until_ms=until)
+        assert ranged.readings and set(every) == {r.sensor_type for r in ranged.readings}
+        for sensor, series in every.items():
+            mine = [r for r in ranged.readings if r.sensor_type == sensor]
+            assert series.times == tuple(r.timestamp for r in mine)
+            assert series.values == tuple(r.value for r in mine)
+            # every anomaly up to the last reading kept (a cap can cut readings of that very millisecond)
+            assert series.anomalies == tuple(r for r in whole.readings if r.anomaly and r.sensor_type == sensor
+                                             and r.timestamp <= ranged.readings[-1].timestamp)
+            assert series.truncated == ranged.truncated
+        one = fleet.query_series(aws["dynamodb"], TABLE, "press-9", sensor="pressure", since_ms=since,
+                                 until_ms=until, max_readings=cap)
+        alone = fleet.query_range(aws["dynamodb"], TABLE, "press-9", since_ms=since, until_ms=until,
+                                  sensor="pressure", max_readings=cap)
+        assert one.times == tuple(r.timestamp for r in alone.readings)
+        assert one.values == tuple(r.value for r in alone.readings)
+
+
+def test_pages_fetched_ahead_come_in_order_with_their_errors_and_stop_one_ahead() -> None:
+    asked: list[int] = []
+
+    def pages(fail_at: int | None) -> Iterator[dict[str, Any]]:
+        for number in range(5):
+            asked.append(number)
+            if number == fail_at:
+                raise RuntimeError(f"page {number} failed")
+            yield {"Items": [number]}
+
+    assert [page["Items"] for page in fleet._fetched_ahead(pages(None))] == [[0], [1], [2], [3], [4]]
+    asked.clear()
+    read: list[Any] = []
+    with pytest.raises(RuntimeError, match="page 2 failed"):
+        for page in fleet._fetched_ahead(pages(2)):
+            read.append(page["Items"])
+    assert read == [[0], [1]]
+    asked.clear()
+    for page in fleet._fetched_ahead(pages(None)):
+        if page["Items"] == [1]:
+            break
+    assert asked == [0, 1, 2]  # a reader that stops early: one page asked for ahead, no more

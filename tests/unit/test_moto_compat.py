@@ -29,14 +29,14 @@ LEFT_ON = "an earlier test left speed patches on: take the emulator_patches fixt
 
 def test_each_patch_is_declared_once_in_its_services_module() -> None:
     names = [patch.name for patch in moto_compat.PATCHES]
-    assert len(names) == len(set(names)) == 30
+    assert len(names) == len(set(names)) == 33
     for patch in moto_compat.PATCHES:
         module = "awslambda" if patch.service == "lambda" else patch.service
         assert patch.install is not None and patch.install.__module__.endswith(f"moto_compat.{module}")
         assert patch.kind in moto_compat.KINDS and patch.summary and patch.upstream
         assert patch.tested == versions.MOTO
     assert {kind: sum(patch.kind == kind for patch in moto_compat.PATCHES) for kind in moto_compat.KINDS} == \
-        {"parity": 12, "api": 3, "speed": 15}
+        {"parity": 12, "api": 3, "speed": 18}
 
 
 def test_docs_list_every_patch_as_declared() -> None:
@@ -122,7 +122,7 @@ print(count, len(changes))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split()[0] == "30"
+    assert done.stdout.split()[0] == "33"
 
 
 def dynamodb_requests(dynamodb: Any, record: Callable[..., None]) -> None:

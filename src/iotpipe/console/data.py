@@ -6,6 +6,7 @@ the pipeline: the console is read-only. Credentials stay in the clients: no meth
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -179,6 +180,9 @@ class ConsoleData:
         validate_thing_name(device_id)
         since, until = self._range(range_name)
         names = self.names()
+        # the page asks for each sensor's line next: the one read of the partition they share starts now, beside
+        # this read of the anomaly index (their requests find it running, or done)
+        threading.Thread(target=self._read_ahead, args=(device_id, range_name), daemon=True).start()
         found = query_anomalies(self.clients.client("dynamodb"), names.table, names.index, since_ms=since,
                                 until_ms=until, device_id=device_id, limit=1000)
         sensors = sorted(set(self.cfg.thresholds) | {a.sensor_type for a in found})
@@ -226,9 +230,10 @@ class ConsoleData:
         key = (device_id, range_name)
         with self._reads_lock:
             entry = self._reads.get(key)
-            owner = entry is None or time.monotonic() - entry[0] > SHARED_READ_S
+            owner = entry is None or (entry[1].done() and time.monotonic() - entry[0] > SHARED_READ_S)
             if owner:
-                self._reads = {k: v for k, v in self._reads.items() if time.monotonic() - v[0] <= SHARED_READ_S}
+                self._reads = {k: v for k, v in self._reads.items()
+                               if not v[1].done() or time.monotonic() - v[0] <= SHARED_READ_S}
                 entry = self._reads[key] = (time.monotonic(), Future())
         assert entry is not None
         future: Future[tuple[int, int, int, dict[str, Any]]] = entry[1]
@@ -245,6 +250,11 @@ class ConsoleData:
                         del self._reads[key]
                 future.set_exception(exc)
         return future.result()
+
+    def _read_ahead(self, device_id: str, range_name: str) -> None:
+        # a failed read is not kept: each chart's own request reads again and shows why it failed
+        with contextlib.suppress(Exception):
+            self._device_read(device_id, range_name)
 
     def _archive_series(self, device_id: str, sensor: str, since: int, until: int) -> tuple[list[float],
                                                                                              list[float], str]:

@@ -6,9 +6,12 @@ certificates, the table's device partitions, the sparse anomaly index), so the c
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
+import operator
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
@@ -113,7 +116,8 @@ def table_activity(dynamodb: Any, table: str, now_ms: int) -> dict[str, tuple[in
     low, high, older = sort_key_from(max(0, since - MAX_PACK_WINDOW_MS + 1)), sort_key_from(now_ms + 86_400_000), \
         sort_key_from(since)
     recent: dict[str, tuple[int | None, int]] = {}
-    newest_older: dict[str, tuple[str, int]] = {}
+    # the items before the hour's keys, read only for a device without a reading in the hour (its newest one)
+    older_items: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
     kwargs = {"TableName": table, "ProjectionExpression": "deviceId, sk, #t, readings",
               "ExpressionAttributeNames": {"#t": "timestamp"}}
     with aws_call("dynamodb", f"scan {table}"):
@@ -121,14 +125,24 @@ def table_activity(dynamodb: Any, table: str, now_ms: int) -> dict[str, tuple[in
             for item in page.get("Items", []):
                 device, sort_key = item["deviceId"]["S"], str(item.get("sk", {}).get("S", ""))
                 last, count = recent.setdefault(device, (None, 0))
-                times = _item_times(item)
-                if times and low <= sort_key <= high:
-                    count += sum(1 for t in times if since <= t)
-                    recent[device] = (max(last or 0, max(times)), count)
-                elif times and sort_key < older and sort_key > newest_older.get(device, ("", 0))[0]:
-                    newest_older[device] = (sort_key, max(times))
-    return {device: found if found[0] is not None else (
-        (newest_older[device][1], 0) if device in newest_older else (None, 0)) for device, found in recent.items()}
+                if low <= sort_key <= high:
+                    times = _item_times(item)
+                    if times:
+                        count += sum(1 for t in times if since <= t)
+                        recent[device] = (max(last or 0, max(times)), count)
+                elif sort_key < older:
+                    older_items.setdefault(device, []).append((sort_key, item))
+    return {device: found if found[0] is not None else _newest_older(older_items.get(device, []))
+            for device, found in recent.items()}
+
+
+def _newest_older(items: list[tuple[str, Mapping[str, Any]]]) -> tuple[int | None, int]:
+    """The last reading time of the item with the greatest key that holds a reading, and no reading in the hour."""
+    for _, item in sorted(items, key=lambda pair: pair[0], reverse=True):
+        times = _item_times(item)
+        if times:
+            return max(times), 0
+    return None, 0
 
 
 def _is_reading_key(sort_key: str) -> bool:
@@ -318,63 +332,185 @@ def query_device_series(dynamodb: Any, table: str, device_id: str, *, since_ms: 
 def _read_series(dynamodb: Any, table: str, device_id: str, sensor: str | None, since_ms: int, until_ms: int,
                  max_readings: int) -> dict[str, SensorSeries]:
     kwargs = _range_query(table, device_id, since_ms, until_ms, sensor, max_readings)
-    found: dict[tuple[Any, ...], tuple[int, float]] = {}
-    anomalies: dict[tuple[Any, ...], Reading] = {}
+    runs: dict[str, list[_Run]] = {}
+    count = 0
     truncated = False
     with aws_call("dynamodb", f"query {table}"):
-        for page in dynamodb.get_paginator("query").paginate(**kwargs):
+        for page in _fetched_ahead(dynamodb.get_paginator("query").paginate(**kwargs)):
             for item in page.get("Items", []):
-                _series_points(item, since_ms, until_ms, found, anomalies)
-            if len(found) >= max_readings:
+                count += _add_item(item, since_ms, until_ms, runs)
+            # count holds every repeat too: the distinct readings are counted only near the bound
+            if count >= max_readings and sum(len(_merged(r)[0]) for r in runs.values()) >= max_readings:
                 truncated = True
                 break
-    # each reading in the order query_range gives (time, then sensor type), at most max_readings in all
-    kept = sorted(found.items(), key=lambda pair: (pair[1][0], pair[0][0]))[:max_readings]
-    columns: dict[str, tuple[list[int], list[float]]] = {}
-    for identity, (when, value) in kept:
-        times, series_values = columns.setdefault(identity[0], ([], []))
-        times.append(when)
-        series_values.append(value)
-    last = kept[-1][1][0] if kept else None
-    marked = sorted((r for r in anomalies.values() if last is not None and r.timestamp <= last),
+    merged = {name: _merged(sensor_runs) for name, sensor_runs in runs.items()}
+    kept = _kept_counts({name: times for name, (times, _, _) in merged.items()}, max_readings)
+    last = max((merged[name][0][kept[name] - 1] for name in merged if kept[name]), default=None)
+    marked = sorted((r for _, _, found in merged.values() for r in found if last is not None and r.timestamp <= last),
                     key=lambda reading: reading.timestamp)
-    return {name: SensorSeries(tuple(times), tuple(series_values),
-                               tuple(r for r in marked if r.sensor_type == name), truncated)
-            for name, (times, series_values) in columns.items()}
+    shown = sorted((name for name in merged if kept[name]), key=lambda name: (merged[name][0][0], name))
+    return {name: SensorSeries(tuple(merged[name][0][:kept[name]]), tuple(merged[name][1][:kept[name]]),
+                               tuple(r for r in marked if r.sensor_type == name), truncated) for name in shown}
 
 
-def _series_points(item: Mapping[str, Any], since_ms: int, until_ms: int,
-                   found: dict[tuple[Any, ...], tuple[int, float]], anomalies: dict[tuple[Any, ...], Reading]) -> None:
-    """An item's readings in the range, into ``found`` by their identity (docs/contract.md, section 6, as
-    ``_identified_readings`` tells them apart) and, when anomalous, into ``anomalies``."""
+def _fetched_ahead(pages: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+    """``pages`` in order, each next one asked for while the caller reads the one before (a thread of its own
+    waits for the answer): a day of readings is a page or two of 1 MB, and reading one takes about as long as
+    fetching the next. Errors come where the page would have; a caller that stops early waits for the one page
+    already asked for."""
+    found = iter(pages)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(next, found, None)
+        while (page := pending.result()) is not None:
+            pending = pool.submit(next, found, None)
+            yield page
+
+
+class _Run:
+    """Readings of one sensor from consecutive items of a Query (in its order), oldest first, each with its
+    identity's tag (docs/contract.md, section 6): a packed entry's rank among the equal entries of its item, an item
+    of its own's origin (0 without one). ``ordered``: its times never go back and no two identities in it are equal,
+    so it needs no deduplication unless another run overlaps its times. ``readings``: the full readings of an
+    item read the general way (an anomaly, say), else None."""
+
+    __slots__ = ("hi", "lo", "ordered", "readings", "tags", "times", "values")
+
+    def __init__(self, times: list[int], values: list[float], tags: list[Any], ordered: bool,
+                 readings: list[Reading] | None = None) -> None:
+        self.times, self.values, self.tags, self.ordered, self.readings = times, values, tags, ordered, readings
+        self.lo, self.hi = min(times), max(times)
+
+
+# the bytes a packed readings text holds between its numbers: "<offset>:<value>,<offset>:<value>..."
+_NUMBER_BYTES = b"0123456789.-+eE"
+_MARKS = bytes(b for b in range(256) if b not in b":,")
+
+
+def _add_item(item: Mapping[str, Any], since_ms: int, until_ms: int, runs: dict[str, list[_Run]]) -> int:
+    """An item's readings in the range (NaN left out) onto its sensor's runs; how many there were."""
     sort_key = str(item.get("sk", {}).get("S", ""))
     if not _is_reading_key(sort_key):
-        return
+        return 0
     packed = item.get("readings", {}).get("S")
     anomalous = bool(item.get("anomalyDetected", {}).get("BOOL", False))
+    sensor = str(item.get("sensorType", {}).get("S", ""))
     if packed is None and not anomalous and "N" in item.get("value", {}) and "N" in item.get("timestamp", {}):
         # a plain reading of its own, as to_reading reads it, without a Reading
-        when, value = int(Decimal(item["timestamp"]["N"])), float(Decimal(item["value"]["N"]))
+        when, value = _integer(item["timestamp"]["N"]), float(item["value"]["N"])
+        if not (since_ms <= when <= until_ms and value == value):  # value == value: not NaN
+            return 0
         origin = sort_key.split("#", 3)[3:]
-        identity = (item.get("sensorType", {}).get("S", ""), when, value, origin[0] if origin else 0)
-        if since_ms <= when <= until_ms and value == value:  # not NaN
-            found.setdefault(identity, (when, value))
-        return
+        _append(runs.setdefault(sensor, []), [when], [value], [origin[0] if origin else 0], True)
+        return 1
     if packed is None or sort_key.split("#")[2:3] != ["packed"] or anomalous:
-        for reading, identity in _identified_readings(item):  # an item of its own (or a rare anomalous pack)
-            if since_ms <= reading.timestamp <= until_ms and not math.isnan(reading.value) and identity not in found:
-                found[identity] = (reading.timestamp, reading.value)
-                if reading.anomaly:
-                    anomalies[identity] = reading
-        return
-    start, sensor = int(sort_key[:13]), str(item.get("sensorType", {}).get("S", ""))
-    entries = [entry.partition(":") for entry in packed.split(",")]
-    keys = [(start + int(offset), float(text)) for offset, _, text in entries]
-    ranks = [0] * len(keys)
-    if len(set(keys)) != len(keys):  # equal entries: each its rank among them
+        # an item of its own (or a rare anomalous pack), read the general way
+        found = [(reading, identity) for reading, identity in _identified_readings(item)
+                 if since_ms <= reading.timestamp <= until_ms and not math.isnan(reading.value)]
+        for reading, identity in found:
+            runs.setdefault(reading.sensor_type, []).append(
+                _Run([reading.timestamp], [reading.value], [identity[3]], True, [reading]))
+        return len(found)
+    times, values = _packed_columns(int(sort_key[:13]), packed)
+    tags: list[Any] = [0] * len(times)
+    if len(set(times)) != len(times):  # equal entries: each its rank among them
         seen: dict[tuple[int, float], int] = {}
-        for index, key in enumerate(keys):
-            ranks[index] = seen[key] = seen.get(key, -1) + 1
-    # a point is its identity's time and value, so a repeat of an identity stores the same point again
-    found.update({(sensor, when, value, rank): (when, value) for (when, value), rank in zip(keys, ranks, strict=True)
-                  if since_ms <= when <= until_ms and value == value})  # value == value: not NaN
+        for index, key in enumerate(zip(times, values, strict=True)):
+            tags[index] = seen[key] = seen.get(key, -1) + 1
+    total = sum(values)
+    if times and not (since_ms <= min(times) and max(times) <= until_ms and total == total):  # NaN sums to NaN
+        kept = [i for i, (when, value) in enumerate(zip(times, values, strict=True))
+                if since_ms <= when <= until_ms and value == value]  # value == value: not NaN
+        times, values, tags = [times[i] for i in kept], [values[i] for i in kept], [tags[i] for i in kept]
+    if not times:
+        return 0
+    ordered = all(map(operator.le, times, times[1:]))
+    _append(runs.setdefault(sensor, []), times, values, tags, ordered)
+    return len(times)
+
+
+def _packed_columns(start: int, text: str) -> tuple[list[int], list[float]]:
+    """A packed item's ``readings`` text as its times (the window ``start`` plus each offset) and values; an entry
+    that is not ``<offset>:<value>`` raises ValueError, as reading it one by one does."""
+    parts = text.replace(",", ":").split(":")
+    pairs = len(parts) // 2
+    if text.encode().translate(None, _MARKS) != b":," * (pairs - 1) + b":" or len(parts) % 2:
+        entries = [entry.partition(":") for entry in text.split(",")]  # the slow way, and its error
+        return [start + int(offset) for offset, _, _ in entries], [float(value) for _, _, value in entries]
+    return [start + offset for offset in map(int, parts[0::2])], list(map(float, parts[1::2]))
+
+
+def _integer(text: str) -> int:
+    """A number attribute as ``int(Decimal(text))`` gives it (an integer's text is read without a Decimal)."""
+    try:
+        return int(text)
+    except ValueError:
+        return int(Decimal(text))
+
+
+def _append(sensor_runs: list[_Run], times: list[int], values: list[float], tags: list[Any], ordered: bool) -> None:
+    """Readings onto a sensor's last run when they follow it (all later, themselves in order), else a new run."""
+    last = sensor_runs[-1] if sensor_runs else None
+    if ordered and last is not None and last.ordered and last.readings is None and times[0] > last.hi:
+        last.times += times
+        last.values += values
+        last.tags += tags
+        last.hi = times[-1]
+        return
+    sensor_runs.append(_Run(times, values, tags, ordered))
+
+
+def _merged(sensor_runs: list[_Run]) -> tuple[list[int], list[float], list[Reading]]:
+    """A sensor's runs as one line, oldest first (equal times in the order read), each reading once, and the
+    anomalies among them (an anomaly read after an equal reading is that reading, as in :func:`query_range`).
+    Runs whose times overlap are deduplicated by identity; the rest (nearly all) are taken as they are."""
+    times: list[int] = []
+    values: list[float] = []
+    anomalies: list[Reading] = []
+    for group in _overlapping(sensor_runs):
+        if len(group) == 1 and group[0].ordered:
+            run = group[0]
+            times += run.times
+            values += run.values
+            anomalies += [r for r in run.readings or () if r.anomaly]
+            continue
+        found: dict[tuple[int, float, Any], int] = {}
+        for run in group:  # in the order read
+            for index, identity in enumerate(zip(run.times, run.values, run.tags, strict=True)):
+                if identity not in found:
+                    found[identity] = identity[0]
+                    if run.readings is not None and run.readings[index].anomaly:
+                        anomalies.append(run.readings[index])
+        line = sorted(found, key=found.__getitem__)  # stable: equal times in the order read
+        times += [when for when, _, _ in line]
+        values += [value for _, value, _ in line]
+    return times, values, anomalies
+
+
+def _overlapping(sensor_runs: list[_Run]) -> list[list[_Run]]:
+    """The runs grouped so that no two groups' times overlap, oldest group first, each group's runs in the order
+    read."""
+    order = sorted(range(len(sensor_runs)), key=lambda i: sensor_runs[i].lo)
+    groups: list[list[int]] = []
+    hi = None
+    for index in order:
+        run = sensor_runs[index]
+        if hi is not None and run.lo <= hi:
+            groups[-1].append(index)
+            hi = max(hi, run.hi)
+        else:
+            groups.append([index])
+            hi = run.hi
+    return [[sensor_runs[i] for i in sorted(group)] for group in groups]
+
+
+def _kept_counts(lines: dict[str, list[int]], max_readings: int) -> dict[str, int]:
+    """How many of each sensor's readings (oldest first) are among the first ``max_readings`` of the device,
+    in the order :func:`query_range` gives (time, then sensor type)."""
+    if sum(len(times) for times in lines.values()) <= max_readings:
+        return {name: len(times) for name, times in lines.items()}
+    names = sorted(lines)
+    kept = dict.fromkeys(names, 0)
+    merged = heapq.merge(*([(when, name) for when in lines[name]] for name in names))
+    for _, name in itertools.islice(merged, max_readings):
+        kept[name] += 1
+    return kept

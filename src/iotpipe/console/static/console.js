@@ -229,6 +229,7 @@
         if (!holder.dataset.drawn) {
           holder.dataset.drawn = "true";
           window.consoleTimings.push({ what: "chart", sensor: series.sensor, ms: performance.now() - started,
+                                       fromPage: performance.now() - state.deviceStarted,
                                        points: series.points, shown: series.shown });
         }
       }] },
@@ -265,6 +266,7 @@
   }
 
   async function showDevice(deviceId, range) {
+    state.deviceStarted = performance.now();  // the page's first request: a chart's time from here is "fromPage"
     range = range || "1h";
     const select = el("select", { id: "range", onchange: (e) => { location.hash = `#/device/${encodeURIComponent(deviceId)}/${e.target.value}`; } },
       ...state.about.ranges.map((r) => el("option", { value: r, text: r, selected: r === range })));

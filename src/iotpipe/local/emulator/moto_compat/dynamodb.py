@@ -240,7 +240,13 @@ def _partition_query(patches: Recorder) -> None:
     ``DynamoType`` comparisons, and only then keeps the asked partition: each page of a device's readings costs the
     whole table (about 16 s a page next to a day of readings, ~60 ms per device of a thousand-device fleet). While
     such a Query runs, ``all_items`` lists only the asked partition (in the same key order): the items that filter
-    kept, so the answer, its paging and its errors are the same."""
+    kept, so the answer, its paging and its errors are the same. A later page then walks every item before its
+    ``ExclusiveStartKey`` (building two ``DynamoType`` per item to compare it): quadratic in pages, seconds per
+    page of a partition of 86,400 items. When the start key names the asked partition and a string sort key, the
+    list starts after it (before it, read backwards): the items that walk skips, so the answer is the same."""
+    import bisect
+
+    from moto.dynamodb.models.dynamo_type import DynamoType
     from moto.dynamodb.models.table import Table
 
     original_query = Table.query
@@ -251,11 +257,23 @@ def _partition_query(patches: Recorder) -> None:
         index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
         if index_name or hash_key is None or not self.range_key_attr:
             return original_query(self, hash_key, *args, **kwargs)
-        asked.partition = (self, hash_key)
+        start = kwargs.get("exclusive_start_key", args[3] if len(args) > 3 else None)
+        forward = kwargs.get("scan_index_forward", args[4] if len(args) > 4 else True)
+        asked.partition = (self, hash_key, _start_after(self, hash_key, start), forward is not False)
         try:
             return original_query(self, hash_key, *args, **kwargs)
         finally:
             asked.partition = None
+
+    def _start_after(table: Any, hash_key: Any, start: Any) -> Any:
+        """The start key's sort key when it is a string of the asked partition, else None (moto's walk)."""
+        if not isinstance(start, dict) or set(start) != {table.hash_key_attr, table.range_key_attr}:
+            return None
+        hashed, ranged = start[table.hash_key_attr], start[table.range_key_attr]
+        if hashed != hash_key.to_json() or not isinstance(ranged, dict) or set(ranged) != {"S"} \
+                or type(ranged["S"]) is not str or hash_key.type != "S":
+            return None
+        return DynamoType(ranged)
 
     def all_items(self: Any) -> list[Any]:
         partition = getattr(asked, "partition", None)
@@ -264,7 +282,13 @@ def _partition_query(patches: Recorder) -> None:
         found = self.items.get(partition[1])
         if not isinstance(found, dict):
             return []
-        return sorted(found.values(), key=lambda item: item.range_key)
+        ordered = sorted(found.values(), key=lambda item: item.range_key)
+        start, forward = partition[2], partition[3]
+        if start is None or any(item.range_key.type != "S" for item in ordered):
+            return ordered
+        if forward:
+            return ordered[bisect.bisect_right(ordered, start.value, key=lambda item: item.range_key.value):]
+        return ordered[:bisect.bisect_left(ordered, start.value, key=lambda item: item.range_key.value)]
 
     patches.setattr(Table, "query", query)
     patches.setattr(Table, "all_items", all_items)
@@ -307,6 +331,96 @@ def _query_without_copy(patches: Recorder) -> None:
     patches.setattr(DynamoDBBackend, "query", query)
 
 
+def _plain_reads(patches: Recorder) -> None:
+    """A Query of a day's packed readings spends half its time on three generic walks per answered item: its size
+    (twice, for the 1 MB page limit: ``Item.size`` calls ``DynamoType.size``, which asks four type questions per
+    attribute before it measures a string or a number), the sort of the partition by its sort key
+    (``DynamoType.__lt__`` compares ``cast_value``, a property that asks five type questions to return a string's
+    own value), and the answer's ``dynamo_to_dict`` (five type tests per attribute to return ``{type: value}``
+    unchanged). For a string or number attribute each gives its result directly: the same size, the same order,
+    the same dict; every other type (sets, lists, maps, binaries) is moto's."""
+    from moto.dynamodb import responses
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+    from moto.dynamodb.models.utilities import bytesize, number_size
+
+    original_size = DynamoType.size
+    original_lt = DynamoType.__lt__
+    original_to_dict = responses.dynamo_to_dict
+
+    def size(self: Any) -> int:
+        kind = self.type
+        if kind == "S":
+            return int(bytesize(self.value))
+        if kind == "N":
+            return int(number_size(str(self.value)))
+        return int(original_size(self))
+
+    def item_size(self: Any) -> int:
+        total = 0
+        for key, value in self.attrs.items():
+            kind = value.type
+            if kind == "S" and type(value.value) is str and type(key) is str:
+                total += len(key.encode("utf-8")) + len(value.value.encode("utf-8"))
+            else:
+                total += int(bytesize(key)) + size(value)
+        return total
+
+    def less_than(self: Any, other: Any) -> bool:
+        if self.type == "S" and type(other) is DynamoType and other.type == "S":
+            return bool(self.value < other.value)
+        return bool(original_lt(self, other))
+
+    def to_dict(obj: Any) -> Any:
+        kind = type(obj)
+        if kind is DynamoType and obj.type in ("S", "N", "BOOL", "NULL") and type(obj.value) in (str, bool):
+            return {obj.type: obj.value}
+        if kind is dict:
+            return {key: to_dict(value) for key, value in obj.items()}
+        if kind is list:
+            return [to_dict(value) for value in obj]
+        if kind.__name__ == "LimitedSizeDict" and not hasattr(obj, "to_json"):  # an item's attributes
+            return {key: to_dict(value) for key, value in obj.items()}
+        return original_to_dict(obj)
+
+    patches.setattr(DynamoType, "size", size)
+    patches.setattr(Item, "size", item_size)
+    patches.setattr(DynamoType, "__lt__", less_than)
+    patches.setattr(responses, "dynamo_to_dict", to_dict)
+
+
+def _plain_projection(patches: Recorder) -> None:
+    """A projected read (the fleet's Scan asks for four attributes of every item) converts each item to plain Python
+    once per projected name, deep-copying it each time, then back through boto3's serializer: most of the fleet
+    Scan's time, during which every other DynamoDB request of the emulator waits. When each projected name is a
+    top-level attribute (no path, no list index) and each found one is a string, a boolean or null, the new item
+    holds those attributes as that round trip gives them (the same text, in projection order); numbers go through
+    the same deserializer and serializer one value at a time; anything else is moto's."""
+    from moto.dynamodb.models import dynamo_type
+    from moto.dynamodb.models.dynamo_type import Item
+
+    original = Item.project
+
+    def project(self: Any, projection_expressions: list[list[str]]) -> Any:
+        attrs: dict[str, Any] = {}
+        for expr in projection_expressions:
+            if len(expr) != 1 or "[" in expr[0] or "." in expr[0]:
+                return original(self, projection_expressions)
+            value = self.attrs.get(expr[0])
+            if value is None:
+                continue
+            kind = value.type
+            if kind in ("S", "BOOL", "NULL") and type(value.value) in (str, bool):
+                attrs[expr[0]] = {kind: value.value}
+            elif kind == "N" and type(value.value) is str:
+                attrs[expr[0]] = dynamo_type.serializer.serialize(dynamo_type.deserializer.deserialize(
+                    {"N": value.value}))
+            else:
+                return original(self, projection_expressions)
+        return Item(hash_key=self.hash_key, range_key=self.range_key, attrs=attrs)
+
+    patches.setattr(Item, "project", project)
+
+
 PATCHES: tuple[Patch, ...] = (
     Patch("dynamodb.item_size_check", "speed",
           "the 400 KB item limit checked with a running total",
@@ -327,7 +441,7 @@ PATCHES: tuple[Patch, ...] = (
           "BatchGetItem of flat items (no projection, no binary, list or map attributes) answered as JSON directly",
           _batch_get_answer),
     Patch("dynamodb.partition_query", "speed",
-          "a table Query lists only the asked partition's items, not the whole table's",
+          "a table Query lists only the asked partition's items (after its start key), not the whole table's",
           _partition_query),
     Patch("dynamodb.read_answers", "speed",
           "Query and Scan answers written as JSON directly (the serializer's way when they hold binary attributes)",
@@ -335,4 +449,10 @@ PATCHES: tuple[Patch, ...] = (
     Patch("dynamodb.query_without_copy", "speed",
           "a Query answers its stored items without deep-copying them (nothing on the read path writes to them)",
           _query_without_copy),
+    Patch("dynamodb.plain_reads", "speed",
+          "string and number attributes sized, ordered and answered without moto's generic type walk",
+          _plain_reads),
+    Patch("dynamodb.plain_projection", "speed",
+          "a projection of top-level string, number and boolean attributes built without a round trip per name",
+          _plain_projection),
 )
