@@ -217,3 +217,40 @@ def test_two_detached_ups_in_one_folder_start_one_instance_and_no_orphan(state_d
     down = subprocess.run([*CLI, "local", "down"], capture_output=True, text=True, timeout=60, check=False)
     assert down.returncode == 0, down.stderr
     assert gone([winner["pid"], *winner["childPids"]]) == []
+
+
+def _get(url: str) -> int:
+    """The HTTP status of a GET of ``url``."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.usefixtures("state_dir")
+def test_up_serves_the_console_and_prints_its_url_until_down() -> None:
+    up = subprocess.run([*CLI, "local", "up", "--detach", "--output", "json", "--console-port", "0"],
+                        capture_output=True, text=True, timeout=180, check=False)
+    assert up.returncode == 0, up.stderr
+    url = json.loads(up.stdout)["consoleUrl"]
+    base, _, token = url.partition("/?token=")
+    assert base.startswith("http://127.0.0.1:") and len(token) >= 32
+    assert _get(url) == 200  # the token's page: it sets the cookie and goes on to the console
+    assert _get(base + "/") == 401  # the token guards it
+    assert _get(f"{base}/?token={'x' * len(token)}") == 403
+    status = subprocess.run([*CLI, "local", "status"], capture_output=True, text=True, timeout=60, check=False)
+    assert url in status.stdout
+    down = subprocess.run([*CLI, "local", "down"], capture_output=True, text=True, timeout=60, check=False)
+    assert down.returncode == 0, down.stderr
+    port = int(base.rsplit(":", 1)[1])
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+    quiet = subprocess.run([*CLI, "local", "up", "--detach", "--output", "json", "--no-console"],
+                           capture_output=True, text=True, timeout=180, check=False)
+    assert quiet.returncode == 0, quiet.stderr
+    assert json.loads(quiet.stdout)["consoleUrl"] == ""

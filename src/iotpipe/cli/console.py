@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import os
-import socket
 import tempfile
 import threading
 import webbrowser
@@ -14,29 +13,8 @@ from typing import Any
 import click
 
 from iotpipe.cli.common import Target, pipeline_target, progress
-from iotpipe.errors import ConfigError
+from iotpipe.console.serve import bind, console_url, uvicorn_server
 from iotpipe.local.state import LocalClientFactory
-
-
-def console_url(host: str, port: int, token: str) -> str:
-    """The page's address with its token (an IPv6 host in brackets)."""
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/?token={token}"
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port`` (port 0: a free one); ConfigError naming the fix when it is taken."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port, or --port 0 "
-                          "for a free one") from None
-    sock.listen(128)
-    return sock
 
 
 def redirect_file(url: str) -> Path:
@@ -71,8 +49,6 @@ def console(port: int, host: str, no_browser: bool, target: Target) -> None:
       iotpipe console --env local
       iotpipe console --env prod --no-browser --port 0
     """
-    import uvicorn
-
     from iotpipe.console.app import Settings, create_app, is_loopback, new_token
     from iotpipe.console.data import ConsoleData
 
@@ -99,8 +75,7 @@ def console(port: int, host: str, no_browser: bool, target: Target) -> None:
     if opener is not None:
         webbrowser.open(opener.as_uri())
     progress(f"iotpipe console for env {target.config.env} at {url.split('?')[0]} (Ctrl-C stops it)")
-    server = uvicorn.Server(uvicorn.Config(create_app(data, settings), log_level="warning", access_log=False,
-                                           lifespan="off", timeout_graceful_shutdown=2))
+    server = uvicorn_server(create_app(data, settings))
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn stops gracefully, then raises Ctrl-C again

@@ -11,7 +11,7 @@ from iotpipe.cli.common import progress
 from iotpipe.cli.output import echo_json, output_option, write_table
 from iotpipe.local import control
 from iotpipe.local import state as local_state
-from iotpipe.local.supervisor import LocalOptions
+from iotpipe.local.supervisor import CONSOLE_PORT, LocalOptions
 
 
 @click.group()
@@ -34,6 +34,8 @@ def _show_state(state: local_state.LocalState, output: str) -> None:
     rows = [("env", state.env), ("stack", state.stack_name), ("AWS endpoint", state.aws_endpoint),
             ("MQTT", f"{state.mqtt} ({state.broker})"), ("pid", str(state.pid)), ("since", state.started_at),
             ("logs", state.log_file)]
+    if state.console_url:
+        rows.append(("console", state.console_url))
     write_table(None, rows)
 
 
@@ -47,10 +49,14 @@ def _show_state(state: local_state.LocalState, output: str) -> None:
               help="Port of the MQTT broker on 127.0.0.1 (0: a free port).")
 @click.option("--broker", type=click.Choice(["auto", "mosquitto", "amqtt"]), default="auto", show_default=True,
               help="MQTT broker: mosquitto (when on PATH) or the embedded amqtt.")
+@click.option("--console-port", type=click.IntRange(0, 65535), default=CONSOLE_PORT, show_default=True,
+              help="Port of the console (iotpipe console) served beside the pipeline on 127.0.0.1; taken or 0: a "
+                   "free port.")
+@click.option("--no-console", is_flag=True, help="Do not serve the console.")
 @click.option("--detach", is_flag=True, help="Return once everything is ready and keep running in the background.")
 @output_option
-def up(env: str, config_path: str | None, aws_port: int, mqtt_port: int, broker: str, detach: bool,
-       output: str) -> None:
+def up(env: str, config_path: str | None, aws_port: int, mqtt_port: int, broker: str, console_port: int,
+       no_console: bool, detach: bool, output: str) -> None:
     """Start the emulator and the broker, deploy the env's stack into it, and run the pipeline.
 
     Without --detach it runs in the foreground until Ctrl-C. Other commands given the same --env then
@@ -60,24 +66,18 @@ def up(env: str, config_path: str | None, aws_port: int, mqtt_port: int, broker:
     os.umask(0o077)  # every file of the run (state, logs, broker files, function code) is the user's alone
     inherited = os.environ.pop(local_state.LOCK_FD_VARIABLE, "")
     options = LocalOptions(env=env, config_path=config_path, aws_port=aws_port, mqtt_port=mqtt_port, broker=broker,
-                           lock_fd=int(inherited) if inherited.isdigit() else None)
+                           lock_fd=int(inherited) if inherited.isdigit() else None,
+                           console_port=None if no_console else console_port)
     if detach:
         _show_state(control.start_detached(options), output)
-        progress(console_hint(env))
         return
     _run_foreground(options, output)
-
-
-def console_hint(env: str) -> str:
-    """Where to see the env in a browser (the console picks its own token, so its full URL is its own to print)."""
-    return f"see it in a browser: iotpipe console --env {env} (it prints http://127.0.0.1:8765/?token=...)"
 
 
 def _run_foreground(options: LocalOptions, output: str) -> None:
     def on_ready(state: local_state.LocalState) -> None:
         _show_state(state, output)
         sys.stdout.flush()
-        progress(console_hint(options.env))
 
     control.run_foreground(options, progress, on_ready)
 

@@ -76,6 +76,7 @@ def start_detached(options: LocalOptions, *, timeout_s: float = DETACH_TIMEOUT_S
                    "--broker", options.broker]
         if options.config_path:
             command += ["--config", options.config_path]
+        command += ["--no-console"] if options.console_port is None else ["--console-port", str(options.console_port)]
         env = {**os.environ, local_state.STATE_DIR_VARIABLE: str(directory),
                local_state.LOCK_FD_VARIABLE: str(lock.fd)}
         with log_path.open("wb") as log:

@@ -75,6 +75,7 @@ class LocalState:
     mqtt_username: str = ""
     mqtt_password: str = ""
     command: str = ""  # the supervisor's command line, to tell it from a process that reused its pid
+    console_url: str = ""  # the console's page with its token; "" when it is not served
 
     @property
     def credentials(self) -> LocalCredentials:
@@ -89,7 +90,7 @@ class LocalState:
                 "childPids": list(self.child_pids), "startedAt": self.started_at, "ready": self.ready,
                 "logFile": self.log_file, "awsAccessKeyId": self.aws_access_key_id,
                 "awsSecretAccessKey": self.aws_secret_access_key, "mqttUsername": self.mqtt_username,
-                "mqttPassword": self.mqtt_password}
+                "mqttPassword": self.mqtt_password, "consoleUrl": self.console_url}
 
 
 def state_dir(start: Path | None = None) -> Path:

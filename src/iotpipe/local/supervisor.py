@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from iotpipe.errors import LocalError
+from iotpipe.errors import ConfigError, LocalError
 from iotpipe.local import health as local_health
 from iotpipe.local import state as local_state
 from iotpipe.local.clients import Clients
@@ -69,6 +69,9 @@ READY_TIMEOUT_S = 30.0
 WATCH_INTERVAL_S = 1.0
 
 
+CONSOLE_PORT = 8765  # iotpipe console's default port
+
+
 @dataclass(frozen=True)
 class LocalOptions:
     """What ``iotpipe local up`` was asked for."""
@@ -80,6 +83,7 @@ class LocalOptions:
     broker: str = "auto"
     directory: Path | None = None
     lock_fd: int | None = None  # the directory's lock, already taken by `local up --detach` for this child
+    console_port: int | None = CONSOLE_PORT  # the console's preferred port (taken: a free one); None: no console
 
 
 def _quiet(_: str) -> None:
@@ -187,6 +191,7 @@ class LocalPipeline:
         self._stop_event = threading.Event()
         self._wake = threading.Event()  # a check is due now: the emulator exited, or stop was asked
         self._watcher: threading.Thread | None = None
+        self._console: Any = None  # iotpipe.console.serve.ServedConsole while the console is served
         self._clients: ClientCache | None = None
         self.rewires = 0
         self.unrouted = 0  # messages received while no stack was wired
@@ -236,6 +241,7 @@ class LocalPipeline:
         if stack is None:
             raise LocalError(f"stack {config.resolved_stack_name} is not in the emulator after the deploy")
         self._wire(stack)
+        console_url = self._start_console(config)
         self.state = local_state.LocalState(
             env=config.env, stack_name=config.resolved_stack_name, region=local_state.LOCAL_REGION,
             aws_endpoint=self.moto.url, mqtt=self.broker.url, broker=self.broker.kind, pid=os.getpid(),
@@ -244,7 +250,7 @@ class LocalPipeline:
             log_file=str(self.directory / "local.log"), aws_access_key_id=self.credentials.aws_access_key_id,
             aws_secret_access_key=self.credentials.aws_secret_access_key,
             mqtt_username=self.credentials.mqtt_username, mqtt_password=self.credentials.mqtt_password,
-            command=command_line(os.getpid()))
+            command=command_line(os.getpid()), console_url=console_url)
         self._watcher = threading.Thread(target=self._watch, args=(factory,), name="stack-watch", daemon=True)
         self._watcher.start()
         self.health = HealthRecord(pid=os.getpid(), checked_at=time.time(), parts=self.check_parts())
@@ -252,6 +258,29 @@ class LocalPipeline:
         local_state.write_state(self.state, self.directory)
         self.progress(f"ready in {time.monotonic() - started:.1f} s")
         return self.state
+
+    def _start_console(self, config: Any) -> str:
+        """Serve ``iotpipe console`` for this env in a thread (its own clients: the pipeline's stay as they are) and
+        return its URL with the token; "" when the console is off or its packages are not installed."""
+        if self.options.console_port is None:
+            return ""
+        try:
+            import starlette  # noqa: F401
+            import uvicorn  # noqa: F401
+
+            from iotpipe.console.data import ConsoleData
+            from iotpipe.console.serve import serve_in_thread
+        except ImportError:
+            self.progress("the console is not served: it needs pip install 'iotpipe[console]'")
+            return ""
+        data = ConsoleData(config, self._client_factory(local_state.LOCAL_REGION), local=True,
+                           cache_dir=self.directory / "console-sql")
+        try:
+            self._console = serve_in_thread(data, port=self.options.console_port)
+        except ConfigError:  # the preferred port is taken (another console, say): any free one
+            self._console = serve_in_thread(data, port=0)
+        self.progress(f"console on {self._console.url.split('?')[0]}")
+        return str(self._console.url)
 
     def _start_broker(self) -> RunningBroker:
         from iotpipe.local.broker import BrokerSpec, start_broker
@@ -632,6 +661,10 @@ class LocalPipeline:
             self._watcher.join(timeout=2)
         # The broker first: what it acknowledged reaches the rule engine before the engine flushes and closes,
         # and nothing is acknowledged after that.
+        if self._console is not None:
+            with contextlib.suppress(Exception):
+                self._console.stop()
+            self._console = None
         if self.broker is not None:
             with contextlib.suppress(Exception):
                 self.broker.stop()
