@@ -64,6 +64,18 @@ def client(stored: None, tmp_path: Path) -> Iterator[TestClient]:
         yield test_client
 
 
+
+def athena_console(athena: Any, tmp_path: Path, **options: Any) -> ConsoleData:
+    """A deployed dev stack's console whose Athena client is ``athena`` (a stubbed one) and every other moto's."""
+    class WithAthena(Clients):
+        def client(self, service: str) -> Any:
+            return athena if service == "athena" else super().client(service)
+
+    names = Names(table=TABLE, index=INDEX, bucket=BUCKET, log_group="", queue_url="", function_name="",
+                  environment="dev", workgroup="wg", database="db")
+    return ConsoleData(load_config(None, "dev", {}), WithAthena(), local=False, cache_dir=tmp_path,
+                       clock=lambda: NOW, names=names, **options)
+
 def test_the_page_needs_the_token_then_a_cookie_carries_it(tmp_path: Path) -> None:
     app = create_app(console_data(tmp_path), Settings(token=TOKEN))
     with TestClient(app, base_url=BASE, follow_redirects=False) as anonymous:
@@ -276,14 +288,7 @@ def test_sql_on_athena_shows_the_most_it_can_scan_before_and_what_it_scanned_aft
         "ResultSetMetadata": {"ColumnInfo": [{"Name": "one", "Type": "integer"}]}}}, {"QueryExecutionId": "q1"})
     stub.activate()
 
-    class WithAthena(Clients):
-        def client(self, service: str) -> Any:
-            return athena if service == "athena" else super().client(service)
-
-    names = Names(table=TABLE, index=INDEX, bucket=BUCKET, log_group="", queue_url="", function_name="",
-                  environment="dev", workgroup="wg", database="db")
-    data = ConsoleData(load_config(None, "dev", {}), WithAthena(), local=False, cache_dir=tmp_path,
-                       clock=lambda: NOW, names=names)
+    data = athena_console(athena, tmp_path)
     archived = sum(o["Size"] for o in boto3.client("s3", region_name="us-east-1").list_objects_v2(
         Bucket=BUCKET, Prefix="raw/")["Contents"])
     result = data.run_sql("SELECT 1 AS one", since="24h")
@@ -366,14 +371,7 @@ def test_an_athena_query_of_the_sql_box_is_stopped_after_its_time(stored: None, 
     stub.add_response("stop_query_execution", {}, {"QueryExecutionId": "q1"})
     stub.activate()
 
-    class WithAthena(Clients):
-        def client(self, service: str) -> Any:
-            return athena if service == "athena" else super().client(service)
-
-    names = Names(table=TABLE, index=INDEX, bucket=BUCKET, log_group="", queue_url="", function_name="",
-                  environment="dev", workgroup="wg", database="db")
-    data = ConsoleData(load_config(None, "dev", {}), WithAthena(), local=False, cache_dir=tmp_path,
-                       clock=lambda: NOW, names=names, sql_max_polls=2)
+    data = athena_console(athena, tmp_path, sql_max_polls=2)
     with pytest.raises(SqlError, match="stopped it"):
         data.run_sql("SELECT 1 AS one", since="24h")
     stub.assert_no_pending_responses()  # Athena was told to stop
