@@ -65,7 +65,8 @@ def client(stored: None, tmp_path: Path) -> Iterator[TestClient]:
 
 
 
-def athena_console(athena: Any, tmp_path: Path, **options: Any) -> ConsoleData:
+def athena_console(athena: Any, tmp_path: Path, overrides: dict[str, Any] | None = None,
+                   **options: Any) -> ConsoleData:
     """A deployed dev stack's console whose Athena client is ``athena`` (a stubbed one) and every other moto's."""
     class WithAthena(Clients):
         def client(self, service: str) -> Any:
@@ -73,7 +74,7 @@ def athena_console(athena: Any, tmp_path: Path, **options: Any) -> ConsoleData:
 
     names = Names(table=TABLE, index=INDEX, bucket=BUCKET, log_group="", queue_url="", function_name="",
                   environment="dev", workgroup="wg", database="db")
-    return ConsoleData(load_config(None, "dev", {}), WithAthena(), local=False, cache_dir=tmp_path,
+    return ConsoleData(load_config(None, "dev", overrides or {}), WithAthena(), local=False, cache_dir=tmp_path,
                        clock=lambda: NOW, names=names, **options)
 
 def test_the_page_needs_the_token_then_a_cookie_carries_it(tmp_path: Path) -> None:
@@ -218,6 +219,34 @@ def test_ranges_past_the_retention_come_from_the_sql_archive(stored: None, tmp_p
     assert series["values"] == [42.0] and series["times"][0] <= (NOW - 3 * 86_400_000) / 1000
     recent = data.series("press-1", "temperature", "7d")
     assert recent["points"] == 301 and recent["sources"][1]["source"] == "table"
+
+
+def test_a_charts_archived_part_on_athena_is_one_query_reused_while_the_page_reads_again(stored: None,
+                                                                                          tmp_path: Path) -> None:
+    # the page reads its charts again every few seconds while the device sends: the part past the table's TTL no
+    # longer changes, and each Athena query is billed, so one query serves the reads of ARCHIVE_REUSE_S
+    del stored
+    from botocore.stub import ANY, Stubber
+
+    athena = boto3.client("athena", region_name="us-east-1")
+    stub = Stubber(athena)
+    stub.add_response("start_query_execution", {"QueryExecutionId": "q1"},
+                      {"QueryString": ANY, "WorkGroup": "wg", "QueryExecutionContext": {"Database": "db"}})
+    stub.add_response("get_query_execution", {"QueryExecution": {
+        "QueryExecutionId": "q1", "Status": {"State": "SUCCEEDED"}, "Statistics": {"DataScannedInBytes": 1}}},
+        {"QueryExecutionId": "q1"})
+    stub.add_response("get_query_results", {"ResultSet": {
+        "Rows": [{"Data": [{"VarCharValue": "t"}, {"VarCharValue": "v"}]},
+                 {"Data": [{"VarCharValue": str((NOW - 3 * 86_400_000) // 1000)}, {"VarCharValue": "42"}]}],
+        "ResultSetMetadata": {"ColumnInfo": [{"Name": "t", "Type": "double"}, {"Name": "v", "Type": "double"}]}}},
+        {"QueryExecutionId": "q1"})
+    stub.activate()
+    data = athena_console(athena, tmp_path, {"storage.ttl_days": 1})
+    first = data.series("press-3", "temperature", "7d")
+    again = data.series("press-3", "temperature", "7d")  # a second start_query_execution would find no answer
+    stub.assert_no_pending_responses()
+    assert first["sources"][0] == again["sources"][0] and first["sources"][0]["engine"] == "athena"
+    assert first["values"] == again["values"] == [42.0]
 
 
 def test_static_assets_ship_in_the_package() -> None:

@@ -45,6 +45,10 @@ SENSOR_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # How long a query of the SQL box may run on Athena (polls, one a second) before the console stops it: a page
 # left open must not hold a billed query for the day `iotpipe sql` allows.
 SQL_MAX_POLLS = 600
+# A chart's archived part (past the table's TTL) is reused this long, or one of its buckets if longer: the page
+# reads its charts again every few seconds while its device sends, and on Athena each read is a billed query of
+# data that no longer changes.
+ARCHIVE_REUSE_S = 300.0
 
 
 class CachedClients:
@@ -106,6 +110,8 @@ class ConsoleData:
         self._fleet_seconds = 0.0  # how long the last read of the fleet took
         self._reads: dict[tuple[str, str], tuple[float, Future[Any]]] = {}
         self._reads_lock = threading.Lock()
+        self._archived: dict[tuple[str, str, str], tuple[float, tuple[list[float], list[float], str]]] = {}
+        self._archive_lock = threading.Lock()  # one archive query at a time (each is billed on Athena)
 
     # -- resources -------------------------------------------------------------------------------------------
 
@@ -206,7 +212,7 @@ class ConsoleData:
         anomalies: list[dict[str, Any]] = []
         truncated = False
         if since < retained_from:
-            archived = self._archive_series(device_id, sensor, since, retained_from - 1)
+            archived = self._archive_series(device_id, sensor, since, retained_from - 1, range_name)
             times += archived[0]
             values += archived[1]
             sources.append({"source": "archive", "from": since, "to": retained_from, "engine": archived[2]})
@@ -256,11 +262,23 @@ class ConsoleData:
         with contextlib.suppress(Exception):
             self._device_read(device_id, range_name)
 
-    def _archive_series(self, device_id: str, sensor: str, since: int, until: int) -> tuple[list[float],
-                                                                                             list[float], str]:
+    def _archive_series(self, device_id: str, sensor: str, since: int, until: int,
+                        range_name: str = "") -> tuple[list[float], list[float], str]:
         """The readings the table no longer holds, from the raw archive through ``iotpipe sql``'s relations,
-        averaged per bucket so the result stays small (LTTB then shapes it)."""
+        averaged per bucket so the result stays small (LTTB then shapes it). One query at a time; the answer for
+        a device, sensor and range is reused for ARCHIVE_REUSE_S (or a bucket, if longer)."""
         step_s = max(1, (until - since) // 1000 // self.max_points)
+        key = (device_id, sensor, range_name)
+        with self._archive_lock:
+            cached = self._archived.get(key)
+            if cached is not None and time.monotonic() - cached[0] < max(ARCHIVE_REUSE_S, step_s):
+                return cached[1]
+            found = self._query_archive(device_id, sensor, since, until, step_s)
+            self._archived[key] = (time.monotonic(), found)
+            return found
+
+    def _query_archive(self, device_id: str, sensor: str, since: int, until: int,
+                       step_s: int) -> tuple[list[float], list[float], str]:
         window = sql_lib.Window(since, until + 1)
         query = ("SELECT floor(epoch_ms(reading_time) / 1000 / {step}) * {step} AS t, avg(value) AS v FROM readings "
                  f"WHERE device_id = '{device_id}' AND sensor_type = '{sensor}' GROUP BY 1 ORDER BY 1")
@@ -274,7 +292,8 @@ class ConsoleData:
             athena_sql = query.replace("epoch_ms(reading_time)", "to_unixtime(reading_time) * 1000")
             result = sql_lib.run_athena(self.clients.client("athena"), athena_sql.format(step=step_s),
                                         workgroup=names.workgroup, database=names.database, window=window,
-                                        thresholds=self.cfg.thresholds, ttl_days=self.cfg.storage.ttl_days)
+                                        thresholds=self.cfg.thresholds, ttl_days=self.cfg.storage.ttl_days,
+                                        max_polls=self.sql_max_polls)
             engine = "athena"
         return [float(row[0]) for row in result.rows], [float(row[1]) for row in result.rows], engine
 
