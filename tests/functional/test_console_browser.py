@@ -52,10 +52,10 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         patch.setenv(STATE_DIR_VARIABLE, str(workdir / "state"))
         process: subprocess.Popen[str] | None = None
         try:
-            started = cli("local", "up", "--detach", "--output", "json")
+            started = cli("local", "up", "--detach", "--output", "json", "--console-port", "0")
             assert started.returncode == 0, started.stderr
-            assert "see it in a browser: iotpipe console --env local" in started.stderr  # local up says where
             info: dict[str, Any] = json.loads(started.stdout)
+            assert info["consoleUrl"].startswith("http://127.0.0.1:")  # local up serves one and says where
             simulated = cli("simulate", "--env", "local", "--devices", "3", "--format", "multi", "--rate", "5",
                             "--duration", "4", "--seed", "1", "--output", "json")
             assert simulated.returncode == 0, simulated.stderr
@@ -253,6 +253,34 @@ def test_an_anomaly_appears_live_without_a_reload(page: Any, console: dict[str, 
     assert rows.count() == 0
     page.select_option("#f-rule", "bound")
     assert rows.count() == 1
+
+
+def test_a_refused_live_stream_says_so_and_is_tried_again(browser: Any, console: dict[str, Any]) -> None:
+    # the console answers 503 past its open streams; the browser's EventSource then gives up for good, so the
+    # page must say the updates stopped and ask again itself, not claim to be reconnecting
+    context = browser.new_context()
+    try:
+        opened = context.new_page()
+        opened.set_default_timeout(WAIT_MS)
+        asked: list[str] = []
+
+        def refuse(route: Any) -> None:
+            asked.append(route.request.url)
+            route.fulfill(status=503, content_type="application/json", body='{"error": "16 open already"}')
+
+        opened.route("**/api/events", refuse)
+        opened.clock.install()
+        open_console(opened, console)
+        opened.wait_for_selector("#live >> text=/stopped .*trying again in 15 s/")
+        assert len(asked) == 1
+        opened.clock.run_for(16_000)
+        for _ in range(50):
+            if len(asked) >= 2:
+                break
+            opened.wait_for_timeout(100)
+        assert len(asked) == 2  # asked again after 15 s, and only then
+    finally:
+        context.close()
 
 
 def test_keyboard_alone_reaches_every_view(page: Any) -> None:

@@ -417,7 +417,15 @@
     const source = new EventSource("/api/events");
     state.source = source;
     source.addEventListener("open", () => { live.textContent = "live: updates appear without a reload"; });
-    source.addEventListener("error", () => { live.textContent = "live updates paused: reconnecting…"; });
+    source.addEventListener("error", () => {
+      if (source.readyState !== EventSource.CLOSED) {  // the browser reconnects by itself
+        live.textContent = "live updates paused: reconnecting…";
+        return;
+      }
+      // refused (too many console pages open, or the console restarted): the browser gives up, so we try again
+      live.textContent = "live updates stopped (the console refused the stream); trying again in 15 s";
+      setTimeout(() => { if (state.source === source) connect(); }, 15000);
+    });
     source.addEventListener("fleet", (e) => {
       const before = state.fleet;
       state.fleet = JSON.parse(e.data);
