@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import stat
 from pathlib import Path
 from typing import Any
@@ -51,3 +52,34 @@ def test_the_browser_is_started_with_a_private_file_not_the_token(monkeypatch: p
     assert "token" not in opened[0]
     assert seen["mode"] == 0o600 and f'content="0;url={url}"' in seen["text"]
     assert not seen["page"].exists()  # removed when the console stops
+
+
+def test_a_taken_default_port_gives_a_free_one_and_a_named_port_does_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `iotpipe local up` serves a console on 8765 too: `iotpipe console` without --port must still start
+    import socket
+
+    from iotpipe.console.serve import DEFAULT_PORT, bind_preferred
+
+    holder = socket.socket()
+    try:
+        with contextlib.suppress(OSError):  # held here, or by something else: taken either way
+            holder.bind(("127.0.0.1", DEFAULT_PORT))
+            holder.listen(1)
+        chosen = bind_preferred("127.0.0.1")
+        try:
+            assert chosen.getsockname()[1] not in (0, DEFAULT_PORT)
+        finally:
+            chosen.close()
+        served: list[Any] = []
+        monkeypatch.setattr(console_cli, "_warm", lambda _data: None)
+        monkeypatch.setattr("uvicorn.Server.run",
+                            lambda _server, **kwargs: served.append(kwargs["sockets"][0].getsockname()[1]))
+        result = CliRunner().invoke(main, ["console", "--env", "dev", "--no-browser", "--region", "us-east-1"])
+        assert result.exit_code == 0, result.output
+        port = int(result.stdout.splitlines()[0].split(":")[2].split("/")[0])
+        assert port not in (0, DEFAULT_PORT) and served == [port]
+        named = CliRunner().invoke(main, ["console", "--env", "dev", "--no-browser", "--region", "us-east-1",
+                                          "--port", str(DEFAULT_PORT)])
+        assert named.exit_code == 2 and "--port 0" in named.output  # asked for by name: refused, with the fix
+    finally:
+        holder.close()

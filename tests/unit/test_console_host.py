@@ -22,6 +22,7 @@ def test_a_host_other_than_loopback_warns_that_the_token_is_all_that_guards_it(
         raise ConfigError("stopped before listening (test)")
 
     monkeypatch.setattr(console_cli, "bind", refuse)
+    monkeypatch.setattr(console_cli, "bind_preferred", lambda address: refuse(address, 0))  # no --port given
     result = CliRunner().invoke(main, ["console", "--env", "dev", "--host", host, "--no-browser",
                                        "--region", "us-east-1"])
 

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from iotpipe.cli.common import Target, pipeline_target, progress
-from iotpipe.console.serve import bind, console_url, uvicorn_server
+from iotpipe.console.serve import DEFAULT_PORT, bind, bind_preferred, console_url, uvicorn_server
 from iotpipe.local.state import LocalClientFactory
 
 
@@ -30,14 +30,14 @@ def redirect_file(url: str) -> Path:
 
 
 @click.command("console")
-@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
-              help="Port on --host (0: a free port).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help=f"Port on --host (default {DEFAULT_PORT}, or a free port when that one is taken; 0: a free port).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Anything but loopback lets other machines reach the console (the token "
                    "still guards it): it warns.")
 @click.option("--no-browser", is_flag=True, help="Do not open a browser; the URL is the first line on stdout.")
 @pipeline_target
-def console(port: int, host: str, no_browser: bool, target: Target) -> None:
+def console(port: int | None, host: str, no_browser: bool, target: Target) -> None:
     """Open the console: fleet, devices' charts, anomalies, pipeline health and SQL, live, in a browser.
 
     Reads ENV through iotpipe's own library with your credentials (or the running iotpipe local's), which never
@@ -61,7 +61,7 @@ def console(port: int, host: str, no_browser: bool, target: Target) -> None:
         or target.factory.endpoint_url is not None
     data = ConsoleData(target.config, target.factory, local=local)
     token = new_token()
-    sock = bind(host, port)
+    sock = bind_preferred(host) if port is None else bind(host, port)  # a port named is that port
     actual = sock.getsockname()[1]
     settings = Settings(token=token, bind_host=host, port=actual)
     url = console_url(host, actual, token)

@@ -9,9 +9,10 @@ import click
 
 from iotpipe.cli.common import progress
 from iotpipe.cli.output import echo_json, output_option, write_table
+from iotpipe.console.serve import DEFAULT_PORT as CONSOLE_PORT
 from iotpipe.local import control
 from iotpipe.local import state as local_state
-from iotpipe.local.supervisor import CONSOLE_PORT, LocalOptions
+from iotpipe.local.supervisor import LocalOptions
 
 
 @click.group()

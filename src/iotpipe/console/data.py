@@ -274,7 +274,10 @@ class ConsoleData:
             if cached is not None and time.monotonic() - cached[0] < max(ARCHIVE_REUSE_S, step_s):
                 return cached[1]
             found = self._query_archive(device_id, sensor, since, until, step_s)
-            self._archived[key] = (time.monotonic(), found)
+            # answers past the longest reuse (the widest range's bucket) are dropped: it holds the charts open now
+            now, longest = time.monotonic(), max(ARCHIVE_REUSE_S, max(RANGES.values()) / self.max_points)
+            self._archived = {k: v for k, v in self._archived.items() if now - v[0] < longest}
+            self._archived[key] = (now, found)
             return found
 
     def _query_archive(self, device_id: str, sensor: str, since: int, until: int,

@@ -10,6 +10,8 @@ from typing import Any
 
 from iotpipe.errors import ConfigError
 
+DEFAULT_PORT = 8765  # the console's port unless told otherwise (taken: a free one)
+
 
 def console_url(host: str, port: int, token: str) -> str:
     """The page's address with its token (an IPv6 host in brackets)."""
@@ -30,6 +32,15 @@ def bind(host: str, port: int) -> socket.socket:
                           "for a free one") from None
     sock.listen(128)
     return sock
+
+
+def bind_preferred(host: str, port: int = DEFAULT_PORT) -> socket.socket:
+    """A listening socket on ``host:port``, or on a free port of ``host`` when ``port`` is taken (another console,
+    say): for a port nobody asked for by name."""
+    try:
+        return bind(host, port)
+    except ConfigError:
+        return bind(host, 0)
 
 
 def uvicorn_server(app: Any) -> Any:
@@ -56,13 +67,12 @@ class ServedConsole:
         self.sock.close()
 
 
-def serve_in_thread(data: Any, *, host: str = "127.0.0.1", port: int = 0) -> ServedConsole:
-    """Serve the console of ``data`` (a ``ConsoleData``) on ``host:port`` in a daemon thread, with a new token;
-    ConfigError when the port is taken. The fleet is read when the page first asks, not before."""
+def serve_in_thread(data: Any, sock: socket.socket) -> ServedConsole:
+    """Serve the console of ``data`` (a ``ConsoleData``) on the listening ``sock`` in a daemon thread, with a new
+    token. The fleet is read when the page first asks, not before."""
     from iotpipe.console.app import Settings, create_app, new_token
 
-    sock = bind(host, port)
-    actual = sock.getsockname()[1]
+    host, actual = sock.getsockname()[:2]
     token = new_token()
     server = uvicorn_server(create_app(data, Settings(token=token, bind_host=host, port=actual)))
     # uvicorn captures signals only in the main thread: the owner's Ctrl-C handling stays as it is

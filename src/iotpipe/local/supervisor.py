@@ -34,7 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from iotpipe.errors import ConfigError, LocalError
+from iotpipe.console.serve import DEFAULT_PORT as DEFAULT_CONSOLE_PORT
+from iotpipe.errors import LocalError
 from iotpipe.local import health as local_health
 from iotpipe.local import state as local_state
 from iotpipe.local.clients import Clients
@@ -69,9 +70,6 @@ READY_TIMEOUT_S = 30.0
 WATCH_INTERVAL_S = 1.0
 
 
-CONSOLE_PORT = 8765  # iotpipe console's default port
-
-
 @dataclass(frozen=True)
 class LocalOptions:
     """What ``iotpipe local up`` was asked for."""
@@ -83,7 +81,7 @@ class LocalOptions:
     broker: str = "auto"
     directory: Path | None = None
     lock_fd: int | None = None  # the directory's lock, already taken by `local up --detach` for this child
-    console_port: int | None = CONSOLE_PORT  # the console's preferred port (taken: a free one); None: no console
+    console_port: int | None = DEFAULT_CONSOLE_PORT  # preferred (taken: a free one); None: no console
 
 
 def _quiet(_: str) -> None:
@@ -269,16 +267,13 @@ class LocalPipeline:
             import uvicorn  # noqa: F401
 
             from iotpipe.console.data import ConsoleData
-            from iotpipe.console.serve import serve_in_thread
+            from iotpipe.console.serve import bind_preferred, serve_in_thread
         except ImportError:
             self.progress("the console is not served: it needs pip install 'iotpipe[console]'")
             return ""
         data = ConsoleData(config, self._client_factory(local_state.LOCAL_REGION), local=True,
                            cache_dir=self.directory / "console-sql")
-        try:
-            self._console = serve_in_thread(data, port=self.options.console_port)
-        except ConfigError:  # the preferred port is taken (another console, say): any free one
-            self._console = serve_in_thread(data, port=0)
+        self._console = serve_in_thread(data, bind_preferred("127.0.0.1", self.options.console_port))
         self.progress(f"console on {self._console.url.split('?')[0]}")
         return str(self._console.url)
 

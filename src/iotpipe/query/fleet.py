@@ -381,8 +381,7 @@ class _Run:
         self.lo, self.hi = min(times), max(times)
 
 
-# the bytes a packed readings text holds between its numbers: "<offset>:<value>,<offset>:<value>..."
-_NUMBER_BYTES = b"0123456789.-+eE"
+# every byte but a packed readings text's separators ("<offset>:<value>,<offset>:<value>...")
 _MARKS = bytes(b for b in range(256) if b not in b":,")
 
 
