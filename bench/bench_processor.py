@@ -197,7 +197,8 @@ def detection_memory(size: int) -> list[str]:
         peaks[label] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         runtime.pool.shutdown()
-    return [f"  detector memory: a series' state is {len(state.to_list())} numbers, {stored} B stored (JSON), "
+    return [f"  detector memory: a series' state is {len(state.to_list())} numbers, {stored} B stored (JSON, long "
+            "doubles as their bits), "
             f"{per_object:,.0f} B as a Python object; a device's state item of {len(names)} series "
             f"{dynamodb_item_size(item):,} B (open episodes included)",
             f"  batch memory (python, tracemalloc peak, one {size}-reading batch, 10 ms model): detection off "

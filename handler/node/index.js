@@ -631,20 +631,23 @@ const DETECTOR_DEFAULTS = Object.freeze({
   probation: 150, // readings learned before a score other than 0
   longAlpha: 0.002, // weight of a reading in the baseline mean and variance
   shortAlpha: 0.2, // weight of a reading in the short mean (level-shift detection)
-  zScale: 2.0, // the (novel) deviation, in baseline standard deviations, scored 0.5
+  zScale: 0.6, // the (novel) deviation scored 0.5, in the series' tail (or in spreads without one)
   clipZ: 10.0, // a reading moves the baseline by at most this many standard deviations
   relearn: 60, // consecutive readings of a shifted short mean before the baseline moves to it
+  shiftZ: 2.0, // the short mean's deviation, in its own standard deviations, that counts as shifted
   gapIntervals: 20.0, // a gap longer than this many usual intervals restarts the short mean
   peakDecay: 0.995, // per reading, of the recent peak deviation a new deviation must exceed
   novelty: 1.0, // 1: score the excess over the recent peak (one alarm per event); 0: every deviation
   flatMin: 10, // readings repeating the last value exactly before a flat line can score; 0: no flat rule
   flatFactor: 2.0, // a flat line scores once it is this many times the longest run the series has had
+  tailDown: 99, // readings at or below the tail before it steps down (its 99th percentile); 0: no tail
 });
 // onset: one alarm at an event's start (NAB); sustained: every reading while the deviation lasts (SKAB's point task)
 const DETECTOR_PRESETS = Object.freeze({
   onset: DETECTOR_DEFAULTS,
   sustained: Object.freeze({
-    ...DETECTOR_DEFAULTS, probation: 400, longAlpha: 0.0005, zScale: 5.5, clipZ: 4.0, relearn: 3600, novelty: 0.0,
+    ...DETECTOR_DEFAULTS, probation: 400, longAlpha: 0.0005, zScale: 5.5, clipZ: 4.0, relearn: 3600, shiftZ: 5.5,
+    novelty: 0.0, tailDown: 0,
   }),
 });
 const DEFAULT_SENSITIVITY = 0.5; // a score at or above it is an anomaly (chosen on the development data)
@@ -652,33 +655,66 @@ const SPREAD_FLOOR_RELATIVE = 1e-3; // a flat series still has a spread: 0.1 % o
 const SPREAD_FLOOR_ABSOLUTE = 1e-9;
 const INTERVAL_ALPHA = 0.1;
 const PEAK_STEPS = 64.0;
+const TAIL_STEP = 1.0 / 64.0; // how far one reading moves the tail
+const TAIL_STEP_YOUNG = 1.0 / 8.0; // during probation, so that a young series has learned its tail when it scores
+const STORED_DIGITS_MAX = 13; // a state number whose text is longer is stored as the base64url of its bits
+const STORED_BITS = /^[A-Za-z0-9_-]{10}[AEIMQUYcgkosw048]$/;
 
 /** A series' state before its first reading. */
 const emptyDetectorState = () => ({
   count: 0, newestMs: 0, mean: 0, variance: 0, short: 0, interval: 0, shifted: 0, peak: 0, last: 0, run: 0, longest: 0,
+  tail: 0, below: 0,
 });
 
-/** The state as the JSON array it is stored as (docs/contract.md 12). */
+/** The state's numbers in the order of its stored array (docs/contract.md 12). */
 const detectorStateToList = (s) => [s.count, s.newestMs, s.mean, s.variance, s.short, s.interval, s.shifted, s.peak,
-  s.last, s.run, s.longest];
+  s.last, s.run, s.longest, s.tail, s.below];
 
-/** The state from its JSON array; an 8-number state of the previous release gains the last value at its mean and
- * no runs. */
+/** The double of a stored state's base64url string. */
+function storedDouble(text) {
+  if (!STORED_BITS.test(text)) throw new Error(`${JSON.stringify(text)} is not the 11 base64url characters of a double`);
+  return Buffer.from(text, 'base64url').readDoubleBE(0);
+}
+
+/** One number of a stored state: section 4's text, or, when that is longer than 13 characters, the JSON string
+ * of the base64url (no padding) of its IEEE 754 big-endian bits, which is shorter and exact. */
+function storedNumber(number) {
+  const text = formatNumber(number);
+  if (text.length <= STORED_DIGITS_MAX) return text;
+  const bits = Buffer.alloc(8);
+  bits.writeDoubleBE(number, 0);
+  return `"${bits.toString('base64url')}"`;
+}
+
+/** The state from its stored array (a long double as its base64url bits); a state of an earlier release gains what
+ * it lacks: 8 numbers the last value at the mean and no runs, 11 the recent peak as its tail. */
 function detectorStateFromList(values) {
-  const all = values.length === 8 ? [...values, values[2], 0, 0] : values;
-  const [count, newestMs, mean, variance, short, interval, shifted, peak, last, run, longest] = all.map(Number);
-  return { count, newestMs, mean, variance, short, interval, shifted, peak, last, run, longest };
+  let all = values.map((v) => (typeof v === 'string' ? storedDouble(v) : Number(v)));
+  if (all.length === 8) all = [...all, all[2], 0, 0];
+  if (all.length === 11) all = [...all, Math.max(1.0, all[7]), 0];
+  const [count, newestMs, mean, variance, short, interval, shifted, peak, last, run, longest, tail, below] = all;
+  return { count, newestMs, mean, variance, short, interval, shifted, peak, last, run, longest, tail, below };
+}
+
+/** The tail and its count after a reading of deviation `z`: a step up when `z` passes it, a step down after
+ * `tailDown` readings that did not (a frugal streaming quantile in 64ths); from a series' third reading. */
+function tailLearned(state, z, scoring, params) {
+  if (!params.tailDown || state.count < 2) return [state.tail, state.below];
+  const step = scoring ? TAIL_STEP : TAIL_STEP_YOUNG;
+  if (z > state.tail) return [state.tail + step, state.below];
+  if (state.below + 1 >= params.tailDown) return [Math.max(0, state.tail - step), 0];
+  return [state.tail, state.below + 1];
 }
 
 /**
  * Score `value` against `state` (before learning it); returns `[scored, learnedState]`.
- * @returns {[{score: number, expected: number, spread: number, learned: boolean}, object]}
+ * @returns {[{score: number, expected: number, spread: number, learned: boolean, width: number}, object]}
  */
 function detectStep(state, timestampMs, value, params = DETECTOR_DEFAULTS) {
   if (state.count === 0) {
     const first = { count: 1, newestMs: timestampMs, mean: value, variance: 0, short: value, interval: 0,
-      shifted: 0, peak: 0, last: value, run: 0, longest: 0 };
-    return [{ score: 0, expected: value, spread: 0, learned: true }, first];
+      shifted: 0, peak: 0, last: value, run: 0, longest: 0, tail: 1, below: 0 };
+    return [{ score: 0, expected: value, spread: 0, learned: true, width: 0 }, first];
   }
   const late = timestampMs < state.newestMs;
   const elapsed = timestampMs - state.newestMs;
@@ -689,7 +725,11 @@ function detectStep(state, timestampMs, value, params = DETECTOR_DEFAULTS) {
   const zPoint = Math.abs(value - state.mean) / spread;
   const zShift = Math.abs(short - state.mean) / (spread * Math.sqrt(params.shortAlpha / (2.0 - params.shortAlpha)));
   const z = Math.max(zPoint, zShift);
-  const novel = Math.max(0, z - params.novelty * state.peak);
+  // in units of the series' own tail: an excess of a few spreads is common in a heavy-tailed series and rare in a
+  // Gaussian one, and one threshold then means the same rarity on both
+  const tail = params.tailDown ? Math.max(1.0, state.tail) : 1.0;
+  const novel = Math.max(0, z - params.novelty * state.peak) / tail;
+  const width = params.zScale * tail * spread;
   const scoring = state.count >= params.probation;
   let score = scoring ? (novel * novel) / (novel * novel + params.zScale * params.zScale) : 0;
   const run = value === state.last ? state.run + 1 : 0;
@@ -697,14 +737,14 @@ function detectStep(state, timestampMs, value, params = DETECTOR_DEFAULTS) {
   // novelty 1, every reading of it for 0)
   const bound = Math.max(params.flatMin, params.flatFactor * state.longest);
   if (scoring && params.flatMin > 0 && run > bound && (params.novelty === 0 || state.run <= bound)) score = 1;
-  if (late) return [{ score, expected: state.mean, spread, learned: false }, state];
+  if (late) return [{ score, expected: state.mean, spread, learned: false, width }, state];
   const alpha = Math.max(params.longAlpha, 1.0 / (state.count + 1));
   const limit = params.clipZ * spread;
   let deviation = value - state.mean;
   if (scoring) deviation = Math.max(-limit, Math.min(limit, deviation));
   let mean = state.mean + alpha * deviation;
   const variance = (1.0 - alpha) * (state.variance + alpha * deviation * deviation);
-  let shifted = scoring && zShift > params.zScale ? state.shifted + 1 : 0;
+  let shifted = scoring && zShift > params.shiftZ ? state.shifted + 1 : 0;
   if (shifted >= params.relearn) [mean, shifted] = [short, 0];
   let interval;
   if (gap) interval = state.interval;
@@ -717,9 +757,10 @@ function detectStep(state, timestampMs, value, params = DETECTOR_DEFAULTS) {
   const tracking = scoring || 2 * state.count >= params.probation;
   const peak = tracking ? Math.floor(Math.max(z, state.peak * params.peakDecay) * PEAK_STEPS + 0.5) / PEAK_STEPS : 0;
   const longest = run === 0 ? Math.max(state.longest, state.run) : state.longest;
+  const [tailNext, below] = tailLearned(state, z, scoring, params);
   const learned = { count: state.count + 1, newestMs: timestampMs, mean, variance, short, interval, shifted, peak,
-    last: value, run, longest };
-  return [{ score, expected: state.mean, spread, learned: true }, learned];
+    last: value, run, longest, tail: tailNext, below };
+  return [{ score, expected: state.mean, spread, learned: true, width }, learned];
 }
 
 /** Score a series' `[timestampMs, value]` points in the order given; returns `[scored[], lastState]`. */
@@ -772,9 +813,8 @@ function numberAttribute(number) {
 function judge(reading, scored, detector) {
   const model = scored.score >= detector.sensitivity;
   if (!reading.anomaly && !model) return reading;
-  const { zScale } = detector.params;
-  const low = scored.expected - zScale * scored.spread;
-  const high = scored.expected + zScale * scored.spread;
+  const low = scored.expected - scored.width;
+  const high = scored.expected + scored.width;
   const item = { ...reading.item };
   if (!reading.anomaly) {
     Object.assign(item, anomalyFields(item, `expected ${formatNumber(low)} to ${formatNumber(high)}`, 'model'));
@@ -811,11 +851,11 @@ const STATE_SORT_KEY = '#detector'; // sorts before every reading's key, so `sk 
 const BATCH_GET_LIMIT = 100;
 
 /** States as stored: a JSON object sensor type -> state array, types in code point order, numbers in section
- * 4's format (so both processors write the same bytes). `states` is a Map. */
+ * 4's format or, when that is long, as their bits (so both processors write the same bytes). `states` is a Map. */
 function statesText(states) {
   const names = [...states.keys()].sort(compareCodePoints);
   return `{${names.map((name) => `${JSON.stringify(name)}:[${detectorStateToList(states.get(name))
-    .map(formatNumber).join(',')}]`).join(',')}}`;
+    .map(storedNumber).join(',')}]`).join(',')}}`;
 }
 
 /** States from their stored text, as a Map. */
@@ -1577,6 +1617,7 @@ module.exports = {
   episodeStarts,
   notification,
   statesText,
+  storedNumber,
   parseStates,
   startingPoint,
   STATE_SORT_KEY,

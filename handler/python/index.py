@@ -21,6 +21,7 @@ import math
 import os
 import random
 import re
+import struct
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -680,21 +681,23 @@ class DetectorParams:
     probation: int = 150  # readings learned before a score other than 0
     long_alpha: float = 0.002  # weight of a reading in the baseline mean and variance
     short_alpha: float = 0.2  # weight of a reading in the short mean (level-shift detection)
-    z_scale: float = 2.0  # the (novel) deviation, in baseline standard deviations, scored 0.5
+    z_scale: float = 0.6  # the (novel) deviation scored 0.5, in the series' tail (or in spreads without one)
     clip_z: float = 10.0  # a reading moves the baseline by at most this many standard deviations
     relearn: int = 60  # consecutive readings of a shifted short mean before the baseline moves to it
+    shift_z: float = 2.0  # the short mean's deviation, in its own standard deviations, that counts as shifted
     gap_intervals: float = 20.0  # a gap longer than this many usual intervals restarts the short mean
     peak_decay: float = 0.995  # per reading, of the recent peak deviation a new deviation must exceed
     novelty: float = 1.0  # 1: score the excess over the recent peak (one alarm per event); 0: every deviation
     flat_min: int = 10  # readings repeating the last value exactly before a flat line can score; 0: no flat rule
     flat_factor: float = 2.0  # a flat line scores once it is this many times the longest run the series has had
+    tail_down: int = 99  # readings at or below the tail before it steps down (its 99th percentile); 0: no tail
 
 
 # onset: one alarm at an event's start (NAB); sustained: every reading while the deviation lasts (SKAB's point task)
 DETECTOR_PRESETS = {
     "onset": DetectorParams(),
     "sustained": DetectorParams(probation=400, long_alpha=0.0005, z_scale=5.5, clip_z=4.0, relearn=3600,
-                                novelty=0.0),
+                                shift_z=5.5, novelty=0.0, tail_down=0),
 }
 
 
@@ -713,31 +716,58 @@ class DetectorState:
     last: float = 0.0
     run: int = 0
     longest: int = 0
+    tail: float = 0.0
+    below: int = 0
 
     def to_list(self) -> list[float | int]:
-        """The state as the JSON array it is stored as (docs/contract.md 12)."""
+        """The state's numbers in the order of its stored array (docs/contract.md 12)."""
         return [self.count, self.newest_ms, self.mean, self.var, self.short, self.interval, self.shifted, self.peak,
-                self.last, self.run, self.longest]
+                self.last, self.run, self.longest, self.tail, self.below]
 
     @classmethod
     def from_list(cls, values: Sequence[Any]) -> DetectorState:
-        """The state from its JSON array; an 8-number state of the previous release gains the last value at its
-        mean and no runs."""
-        if len(values) == 8:
-            values = [*values, values[2], 0, 0]
-        count, newest, mean, var, short, interval, shifted, peak, last, run, longest = values
+        """The state from its stored array (a long double as its base64url bits); a state of an earlier release
+        gains what it lacks: 8 numbers the last value at the mean and no runs, 11 the recent peak as its tail."""
+        numbers = [_stored_double(v) if isinstance(v, str) else v for v in values]
+        if len(numbers) == 8:
+            numbers = [*numbers, numbers[2], 0, 0]
+        if len(numbers) == 11:
+            numbers = [*numbers, max(1.0, float(numbers[7])), 0]
+        count, newest, mean, var, short, interval, shifted, peak, last, run, longest, tail, below = numbers
         return cls(int(count), int(newest), float(mean), float(var), float(short), float(interval), int(shifted),
-                   float(peak), float(last), int(run), int(longest))
+                   float(peak), float(last), int(run), int(longest), float(tail), int(below))
+
+
+STORED_DIGITS_MAX = 13  # a state number whose text is longer is stored as the 11 base64url characters of its bits
+_STORED_BITS = re.compile(r"[A-Za-z0-9_-]{10}[AEIMQUYcgkosw048]")
+
+
+def stored_number(number: float) -> str:
+    """One number of a stored state: section 4's text, or, when that is longer than 13 characters, the JSON
+    string of the base64url (no padding) of its IEEE 754 big-endian bits, which is shorter and exact."""
+    text = format_number(number)
+    if len(text) <= STORED_DIGITS_MAX:
+        return text
+    return '"' + base64.urlsafe_b64encode(struct.pack(">d", number)).decode("ascii").rstrip("=") + '"'
+
+
+def _stored_double(text: str) -> float:
+    """The double of a stored state's base64url string."""
+    if not _STORED_BITS.fullmatch(text):
+        raise ValueError(f"{text!r} is not the 11 base64url characters of a double")
+    return float(struct.unpack(">d", base64.urlsafe_b64decode(text + "="))[0])
 
 
 @dataclass(frozen=True)
 class Scored:
-    """A reading's score in [0, 1] and what the model expected: ``expected`` +- ``spread``."""
+    """A reading's score in [0, 1] and what the model expected: ``expected`` +- ``width`` (the deviation scored
+    0.5 when the series has no recent peak), with ``spread`` the baseline's."""
 
     score: float
     expected: float
     spread: float
     learned: bool
+    width: float = 0.0
 
 
 DEFAULT_SENSITIVITY = 0.5  # a score at or above it is an anomaly (chosen on the development data)
@@ -745,6 +775,8 @@ SPREAD_FLOOR_RELATIVE = 1e-3  # a flat series still has a spread: 0.1 % of its l
 SPREAD_FLOOR_ABSOLUTE = 1e-9
 INTERVAL_ALPHA = 0.1
 PEAK_STEPS = 64.0
+TAIL_STEP = 1.0 / 64.0  # how far one reading moves the tail
+TAIL_STEP_YOUNG = 1.0 / 8.0  # during probation, so that a young series has learned its tail when it starts scoring
 
 
 def _in_steps(number: float) -> float:
@@ -757,8 +789,8 @@ def detect_step(state: DetectorState, timestamp_ms: int, value: float,
                 params: DetectorParams) -> tuple[Scored, DetectorState]:
     """Score ``value`` against ``state`` (before learning it), then the state that has learned it."""
     if state.count == 0:
-        first = DetectorState(1, timestamp_ms, value, 0.0, value, 0.0, 0, 0.0, value, 0, 0)
-        return Scored(0.0, value, 0.0, True), first
+        first = DetectorState(1, timestamp_ms, value, 0.0, value, 0.0, 0, 0.0, value, 0, 0, 1.0, 0)
+        return Scored(0.0, value, 0.0, True, 0.0), first
     late = timestamp_ms < state.newest_ms
     elapsed = timestamp_ms - state.newest_ms
     gap = state.interval > 0 and elapsed > params.gap_intervals * state.interval
@@ -767,7 +799,11 @@ def detect_step(state: DetectorState, timestamp_ms: int, value: float,
     z_point = abs(value - state.mean) / spread
     z_shift = abs(short - state.mean) / (spread * math.sqrt(params.short_alpha / (2.0 - params.short_alpha)))
     z = max(z_point, z_shift)
-    novel = max(0.0, z - params.novelty * state.peak)
+    # in units of the series' own tail: an excess of a few spreads is common in a heavy-tailed series (counts of
+    # events) and rare in a Gaussian one, and one threshold then means the same rarity on both
+    tail = max(1.0, state.tail) if params.tail_down else 1.0
+    novel = max(0.0, z - params.novelty * state.peak) / tail
+    width = params.z_scale * tail * spread
     scoring = state.count >= params.probation
     score = novel * novel / (novel * novel + params.z_scale * params.z_scale) if scoring else 0.0
     run = state.run + 1 if value == state.last else 0
@@ -777,7 +813,7 @@ def detect_step(state: DetectorState, timestamp_ms: int, value: float,
     if scoring and params.flat_min > 0 and run > bound and (params.novelty == 0 or state.run <= bound):
         score = 1.0
     if late:
-        return Scored(score, state.mean, spread, False), state
+        return Scored(score, state.mean, spread, False, width), state
     alpha = max(params.long_alpha, 1.0 / (state.count + 1))
     limit = params.clip_z * spread
     deviation = value - state.mean
@@ -785,7 +821,7 @@ def detect_step(state: DetectorState, timestamp_ms: int, value: float,
         deviation = max(-limit, min(limit, deviation))
     mean = state.mean + alpha * deviation
     var = (1.0 - alpha) * (state.var + alpha * deviation * deviation)
-    shifted = state.shifted + 1 if scoring and z_shift > params.z_scale else 0
+    shifted = state.shifted + 1 if scoring and z_shift > params.shift_z else 0
     if shifted >= params.relearn:
         mean, shifted = short, 0
     if gap:
@@ -802,8 +838,23 @@ def detect_step(state: DetectorState, timestamp_ms: int, value: float,
     peak = _in_steps(max(z, state.peak * params.peak_decay)) if tracking else 0.0
     longest = max(state.longest, state.run) if run == 0 else state.longest
     learned = DetectorState(state.count + 1, timestamp_ms, mean, var, short, interval, shifted, peak, value, run,
-                            longest)
-    return Scored(score, state.mean, spread, True), learned
+                            longest, *_tail_learned(state, z, scoring, params))
+    return Scored(score, state.mean, spread, True, width), learned
+
+
+def _tail_learned(state: DetectorState, z: float, scoring: bool, params: DetectorParams) -> tuple[float, int]:
+    """The tail and its count after a reading of deviation ``z``: a step up when ``z`` passes it, a step down
+    after ``tail_down`` readings that did not, so that it settles where 1 reading in ``tail_down + 1`` passes
+    it (a frugal streaming quantile, in 64ths: exact in any double arithmetic). From a series' third reading
+    (its second has no spread yet)."""
+    if not params.tail_down or state.count < 2:
+        return state.tail, state.below
+    step = TAIL_STEP if scoring else TAIL_STEP_YOUNG
+    if z > state.tail:
+        return state.tail + step, state.below
+    if state.below + 1 >= params.tail_down:
+        return max(0.0, state.tail - step), 0
+    return state.tail, state.below + 1
 
 
 def detect_series(points: Iterable[tuple[int, float]], params: DetectorParams,
@@ -858,8 +909,7 @@ def judge(reading: Reading, scored: Scored, detector: Detector) -> Reading:
     model = scored.score >= detector.sensitivity
     if not reading.anomaly and not model:
         return reading
-    z_scale = detector.params.z_scale
-    low, high = scored.expected - z_scale * scored.spread, scored.expected + z_scale * scored.spread
+    low, high = scored.expected - scored.width, scored.expected + scored.width
     item = dict(reading.item)
     if not reading.anomaly:
         item.update(anomaly_fields(item, f"expected {format_number(low)} to {format_number(high)}", "model"))
@@ -913,13 +963,14 @@ class DeviceMemory:
 
 def states_text(states: Mapping[str, DetectorState]) -> str:
     """States as stored: a JSON object sensor type -> state array, types in code point order, numbers in
-    section 4's format (so both processors write the same bytes)."""
-    return "{" + ",".join(f"{json.dumps(name)}:[{','.join(format_number(v) for v in states[name].to_list())}]"
+    section 4's format or, when that is long, as their bits (so both processors write the same bytes)."""
+    return "{" + ",".join(f"{json.dumps(name)}:[{','.join(stored_number(v) for v in states[name].to_list())}]"
                           for name in sorted(states)) + "}"
 
 
 # A states text holds only section 4's numbers, which json's own parsing reads as the same doubles (the whole ones
-# as ints, which DetectorState.from_list converts): C speed, where parse_json calls back into Python per number.
+# as ints, which DetectorState.from_list converts), and base64url strings: C speed, where parse_json calls back
+# into Python per number.
 _STATES_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 

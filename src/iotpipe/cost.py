@@ -623,9 +623,11 @@ def detector_state_bytes(sensors: int, *, episodes: bool = False) -> int:
     from iotpipe.archive import load_processor
 
     index = load_processor()
-    # the interval is whole milliseconds and the peak a multiple of 1/64 (the contract's rounding of both)
+    # the interval is whole milliseconds, the peak and the tail multiples of 1/64 (the contract's rounding), and a
+    # double of 17 digits is stored as its 11 base64url characters
     state = index.DetectorState(123_456, 1_767_225_600_000, -12345.678901234567, 1234.5678901234567,
-                                -12345.678901234567, 1000.0, 12, 12.34375, -12345.678901234567, 12, 1234)
+                                -12345.678901234567, 1000.0, 12, 12.34375, -12345.678901234567, 12, 1234, 12.34375,
+                                98)
     states = {f"sensor{n:05d}": state for n in range(sensors)}  # a sensor type name of 11 characters
     seq = "4" * 56
     return dynamodb_item_size(index.state_item("device-000001", seq, states, seq, states,

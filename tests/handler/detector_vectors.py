@@ -55,7 +55,9 @@ def cases() -> dict[str, dict[str, Any]]:
     short = {"probation": 20, "relearn": 10}
     stuck = base[:250] + [base[249]] * 40
     sustained = {"probation": 20, "long_alpha": 0.0005, "z_scale": 5.5, "clip_z": 4.0, "relearn": 3600,
-                 "novelty": 0.0}
+                 "shift_z": 5.5, "novelty": 0.0, "tail_down": 0}
+    heavy = [20.0 + 6.0 * next(rng) ** 5 for _ in range(400)]  # mostly calm, now and then a burst
+    heavy[350] = 34.0
     return {
         "spike": {"description": "noise, then one reading 10 units off", "params": {}, "points": _regular(spike)},
         "level_shift": {"description": "a lasting shift of 8 units: alarms, then re-learns", "params": short,
@@ -71,6 +73,8 @@ def cases() -> dict[str, dict[str, Any]]:
                   "params": short, "points": _regular(stuck)},
         "stuck_sustained": {"description": "the sustained preset on a stuck sensor: every reading past flat_min",
                             "params": sustained, "points": _regular(stuck)},
+        "heavy_tail": {"description": "bursty noise: the tail grows, then steps down; a larger burst still alarms",
+                       "params": {}, "points": _regular(heavy)},
         "late": {"description": "two readings swapped and one far older than the newest: scored, not learned",
                  "params": short, "points": late},
     }
@@ -83,7 +87,7 @@ def build(index: Any) -> dict[str, dict[str, Any]]:
         params = index.DetectorParams(**case["params"])
         scored, state = index.detect_series([(int(t), float(v)) for t, v in case["points"]], params)
         vectors[name] = {**case, "params": asdict(params),
-                         "expect": [[s.score, s.expected, s.spread, s.learned] for s in scored],
+                         "expect": [[s.score, s.expected, s.spread, s.learned, s.width] for s in scored],
                          "state": state.to_list()}
     return vectors
 

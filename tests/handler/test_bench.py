@@ -103,7 +103,8 @@ def test_compare_detection_adds_rows_with_the_detector_on_and_the_ratio() -> Non
     assert found["python, moto server, detection on"] == (100, 100.0, 0)
     assert found["python, 10 ms per call (no server), detection on"][0] == 100
     assert re.search(r"^  detection on / off: python, moto server\s+50\s+[\d.]+x$", done.stdout, re.MULTILINE)
-    assert re.search(r"^  detector memory: a series' state is 11 numbers, \d+ B stored \(JSON\), [\d,]+ B as a Python "
+    assert re.search(r"^  detector memory: a series' state is 13 numbers, \d+ B stored \(JSON, long doubles as "
+                     r"their bits\), [\d,]+ B as a Python "
                      r"object; a device's state item of 3 series [\d,]+ B", done.stdout, re.MULTILINE)
     assert re.search(r"^  batch memory \(python, tracemalloc peak, one 50-reading batch, 10 ms model\): detection off "
                      r"[\d,]+ KB, on [\d,]+ KB$", done.stdout, re.MULTILINE)

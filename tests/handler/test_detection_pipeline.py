@@ -64,7 +64,7 @@ def test_series_are_scored_apart_in_batch_order_each_before_it_is_learned() -> N
     spike = judged[12].item
     assert (spike["rule"]["S"], spike["status"]["S"], spike["anomalyDetected"]["BOOL"]) == ("model", "ANOMALY", True)
     assert float(spike["score"]["N"]) == alone[6].score >= 0.5
-    low = alone[6].expected - 2.0 * alone[6].spread
+    low = alone[6].expected - alone[6].width
     assert float(spike["expectedLow"]["N"]) == low
     assert spike["reason"]["S"] == f"expected {index.format_number(low)} to {spike['expectedHigh']['N']}"
     assert spike["anomalySk"]["S"] == f"{START + 6000:013d}#a#temperature"

@@ -77,6 +77,8 @@ const out = {
   epochs: input.epochs.map((t) => m.resolveTimestamp(parse(t).value, input.received, input.retention)),
   values: input.values.map((v) => m.numberValue(parse(v).value)),
   doubles: input.doubles.map((x) => m.formatNumber(x)),
+  stored: input.doubles.map((x) => m.storedNumber(x)),
+  states: input.states.map((t) => { try { return m.statesText(m.parseStates(t)); } catch { return null; } }),
   json: input.json.map((t) => (m.jsonDepth(t) > m.MAX_JSON_DEPTH ? 'deep' : (parse(t).error ? 'invalid' : 'ok'))),
   base64: input.base64.map((d) => { const r = m.decodeRecord({ kinesis: { data: d } }, 0).raw;
     return r === null ? null : r.toString('hex'); }),
@@ -123,12 +125,18 @@ def _node(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 DOUBLES = _doubles()
+# stored states (docs/contract.md 12): 13 numbers with long doubles as base64url bits, and the earlier releases'
+# 11 and 8; malformed strings refused (a short one, padding, non-zero unused bits, the standard alphabet)
+STATES = ['{"t":[12,1767225611000,"QDRt0N7zXuc",1.13,33.55,1000,4,205.125,33.5,0,3,1.328125,3]}',
+          '{"a":[1,2,3,4,5,6,7,8,9,10,11],"b":[300,1718000000000,20,0.25,20.5,60000,0,1.5]}',
+          '{"t":[1,2,"QDRt0N7zXu",0,0,0,0,0,0,0,0,1,0]}', '{"t":[1,2,"QDRt0N7zXuc=",0,0,0,0,0,0,0,0,1,0]}',
+          '{"t":[1,2,"QDRt0N7zXud",0,0,0,0,0,0,0,0,1,0]}', '{"t":[1,2,"QDRt0N7z+uc",0,0,0,0,0,0,0,0,1,0]}']
 
 
 @pytest.fixture(scope="module")
 def node_results() -> dict[str, Any]:
     return _node({"timestamps": TIMESTAMPS, "received": RECEIVED, "retention": RETENTION_MS, "epochs": EPOCH_TEXTS,
-                  "values": VALUES, "doubles": DOUBLES, "json": JSON_TEXTS, "base64": BASE64,
+                  "values": VALUES, "doubles": DOUBLES, "states": STATES, "json": JSON_TEXTS, "base64": BASE64,
                   "records": EVENT_RECORDS, "now": NOW_MS})
 
 
@@ -155,6 +163,24 @@ def test_values_have_the_same_number_text_or_reason(node_results: dict[str, Any]
 
 def test_the_number_format_is_the_same_for_any_double(node_results: dict[str, Any]) -> None:
     assert node_results["doubles"] == [index.format_number(x) for x in DOUBLES]
+
+
+def test_state_numbers_are_stored_in_the_same_bytes(node_results: dict[str, Any]) -> None:
+    assert node_results["stored"] == [index.stored_number(x) for x in DOUBLES]
+    assert sum(text.startswith('"') for text in node_results["stored"]) > 100  # the bits' branch is exercised
+
+
+def _python_states(text: str) -> str | None:
+    try:
+        return str(index.states_text(index.parse_states(text)))
+    except ValueError:
+        return None
+
+
+def test_stored_states_read_and_write_back_alike(node_results: dict[str, Any]) -> None:
+    expected = [_python_states(text) for text in STATES]
+    assert node_results["states"] == expected
+    assert expected[0] == STATES[0] and expected[2:] == [None] * 4
 
 
 def test_the_same_texts_are_json_and_too_deep(node_results: dict[str, Any]) -> None:

@@ -55,7 +55,7 @@ test('series are scored apart in batch order, and a type without a detector by i
   const spike = judged[12].item;
   assert.deepEqual([spike.rule.S, spike.status.S, spike.anomalyDetected.BOOL], ['model', 'ANOMALY', true]);
   assert.equal(Number(spike.score.N), alone[6].score);
-  assert.equal(Number(spike.expectedLow.N), alone[6].expected - 2 * alone[6].spread);
+  assert.equal(Number(spike.expectedLow.N), alone[6].expected - alone[6].width);
   assert.ok(judged.slice(0, 12).every((r) => !r.anomaly));
   const pressure = index.scoreReadings([make('a', 'pressure', 0, 200), make('a', 'pressure', 1, 100)], settings,
     states);

@@ -19,7 +19,7 @@ const files = fs.readdirSync(DIR).filter((f) => f.endsWith('.json')).sort();
 test('the detector vectors cover the contract', () => {
   const names = new Set(files.map((f) => path.basename(f, '.json')));
   for (const name of ['spike', 'level_shift', 'flatline', 'irregular', 'gap', 'repeated', 'late', 'sustained', 'stuck',
-    'stuck_sustained']) {
+    'stuck_sustained', 'heavy_tail']) {
     assert.ok(names.has(name), name);
   }
 });
@@ -32,11 +32,12 @@ for (const file of files) {
     const [scored, state] = index.detectSeries(vector.points, params);
     assert.equal(scored.length, vector.expect.length);
     scored.forEach((s, i) => {
-      const [score, expected, spread, learned] = vector.expect[i];
+      const [score, expected, spread, learned, width] = vector.expect[i];
       const where = `${file} reading ${i}`;
       assert.ok(close(s.score, score), `${where}: score ${s.score} != ${score}`);
       assert.ok(close(s.expected, expected), `${where}: expected ${s.expected} != ${expected}`);
       assert.ok(close(s.spread, spread), `${where}: spread ${s.spread} != ${spread}`);
+      assert.ok(close(s.width, width), `${where}: width ${s.width} != ${width}`);
       assert.equal(s.learned, learned, where);
       assert.ok(s.score >= 0 && s.score <= 1, where);
     });
@@ -47,10 +48,10 @@ for (const file of files) {
 }
 
 test('the presets are the contract\'s', () => {
-  const onset = { probation: 150, longAlpha: 0.002, shortAlpha: 0.2, zScale: 2.0, clipZ: 10.0, relearn: 60,
-    gapIntervals: 20.0, peakDecay: 0.995, novelty: 1.0, flatMin: 10, flatFactor: 2.0 };
+  const onset = { probation: 150, longAlpha: 0.002, shortAlpha: 0.2, zScale: 0.6, clipZ: 10.0, relearn: 60,
+    shiftZ: 2.0, gapIntervals: 20.0, peakDecay: 0.995, novelty: 1.0, flatMin: 10, flatFactor: 2.0, tailDown: 99 };
   const sustained = { ...onset, probation: 400, longAlpha: 0.0005, zScale: 5.5, clipZ: 4.0, relearn: 3600,
-    novelty: 0.0 };
+    shiftZ: 5.5, novelty: 0.0, tailDown: 0 };
   assert.deepEqual({ ...index.DETECTOR_PRESETS.onset }, onset);
   assert.deepEqual({ ...index.DETECTOR_PRESETS.sustained }, sustained);
   assert.deepEqual({ ...index.DETECTOR_DEFAULTS }, onset);
