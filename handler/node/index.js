@@ -631,7 +631,7 @@ const DETECTOR_DEFAULTS = Object.freeze({
   probation: 150, // readings learned before a score other than 0
   longAlpha: 0.002, // weight of a reading in the baseline mean and variance
   shortAlpha: 0.2, // weight of a reading in the short mean (level-shift detection)
-  zScale: 0.6, // the (novel) deviation scored 0.5, in the series' tail (or in spreads without one)
+  zScale: 0.54, // the (novel) deviation scored 0.5, in the series' tail (or in spreads without one)
   clipZ: 10.0, // a reading moves the baseline by at most this many standard deviations
   relearn: 60, // consecutive readings of a shifted short mean before the baseline moves to it
   shiftZ: 2.0, // the short mean's deviation, in its own standard deviations, that counts as shifted
@@ -657,6 +657,7 @@ const INTERVAL_ALPHA = 0.1;
 const PEAK_STEPS = 64.0;
 const TAIL_STEP = 1.0 / 64.0; // how far one reading moves the tail
 const TAIL_STEP_YOUNG = 1.0 / 8.0; // during probation, so that a young series has learned its tail when it scores
+const TAIL_START = 3.0; // about the tail of Gaussian noise, where a series starts before it has shown its own
 const STORED_DIGITS_MAX = 13; // a state number whose text is longer is stored as the base64url of its bits
 const STORED_BITS = /^[A-Za-z0-9_-]{10}[AEIMQUYcgkosw048]$/;
 
@@ -713,7 +714,7 @@ function tailLearned(state, z, scoring, params) {
 function detectStep(state, timestampMs, value, params = DETECTOR_DEFAULTS) {
   if (state.count === 0) {
     const first = { count: 1, newestMs: timestampMs, mean: value, variance: 0, short: value, interval: 0,
-      shifted: 0, peak: 0, last: value, run: 0, longest: 0, tail: 1, below: 0 };
+      shifted: 0, peak: 0, last: value, run: 0, longest: 0, tail: TAIL_START, below: 0 };
     return [{ score: 0, expected: value, spread: 0, learned: true, width: 0 }, first];
   }
   const late = timestampMs < state.newestMs;

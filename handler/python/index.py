@@ -681,7 +681,7 @@ class DetectorParams:
     probation: int = 150  # readings learned before a score other than 0
     long_alpha: float = 0.002  # weight of a reading in the baseline mean and variance
     short_alpha: float = 0.2  # weight of a reading in the short mean (level-shift detection)
-    z_scale: float = 0.6  # the (novel) deviation scored 0.5, in the series' tail (or in spreads without one)
+    z_scale: float = 0.54  # the (novel) deviation scored 0.5, in the series' tail (or in spreads without one)
     clip_z: float = 10.0  # a reading moves the baseline by at most this many standard deviations
     relearn: int = 60  # consecutive readings of a shifted short mean before the baseline moves to it
     shift_z: float = 2.0  # the short mean's deviation, in its own standard deviations, that counts as shifted
@@ -777,6 +777,7 @@ INTERVAL_ALPHA = 0.1
 PEAK_STEPS = 64.0
 TAIL_STEP = 1.0 / 64.0  # how far one reading moves the tail
 TAIL_STEP_YOUNG = 1.0 / 8.0  # during probation, so that a young series has learned its tail when it starts scoring
+TAIL_START = 3.0  # about the tail of Gaussian noise, where a series starts before it has shown its own
 
 
 def _in_steps(number: float) -> float:
@@ -789,7 +790,7 @@ def detect_step(state: DetectorState, timestamp_ms: int, value: float,
                 params: DetectorParams) -> tuple[Scored, DetectorState]:
     """Score ``value`` against ``state`` (before learning it), then the state that has learned it."""
     if state.count == 0:
-        first = DetectorState(1, timestamp_ms, value, 0.0, value, 0.0, 0, 0.0, value, 0, 0, 1.0, 0)
+        first = DetectorState(1, timestamp_ms, value, 0.0, value, 0.0, 0, 0.0, value, 0, 0, TAIL_START, 0)
         return Scored(0.0, value, 0.0, True, 0.0), first
     late = timestamp_ms < state.newest_ms
     elapsed = timestamp_ms - state.newest_ms

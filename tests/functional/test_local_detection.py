@@ -69,9 +69,10 @@ def test_the_failure_stands_out_whatever_the_seed() -> None:
                 if failing:
                     failing_low = min(failing_low, max(scores[onset:]))
     assert healthy_peak < SENSITIVITY <= failing_low, (healthy_peak, failing_low)
-    # at the default sensitivity a healthy series rarely alarms once its probation ends (2 of the 270 here; 31
-    # when the recent peak started from 0 at the end of probation)
-    assert alarmed_at_default <= 5, alarmed_at_default
+    # at the default sensitivity a healthy series seldom alarms once its probation ends (11 of the 270 here: 150
+    # readings are a young series, whose tail is still an estimate; 2 before the tail, which scored NAB 4 points
+    # lower; 31 when the recent peak started from 0 at the end of probation)
+    assert alarmed_at_default <= 15, alarmed_at_default
 
 
 @pytest.fixture

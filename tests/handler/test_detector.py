@@ -78,13 +78,13 @@ def test_the_excess_is_measured_in_the_series_own_tail() -> None:
                                 peak=1.0, last=9.0, tail=2.0)
     params = index.DetectorParams(probation=5)
     scored, _ = index.detect_step(state, 2000, 16.0, params)
-    # novel (3 - 1) / 2 = 1; score 1 / (1 + 0.36); the band 0.6 x 2 x 2 either side
-    assert scored.score == pytest.approx(1 / 1.36)
-    assert scored.width == pytest.approx(2.4)
+    # novel (3 - 1) / 2 = 1; score 1 / (1 + 0.54^2); the band 0.54 x 2 x 2 either side
+    assert scored.score == pytest.approx(1 / 1.2916)
+    assert scored.width == pytest.approx(2.16)
     # without a tail (sustained) the same excess is in spreads, and the tail is not learned
     flat = replace(params, tail_down=0)
     untailed, after = index.detect_step(state, 2000, 16.0, flat)
-    assert untailed.score == pytest.approx(4 / 4.36) and untailed.width == pytest.approx(1.2)
+    assert untailed.score == pytest.approx(4 / 4.2916) and untailed.width == pytest.approx(1.08)
     assert (after.tail, after.below) == (2.0, 0)
 
 
@@ -99,11 +99,13 @@ def test_the_tail_settles_at_the_99th_percentile_of_the_deviation() -> None:
     assert (once.tail, once.below) == (3.0, 98)
     twice = index.detect_step(once, 3000, 0.0, params)[1]
     assert (twice.tail, twice.below) == (3.0 - 1 / 64, 0)
-    # during probation a step is an eighth; the second reading (no spread yet) moves nothing
+    # during probation a step is an eighth; a series starts at the tail of Gaussian noise, 3, and its second
+    # reading (no spread yet) moves nothing
     young = index.DetectorState(count=3, newest_ms=1000, mean=0.0, var=1.0, short=0.0, interval=1000.0, tail=1.0)
     assert index.detect_step(young, 2000, 5.0, params)[1].tail == 1.125
     second = index.detect_step(index.DetectorState(), 0, 1.0, params)[1]
-    assert index.detect_step(second, 1000, 9.0, params)[1].tail == 1.0
+    assert second.tail == 3.0
+    assert index.detect_step(second, 1000, 9.0, params)[1].tail == 3.0
     # over a long series the share of deviations past the tail comes out near 1 in 100
     values = [math.sin(2.3 * i) * math.sin(0.71 * i) ** 3 for i in range(20_000)]
     scored, final = run(values, index.DetectorParams(probation=150))
@@ -168,7 +170,7 @@ def test_the_state_is_small_and_round_trips() -> None:
 
 
 def test_the_presets_are_the_contracts() -> None:
-    onset = index.DetectorParams(probation=150, long_alpha=0.002, short_alpha=0.2, z_scale=0.6, clip_z=10.0,
+    onset = index.DetectorParams(probation=150, long_alpha=0.002, short_alpha=0.2, z_scale=0.54, clip_z=10.0,
                                  relearn=60, shift_z=2.0, gap_intervals=20.0, peak_decay=0.995, novelty=1.0,
                                  flat_min=10, flat_factor=2.0, tail_down=99)
     sustained = index.DetectorParams(probation=400, long_alpha=0.0005, short_alpha=0.2, z_scale=5.5, clip_z=4.0,

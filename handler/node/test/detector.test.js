@@ -48,7 +48,7 @@ for (const file of files) {
 }
 
 test('the presets are the contract\'s', () => {
-  const onset = { probation: 150, longAlpha: 0.002, shortAlpha: 0.2, zScale: 0.6, clipZ: 10.0, relearn: 60,
+  const onset = { probation: 150, longAlpha: 0.002, shortAlpha: 0.2, zScale: 0.54, clipZ: 10.0, relearn: 60,
     shiftZ: 2.0, gapIntervals: 20.0, peakDecay: 0.995, novelty: 1.0, flatMin: 10, flatFactor: 2.0, tailDown: 99 };
   const sustained = { ...onset, probation: 400, longAlpha: 0.0005, zScale: 5.5, clipZ: 4.0, relearn: 3600,
     shiftZ: 5.5, novelty: 0.0, tailDown: 0 };
