@@ -241,8 +241,9 @@ def test_flatline_repeats_the_last_healthy_value() -> None:
 
 @pytest.mark.parametrize(("failure", "preset"), [
     ("level-shift", "onset"), ("spike", "onset"), ("variance", "onset"),
-    # a slow drift raises the deviation a little a reading, never past its recent peak: only `sustained` sees it
-    ("drift", "sustained"),
+    # a slow drift raises the deviation a little a reading: `onset` sees it once its short mean's deviation passes
+    # the recent peak by a share of the series' tail (before the tail it never did), `sustained` on every reading
+    ("drift", "onset"), ("drift", "sustained"),
     # a stuck sensor repeats its last value: the flat-line rule (a run longer than any the series has had)
     ("flatline", "onset"), ("flatline", "sustained"),
 ])
@@ -256,6 +257,7 @@ def test_the_processors_detector_finds_the_failure_and_nothing_before_it(failure
     flagged = {START + 1000 * i for i, s in enumerate(scored) if s.score >= index.DEFAULT_SENSITIVITY}
     assert flagged
     assert min(flagged) >= min(truth)  # no false alarm on the healthy signal
+    assert min(flagged) - min(truth) <= 60_000  # and found within a minute (a drift took 290 s before the tail)
 
 
 def test_only_the_failing_devices_sensor_fails() -> None:
