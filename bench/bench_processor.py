@@ -18,6 +18,13 @@ Kinesis events of 100 and 1,000 readings through:
 memory: a series' state (stored and as a Python object), a device's state item, and the peak Python allocation of
 one batch with detection off and on.
 
+``--emulator`` adds the python and node twin rows (detection on too with ``--compare-detection``, with their on/off
+ratios) against ``iotpipe local``'s emulator, started on its own free loopback port: moto with the same patches, but
+served by waitress with HTTP keep-alive, as Lambda keeps its connections to DynamoDB and S3, where moto's own server
+(Werkzeug) closes every connection after its response. A line per row gives the connections the emulator accepted
+and the requests it answered, to show the clients reuse their connections. It is a flag of its own because it
+starts a second server and adds two to four rows per layout: the default run stays as short as it was.
+
 Calls are HTTP attempts (retries included) in every row; each run is warmed up on its first event first.
 ``--layouts`` picks the storage layouts (``STORAGE_LAYOUT``): rows 1 to 3 run once per layout, the packed ones
 labelled ``packed``, and the targets are judged for each.
@@ -30,7 +37,7 @@ each (the most one message may hold), and 10,000 one-reading records.
 
 Usage: python bench/bench_processor.py [--sizes 100 1000] [--readings-per-size 3000] [--repeat 5]
                                        [--seed-dir DIR] [--budget-s 900]
-                                       [--layouts item-per-reading packed]
+                                       [--layouts item-per-reading packed] [--compare-detection] [--emulator]
        python bench/bench_processor.py --worst [--cases NAME ...]
 """
 
@@ -38,11 +45,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import math
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +59,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -344,6 +355,111 @@ def start_moto_server(patched: bool = True) -> tuple[subprocess.Popen[str], str]
     return process, endpoint
 
 
+# iotpipe local's emulator (iotpipe.local.emulator.server: moto's application with every moto patch, on waitress,
+# HTTP/1.1 keep-alive), the cyclic collector off as in MOTO_SERVER so every server's rows are measured alike. It
+# counts the connections it accepts and the requests it answers, and prints both for each line on its stdin; it
+# stops when stdin closes. No IOTPIPE_MOTO_ACCESS_KEY: no access-key guard (iotpipe local's random key is not the
+# bench's).
+EMULATOR_SERVER = """
+import gc, os, signal, sys, threading
+gc.disable()
+import waitress.channel
+from iotpipe.local.emulator import server
+counts = {"connections": 0, "requests": 0}
+channel_init = waitress.channel.HTTPChannel.__init__
+def counting_init(self, *args, **kwargs):
+    counts["connections"] += 1
+    channel_init(self, *args, **kwargs)
+waitress.channel.HTTPChannel.__init__ = counting_init
+moto_application = server.application
+def counting_application():
+    app = moto_application()
+    def counted(environ, start_response):
+        counts["requests"] += 1
+        return app(environ, start_response)
+    return counted
+server.application = counting_application
+def answer():
+    for line in sys.stdin:
+        print(counts["connections"], counts["requests"], flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+threading.Thread(target=answer, daemon=True).start()
+server.main(["--host", "127.0.0.1", "--port", sys.argv[1]])
+"""
+EMULATOR_START_S = 30.0
+
+
+@dataclass(frozen=True)
+class Emulator:
+    """iotpipe local's emulator in its own process (EMULATOR_SERVER), at ``endpoint``."""
+
+    process: subprocess.Popen[str]
+    endpoint: str
+
+    def counts(self) -> tuple[int, int]:
+        """The TCP connections the emulator has accepted (its readiness probe included) and the requests it has
+        answered so far."""
+        self.process.stdin.write("counts\n")  # type: ignore[union-attr]
+        self.process.stdin.flush()  # type: ignore[union-attr]
+        connections, requests = self.process.stdout.readline().split()  # type: ignore[union-attr]
+        return int(connections), int(requests)
+
+
+def free_loopback_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_emulator(timeout_s: float = EMULATOR_START_S) -> Emulator:
+    """iotpipe local's emulator on a free loopback port, in its own process; returns once it accepts connections,
+    SystemExit (with the end of its log) if it exits first, stays silent ``timeout_s`` or is not on waitress."""
+    port = free_loopback_port()
+    env = {**os.environ, "IOTPIPE_MOTO_QUIET": "1", "PYTHONPATH": str(REPO / "src")}
+    for name in ("IOTPIPE_MOTO_ACCESS_KEY", "IOTPIPE_MOTO_API_TOKEN", "IOTPIPE_MOTO_WERKZEUG"):
+        env.pop(name, None)
+    with tempfile.TemporaryFile("w+") as log:  # the server's start-up log, for the error; it logs no requests
+        process = subprocess.Popen([sys.executable, "-c", EMULATOR_SERVER, str(port)], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        problem = wait_accepting(process, port, timeout_s)
+        log.seek(0)
+        started = log.read()
+    if problem is None and "(waitress)" not in started:
+        problem = "is not served by waitress (is waitress installed?)"
+    if problem is not None:
+        stop_server(process)
+        raise SystemExit(f"iotpipe local's emulator {problem}; its log:\n{started[-2000:]}")
+    return Emulator(process, f"http://127.0.0.1:{port}")
+
+
+def wait_accepting(process: subprocess.Popen[str], port: int, timeout_s: float) -> str | None:
+    """None once 127.0.0.1:``port`` accepts a connection; what went wrong if ``process`` exits first or
+    ``timeout_s`` pass."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return None
+        except OSError:
+            if process.poll() is not None:
+                return f"exited with code {process.returncode}"
+            if time.monotonic() > deadline:
+                return f"did not accept connections on 127.0.0.1:{port} within {timeout_s:.0f} s"
+            time.sleep(0.1)
+
+
+def stop_server(process: subprocess.Popen[str]) -> None:
+    """Stop a server started here (it stops when its stdin closes); kill it if it lingers."""
+    with contextlib.suppress(OSError):
+        process.stdin.close()  # type: ignore[union-attr]
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 LABEL_WIDTH = 46
 PYTHON_MOTO = "python, moto server"
 TWIN_MOTO = "node twin, moto server"
@@ -351,6 +467,8 @@ PYTHON_PACKED = "python, moto server, packed"
 TWIN_PACKED = "node twin, moto server, packed"
 SEED_MOTO = "seed node handler, moto server"
 MOTO_ALONE = "moto alone: same items, BatchWriteItem"
+PYTHON_EMULATOR = "python, local emulator (keep-alive)"
+TWIN_EMULATOR = "node twin, local emulator (keep-alive)"
 
 
 def _row(label: str, size: int, result: dict[str, float]) -> str:
@@ -379,6 +497,20 @@ def with_server_cpu(run: Callable[[list[dict[str, Any]]], dict[str, float]], pid
         after = process_cpu_seconds(pid)
         if before is not None and after is not None:
             result["server_cpu_per_1000"] = (after - before) * 1000 / (result["readings"] + size)
+        return result
+    return measured
+
+
+def with_connections(run: Callable[[list[dict[str, Any]]], dict[str, float]], emulator: Emulator
+                     ) -> Callable[[list[dict[str, Any]]], dict[str, float]]:
+    """``run`` that also reports the TCP connections the emulator accepted and the requests it answered during it
+    (warm-up batch included): with keep-alive the connections are about as many as calls ever run at once, without
+    it one per request."""
+    def measured(events: list[dict[str, Any]]) -> dict[str, float]:
+        connections, requests = emulator.counts()
+        result = run(events)
+        after = emulator.counts()
+        result["connections"], result["requests"] = after[0] - connections, after[1] - requests
         return result
     return measured
 
@@ -569,6 +701,22 @@ def main_worst(cases: list[str] | None) -> int:
     return 0
 
 
+EMULATOR_ROWS = (PYTHON_EMULATOR, TWIN_EMULATOR)
+
+
+def emulator_modes(emulator: Emulator, env: dict[str, Any], suffix: str, detection: bool, with_node: bool
+                   ) -> list[tuple[str, Callable[[list[dict[str, Any]]], dict[str, float]]]]:
+    """The python (and node twin) rows of ``env`` against the emulator; with ``detection``, detection on too."""
+    envs = [(env, "")] + ([(detection_on(env), DETECTION_ON)] if detection else [])
+    modes: list[tuple[str, Callable[[list[dict[str, Any]]], dict[str, float]]]] = []
+    for row_env, on in envs:
+        modes.append((PYTHON_EMULATOR + suffix + on, partial(run_python, emulator.endpoint, hook=None, env=row_env)))
+        if with_node:
+            modes.append((TWIN_EMULATOR + suffix + on,
+                          partial(run_twin, emulator.endpoint, latency_ms=None, env=row_env)))
+    return modes
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print one table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -585,6 +733,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="moto without iotpipe's fixes (the default server has them, as the tests' does)")
     parser.add_argument("--compare-detection", action="store_true",
                         help="add each processor row with the learned detector on, and the on/off ratio")
+    parser.add_argument("--emulator", action="store_true",
+                        help="add the python and node twin rows (with --compare-detection, detection on too) against "
+                             "iotpipe local's emulator: waitress, HTTP keep-alive, as Lambda keeps its connections")
     parser.add_argument("--worst", action="store_true", help="run the worst-case batches instead (bench-worst)")
     parser.add_argument("--cases", nargs="+", help="with --worst: only the cases whose name contains one of these")
     args = parser.parse_args(argv)
@@ -596,9 +747,14 @@ def main(argv: list[str] | None = None) -> int:
 
     server, endpoint = start_moto_server(patched=not args.plain_moto)
     print(f"moto server: {'plain' if args.plain_moto else 'with iotpipe moto fixes'}")
+    emulator = None
     try:
         s3, dynamodb = clients(endpoint)
         create_resources(s3, dynamodb)
+        if args.emulator:
+            emulator = start_emulator()
+            create_resources(*clients(emulator.endpoint))
+            print(f"local emulator: iotpipe local's (waitress, keep-alive, iotpipe moto fixes) at {emulator.endpoint}")
         latency = f"{LATENCY_S * 1000:.0f} ms per call (no server)"
         modes: list[tuple[str, Callable[[list[dict[str, Any]]], dict[str, float]]]] = [
             (MOTO_ALONE, lambda events: run_moto_alone(endpoint, events))]
@@ -635,6 +791,8 @@ def main(argv: list[str] | None = None) -> int:
                         (f"node twin, {latency}{suffix}{DETECTION_ON}",
                          lambda events, on=on: run_twin(endpoint, events, LATENCY_S * 1000, on)),
                     ]
+            if emulator is not None:
+                modes += emulator_modes(emulator, env, suffix, args.compare_detection, with_node)
         if not with_node:
             print("node or its AWS SDK (make install) is missing: no node twin or seed rows", file=sys.stderr)
         with_seed = with_node and args.seed_dir is not None and (args.seed_dir / "TapStack.yml").is_file()
@@ -663,7 +821,12 @@ def main(argv: list[str] | None = None) -> int:
                           f"{round_} runs", file=sys.stderr)
                     break
                 for label, run in modes:
-                    result = run(events) if label in latency_rows else with_server_cpu(run, server.pid, size)(events)
+                    if label in latency_rows:
+                        result = run(events)
+                    elif emulator is not None and label.startswith(EMULATOR_ROWS):
+                        result = with_server_cpu(with_connections(run, emulator), emulator.process.pid, size)(events)
+                    else:
+                        result = with_server_cpu(run, server.pid, size)(events)
                     if label not in best or result["per_second"] > best[label]["per_second"]:
                         best[label] = result
             for label, result in best.items():
@@ -680,17 +843,19 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = best[label + DETECTION_ON]["per_second"] / best[label]["per_second"]
                 print(f"{f'  detection on / off: {label}':<{LABEL_WIDTH}} {size:>6} {'':>9} {ratio:>11.2f}x",
                       flush=True)
+            for label, result in best.items():
+                if "connections" in result:
+                    print(f"  keep-alive: {label}, {size}-reading batches: {result['connections']:.0f} connections "
+                          f"for {result['requests']:,.0f} requests (warm-up batch included)", flush=True)
             for line in target_verdicts(best, latency_labels, size, load_handler()):
                 print(line, flush=True)
             if args.compare_detection:
                 for line in detection_memory(size):
                     print(line, flush=True)
     finally:
-        server.stdin.close()  # type: ignore[union-attr]
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
+        if emulator is not None:
+            stop_server(emulator.process)
     return 0
 
 

@@ -52,6 +52,7 @@ def test_the_benchmark_runs_every_row_and_counts_the_calls_without_the_seed() ->
     assert "same checks (targets are judged at 1,000), python: calls/1000 <= 50 NOT met (60.0)" in done.stdout
     assert "10 ms model at zero CPU, archived first: at most 2,500/s" in done.stdout
     assert not any("packed" in label for label in found)
+    assert not any("emulator" in label for label in found)  # --emulator's rows only when asked for
     # the moto server's CPU per 1,000 readings on the rows that reach it, none on the 10 ms model's
     assert re.search(r"^python, moto server\s.*\s0\s+[1-9][\d,]*$", done.stdout, re.MULTILINE)
     assert re.search(r"^python, 10 ms per call \(no server\)\s.*\s0\s+-$", done.stdout, re.MULTILINE)
@@ -110,3 +111,33 @@ def test_compare_detection_adds_rows_with_the_detector_on_and_the_ratio() -> Non
                      r"[\d,]+ KB, on [\d,]+ KB$", done.stdout, re.MULTILINE)
     if NODE_READY:
         assert found["node twin, moto server, detection on"] == (100, 100.0, 0)
+
+
+def test_the_emulator_rows_run_against_iotpipe_locals_keep_alive_server_with_and_without_detection() -> None:
+    done = run_bench(*TINY, "--compare-detection", "--emulator")
+
+    assert done.returncode == 0, done.stderr
+    found = rows(done.stdout)
+    # the same calls as against moto's own server: 3 an event, 5 with the detector's state read and written
+    assert found["python, local emulator (keep-alive)"] == (100, 60.0, 0)
+    assert found["python, local emulator (keep-alive), detection on"] == (100, 100.0, 0)
+    assert found["python, moto server, detection on"] == (100, 100.0, 0)
+    assert re.search(r"^  detection on / off: python, local emulator \(keep-alive\)\s+50\s+[\d.]+x$", done.stdout,
+                     re.MULTILINE)
+    assert re.search(r"^  detection on / off: python, moto server\s+50\s+[\d.]+x$", done.stdout, re.MULTILINE)
+    # the emulator's own CPU per 1,000 readings is measured for its rows
+    assert re.search(r"^python, local emulator \(keep-alive\)\s.*\s0\s+[1-9][\d,]*$", done.stdout, re.MULTILINE)
+    labels = ["python, local emulator (keep-alive)", "python, local emulator (keep-alive), detection on"]
+    if NODE_READY:
+        assert found["node twin, local emulator (keep-alive)"] == (100, 60.0, 0)
+        assert found["node twin, local emulator (keep-alive), detection on"] == (100, 100.0, 0)
+        assert re.search(r"^  detection on / off: node twin, local emulator \(keep-alive\)\s+50\s+[\d.]+x$",
+                         done.stdout, re.MULTILINE)
+        labels += ["node twin, local emulator (keep-alive)", "node twin, local emulator (keep-alive), detection on"]
+    # keep-alive: the server answered the row's requests (its warm-up batch's too: 3 events' worth) on fewer
+    # connections than requests, where moto's own server takes one connection per request
+    for label, requests in zip(labels, [9, 15] * 2, strict=False):
+        kept = re.search(rf"^  keep-alive: {re.escape(label)}, 50-reading batches: (\d+) connections for "
+                         rf"{requests} requests \(warm-up batch included\)$", done.stdout, re.MULTILINE)
+        assert kept, label
+        assert 1 <= int(kept.group(1)) < requests
