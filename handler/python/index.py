@@ -838,24 +838,21 @@ def detect_step(state: DetectorState, timestamp_ms: int, value: float,
     tracking = scoring or 2 * state.count >= params.probation
     peak = _in_steps(max(z, state.peak * params.peak_decay)) if tracking else 0.0
     longest = max(state.longest, state.run) if run == 0 else state.longest
+    # the tail: a step up when z passes it, a step down after tail_down readings that did not, so that it settles
+    # where 1 reading in tail_down + 1 passes it (a frugal streaming quantile, in 64ths: exact in any double
+    # arithmetic); from a series' third reading (its second has no spread yet). Inline: it runs on every reading.
+    tail_next, below = state.tail, state.below
+    if params.tail_down and state.count >= 2:
+        step = TAIL_STEP if scoring else TAIL_STEP_YOUNG
+        if z > tail_next:
+            tail_next += step
+        elif below + 1 >= params.tail_down:
+            tail_next, below = max(0.0, tail_next - step), 0
+        else:
+            below += 1
     learned = DetectorState(state.count + 1, timestamp_ms, mean, var, short, interval, shifted, peak, value, run,
-                            longest, *_tail_learned(state, z, scoring, params))
+                            longest, tail_next, below)
     return Scored(score, state.mean, spread, True, width), learned
-
-
-def _tail_learned(state: DetectorState, z: float, scoring: bool, params: DetectorParams) -> tuple[float, int]:
-    """The tail and its count after a reading of deviation ``z``: a step up when ``z`` passes it, a step down
-    after ``tail_down`` readings that did not, so that it settles where 1 reading in ``tail_down + 1`` passes
-    it (a frugal streaming quantile, in 64ths: exact in any double arithmetic). From a series' third reading
-    (its second has no spread yet)."""
-    if not params.tail_down or state.count < 2:
-        return state.tail, state.below
-    step = TAIL_STEP if scoring else TAIL_STEP_YOUNG
-    if z > state.tail:
-        return state.tail + step, state.below
-    if state.below + 1 >= params.tail_down:
-        return max(0.0, state.tail - step), 0
-    return state.tail, state.below + 1
 
 
 def detect_series(points: Iterable[tuple[int, float]], params: DetectorParams,
