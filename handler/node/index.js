@@ -688,11 +688,12 @@ function storedNumber(number) {
 }
 
 /** The state from its stored array (a long double as its base64url bits); a state of an earlier release gains what
- * it lacks: 8 numbers the last value at the mean and no runs, 11 the recent peak as its tail. */
+ * it lacks: 8 numbers the last value at the mean and no runs, 11 the recent peak as its tail (the start's while it
+ * has none). */
 function detectorStateFromList(values) {
   let all = values.map((v) => (typeof v === 'string' ? storedDouble(v) : Number(v)));
   if (all.length === 8) all = [...all, all[2], 0, 0];
-  if (all.length === 11) all = [...all, Math.max(1.0, all[7]), 0];
+  if (all.length === 11) all = [...all, all[7] || TAIL_START, 0];
   const [count, newestMs, mean, variance, short, interval, shifted, peak, last, run, longest, tail, below] = all;
   return { count, newestMs, mean, variance, short, interval, shifted, peak, last, run, longest, tail, below };
 }
@@ -867,8 +868,10 @@ function parseStates(text) {
 /** A device's state item as read (an absent item is the empty memory). */
 function memoryOf(item) {
   const text = (name) => (item && item[name] && typeof item[name].S === 'string' ? item[name].S : '');
-  return { seq: text('seq'), states: parseStates(text('states')), prevSeq: text('prevSeq'),
-    prevStates: parseStates(text('prevStates')),
+  // this release's states (13 numbers, long doubles as their bits) are statesV2, which the previous release does
+  // not read; an item it wrote holds states (numbers only), which still read here
+  const states = (name) => parseStates(item && item[`${name}V2`] ? text(`${name}V2`) : text(name));
+  return { seq: text('seq'), states: states('states'), prevSeq: text('prevSeq'), prevStates: states('prevStates'),
     // With notifications on: each sensor type's newest anomaly (ms) after `seq`, while its episode may go on.
     episodes: parseEpisodes(text('episodes')) };
 }
@@ -899,7 +902,7 @@ function startingPoint(memory, firstSeq) {
 /** A device's state item; `episodes` (after seq, a Map) only with notifications on. */
 function stateItem(device, seq, states, prevSeq, prevStates, episodes = null) {
   const item = { deviceId: { S: device }, sk: { S: STATE_SORT_KEY }, seq: { S: seq },
-    states: { S: statesText(states) }, prevSeq: { S: prevSeq }, prevStates: { S: statesText(prevStates) } };
+    statesV2: { S: statesText(states) }, prevSeq: { S: prevSeq }, prevStatesV2: { S: statesText(prevStates) } };
   if (episodes) item.episodes = { S: episodesText(episodes) };
   return item;
 }

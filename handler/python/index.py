@@ -727,12 +727,13 @@ class DetectorState:
     @classmethod
     def from_list(cls, values: Sequence[Any]) -> DetectorState:
         """The state from its stored array (a long double as its base64url bits); a state of an earlier release
-        gains what it lacks: 8 numbers the last value at the mean and no runs, 11 the recent peak as its tail."""
+        gains what it lacks: 8 numbers the last value at the mean and no runs, 11 the recent peak as its tail (the
+        start's while it has none)."""
         numbers = [_stored_double(v) if isinstance(v, str) else v for v in values]
         if len(numbers) == 8:
             numbers = [*numbers, numbers[2], 0, 0]
         if len(numbers) == 11:
-            numbers = [*numbers, max(1.0, float(numbers[7])), 0]
+            numbers = [*numbers, float(numbers[7]) or TAIL_START, 0]
         count, newest, mean, var, short, interval, shifted, peak, last, run, longest, tail, below = numbers
         return cls(int(count), int(newest), float(mean), float(var), float(short), float(interval), int(shifted),
                    float(peak), float(last), int(run), int(longest), float(tail), int(below))
@@ -982,7 +983,10 @@ def memory_of(item: Mapping[str, Mapping[str, Any]] | None) -> DeviceMemory:
     if not item:
         return DeviceMemory()
     text = lambda name: str(item.get(name, {}).get("S", ""))  # noqa: E731
-    return DeviceMemory(text("seq"), parse_states(text("states")), text("prevSeq"), parse_states(text("prevStates")),
+    # this release's states (13 numbers, long doubles as their bits) are statesV2, which the previous release does
+    # not read; an item it wrote holds states (numbers only), which still read here
+    states = lambda name: parse_states(text(name + "V2") if name + "V2" in item else text(name))  # noqa: E731
+    return DeviceMemory(text("seq"), states("states"), text("prevSeq"), states("prevStates"),
                         parse_episodes(text("episodes")))
 
 
@@ -1013,8 +1017,8 @@ def state_item(device: str, seq: str, states: Mapping[str, DetectorState], prev_
                episodes: Mapping[str, int] | None = None) -> dict[str, dict[str, Any]]:
     """A device's state item; ``episodes`` (after ``seq``) only with notifications on."""
     item = {"deviceId": {"S": device}, "sk": {"S": STATE_SORT_KEY}, "seq": {"S": seq},
-            "states": {"S": states_text(states)}, "prevSeq": {"S": prev_seq},
-            "prevStates": {"S": states_text(prev_states)}}
+            "statesV2": {"S": states_text(states)}, "prevSeq": {"S": prev_seq},
+            "prevStatesV2": {"S": states_text(prev_states)}}
     if episodes is not None:
         item["episodes"] = {"S": episodes_text(episodes)}
     return item

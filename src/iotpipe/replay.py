@@ -19,9 +19,9 @@ invocation the replay deletes the anomaly items its records wrote (the keys the 
 gives them, the same in both layouts); the invocation writes again those that still are anomalies. A record that
 fails leaves its anomaly items deleted until the replay is run again, which the error says.
 
-**Detection state.** Every replayed record is at or below its device's absorbed sequence number (section 12 of
-the contract), so the processor scores it against the series' latest state and learns nothing from it: the live
-stream's detector is the same after a replay (its ``seq`` and ``states``; the retry snapshot ``prevSeq``/``prevStates``
+**Detection state.** Every replayed record is at or below its device's absorbed sequence number (section 12 of the
+contract), so the processor scores it against the series' latest state and learns nothing from it: the live stream's
+detector is the same after a replay (its ``seq`` and ``statesV2``; the retry snapshot ``prevSeq``/``prevStatesV2``
 becomes the latest, so a live batch retried at that moment is scored from the latest states and still learns nothing
 twice), and a replayed reading's model judgement is today's model's, not the one it had when it arrived.
 

@@ -254,7 +254,7 @@ def test_a_replay_learns_nothing_so_the_live_detector_state_is_unchanged(
 
     assert summary.replayed == 30
     after = [i for i in items(stack) if i["sk"]["S"] == "#detector"]
-    assert [(i["seq"], i["states"]) for i in after] == [(i["seq"], i["states"]) for i in state]
+    assert [(i["seq"], i["statesV2"]) for i in after] == [(i["seq"], i["statesV2"]) for i in state]
 
 
 def test_on_iotpipe_local_replay_runs_the_function_runner_with_the_emulated_configuration(

@@ -226,10 +226,10 @@ def test_a_state_of_the_previous_release_still_loads() -> None:
     assert (state.last, state.run, state.longest) == (20.0, 0, 0)
     assert state.to_list()[:8] == old
     # 11 numbers (before the tail): the recent peak, the largest deviation of about the last 200 readings, is the
-    # nearest estimate of the tail the series had (at least 1)
+    # nearest estimate of the tail the series had; a series too young to track its peak starts where a new one does
     eleven = [*old, 20.5, 2, 7]
     assert index.DetectorState.from_list(eleven).to_list() == [*eleven, 1.5, 0]
-    assert index.DetectorState.from_list([*old[:7], 0.25, 20.5, 2, 7]).tail == 1.0
+    assert index.DetectorState.from_list([*old[:7], 0, 20.5, 2, 7]).tail == index.TAIL_START == 3.0
 
 
 @pytest.mark.parametrize("number", [20.43, 0.1, -12345.678901234567, 1.2345678901234567e+300, 5e-324,

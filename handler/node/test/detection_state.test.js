@@ -58,11 +58,11 @@ const split = (items) => [items.filter((i) => i.sk !== index.STATE_SORT_KEY),
 
 test('the state persists between batches, and retries score as the first attempt', async () => {
   const [reference, referenceState] = split((await run([BATCH]))[0]);
-  assert.equal(JSON.parse(referenceState.states).temperature[0], 40);
+  assert.equal(JSON.parse(referenceState.statesV2).temperature[0], 40);
 
   const [twoBatches, twoState] = split((await run([BATCH.slice(0, 17), BATCH.slice(17)]))[0]);
   assert.deepEqual(twoBatches, reference);
-  assert.equal(twoState.states, referenceState.states);
+  assert.equal(twoState.statesV2, referenceState.statesV2);
   assert.equal(twoState.prevSeq, '1016');
 
   const [partialItems, partialResponses] = await run([BATCH, BATCH.slice(25)],
@@ -71,7 +71,7 @@ test('the state persists between batches, and retries score as the first attempt
     BATCH.slice(25).map((r) => r.sequenceNumber));
   const [partial, partialState] = split(partialItems);
   assert.deepEqual(partial, reference);
-  assert.equal(partialState.states, referenceState.states);
+  assert.equal(partialState.statesV2, referenceState.statesV2);
 
   const [once] = await run([BATCH]);
   const [twice] = await run([BATCH, BATCH]);
@@ -79,7 +79,7 @@ test('the state persists between batches, and retries score as the first attempt
 
   const [halves, halvesState] = split((await run([BATCH, BATCH.slice(0, 20), BATCH.slice(20)]))[0]);
   assert.deepEqual(halves, reference);
-  assert.equal(halvesState.states, referenceState.states);
+  assert.equal(halvesState.statesV2, referenceState.statesV2);
 
   const [failedItems, failedResponses] = await run([BATCH, BATCH],
     (items) => items.some((i) => i.sk.S === index.STATE_SORT_KEY));
@@ -87,7 +87,7 @@ test('the state persists between batches, and retries score as the first attempt
   assert.deepEqual(split(failedItems), [reference, referenceState]);
 
   const [, redelivered] = split((await run([BATCH.slice(0, 20), BATCH.slice(20), BATCH.slice(5, 8)]))[0]);
-  assert.deepEqual([redelivered.seq, JSON.parse(redelivered.states).temperature[0]], ['1039', 40]);
+  assert.deepEqual([redelivered.seq, JSON.parse(redelivered.statesV2).temperature[0]], ['1039', 40]);
 });
 
 /** Clients on which a call matching `waiter` waits (2 s at most) for a call matching `awaited` to start, recording
