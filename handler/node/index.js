@@ -694,6 +694,8 @@ function detectorStateFromList(values) {
   let all = values.map((v) => (typeof v === 'string' ? storedDouble(v) : Number(v)));
   if (all.length === 8) all = [...all, all[2], 0, 0];
   if (all.length === 11) all = [...all, all[7] || TAIL_START, 0];
+  if (all.length < 13) throw new Error(`a detector state of ${values.length} numbers (8, 11 or at least 13)`);
+  // a later release may append numbers: the first 13 are this release's, so its state item still reads
   const [count, newestMs, mean, variance, short, interval, shifted, peak, last, run, longest, tail, below] = all;
   return { count, newestMs, mean, variance, short, interval, shifted, peak, last, run, longest, tail, below };
 }

@@ -734,7 +734,10 @@ class DetectorState:
             numbers = [*numbers, numbers[2], 0, 0]
         if len(numbers) == 11:
             numbers = [*numbers, float(numbers[7]) or TAIL_START, 0]
-        count, newest, mean, var, short, interval, shifted, peak, last, run, longest, tail, below = numbers
+        if len(numbers) < 13:
+            raise ValueError(f"a detector state of {len(values)} numbers (8, 11 or at least 13)")
+        # a later release may append numbers: the first 13 are this release's, so its state item still reads
+        count, newest, mean, var, short, interval, shifted, peak, last, run, longest, tail, below = numbers[:13]
         return cls(int(count), int(newest), float(mean), float(var), float(short), float(interval), int(shifted),
                    float(peak), float(last), int(run), int(longest), float(tail), int(below))
 
