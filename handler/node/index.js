@@ -691,7 +691,11 @@ function storedNumber(number) {
  * it lacks: 8 numbers the last value at the mean and no runs, 11 the recent peak as its tail (the start's while it
  * has none). */
 function detectorStateFromList(values) {
-  let all = values.map((v) => (typeof v === 'string' ? storedDouble(v) : Number(v)));
+  let all = values.map((v) => {
+    if (typeof v === 'string') return storedDouble(v);
+    if (typeof v !== 'number') throw new Error(`a detector state holds ${JSON.stringify(v)}, not a number`);
+    return v;
+  });
   if (all.length === 8) all = [...all, all[2], 0, 0];
   if (all.length === 11) all = [...all, all[7] || TAIL_START, 0];
   if (all.length < 13) throw new Error(`a detector state of ${values.length} numbers (8, 11 or at least 13)`);

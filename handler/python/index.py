@@ -729,7 +729,7 @@ class DetectorState:
         """The state from its stored array (a long double as its base64url bits); a state of an earlier release
         gains what it lacks: 8 numbers the last value at the mean and no runs, 11 the recent peak as its tail (the
         start's while it has none)."""
-        numbers = [_stored_double(v) if isinstance(v, str) else v for v in values]
+        numbers = [_stored_double(v) if isinstance(v, str) else _state_number(v) for v in values]
         if len(numbers) == 8:
             numbers = [*numbers, numbers[2], 0, 0]
         if len(numbers) == 11:
@@ -753,6 +753,13 @@ def stored_number(number: float) -> str:
     if len(text) <= STORED_DIGITS_MAX:
         return text
     return '"' + base64.urlsafe_b64encode(struct.pack(">d", number)).decode("ascii").rstrip("=") + '"'
+
+
+def _state_number(value: Any) -> float | int:
+    """A number of a stored state as parsed; anything else (null, true, an object) is refused."""
+    if type(value) not in (int, float):
+        raise ValueError(f"a detector state holds {value!r}, not a number")
+    return value
 
 
 def _stored_double(text: str) -> float:

@@ -130,7 +130,8 @@ DOUBLES = _doubles()
 STATES = ['{"t":[12,1767225611000,"QDRt0N7zXuc",1.13,33.55,1000,4,205.125,33.5,0,3,1.328125,3]}',
           '{"a":[1,2,3,4,5,6,7,8,9,10,11],"b":[300,1718000000000,20,0.25,20.5,60000,0,1.5]}',
           '{"t":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,"QDRt0N7zXuc"]}', '{"t":[1,2,3,4,5,6,7,8,9,10,11,12]}',
-          '{"t":[1,2,3,4,5,6,7,8,9]}', '{"t":[1,2,"QDRt0N7zXu",0,0,0,0,0,0,0,0,1,0]}',
+          '{"t":[1,2,3,4,5,6,7,8,9]}', '{"t":[null,2,3,4,5,6,7,8,9,10,11]}', '{"t":[1,true,3,4,5,6,7,8]}',
+          '{"t":[1,2,"QDRt0N7zXu",0,0,0,0,0,0,0,0,1,0]}',
           '{"t":[1,2,"QDRt0N7zXuc=",0,0,0,0,0,0,0,0,1,0]}',
           '{"t":[1,2,"QDRt0N7zXud",0,0,0,0,0,0,0,0,1,0]}', '{"t":[1,2,"QDRt0N7z+uc",0,0,0,0,0,0,0,0,1,0]}']
 
@@ -183,7 +184,7 @@ def test_stored_states_read_and_write_back_alike(node_results: dict[str, Any]) -
     expected = [_python_states(text) for text in STATES]
     assert node_results["states"] == expected
     assert expected[0] == STATES[0] and expected[2] == '{"t":[1,2,3,4,5,6,7,8,9,10,11,12,13]}'
-    assert expected[3:] == [None] * 6
+    assert expected[3:] == [None] * 8
 
 
 def test_the_same_texts_are_json_and_too_deep(node_results: dict[str, Any]) -> None:
