@@ -51,7 +51,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -77,6 +76,8 @@ from bench_support import (  # noqa: E402
     make_runtime,
     settings_env,
 )
+
+from iotpipe.local.processes import accepts_connections, free_port, wait_ready  # noqa: E402
 
 LATENCY_S = 0.010
 SENSORS = (("temperature", 20.0, 95.0), ("pressure", 40.0, 160.0), ("vibration", 0.5, 6.0))
@@ -405,17 +406,10 @@ class Emulator:
         return int(connections), int(requests)
 
 
-def free_loopback_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def start_emulator(timeout_s: float = EMULATOR_START_S) -> Emulator:
     """iotpipe local's emulator on a free loopback port, in its own process; returns once it accepts connections,
     SystemExit (with the end of its log) if it exits first, stays silent ``timeout_s`` or is not on waitress."""
-    port = free_loopback_port()
+    port = free_port()
     env = {**os.environ, "IOTPIPE_MOTO_QUIET": "1", "PYTHONPATH": str(REPO / "src")}
     for name in ("IOTPIPE_MOTO_ACCESS_KEY", "IOTPIPE_MOTO_API_TOKEN", "IOTPIPE_MOTO_WERKZEUG"):
         env.pop(name, None)
@@ -436,17 +430,15 @@ def start_emulator(timeout_s: float = EMULATOR_START_S) -> Emulator:
 def wait_accepting(process: subprocess.Popen[str], port: int, timeout_s: float) -> str | None:
     """None once 127.0.0.1:``port`` accepts a connection; what went wrong if ``process`` exits first or
     ``timeout_s`` pass."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return None
-        except OSError:
-            if process.poll() is not None:
-                return f"exited with code {process.returncode}"
-            if time.monotonic() > deadline:
-                return f"did not accept connections on 127.0.0.1:{port} within {timeout_s:.0f} s"
-            time.sleep(0.1)
+    try:
+        wait_ready(lambda: accepts_connections("127.0.0.1", port, timeout_s=1.0), process=process,
+                   deadline=time.monotonic() + timeout_s,
+                   exited=lambda: RuntimeError(f"exited with code {process.returncode}"),
+                   timed_out=lambda: RuntimeError(f"did not accept connections on 127.0.0.1:{port} within "
+                                                  f"{timeout_s:.0f} s"))
+    except RuntimeError as problem:
+        return str(problem)
+    return None
 
 
 def stop_server(process: subprocess.Popen[str]) -> None:
