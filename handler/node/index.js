@@ -862,13 +862,70 @@ const BATCH_GET_LIMIT = 100;
  * 4's format or, when that is long, as their bits (so both processors write the same bytes). `states` is a Map. */
 function statesText(states) {
   const names = [...states.keys()].sort(compareCodePoints);
-  return `{${names.map((name) => `${JSON.stringify(name)}:[${detectorStateToList(states.get(name))
-    .map(storedNumber).join(',')}]`).join(',')}}`;
+  const arrays = names.map((name) => stateArray(states.get(name)));
+  const text = `{${names.map((name, i) => `${JSON.stringify(name)}:${arrays[i][0]}`).join(',')}}`;
+  if (arrays.every(([, exact]) => exact)) KNOWN_STATES.remember(text, states);
+  return text;
 }
 
-/** States from their stored text, as a Map. */
-function parseStates(text) {
+// A warm function formats the same states again: those a batch started from (its item's prevStatesV2) are the ones
+// the batch before wrote, and a series without readings in a batch keeps its state. A state object is never
+// changed (detectStep makes a new one), so the memo changes no byte.
+const STATE_ARRAYS = new WeakMap();
+
+/** A state's stored array, and whether it reads back as this very state (not so for -0, which is stored as 0, nor
+ * for a number that is not finite). */
+function stateArray(state) {
+  let known = STATE_ARRAYS.get(state);
+  if (known === undefined) {
+    const numbers = detectorStateToList(state);
+    known = [`[${numbers.map(storedNumber).join(',')}]`,
+      numbers.every((v) => Number.isFinite(v) && !Object.is(v, -0))];
+    STATE_ARRAYS.set(state, known);
+  }
+  return known;
+}
+
+/** States by the text they were written or read as, the oldest forgotten first past `maxChars` of text: the next
+ * batch of a warm function reads the texts the last one wrote (statesV2) and read (prevStatesV2). */
+class StatesMemo {
+  constructor(maxChars) {
+    this.maxChars = maxChars;
+    this.chars = 0;
+    this.states = new Map();
+  }
+
+  remember(text, states) {
+    if (this.states.has(text) || text.length > Math.floor(this.maxChars / 64)) return;
+    this.states.set(text, new Map(states));
+    this.chars += text.length;
+    while (this.chars > this.maxChars) {
+      const oldest = this.states.keys().next().value;
+      this.states.delete(oldest);
+      this.chars -= oldest.length;
+    }
+  }
+
+  recall(text) {
+    const known = this.states.get(text);
+    return known === undefined ? null : new Map(known);
+  }
+}
+
+const KNOWN_STATES = new StatesMemo(1000000); // about 2,700 devices of 3 series
+
+/** States from their stored text, parsed, as a Map. */
+function readStates(text) {
   return new Map(Object.entries(parseJson(text || '{}')).map(([name, values]) => [name, detectorStateFromList(values)]));
+}
+
+/** States from their stored text, as a Map: those this function last wrote or read as that text, else parsed. */
+function parseStates(text) {
+  const known = KNOWN_STATES.recall(text);
+  if (known !== null) return known;
+  const states = readStates(text);
+  KNOWN_STATES.remember(text, states);
+  return states;
 }
 
 /** A device's state item as read (an absent item is the empty memory). */
@@ -1579,11 +1636,15 @@ function compareSequences(a, b) {
   const digitsB = /^[0-9]+$/.test(b);
   if (digitsA !== digitsB) return digitsA ? 1 : -1;
   if (digitsA) {
-    const [x, y] = [BigInt(a), BigInt(b)];
+    // as numbers without BigInt (every reading compares its record's): the longer without leading zeros is the
+    // larger, and digits of one length compare as their characters do
+    const [x, y] = [a.replace(LEADING_ZEROS, ''), b.replace(LEADING_ZEROS, '')];
+    if (x.length !== y.length) return x.length < y.length ? -1 : 1;
     return x < y ? -1 : (x > y ? 1 : 0);
   }
   return compareCodePoints(a, b);
 }
+const LEADING_ZEROS = /^0+/;
 
 let cachedRuntime = null;
 
@@ -1629,6 +1690,10 @@ module.exports = {
   statesText,
   storedNumber,
   parseStates,
+  readStates,
+  StatesMemo,
+  KNOWN_STATES,
+  compareSequences,
   startingPoint,
   STATE_SORT_KEY,
   retryable,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -196,10 +195,10 @@ def test_the_previous_release_and_this_one_read_each_others_state_items() -> Non
                                                  4.0, 7)}
     item = index.state_item("press-1", "1039", states, "1016", states)
     assert {"statesV2", "prevStatesV2"} <= set(item) and not {"states", "prevStates"} & set(item)
-    assert index.memory_of(item).states == states
+    assert index.memory_of(item).states == index.read_states(item["statesV2"]["S"]) == states
     previous = {"deviceId": {"S": "press-1"}, "sk": {"S": index.STATE_SORT_KEY}, "seq": {"S": "1039"},
                 "states": {"S": '{"temperature":[300,1718000000000,20.5,0.25,20.5,60000,0,2.5,20.25,0,3]}'},
                 "prevSeq": {"S": "1016"}, "prevStates": {"S": "{}"}}
     memory = index.memory_of(previous)
     assert memory.seq == "1039" and memory.prev_states == {}
-    assert memory.states["temperature"] == replace(states["temperature"], tail=2.5, below=0)
+    assert memory.states["temperature"] == states["temperature"]._replace(tail=2.5, below=0)

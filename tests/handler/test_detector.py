@@ -70,7 +70,7 @@ def test_the_recent_peak_is_learned_from_the_second_half_of_probation() -> None:
     after = run(calm[:40], params)[1]
     wobble = after.mean + (after.peak + 0.5 * params.z_scale * max(1.0, after.tail)) * after.var ** 0.5
     assert index.detect_step(after, START_MS + 40 * STEP_MS, wobble, params)[0].score < 0.5
-    assert index.detect_step(replace(after, peak=0.0), START_MS + 40 * STEP_MS, wobble, params)[0].score > 0.5
+    assert index.detect_step(after._replace(peak=0.0), START_MS + 40 * STEP_MS, wobble, params)[0].score > 0.5
 
 
 def test_the_excess_is_measured_in_the_series_own_tail() -> None:
@@ -94,7 +94,7 @@ def test_the_tail_settles_at_the_99th_percentile_of_the_deviation() -> None:
     # one reading past the tail: a 64th up; 99 below it: a 64th down, the count restarting
     up = index.detect_step(state, 2000, 5.0, params)[1]
     assert (up.tail, up.below) == (3.0 + 1 / 64, 0)
-    below = replace(state, below=97)
+    below = state._replace(below=97)
     once = index.detect_step(below, 2000, 0.0, params)[1]
     assert (once.tail, once.below) == (3.0, 98)
     twice = index.detect_step(once, 3000, 0.0, params)[1]
@@ -189,7 +189,7 @@ def test_the_state_stays_under_200_bytes_whatever_the_values() -> None:
                                 tail=-1.7976931348623157e+308, below=2**53)
     stored = index.states_text({"t": worst})
     assert len(stored) - len('{"t":}') <= 2 + 12 + 13 * 13  # 13 numbers of at most 13 characters, and commas
-    assert index.parse_states(stored)["t"] == worst
+    assert index.read_states(stored)["t"] == worst
 
 
 def noisy(count: int, level: float = 20.0) -> list[float]:
@@ -242,7 +242,7 @@ def test_a_long_state_number_is_stored_as_its_bits(number: float) -> None:
     else:
         assert text == index.format_number(number)
     state = index.DetectorState(mean=number)
-    assert index.parse_states(index.states_text({"t": state}))["t"].mean == number
+    assert index.read_states(index.states_text({"t": state}))["t"].mean == number
 
 
 @pytest.mark.parametrize("bad", ['"QAExd4JLDv"', '"QAExd4JLDv4="', '"QAExd4JLDv5"', '"QAExd4JLD+4"', '"0x1p3"'])
@@ -259,12 +259,47 @@ def test_a_stored_states_text_reads_back_as_the_states_written() -> None:
     _, learned = run([1.0, 2.0, 1.5, 1.7, 1.2, 1.4, 1.3])
     states = {"pressure": worst, "temperature": learned, "vibration": index.DetectorState()}
     text = index.states_text(states)
-    assert index.parse_states(text) == states
-    assert index.states_text(index.parse_states(text)) == text
+    assert index.read_states(text) == states
+    assert index.states_text(index.read_states(text)) == text
     old = index.parse_states('{"temperature":[300,1718000000000,20,0.25,20.5,60000,0,1.5]}')["temperature"]
     assert old == index.DetectorState(300, 1718000000000, 20.0, 0.25, 20.5, 60000.0, 0, 1.5, 20.0, 0, 0, 1.5, 0)
     with pytest.raises(ValueError):
         index.parse_states('{"temperature":[NaN,1,2,3,4,5,6,7]}')
+
+
+def test_a_warm_function_reads_back_the_states_it_wrote_without_parsing_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, learned = run([1.0, 2.0, 1.5, 1.7, 1.2, 1.4, 1.3])
+    states = {"temperature": learned, "vibration": learned._replace(mean=-3.25)}
+    text = index.states_text(states)  # as the batch before wrote it
+    monkeypatch.setattr(index.DetectorState, "from_list", classmethod(lambda cls, values: pytest.fail("parsed")))
+    read = index.parse_states(text)
+    assert read == states
+    read.pop("temperature")  # a copy: what a batch does with its states is not remembered
+    assert index.parse_states(text) == states
+
+
+@pytest.mark.parametrize("number", [-0.0, math.nan, math.inf])
+def test_only_states_that_read_back_as_themselves_are_remembered(number: float) -> None:
+    # -0 is stored as 0; a number that is not finite has no JSON text, so its state must fail to read, as it would
+    # on a cold start
+    text = index.states_text({"t": index.DetectorState(count=5, mean=number)})
+    if number == 0:
+        mean = index.parse_states(text)["t"].mean
+        assert mean == 0 and math.copysign(1.0, mean) == 1.0
+    else:
+        with pytest.raises(ValueError):
+            index.parse_states(text)
+
+
+def test_the_states_memo_forgets_the_oldest_past_its_bound() -> None:
+    memo = index.StatesMemo(max_chars=64 * 10)
+    for n in range(100):
+        memo.remember(f"{n:010d}", {"t": index.DetectorState(count=n)})
+    memo.remember("x" * 11, {})  # longer than a 64th of the bound: not kept
+    assert memo.chars == sum(map(len, memo.states)) <= 640
+    assert memo.recall(f"{99:010d}") == {"t": index.DetectorState(count=99)}
+    assert memo.recall(f"{0:010d}") is None and memo.recall("x" * 11) is None
+    assert index.KNOWN_STATES.max_chars == 1_000_000
 
 
 @pytest.mark.parametrize("whole", [0, 1, -7, 150, 1_767_225_600_000, 2**53, -(2**53), 10**20])

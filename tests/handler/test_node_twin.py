@@ -78,7 +78,7 @@ const out = {
   values: input.values.map((v) => m.numberValue(parse(v).value)),
   doubles: input.doubles.map((x) => m.formatNumber(x)),
   stored: input.doubles.map((x) => m.storedNumber(x)),
-  states: input.states.map((t) => { try { return m.statesText(m.parseStates(t)); } catch { return null; } }),
+  states: input.states.map((t) => { try { return m.statesText(m.readStates(t)); } catch { return null; } }),
   json: input.json.map((t) => (m.jsonDepth(t) > m.MAX_JSON_DEPTH ? 'deep' : (parse(t).error ? 'invalid' : 'ok'))),
   base64: input.base64.map((d) => { const r = m.decodeRecord({ kinesis: { data: d } }, 0).raw;
     return r === null ? null : r.toString('hex'); }),
@@ -175,7 +175,7 @@ def test_state_numbers_are_stored_in_the_same_bytes(node_results: dict[str, Any]
 
 def _python_states(text: str) -> str | None:
     try:
-        return str(index.states_text(index.parse_states(text)))
+        return str(index.states_text(index.read_states(text)))
     except ValueError:
         return None
 

@@ -57,3 +57,56 @@ test('the presets are the contract\'s', () => {
   assert.deepEqual({ ...index.DETECTOR_DEFAULTS }, onset);
   assert.equal(index.DEFAULT_SENSITIVITY, 0.5);
 });
+
+const learnedState = () => index.detectSeries([1.0, 2.0, 1.5, 1.7, 1.2, 1.4, 1.3].map((v, i) => [1000 * i, v]),
+  { ...index.DETECTOR_DEFAULTS, probation: 5, relearn: 3 })[1];
+
+test('a warm function reads back the states it wrote without parsing them', (t) => {
+  const learned = learnedState();
+  const states = new Map([['temperature', learned], ['vibration', { ...learned, mean: -3.25 }]]);
+  const text = index.statesText(states); // as the batch before wrote it
+  const parse = t.mock.method(JSON, 'parse');
+  const read = index.parseStates(text);
+  assert.equal(parse.mock.callCount(), 0);
+  assert.deepEqual(read, states);
+  read.delete('temperature'); // a copy: what a batch does with its states is not remembered
+  assert.deepEqual(index.parseStates(text), states);
+  assert.deepEqual(index.readStates(text), states);
+  assert.equal(parse.mock.callCount(), 1);
+});
+
+for (const number of [-0, NaN, Infinity]) {
+  test(`only states that read back as themselves are remembered: ${number}`, () => {
+    // -0 is stored as 0; a number that is not finite has no JSON text, so its state must fail to read, as it
+    // would on a cold start
+    const text = index.statesText(new Map([['t', { ...index.emptyDetectorState(), count: 5, mean: number }]]));
+    if (number === 0) assert.ok(Object.is(index.parseStates(text).get('t').mean, 0));
+    else assert.throws(() => index.parseStates(text));
+  });
+}
+
+test('the states memo forgets the oldest past its bound', () => {
+  const memo = new index.StatesMemo(64 * 10);
+  const key = (n) => String(n).padStart(10, '0');
+  for (let n = 0; n < 100; n += 1) memo.remember(key(n), new Map([['t', { count: n }]]));
+  memo.remember('x'.repeat(11), new Map()); // longer than a 64th of the bound: not kept
+  assert.equal(memo.chars, [...memo.states.keys()].reduce((sum, text) => sum + text.length, 0));
+  assert.ok(memo.chars <= 640);
+  assert.deepEqual(memo.recall(key(99)), new Map([['t', { count: 99 }]]));
+  assert.equal(memo.recall(key(0)), null);
+  assert.equal(memo.recall('x'.repeat(11)), null);
+  assert.equal(index.KNOWN_STATES.maxChars, 1000000);
+});
+
+test('sequence numbers compare as numbers', () => {
+  const numbers = ['0', '00', '7', '007', '10', '9', '49590338271490256608559692538361571095921575989136588898',
+    '49590338271490256608559692538361571095921575989136588899', '149590338271490256608559692538361571095921575989136588898'];
+  for (const a of numbers) {
+    for (const b of numbers) {
+      const expected = BigInt(a) < BigInt(b) ? -1 : (BigInt(a) > BigInt(b) ? 1 : 0);
+      assert.equal(index.compareSequences(a, b), expected, `${a} vs ${b}`);
+    }
+  }
+  assert.equal(index.compareSequences('7', 'shard-x'), 1); // digits sort after anything else, as in Python
+  assert.equal(index.compareSequences('a', 'b'), -1);
+});
