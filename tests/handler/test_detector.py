@@ -271,7 +271,7 @@ def test_a_warm_function_reads_back_the_states_it_wrote_without_parsing_them(mon
     _, learned = run([1.0, 2.0, 1.5, 1.7, 1.2, 1.4, 1.3])
     states = {"temperature": learned, "vibration": learned._replace(mean=-3.25)}
     text = index.states_text(states)  # as the batch before wrote it
-    monkeypatch.setattr(index.DetectorState, "from_list", classmethod(lambda cls, values: pytest.fail("parsed")))
+    monkeypatch.setattr(index.DetectorState, "from_list", classmethod(lambda _cls, _values: pytest.fail("parsed")))
     read = index.parse_states(text)
     assert read == states
     read.pop("temperature")  # a copy: what a batch does with its states is not remembered
