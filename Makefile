@@ -86,7 +86,7 @@ golden:
 	UPDATE_GOLDEN=1 $(PYTHON) -m pytest -q tests/golden
 
 bench:
-	$(PYTHON) bench/bench_processor.py
+	$(PYTHON) bench/bench_processor.py --compare-detection $(BENCH_ARGS)
 
 # Worst-case batches (6 MB of hostile messages, 10,000 records): time and peak memory at the configured size.
 bench-worst:

@@ -743,6 +743,7 @@ class DetectorState(NamedTuple):
                    float(peak), float(last), int(run), int(longest), float(tail), int(below))
 
 
+EMPTY_STATE = DetectorState()  # a series before its first reading
 STORED_DIGITS_MAX = 13  # a state number whose text is longer is stored as the 11 base64url characters of its bits
 _STORED_BITS = re.compile(r"[A-Za-z0-9_-]{10}[AEIMQUYcgkosw048]")
 
@@ -802,60 +803,64 @@ def _in_steps(number: float) -> float:
 def detect_step(state: DetectorState, timestamp_ms: int, value: float,
                 params: DetectorParams) -> tuple[Scored, DetectorState]:
     """Score ``value`` against ``state`` (before learning it), then the state that has learned it."""
-    if state.count == 0:
+    # the state's numbers as locals: a named tuple's fields are properties, dearer than a local on every reading
+    count, newest_ms, mean0, var0, short0, interval0, shifted0, peak0, last0, run0, longest0, tail0, below0 = state
+    if count == 0:
         first = DetectorState(1, timestamp_ms, value, 0.0, value, 0.0, 0, 0.0, value, 0, 0, TAIL_START, 0)
         return Scored(0.0, value, 0.0, True, 0.0), first
-    late = timestamp_ms < state.newest_ms
-    elapsed = timestamp_ms - state.newest_ms
-    gap = state.interval > 0 and elapsed > params.gap_intervals * state.interval
-    short = value if gap else state.short + params.short_alpha * (value - state.short)
-    spread = max(math.sqrt(state.var), SPREAD_FLOOR_RELATIVE * abs(state.mean), SPREAD_FLOOR_ABSOLUTE)
-    z_point = abs(value - state.mean) / spread
-    z_shift = abs(short - state.mean) / (spread * math.sqrt(params.short_alpha / (2.0 - params.short_alpha)))
+    short_alpha = params.short_alpha
+    late = timestamp_ms < newest_ms
+    elapsed = timestamp_ms - newest_ms
+    gap = interval0 > 0 and elapsed > params.gap_intervals * interval0
+    short = value if gap else short0 + short_alpha * (value - short0)
+    spread = max(math.sqrt(var0), SPREAD_FLOOR_RELATIVE * abs(mean0), SPREAD_FLOOR_ABSOLUTE)
+    z_point = abs(value - mean0) / spread
+    z_shift = abs(short - mean0) / (spread * math.sqrt(short_alpha / (2.0 - short_alpha)))
     z = max(z_point, z_shift)
     # in units of the series' own tail: an excess of a few spreads is common in a heavy-tailed series (counts of
     # events) and rare in a Gaussian one, and one threshold then means the same rarity on both
-    tail = max(1.0, state.tail) if params.tail_down else 1.0
-    novel = max(0.0, z - params.novelty * state.peak) / tail
-    width = params.z_scale * tail * spread
-    scoring = state.count >= params.probation
-    score = novel * novel / (novel * novel + params.z_scale * params.z_scale) if scoring else 0.0
-    run = state.run + 1 if value == state.last else 0
+    tail = max(1.0, tail0) if params.tail_down else 1.0
+    novel = max(0.0, z - params.novelty * peak0) / tail
+    z_scale = params.z_scale
+    width = z_scale * tail * spread
+    scoring = count >= params.probation
+    score = novel * novel / (novel * novel + z_scale * z_scale) if scoring else 0.0
+    run = run0 + 1 if value == last0 else 0
     # a stuck sensor: a run of one repeated value longer than any the series has had (once at its onset for
     # novelty 1, every reading of it for 0); a value repeated past the bound is no evidence of anything else
-    bound = max(params.flat_min, params.flat_factor * state.longest)
-    if scoring and params.flat_min > 0 and run > bound and (params.novelty == 0 or state.run <= bound):
+    bound = max(params.flat_min, params.flat_factor * longest0)
+    if scoring and params.flat_min > 0 and run > bound and (params.novelty == 0 or run0 <= bound):
         score = 1.0
     if late:
-        return Scored(score, state.mean, spread, False, width), state
-    alpha = max(params.long_alpha, 1.0 / (state.count + 1))
+        return Scored(score, mean0, spread, False, width), state
+    alpha = max(params.long_alpha, 1.0 / (count + 1))
     limit = params.clip_z * spread
-    deviation = value - state.mean
+    deviation = value - mean0
     if scoring:
         deviation = max(-limit, min(limit, deviation))
-    mean = state.mean + alpha * deviation
-    var = (1.0 - alpha) * (state.var + alpha * deviation * deviation)
-    shifted = state.shifted + 1 if scoring and z_shift > params.shift_z else 0
+    mean = mean0 + alpha * deviation
+    var = (1.0 - alpha) * (var0 + alpha * deviation * deviation)
+    shifted = shifted0 + 1 if scoring and z_shift > params.shift_z else 0
     if shifted >= params.relearn:
         mean, shifted = short, 0
     if gap:
-        interval = state.interval
-    elif state.count == 1:
+        interval = interval0
+    elif count == 1:
         interval = float(elapsed)
     else:
         # whole milliseconds, and the peak in 64ths (both exact in any double arithmetic): the digits they drop
         # keep a device's state item of three series within one 1 KB write unit
-        interval = float(math.floor(state.interval + INTERVAL_ALPHA * (elapsed - state.interval)))
+        interval = float(math.floor(interval0 + INTERVAL_ALPHA * (elapsed - interval0)))
     # the recent peak is learned over probation's second half too: the first deviations after probation are
     # judged against the noise the series has shown, not against 0 (which alarmed on ordinary noise)
-    tracking = scoring or 2 * state.count >= params.probation
-    peak = _in_steps(max(z, state.peak * params.peak_decay)) if tracking else 0.0
-    longest = max(state.longest, state.run) if run == 0 else state.longest
+    tracking = scoring or 2 * count >= params.probation
+    peak = _in_steps(max(z, peak0 * params.peak_decay)) if tracking else 0.0
+    longest = max(longest0, run0) if run == 0 else longest0
     # the tail: a step up when z passes it, a step down after tail_down readings that did not, so that it settles
     # where 1 reading in tail_down + 1 passes it (a frugal streaming quantile, in 64ths: exact in any double
     # arithmetic); from a series' third reading (its second has no spread yet). Inline: it runs on every reading.
-    tail_next, below = state.tail, state.below
-    if params.tail_down and state.count >= 2:
+    tail_next, below = tail0, below0
+    if params.tail_down and count >= 2:
         step = TAIL_STEP if scoring else TAIL_STEP_YOUNG
         if z > tail_next:
             tail_next += step
@@ -863,9 +868,9 @@ def detect_step(state: DetectorState, timestamp_ms: int, value: float,
             tail_next, below = max(0.0, tail_next - step), 0
         else:
             below += 1
-    learned = DetectorState(state.count + 1, timestamp_ms, mean, var, short, interval, shifted, peak, value, run,
+    learned = DetectorState(count + 1, timestamp_ms, mean, var, short, interval, shifted, peak, value, run,
                             longest, tail_next, below)
-    return Scored(score, state.mean, spread, True, width), learned
+    return Scored(score, mean0, spread, True, width), learned
 
 
 def detect_series(points: Iterable[tuple[int, float]], params: DetectorParams,
@@ -939,17 +944,19 @@ def score_readings(readings: Iterable[Reading], settings: Settings, states: dict
     judged = []
     for reading in readings:
         threshold = settings.thresholds.get(reading.sensor_type)
-        if threshold is None or threshold.detector is None:
+        detector = None if threshold is None else threshold.detector
+        if detector is None:
             judged.append(reading)
             continue
-        device = reading.item["deviceId"]["S"]
+        item = reading.item
+        device = item["deviceId"]["S"]
         series = (device, reading.sensor_type)
-        scored, learned = detect_step(states.get(series, DetectorState()), int(reading.item["timestamp"]["N"]),
-                                      float(reading.item["value"]["N"]), threshold.detector.params)
-        seen = (absorbed or {}).get(device, "")
+        scored, learned = detect_step(states.get(series, EMPTY_STATE), int(item["timestamp"]["N"]),
+                                      float(item["value"]["N"]), detector.params)
+        seen = absorbed.get(device, "") if absorbed else ""
         if not seen or _sequence_order(reading.record.sequence_number) > _sequence_order(seen):
             states[series] = learned
-        judged.append(judge(reading, scored, threshold.detector))
+        judged.append(judge(reading, scored, detector))
     return judged
 
 
@@ -1508,8 +1515,8 @@ def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: R
     # The state items as they are when every record of the window commits, in chunks of their own, written with
     # the readings (built while those are in flight); when the window is cut short they are written again
     # (_save_states) from what committed.
-    ahead = _state_items(runtime.settings, tally, _committed_after(runtime.settings, readings, tally.committed)) \
-        if last and not starts and not tally.notices else []
+    whole = _committed_after(runtime.settings, readings, tally.committed)
+    ahead = _state_items(runtime.settings, tally, whole) if last and not starts and not tally.notices else []
     state_chunks = [ahead[i:i + BATCH_WRITE_LIMIT] for i in range(0, len(ahead), BATCH_WRITE_LIMIT)]
     state_writes = [runtime.pool.submit(write_items, runtime, chunk, deadline) for chunk in state_chunks]
     rejected = _by_shard([i for i in window if i.rejections], lambda i: i.record.shard_id)
@@ -1544,7 +1551,7 @@ def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: R
             tally.stored += 1
             tally.anomalies += reading.anomaly
     _commit_states(runtime.settings, [r for r in readings if id(r.record) in committed], cut < len(window),
-                   before, absorbed, tally)
+                   before, absorbed, tally, whole)
     if runtime.settings.topic_arn:
         if cut < len(window):
             tally.episodes = before_episodes
@@ -1628,18 +1635,17 @@ def _notify(runtime: Runtime, notices: Sequence[Reading], deadline: float) -> No
 
 
 def _commit_states(settings: Settings, committed: Sequence[Reading], cut_short: bool,
-                   before: Mapping[tuple[str, str], DetectorState], absorbed: Mapping[str, str], tally: Tally) -> None:
+                   before: Mapping[tuple[str, str], DetectorState], absorbed: Mapping[str, str], tally: Tally,
+                   whole: Mapping[str, str]) -> None:
     """Keep the states as of the window's committed records: when the window was cut short, score its committed
-    readings again from the states before it (the same arithmetic, so the same states)."""
-    if cut_short:
-        tally.states = dict(before)
-        score_readings(committed, settings, tally.states, absorbed)
-    for reading in committed:
-        if _detected(settings, reading):
-            device = reading.item["deviceId"]["S"]
-            seq = reading.record.sequence_number
-            if _sequence_order(seq) > _sequence_order(tally.committed.get(device, "")):
-                tally.committed[device] = seq
+    readings again from the states before it (the same arithmetic, so the same states); ``whole`` is each
+    device's last committed record had the whole window committed."""
+    if not cut_short:
+        tally.committed = dict(whole)
+        return
+    tally.states = dict(before)
+    score_readings(committed, settings, tally.states, absorbed)
+    tally.committed = _committed_after(settings, committed, tally.committed)
 
 
 def _committed_after(settings: Settings, readings: Iterable[Reading], committed: Mapping[str, str]) -> dict[str, str]:
