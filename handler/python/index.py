@@ -23,6 +23,7 @@ import os
 import random
 import re
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -1009,16 +1010,20 @@ class StatesMemo:
         self.max_chars = max_chars
         self.chars = 0
         self.states: dict[str, Mapping[str, DetectorState]] = {}
+        self.lock = threading.Lock()  # the state items may be read on the pool's threads
 
     def remember(self, text: str, states: Mapping[str, DetectorState]) -> None:
-        if text in self.states or len(text) > self.max_chars // 64:
+        if len(text) > self.max_chars // 64:
             return
-        self.states[text] = dict(states)
-        self.chars += len(text)
-        while self.chars > self.max_chars:
-            oldest = next(iter(self.states))
-            del self.states[oldest]
-            self.chars -= len(oldest)
+        with self.lock:
+            if text in self.states:
+                return
+            self.states[text] = dict(states)
+            self.chars += len(text)
+            while self.chars > self.max_chars:
+                oldest = next(iter(self.states))
+                del self.states[oldest]
+                self.chars -= len(oldest)
 
     def recall(self, text: str) -> dict[str, DetectorState] | None:
         known = self.states.get(text)

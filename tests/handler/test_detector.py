@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
@@ -300,6 +301,21 @@ def test_the_states_memo_forgets_the_oldest_past_its_bound() -> None:
     assert memo.recall(f"{99:010d}") == {"t": index.DetectorState(count=99)}
     assert memo.recall(f"{0:010d}") is None and memo.recall("x" * 11) is None
     assert index.KNOWN_STATES.max_chars == 1_000_000
+
+
+def test_the_states_memo_keeps_its_bound_when_threads_share_it() -> None:
+    # the pool's threads read state items (and so remember their texts) while the main thread writes others
+    memo = index.StatesMemo(max_chars=64 * 10)
+    state = {"t": index.DetectorState(count=1)}
+
+    def churn(offset: int) -> None:
+        for n in range(20_000):
+            memo.remember(f"{offset + n:010d}", state)
+            memo.recall(f"{offset + n - 5:010d}")
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(churn, range(0, 80_000, 20_000)))  # re-raises what a thread raised
+    assert memo.chars == sum(map(len, memo.states)) <= 640
 
 
 @pytest.mark.parametrize("whole", [0, 1, -7, 150, 1_767_225_600_000, 2**53, -(2**53), 10**20])
