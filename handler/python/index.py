@@ -981,23 +981,25 @@ class DeviceMemory:
 
 
 @functools.lru_cache(maxsize=4096)
-def _state_array(state: DetectorState) -> tuple[str, bool]:
-    """A state's stored array, and whether it reads back as this very state (not so for -0, which is stored as
-    0, nor for a number that is not finite)."""
+def _state_array(state: DetectorState) -> str:
+    """A state's stored array."""
     # A warm function formats the same states again: those a batch started from (its item's prevStatesV2) are the
     # ones the batch before wrote, and a series without readings in a batch keeps its state. Equal states have the
-    # same text, so the memo changes no byte.
-    numbers = state.to_list()
-    exact = all(math.isfinite(v) and (v != 0 or math.copysign(1.0, v) > 0) for v in numbers)
-    return "[" + ",".join(stored_number(v) for v in numbers) + "]", exact
+    # same text (-0 and 0 too: both are stored as 0), so the memo changes no byte.
+    return "[" + ",".join(stored_number(v) for v in state) + "]"
+
+
+def _reads_back(state: DetectorState) -> bool:
+    """Whether a state's stored text reads back as this very state: not so with a -0 (stored as 0) or a number
+    that is not finite (a sum that overflows only makes a state look so, which costs a parse, nothing else)."""
+    return math.isfinite(sum(state)) and not any(v == 0 and math.copysign(1.0, v) < 0 for v in state)
 
 
 def states_text(states: Mapping[str, DetectorState]) -> str:
     """States as stored: a JSON object sensor type -> state array, types in code point order, numbers in
     section 4's format or, when that is long, as their bits (so both processors write the same bytes)."""
-    arrays = {name: _state_array(states[name]) for name in states}
-    text = "{" + ",".join(f"{json.dumps(name)}:{arrays[name][0]}" for name in sorted(states)) + "}"
-    if all(exact for _, exact in arrays.values()):
+    text = "{" + ",".join(f"{json.dumps(name)}:{_state_array(states[name])}" for name in sorted(states)) + "}"
+    if all(_reads_back(state) for state in states.values()):
         KNOWN_STATES.remember(text, states)
     return text
 

@@ -283,6 +283,8 @@ def test_a_warm_function_reads_back_the_states_it_wrote_without_parsing_them(mon
 def test_only_states_that_read_back_as_themselves_are_remembered(number: float) -> None:
     # -0 is stored as 0; a number that is not finite has no JSON text, so its state must fail to read, as it would
     # on a cold start
+    # a state equal to it (-0 == 0) formatted first, in another text
+    index.states_text({"t": index.DetectorState(count=5, mean=0.0), "u": index.DetectorState(count=6)})
     text = index.states_text({"t": index.DetectorState(count=5, mean=number)})
     if number == 0:
         mean = index.parse_states(text)["t"].mean
