@@ -895,6 +895,7 @@ class StatesMemo {
     this.states = new Map();
   }
 
+  /** Keep `states` (a Map) as what `text` reads as (a text longer than a 64th of the bound is not kept). */
   remember(text, states) {
     if (this.states.has(text) || text.length > Math.floor(this.maxChars / 64)) return;
     this.states.set(text, new Map(states));
@@ -906,6 +907,7 @@ class StatesMemo {
     }
   }
 
+  /** A copy of the states kept for `text` (a Map), or null. */
   recall(text) {
     const known = this.states.get(text);
     return known === undefined ? null : new Map(known);

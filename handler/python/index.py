@@ -1015,6 +1015,7 @@ class StatesMemo:
         self.lock = threading.Lock()  # the state items may be read on the pool's threads
 
     def remember(self, text: str, states: Mapping[str, DetectorState]) -> None:
+        """Keep ``states`` as what ``text`` reads as (a text longer than a 64th of the bound is not kept)."""
         if len(text) > self.max_chars // 64:
             return
         with self.lock:
@@ -1028,6 +1029,7 @@ class StatesMemo:
                 self.chars -= len(oldest)
 
     def recall(self, text: str) -> dict[str, DetectorState] | None:
+        """A copy of the states kept for ``text``, or None."""
         known = self.states.get(text)
         return None if known is None else dict(known)
 
