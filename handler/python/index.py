@@ -695,6 +695,7 @@ class DetectorParams:
     tail_down: int = 99  # readings at or below the tail before it steps down (its 99th percentile); 0: no tail
 
 
+
 # onset: one alarm at an event's start (NAB); sustained: every reading while the deviation lasts (SKAB's point task)
 DETECTOR_PRESETS = {
     "onset": DetectorParams(),
@@ -942,10 +943,10 @@ def score_readings(readings: Iterable[Reading], settings: Settings, states: dict
     """Score each reading of a sensor type with a detector against its series' state (device, sensor type), in
     the order given (the batch's, which Kinesis keeps per device), learning it into ``states`` after; a reading
     of a record at or below its device's ``absorbed`` sequence number is scored but not learned again."""
+    detectors = _detectors(settings)
     judged = []
     for reading in readings:
-        threshold = settings.thresholds.get(reading.sensor_type)
-        detector = None if threshold is None else threshold.detector
+        detector = detectors.get(reading.sensor_type)
         if detector is None:
             judged.append(reading)
             continue
@@ -954,11 +955,19 @@ def score_readings(readings: Iterable[Reading], settings: Settings, states: dict
         series = (device, reading.sensor_type)
         scored, learned = detect_step(states.get(series, EMPTY_STATE), int(item["timestamp"]["N"]),
                                       float(item["value"]["N"]), detector.params)
-        seen = absorbed.get(device, "") if absorbed else ""
+        seen = absorbed.get(device) if absorbed else None
         if not seen or _sequence_order(reading.record.sequence_number) > _sequence_order(seen):
             states[series] = learned
-        judged.append(judge(reading, scored, detector))
+        # most readings are neither: judge() would return them as they are
+        judged.append(judge(reading, scored, detector) if reading.anomaly or scored.score >= detector.sensitivity
+                      else reading)
     return judged
+
+
+def _detectors(settings: Settings) -> dict[str, Detector]:
+    """Each sensor type with a detector -> its detector."""
+    return {name: threshold.detector for name, threshold in settings.thresholds.items()
+            if threshold.detector is not None}
 
 
 # ---------------------------------------------------------------- the detector's state between invocations
@@ -1578,18 +1587,15 @@ def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: R
     return cut == len(window)
 
 
-def _detected(settings: Settings, reading: Reading) -> bool:
-    threshold = settings.thresholds.get(reading.sensor_type)
-    return threshold is not None and threshold.detector is not None
-
-
 def _devices_to_recall(settings: Settings, readings: Iterable[Reading], tally: Tally) -> dict[str, str]:
     """The devices with a detector reading whose state item this batch has not read yet -> their first record."""
+    detectors = _detectors(settings)
     firsts: dict[str, str] = {}
     for reading in readings:
-        device = reading.item["deviceId"]["S"]
-        if device not in tally.starts and _detected(settings, reading):
-            firsts.setdefault(device, reading.record.sequence_number)
+        if reading.sensor_type in detectors:
+            device = reading.item["deviceId"]["S"]
+            if device not in tally.starts:
+                firsts.setdefault(device, reading.record.sequence_number)
     return firsts
 
 
@@ -1659,11 +1665,14 @@ def _commit_states(settings: Settings, committed: Sequence[Reading], cut_short: 
 
 def _committed_after(settings: Settings, readings: Iterable[Reading], committed: Mapping[str, str]) -> dict[str, str]:
     """Each device's last committed detector record once ``readings`` commit too."""
+    detectors = _detectors(settings)
     after = dict(committed)
     for reading in readings:
-        if _detected(settings, reading):
+        if reading.sensor_type in detectors:
             device, seq = reading.item["deviceId"]["S"], reading.record.sequence_number
-            if _sequence_order(seq) > _sequence_order(after.get(device, "")):
+            last = after.get(device, "")
+            # the readings of one record share its sequence number: no order to ask then
+            if seq != last and _sequence_order(seq) > _sequence_order(last):
                 after[device] = seq
     return after
 
