@@ -840,17 +840,26 @@ function judge(reading, scored, detector) {
  * of a record at or below its device's `absorbed` sequence number (a Map) is scored but not learned again.
  */
 function scoreReadings(readings, settings, states, absorbed = new Map()) {
+  const detectors = detectorsOf(settings);
   return readings.map((reading) => {
-    const threshold = settings.thresholds.get(reading.sensorType);
-    if (!threshold || !threshold.detector) return reading;
+    const detector = detectors.get(reading.sensorType);
+    if (!detector) return reading;
     const device = reading.item.deviceId.S;
     const series = `${device}\u0000${reading.sensorType}`;
     const [scored, next] = detectStep(states.get(series) || emptyDetectorState(), Number(reading.item.timestamp.N),
-      Number(reading.item.value.N), threshold.detector.params);
+      Number(reading.item.value.N), detector.params);
     const seen = absorbed.get(device) || '';
     if (!seen || compareSequences(reading.record.sequenceNumber, seen) > 0) states.set(series, next);
-    return judge(reading, scored, threshold.detector);
+    // most readings are neither: judge() would return them as they are
+    return reading.anomaly || scored.score >= detector.sensitivity ? judge(reading, scored, detector) : reading;
   });
+}
+
+/** Each sensor type with a detector -> its detector (a Map). */
+function detectorsOf(settings) {
+  const detectors = new Map();
+  for (const [name, threshold] of settings.thresholds) if (threshold.detector) detectors.set(name, threshold.detector);
+  return detectors;
 }
 
 // ---------------------------------------------------------------- the detector's state between invocations
@@ -1075,19 +1084,14 @@ async function readMemories(runtime, devices, deadline) {
   return found;
 }
 
-const detected = (settings, reading) => {
-  const threshold = settings.thresholds.get(reading.sensorType);
-  return Boolean(threshold && threshold.detector);
-};
-
 /** The devices with a detector reading whose state item this batch has not read yet -> their first record. */
 function devicesToRecall(settings, readings, tally) {
+  const detectors = detectorsOf(settings);
   const firsts = new Map();
   for (const reading of readings) {
+    if (!detectors.has(reading.sensorType)) continue;
     const device = reading.item.deviceId.S;
-    if (!tally.starts.has(device) && detected(settings, reading) && !firsts.has(device)) {
-      firsts.set(device, reading.record.sequenceNumber);
-    }
+    if (!tally.starts.has(device) && !firsts.has(device)) firsts.set(device, reading.record.sequenceNumber);
   }
   return firsts;
 }
@@ -1144,28 +1148,29 @@ async function notify(runtime, notices, deadline) {
 }
 
 /** Keep the states as of the window's committed records: when the window was cut short, score its committed
- * readings again from the states before it (the same arithmetic, so the same states). */
-function commitStates(settings, committed, cutShort, before, absorbed, tally) {
-  if (cutShort) {
-    tally.states = new Map(before);
-    scoreReadings(committed, settings, tally.states, absorbed);
+ * readings again from the states before it (the same arithmetic, so the same states); `whole` is each device's
+ * last committed record had the whole window committed. */
+function commitStates(settings, committed, cutShort, before, absorbed, tally, whole) {
+  if (!cutShort) {
+    tally.committed = new Map(whole);
+    return;
   }
-  for (const reading of committed) {
-    if (!detected(settings, reading)) continue;
-    const device = reading.item.deviceId.S;
-    const seq = reading.record.sequenceNumber;
-    if (compareSequences(seq, tally.committed.get(device) || '') > 0) tally.committed.set(device, seq);
-  }
+  tally.states = new Map(before);
+  scoreReadings(committed, settings, tally.states, absorbed);
+  tally.committed = committedAfter(settings, committed, tally.committed);
 }
 
 /** Each device's last committed detector record (a Map) once `readings` commit too. */
 function committedAfter(settings, readings, committed) {
+  const detectors = detectorsOf(settings);
   const after = new Map(committed);
   for (const reading of readings) {
-    if (!detected(settings, reading)) continue;
+    if (!detectors.has(reading.sensorType)) continue;
     const device = reading.item.deviceId.S;
     const seq = reading.record.sequenceNumber;
-    if (compareSequences(seq, after.get(device) || '') > 0) after.set(device, seq);
+    const last = after.get(device) || '';
+    // the readings of one record share its sequence number: no order to ask then
+    if (seq !== last && compareSequences(seq, last) > 0) after.set(device, seq);
   }
   return after;
 }
@@ -1450,7 +1455,7 @@ async function processBatch(event, context, runtime) {
   // invocation writes them meanwhile (one invocation at a time per device).
   let prefetched = null;
   if ([...runtime.settings.thresholds.values()].some((t) => t.detector)) {
-    const devices = [...new Set(records.map((r) => r.partitionKey).filter((key) => DEVICE_ID_PATTERN.test(key)))];
+    const devices = [...new Set(records.map((r) => r.partitionKey))].filter((key) => DEVICE_ID_PATTERN.test(key));
     prefetched = [new Set(devices), readMemories(runtime, devices, deadline).catch(() => null)];
   }
   const tally = { stored: 0, anomalies: 0, quarantined: 0, duplicates: 0, timestampsReplaced: 0, byType: new Map(), failed: [],
@@ -1537,8 +1542,8 @@ async function storeWindow(runtime, window, batchFirst, deadline, tally, prefetc
   for (let i = 0; i < items.length; i += BATCH_WRITE_LIMIT) chunks.push(items.slice(i, i + BATCH_WRITE_LIMIT));
   // The state items as they are when every record of the window commits, in chunks of their own, written with the
   // readings; when the window is cut short they are written again (saveStates) from what committed.
-  const ahead = last && starts.length === 0 && tally.notices.length === 0
-    ? stateItems(runtime.settings, tally, committedAfter(runtime.settings, readings, tally.committed)) : [];
+  const whole = committedAfter(runtime.settings, readings, tally.committed);
+  const ahead = last && starts.length === 0 && tally.notices.length === 0 ? stateItems(runtime.settings, tally, whole) : [];
   const stateChunks = [];
   for (let i = 0; i < ahead.length; i += BATCH_WRITE_LIMIT) stateChunks.push(ahead.slice(i, i + BATCH_WRITE_LIMIT));
   const rejected = groupBy(window.filter((i) => i.rejections.length), (i) => i.record.shardId);
@@ -1585,8 +1590,9 @@ async function storeWindow(runtime, window, batchFirst, deadline, tally, prefetc
     tally.stored += 1;
     tally.anomalies += reading.anomaly ? 1 : 0;
   }
-  commitStates(runtime.settings, readings.filter((r) => committed.has(r.record)), cut < window.length, before,
-    absorbed, tally);
+  const cutShort = cut < window.length;
+  commitStates(runtime.settings, cutShort ? readings.filter((r) => committed.has(r.record)) : readings, cutShort,
+    before, absorbed, tally, whole);
   if (runtime.settings.topicArn) {
     if (cut < window.length) {
       tally.episodes = beforeEpisodes;

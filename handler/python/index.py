@@ -1452,7 +1452,7 @@ def _process_batch(event: Any, context: Any, runtime: Runtime) -> dict[str, Any]
     # and no other invocation writes them meanwhile (one invocation at a time per device).
     prefetched = None
     if any(t.detector is not None for t in runtime.settings.thresholds.values()):
-        devices = list(dict.fromkeys(r.partition_key for r in records if DEVICE_ID_PATTERN.fullmatch(r.partition_key)))
+        devices = [key for key in dict.fromkeys(r.partition_key for r in records) if DEVICE_ID_PATTERN.fullmatch(key)]
         prefetched = (set(devices), runtime.pool.submit(read_memories, runtime, devices, deadline))
     tally = Tally()
     window: list[Interpretation] = []

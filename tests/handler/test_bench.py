@@ -94,7 +94,7 @@ def test_a_seed_dir_without_the_template_is_named(tmp_path: Path) -> None:
 
 
 def test_compare_detection_adds_rows_with_the_detector_on_and_the_ratio() -> None:
-    done = run_bench(*TINY, "--compare-detection", "--detection-pairs", "3")
+    done = run_bench(*TINY, "--compare-detection", "--detection-pairs", "3", "--pair-readings", "100")
 
     assert done.returncode == 0, done.stderr
     found = rows(done.stdout)
