@@ -9,8 +9,10 @@ optimiser, normalisation between the null and the perfect detector). SKAB (the l
 sensor column one sensor of one device, ``device_flag`` = any sensor flagged) is scored with point F1, FAR and MAR
 over all files together, as SKAB's leaderboard does. ``--held-out`` adds, for ``iotpipe onset``, each category's
 score at the threshold chosen on the other files (leave one category out: how far one corpus threshold carries
-over). The data is looked for at ``../shared/eval-data`` next to the checkout; when it is absent the benchmark says
-so and exits 0 (a clone has no such folder).
+over). A last table counts the readings ``onset`` flags on healthy series, where every one is a false alarm:
+100 hours of seeded Gaussian and heavy-tailed noise at 1 Hz, SKAB's anomaly-free.csv and NAB's
+artificialNoAnomaly, at the default sensitivity and above. The data is looked for at ``../shared/eval-data`` next
+to the checkout; when it is absent the benchmark says so and exits 0 (a clone has no such folder).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import csv
 import json
 import math
+import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -208,6 +211,62 @@ def bench_skab(root: Path, index: Any) -> list[str]:
     return lines
 
 
+HEALTHY_CUTS = (0.5, 0.7, 0.8, 0.9)
+NOISE_READINGS = 360_000  # 100 hours at 1 Hz
+
+
+def healthy_noise(heavy: bool = False, readings: int = NOISE_READINGS, seed: int = 7) -> tuple[list[int], list[float]]:
+    """A healthy 1 Hz sensor: a level with noise and nothing else, Gaussian or (``heavy``) Student's t with 5
+    degrees of freedom, whose rare large values are ordinary for it (seeded, so every run is the same)."""
+    rng = random.Random(seed)
+    values = []
+    for _ in range(readings):
+        noise = rng.gauss(0.0, 1.0)
+        if heavy:
+            noise /= math.sqrt(rng.gammavariate(2.5, 2.0) / 5.0)  # a chi-squared of 5 degrees over 5
+        values.append(50.0 + 2.0 * noise)
+    return [i * 1000 for i in range(readings)], values
+
+
+def healthy_row(label: str, series: Sequence[tuple[Sequence[int], Sequence[float]]], index: Any) -> str:
+    """One row of the healthy-series table: readings, series-hours, and the readings ``onset`` flags at each of
+    HEALTHY_CUTS (all false alarms: the series have no anomaly)."""
+    params = index.DETECTOR_PRESETS["onset"]
+    alarms = [0] * len(HEALTHY_CUTS)
+    readings, hours = 0, 0.0
+    for stamps, values in series:
+        scored, _ = index.detect_series(zip(stamps, values, strict=True), params)
+        alarms = [n + sum(1 for s in scored if s.score >= cut) for n, cut in zip(alarms, HEALTHY_CUTS, strict=True)]
+        readings += len(values)
+        hours += (stamps[-1] - stamps[0]) / 3_600_000 if stamps else 0.0
+    return f"{label:<42}{readings:>10,}{hours:>9.1f}" + "".join(f"{n:>7}" for n in alarms)
+
+
+def bench_healthy(data: Path, index: Any) -> list[str]:
+    """Lines of the healthy-series table: how often ``onset`` flags a reading where nothing happens, at the default
+    sensitivity and above (seeded noise; SKAB's anomaly-free.csv and NAB's artificialNoAnomaly when
+    there)."""
+    lines = ["healthy series (no anomaly): readings iotpipe onset flags at each sensitivity",
+             f"{'series':<42}{'readings':>10}{'hours':>9}" + "".join(f"{cut:>7}" for cut in HEALTHY_CUTS),
+             healthy_row("Gaussian noise, 1 Hz (seeded)", [healthy_noise()], index),
+             healthy_row("Student's t noise (5 dof), 1 Hz (seeded)", [healthy_noise(heavy=True)], index)]
+    anomaly_free = data / "skab" / "anomaly-free.csv"
+    if anomaly_free.is_file():
+        series = read_series(anomaly_free.read_text(encoding="utf-8-sig"))
+        lines.append(healthy_row(f"SKAB anomaly-free.csv ({len(series.columns)} sensors)",
+                                 [(series.timestamps, values) for values in series.columns.values()], index))
+    quiet = sorted((data / "nab" / "data" / "artificialNoAnomaly").glob("*.csv"))
+    if quiet:
+        files = []
+        for path in quiet:
+            with path.open() as handle:
+                rows = list(csv.DictReader(handle))
+            files.append(([parse_timestamp(row["timestamp"]) or 0 for row in rows],
+                          [float(row["value"]) for row in rows]))
+        lines.append(healthy_row(f"NAB artificialNoAnomaly ({len(files)} files)", files, index))
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -228,7 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_nab and (args.data / "nab").is_dir():
         print("\n".join(bench_nab(args.data / "nab", args.nab_files, index, args.held_out)), flush=True)
     if not args.skip_skab and (args.data / "skab").is_dir():
-        print("\n".join(bench_skab(args.data / "skab", index)))
+        print("\n".join(bench_skab(args.data / "skab", index)), flush=True)
+    print("\n".join(bench_healthy(args.data, index)))
     return 0
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
 from detector_vectors import START_MS, STEP_MS, VECTOR_DIR, build, close
-from processor_support import load_handler
+from processor_support import REPO, load_handler
+
+from iotpipe.config import load_config
 
 index = load_handler()
 PARAMS = index.DetectorParams(probation=5, relearn=3)
@@ -323,3 +326,15 @@ def test_the_states_memo_keeps_its_bound_when_threads_share_it() -> None:
 @pytest.mark.parametrize("whole", [0, 1, -7, 150, 1_767_225_600_000, 2**53, -(2**53), 10**20])
 def test_a_whole_number_has_the_text_of_its_double(whole: int) -> None:
     assert index.format_number(whole) == index.format_number(float(whole)) == str(whole)
+
+
+def test_healthy_noise_alarms_at_the_default_sensitivity_and_never_at_prods() -> None:
+    # 100 hours of a healthy 1 Hz sensor, Gaussian noise and nothing else: every flagged reading is a false alarm
+    rng = random.Random(7)
+    scored, _ = index.detect_series(((i * 1000, 50.0 + 2.0 * rng.gauss(0.0, 1.0)) for i in range(360_000)),
+                                    index.DETECTOR_PRESETS["onset"])
+    scores = [s.score for s in scored]
+    # the built-in default (NAB's best) flags about one reading an hour: an e-mail an hour per series in a plant
+    assert sum(score >= index.DEFAULT_SENSITIVITY for score in scores) >= 50
+    prod = load_config(REPO / "iotpipe.toml", "prod")
+    assert prod.thresholds and all(t.sensitivity > max(scores) for t in prod.thresholds.values())

@@ -49,7 +49,19 @@ def test_the_three_detectors_side_by_side(tmp_path: Path) -> None:
     assert skab["static rules"][1:] == [100.0, 0.0]  # the seed's pressure rule (30 psi) flags every SKAB row
     assert skab["iotpipe sustained"][0] > 0.9  # the shift flagged on every reading while it lasts
     assert skab["iotpipe onset"][0] < skab["iotpipe sustained"][0]
-    assert "us per reading" in lines[-1]
+    assert "us per reading" in lines[13]
+    # the healthy series: every flagged reading a false alarm, fewer at each higher sensitivity, none of Gaussian
+    # noise at 0.9 (the sensitivity prod deploys)
+    assert lines[14].startswith("healthy series (no anomaly)")
+    assert lines[15].split()[-4:] == ["0.5", "0.7", "0.8", "0.9"]
+    healthy = {line[:42].strip(): [int(x.replace(",", "")) for x in line[42:].split()[:1] + line[42:].split()[2:]]
+               for line in lines[16:]}
+    assert set(healthy) == {"Gaussian noise, 1 Hz (seeded)", "Student's t noise (5 dof), 1 Hz (seeded)"}
+    for readings, *alarms in healthy.values():
+        assert readings == 360_000
+        assert alarms == sorted(alarms, reverse=True)
+    assert healthy["Gaussian noise, 1 Hz (seeded)"][1] > 0 and healthy["Gaussian noise, 1 Hz (seeded)"][-1] == 0
+    assert healthy["Student's t noise (5 dof), 1 Hz (seeded)"][-1] > 0  # heavy tails still alarm at 0.9
 
 
 def test_without_data_it_says_so_and_succeeds(tmp_path: Path) -> None:
