@@ -695,7 +695,6 @@ class DetectorParams:
     tail_down: int = 99  # readings at or below the tail before it steps down (its 99th percentile); 0: no tail
 
 
-
 # onset: one alarm at an event's start (NAB); sustained: every reading while the deviation lasts (SKAB's point task)
 DETECTOR_PRESETS = {
     "onset": DetectorParams(),
