@@ -105,6 +105,14 @@ def timed(scorer: Scorer, series: Iterable[tuple[Sequence[int], Sequence[float]]
 NabFile = tuple[list[str], list[int], list[float], list[tuple[str, str]]]
 
 
+def read_nab_file(path: Path) -> tuple[list[str], list[int], list[float]]:
+    """A NAB data file's timestamp texts, their epoch ms and its values."""
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    texts = [row["timestamp"] for row in rows]
+    return texts, [parse_timestamp(t) or 0 for t in texts], [float(row["value"]) for row in rows]
+
+
 def load_nab(root: Path, limit: int | None) -> dict[str, NabFile]:
     """name -> (timestamp texts, epoch ms, values, windows) for the NAB files present under ``root``."""
     windows = json.loads((root / "labels" / "combined_windows.json").read_text())
@@ -113,11 +121,7 @@ def load_nab(root: Path, limit: int | None) -> dict[str, NabFile]:
         path = root / "data" / name
         if not path.is_file():
             continue  # the held-out category is not in the development data
-        with path.open() as handle:
-            rows = list(csv.DictReader(handle))
-        texts = [row["timestamp"] for row in rows]
-        files[name] = (texts, [parse_timestamp(t) or 0 for t in texts], [float(row["value"]) for row in rows],
-                       [(start[:19], end[:19]) for start, end in windows[name]])
+        files[name] = (*read_nab_file(path), [(start[:19], end[:19]) for start, end in windows[name]])
         if limit is not None and len(files) >= limit:
             break
     return files
@@ -255,15 +259,9 @@ def bench_healthy(data: Path, index: Any) -> list[str]:
         series = read_series(anomaly_free.read_text(encoding="utf-8-sig"))
         lines.append(healthy_row(f"SKAB anomaly-free.csv ({len(series.columns)} sensors)",
                                  [(series.timestamps, values) for values in series.columns.values()], index))
-    quiet = sorted((data / "nab" / "data" / "artificialNoAnomaly").glob("*.csv"))
+    quiet = [read_nab_file(path)[1:] for path in sorted((data / "nab" / "data" / "artificialNoAnomaly").glob("*.csv"))]
     if quiet:
-        files = []
-        for path in quiet:
-            with path.open() as handle:
-                rows = list(csv.DictReader(handle))
-            files.append(([parse_timestamp(row["timestamp"]) or 0 for row in rows],
-                          [float(row["value"]) for row in rows]))
-        lines.append(healthy_row(f"NAB artificialNoAnomaly ({len(files)} files)", files, index))
+        lines.append(healthy_row(f"NAB artificialNoAnomaly ({len(quiet)} files)", quiet, index))
     return lines
 
 

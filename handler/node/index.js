@@ -850,8 +850,7 @@ function scoreReadings(readings, settings, states, absorbed = new Map()) {
       Number(reading.item.value.N), detector.params);
     const seen = absorbed.get(device) || '';
     if (!seen || compareSequences(reading.record.sequenceNumber, seen) > 0) states.set(series, next);
-    // most readings are neither: judge() would return them as they are
-    return reading.anomaly || scored.score >= detector.sensitivity ? judge(reading, scored, detector) : reading;
+    return judge(reading, scored, detector);
   });
 }
 

@@ -957,9 +957,7 @@ def score_readings(readings: Iterable[Reading], settings: Settings, states: dict
         seen = absorbed.get(device) if absorbed else None
         if not seen or _sequence_order(reading.record.sequence_number) > _sequence_order(seen):
             states[series] = learned
-        # most readings are neither: judge() would return them as they are
-        judged.append(judge(reading, scored, detector) if reading.anomaly or scored.score >= detector.sensitivity
-                      else reading)
+        judged.append(judge(reading, scored, detector))
     return judged
 
 
