@@ -814,14 +814,21 @@ def detect_step(state: DetectorState, timestamp_ms: int, value: float,
     elapsed = timestamp_ms - newest_ms
     gap = interval0 > 0 and elapsed > params.gap_intervals * interval0
     short = value if gap else short0 + short_alpha * (value - short0)
-    spread = max(math.sqrt(var0), SPREAD_FLOOR_RELATIVE * abs(mean0), SPREAD_FLOOR_ABSOLUTE)
+    # Comparisons, not max() and min(): on CPython 3.11 a call of either costs about 8 comparisons, and this runs
+    # on every reading. Each is written to return what the call would: the first operand unless the other is
+    # greater (max) or less (min), so NaN and -0 come out as they did.
+    spread = math.sqrt(var0)
+    relative = SPREAD_FLOOR_RELATIVE * abs(mean0)
+    spread = relative if relative > spread else spread
+    spread = SPREAD_FLOOR_ABSOLUTE if spread < SPREAD_FLOOR_ABSOLUTE else spread
     z_point = abs(value - mean0) / spread
     z_shift = abs(short - mean0) / (spread * math.sqrt(short_alpha / (2.0 - short_alpha)))
-    z = max(z_point, z_shift)
+    z = z_shift if z_shift > z_point else z_point
     # in units of the series' own tail: an excess of a few spreads is common in a heavy-tailed series (counts of
     # events) and rare in a Gaussian one, and one threshold then means the same rarity on both
-    tail = max(1.0, tail0) if params.tail_down else 1.0
-    novel = max(0.0, z - params.novelty * peak0) / tail
+    tail = (tail0 if tail0 > 1.0 else 1.0) if params.tail_down else 1.0
+    excess = z - params.novelty * peak0
+    novel = (excess if excess > 0.0 else 0.0) / tail
     z_scale = params.z_scale
     width = z_scale * tail * spread
     scoring = count >= params.probation
@@ -829,16 +836,19 @@ def detect_step(state: DetectorState, timestamp_ms: int, value: float,
     run = run0 + 1 if value == last0 else 0
     # a stuck sensor: a run of one repeated value longer than any the series has had (once at its onset for
     # novelty 1, every reading of it for 0); a value repeated past the bound is no evidence of anything else
-    bound = max(params.flat_min, params.flat_factor * longest0)
-    if scoring and params.flat_min > 0 and run > bound and (params.novelty == 0 or run0 <= bound):
+    flat_min, longer = params.flat_min, params.flat_factor * longest0
+    bound = longer if longer > flat_min else flat_min
+    if scoring and flat_min > 0 and run > bound and (params.novelty == 0 or run0 <= bound):
         score = 1.0
     if late:
         return Scored(score, mean0, spread, False, width), state
-    alpha = max(params.long_alpha, 1.0 / (count + 1))
+    alpha = 1.0 / (count + 1)
+    alpha = alpha if alpha > params.long_alpha else params.long_alpha
     limit = params.clip_z * spread
     deviation = value - mean0
     if scoring:
-        deviation = max(-limit, min(limit, deviation))
+        deviation = deviation if deviation < limit else limit
+        deviation = deviation if deviation > -limit else -limit
     mean = mean0 + alpha * deviation
     var = (1.0 - alpha) * (var0 + alpha * deviation * deviation)
     shifted = shifted0 + 1 if scoring and z_shift > params.shift_z else 0
@@ -855,8 +865,9 @@ def detect_step(state: DetectorState, timestamp_ms: int, value: float,
     # the recent peak is learned over probation's second half too: the first deviations after probation are
     # judged against the noise the series has shown, not against 0 (which alarmed on ordinary noise)
     tracking = scoring or 2 * count >= params.probation
-    peak = _in_steps(max(z, peak0 * params.peak_decay)) if tracking else 0.0
-    longest = max(longest0, run0) if run == 0 else longest0
+    decayed = peak0 * params.peak_decay
+    peak = _in_steps(decayed if decayed > z else z) if tracking else 0.0
+    longest = run0 if run == 0 and run0 > longest0 else longest0
     # the tail: a step up when z passes it, a step down after tail_down readings that did not, so that it settles
     # where 1 reading in tail_down + 1 passes it (a frugal streaming quantile, in 64ths: exact in any double
     # arithmetic); from a series' third reading (its second has no spread yet). Inline: it runs on every reading.
