@@ -5,7 +5,11 @@ Kinesis events of 100 and 1,000 readings through:
 
 1. handler/python/index.py in-process, against moto;
 2. the same under a latency model: a botocore ``before-send`` hook waits 10 ms and answers every call with a
-   canned success, so the figure shows the design's round trips rather than moto's own speed;
+   canned success, so the figure shows the design's round trips rather than moto's own speed. It keeps the
+   detector state items written to it and answers their reads, as DynamoDB does; with detection on it starts
+   from the items of 12,000 earlier readings, every series past its probation, so each timed reading is scored
+   as a warm function's are (until this release the model answered every read with nothing, and each batch
+   learned its series afresh, in probation, where no reading is scored);
 3. the Node twin handler/node/index.js in bench/node_driver.js, against moto and under the same 10 ms model
    (needs node and the AWS SDK: ``make install`` runs npm install in handler/node);
 4. with ``--seed-dir DIR`` (a folder holding the seed's TapStack.yml; optional, a clone has none), the seed's Node
@@ -126,11 +130,18 @@ def synthetic_records(count: int, start_seq: int, start_ms: int) -> list[dict[st
     return records
 
 
-def events_for(size: int, total: int) -> list[dict[str, Any]]:
+BASE_MS = int(time.time() * 1000) - 600_000  # the first timed reading's timestamp, in every row
+FIRST_SEQUENCE = 49_000_000
+# Before it, the readings the latency model's state items have learned: each of the 60 series (20 devices x 3 sensor
+# types) past the detector's probation (150), as a warm function's devices are, so that its readings are scored.
+HISTORY_READINGS = 12_000
+
+
+def events_for(size: int, total: int, first_seq: int = FIRST_SEQUENCE, start_ms: int = BASE_MS
+               ) -> list[dict[str, Any]]:
     """Enough events of ``size`` readings to make about ``total`` readings; distinct keys throughout."""
-    base_ms = int(time.time() * 1000) - 600_000
     batches = max(1, total // size)
-    return [kinesis_event(synthetic_records(size, 49_000_000 + b * size, base_ms + b * size)) for b in range(batches)]
+    return [kinesis_event(synthetic_records(size, first_seq + b * size, start_ms + b * size)) for b in range(batches)]
 
 
 class CallCounter:
@@ -153,13 +164,72 @@ class _Body:
         yield self.body
 
 
-def latency_model(request: Any, event_name: str, **_: Any) -> AWSResponse:
-    """Waits LATENCY_S, then answers as AWS would on success, without reaching any server."""
-    time.sleep(LATENCY_S)
-    if event_name.endswith("dynamodb.BatchWriteItem"):
-        return AWSResponse(request.url, 200, {"Content-Type": "application/x-amz-json-1.0"},
-                           _Body(b'{"UnprocessedItems":{}}'))
-    return AWSResponse(request.url, 200, {"ETag": '"bench"'}, _Body(b""))
+STATE_SORT_KEY = "#detector"  # the sort key of a device's detector state item (docs/contract.md 12)
+_STATE_KEY_JSON = json.dumps(STATE_SORT_KEY).encode()
+
+
+class LatencyModel:
+    """A botocore ``before-send`` hook: waits ``latency_s``, then answers as AWS would on success, without reaching
+    any server. It keeps the detector state items written to it and answers BatchGetItem with them, as DynamoDB
+    does, so a device's next batch starts from what its last one learned; ``states`` (deviceId -> item) are
+    the items it starts with."""
+
+    def __init__(self, states: dict[str, dict[str, Any]] | None = None, latency_s: float = LATENCY_S) -> None:
+        self.states = dict(states or {})
+        self.latency_s = latency_s
+        self.lock = threading.Lock()
+
+    def __call__(self, request: Any, event_name: str, **_: Any) -> AWSResponse:
+        time.sleep(self.latency_s)
+        json_headers = {"Content-Type": "application/x-amz-json-1.0"}
+        if event_name.endswith("dynamodb.BatchWriteItem"):
+            body = request.body if isinstance(request.body, bytes) else str(request.body).encode()
+            if _STATE_KEY_JSON in body:  # the processors write state items in calls of their own
+                self.keep(json.loads(body)["RequestItems"])
+            return AWSResponse(request.url, 200, json_headers, _Body(b'{"UnprocessedItems":{}}'))
+        if event_name.endswith("dynamodb.BatchGetItem"):
+            return AWSResponse(request.url, 200, json_headers, _Body(json.dumps(self.answer(json.loads(request.body)))
+                                                                     .encode()))
+        return AWSResponse(request.url, 200, {"ETag": '"bench"'}, _Body(b""))
+
+    def keep(self, request_items: dict[str, list[dict[str, Any]]]) -> None:
+        """Keep the state items of a BatchWriteItem's puts."""
+        with self.lock:
+            for requests in request_items.values():
+                for put in (r["PutRequest"]["Item"] for r in requests if "PutRequest" in r):
+                    if put["sk"]["S"] == STATE_SORT_KEY:
+                        self.states[put["deviceId"]["S"]] = put
+
+    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A BatchGetItem's response: the kept state items of its keys, none unprocessed."""
+        with self.lock:
+            found = {table: [self.states[key["deviceId"]["S"]] for key in spec["Keys"]
+                             if key["sk"]["S"] == STATE_SORT_KEY and key["deviceId"]["S"] in self.states]
+                     for table, spec in request["RequestItems"].items()}
+        return {"Responses": found, "UnprocessedKeys": {}}
+
+
+def learned_range(states: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The fewest and the most readings a series of the state items ``states`` has learned (a state's first number:
+    docs/contract.md 12); none without items."""
+    counts = [values[0] for item in states.values() for values in json.loads(item["statesV2"]["S"]).values()]
+    return {"learned_min": min(counts), "learned_max": max(counts)} if counts else {}
+
+
+def trained_states() -> dict[str, dict[str, Any]]:
+    """The state items of the synthetic devices after HISTORY_READINGS readings (before the timed ones), learned by
+    the Python processor with every detector on, with no latency: deviceId -> item. Both twins write the same
+    items (docs/contract.md 12), so the Node twin starts from them too."""
+    index = load_handler()
+    model = LatencyModel(latency_s=0.0)
+    s3, dynamodb = clients("http://127.0.0.1:9", pool=index.POOL_SIZE)
+    for client in (s3, dynamodb):
+        client.meta.events.register_last("before-send", model)
+    runtime = make_runtime(index, detection_on(ENV), s3, dynamodb, emit=lambda _line: None)
+    for event in events_for(1000, HISTORY_READINGS, FIRST_SEQUENCE - HISTORY_READINGS, BASE_MS - HISTORY_READINGS):
+        index.process(event, None, runtime)
+    runtime.pool.shutdown()
+    return model.states
 
 
 def run_python(endpoint: str, events: list[dict[str, Any]], hook: Callable[..., Any] | None,
@@ -180,13 +250,15 @@ def run_python(endpoint: str, events: list[dict[str, Any]], hook: Callable[..., 
     failures = sum(len(index.process(event, None, runtime)["batchItemFailures"]) for event in events)
     seconds = time.perf_counter() - started
     runtime.pool.shutdown()
+    learned = learned_range(hook.states) if isinstance(hook, LatencyModel) else {}
     return {"readings": readings, "per_second": readings / seconds, "calls_per_1000": counter.count * 1000 / readings,
-            "failures": failures}
+            "failures": failures, **learned}
 
 
-def detection_memory(size: int) -> list[str]:
+def detection_memory(size: int, states: dict[str, dict[str, Any]]) -> list[str]:
     """Memory of the detector: a series' state (stored and as a Python object), a device's state item, and the
-    peak Python allocation of one ``size``-reading batch with detection off and on (tracemalloc, 10 ms model)."""
+    peak Python allocation of one ``size``-reading batch with detection off and on (tracemalloc, 10 ms model, from
+    the ``states`` LatencyModel starts with)."""
     import tracemalloc
 
     from iotpipe.cost import dynamodb_item_size
@@ -209,7 +281,7 @@ def detection_memory(size: int) -> list[str]:
     for label, env in (("off", ENV), ("on", detection_on(ENV))):
         s3, dynamodb = clients("http://127.0.0.1:9", pool=index.POOL_SIZE)
         for client in (s3, dynamodb):
-            client.meta.events.register_last("before-send", latency_model)
+            client.meta.events.register_last("before-send", LatencyModel(states))
         runtime = make_runtime(index, env, s3, dynamodb, emit=lambda _line: None)
         index.process(event, None, runtime)  # warm-up: clients and imports
         tracemalloc.start()
@@ -276,12 +348,14 @@ def node_ready() -> bool:
 
 
 def run_node(handler_path: Path, events: list[dict[str, Any]], env: dict[str, str],
-             latency_ms: float | None = None) -> dict[str, float]:
+             latency_ms: float | None = None, states: dict[str, dict[str, Any]] | None = None) -> dict[str, float]:
     """A Node processor over ``events`` in bench/node_driver.js, warmed up on the first event as run_python is;
-    against AWS_ENDPOINT_URL of ``env``, or under the latency model when ``latency_ms`` is given."""
+    against AWS_ENDPOINT_URL of ``env``, or under the latency model when ``latency_ms`` is given, whose state items
+    start as ``states`` (deviceId -> item) and keep what the processor writes, as LatencyModel's do."""
     job: dict[str, Any] = {"handlerPath": str(handler_path), "events": events, "env": env, "warmup": True}
     if latency_ms is not None:
         job["latencyMs"] = latency_ms
+        job["stateItems"] = list((states or {}).values())
     process_env = {**os.environ, "NODE_NO_WARNINGS": "1", "AWS_REGION": "us-east-1",
                    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     process_env.pop("AWS_PROFILE", None)
@@ -291,14 +365,16 @@ def run_node(handler_path: Path, events: list[dict[str, Any]], env: dict[str, st
         raise SystemExit(f"{NODE_DRIVER.name} failed on {handler_path}: {done.stderr.strip()[-2000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     readings = result["readings"]
+    learned = dict(zip(("learned_min", "learned_max"), result.get("learned") or (), strict=False))
     return {"readings": readings, "per_second": readings / result["seconds"],
-            "calls_per_1000": result["apiCalls"] * 1000 / readings, "failures": result["failures"]}
+            "calls_per_1000": result["apiCalls"] * 1000 / readings, "failures": result["failures"], **learned}
 
 
 def run_twin(endpoint: str, events: list[dict[str, Any]], latency_ms: float | None,
-             env: dict[str, Any] = ENV) -> dict[str, float]:
-    """Our Node twin (handler/node/index.js) with the same settings, table and bucket as the Python rows."""
-    return run_node(NODE_TWIN, events, {**settings_env(env), "AWS_ENDPOINT_URL": endpoint}, latency_ms)
+             env: dict[str, Any] = ENV, states: dict[str, dict[str, Any]] | None = None) -> dict[str, float]:
+    """Our Node twin (handler/node/index.js) with the same settings, table and bucket as the Python rows; under
+    the latency model, starting from ``states`` (LatencyModel's)."""
+    return run_node(NODE_TWIN, events, {**settings_env(env), "AWS_ENDPOINT_URL": endpoint}, latency_ms, states)
 
 
 def run_seed(endpoint: str, events: list[dict[str, Any]], seed_dir: Path) -> dict[str, float]:
@@ -788,13 +864,14 @@ def main(argv: list[str] | None = None) -> int:
             (MOTO_ALONE, lambda events: run_moto_alone(endpoint, events))]
         latency_labels: dict[str, str] = {}
         with_node = node_ready()
+        trained = trained_states() if args.compare_detection else {}
         for layout in args.layouts:
             env, suffix = (PACKED_ENV, ", packed") if layout == "packed" else (ENV, "")
             name_suffix = " packed" if suffix else ""
             modes += [
                 (PYTHON_MOTO + suffix, lambda events, env=env: run_python(endpoint, events, None, env)),
                 (f"python, {latency}{suffix}",
-                 lambda events, env=env: run_python(endpoint, events, latency_model, env)),
+                 lambda events, env=env: run_python(endpoint, events, LatencyModel(), env)),
             ]
             latency_labels[f"python{name_suffix}"] = f"python, {latency}{suffix}"
             if with_node:
@@ -810,14 +887,14 @@ def main(argv: list[str] | None = None) -> int:
                     (PYTHON_MOTO + suffix + DETECTION_ON,
                      lambda events, on=on: run_python(endpoint, events, None, on)),
                     (f"python, {latency}{suffix}{DETECTION_ON}",
-                     lambda events, on=on: run_python(endpoint, events, latency_model, on)),
+                     lambda events, on=on: run_python(endpoint, events, LatencyModel(trained), on)),
                 ]
                 if with_node:
                     modes += [
                         (TWIN_MOTO + suffix + DETECTION_ON,
                          lambda events, on=on: run_twin(endpoint, events, None, on)),
                         (f"node twin, {latency}{suffix}{DETECTION_ON}",
-                         lambda events, on=on: run_twin(endpoint, events, LATENCY_S * 1000, on)),
+                         lambda events, on=on: run_twin(endpoint, events, LATENCY_S * 1000, on, trained)),
                     ]
             if emulator is not None:
                 modes += emulator_modes(emulator, env, suffix, args.compare_detection, with_node)
@@ -871,6 +948,11 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = best[label + DETECTION_ON]["per_second"] / best[label]["per_second"]
                 print(f"{f'  detection on / off: {label}':<{LABEL_WIDTH}} {size:>6} {'':>9} {ratio:>11.2f}x",
                       flush=True)
+            probation = load_handler().DETECTOR_PRESETS["onset"].probation
+            for label, result in best.items():
+                if "learned_min" in result:
+                    print(f"  state items after the run: {label}: each series has learned {result['learned_min']:,.0f} "
+                          f"to {result['learned_max']:,.0f} readings (probation {probation})", flush=True)
             for label, result in best.items():
                 if "connections" in result:
                     print(f"  keep-alive: {label}, {size}-reading batches: {result['connections']:.0f} connections "
@@ -890,7 +972,7 @@ def main(argv: list[str] | None = None) -> int:
             for line in target_verdicts(best, latency_labels, size, load_handler(), paired):
                 print(line, flush=True)
             if args.compare_detection:
-                for line in detection_memory(size):
+                for line in detection_memory(size, trained):
                     print(line, flush=True)
     finally:
         stop_server(server)

@@ -122,6 +122,15 @@ def test_compare_detection_adds_rows_with_the_detector_on_and_the_ratio() -> Non
                      r"[\d,]+ KB, on [\d,]+ KB$", done.stdout, re.MULTILINE)
     if NODE_READY:
         assert found["node twin, moto server, detection on"] == (100, 100.0, 0)
+    # the 10 ms model keeps the state items written to it and answers their reads, starting from items past the
+    # probation: a model that answered reads with nothing would leave each series a handful of readings learned
+    for label in ["python, 10 ms per call (no server), detection on",
+                  *(["node twin, 10 ms per call (no server), detection on"] if NODE_READY else [])]:
+        learned = re.search(rf"^  state items after the run: {re.escape(label)}: each series has learned ([\d,]+) "
+                            r"to ([\d,]+) readings \(probation (\d+)\)$", done.stdout, re.MULTILINE)
+        assert learned, done.stdout
+        fewest, most, probation = (int(learned.group(n).replace(",", "")) for n in (1, 2, 3))
+        assert probation < fewest <= most
 
 
 def test_the_emulator_rows_run_against_iotpipe_locals_keep_alive_server_with_and_without_detection() -> None:
