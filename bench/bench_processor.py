@@ -90,6 +90,7 @@ from bench_support import (  # noqa: E402
 )
 
 from iotpipe.local.processes import accepts_connections, free_port, wait_ready  # noqa: E402
+from iotpipe.metering import STATE_SORT_KEY  # noqa: E402
 
 LATENCY_S = 0.010
 SENSORS = (("temperature", 20.0, 95.0), ("pressure", 40.0, 160.0), ("vibration", 0.5, 6.0))
@@ -164,7 +165,6 @@ class _Body:
         yield self.body
 
 
-STATE_SORT_KEY = "#detector"  # the sort key of a device's detector state item (docs/contract.md 12)
 _STATE_KEY_JSON = json.dumps(STATE_SORT_KEY).encode()
 
 
