@@ -30,6 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any, NamedTuple, TypeGuard
 
 MIN_TIMESTAMP_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything earlier is a clock that was never set
@@ -795,105 +796,121 @@ TAIL_STEP_YOUNG = 1.0 / 8.0  # during probation, so that a young series has lear
 TAIL_START = 3.0  # about the tail of Gaussian noise, where a series starts before it has shown its own
 
 
-def _in_steps(number: float) -> float:
-    """``number`` to the nearest multiple of 1 / PEAK_STEPS, halves up (not finite: as it is, as JavaScript's
-    Math.floor leaves it)."""
-    return math.floor(number * PEAK_STEPS + 0.5) / PEAK_STEPS if math.isfinite(number) else number
-
-
 def detect_step(state: DetectorState, timestamp_ms: int, value: float,
                 params: DetectorParams) -> tuple[Scored, DetectorState]:
     """Score ``value`` against ``state`` (before learning it), then the state that has learned it."""
-    # the state's numbers as locals: a named tuple's fields are properties, dearer than a local on every reading
-    count, newest_ms, mean0, var0, short0, interval0, shifted0, peak0, last0, run0, longest0, tail0, below0 = state
-    if count == 0:
-        first = DetectorState(1, timestamp_ms, value, 0.0, value, 0.0, 0, 0.0, value, 0, 0, TAIL_START, 0)
-        return Scored(0.0, value, 0.0, True, 0.0), first
-    short_alpha = params.short_alpha
-    late = timestamp_ms < newest_ms
-    elapsed = timestamp_ms - newest_ms
-    gap = interval0 > 0 and elapsed > params.gap_intervals * interval0
-    short = value if gap else short0 + short_alpha * (value - short0)
-    # Comparisons, not max() and min(): on CPython 3.11 a call of either costs about 8 comparisons, and this runs
-    # on every reading. Each is written to return what the call would: the first operand unless the other is
-    # greater (max) or less (min), so NaN and -0 come out as they did.
-    spread = math.sqrt(var0)
-    relative = SPREAD_FLOOR_RELATIVE * abs(mean0)
-    spread = relative if relative > spread else spread
-    spread = SPREAD_FLOOR_ABSOLUTE if spread < SPREAD_FLOOR_ABSOLUTE else spread
-    z_point = abs(value - mean0) / spread
-    z_shift = abs(short - mean0) / (spread * math.sqrt(short_alpha / (2.0 - short_alpha)))
-    z = z_shift if z_shift > z_point else z_point
-    # in units of the series' own tail: an excess of a few spreads is common in a heavy-tailed series (counts of
-    # events) and rare in a Gaussian one, and one threshold then means the same rarity on both
-    tail = (tail0 if tail0 > 1.0 else 1.0) if params.tail_down else 1.0
-    excess = z - params.novelty * peak0
-    novel = (excess if excess > 0.0 else 0.0) / tail
-    z_scale = params.z_scale
-    width = z_scale * tail * spread
-    scoring = count >= params.probation
-    score = novel * novel / (novel * novel + z_scale * z_scale) if scoring else 0.0
-    run = run0 + 1 if value == last0 else 0
-    # a stuck sensor: a run of one repeated value longer than any the series has had (once at its onset for
-    # novelty 1, every reading of it for 0); a value repeated past the bound is no evidence of anything else
-    flat_min, longer = params.flat_min, params.flat_factor * longest0
-    bound = longer if longer > flat_min else flat_min
-    if scoring and flat_min > 0 and run > bound and (params.novelty == 0 or run0 <= bound):
-        score = 1.0
-    if late:
-        return Scored(score, mean0, spread, False, width), state
-    alpha = 1.0 / (count + 1)
-    alpha = alpha if alpha > params.long_alpha else params.long_alpha
-    limit = params.clip_z * spread
-    deviation = value - mean0
-    if scoring:
-        deviation = deviation if deviation < limit else limit
-        deviation = deviation if deviation > -limit else -limit
-    mean = mean0 + alpha * deviation
-    var = (1.0 - alpha) * (var0 + alpha * deviation * deviation)
-    shifted = shifted0 + 1 if scoring and z_shift > params.shift_z else 0
-    if shifted >= params.relearn:
-        mean, shifted = short, 0
-    if gap:
-        interval = interval0
-    elif count == 1:
-        interval = float(elapsed)
-    else:
-        # whole milliseconds, and the peak in 64ths (both exact in any double arithmetic): the digits they drop
-        # keep a device's state item of three series within one 1 KB write unit
-        interval = float(math.floor(interval0 + INTERVAL_ALPHA * (elapsed - interval0)))
-    # the recent peak is learned over probation's second half too: the first deviations after probation are
-    # judged against the noise the series has shown, not against 0 (which alarmed on ordinary noise)
-    tracking = scoring or 2 * count >= params.probation
-    decayed = peak0 * params.peak_decay
-    peak = _in_steps(decayed if decayed > z else z) if tracking else 0.0
-    longest = run0 if run == 0 and run0 > longest0 else longest0
-    # the tail: a step up when z passes it, a step down after tail_down readings that did not, so that it settles
-    # where 1 reading in tail_down + 1 passes it (a frugal streaming quantile, in 64ths: exact in any double
-    # arithmetic); from a series' third reading (its second has no spread yet). Inline: it runs on every reading.
-    tail_next, below = tail0, below0
-    if params.tail_down and count >= 2:
-        step = TAIL_STEP if scoring else TAIL_STEP_YOUNG
-        if z > tail_next:
-            tail_next += step
-        elif below + 1 >= params.tail_down:
-            tail_next, below = max(0.0, tail_next - step), 0
-        else:
-            below += 1
-    learned = DetectorState(count + 1, timestamp_ms, mean, var, short, interval, shifted, peak, value, run,
-                            longest, tail_next, below)
-    return Scored(score, mean0, spread, True, width), learned
+    scored, learned = detect_series(((timestamp_ms, value),), params, state)
+    return scored[0], learned
 
 
-def detect_series(points: Iterable[tuple[int, float]], params: DetectorParams,
-                  state: DetectorState | None = None) -> tuple[list[Scored], DetectorState]:
-    """Score a series' readings in the order given, each before it is learned; the last state."""
-    current = state or DetectorState()
+def detect_series(points: Iterable[tuple[int, float]], params: DetectorParams, state: DetectorState | None = None,
+                  learn: Iterable[bool] | None = None) -> tuple[list[Scored], DetectorState]:
+    """Score a series' readings in the order given, each before it is learned; the last state (``state``
+    itself when no reading was learned). ``learn``, when given, says of each reading whether it is learned after
+    it is scored (a reading the state has already absorbed is scored, not learned again)."""
+    start = state or EMPTY_STATE
+    # The state's numbers and the parameters as locals for the whole series: a named tuple's fields and a
+    # dataclass's attributes are dearer than a local, and this loop runs on every reading the processor scores.
+    count, newest_ms, mean0, var0, short0, interval0, shifted0, peak0, last0, run0, longest0, tail0, below0 = start
+    changed = False
+    probation, short_alpha, long_alpha, z_scale = params.probation, params.short_alpha, params.long_alpha, \
+        params.z_scale
+    clip_z, relearn, shift_z, gap_intervals = params.clip_z, params.relearn, params.shift_z, params.gap_intervals
+    peak_decay, novelty, flat_min, flat_factor, tail_down = params.peak_decay, params.novelty, params.flat_min, \
+        params.flat_factor, params.tail_down
+    short_spread = math.sqrt(short_alpha / (2.0 - short_alpha))  # the short mean's spread per baseline spread
+    isfinite, floor, sqrt = math.isfinite, math.floor, math.sqrt
     scored = []
-    for timestamp_ms, value in points:
-        result, current = detect_step(current, timestamp_ms, value, params)
-        scored.append(result)
-    return scored, current
+    for (timestamp_ms, value), learns in zip(points, repeat(True) if learn is None else learn,
+                                             strict=False):  # repeat() is endless
+        if count == 0:
+            scored.append(Scored(0.0, value, 0.0, True, 0.0))
+            if learns:
+                count, newest_ms, mean0, var0, short0, interval0, shifted0, peak0, last0, run0, longest0, tail0, \
+                    below0 = 1, timestamp_ms, value, 0.0, value, 0.0, 0, 0.0, value, 0, 0, TAIL_START, 0
+                changed = True
+            continue
+        late = timestamp_ms < newest_ms
+        elapsed = timestamp_ms - newest_ms
+        gap = interval0 > 0 and elapsed > gap_intervals * interval0
+        short = value if gap else short0 + short_alpha * (value - short0)
+        # Comparisons, not max() and min(): on CPython 3.11 a call of either costs about 8 comparisons. Each is
+        # written to return what the call would: the first operand unless the other is greater (max) or less
+        # (min), so NaN and -0 come out as they did.
+        spread = sqrt(var0)
+        relative = SPREAD_FLOOR_RELATIVE * abs(mean0)
+        spread = relative if relative > spread else spread
+        spread = SPREAD_FLOOR_ABSOLUTE if spread < SPREAD_FLOOR_ABSOLUTE else spread
+        z_point = abs(value - mean0) / spread
+        z_shift = abs(short - mean0) / (spread * short_spread)
+        z = z_shift if z_shift > z_point else z_point
+        # in units of the series' own tail: an excess of a few spreads is common in a heavy-tailed series (counts
+        # of events) and rare in a Gaussian one, and one threshold then means the same rarity on both
+        tail = (tail0 if tail0 > 1.0 else 1.0) if tail_down else 1.0
+        excess = z - novelty * peak0
+        novel = (excess if excess > 0.0 else 0.0) / tail
+        width = z_scale * tail * spread
+        scoring = count >= probation
+        score = novel * novel / (novel * novel + z_scale * z_scale) if scoring else 0.0
+        run = run0 + 1 if value == last0 else 0
+        # a stuck sensor: a run of one repeated value longer than any the series has had (once at its onset for
+        # novelty 1, every reading of it for 0); a value repeated past the bound is no evidence of anything else
+        longer = flat_factor * longest0
+        bound = longer if longer > flat_min else flat_min
+        if scoring and flat_min > 0 and run > bound and (novelty == 0 or run0 <= bound):
+            score = 1.0
+        scored.append(Scored(score, mean0, spread, not late, width))
+        if late or not learns:
+            continue
+        alpha = 1.0 / (count + 1)
+        alpha = alpha if alpha > long_alpha else long_alpha
+        limit = clip_z * spread
+        deviation = value - mean0
+        if scoring:
+            deviation = deviation if deviation < limit else limit
+            deviation = deviation if deviation > -limit else -limit
+        mean = mean0 + alpha * deviation
+        var = (1.0 - alpha) * (var0 + alpha * deviation * deviation)
+        shifted = shifted0 + 1 if scoring and z_shift > shift_z else 0
+        if shifted >= relearn:
+            mean, shifted = short, 0
+        if gap:
+            interval = interval0
+        elif count == 1:
+            interval = float(elapsed)
+        else:
+            # whole milliseconds, and the peak in 64ths (both exact in any double arithmetic): the digits they
+            # drop keep a device's state item of three series within one 1 KB write unit
+            interval = float(floor(interval0 + INTERVAL_ALPHA * (elapsed - interval0)))
+        # the recent peak is learned over probation's second half too: the first deviations after probation are
+        # judged against the noise the series has shown, not against 0 (which alarmed on ordinary noise)
+        if scoring or 2 * count >= probation:
+            decayed = peak0 * peak_decay
+            peak = decayed if decayed > z else z
+            # to the nearest 64th, halves up (not finite: as it is, as JavaScript's Math.floor leaves it)
+            peak = floor(peak * PEAK_STEPS + 0.5) / PEAK_STEPS if isfinite(peak) else peak
+        else:
+            peak = 0.0
+        longest = run0 if run == 0 and run0 > longest0 else longest0
+        # the tail: a step up when z passes it, a step down after tail_down readings that did not, so that it
+        # settles where 1 reading in tail_down + 1 passes it (a frugal streaming quantile, in 64ths: exact in any
+        # double arithmetic); from a series' third reading (its second has no spread yet)
+        below = below0
+        if tail_down and count >= 2:
+            step = TAIL_STEP if scoring else TAIL_STEP_YOUNG
+            if z > tail0:
+                tail0 += step
+            elif below + 1 >= tail_down:
+                tail0, below = max(0.0, tail0 - step), 0
+            else:
+                below += 1
+        count, newest_ms, mean0, var0, short0, interval0, shifted0, peak0, last0, run0, longest0, below0 = \
+            count + 1, timestamp_ms, mean, var, short, interval, shifted, peak, value, run, longest, below
+        changed = True
+    if not changed:
+        return scored, start
+    return scored, DetectorState(count, newest_ms, mean0, var0, short0, interval0, shifted0, peak0, last0, run0,
+                                 longest0, tail0, below0)
 
 
 @dataclass(frozen=True)
@@ -954,21 +971,25 @@ def score_readings(readings: Iterable[Reading], settings: Settings, states: dict
     the order given (the batch's, which Kinesis keeps per device), learning it into ``states`` after; a reading
     of a record at or below its device's ``absorbed`` sequence number is scored but not learned again."""
     detectors = _detectors(settings)
-    judged = []
-    for reading in readings:
-        detector = detectors.get(reading.sensor_type)
-        if detector is None:
-            judged.append(reading)
-            continue
-        item = reading.item
-        device = item["deviceId"]["S"]
-        series = (device, reading.sensor_type)
-        scored, learned = detect_step(states.get(series, EMPTY_STATE), int(item["timestamp"]["N"]),
-                                      float(item["value"]["N"]), detector.params)
+    judged = list(readings)
+    # each series' readings in order, scored in one detect_series call: series do not share state
+    by_series: dict[tuple[str, str], list[int]] = {}
+    for position, reading in enumerate(judged):
+        if reading.sensor_type in detectors:
+            by_series.setdefault((reading.item["deviceId"]["S"], reading.sensor_type), []).append(position)
+    for series, positions in by_series.items():
+        device, sensor_type = series
+        detector = detectors[sensor_type]
+        points = [(int(judged[p].item["timestamp"]["N"]), float(judged[p].item["value"]["N"])) for p in positions]
         seen = absorbed.get(device) if absorbed else None
-        if not seen or _sequence_order(reading.record.sequence_number) > _sequence_order(seen):
+        seen_order = _sequence_order(seen) if seen else None
+        learn = None if seen_order is None else \
+            [_sequence_order(judged[p].record.sequence_number) > seen_order for p in positions]
+        scores, learned = detect_series(points, detector.params, states.get(series, EMPTY_STATE), learn)
+        if learn is None or any(learn):
             states[series] = learned
-        judged.append(judge(reading, scored, detector))
+        for position, scored in zip(positions, scores, strict=True):
+            judged[position] = judge(judged[position], scored, detector)
     return judged
 
 
@@ -1526,7 +1547,8 @@ def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: R
         tally.failed += [i.record.sequence_number for i in window]
         return False
     readings, repeats = deduplicate([r for i in window for r in i.readings])
-    if not _recall(runtime, readings, deadline, tally, prefetched):
+    devices = device_spans(runtime.settings, readings)
+    if not _recall(runtime, devices, deadline, tally, prefetched):
         tally.failed += [i.record.sequence_number for i in window]
         return False
     before = dict(tally.states)
@@ -1541,7 +1563,7 @@ def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: R
     # The state items as they are when every record of the window commits, in chunks of their own, written with
     # the readings (built while those are in flight); when the window is cut short they are written again
     # (_save_states) from what committed.
-    whole = _committed_after(runtime.settings, readings, tally.committed)
+    whole = _committed_after(devices, tally.committed)
     ahead = _state_items(runtime.settings, tally, whole) if last and not starts and not tally.notices else []
     state_chunks = [ahead[i:i + BATCH_WRITE_LIMIT] for i in range(0, len(ahead), BATCH_WRITE_LIMIT)]
     state_writes = [runtime.pool.submit(write_items, runtime, chunk, deadline) for chunk in state_chunks]
@@ -1595,24 +1617,29 @@ def _store_window(runtime: Runtime, window: list[Interpretation], batch_first: R
     return cut == len(window)
 
 
-def _devices_to_recall(settings: Settings, readings: Iterable[Reading], tally: Tally) -> dict[str, str]:
-    """The devices with a detector reading whose state item this batch has not read yet -> their first record."""
+def device_spans(settings: Settings, readings: Iterable[Reading]) -> dict[str, tuple[str, str]]:
+    """Each device with a detector reading in ``readings`` -> the sequence numbers of its first record (in the
+    order given) and of its highest."""
     detectors = _detectors(settings)
-    firsts: dict[str, str] = {}
+    spans: dict[str, tuple[str, str]] = {}
+    highest: dict[str, tuple[int, str]] = {}
     for reading in readings:
         if reading.sensor_type in detectors:
-            device = reading.item["deviceId"]["S"]
-            if device not in tally.starts:
-                firsts.setdefault(device, reading.record.sequence_number)
-    return firsts
+            device, seq = reading.item["deviceId"]["S"], reading.record.sequence_number
+            order = _sequence_order(seq)
+            if device not in spans:
+                spans[device], highest[device] = (seq, seq), order
+            elif order > highest[device]:
+                spans[device], highest[device] = (spans[device][0], seq), order
+    return spans
 
 
-def _recall(runtime: Runtime, readings: Sequence[Reading], deadline: float, tally: Tally,
+def _recall(runtime: Runtime, spans: Mapping[str, tuple[str, str]], deadline: float, tally: Tally,
             prefetched: tuple[set[str], Future[Any]] | None = None) -> bool:
-    """Read the state items of the window's devices not read yet in this batch (or take them from the
-    ``prefetched`` read when it holds them all) and set where each starts; False when they could not be read
-    (the window fails: nothing of it is written)."""
-    firsts = _devices_to_recall(runtime.settings, readings, tally)
+    """Read the state items of the window's devices (``spans``: device_spans) not read yet in this batch (or take
+    them from the ``prefetched`` read when it holds them all) and set where each starts; False when they could
+    not be read (the window fails: nothing of it is written)."""
+    firsts = {device: first for device, (first, _) in spans.items() if device not in tally.starts}
     if not firsts:
         return True
     if prefetched is not None and prefetched[0].issuperset(firsts):
@@ -1668,20 +1695,16 @@ def _commit_states(settings: Settings, committed: Sequence[Reading], cut_short: 
         return
     tally.states = dict(before)
     score_readings(committed, settings, tally.states, absorbed)
-    tally.committed = _committed_after(settings, committed, tally.committed)
+    tally.committed = _committed_after(device_spans(settings, committed), tally.committed)
 
 
-def _committed_after(settings: Settings, readings: Iterable[Reading], committed: Mapping[str, str]) -> dict[str, str]:
-    """Each device's last committed detector record once ``readings`` commit too."""
-    detectors = _detectors(settings)
+def _committed_after(spans: Mapping[str, tuple[str, str]], committed: Mapping[str, str]) -> dict[str, str]:
+    """Each device's last committed detector record once the readings of ``spans`` (device_spans) commit too."""
     after = dict(committed)
-    for reading in readings:
-        if reading.sensor_type in detectors:
-            device, seq = reading.item["deviceId"]["S"], reading.record.sequence_number
-            last = after.get(device, "")
-            # the readings of one record share its sequence number: no order to ask then
-            if seq != last and _sequence_order(seq) > _sequence_order(last):
-                after[device] = seq
+    for device, (_, highest) in spans.items():
+        last = after.get(device, "")
+        if highest != last and _sequence_order(highest) > _sequence_order(last):
+            after[device] = highest
     return after
 
 
