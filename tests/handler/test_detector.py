@@ -137,6 +137,26 @@ def test_a_late_reading_is_scored_but_not_learned() -> None:
     assert not scored.learned and scored.score > 0.9
 
 
+def test_a_series_scored_with_readings_not_learned_is_scored_as_one_step_at_a_time() -> None:
+    """The processor passes the readings a state already absorbed (a retry) as not to be learned: each is scored
+    against the state as it stands and leaves it as it was, as a step whose state is dropped."""
+    rng = random.Random(5)
+    points = [(START_MS + i * STEP_MS, 10.0 + rng.gauss(0.0, 1.0) + (8.0 if i == 30 else 0.0)) for i in range(60)]
+    learn = [i % 3 != 1 for i in range(60)]
+    expected, state = [], index.DetectorState()
+    for (timestamp_ms, value), learns in zip(points, learn, strict=True):
+        scored, after = index.detect_step(state, timestamp_ms, value, PARAMS)
+        expected.append(scored)
+        state = after if learns else state
+    scored, last = index.detect_series(points, PARAMS, None, learn)
+    assert scored == expected and last == state
+    assert last.count == sum(learn) and any(s.score > 0.5 for s in scored)
+    first, _ = index.detect_series(points, PARAMS)
+    assert first != scored  # not learning a reading changes the later scores: the flags are obeyed
+    untouched = index.DetectorState(count=3, newest_ms=START_MS, mean=1.0, var=1.0, short=1.0, interval=1000.0)
+    assert index.detect_series(points[:5], PARAMS, untouched, [False] * 5)[1] is untouched
+
+
 def test_a_repeated_timestamp_is_learned() -> None:
     _, state = run([1.0, 2.0, 1.5, 1.7, 1.2])
     scored, after = index.detect_step(state, state.newest_ms, 1.4, PARAMS)
