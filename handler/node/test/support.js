@@ -34,10 +34,23 @@ function freePort() {
   });
 }
 
-/** Starts `python3 -m moto.server` on a free loopback port; resolves to { endpoint, stop() }. */
+// moto's server with iotpipe's parity and api patches, as the Python tests run it (tests/conftest.py). Plain moto
+// loses writes when two requests race: two BatchWriteItem calls storing the first items of a new partition key each
+// create its inner dict, and one call's items vanish (a fault test once found 52 of its 54 readings); the parity
+// patch `core.serialized_backends` runs each DynamoDB action alone.
+const MOTO_SERVER = [
+  'import sys',
+  'from iotpipe.local.emulator import moto_compat',
+  'moto_compat.apply(moto_compat.LIBRARY_KINDS)',
+  'from moto.server import main',
+  'main(sys.argv[1:])',
+].join('\n');
+
+/** Starts moto's server (with iotpipe's parity and api patches) on a free loopback port; resolves to
+ *  { endpoint, stop() }. */
 async function startMoto() {
   const port = await freePort();
-  const child = spawn('python3', ['-m', 'moto.server', '-H', '127.0.0.1', '-p', String(port)], {
+  const child = spawn('python3', ['-c', MOTO_SERVER, '-H', '127.0.0.1', '-p', String(port)], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
