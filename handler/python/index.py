@@ -807,7 +807,8 @@ def detect_series(points: Iterable[tuple[int, float]], params: DetectorParams, s
                   learn: Iterable[bool] | None = None) -> tuple[list[Scored], DetectorState]:
     """Score a series' readings in the order given, each before it is learned; the last state (``state``
     itself when no reading was learned). ``learn``, when given, says of each reading whether it is learned after
-    it is scored (a reading the state has already absorbed is scored, not learned again)."""
+    it is scored (a reading the state has already absorbed is scored, not learned again); it must hold one flag
+    per reading (ValueError otherwise)."""
     start = state or EMPTY_STATE
     # The state's numbers and the parameters as locals for the whole series: a named tuple's fields and a
     # dataclass's attributes are dearer than a local, and this loop runs on every reading the processor scores.
@@ -821,8 +822,8 @@ def detect_series(points: Iterable[tuple[int, float]], params: DetectorParams, s
     short_spread = math.sqrt(short_alpha / (2.0 - short_alpha))  # the short mean's spread per baseline spread
     isfinite, floor, sqrt = math.isfinite, math.floor, math.sqrt
     scored = []
-    for (timestamp_ms, value), learns in zip(points, repeat(True) if learn is None else learn,
-                                             strict=False):  # repeat() is endless
+    flagged = zip(points, repeat(True), strict=False) if learn is None else zip(points, learn, strict=True)
+    for (timestamp_ms, value), learns in flagged:
         if count == 0:
             scored.append(Scored(0.0, value, 0.0, True, 0.0))
             if learns:

@@ -155,6 +155,8 @@ def test_a_series_scored_with_readings_not_learned_is_scored_as_one_step_at_a_ti
     assert first != scored  # not learning a reading changes the later scores: the flags are obeyed
     untouched = index.DetectorState(count=3, newest_ms=START_MS, mean=1.0, var=1.0, short=1.0, interval=1000.0)
     assert index.detect_series(points[:5], PARAMS, untouched, [False] * 5)[1] is untouched
+    with pytest.raises(ValueError):  # a flag per reading, or the readings without one would be dropped silently
+        index.detect_series(points, PARAMS, None, learn[:-1])
 
 
 def test_a_repeated_timestamp_is_learned() -> None:
