@@ -36,8 +36,8 @@ function freePort() {
 
 // moto's server with iotpipe's parity and api patches, as the Python tests run it (tests/conftest.py). Plain moto
 // loses writes when two requests race: two BatchWriteItem calls storing the first items of a new partition key each
-// create its inner dict, and one call's items vanish (a fault test once found 52 of its 54 readings); the parity
-// patch `core.serialized_backends` runs each DynamoDB action alone.
+// create its inner dict, and one call's items vanish; the parity patch `core.serialized_backends` runs each DynamoDB
+// action alone. (A fault test here once found 52 of its 54 readings, which that race fits; it was not reproduced.)
 const MOTO_SERVER = [
   'import sys',
   'from iotpipe.local.emulator import moto_compat',
